@@ -1,0 +1,2 @@
+//! The balancing actor (placeholder until its logic lands).
+#![no_std]

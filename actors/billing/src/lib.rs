@@ -1,0 +1,2 @@
+//! The billing actor (placeholder until its logic lands).
+#![no_std]

@@ -1,0 +1,404 @@
+//! Message types shared by the host and the actors: what an actor receives ([`Delivery`],
+//! [`Input`]) and what it emits ([`Output`]).
+//!
+//! Units are integers and sit last in names (`frequency_mhz`, `load_w`, `energy_wh`,
+//! `amount_mpaisa`): no floats cross this boundary, so native and wasm runs agree bit for bit.
+//! Money is in milli-paisa (1 NPR = 100 paisa = 100,000 mpaisa) so a per-kWh rate in paisa
+//! applied to watt-hours is exact: `energy_wh * rate_paisa_per_kwh` mpaisa.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use bincode::{Decode, Encode};
+
+/// A controller in the Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct NodeId(pub u64);
+
+/// A customer (household or business) account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct CustomerId(pub u32);
+
+/// A relay or contactor, numbered per node by the node's hardware configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum RelayId {
+    /// A feeder contactor (sheds a whole feeder).
+    Feeder(u16),
+    /// A customer's disconnect relay.
+    Customer(CustomerId),
+    /// A ballast (dump load) stage.
+    Ballast(u8),
+}
+
+/// Why a relay moved. Recorded with every relay action (field loop, ledger, outbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum RelayReason {
+    /// Local protection on the board (under/over-frequency, voltage); never from an actor.
+    Protection,
+    /// The balancing actor shed or restored a feeder.
+    Balancing,
+    /// Prepaid credit ran out.
+    ZeroCredit,
+    /// Credit restored after a top-up.
+    CreditRestored,
+    /// An operator command.
+    Operator,
+}
+
+/// The context of one delivery, taken from the committed log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct Context {
+    /// Raft log index of the entry that carries this input.
+    pub log_index: u64,
+    /// Log time: the leader-assigned timestamp of the entry (Unix ms), made monotonic by the
+    /// host. Actors use this, never a clock.
+    pub log_time_ms: u64,
+    /// The node that proposed the entry.
+    pub origin: NodeId,
+}
+
+/// One input to one actor.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Delivery {
+    /// Where and when.
+    pub ctx: Context,
+    /// What.
+    pub input: Input,
+}
+
+/// Everything an actor can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Input {
+    /// Does nothing; used by tests and health checks.
+    Noop,
+    /// Periodic grid telemetry from one node (to `balancing`).
+    Telemetry(Telemetry),
+    /// Set the balancing configuration (to `balancing`).
+    SetBalancingConfig(BalancingConfig),
+    /// A cumulative meter reading (to `billing`).
+    MeterRead(MeterRead),
+    /// A prepaid top-up token (to `billing`).
+    TopUp(TopUp),
+    /// Add or change a tariff (to `billing`).
+    SetTariff(Tariff),
+    /// Add or change a customer account (to `billing`).
+    UpsertCustomer(CustomerSpec),
+    /// Set billing-wide settings such as friendly hours (to `billing`).
+    SetBillingConfig(BillingConfig),
+    /// A durable timer the actor asked for has come due.
+    Tick(Tick),
+}
+
+/// Telemetry from one node, as sampled by its field loop.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Telemetry {
+    /// Reporting node.
+    pub node: NodeId,
+    /// Grid frequency in millihertz (50 Hz = 50_000).
+    pub frequency_mhz: u32,
+    /// Line voltage in decivolts (230 V = 2_300).
+    pub voltage_dv: u32,
+    /// Generator output at this node's plant, W (0 for a feeder-only node).
+    pub generation_w: u32,
+    /// Power now going to this node's ballast (dump) loads, W.
+    pub ballast_w: u32,
+    /// Ballast this node can absorb at most, W.
+    pub ballast_capacity_w: u32,
+    /// Per-feeder load and contactor state.
+    pub feeders: Vec<FeederLoad>,
+}
+
+/// One feeder's load as measured by the node that owns its contactor.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct FeederLoad {
+    /// Feeder number on the reporting node.
+    pub feeder: u16,
+    /// Active power on the feeder, W (0 when open).
+    pub load_w: u32,
+    /// Whether the feeder contactor is closed (supplying).
+    pub closed: bool,
+}
+
+/// Balancing settings, committed through Raft like any other input.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BalancingConfig {
+    /// Nominal frequency, mHz (50_000).
+    pub nominal_mhz: u32,
+    /// Below this (with no ballast left to give) the lowest-priority closed feeder is shed, mHz.
+    pub shed_below_mhz: u32,
+    /// A shed feeder is restored only when frequency is at least this, mHz.
+    pub restore_above_mhz: u32,
+    /// Headroom kept in ballast when restoring a feeder, W.
+    pub restore_margin_w: u32,
+    /// Minimum log time between two restores, ms (avoid hunting).
+    pub restore_interval_ms: u64,
+    /// Feeders by priority: the first is shed last. Feeders not listed are never shed.
+    pub priorities: Vec<FeederRef>,
+}
+
+/// A feeder anywhere in the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct FeederRef {
+    /// Node that owns the contactor.
+    pub node: NodeId,
+    /// Feeder number on that node.
+    pub feeder: u16,
+}
+
+/// A cumulative energy register reading of one customer's meter.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct MeterRead {
+    /// Whose meter.
+    pub customer: CustomerId,
+    /// The meter's cumulative register, Wh (monotonic on a healthy meter).
+    pub total_wh: u64,
+    /// When the node read it (node's clock, Unix ms); informational, never used for billing time.
+    pub read_at_ms: u64,
+}
+
+/// A prepaid top-up.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TopUp {
+    /// Credited account.
+    pub customer: CustomerId,
+    /// Token id (an STS-style token is accepted once, ever).
+    pub token_id: u64,
+    /// Credit added, mpaisa.
+    pub amount_mpaisa: i64,
+}
+
+/// A tariff: how energy and connections are charged.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Tariff {
+    /// Tariff id customers refer to.
+    pub id: u16,
+    /// Version, bumped by operators on every change (reported in ledger records).
+    pub version: u32,
+    /// How it charges.
+    pub kind: TariffKind,
+}
+
+/// The tariff shapes seen in Nepal's micro-hydro grids.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum TariffKind {
+    /// Flat fee by connection size ("cut-out" tariff): charged once per log day.
+    Flat {
+        /// Bands by connection size: the first band with `up_to_w >= connection_w` applies.
+        bands: Vec<FlatBand>,
+    },
+    /// One rate per kWh.
+    PerKwh {
+        /// paisa per kWh.
+        rate_paisa_per_kwh: u32,
+    },
+    /// Increasing blocks per billing period (30 log days), e.g. first 10 kWh free.
+    Tiered {
+        /// Blocks in order; the last block's `up_to_wh` is ignored (unbounded).
+        blocks: Vec<TierBlock>,
+        /// Demand charge per billing period, paisa (charged at the period's first read).
+        period_charge_paisa: u32,
+    },
+}
+
+/// One band of a flat tariff.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct FlatBand {
+    /// Connection sizes up to this, W.
+    pub up_to_w: u32,
+    /// Fee per log day, paisa.
+    pub daily_fee_paisa: u32,
+}
+
+/// One block of a tiered tariff.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TierBlock {
+    /// Energy in the period up to this, Wh.
+    pub up_to_wh: u64,
+    /// paisa per kWh within the block.
+    pub rate_paisa_per_kwh: u32,
+}
+
+/// How an account pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum AccountMode {
+    /// Pays ahead; disconnected at zero credit outside friendly hours.
+    Prepaid,
+    /// Billed after use; never disconnected by billing.
+    Postpaid,
+}
+
+/// A customer account as an operator defines it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CustomerSpec {
+    /// Account id (also the meter's id).
+    pub id: CustomerId,
+    /// Node whose relay board has this customer's disconnect relay.
+    pub node: NodeId,
+    /// Prepaid or postpaid.
+    pub mode: AccountMode,
+    /// Tariff id.
+    pub tariff: u16,
+    /// Connection size, W (selects the flat-tariff band).
+    pub connection_w: u32,
+    /// Opening credit for a new account, mpaisa (ignored when the account exists).
+    pub opening_credit_mpaisa: i64,
+}
+
+/// Billing-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BillingConfig {
+    /// Local time offset from UTC, minutes (Nepal: +345).
+    pub utc_offset_min: i32,
+    /// Friendly hours: no disconnection from this local minute of the day (inclusive)...
+    pub friendly_start_min: u16,
+    /// ...to this one (exclusive); the window may wrap midnight. Equal values: none.
+    pub friendly_end_min: u16,
+    /// A prepaid account is disconnected when its credit falls to this or below, mpaisa.
+    pub disconnect_at_mpaisa: i64,
+}
+
+/// A durable timer coming due, proposed by the leader once log time has reached `due_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct Tick {
+    /// When it was due (log time, ms).
+    pub due_ms: u64,
+    /// The actor's own tag for it.
+    pub tag: u32,
+}
+
+/// Everything an actor can emit.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Output {
+    /// Open or close a relay on a node (executed by that node's field loop).
+    Relay(RelayCommand),
+    /// Set a node's ballast target, W.
+    BallastSetpoint {
+        /// Node whose ballast controller obeys.
+        node: NodeId,
+        /// Target ballast power, W.
+        setpoint_w: u32,
+    },
+    /// A billing ledger record (goes to the outbox for the data center).
+    Ledger(LedgerRecord),
+    /// An alarm for operators.
+    Alarm(Alarm),
+    /// Wake me at this log time with this tag.
+    Timer {
+        /// Log time, ms.
+        at_ms: u64,
+        /// Returned in the [`Tick`].
+        tag: u32,
+    },
+}
+
+/// A relay command addressed to the node that owns the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct RelayCommand {
+    /// Owning node.
+    pub node: NodeId,
+    /// Which relay.
+    pub relay: RelayId,
+    /// true = close (supply), false = open (cut).
+    pub closed: bool,
+    /// Why.
+    pub reason: RelayReason,
+}
+
+/// One line of a customer's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct LedgerRecord {
+    /// Account.
+    pub customer: CustomerId,
+    /// Log time of the event, ms.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: LedgerKind,
+    /// Credit after the event, mpaisa (negative is debt).
+    pub balance_after_mpaisa: i64,
+    /// Tariff version in force.
+    pub tariff_version: u32,
+}
+
+/// What a ledger line records.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum LedgerKind {
+    /// Energy charged.
+    Charge {
+        /// Energy billed by this record, Wh.
+        energy_wh: u64,
+        /// Amount charged, mpaisa.
+        amount_mpaisa: i64,
+        /// Charged during friendly hours (may create debt).
+        friendly: bool,
+    },
+    /// A fixed fee (flat tariff day, tiered period charge).
+    Fee {
+        /// Amount charged, mpaisa.
+        amount_mpaisa: i64,
+    },
+    /// A top-up accepted.
+    TopUp {
+        /// Token id.
+        token_id: u64,
+        /// Credit added, mpaisa.
+        amount_mpaisa: i64,
+    },
+    /// The supply was cut.
+    Disconnect {
+        /// Why.
+        reason: RelayReason,
+    },
+    /// The supply was restored.
+    Reconnect {
+        /// Why.
+        reason: RelayReason,
+    },
+}
+
+/// An alarm for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Alarm {
+    /// What kind.
+    pub code: AlarmCode,
+    /// Node concerned, if any.
+    pub node: Option<NodeId>,
+    /// Subject (customer id, feeder number...) as the code defines.
+    pub subject: u32,
+    /// A value (the offending reading...) as the code defines.
+    pub value: i64,
+    /// Short human text.
+    pub text: String,
+}
+
+/// Alarm kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum AlarmCode {
+    /// A meter register went backwards: the read was rejected and not billed.
+    MeterNotMonotonic,
+    /// A top-up token was presented twice: rejected.
+    TokenReplayed,
+    /// Input for an unknown customer or tariff.
+    UnknownAccount,
+    /// Frequency outside the statutory band in telemetry.
+    FrequencyOutOfBand,
+    /// Balancing shed a feeder.
+    FeederShed,
+    /// Balancing has no feeder left to shed and generation is short.
+    CannotBalance,
+}
+
+/// Why an actor refused an input (the non-zero status codes of `ghatta_handle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+#[repr(i32)]
+pub enum RejectReason {
+    /// The input is not for this actor.
+    NotForMe = 1,
+    /// Unknown customer, tariff or feeder.
+    Unknown = 2,
+    /// Token already used.
+    Replayed = 3,
+    /// Meter register went backwards.
+    NotMonotonic = 4,
+    /// The input is malformed or out of range.
+    Invalid = 5,
+}

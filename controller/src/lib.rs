@@ -1,0 +1,1 @@
+//! ghatta controller (placeholder)

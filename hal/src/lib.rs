@@ -1,0 +1,1 @@
+//! Hardware abstraction for ghatta (placeholder).
