@@ -1,0 +1,474 @@
+//! The actor host: runs the balancing and billing actors under wasmi, deterministically.
+//!
+//! Determinism rules (DESIGN principle 1):
+//! - modules are compiled **eagerly** (`CompilationMode::Eager`): with lazy translation wasmi
+//!   charges translation as fuel, so a replica with a cold cache could run out of fuel where a
+//!   warm one did not;
+//! - each delivery runs in a **fresh instance** with a fixed fuel budget and memory limit, so no
+//!   hidden state survives in linear memory between deliveries: an actor's state is only what
+//!   it wrote through the host;
+//! - the host offers no clock and no randomness; time is the entry's log time;
+//! - a trap (including running out of fuel or memory, or breaking a host limit) discards every
+//!   write and output of that delivery, and is recorded as the outcome on every replica.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+
+use ghatta_actor_sdk::abi;
+use wasmi::{Caller, CompilationMode, Config, Engine, Extern, Linker, Module, Store, StoreLimits, StoreLimitsBuilder};
+
+/// Which actor. The byte value prefixes the actor's keys in the shared state table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ActorKind {
+    /// Balancing: telemetry in, ballast set-points and feeder shed/restore out.
+    Balancing = 1,
+    /// Billing: meter reads, top-ups, tariffs in; ledger records and disconnects out.
+    Billing = 2,
+}
+
+impl ActorKind {
+    /// Every actor, in id order.
+    pub const ALL: [ActorKind; 2] = [ActorKind::Balancing, ActorKind::Billing];
+
+    /// The key prefix of this actor's state.
+    pub fn prefix(self) -> u8 {
+        self as u8
+    }
+
+    /// The actor that owns an input kind, or None for inputs no actor takes.
+    pub fn for_input(input: &ghatta_actor_sdk::Input) -> Option<ActorKind> {
+        use ghatta_actor_sdk::Input::*;
+        match input {
+            Telemetry(_) | SetBalancingConfig(_) => Some(ActorKind::Balancing),
+            MeterRead(_) | TopUp(_) | SetTariff(_) | UpsertCustomer(_) | SetBillingConfig(_) => {
+                Some(ActorKind::Billing)
+            }
+            Noop | Tick(_) => None,
+        }
+    }
+
+    /// Lower-case name, as in config and status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorKind::Balancing => "balancing",
+            ActorKind::Billing => "billing",
+        }
+    }
+
+    /// From the state-key prefix byte.
+    pub fn from_prefix(b: u8) -> Option<ActorKind> {
+        match b {
+            1 => Some(ActorKind::Balancing),
+            2 => Some(ActorKind::Billing),
+            _ => None,
+        }
+    }
+}
+
+/// Limits applied to every delivery. Defaults are sized for the real actors with a wide margin
+/// and for boards with little memory; all are node configuration (`[actors]` in node.toml),
+/// and every replica must use the same values (they are part of the deterministic outcome).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorLimits {
+    /// Fuel (roughly wasm instructions) per delivery. 20 million covers a billing tick over a
+    /// few thousand accounts (measured ~10k fuel per account) and stops an infinite loop in
+    /// well under a second on a Raspberry Pi.
+    pub fuel_per_delivery: u64,
+    /// Linear memory per instance, bytes. 2 MiB: the actors' heaps peak at a few hundred KiB.
+    pub memory_bytes: usize,
+    /// Largest state key, bytes.
+    pub max_key_bytes: usize,
+    /// Largest state value, bytes (one account or a tariff table).
+    pub max_value_bytes: usize,
+    /// State writes per delivery (a billing tick writes one per account).
+    pub max_writes_per_delivery: usize,
+    /// Outputs per delivery.
+    pub max_outputs_per_delivery: usize,
+    /// Total actor state, bytes, summed over keys and values: bounds the in-memory state map
+    /// and the snapshot. 16 MiB is ~50,000 accounts with their token history.
+    pub max_state_bytes: u64,
+}
+
+impl Default for ActorLimits {
+    fn default() -> Self {
+        ActorLimits {
+            fuel_per_delivery: 20_000_000,
+            memory_bytes: 2 * 1024 * 1024,
+            max_key_bytes: 256,
+            max_value_bytes: 16 * 1024,
+            max_writes_per_delivery: 8 * 1024,
+            max_outputs_per_delivery: 8 * 1024,
+            max_state_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a module was refused at load time.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not valid WebAssembly (or uses features we disable).
+    #[error("{actor}.wasm is not a valid WebAssembly module: {detail}; rebuild the actor for wasm32-unknown-unknown")]
+    Invalid {
+        /// Which actor.
+        actor: &'static str,
+        /// wasmi's reason.
+        detail: String,
+    },
+    /// Valid wasm, wrong interface.
+    #[error("{actor}.wasm does not follow the ghatta actor ABI v{abi}: {detail}")]
+    Abi {
+        /// Which actor.
+        actor: &'static str,
+        /// The ABI version expected.
+        abi: i32,
+        /// What is missing or wrong.
+        detail: String,
+    },
+}
+
+/// How one delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Status {
+    /// The actor handled it.
+    Handled,
+    /// The actor refused it with a reason code (its writes and outputs are kept).
+    Rejected(i32),
+    /// The actor trapped; nothing it did is kept.
+    Trapped(TrapKind),
+}
+
+/// Trap categories recorded in the outcome (coarse on purpose: the category is what every
+/// replica must agree on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TrapKind {
+    /// The fuel budget ran out (e.g. an infinite loop).
+    OutOfFuel,
+    /// A host limit (key, value, writes, outputs, total state) was exceeded.
+    HostLimit,
+    /// Any other wasm trap (unreachable, out-of-bounds, memory exhausted, ...).
+    Wasm,
+}
+
+/// The effects of one delivery, in the order they happened.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// State writes: full key (with actor prefix), new value or None for a removal.
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Encoded `Output`s.
+    pub outputs: Vec<Vec<u8>>,
+}
+
+/// Actor state shared by all actors: full key (prefix byte ++ actor key) -> value, plus the
+/// running byte count the total-state limit is checked against.
+#[derive(Debug, Default, Clone)]
+pub struct ActorState {
+    /// The map.
+    pub map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Sum of key and value lengths.
+    pub bytes: u64,
+}
+
+impl ActorState {
+    /// Insert or replace, keeping the byte count; returns the old value.
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
+        let add = (key.len() + value.len()) as u64;
+        let klen = key.len() as u64;
+        let old = self.map.insert(key, value);
+        if let Some(o) = &old {
+            self.bytes -= klen + o.len() as u64;
+        }
+        self.bytes += add;
+        old
+    }
+
+    /// Remove, keeping the byte count; returns the old value.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let old = self.map.remove(key);
+        if let Some(o) = &old {
+            self.bytes -= (key.len() + o.len()) as u64;
+        }
+        old
+    }
+}
+
+/// Per-delivery host context inside the wasmi store.
+struct HostCtx {
+    limits: StoreLimits,
+    actor_limits: ActorLimits,
+    prefix: u8,
+    state: ActorState,
+    /// (key, previous value) in write order, to roll back on a trap.
+    undo: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    effects: Effects,
+    /// Set when a host function trapped the guest for a limit.
+    host_limit_hit: bool,
+}
+
+fn limit_trap(ctx: &mut HostCtx, what: &str) -> wasmi::Error {
+    ctx.host_limit_hit = true;
+    wasmi::Error::new(format!("actor exceeded a host limit: {what}"))
+}
+
+fn memory_of(caller: &Caller<'_, HostCtx>) -> Result<wasmi::Memory, wasmi::Error> {
+    caller
+        .get_export("memory")
+        .and_then(Extern::into_memory)
+        .ok_or_else(|| wasmi::Error::new("actor exports no memory"))
+}
+
+fn read_bytes(mem: &[u8], ptr: i32, len: i32) -> Result<Vec<u8>, wasmi::Error> {
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    mem.get(ptr..ptr.saturating_add(len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| wasmi::Error::new("actor passed an out-of-bounds buffer"))
+}
+
+/// The actor host: an engine, the compiled modules and the host functions.
+pub struct ActorHost {
+    engine: Engine,
+    linker: Linker<HostCtx>,
+    modules: BTreeMap<ActorKind, Module>,
+    limits: ActorLimits,
+}
+
+impl std::fmt::Debug for ActorHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorHost").field("actors", &self.modules.keys()).field("limits", &self.limits).finish()
+    }
+}
+
+impl ActorHost {
+    /// A host with the actors built into this binary.
+    pub fn with_embedded(limits: ActorLimits) -> Result<Self, LoadError> {
+        Self::new(limits, &[(ActorKind::Balancing, embedded::BALANCING_WASM), (ActorKind::Billing, embedded::BILLING_WASM)])
+    }
+
+    /// A host with the given modules (compiled eagerly now).
+    pub fn new(limits: ActorLimits, modules: &[(ActorKind, &[u8])]) -> Result<Self, LoadError> {
+        let mut config = Config::default();
+        config.consume_fuel(true);
+        config.compilation_mode(CompilationMode::Eager);
+        // Floats are deterministic in wasmi, but our ABI has none; refusing them keeps NaN
+        // payload questions out of consensus entirely.
+        config.floats(false);
+        let engine = Engine::new(&config);
+        let linker = Self::linker(&engine);
+        let mut host = ActorHost { engine, linker, modules: BTreeMap::new(), limits };
+        for (kind, bytes) in modules {
+            host.load(*kind, bytes)?;
+        }
+        Ok(host)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &ActorLimits {
+        &self.limits
+    }
+
+    /// Compile and check one module, replacing the actor's current code.
+    pub fn load(&mut self, kind: ActorKind, bytes: &[u8]) -> Result<(), LoadError> {
+        let actor = kind.name();
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid { actor, detail: e.to_string() })?;
+        let abi_err = |detail: String| LoadError::Abi { actor, abi: abi::ABI_VERSION, detail };
+        for import in module.imports() {
+            if import.module() != abi::IMPORT_MODULE {
+                return Err(abi_err(format!(
+                    "it imports `{}::{}`; actors may import only from `{}`",
+                    import.module(),
+                    import.name(),
+                    abi::IMPORT_MODULE
+                )));
+            }
+        }
+        for name in ["memory", "ghatta_abi_version", "ghatta_alloc", "ghatta_handle"] {
+            if module.get_export(name).is_none() {
+                return Err(abi_err(format!("it does not export `{name}`")));
+            }
+        }
+        // Ask the module which ABI it speaks.
+        let mut store = self.store(kind);
+        let instance = self
+            .linker
+            .instantiate_and_start(&mut store, &module)
+            .map_err(|e| abi_err(format!("it cannot be instantiated: {e}")))?;
+        let version = instance
+            .get_typed_func::<(), i32>(&store, "ghatta_abi_version")
+            .and_then(|f| f.call(&mut store, ()))
+            .map_err(|e| abi_err(format!("ghatta_abi_version failed: {e}")))?;
+        if version != abi::ABI_VERSION {
+            return Err(abi_err(format!("it speaks ABI v{version}")));
+        }
+        self.modules.insert(kind, module);
+        Ok(())
+    }
+
+    fn store(&self, kind: ActorKind) -> Store<HostCtx> {
+        let ctx = HostCtx {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(1)
+                .memories(1)
+                .tables(1)
+                .build(),
+            actor_limits: self.limits.clone(),
+            prefix: kind.prefix(),
+            state: ActorState::default(),
+            undo: Vec::new(),
+            effects: Effects::default(),
+            host_limit_hit: false,
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|c| &mut c.limits);
+        store
+    }
+
+    fn linker(engine: &Engine) -> Linker<HostCtx> {
+        let mut linker = Linker::<HostCtx>::new(engine);
+        let m = abi::IMPORT_MODULE;
+        // The closures below run inside consensus: they must be deterministic and must turn
+        // every bad argument into a trap, never a panic.
+        linker
+            .func_wrap(m, "state_get", |mut caller: Caller<'_, HostCtx>, kp: i32, kl: i32, op: i32, oc: i32| -> Result<i32, wasmi::Error> {
+                let memory = memory_of(&caller)?;
+                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                let key = read_bytes(mem, kp, kl)?;
+                if key.len() > ctx.actor_limits.max_key_bytes {
+                    return Err(limit_trap(ctx, "key too long"));
+                }
+                let mut full = Vec::with_capacity(key.len() + 1);
+                full.push(ctx.prefix);
+                full.extend_from_slice(&key);
+                let Some(value) = ctx.state.map.get(&full) else { return Ok(-1) };
+                let n = value.len();
+                if n <= oc as u32 as usize {
+                    let start = op as u32 as usize;
+                    let dst = mem
+                        .get_mut(start..start.saturating_add(n))
+                        .ok_or_else(|| wasmi::Error::new("actor passed an out-of-bounds buffer"))?;
+                    dst.copy_from_slice(value);
+                }
+                Ok(n as i32)
+            })
+            .expect("state_get is defined once");
+        linker
+            .func_wrap(m, "state_set", |mut caller: Caller<'_, HostCtx>, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<(), wasmi::Error> {
+                let memory = memory_of(&caller)?;
+                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                let key = read_bytes(mem, kp, kl)?;
+                let value = read_bytes(mem, vp, vl)?;
+                if key.len() > ctx.actor_limits.max_key_bytes {
+                    return Err(limit_trap(ctx, "key too long"));
+                }
+                if value.len() > ctx.actor_limits.max_value_bytes {
+                    return Err(limit_trap(ctx, "value too large"));
+                }
+                if ctx.effects.writes.len() >= ctx.actor_limits.max_writes_per_delivery {
+                    return Err(limit_trap(ctx, "too many writes in one delivery"));
+                }
+                let mut full = Vec::with_capacity(key.len() + 1);
+                full.push(ctx.prefix);
+                full.extend_from_slice(&key);
+                let old = ctx.state.insert(full.clone(), value.clone());
+                ctx.undo.push((full.clone(), old));
+                ctx.effects.writes.push((full, Some(value)));
+                if ctx.state.bytes > ctx.actor_limits.max_state_bytes {
+                    return Err(limit_trap(ctx, "total actor state over its limit"));
+                }
+                Ok(())
+            })
+            .expect("state_set is defined once");
+        linker
+            .func_wrap(m, "state_remove", |mut caller: Caller<'_, HostCtx>, kp: i32, kl: i32| -> Result<(), wasmi::Error> {
+                let memory = memory_of(&caller)?;
+                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                let key = read_bytes(mem, kp, kl)?;
+                if ctx.effects.writes.len() >= ctx.actor_limits.max_writes_per_delivery {
+                    return Err(limit_trap(ctx, "too many writes in one delivery"));
+                }
+                let mut full = Vec::with_capacity(key.len() + 1);
+                full.push(ctx.prefix);
+                full.extend_from_slice(&key);
+                let old = ctx.state.remove(&full);
+                ctx.undo.push((full.clone(), old));
+                ctx.effects.writes.push((full, None));
+                Ok(())
+            })
+            .expect("state_remove is defined once");
+        linker
+            .func_wrap(m, "emit", |mut caller: Caller<'_, HostCtx>, p: i32, l: i32| -> Result<(), wasmi::Error> {
+                let memory = memory_of(&caller)?;
+                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                if ctx.effects.outputs.len() >= ctx.actor_limits.max_outputs_per_delivery {
+                    return Err(limit_trap(ctx, "too many outputs in one delivery"));
+                }
+                let bytes = read_bytes(mem, p, l)?;
+                // Only well-formed outputs enter the log of effects.
+                if ghatta_actor_sdk::codec::decode::<ghatta_actor_sdk::Output>(&bytes).is_none() {
+                    return Err(limit_trap(ctx, "emitted an undecodable output"));
+                }
+                ctx.effects.outputs.push(bytes);
+                Ok(())
+            })
+            .expect("emit is defined once");
+        linker
+    }
+
+    /// Deliver one encoded `Delivery` to an actor. `state` is the shared actor state; on a trap
+    /// it is restored exactly as it was. Deterministic: same module, limits, state and bytes
+    /// give the same status and effects on every replica.
+    pub fn deliver(&self, kind: ActorKind, state: &mut ActorState, delivery: &[u8]) -> (Status, Effects) {
+        let Some(module) = self.modules.get(&kind) else {
+            return (Status::Trapped(TrapKind::Wasm), Effects::default());
+        };
+        let mut store = self.store(kind);
+        store.data_mut().state = std::mem::take(state);
+        if store.set_fuel(self.limits.fuel_per_delivery).is_err() {
+            *state = std::mem::take(&mut store.data_mut().state);
+            return (Status::Trapped(TrapKind::Wasm), Effects::default());
+        }
+        let result = self.run(&mut store, module, delivery);
+        let ctx = store.data_mut();
+        let status = match result {
+            Ok(0) => Status::Handled,
+            Ok(code) => Status::Rejected(code),
+            Err(e) => {
+                // Roll back in reverse order.
+                while let Some((key, old)) = ctx.undo.pop() {
+                    match old {
+                        Some(v) => ctx.state.insert(key, v),
+                        None => ctx.state.remove(&key),
+                    };
+                }
+                ctx.effects = Effects::default();
+                let kind = if ctx.host_limit_hit {
+                    TrapKind::HostLimit
+                } else if e.as_trap_code() == Some(wasmi::TrapCode::OutOfFuel) {
+                    TrapKind::OutOfFuel
+                } else {
+                    TrapKind::Wasm
+                };
+                Status::Trapped(kind)
+            }
+        };
+        *state = std::mem::take(&mut ctx.state);
+        (status, std::mem::take(&mut ctx.effects))
+    }
+
+    fn run(&self, store: &mut Store<HostCtx>, module: &Module, delivery: &[u8]) -> Result<i32, wasmi::Error> {
+        let instance = self.linker.instantiate_and_start(&mut *store, module)?;
+        let alloc = instance.get_typed_func::<i32, i32>(&*store, "ghatta_alloc")?;
+        let handle = instance.get_typed_func::<(i32, i32), i32>(&*store, "ghatta_handle")?;
+        let memory = instance
+            .get_memory(&*store, "memory")
+            .ok_or_else(|| wasmi::Error::new("actor exports no memory"))?;
+        let len = i32::try_from(delivery.len()).map_err(|_| wasmi::Error::new("delivery too large"))?;
+        let ptr = alloc.call(&mut *store, len)?;
+        memory
+            .write(&mut *store, ptr as u32 as usize, delivery)
+            .map_err(|_| wasmi::Error::new("ghatta_alloc returned an out-of-bounds buffer"))?;
+        handle.call(&mut *store, (ptr, len))
+    }
+}

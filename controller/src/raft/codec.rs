@@ -1,0 +1,37 @@
+//! Binary encoding of Raft and wire types: bincode 2 (serde mode), standard config, with a hard
+//! size limit so a corrupt or hostile buffer cannot make the decoder allocate without bound.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Largest encoded value accepted: one log entry, one RPC, one snapshot chunk.
+/// 16 MiB bounds allocation from a hostile peer while leaving room for a batch of 1,000
+/// telemetry inputs or a multi-megabyte snapshot chunk.
+pub const MAX_ENCODED_BYTES: usize = 16 * 1024 * 1024;
+
+type Cfg = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_ENCODED_BYTES>,
+>;
+
+const fn config() -> Cfg {
+    bincode::config::standard().with_limit::<MAX_ENCODED_BYTES>()
+}
+
+/// Encode a value.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, config())
+}
+
+/// Decode a value; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    let (v, used) = bincode::serde::decode_from_slice(bytes, config())?;
+    if used != bytes.len() {
+        return Err(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - used
+        )));
+    }
+    Ok(v)
+}

@@ -1,0 +1,201 @@
+//! The Raft log on redb: entries, vote, committed and purged markers.
+//!
+//! Durability rule (Raft §5, and DESIGN principle 5): an entry is acknowledged to openraft only
+//! after the redb transaction that wrote it committed with `Durability::Immediate`, i.e. after
+//! an fsync. The vote is saved the same way before `save_vote` returns. The committed marker is
+//! a hint that openraft tolerates losing, so it is written without an fsync.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+
+use super::codec;
+use super::{Entry, LogId, TypeConfig, Vote};
+use crate::storage::{RAFT_LOG, RAFT_META, io_err};
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_LAST_PURGED: &str = "last_purged";
+
+/// Test-only fault switches, so the simulator can prove its checkers catch a broken node.
+#[derive(Debug, Default)]
+pub struct LogFaults {
+    /// Acknowledge appends without waiting for the fsync (writes with `Durability::None`).
+    /// Never set outside mutation tests: it breaks Raft's durability assumption.
+    pub ack_before_fsync: AtomicBool,
+}
+
+/// The redb-backed Raft log of one node. Cheap to clone (shares the database).
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+    faults: Arc<LogFaults>,
+}
+
+impl LogStore {
+    /// A log store over the node database.
+    pub fn new(db: Arc<Database>) -> Self {
+        LogStore { db, faults: Arc::default() }
+    }
+
+    /// A log store with fault switches (simulator mutation tests).
+    pub fn with_faults(db: Arc<Database>, faults: Arc<LogFaults>) -> Self {
+        LogStore { db, faults }
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(RAFT_META).map_err(io_err)?;
+        match table.get(key).map_err(io_err)? {
+            None => Ok(None),
+            Some(v) => codec::decode(v.value()).map(Some).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("raft_meta[{key}] is corrupt: {e}"))
+            }),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T, durability: Durability) -> io::Result<()> {
+        let bytes = codec::encode(value).map_err(io_err)?;
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        txn.set_durability(durability).map_err(io_err)?;
+        {
+            let mut table = txn.open_table(RAFT_META).map_err(io_err)?;
+            table.insert(key, bytes.as_slice()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+
+    /// The last entry's log id, if the log holds any entry.
+    fn last_entry_id(&self) -> io::Result<Option<LogId>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+        match table.last().map_err(io_err)? {
+            None => Ok(None),
+            Some((_, v)) => {
+                let e: Entry = codec::decode(v.value()).map_err(io_err)?;
+                Ok(Some(e.log_id()))
+            }
+        }
+    }
+}
+
+fn to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+        let mut out = Vec::new();
+        for item in table.range::<u64>(to_bounds(&range)).map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            let entry: Entry = codec::decode(v.value()).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("raft_log[{}] is corrupt: {e}", k.value()))
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_entry_id()?.or_else(|| last_purged_log_id.clone());
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_meta(KEY_VOTE, vote, Durability::Immediate)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // A hint: losing it on a power cut only means re-applying from the state machine's own
+        // applied index, which openraft handles.
+        self.put_meta(KEY_COMMITTED, &committed, Durability::None)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let durability = if self.faults.ack_before_fsync.load(Ordering::Relaxed) {
+            Durability::None
+        } else {
+            Durability::Immediate
+        };
+        let result = (|| -> io::Result<()> {
+            let mut txn = self.db.begin_write().map_err(io_err)?;
+            txn.set_durability(durability).map_err(io_err)?;
+            {
+                let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+                for entry in entries {
+                    let bytes = codec::encode(&entry).map_err(io_err)?;
+                    table.insert(entry.index(), bytes.as_slice()).map_err(io_err)?;
+                }
+            }
+            txn.commit().map_err(io_err)
+        })();
+        match result {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
+        let txn = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+            table.retain_in(from.., |_, _| false).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let bytes = codec::encode(&log_id).map_err(io_err)?;
+        let upto = log_id.index();
+        let txn = self.db.begin_write().map_err(io_err)?;
+        {
+            // The purged marker and the deletion commit together, so the log never has a gap
+            // that the marker does not explain.
+            let mut meta = txn.open_table(RAFT_META).map_err(io_err)?;
+            meta.insert(KEY_LAST_PURGED, bytes.as_slice()).map_err(io_err)?;
+            let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+            table.retain_in(..=upto, |_, _| false).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+}

@@ -1,0 +1,112 @@
+//! Raft plumbing: the openraft type configuration, what a log entry carries ([`Proposal`]) and
+//! what applying it answers ([`Receipt`]), the redb log store, the network adapter and timing.
+//!
+//! The async runtime is tokio wrapped in openraft's `DeterministicRng`, so openraft's own
+//! randomness (election timeouts) comes from a seed: the node's in production, the world's
+//! in the simulator.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod timing;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The async runtime openraft runs on: tokio with a seeded RNG.
+pub type Runtime = openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
+
+openraft::declare_raft_types!(
+    /// ghatta's Raft type configuration.
+    pub TypeConfig:
+        D = Proposal,
+        R = Receipt,
+        NodeId = u64,
+        Node = PeerInfo,
+        AsyncRuntime = Runtime,
+);
+
+/// The Raft handle for our state machine.
+pub type Raft = openraft::Raft<TypeConfig, crate::state::StateMachine>;
+/// A log entry.
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// A log id.
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// A vote.
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// Stored membership.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot with our data type (the serialised state machine image).
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+
+/// How to reach a peer. Stored in the membership, so every node learns every address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// TCP address of the peer's Raft listener, e.g. "10.0.0.2:7000" (empty when the peer is
+    /// reached only by other links).
+    pub addr: String,
+}
+
+impl fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)
+    }
+}
+
+/// What one log entry carries. Proposed by a node, stamped with the leader's time, committed,
+/// then applied exactly once on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The node that proposed it.
+    pub origin: u64,
+    /// The origin's sequence number for this proposal: `(origin, seq)` makes a retried proposal
+    /// a no-op. Sequence 0 is never deduplicated (used only by entries with their own key).
+    pub seq: u64,
+    /// Leader-assigned time, Unix ms. The state machine makes log time monotonic.
+    pub time_ms: u64,
+    /// What to do.
+    pub body: Body,
+}
+
+/// The kinds of proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A batch of actor inputs, each a bincode-encoded `ghatta_actor_sdk::Input`; routed to the
+    /// actor that owns the input's kind.
+    Inputs(Vec<Vec<u8>>),
+    /// A durable timer came due (proposed by the leader). Keyed by the timer id, so a repeated
+    /// tick is a no-op.
+    Tick {
+        /// The timer.
+        timer_id: u64,
+    },
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.body {
+            Body::Inputs(v) => write!(f, "inputs({}) from {}#{}", v.len(), self.origin, self.seq),
+            Body::Tick { timer_id } => write!(f, "tick({timer_id}) from {}", self.origin),
+        }
+    }
+}
+
+/// What applying one entry answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Log index of the entry.
+    pub index: u64,
+    /// The `(origin, seq)` was applied before: nothing was done this time.
+    pub duplicate: bool,
+    /// Inputs an actor handled.
+    pub handled: u32,
+    /// Inputs an actor rejected (deterministically; e.g. a replayed token).
+    pub rejected: u32,
+    /// Inputs whose actor trapped, ran out of fuel or memory (discarded on every replica).
+    pub trapped: u32,
+    /// State hash after this entry.
+    pub state_hash: [u8; 32],
+}

@@ -1,0 +1,236 @@
+//! Applying committed entries: dedupe, route inputs to actors, record effects, chain the hash.
+
+use std::io;
+
+use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
+use openraft::EntryPayload;
+use openraft::entry::RaftEntry;
+use redb::{Database, Durability, Table};
+
+use super::{OutboxRecord, Scalars, SeqCheck, SmData, StateHash, TimerRecord, meta_keys};
+use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
+use crate::raft::{Body, Entry, Proposal, Receipt, StoredMembership, codec};
+use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+
+/// Tables open in the batch's write transaction.
+struct Tables<'t> {
+    state: Table<'t, &'static [u8], &'static [u8]>,
+    dedupe: Table<'t, u64, &'static [u8]>,
+    timers: Table<'t, u64, &'static [u8]>,
+    outbox: Table<'t, u64, &'static [u8]>,
+}
+
+/// Apply a batch of committed entries in one redb transaction; one receipt per entry.
+pub(crate) fn apply_batch<'a>(
+    db: &Database,
+    host: &ActorHost,
+    data: &mut SmData,
+    entries: impl Iterator<Item = &'a Entry>,
+) -> io::Result<Vec<Receipt>> {
+    let mut txn = db.begin_write().map_err(io_err)?;
+    txn.set_durability(Durability::None).map_err(io_err)?;
+    let mut receipts = Vec::new();
+    {
+        let mut t = Tables {
+            state: txn.open_table(ACTOR_STATE).map_err(io_err)?,
+            dedupe: txn.open_table(DEDUPE).map_err(io_err)?,
+            timers: txn.open_table(TIMERS).map_err(io_err)?,
+            outbox: txn.open_table(OUTBOX).map_err(io_err)?,
+        };
+        for entry in entries {
+            let index = entry.index();
+            if data.last_applied.as_ref().is_some_and(|l| l.index() >= index) {
+                // Already applied (a re-delivered batch after a restart): exactly once.
+                receipts.push(Receipt { index, duplicate: true, state_hash: data.hash, ..Receipt::default() });
+                continue;
+            }
+            let mut h = blake3::Hasher::new();
+            h.update(&data.hash);
+            h.update(&index.to_le_bytes());
+            let mut receipt = Receipt { index, ..Receipt::default() };
+            match &entry.payload {
+                EntryPayload::Blank => {
+                    h.update(b"blank");
+                }
+                EntryPayload::Membership(m) => {
+                    h.update(b"membership");
+                    data.membership = StoredMembership::new(Some(entry.log_id()), m.clone());
+                }
+                EntryPayload::Normal(p) => apply_proposal(host, data, &mut t, index, p, &mut receipt, &mut h)?,
+            }
+            data.last_applied = Some(entry.log_id());
+            data.hash = *h.finalize().as_bytes();
+            receipt.state_hash = data.hash;
+            receipts.push(receipt);
+        }
+        let mut meta = txn.open_table(SM_META).map_err(io_err)?;
+        let scalars = codec::encode(&scalars_of(data)).map_err(io_err)?;
+        meta.insert(meta_keys::SCALARS, scalars.as_slice()).map_err(io_err)?;
+        let customers = codec::encode(&data.customers).map_err(io_err)?;
+        meta.insert(meta_keys::CUSTOMERS, customers.as_slice()).map_err(io_err)?;
+    }
+    txn.commit().map_err(io_err)?;
+    Ok(receipts)
+}
+
+pub(crate) fn scalars_of(data: &SmData) -> Scalars {
+    Scalars {
+        last_applied: data.last_applied.clone(),
+        membership: data.membership.clone(),
+        hash: data.hash,
+        log_time_ms: data.log_time_ms,
+        next_timer_id: data.next_timer_id,
+        next_out_seq: data.next_out_seq,
+        first_out_seq: data.first_out_seq,
+        trapped_total: data.trapped_total,
+    }
+}
+
+fn apply_proposal(
+    host: &ActorHost,
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    index: u64,
+    p: &Proposal,
+    receipt: &mut Receipt,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    // Log time never goes backwards, whatever a new leader's clock says.
+    data.log_time_ms = data.log_time_ms.max(p.time_ms);
+    h.update(&data.log_time_ms.to_le_bytes());
+    if p.seq != 0 {
+        let window = data.dedupe.entry(p.origin).or_default();
+        if window.check_and_record(p.seq) == SeqCheck::Duplicate {
+            receipt.duplicate = true;
+            h.update(b"dup");
+            return Ok(());
+        }
+        let bytes = codec::encode(&*window).map_err(io_err)?;
+        t.dedupe.insert(p.origin, bytes.as_slice()).map_err(io_err)?;
+    }
+    let ctx = sdk::Context { log_index: index, log_time_ms: data.log_time_ms, origin: sdk::NodeId(p.origin) };
+    match &p.body {
+        Body::Inputs(inputs) => {
+            for raw in inputs {
+                let Some(input) = sdk_codec::decode::<sdk::Input>(raw) else {
+                    // Undecodable input: refused identically everywhere.
+                    receipt.rejected += 1;
+                    h.update(b"undecodable");
+                    continue;
+                };
+                let Some(actor) = ActorKind::for_input(&input) else {
+                    receipt.rejected += 1;
+                    h.update(b"unrouted");
+                    continue;
+                };
+                observe_input(data, &input);
+                deliver(host, data, t, index, actor, sdk::Delivery { ctx, input }, receipt, h)?;
+            }
+        }
+        Body::Tick { timer_id } => match data.timers.remove(timer_id) {
+            None => {
+                // Fired already (a repeated tick proposal): exactly once.
+                receipt.duplicate = true;
+                h.update(b"tick-dup");
+            }
+            Some(timer) => {
+                t.timers.remove(*timer_id).map_err(io_err)?;
+                let input = sdk::Input::Tick(sdk::Tick { due_ms: timer.due_ms, tag: timer.tag });
+                deliver(host, data, t, index, timer.actor, sdk::Delivery { ctx, input }, receipt, h)?;
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Host-side bookkeeping of inputs that define customers (for status; replicated state).
+fn observe_input(data: &mut SmData, input: &sdk::Input) {
+    if let sdk::Input::UpsertCustomer(spec) = input {
+        data.customers.entry(spec.id.0).or_insert(true);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    host: &ActorHost,
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    index: u64,
+    actor: ActorKind,
+    delivery: sdk::Delivery,
+    receipt: &mut Receipt,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    let bytes = sdk_codec::encode(&delivery);
+    let (status, effects) = host.deliver(actor, &mut data.actor_state, &bytes);
+    h.update(&[actor.prefix()]);
+    hash_status(h, status);
+    match status {
+        Status::Handled => receipt.handled += 1,
+        Status::Rejected(_) => receipt.rejected += 1,
+        Status::Trapped(_) => {
+            receipt.trapped += 1;
+            data.trapped_total += 1;
+        }
+    }
+    for (key, value) in &effects.writes {
+        h.update(&(key.len() as u32).to_le_bytes());
+        h.update(key);
+        match value {
+            Some(v) => {
+                h.update(&(v.len() as u32).to_le_bytes());
+                h.update(v);
+                t.state.insert(key.as_slice(), v.as_slice()).map_err(io_err)?;
+            }
+            None => {
+                h.update(&u32::MAX.to_le_bytes());
+                t.state.remove(key.as_slice()).map_err(io_err)?;
+            }
+        }
+    }
+    for out in effects.outputs {
+        h.update(&(out.len() as u32).to_le_bytes());
+        h.update(&out);
+        // The host checked every output decodes before accepting it.
+        let Some(decoded) = sdk_codec::decode::<sdk::Output>(&out) else { continue };
+        match decoded {
+            sdk::Output::Timer { at_ms, tag } => {
+                let id = data.next_timer_id;
+                data.next_timer_id += 1;
+                let rec = TimerRecord { actor, due_ms: at_ms, tag };
+                t.timers.insert(id, codec::encode(&rec).map_err(io_err)?.as_slice()).map_err(io_err)?;
+                data.timers.insert(id, rec);
+            }
+            other => {
+                if let sdk::Output::Relay(cmd) = &other
+                    && let sdk::RelayId::Customer(c) = cmd.relay
+                    && let Some(supplied) = data.customers.get_mut(&c.0)
+                {
+                    *supplied = cmd.closed;
+                }
+                let rec = OutboxRecord { index, time_ms: data.log_time_ms, actor, output: out };
+                let seq = data.next_out_seq;
+                data.next_out_seq += 1;
+                t.outbox.insert(seq, codec::encode(&rec).map_err(io_err)?.as_slice()).map_err(io_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hash_status(h: &mut blake3::Hasher, status: Status) {
+    let (tag, code): (u8, i32) = match status {
+        Status::Handled => (0, 0),
+        Status::Rejected(c) => (1, c),
+        Status::Trapped(TrapKind::OutOfFuel) => (2, 0),
+        Status::Trapped(TrapKind::HostLimit) => (2, 1),
+        Status::Trapped(TrapKind::Wasm) => (2, 2),
+    };
+    h.update(&[tag]);
+    h.update(&code.to_le_bytes());
+}
+
+/// Hex form of a state hash, as shown by `status`.
+pub fn hash_hex(h: &StateHash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,340 @@
+//! The replicated state machine: applies committed entries to the actors, exactly once, and
+//! keeps actor state, dedupe windows, timers and the outbox in redb.
+//!
+//! Every replica applies the same entries in the same order and must reach byte-identical
+//! state; the running [`StateHash`] after each applied index makes divergence visible
+//! (`ghatta status` shows it, the simulator checks it).
+//!
+//! Writes of the state machine are committed without an fsync (`Durability::None`): the Raft
+//! log is the durable record, and after a power cut openraft re-applies the committed entries
+//! after the state machine's last durable applied index. A snapshot is always written with an
+//! fsync before openraft may purge the log it covers.
+
+mod apply;
+mod dedupe;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use self::dedupe::{DEDUPE_WINDOW, DedupeWindow, SeqCheck};
+pub use self::snapshot::SnapshotImage;
+use crate::actors::{ActorHost, ActorKind, ActorState};
+use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig, codec};
+use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+
+/// A state hash: blake3 chained over every applied entry's effects.
+pub type StateHash = [u8; 32];
+
+/// A durable timer an actor asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    /// The actor to wake.
+    pub actor: ActorKind,
+    /// Log time it is due, Unix ms.
+    pub due_ms: u64,
+    /// The actor's tag.
+    pub tag: u32,
+}
+
+/// One record in the outbox: an actor output with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// Log index of the entry that produced it.
+    pub index: u64,
+    /// Log time of that entry.
+    pub time_ms: u64,
+    /// Producing actor.
+    pub actor: ActorKind,
+    /// bincode `ghatta_actor_sdk::Output`.
+    pub output: Vec<u8>,
+}
+
+/// What the node and operators can see of the state machine without touching it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmStatus {
+    /// Last applied log index (0 before any).
+    pub applied_index: u64,
+    /// State hash at `applied_index`.
+    pub state_hash: StateHash,
+    /// Log time at `applied_index`, Unix ms.
+    pub log_time_ms: u64,
+    /// Records in the outbox.
+    pub outbox_len: u64,
+    /// Next outbox sequence number (records are numbered from 0).
+    pub next_out_seq: u64,
+    /// Pending timers.
+    pub timers: u64,
+    /// Earliest pending timer: (timer id, due log time ms).
+    pub next_timer: Option<(u64, u64)>,
+    /// Customers known to the state machine.
+    pub customers: u64,
+    /// Customers whose supply is cut by billing.
+    pub disconnected: u64,
+    /// Deliveries that trapped since genesis (deterministic count).
+    pub trapped_total: u64,
+}
+
+/// The in-memory state, mirrored in redb.
+#[derive(Debug)]
+pub(crate) struct SmData {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub hash: StateHash,
+    pub log_time_ms: u64,
+    pub next_timer_id: u64,
+    pub next_out_seq: u64,
+    pub first_out_seq: u64,
+    pub trapped_total: u64,
+    pub actor_state: ActorState,
+    pub dedupe: BTreeMap<u64, DedupeWindow>,
+    pub timers: BTreeMap<u64, TimerRecord>,
+    /// Customer id -> supplied (true) or cut by billing (false). Derived from inputs and
+    /// relay outputs; part of the replicated state.
+    pub customers: BTreeMap<u32, bool>,
+}
+
+impl SmData {
+    fn empty() -> Self {
+        SmData {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            hash: [0; 32],
+            log_time_ms: 0,
+            next_timer_id: 1,
+            next_out_seq: 0,
+            first_out_seq: 0,
+            trapped_total: 0,
+            actor_state: ActorState::default(),
+            dedupe: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            customers: BTreeMap::new(),
+        }
+    }
+
+    fn status(&self) -> SmStatus {
+        SmStatus {
+            applied_index: self.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
+            state_hash: self.hash,
+            log_time_ms: self.log_time_ms,
+            outbox_len: self.next_out_seq - self.first_out_seq,
+            next_out_seq: self.next_out_seq,
+            timers: self.timers.len() as u64,
+            next_timer: self.timers.iter().min_by_key(|(id, t)| (t.due_ms, **id)).map(|(id, t)| (*id, t.due_ms)),
+            customers: self.customers.len() as u64,
+            disconnected: self.customers.values().filter(|c| !**c).count() as u64,
+            trapped_total: self.trapped_total,
+        }
+    }
+}
+
+/// Keys in `sm_meta`.
+pub(crate) mod meta_keys {
+    pub const SCALARS: &str = "scalars";
+    pub const SNAPSHOT: &str = "snapshot";
+    pub const CUSTOMERS: &str = "customers";
+}
+
+/// The scalar part of the state machine, stored under one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Scalars {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub hash: StateHash,
+    pub log_time_ms: u64,
+    pub next_timer_id: u64,
+    pub next_out_seq: u64,
+    pub first_out_seq: u64,
+    pub trapped_total: u64,
+}
+
+/// The state machine handed to openraft. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    host: Arc<ActorHost>,
+    data: Arc<std::sync::Mutex<SmData>>,
+    status_tx: Arc<watch::Sender<SmStatus>>,
+    snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine").field("status", &*self.status_tx.borrow()).finish()
+    }
+}
+
+impl StateMachine {
+    /// Open the state machine on the node database, loading its state into memory.
+    pub fn open(db: Arc<Database>, host: Arc<ActorHost>) -> io::Result<Self> {
+        let mut data = SmData::empty();
+        {
+            let txn = db.begin_read().map_err(io_err)?;
+            let meta = txn.open_table(SM_META).map_err(io_err)?;
+            if let Some(v) = meta.get(meta_keys::SCALARS).map_err(io_err)? {
+                let s: Scalars = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.scalars", e))?;
+                data.last_applied = s.last_applied;
+                data.membership = s.membership;
+                data.hash = s.hash;
+                data.log_time_ms = s.log_time_ms;
+                data.next_timer_id = s.next_timer_id;
+                data.next_out_seq = s.next_out_seq;
+                data.first_out_seq = s.first_out_seq;
+                data.trapped_total = s.trapped_total;
+            }
+            if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(io_err)? {
+                data.customers = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.customers", e))?;
+            }
+            for item in txn.open_table(ACTOR_STATE).map_err(io_err)?.iter().map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                data.actor_state.insert(k.value().to_vec(), v.value().to_vec());
+            }
+            for item in txn.open_table(DEDUPE).map_err(io_err)?.iter().map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                data.dedupe.insert(k.value(), codec::decode(v.value()).map_err(|e| corrupt("dedupe", e))?);
+            }
+            for item in txn.open_table(TIMERS).map_err(io_err)?.iter().map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                data.timers.insert(k.value(), codec::decode(v.value()).map_err(|e| corrupt("timers", e))?);
+            }
+        }
+        let (status_tx, _) = watch::channel(data.status());
+        Ok(StateMachine {
+            db,
+            host,
+            data: Arc::new(std::sync::Mutex::new(data)),
+            status_tx: Arc::new(status_tx),
+            snapshot_seq: Arc::default(),
+        })
+    }
+
+    /// Watch the state machine's status (applied index, hash, timers, ...).
+    pub fn status(&self) -> watch::Receiver<SmStatus> {
+        self.status_tx.subscribe()
+    }
+
+    /// The actor host (for load-time checks and benchmarks).
+    pub fn host(&self) -> &Arc<ActorHost> {
+        &self.host
+    }
+
+    /// The highest sequence applied from `origin` (0 when none): a restarted node resumes its
+    /// proposals after it.
+    pub fn highest_seq(&self, origin: u64) -> u64 {
+        self.lock().dedupe.get(&origin).map(DedupeWindow::highest).unwrap_or(0)
+    }
+
+    /// A timer record, if still pending.
+    pub fn timer(&self, id: u64) -> Option<TimerRecord> {
+        self.lock().timers.get(&id).cloned()
+    }
+
+    /// Pending timers due at or before `now_ms`, earliest first, at most `limit`.
+    pub fn due_timers(&self, now_ms: u64, limit: usize) -> Vec<(u64, TimerRecord)> {
+        let data = self.lock();
+        let mut due: Vec<_> = data.timers.iter().filter(|(_, t)| t.due_ms <= now_ms).map(|(id, t)| (*id, t.clone())).collect();
+        due.sort_by_key(|(id, t)| (t.due_ms, *id));
+        due.truncate(limit);
+        due
+    }
+
+    /// Outbox records with sequence >= `from`, at most `limit`.
+    pub fn outbox_from(&self, from: u64, limit: usize) -> io::Result<Vec<(u64, OutboxRecord)>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(OUTBOX).map_err(io_err)?;
+        let mut out = Vec::new();
+        for item in table.range(from..).map_err(io_err)?.take(limit) {
+            let (k, v) = item.map_err(io_err)?;
+            out.push((k.value(), codec::decode(v.value()).map_err(|e| corrupt("outbox", e))?));
+        }
+        Ok(out)
+    }
+
+    /// A copy of the whole actor state (tests, diagnostics).
+    pub fn actor_state(&self) -> ActorState {
+        self.lock().actor_state.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SmData> {
+        // A poisoned lock means a panic mid-apply: the in-memory state may be half-updated, so
+        // continuing would risk divergence. Crash and recover from redb instead.
+        self.data.lock().expect("state machine lock poisoned: restart the node to recover from disk")
+    }
+
+    fn publish(&self, data: &SmData) {
+        self.status_tx.send_replace(data.status());
+    }
+}
+
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("state machine table {what} is corrupt: {e}"))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let data = self.lock();
+        Ok((data.last_applied.clone(), data.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        // Collect first: no redb write transaction may be held across an await (on a
+        // single-threaded runtime the log store's writer would block the only thread).
+        let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let responses = {
+            let mut data = self.lock();
+            let r = apply::apply_batch(&self.db, &self.host, &mut data, batch.iter().map(|(e, _)| e))?;
+            self.publish(&data);
+            r
+        };
+        for ((_, responder), receipt) in batch.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(receipt);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { sm: self.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let mut data = self.lock();
+        snapshot::install(&self.db, &mut data, meta, &snapshot)?;
+        self.publish(&data);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<crate::raft::Snapshot>, io::Error> {
+        snapshot::current(&self.db)
+    }
+}
+
+/// Builds a snapshot of the state machine as it is when the builder runs.
+pub struct SnapshotBuilder {
+    sm: StateMachine,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<crate::raft::Snapshot, io::Error> {
+        let seq = self.sm.snapshot_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = self.sm.lock();
+        snapshot::build(&self.sm.db, &data, seq)
+    }
+}

@@ -1,0 +1,109 @@
+//! The node's one redb database: table definitions and opening it on a file or any backend.
+//!
+//! One database file per node holds the Raft log, the Raft metadata (vote, committed, purged),
+//! the state machine (actor state, dedupe windows, timers, outbox) and the current snapshot, so
+//! a single fsync makes a commit durable. The node is generic over where the bytes live: a file
+//! on a board, or the simulator's fault-injecting disk (`redb::StorageBackend`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+/// Raft log: index -> bincode(Entry).
+pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// Raft metadata: "vote", "committed", "last_purged" -> bincode.
+pub const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+/// State machine metadata: "applied", "membership", "hash", "log_time", "snapshot", ...
+pub const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+/// Actor key-value state: actor id byte ++ actor key -> value.
+pub const ACTOR_STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("actor_state");
+/// Exactly-once windows: origin node -> bincode(DedupeWindow).
+pub const DEDUPE: TableDefinition<u64, &[u8]> = TableDefinition::new("dedupe");
+/// Durable actor timers: timer id -> bincode(TimerRecord).
+pub const TIMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("timers");
+/// Outbox: output sequence -> bincode(OutboxRecord): relay commands, set-points, ledger, alarms.
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+
+/// Size of redb's page cache per node. Boards have little RAM to spare (the node's whole
+/// resident budget is 24 MiB), and our working set (a few hundred accounts) is small.
+pub const REDB_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The file name of the node database inside its data directory.
+pub const DB_FILE_NAME: &str = "ghatta.redb";
+
+/// Errors opening a node's database.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}; check the `data_dir` setting and permissions")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// redb refused the file.
+    #[error("cannot open database {path}: {source}; if another ghatta is running on this data directory, stop it first")]
+    Database {
+        /// The file.
+        path: String,
+        /// Why.
+        source: redb::DatabaseError,
+    },
+    /// Creating the tables failed.
+    #[error("cannot initialise tables in {path}: {detail}")]
+    Tables {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Open (or create) the node database in `data_dir`.
+pub fn open_dir(data_dir: &Path) -> Result<Arc<Database>, OpenError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let path = data_dir.join(DB_FILE_NAME);
+    let db = redb::Builder::new()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(&path)
+        .map_err(|source| OpenError::Database { path: path.display().to_string(), source })?;
+    init_tables(&db, &path.display().to_string())?;
+    Ok(Arc::new(db))
+}
+
+/// Open (or create) the node database on an arbitrary backend (the simulator's disk).
+pub fn open_backend(backend: impl redb::StorageBackend) -> Result<Arc<Database>, OpenError> {
+    let db = redb::Builder::new()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create_with_backend(backend)
+        .map_err(|source| OpenError::Database { path: "<backend>".into(), source })?;
+    init_tables(&db, "<backend>")?;
+    Ok(Arc::new(db))
+}
+
+/// Create every table so readers never meet a missing one.
+fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
+    let err = |e: &dyn std::fmt::Display| OpenError::Tables { path: path.into(), detail: e.to_string() };
+    let txn = db.begin_write().map_err(|e| err(&e))?;
+    {
+        txn.open_table(RAFT_LOG).map_err(|e| err(&e))?;
+        txn.open_table(RAFT_META).map_err(|e| err(&e))?;
+        txn.open_table(SM_META).map_err(|e| err(&e))?;
+        txn.open_table(ACTOR_STATE).map_err(|e| err(&e))?;
+        txn.open_table(DEDUPE).map_err(|e| err(&e))?;
+        txn.open_table(TIMERS).map_err(|e| err(&e))?;
+        txn.open_table(OUTBOX).map_err(|e| err(&e))?;
+    }
+    txn.commit().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Map any storage-layer error into the `io::Error` openraft's storage traits speak.
+pub fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}

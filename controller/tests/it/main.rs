@@ -1,0 +1,3 @@
+//! Integration tests of the controller (one binary so linking stays fast).
+
+mod storage_suite;
