@@ -1,2 +1,589 @@
-//! The billing actor (placeholder until its logic lands).
+//! The billing actor: customer accounts, tariffs, meter reads, prepaid top-ups, disconnection at
+//! zero credit with friendly hours, and a ledger record for every movement of money or relay.
+//!
+//! It runs inside wasmi on every replica, on the same committed entries, so it is integer-only
+//! and reads time only from the delivery's `log_time_ms`. State layout: see [`store`].
+//!
+//! # Rules
+//!
+//! - **Meter reads** carry a cumulative register. The first read of an account is its baseline
+//!   (no charge). A read below the last accepted one is rejected (`NotMonotonic`), raises
+//!   `MeterNotMonotonic` and is never billed; the baseline stays where it was. An equal read
+//!   bills no energy.
+//! - **Per-kWh** charges `delta_wh * rate` mpaisa. **Tiered** splits the delta across the blocks
+//!   of the 30-log-day period in which the read is committed (energy is attributed to the period
+//!   of the read that reports it) and charges the period charge at the first read of each new
+//!   period, including an equal read, because the charge is for the connection, not the energy.
+//!   The baseline's period owes no period charge. **Flat** bills no energy; the day's fee is
+//!   charged when the log day starts (UTC log days), on a durable daily timer. An account
+//!   created during a day starts paying the next day. A daily pass that comes late (the
+//!   controller was down) charges the missed days too, up to [`FEE_BACKFILL_DAYS_MAX`].
+//! - **Prepaid** accounts are disconnected when a charge or fee leaves credit at or below
+//!   `disconnect_at_mpaisa`, except during friendly hours, when usage becomes debt
+//!   (`Charge { friendly: true }`). An account left in debt by friendly hours is put on a watch
+//!   list and a timer is set for the end of the window: the tick disconnects every watched
+//!   account still in debt. Any charge after the window ends disconnects it as well, whichever
+//!   comes first. A top-up that lifts a disconnected account's credit above the threshold
+//!   reconnects it. **Postpaid** accounts are never disconnected; an account switched to
+//!   postpaid while disconnected is reconnected (reason `Operator`).
+//! - **Top-ups** are accepted once per token id, ever, across all customers; a replay is
+//!   rejected (`Replayed`) and raises `TokenReplayed`. Amounts must be positive.
+//! - Unknown customers or tariffs are rejected (`Unknown`) and raise `UnknownAccount`; inputs for
+//!   other actors are rejected (`NotForMe`). Arithmetic saturates: hostile values cannot trap.
 #![no_std]
+
+extern crate alloc;
+// Natively the cdylib half of this crate needs a panic handler and a global allocator: linking
+// std provides both (on wasm32 the SDK's `export_actor!` does). The code uses only core and alloc.
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
+pub mod clock;
+pub mod store;
+pub mod tariff;
+
+use alloc::string::String;
+
+use ghatta_actor_sdk::{
+    AccountMode, Actor, Alarm, AlarmCode, BillingConfig, CustomerId, CustomerSpec, Delivery, Host,
+    Input, LedgerKind, LedgerRecord, MeterRead, NodeId, Outcome, Output, RejectReason,
+    RelayCommand, RelayId, RelayReason, Tariff, TariffKind, Tick, TopUp,
+};
+
+use crate::store::{Account, KEY_INDEX, KEY_WATCH, Store, Timers, UsedToken};
+
+/// Tag of the daily timer that charges flat-tariff fees.
+pub const TAG_DAILY: u32 = 1;
+/// Tag of the timer that re-checks accounts left in debt when friendly hours end.
+pub const TAG_FRIENDLY_END: u32 = 2;
+
+/// Most accounts one tick visits. Each visit writes one account and emits at most three outputs
+/// (fee, disconnect record, relay), so a tick stays around a hundred outputs whatever the host's
+/// per-delivery limits; a longer pass continues on a timer due at once.
+pub const ACCOUNTS_PER_TICK_MAX: usize = 32;
+/// Most days of flat fee one daily pass charges at once. It covers a week-long controller
+/// outage while bounding what a forward jump of log time (a leader with a bad clock) can cost a
+/// customer; longer gaps are for an operator to settle.
+pub const FEE_BACKFILL_DAYS_MAX: u64 = 7;
+/// A timer this far overdue is taken as lost (a leader proposes a due timer within seconds, and
+/// even a satellite outage lasts hours) and is asked for again; stale ticks are ignored, so a
+/// late original does no harm.
+pub const TIMER_LOST_AFTER_MS: u64 = clock::DAY_MS;
+
+/// The billing actor.
+pub struct Billing;
+
+impl Actor for Billing {
+    fn handle(host: &mut dyn Host, d: &Delivery) -> Outcome {
+        let mut b = Biller {
+            st: Store::new(host),
+            now_ms: d.ctx.log_time_ms,
+            origin: d.ctx.origin,
+        };
+        match &d.input {
+            Input::Tick(t) => return b.tick(t),
+            Input::UpsertCustomer(_)
+            | Input::SetTariff(_)
+            | Input::SetBillingConfig(_)
+            | Input::MeterRead(_)
+            | Input::TopUp(_) => b.rearm_lost_timers(),
+            _ => return Outcome::Rejected(RejectReason::NotForMe),
+        }
+        match &d.input {
+            Input::UpsertCustomer(spec) => b.upsert_customer(spec),
+            Input::SetTariff(t) => b.set_tariff(t),
+            Input::SetBillingConfig(c) => b.set_config(c),
+            Input::MeterRead(r) => b.meter_read(r),
+            Input::TopUp(t) => b.top_up(t),
+            _ => Outcome::Rejected(RejectReason::NotForMe),
+        }
+    }
+}
+
+// A full path: the macro expands inside a module of its own, where a bare `Billing` is not in
+// scope.
+ghatta_actor_sdk::export_actor!(crate::Billing);
+
+/// One delivery's worth of billing.
+struct Biller<'a> {
+    st: Store<'a>,
+    now_ms: u64,
+    origin: NodeId,
+}
+
+impl Biller<'_> {
+    fn emit(&mut self, output: Output) {
+        self.st.host().emit(output);
+    }
+
+    fn alarm(
+        &mut self,
+        code: AlarmCode,
+        node: Option<NodeId>,
+        subject: u32,
+        value: i64,
+        text: &str,
+    ) {
+        self.emit(Output::Alarm(Alarm {
+            code,
+            node,
+            subject,
+            value,
+            text: String::from(text),
+        }));
+    }
+
+    fn ledger(&mut self, customer: CustomerId, account: &Account, kind: LedgerKind, version: u32) {
+        self.emit(Output::Ledger(LedgerRecord {
+            customer,
+            at_ms: self.now_ms,
+            kind,
+            balance_after_mpaisa: account.credit_mpaisa,
+            tariff_version: version,
+        }));
+    }
+
+    fn relay(&mut self, customer: CustomerId, node: NodeId, closed: bool, reason: RelayReason) {
+        self.emit(Output::Relay(RelayCommand {
+            node,
+            relay: RelayId::Customer(customer),
+            closed,
+            reason,
+        }));
+    }
+
+    fn unknown_customer(&mut self, id: CustomerId) -> Outcome {
+        self.alarm(
+            AlarmCode::UnknownAccount,
+            Some(self.origin),
+            id.0,
+            0,
+            "unknown customer",
+        );
+        Outcome::Rejected(RejectReason::Unknown)
+    }
+
+    /// Alarm `UnknownAccount` with the customer as subject and the tariff id as value.
+    fn unknown_tariff(&mut self, id: CustomerId, tariff: u16) -> Outcome {
+        let text = "unknown tariff";
+        self.alarm(
+            AlarmCode::UnknownAccount,
+            Some(self.origin),
+            id.0,
+            i64::from(tariff),
+            text,
+        );
+        Outcome::Rejected(RejectReason::Unknown)
+    }
+
+    fn tariff_version(&self, tariff: u16) -> u32 {
+        self.st.tariff(tariff).map_or(0, |t| t.version)
+    }
+
+    // ---- timers ----
+
+    /// Ask for a timer and record it, so that only its tick is acted upon.
+    fn arm(&mut self, timers: &mut Timers, tag: u32, at_ms: u64) {
+        match tag {
+            TAG_DAILY => timers.daily_at_ms = Some(at_ms),
+            _ => timers.friendly_end_at_ms = Some(at_ms),
+        }
+        self.emit(Output::Timer { at_ms, tag });
+    }
+
+    /// Ask again for any timer so overdue that it must have been lost.
+    fn rearm_lost_timers(&mut self) {
+        let mut timers = self.st.timers();
+        let lost = |at: Option<u64>| {
+            at.is_some_and(|a| self.now_ms > a.saturating_add(TIMER_LOST_AFTER_MS))
+        };
+        let daily_lost = lost(timers.daily_at_ms);
+        let friendly_lost = lost(timers.friendly_end_at_ms);
+        if daily_lost {
+            self.arm(
+                &mut timers,
+                TAG_DAILY,
+                clock::next_day_start_ms(self.now_ms),
+            );
+        }
+        if friendly_lost {
+            let at = self.friendly_check_at_ms(&self.st.config());
+            self.arm(&mut timers, TAG_FRIENDLY_END, at);
+        }
+        if daily_lost || friendly_lost {
+            self.st.put_timers(&timers);
+        }
+    }
+
+    /// When to re-check accounts in debt: the end of friendly hours, or at once if they are over.
+    fn friendly_check_at_ms(&self, cfg: &BillingConfig) -> u64 {
+        if clock::in_friendly_hours(self.now_ms, cfg) {
+            clock::next_friendly_end_ms(self.now_ms, cfg)
+        } else {
+            self.now_ms.saturating_add(1)
+        }
+    }
+
+    // ---- operator inputs ----
+
+    fn set_tariff(&mut self, t: &Tariff) -> Outcome {
+        if !tariff::is_valid(t) {
+            return Outcome::Rejected(RejectReason::Invalid);
+        }
+        self.st.put_tariff(t);
+        Outcome::Handled
+    }
+
+    fn set_config(&mut self, cfg: &BillingConfig) -> Outcome {
+        if !clock::config_is_valid(cfg) {
+            return Outcome::Rejected(RejectReason::Invalid);
+        }
+        self.st.set_config(cfg);
+        Outcome::Handled
+    }
+
+    fn upsert_customer(&mut self, spec: &CustomerSpec) -> Outcome {
+        if self.st.tariff(spec.tariff).is_none() {
+            return self.unknown_tariff(spec.id, spec.tariff);
+        }
+        let Some(mut account) = self.st.account(spec.id) else {
+            if !self.st.insert_id(KEY_INDEX, spec.id) {
+                // Full: refusing is safer than an account the daily pass would never visit.
+                return Outcome::Rejected(RejectReason::Invalid);
+            }
+            let account = Account {
+                node: spec.node,
+                mode: spec.mode,
+                tariff: spec.tariff,
+                connection_w: spec.connection_w,
+                credit_mpaisa: spec.opening_credit_mpaisa,
+                last_read_wh: None,
+                period: clock::period(self.now_ms),
+                period_used_wh: 0,
+                fee_paid_day: clock::log_day(self.now_ms),
+                connected: true,
+            };
+            self.st.put_account(spec.id, &account);
+            let mut timers = self.st.timers();
+            if timers.daily_at_ms.is_none() {
+                self.arm(
+                    &mut timers,
+                    TAG_DAILY,
+                    clock::next_day_start_ms(self.now_ms),
+                );
+                self.st.put_timers(&timers);
+            }
+            return Outcome::Handled;
+        };
+        let relay_moved = account.node != spec.node;
+        account.node = spec.node;
+        account.mode = spec.mode;
+        account.tariff = spec.tariff;
+        account.connection_w = spec.connection_w;
+        if !account.connected {
+            if spec.mode == AccountMode::Postpaid {
+                account.connected = true;
+                self.relay(spec.id, account.node, true, RelayReason::Operator);
+                let kind = LedgerKind::Reconnect {
+                    reason: RelayReason::Operator,
+                };
+                let version = self.tariff_version(account.tariff);
+                self.ledger(spec.id, &account, kind, version);
+            } else if relay_moved {
+                // The relay is now on another board, which has never been told to cut.
+                self.relay(spec.id, account.node, false, RelayReason::ZeroCredit);
+            }
+        }
+        self.st.put_account(spec.id, &account);
+        Outcome::Handled
+    }
+
+    // ---- money ----
+
+    fn charge(&mut self, id: CustomerId, a: &mut Account, energy_wh: u64, amount: i64, t: &Tariff) {
+        let friendly = a.mode == AccountMode::Prepaid
+            && clock::in_friendly_hours(self.now_ms, &self.st.config());
+        a.credit_mpaisa = a.credit_mpaisa.saturating_sub(amount);
+        let kind = LedgerKind::Charge {
+            energy_wh,
+            amount_mpaisa: amount,
+            friendly,
+        };
+        self.ledger(id, a, kind, t.version);
+    }
+
+    fn fee(&mut self, id: CustomerId, a: &mut Account, amount: i64, version: u32) {
+        a.credit_mpaisa = a.credit_mpaisa.saturating_sub(amount);
+        self.ledger(
+            id,
+            a,
+            LedgerKind::Fee {
+                amount_mpaisa: amount,
+            },
+            version,
+        );
+    }
+
+    /// After a charge or fee: disconnect a prepaid account at or below the threshold, or, during
+    /// friendly hours, watch it until they end.
+    fn enforce(&mut self, id: CustomerId, a: &mut Account, cfg: &BillingConfig, version: u32) {
+        if a.mode != AccountMode::Prepaid
+            || !a.connected
+            || a.credit_mpaisa > cfg.disconnect_at_mpaisa
+        {
+            return;
+        }
+        if !clock::in_friendly_hours(self.now_ms, cfg) {
+            self.disconnect(id, a, version);
+            return;
+        }
+        // A full list only loses the timer's re-check; the next charge still disconnects.
+        let _ = self.st.insert_id(KEY_WATCH, id);
+        let at = clock::next_friendly_end_ms(self.now_ms, cfg);
+        let mut timers = self.st.timers();
+        if timers.friendly_end_at_ms.is_none_or(|pending| pending > at) {
+            self.arm(&mut timers, TAG_FRIENDLY_END, at);
+            self.st.put_timers(&timers);
+        }
+    }
+
+    fn disconnect(&mut self, id: CustomerId, a: &mut Account, version: u32) {
+        a.connected = false;
+        self.relay(id, a.node, false, RelayReason::ZeroCredit);
+        self.ledger(
+            id,
+            a,
+            LedgerKind::Disconnect {
+                reason: RelayReason::ZeroCredit,
+            },
+            version,
+        );
+    }
+
+    fn meter_read(&mut self, r: &MeterRead) -> Outcome {
+        let Some(mut a) = self.st.account(r.customer) else {
+            return self.unknown_customer(r.customer);
+        };
+        let Some(t) = self.st.tariff(a.tariff) else {
+            return self.unknown_tariff(r.customer, a.tariff);
+        };
+        let Some(last_wh) = a.last_read_wh else {
+            a.last_read_wh = Some(r.total_wh);
+            a.period = clock::period(self.now_ms);
+            a.period_used_wh = 0;
+            self.st.put_account(r.customer, &a);
+            return Outcome::Handled;
+        };
+        if r.total_wh < last_wh {
+            let value = i64::try_from(r.total_wh).unwrap_or(i64::MAX);
+            let text = "meter register went backwards; read not billed";
+            self.alarm(
+                AlarmCode::MeterNotMonotonic,
+                Some(a.node),
+                r.customer.0,
+                value,
+                text,
+            );
+            return Outcome::Rejected(RejectReason::NotMonotonic);
+        }
+        let delta_wh = r.total_wh - last_wh;
+        a.last_read_wh = Some(r.total_wh);
+        let mut billed = false;
+        match &t.kind {
+            TariffKind::PerKwh { rate_paisa_per_kwh } => {
+                if delta_wh > 0 {
+                    let amount = tariff::energy_charge_mpaisa(delta_wh, *rate_paisa_per_kwh);
+                    self.charge(r.customer, &mut a, delta_wh, amount, &t);
+                    billed = true;
+                }
+            }
+            TariffKind::Tiered {
+                blocks,
+                period_charge_paisa,
+            } => {
+                let period = clock::period(self.now_ms);
+                if period != a.period {
+                    a.period = period;
+                    a.period_used_wh = 0;
+                    if *period_charge_paisa > 0 {
+                        let amount = tariff::paisa_to_mpaisa(*period_charge_paisa);
+                        self.fee(r.customer, &mut a, amount, t.version);
+                    }
+                    billed = true;
+                }
+                if delta_wh > 0 {
+                    let amount = tariff::tiered_charge_mpaisa(blocks, a.period_used_wh, delta_wh);
+                    a.period_used_wh = a.period_used_wh.saturating_add(delta_wh);
+                    self.charge(r.customer, &mut a, delta_wh, amount, &t);
+                    billed = true;
+                }
+            }
+            TariffKind::Flat { .. } => {}
+        }
+        if billed {
+            let cfg = self.st.config();
+            self.enforce(r.customer, &mut a, &cfg, t.version);
+        }
+        if delta_wh > 0 || billed {
+            self.st.put_account(r.customer, &a);
+        }
+        Outcome::Handled
+    }
+
+    fn top_up(&mut self, t: &TopUp) -> Outcome {
+        if t.amount_mpaisa <= 0 {
+            return Outcome::Rejected(RejectReason::Invalid);
+        }
+        let Some(mut a) = self.st.account(t.customer) else {
+            return self.unknown_customer(t.customer);
+        };
+        if self.st.token_used(t.token_id) {
+            // The value carries the token id's bits; ids above i64::MAX read as negative.
+            let value = t.token_id as i64;
+            let text = "top-up token already used; no credit given";
+            self.alarm(
+                AlarmCode::TokenReplayed,
+                Some(a.node),
+                t.customer.0,
+                value,
+                text,
+            );
+            return Outcome::Rejected(RejectReason::Replayed);
+        }
+        self.st.use_token(
+            t.token_id,
+            &UsedToken {
+                customer: t.customer,
+                at_ms: self.now_ms,
+            },
+        );
+        a.credit_mpaisa = a.credit_mpaisa.saturating_add(t.amount_mpaisa);
+        let version = self.tariff_version(a.tariff);
+        let kind = LedgerKind::TopUp {
+            token_id: t.token_id,
+            amount_mpaisa: t.amount_mpaisa,
+        };
+        self.ledger(t.customer, &a, kind, version);
+        let cfg = self.st.config();
+        if a.mode == AccountMode::Prepaid
+            && !a.connected
+            && a.credit_mpaisa > cfg.disconnect_at_mpaisa
+        {
+            a.connected = true;
+            self.relay(t.customer, a.node, true, RelayReason::CreditRestored);
+            let kind = LedgerKind::Reconnect {
+                reason: RelayReason::CreditRestored,
+            };
+            self.ledger(t.customer, &a, kind, version);
+        }
+        self.st.put_account(t.customer, &a);
+        Outcome::Handled
+    }
+
+    // ---- timers coming due ----
+
+    fn tick(&mut self, t: &Tick) -> Outcome {
+        match t.tag {
+            TAG_DAILY => self.daily(t.due_ms),
+            TAG_FRIENDLY_END => self.friendly_end(t.due_ms),
+            _ => Outcome::Rejected(RejectReason::Invalid),
+        }
+    }
+
+    /// The daily pass: settle the flat fee of every account up to today, a batch at a time.
+    fn daily(&mut self, due_ms: u64) -> Outcome {
+        let timers = self.st.timers();
+        if timers.daily_at_ms != Some(due_ms) {
+            return Outcome::Handled; // stale: a duplicate or a replaced timer
+        }
+        let today = clock::log_day(self.now_ms);
+        let cfg = self.st.config();
+        let ids = self.st.ids(KEY_INDEX);
+        let start = timers
+            .daily_cursor
+            .map_or(0, |c| ids.partition_point(|&id| id <= c.0));
+        let end = start.saturating_add(ACCOUNTS_PER_TICK_MAX).min(ids.len());
+        for &id in ids.iter().skip(start).take(end - start) {
+            let id = CustomerId(id);
+            let Some(mut a) = self.st.account(id) else {
+                continue;
+            };
+            if a.fee_paid_day >= today {
+                continue;
+            }
+            if let Some(Tariff {
+                version,
+                kind: TariffKind::Flat { bands },
+                ..
+            }) = &self.st.tariff(a.tariff)
+            {
+                let days = (today - a.fee_paid_day).min(FEE_BACKFILL_DAYS_MAX);
+                let per_day = tariff::flat_daily_fee_mpaisa(bands, a.connection_w);
+                let amount = per_day.saturating_mul(days as i64);
+                if amount > 0 {
+                    self.fee(id, &mut a, amount, *version);
+                    self.enforce(id, &mut a, &cfg, *version);
+                }
+            }
+            // Non-flat accounts are settled too, so a later switch to a flat tariff does not
+            // charge the days before it.
+            a.fee_paid_day = today;
+            self.st.put_account(id, &a);
+        }
+        // Re-read: `enforce` may have asked for the friendly-end timer meanwhile.
+        let mut timers = self.st.timers();
+        if end < ids.len() {
+            timers.daily_cursor = ids.get(end.wrapping_sub(1)).map(|&id| CustomerId(id));
+            self.arm(&mut timers, TAG_DAILY, self.now_ms.saturating_add(1));
+        } else {
+            timers.daily_cursor = None;
+            self.arm(
+                &mut timers,
+                TAG_DAILY,
+                clock::next_day_start_ms(self.now_ms),
+            );
+        }
+        self.st.put_timers(&timers);
+        Outcome::Handled
+    }
+
+    /// Friendly hours are over: disconnect the watched accounts still at or below the threshold.
+    fn friendly_end(&mut self, due_ms: u64) -> Outcome {
+        let mut timers = self.st.timers();
+        if timers.friendly_end_at_ms != Some(due_ms) {
+            return Outcome::Handled; // stale
+        }
+        let cfg = self.st.config();
+        if clock::in_friendly_hours(self.now_ms, &cfg) {
+            // The window moved (new configuration): wait for its new end.
+            let at = clock::next_friendly_end_ms(self.now_ms, &cfg);
+            self.arm(&mut timers, TAG_FRIENDLY_END, at);
+            self.st.put_timers(&timers);
+            return Outcome::Handled;
+        }
+        let mut ids = self.st.ids(KEY_WATCH);
+        let batch = ids.len().min(ACCOUNTS_PER_TICK_MAX);
+        for id in ids.drain(..batch) {
+            let id = CustomerId(id);
+            let Some(mut a) = self.st.account(id) else {
+                continue;
+            };
+            if a.mode == AccountMode::Prepaid
+                && a.connected
+                && a.credit_mpaisa <= cfg.disconnect_at_mpaisa
+            {
+                let version = self.tariff_version(a.tariff);
+                self.disconnect(id, &mut a, version);
+                self.st.put_account(id, &a);
+            }
+        }
+        self.st.put_ids(KEY_WATCH, &ids);
+        if ids.is_empty() {
+            timers.friendly_end_at_ms = None;
+        } else {
+            self.arm(&mut timers, TAG_FRIENDLY_END, self.now_ms.saturating_add(1));
+        }
+        self.st.put_timers(&timers);
+        Outcome::Handled
+    }
+}

@@ -1,0 +1,175 @@
+//! Log-time arithmetic for billing: log days, billing periods, local minutes and the friendly
+//! hours window. Everything derives from the committed entry's `log_time_ms`, never a clock.
+
+use ghatta_actor_sdk::BillingConfig;
+
+/// Milliseconds in a minute.
+pub const MINUTE_MS: u64 = 60_000;
+/// Minutes in a day; local minutes of the day run `0..MINUTES_PER_DAY`.
+pub const MINUTES_PER_DAY: u16 = 1_440;
+/// Milliseconds in a log day. Log days are UTC days of log time (`log_time_ms / DAY_MS`), so
+/// every replica agrees on the boundary regardless of local settings.
+pub const DAY_MS: u64 = 86_400_000;
+/// Days in a billing period of a tiered tariff (the SDK's `TariffKind::Tiered` contract).
+pub const PERIOD_DAYS: u64 = 30;
+/// Milliseconds in a billing period.
+pub const PERIOD_MS: u64 = PERIOD_DAYS * DAY_MS;
+/// Largest UTC offset accepted, minutes: UTC+14 (Line Islands) is the furthest east in use.
+pub const UTC_OFFSET_MIN_MAX: i32 = 14 * 60;
+/// Smallest UTC offset accepted, minutes: UTC-12 is the furthest west in use.
+pub const UTC_OFFSET_MIN_MIN: i32 = -12 * 60;
+
+/// Nepal Standard Time, UTC+5:45.
+pub const NEPAL_UTC_OFFSET_MIN: i32 = 345;
+/// Default friendly hours start: 18:00 local. Evening and night are when a household most
+/// needs light and when no token vendor is open to sell credit, so nobody is cut then.
+pub const DEFAULT_FRIENDLY_START_MIN: u16 = 18 * 60;
+/// Default friendly hours end: 06:00 local, when shops reopen.
+pub const DEFAULT_FRIENDLY_END_MIN: u16 = 6 * 60;
+
+/// The configuration used until an operator commits one: Nepal time, friendly hours
+/// 18:00-06:00 local, disconnection at zero credit.
+pub fn default_config() -> BillingConfig {
+    BillingConfig {
+        utc_offset_min: NEPAL_UTC_OFFSET_MIN,
+        friendly_start_min: DEFAULT_FRIENDLY_START_MIN,
+        friendly_end_min: DEFAULT_FRIENDLY_END_MIN,
+        disconnect_at_mpaisa: 0,
+    }
+}
+
+/// Whether an operator's configuration is usable: minutes within a day, offset within the
+/// offsets in use on Earth.
+pub fn config_is_valid(cfg: &BillingConfig) -> bool {
+    cfg.friendly_start_min < MINUTES_PER_DAY
+        && cfg.friendly_end_min < MINUTES_PER_DAY
+        && (UTC_OFFSET_MIN_MIN..=UTC_OFFSET_MIN_MAX).contains(&cfg.utc_offset_min)
+}
+
+/// The log day of a log time.
+pub fn log_day(log_time_ms: u64) -> u64 {
+    log_time_ms / DAY_MS
+}
+
+/// The start of the log day after the one containing `log_time_ms`.
+pub fn next_day_start_ms(log_time_ms: u64) -> u64 {
+    log_day(log_time_ms)
+        .saturating_add(1)
+        .saturating_mul(DAY_MS)
+}
+
+/// The billing period (of a tiered tariff) containing a log time.
+pub fn period(log_time_ms: u64) -> u64 {
+    log_time_ms / PERIOD_MS
+}
+
+/// Local minute of the day at a log time.
+pub fn local_minute(log_time_ms: u64, utc_offset_min: i32) -> u16 {
+    // u64::MAX / MINUTE_MS is far below i64::MAX, so the cast is exact.
+    let utc_min = (log_time_ms / MINUTE_MS) as i64;
+    let local = (utc_min + i64::from(utc_offset_min)).rem_euclid(i64::from(MINUTES_PER_DAY));
+    local as u16
+}
+
+/// Whether a local minute lies in the window `[start, end)`, which may wrap midnight.
+/// Equal bounds mean no window.
+pub fn in_window(minute: u16, start_min: u16, end_min: u16) -> bool {
+    if start_min <= end_min {
+        start_min <= minute && minute < end_min
+    } else {
+        minute >= start_min || minute < end_min
+    }
+}
+
+/// Whether friendly hours (no disconnection) are in force at a log time.
+pub fn in_friendly_hours(log_time_ms: u64, cfg: &BillingConfig) -> bool {
+    in_window(
+        local_minute(log_time_ms, cfg.utc_offset_min),
+        cfg.friendly_start_min,
+        cfg.friendly_end_min,
+    )
+}
+
+/// The first log time after `log_time_ms` at which the local minute is the window's end, i.e.
+/// when friendly hours that are in force now will have ended.
+pub fn next_friendly_end_ms(log_time_ms: u64, cfg: &BillingConfig) -> u64 {
+    let now_min = local_minute(log_time_ms, cfg.utc_offset_min);
+    let mut ahead_min = (i32::from(cfg.friendly_end_min) - i32::from(now_min))
+        .rem_euclid(i32::from(MINUTES_PER_DAY));
+    if ahead_min == 0 {
+        ahead_min = i32::from(MINUTES_PER_DAY);
+    }
+    (log_time_ms / MINUTE_MS)
+        .saturating_add(ahead_min as u64)
+        .saturating_mul(MINUTE_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(start: u16, end: u16, offset: i32) -> BillingConfig {
+        BillingConfig {
+            utc_offset_min: offset,
+            friendly_start_min: start,
+            friendly_end_min: end,
+            disconnect_at_mpaisa: 0,
+        }
+    }
+
+    #[test]
+    fn nepal_local_minute() {
+        // 00:00 UTC is 05:45 in Nepal.
+        assert_eq!(local_minute(0, 345), 345);
+        // 18:15 UTC is 00:00 the next day in Nepal.
+        assert_eq!(local_minute((18 * 60 + 15) * MINUTE_MS, 345), 0);
+        // Negative offsets wrap backwards.
+        assert_eq!(local_minute(0, -60), 23 * 60);
+    }
+
+    #[test]
+    fn window_wraps_midnight() {
+        assert!(in_window(18 * 60, 18 * 60, 6 * 60));
+        assert!(in_window(0, 18 * 60, 6 * 60));
+        assert!(in_window(6 * 60 - 1, 18 * 60, 6 * 60));
+        assert!(!in_window(6 * 60, 18 * 60, 6 * 60));
+        assert!(!in_window(12 * 60, 18 * 60, 6 * 60));
+        assert!(in_window(9 * 60, 9 * 60, 17 * 60));
+        assert!(!in_window(17 * 60, 9 * 60, 17 * 60));
+        assert!(
+            !in_window(9 * 60, 9 * 60, 9 * 60),
+            "equal bounds: no window"
+        );
+    }
+
+    #[test]
+    fn friendly_end_is_the_next_end_minute() {
+        let c = cfg(18 * 60, 6 * 60, 0);
+        // 20:00 UTC -> 06:00 UTC next day.
+        let at = 20 * 60 * MINUTE_MS + 30_000;
+        assert_eq!(next_friendly_end_ms(at, &c), DAY_MS + 6 * 60 * MINUTE_MS);
+        assert!(!in_friendly_hours(next_friendly_end_ms(at, &c), &c));
+        // Exactly at the end minute: the next one is a day later.
+        assert_eq!(
+            next_friendly_end_ms(6 * 60 * MINUTE_MS, &c),
+            DAY_MS + 6 * 60 * MINUTE_MS
+        );
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(config_is_valid(&default_config()));
+        assert!(!config_is_valid(&cfg(1_440, 0, 0)));
+        assert!(!config_is_valid(&cfg(0, 1_440, 0)));
+        assert!(!config_is_valid(&cfg(0, 0, 15 * 60)));
+        assert!(!config_is_valid(&cfg(0, 0, -13 * 60)));
+    }
+
+    #[test]
+    fn hostile_times_do_not_overflow() {
+        let c = cfg(18 * 60, 6 * 60, UTC_OFFSET_MIN_MAX);
+        let _ = local_minute(u64::MAX, UTC_OFFSET_MIN_MIN);
+        let _ = next_friendly_end_ms(u64::MAX, &c);
+        assert_eq!(next_day_start_ms(u64::MAX), u64::MAX);
+    }
+}
