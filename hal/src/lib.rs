@@ -1,1 +1,53 @@
-//! Hardware abstraction for ghatta (placeholder).
+//! Hardware abstraction for ghatta: grid measurement, energy meters, relays and slow analog
+//! inputs behind a few traits, with a Linux, a simulated and a replay backend.
+//!
+//! The field loop is generic over one type, `B: Board`, and runs unchanged on:
+//!
+//! - [`LinuxBoard`]: relays on the GPIO character device, an ADS1115 ADC on I2C and
+//!   PZEM-004T v3 meters over Modbus-RTU (9,600 bit/s), opened from a serde
+//!   [`LinuxBoardConfig`];
+//! - [`SimBoard`]: a cheap-to-clone handle over state a plant model writes (and a small
+//!   seeded demo model of its own, for `ghatta demo`);
+//! - [`ReplayBoard`]: readings recorded in CSV files.
+//!
+//! Every method is fallible with [`HalError`] (kind, device, and what to do). All values are
+//! integers with their unit last in the name. The hal knows nothing of Raft or of any other
+//! ghatta crate.
+//!
+//! ```
+//! use ghatta_hal::{Board, RelayLine, SimBoard, SimBoardState};
+//!
+//! async fn shed_if_low<B: Board>(board: &mut B) -> Result<(), ghatta_hal::HalError> {
+//!     let sample = board.read_grid().await?;
+//!     if sample.frequency_mhz < 49_000 {
+//!         board.set_relay(RelayLine::Feeder(1), false)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+//! let mut board = SimBoard::new(SimBoardState::demo(40, 7));
+//! board.step(1_000);
+//! rt.block_on(shed_if_low(&mut board)).unwrap();
+//! ```
+
+pub mod ads1115;
+pub mod error;
+pub mod linux;
+pub mod modbus;
+pub mod pzem;
+pub mod relay;
+pub mod replay;
+pub mod sim;
+pub mod traits;
+pub mod types;
+
+pub use error::{ErrorKind, HalError};
+pub use linux::{LinuxBoard, LinuxBoardConfig};
+pub use modbus::ModbusStats;
+pub use replay::ReplayBoard;
+pub use sim::{SimBoard, SimBoardState, SimFault};
+pub use traits::{AnalogInputs, Board, EnergyMeters, GridMeter, HalResult, Relays};
+pub use types::{
+    AnalogChannel, AnalogChannelInfo, FeederSample, GridSample, MeterReading, RelayLine,
+};

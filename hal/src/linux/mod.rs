@@ -1,0 +1,372 @@
+//! The Linux backend: relays on the GPIO character device, an ADS1115 on /dev/i2c-N and
+//! PZEM-004T v3 meters on a Modbus-RTU serial line, all opened from a `LinuxBoardConfig`.
+//!
+//! Opening checks each device path first, so a missing device is reported with its path,
+//! the configuration key that named it and the command that finds the right one, instead
+//! of a bare ENOENT.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
+use linux_embedded_hal::{CdevPin, I2cdev};
+use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
+
+use crate::ads1115::{Ads1115, Conversion};
+use crate::error::{ErrorKind, HalError, io_kind};
+use crate::modbus::{ModbusRtu, ModbusSettings, ModbusStats};
+use crate::pzem;
+use crate::relay::{RelayBank, RelayOutput, level_for};
+use crate::traits::{AnalogInputs, EnergyMeters, GridMeter, HalResult, Relays};
+use crate::types::{
+    AnalogChannel, AnalogChannelInfo, FeederSample, GridSample, MeterReading, RelayLine,
+};
+
+pub use config::LinuxBoardConfig;
+
+use config::GridConfig;
+
+/// A board built from real Linux devices.
+pub struct LinuxBoard {
+    relays: RelayBank<CdevPin>,
+    adc: Option<Ads1115<I2cdev>>,
+    analog: BTreeMap<AnalogChannel, (String, Conversion)>,
+    modbus: Option<ModbusRtu<SerialStream>>,
+    meters: BTreeMap<u32, u8>,
+    grid: Option<GridConfig>,
+}
+
+/// `NotFound` naming the config key and path, with the command that lists the real ones.
+pub fn missing_device(key: &str, path: &Path, advice: &str) -> HalError {
+    HalError::new(
+        ErrorKind::NotFound,
+        key,
+        format!("{} does not exist; {advice}", path.display()),
+    )
+}
+
+fn require_exists(key: &str, path: &Path, advice: &str) -> Result<(), HalError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(missing_device(key, path, advice))
+    }
+}
+
+/// What to run to find the board's gpiochip.
+pub const GPIOCHIP_ADVICE: &str = "check the board's gpiochip number with `gpiodetect`";
+/// What to run to find the I2C bus.
+pub const I2C_ADVICE: &str = "enable I2C (on a Raspberry Pi `dtparam=i2c_arm=on` in config.txt) and list buses with `i2cdetect -l`";
+/// What to run to find the serial port.
+pub const SERIAL_ADVICE: &str =
+    "check that the USB-serial adapter is plugged in and list ports with `ls /dev/serial/by-id/`";
+
+impl LinuxBoard {
+    /// Validates `config` and opens every device it names. Must be called inside a tokio
+    /// runtime (the serial port registers with its reactor); outside one it returns an
+    /// error instead of panicking.
+    pub fn open(config: &LinuxBoardConfig) -> Result<LinuxBoard, HalError> {
+        config.validate()?;
+        let relays = open_relays(config)?;
+
+        let mut adc = None;
+        let mut analog = BTreeMap::new();
+        if let Some(a) = &config.analog {
+            require_exists("analog.i2c_bus", &a.i2c_bus, I2C_ADVICE)?;
+            let bus = I2cdev::new(&a.i2c_bus).map_err(|e| {
+                let io: std::io::Error = e.into();
+                HalError::new(
+                    io_kind(&io),
+                    "analog.i2c_bus",
+                    format!(
+                        "{}: {io}; if permission is denied add the service user to the i2c group",
+                        a.i2c_bus.display()
+                    ),
+                )
+            })?;
+            adc = Some(Ads1115::new(
+                bus,
+                a.address,
+                format!("ads1115 {} 0x{:02X}", a.i2c_bus.display(), a.address),
+            ));
+            for ch in &a.channels {
+                analog.insert(
+                    AnalogChannel(ch.channel),
+                    (ch.name.clone(), ch.conversion()),
+                );
+            }
+        }
+
+        let mut modbus = None;
+        let mut meters = BTreeMap::new();
+        if let Some(m) = &config.modbus {
+            require_exists("modbus.port", &m.port, SERIAL_ADVICE)?;
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(HalError::new(
+                    ErrorKind::Other,
+                    "modbus.port",
+                    "LinuxBoard::open was called outside a tokio runtime; open the board from async code",
+                ));
+            }
+            let port_name = m.port.display().to_string();
+            // PZEM-004T v3 framing: 8 data bits, no parity, 1 stop bit, no flow control.
+            let stream = tokio_serial::new(port_name.clone(), m.baud)
+                .data_bits(DataBits::Eight)
+                .parity(Parity::None)
+                .stop_bits(StopBits::One)
+                .flow_control(FlowControl::None)
+                .open_native_async()
+                .map_err(|e| serial_error(&port_name, &e))?;
+            let settings = ModbusSettings {
+                port_name,
+                baud: m.baud,
+                response_timeout_ms: m.response_timeout_ms,
+                retries: m.retries,
+            };
+            modbus = Some(ModbusRtu::new(stream, settings));
+            for meter in &m.meters {
+                meters.insert(meter.customer, meter.address);
+            }
+        }
+
+        Ok(LinuxBoard {
+            relays,
+            adc,
+            analog,
+            modbus,
+            meters,
+            grid: config.grid.clone(),
+        })
+    }
+
+    /// The Modbus line's counters, if the board has one.
+    pub fn modbus_stats(&self) -> Option<ModbusStats> {
+        self.modbus.as_ref().map(ModbusRtu::stats)
+    }
+
+    async fn read_meter(&mut self, address: u8, role: &str) -> HalResult<pzem::PzemReading> {
+        let Some(bus) = self.modbus.as_mut() else {
+            return Err(HalError::new(
+                ErrorKind::NotFound,
+                "modbus",
+                "no [modbus] section in the board configuration",
+            ));
+        };
+        pzem::read(bus, address).await.map_err(|mut e| {
+            e.device = format!("{} ({role})", e.device);
+            e
+        })
+    }
+}
+
+fn serial_error(port: &str, err: &tokio_serial::Error) -> HalError {
+    let kind = match err.kind() {
+        tokio_serial::ErrorKind::NoDevice => ErrorKind::NotFound,
+        tokio_serial::ErrorKind::Io(k) => io_kind(&std::io::Error::from(k)),
+        tokio_serial::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
+        tokio_serial::ErrorKind::Unknown => ErrorKind::Io,
+    };
+    let advice = match kind {
+        ErrorKind::PermissionDenied => "add the service user to the dialout group",
+        ErrorKind::Busy => "another program has the port open (`fuser` shows which)",
+        _ => SERIAL_ADVICE,
+    };
+    HalError::new(
+        kind,
+        "modbus.port",
+        format!("{port}: {}; {advice}", err.description),
+    )
+}
+
+fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError> {
+    let mut bank = RelayBank::new();
+    let mut chips: BTreeMap<std::path::PathBuf, Chip> = BTreeMap::new();
+    for (i, line) in config.relays.lines.iter().enumerate() {
+        let (key, path) = match &line.gpiochip {
+            Some(p) => (format!("relays.lines[{i}].gpiochip"), p.clone()),
+            None => (
+                "relays.gpiochip".to_string(),
+                config.relays.gpiochip.clone(),
+            ),
+        };
+        if !chips.contains_key(&path) {
+            require_exists(&key, &path, GPIOCHIP_ADVICE)?;
+            let chip = Chip::new(&path).map_err(|e| {
+                HalError::new(
+                    ErrorKind::Io,
+                    key.clone(),
+                    format!(
+                        "{}: {e}; if permission is denied add the service user to the gpio group",
+                        path.display()
+                    ),
+                )
+            })?;
+            chips.insert(path.clone(), chip);
+        }
+        let Some(chip) = chips.get_mut(&path) else {
+            continue; // inserted just above
+        };
+        let lines_n = chip.num_lines();
+        let device = format!("{} line {}", path.display(), line.line);
+        if line.line >= lines_n {
+            return Err(HalError::new(
+                ErrorKind::NotFound,
+                format!("relays.lines[{i}].line"),
+                format!(
+                    "line {} does not exist on {} (lines 0-{}); check the wiring table with `gpioinfo`",
+                    line.line,
+                    path.display(),
+                    lines_n.saturating_sub(1)
+                ),
+            ));
+        }
+        let gpio_err = |e: linux_embedded_hal::gpio_cdev::Error| {
+            HalError::new(
+                ErrorKind::Io,
+                format!("relays.lines[{i}]"),
+                format!(
+                    "{device}: {e}; if `gpioinfo` shows another consumer holding the line, stop that program"
+                ),
+            )
+        };
+        let start_level = level_for(line.start_closed(), line.active_low);
+        let value = u8::from(start_level == embedded_hal::digital::PinState::High);
+        let handle = chip
+            .get_line(line.line)
+            .and_then(|l| l.request(LineRequestFlags::OUTPUT, value, &config.relays.consumer))
+            .map_err(gpio_err)?;
+        let pin = CdevPin::new(handle).map_err(gpio_err)?;
+        bank.insert(
+            line.relay,
+            RelayOutput {
+                pin,
+                active_low: line.active_low,
+                device,
+            },
+        );
+    }
+    Ok(bank)
+}
+
+impl GridMeter for LinuxBoard {
+    async fn read_grid(&mut self) -> HalResult<GridSample> {
+        let Some(grid) = self.grid.clone() else {
+            return Err(HalError::new(
+                ErrorKind::NotFound,
+                "grid",
+                "no [grid] section in the board configuration; name the generator and feeder meters",
+            ));
+        };
+        let generator = self
+            .read_meter(grid.generator_address, "generator")
+            .await?
+            .to_meter_reading();
+        let mut feeders = Vec::with_capacity(grid.feeders.len());
+        let mut feeders_w: u32 = 0;
+        for f in &grid.feeders {
+            let m = self
+                .read_meter(f.address, &format!("feeder {}", f.feeder))
+                .await?
+                .to_meter_reading();
+            let line = RelayLine::Feeder(f.feeder);
+            // A feeder without a contactor is always supplying.
+            let closed = if self.relays.lines().contains(&line) {
+                self.relays.get(line)?
+            } else {
+                true
+            };
+            feeders_w = feeders_w.saturating_add(m.power_w);
+            feeders.push(FeederSample {
+                feeder: f.feeder,
+                current_ma: m.current_ma,
+                load_w: m.power_w,
+                closed,
+            });
+        }
+        feeders.sort_by_key(|f| f.feeder);
+        let ballast_w = match grid.ballast_address {
+            Some(address) => {
+                self.read_meter(address, "ballast")
+                    .await?
+                    .to_meter_reading()
+                    .power_w
+            }
+            // Without a ballast meter, everything generated and not on a feeder goes there.
+            None => generator.power_w.saturating_sub(feeders_w),
+        };
+        Ok(GridSample {
+            frequency_mhz: generator.frequency_mhz,
+            voltage_dv: generator.voltage_dv,
+            generation_w: generator.power_w,
+            feeders,
+            ballast_w,
+            ballast_capacity_w: grid.ballast_capacity_w,
+        })
+    }
+}
+
+impl EnergyMeters for LinuxBoard {
+    fn customers(&self) -> Vec<u32> {
+        self.meters.keys().copied().collect()
+    }
+
+    async fn read_energy(&mut self, customer: u32) -> HalResult<MeterReading> {
+        let Some(&address) = self.meters.get(&customer) else {
+            return Err(HalError::new(
+                ErrorKind::NotFound,
+                format!("customer {customer}"),
+                "this board has no meter for the customer; add it under [[modbus.meters]]",
+            ));
+        };
+        Ok(self
+            .read_meter(address, &format!("customer {customer}"))
+            .await?
+            .to_meter_reading())
+    }
+}
+
+impl Relays for LinuxBoard {
+    fn relay_lines(&self) -> Vec<RelayLine> {
+        self.relays.lines()
+    }
+
+    fn set_relay(&mut self, line: RelayLine, closed: bool) -> HalResult<()> {
+        self.relays.set(line, closed)
+    }
+
+    fn relay_state(&mut self, line: RelayLine) -> HalResult<bool> {
+        self.relays.get(line)
+    }
+}
+
+impl AnalogInputs for LinuxBoard {
+    fn analog_channels(&self) -> Vec<AnalogChannelInfo> {
+        self.analog
+            .iter()
+            .map(|(&channel, (name, _))| AnalogChannelInfo {
+                channel,
+                name: name.clone(),
+            })
+            .collect()
+    }
+
+    async fn read_analog(&mut self, channel: AnalogChannel) -> HalResult<i32> {
+        let Some((_, conversion)) = self.analog.get(&channel).cloned() else {
+            return Err(HalError::new(
+                ErrorKind::NotFound,
+                channel.to_string(),
+                "no such analog channel; add it under [[analog.channels]]",
+            ));
+        };
+        let Some(adc) = self.adc.as_mut() else {
+            return Err(HalError::new(
+                ErrorKind::NotFound,
+                "analog",
+                "no [analog] section in the board configuration",
+            ));
+        };
+        adc.read_mv(&conversion).await
+    }
+}
