@@ -7,9 +7,12 @@
 //! [`observe::Observation`]s to a [`check::Suite`] of invariant checkers, which
 //! produces a [`report::Report`].
 
+pub mod check;
 pub mod disk;
 pub mod link;
 pub mod net;
+pub mod observe;
 pub mod plant;
+pub mod report;
 pub mod rng;
 pub mod time;

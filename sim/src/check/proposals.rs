@@ -1,0 +1,127 @@
+//! No acknowledged proposal lost, and every proposal applied exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Checker, Violation, violation};
+use crate::net::NodeId;
+use crate::observe::Observation;
+
+/// **Durability of acknowledged writes** (Raft §5.3-5.4: an entry is
+/// acknowledged only once committed, and Leader Completeness keeps committed
+/// entries in every later leader's log) plus the project's exactly-once rule
+/// (proposals are idempotent by `(origin, seq)`):
+///
+/// - every acknowledged `(origin, seq)` is applied somewhere, at an index no
+///   later than the one its ack named (applied later means the acked entry
+///   was lost and only a retry landed: an ack before fsync);
+/// - every node up at the end has applied it;
+/// - no `(origin, seq)` is applied at two different indexes (a retried
+///   proposal must be a no-op).
+///
+/// Memory: one map entry per proposal, the price of checking exactly-once.
+#[derive(Clone, Debug, Default)]
+pub struct AckedProposals {
+    acked: BTreeMap<(NodeId, u64), (u64, u64)>,
+    applied: BTreeMap<(NodeId, u64), u64>,
+    last_applied: BTreeMap<NodeId, u64>,
+    down: BTreeSet<NodeId>,
+}
+
+impl AckedProposals {
+    /// A fresh checker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Proposals acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.len()
+    }
+}
+
+impl Checker for AckedProposals {
+    fn name(&self) -> &'static str {
+        "acked_proposals"
+    }
+
+    fn observe(&mut self, obs: &Observation, out: &mut Vec<Violation>) {
+        match *obs {
+            Observation::ProposalAcked {
+                t_ms,
+                origin,
+                seq,
+                index,
+            } => {
+                self.acked.entry((origin, seq)).or_insert((index, t_ms));
+            }
+            Observation::ProposalApplied {
+                t_ms,
+                node,
+                origin,
+                seq,
+                index,
+            } => match self.applied.get(&(origin, seq)) {
+                Some(&first) if first != index => out.push(violation(
+                    self.name(),
+                    t_ms,
+                    format!(
+                        "proposal ({origin}, {seq}) applied at index {index} on node {node} but \
+                         at index {first} before: applied twice (dedupe by (node, seq) skipped?)"
+                    ),
+                )),
+                Some(_) => {}
+                None => {
+                    self.applied.insert((origin, seq), index);
+                }
+            },
+            Observation::EntryApplied { node, index, .. }
+            | Observation::SnapshotInstalled { node, index, .. } => {
+                self.last_applied.insert(node, index);
+            }
+            Observation::NodeCrash { node, .. } => {
+                self.down.insert(node);
+            }
+            Observation::NodeRestart { node, .. } => {
+                self.down.remove(&node);
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, end_t_ms: u64, out: &mut Vec<Violation>) {
+        let mut required = 0;
+        for (&(origin, seq), &(ack_index, ack_t_ms)) in &self.acked {
+            match self.applied.get(&(origin, seq)) {
+                None => out.push(violation(
+                    self.name(),
+                    end_t_ms,
+                    format!(
+                        "proposal ({origin}, {seq}) acked at index {ack_index} (t={ack_t_ms} ms) \
+                         was never applied: lost"
+                    ),
+                )),
+                Some(&applied) if applied > ack_index => out.push(violation(
+                    self.name(),
+                    end_t_ms,
+                    format!(
+                        "proposal ({origin}, {seq}) acked at index {ack_index} but first applied \
+                         at {applied}: the acked entry was lost and only a retry landed"
+                    ),
+                )),
+                Some(&applied) => required = required.max(applied),
+            }
+        }
+        for (&node, &last) in &self.last_applied {
+            if !self.down.contains(&node) && last < required {
+                out.push(violation(
+                    self.name(),
+                    end_t_ms,
+                    format!(
+                        "node {node} is up at the end but applied only up to {last}; acked \
+                         proposals reach index {required}"
+                    ),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The run report: what a run did and which invariants broke, as JSON.
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::{FrequencyStats, Violation};
+use crate::link::LinkCounters;
+
+/// Metering versus billing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerSummary {
+    /// Ground-truth energy supplied to customers (plant model).
+    pub metered_wh: u64,
+    /// Energy the billing actor charged for.
+    pub billed_wh: u64,
+    /// Committed meter reads.
+    pub reads: u64,
+    /// Ledger charges.
+    pub charges: u64,
+}
+
+/// What the controller knows only at the end of a run.
+#[derive(Clone, Debug, Default)]
+pub struct FinishInfo {
+    /// Scenario name.
+    pub scenario: String,
+    /// The world seed.
+    pub seed: u64,
+    /// Simulated end time.
+    pub end_t_ms: u64,
+    /// Wall-clock seconds the run took (measured by the caller; the sim never reads wall time).
+    pub wall_seconds: f64,
+    /// `SimNet::trace_digest()`.
+    pub net_trace_digest: Option<[u8; 32]>,
+    /// `SimNet::total_counters()`.
+    pub net_counters: Option<LinkCounters>,
+    /// Ground-truth metered energy over every plant (`Plant::metered_energy_wh`).
+    pub metered_wh: u64,
+}
+
+/// One run's report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// The world seed (replays the run).
+    pub seed: u64,
+    /// Hash over every observation and every network delivery and drop.
+    pub trace_hash: String,
+    /// Simulated seconds.
+    pub sim_seconds: f64,
+    /// Wall seconds.
+    pub wall_seconds: f64,
+    /// Whether every checker held.
+    pub passed: bool,
+    /// Broken invariants (empty when all hold; capped per checker).
+    pub violations: Vec<Violation>,
+    /// Violations beyond the per-checker cap.
+    pub violations_suppressed: u64,
+    /// Highest committed (applied) log index.
+    pub commits: u64,
+    /// Terms that had a leader.
+    pub elections: u64,
+    /// Observations fed to the checkers.
+    pub observations: u64,
+    /// Frequency summary.
+    pub frequency: FrequencyStats,
+    /// Metering versus billing.
+    pub ledger: LedgerSummary,
+    /// Network counters summed over links.
+    pub net: LinkCounters,
+    /// When the last fault healed, seconds.
+    pub last_heal_s: f64,
+}
+
+impl Report {
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// A one-line summary for humans.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} seed={} {} sim={:.0}s wall={:.2}s commits={} elections={} freq={:.3}-{:.3}Hz \
+             in_band={:.3}% metered={}Wh billed={}Wh violations={} trace={}",
+            self.scenario,
+            self.seed,
+            if self.passed { "PASS" } else { "FAIL" },
+            self.sim_seconds,
+            self.wall_seconds,
+            self.commits,
+            self.elections,
+            self.frequency.min_hz,
+            self.frequency.max_hz,
+            self.frequency.in_band_pct,
+            self.ledger.metered_wh,
+            self.ledger.billed_wh,
+            self.violations.len() as u64 + self.violations_suppressed,
+            &self.trace_hash[..16.min(self.trace_hash.len())],
+        )
+    }
+}
