@@ -1,5 +1,8 @@
 //! ghatta: controller firmware for village micro-hydro grids.
 pub mod actors;
+pub mod clock;
+pub mod net;
+pub mod node;
 pub mod raft;
 pub mod state;
 pub mod storage;

@@ -1,1 +1,88 @@
-//! placeholder
+//! Raft timing derived from the link's round trip, and the openraft `Config` built from it.
+//!
+//! Raft needs broadcast time << election timeout << mean time between failures. etcd's tuning
+//! guide puts the heartbeat at 0.5-1.5x the RTT and the election timeout at 10x the RTT or
+//! more. openraft bounds every AppendEntries/heartbeat RPC by the heartbeat interval, so on a
+//! slow link the heartbeat must exceed the RTT or every heartbeat times out. Pre-vote is always
+//! on: a node behind a flapping radio link asks before it disrupts a healthy leader with a
+//! higher term.
+
+use serde::{Deserialize, Serialize};
+
+/// Named link profiles; each fixes a design round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkProfile {
+    /// Loopback or wired LAN (design RTT 5 ms). Used by `ghatta demo` and the tests.
+    Lan,
+    /// Local Wi-Fi between controllers (design RTT 50 ms).
+    Wifi,
+    /// Radio modems (SiK/RFD900, XBee): design RTT 800 ms.
+    Radio,
+    /// Geostationary satellite, single hop 550-800 ms, double hop up to 1.6 s: design RTT 2 s.
+    Satellite,
+}
+
+impl LinkProfile {
+    /// The design round trip of the profile, ms.
+    pub fn rtt_ms(self) -> u64 {
+        match self {
+            LinkProfile::Lan => 5,
+            LinkProfile::Wifi => 50,
+            LinkProfile::Radio => 800,
+            LinkProfile::Satellite => 2000,
+        }
+    }
+}
+
+/// Raft timing for one cluster. Every member should use the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Heartbeat interval, ms (also openraft's per-RPC deadline for appends).
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound, ms.
+    pub election_timeout_ms_min: u64,
+    /// Election timeout upper bound, ms.
+    pub election_timeout_ms_max: u64,
+}
+
+/// Shortest heartbeat we use: below 100 ms a small board spends its CPU on heartbeats.
+pub const HEARTBEAT_MS_MIN: u64 = 100;
+
+impl Timing {
+    /// Timing for a link with round trip `rtt_ms`: heartbeat 1.25x RTT (at least
+    /// [`HEARTBEAT_MS_MIN`]), election timeout 6-12 heartbeats. Six heartbeats (7.5 RTT) is a
+    /// little under etcd's 10x because pre-vote and check-quorum already stop a lossy link
+    /// from causing term inflation, and the operators' goal is a new leader within ~10 s on
+    /// an 800 ms radio.
+    pub fn for_rtt(rtt_ms: u64) -> Timing {
+        let heartbeat_ms = (rtt_ms * 5 / 4).max(HEARTBEAT_MS_MIN);
+        Timing { heartbeat_ms, election_timeout_ms_min: heartbeat_ms * 6, election_timeout_ms_max: heartbeat_ms * 12 }
+    }
+
+    /// Timing for a named profile.
+    pub fn for_profile(p: LinkProfile) -> Timing {
+        Timing::for_rtt(p.rtt_ms())
+    }
+
+    /// The openraft configuration for this timing.
+    pub fn raft_config(&self, cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
+        let config = openraft::Config {
+            cluster_name: cluster_name.to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms_min,
+            election_timeout_max: self.election_timeout_ms_max,
+            // Snapshot transfer gets many heartbeats' worth of time per chunk.
+            install_snapshot_timeout: self.heartbeat_ms * 20,
+            enable_pre_vote: Some(true),
+            // Entries are batches already; 64 per append keeps one append below ~1 MiB.
+            max_payload_entries: 64,
+            // Snapshot after 2,000 entries (half an hour of field batches from three nodes),
+            // keeping 500 entries for followers that lag briefly.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
+            max_in_snapshot_log_to_keep: 500,
+            ..Default::default()
+        };
+        config.validate()
+    }
+}

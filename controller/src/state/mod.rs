@@ -14,6 +14,8 @@ mod apply;
 mod dedupe;
 mod snapshot;
 
+pub use self::apply::hash_hex;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;

@@ -22,6 +22,8 @@ pub const ACTOR_STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("act
 pub const DEDUPE: TableDefinition<u64, &[u8]> = TableDefinition::new("dedupe");
 /// Durable actor timers: timer id -> bincode(TimerRecord).
 pub const TIMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("timers");
+/// Node-local, never replicated: "next_seq" (the proposal sequence reserved so far), cursors.
+pub const NODE_LOCAL: TableDefinition<&str, u64> = TableDefinition::new("node_local");
 /// Outbox: output sequence -> bincode(OutboxRecord): relay commands, set-points, ledger, alarms.
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
@@ -98,6 +100,7 @@ fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
         txn.open_table(DEDUPE).map_err(|e| err(&e))?;
         txn.open_table(TIMERS).map_err(|e| err(&e))?;
         txn.open_table(OUTBOX).map_err(|e| err(&e))?;
+        txn.open_table(NODE_LOCAL).map_err(|e| err(&e))?;
     }
     txn.commit().map_err(|e| err(&e))?;
     Ok(())

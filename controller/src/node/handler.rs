@@ -1,0 +1,112 @@
+//! Answers peers' requests: Raft RPCs, snapshot chunks, forwarded proposals and membership ops.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use openraft_rt::WatchReceiver;
+
+use super::Node;
+use crate::net::rpc::Handler;
+use crate::net::wire::{ForwardError, MemberOp, Request, Response, SnapshotChunk};
+use crate::raft::{Snapshot, codec};
+
+/// Largest snapshot a node accepts from a leader. The state machine's own limit on actor state
+/// is 16 MiB; outbox and metadata fit in the rest.
+pub const MAX_SNAPSHOT_BYTES: u64 = (codec::MAX_ENCODED_BYTES as u64) * 4;
+
+struct Incoming {
+    meta: crate::raft::SnapshotMeta,
+    total_len: u64,
+    data: Vec<u8>,
+}
+
+/// The request handler of one node.
+pub(crate) struct NodeHandler {
+    node: Node,
+    /// Snapshot being received, per sending leader.
+    snapshots: Mutex<HashMap<u64, Incoming>>,
+}
+
+impl NodeHandler {
+    pub(crate) fn new(node: Node) -> Self {
+        NodeHandler { node, snapshots: Mutex::new(HashMap::new()) }
+    }
+
+    async fn snapshot_chunk(&self, from: u64, c: SnapshotChunk) -> Response {
+        if c.total_len > MAX_SNAPSHOT_BYTES {
+            return Response::Snapshot(Err(format!(
+                "snapshot of {} bytes exceeds this node's limit of {MAX_SNAPSHOT_BYTES}",
+                c.total_len
+            )));
+        }
+        let complete = {
+            let Ok(mut map) = self.snapshots.lock() else {
+                return Response::Snapshot(Err("snapshot buffer unavailable".into()));
+            };
+            if c.offset == 0 {
+                map.insert(from, Incoming { meta: c.meta.clone(), total_len: c.total_len, data: Vec::new() });
+            }
+            let Some(inc) = map.get_mut(&from) else {
+                return Response::Snapshot(Err("snapshot chunk without a start; restart the transfer".into()));
+            };
+            if inc.meta != c.meta || inc.total_len != c.total_len || inc.data.len() as u64 != c.offset {
+                map.remove(&from);
+                return Response::Snapshot(Err("snapshot chunk out of sequence; restart the transfer".into()));
+            }
+            if inc.data.len() as u64 + c.data.len() as u64 > inc.total_len {
+                map.remove(&from);
+                return Response::Snapshot(Err("snapshot chunk beyond the announced length".into()));
+            }
+            inc.data.extend_from_slice(&c.data);
+            if (inc.data.len() as u64) < inc.total_len {
+                None
+            } else {
+                map.remove(&from)
+            }
+        };
+        let Some(inc) = complete else { return Response::Snapshot(Ok(None)) };
+        let snapshot = Snapshot { meta: inc.meta, snapshot: inc.data };
+        match self.node.raft().install_full_snapshot(c.vote, snapshot).await {
+            Ok(r) => Response::Snapshot(Ok(Some(r))),
+            Err(e) => Response::Snapshot(Err(e.to_string())),
+        }
+    }
+
+    async fn member(&self, op: MemberOp) -> Result<(), ForwardError> {
+        let raft = self.node.raft();
+        if !raft.is_leader() {
+            return Err(ForwardError::NotLeader { leader: raft.current_leader().await });
+        }
+        let voters = || -> std::collections::BTreeSet<u64> {
+            raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
+        };
+        match op {
+            MemberOp::AddLearner { id, addr } => self.node.add_learner(id, addr).await,
+            MemberOp::Promote { id } => {
+                let mut v = voters();
+                v.insert(id);
+                self.node.change_voters(v).await
+            }
+            MemberOp::Remove { id } => {
+                let mut v = voters();
+                v.remove(&id);
+                self.node.change_voters(v).await
+            }
+        }
+        .map_err(ForwardError::Raft)
+    }
+}
+
+impl Handler for NodeHandler {
+    async fn handle(&self, from: u64, req: Request) -> Response {
+        let raft = self.node.raft();
+        match req {
+            Request::Append(r) => Response::Append(raft.append_entries(r).await.map_err(|e| e.to_string())),
+            Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
+            Request::PreVote(r) => Response::Vote(raft.pre_vote(r).await.map_err(|e| e.to_string())),
+            Request::Snapshot(c) => self.snapshot_chunk(from, c).await,
+            Request::Forward(f) => Response::Forward(self.node.inner.proposer.write_local(&self.node, f).await),
+            Request::Member(op) => Response::Member(self.member(op).await),
+        }
+    }
+}

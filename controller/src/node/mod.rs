@@ -1,0 +1,300 @@
+//! The node: one controller's Raft member, state machine, RPC endpoint, proposer and timers,
+//! wired together over whatever clock, links and storage it is given.
+//!
+//! The same `Node` runs on a board (file-backed redb, TCP, system clock), in the 3-process
+//! demo, and inside the simulator (simulated disk, simulated links, simulated time): only
+//! [`NodeEnv`] differs.
+
+mod handler;
+mod proposer;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft_rt::WatchReceiver;
+use redb::Database;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+pub use self::proposer::{ProposeError, SEQ_RESERVE_BLOCK};
+use crate::actors::{ActorHost, ActorLimits};
+use crate::clock::Clock;
+use crate::net::rpc::Rpc;
+use crate::net::transport::{InboundRx, LinkStatsSnapshot, Transport};
+use crate::raft::log_store::{LogFaults, LogStore};
+use crate::raft::network::NetworkFactory;
+use crate::raft::timing::Timing;
+use crate::raft::{Body, PeerInfo, Raft, Receipt};
+use crate::state::{SmStatus, StateMachine};
+
+/// What a node is, independent of where it runs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's id (unique in the cluster, stable across restarts).
+    pub id: u64,
+    /// Cluster name (guards against joining the wrong cluster).
+    pub cluster_name: String,
+    /// Raft timing.
+    pub timing: Timing,
+    /// Actor limits (must match on every member).
+    pub actor_limits: ActorLimits,
+    /// Seed for openraft's randomness (election timeouts).
+    pub seed: u64,
+}
+
+/// Where a node runs: its storage, links and clock.
+pub struct NodeEnv {
+    /// The node database (file or simulated disk).
+    pub db: Arc<Database>,
+    /// Outgoing links.
+    pub transport: Arc<dyn Transport>,
+    /// Incoming frames.
+    pub inbound: InboundRx,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Test-only storage faults (mutation tests); `None` in production.
+    pub log_faults: Option<Arc<LogFaults>>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The actors did not load.
+    #[error(transparent)]
+    Actors(#[from] crate::actors::LoadError),
+    /// The state machine could not be opened.
+    #[error("cannot open the state machine: {0}")]
+    State(std::io::Error),
+    /// The Raft configuration is invalid.
+    #[error("invalid Raft timing: {0}")]
+    Config(#[from] openraft::ConfigError),
+    /// openraft refused to start.
+    #[error("Raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    raft: Raft,
+    sm: StateMachine,
+    rpc: Arc<Rpc>,
+    clock: Arc<dyn Clock>,
+    proposer: proposer::Proposer,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).finish_non_exhaustive()
+    }
+}
+
+/// Role of a node as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Leads the cluster.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Replicates without voting.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// A node's status, as `ghatta status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub id: u64,
+    /// Role.
+    pub role: Role,
+    /// Current term.
+    pub term: u64,
+    /// Leader, if known.
+    pub leader: Option<u64>,
+    /// Highest log index known committed.
+    pub commit_index: u64,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Applied index of the state machine.
+    pub applied_index: u64,
+    /// State hash at `applied_index` (hex).
+    pub state_hash: String,
+    /// Log time at `applied_index`, Unix ms.
+    pub log_time_ms: u64,
+    /// Voters.
+    pub voters: Vec<u64>,
+    /// Learners.
+    pub learners: Vec<u64>,
+    /// Customers known.
+    pub customers: u64,
+    /// Customers cut by billing.
+    pub disconnected: u64,
+    /// Outbox records.
+    pub outbox_len: u64,
+    /// Pending timers.
+    pub timers: u64,
+    /// Deliveries that trapped since genesis.
+    pub trapped_total: u64,
+    /// Frame-layer counters.
+    pub link: LinkStatsSnapshot,
+}
+
+impl Node {
+    /// Start a node: open the state machine, load the actors, start Raft, the RPC dispatcher
+    /// and the timer loop. Must run inside `raft::Runtime::scope` (openraft's seeded RNG).
+    pub async fn start(opts: NodeOptions, env: NodeEnv) -> Result<Node, StartError> {
+        let host = Arc::new(ActorHost::with_embedded(opts.actor_limits.clone())?);
+        Self::start_with_host(opts, env, host).await
+    }
+
+    /// As [`Node::start`], with a given actor host (tests load special modules).
+    pub async fn start_with_host(opts: NodeOptions, env: NodeEnv, host: Arc<ActorHost>) -> Result<Node, StartError> {
+        let sm = StateMachine::open(env.db.clone(), host).map_err(StartError::State)?;
+        let log = match env.log_faults {
+            Some(f) => LogStore::with_faults(env.db.clone(), f),
+            None => LogStore::new(env.db.clone()),
+        };
+        let rpc = Rpc::new(opts.id, env.transport.clone());
+        let config = Arc::new(opts.timing.raft_config(&opts.cluster_name)?);
+        let raft = Raft::new(opts.id, config, NetworkFactory::new(rpc.clone()), log, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let proposer = proposer::Proposer::new(opts.id, env.db.clone(), &sm).map_err(StartError::State)?;
+        let inner = Arc::new(Inner {
+            id: opts.id,
+            raft,
+            sm,
+            rpc: rpc.clone(),
+            clock: env.clock,
+            proposer,
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let node = Node { inner };
+        let handler = Arc::new(handler::NodeHandler::new(node.clone()));
+        let dispatch = tokio::spawn(rpc.dispatch(env.inbound, handler));
+        let timers = tokio::spawn(timers::run(node.clone()));
+        if let Ok(mut t) = node.inner.tasks.lock() {
+            t.push(dispatch);
+            t.push(timers);
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The state machine.
+    pub fn state_machine(&self) -> &StateMachine {
+        &self.inner.sm
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Form a new cluster with these members (call on a pristine node; calling it on every
+    /// founding member with the same set is safe, and a no-op once initialised).
+    pub async fn initialize(&self, members: BTreeMap<u64, PeerInfo>) -> Result<(), String> {
+        if self.inner.raft.is_initialized().await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains("NotAllowed") || e.to_string().contains("not allowed") => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Propose actor inputs (each a bincode `ghatta_actor_sdk::Input`) with this node's next
+    /// sequence number, through the leader; returns when applied on the leader.
+    pub async fn propose_inputs(&self, inputs: Vec<Vec<u8>>) -> Result<Receipt, ProposeError> {
+        self.inner.proposer.propose(self, Body::Inputs(inputs)).await
+    }
+
+    /// Propose with an explicit sequence number (a retry of an earlier proposal).
+    pub async fn propose_with_seq(&self, seq: u64, body: Body) -> Result<Receipt, ProposeError> {
+        self.inner.proposer.submit(self, seq, body).await
+    }
+
+    /// Reserve the next sequence number (for callers that retry a proposal themselves).
+    pub fn next_seq(&self) -> Result<u64, ProposeError> {
+        self.inner.proposer.next_seq()
+    }
+
+    /// The node's status.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let sm: SmStatus = self.inner.sm.status().borrow().clone();
+        let membership = m.membership_config.membership();
+        NodeStatus {
+            id: self.inner.id,
+            role: match m.state {
+                openraft::ServerState::Leader => Role::Leader,
+                openraft::ServerState::Follower => Role::Follower,
+                openraft::ServerState::Candidate => Role::Candidate,
+                openraft::ServerState::Learner => Role::Learner,
+                openraft::ServerState::Shutdown => Role::Shutdown,
+            },
+            term: m.current_term,
+            leader: m.current_leader,
+            commit_index: m.local_committed.as_ref().map(|l| l.index()).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: sm.applied_index,
+            state_hash: crate::state::hash_hex(&sm.state_hash),
+            log_time_ms: sm.log_time_ms,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            customers: sm.customers,
+            disconnected: sm.disconnected,
+            outbox_len: sm.outbox_len,
+            timers: sm.timers,
+            trapped_total: sm.trapped_total,
+            link: self.inner.rpc.stats().snapshot(),
+        }
+    }
+
+    /// Add a node as a learner (it starts receiving the log), then it can be promoted.
+    pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), String> {
+        self.inner
+            .raft
+            .add_learner(id, PeerInfo { addr }, true)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Change the voter set (promote learners, remove nodes).
+    pub async fn change_voters(&self, voters: std::collections::BTreeSet<u64>) -> Result<(), String> {
+        self.inner.raft.change_membership(voters, false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Stop Raft and the node's tasks.
+    pub async fn shutdown(&self) {
+        if let Ok(mut t) = self.inner.tasks.lock() {
+            for h in t.drain(..) {
+                h.abort();
+            }
+        }
+        let _ = self.inner.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,152 @@
+//! Proposing: sequence numbers that survive restarts, forwarding to the leader, retries.
+//!
+//! Every proposal carries `(origin, seq)`. Sequence numbers are reserved durably in blocks
+//! before use, so a node that restarts never reuses one (a reused number would be dropped as a
+//! duplicate: data loss). The leader stamps the proposal with its clock when it writes it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase};
+
+use super::Node;
+use crate::net::wire::{Forward, ForwardError, Request, Response};
+use crate::raft::{Body, Proposal, Receipt};
+use crate::state::StateMachine;
+use crate::storage::{NODE_LOCAL, io_err};
+
+/// Sequence numbers reserved per durable write: one fsync per 256 proposals, and a restart
+/// skips at most 256 numbers (well inside the dedupe window of 4,096).
+pub const SEQ_RESERVE_BLOCK: u64 = 256;
+/// How long one proposal may take, across leader changes and retries, before the caller gets
+/// an error (and retries later with the same sequence number). 30 s covers an election on an
+/// 800 ms radio link with margin.
+pub const PROPOSE_DEADLINE: Duration = Duration::from_secs(30);
+/// Deadline of one forwarded attempt.
+pub const FORWARD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait between attempts while no leader is known.
+pub const NO_LEADER_RETRY: Duration = Duration::from_millis(200);
+
+const KEY_NEXT_SEQ: &str = "next_seq";
+
+/// Why a proposal did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// No leader accepted it before the deadline; retrying with the same seq is safe.
+    #[error("no leader committed proposal {seq} within {deadline:?} (last error: {last}); it is safe to retry")]
+    Deadline {
+        /// The proposal's sequence number.
+        seq: u64,
+        /// The deadline.
+        deadline: Duration,
+        /// The last failure seen.
+        last: String,
+    },
+    /// The local database failed.
+    #[error("cannot reserve a proposal sequence number: {0}")]
+    Storage(String),
+}
+
+pub(crate) struct Proposer {
+    me: u64,
+    db: Arc<Database>,
+    next: AtomicU64,
+    reserved: AtomicU64,
+    reserve_lock: std::sync::Mutex<()>,
+}
+
+impl Proposer {
+    pub(crate) fn new(me: u64, db: Arc<Database>, sm: &StateMachine) -> std::io::Result<Self> {
+        let stored = {
+            let txn = db.begin_read().map_err(io_err)?;
+            let t = txn.open_table(NODE_LOCAL).map_err(io_err)?;
+            t.get(KEY_NEXT_SEQ).map_err(io_err)?.map(|v| v.value()).unwrap_or(1)
+        };
+        // Also never below what the cluster has already applied from us (e.g. a node whose
+        // local table was lost but whose replicated dedupe window survived).
+        let start = stored.max(sm.highest_seq(me) + 1);
+        Ok(Proposer { me, db, next: AtomicU64::new(start), reserved: AtomicU64::new(start), reserve_lock: Default::default() })
+    }
+
+    /// Take the next sequence number, reserving a new block durably when needed.
+    pub(crate) fn next_seq(&self) -> Result<u64, ProposeError> {
+        let seq = self.next.fetch_add(1, Ordering::SeqCst);
+        if seq >= self.reserved.load(Ordering::SeqCst) {
+            let _g = self.reserve_lock.lock().map_err(|_| ProposeError::Storage("lock poisoned".into()))?;
+            if seq >= self.reserved.load(Ordering::SeqCst) {
+                let ceiling = seq + SEQ_RESERVE_BLOCK;
+                let res = (|| -> std::io::Result<()> {
+                    let txn = self.db.begin_write().map_err(io_err)?;
+                    txn.open_table(NODE_LOCAL).map_err(io_err)?.insert(KEY_NEXT_SEQ, ceiling).map_err(io_err)?;
+                    txn.commit().map_err(io_err)
+                })();
+                res.map_err(|e| ProposeError::Storage(e.to_string()))?;
+                self.reserved.store(ceiling, Ordering::SeqCst);
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Propose a body with a fresh sequence number.
+    pub(crate) async fn propose(&self, node: &Node, body: Body) -> Result<Receipt, ProposeError> {
+        let seq = self.next_seq()?;
+        self.submit(node, seq, body).await
+    }
+
+    /// Submit `(me, seq, body)` until a leader commits it or the deadline passes.
+    pub(crate) async fn submit(&self, node: &Node, seq: u64, body: Body) -> Result<Receipt, ProposeError> {
+        let fwd = Forward { origin: self.me, seq, body };
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let mut hint: Option<u64> = None;
+        let mut last = String::from("no leader known");
+        while tokio::time::Instant::now() < deadline {
+            let leader = match hint.take() {
+                Some(l) => Some(l),
+                None => node.raft().current_leader().await,
+            };
+            let result = match leader {
+                None => {
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
+                    continue;
+                }
+                Some(l) if l == self.me => self.write_local(node, fwd.clone()).await,
+                Some(l) => match node.inner.rpc.call(l, Request::Forward(fwd.clone()), FORWARD_ATTEMPT_TIMEOUT).await {
+                    Ok(Response::Forward(r)) => r,
+                    Ok(_) => Err(ForwardError::Raft("unexpected response to a forwarded proposal".into())),
+                    Err(e) => Err(ForwardError::Raft(e.to_string())),
+                },
+            };
+            match result {
+                Ok(receipt) => return Ok(receipt),
+                Err(ForwardError::NotLeader { leader: better }) => {
+                    last = format!("node {leader:?} is not the leader");
+                    // Follow a hint to another node at once; a node pointing at itself or
+                    // knowing no leader means an election is under way: wait a little.
+                    hint = better.filter(|b| Some(*b) != leader);
+                    if hint.is_none() {
+                        tokio::time::sleep(NO_LEADER_RETRY).await;
+                    }
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(NO_LEADER_RETRY).await;
+                }
+            }
+        }
+        Err(ProposeError::Deadline { seq, deadline: PROPOSE_DEADLINE, last })
+    }
+
+    /// On the leader: stamp and write. Anywhere else: say who leads.
+    pub(crate) async fn write_local(&self, node: &Node, f: Forward) -> Result<Receipt, ForwardError> {
+        let raft = node.raft();
+        let p = Proposal { origin: f.origin, seq: f.seq, time_ms: node.clock().now_ms(), body: f.body };
+        match raft.client_write(p).await {
+            Ok(resp) => Ok(resp.data),
+            Err(e) => match e.forward_to_leader() {
+                Some(fwd) => Err(ForwardError::NotLeader { leader: fwd.leader_id }),
+                None => Err(ForwardError::Raft(e.to_string())),
+            },
+        }
+    }
+}
