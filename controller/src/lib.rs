@@ -1,6 +1,8 @@
 //! ghatta: controller firmware for village micro-hydro grids.
 pub mod actors;
+pub mod admin;
 pub mod clock;
+pub mod config;
 pub mod net;
 pub mod node;
 pub mod raft;

@@ -3,11 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use openraft_rt::WatchReceiver;
-
 use super::Node;
 use crate::net::rpc::Handler;
-use crate::net::wire::{ForwardError, MemberOp, Request, Response, SnapshotChunk};
+use crate::net::wire::{Request, Response, SnapshotChunk};
 use crate::raft::{Snapshot, codec};
 
 /// Largest snapshot a node accepts from a leader. The state machine's own limit on actor state
@@ -71,30 +69,6 @@ impl NodeHandler {
             Err(e) => Response::Snapshot(Err(e.to_string())),
         }
     }
-
-    async fn member(&self, op: MemberOp) -> Result<(), ForwardError> {
-        let raft = self.node.raft();
-        if !raft.is_leader() {
-            return Err(ForwardError::NotLeader { leader: raft.current_leader().await });
-        }
-        let voters = || -> std::collections::BTreeSet<u64> {
-            raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
-        };
-        match op {
-            MemberOp::AddLearner { id, addr } => self.node.add_learner(id, addr).await,
-            MemberOp::Promote { id } => {
-                let mut v = voters();
-                v.insert(id);
-                self.node.change_voters(v).await
-            }
-            MemberOp::Remove { id } => {
-                let mut v = voters();
-                v.remove(&id);
-                self.node.change_voters(v).await
-            }
-        }
-        .map_err(ForwardError::Raft)
-    }
 }
 
 impl Handler for NodeHandler {
@@ -106,7 +80,7 @@ impl Handler for NodeHandler {
             Request::PreVote(r) => Response::Vote(raft.pre_vote(r).await.map_err(|e| e.to_string())),
             Request::Snapshot(c) => self.snapshot_chunk(from, c).await,
             Request::Forward(f) => Response::Forward(self.node.inner.proposer.write_local(&self.node, f).await),
-            Request::Member(op) => Response::Member(self.member(op).await),
+            Request::Member(op) => Response::Member(self.node.member_local(op).await),
         }
     }
 }

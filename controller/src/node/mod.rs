@@ -9,7 +9,7 @@ mod handler;
 mod proposer;
 mod timers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft_rt::WatchReceiver;
@@ -21,6 +21,7 @@ pub use self::proposer::{ProposeError, SEQ_RESERVE_BLOCK};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::clock::Clock;
 use crate::net::rpc::Rpc;
+use crate::net::wire::{ForwardError, MemberOp, Request, Response};
 use crate::net::transport::{InboundRx, LinkStatsSnapshot, Transport};
 use crate::raft::log_store::{LogFaults, LogStore};
 use crate::raft::network::NetworkFactory;
@@ -284,8 +285,55 @@ impl Node {
     }
 
     /// Change the voter set (promote learners, remove nodes).
-    pub async fn change_voters(&self, voters: std::collections::BTreeSet<u64>) -> Result<(), String> {
+    pub async fn change_voters(&self, voters: BTreeSet<u64>) -> Result<(), String> {
         self.inner.raft.change_membership(voters, false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Carry out a membership change here if this node leads; otherwise say who leads.
+    pub(crate) async fn member_local(&self, op: MemberOp) -> Result<(), ForwardError> {
+        let raft = &self.inner.raft;
+        if !raft.is_leader() {
+            return Err(ForwardError::NotLeader { leader: raft.current_leader().await });
+        }
+        let voters = || -> BTreeSet<u64> { raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect() };
+        match op {
+            MemberOp::AddLearner { id, addr } => self.add_learner(id, addr).await,
+            MemberOp::Promote { id } => {
+                let mut v = voters();
+                v.insert(id);
+                self.change_voters(v).await
+            }
+            MemberOp::Remove { id } => {
+                let mut v = voters();
+                v.remove(&id);
+                self.change_voters(v).await
+            }
+        }
+        .map_err(ForwardError::Raft)
+    }
+
+    /// A membership change from an operator, carried out by the leader wherever it is.
+    pub async fn member(&self, op: MemberOp) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + proposer::PROPOSE_DEADLINE;
+        let mut last = String::from("no leader known");
+        while tokio::time::Instant::now() < deadline {
+            let result = match self.inner.raft.current_leader().await {
+                Some(l) if l == self.inner.id => self.member_local(op.clone()).await,
+                Some(l) => match self.inner.rpc.call(l, Request::Member(op.clone()), proposer::FORWARD_ATTEMPT_TIMEOUT).await {
+                    Ok(Response::Member(r)) => r,
+                    Ok(_) => Err(ForwardError::Raft("unexpected response".into())),
+                    Err(e) => Err(ForwardError::Raft(e.to_string())),
+                },
+                None => Err(ForwardError::NotLeader { leader: None }),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(ForwardError::Raft(e)) => return Err(e),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(proposer::NO_LEADER_RETRY).await;
+        }
+        Err(format!("no leader carried out the change: {last}"))
     }
 
     /// Stop Raft and the node's tasks.

@@ -1,0 +1,205 @@
+//! JSON shapes of admin requests, and their conversion to actor inputs (checked on the way).
+
+use ghatta_actor_sdk as sdk;
+use serde::{Deserialize, Serialize};
+
+/// milli-paisa per rupee (1 NPR = 100 paisa = 100,000 mpaisa).
+pub const MPAISA_PER_NPR: i64 = 100_000;
+/// Largest single top-up accepted, NPR: a typo guard (a household spends a few hundred a month).
+pub const MAX_TOPUP_NPR: i64 = 100_000;
+
+/// A membership change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum MemberRequest {
+    /// Add a learner.
+    Add {
+        /// Node id.
+        id: u64,
+        /// Raft address.
+        addr: String,
+    },
+    /// Promote a learner to voter.
+    Promote {
+        /// Node id.
+        id: u64,
+    },
+    /// Remove a node.
+    Remove {
+        /// Node id.
+        id: u64,
+    },
+}
+
+/// A prepaid top-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopUpRequest {
+    /// Customer id.
+    pub customer: u32,
+    /// Token id (accepted once, ever).
+    pub token_id: u64,
+    /// Amount, whole rupees.
+    pub amount_npr: i64,
+}
+
+impl TopUpRequest {
+    /// Check and convert.
+    pub fn into_input(self) -> Result<sdk::Input, String> {
+        if self.amount_npr <= 0 || self.amount_npr > MAX_TOPUP_NPR {
+            return Err(format!("amount_npr {} must be between 1 and {MAX_TOPUP_NPR}", self.amount_npr));
+        }
+        Ok(sdk::Input::TopUp(sdk::TopUp {
+            customer: sdk::CustomerId(self.customer),
+            token_id: self.token_id,
+            amount_mpaisa: self.amount_npr * MPAISA_PER_NPR,
+        }))
+    }
+}
+
+/// A tariff.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TariffRequest {
+    /// Tariff id.
+    pub id: u16,
+    /// Version (bump on every change).
+    pub version: u32,
+    /// Shape.
+    #[serde(flatten)]
+    pub kind: TariffKindRequest,
+}
+
+/// Tariff shapes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TariffKindRequest {
+    /// paisa per kWh.
+    PerKwh {
+        /// Rate.
+        rate_paisa_per_kwh: u32,
+    },
+    /// Blocks per 30-day period.
+    Tiered {
+        /// (up_to_wh, rate_paisa_per_kwh) blocks in order.
+        blocks: Vec<(u64, u32)>,
+        /// Charge per period, paisa.
+        period_charge_paisa: u32,
+    },
+    /// Daily fee by connection size.
+    Flat {
+        /// (up_to_w, daily_fee_paisa) bands in order.
+        bands: Vec<(u32, u32)>,
+    },
+}
+
+impl TariffRequest {
+    /// Check and convert.
+    pub fn into_input(self) -> Result<sdk::Input, String> {
+        let kind = match self.kind {
+            TariffKindRequest::PerKwh { rate_paisa_per_kwh } => sdk::TariffKind::PerKwh { rate_paisa_per_kwh },
+            TariffKindRequest::Tiered { blocks, period_charge_paisa } => {
+                if blocks.is_empty() || blocks.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err("tiered blocks must be non-empty with increasing up_to_wh".into());
+                }
+                sdk::TariffKind::Tiered {
+                    blocks: blocks.into_iter().map(|(up_to_wh, rate_paisa_per_kwh)| sdk::TierBlock { up_to_wh, rate_paisa_per_kwh }).collect(),
+                    period_charge_paisa,
+                }
+            }
+            TariffKindRequest::Flat { bands } => {
+                if bands.is_empty() || bands.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err("flat bands must be non-empty with increasing up_to_w".into());
+                }
+                sdk::TariffKind::Flat {
+                    bands: bands.into_iter().map(|(up_to_w, daily_fee_paisa)| sdk::FlatBand { up_to_w, daily_fee_paisa }).collect(),
+                }
+            }
+        };
+        Ok(sdk::Input::SetTariff(sdk::Tariff { id: self.id, version: self.version, kind }))
+    }
+}
+
+/// A customer account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerRequest {
+    /// Customer id.
+    pub id: u32,
+    /// Node with the customer's relay.
+    pub node: u64,
+    /// Prepaid (true) or postpaid.
+    pub prepaid: bool,
+    /// Tariff id.
+    pub tariff: u16,
+    /// Connection size, W.
+    pub connection_w: u32,
+    /// Opening credit, NPR.
+    #[serde(default)]
+    pub opening_credit_npr: i64,
+}
+
+impl CustomerRequest {
+    /// Convert.
+    pub fn into_input(self) -> sdk::Input {
+        sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+            id: sdk::CustomerId(self.id),
+            node: sdk::NodeId(self.node),
+            mode: if self.prepaid { sdk::AccountMode::Prepaid } else { sdk::AccountMode::Postpaid },
+            tariff: self.tariff,
+            connection_w: self.connection_w,
+            opening_credit_mpaisa: self.opening_credit_npr.saturating_mul(MPAISA_PER_NPR),
+        })
+    }
+}
+
+/// Billing-wide settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BillingConfigRequest {
+    /// Local offset from UTC, minutes (Nepal: 345).
+    pub utc_offset_min: i32,
+    /// Friendly hours start, local minute of day.
+    pub friendly_start_min: u16,
+    /// Friendly hours end, local minute of day.
+    pub friendly_end_min: u16,
+    /// Disconnect at or below this credit, NPR.
+    pub disconnect_at_npr: i64,
+}
+
+impl BillingConfigRequest {
+    /// Convert.
+    pub fn into_input(self) -> sdk::Input {
+        sdk::Input::SetBillingConfig(sdk::BillingConfig {
+            utc_offset_min: self.utc_offset_min,
+            friendly_start_min: self.friendly_start_min,
+            friendly_end_min: self.friendly_end_min,
+            disconnect_at_mpaisa: self.disconnect_at_npr.saturating_mul(MPAISA_PER_NPR),
+        })
+    }
+}
+
+/// Balancing settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BalancingConfigRequest {
+    /// Shed below, mHz.
+    pub shed_below_mhz: u32,
+    /// Restore above, mHz.
+    pub restore_above_mhz: u32,
+    /// Restore margin, W.
+    pub restore_margin_w: u32,
+    /// Restore interval, ms.
+    pub restore_interval_ms: u64,
+    /// Feeder priorities, most important first: (node, feeder).
+    pub priorities: Vec<(u64, u16)>,
+}
+
+impl BalancingConfigRequest {
+    /// Convert.
+    pub fn into_input(self) -> sdk::Input {
+        sdk::Input::SetBalancingConfig(sdk::BalancingConfig {
+            nominal_mhz: 50_000,
+            shed_below_mhz: self.shed_below_mhz,
+            restore_above_mhz: self.restore_above_mhz,
+            restore_margin_w: self.restore_margin_w,
+            restore_interval_ms: self.restore_interval_ms,
+            priorities: self.priorities.into_iter().map(|(n, f)| sdk::FeederRef { node: sdk::NodeId(n), feeder: f }).collect(),
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! The admin API: HTTP/JSON on loopback for the `ghatta` CLI and operators' scripts.
+//!
+//! HTTP/JSON (axum) rather than our framed socket because operators reach for `curl` in the
+//! field, and the admin path carries a few requests a minute, never Raft traffic. It listens
+//! on loopback by default; remote access goes through SSH.
+
+pub mod client;
+pub mod dto;
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ghatta_actor_sdk as sdk;
+use serde_json::{Value, json};
+
+use crate::net::wire::MemberOp;
+use crate::node::Node;
+
+/// Largest request body accepted (a tariff table or a customer list fits easily).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+type ApiResult = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+fn bad(status: StatusCode, msg: impl Into<String>) -> (StatusCode, Json<Value>) {
+    (status, Json(json!({ "error": msg.into() })))
+}
+
+/// The router for one node.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/member", post(member))
+        .route("/topup", post(topup))
+        .route("/tariff", post(tariff))
+        .route("/customer", post(customer))
+        .route("/billing-config", post(billing_config))
+        .route("/balancing-config", post(balancing_config))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(node)
+}
+
+/// Serve the admin API on an already-bound listener until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, node: Node) -> std::io::Result<()> {
+    axum::serve(listener, router(node)).await
+}
+
+/// Bind the admin listener, with an error naming the address and the config key.
+pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let sa: SocketAddr = addr.parse().map_err(|e| anyhow::anyhow!("admin_listen `{addr}` is not host:port: {e}"))?;
+    tokio::net::TcpListener::bind(sa)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on admin_listen {addr}: {e}; is another ghatta running on it?"))
+}
+
+async fn status(State(node): State<Node>) -> ApiResult {
+    serde_json::to_value(node.status()).map(Json).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) -> ApiResult {
+    let op = match op {
+        dto::MemberRequest::Add { id, addr } => MemberOp::AddLearner { id, addr },
+        dto::MemberRequest::Promote { id } => MemberOp::Promote { id },
+        dto::MemberRequest::Remove { id } => MemberOp::Remove { id },
+    };
+    node.member(op).await.map_err(|e| bad(StatusCode::CONFLICT, e))?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn propose(node: &Node, input: sdk::Input) -> ApiResult {
+    let bytes = sdk::codec::encode(&input);
+    let receipt = node.propose_inputs(vec![bytes]).await.map_err(|e| bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(json!({
+        "index": receipt.index,
+        "handled": receipt.handled,
+        "rejected": receipt.rejected,
+        "trapped": receipt.trapped,
+        "duplicate": receipt.duplicate,
+    })))
+}
+
+async fn topup(State(node): State<Node>, Json(t): Json<dto::TopUpRequest>) -> ApiResult {
+    let input = t.into_input().map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    propose(&node, input).await
+}
+
+async fn tariff(State(node): State<Node>, Json(t): Json<dto::TariffRequest>) -> ApiResult {
+    let input = t.into_input().map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    propose(&node, input).await
+}
+
+async fn customer(State(node): State<Node>, Json(c): Json<dto::CustomerRequest>) -> ApiResult {
+    propose(&node, c.into_input()).await
+}
+
+async fn billing_config(State(node): State<Node>, Json(c): Json<dto::BillingConfigRequest>) -> ApiResult {
+    propose(&node, c.into_input()).await
+}
+
+async fn balancing_config(State(node): State<Node>, Json(c): Json<dto::BalancingConfigRequest>) -> ApiResult {
+    propose(&node, c.into_input()).await
+}

@@ -1,0 +1,258 @@
+//! Node configuration (`node.toml`): parsing and validation with errors that name the file,
+//! the key and what is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::actors::ActorLimits;
+use crate::raft::timing::{LinkProfile, Timing};
+
+/// A configuration problem, naming the file, the key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// The key (dotted path), or "-" for the whole file.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub problem: String,
+}
+
+/// One cluster member as the config lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Node id.
+    pub id: u64,
+    /// Raft TCP address (host:port).
+    pub addr: String,
+}
+
+/// Explicit Raft timing, overriding the link profile.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingConfig {
+    /// Heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound, ms.
+    pub election_timeout_ms_min: u64,
+    /// Election timeout upper bound, ms.
+    pub election_timeout_ms_max: u64,
+}
+
+/// Which hardware the node drives.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BoardConfig {
+    /// A built-in simulated village (demo, bench, development).
+    Sim {
+        /// Households on this board.
+        #[serde(default = "default_sim_customers")]
+        customers: u32,
+        /// First customer id (ids are `first_customer..first_customer+customers`).
+        #[serde(default = "default_first_customer")]
+        first_customer: u32,
+        /// Seed of the simulated loads.
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+fn default_sim_customers() -> u32 {
+    100
+}
+fn default_first_customer() -> u32 {
+    1
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        BoardConfig::Sim { customers: default_sim_customers(), first_customer: 1, seed: 0 }
+    }
+}
+
+/// Field loop settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Telemetry proposal period, ms (DESIGN: batches about every second).
+    pub telemetry_interval_ms: u64,
+    /// Meter read period, ms.
+    pub meter_interval_ms: u64,
+}
+
+impl Default for FieldConfig {
+    fn default() -> Self {
+        FieldConfig { telemetry_interval_ms: 1_000, meter_interval_ms: 1_000 }
+    }
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id (1 or more; unique in the cluster; never reuse a removed node's id).
+    pub id: u64,
+    /// Cluster name.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// Data directory (redb database).
+    pub data_dir: PathBuf,
+    /// Raft listener (host:port).
+    pub raft_listen: String,
+    /// Admin API listener; loopback unless you know why.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Link profile deriving the Raft timing.
+    #[serde(default = "default_profile")]
+    pub link_profile: LinkProfile,
+    /// Explicit timing (overrides `link_profile`).
+    #[serde(default)]
+    pub timing: Option<TimingConfig>,
+    /// Form the cluster from `peers` on first start (every founding member may say true).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Founding members, including this node.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Actor limits.
+    #[serde(default)]
+    pub actors: ActorLimits,
+    /// Hardware.
+    #[serde(default)]
+    pub board: BoardConfig,
+    /// Field loop.
+    #[serde(default)]
+    pub field: FieldConfig,
+}
+
+fn default_cluster_name() -> String {
+    "ghatta".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:7100".into()
+}
+fn default_profile() -> LinkProfile {
+    LinkProfile::Wifi
+}
+
+impl NodeConfig {
+    /// Load and validate a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "-".into(),
+            problem: format!("cannot read: {e}; pass the node's config with --config FILE"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parse and validate config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<NodeConfig, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    (before.matches('\n').count() + 1, s.start - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1)
+                })
+                .unwrap_or((0, 0));
+            ConfigError { file: file.into(), key: format!("line {line} column {col}"), problem: e.message().to_string() }
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, problem: String| ConfigError { file: file.into(), key: key.into(), problem };
+        if self.id == 0 {
+            return Err(err("id", "must be 1 or more (0 is reserved)".into()));
+        }
+        self.raft_listen
+            .parse::<SocketAddr>()
+            .map_err(|e| err("raft_listen", format!("`{}` is not host:port ({e}), e.g. \"0.0.0.0:7000\"", self.raft_listen)))?;
+        let admin: SocketAddr = self
+            .admin_listen
+            .parse()
+            .map_err(|e| err("admin_listen", format!("`{}` is not host:port ({e}), e.g. \"127.0.0.1:7100\"", self.admin_listen)))?;
+        if !admin.ip().is_loopback() {
+            tracing::warn!("{file}: admin_listen {admin} is not loopback: the admin API will be reachable from the network");
+        }
+        if let Some(t) = &self.timing {
+            if t.heartbeat_ms == 0 || t.election_timeout_ms_min <= t.heartbeat_ms || t.election_timeout_ms_max <= t.election_timeout_ms_min {
+                return Err(err(
+                    "timing",
+                    "need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max".into(),
+                ));
+            }
+        }
+        if self.bootstrap && !self.peers.iter().any(|p| p.id == self.id) {
+            return Err(err("peers", format!("bootstrap is true but this node (id {}) is not listed in peers", self.id)));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.id == 0 || !seen.insert(p.id) {
+                return Err(err(&format!("peers[{i}].id"), format!("{} is 0 or listed twice", p.id)));
+            }
+            if p.addr.parse::<SocketAddr>().is_err() && !p.addr.contains(':') {
+                return Err(err(&format!("peers[{i}].addr"), format!("`{}` is not host:port", p.addr)));
+            }
+        }
+        if self.actors.fuel_per_delivery == 0 || self.actors.memory_bytes < 64 * 1024 {
+            return Err(err("actors", "fuel_per_delivery must be > 0 and memory_bytes at least 65536 (one wasm page)".into()));
+        }
+        if self.field.telemetry_interval_ms < 100 || self.field.meter_interval_ms < 100 {
+            return Err(err("field", "intervals must be at least 100 ms".into()));
+        }
+        Ok(())
+    }
+
+    /// The Raft timing in force.
+    pub fn timing(&self) -> Timing {
+        match &self.timing {
+            Some(t) => Timing {
+                heartbeat_ms: t.heartbeat_ms,
+                election_timeout_ms_min: t.election_timeout_ms_min,
+                election_timeout_ms_max: t.election_timeout_ms_max,
+            },
+            None => Timing::for_profile(self.link_profile),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 2
+data_dir = "/tmp/x"
+raft_listen = "127.0.0.1:7002"
+bootstrap = true
+peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" }]
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        let c = NodeConfig::parse(GOOD, "node.toml").unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.timing(), Timing::for_profile(LinkProfile::Wifi));
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e = NodeConfig::parse(&GOOD.replace("id = 2", "id = 0"), "node.toml").unwrap_err();
+        assert_eq!((e.file.as_str(), e.key.as_str()), ("node.toml", "id"));
+        let e = NodeConfig::parse(&GOOD.replace("127.0.0.1:7002\"\nbootstrap", "localhost\"\nbootstrap"), "n.toml").unwrap_err();
+        assert_eq!(e.key, "raft_listen");
+        let e = NodeConfig::parse(&format!("{GOOD}\nbogus = 1\n"), "n.toml").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert!(e.key.starts_with("line "), "{e}");
+        let e = NodeConfig::parse(&GOOD.replace("{ id = 2, addr", "{ id = 3, addr"), "n.toml").unwrap_err();
+        assert_eq!(e.key, "peers");
+    }
+}
