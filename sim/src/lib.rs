@@ -9,10 +9,13 @@
 
 pub mod check;
 pub mod disk;
+pub mod fault;
 pub mod link;
 pub mod net;
 pub mod observe;
 pub mod plant;
+pub mod plot;
 pub mod report;
 pub mod rng;
+pub mod scenario;
 pub mod time;

@@ -1,0 +1,561 @@
+//! The fault driver: turns a scenario's schedule and random fault rates into
+//! timed actions, applies the network ones to `SimNet` itself, and hands the
+//! node ones (crash, power cut, restart, clock, disk, plant) to the controller.
+//!
+//! Symbolic targets (`"leader"`, `"follower"`, `"random"`) are resolved when
+//! the fault fires, with the driver's own seeded RNG and the leader the
+//! controller reports; the end of a fault undoes exactly what its start did,
+//! on the nodes resolved at the start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::link::{Direction, LinkModel};
+use crate::net::{NodeId, SimNet};
+use crate::observe::Observation;
+use crate::rng::SimRng;
+use crate::scenario::{DOWN_S_DEFAULT, Fault, FaultKind, Scenario, Symbol, Target};
+use crate::time::DriftClock;
+
+/// Largest number of faults a run may schedule (scheduled plus random), so a
+/// typo in a rate cannot fill memory: a week at the maximum rate of every
+/// kind stays below it.
+pub const FAULTS_MAX: usize = 200_000;
+
+/// What the controller must do to a node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeAction {
+    /// Kill the node's process: abort its tasks, drop its redb `Database`,
+    /// call `SimDisk::crash` (the driver has already marked it down in `SimNet`).
+    Crash {
+        /// The node.
+        node: NodeId,
+    },
+    /// Cut the node's power: as `Crash`, but call `SimDisk::power_cut`.
+    PowerCut {
+        /// The node.
+        node: NodeId,
+    },
+    /// Start the node again: a fresh `SimNet::endpoint`, redb reopened over
+    /// `disk.clone()` (the driver has already marked it up in `SimNet`).
+    Restart {
+        /// The node.
+        node: NodeId,
+    },
+    /// Set the node's local clock model.
+    SetClock {
+        /// The node.
+        node: NodeId,
+        /// Its clock from now on.
+        clock: DriftClock,
+    },
+    /// Set the node's disk sync delay (`SimDisk::set_sync_delay`).
+    SetSyncDelay {
+        /// The node.
+        node: NodeId,
+        /// Delay per sync; zero for a healthy disk.
+        delay: Duration,
+    },
+    /// Multiply the load of the node's plant (`Plant::set_load_scale`).
+    SetLoadScale {
+        /// The node.
+        node: NodeId,
+        /// Multiplier.
+        scale: f64,
+    },
+    /// Set the water flow of the node's plant (`Plant::set_water_factor`).
+    SetWaterFactor {
+        /// The node.
+        node: NodeId,
+        /// Fraction of rated flow.
+        factor: f64,
+    },
+}
+
+/// What one `poll` produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tick {
+    /// Node actions for the controller to carry out, in order.
+    pub actions: Vec<NodeAction>,
+    /// Observations for the checker suite (fault start/end, crash/restart).
+    pub observations: Vec<Observation>,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Start(Fault),
+    End(u64),
+    Restart(Target),
+}
+
+#[derive(Clone, Debug)]
+enum Undo {
+    Cuts(Vec<(NodeId, NodeId)>),
+    Restart(NodeId),
+    Links(Vec<(NodeId, NodeId, LinkModel)>),
+    Clock(NodeId),
+    Disk(NodeId),
+    Load(NodeId),
+    Water(NodeId),
+}
+
+/// Drives a scenario's faults over a run.
+#[derive(Debug)]
+pub struct FaultDriver {
+    node_ids: Vec<NodeId>,
+    rng: SimRng,
+    queue: BTreeMap<(u64, u64), Event>,
+    next_seq: u64,
+    next_id: u64,
+    open: BTreeMap<u64, Undo>,
+    cut_counts: BTreeMap<(NodeId, NodeId), u32>,
+    down: BTreeSet<NodeId>,
+}
+
+fn ms(s: f64) -> u64 {
+    (s.max(0.0) * 1_000.0) as u64
+}
+
+impl FaultDriver {
+    /// A driver for `scenario`; node index `i` is `node_ids[i]`. Random
+    /// faults are drawn now, from `seed`.
+    pub fn new(scenario: &Scenario, seed: u64, node_ids: Vec<NodeId>) -> Self {
+        let mut d = Self {
+            node_ids,
+            rng: SimRng::derive(seed, "faults", 0),
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            next_id: 1,
+            open: BTreeMap::new(),
+            cut_counts: BTreeMap::new(),
+            down: BTreeSet::new(),
+        };
+        for f in &scenario.faults {
+            d.push(ms(f.at_s), Event::Start(f.clone()));
+        }
+        d.draw_random(scenario, seed);
+        d
+    }
+
+    fn push(&mut self, at_ms: u64, e: Event) {
+        assert!(
+            self.queue.len() < FAULTS_MAX,
+            "more than {FAULTS_MAX} faults scheduled: check the scenario's rates"
+        );
+        self.queue.insert((at_ms, self.next_seq), e);
+        self.next_seq += 1;
+    }
+
+    fn draw_random(&mut self, scenario: &Scenario, seed: u64) {
+        let r = &scenario.random_faults;
+        let start = r.start_s;
+        let end = r
+            .end_s
+            .unwrap_or(scenario.duration_s)
+            .min(scenario.duration_s);
+        let random = Target::Symbol(Symbol::Random);
+        let mut rng = SimRng::derive(seed, "faults-random", 0);
+        let kinds: [(f64, u8); 6] = [
+            (r.crash_per_hour, 0),
+            (r.power_cut_per_hour, 1),
+            (r.partition_per_hour, 2),
+            (r.isolate_per_hour, 3),
+            (r.slow_disk_per_hour, 4),
+            (r.clock_drift_per_hour, 5),
+        ];
+        for (rate, kind) in kinds {
+            if rate <= 0.0 {
+                continue;
+            }
+            let mut t = start + rng.exponential(3_600.0 / rate);
+            while t < end {
+                let duration = rng.exponential(r.mean_duration_s).max(1.0);
+                let kind = match kind {
+                    0 => FaultKind::Crash { node: random },
+                    1 => FaultKind::PowerCut { node: random },
+                    2 => FaultKind::Partition {
+                        a: random,
+                        b: random,
+                        direction: Direction::Both,
+                    },
+                    3 => FaultKind::Isolate {
+                        node: if rng.chance(0.5) {
+                            Target::Symbol(Symbol::Leader)
+                        } else {
+                            random
+                        },
+                    },
+                    // A struggling SD card: 50 ms to 2 s per fsync.
+                    4 => FaultKind::SlowDisk {
+                        node: random,
+                        sync_delay_ms: rng.range_inclusive(50, 2_000),
+                    },
+                    // Cheap oscillators: up to +/-200 ppm, steps up to +/-5 s.
+                    _ => FaultKind::ClockDrift {
+                        node: random,
+                        ppm: rng.range_inclusive(0, 400) as i64 - 200,
+                        offset_ms: rng.range_inclusive(0, 10_000) as i64 - 5_000,
+                    },
+                };
+                self.push(
+                    ms(t),
+                    Event::Start(Fault {
+                        at_s: t,
+                        duration_s: Some(duration),
+                        kind,
+                    }),
+                );
+                t += rng.exponential(3_600.0 / rate);
+            }
+        }
+    }
+
+    /// Faults scheduled but not yet started or ended.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Nodes currently down.
+    pub fn down_nodes(&self) -> &BTreeSet<NodeId> {
+        &self.down
+    }
+
+    fn resolve(&mut self, t: Target, leader: Option<NodeId>, exclude: &[NodeId]) -> Option<NodeId> {
+        let candidates: Vec<NodeId> = self
+            .node_ids
+            .iter()
+            .copied()
+            .filter(|n| !exclude.contains(n))
+            .collect();
+        let pick = |rng: &mut SimRng, c: &[NodeId]| {
+            (!c.is_empty()).then(|| c[rng.below(c.len() as u64) as usize])
+        };
+        match t {
+            Target::Index(i) => self.node_ids.get(i as usize).copied(),
+            Target::Symbol(Symbol::Leader) => match leader {
+                Some(l) if !exclude.contains(&l) => Some(l),
+                _ => pick(&mut self.rng, &candidates),
+            },
+            Target::Symbol(Symbol::Follower) => {
+                let c: Vec<NodeId> = candidates
+                    .into_iter()
+                    .filter(|&n| Some(n) != leader)
+                    .collect();
+                pick(&mut self.rng, &c)
+            }
+            Target::Symbol(Symbol::Random) => pick(&mut self.rng, &candidates),
+        }
+    }
+
+    fn cut(&mut self, net: &SimNet, a: NodeId, b: NodeId, cuts: &mut Vec<(NodeId, NodeId)>) {
+        *self.cut_counts.entry((a, b)).or_default() += 1;
+        net.partition(a, b, Direction::AToB);
+        cuts.push((a, b));
+    }
+
+    /// Carries out every fault event due at or before `now_ms`. `leader` is
+    /// the controller's current view of the leader (for symbolic targets).
+    pub fn poll(&mut self, now_ms: u64, net: &SimNet, leader: Option<NodeId>) -> Tick {
+        let mut tick = Tick::default();
+        while let Some((&(at, seq), _)) = self.queue.first_key_value() {
+            if at > now_ms {
+                break;
+            }
+            let Some(event) = self.queue.remove(&(at, seq)) else {
+                break;
+            };
+            match event {
+                Event::Start(f) => self.start(now_ms, f, net, leader, &mut tick),
+                Event::End(id) => self.end(now_ms, id, net, &mut tick),
+                Event::Restart(target) => {
+                    let node = self.resolve(target, leader, &[]);
+                    let id = self.open.iter().find_map(|(&id, u)| match u {
+                        Undo::Restart(n) if Some(*n) == node => Some(id),
+                        _ => None,
+                    });
+                    if let Some(id) = id {
+                        self.end(now_ms, id, net, &mut tick);
+                    }
+                }
+            }
+        }
+        tick
+    }
+
+    /// Ends every open fault and drops every scheduled one: the start of the
+    /// settle phase, in which the cluster must converge.
+    pub fn heal_everything(&mut self, now_ms: u64, net: &SimNet) -> Tick {
+        let mut tick = Tick::default();
+        self.queue.clear();
+        let ids: Vec<u64> = self.open.keys().copied().collect();
+        for id in ids {
+            self.end(now_ms, id, net, &mut tick);
+        }
+        tick
+    }
+
+    fn start(
+        &mut self,
+        t_ms: u64,
+        f: Fault,
+        net: &SimNet,
+        leader: Option<NodeId>,
+        tick: &mut Tick,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let down: Vec<NodeId> = self.down.iter().copied().collect();
+        let (undo, what) = match &f.kind {
+            FaultKind::Partition { a, b, direction } => {
+                let Some(na) = self.resolve(*a, leader, &[]) else {
+                    return;
+                };
+                let Some(nb) = self.resolve(*b, leader, &[na]) else {
+                    return;
+                };
+                let mut cuts = Vec::new();
+                if matches!(direction, Direction::Both | Direction::AToB) {
+                    self.cut(net, na, nb, &mut cuts);
+                }
+                if matches!(direction, Direction::Both | Direction::BToA) {
+                    self.cut(net, nb, na, &mut cuts);
+                }
+                (
+                    Undo::Cuts(cuts),
+                    format!("partition {na} <-> {nb} ({direction:?}; {a} / {b})"),
+                )
+            }
+            FaultKind::Split { nodes } => {
+                let mut side = Vec::new();
+                for t in nodes {
+                    if let Some(n) = self.resolve(*t, leader, &side) {
+                        side.push(n);
+                    }
+                }
+                let rest: Vec<NodeId> = self
+                    .node_ids
+                    .iter()
+                    .copied()
+                    .filter(|n| !side.contains(n))
+                    .collect();
+                let mut cuts = Vec::new();
+                for &a in &side {
+                    for &b in &rest {
+                        self.cut(net, a, b, &mut cuts);
+                        self.cut(net, b, a, &mut cuts);
+                    }
+                }
+                (Undo::Cuts(cuts), format!("split {side:?} from {rest:?}"))
+            }
+            FaultKind::Isolate { node } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                let mut cuts = Vec::new();
+                let others: Vec<NodeId> =
+                    self.node_ids.iter().copied().filter(|&o| o != n).collect();
+                for o in others {
+                    self.cut(net, n, o, &mut cuts);
+                    self.cut(net, o, n, &mut cuts);
+                }
+                (Undo::Cuts(cuts), format!("isolate {n} ({node})"))
+            }
+            FaultKind::HealAll => {
+                let ids: Vec<u64> = self
+                    .open
+                    .iter()
+                    .filter(|(_, u)| matches!(u, Undo::Cuts(_)))
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in ids {
+                    self.end(t_ms, id, net, tick);
+                }
+                return;
+            }
+            FaultKind::Crash { node } | FaultKind::PowerCut { node } => {
+                let Some(n) = self.resolve(*node, leader, &down) else {
+                    return;
+                };
+                net.set_node_down(n, true);
+                self.down.insert(n);
+                tick.actions
+                    .push(if matches!(f.kind, FaultKind::Crash { .. }) {
+                        NodeAction::Crash { node: n }
+                    } else {
+                        NodeAction::PowerCut { node: n }
+                    });
+                tick.observations
+                    .push(Observation::NodeCrash { t_ms, node: n });
+                self.open.insert(id, Undo::Restart(n));
+                let down_ms = ms(f.duration_s.unwrap_or(DOWN_S_DEFAULT));
+                self.push(t_ms + down_ms, Event::End(id));
+                return;
+            }
+            FaultKind::Restart { node } => {
+                self.push(t_ms, Event::Restart(*node));
+                return;
+            }
+            FaultKind::ClockDrift {
+                node,
+                ppm,
+                offset_ms,
+            } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                let clock = DriftClock {
+                    drift_ppm: *ppm,
+                    offset_ms: *offset_ms,
+                };
+                tick.actions.push(NodeAction::SetClock { node: n, clock });
+                (
+                    Undo::Clock(n),
+                    format!("clock of {n}: {ppm} ppm, {offset_ms} ms step"),
+                )
+            }
+            FaultKind::SlowDisk {
+                node,
+                sync_delay_ms,
+            } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                tick.actions.push(NodeAction::SetSyncDelay {
+                    node: n,
+                    delay: Duration::from_millis(*sync_delay_ms),
+                });
+                (
+                    Undo::Disk(n),
+                    format!("slow disk on {n}: {sync_delay_ms} ms per sync"),
+                )
+            }
+            FaultKind::FlapLink { a, b, up_s, down_s } => {
+                let Some(na) = self.resolve(*a, leader, &[]) else {
+                    return;
+                };
+                let Some(nb) = self.resolve(*b, leader, &[na]) else {
+                    return;
+                };
+                let mut saved = Vec::new();
+                for (x, y) in [(na, nb), (nb, na)] {
+                    let old = net.link_model(x, y);
+                    let mut m = old;
+                    m.flap = Some(crate::link::Flap {
+                        up_ms: ms(*up_s).max(1),
+                        down_ms: ms(*down_s).max(1),
+                    });
+                    net.set_link(x, y, m);
+                    saved.push((x, y, old));
+                }
+                (
+                    Undo::Links(saved),
+                    format!("flap {na} <-> {nb} (up {up_s} s, down {down_s} s)"),
+                )
+            }
+            FaultKind::Link { a, b, link } => {
+                let Some(na) = self.resolve(*a, leader, &[]) else {
+                    return;
+                };
+                let Some(nb) = self.resolve(*b, leader, &[na]) else {
+                    return;
+                };
+                let mut saved = Vec::new();
+                for (x, y) in [(na, nb), (nb, na)] {
+                    let old = net.link_model(x, y);
+                    let m = link.apply(old).unwrap_or(old);
+                    net.set_link(x, y, m);
+                    saved.push((x, y, old));
+                }
+                (
+                    Undo::Links(saved),
+                    format!("link {na} <-> {nb} degraded: {link:?}"),
+                )
+            }
+            FaultKind::Overload { node, load_scale } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                tick.actions.push(NodeAction::SetLoadScale {
+                    node: n,
+                    scale: *load_scale,
+                });
+                (
+                    Undo::Load(n),
+                    format!("overload plant of {n}: load x{load_scale}"),
+                )
+            }
+            FaultKind::Drought { node, water_factor } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                tick.actions.push(NodeAction::SetWaterFactor {
+                    node: n,
+                    factor: *water_factor,
+                });
+                (
+                    Undo::Water(n),
+                    format!("drought at plant of {n}: water x{water_factor}"),
+                )
+            }
+        };
+        tick.observations
+            .push(Observation::FaultStart { t_ms, id, what });
+        self.open.insert(id, undo);
+        if let Some(d) = f.duration_s {
+            self.push(t_ms + ms(d), Event::End(id));
+        }
+    }
+
+    fn end(&mut self, t_ms: u64, id: u64, net: &SimNet, tick: &mut Tick) {
+        let Some(undo) = self.open.remove(&id) else {
+            return;
+        };
+        match undo {
+            Undo::Cuts(cuts) => {
+                for (a, b) in cuts {
+                    let c = self.cut_counts.entry((a, b)).or_default();
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        self.cut_counts.remove(&(a, b));
+                        // Heal only this direction.
+                        let back = net.is_cut(b, a);
+                        net.heal(a, b);
+                        if back {
+                            net.partition(b, a, Direction::AToB);
+                        }
+                    }
+                }
+            }
+            Undo::Restart(n) => {
+                net.set_node_down(n, false);
+                self.down.remove(&n);
+                tick.actions.push(NodeAction::Restart { node: n });
+                tick.observations
+                    .push(Observation::NodeRestart { t_ms, node: n });
+                return;
+            }
+            Undo::Links(saved) => {
+                for (x, y, m) in saved.into_iter().rev() {
+                    net.set_link(x, y, m);
+                }
+            }
+            Undo::Clock(n) => tick.actions.push(NodeAction::SetClock {
+                node: n,
+                clock: DriftClock::default(),
+            }),
+            Undo::Disk(n) => tick.actions.push(NodeAction::SetSyncDelay {
+                node: n,
+                delay: Duration::ZERO,
+            }),
+            Undo::Load(n) => tick.actions.push(NodeAction::SetLoadScale {
+                node: n,
+                scale: 1.0,
+            }),
+            Undo::Water(n) => tick.actions.push(NodeAction::SetWaterFactor {
+                node: n,
+                factor: 1.0,
+            }),
+        }
+        tick.observations.push(Observation::FaultEnd { t_ms, id });
+    }
+}

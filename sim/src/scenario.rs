@@ -1,0 +1,731 @@
+//! Scenarios as TOML: nodes, links, plant, customers, a timed fault schedule,
+//! random fault rates, duration and the liveness bound.
+//!
+//! Node numbers in a scenario are indexes `0..nodes.count`; the controller
+//! maps them to its node ids. A fault may name a node symbolically
+//! (`"leader"`, `"follower"`, `"random"`), resolved when the fault fires (see
+//! [`crate::fault::FaultDriver`]).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::link::{Direction, Flap, LinkModel};
+use crate::net::{NodeId, SimNet};
+use crate::plant::PlantConfig;
+
+/// Most nodes a scenario may have: Raft groups of more than 7 voters buy
+/// nothing for a village grid and cost quadratic heartbeat traffic.
+pub const NODES_MAX: u32 = 9;
+/// Longest scenario: a simulated week (EN 50160 measures over a week).
+pub const DURATION_S_MAX: f64 = 7.0 * 86_400.0;
+/// Default quiet period after the last scheduled fault in which the cluster
+/// must converge (acked proposals applied on every up node). Several
+/// election timeouts at 10x a 2 s RTT (etcd's tuning rule).
+pub const SETTLE_S_DEFAULT: f64 = 300.0;
+/// Default liveness bound: an election at 10x RTT (etcd's rule; 2 s worst
+/// RTT -> 20 s timeout), a few rounds of pre-vote/vote with randomised
+/// timeouts, and one commit round trip fit well inside 2 minutes.
+pub const LIVENESS_BOUND_S_DEFAULT: f64 = 120.0;
+/// How long a crashed or power-cut node stays down when the fault gives no
+/// `duration_s`: a watchdog reboot of a Raspberry Pi takes ~30 s.
+pub const DOWN_S_DEFAULT: f64 = 30.0;
+/// Customer ids of node `i`'s plant start at `i * CUSTOMER_ID_STRIDE`, so ids
+/// never collide between plants (a plant has at most `HOUSEHOLDS_MAX`).
+pub const CUSTOMER_ID_STRIDE: u64 = 100_000;
+/// Default interval between scheduled meter reads: 15 minutes, a common
+/// smart-meter load-profile interval.
+pub const METER_READ_INTERVAL_S_DEFAULT: u64 = 900;
+/// Largest rate of random faults per hour per kind (a fault every 36 s is
+/// already a storm; more would leave no time to observe anything).
+pub const FAULTS_PER_HOUR_MAX: f64 = 100.0;
+
+/// A scenario file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ScenarioError {
+    /// The file (or name) the scenario came from.
+    pub file: String,
+    /// The key (dotted path) at fault, or the location for syntax errors.
+    pub key: String,
+    /// What is wrong and, where possible, what would be right.
+    pub problem: String,
+}
+
+/// A node named in a fault: an index, or a role resolved when the fault fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Target {
+    /// Node index.
+    Index(u32),
+    /// A symbolic target.
+    Symbol(Symbol),
+}
+
+/// Symbolic fault targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Symbol {
+    /// The current leader (a random node if there is none).
+    Leader,
+    /// A random node other than the leader.
+    Follower,
+    /// Any node, at random.
+    Random,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Index(i) => write!(f, "node {i}"),
+            Target::Symbol(Symbol::Leader) => write!(f, "the leader"),
+            Target::Symbol(Symbol::Follower) => write!(f, "a follower"),
+            Target::Symbol(Symbol::Random) => write!(f, "a random node"),
+        }
+    }
+}
+
+/// The nodes of the world.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nodes {
+    /// Number of nodes (indexes `0..count`).
+    pub count: u32,
+    /// Node indexes whose board drives a plant (default: every node).
+    #[serde(default)]
+    pub plants: Option<Vec<u32>>,
+    /// Whether the plants are tied into one synchronous island.
+    #[serde(default)]
+    pub interconnected: bool,
+}
+
+/// A partial link model: each field set overrides the base.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Base model: `perfect`, `lan`, `satellite` or `radio` (default `satellite`).
+    pub preset: Option<String>,
+    /// See [`LinkModel::latency_ms`].
+    pub latency_ms: Option<u32>,
+    /// See [`LinkModel::jitter_ms`].
+    pub jitter_ms: Option<u32>,
+    /// See [`LinkModel::latency_cap_ms`].
+    pub latency_cap_ms: Option<u32>,
+    /// See [`LinkModel::loss`].
+    pub loss: Option<f64>,
+    /// See [`LinkModel::duplicate`].
+    pub duplicate: Option<f64>,
+    /// See [`LinkModel::corrupt`].
+    pub corrupt: Option<f64>,
+    /// See [`LinkModel::bandwidth_bps`].
+    pub bandwidth_bps: Option<u64>,
+    /// See [`LinkModel::mtu_bytes`].
+    pub mtu_bytes: Option<u32>,
+    /// See [`LinkModel::queue_frames`].
+    pub queue_frames: Option<u32>,
+    /// Flapping: mean up period, seconds (with `flap_down_s`).
+    pub flap_up_s: Option<f64>,
+    /// Flapping: mean down period, seconds (with `flap_up_s`).
+    pub flap_down_s: Option<f64>,
+}
+
+impl LinkSpec {
+    /// Applies this spec over `base` (or over its preset, if it names one).
+    pub fn apply(&self, base: LinkModel) -> Result<LinkModel, (String, String)> {
+        let mut m = match self.preset.as_deref() {
+            None => base,
+            Some("perfect") => LinkModel::perfect(),
+            Some("lan") => LinkModel::lan(),
+            Some("satellite") => LinkModel::satellite(),
+            Some("radio") => LinkModel::radio_sik(),
+            Some(other) => {
+                return Err((
+                    "preset".into(),
+                    format!("unknown preset {other:?}; use perfect, lan, satellite or radio"),
+                ));
+            }
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { m.$f = v; } )* };
+        }
+        set!(
+            latency_ms,
+            jitter_ms,
+            latency_cap_ms,
+            loss,
+            duplicate,
+            corrupt,
+            bandwidth_bps,
+            mtu_bytes,
+            queue_frames
+        );
+        // A latency above the default cap raises the cap unless one was given.
+        if self.latency_cap_ms.is_none() {
+            m.latency_cap_ms = m.latency_cap_ms.max(m.latency_ms);
+        }
+        match (self.flap_up_s, self.flap_down_s) {
+            (Some(up), Some(down)) => {
+                m.flap = Some(Flap {
+                    up_ms: (up * 1_000.0) as u64,
+                    down_ms: (down * 1_000.0) as u64,
+                });
+            }
+            (None, None) => {}
+            _ => {
+                return Err((
+                    "flap_up_s".into(),
+                    "flap_up_s and flap_down_s go together".into(),
+                ));
+            }
+        }
+        m.validate().map_err(|(k, p)| (k.to_string(), p))?;
+        Ok(m)
+    }
+}
+
+/// A per-pair link override. (Unknown keys are rejected by `LinkSpec`, which
+/// receives every key but `a`, `b` and `both_ways`.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairSpec {
+    /// One node index.
+    pub a: u32,
+    /// The other node index.
+    pub b: u32,
+    /// Apply to both directions (default) or only `a -> b`.
+    #[serde(default = "yes")]
+    pub both_ways: bool,
+    /// The model.
+    #[serde(flatten)]
+    pub link: LinkSpec,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The network.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Links {
+    /// Every link not overridden.
+    #[serde(default)]
+    pub default: LinkSpec,
+    /// Per-pair overrides (applied over the default).
+    #[serde(default)]
+    pub pair: Vec<PairSpec>,
+}
+
+/// Customers and billing policy, for the controller's billing setup and the
+/// credit checker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Customers {
+    /// Prepaid credit every customer starts with, in milli-paisa.
+    pub initial_credit_mpaisa: i64,
+    /// Debt allowed outside friendly hours (the checker's limit), milli-paisa.
+    pub debt_limit_mpaisa: i64,
+    /// Friendly hours `[start, end)` in local hours (wrapping past midnight):
+    /// no disconnection, usage becomes debt.
+    pub friendly_hours: Option<[u32; 2]>,
+    /// Interval between scheduled meter reads.
+    pub meter_read_interval_s: u64,
+}
+
+impl Default for Customers {
+    fn default() -> Self {
+        Self {
+            // 500 rupees = 50,000 paisa = 50,000,000 milli-paisa: a month's
+            // top-up for a ~40 W-average household at ~10 Rs/kWh.
+            initial_credit_mpaisa: 50_000_000,
+            debt_limit_mpaisa: 0,
+            friendly_hours: None,
+            meter_read_interval_s: METER_READ_INTERVAL_S_DEFAULT,
+        }
+    }
+}
+
+/// What a fault does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// Cut the pair (both ways unless `direction` says otherwise).
+    Partition {
+        /// One node.
+        a: Target,
+        /// The other.
+        b: Target,
+        /// `both`, `a_to_b` or `b_to_a`.
+        #[serde(default = "both")]
+        direction: Direction,
+    },
+    /// Cut the named nodes off from the rest (both ways).
+    Split {
+        /// One side of the split.
+        nodes: Vec<Target>,
+    },
+    /// Cut one node off from every other.
+    Isolate {
+        /// The node.
+        node: Target,
+    },
+    /// Heal every partition (ends every open network fault).
+    HealAll,
+    /// The node's process dies (page cache survives); restarts after `duration_s`.
+    Crash {
+        /// The node.
+        node: Target,
+    },
+    /// The node loses power (unsynced writes lost); restarts after `duration_s`.
+    PowerCut {
+        /// The node.
+        node: Target,
+    },
+    /// Restart a node that is down.
+    Restart {
+        /// The node.
+        node: Target,
+    },
+    /// The node's clock drifts and/or steps.
+    ClockDrift {
+        /// The node.
+        node: Target,
+        /// Rate error, ppm.
+        #[serde(default)]
+        ppm: i64,
+        /// Step, ms.
+        #[serde(default)]
+        offset_ms: i64,
+    },
+    /// The node's disk syncs slowly.
+    SlowDisk {
+        /// The node.
+        node: Target,
+        /// Extra time per sync.
+        sync_delay_ms: u64,
+    },
+    /// The pair's links flap.
+    FlapLink {
+        /// One node.
+        a: Target,
+        /// The other.
+        b: Target,
+        /// Mean up period.
+        up_s: f64,
+        /// Mean down period.
+        down_s: f64,
+    },
+    /// The pair's links change model (both ways).
+    Link {
+        /// One node.
+        a: Target,
+        /// The other.
+        b: Target,
+        /// The new model over the current one, as an inline table
+        /// (`link = { loss = 0.3 }`).
+        link: LinkSpec,
+    },
+    /// The plant behind a node sees its load multiplied (a festival evening).
+    Overload {
+        /// The node whose plant it is.
+        node: Target,
+        /// Load multiplier.
+        load_scale: f64,
+    },
+    /// The plant behind a node gets less water.
+    Drought {
+        /// The node whose plant it is.
+        node: Target,
+        /// Fraction of rated water flow.
+        water_factor: f64,
+    },
+}
+
+fn both() -> Direction {
+    Direction::Both
+}
+
+/// One scheduled fault. (Unknown keys are rejected by `FaultKind`, which
+/// receives every key but these two.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// When it starts, seconds after the run starts.
+    pub at_s: f64,
+    /// How long it lasts; absent: until `heal_all` (network faults), until
+    /// restarted after `DOWN_S_DEFAULT` (crash, power cut), or for the rest
+    /// of the run (the others).
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// What happens.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+/// Random faults: Poisson processes with these rates inside a window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomFaults {
+    /// No random fault starts before this.
+    pub start_s: f64,
+    /// No random fault starts after this (absent: `duration_s`).
+    pub end_s: Option<f64>,
+    /// Mean fault duration (exponential).
+    pub mean_duration_s: f64,
+    /// Process crashes per hour.
+    pub crash_per_hour: f64,
+    /// Power cuts per hour.
+    pub power_cut_per_hour: f64,
+    /// Pair partitions per hour.
+    pub partition_per_hour: f64,
+    /// Isolations (half of them of the leader) per hour.
+    pub isolate_per_hour: f64,
+    /// Slow-disk episodes per hour.
+    pub slow_disk_per_hour: f64,
+    /// Clock steps per hour.
+    pub clock_drift_per_hour: f64,
+}
+
+impl Default for RandomFaults {
+    fn default() -> Self {
+        Self {
+            start_s: 0.0,
+            end_s: None,
+            mean_duration_s: 60.0,
+            crash_per_hour: 0.0,
+            power_cut_per_hour: 0.0,
+            partition_per_hour: 0.0,
+            isolate_per_hour: 0.0,
+            slow_disk_per_hour: 0.0,
+            clock_drift_per_hour: 0.0,
+        }
+    }
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (defaults to the file stem).
+    #[serde(default)]
+    pub name: String,
+    /// What the scenario is about.
+    #[serde(default)]
+    pub description: String,
+    /// Simulated length of the fault phase.
+    pub duration_s: f64,
+    /// Quiet tail after `duration_s`: every fault healed, the cluster converges.
+    #[serde(default = "settle_default")]
+    pub settle_s: f64,
+    /// After every fault heals, a new commit must happen within this.
+    #[serde(default = "liveness_default")]
+    pub liveness_bound_s: f64,
+    /// The nodes.
+    pub nodes: Nodes,
+    /// The network.
+    #[serde(default)]
+    pub links: Links,
+    /// Every plant's configuration (`first_customer_id` is set per node).
+    #[serde(default)]
+    pub plant: PlantConfig,
+    /// Customers and billing policy.
+    #[serde(default)]
+    pub customers: Customers,
+    /// Scheduled faults.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Random faults.
+    #[serde(default)]
+    pub random_faults: RandomFaults,
+}
+
+fn settle_default() -> f64 {
+    SETTLE_S_DEFAULT
+}
+
+fn liveness_default() -> f64 {
+    LIVENESS_BOUND_S_DEFAULT
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    ///
+    /// # Errors
+    /// A [`ScenarioError`] naming the file, the key and the problem.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            key: "-".into(),
+            problem: format!("cannot read the file: {e}"),
+        })?;
+        let mut s = Self::parse(&text, &file)?;
+        if s.name.is_empty() {
+            s.name = path
+                .file_stem()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        Ok(s)
+    }
+
+    /// Parses and validates scenario text; `file` names it in errors.
+    ///
+    /// # Errors
+    /// A [`ScenarioError`] naming the file, the key and the problem.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| syntax_error(file, text, &e))?;
+        s.validate().map_err(|(key, problem)| ScenarioError {
+            file: file.to_string(),
+            key,
+            problem,
+        })?;
+        Ok(s)
+    }
+
+    /// Checks every value's range and every node reference.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let n = self.nodes.count;
+        if n == 0 || n > NODES_MAX {
+            return Err((
+                "nodes.count".into(),
+                format!("{n} is not in 1..={NODES_MAX}"),
+            ));
+        }
+        let positive = |key: &str, v: f64, max: f64| {
+            if v.is_finite() && v > 0.0 && v <= max {
+                Ok(())
+            } else {
+                Err((key.to_string(), format!("{v} is not in (0, {max}]")))
+            }
+        };
+        positive("duration_s", self.duration_s, DURATION_S_MAX)?;
+        positive("liveness_bound_s", self.liveness_bound_s, DURATION_S_MAX)?;
+        if !(self.settle_s >= 0.0 && self.settle_s <= DURATION_S_MAX) {
+            return Err((
+                "settle_s".into(),
+                format!("{} is not in [0, {DURATION_S_MAX}]", self.settle_s),
+            ));
+        }
+        let check_index = |key: &str, i: u32| {
+            if i < n {
+                Ok(())
+            } else {
+                Err((
+                    key.to_string(),
+                    format!("node {i} does not exist (nodes 0..{n})"),
+                ))
+            }
+        };
+        if let Some(plants) = &self.nodes.plants {
+            for (k, &p) in plants.iter().enumerate() {
+                check_index(&format!("nodes.plants[{k}]"), p)?;
+            }
+        }
+        self.plant
+            .validate()
+            .map_err(|(k, p)| (format!("plant.{k}"), p))?;
+        let default = self
+            .links
+            .default
+            .apply(LinkModel::default())
+            .map_err(|(k, p)| (format!("links.default.{k}"), p))?;
+        for (i, pair) in self.links.pair.iter().enumerate() {
+            check_index(&format!("links.pair[{i}].a"), pair.a)?;
+            check_index(&format!("links.pair[{i}].b"), pair.b)?;
+            pair.link
+                .apply(default)
+                .map_err(|(k, p)| (format!("links.pair[{i}].{k}"), p))?;
+        }
+        if let Some([a, b]) = self.customers.friendly_hours
+            && (a > 23 || b > 23)
+        {
+            return Err((
+                "customers.friendly_hours".into(),
+                format!("[{a}, {b}] are not hours 0..=23"),
+            ));
+        }
+        if self.customers.meter_read_interval_s == 0 {
+            return Err((
+                "customers.meter_read_interval_s".into(),
+                "must be > 0".into(),
+            ));
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            let key = |k: &str| format!("faults[{i}].{k}");
+            if !(f.at_s.is_finite() && f.at_s >= 0.0 && f.at_s <= self.duration_s) {
+                return Err((
+                    key("at_s"),
+                    format!("{} is not within the run (0..={})", f.at_s, self.duration_s),
+                ));
+            }
+            if let Some(d) = f.duration_s {
+                positive(&key("duration_s"), d, DURATION_S_MAX)?;
+            }
+            let targets: Vec<(&str, Target)> = match &f.kind {
+                FaultKind::Partition { a, b, .. }
+                | FaultKind::FlapLink { a, b, .. }
+                | FaultKind::Link { a, b, .. } => vec![("a", *a), ("b", *b)],
+                FaultKind::Split { nodes } => nodes.iter().map(|&t| ("nodes", t)).collect(),
+                FaultKind::Isolate { node }
+                | FaultKind::Crash { node }
+                | FaultKind::PowerCut { node }
+                | FaultKind::Restart { node }
+                | FaultKind::ClockDrift { node, .. }
+                | FaultKind::SlowDisk { node, .. }
+                | FaultKind::Overload { node, .. }
+                | FaultKind::Drought { node, .. } => vec![("node", *node)],
+                FaultKind::HealAll => vec![],
+            };
+            for (k, t) in targets {
+                if let Target::Index(idx) = t {
+                    check_index(&key(k), idx)?;
+                }
+            }
+            match &f.kind {
+                FaultKind::ClockDrift { ppm, .. }
+                    if ppm.abs() > crate::time::CLOCK_DRIFT_PPM_MAX =>
+                {
+                    return Err((
+                        key("ppm"),
+                        format!("{ppm} exceeds +/-{} ppm", crate::time::CLOCK_DRIFT_PPM_MAX),
+                    ));
+                }
+                FaultKind::FlapLink { up_s, down_s, .. } => {
+                    positive(&key("up_s"), *up_s, DURATION_S_MAX)?;
+                    positive(&key("down_s"), *down_s, DURATION_S_MAX)?;
+                }
+                FaultKind::Link { link, .. } => {
+                    link.apply(default).map_err(|(k, p)| (key(&k), p))?;
+                }
+                FaultKind::Overload { load_scale, .. } => {
+                    positive(&key("load_scale"), *load_scale, 10.0)?;
+                }
+                FaultKind::Drought { water_factor, .. } => {
+                    positive(&key("water_factor"), *water_factor, 1.5)?;
+                }
+                FaultKind::Split { nodes } if nodes.is_empty() => {
+                    return Err((key("nodes"), "a split needs at least one node".into()));
+                }
+                _ => {}
+            }
+        }
+        let r = &self.random_faults;
+        for (k, v) in [
+            ("crash_per_hour", r.crash_per_hour),
+            ("power_cut_per_hour", r.power_cut_per_hour),
+            ("partition_per_hour", r.partition_per_hour),
+            ("isolate_per_hour", r.isolate_per_hour),
+            ("slow_disk_per_hour", r.slow_disk_per_hour),
+            ("clock_drift_per_hour", r.clock_drift_per_hour),
+        ] {
+            if !(0.0..=FAULTS_PER_HOUR_MAX).contains(&v) {
+                return Err((
+                    format!("random_faults.{k}"),
+                    format!("{v} is not in [0, {FAULTS_PER_HOUR_MAX}]"),
+                ));
+            }
+        }
+        positive(
+            "random_faults.mean_duration_s",
+            r.mean_duration_s,
+            DURATION_S_MAX,
+        )?;
+        Ok(())
+    }
+
+    /// The default link model.
+    pub fn default_link(&self) -> LinkModel {
+        self.links
+            .default
+            .apply(LinkModel::default())
+            .unwrap_or_default()
+    }
+
+    /// Builds the network: the default model plus per-pair overrides. Node
+    /// index `i` is `node_ids[i]`. Call inside the sim runtime.
+    pub fn build_net(&self, seed: u64, node_ids: &[NodeId]) -> SimNet {
+        let default = self.default_link();
+        let net = SimNet::new(seed, default);
+        for &id in node_ids {
+            net.add_node(id);
+        }
+        for pair in &self.links.pair {
+            let (Some(&a), Some(&b)) =
+                (node_ids.get(pair.a as usize), node_ids.get(pair.b as usize))
+            else {
+                continue;
+            };
+            let m = pair.link.apply(default).unwrap_or(default);
+            net.set_link(a, b, m);
+            if pair.both_ways {
+                net.set_link(b, a, m);
+            }
+        }
+        net
+    }
+
+    /// Node indexes that have a plant.
+    pub fn plant_nodes(&self) -> Vec<u32> {
+        match &self.nodes.plants {
+            Some(p) => p.clone(),
+            None => (0..self.nodes.count).collect(),
+        }
+    }
+
+    /// The plant configuration for node `index` (`None` if it has no plant).
+    pub fn plant_config(&self, index: u32) -> Option<PlantConfig> {
+        self.plant_nodes().contains(&index).then(|| PlantConfig {
+            first_customer_id: u64::from(index) * CUSTOMER_ID_STRIDE,
+            ..self.plant.clone()
+        })
+    }
+
+    /// Total simulated time: the fault phase plus the settle tail, in ms.
+    pub fn total_ms(&self) -> u64 {
+        ((self.duration_s + self.settle_s) * 1_000.0) as u64
+    }
+
+    /// Whether local hour `hour` falls in friendly hours.
+    pub fn is_friendly_hour(&self, hour: u32) -> bool {
+        match self.customers.friendly_hours {
+            Some([a, b]) if a <= b => (a..b).contains(&hour),
+            Some([a, b]) => hour >= a || hour < b,
+            None => false,
+        }
+    }
+}
+
+/// Turns a TOML error into file, key and problem, finding the key from the
+/// error's position (the table header above it and the key on its line).
+fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> ScenarioError {
+    let (mut key, mut location) = ("-".to_string(), String::new());
+    if let Some(span) = e.span() {
+        let start = span.start.min(text.len());
+        let line_no = text[..start].matches('\n').count() + 1;
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[line_start..].lines().next().unwrap_or("");
+        let table = text[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_string());
+        let k = line.split('=').next().unwrap_or("").trim();
+        let k = if line.contains('=') && !k.is_empty() {
+            Some(k)
+        } else {
+            None
+        };
+        key = match (table, k) {
+            (Some(t), Some(k)) => format!("{t}.{k}"),
+            (Some(t), None) => t,
+            (None, Some(k)) => k.to_string(),
+            (None, None) => "-".into(),
+        };
+        location = format!("line {line_no}: ");
+    }
+    ScenarioError {
+        file: file.to_string(),
+        key,
+        problem: format!("{location}{}", e.message().trim()),
+    }
+}
