@@ -11,8 +11,20 @@
 //! - [`ReplayBoard`]: readings recorded in CSV files.
 //!
 //! Every method is fallible with [`HalError`] (kind, device, and what to do). All values are
-//! integers with their unit last in the name. The hal knows nothing of Raft or of any other
-//! ghatta crate.
+//! integers with their unit last in the name.
+//!
+//! Architecture invariants:
+//!
+//! - The hal knows nothing of Raft, actors or any other ghatta crate.
+//! - No bad reading is returned as good: a Modbus reply is accepted only whole, from the
+//!   right address and function, with a good CRC and values the meter can produce; a
+//!   clipped ADC conversion is an error; a grid sample with a part missing fails whole.
+//! - Nothing panics on what a device, a file or an operator supplies.
+//! - The Linux backend needs no C library (no libudev), so it cross-builds for
+//!   aarch64/armv7 with only a Rust target installed.
+//! - Code map: `traits` and `types` (the seam), `error`; drivers `modbus`, `pzem`,
+//!   `ads1115`, `relay` (generic over byte streams and embedded-hal pins/buses, so they are
+//!   tested without hardware); backends `linux`, `sim`, `replay`.
 //!
 //! ```
 //! use ghatta_hal::{Board, RelayLine, SimBoard, SimBoardState};

@@ -409,14 +409,17 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
                 }
                 Err(AttemptError::Timeout { received }) => {
                     self.stats.timeouts += 1;
+                    tracing::debug!(%device, attempt, received, "modbus: no whole reply in time");
                     last = Some(AttemptError::Timeout { received });
                 }
                 Err(AttemptError::Crc) => {
                     self.stats.crc_errors += 1;
+                    tracing::debug!(%device, attempt, "modbus: reply failed its CRC");
                     last = Some(AttemptError::Crc);
                 }
                 Err(AttemptError::Exception(code)) => {
                     self.stats.exceptions += 1;
+                    tracing::debug!(%device, attempt, code, "modbus: exception reply");
                     // A device that says "busy" may answer next time; any other exception
                     // is a wrong request or a wrong device, and repeating it changes nothing.
                     if code == 0x06 && attempt + 1 < attempts {

@@ -256,9 +256,10 @@ impl SimBoardState {
 
     /// A stand-alone village for `ghatta demo`: `customers` households (ids 1..=N) spread
     /// over up to 4 feeders, a constant-flow turbine sized near the evening peak, one
-    /// ballast stage, and three analog inputs. Advance it with `step`; the same seed and the
+    /// ballast stage, and three analog inputs. At most `DEMO_CUSTOMERS_MAX` customers. Advance it with `step`; the same seed and the
     /// same steps give the same values.
     pub fn demo(customers: u32, seed: u64) -> Self {
+        let customers = customers.min(DEMO_CUSTOMERS_MAX);
         let mut state = SimBoardState::new();
         let model = DemoModel::new(customers, seed);
         let feeders_n = demo_feeders(customers);
@@ -303,6 +304,9 @@ const DEMO_HOUSEHOLD_W_MEAN: u32 = 90;
 /// peak of `DEMO_LOAD_SHAPE_PCT`, so the peak pulls frequency down and gives a controller
 /// something to shed, while the rest of the day ends in the ballast.
 const DEMO_GENERATION_PCT: u32 = 190;
+/// Most customers a demo village gets: 10,000, eight times the largest interconnected
+/// cluster on record (Kalung Khola, 1,240 households), so memory and step time stay small.
+pub const DEMO_CUSTOMERS_MAX: u32 = 10_000;
 /// Feeders in a demo village (a typical micro-hydro plant has a handful of feeders).
 const DEMO_FEEDERS_MAX: u32 = 4;
 /// Hourly load as a percentage of the daily mean (mean of the table = 100): night trough,

@@ -3,6 +3,7 @@
 //! buses, the simulated board and the replay board.
 
 mod ads1115_fake;
+mod board_generic;
 mod config;
 mod meter_sim;
 mod modbus_frames;
