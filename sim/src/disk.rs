@@ -48,8 +48,22 @@ pub struct DiskCounters {
     pub crashes: u64,
 }
 
+/// A fault armed to fire inside the next `sync_data`, i.e. in the middle of a
+/// commit: the writes of the commit are in the page cache, the fsync never
+/// completes, and the process is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFault {
+    /// Power fails during the fsync: the commit's writes are lost.
+    PowerCut,
+    /// The process dies during the fsync: the commit's writes survive in the
+    /// page cache (so the commit may become durable without being acknowledged).
+    Crash,
+}
+
 #[derive(Debug, Default)]
 struct DiskState {
+    armed: Option<SyncFault>,
+    tripped: Option<SyncFault>,
     /// The page cache: what reads see.
     cache: Vec<u8>,
     /// The durable image: what survives a power cut.
@@ -121,6 +135,19 @@ impl SimDisk {
         s.dirty.clear();
         s.generation += 1;
         s.counters.crashes += 1;
+    }
+
+    /// Arms a fault to fire inside the next `sync_data` (see [`SyncFault`]).
+    /// That sync returns an I/O error, the fault is applied, and older handles
+    /// are fenced; the world loop learns of it from [`SimDisk::take_tripped`]
+    /// and must treat the node as dead (crash or power cut) from then on.
+    pub fn fail_next_sync(&self, fault: SyncFault) {
+        self.lock().armed = Some(fault);
+    }
+
+    /// The armed fault that fired since the last call, if any.
+    pub fn take_tripped(&self) -> Option<SyncFault> {
+        self.lock().tripped.take()
     }
 
     /// Makes the disk slow: the storage layer should wait this long (in
@@ -223,6 +250,17 @@ impl redb::StorageBackend for SimDisk {
         if s.generation != self.generation {
             s.counters.fenced_ops += 1;
             return Ok(());
+        }
+        if let Some(fault) = s.armed.take() {
+            s.tripped = Some(fault);
+            drop(s);
+            match fault {
+                SyncFault::PowerCut => self.power_cut(),
+                SyncFault::Crash => self.crash(),
+            }
+            return Err(io::Error::other(format!(
+                "sim disk: simulated {fault:?} during fsync; the process is dead"
+            )));
         }
         let st = &mut *s;
         let len = st.cache.len();

@@ -1,0 +1,194 @@
+//! `SimDisk` under redb: power cut versus crash, and reopening after each.
+
+use ghatta_sim::disk::{SimDisk, SyncFault};
+use redb::{Database, Durability, ReadableDatabase, StorageBackend, TableDefinition};
+
+const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+
+fn open(disk: &SimDisk) -> Database {
+    redb::Builder::new()
+        .create_with_backend(disk.clone())
+        .expect("open redb over SimDisk")
+}
+
+fn put(db: &Database, k: u64, v: u64, durability: Durability) {
+    let mut tx = db.begin_write().expect("begin");
+    tx.set_durability(durability).expect("durability");
+    {
+        let mut t = tx.open_table(T).expect("table");
+        t.insert(k, v).expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+fn get(db: &Database, k: u64) -> Option<u64> {
+    let tx = db.begin_read().expect("read");
+    let t = match tx.open_table(T) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return None,
+        Err(e) => panic!("open table: {e}"),
+    };
+    t.get(k).expect("get").map(|v| v.value())
+}
+
+#[test]
+fn power_cut_keeps_only_durable_commits_and_reopens() {
+    let disk = SimDisk::new();
+    let db = open(&disk);
+    put(&db, 1, 100, Durability::Immediate);
+    put(&db, 2, 200, Durability::None);
+    assert_eq!(get(&db, 2), Some(200));
+    // The power fails while the database is open; the dead process's drop
+    // must not reach the disk.
+    disk.power_cut();
+    drop(db);
+    assert!(
+        disk.counters().fenced_ops > 0,
+        "the old handle's close was fenced"
+    );
+    let db = open(&disk);
+    assert_eq!(
+        get(&db, 1),
+        Some(100),
+        "durable commit survives a power cut"
+    );
+    assert_eq!(
+        get(&db, 2),
+        None,
+        "non-durable commit is lost in a power cut"
+    );
+    // The reopened database works.
+    put(&db, 3, 300, Durability::Immediate);
+    assert_eq!(get(&db, 3), Some(300));
+}
+
+#[test]
+fn crash_keeps_page_cache_and_reopens() {
+    let disk = SimDisk::new();
+    let db = open(&disk);
+    put(&db, 1, 100, Durability::Immediate);
+    put(&db, 2, 200, Durability::None);
+    disk.crash();
+    drop(db);
+    let db = open(&disk);
+    assert_eq!(get(&db, 1), Some(100));
+    // redb 4 keeps a non-durable commit only in the process's memory (it
+    // never flips the on-disk header for it), so even a crash, which keeps
+    // the page cache, loses it. The brief's "crash keeps both" is therefore
+    // not redb's contract; crash-versus-power-cut differences show up inside
+    // an fsync instead (next tests).
+    assert_eq!(get(&db, 2), None);
+    put(&db, 3, 300, Durability::Immediate);
+    assert_eq!(get(&db, 3), Some(300));
+}
+
+#[test]
+fn unsynced_backend_writes_survive_a_crash_but_not_a_power_cut() {
+    let disk = SimDisk::new();
+    let h = disk.clone();
+    h.set_len(8).expect("set_len");
+    h.write(0, &[1; 8]).expect("write");
+    h.sync_data().expect("sync");
+    h.write(0, &[2; 4]).expect("write");
+    assert!(disk.has_unsynced());
+    assert_eq!(disk.unsynced_bytes(), 4);
+
+    let mut buf = [0u8; 8];
+    disk.crash();
+    let h2 = disk.clone();
+    h2.read(0, &mut buf).expect("read");
+    assert_eq!(buf, [2, 2, 2, 2, 1, 1, 1, 1], "crash keeps the page cache");
+
+    h2.write(0, &[3; 8]).expect("write");
+    h2.set_len(16).expect("grow");
+    disk.power_cut();
+    let h3 = disk.clone();
+    assert_eq!(h3.len().expect("len"), 8, "unsynced growth is lost");
+    h3.read(0, &mut buf).expect("read");
+    assert_eq!(
+        buf,
+        [2, 2, 2, 2, 1, 1, 1, 1],
+        "power cut reverts to the synced image"
+    );
+
+    // The fenced handle cannot write any more.
+    h2.write(0, &[9; 8]).expect("fenced write is swallowed");
+    h3.read(0, &mut buf).expect("read");
+    assert_eq!(buf[0], 2);
+    assert!(
+        h2.read(4, &mut [0u8; 8]).is_err(),
+        "reads past the end fail"
+    );
+}
+
+#[test]
+fn sync_counting_and_slow_disk_knob() {
+    let disk = SimDisk::new();
+    let db = open(&disk);
+    let before = disk.counters().syncs;
+    put(&db, 1, 1, Durability::Immediate);
+    assert!(disk.counters().syncs > before, "an immediate commit fsyncs");
+    let before = disk.counters().syncs;
+    put(&db, 2, 2, Durability::None);
+    assert_eq!(
+        disk.counters().syncs,
+        before,
+        "a non-durable commit does not"
+    );
+    assert_eq!(disk.sync_delay(), std::time::Duration::ZERO);
+    disk.set_sync_delay(std::time::Duration::from_millis(250));
+    assert_eq!(
+        disk.clone().sync_delay(),
+        std::time::Duration::from_millis(250)
+    );
+}
+
+fn put_result(db: &Database, k: u64, v: u64) -> Result<(), redb::CommitError> {
+    let tx = db.begin_write().expect("begin");
+    {
+        let mut t = tx.open_table(T).expect("table");
+        t.insert(k, v).expect("insert");
+    }
+    tx.commit()
+}
+
+#[test]
+fn power_cut_inside_fsync_loses_the_commit_in_flight() {
+    let disk = SimDisk::new();
+    let db = open(&disk);
+    put(&db, 1, 100, Durability::Immediate);
+    disk.fail_next_sync(SyncFault::PowerCut);
+    assert!(
+        put_result(&db, 2, 200).is_err(),
+        "the commit sees its fsync fail"
+    );
+    assert_eq!(disk.take_tripped(), Some(SyncFault::PowerCut));
+    assert_eq!(disk.take_tripped(), None);
+    drop(db);
+    let db = open(&disk);
+    assert_eq!(get(&db, 1), Some(100));
+    assert_eq!(
+        get(&db, 2),
+        None,
+        "an unacknowledged commit cut mid-fsync is gone"
+    );
+}
+
+#[test]
+fn crash_inside_fsync_reopens_cleanly() {
+    let disk = SimDisk::new();
+    let db = open(&disk);
+    put(&db, 1, 100, Durability::Immediate);
+    disk.fail_next_sync(SyncFault::Crash);
+    assert!(put_result(&db, 2, 200).is_err());
+    assert_eq!(disk.take_tripped(), Some(SyncFault::Crash));
+    drop(db);
+    let db = open(&disk);
+    assert_eq!(get(&db, 1), Some(100));
+    // The page cache survives a crash and redb had written its whole commit
+    // before the fsync: the commit is there although its writer saw an error.
+    // (A node must not assume a failed commit did not happen.)
+    assert_eq!(get(&db, 2), Some(200));
+    put(&db, 3, 300, Durability::Immediate);
+    assert_eq!(get(&db, 3), Some(300));
+}
