@@ -294,10 +294,14 @@ impl ModbusSettings {
 
 /// Why one attempt failed.
 enum AttemptError {
-    Timeout { received: usize },
+    Timeout {
+        received: usize,
+    },
     Crc,
     Exception(u8),
     Io(std::io::Error),
+    /// The line never went quiet long enough to transmit.
+    LineBusy,
 }
 
 /// A Modbus-RTU master on one line.
@@ -427,6 +431,18 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
                         continue;
                     }
                     return Err(self.exception_error(device, function, code));
+                }
+                Err(AttemptError::LineBusy) => {
+                    return Err(HalError::new(
+                        ErrorKind::Busy,
+                        device,
+                        format!(
+                            "the line never went quiet for {} us within {} ms, so the request was not sent; \
+                             another master or a babbling device is on the line",
+                            self.settings.silence().as_micros(),
+                            self.settings.response_timeout_ms
+                        ),
+                    ));
                 }
                 Err(AttemptError::Io(err)) => {
                     self.stats.io_errors += 1;
@@ -570,7 +586,7 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
                 None => Instant::now(),
             };
             if quiet_at > give_up {
-                return Err(AttemptError::Timeout { received: 0 });
+                return Err(AttemptError::LineBusy);
             }
             match timeout_at(quiet_at, self.port.read(&mut chunk)).await {
                 Err(_elapsed) => return Ok(()),
@@ -641,6 +657,27 @@ mod tests {
                 code: 0x02
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_line_that_never_goes_quiet_is_busy_not_a_hang() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let settings = ModbusSettings {
+            response_timeout_ms: 50,
+            ..ModbusSettings::new("duplex")
+        };
+        let mut bus = ModbusRtu::new(ours, settings);
+        // Something on the line babbles without pause: whenever the driver reads, bytes
+        // are waiting, so the line is never quiet for the inter-frame silence.
+        let babbler = tokio::spawn(async move {
+            while theirs.write_all(&[0x55; 64]).await.is_ok() {
+                tokio::task::yield_now().await;
+            }
+        });
+        let e = bus.read_input_registers(1, 0, 10).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Busy, "{e}");
+        assert!(bus.stats().garbage_bytes > 0);
+        babbler.abort();
     }
 
     #[test]
