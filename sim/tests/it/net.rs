@@ -18,7 +18,9 @@ fn collect(epoch: Epoch, eps: Vec<Endpoint>) -> Log {
         tokio::spawn(async move {
             let to = ep.node();
             while let Some((from, bytes)) = ep.recv().await {
-                log.lock().expect("log").push((epoch.elapsed_ms(), from, to, bytes));
+                log.lock()
+                    .expect("log")
+                    .push((epoch.elapsed_ms(), from, to, bytes));
             }
         });
     }
@@ -59,7 +61,10 @@ fn same_seed_same_delivery_trace_different_seed_different() {
     let (b, db) = chatter(1);
     let (c, dc) = chatter(2);
     assert!(a.len() > 400, "most frames arrive: {}", a.len());
-    assert_eq!(a, b, "same seed, same deliveries in the same order at the same times");
+    assert_eq!(
+        a, b,
+        "same seed, same deliveries in the same order at the same times"
+    );
     assert_eq!(da, db);
     assert_ne!(a, c, "a different seed explores a different timing");
     assert_ne!(da, dc);
@@ -103,7 +108,11 @@ fn loss_is_within_statistical_bounds() {
     assert_eq!(c.delivered, delivered);
     assert_eq!(c.delivered + c.dropped_loss, n);
     // 0.2 +/- 5 sigma (sigma = sqrt(n p (1-p)) = 40 frames).
-    assert!((1_800..=2_200).contains(&c.dropped_loss), "lost {}", c.dropped_loss);
+    assert!(
+        (1_800..=2_200).contains(&c.dropped_loss),
+        "lost {}",
+        c.dropped_loss
+    );
 }
 
 #[test]
@@ -125,7 +134,11 @@ fn corruption_flips_one_to_three_bits() {
     assert_eq!(got.len(), 200);
     assert_eq!(c.corrupted, 200);
     for (_, _, _, bytes) in got {
-        let flipped: u32 = bytes.iter().zip(&payload).map(|(a, b)| (a ^ b).count_ones()).sum();
+        let flipped: u32 = bytes
+            .iter()
+            .zip(&payload)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
         assert!((1..=3).contains(&flipped), "{flipped} bits flipped");
     }
 }
@@ -227,8 +240,14 @@ fn latency_is_base_plus_jitter_capped() {
         (lat, reordered)
     });
     assert_eq!(times.len(), 500);
-    assert!(times.iter().all(|&l| (400..=1_001).contains(&l)), "latency out of range");
-    assert!(times.iter().filter(|&&l| l >= 1_000).count() > 100, "the cap binds often");
+    assert!(
+        times.iter().all(|&l| (400..=1_001).contains(&l)),
+        "latency out of range"
+    );
+    assert!(
+        times.iter().filter(|&&l| l >= 1_000).count() > 100,
+        "the cap binds often"
+    );
     assert!(reordered > 50, "jitter reorders frames: {reordered}");
 }
 
