@@ -265,7 +265,7 @@ impl FaultDriver {
                 break;
             };
             match event {
-                Event::Start(f) => self.start(now_ms, f, net, leader, &mut tick),
+                Event::Start(f) => self.start(now_ms, at, f, net, leader, &mut tick),
                 Event::End(id) => self.end(now_ms, id, net, &mut tick),
                 Event::Restart(target) => {
                     let node = self.resolve(target, leader, &[]);
@@ -388,11 +388,11 @@ impl FaultDriver {
                     .push(Observation::NodeCrash { t_ms, node: n });
                 self.open.insert(id, Undo::Restart(n));
                 let down_ms = ms(f.duration_s.unwrap_or(DOWN_S_DEFAULT));
-                self.push(t_ms + down_ms, Event::End(id));
+                self.push(at_ms + down_ms, Event::End(id));
                 return;
             }
             FaultKind::Restart { node } => {
-                self.push(t_ms, Event::Restart(*node));
+                self.push(at_ms, Event::Restart(*node));
                 return;
             }
             FaultKind::ClockDrift {
@@ -502,7 +502,7 @@ impl FaultDriver {
             .push(Observation::FaultStart { t_ms, id, what });
         self.open.insert(id, undo);
         if let Some(d) = f.duration_s {
-            self.push(t_ms + ms(d), Event::End(id));
+            self.push(at_ms + ms(d), Event::End(id));
         }
     }
 

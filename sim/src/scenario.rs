@@ -53,13 +53,46 @@ pub struct ScenarioError {
 }
 
 /// A node named in a fault: an index, or a role resolved when the fault fires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Target {
     /// Node index.
     Index(u32),
     /// A symbolic target.
     Symbol(Symbol),
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Target;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a node index or one of "leader", "follower", "random""#)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Target, E> {
+                u32::try_from(v)
+                    .map(Target::Index)
+                    .map_err(|_| E::custom(format!("node index {v} is out of range")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Target, E> {
+                u32::try_from(v)
+                    .map(Target::Index)
+                    .map_err(|_| E::custom(format!("node index {v} is out of range")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Target, E> {
+                match v {
+                    "leader" => Ok(Target::Symbol(Symbol::Leader)),
+                    "follower" => Ok(Target::Symbol(Symbol::Follower)),
+                    "random" => Ok(Target::Symbol(Symbol::Random)),
+                    other => Err(E::custom(format!(
+                        r#"unknown node {other:?}: use a node index or "leader", "follower", "random""#
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Symbolic fault targets.
@@ -183,9 +216,11 @@ impl LinkSpec {
     }
 }
 
-/// A per-pair link override. (Unknown keys are rejected by `LinkSpec`, which
-/// receives every key but `a`, `b` and `both_ways`.)
+/// A per-pair link override: `a`, `b`, `both_ways` and any [`LinkSpec`] key.
+/// (Spelled out rather than `#[serde(flatten)]`ed, because serde cannot deny
+/// unknown keys through a flatten, and a typo here must not pass silently.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PairSpec {
     /// One node index.
     pub a: u32,
@@ -194,9 +229,50 @@ pub struct PairSpec {
     /// Apply to both directions (default) or only `a -> b`.
     #[serde(default = "yes")]
     pub both_ways: bool,
-    /// The model.
-    #[serde(flatten)]
-    pub link: LinkSpec,
+    /// See [`LinkSpec::preset`].
+    pub preset: Option<String>,
+    /// See [`LinkModel::latency_ms`].
+    pub latency_ms: Option<u32>,
+    /// See [`LinkModel::jitter_ms`].
+    pub jitter_ms: Option<u32>,
+    /// See [`LinkModel::latency_cap_ms`].
+    pub latency_cap_ms: Option<u32>,
+    /// See [`LinkModel::loss`].
+    pub loss: Option<f64>,
+    /// See [`LinkModel::duplicate`].
+    pub duplicate: Option<f64>,
+    /// See [`LinkModel::corrupt`].
+    pub corrupt: Option<f64>,
+    /// See [`LinkModel::bandwidth_bps`].
+    pub bandwidth_bps: Option<u64>,
+    /// See [`LinkModel::mtu_bytes`].
+    pub mtu_bytes: Option<u32>,
+    /// See [`LinkModel::queue_frames`].
+    pub queue_frames: Option<u32>,
+    /// See [`LinkSpec::flap_up_s`].
+    pub flap_up_s: Option<f64>,
+    /// See [`LinkSpec::flap_down_s`].
+    pub flap_down_s: Option<f64>,
+}
+
+impl PairSpec {
+    /// The link part of this override.
+    pub fn link(&self) -> LinkSpec {
+        LinkSpec {
+            preset: self.preset.clone(),
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            latency_cap_ms: self.latency_cap_ms,
+            loss: self.loss,
+            duplicate: self.duplicate,
+            corrupt: self.corrupt,
+            bandwidth_bps: self.bandwidth_bps,
+            mtu_bytes: self.mtu_bytes,
+            queue_frames: self.queue_frames,
+            flap_up_s: self.flap_up_s,
+            flap_down_s: self.flap_down_s,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -531,7 +607,7 @@ impl Scenario {
         for (i, pair) in self.links.pair.iter().enumerate() {
             check_index(&format!("links.pair[{i}].a"), pair.a)?;
             check_index(&format!("links.pair[{i}].b"), pair.b)?;
-            pair.link
+            pair.link()
                 .apply(default)
                 .map_err(|(k, p)| (format!("links.pair[{i}].{k}"), p))?;
         }
@@ -654,7 +730,7 @@ impl Scenario {
             else {
                 continue;
             };
-            let m = pair.link.apply(default).unwrap_or(default);
+            let m = pair.link().apply(default).unwrap_or(default);
             net.set_link(a, b, m);
             if pair.both_ways {
                 net.set_link(b, a, m);
@@ -703,23 +779,24 @@ fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> ScenarioError {
         let line_no = text[..start].matches('\n').count() + 1;
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line = text[line_start..].lines().next().unwrap_or("");
-        let table = text[..line_start]
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| l.starts_with('['))
-            .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_string());
-        let k = line.split('=').next().unwrap_or("").trim();
-        let k = if line.contains('=') && !k.is_empty() {
-            Some(k)
+        let header = |l: &str| l.trim_matches(|c| c == '[' || c == ']').to_string();
+        key = if line.trim_start().starts_with('[') {
+            header(line.trim())
         } else {
-            None
-        };
-        key = match (table, k) {
-            (Some(t), Some(k)) => format!("{t}.{k}"),
-            (Some(t), None) => t,
-            (None, Some(k)) => k.to_string(),
-            (None, None) => "-".into(),
+            let table = text[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .map(header);
+            let k = line.split('=').next().unwrap_or("").trim();
+            let k = (line.contains('=') && !k.is_empty()).then_some(k);
+            match (table, k) {
+                (Some(t), Some(k)) => format!("{t}.{k}"),
+                (Some(t), None) => t,
+                (None, Some(k)) => k.to_string(),
+                (None, None) => "-".into(),
+            }
         };
         location = format!("line {line_no}: ");
     }
