@@ -294,9 +294,12 @@ impl FaultDriver {
         tick
     }
 
+    /// Starts fault `f`, scheduled for `at_ms` and carried out at `t_ms`
+    /// (its end is scheduled from `at_ms`, so coarse polling does not stretch it).
     fn start(
         &mut self,
         t_ms: u64,
+        at_ms: u64,
         f: Fault,
         net: &SimNet,
         leader: Option<NodeId>,
