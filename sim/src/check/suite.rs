@@ -7,7 +7,6 @@ use super::{
     FrequencyBand, FrequencyQuality, Liveness, LogMatching, MeterBilling, StateAgreement, Tariff,
     Violation,
 };
-use crate::link::LinkCounters;
 use crate::observe::{Observation, TraceHash};
 use crate::report::{FinishInfo, LedgerSummary, Report};
 
@@ -204,7 +203,7 @@ impl Suite {
                 reads: self.billing.reads(),
                 charges: self.billing.charges(),
             },
-            net: info.net_counters.unwrap_or_else(LinkCounters::default),
+            net: info.net_counters.unwrap_or_default(),
             last_heal_s: self.liveness.last_heal_ms() as f64 / 1_000.0,
         }
     }

@@ -8,7 +8,9 @@ use ghatta_sim::rng::SimRng;
 use ghatta_sim::time::{Epoch, runtime};
 use tokio::time::{Duration, sleep};
 
-type Log = Arc<Mutex<Vec<(u64, NodeId, NodeId, Vec<u8>)>>>;
+/// (arrival ms, from, to, bytes)
+type Arrival = (u64, NodeId, NodeId, Vec<u8>);
+type Log = Arc<Mutex<Vec<Arrival>>>;
 
 /// Spawns a collector per endpoint, all writing to one log in arrival order.
 fn collect(epoch: Epoch, eps: Vec<Endpoint>) -> Log {
@@ -28,7 +30,7 @@ fn collect(epoch: Epoch, eps: Vec<Endpoint>) -> Log {
 }
 
 /// Three nodes exchanging 600 frames at seeded random times over a hostile link.
-fn chatter(seed: u64) -> (Vec<(u64, NodeId, NodeId, Vec<u8>)>, [u8; 32]) {
+fn chatter(seed: u64) -> (Vec<Arrival>, [u8; 32]) {
     let rt = runtime().expect("runtime");
     rt.block_on(async move {
         let epoch = Epoch::now();
