@@ -2,9 +2,9 @@
 //! sorted id lists that stand in for a scan (the host has none).
 //!
 //! Keys are short binary strings; ids are big-endian so keys sort like the ids:
-//! - `cfg`: [`BillingConfig`](ghatta_actor_sdk::BillingConfig) (absent: the default);
+//! - `cfg`: [`BillingConfig`] (absent: the default);
 //! - `c/` + customer id (u32 BE): [`Account`];
-//! - `t/` + tariff id (u16 BE): [`Tariff`](ghatta_actor_sdk::Tariff);
+//! - `t/` + tariff id (u16 BE): [`Tariff`];
 //! - `k/` + token id (u64 BE): [`UsedToken`], kept forever (a token is accepted once, ever);
 //! - `ix`: every customer id, sorted (the daily tick walks it);
 //! - `iw`: prepaid customers left in debt by friendly hours, sorted (the friendly-end tick
