@@ -7,6 +7,7 @@
 //! [`observe::Observation`]s to a [`check::Suite`] of invariant checkers, which
 //! produces a [`report::Report`].
 
+pub mod board;
 pub mod check;
 pub mod disk;
 pub mod fault;

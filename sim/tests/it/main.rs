@@ -1,5 +1,6 @@
 //! The sim crate's one integration-test binary: network, disk, plant, scenarios, faults, checkers, report.
 
+mod board;
 mod checkers;
 mod disk;
 mod fault;
