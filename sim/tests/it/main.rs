@@ -8,3 +8,4 @@ mod net;
 mod plant;
 mod report;
 mod scenario;
+mod world;
