@@ -646,8 +646,12 @@ impl Plant {
     }
 
     fn noisy_w(&mut self, w: f64) -> u32 {
+        // Uniform noise with the configured standard deviation (sqrt(3) sigma
+        // half-width): meter error is bounded, and this runs for every
+        // customer every second, where a Gaussian's ln/cos would dominate.
         let sigma = w * self.cfg.power_noise_pct / 100.0;
-        (w + sigma * self.sensor_rng.normal())
+        let u = 2.0 * self.sensor_rng.next_f64() - 1.0;
+        (w + 3f64.sqrt() * sigma * u)
             .round()
             .clamp(0.0, f64::from(u32::MAX)) as u32
     }

@@ -18,6 +18,8 @@ fn readings_reach_the_board_and_relays_reach_the_plant() {
     );
     let mut board = SimBoard::new(SimBoardState::new());
     let mut glue = PlantBoard::attach(&mut plant, board.clone());
+    // Meters and customer relays every step (the default is every 5 s).
+    glue.set_meter_refresh_ms(0);
     runtime().expect("runtime").block_on(async {
         for _ in 0..600 {
             glue.step(&mut plant, 1_000);
