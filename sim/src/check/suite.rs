@@ -55,6 +55,18 @@ impl SuiteConfig {
     }
 }
 
+impl SuiteConfig {
+    /// The configuration a scenario implies: its liveness bound and its
+    /// customers' debt limit (add the billing actor's tariff as `tariff`).
+    pub fn for_scenario(scenario: &crate::scenario::Scenario) -> Self {
+        let mut cfg = Self::new((scenario.liveness_bound_s * 1_000.0) as u64);
+        cfg.credit_limit = CreditLimit {
+            debt_mpaisa_max: scenario.customers.debt_limit_mpaisa,
+        };
+        cfg
+    }
+}
+
 /// Every checker, fed together.
 pub struct Suite {
     election: ElectionSafety,

@@ -149,4 +149,8 @@ fn plants_get_disjoint_customer_ids() {
     assert_ne!(a.first_customer_id, b.first_customer_id);
     assert!(s.plant_config(3).is_none());
     assert!(!s.is_friendly_hour(23));
+    let calm = Scenario::load(&scenarios_dir().join("calm-3-node-day.toml")).expect("load");
+    assert!(calm.is_friendly_hour(23) && calm.is_friendly_hour(2) && !calm.is_friendly_hour(12));
+    let cfg = ghatta_sim::check::SuiteConfig::for_scenario(&calm);
+    assert_eq!(cfg.liveness_bound_ms, 60_000);
 }
