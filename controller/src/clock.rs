@@ -15,7 +15,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -32,7 +35,11 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock reading `epoch_ms` now.
     pub fn new(epoch_ms: u64, drift_ppm: i64) -> Self {
-        TokioClock { epoch_ms, start: tokio::time::Instant::now(), drift_ppm }
+        TokioClock {
+            epoch_ms,
+            start: tokio::time::Instant::now(),
+            drift_ppm,
+        }
     }
 }
 

@@ -58,6 +58,9 @@ pub enum BoardConfig {
         /// Seed of the simulated loads.
         #[serde(default)]
         seed: u64,
+        /// Plant time per real second (1 = real time; the demo uses 60 so meters move).
+        #[serde(default = "default_speed")]
+        speed: u32,
     },
 }
 
@@ -67,10 +70,18 @@ fn default_sim_customers() -> u32 {
 fn default_first_customer() -> u32 {
     1
 }
+fn default_speed() -> u32 {
+    1
+}
 
 impl Default for BoardConfig {
     fn default() -> Self {
-        BoardConfig::Sim { customers: default_sim_customers(), first_customer: 1, seed: 0 }
+        BoardConfig::Sim {
+            customers: default_sim_customers(),
+            first_customer: 1,
+            seed: 0,
+            speed: 1,
+        }
     }
 }
 
@@ -86,7 +97,10 @@ pub struct FieldConfig {
 
 impl Default for FieldConfig {
     fn default() -> Self {
-        FieldConfig { telemetry_interval_ms: 1_000, meter_interval_ms: 1_000 }
+        FieldConfig {
+            telemetry_interval_ms: 1_000,
+            meter_interval_ms: 1_000,
+        }
     }
 }
 
@@ -158,52 +172,96 @@ impl NodeConfig {
                 .span()
                 .map(|s| {
                     let before = &text[..s.start.min(text.len())];
-                    (before.matches('\n').count() + 1, s.start - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1)
+                    (
+                        before.matches('\n').count() + 1,
+                        s.start - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1,
+                    )
                 })
                 .unwrap_or((0, 0));
-            ConfigError { file: file.into(), key: format!("line {line} column {col}"), problem: e.message().to_string() }
+            ConfigError {
+                file: file.into(),
+                key: format!("line {line} column {col}"),
+                problem: e.message().to_string(),
+            }
         })?;
         cfg.validate(file)?;
         Ok(cfg)
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, problem: String| ConfigError { file: file.into(), key: key.into(), problem };
+        let err = |key: &str, problem: String| ConfigError {
+            file: file.into(),
+            key: key.into(),
+            problem,
+        };
         if self.id == 0 {
             return Err(err("id", "must be 1 or more (0 is reserved)".into()));
         }
-        self.raft_listen
-            .parse::<SocketAddr>()
-            .map_err(|e| err("raft_listen", format!("`{}` is not host:port ({e}), e.g. \"0.0.0.0:7000\"", self.raft_listen)))?;
-        let admin: SocketAddr = self
-            .admin_listen
-            .parse()
-            .map_err(|e| err("admin_listen", format!("`{}` is not host:port ({e}), e.g. \"127.0.0.1:7100\"", self.admin_listen)))?;
+        self.raft_listen.parse::<SocketAddr>().map_err(|e| {
+            err(
+                "raft_listen",
+                format!(
+                    "`{}` is not host:port ({e}), e.g. \"0.0.0.0:7000\"",
+                    self.raft_listen
+                ),
+            )
+        })?;
+        let admin: SocketAddr = self.admin_listen.parse().map_err(|e| {
+            err(
+                "admin_listen",
+                format!(
+                    "`{}` is not host:port ({e}), e.g. \"127.0.0.1:7100\"",
+                    self.admin_listen
+                ),
+            )
+        })?;
         if !admin.ip().is_loopback() {
-            tracing::warn!("{file}: admin_listen {admin} is not loopback: the admin API will be reachable from the network");
+            tracing::warn!(
+                "{file}: admin_listen {admin} is not loopback: the admin API will be reachable from the network"
+            );
         }
         if let Some(t) = &self.timing {
-            if t.heartbeat_ms == 0 || t.election_timeout_ms_min <= t.heartbeat_ms || t.election_timeout_ms_max <= t.election_timeout_ms_min {
+            if t.heartbeat_ms == 0
+                || t.election_timeout_ms_min <= t.heartbeat_ms
+                || t.election_timeout_ms_max <= t.election_timeout_ms_min
+            {
                 return Err(err(
                     "timing",
-                    "need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max".into(),
+                    "need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max"
+                        .into(),
                 ));
             }
         }
         if self.bootstrap && !self.peers.iter().any(|p| p.id == self.id) {
-            return Err(err("peers", format!("bootstrap is true but this node (id {}) is not listed in peers", self.id)));
+            return Err(err(
+                "peers",
+                format!(
+                    "bootstrap is true but this node (id {}) is not listed in peers",
+                    self.id
+                ),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             if p.id == 0 || !seen.insert(p.id) {
-                return Err(err(&format!("peers[{i}].id"), format!("{} is 0 or listed twice", p.id)));
+                return Err(err(
+                    &format!("peers[{i}].id"),
+                    format!("{} is 0 or listed twice", p.id),
+                ));
             }
             if p.addr.parse::<SocketAddr>().is_err() && !p.addr.contains(':') {
-                return Err(err(&format!("peers[{i}].addr"), format!("`{}` is not host:port", p.addr)));
+                return Err(err(
+                    &format!("peers[{i}].addr"),
+                    format!("`{}` is not host:port", p.addr),
+                ));
             }
         }
         if self.actors.fuel_per_delivery == 0 || self.actors.memory_bytes < 64 * 1024 {
-            return Err(err("actors", "fuel_per_delivery must be > 0 and memory_bytes at least 65536 (one wasm page)".into()));
+            return Err(err(
+                "actors",
+                "fuel_per_delivery must be > 0 and memory_bytes at least 65536 (one wasm page)"
+                    .into(),
+            ));
         }
         if self.field.telemetry_interval_ms < 100 || self.field.meter_interval_ms < 100 {
             return Err(err("field", "intervals must be at least 100 ms".into()));
@@ -247,12 +305,17 @@ peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" 
     fn errors_name_file_and_key() {
         let e = NodeConfig::parse(&GOOD.replace("id = 2", "id = 0"), "node.toml").unwrap_err();
         assert_eq!((e.file.as_str(), e.key.as_str()), ("node.toml", "id"));
-        let e = NodeConfig::parse(&GOOD.replace("127.0.0.1:7002\"\nbootstrap", "localhost\"\nbootstrap"), "n.toml").unwrap_err();
+        let e = NodeConfig::parse(
+            &GOOD.replace("127.0.0.1:7002\"\nbootstrap", "localhost\"\nbootstrap"),
+            "n.toml",
+        )
+        .unwrap_err();
         assert_eq!(e.key, "raft_listen");
         let e = NodeConfig::parse(&format!("{GOOD}\nbogus = 1\n"), "n.toml").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         assert!(e.key.starts_with("line "), "{e}");
-        let e = NodeConfig::parse(&GOOD.replace("{ id = 2, addr", "{ id = 3, addr"), "n.toml").unwrap_err();
+        let e = NodeConfig::parse(&GOOD.replace("{ id = 2, addr", "{ id = 3, addr"), "n.toml")
+            .unwrap_err();
         assert_eq!(e.key, "peers");
     }
 }

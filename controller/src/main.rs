@@ -1,1 +1,255 @@
-fn main() {}
+//! The `ghatta` command: run a node, the 3-node demo, and the operator commands.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ghatta::admin::client;
+use ghatta::clock::SystemClock;
+use ghatta::config::NodeConfig;
+use serde_json::json;
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "ghatta",
+    version,
+    about = "Controller firmware for village micro-hydro grids"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node from its config file.
+    Run {
+        /// The node's config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a local 3-node cluster on 127.0.0.1 with simulated boards and ~300 customers.
+    Demo(cli::demo::DemoArgs),
+    /// Show a node's status.
+    Status {
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        admin: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the cluster membership.
+    Member {
+        #[command(subcommand)]
+        op: MemberCmd,
+        /// Admin API address of any member.
+        #[arg(long, global = true, default_value = "127.0.0.1:7100")]
+        admin: String,
+    },
+    /// Credit a prepaid account with a token.
+    Topup {
+        /// Customer id.
+        #[arg(long)]
+        customer: u32,
+        /// Token id (accepted once, ever).
+        #[arg(long)]
+        token: u64,
+        /// Amount, whole rupees.
+        #[arg(long)]
+        amount: i64,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        admin: String,
+    },
+    /// Manage tariffs.
+    Tariff {
+        #[command(subcommand)]
+        op: TariffCmd,
+    },
+    /// Measure committed actor messages per second, commit latency and wasmi/native speed.
+    Bench(cli::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Add a node as a learner.
+    Add {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+        /// Its Raft address (host:port).
+        #[arg(long)]
+        addr: String,
+    },
+    /// Promote a learner to voter.
+    Promote {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node.
+    Remove {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TariffCmd {
+    /// Set (add or change) a tariff.
+    Set {
+        /// Tariff id.
+        #[arg(long)]
+        id: u16,
+        /// Version (bump on every change).
+        #[arg(long)]
+        version: u32,
+        /// Per-kWh rate in paisa (e.g. 1500 = NPR 15/kWh).
+        #[arg(long, conflicts_with_all = ["tiered", "flat"])]
+        per_kwh: Option<u32>,
+        /// Tiered blocks "UP_TO_WH:PAISA_PER_KWH,..." (e.g. "10000:0,50000:800,1000000000:1200").
+        #[arg(long, conflicts_with = "flat")]
+        tiered: Option<String>,
+        /// Period charge for a tiered tariff, paisa.
+        #[arg(long, default_value_t = 0)]
+        period_charge: u32,
+        /// Flat bands "UP_TO_W:DAILY_FEE_PAISA,..." (e.g. "250:500,500:900").
+        #[arg(long)]
+        flat: Option<String>,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        admin: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GHATTA_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let seed = SystemClock.now_seed();
+    match rt.block_on(ghatta::raft::Runtime::scope(seed, dispatch(cli.cmd, seed))) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+trait Seed {
+    fn now_seed(&self) -> u64;
+}
+
+impl Seed for SystemClock {
+    /// A seed for openraft's election jitter: time and process id, so two boards that power
+    /// up together still draw different timeouts.
+    fn now_seed(&self) -> u64 {
+        use ghatta::clock::Clock;
+        self.now_ms() ^ (u64::from(std::process::id()) << 32)
+    }
+}
+
+async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        Cmd::Run { config } => {
+            let cfg = NodeConfig::load(&config)?;
+            let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), seed ^ cfg.id).await?;
+            eprintln!(
+                "ghatta node {} running: raft on {}, admin on {}, data in {}",
+                cfg.id,
+                cfg.raft_listen,
+                running.admin_addr,
+                cfg.data_dir.display()
+            );
+            cli::wait_for_shutdown().await;
+            running.stop().await;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Demo(args) => cli::demo::run(args, seed).await,
+        Cmd::Status { admin, json } => {
+            let s = client::call(&admin, "GET", "/status", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("{}", cli::format_status(&s));
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Member { op, admin } => {
+            let body = match op {
+                MemberCmd::Add { id, addr } => json!({ "op": "add", "id": id, "addr": addr }),
+                MemberCmd::Promote { id } => json!({ "op": "promote", "id": id }),
+                MemberCmd::Remove { id } => json!({ "op": "remove", "id": id }),
+            };
+            client::call(&admin, "POST", "/member", Some(&body)).await?;
+            println!("done");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Topup {
+            customer,
+            token,
+            amount,
+            admin,
+        } => {
+            let r = client::call(
+                &admin,
+                "POST",
+                "/topup",
+                Some(&json!({ "customer": customer, "token_id": token, "amount_npr": amount })),
+            )
+            .await?;
+            println!("{}", cli::format_receipt(&r, "top-up"));
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Tariff {
+            op:
+                TariffCmd::Set {
+                    id,
+                    version,
+                    per_kwh,
+                    tiered,
+                    period_charge,
+                    flat,
+                    admin,
+                },
+        } => {
+            let body = match (per_kwh, tiered, flat) {
+                (Some(rate), None, None) => {
+                    json!({ "id": id, "version": version, "kind": "per_kwh", "rate_paisa_per_kwh": rate })
+                }
+                (None, Some(t), None) => json!({
+                    "id": id, "version": version, "kind": "tiered",
+                    "blocks": cli::parse_pairs(&t).context("--tiered")?, "period_charge_paisa": period_charge
+                }),
+                (None, None, Some(f)) => {
+                    json!({ "id": id, "version": version, "kind": "flat", "bands": cli::parse_pairs(&f).context("--flat")? })
+                }
+                _ => anyhow::bail!("give exactly one of --per-kwh, --tiered or --flat"),
+            };
+            let r = client::call(&admin, "POST", "/tariff", Some(&body)).await?;
+            println!("{}", cli::format_receipt(&r, "tariff"));
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Bench(args) => cli::bench::run(args).await,
+    }
+}

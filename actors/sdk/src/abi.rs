@@ -59,7 +59,10 @@ pub mod guest {
     impl BumpAlloc {
         /// A fresh allocator.
         pub const fn new() -> Self {
-            BumpAlloc { next: UnsafeCell::new(0), end: UnsafeCell::new(0) }
+            BumpAlloc {
+                next: UnsafeCell::new(0),
+                end: UnsafeCell::new(0),
+            }
         }
     }
 
@@ -107,7 +110,12 @@ pub mod guest {
             loop {
                 // SAFETY: pointers and lengths come from live slices.
                 let n = unsafe {
-                    state_get(key.as_ptr(), key.len() as i32, buf.as_mut_ptr(), buf.len() as i32)
+                    state_get(
+                        key.as_ptr(),
+                        key.len() as i32,
+                        buf.as_mut_ptr(),
+                        buf.len() as i32,
+                    )
                 };
                 if n < 0 {
                     return None;
@@ -122,7 +130,14 @@ pub mod guest {
         }
         fn set(&mut self, key: &[u8], value: &[u8]) {
             // SAFETY: pointers and lengths come from live slices.
-            unsafe { state_set(key.as_ptr(), key.len() as i32, value.as_ptr(), value.len() as i32) }
+            unsafe {
+                state_set(
+                    key.as_ptr(),
+                    key.len() as i32,
+                    value.as_ptr(),
+                    value.len() as i32,
+                )
+            }
         }
         fn remove(&mut self, key: &[u8]) {
             // SAFETY: as above.
@@ -165,6 +180,9 @@ macro_rules! export_actor {
     ($actor:ty) => {
         #[cfg(target_arch = "wasm32")]
         mod __ghatta_exports {
+            #[allow(unused_imports)]
+            use super::*;
+
             #[global_allocator]
             static ALLOC: $crate::abi::guest::BumpAlloc = $crate::abi::guest::BumpAlloc::new();
 

@@ -16,10 +16,15 @@ pub mod embedded;
 use std::collections::BTreeMap;
 
 use ghatta_actor_sdk::abi;
-use wasmi::{Caller, CompilationMode, Config, Engine, Extern, Linker, Module, Store, StoreLimits, StoreLimitsBuilder};
+use wasmi::{
+    Caller, CompilationMode, Config, Engine, Extern, Linker, Module, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
 
 /// Which actor. The byte value prefixes the actor's keys in the shared state table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ActorKind {
     /// Balancing: telemetry in, ballast set-points and feeder shed/restore out.
     Balancing = 1,
@@ -109,7 +114,9 @@ impl Default for ActorLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Not valid WebAssembly (or uses features we disable).
-    #[error("{actor}.wasm is not a valid WebAssembly module: {detail}; rebuild the actor for wasm32-unknown-unknown")]
+    #[error(
+        "{actor}.wasm is not a valid WebAssembly module: {detail}; rebuild the actor for wasm32-unknown-unknown"
+    )]
     Invalid {
         /// Which actor.
         actor: &'static str,
@@ -235,14 +242,23 @@ pub struct ActorHost {
 
 impl std::fmt::Debug for ActorHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ActorHost").field("actors", &self.modules.keys()).field("limits", &self.limits).finish()
+        f.debug_struct("ActorHost")
+            .field("actors", &self.modules.keys())
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
 impl ActorHost {
     /// A host with the actors built into this binary.
     pub fn with_embedded(limits: ActorLimits) -> Result<Self, LoadError> {
-        Self::new(limits, &[(ActorKind::Balancing, embedded::BALANCING_WASM), (ActorKind::Billing, embedded::BILLING_WASM)])
+        Self::new(
+            limits,
+            &[
+                (ActorKind::Balancing, embedded::BALANCING_WASM),
+                (ActorKind::Billing, embedded::BILLING_WASM),
+            ],
+        )
     }
 
     /// A host with the given modules (compiled eagerly now).
@@ -255,7 +271,12 @@ impl ActorHost {
         config.floats(false);
         let engine = Engine::new(&config);
         let linker = Self::linker(&engine);
-        let mut host = ActorHost { engine, linker, modules: BTreeMap::new(), limits };
+        let mut host = ActorHost {
+            engine,
+            linker,
+            modules: BTreeMap::new(),
+            limits,
+        };
         for (kind, bytes) in modules {
             host.load(*kind, bytes)?;
         }
@@ -270,9 +291,15 @@ impl ActorHost {
     /// Compile and check one module, replacing the actor's current code.
     pub fn load(&mut self, kind: ActorKind, bytes: &[u8]) -> Result<(), LoadError> {
         let actor = kind.name();
-        let module = Module::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid { actor, detail: e.to_string() })?;
-        let abi_err = |detail: String| LoadError::Abi { actor, abi: abi::ABI_VERSION, detail };
+        let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+            actor,
+            detail: e.to_string(),
+        })?;
+        let abi_err = |detail: String| LoadError::Abi {
+            actor,
+            abi: abi::ABI_VERSION,
+            detail,
+        };
         for import in module.imports() {
             if import.module() != abi::IMPORT_MODULE {
                 return Err(abi_err(format!(
@@ -283,13 +310,22 @@ impl ActorHost {
                 )));
             }
         }
-        for name in ["memory", "ghatta_abi_version", "ghatta_alloc", "ghatta_handle"] {
+        for name in [
+            "memory",
+            "ghatta_abi_version",
+            "ghatta_alloc",
+            "ghatta_handle",
+        ] {
             if module.get_export(name).is_none() {
                 return Err(abi_err(format!("it does not export `{name}`")));
             }
         }
-        // Ask the module which ABI it speaks.
+        // Ask the module which ABI it speaks (with the same fuel a delivery gets, so a module
+        // whose start-up loops forever is refused here).
         let mut store = self.store(kind);
+        store
+            .set_fuel(self.limits.fuel_per_delivery)
+            .map_err(|e| abi_err(format!("cannot set fuel: {e}")))?;
         let instance = self
             .linker
             .instantiate_and_start(&mut store, &module)
@@ -331,87 +367,116 @@ impl ActorHost {
         // The closures below run inside consensus: they must be deterministic and must turn
         // every bad argument into a trap, never a panic.
         linker
-            .func_wrap(m, "state_get", |mut caller: Caller<'_, HostCtx>, kp: i32, kl: i32, op: i32, oc: i32| -> Result<i32, wasmi::Error> {
-                let memory = memory_of(&caller)?;
-                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
-                let key = read_bytes(mem, kp, kl)?;
-                if key.len() > ctx.actor_limits.max_key_bytes {
-                    return Err(limit_trap(ctx, "key too long"));
-                }
-                let mut full = Vec::with_capacity(key.len() + 1);
-                full.push(ctx.prefix);
-                full.extend_from_slice(&key);
-                let Some(value) = ctx.state.map.get(&full) else { return Ok(-1) };
-                let n = value.len();
-                if n <= oc as u32 as usize {
-                    let start = op as u32 as usize;
-                    let dst = mem
-                        .get_mut(start..start.saturating_add(n))
-                        .ok_or_else(|| wasmi::Error::new("actor passed an out-of-bounds buffer"))?;
-                    dst.copy_from_slice(value);
-                }
-                Ok(n as i32)
-            })
+            .func_wrap(
+                m,
+                "state_get",
+                |mut caller: Caller<'_, HostCtx>,
+                 kp: i32,
+                 kl: i32,
+                 op: i32,
+                 oc: i32|
+                 -> Result<i32, wasmi::Error> {
+                    let memory = memory_of(&caller)?;
+                    let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                    let key = read_bytes(mem, kp, kl)?;
+                    if key.len() > ctx.actor_limits.max_key_bytes {
+                        return Err(limit_trap(ctx, "key too long"));
+                    }
+                    let mut full = Vec::with_capacity(key.len() + 1);
+                    full.push(ctx.prefix);
+                    full.extend_from_slice(&key);
+                    let Some(value) = ctx.state.map.get(&full) else {
+                        return Ok(-1);
+                    };
+                    let n = value.len();
+                    if n <= oc as u32 as usize {
+                        let start = op as u32 as usize;
+                        let dst = mem.get_mut(start..start.saturating_add(n)).ok_or_else(|| {
+                            wasmi::Error::new("actor passed an out-of-bounds buffer")
+                        })?;
+                        dst.copy_from_slice(value);
+                    }
+                    Ok(n as i32)
+                },
+            )
             .expect("state_get is defined once");
         linker
-            .func_wrap(m, "state_set", |mut caller: Caller<'_, HostCtx>, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<(), wasmi::Error> {
-                let memory = memory_of(&caller)?;
-                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
-                let key = read_bytes(mem, kp, kl)?;
-                let value = read_bytes(mem, vp, vl)?;
-                if key.len() > ctx.actor_limits.max_key_bytes {
-                    return Err(limit_trap(ctx, "key too long"));
-                }
-                if value.len() > ctx.actor_limits.max_value_bytes {
-                    return Err(limit_trap(ctx, "value too large"));
-                }
-                if ctx.effects.writes.len() >= ctx.actor_limits.max_writes_per_delivery {
-                    return Err(limit_trap(ctx, "too many writes in one delivery"));
-                }
-                let mut full = Vec::with_capacity(key.len() + 1);
-                full.push(ctx.prefix);
-                full.extend_from_slice(&key);
-                let old = ctx.state.insert(full.clone(), value.clone());
-                ctx.undo.push((full.clone(), old));
-                ctx.effects.writes.push((full, Some(value)));
-                if ctx.state.bytes > ctx.actor_limits.max_state_bytes {
-                    return Err(limit_trap(ctx, "total actor state over its limit"));
-                }
-                Ok(())
-            })
+            .func_wrap(
+                m,
+                "state_set",
+                |mut caller: Caller<'_, HostCtx>,
+                 kp: i32,
+                 kl: i32,
+                 vp: i32,
+                 vl: i32|
+                 -> Result<(), wasmi::Error> {
+                    let memory = memory_of(&caller)?;
+                    let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                    let key = read_bytes(mem, kp, kl)?;
+                    let value = read_bytes(mem, vp, vl)?;
+                    if key.len() > ctx.actor_limits.max_key_bytes {
+                        return Err(limit_trap(ctx, "key too long"));
+                    }
+                    if value.len() > ctx.actor_limits.max_value_bytes {
+                        return Err(limit_trap(ctx, "value too large"));
+                    }
+                    if ctx.effects.writes.len() >= ctx.actor_limits.max_writes_per_delivery {
+                        return Err(limit_trap(ctx, "too many writes in one delivery"));
+                    }
+                    let mut full = Vec::with_capacity(key.len() + 1);
+                    full.push(ctx.prefix);
+                    full.extend_from_slice(&key);
+                    let old = ctx.state.insert(full.clone(), value.clone());
+                    ctx.undo.push((full.clone(), old));
+                    ctx.effects.writes.push((full, Some(value)));
+                    if ctx.state.bytes > ctx.actor_limits.max_state_bytes {
+                        return Err(limit_trap(ctx, "total actor state over its limit"));
+                    }
+                    Ok(())
+                },
+            )
             .expect("state_set is defined once");
         linker
-            .func_wrap(m, "state_remove", |mut caller: Caller<'_, HostCtx>, kp: i32, kl: i32| -> Result<(), wasmi::Error> {
-                let memory = memory_of(&caller)?;
-                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
-                let key = read_bytes(mem, kp, kl)?;
-                if ctx.effects.writes.len() >= ctx.actor_limits.max_writes_per_delivery {
-                    return Err(limit_trap(ctx, "too many writes in one delivery"));
-                }
-                let mut full = Vec::with_capacity(key.len() + 1);
-                full.push(ctx.prefix);
-                full.extend_from_slice(&key);
-                let old = ctx.state.remove(&full);
-                ctx.undo.push((full.clone(), old));
-                ctx.effects.writes.push((full, None));
-                Ok(())
-            })
+            .func_wrap(
+                m,
+                "state_remove",
+                |mut caller: Caller<'_, HostCtx>, kp: i32, kl: i32| -> Result<(), wasmi::Error> {
+                    let memory = memory_of(&caller)?;
+                    let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                    let key = read_bytes(mem, kp, kl)?;
+                    if ctx.effects.writes.len() >= ctx.actor_limits.max_writes_per_delivery {
+                        return Err(limit_trap(ctx, "too many writes in one delivery"));
+                    }
+                    let mut full = Vec::with_capacity(key.len() + 1);
+                    full.push(ctx.prefix);
+                    full.extend_from_slice(&key);
+                    let old = ctx.state.remove(&full);
+                    ctx.undo.push((full.clone(), old));
+                    ctx.effects.writes.push((full, None));
+                    Ok(())
+                },
+            )
             .expect("state_remove is defined once");
         linker
-            .func_wrap(m, "emit", |mut caller: Caller<'_, HostCtx>, p: i32, l: i32| -> Result<(), wasmi::Error> {
-                let memory = memory_of(&caller)?;
-                let (mem, ctx) = memory.data_and_store_mut(&mut caller);
-                if ctx.effects.outputs.len() >= ctx.actor_limits.max_outputs_per_delivery {
-                    return Err(limit_trap(ctx, "too many outputs in one delivery"));
-                }
-                let bytes = read_bytes(mem, p, l)?;
-                // Only well-formed outputs enter the log of effects.
-                if ghatta_actor_sdk::codec::decode::<ghatta_actor_sdk::Output>(&bytes).is_none() {
-                    return Err(limit_trap(ctx, "emitted an undecodable output"));
-                }
-                ctx.effects.outputs.push(bytes);
-                Ok(())
-            })
+            .func_wrap(
+                m,
+                "emit",
+                |mut caller: Caller<'_, HostCtx>, p: i32, l: i32| -> Result<(), wasmi::Error> {
+                    let memory = memory_of(&caller)?;
+                    let (mem, ctx) = memory.data_and_store_mut(&mut caller);
+                    if ctx.effects.outputs.len() >= ctx.actor_limits.max_outputs_per_delivery {
+                        return Err(limit_trap(ctx, "too many outputs in one delivery"));
+                    }
+                    let bytes = read_bytes(mem, p, l)?;
+                    // Only well-formed outputs enter the log of effects.
+                    if ghatta_actor_sdk::codec::decode::<ghatta_actor_sdk::Output>(&bytes).is_none()
+                    {
+                        return Err(limit_trap(ctx, "emitted an undecodable output"));
+                    }
+                    ctx.effects.outputs.push(bytes);
+                    Ok(())
+                },
+            )
             .expect("emit is defined once");
         linker
     }
@@ -419,7 +484,12 @@ impl ActorHost {
     /// Deliver one encoded `Delivery` to an actor. `state` is the shared actor state; on a trap
     /// it is restored exactly as it was. Deterministic: same module, limits, state and bytes
     /// give the same status and effects on every replica.
-    pub fn deliver(&self, kind: ActorKind, state: &mut ActorState, delivery: &[u8]) -> (Status, Effects) {
+    pub fn deliver(
+        &self,
+        kind: ActorKind,
+        state: &mut ActorState,
+        delivery: &[u8],
+    ) -> (Status, Effects) {
         let Some(module) = self.modules.get(&kind) else {
             return (Status::Trapped(TrapKind::Wasm), Effects::default());
         };
@@ -457,14 +527,20 @@ impl ActorHost {
         (status, std::mem::take(&mut ctx.effects))
     }
 
-    fn run(&self, store: &mut Store<HostCtx>, module: &Module, delivery: &[u8]) -> Result<i32, wasmi::Error> {
+    fn run(
+        &self,
+        store: &mut Store<HostCtx>,
+        module: &Module,
+        delivery: &[u8],
+    ) -> Result<i32, wasmi::Error> {
         let instance = self.linker.instantiate_and_start(&mut *store, module)?;
         let alloc = instance.get_typed_func::<i32, i32>(&*store, "ghatta_alloc")?;
         let handle = instance.get_typed_func::<(i32, i32), i32>(&*store, "ghatta_handle")?;
         let memory = instance
             .get_memory(&*store, "memory")
             .ok_or_else(|| wasmi::Error::new("actor exports no memory"))?;
-        let len = i32::try_from(delivery.len()).map_err(|_| wasmi::Error::new("delivery too large"))?;
+        let len =
+            i32::try_from(delivery.len()).map_err(|_| wasmi::Error::new("delivery too large"))?;
         let ptr = alloc.call(&mut *store, len)?;
         memory
             .write(&mut *store, ptr as u32 as usize, delivery)

@@ -14,13 +14,27 @@ pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(40);
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// GET or POST `path` on the admin API at `addr`; returns the JSON body of a 2xx answer.
-pub async fn call(addr: &str, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+pub async fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     tokio::time::timeout(ADMIN_CALL_TIMEOUT, call_inner(addr, method, path, body))
         .await
-        .map_err(|_| anyhow!("admin API at {addr} did not answer {method} {path} within {ADMIN_CALL_TIMEOUT:?}"))?
+        .map_err(|_| {
+            anyhow!(
+                "admin API at {addr} did not answer {method} {path} within {ADMIN_CALL_TIMEOUT:?}"
+            )
+        })?
 }
 
-async fn call_inner(addr: &str, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+async fn call_inner(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let mut s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot reach the admin API at {addr}; is `ghatta run` up? (use --admin to point elsewhere)"))?;
@@ -31,17 +45,38 @@ async fn call_inner(addr: &str, method: &str, path: &str, body: Option<&Value>) 
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
-    (&mut s).take(MAX_RESPONSE_BYTES as u64 + 1).read_to_end(&mut buf).await?;
+    (&mut s)
+        .take(MAX_RESPONSE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .await?;
     if buf.len() > MAX_RESPONSE_BYTES {
         bail!("admin API at {addr} sent more than {MAX_RESPONSE_BYTES} bytes");
     }
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response from {addr}"))?;
-    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("no status code from {addr}"))?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    let json: Value = serde_json::from_str(body.trim()).unwrap_or(Value::String(body.trim().to_string()));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response from {addr}"))?;
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("no status code from {addr}"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    let json: Value =
+        serde_json::from_str(body.trim()).unwrap_or(Value::String(body.trim().to_string()));
     if !(200..300).contains(&code) {
-        let msg = json.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| json.to_string());
+        let msg = json
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| json.to_string());
         bail!("{method} {path} on {addr} failed ({code}): {msg}");
     }
     Ok(json)
@@ -51,7 +86,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }

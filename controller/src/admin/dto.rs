@@ -46,7 +46,10 @@ impl TopUpRequest {
     /// Check and convert.
     pub fn into_input(self) -> Result<sdk::Input, String> {
         if self.amount_npr <= 0 || self.amount_npr > MAX_TOPUP_NPR {
-            return Err(format!("amount_npr {} must be between 1 and {MAX_TOPUP_NPR}", self.amount_npr));
+            return Err(format!(
+                "amount_npr {} must be between 1 and {MAX_TOPUP_NPR}",
+                self.amount_npr
+            ));
         }
         Ok(sdk::Input::TopUp(sdk::TopUp {
             customer: sdk::CustomerId(self.customer),
@@ -95,13 +98,24 @@ impl TariffRequest {
     /// Check and convert.
     pub fn into_input(self) -> Result<sdk::Input, String> {
         let kind = match self.kind {
-            TariffKindRequest::PerKwh { rate_paisa_per_kwh } => sdk::TariffKind::PerKwh { rate_paisa_per_kwh },
-            TariffKindRequest::Tiered { blocks, period_charge_paisa } => {
+            TariffKindRequest::PerKwh { rate_paisa_per_kwh } => {
+                sdk::TariffKind::PerKwh { rate_paisa_per_kwh }
+            }
+            TariffKindRequest::Tiered {
+                blocks,
+                period_charge_paisa,
+            } => {
                 if blocks.is_empty() || blocks.windows(2).any(|w| w[0].0 >= w[1].0) {
                     return Err("tiered blocks must be non-empty with increasing up_to_wh".into());
                 }
                 sdk::TariffKind::Tiered {
-                    blocks: blocks.into_iter().map(|(up_to_wh, rate_paisa_per_kwh)| sdk::TierBlock { up_to_wh, rate_paisa_per_kwh }).collect(),
+                    blocks: blocks
+                        .into_iter()
+                        .map(|(up_to_wh, rate_paisa_per_kwh)| sdk::TierBlock {
+                            up_to_wh,
+                            rate_paisa_per_kwh,
+                        })
+                        .collect(),
                     period_charge_paisa,
                 }
             }
@@ -110,11 +124,21 @@ impl TariffRequest {
                     return Err("flat bands must be non-empty with increasing up_to_w".into());
                 }
                 sdk::TariffKind::Flat {
-                    bands: bands.into_iter().map(|(up_to_w, daily_fee_paisa)| sdk::FlatBand { up_to_w, daily_fee_paisa }).collect(),
+                    bands: bands
+                        .into_iter()
+                        .map(|(up_to_w, daily_fee_paisa)| sdk::FlatBand {
+                            up_to_w,
+                            daily_fee_paisa,
+                        })
+                        .collect(),
                 }
             }
         };
-        Ok(sdk::Input::SetTariff(sdk::Tariff { id: self.id, version: self.version, kind }))
+        Ok(sdk::Input::SetTariff(sdk::Tariff {
+            id: self.id,
+            version: self.version,
+            kind,
+        }))
     }
 }
 
@@ -142,7 +166,11 @@ impl CustomerRequest {
         sdk::Input::UpsertCustomer(sdk::CustomerSpec {
             id: sdk::CustomerId(self.id),
             node: sdk::NodeId(self.node),
-            mode: if self.prepaid { sdk::AccountMode::Prepaid } else { sdk::AccountMode::Postpaid },
+            mode: if self.prepaid {
+                sdk::AccountMode::Prepaid
+            } else {
+                sdk::AccountMode::Postpaid
+            },
             tariff: self.tariff,
             connection_w: self.connection_w,
             opening_credit_mpaisa: self.opening_credit_npr.saturating_mul(MPAISA_PER_NPR),
@@ -199,7 +227,14 @@ impl BalancingConfigRequest {
             restore_above_mhz: self.restore_above_mhz,
             restore_margin_w: self.restore_margin_w,
             restore_interval_ms: self.restore_interval_ms,
-            priorities: self.priorities.into_iter().map(|(n, f)| sdk::FeederRef { node: sdk::NodeId(n), feeder: f }).collect(),
+            priorities: self
+                .priorities
+                .into_iter()
+                .map(|(n, f)| sdk::FeederRef {
+                    node: sdk::NodeId(n),
+                    feeder: f,
+                })
+                .collect(),
         })
     }
 }

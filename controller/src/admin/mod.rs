@@ -49,14 +49,20 @@ pub async fn serve(listener: tokio::net::TcpListener, node: Node) -> std::io::Re
 
 /// Bind the admin listener, with an error naming the address and the config key.
 pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let sa: SocketAddr = addr.parse().map_err(|e| anyhow::anyhow!("admin_listen `{addr}` is not host:port: {e}"))?;
-    tokio::net::TcpListener::bind(sa)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on admin_listen {addr}: {e}; is another ghatta running on it?"))
+    let sa: SocketAddr = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("admin_listen `{addr}` is not host:port: {e}"))?;
+    tokio::net::TcpListener::bind(sa).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on admin_listen {addr}: {e}; is another ghatta running on it?"
+        )
+    })
 }
 
 async fn status(State(node): State<Node>) -> ApiResult {
-    serde_json::to_value(node.status()).map(Json).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    serde_json::to_value(node.status())
+        .map(Json)
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) -> ApiResult {
@@ -65,13 +71,18 @@ async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) ->
         dto::MemberRequest::Promote { id } => MemberOp::Promote { id },
         dto::MemberRequest::Remove { id } => MemberOp::Remove { id },
     };
-    node.member(op).await.map_err(|e| bad(StatusCode::CONFLICT, e))?;
+    node.member(op)
+        .await
+        .map_err(|e| bad(StatusCode::CONFLICT, e))?;
     Ok(Json(json!({ "ok": true })))
 }
 
 async fn propose(node: &Node, input: sdk::Input) -> ApiResult {
     let bytes = sdk::codec::encode(&input);
-    let receipt = node.propose_inputs(vec![bytes]).await.map_err(|e| bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let receipt = node
+        .propose_inputs(vec![bytes])
+        .await
+        .map_err(|e| bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(json!({
         "index": receipt.index,
         "handled": receipt.handled,
@@ -82,12 +93,16 @@ async fn propose(node: &Node, input: sdk::Input) -> ApiResult {
 }
 
 async fn topup(State(node): State<Node>, Json(t): Json<dto::TopUpRequest>) -> ApiResult {
-    let input = t.into_input().map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let input = t
+        .into_input()
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
     propose(&node, input).await
 }
 
 async fn tariff(State(node): State<Node>, Json(t): Json<dto::TariffRequest>) -> ApiResult {
-    let input = t.into_input().map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let input = t
+        .into_input()
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
     propose(&node, input).await
 }
 
@@ -95,10 +110,16 @@ async fn customer(State(node): State<Node>, Json(c): Json<dto::CustomerRequest>)
     propose(&node, c.into_input()).await
 }
 
-async fn billing_config(State(node): State<Node>, Json(c): Json<dto::BillingConfigRequest>) -> ApiResult {
+async fn billing_config(
+    State(node): State<Node>,
+    Json(c): Json<dto::BillingConfigRequest>,
+) -> ApiResult {
     propose(&node, c.into_input()).await
 }
 
-async fn balancing_config(State(node): State<Node>, Json(c): Json<dto::BalancingConfigRequest>) -> ApiResult {
+async fn balancing_config(
+    State(node): State<Node>,
+    Json(c): Json<dto::BalancingConfigRequest>,
+) -> ApiResult {
     propose(&node, c.into_input()).await
 }

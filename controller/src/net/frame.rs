@@ -125,7 +125,11 @@ pub fn decode(buf: &[u8]) -> Result<Frame, FrameError> {
     let mut pos = 2;
     let from = get_varint(body, &mut pos)?;
     let to = get_varint(body, &mut pos)?;
-    Ok(Frame { from, to, payload: body[pos..].to_vec() })
+    Ok(Frame {
+        from,
+        to,
+        payload: body[pos..].to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -135,7 +139,14 @@ mod tests {
     #[test]
     fn round_trip() {
         let f = encode(3, 300, b"hello");
-        assert_eq!(decode(&f), Ok(Frame { from: 3, to: 300, payload: b"hello".to_vec() }));
+        assert_eq!(
+            decode(&f),
+            Ok(Frame {
+                from: 3,
+                to: 300,
+                payload: b"hello".to_vec()
+            })
+        );
     }
 
     #[test]

@@ -62,14 +62,22 @@ pub struct Rpc {
 
 impl std::fmt::Debug for Rpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rpc").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("Rpc")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
     }
 }
 
 impl Rpc {
     /// An endpoint for node `me` over `transport`.
     pub fn new(me: u64, transport: Arc<dyn Transport>) -> Arc<Self> {
-        Arc::new(Rpc { me, transport, pending: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), stats: Arc::default() })
+        Arc::new(Rpc {
+            me,
+            transport,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            stats: Arc::default(),
+        })
     }
 
     /// This node's id.
@@ -97,7 +105,12 @@ impl Rpc {
     }
 
     /// Send `req` to `to` and wait for its response until `deadline`.
-    pub async fn call(&self, to: u64, req: Request, deadline: Duration) -> Result<Response, RpcError> {
+    pub async fn call(
+        &self,
+        to: u64,
+        req: Request,
+        deadline: Duration,
+    ) -> Result<Response, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -107,7 +120,13 @@ impl Rpc {
             }
             p.insert(id, tx);
         }
-        let sent = self.send(to, &WireMessage { id, body: WireBody::Request(req) });
+        let sent = self.send(
+            to,
+            &WireMessage {
+                id,
+                body: WireBody::Request(req),
+            },
+        );
         let result = match sent {
             Err(e) => Err(e),
             Ok(()) => match tokio::time::timeout(deadline, rx).await {
@@ -125,7 +144,9 @@ impl Rpc {
     /// and answer requests (each on its own task so a slow handler never blocks the link).
     pub async fn dispatch<H: Handler>(self: Arc<Self>, mut inbound: InboundRx, handler: Arc<H>) {
         while let Some(bytes) = inbound.recv().await {
-            let Some((from, msg)) = self.verify(&bytes) else { continue };
+            let Some((from, msg)) = self.verify(&bytes) else {
+                continue;
+            };
             match msg.body {
                 WireBody::Response(resp) => {
                     let waiter = self.pending.lock().ok().and_then(|mut p| p.remove(&msg.id));
@@ -137,7 +158,13 @@ impl Rpc {
                     let (me, handler, id) = (self.clone(), handler.clone(), msg.id);
                     tokio::spawn(async move {
                         let resp = handler.handle(from, req).await;
-                        if let Err(e) = me.send(from, &WireMessage { id, body: WireBody::Response(resp) }) {
+                        if let Err(e) = me.send(
+                            from,
+                            &WireMessage {
+                                id,
+                                body: WireBody::Response(resp),
+                            },
+                        ) {
                             tracing::warn!(to = from, error = %e, "cannot send response");
                         }
                     });

@@ -50,7 +50,10 @@ impl TcpTransport {
     /// Listen on `listener` (already bound, so the caller reports bind errors with the config
     /// key) and deliver every received frame to `inbound`.
     pub fn start(listener: TcpListener, inbound: InboundTx) -> Arc<Self> {
-        let t = Arc::new(TcpTransport { peers: Mutex::new(HashMap::new()), stats: Arc::default() });
+        let t = Arc::new(TcpTransport {
+            peers: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
+        });
         tokio::spawn(accept_loop(listener, inbound, t.stats.clone()));
         t
     }
@@ -78,7 +81,9 @@ impl Transport for TcpTransport {
     }
 
     fn set_peer_addr(&self, peer: u64, addr: &str) {
-        let Ok(mut peers) = self.peers.lock() else { return };
+        let Ok(mut peers) = self.peers.lock() else {
+            return;
+        };
         if let Some(p) = peers.get(&peer) {
             if let Ok(mut a) = p.addr.lock()
                 && *a != addr
@@ -94,13 +99,19 @@ impl Transport for TcpTransport {
     }
 }
 
-async fn writer_loop(peer: u64, addr: Arc<Mutex<String>>, mut rx: mpsc::Receiver<Vec<u8>>, stats: Arc<LinkStats>) {
+async fn writer_loop(
+    peer: u64,
+    addr: Arc<Mutex<String>>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    stats: Arc<LinkStats>,
+) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     // A frame taken from the queue but not yet written survives a reconnect.
     let mut pending: Option<Vec<u8>> = None;
     loop {
         let target = addr.lock().map(|a| a.clone()).unwrap_or_default();
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(peer, %target, error = %e, "connect failed; retrying in {backoff:?}");
@@ -181,7 +192,11 @@ async fn accept_loop(listener: TcpListener, inbound: InboundTx, stats: Arc<LinkS
     }
 }
 
-async fn read_frames(mut stream: TcpStream, inbound: &InboundTx, stats: &LinkStats) -> std::io::Result<()> {
+async fn read_frames(
+    mut stream: TcpStream,
+    inbound: &InboundTx,
+    stats: &LinkStats,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     loop {
         let mut len = [0u8; 4];
@@ -191,7 +206,10 @@ async fn read_frames(mut stream: TcpStream, inbound: &InboundTx, stats: &LinkSta
             // A length we will never accept means the stream is out of sync or hostile:
             // drop the connection rather than allocate.
             LinkStats::add(&stats.rejected, 1);
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame length {len} out of range")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("frame length {len} out of range"),
+            ));
         }
         let mut buf = vec![0u8; len];
         stream.read_exact(&mut buf).await?;

@@ -27,7 +27,10 @@ pub(crate) struct NodeHandler {
 
 impl NodeHandler {
     pub(crate) fn new(node: Node) -> Self {
-        NodeHandler { node, snapshots: Mutex::new(HashMap::new()) }
+        NodeHandler {
+            node,
+            snapshots: Mutex::new(HashMap::new()),
+        }
     }
 
     async fn snapshot_chunk(&self, from: u64, c: SnapshotChunk) -> Response {
@@ -42,18 +45,34 @@ impl NodeHandler {
                 return Response::Snapshot(Err("snapshot buffer unavailable".into()));
             };
             if c.offset == 0 {
-                map.insert(from, Incoming { meta: c.meta.clone(), total_len: c.total_len, data: Vec::new() });
+                map.insert(
+                    from,
+                    Incoming {
+                        meta: c.meta.clone(),
+                        total_len: c.total_len,
+                        data: Vec::new(),
+                    },
+                );
             }
             let Some(inc) = map.get_mut(&from) else {
-                return Response::Snapshot(Err("snapshot chunk without a start; restart the transfer".into()));
+                return Response::Snapshot(Err(
+                    "snapshot chunk without a start; restart the transfer".into(),
+                ));
             };
-            if inc.meta != c.meta || inc.total_len != c.total_len || inc.data.len() as u64 != c.offset {
+            if inc.meta != c.meta
+                || inc.total_len != c.total_len
+                || inc.data.len() as u64 != c.offset
+            {
                 map.remove(&from);
-                return Response::Snapshot(Err("snapshot chunk out of sequence; restart the transfer".into()));
+                return Response::Snapshot(Err(
+                    "snapshot chunk out of sequence; restart the transfer".into(),
+                ));
             }
             if inc.data.len() as u64 + c.data.len() as u64 > inc.total_len {
                 map.remove(&from);
-                return Response::Snapshot(Err("snapshot chunk beyond the announced length".into()));
+                return Response::Snapshot(
+                    Err("snapshot chunk beyond the announced length".into()),
+                );
             }
             inc.data.extend_from_slice(&c.data);
             if (inc.data.len() as u64) < inc.total_len {
@@ -62,9 +81,19 @@ impl NodeHandler {
                 map.remove(&from)
             }
         };
-        let Some(inc) = complete else { return Response::Snapshot(Ok(None)) };
-        let snapshot = Snapshot { meta: inc.meta, snapshot: inc.data };
-        match self.node.raft().install_full_snapshot(c.vote, snapshot).await {
+        let Some(inc) = complete else {
+            return Response::Snapshot(Ok(None));
+        };
+        let snapshot = Snapshot {
+            meta: inc.meta,
+            snapshot: inc.data,
+        };
+        match self
+            .node
+            .raft()
+            .install_full_snapshot(c.vote, snapshot)
+            .await
+        {
             Ok(r) => Response::Snapshot(Ok(Some(r))),
             Err(e) => Response::Snapshot(Err(e.to_string())),
         }
@@ -75,11 +104,17 @@ impl Handler for NodeHandler {
     async fn handle(&self, from: u64, req: Request) -> Response {
         let raft = self.node.raft();
         match req {
-            Request::Append(r) => Response::Append(raft.append_entries(r).await.map_err(|e| e.to_string())),
+            Request::Append(r) => {
+                Response::Append(raft.append_entries(r).await.map_err(|e| e.to_string()))
+            }
             Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
-            Request::PreVote(r) => Response::Vote(raft.pre_vote(r).await.map_err(|e| e.to_string())),
+            Request::PreVote(r) => {
+                Response::Vote(raft.pre_vote(r).await.map_err(|e| e.to_string()))
+            }
             Request::Snapshot(c) => self.snapshot_chunk(from, c).await,
-            Request::Forward(f) => Response::Forward(self.node.inner.proposer.write_local(&self.node, f).await),
+            Request::Forward(f) => {
+                Response::Forward(self.node.inner.proposer.write_local(&self.node, f).await)
+            }
             Request::Member(op) => Response::Member(self.node.member_local(op).await),
         }
     }

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft_rt::WatchReceiver;
-use redb::Database;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -21,13 +20,14 @@ pub use self::proposer::{ProposeError, SEQ_RESERVE_BLOCK};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::clock::Clock;
 use crate::net::rpc::Rpc;
-use crate::net::wire::{ForwardError, MemberOp, Request, Response};
 use crate::net::transport::{InboundRx, LinkStatsSnapshot, Transport};
+use crate::net::wire::{ForwardError, MemberOp, Request, Response};
 use crate::raft::log_store::{LogFaults, LogStore};
 use crate::raft::network::NetworkFactory;
 use crate::raft::timing::Timing;
 use crate::raft::{Body, PeerInfo, Raft, Receipt};
 use crate::state::{SmStatus, StateMachine};
+use crate::storage::Stores;
 
 /// What a node is, independent of where it runs.
 #[derive(Debug, Clone)]
@@ -46,8 +46,8 @@ pub struct NodeOptions {
 
 /// Where a node runs: its storage, links and clock.
 pub struct NodeEnv {
-    /// The node database (file or simulated disk).
-    pub db: Arc<Database>,
+    /// The node's databases (files or simulated disks).
+    pub stores: Stores,
     /// Outgoing links.
     pub transport: Arc<dyn Transport>,
     /// Incoming frames.
@@ -93,7 +93,9 @@ struct Inner {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.inner.id).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,18 +163,29 @@ impl Node {
     }
 
     /// As [`Node::start`], with a given actor host (tests load special modules).
-    pub async fn start_with_host(opts: NodeOptions, env: NodeEnv, host: Arc<ActorHost>) -> Result<Node, StartError> {
-        let sm = StateMachine::open(env.db.clone(), host).map_err(StartError::State)?;
+    pub async fn start_with_host(
+        opts: NodeOptions,
+        env: NodeEnv,
+        host: Arc<ActorHost>,
+    ) -> Result<Node, StartError> {
+        let sm = StateMachine::open(env.stores.state.clone(), host).map_err(StartError::State)?;
         let log = match env.log_faults {
-            Some(f) => LogStore::with_faults(env.db.clone(), f),
-            None => LogStore::new(env.db.clone()),
+            Some(f) => LogStore::with_faults(env.stores.log.clone(), f),
+            None => LogStore::new(env.stores.log.clone()),
         };
         let rpc = Rpc::new(opts.id, env.transport.clone());
         let config = Arc::new(opts.timing.raft_config(&opts.cluster_name)?);
-        let raft = Raft::new(opts.id, config, NetworkFactory::new(rpc.clone()), log, sm.clone())
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        let proposer = proposer::Proposer::new(opts.id, env.db.clone(), &sm).map_err(StartError::State)?;
+        let raft = Raft::new(
+            opts.id,
+            config,
+            NetworkFactory::new(rpc.clone()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let proposer = proposer::Proposer::new(opts.id, env.stores.state.clone(), &sm)
+            .map_err(StartError::State)?;
         let inner = Arc::new(Inner {
             id: opts.id,
             raft,
@@ -216,12 +229,23 @@ impl Node {
     /// Form a new cluster with these members (call on a pristine node; calling it on every
     /// founding member with the same set is safe, and a no-op once initialised).
     pub async fn initialize(&self, members: BTreeMap<u64, PeerInfo>) -> Result<(), String> {
-        if self.inner.raft.is_initialized().await.map_err(|e| e.to_string())? {
+        if self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return Ok(());
         }
         match self.inner.raft.initialize(members).await {
             Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("NotAllowed") || e.to_string().contains("not allowed") => Ok(()),
+            Err(e)
+                if e.to_string().contains("NotAllowed")
+                    || e.to_string().contains("not allowed") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e.to_string()),
         }
     }
@@ -229,7 +253,10 @@ impl Node {
     /// Propose actor inputs (each a bincode `ghatta_actor_sdk::Input`) with this node's next
     /// sequence number, through the leader; returns when applied on the leader.
     pub async fn propose_inputs(&self, inputs: Vec<Vec<u8>>) -> Result<Receipt, ProposeError> {
-        self.inner.proposer.propose(self, Body::Inputs(inputs)).await
+        self.inner
+            .proposer
+            .propose(self, Body::Inputs(inputs))
+            .await
     }
 
     /// Propose with an explicit sequence number (a retry of an earlier proposal).
@@ -286,16 +313,30 @@ impl Node {
 
     /// Change the voter set (promote learners, remove nodes).
     pub async fn change_voters(&self, voters: BTreeSet<u64>) -> Result<(), String> {
-        self.inner.raft.change_membership(voters, false).await.map(|_| ()).map_err(|e| e.to_string())
+        self.inner
+            .raft
+            .change_membership(voters, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Carry out a membership change here if this node leads; otherwise say who leads.
     pub(crate) async fn member_local(&self, op: MemberOp) -> Result<(), ForwardError> {
         let raft = &self.inner.raft;
         if !raft.is_leader() {
-            return Err(ForwardError::NotLeader { leader: raft.current_leader().await });
+            return Err(ForwardError::NotLeader {
+                leader: raft.current_leader().await,
+            });
         }
-        let voters = || -> BTreeSet<u64> { raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect() };
+        let voters = || -> BTreeSet<u64> {
+            raft.metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect()
+        };
         match op {
             MemberOp::AddLearner { id, addr } => self.add_learner(id, addr).await,
             MemberOp::Promote { id } => {
@@ -319,7 +360,16 @@ impl Node {
         while tokio::time::Instant::now() < deadline {
             let result = match self.inner.raft.current_leader().await {
                 Some(l) if l == self.inner.id => self.member_local(op.clone()).await,
-                Some(l) => match self.inner.rpc.call(l, Request::Member(op.clone()), proposer::FORWARD_ATTEMPT_TIMEOUT).await {
+                Some(l) => match self
+                    .inner
+                    .rpc
+                    .call(
+                        l,
+                        Request::Member(op.clone()),
+                        proposer::FORWARD_ATTEMPT_TIMEOUT,
+                    )
+                    .await
+                {
                     Ok(Response::Member(r)) => r,
                     Ok(_) => Err(ForwardError::Raft("unexpected response".into())),
                     Err(e) => Err(ForwardError::Raft(e.to_string())),

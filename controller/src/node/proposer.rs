@@ -34,7 +34,9 @@ const KEY_NEXT_SEQ: &str = "next_seq";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// No leader accepted it before the deadline; retrying with the same seq is safe.
-    #[error("no leader committed proposal {seq} within {deadline:?} (last error: {last}); it is safe to retry")]
+    #[error(
+        "no leader committed proposal {seq} within {deadline:?} (last error: {last}); it is safe to retry"
+    )]
     Deadline {
         /// The proposal's sequence number.
         seq: u64,
@@ -61,24 +63,39 @@ impl Proposer {
         let stored = {
             let txn = db.begin_read().map_err(io_err)?;
             let t = txn.open_table(NODE_LOCAL).map_err(io_err)?;
-            t.get(KEY_NEXT_SEQ).map_err(io_err)?.map(|v| v.value()).unwrap_or(1)
+            t.get(KEY_NEXT_SEQ)
+                .map_err(io_err)?
+                .map(|v| v.value())
+                .unwrap_or(1)
         };
         // Also never below what the cluster has already applied from us (e.g. a node whose
         // local table was lost but whose replicated dedupe window survived).
         let start = stored.max(sm.highest_seq(me) + 1);
-        Ok(Proposer { me, db, next: AtomicU64::new(start), reserved: AtomicU64::new(start), reserve_lock: Default::default() })
+        Ok(Proposer {
+            me,
+            db,
+            next: AtomicU64::new(start),
+            reserved: AtomicU64::new(start),
+            reserve_lock: Default::default(),
+        })
     }
 
     /// Take the next sequence number, reserving a new block durably when needed.
     pub(crate) fn next_seq(&self) -> Result<u64, ProposeError> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst);
         if seq >= self.reserved.load(Ordering::SeqCst) {
-            let _g = self.reserve_lock.lock().map_err(|_| ProposeError::Storage("lock poisoned".into()))?;
+            let _g = self
+                .reserve_lock
+                .lock()
+                .map_err(|_| ProposeError::Storage("lock poisoned".into()))?;
             if seq >= self.reserved.load(Ordering::SeqCst) {
                 let ceiling = seq + SEQ_RESERVE_BLOCK;
                 let res = (|| -> std::io::Result<()> {
                     let txn = self.db.begin_write().map_err(io_err)?;
-                    txn.open_table(NODE_LOCAL).map_err(io_err)?.insert(KEY_NEXT_SEQ, ceiling).map_err(io_err)?;
+                    txn.open_table(NODE_LOCAL)
+                        .map_err(io_err)?
+                        .insert(KEY_NEXT_SEQ, ceiling)
+                        .map_err(io_err)?;
                     txn.commit().map_err(io_err)
                 })();
                 res.map_err(|e| ProposeError::Storage(e.to_string()))?;
@@ -95,8 +112,17 @@ impl Proposer {
     }
 
     /// Submit `(me, seq, body)` until a leader commits it or the deadline passes.
-    pub(crate) async fn submit(&self, node: &Node, seq: u64, body: Body) -> Result<Receipt, ProposeError> {
-        let fwd = Forward { origin: self.me, seq, body };
+    pub(crate) async fn submit(
+        &self,
+        node: &Node,
+        seq: u64,
+        body: Body,
+    ) -> Result<Receipt, ProposeError> {
+        let fwd = Forward {
+            origin: self.me,
+            seq,
+            body,
+        };
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
         let mut hint: Option<u64> = None;
         let mut last = String::from("no leader known");
@@ -111,9 +137,16 @@ impl Proposer {
                     continue;
                 }
                 Some(l) if l == self.me => self.write_local(node, fwd.clone()).await,
-                Some(l) => match node.inner.rpc.call(l, Request::Forward(fwd.clone()), FORWARD_ATTEMPT_TIMEOUT).await {
+                Some(l) => match node
+                    .inner
+                    .rpc
+                    .call(l, Request::Forward(fwd.clone()), FORWARD_ATTEMPT_TIMEOUT)
+                    .await
+                {
                     Ok(Response::Forward(r)) => r,
-                    Ok(_) => Err(ForwardError::Raft("unexpected response to a forwarded proposal".into())),
+                    Ok(_) => Err(ForwardError::Raft(
+                        "unexpected response to a forwarded proposal".into(),
+                    )),
                     Err(e) => Err(ForwardError::Raft(e.to_string())),
                 },
             };
@@ -134,17 +167,32 @@ impl Proposer {
                 }
             }
         }
-        Err(ProposeError::Deadline { seq, deadline: PROPOSE_DEADLINE, last })
+        Err(ProposeError::Deadline {
+            seq,
+            deadline: PROPOSE_DEADLINE,
+            last,
+        })
     }
 
     /// On the leader: stamp and write. Anywhere else: say who leads.
-    pub(crate) async fn write_local(&self, node: &Node, f: Forward) -> Result<Receipt, ForwardError> {
+    pub(crate) async fn write_local(
+        &self,
+        node: &Node,
+        f: Forward,
+    ) -> Result<Receipt, ForwardError> {
         let raft = node.raft();
-        let p = Proposal { origin: f.origin, seq: f.seq, time_ms: node.clock().now_ms(), body: f.body };
+        let p = Proposal {
+            origin: f.origin,
+            seq: f.seq,
+            time_ms: node.clock().now_ms(),
+            body: f.body,
+        };
         match raft.client_write(p).await {
             Ok(resp) => Ok(resp.data),
             Err(e) => match e.forward_to_leader() {
-                Some(fwd) => Err(ForwardError::NotLeader { leader: fwd.leader_id }),
+                Some(fwd) => Err(ForwardError::NotLeader {
+                    leader: fwd.leader_id,
+                }),
                 None => Err(ForwardError::Raft(e.to_string())),
             },
         }

@@ -27,16 +27,25 @@ pub(crate) async fn run(node: Node) {
             continue;
         }
         let now = tokio::time::Instant::now();
-        let due = node.state_machine().due_timers(node.clock().now_ms(), MAX_TICKS_PER_POLL);
+        let due = node
+            .state_machine()
+            .due_timers(node.clock().now_ms(), MAX_TICKS_PER_POLL);
         proposed.retain(|id, _| due.iter().any(|(d, _)| d == id));
         for (id, _) in due {
-            if proposed.get(&id).is_some_and(|t| now.duration_since(*t) < TICK_RETRY_AFTER) {
+            if proposed
+                .get(&id)
+                .is_some_and(|t| now.duration_since(*t) < TICK_RETRY_AFTER)
+            {
                 continue;
             }
             proposed.insert(id, now);
             let n = node.clone();
             tokio::spawn(async move {
-                let f = Forward { origin: n.id(), seq: 0, body: Body::Tick { timer_id: id } };
+                let f = Forward {
+                    origin: n.id(),
+                    seq: 0,
+                    body: Body::Tick { timer_id: id },
+                };
                 if let Err(e) = n.inner.proposer.write_local(&n, f).await {
                     tracing::debug!(timer = id, error = %e, "tick not committed; will retry");
                 }

@@ -11,9 +11,9 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::OptionalSend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::codec;
@@ -42,7 +42,10 @@ pub struct LogStore {
 impl LogStore {
     /// A log store over the node database.
     pub fn new(db: Arc<Database>) -> Self {
-        LogStore { db, faults: Arc::default() }
+        LogStore {
+            db,
+            faults: Arc::default(),
+        }
     }
 
     /// A log store with fault switches (simulator mutation tests).
@@ -56,12 +59,20 @@ impl LogStore {
         match table.get(key).map_err(io_err)? {
             None => Ok(None),
             Some(v) => codec::decode(v.value()).map(Some).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("raft_meta[{key}] is corrupt: {e}"))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("raft_meta[{key}] is corrupt: {e}"),
+                )
             }),
         }
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T, durability: Durability) -> io::Result<()> {
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> io::Result<()> {
         let bytes = codec::encode(value).map_err(io_err)?;
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(durability).map_err(io_err)?;
@@ -101,7 +112,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         for item in table.range::<u64>(to_bounds(&range)).map_err(io_err)? {
             let (k, v) = item.map_err(io_err)?;
             let entry: Entry = codec::decode(v.value()).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("raft_log[{}] is corrupt: {e}", k.value()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("raft_log[{}] is corrupt: {e}", k.value()),
+                )
             })?;
             out.push(entry);
         }
@@ -119,7 +133,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
         let last_log_id = self.last_entry_id()?.or_else(|| last_purged_log_id.clone());
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -140,7 +157,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -150,18 +171,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         } else {
             Durability::Immediate
         };
-        let result = (|| -> io::Result<()> {
+        let result = crate::storage::blocking(|| -> io::Result<()> {
             let mut txn = self.db.begin_write().map_err(io_err)?;
             txn.set_durability(durability).map_err(io_err)?;
             {
                 let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
                 for entry in entries {
                     let bytes = codec::encode(&entry).map_err(io_err)?;
-                    table.insert(entry.index(), bytes.as_slice()).map_err(io_err)?;
+                    table
+                        .insert(entry.index(), bytes.as_slice())
+                        .map_err(io_err)?;
                 }
             }
             txn.commit().map_err(io_err)
-        })();
+        });
         match result {
             Ok(()) => {
                 callback.io_completed(Ok(()));
@@ -192,7 +215,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // The purged marker and the deletion commit together, so the log never has a gap
             // that the marker does not explain.
             let mut meta = txn.open_table(RAFT_META).map_err(io_err)?;
-            meta.insert(KEY_LAST_PURGED, bytes.as_slice()).map_err(io_err)?;
+            meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                .map_err(io_err)?;
             let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
             table.retain_in(..=upto, |_, _| false).map_err(io_err)?;
         }

@@ -4,10 +4,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
-use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::OptionalSend;
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 
 use super::{PeerInfo, Snapshot, TypeConfig, Vote};
 use crate::net::rpc::{Rpc, RpcError};
@@ -37,7 +41,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if !node.addr.is_empty() {
             self.rpc.transport().set_peer_addr(target, &node.addr);
         }
-        PeerNetwork { rpc: self.rpc.clone(), target }
+        PeerNetwork {
+            rpc: self.rpc.clone(),
+            target,
+        }
     }
 }
 
@@ -50,21 +57,34 @@ pub struct PeerNetwork {
 
 impl PeerNetwork {
     fn timeout_err(&self, action: RPCTypes, timeout: Duration) -> Timeout<TypeConfig> {
-        Timeout { action, id: self.rpc.me(), target: self.target, timeout }
+        Timeout {
+            action,
+            id: self.rpc.me(),
+            target: self.target,
+            timeout,
+        }
     }
 
     fn map_err(&self, action: RPCTypes, e: RpcError) -> RPCError<TypeConfig> {
         match e {
-            RpcError::Timeout { deadline, .. } => RPCError::Timeout(self.timeout_err(action, deadline)),
+            RpcError::Timeout { deadline, .. } => {
+                RPCError::Timeout(self.timeout_err(action, deadline))
+            }
             other => RPCError::Unreachable(Unreachable::from_string(other)),
         }
     }
 
-    async fn vote_like(&self, req: Request, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote_like(
+        &self,
+        req: Request,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.rpc.call(self.target, req, option.soft_ttl()).await {
             Ok(Response::Vote(Ok(r))) => Ok(r),
             Ok(Response::Vote(Err(e))) => Err(RPCError::Network(NetworkError::from_string(e))),
-            Ok(_) => Err(RPCError::Network(NetworkError::from_string("unexpected response to a vote"))),
+            Ok(_) => Err(RPCError::Network(NetworkError::from_string(
+                "unexpected response to a vote",
+            ))),
             Err(e) => Err(self.map_err(RPCTypes::Vote, e)),
         }
     }
@@ -78,19 +98,33 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.rpc.call(self.target, Request::Append(rpc), option.soft_ttl()).await {
+        match self
+            .rpc
+            .call(self.target, Request::Append(rpc), option.soft_ttl())
+            .await
+        {
             Ok(Response::Append(Ok(r))) => Ok(r),
             Ok(Response::Append(Err(e))) => Err(RPCError::Network(NetworkError::from_string(e))),
-            Ok(_) => Err(RPCError::Network(NetworkError::from_string("unexpected response to append"))),
+            Ok(_) => Err(RPCError::Network(NetworkError::from_string(
+                "unexpected response to append",
+            ))),
             Err(e) => Err(self.map_err(RPCTypes::AppendEntries, e)),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.vote_like(Request::Vote(rpc), option).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.vote_like(Request::PreVote(rpc), option).await
     }
 
@@ -114,17 +148,30 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                     offset: offset as u64,
                     data: data[offset..end].to_vec(),
                 };
-                let resp = self.rpc.call(self.target, Request::Snapshot(chunk), option.soft_ttl()).await;
+                let resp = self
+                    .rpc
+                    .call(self.target, Request::Snapshot(chunk), option.soft_ttl())
+                    .await;
                 match resp {
                     Ok(Response::Snapshot(Ok(Some(done)))) => return Ok(done),
                     Ok(Response::Snapshot(Ok(None))) if end < data.len() => offset = end,
                     Ok(Response::Snapshot(Ok(None))) => {
-                        return Err(StreamingError::Network(NetworkError::from_string("peer did not finish the snapshot")));
+                        return Err(StreamingError::Network(NetworkError::from_string(
+                            "peer did not finish the snapshot",
+                        )));
                     }
-                    Ok(Response::Snapshot(Err(e))) => return Err(StreamingError::Network(NetworkError::from_string(e))),
-                    Ok(_) => return Err(StreamingError::Network(NetworkError::from_string("unexpected response to a snapshot chunk"))),
+                    Ok(Response::Snapshot(Err(e))) => {
+                        return Err(StreamingError::Network(NetworkError::from_string(e)));
+                    }
+                    Ok(_) => {
+                        return Err(StreamingError::Network(NetworkError::from_string(
+                            "unexpected response to a snapshot chunk",
+                        )));
+                    }
                     Err(RpcError::Timeout { deadline, .. }) => {
-                        return Err(StreamingError::Timeout(self.timeout_err(RPCTypes::InstallSnapshot, deadline)));
+                        return Err(StreamingError::Timeout(
+                            self.timeout_err(RPCTypes::InstallSnapshot, deadline),
+                        ));
                     }
                     Err(e) => return Err(StreamingError::Unreachable(Unreachable::from_string(e))),
                 }

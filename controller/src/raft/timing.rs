@@ -46,8 +46,10 @@ pub struct Timing {
     pub election_timeout_ms_max: u64,
 }
 
-/// Shortest heartbeat we use: below 100 ms a small board spends its CPU on heartbeats.
-pub const HEARTBEAT_MS_MIN: u64 = 100;
+/// Shortest heartbeat we use. openraft gives each append RPC the heartbeat interval as its
+/// deadline, and a follower's answer includes an fsync: tens of ms on an SD card, past 100 ms
+/// when the card is busy. 300 ms keeps a healthy LAN from reporting timeouts.
+pub const HEARTBEAT_MS_MIN: u64 = 300;
 
 impl Timing {
     /// Timing for a link with round trip `rtt_ms`: heartbeat 1.25x RTT (at least
@@ -57,7 +59,11 @@ impl Timing {
     /// an 800 ms radio.
     pub fn for_rtt(rtt_ms: u64) -> Timing {
         let heartbeat_ms = (rtt_ms * 5 / 4).max(HEARTBEAT_MS_MIN);
-        Timing { heartbeat_ms, election_timeout_ms_min: heartbeat_ms * 6, election_timeout_ms_max: heartbeat_ms * 12 }
+        Timing {
+            heartbeat_ms,
+            election_timeout_ms_min: heartbeat_ms * 6,
+            election_timeout_ms_max: heartbeat_ms * 12,
+        }
     }
 
     /// Timing for a named profile.
@@ -66,7 +72,10 @@ impl Timing {
     }
 
     /// The openraft configuration for this timing.
-    pub fn raft_config(&self, cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
+    pub fn raft_config(
+        &self,
+        cluster_name: &str,
+    ) -> Result<openraft::Config, openraft::ConfigError> {
         let config = openraft::Config {
             cluster_name: cluster_name.to_string(),
             heartbeat_interval: self.heartbeat_ms,

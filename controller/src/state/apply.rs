@@ -39,15 +39,27 @@ pub(crate) fn apply_batch<'a>(
         };
         for entry in entries {
             let index = entry.index();
-            if data.last_applied.as_ref().is_some_and(|l| l.index() >= index) {
+            if data
+                .last_applied
+                .as_ref()
+                .is_some_and(|l| l.index() >= index)
+            {
                 // Already applied (a re-delivered batch after a restart): exactly once.
-                receipts.push(Receipt { index, duplicate: true, state_hash: data.hash, ..Receipt::default() });
+                receipts.push(Receipt {
+                    index,
+                    duplicate: true,
+                    state_hash: data.hash,
+                    ..Receipt::default()
+                });
                 continue;
             }
             let mut h = blake3::Hasher::new();
             h.update(&data.hash);
             h.update(&index.to_le_bytes());
-            let mut receipt = Receipt { index, ..Receipt::default() };
+            let mut receipt = Receipt {
+                index,
+                ..Receipt::default()
+            };
             match &entry.payload {
                 EntryPayload::Blank => {
                     h.update(b"blank");
@@ -56,7 +68,9 @@ pub(crate) fn apply_batch<'a>(
                     h.update(b"membership");
                     data.membership = StoredMembership::new(Some(entry.log_id()), m.clone());
                 }
-                EntryPayload::Normal(p) => apply_proposal(host, data, &mut t, index, p, &mut receipt, &mut h)?,
+                EntryPayload::Normal(p) => {
+                    apply_proposal(host, data, &mut t, index, p, &mut receipt, &mut h)?
+                }
             }
             data.last_applied = Some(entry.log_id());
             data.hash = *h.finalize().as_bytes();
@@ -65,9 +79,11 @@ pub(crate) fn apply_batch<'a>(
         }
         let mut meta = txn.open_table(SM_META).map_err(io_err)?;
         let scalars = codec::encode(&scalars_of(data)).map_err(io_err)?;
-        meta.insert(meta_keys::SCALARS, scalars.as_slice()).map_err(io_err)?;
+        meta.insert(meta_keys::SCALARS, scalars.as_slice())
+            .map_err(io_err)?;
         let customers = codec::encode(&data.customers).map_err(io_err)?;
-        meta.insert(meta_keys::CUSTOMERS, customers.as_slice()).map_err(io_err)?;
+        meta.insert(meta_keys::CUSTOMERS, customers.as_slice())
+            .map_err(io_err)?;
     }
     txn.commit().map_err(io_err)?;
     Ok(receipts)
@@ -106,9 +122,15 @@ fn apply_proposal(
             return Ok(());
         }
         let bytes = codec::encode(&*window).map_err(io_err)?;
-        t.dedupe.insert(p.origin, bytes.as_slice()).map_err(io_err)?;
+        t.dedupe
+            .insert(p.origin, bytes.as_slice())
+            .map_err(io_err)?;
     }
-    let ctx = sdk::Context { log_index: index, log_time_ms: data.log_time_ms, origin: sdk::NodeId(p.origin) };
+    let ctx = sdk::Context {
+        log_index: index,
+        log_time_ms: data.log_time_ms,
+        origin: sdk::NodeId(p.origin),
+    };
     match &p.body {
         Body::Inputs(inputs) => {
             for raw in inputs {
@@ -124,7 +146,16 @@ fn apply_proposal(
                     continue;
                 };
                 observe_input(data, &input);
-                deliver(host, data, t, index, actor, sdk::Delivery { ctx, input }, receipt, h)?;
+                deliver(
+                    host,
+                    data,
+                    t,
+                    index,
+                    actor,
+                    sdk::Delivery { ctx, input },
+                    receipt,
+                    h,
+                )?;
             }
         }
         Body::Tick { timer_id } => match data.timers.remove(timer_id) {
@@ -135,8 +166,20 @@ fn apply_proposal(
             }
             Some(timer) => {
                 t.timers.remove(*timer_id).map_err(io_err)?;
-                let input = sdk::Input::Tick(sdk::Tick { due_ms: timer.due_ms, tag: timer.tag });
-                deliver(host, data, t, index, timer.actor, sdk::Delivery { ctx, input }, receipt, h)?;
+                let input = sdk::Input::Tick(sdk::Tick {
+                    due_ms: timer.due_ms,
+                    tag: timer.tag,
+                });
+                deliver(
+                    host,
+                    data,
+                    t,
+                    index,
+                    timer.actor,
+                    sdk::Delivery { ctx, input },
+                    receipt,
+                    h,
+                )?;
             }
         },
     }
@@ -180,7 +223,9 @@ fn deliver(
             Some(v) => {
                 h.update(&(v.len() as u32).to_le_bytes());
                 h.update(v);
-                t.state.insert(key.as_slice(), v.as_slice()).map_err(io_err)?;
+                t.state
+                    .insert(key.as_slice(), v.as_slice())
+                    .map_err(io_err)?;
             }
             None => {
                 h.update(&u32::MAX.to_le_bytes());
@@ -192,13 +237,21 @@ fn deliver(
         h.update(&(out.len() as u32).to_le_bytes());
         h.update(&out);
         // The host checked every output decodes before accepting it.
-        let Some(decoded) = sdk_codec::decode::<sdk::Output>(&out) else { continue };
+        let Some(decoded) = sdk_codec::decode::<sdk::Output>(&out) else {
+            continue;
+        };
         match decoded {
             sdk::Output::Timer { at_ms, tag } => {
                 let id = data.next_timer_id;
                 data.next_timer_id += 1;
-                let rec = TimerRecord { actor, due_ms: at_ms, tag };
-                t.timers.insert(id, codec::encode(&rec).map_err(io_err)?.as_slice()).map_err(io_err)?;
+                let rec = TimerRecord {
+                    actor,
+                    due_ms: at_ms,
+                    tag,
+                };
+                t.timers
+                    .insert(id, codec::encode(&rec).map_err(io_err)?.as_slice())
+                    .map_err(io_err)?;
                 data.timers.insert(id, rec);
             }
             other => {
@@ -208,10 +261,17 @@ fn deliver(
                 {
                     *supplied = cmd.closed;
                 }
-                let rec = OutboxRecord { index, time_ms: data.log_time_ms, actor, output: out };
+                let rec = OutboxRecord {
+                    index,
+                    time_ms: data.log_time_ms,
+                    actor,
+                    output: out,
+                };
                 let seq = data.next_out_seq;
                 data.next_out_seq += 1;
-                t.outbox.insert(seq, codec::encode(&rec).map_err(io_err)?.as_slice()).map_err(io_err)?;
+                t.outbox
+                    .insert(seq, codec::encode(&rec).map_err(io_err)?.as_slice())
+                    .map_err(io_err)?;
             }
         }
     }

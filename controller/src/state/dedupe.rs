@@ -55,7 +55,10 @@ impl DedupeWindow {
 
     /// The highest applied sequence (0 if none).
     pub fn highest(&self) -> u64 {
-        self.above.last().copied().unwrap_or(self.below.saturating_sub(1))
+        self.above
+            .last()
+            .copied()
+            .unwrap_or(self.below.saturating_sub(1))
     }
 }
 

@@ -130,7 +130,11 @@ impl SmData {
             outbox_len: self.next_out_seq - self.first_out_seq,
             next_out_seq: self.next_out_seq,
             timers: self.timers.len() as u64,
-            next_timer: self.timers.iter().min_by_key(|(id, t)| (t.due_ms, **id)).map(|(id, t)| (*id, t.due_ms)),
+            next_timer: self
+                .timers
+                .iter()
+                .min_by_key(|(id, t)| (t.due_ms, **id))
+                .map(|(id, t)| (*id, t.due_ms)),
             customers: self.customers.len() as u64,
             disconnected: self.customers.values().filter(|c| !**c).count() as u64,
             trapped_total: self.trapped_total,
@@ -170,7 +174,9 @@ pub struct StateMachine {
 
 impl std::fmt::Debug for StateMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateMachine").field("status", &*self.status_tx.borrow()).finish()
+        f.debug_struct("StateMachine")
+            .field("status", &*self.status_tx.borrow())
+            .finish()
     }
 }
 
@@ -182,7 +188,8 @@ impl StateMachine {
             let txn = db.begin_read().map_err(io_err)?;
             let meta = txn.open_table(SM_META).map_err(io_err)?;
             if let Some(v) = meta.get(meta_keys::SCALARS).map_err(io_err)? {
-                let s: Scalars = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.scalars", e))?;
+                let s: Scalars =
+                    codec::decode(v.value()).map_err(|e| corrupt("sm_meta.scalars", e))?;
                 data.last_applied = s.last_applied;
                 data.membership = s.membership;
                 data.hash = s.hash;
@@ -193,19 +200,42 @@ impl StateMachine {
                 data.trapped_total = s.trapped_total;
             }
             if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(io_err)? {
-                data.customers = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.customers", e))?;
+                data.customers =
+                    codec::decode(v.value()).map_err(|e| corrupt("sm_meta.customers", e))?;
             }
-            for item in txn.open_table(ACTOR_STATE).map_err(io_err)?.iter().map_err(io_err)? {
+            for item in txn
+                .open_table(ACTOR_STATE)
+                .map_err(io_err)?
+                .iter()
+                .map_err(io_err)?
+            {
                 let (k, v) = item.map_err(io_err)?;
-                data.actor_state.insert(k.value().to_vec(), v.value().to_vec());
+                data.actor_state
+                    .insert(k.value().to_vec(), v.value().to_vec());
             }
-            for item in txn.open_table(DEDUPE).map_err(io_err)?.iter().map_err(io_err)? {
+            for item in txn
+                .open_table(DEDUPE)
+                .map_err(io_err)?
+                .iter()
+                .map_err(io_err)?
+            {
                 let (k, v) = item.map_err(io_err)?;
-                data.dedupe.insert(k.value(), codec::decode(v.value()).map_err(|e| corrupt("dedupe", e))?);
+                data.dedupe.insert(
+                    k.value(),
+                    codec::decode(v.value()).map_err(|e| corrupt("dedupe", e))?,
+                );
             }
-            for item in txn.open_table(TIMERS).map_err(io_err)?.iter().map_err(io_err)? {
+            for item in txn
+                .open_table(TIMERS)
+                .map_err(io_err)?
+                .iter()
+                .map_err(io_err)?
+            {
                 let (k, v) = item.map_err(io_err)?;
-                data.timers.insert(k.value(), codec::decode(v.value()).map_err(|e| corrupt("timers", e))?);
+                data.timers.insert(
+                    k.value(),
+                    codec::decode(v.value()).map_err(|e| corrupt("timers", e))?,
+                );
             }
         }
         let (status_tx, _) = watch::channel(data.status());
@@ -231,7 +261,11 @@ impl StateMachine {
     /// The highest sequence applied from `origin` (0 when none): a restarted node resumes its
     /// proposals after it.
     pub fn highest_seq(&self, origin: u64) -> u64 {
-        self.lock().dedupe.get(&origin).map(DedupeWindow::highest).unwrap_or(0)
+        self.lock()
+            .dedupe
+            .get(&origin)
+            .map(DedupeWindow::highest)
+            .unwrap_or(0)
     }
 
     /// A timer record, if still pending.
@@ -242,7 +276,12 @@ impl StateMachine {
     /// Pending timers due at or before `now_ms`, earliest first, at most `limit`.
     pub fn due_timers(&self, now_ms: u64, limit: usize) -> Vec<(u64, TimerRecord)> {
         let data = self.lock();
-        let mut due: Vec<_> = data.timers.iter().filter(|(_, t)| t.due_ms <= now_ms).map(|(id, t)| (*id, t.clone())).collect();
+        let mut due: Vec<_> = data
+            .timers
+            .iter()
+            .filter(|(_, t)| t.due_ms <= now_ms)
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
         due.sort_by_key(|(id, t)| (t.due_ms, *id));
         due.truncate(limit);
         due
@@ -255,7 +294,10 @@ impl StateMachine {
         let mut out = Vec::new();
         for item in table.range(from..).map_err(io_err)?.take(limit) {
             let (k, v) = item.map_err(io_err)?;
-            out.push((k.value(), codec::decode(v.value()).map_err(|e| corrupt("outbox", e))?));
+            out.push((
+                k.value(),
+                codec::decode(v.value()).map_err(|e| corrupt("outbox", e))?,
+            ));
         }
         Ok(out)
     }
@@ -268,7 +310,9 @@ impl StateMachine {
     fn lock(&self) -> std::sync::MutexGuard<'_, SmData> {
         // A poisoned lock means a panic mid-apply: the in-memory state may be half-updated, so
         // continuing would risk divergence. Crash and recover from redb instead.
-        self.data.lock().expect("state machine lock poisoned: restart the node to recover from disk")
+        self.data
+            .lock()
+            .expect("state machine lock poisoned: restart the node to recover from disk")
     }
 
     fn publish(&self, data: &SmData) {
@@ -277,7 +321,10 @@ impl StateMachine {
 }
 
 pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("state machine table {what} is corrupt: {e}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("state machine table {what} is corrupt: {e}"),
+    )
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -296,12 +343,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Collect first: no redb write transaction may be held across an await (on a
         // single-threaded runtime the log store's writer would block the only thread).
         let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        let responses = {
+        let responses = crate::storage::blocking(|| -> io::Result<_> {
             let mut data = self.lock();
-            let r = apply::apply_batch(&self.db, &self.host, &mut data, batch.iter().map(|(e, _)| e))?;
+            let r = apply::apply_batch(
+                &self.db,
+                &self.host,
+                &mut data,
+                batch.iter().map(|(e, _)| e),
+            )?;
             self.publish(&data);
-            r
-        };
+            Ok(r)
+        })?;
         for ((_, responder), receipt) in batch.into_iter().zip(responses) {
             if let Some(responder) = responder {
                 responder.send(receipt);
@@ -314,7 +366,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder { sm: self.clone() }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let mut data = self.lock();
         snapshot::install(&self.db, &mut data, meta, &snapshot)?;
         self.publish(&data);
@@ -335,7 +391,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<crate::raft::Snapshot, io::Error> {
-        let seq = self.sm.snapshot_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seq = self
+            .sm
+            .snapshot_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = self.sm.lock();
         snapshot::build(&self.sm.db, &data, seq)
     }

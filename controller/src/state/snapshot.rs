@@ -37,34 +37,53 @@ pub(crate) fn build(db: &Database, data: &SmData, seq: u64) -> io::Result<Snapsh
         let table = txn.open_table(OUTBOX).map_err(io_err)?;
         for item in table.iter().map_err(io_err)? {
             let (k, v) = item.map_err(io_err)?;
-            outbox.push((k.value(), codec::decode(v.value()).map_err(|e| corrupt("outbox", e))?));
+            outbox.push((
+                k.value(),
+                codec::decode(v.value()).map_err(|e| corrupt("outbox", e))?,
+            ));
         }
     }
     let image = SnapshotImage {
         scalars: scalars_of(data),
         customers: data.customers.iter().map(|(k, v)| (*k, *v)).collect(),
-        actor_state: data.actor_state.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        actor_state: data
+            .actor_state
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         dedupe: data.dedupe.iter().map(|(k, v)| (*k, v.clone())).collect(),
         timers: data.timers.iter().map(|(k, v)| (*k, v.clone())).collect(),
         outbox,
     };
     let bytes = codec::encode(&image).map_err(io_err)?;
     let _ = seq;
-    let meta = SnapshotMeta { last_log_id: data.last_applied.clone(), last_membership: data.membership.clone() };
+    let meta = SnapshotMeta {
+        last_log_id: data.last_applied.clone(),
+        last_membership: data.membership.clone(),
+    };
     store(db, &meta, &bytes)?;
-    Ok(Snapshot { meta, snapshot: bytes })
+    Ok(Snapshot {
+        meta,
+        snapshot: bytes,
+    })
 }
 
 /// Store a snapshot with an fsync. Because redb commits are ordered, this also makes every
 /// earlier (unsynced) state-machine commit durable, so the durable applied index is never
 /// below a snapshot that lets openraft purge the log.
 fn store(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-    let stored = codec::encode(&StoredSnapshot { meta: meta.clone(), data: data.to_vec() }).map_err(io_err)?;
+    let stored = codec::encode(&StoredSnapshot {
+        meta: meta.clone(),
+        data: data.to_vec(),
+    })
+    .map_err(io_err)?;
     let mut txn = db.begin_write().map_err(io_err)?;
     txn.set_durability(Durability::Immediate).map_err(io_err)?;
     {
         let mut t = txn.open_table(SM_META).map_err(io_err)?;
-        t.insert(meta_keys::SNAPSHOT, stored.as_slice()).map_err(io_err)?;
+        t.insert(meta_keys::SNAPSHOT, stored.as_slice())
+            .map_err(io_err)?;
     }
     txn.commit().map_err(io_err)
 }
@@ -73,16 +92,34 @@ fn store(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
 pub(crate) fn current(db: &Database) -> io::Result<Option<Snapshot>> {
     let txn = db.begin_read().map_err(io_err)?;
     let t = txn.open_table(SM_META).map_err(io_err)?;
-    let Some(v) = t.get(meta_keys::SNAPSHOT).map_err(io_err)? else { return Ok(None) };
+    let Some(v) = t.get(meta_keys::SNAPSHOT).map_err(io_err)? else {
+        return Ok(None);
+    };
     let s: StoredSnapshot = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.snapshot", e))?;
-    Ok(Some(Snapshot { meta: s.meta, snapshot: s.data }))
+    Ok(Some(Snapshot {
+        meta: s.meta,
+        snapshot: s.data,
+    }))
 }
 
 /// Replace the whole state machine with a snapshot received from the leader.
-pub(crate) fn install(db: &Database, data: &mut SmData, meta: &SnapshotMeta, bytes: &[u8]) -> io::Result<()> {
-    let image: SnapshotImage = codec::decode(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot up to {:?} does not decode: {e}", meta.last_log_id)))?;
-    let stored = codec::encode(&StoredSnapshot { meta: meta.clone(), data: bytes.to_vec() }).map_err(io_err)?;
+pub(crate) fn install(
+    db: &Database,
+    data: &mut SmData,
+    meta: &SnapshotMeta,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let image: SnapshotImage = codec::decode(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot up to {:?} does not decode: {e}", meta.last_log_id),
+        )
+    })?;
+    let stored = codec::encode(&StoredSnapshot {
+        meta: meta.clone(),
+        data: bytes.to_vec(),
+    })
+    .map_err(io_err)?;
     let mut txn = db.begin_write().map_err(io_err)?;
     txn.set_durability(Durability::Immediate).map_err(io_err)?;
     {
@@ -94,27 +131,40 @@ pub(crate) fn install(db: &Database, data: &mut SmData, meta: &SnapshotMeta, byt
         let mut t = txn.open_table(DEDUPE).map_err(io_err)?;
         t.retain(|_, _| false).map_err(io_err)?;
         for (k, v) in &image.dedupe {
-            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice()).map_err(io_err)?;
+            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice())
+                .map_err(io_err)?;
         }
         let mut t = txn.open_table(TIMERS).map_err(io_err)?;
         t.retain(|_, _| false).map_err(io_err)?;
         for (k, v) in &image.timers {
-            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice()).map_err(io_err)?;
+            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice())
+                .map_err(io_err)?;
         }
         let mut t = txn.open_table(OUTBOX).map_err(io_err)?;
         t.retain(|_, _| false).map_err(io_err)?;
         for (k, v) in &image.outbox {
-            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice()).map_err(io_err)?;
+            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice())
+                .map_err(io_err)?;
         }
         let mut m = txn.open_table(SM_META).map_err(io_err)?;
         // The snapshot's own metadata is authoritative for applied/membership.
         let mut scalars = image.scalars.clone();
         scalars.last_applied = meta.last_log_id.clone();
         scalars.membership = meta.last_membership.clone();
-        m.insert(meta_keys::SCALARS, codec::encode(&scalars).map_err(io_err)?.as_slice()).map_err(io_err)?;
-        let customers: std::collections::BTreeMap<u32, bool> = image.customers.iter().copied().collect();
-        m.insert(meta_keys::CUSTOMERS, codec::encode(&customers).map_err(io_err)?.as_slice()).map_err(io_err)?;
-        m.insert(meta_keys::SNAPSHOT, stored.as_slice()).map_err(io_err)?;
+        m.insert(
+            meta_keys::SCALARS,
+            codec::encode(&scalars).map_err(io_err)?.as_slice(),
+        )
+        .map_err(io_err)?;
+        let customers: std::collections::BTreeMap<u32, bool> =
+            image.customers.iter().copied().collect();
+        m.insert(
+            meta_keys::CUSTOMERS,
+            codec::encode(&customers).map_err(io_err)?.as_slice(),
+        )
+        .map_err(io_err)?;
+        m.insert(meta_keys::SNAPSHOT, stored.as_slice())
+            .map_err(io_err)?;
     }
     txn.commit().map_err(io_err)?;
 

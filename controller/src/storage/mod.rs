@@ -1,9 +1,12 @@
-//! The node's one redb database: table definitions and opening it on a file or any backend.
+//! The node's redb databases: table definitions and opening them on files or any backend.
 //!
-//! One database file per node holds the Raft log, the Raft metadata (vote, committed, purged),
-//! the state machine (actor state, dedupe windows, timers, outbox) and the current snapshot, so
-//! a single fsync makes a commit durable. The node is generic over where the bytes live: a file
-//! on a board, or the simulator's fault-injecting disk (`redb::StorageBackend`).
+//! Two databases per node: `raft-log.redb` holds the Raft log and metadata (vote, committed,
+//! purged) and is fsynced on every append (one fsync per durable commit); `state.redb` holds
+//! the state machine (actor state, dedupe windows, timers, outbox, snapshot) and node-local
+//! counters, written without fsync except for snapshots and sequence reservations. Two files
+//! because redb has one writer per database: appends must never queue behind a long apply.
+//! The node is generic over where the bytes live: files on a board, or the simulator's
+//! fault-injecting disks (`redb::StorageBackend`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,14 +34,27 @@ pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// resident budget is 24 MiB), and our working set (a few hundred accounts) is small.
 pub const REDB_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The file name of the node database inside its data directory.
-pub const DB_FILE_NAME: &str = "ghatta.redb";
+/// The Raft log database's file name inside the data directory.
+pub const LOG_FILE_NAME: &str = "raft-log.redb";
+/// The state machine database's file name inside the data directory.
+pub const STATE_FILE_NAME: &str = "state.redb";
+
+/// A node's two databases.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// Raft log and metadata.
+    pub log: Arc<Database>,
+    /// State machine and node-local data.
+    pub state: Arc<Database>,
+}
 
 /// Errors opening a node's database.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}; check the `data_dir` setting and permissions")]
+    #[error(
+        "cannot create data directory {path}: {source}; check the `data_dir` setting and permissions"
+    )]
     DataDir {
         /// The directory.
         path: String,
@@ -46,7 +62,9 @@ pub enum OpenError {
         source: std::io::Error,
     },
     /// redb refused the file.
-    #[error("cannot open database {path}: {source}; if another ghatta is running on this data directory, stop it first")]
+    #[error(
+        "cannot open database {path}: {source}; if another ghatta is running on this data directory, stop it first"
+    )]
     Database {
         /// The file.
         path: String,
@@ -63,34 +81,62 @@ pub enum OpenError {
     },
 }
 
-/// Open (or create) the node database in `data_dir`.
-pub fn open_dir(data_dir: &Path) -> Result<Arc<Database>, OpenError> {
+/// Open (or create) the node's databases in `data_dir`.
+pub fn open_dir(data_dir: &Path) -> Result<Stores, OpenError> {
     std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
-    let path = data_dir.join(DB_FILE_NAME);
-    let db = redb::Builder::new()
-        .set_cache_size(REDB_CACHE_BYTES)
-        .create(&path)
-        .map_err(|source| OpenError::Database { path: path.display().to_string(), source })?;
-    init_tables(&db, &path.display().to_string())?;
-    Ok(Arc::new(db))
+    let open = |name: &str| -> Result<Arc<Database>, OpenError> {
+        let path = data_dir.join(name);
+        let db = redb::Builder::new()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| OpenError::Database {
+                path: path.display().to_string(),
+                source,
+            })?;
+        init_tables(&db, &path.display().to_string())?;
+        Ok(Arc::new(db))
+    };
+    Ok(Stores {
+        log: open(LOG_FILE_NAME)?,
+        state: open(STATE_FILE_NAME)?,
+    })
 }
 
-/// Open (or create) the node database on an arbitrary backend (the simulator's disk).
-pub fn open_backend(backend: impl redb::StorageBackend) -> Result<Arc<Database>, OpenError> {
+/// Open (or create) a database on an arbitrary backend (the simulator's disks).
+pub fn open_backend(
+    backend: impl redb::StorageBackend,
+    name: &str,
+) -> Result<Arc<Database>, OpenError> {
     let db = redb::Builder::new()
         .set_cache_size(REDB_CACHE_BYTES)
         .create_with_backend(backend)
-        .map_err(|source| OpenError::Database { path: "<backend>".into(), source })?;
-    init_tables(&db, "<backend>")?;
+        .map_err(|source| OpenError::Database {
+            path: name.into(),
+            source,
+        })?;
+    init_tables(&db, name)?;
     Ok(Arc::new(db))
+}
+
+/// Run blocking storage or CPU work from async code: on a multi-threaded runtime the worker
+/// hands its other tasks to its siblings first; on the simulator's single-threaded runtime it
+/// runs inline (deterministically).
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Create every table so readers never meet a missing one.
 fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
-    let err = |e: &dyn std::fmt::Display| OpenError::Tables { path: path.into(), detail: e.to_string() };
+    let err = |e: &dyn std::fmt::Display| OpenError::Tables {
+        path: path.into(),
+        detail: e.to_string(),
+    };
     let txn = db.begin_write().map_err(|e| err(&e))?;
     {
         txn.open_table(RAFT_LOG).map_err(|e| err(&e))?;

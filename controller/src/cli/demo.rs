@@ -1,0 +1,318 @@
+//! `ghatta demo`: three nodes on 127.0.0.1, each with a simulated plant of ~100 households,
+//! one status line per second, a summary (or one JSON object) at the end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ghatta::clock::SystemClock;
+use ghatta::config::{BoardConfig, FieldConfig, NodeConfig, PeerConfig};
+use ghatta::node::Role;
+use ghatta::raft::timing::LinkProfile;
+use ghatta::runner::{self, Running};
+use ghatta_actor_sdk as sdk;
+use serde_json::json;
+
+/// Demo arguments.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// How long to run ("20s", "5m"); runs until Ctrl-C when absent.
+    #[arg(long, value_parser = super::parse_duration)]
+    duration: Option<Duration>,
+    /// Print one JSON object at the end instead of the human summary.
+    #[arg(long)]
+    json: bool,
+    /// Nodes (each a plant with its households).
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Customers in total, spread over the nodes.
+    #[arg(long, default_value_t = 300)]
+    customers: u32,
+    /// Speed of the simulated plants relative to real time: 60 runs each village an hour per
+    /// real minute, so meters and credit visibly move.
+    #[arg(long, default_value_t = 60)]
+    speed: u32,
+    /// Where the nodes keep their data (wiped at start).
+    #[arg(long, default_value = "ghatta-demo")]
+    dir: PathBuf,
+}
+
+/// The demo's tariffs: NPR 15/kWh, a tiered tariff with the first 10 kWh free, a flat tariff.
+fn tariffs() -> Vec<sdk::Input> {
+    vec![
+        sdk::Input::SetTariff(sdk::Tariff {
+            id: 1,
+            version: 1,
+            kind: sdk::TariffKind::PerKwh {
+                rate_paisa_per_kwh: 1_500,
+            },
+        }),
+        sdk::Input::SetTariff(sdk::Tariff {
+            id: 2,
+            version: 1,
+            kind: sdk::TariffKind::Tiered {
+                blocks: vec![
+                    sdk::TierBlock {
+                        up_to_wh: 10_000,
+                        rate_paisa_per_kwh: 0,
+                    },
+                    sdk::TierBlock {
+                        up_to_wh: 50_000,
+                        rate_paisa_per_kwh: 800,
+                    },
+                    sdk::TierBlock {
+                        up_to_wh: u64::MAX,
+                        rate_paisa_per_kwh: 1_200,
+                    },
+                ],
+                period_charge_paisa: 5_000,
+            },
+        }),
+        sdk::Input::SetTariff(sdk::Tariff {
+            id: 3,
+            version: 1,
+            kind: sdk::TariffKind::Flat {
+                bands: vec![
+                    sdk::FlatBand {
+                        up_to_w: 250,
+                        daily_fee_paisa: 500,
+                    },
+                    sdk::FlatBand {
+                        up_to_w: 1_000,
+                        daily_fee_paisa: 1_500,
+                    },
+                ],
+            },
+        }),
+    ]
+}
+
+/// Accounts: mostly prepaid per-kWh with NPR 500 credit; every tenth prepaid with no credit
+/// (cut at its first charge, to show disconnection); every seventh postpaid tiered.
+fn customer(id: u32, node: u64) -> sdk::Input {
+    let (mode, tariff, credit_npr) = if id % 7 == 0 {
+        (sdk::AccountMode::Postpaid, 2, 0)
+    } else if id % 10 == 0 {
+        (sdk::AccountMode::Prepaid, 1, 0)
+    } else {
+        (sdk::AccountMode::Prepaid, 1, 500)
+    };
+    sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+        id: sdk::CustomerId(id),
+        node: sdk::NodeId(node),
+        mode,
+        tariff,
+        connection_w: 250,
+        opening_credit_mpaisa: credit_npr * ghatta::admin::dto::MPAISA_PER_NPR,
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Run the demo.
+pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::ensure!((1..=7).contains(&args.nodes), "--nodes must be 1 to 7");
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .map_err(|e| anyhow::anyhow!("cannot clear {}: {e}", args.dir.display()))?;
+    }
+    let per_node = args.customers / args.nodes as u32;
+    let mut peers = Vec::new();
+    for id in 1..=args.nodes {
+        peers.push(PeerConfig {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()?),
+        });
+    }
+    let mut nodes: Vec<Running> = Vec::new();
+    for id in 1..=args.nodes {
+        let cfg = NodeConfig {
+            id,
+            cluster_name: "ghatta-demo".into(),
+            data_dir: args.dir.join(format!("node-{id}")),
+            raft_listen: peers[(id - 1) as usize].addr.clone(),
+            admin_listen: "127.0.0.1:0".into(),
+            link_profile: LinkProfile::Lan,
+            timing: None,
+            bootstrap: true,
+            peers: peers.clone(),
+            actors: Default::default(),
+            board: BoardConfig::Sim {
+                customers: per_node,
+                first_customer: (id as u32 - 1) * per_node + 1,
+                seed,
+                speed: args.speed,
+            },
+            field: FieldConfig::default(),
+        };
+        nodes.push(runner::start(&cfg, Arc::new(SystemClock), seed ^ id).await?);
+    }
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    say(format!(
+        "ghatta demo: {} nodes on 127.0.0.1 ({}), {} customers, data in {}",
+        args.nodes,
+        peers
+            .iter()
+            .map(|p| p.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        per_node * args.nodes as u32,
+        args.dir.display()
+    ));
+
+    // Operator set-up, proposed through node 1 (forwarded to whoever leads).
+    let mut setup = tariffs();
+    setup.push(sdk::Input::SetBillingConfig(sdk::BillingConfig {
+        utc_offset_min: 345,
+        // No friendly hours in the demo, so zero-credit disconnection shows whatever the hour.
+        friendly_start_min: 0,
+        friendly_end_min: 0,
+        disconnect_at_mpaisa: 0,
+    }));
+    let feeders: Vec<sdk::FeederRef> = (1..=args.nodes)
+        .flat_map(|n| {
+            (1..=4u16).map(move |f| sdk::FeederRef {
+                node: sdk::NodeId(n),
+                feeder: f,
+            })
+        })
+        .collect();
+    setup.push(sdk::Input::SetBalancingConfig(sdk::BalancingConfig {
+        nominal_mhz: 50_000,
+        shed_below_mhz: 49_200,
+        restore_above_mhz: 49_800,
+        restore_margin_w: 1_500,
+        restore_interval_ms: 30_000,
+        priorities: feeders,
+    }));
+    for n in 1..=args.nodes {
+        for c in 0..per_node {
+            setup.push(customer((n as u32 - 1) * per_node + c + 1, n));
+        }
+    }
+    let first = nodes[0].node.clone();
+    for chunk in setup.chunks(100) {
+        let encoded = chunk.iter().map(sdk::codec::encode).collect();
+        first
+            .propose_inputs(encoded)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo set-up was not committed: {e}"))?;
+    }
+
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = super::wait_for_shutdown() => break,
+        }
+        let s: Vec<_> = nodes.iter().map(|r| r.node.status()).collect();
+        let leader = s.iter().find(|x| x.role == Role::Leader);
+        let freq = nodes
+            .iter()
+            .map(|r| r.field.frequency_mhz.load(Ordering::Relaxed))
+            .sum::<u64>() as f64
+            / nodes.len() as f64
+            / 1000.0;
+        let l = leader.unwrap_or(&s[0]);
+        say(format!(
+            "t={:>4}s leader={} term={} commit={} f={:.2}Hz customers: {} in credit / {} disconnected",
+            started.elapsed().as_secs(),
+            leader
+                .map(|x| x.id.to_string())
+                .unwrap_or_else(|| "-".into()),
+            l.term,
+            l.commit_index,
+            freq,
+            l.customers.saturating_sub(l.disconnected),
+            l.disconnected
+        ));
+        if args.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+    }
+
+    // Quiesce: stop the field loops' proposals by waiting until every node applied the same
+    // index, so the state hashes are comparable.
+    let (applied, hashes) = settle(&nodes).await;
+    let s: Vec<_> = nodes.iter().map(|r| r.node.status()).collect();
+    let leader = s.iter().find(|x| x.role == Role::Leader);
+    let l = leader.unwrap_or(&s[0]);
+    let freq_hz = nodes
+        .iter()
+        .map(|r| r.field.frequency_mhz.load(Ordering::Relaxed))
+        .sum::<u64>() as f64
+        / nodes.len() as f64
+        / 1000.0;
+    let equal = hashes.windows(2).all(|w| w[0] == w[1]) && applied.windows(2).all(|w| w[0] == w[1]);
+    let summary = json!({
+        "nodes": nodes.len(),
+        "leader": leader.map(|x| x.id),
+        "term": l.term,
+        "commit_index": l.commit_index,
+        "applied_index": applied,
+        "state_hashes": hashes,
+        "state_hashes_equal": equal,
+        "frequency_hz": (freq_hz * 1000.0).round() / 1000.0,
+        "customers": l.customers,
+        "disconnected": l.disconnected,
+        "outbox_records": l.outbox_len,
+        "proposals_committed": nodes.iter().map(|r| r.field.proposals_committed.load(Ordering::Relaxed)).sum::<u64>(),
+        "relay_actions": nodes.iter().map(|r| r.field.relay_actions.load(Ordering::Relaxed)).sum::<u64>(),
+        "duration_s": started.elapsed().as_secs_f64(),
+    });
+    for r in nodes {
+        r.stop().await;
+    }
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "summary: {} nodes, leader {}, term {}, commit index {}, state hashes {} at index {}, {} customers ({} disconnected), {} relay actions",
+            summary["nodes"],
+            summary["leader"],
+            summary["term"],
+            summary["commit_index"],
+            if equal { "equal" } else { "DIFFERENT" },
+            summary["applied_index"][0],
+            summary["customers"],
+            summary["disconnected"],
+            summary["relay_actions"],
+        );
+    }
+    Ok(if equal {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// Stop proposing and wait until all nodes applied the same index; return (applied, hashes).
+async fn settle(nodes: &[Running]) -> (Vec<u64>, Vec<String>) {
+    for r in nodes {
+        r.pause_field();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s: Vec<_> = nodes.iter().map(|r| r.node.status()).collect();
+        let applied: Vec<u64> = s.iter().map(|x| x.applied_index).collect();
+        let done = applied.windows(2).all(|w| w[0] == w[1])
+            && s.iter().all(|x| x.applied_index >= x.commit_index);
+        if done || tokio::time::Instant::now() > deadline {
+            return (applied, s.iter().map(|x| x.state_hash.clone()).collect());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,121 @@
+//! Command-line helpers: shutdown signals, human formatting, argument parsing.
+
+pub mod bench;
+pub mod demo;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Wait for Ctrl-C or SIGTERM (systemd's stop).
+pub async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Parse "20s", "2m", "500ms", "1h" or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 20s, 2m, 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    }
+}
+
+/// Parse "A:B,C:D" into pairs of integers.
+pub fn parse_pairs(s: &str) -> anyhow::Result<Vec<(u64, u64)>> {
+    s.split(',')
+        .map(|p| {
+            let (a, b) = p
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("`{p}` is not A:B"))?;
+            Ok((a.trim().parse()?, b.trim().parse()?))
+        })
+        .collect()
+}
+
+/// One-line human form of a node status.
+pub fn format_status(s: &Value) -> String {
+    let g = |k: &str| s.get(k).cloned().unwrap_or(Value::Null);
+    format!(
+        "node {} {} term {} leader {} commit {} applied {} hash {} | customers {} ({} disconnected) | voters {} learners {} | frames in {} rejected {}",
+        g("id"),
+        g("role").as_str().unwrap_or("?"),
+        g("term"),
+        g("leader"),
+        g("commit_index"),
+        g("applied_index"),
+        g("state_hash")
+            .as_str()
+            .map(|h| &h[..h.len().min(16)])
+            .unwrap_or("?"),
+        g("customers"),
+        g("disconnected"),
+        g("voters"),
+        g("learners"),
+        s.pointer("/link/frames_received")
+            .cloned()
+            .unwrap_or(Value::Null),
+        s.pointer("/link/rejected").cloned().unwrap_or(Value::Null),
+    )
+}
+
+/// Human form of a proposal receipt.
+pub fn format_receipt(r: &Value, what: &str) -> String {
+    let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    if r.get("duplicate").and_then(Value::as_bool) == Some(true) {
+        format!("{what}: already applied (duplicate), index {}", n("index"))
+    } else if n("rejected") > 0 {
+        format!(
+            "{what}: committed at index {} but REJECTED by the actor (see alarms)",
+            n("index")
+        )
+    } else if n("trapped") > 0 {
+        format!(
+            "{what}: committed at index {} but the actor trapped; nothing changed",
+            n("index")
+        )
+    } else {
+        format!("{what}: applied at index {}", n("index"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+}

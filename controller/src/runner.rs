@@ -1,0 +1,152 @@
+//! Starting a node on real resources (file-backed redb, TCP, the system clock, a board):
+//! shared by `ghatta run` and `ghatta demo`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use ghatta_hal::{SimBoard, SimBoardState};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::{BoardConfig, NodeConfig};
+use crate::field::{self, CustomerMap, FieldStats};
+use crate::net::tcp::TcpTransport;
+use crate::net::transport::{Transport, inbound_queue};
+use crate::node::{Node, NodeEnv, NodeOptions};
+use crate::raft::PeerInfo;
+
+/// How often the simulated board's physics advance.
+pub const SIM_BOARD_STEP: Duration = Duration::from_millis(100);
+
+/// A node started by [`start`], with its background tasks.
+pub struct Running {
+    /// The node.
+    pub node: Node,
+    /// Field loop counters.
+    pub field: Arc<FieldStats>,
+    /// The admin address actually bound.
+    pub admin_addr: std::net::SocketAddr,
+    /// The simulated board, when the node runs on one.
+    pub sim_board: Option<SimBoard>,
+    field_task: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop the field loop (no more samples or proposals); Raft keeps running.
+    pub fn pause_field(&self) {
+        if let Some(t) = &self.field_task {
+            t.abort();
+        }
+    }
+
+    /// Stop the node and its tasks.
+    pub async fn stop(self) {
+        self.pause_field();
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// Start a node from its configuration. Call inside `raft::Runtime::scope`.
+pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow::Result<Running> {
+    let stores = crate::storage::open_dir(&cfg.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.raft_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on raft_listen {}; is another node using that port?",
+                cfg.raft_listen
+            )
+        })?;
+    let (tx, rx) = inbound_queue();
+    let transport = TcpTransport::start(listener, tx);
+    for p in cfg.peers.iter().filter(|p| p.id != cfg.id) {
+        transport.set_peer_addr(p.id, &p.addr);
+    }
+    let opts = NodeOptions {
+        id: cfg.id,
+        cluster_name: cfg.cluster_name.clone(),
+        timing: cfg.timing(),
+        actor_limits: cfg.actors.clone(),
+        seed,
+    };
+    let env = NodeEnv {
+        stores,
+        transport,
+        inbound: rx,
+        clock,
+        log_faults: None,
+    };
+    let node = Node::start(opts, env).await?;
+    if cfg.bootstrap {
+        let members: BTreeMap<u64, PeerInfo> = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.id,
+                    PeerInfo {
+                        addr: p.addr.clone(),
+                    },
+                )
+            })
+            .collect();
+        node.initialize(members)
+            .await
+            .map_err(|e| anyhow!("cannot form the cluster from `peers`: {e}"))?;
+    }
+    let admin = crate::admin::bind(&cfg.admin_listen).await?;
+    let admin_addr = admin.local_addr()?;
+    let mut tasks = Vec::new();
+    let n = node.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = crate::admin::serve(admin, n).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    }));
+    let stats = Arc::new(FieldStats::default());
+    let field_task;
+    let sim_board = match &cfg.board {
+        BoardConfig::Sim {
+            customers,
+            first_customer,
+            seed,
+            speed,
+        } => {
+            let plant_step_ms = SIM_BOARD_STEP.as_millis() as u64 * u64::from((*speed).max(1));
+            let board = SimBoard::new(SimBoardState::demo(*customers, *seed ^ cfg.id));
+            let stepper = board.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut t = tokio::time::interval(SIM_BOARD_STEP);
+                loop {
+                    t.tick().await;
+                    stepper.step(plant_step_ms);
+                }
+            }));
+            let map = CustomerMap {
+                first_customer: *first_customer,
+            };
+            field_task = Some(tokio::spawn(field::run(
+                node.clone(),
+                board.clone(),
+                cfg.field.clone(),
+                map,
+                stats.clone(),
+            )));
+            Some(board)
+        }
+    };
+    Ok(Running {
+        node,
+        field: stats,
+        admin_addr,
+        sim_board,
+        field_task,
+        tasks,
+    })
+}
