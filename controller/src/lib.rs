@@ -6,6 +6,7 @@ pub mod config;
 pub mod field;
 pub mod net;
 pub mod node;
+pub mod observe;
 pub mod raft;
 pub mod runner;
 pub mod state;

@@ -80,7 +80,8 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
         transport,
         inbound: rx,
         clock,
-        log_faults: None,
+        observer: None,
+        faults: Default::default(),
     };
     let node = Node::start(opts, env).await?;
     if cfg.bootstrap {

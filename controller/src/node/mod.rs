@@ -22,7 +22,8 @@ use crate::clock::Clock;
 use crate::net::rpc::Rpc;
 use crate::net::transport::{InboundRx, LinkStatsSnapshot, Transport};
 use crate::net::wire::{ForwardError, MemberOp, Request, Response};
-use crate::raft::log_store::{LogFaults, LogStore};
+use crate::observe::{NodeObserver, TestFaults};
+use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::timing::Timing;
 use crate::raft::{Body, PeerInfo, Raft, Receipt};
@@ -54,8 +55,10 @@ pub struct NodeEnv {
     pub inbound: InboundRx,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
-    /// Test-only storage faults (mutation tests); `None` in production.
-    pub log_faults: Option<Arc<LogFaults>>,
+    /// A harness watching the node (the simulator); `None` in production.
+    pub observer: Option<Arc<dyn NodeObserver>>,
+    /// Deliberate bugs for mutation tests; all off in production.
+    pub faults: Arc<TestFaults>,
 }
 
 /// Why a node could not start.
@@ -88,6 +91,7 @@ struct Inner {
     rpc: Arc<Rpc>,
     clock: Arc<dyn Clock>,
     proposer: proposer::Proposer,
+    observer: Option<Arc<dyn NodeObserver>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -168,11 +172,14 @@ impl Node {
         env: NodeEnv,
         host: Arc<ActorHost>,
     ) -> Result<Node, StartError> {
-        let sm = StateMachine::open(env.stores.state.clone(), host).map_err(StartError::State)?;
-        let log = match env.log_faults {
-            Some(f) => LogStore::with_faults(env.stores.log.clone(), f),
-            None => LogStore::new(env.stores.log.clone()),
+        let hooks = crate::state::Hooks {
+            node: opts.id,
+            observer: env.observer.clone(),
+            faults: env.faults.clone(),
         };
+        let sm = StateMachine::open_with_hooks(env.stores.state.clone(), host, hooks)
+            .map_err(StartError::State)?;
+        let log = LogStore::with_faults(env.stores.log.clone(), env.faults.clone());
         let rpc = Rpc::new(opts.id, env.transport.clone());
         let config = Arc::new(opts.timing.raft_config(&opts.cluster_name)?);
         let raft = Raft::new(
@@ -193,6 +200,7 @@ impl Node {
             rpc: rpc.clone(),
             clock: env.clock,
             proposer,
+            observer: env.observer,
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let node = Node { inner };

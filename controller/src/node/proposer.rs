@@ -151,7 +151,12 @@ impl Proposer {
                 },
             };
             match result {
-                Ok(receipt) => return Ok(receipt),
+                Ok(receipt) => {
+                    if let Some(o) = &node.inner.observer {
+                        o.proposal_acked(self.me, seq, receipt.index);
+                    }
+                    return Ok(receipt);
+                }
                 Err(ForwardError::NotLeader { leader: better }) => {
                     last = format!("node {leader:?} is not the leader");
                     // Follow a hint to another node at once; a node pointing at itself or

@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
@@ -18,25 +18,18 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::codec;
 use super::{Entry, LogId, TypeConfig, Vote};
+use crate::observe::TestFaults;
 use crate::storage::{RAFT_LOG, RAFT_META, io_err};
 
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
 
-/// Test-only fault switches, so the simulator can prove its checkers catch a broken node.
-#[derive(Debug, Default)]
-pub struct LogFaults {
-    /// Acknowledge appends without waiting for the fsync (writes with `Durability::None`).
-    /// Never set outside mutation tests: it breaks Raft's durability assumption.
-    pub ack_before_fsync: AtomicBool,
-}
-
 /// The redb-backed Raft log of one node. Cheap to clone (shares the database).
 #[derive(Debug, Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    faults: Arc<LogFaults>,
+    faults: Arc<TestFaults>,
 }
 
 impl LogStore {
@@ -49,7 +42,7 @@ impl LogStore {
     }
 
     /// A log store with fault switches (simulator mutation tests).
-    pub fn with_faults(db: Arc<Database>, faults: Arc<LogFaults>) -> Self {
+    pub fn with_faults(db: Arc<Database>, faults: Arc<TestFaults>) -> Self {
         LogStore { db, faults }
     }
 

@@ -162,11 +162,23 @@ pub(crate) struct Scalars {
     pub trapped_total: u64,
 }
 
+/// What a harness attaches to a state machine (nothing, in production).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// The node's id (reported to the observer).
+    pub node: u64,
+    /// Watches applied entries and snapshots.
+    pub observer: Option<Arc<dyn crate::observe::NodeObserver>>,
+    /// Mutation-test faults.
+    pub faults: Arc<crate::observe::TestFaults>,
+}
+
 /// The state machine handed to openraft. Cheap to clone: clones share everything.
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     host: Arc<ActorHost>,
+    hooks: Hooks,
     data: Arc<std::sync::Mutex<SmData>>,
     status_tx: Arc<watch::Sender<SmStatus>>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
@@ -183,6 +195,15 @@ impl std::fmt::Debug for StateMachine {
 impl StateMachine {
     /// Open the state machine on the node database, loading its state into memory.
     pub fn open(db: Arc<Database>, host: Arc<ActorHost>) -> io::Result<Self> {
+        Self::open_with_hooks(db, host, Hooks::default())
+    }
+
+    /// As [`StateMachine::open`], with a harness's hooks.
+    pub fn open_with_hooks(
+        db: Arc<Database>,
+        host: Arc<ActorHost>,
+        hooks: Hooks,
+    ) -> io::Result<Self> {
         let mut data = SmData::empty();
         {
             let txn = db.begin_read().map_err(io_err)?;
@@ -242,6 +263,7 @@ impl StateMachine {
         Ok(StateMachine {
             db,
             host,
+            hooks,
             data: Arc::new(std::sync::Mutex::new(data)),
             status_tx: Arc::new(status_tx),
             snapshot_seq: Arc::default(),
@@ -348,6 +370,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let r = apply::apply_batch(
                 &self.db,
                 &self.host,
+                &self.hooks,
                 &mut data,
                 batch.iter().map(|(e, _)| e),
             )?;
@@ -374,6 +397,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut data = self.lock();
         snapshot::install(&self.db, &mut data, meta, &snapshot)?;
         self.publish(&data);
+        if let Some(o) = &self.hooks.observer {
+            let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+            o.snapshot_installed(self.hooks.node, index, data.hash);
+        }
         Ok(())
     }
 
