@@ -74,6 +74,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
         timing: cfg.timing(),
         actor_limits: cfg.actors.clone(),
         seed,
+        snapshot: None,
     };
     let env = NodeEnv {
         stores,

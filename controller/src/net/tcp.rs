@@ -32,12 +32,14 @@ pub const MAX_INBOUND_CONNECTIONS: usize = 64;
 struct Peer {
     tx: mpsc::Sender<Vec<u8>>,
     addr: Arc<Mutex<String>>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 /// The TCP transport of one node.
 pub struct TcpTransport {
     peers: Mutex<HashMap<u64, Peer>>,
     stats: Arc<LinkStats>,
+    acceptor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for TcpTransport {
@@ -53,8 +55,12 @@ impl TcpTransport {
         let t = Arc::new(TcpTransport {
             peers: Mutex::new(HashMap::new()),
             stats: Arc::default(),
+            acceptor: Mutex::new(None),
         });
-        tokio::spawn(accept_loop(listener, inbound, t.stats.clone()));
+        let acceptor = tokio::spawn(accept_loop(listener, inbound, t.stats.clone()));
+        if let Ok(mut a) = t.acceptor.lock() {
+            *a = Some(acceptor);
+        }
         t
     }
 
@@ -94,8 +100,21 @@ impl Transport for TcpTransport {
         }
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
         let addr = Arc::new(Mutex::new(addr.to_string()));
-        tokio::spawn(writer_loop(peer, addr.clone(), rx, self.stats.clone()));
-        peers.insert(peer, Peer { tx, addr });
+        let writer = tokio::spawn(writer_loop(peer, addr.clone(), rx, self.stats.clone()));
+        peers.insert(peer, Peer { tx, addr, writer });
+    }
+
+    fn shutdown(&self) {
+        if let Ok(mut a) = self.acceptor.lock()
+            && let Some(h) = a.take()
+        {
+            h.abort();
+        }
+        if let Ok(mut peers) = self.peers.lock() {
+            for (_, p) in peers.drain() {
+                p.writer.abort();
+            }
+        }
     }
 }
 
@@ -168,7 +187,12 @@ async fn writer_loop(
 
 async fn accept_loop(listener: TcpListener, inbound: InboundTx, stats: Arc<LinkStats>) {
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Readers live in a JoinSet owned by this task: aborting the acceptor (node shutdown)
+    // drops the set, which aborts every reader and closes its socket, so peers notice and
+    // reconnect to whatever listens next on this address.
+    let mut readers = tokio::task::JoinSet::new();
     loop {
+        while readers.try_join_next().is_some() {}
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -183,7 +207,7 @@ async fn accept_loop(listener: TcpListener, inbound: InboundTx, stats: Arc<LinkS
         }
         open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (inbound, stats, open) = (inbound.clone(), stats.clone(), open.clone());
-        tokio::spawn(async move {
+        readers.spawn(async move {
             if let Err(e) = read_frames(stream, &inbound, &stats).await {
                 tracing::debug!(%peer, error = %e, "inbound connection closed");
             }

@@ -24,6 +24,9 @@ pub trait Transport: Send + Sync + 'static {
     /// Tell the transport how to reach a peer (address from the membership or config).
     /// Transports that route otherwise (the simulator) ignore it.
     fn set_peer_addr(&self, _peer: u64, _addr: &str) {}
+
+    /// Stop the transport's tasks and release its sockets (the node is shutting down).
+    fn shutdown(&self) {}
 }
 
 /// The sending half of the inbound queue, handed to transports.

@@ -43,6 +43,17 @@ pub struct NodeOptions {
     pub actor_limits: ActorLimits,
     /// Seed for openraft's randomness (election timeouts).
     pub seed: u64,
+    /// Snapshot policy override (tests force frequent snapshots); `None` keeps the defaults.
+    pub snapshot: Option<SnapshotTuning>,
+}
+
+/// When to snapshot and how much log to keep after one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotTuning {
+    /// Build a snapshot after this many entries since the last.
+    pub every_entries: u64,
+    /// Entries kept in the log behind a snapshot.
+    pub keep_entries: u64,
 }
 
 /// Where a node runs: its storage, links and clock.
@@ -181,7 +192,12 @@ impl Node {
             .map_err(StartError::State)?;
         let log = LogStore::with_faults(env.stores.log.clone(), env.faults.clone());
         let rpc = Rpc::new(opts.id, env.transport.clone());
-        let config = Arc::new(opts.timing.raft_config(&opts.cluster_name)?);
+        let mut config = opts.timing.raft_config(&opts.cluster_name)?;
+        if let Some(t) = opts.snapshot {
+            config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(t.every_entries);
+            config.max_in_snapshot_log_to_keep = t.keep_entries;
+        }
+        let config = Arc::new(config.validate()?);
         let raft = Raft::new(
             opts.id,
             config,
@@ -402,5 +418,6 @@ impl Node {
             }
         }
         let _ = self.inner.raft.shutdown().await;
+        self.inner.rpc.transport().shutdown();
     }
 }
