@@ -1,3 +1,5 @@
 //! Integration tests of the controller (one binary so linking stays fast).
 
+mod cluster;
+mod harness;
 mod storage_suite;
