@@ -84,6 +84,15 @@ pub enum Body {
         /// The timer.
         timer_id: u64,
     },
+    /// The central data center acknowledged outbox records of WAN stream `stream` up to (not
+    /// including) sequence `upto_seq`. Proposed by the WAN uploader (controller/src/wan) so that
+    /// whichever node uploads next resumes there. Monotonic: a lower value is a no-op.
+    OutboxAck {
+        /// The WAN stream.
+        stream: u32,
+        /// Next sequence the central expects (everything below it is stored centrally).
+        upto_seq: u64,
+    },
 }
 
 impl fmt::Display for Proposal {
@@ -91,6 +100,9 @@ impl fmt::Display for Proposal {
         match &self.body {
             Body::Inputs(v) => write!(f, "inputs({}) from {}#{}", v.len(), self.origin, self.seq),
             Body::Tick { timer_id } => write!(f, "tick({timer_id}) from {}", self.origin),
+            Body::OutboxAck { stream, upto_seq } => {
+                write!(f, "outbox-ack({stream} < {upto_seq}) from {}", self.origin)
+            }
         }
     }
 }

@@ -106,6 +106,7 @@ pub(crate) fn scalars_of(data: &SmData) -> Scalars {
         next_out_seq: data.next_out_seq,
         first_out_seq: data.first_out_seq,
         trapped_total: data.trapped_total,
+        outbox_acks: data.outbox_acks.clone(),
     }
 }
 
@@ -234,6 +235,14 @@ fn apply_proposal(
                 )?;
             }
         },
+        Body::OutboxAck { stream, upto_seq } => {
+            // The cursor only moves forward: a stale ack from a deposed uploader is a no-op.
+            let cursor = data.outbox_acks.entry(*stream).or_insert(0);
+            *cursor = (*cursor).max(*upto_seq);
+            h.update(b"outbox-ack");
+            h.update(&stream.to_le_bytes());
+            h.update(&cursor.to_le_bytes());
+        }
     }
     Ok(())
 }

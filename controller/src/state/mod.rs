@@ -102,6 +102,9 @@ pub(crate) struct SmData {
     /// Customer id -> supplied (true) or cut by billing (false). Derived from inputs and
     /// relay outputs; part of the replicated state.
     pub customers: BTreeMap<u32, bool>,
+    /// WAN stream -> next outbox sequence the central data center has not acknowledged
+    /// (committed by `Body::OutboxAck`).
+    pub outbox_acks: BTreeMap<u32, u64>,
 }
 
 impl SmData {
@@ -119,6 +122,7 @@ impl SmData {
             dedupe: BTreeMap::new(),
             timers: BTreeMap::new(),
             customers: BTreeMap::new(),
+            outbox_acks: BTreeMap::new(),
         }
     }
 
@@ -160,6 +164,8 @@ pub(crate) struct Scalars {
     pub next_out_seq: u64,
     pub first_out_seq: u64,
     pub trapped_total: u64,
+    /// See `SmData::outbox_acks`.
+    pub outbox_acks: BTreeMap<u32, u64>,
 }
 
 /// What a harness attaches to a state machine (nothing, in production).
@@ -219,6 +225,7 @@ impl StateMachine {
                 data.next_out_seq = s.next_out_seq;
                 data.first_out_seq = s.first_out_seq;
                 data.trapped_total = s.trapped_total;
+                data.outbox_acks = s.outbox_acks;
             }
             if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(io_err)? {
                 data.customers =
@@ -322,6 +329,12 @@ impl StateMachine {
             ));
         }
         Ok(out)
+    }
+
+    /// The committed WAN upload cursor of `stream`: the next outbox sequence the central data
+    /// center has not acknowledged (0 when nothing was acknowledged).
+    pub fn outbox_ack(&self, stream: u32) -> u64 {
+        self.lock().outbox_acks.get(&stream).copied().unwrap_or(0)
     }
 
     /// A copy of the whole actor state (tests, diagnostics).

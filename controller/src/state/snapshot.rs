@@ -177,6 +177,7 @@ pub(crate) fn install(
     data.next_out_seq = s.next_out_seq;
     data.first_out_seq = s.first_out_seq;
     data.trapped_total = s.trapped_total;
+    data.outbox_acks = s.outbox_acks;
     data.customers = image.customers.into_iter().collect();
     let mut state = ActorState::default();
     for (k, v) in image.actor_state {
