@@ -11,3 +11,4 @@ pub mod raft;
 pub mod runner;
 pub mod state;
 pub mod storage;
+pub mod wan;

@@ -72,6 +72,8 @@ enum Cmd {
     },
     /// Measure committed actor messages per second, commit latency and wasmi/native speed.
     Bench(cli::bench::BenchArgs),
+    /// The data center: receive grids' WAN batches, store them, serve queries.
+    Central(ghatta::wan::central::CentralArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,5 +253,6 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Bench(args) => cli::bench::run(args).await,
+        Cmd::Central(args) => ghatta::wan::central::run_cmd(args).await,
     }
 }

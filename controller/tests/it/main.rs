@@ -5,3 +5,4 @@ mod cluster;
 mod harness;
 mod membership;
 mod storage_suite;
+mod wan;

@@ -1,0 +1,672 @@
+//! `ghatta central`: the data-center side. Accepts batches from many grids, stores them in
+//! redb with an fsync before acknowledging, dedupes by (grid, stream, seq), acknowledges the
+//! highest contiguous sequence per (grid, stream), and serves HTTP/JSON (and CSV) queries on a
+//! separate loopback port.
+//!
+//! Live versus back-filled: a record is marked `backfill` when it arrives more than
+//! `backfill_after_ms` after its log time (it was buffered through an outage), or when it is
+//! older than the newest value already stored for that customer. The latest-state views
+//! (balance per customer, last event per grid) are only ever replaced by a record at least as
+//! new, so back-fill never overwrites a newer live value.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::proto::{self, AckBody, BatchBody, GridKey, Msg};
+use crate::actors::ActorKind;
+use crate::raft::codec;
+use crate::storage::io_err;
+
+/// Concurrent grid connections. A country's programme is a few hundred grids with one
+/// connection per stream each; beyond this, grids wait and retry with backoff.
+pub const MAX_CONNECTIONS: usize = 2048;
+/// A record arriving this long after its log time is back-fill (it waited out an outage).
+/// 15 min: well above normal upload delay (seconds), well below the hours an outage lasts.
+pub const BACKFILL_AFTER_MS_DEFAULT: u64 = 15 * 60 * 1000;
+/// One UTC day, ms (energy per day is summed by UTC day of the record's log time).
+const DAY_MS: u64 = 86_400_000;
+
+/// (grid, stream) -> next expected seq.
+const CURSORS: TableDefinition<(u64, u32), u64> = TableDefinition::new("wan_cursors");
+/// (grid, stream, seq) -> bincode StoredRecord.
+const RECORDS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("wan_records");
+/// (grid, customer, seq) -> bincode LedgerRow.
+const LEDGER: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("wan_ledger");
+/// (grid, UTC day number) -> Wh charged that day.
+const ENERGY: TableDefinition<(u64, u64), u64> = TableDefinition::new("wan_energy_day");
+/// (grid, customer) -> bincode LedgerRow (the newest by log time).
+const LATEST: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("wan_latest_customer");
+/// grid -> bincode GridState.
+const GRIDS: TableDefinition<u64, &[u8]> = TableDefinition::new("wan_grids");
+
+/// How to run the central.
+#[derive(Debug, Clone)]
+pub struct CentralConfig {
+    /// Batch listener (grids connect here over the WAN), host:port.
+    pub listen: String,
+    /// HTTP/JSON query listener; keep it on loopback (operators reach it through SSH).
+    pub http_listen: String,
+    /// Directory of `central.redb`.
+    pub data_dir: PathBuf,
+    /// Pre-shared key per grid id.
+    pub keys: BTreeMap<u64, GridKey>,
+    /// See [`BACKFILL_AFTER_MS_DEFAULT`].
+    pub backfill_after_ms: u64,
+}
+
+/// One stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Log index at the grid.
+    pub index: u64,
+    /// Log time at the grid, Unix ms.
+    pub time_ms: u64,
+    /// Producing actor.
+    pub actor: ActorKind,
+    /// bincode `ghatta_actor_sdk::Output`.
+    pub output: Vec<u8>,
+    /// Arrived as back-fill.
+    pub backfill: bool,
+}
+
+/// One ledger line as the central serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    /// Outbox sequence at the grid.
+    pub seq: u64,
+    /// Customer.
+    pub customer: u32,
+    /// Log time of the event, Unix ms.
+    pub at_ms: u64,
+    /// Charge, Fee, TopUp, ...
+    pub kind: String,
+    /// Energy billed (Charge only), Wh.
+    pub energy_wh: u64,
+    /// Amount (charges and fees negative-going, top-ups positive), mpaisa.
+    pub amount_mpaisa: i64,
+    /// Credit after the event, mpaisa.
+    pub balance_after_mpaisa: i64,
+    /// Tariff version.
+    pub tariff_version: u32,
+    /// Arrived as back-fill.
+    pub backfill: bool,
+}
+
+/// The latest known state of a grid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridState {
+    /// Grid id.
+    pub grid: u64,
+    /// Next expected seq per stream.
+    pub cursors: BTreeMap<u32, u64>,
+    /// Records stored.
+    pub records: u64,
+    /// Newest log time seen, Unix ms.
+    pub newest_time_ms: u64,
+    /// The newest alarm or relay event (debug form).
+    pub last_event: Option<String>,
+    /// Log time of `last_event`.
+    pub last_event_ms: u64,
+    /// Ledger records that arrived as back-fill.
+    pub backfilled: u64,
+}
+
+struct Inner {
+    db: Database,
+    keys: BTreeMap<u64, GridKey>,
+    backfill_after_ms: u64,
+}
+
+/// A running central; dropping it stops its listeners.
+pub struct Central {
+    inner: Arc<Inner>,
+    /// Where grids connect.
+    pub batch_addr: SocketAddr,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Central {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Central {
+    /// Open the store and start both listeners.
+    pub async fn start(cfg: CentralConfig) -> anyhow::Result<Central> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create central data dir {}: {e}; check --data and permissions",
+                cfg.data_dir.display()
+            )
+        })?;
+        let path = cfg.data_dir.join("central.redb");
+        let db = Database::create(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open {}: {e}; is another central running on it?",
+                path.display()
+            )
+        })?;
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(CURSORS)?;
+            txn.open_table(RECORDS)?;
+            txn.open_table(LEDGER)?;
+            txn.open_table(ENERGY)?;
+            txn.open_table(LATEST)?;
+            txn.open_table(GRIDS)?;
+            txn.commit()?;
+        }
+        let inner = Arc::new(Inner {
+            db,
+            keys: cfg.keys,
+            backfill_after_ms: cfg.backfill_after_ms,
+        });
+        let batch = TcpListener::bind(&cfg.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for grids on {}: {e}; is the port in use?",
+                cfg.listen
+            )
+        })?;
+        let http = TcpListener::bind(&cfg.http_listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for HTTP queries on {}: {e}; is the port in use?",
+                cfg.http_listen
+            )
+        })?;
+        let batch_addr = batch.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop(batch, inner.clone())));
+        let router = router(inner.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, router).await {
+                tracing::error!(error = %e, "central HTTP API stopped");
+            }
+        }));
+        Ok(Central {
+            inner,
+            batch_addr,
+            http_addr,
+            tasks,
+        })
+    }
+
+    /// Next expected seq of (grid, stream).
+    pub fn cursor(&self, grid: u64, stream: u32) -> std::io::Result<u64> {
+        let txn = self.inner.db.begin_read().map_err(io_err)?;
+        let t = txn.open_table(CURSORS).map_err(io_err)?;
+        Ok(t.get((grid, stream))
+            .map_err(io_err)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Every stored record of (grid, stream), ascending.
+    pub fn records(&self, grid: u64, stream: u32) -> std::io::Result<Vec<(u64, StoredRecord)>> {
+        let txn = self.inner.db.begin_read().map_err(io_err)?;
+        let t = txn.open_table(RECORDS).map_err(io_err)?;
+        let mut out = Vec::new();
+        for item in t
+            .range((grid, stream, 0)..=(grid, stream, u64::MAX))
+            .map_err(io_err)?
+        {
+            let (k, v) = item.map_err(io_err)?;
+            out.push((k.value().2, codec::decode(v.value()).map_err(io_err)?));
+        }
+        Ok(out)
+    }
+
+    /// Energy per UTC day of a grid: (day number since the epoch, Wh).
+    pub fn energy_per_day(&self, grid: u64) -> std::io::Result<Vec<(u64, u64)>> {
+        self.inner.energy_per_day(grid)
+    }
+
+    /// The ledger of a customer (all customers with `None`), ascending by seq per customer.
+    pub fn ledger(&self, grid: u64, customer: Option<u32>) -> std::io::Result<Vec<LedgerRow>> {
+        self.inner.ledger(grid, customer)
+    }
+
+    /// The latest state of a grid and its customers' newest ledger lines.
+    pub fn grid_state(&self, grid: u64) -> std::io::Result<Option<(GridState, Vec<LedgerRow>)>> {
+        self.inner.grid_state(grid)
+    }
+}
+
+impl Inner {
+    fn energy_per_day(&self, grid: u64) -> std::io::Result<Vec<(u64, u64)>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let t = txn.open_table(ENERGY).map_err(io_err)?;
+        let mut out = Vec::new();
+        for item in t.range((grid, 0)..=(grid, u64::MAX)).map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            out.push((k.value().1, v.value()));
+        }
+        Ok(out)
+    }
+
+    fn ledger(&self, grid: u64, customer: Option<u32>) -> std::io::Result<Vec<LedgerRow>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let t = txn.open_table(LEDGER).map_err(io_err)?;
+        let (lo, hi) = match customer {
+            Some(c) => ((grid, c, 0), (grid, c, u64::MAX)),
+            None => ((grid, 0, 0), (grid, u32::MAX, u64::MAX)),
+        };
+        let mut out = Vec::new();
+        for item in t.range(lo..=hi).map_err(io_err)? {
+            let (_, v) = item.map_err(io_err)?;
+            out.push(codec::decode(v.value()).map_err(io_err)?);
+        }
+        Ok(out)
+    }
+
+    fn grid_state(&self, grid: u64) -> std::io::Result<Option<(GridState, Vec<LedgerRow>)>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let g = txn.open_table(GRIDS).map_err(io_err)?;
+        let Some(v) = g.get(grid).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let state: GridState = codec::decode(v.value()).map_err(io_err)?;
+        let t = txn.open_table(LATEST).map_err(io_err)?;
+        let mut latest = Vec::new();
+        for item in t.range((grid, 0)..=(grid, u32::MAX)).map_err(io_err)? {
+            let (_, v) = item.map_err(io_err)?;
+            latest.push(codec::decode(v.value()).map_err(io_err)?);
+        }
+        Ok(Some((state, latest)))
+    }
+
+    /// Store a batch durably; answers the ack to send. Runs on a blocking thread.
+    fn ingest(&self, grid: u64, b: &BatchBody) -> std::io::Result<AckBody> {
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        // The ack promises durability: fsync before it leaves.
+        txn.set_durability(Durability::Immediate).map_err(io_err)?;
+        let now = now_ms();
+        let next;
+        {
+            let mut cursors = txn.open_table(CURSORS).map_err(io_err)?;
+            let have = cursors
+                .get((grid, b.stream))
+                .map_err(io_err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            if b.first_seq > have {
+                // Records in [have, first_seq) are missing: storing this batch would leave a
+                // hole the contiguous ack could never cross. Ask for a resend instead.
+                return Ok(AckBody {
+                    stream: b.stream,
+                    next_seq: have,
+                    gap: true,
+                    batch_first_seq: b.first_seq,
+                });
+            }
+            if b.end_seq <= have {
+                // A pure retransmission.
+                return Ok(AckBody {
+                    stream: b.stream,
+                    next_seq: have,
+                    gap: false,
+                    batch_first_seq: b.first_seq,
+                });
+            }
+            let mut records = txn.open_table(RECORDS).map_err(io_err)?;
+            let mut ledger = txn.open_table(LEDGER).map_err(io_err)?;
+            let mut energy = txn.open_table(ENERGY).map_err(io_err)?;
+            let mut latest = txn.open_table(LATEST).map_err(io_err)?;
+            let mut grids = txn.open_table(GRIDS).map_err(io_err)?;
+            let mut gs: GridState = match grids.get(grid).map_err(io_err)? {
+                Some(v) => codec::decode(v.value()).map_err(io_err)?,
+                None => GridState {
+                    grid,
+                    ..GridState::default()
+                },
+            };
+            let mut prev = None;
+            for (seq, rec) in &b.records {
+                let seq = *seq;
+                if seq < have {
+                    continue; // Stored before: exactly once.
+                }
+                if seq < b.first_seq || seq >= b.end_seq || prev.is_some_and(|p| seq <= p) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "grid {grid} sent record {seq} outside or out of order in its batch [{}, {})",
+                            b.first_seq, b.end_seq
+                        ),
+                    ));
+                }
+                prev = Some(seq);
+                let mut backfill = now.saturating_sub(rec.time_ms) > self.backfill_after_ms;
+                let output = sdk_codec::decode::<sdk::Output>(&rec.output);
+                match &output {
+                    Some(sdk::Output::Ledger(l)) => {
+                        let c = l.customer.0;
+                        let newest: Option<LedgerRow> =
+                            match latest.get((grid, c)).map_err(io_err)? {
+                                Some(v) => Some(codec::decode(v.value()).map_err(io_err)?),
+                                None => None,
+                            };
+                        if newest.as_ref().is_some_and(|n| l.at_ms < n.at_ms) {
+                            backfill = true;
+                        }
+                        let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
+                        let row = LedgerRow {
+                            seq,
+                            customer: c,
+                            at_ms: l.at_ms,
+                            kind,
+                            energy_wh,
+                            amount_mpaisa,
+                            balance_after_mpaisa: l.balance_after_mpaisa,
+                            tariff_version: l.tariff_version,
+                            backfill,
+                        };
+                        let bytes = codec::encode(&row).map_err(io_err)?;
+                        ledger
+                            .insert((grid, c, seq), bytes.as_slice())
+                            .map_err(io_err)?;
+                        if newest.as_ref().is_none_or(|n| l.at_ms >= n.at_ms) {
+                            latest.insert((grid, c), bytes.as_slice()).map_err(io_err)?;
+                        }
+                        if energy_wh > 0 {
+                            let day = l.at_ms / DAY_MS;
+                            let sum = energy
+                                .get((grid, day))
+                                .map_err(io_err)?
+                                .map(|v| v.value())
+                                .unwrap_or(0);
+                            energy
+                                .insert((grid, day), sum + energy_wh)
+                                .map_err(io_err)?;
+                        }
+                        if backfill {
+                            gs.backfilled += 1;
+                        }
+                    }
+                    Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_))) => {
+                        if rec.time_ms >= gs.last_event_ms {
+                            gs.last_event = Some(format!("{ev:?}"));
+                            gs.last_event_ms = rec.time_ms;
+                        }
+                    }
+                    _ => {}
+                }
+                let stored = StoredRecord {
+                    index: rec.index,
+                    time_ms: rec.time_ms,
+                    actor: rec.actor,
+                    output: rec.output.clone(),
+                    backfill,
+                };
+                records
+                    .insert(
+                        (grid, b.stream, seq),
+                        codec::encode(&stored).map_err(io_err)?.as_slice(),
+                    )
+                    .map_err(io_err)?;
+                gs.records += 1;
+                gs.newest_time_ms = gs.newest_time_ms.max(rec.time_ms);
+            }
+            next = b.end_seq;
+            cursors.insert((grid, b.stream), next).map_err(io_err)?;
+            gs.cursors.insert(b.stream, next);
+            grids
+                .insert(grid, codec::encode(&gs).map_err(io_err)?.as_slice())
+                .map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)?;
+        Ok(AckBody {
+            stream: b.stream,
+            next_seq: next,
+            gap: false,
+            batch_first_seq: b.first_seq,
+        })
+    }
+}
+
+fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
+    let name = format!("{kind:?}");
+    let name = name.split([' ', '{', '(']).next().unwrap_or("").to_string();
+    match kind {
+        sdk::LedgerKind::Charge {
+            energy_wh,
+            amount_mpaisa,
+            ..
+        } => (name, *energy_wh, *amount_mpaisa),
+        sdk::LedgerKind::Fee { amount_mpaisa } => (name, 0, *amount_mpaisa),
+        sdk::LedgerKind::TopUp { amount_mpaisa, .. } => (name, 0, *amount_mpaisa),
+        _ => (name, 0, 0),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "central accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "refusing grid connection: {MAX_CONNECTIONS} already open");
+            continue;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(sock, &inner).await {
+                tracing::info!(%peer, error = %e, "grid connection closed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_conn(sock: TcpStream, inner: &Arc<Inner>) -> Result<(), proto::ProtoError> {
+    sock.set_nodelay(true)?;
+    let (mut rd, mut wr) = sock.into_split();
+    loop {
+        let frame = proto::read_frame(&mut rd).await?;
+        let msg = proto::decode(&frame, |g| inner.keys.get(&g).cloned())?;
+        let Msg::Batch { grid, body } = msg else {
+            return Err(proto::ProtoError::Body(
+                "a grid sent an ack, not a batch".into(),
+            ));
+        };
+        let i = inner.clone();
+        let ack = tokio::task::spawn_blocking(move || i.ingest(grid, &body))
+            .await
+            .map_err(|e| std::io::Error::other(format!("ingest task failed: {e}")))??;
+        let Some(key) = inner.keys.get(&grid) else {
+            return Err(proto::ProtoError::UnknownGrid(grid));
+        };
+        proto::write_frame(&mut wr, &proto::encode_ack(key, grid, &ack)?).await?;
+    }
+}
+
+type HttpError = (StatusCode, Json<serde_json::Value>);
+
+fn http_err(e: impl std::fmt::Display) -> HttpError {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({ "error": format!("central store read failed: {e}") })),
+    )
+}
+
+fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/v1/grids/{grid}", get(http_grid))
+        .route(
+            "/v1/grids/{grid}/customers/{customer}/ledger",
+            get(http_ledger),
+        )
+        .route("/v1/grids/{grid}/energy-per-day", get(http_energy))
+        .route("/v1/grids/{grid}/export.json", get(http_export_json))
+        .route("/v1/grids/{grid}/export.csv", get(http_export_csv))
+        .with_state(inner)
+}
+
+async fn http_grid(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    match i.grid_state(grid).map_err(http_err)? {
+        Some((state, customers)) => Ok(Json(
+            serde_json::json!({ "state": state, "customers": customers }),
+        )),
+        None => Err((
+            StatusCode::NOT_FOUND,
+            Json(
+                serde_json::json!({ "error": format!("grid {grid} has not uploaded anything yet") }),
+            ),
+        )),
+    }
+}
+
+async fn http_ledger(
+    State(i): State<Arc<Inner>>,
+    Path((grid, customer)): Path<(u64, u32)>,
+) -> Result<Json<Vec<LedgerRow>>, HttpError> {
+    Ok(Json(i.ledger(grid, Some(customer)).map_err(http_err)?))
+}
+
+async fn http_energy(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let days: Vec<_> = i
+        .energy_per_day(grid)
+        .map_err(http_err)?
+        .into_iter()
+        .map(|(day, wh)| serde_json::json!({ "utc_day_start_ms": day * DAY_MS, "energy_wh": wh }))
+        .collect();
+    Ok(Json(serde_json::json!(days)))
+}
+
+async fn http_export_json(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+) -> Result<Json<Vec<LedgerRow>>, HttpError> {
+    Ok(Json(i.ledger(grid, None).map_err(http_err)?))
+}
+
+async fn http_export_csv(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+) -> Result<Response, HttpError> {
+    let rows = i.ledger(grid, None).map_err(http_err)?;
+    let mut csv = String::from(
+        "grid,customer,seq,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill\n",
+    );
+    for r in rows {
+        csv.push_str(&format!(
+            "{grid},{},{},{},{},{},{},{},{},{}\n",
+            r.customer,
+            r.seq,
+            r.at_ms,
+            r.kind,
+            r.energy_wh,
+            r.amount_mpaisa,
+            r.balance_after_mpaisa,
+            r.tariff_version,
+            r.backfill
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response())
+}
+
+/// `ghatta central` arguments.
+#[derive(Debug, clap::Args)]
+pub struct CentralArgs {
+    /// Where grids connect with their batches, host:port.
+    #[arg(long)]
+    pub listen: String,
+    /// Directory for central.redb.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// HTTP/JSON query listener (keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:7780")]
+    pub http: String,
+    /// A grid's pre-shared key, `GRID_ID=64 hex digits`; repeat per grid.
+    #[arg(long = "grid-key", value_name = "GRID=HEX")]
+    pub grid_keys: Vec<String>,
+    /// Records arriving later than this after their log time are marked back-fill, ms.
+    #[arg(long, default_value_t = BACKFILL_AFTER_MS_DEFAULT)]
+    pub backfill_after_ms: u64,
+}
+
+/// Parse `GRID=HEX` key arguments.
+pub fn parse_keys(args: &[String]) -> anyhow::Result<BTreeMap<u64, GridKey>> {
+    let mut keys = BTreeMap::new();
+    for a in args {
+        let (g, k) = a.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!(
+                "--grid-key `{}..` is not GRID=HEX",
+                a.chars().take(8).collect::<String>()
+            )
+        })?;
+        let grid: u64 = g
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--grid-key: grid id `{g}` is not a number: {e}"))?;
+        let key =
+            GridKey::from_hex(k).map_err(|e| anyhow::anyhow!("--grid-key for grid {grid}: {e}"))?;
+        if keys.insert(grid, key).is_some() {
+            anyhow::bail!("--grid-key: grid {grid} is given twice; keep one key per grid");
+        }
+    }
+    if keys.is_empty() {
+        anyhow::bail!(
+            "no --grid-key given: the central would refuse every grid; add --grid-key GRID=HEX"
+        );
+    }
+    Ok(keys)
+}
+
+/// Run `ghatta central` until Ctrl-C.
+pub async fn run_cmd(args: CentralArgs) -> anyhow::Result<std::process::ExitCode> {
+    let keys = parse_keys(&args.grid_keys)?;
+    let central = Central::start(CentralConfig {
+        listen: args.listen,
+        http_listen: args.http,
+        data_dir: args.data,
+        keys,
+        backfill_after_ms: args.backfill_after_ms,
+    })
+    .await?;
+    println!(
+        "central: grids connect to {}, queries on http://{}/v1/grids/<grid>",
+        central.batch_addr, central.http_addr
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot wait for Ctrl-C: {e}"))?;
+    drop(central);
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,0 +1,418 @@
+//! The uploader: on the leader, streams committed outbox records to the central in compressed,
+//! authenticated batches, several in flight, under a bandwidth cap, and commits the central's
+//! acknowledged cursor through Raft (`Body::OutboxAck`) so any node resumes there.
+//!
+//! Resumption: each connection starts at max(committed cursor, last ack this process saw).
+//! After a WAN drop, a crash or a leader change the next uploader starts at the committed
+//! cursor, which may lag the central by what was acked but not yet committed: those records
+//! are sent again and the central drops them as duplicates (idempotent by (grid, stream, seq)).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::time::Instant;
+
+use super::proto::{self, AckBody, BatchBody, GridKey, Msg, Stream};
+use crate::node::{Node, Role};
+use crate::raft::Body;
+use crate::state::OutboxRecord;
+
+/// Batches in flight per stream. At 800 ms RTT and 256 kbit/s (32 KB/s) the bandwidth-delay
+/// product is ~26 KB; 8 compressed batches (8-16 KB each when full) keep the pipe full even on
+/// a 2 s double-hop peak, while bounding what one link cut wastes.
+pub const WINDOW_BATCHES: usize = 8;
+/// Outbox records scanned per batch at most (also bounds one redb read).
+pub const MAX_SCAN_PER_BATCH: usize = 4096;
+/// No ack for this long with batches in flight: the link is dead or black-holed; reconnect.
+/// 30 s covers a 2 s satellite peak plus a full window queued behind a 256 kbit/s cap.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait after a failed connection; doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between reconnection attempts: one SYN a minute costs nothing on the
+/// satellite link, and an outage of hours is back in service within a minute of its end.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often an idle uploader looks for new outbox records or a change of leadership.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Connecting to the central may take this long (TCP handshake over 1-2 s RTT, SYN retries).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the uploader needs to know.
+#[derive(Debug, Clone)]
+pub struct UploaderConfig {
+    /// This grid's id at the central.
+    pub grid: u64,
+    /// This grid's pre-shared key.
+    pub key: GridKey,
+    /// The central's batch listener (`ghatta central --listen`), host:port.
+    pub central_addr: String,
+    /// Bandwidth cap for all streams together, bytes/s (256 kbit/s = 32,000 B/s), so billing
+    /// traffic does not starve the operators' other uses of the link. 0 = no cap.
+    pub rate_bytes_per_s: u64,
+    /// Batches in flight per stream.
+    pub window_batches: usize,
+    /// Uncompressed batch size limit.
+    pub max_batch_raw_bytes: usize,
+}
+
+impl UploaderConfig {
+    /// Defaults for a grid.
+    pub fn new(grid: u64, key: GridKey, central_addr: impl Into<String>) -> Self {
+        UploaderConfig {
+            grid,
+            key,
+            central_addr: central_addr.into(),
+            rate_bytes_per_s: 0,
+            window_batches: WINDOW_BATCHES,
+            max_batch_raw_bytes: proto::MAX_BATCH_RAW_BYTES,
+        }
+    }
+}
+
+/// A token bucket shared by the streams: bytes/s with a burst of one full frame.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate_bytes_per_s: u64,
+    burst_bytes: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    /// A bucket; rate 0 means unlimited.
+    pub fn new(rate_bytes_per_s: u64) -> Self {
+        let burst_bytes = proto::MAX_WAN_FRAME_BYTES as f64;
+        TokenBucket {
+            rate_bytes_per_s,
+            burst_bytes,
+            // Start empty: a reconnect after an outage must not burst above the cap.
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    /// Wait until `bytes` may be sent.
+    pub async fn take(&self, bytes: usize) {
+        if self.rate_bytes_per_s == 0 {
+            return;
+        }
+        let rate = self.rate_bytes_per_s as f64;
+        // Holding the lock while sleeping queues the streams fairly (FIFO mutex).
+        let mut s = self.state.lock().await;
+        let now = Instant::now();
+        let (tokens, last) = *s;
+        let mut tokens =
+            (tokens + rate * now.duration_since(last).as_secs_f64()).min(self.burst_bytes);
+        let need = bytes as f64;
+        if tokens < need {
+            let wait = Duration::from_secs_f64((need - tokens) / rate);
+            tokio::time::sleep(wait).await;
+            tokens = need;
+        }
+        *s = (tokens - need, Instant::now());
+    }
+}
+
+/// Counters of one uploader (all streams).
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    /// Frame bytes written, including length prefixes.
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+    /// Batches written (retransmissions included).
+    pub batches_sent: std::sync::atomic::AtomicU64,
+    /// Records written (retransmissions included).
+    pub records_sent: std::sync::atomic::AtomicU64,
+    /// Connections that ended in an error.
+    pub session_errors: std::sync::atomic::AtomicU64,
+}
+
+/// A running uploader; dropping it stops it (its tasks are aborted: like a crash).
+pub struct Uploader {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Counters.
+    pub stats: Arc<UploadStats>,
+    acked: Vec<watch::Receiver<u64>>,
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Uploader {
+    /// Start uploading every stream of `node`'s outbox (active only while `node` leads).
+    pub fn spawn(node: Node, cfg: UploaderConfig) -> Uploader {
+        let cfg = Arc::new(cfg);
+        let bucket = Arc::new(TokenBucket::new(cfg.rate_bytes_per_s));
+        let stats = Arc::new(UploadStats::default());
+        let mut tasks = Vec::new();
+        let mut acked = Vec::new();
+        for stream in Stream::ALL {
+            let start = node.state_machine().outbox_ack(stream.id());
+            let (tx, rx) = watch::channel(start);
+            acked.push(rx.clone());
+            tasks.push(tokio::spawn(commit_loop(node.clone(), stream, rx)));
+            tasks.push(tokio::spawn(stream_loop(
+                node.clone(),
+                cfg.clone(),
+                stream,
+                bucket.clone(),
+                stats.clone(),
+                tx,
+            )));
+        }
+        Uploader {
+            tasks,
+            stats,
+            acked,
+        }
+    }
+
+    /// The highest cursor the central acknowledged to this uploader, per stream (in
+    /// [`Stream::ALL`] order).
+    pub fn acked(&self) -> Vec<u64> {
+        self.acked.iter().map(|r| *r.borrow()).collect()
+    }
+}
+
+fn is_leader(node: &Node) -> bool {
+    node.status().role == Role::Leader
+}
+
+/// Propose each new acknowledged cursor through Raft (`OutboxAck`).
+async fn commit_loop(node: Node, stream: Stream, mut acked: watch::Receiver<u64>) {
+    loop {
+        let want = *acked.borrow_and_update();
+        if want > node.state_machine().outbox_ack(stream.id()) {
+            let body = Body::OutboxAck {
+                stream: stream.id(),
+                upto_seq: want,
+            };
+            // Sequence 0: not deduplicated; the ack is idempotent by itself (a monotonic max).
+            if let Err(e) = node.propose_with_seq(0, body).await {
+                tracing::debug!(stream = stream.id(), error = %e, "outbox ack not committed; will retry");
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            }
+        }
+        if acked.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn stream_loop(
+    node: Node,
+    cfg: Arc<UploaderConfig>,
+    stream: Stream,
+    bucket: Arc<TokenBucket>,
+    stats: Arc<UploadStats>,
+    acked: watch::Sender<u64>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if !is_leader(&node) {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            continue;
+        }
+        let start = node
+            .state_machine()
+            .outbox_ack(stream.id())
+            .max(*acked.borrow());
+        let result = session(&node, &cfg, stream, &bucket, &stats, &acked, start).await;
+        match result {
+            Ok(progressed) => {
+                if progressed {
+                    backoff = BACKOFF_MIN;
+                }
+            }
+            Err(e) => {
+                stats
+                    .session_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(stream = stream.id(), central = %cfg.central_addr, error = %e, ?backoff, "WAN upload interrupted; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Read the next batch of `stream` from the outbox, starting at `from`.
+fn next_batch(
+    node: &Node,
+    cfg: &UploaderConfig,
+    stream: Stream,
+    from: u64,
+) -> std::io::Result<Option<BatchBody>> {
+    let scanned: Vec<(u64, OutboxRecord)> =
+        node.state_machine().outbox_from(from, MAX_SCAN_PER_BATCH)?;
+    let Some(last) = scanned.last().map(|(s, _)| *s) else {
+        return Ok(None);
+    };
+    let mut body = BatchBody {
+        stream: stream.id(),
+        first_seq: from,
+        end_seq: last + 1,
+        records: Vec::new(),
+    };
+    let mut raw_bytes = 0usize;
+    for (seq, rec) in scanned {
+        if !stream.carries(&rec) {
+            continue;
+        }
+        // Rough per-record size (bincode adds a few bytes of varints).
+        let size = rec.output.len() + 24;
+        if raw_bytes + size > cfg.max_batch_raw_bytes && !body.records.is_empty() {
+            body.end_seq = seq;
+            break;
+        }
+        raw_bytes += size;
+        body.records.push((seq, rec));
+    }
+    Ok(Some(body))
+}
+
+/// One connection: send windows of batches, read acks. Returns Ok(progressed) when it ends
+/// cleanly (leadership lost), an error when the link failed.
+async fn session(
+    node: &Node,
+    cfg: &UploaderConfig,
+    stream: Stream,
+    bucket: &TokenBucket,
+    stats: &UploadStats,
+    acked: &watch::Sender<u64>,
+    start: u64,
+) -> Result<bool, proto::ProtoError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&cfg.central_addr))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to central {} timed out", cfg.central_addr),
+            )
+        })??;
+    sock.set_nodelay(true)?;
+    let (mut rd, mut wr) = sock.into_split();
+    // Acks are read by their own task: read_exact is not cancel-safe inside a select.
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Result<Vec<u8>, proto::ProtoError>>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = proto::read_frame(&mut rd).await;
+            let stop = r.is_err();
+            if ack_tx.send(r).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _reader = AbortOnDrop(reader);
+
+    let mut next_send = start;
+    let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut last_progress = Instant::now();
+    let mut progressed = false;
+    loop {
+        if !is_leader(node) {
+            return Ok(progressed);
+        }
+        while in_flight.len() < cfg.window_batches.max(1) {
+            let batch = crate::storage::blocking(|| next_batch(node, cfg, stream, next_send))?;
+            let Some(batch) = batch else { break };
+            let frame = proto::encode_batch(&cfg.key, cfg.grid, &batch)?;
+            bucket.take(frame.len() + 4).await;
+            proto::write_frame(&mut wr, &frame).await?;
+            stats.bytes_sent.fetch_add(frame.len() as u64 + 4, Relaxed);
+            stats.batches_sent.fetch_add(1, Relaxed);
+            stats
+                .records_sent
+                .fetch_add(batch.records.len() as u64, Relaxed);
+            if in_flight.is_empty() {
+                last_progress = Instant::now();
+            }
+            in_flight.push_back((batch.first_seq, batch.end_seq));
+            next_send = batch.end_seq;
+        }
+        if !in_flight.is_empty() && last_progress.elapsed() > ACK_TIMEOUT {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "central {} sent no ack for {ACK_TIMEOUT:?}",
+                    cfg.central_addr
+                ),
+            )
+            .into());
+        }
+        let frame = tokio::select! {
+            f = ack_rx.recv() => f,
+            _ = tokio::time::sleep(POLL_INTERVAL) => continue,
+        };
+        let Some(frame) = frame else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "ack reader stopped",
+            )
+            .into());
+        };
+        let key = cfg.key.clone();
+        let grid = cfg.grid;
+        let msg = proto::decode(&frame?, |g| (g == grid).then(|| key.clone()))?;
+        let Msg::Ack { body, .. } = msg else {
+            return Err(proto::ProtoError::Body(
+                "central sent a batch, not an ack".into(),
+            ));
+        };
+        handle_ack(body, stream, acked, &mut in_flight, &mut next_send)?;
+        last_progress = Instant::now();
+        progressed = true;
+    }
+}
+
+fn handle_ack(
+    ack: AckBody,
+    stream: Stream,
+    acked: &watch::Sender<u64>,
+    in_flight: &mut VecDeque<(u64, u64)>,
+    next_send: &mut u64,
+) -> Result<(), proto::ProtoError> {
+    if ack.stream != stream.id() {
+        return Err(proto::ProtoError::Body(format!(
+            "central acked stream {} on the stream-{} connection",
+            ack.stream,
+            stream.id()
+        )));
+    }
+    acked.send_if_modified(|v| {
+        if ack.next_seq > *v {
+            *v = ack.next_seq;
+            true
+        } else {
+            false
+        }
+    });
+    if ack.gap {
+        // Go back N, but only for a batch still in flight: the gap acks of batches sent
+        // before an earlier go-back are stale.
+        if in_flight.iter().any(|(f, _)| *f == ack.batch_first_seq) {
+            in_flight.clear();
+            *next_send = ack.next_seq;
+        }
+    } else {
+        while in_flight
+            .front()
+            .is_some_and(|(_, end)| *end <= ack.next_seq)
+        {
+            in_flight.pop_front();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! WAN resync end to end: a single-node grid's outbox uploaded to an in-process central through
+//! a user-space link emulator (400 ms each way, cut for seconds and restored); an uploader
+//! killed mid-batch and replaced from the committed cursor; the resync benchmark.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ghatta::node::Node;
+use ghatta::state::OutboxRecord;
+use ghatta::wan::emulator::LinkEmulator;
+use ghatta::wan::{Central, CentralConfig, GridKey, Stream, Uploader, UploaderConfig};
+use ghatta_actor_sdk as sdk;
+
+use crate::harness::{Cluster, field_batch, run, setup_inputs};
+
+const GRID: u64 = 7;
+const KEY: [u8; 32] = [0x5a; 32];
+
+async fn central(dir: &std::path::Path) -> Central {
+    Central::start(CentralConfig {
+        listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        keys: BTreeMap::from([(GRID, GridKey(KEY))]),
+        backfill_after_ms: ghatta::wan::central::BACKFILL_AFTER_MS_DEFAULT,
+    })
+    .await
+    .expect("central starts")
+}
+
+/// Commit `rounds` of meter reads and telemetry for `customers` through `node`.
+async fn commit_rounds(node: &Node, rounds: std::ops::Range<u64>, customers: u32) {
+    let per_round = (customers as usize * 10).div_ceil(9);
+    for round in rounds {
+        node.propose_inputs(field_batch(round, per_round, customers, node.id()))
+            .await
+            .expect("field batch commits");
+    }
+}
+
+fn outbox(node: &Node) -> Vec<(u64, OutboxRecord)> {
+    node.state_machine()
+        .outbox_from(0, usize::MAX)
+        .expect("outbox reads")
+}
+
+/// Wait until the central holds everything the grid has and the grid committed the cursor.
+async fn wait_synced(node: &Node, central: &Central, timeout: Duration) {
+    let end = node.state_machine().status().borrow().next_out_seq;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let central_at: Vec<u64> = Stream::ALL
+            .iter()
+            .map(|s| central.cursor(GRID, s.id()).expect("cursor reads"))
+            .collect();
+        let committed: Vec<u64> = Stream::ALL
+            .iter()
+            .map(|s| node.state_machine().outbox_ack(s.id()))
+            .collect();
+        if central_at.iter().all(|c| *c == end) && committed.iter().all(|c| *c == end) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not synced within {timeout:?}: outbox ends at {end}, central at {central_at:?}, committed {committed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every record of every stream arrived exactly once, in order, byte for byte; the central's
+/// energy totals and balances equal the grid's ledger. Returns the ledger record count.
+fn check_exact(node: &Node, central: &Central) -> usize {
+    let grid_outbox = outbox(node);
+    for stream in Stream::ALL {
+        let want: Vec<(u64, Vec<u8>)> = grid_outbox
+            .iter()
+            .filter(|(_, r)| stream.carries(r))
+            .map(|(s, r)| (*s, r.output.clone()))
+            .collect();
+        let got: Vec<(u64, Vec<u8>)> = central
+            .records(GRID, stream.id())
+            .expect("records read")
+            .into_iter()
+            .map(|(s, r)| (s, r.output))
+            .collect();
+        assert_eq!(got.len(), want.len(), "stream {stream:?}: record count");
+        assert!(
+            got == want,
+            "stream {stream:?}: records differ (order, loss or duplication)"
+        );
+    }
+    let mut energy_wh = 0u64;
+    let mut balances = BTreeMap::new();
+    let mut ledger = 0;
+    for (_, r) in &grid_outbox {
+        if let Some(sdk::Output::Ledger(l)) = sdk::codec::decode::<sdk::Output>(&r.output) {
+            ledger += 1;
+            if let sdk::LedgerKind::Charge { energy_wh: e, .. } = l.kind {
+                energy_wh += e;
+            }
+            balances.insert(l.customer.0, l.balance_after_mpaisa);
+        }
+    }
+    let central_wh: u64 = central
+        .energy_per_day(GRID)
+        .expect("energy reads")
+        .iter()
+        .map(|(_, wh)| wh)
+        .sum();
+    assert_eq!(
+        central_wh, energy_wh,
+        "central energy total differs from the grid's ledger"
+    );
+    assert!(energy_wh > 0, "the test must bill some energy");
+    assert_eq!(
+        central.ledger(GRID, None).expect("ledger reads").len(),
+        ledger
+    );
+    let (_, latest) = central
+        .grid_state(GRID)
+        .expect("grid state reads")
+        .expect("grid known");
+    let latest: BTreeMap<u32, i64> = latest
+        .iter()
+        .map(|r| (r.customer, r.balance_after_mpaisa))
+        .collect();
+    assert_eq!(latest, balances, "latest balance per customer");
+    ledger
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("http connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("http write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("http read");
+    out
+}
+
+#[test]
+fn wan_resync_through_latency_and_cut_delivers_every_record_once_in_order() {
+    run(71, async {
+        let c = Cluster::start(1).await;
+        c.wait_leader(Duration::from_secs(20)).await;
+        let node = c.node(1).clone();
+        node.propose_inputs(setup_inputs(50))
+            .await
+            .expect("setup commits");
+        commit_rounds(&node, 1..15, 50).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central = central(dir.path()).await;
+        let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(400))
+            .await
+            .expect("emulator starts");
+        let mut cfg = UploaderConfig::new(GRID, GridKey(KEY), emu.addr.to_string());
+        // Small batches so several are in flight when the link is cut.
+        cfg.max_batch_raw_bytes = 4 * 1024;
+        let up = Uploader::spawn(node.clone(), cfg);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        emu.cut();
+        // The grid keeps billing while the WAN is down (store and forward).
+        commit_rounds(&node, 15..20, 50).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        emu.restore();
+        wait_synced(&node, &central, Duration::from_secs(120)).await;
+        let errors = up
+            .stats
+            .session_errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(errors >= 1, "the cut must have broken a session");
+        let ledger = check_exact(&node, &central);
+        assert!(ledger > 1000, "a few thousand records, got {ledger}");
+
+        let csv = http_get(central.http_addr, &format!("/v1/grids/{GRID}/export.csv")).await;
+        let body = csv.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert_eq!(
+            body.lines().count(),
+            ledger + 1,
+            "CSV: header plus one line per record"
+        );
+        let grid = http_get(central.http_addr, &format!("/v1/grids/{GRID}")).await;
+        assert!(grid.starts_with("HTTP/1.1 200"), "{grid}");
+        let energy = http_get(
+            central.http_addr,
+            &format!("/v1/grids/{GRID}/energy-per-day"),
+        )
+        .await;
+        assert!(energy.contains("energy_wh"), "{energy}");
+        drop(up);
+        c.shutdown().await;
+    });
+}
+
+#[test]
+fn wan_uploader_killed_mid_batch_resumes_from_committed_cursor() {
+    run(72, async {
+        let c = Cluster::start(1).await;
+        c.wait_leader(Duration::from_secs(20)).await;
+        let node = c.node(1).clone();
+        node.propose_inputs(setup_inputs(50))
+            .await
+            .expect("setup commits");
+        commit_rounds(&node, 1..15, 50).await;
+        let end = node.state_machine().status().borrow().next_out_seq;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central = central(dir.path()).await;
+        let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(100))
+            .await
+            .expect("emulator starts");
+        let mut cfg = UploaderConfig::new(GRID, GridKey(KEY), emu.addr.to_string());
+        cfg.max_batch_raw_bytes = 2 * 1024;
+        // Slow enough that the kill lands mid-stream with batches in flight.
+        cfg.rate_bytes_per_s = 4_000;
+        let first = Uploader::spawn(node.clone(), cfg.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while node.state_machine().outbox_ack(Stream::Ledger.id()) == 0 {
+            assert!(Instant::now() < deadline, "no ack committed within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(first); // Killed: tasks aborted wherever they were, batches in flight.
+        let committed = node.state_machine().outbox_ack(Stream::Ledger.id());
+        let at_central = central.cursor(GRID, Stream::Ledger.id()).expect("cursor");
+        assert!(
+            committed <= at_central,
+            "committed {committed} beyond the central's {at_central}"
+        );
+        assert!(
+            at_central < end,
+            "the kill must land before the end ({at_central} of {end})"
+        );
+        cfg.rate_bytes_per_s = 0;
+        let second = Uploader::spawn(node.clone(), cfg);
+        wait_synced(&node, &central, Duration::from_secs(60)).await;
+        check_exact(&node, &central);
+        drop(second);
+        c.shutdown().await;
+    });
+}
+
+/// Resync cost over the emulated satellite link: 800 ms RTT, 256 kbit/s token bucket.
+/// `WAN_BENCH_ROUNDS` (default 24) rounds of one meter read per customer for 300 customers.
+#[test]
+fn wan_resync_benchmark_800ms_rtt_256kbit() {
+    run(73, async {
+        let rounds: u64 = std::env::var("WAN_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(24);
+        let c = Cluster::start(1).await;
+        c.wait_leader(Duration::from_secs(20)).await;
+        let node = c.node(1).clone();
+        node.propose_inputs(setup_inputs(300))
+            .await
+            .expect("setup commits");
+        commit_rounds(&node, 1..rounds + 1, 300).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central = central(dir.path()).await;
+        let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(400))
+            .await
+            .expect("emulator starts");
+        let mut cfg = UploaderConfig::new(GRID, GridKey(KEY), emu.addr.to_string());
+        cfg.rate_bytes_per_s = 32_000; // 256 kbit/s
+        let t0 = Instant::now();
+        let up = Uploader::spawn(node.clone(), cfg);
+        wait_synced(&node, &central, Duration::from_secs(600)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let records: usize = Stream::ALL
+            .iter()
+            .map(|s| central.records(GRID, s.id()).expect("records").len())
+            .sum();
+        let up_bytes = emu.bytes_up.load(std::sync::atomic::Ordering::Relaxed);
+        let down_bytes = emu.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "wan-resync: {records} records ({rounds} rounds x 300 customers), {secs:.1} s, {up_bytes} B up, {down_bytes} B down, {:.2} B/record up, {} batches",
+            up_bytes as f64 / records.max(1) as f64,
+            up.stats
+                .batches_sent
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        check_exact(&node, &central);
+        drop(up);
+        c.shutdown().await;
+    });
+}
