@@ -9,6 +9,7 @@ pub mod node;
 pub mod observe;
 pub mod raft;
 pub mod runner;
+pub mod simulate;
 pub mod state;
 pub mod storage;
 pub mod wan;

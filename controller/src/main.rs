@@ -72,6 +72,8 @@ enum Cmd {
     },
     /// Measure committed actor messages per second, commit latency and wasmi/native speed.
     Bench(cli::bench::BenchArgs),
+    /// Run real nodes in the deterministic simulator through a scenario's faults and check them.
+    Sim(ghatta::simulate::cli::SimArgs),
     /// The data center: receive grids' WAN batches, store them, serve queries.
     Central(ghatta::wan::central::CentralArgs),
 }
@@ -253,6 +255,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Bench(args) => cli::bench::run(args).await,
+        Cmd::Sim(args) => ghatta::simulate::cli::run_cmd(args).await,
         Cmd::Central(args) => ghatta::wan::central::run_cmd(args).await,
     }
 }

@@ -10,6 +10,9 @@ use crate::observe::Observation;
 #[derive(Clone, Copy, Debug, Default)]
 struct NodeApply {
     last_applied: u64,
+    /// Whether the node applied (or installed) anything yet: openraft's log starts at index
+    /// 0 (the initial membership), so a first apply at 0 is not a re-apply.
+    applied_any: bool,
     /// Set by a restart: the node may re-apply from its durable state.
     restarted: bool,
 }
@@ -83,7 +86,11 @@ impl Checker for LogMatching {
                 }
                 self.max_index = self.max_index.max(index);
                 let n = self.nodes.entry(node).or_default();
-                let expected = n.last_applied + 1;
+                let expected = if n.applied_any {
+                    n.last_applied + 1
+                } else {
+                    index.min(1)
+                };
                 if index > expected {
                     out.push(violation(
                         "log_matching",
@@ -106,11 +113,13 @@ impl Checker for LogMatching {
                     ));
                 }
                 n.last_applied = index;
+                n.applied_any = true;
                 n.restarted = false;
             }
             Observation::SnapshotInstalled { node, index, .. } => {
                 let n = self.nodes.entry(*node).or_default();
                 n.last_applied = *index;
+                n.applied_any = true;
                 n.restarted = false;
             }
             Observation::NodeRestart { node, .. } => {

@@ -375,6 +375,19 @@ fn legitimate_variations_pass() {
     assert!(v.is_empty(), "{v:?}");
 }
 
+/// Regression: openraft's log starts at index 0 (the initial membership entry), and the log
+/// checker took a node's first apply at 0 for a re-apply of "last applied 0".
+#[test]
+fn a_log_starting_at_index_zero_is_not_a_double_application() {
+    let mut trace = Vec::new();
+    for n in NODES {
+        trace.push(applied(500, n, 0));
+    }
+    trace.extend(clean());
+    let v = run(&trace, 60_000);
+    assert!(v.is_empty(), "{v:?}");
+}
+
 #[test]
 fn the_suite_report_counts_and_hashes_deterministically() {
     let finish = |trace: &[O]| {

@@ -1,0 +1,303 @@
+//! `ghatta sim --scenario FILE [--seed N | --seeds A..B] [--json] [--plot out.svg]`: runs one
+//! seed or a sweep, prints the report(s), and exits non-zero when any checker failed, with
+//! the seed and the command that replays it.
+//!
+//! Seeds of a sweep run in parallel on `--jobs` threads, each on its own simulated world
+//! (runs share nothing, so parallelism cannot change a result); reports print in seed order.
+
+use std::io::{IsTerminal, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+
+use anyhow::Context;
+use ghatta_sim::report::Report;
+use ghatta_sim::scenario::Scenario;
+
+use super::{Mutation, SimConfig, run, shorten};
+use crate::raft::timing::{LinkProfile, Timing};
+
+/// Most seeds one sweep runs: a typo in a range must not queue a week of work.
+pub const SEEDS_MAX: u64 = 100_000;
+/// Progress lines a sweep prints when stderr is not a terminal (CI logs).
+const PROGRESS_LINES: usize = 20;
+
+/// Arguments of `ghatta sim`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Scenario file (TOML), e.g. sim/scenarios/calm-3-node-day.toml.
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// The world seed.
+    #[arg(long, conflicts_with = "seeds")]
+    pub seed: Option<u64>,
+    /// A sweep over seeds A..B (B excluded), e.g. 0..200.
+    #[arg(long, value_parser = parse_seeds)]
+    pub seeds: Option<Range<u64>>,
+    /// Print the JSON report (a JSON array for a sweep) instead of summaries.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG plot of the run (frequency, load, ballast, roles, faults); one seed only.
+    #[arg(long, conflicts_with = "seeds")]
+    pub plot: Option<PathBuf>,
+    /// Shorten the fault phase to this many simulated seconds (faults keep their place in
+    /// the run and their length; the settle phase is kept).
+    #[arg(long)]
+    pub duration_s: Option<f64>,
+    /// Raft timing from a named link profile instead of from the scenario's links.
+    #[arg(long, value_enum)]
+    pub link_profile: Option<LinkProfileArg>,
+    /// A deliberate bug in every node, to show the checkers catch it.
+    #[arg(long, value_enum, default_value = "none")]
+    pub mutation: Mutation,
+    /// Seeds run at once (default: the machine's cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+/// `--link-profile` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LinkProfileArg {
+    /// Design RTT 5 ms.
+    Lan,
+    /// Design RTT 50 ms.
+    Wifi,
+    /// Design RTT 800 ms.
+    Radio,
+    /// Design RTT 2 s.
+    Satellite,
+}
+
+impl From<LinkProfileArg> for LinkProfile {
+    fn from(p: LinkProfileArg) -> Self {
+        match p {
+            LinkProfileArg::Lan => LinkProfile::Lan,
+            LinkProfileArg::Wifi => LinkProfile::Wifi,
+            LinkProfileArg::Radio => LinkProfile::Radio,
+            LinkProfileArg::Satellite => LinkProfile::Satellite,
+        }
+    }
+}
+
+fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} is not a range like 0..200"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("seed range start {a:?}: {e}"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|e| format!("seed range end {b:?}: {e}"))?;
+    if b <= a {
+        return Err(format!("empty seed range {a}..{b} (the end is excluded)"));
+    }
+    if b - a > SEEDS_MAX {
+        return Err(format!("{} seeds is more than {SEEDS_MAX}", b - a));
+    }
+    Ok(a..b)
+}
+
+/// The command that replays one seed exactly.
+pub fn replay_command(args: &SimArgs, seed: u64) -> String {
+    let mut cmd = format!(
+        "cargo run --release -p ghatta -- sim --scenario {} --seed {seed}",
+        args.scenario.display()
+    );
+    if let Some(d) = args.duration_s {
+        cmd.push_str(&format!(" --duration-s {d}"));
+    }
+    if let Some(p) = args.link_profile {
+        cmd.push_str(&format!(
+            " --link-profile {}",
+            format!("{p:?}").to_lowercase()
+        ));
+    }
+    if args.mutation != Mutation::None {
+        let m = match args.mutation {
+            Mutation::None => "none",
+            Mutation::SkipDedupe => "skip-dedupe",
+            Mutation::AckBeforeFsync => "ack-before-fsync",
+        };
+        cmd.push_str(&format!(" --mutation {m}"));
+    }
+    cmd
+}
+
+/// Loads the scenario the arguments name, shortened if asked.
+pub fn load_scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
+    let s = Scenario::load(&args.scenario)?;
+    Ok(match args.duration_s {
+        Some(d) => shorten(&s, d)?,
+        None => s,
+    })
+}
+
+/// Runs `ghatta sim` (blocking; each seed on a thread of its own).
+pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let scenario = load_scenario(&args)?;
+    let seeds: Vec<u64> = match (&args.seeds, args.seed) {
+        (Some(r), _) => r.clone().collect(),
+        (None, Some(s)) => vec![s],
+        (None, None) => vec![0],
+    };
+    let timing = args
+        .link_profile
+        .map(|p| Timing::for_profile(LinkProfile::from(p)));
+    let base = SimConfig {
+        scenario,
+        seed: 0,
+        mutation: args.mutation,
+        plot: args.plot.is_some(),
+        timing,
+    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, seeds.len());
+    let sweep = seeds.len() > 1;
+    let started = std::time::Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let seeds = Arc::new(seeds);
+    let (tx, rx) = mpsc::channel();
+    let mut workers = Vec::new();
+    for _ in 0..jobs {
+        let (next, seeds, tx, base) = (next.clone(), seeds.clone(), tx.clone(), base.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name("ghatta-sim".into())
+                .spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&seed) = seeds.get(i) else {
+                            return;
+                        };
+                        let cfg = SimConfig {
+                            seed,
+                            ..base.clone()
+                        };
+                        let out = run(&cfg).map_err(|e| (seed, format!("{e:#}")));
+                        if tx.send(out).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .context("cannot start a simulator thread")?,
+        );
+    }
+    drop(tx);
+    let mut reports: Vec<Report> = Vec::new();
+    let mut plot = None;
+    let mut errors = Vec::new();
+    let total = seeds.len();
+    let tty = std::io::stderr().is_terminal();
+    for out in rx {
+        match out {
+            Ok(o) => {
+                plot = plot.or(o.plot_svg);
+                reports.push(o.report);
+            }
+            Err(e) => errors.push(e),
+        }
+        if sweep {
+            progress(
+                tty,
+                reports.len() + errors.len(),
+                total,
+                reports.iter().filter(|r| !r.passed).count() + errors.len(),
+                started.elapsed().as_secs_f64(),
+            );
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    reports.sort_by_key(|r| r.seed);
+    if let (Some(path), Some(svg)) = (&args.plot, plot) {
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed).collect();
+    if args.json {
+        if sweep {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reports).context("cannot encode the reports")?
+            );
+        } else if let Some(r) = reports.first() {
+            println!("{}", r.to_json());
+        }
+    } else {
+        for r in &reports {
+            if !sweep || !r.passed {
+                println!("{}", r.summary());
+            }
+        }
+    }
+    for r in &failed {
+        eprintln!("FAIL seed {}:", r.seed);
+        for v in &r.violations {
+            eprintln!("  [{}] t={} ms: {}", v.checker, v.t_ms, v.message);
+        }
+        if r.violations_suppressed > 0 {
+            eprintln!("  ... and {} more", r.violations_suppressed);
+        }
+        eprintln!("  replay: {}", replay_command(&args, r.seed));
+    }
+    for (seed, e) in &errors {
+        eprintln!("ERROR seed {seed}: {e}");
+        eprintln!("  replay: {}", replay_command(&args, *seed));
+    }
+    if sweep {
+        let sim_s: f64 = reports.iter().map(|r| r.sim_seconds).sum();
+        let wall_s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{} seeds: {} passed, {} failed, {} errors; {:.0} simulated s in {:.1} s wall \
+             ({:.0}x real time on {jobs} threads)",
+            total,
+            reports.len() - failed.len(),
+            failed.len(),
+            errors.len(),
+            sim_s,
+            wall_s,
+            sim_s / wall_s.max(1e-9),
+        );
+    }
+    Ok(if failed.is_empty() && errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn progress(tty: bool, done: usize, total: usize, failed: usize, wall_s: f64) {
+    const WIDTH: usize = 30;
+    let line = {
+        let filled = WIDTH * done / total.max(1);
+        format!(
+            "[{}{}] {done}/{total} seeds, {failed} failed, {wall_s:.0} s",
+            "=".repeat(filled),
+            " ".repeat(WIDTH - filled)
+        )
+    };
+    let mut err = std::io::stderr().lock();
+    if tty {
+        let _ = write!(err, "\r{line}");
+        if done == total {
+            let _ = writeln!(err);
+        }
+    } else if done == total || done % total.div_ceil(PROGRESS_LINES).max(1) == 0 {
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+/// `ghatta sim`, from the async CLI: the simulator runs on threads of its own (each world
+/// needs its own paused-clock runtime, which cannot live inside the CLI's runtime).
+pub async fn run_cmd(args: SimArgs) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(move || run_blocking(args))
+        .await
+        .context("the simulator thread panicked")?
+}

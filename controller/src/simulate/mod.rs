@@ -1,0 +1,74 @@
+//! `ghatta sim`: the deterministic simulator's node half. Real [`crate::node::Node`]s (the
+//! code `ghatta run` starts) run on the `ghatta-sim` world: simulated disks, links, clocks,
+//! boards bound to plant models, and the scenario's faults, on one paused-clock runtime, all
+//! driven by one `u64` seed; the sim crate's checkers judge every run.
+//!
+//! Code map:
+//! - [`world`]: the world loop, node incarnations (start, crash, power cut, restart), the
+//!   plants, the operator (set-up, top-ups) and the end-of-run convergence;
+//! - [`transport`]: `SimTransport`, the node's links over `SimNet` (fragmenting to the link's
+//!   MTU), and the slow-disk stand-in;
+//! - [`observer`]: node hooks -> `Observation`s, billing decoded from the committed log;
+//! - [`clock`]: the nodes' drifting wall clocks;
+//! - [`setup`]: tariffs, accounts, top-ups and the tariff oracle;
+//! - [`cli`]: `ghatta sim` (one seed or a sweep, reports, plots, replay commands).
+//!
+//! Determinism: one current-thread runtime whose clock is paused; openraft's randomness from
+//! `raft::Runtime::scope(seed)`; every world-level random choice from the sim crate's seeded
+//! RNGs; ordered maps wherever iteration order matters. The trace hash in every report (every
+//! observation, then every network delivery and drop) is the same for the same seed.
+//!
+//! A slow disk is modelled by holding back the slow node's outgoing frames for the disk's
+//! sync delay: an fsync delays exactly the answers that follow it (append acknowledgements,
+//! votes), and a slow node is seen by its peers only through them. The faithful model, the
+//! node's log store sleeping after each durable commit, needs a hook in the node's storage
+//! layer (see the `SimDisk::sync_delay` docs).
+//!
+//! Architecture invariants: the simulator changes nothing in the node; it only chooses the
+//! node's environment (`NodeEnv`) and watches through `NodeObserver`. Nothing here reads the
+//! wall clock except to report how long a run took.
+
+pub mod cli;
+pub mod clock;
+pub mod observer;
+pub mod setup;
+pub mod transport;
+pub mod world;
+
+pub use world::{Mutation, SimConfig, SimOutcome, run, timing_for};
+
+use ghatta_sim::scenario::{Scenario, ScenarioError};
+
+/// A scenario shortened to a fault phase of `duration_s` (the settle phase is kept whole, so
+/// the liveness bound still has room): scheduled faults start at the same *fraction* of the
+/// run and keep their length (a 10-minute isolation is still 10 minutes), clipped to the new
+/// fault phase; the random-fault window scales with the run. Longer durations are refused.
+///
+/// # Errors
+/// When `duration_s` is not in (0, the scenario's duration].
+pub fn shorten(s: &Scenario, duration_s: f64) -> Result<Scenario, ScenarioError> {
+    let err = |problem: String| ScenarioError {
+        file: s.name.clone(),
+        key: "--duration-s".into(),
+        problem,
+    };
+    if !(duration_s.is_finite() && duration_s > 0.0 && duration_s <= s.duration_s) {
+        return Err(err(format!(
+            "{duration_s} is not in (0, {}]: the scenario's own duration is the longest",
+            s.duration_s
+        )));
+    }
+    let f = duration_s / s.duration_s;
+    let mut out = s.clone();
+    out.duration_s = duration_s;
+    for fault in &mut out.faults {
+        fault.at_s *= f;
+        if let Some(d) = fault.duration_s {
+            fault.duration_s = Some(d.min(duration_s - fault.at_s).max(1.0));
+        }
+    }
+    out.random_faults.start_s *= f;
+    out.random_faults.end_s = out.random_faults.end_s.map(|e| e * f);
+    out.validate().map_err(|(k, p)| err(format!("{k}: {p}")))?;
+    Ok(out)
+}

@@ -1,0 +1,208 @@
+//! What the operator commits before and during a simulated run: tariffs, billing and balancing
+//! configuration, one account per simulated household, and top-ups for accounts that run low;
+//! plus the tariff oracle the credit checker holds every charge to.
+//!
+//! The set-up mirrors `ghatta demo`'s (cli/demo.rs) with the scenario's billing policy; the
+//! oracle is written from the tariff's definition, not from the billing actor's code, so a
+//! billing bug cannot agree with itself.
+
+use ghatta_actor_sdk as sdk;
+use ghatta_sim::check::{ChargeContext, Tariff as TariffOracle};
+use ghatta_sim::scenario::Scenario;
+
+/// The per-kWh tariff most accounts are on: NPR 15/kWh (the demo's).
+pub const TARIFF_PER_KWH: u16 = 1;
+/// Its rate, paisa per kWh.
+pub const RATE_PAISA_PER_KWH: u32 = 1_500;
+/// The tiered tariff postpaid accounts are on (first 10 kWh free, then 8 and 12 NPR/kWh).
+pub const TARIFF_TIERED: u16 = 2;
+/// Its demand charge per 30-day billing period, paisa.
+pub const TIERED_PERIOD_CHARGE_PAISA: u32 = 5_000;
+/// Milli-paisa per paisa (the ledger's unit; see `ghatta_actor_sdk::messages`).
+pub const MPAISA_PER_PAISA: i64 = 1_000;
+
+/// Every `POSTPAID_EVERY`th account is postpaid on the tiered tariff (as in the demo).
+pub const POSTPAID_EVERY: u32 = 7;
+/// Every `LOW_CREDIT_EVERY`th prepaid account opens with [`LOW_CREDIT_MPAISA`] instead of the
+/// scenario's credit, so disconnection, top-ups and reconnection happen within a day.
+pub const LOW_CREDIT_EVERY: u32 = 10;
+/// Opening credit of low-credit accounts: NPR 8, about half a day of a large household.
+pub const LOW_CREDIT_MPAISA: i64 = 800_000;
+/// Prepaid accounts are disconnected at NPR 5 of credit or less, not at zero: the margin
+/// absorbs the energy used between the last committed read and the relay opening (a 135 W
+/// household for ~2.5 h, longer than any partition in the shipped scenarios), so the credit
+/// checker's limit of no debt outside friendly hours holds.
+pub const DISCONNECT_AT_MPAISA: i64 = 500_000;
+/// A top-up the operator sells to an account at or below the disconnect threshold: NPR 10.
+pub const TOPUP_MPAISA: i64 = 1_000_000;
+/// Inputs per set-up proposal (as the demo): keeps an entry far below the 64 KiB entry budget.
+pub const SETUP_INPUTS_PER_PROPOSAL: usize = 100;
+/// Nepal's offset from UTC, minutes (the billing actor's local time for friendly hours).
+pub const UTC_OFFSET_MIN: i32 = 345;
+
+/// The three tariffs the demo defines (ids 1-3).
+fn tariffs() -> Vec<sdk::Input> {
+    vec![
+        sdk::Input::SetTariff(sdk::Tariff {
+            id: TARIFF_PER_KWH,
+            version: 1,
+            kind: sdk::TariffKind::PerKwh {
+                rate_paisa_per_kwh: RATE_PAISA_PER_KWH,
+            },
+        }),
+        sdk::Input::SetTariff(sdk::Tariff {
+            id: TARIFF_TIERED,
+            version: 1,
+            kind: sdk::TariffKind::Tiered {
+                blocks: tier_blocks(),
+                period_charge_paisa: TIERED_PERIOD_CHARGE_PAISA,
+            },
+        }),
+    ]
+}
+
+fn tier_blocks() -> Vec<sdk::TierBlock> {
+    vec![
+        sdk::TierBlock {
+            up_to_wh: 10_000,
+            rate_paisa_per_kwh: 0,
+        },
+        sdk::TierBlock {
+            up_to_wh: 50_000,
+            rate_paisa_per_kwh: 800,
+        },
+        sdk::TierBlock {
+            up_to_wh: u64::MAX,
+            rate_paisa_per_kwh: 1_200,
+        },
+    ]
+}
+
+/// How account `customer` is set up: mode, tariff, opening credit.
+pub fn account_plan(customer: u32, scenario_credit_mpaisa: i64) -> (sdk::AccountMode, u16, i64) {
+    if customer % POSTPAID_EVERY == 0 {
+        (sdk::AccountMode::Postpaid, TARIFF_TIERED, 0)
+    } else if customer % LOW_CREDIT_EVERY == 0 {
+        (sdk::AccountMode::Prepaid, TARIFF_PER_KWH, LOW_CREDIT_MPAISA)
+    } else {
+        (
+            sdk::AccountMode::Prepaid,
+            TARIFF_PER_KWH,
+            scenario_credit_mpaisa,
+        )
+    }
+}
+
+/// Whether `customer` is prepaid (and so may need top-ups).
+pub fn is_prepaid(customer: u32) -> bool {
+    customer % POSTPAID_EVERY != 0
+}
+
+/// The whole set-up: tariffs, billing and balancing configuration, then the accounts of every
+/// plant's households. `plants` lists (node id, feeder count, customer ids).
+pub fn setup_inputs(scenario: &Scenario, plants: &[(u64, usize, Vec<u32>)]) -> Vec<sdk::Input> {
+    let mut setup = tariffs();
+    let (start_min, end_min) = match scenario.customers.friendly_hours {
+        Some([a, b]) => ((a * 60) as u16, (b * 60) as u16),
+        None => (0, 0),
+    };
+    setup.push(sdk::Input::SetBillingConfig(sdk::BillingConfig {
+        utc_offset_min: UTC_OFFSET_MIN,
+        friendly_start_min: start_min,
+        friendly_end_min: end_min,
+        disconnect_at_mpaisa: DISCONNECT_AT_MPAISA,
+    }));
+    let priorities = plants
+        .iter()
+        .flat_map(|(node, feeders, _)| {
+            (0..*feeders as u16).map(move |f| sdk::FeederRef {
+                node: sdk::NodeId(*node),
+                feeder: f,
+            })
+        })
+        .collect();
+    // The demo's balancing settings: shed below 49.2 Hz (ABB's first UFLS step), restore
+    // above 49.8 Hz with 1.5 kW of ballast in hand, at most one restore per 30 s.
+    setup.push(sdk::Input::SetBalancingConfig(sdk::BalancingConfig {
+        nominal_mhz: 50_000,
+        shed_below_mhz: 49_200,
+        restore_above_mhz: 49_800,
+        restore_margin_w: 1_500,
+        restore_interval_ms: 30_000,
+        priorities,
+    }));
+    for (node, _, customers) in plants {
+        for &c in customers {
+            let (mode, tariff, credit) = account_plan(c, scenario.customers.initial_credit_mpaisa);
+            setup.push(sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+                id: sdk::CustomerId(c),
+                node: sdk::NodeId(*node),
+                mode,
+                tariff,
+                connection_w: 250,
+                opening_credit_mpaisa: credit,
+            }));
+        }
+    }
+    setup
+}
+
+/// A top-up for `customer` with token `token_id`.
+pub fn topup(customer: u32, token_id: u64) -> sdk::Input {
+    sdk::Input::TopUp(sdk::TopUp {
+        customer: sdk::CustomerId(customer),
+        token_id,
+        amount_mpaisa: TOPUP_MPAISA,
+    })
+}
+
+/// The charge the tariff definition gives for energy `delta_wh` after `used_wh` in the period.
+fn tiered_mpaisa(used_wh: u64, delta_wh: u64) -> i64 {
+    let blocks = tier_blocks();
+    let mut total: u128 = 0;
+    let mut lower = 0u64;
+    for (i, b) in blocks.iter().enumerate() {
+        let upper = if i + 1 == blocks.len() {
+            u64::MAX
+        } else {
+            b.up_to_wh
+        };
+        let lo = used_wh.max(lower);
+        let hi = used_wh.saturating_add(delta_wh).min(upper);
+        if hi > lo {
+            total += u128::from(hi - lo) * u128::from(b.rate_paisa_per_kwh);
+        }
+        lower = upper;
+    }
+    i64::try_from(total).unwrap_or(i64::MAX)
+}
+
+/// The oracle for the credit checker. Runs never cross a 30-day billing period (the world's
+/// calendar starts at a period boundary and a scenario lasts at most a week), so energy
+/// billed before a charge is the period's energy, and a zero-energy charge of a tiered
+/// account is its period charge.
+pub fn tariff_oracle() -> TariffOracle {
+    Box::new(|c: &ChargeContext| {
+        let customer = u32::try_from(c.customer).unwrap_or(u32::MAX);
+        if is_prepaid(customer) {
+            i64::try_from(u128::from(c.energy_wh) * u128::from(RATE_PAISA_PER_KWH))
+                .unwrap_or(i64::MAX)
+        } else if c.energy_wh == 0 {
+            i64::from(TIERED_PERIOD_CHARGE_PAISA) * MPAISA_PER_PAISA
+        } else {
+            tiered_mpaisa(c.billed_before_wh, c.energy_wh)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiered_oracle_splits_across_blocks() {
+        assert_eq!(tiered_mpaisa(0, 10_000), 0);
+        assert_eq!(tiered_mpaisa(9_000, 2_000), 1_000 * 800);
+        assert_eq!(tiered_mpaisa(49_000, 2_000), 1_000 * 800 + 1_000 * 1_200);
+    }
+}

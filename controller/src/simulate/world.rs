@@ -1,0 +1,744 @@
+//! The world loop: real nodes on simulated disks, links, clocks and boards, stepped every
+//! 100 ms of simulated time through a scenario's faults, with every observation checked.
+//!
+//! One step: sleep 100 ms (the nodes run meanwhile) -> feed the nodes' observations and role
+//! changes to the checkers -> poll the fault driver and carry out its node actions -> step the
+//! plants through their boards -> report each plant's true frequency. At the end of the fault
+//! phase every fault heals; the settle phase follows; then the proposers stop and the world
+//! waits for the replicas to converge before the end-of-run checks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use ghatta_actor_sdk as sdk;
+use ghatta_hal::{SimBoard, SimBoardState};
+use ghatta_sim::board::PlantBoard;
+use ghatta_sim::check::{Suite, SuiteConfig, Violation};
+use ghatta_sim::disk::SimDisk;
+use ghatta_sim::fault::{FaultDriver, NodeAction};
+use ghatta_sim::link::LinkModel;
+use ghatta_sim::net::SimNet;
+use ghatta_sim::observe::{Observation, Role as SimRole};
+use ghatta_sim::plant::{Grid, Plant};
+use ghatta_sim::plot::PlotRecorder;
+use ghatta_sim::report::{FinishInfo, Report};
+use ghatta_sim::scenario::Scenario;
+use ghatta_sim::time::Epoch;
+use openraft_rt::WatchReceiver;
+use tokio::task::JoinHandle;
+use tokio::time::Duration;
+
+use super::clock::SimClock;
+use super::observer::{Shared, SimObserver};
+use super::setup;
+use super::transport::{SendDelay, SimTransport, TransportStats};
+use crate::actors::{ActorHost, ActorLimits};
+use crate::config::FieldConfig;
+use crate::field::{self, CustomerMap, FieldStats};
+use crate::net::transport::inbound_queue;
+use crate::node::{Node, NodeEnv, NodeOptions};
+use crate::observe::TestFaults;
+use crate::raft::timing::Timing;
+use crate::raft::{Body, PeerInfo};
+use crate::storage::{self, Stores};
+
+/// One world step: the plant model's supervision period (DOMAIN: the firmware supervises at
+/// 100 ms - 1 s) and the granularity of fault times and frequency samples.
+pub const STEP_MS: u64 = 100;
+/// Unix time of simulated time zero's calendar day: 2026-01-07T00:00Z, the first day of a
+/// 30-day billing period (period 682 since the Unix epoch), so a run of up to a week never
+/// crosses a period and the tariff oracle stays simple.
+pub const CALENDAR_START_UNIX_MS: u64 = 682 * 30 * 86_400_000;
+/// How long the world waits, once the proposers stop, for every replica to apply the same
+/// index: proposals already in flight retry for up to 4 x 30 s (the field loop's retries at
+/// the proposer's deadline), and a lagging follower catches up within a few heartbeats.
+pub const QUIESCE_MS_MAX: u64 = 180_000;
+/// Replicas must agree for this long before the world calls them converged (a proposal
+/// still in flight would move them apart again).
+pub const QUIET_MS: u64 = 5_000;
+/// How often the operator sells top-ups to accounts at or below the disconnect threshold
+/// (a village agent's rounds).
+pub const TOPUP_INTERVAL: Duration = Duration::from_secs(3_600);
+/// Top-ups per round at most (one proposal of at most this many inputs).
+pub const TOPUPS_PER_ROUND_MAX: usize = 100;
+/// Wait between attempts of an operator proposal that did not commit.
+const OPERATOR_RETRY: Duration = Duration::from_secs(1);
+
+/// A deliberate bug switched on in every node (mutation tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mutation {
+    /// No bug.
+    #[default]
+    None,
+    /// Apply a retried `(origin, seq)` again (breaks exactly-once).
+    SkipDedupe,
+    /// Acknowledge log appends before they are fsynced (breaks durability).
+    AckBeforeFsync,
+}
+
+/// One run's inputs.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The scenario (possibly shortened).
+    pub scenario: Scenario,
+    /// The world seed.
+    pub seed: u64,
+    /// A deliberate bug, for mutation tests.
+    pub mutation: Mutation,
+    /// Record the SVG plot.
+    pub plot: bool,
+    /// Raft timing; `None`: derived from the scenario's default link ([`timing_for`]).
+    pub timing: Option<Timing>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct SimOutcome {
+    /// The report.
+    pub report: Report,
+    /// The plot, when asked for.
+    pub plot_svg: Option<String>,
+}
+
+/// Raft timing for a link: `Timing::for_rtt` of a high percentile of its round trip (the base
+/// latency plus three mean jitters each way, the 95th percentile of an exponential tail,
+/// capped as the link caps it). Timing for the mean RTT would let a third of the heartbeats on
+/// a satellite link outlive their own deadline (openraft's RPC deadline is the heartbeat).
+pub fn timing_for(link: &LinkModel) -> Timing {
+    let one_way =
+        (link.latency_ms + 3 * link.jitter_ms).min(link.latency_cap_ms.max(link.latency_ms));
+    Timing::for_rtt(2 * u64::from(one_way))
+}
+
+/// Runs one seed of a scenario on a fresh paused-clock runtime, inside openraft's seeded RNG
+/// scope. Measures the wall time for the report (the world itself never reads it).
+pub fn run(cfg: &SimConfig) -> anyhow::Result<SimOutcome> {
+    let rt = ghatta_sim::time::runtime().context("cannot build the simulator's runtime")?;
+    let wall = std::time::Instant::now();
+    let mut out = rt.block_on(crate::raft::Runtime::scope(cfg.seed, world(cfg.clone())))?;
+    out.report.wall_seconds = wall.elapsed().as_secs_f64();
+    // Tasks left behind by killed incarnations die with the runtime.
+    drop(rt);
+    Ok(out)
+}
+
+/// A running incarnation of a node.
+struct Incarnation {
+    node: Node,
+    alive: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+    field: Option<JoinHandle<()>>,
+}
+
+/// A node's hardware, which outlives its incarnations: disks, clock, board, link driver state.
+struct Slot {
+    id: u64,
+    log_disk: SimDisk,
+    state_disk: SimDisk,
+    clock: Arc<SimClock>,
+    delay: Arc<SendDelay>,
+    link_stats: Arc<TransportStats>,
+    field_stats: Arc<FieldStats>,
+    /// Index of this node's plant in the grid, if it has one.
+    plant: Option<usize>,
+    run: Option<Incarnation>,
+    role: Option<(SimRole, u64)>,
+}
+
+/// The running incarnations the operator may propose through: node id -> (incarnation, node).
+type Running = Arc<Mutex<BTreeMap<u64, (u64, Node)>>>;
+
+struct World {
+    cfg: SimConfig,
+    epoch: Epoch,
+    net: SimNet,
+    shared: Arc<Shared>,
+    host: Arc<ActorHost>,
+    switches: Arc<TestFaults>,
+    timing: Timing,
+    field_cfg: FieldConfig,
+    slots: Vec<Slot>,
+    grid: Grid,
+    boards: Vec<PlantBoard>,
+    running: Running,
+    suite: Suite,
+    plot: Option<PlotRecorder>,
+    extra: Vec<Violation>,
+    proposers_on: bool,
+    incarnations: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
+    let scenario = cfg.scenario.clone();
+    let seed = cfg.seed;
+    let epoch = Epoch::now();
+    let n = scenario.nodes.count;
+    let ids: Vec<u64> = (1..=u64::from(n)).collect();
+    let net = scenario.build_net(seed, &ids);
+    let mut faults = FaultDriver::new(&scenario, seed, ids.clone());
+    let shared = Shared::new(epoch);
+    let host = Arc::new(
+        ActorHost::with_embedded(ActorLimits::default()).context("cannot load the actors")?,
+    );
+    let switches = Arc::new(TestFaults::default());
+    match cfg.mutation {
+        Mutation::None => {}
+        Mutation::SkipDedupe => switches.skip_dedupe.store(true, Ordering::Relaxed),
+        Mutation::AckBeforeFsync => switches.ack_before_fsync.store(true, Ordering::Relaxed),
+    }
+    let timing = cfg
+        .timing
+        .unwrap_or_else(|| timing_for(&scenario.default_link()));
+    let field_cfg = FieldConfig {
+        meter_interval_ms: scenario
+            .customers
+            .meter_read_interval_s
+            .saturating_mul(1_000),
+        ..FieldConfig::default()
+    };
+
+    // Calendar: the nodes' clocks read local time of day `start_time_of_day_s` at time zero
+    // (the plants' load profiles use local time), in Nepal's time zone.
+    let day_ms = 86_400_000i64;
+    let local_start_ms = scenario.plant.start_time_of_day_s as i64 * 1_000
+        - i64::from(setup::UTC_OFFSET_MIN) * 60_000;
+    let start_unix_ms = CALENDAR_START_UNIX_MS + local_start_ms.rem_euclid(day_ms) as u64;
+
+    // Plants, in node order; customer ids start at 1 on node 0 (the field loop's customer
+    // map has no customer 0), `index * CUSTOMER_ID_STRIDE + 1` on node `index`.
+    let mut plants = Vec::new();
+    let mut boards = Vec::new();
+    let mut plant_of = BTreeMap::new();
+    for i in scenario.plant_nodes() {
+        let Some(mut pc) = scenario.plant_config(i) else {
+            continue;
+        };
+        pc.first_customer_id += 1;
+        let mut plant = Plant::new(pc, seed);
+        let board = PlantBoard::attach(&mut plant, SimBoard::new(SimBoardState::new()));
+        plant_of.insert(i, plants.len());
+        plants.push(plant);
+        boards.push(board);
+    }
+    let mut grid = Grid::new(plants);
+    if scenario.nodes.interconnected {
+        grid.interconnect_all();
+    }
+
+    let slots = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| Slot {
+            id,
+            log_disk: SimDisk::new(),
+            state_disk: SimDisk::new(),
+            clock: Arc::new(SimClock::new(epoch, start_unix_ms)),
+            delay: Arc::default(),
+            link_stats: Arc::default(),
+            field_stats: Arc::default(),
+            plant: plant_of.get(&(i as u32)).copied(),
+            run: None,
+            role: None,
+        })
+        .collect();
+
+    let mut suite_cfg = SuiteConfig::for_scenario(&scenario);
+    suite_cfg.tariff = Some(setup::tariff_oracle());
+    let plot = cfg
+        .plot
+        .then(|| PlotRecorder::new(&scenario.name, scenario.total_ms()));
+
+    let mut w = World {
+        cfg,
+        epoch,
+        net,
+        shared,
+        host,
+        switches,
+        timing,
+        field_cfg,
+        slots,
+        grid,
+        boards,
+        running: Arc::default(),
+        suite: Suite::new(suite_cfg),
+        plot,
+        extra: Vec::new(),
+        proposers_on: true,
+        incarnations: 0,
+    };
+
+    for i in 0..w.slots.len() {
+        w.start(i, true).await;
+    }
+    let setup_inputs = {
+        let plants: Vec<(u64, usize, Vec<u32>)> = w
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let p = &w.grid.plants()[s.plant?];
+                let customers = p
+                    .customer_ids()
+                    .filter_map(|c| u32::try_from(c).ok())
+                    .collect();
+                Some((s.id, p.feeder_count(), customers))
+            })
+            .collect();
+        setup::setup_inputs(&scenario, &plants)
+    };
+    let operator = tokio::spawn(operator(w.running.clone(), w.shared.clone(), setup_inputs));
+
+    let fault_end_ms = (scenario.duration_s * 1_000.0) as u64;
+    let total_ms = scenario.total_ms();
+    let mut healed = false;
+    let mut next_ms = 0;
+    let mut quiet_since: Option<(u64, Vec<u64>)> = None;
+    let mut operator = Some(operator);
+    loop {
+        next_ms += STEP_MS;
+        tokio::time::sleep_until(w.epoch.at_ms(next_ms)).await;
+        let t_ms = w.epoch.elapsed_ms();
+        w.feed_node_observations();
+        let leader = w.poll_roles(t_ms);
+        let tick = if t_ms >= fault_end_ms && !healed {
+            healed = true;
+            faults.heal_everything(t_ms, &w.net)
+        } else {
+            faults.poll(t_ms, &w.net, leader)
+        };
+        for o in &tick.observations {
+            w.observe(o);
+        }
+        for a in tick.actions {
+            w.act(a).await;
+        }
+        w.step_plants(t_ms);
+        if t_ms < total_ms {
+            continue;
+        }
+        if w.proposers_on {
+            // The settle phase is over: stop proposing and let the replicas converge.
+            w.proposers_on = false;
+            if let Some(op) = operator.take() {
+                op.abort();
+            }
+            for s in &mut w.slots {
+                if let Some(f) = s.run.as_mut().and_then(|r| r.field.take()) {
+                    f.abort();
+                }
+            }
+        }
+        let applied = w.applied_indexes();
+        let agreed = applied.windows(2).all(|p| p[0] == p[1]);
+        quiet_since = match quiet_since.take() {
+            Some((since, prev)) if agreed && prev == applied => Some((since, prev)),
+            _ if agreed => Some((t_ms, applied)),
+            _ => None,
+        };
+        let converged = quiet_since
+            .as_ref()
+            .is_some_and(|(since, _)| t_ms - since >= QUIET_MS);
+        if converged || t_ms >= total_ms + QUIESCE_MS_MAX {
+            break;
+        }
+    }
+    w.feed_node_observations();
+    let end_t_ms = w.epoch.elapsed_ms();
+    w.poll_roles(end_t_ms);
+    let counters = w.net.total_counters();
+    let digest = w.net.trace_digest();
+    let metered_wh = w.grid.plants().iter().map(Plant::metered_energy_wh).sum();
+    for s in &mut w.slots {
+        if let Some(r) = s.run.take() {
+            r.alive.store(false, Ordering::Relaxed);
+            for t in r.tasks.into_iter().chain(r.field) {
+                t.abort();
+            }
+            r.node.shutdown().await;
+        }
+    }
+    let World {
+        cfg,
+        suite,
+        plot,
+        extra,
+        ..
+    } = w;
+    let mut report = suite.finish(FinishInfo {
+        scenario: cfg.scenario.name.clone(),
+        seed: cfg.seed,
+        end_t_ms,
+        wall_seconds: 0.0,
+        net_trace_digest: Some(digest),
+        net_counters: Some(counters),
+        metered_wh,
+    });
+    if !extra.is_empty() {
+        report.passed = false;
+        report.violations.extend(extra);
+    }
+    Ok(SimOutcome {
+        report,
+        plot_svg: plot.map(|p| p.render()),
+    })
+}
+
+impl World {
+    fn observe(&mut self, o: &Observation) {
+        self.suite.observe(o);
+        if let Some(p) = self.plot.as_mut() {
+            p.observe(o);
+        }
+    }
+
+    fn feed_node_observations(&mut self) {
+        for o in self.shared.drain() {
+            self.observe(&o);
+        }
+    }
+
+    /// Reports role and term changes; returns the leader of the highest term, if any.
+    fn poll_roles(&mut self, t_ms: u64) -> Option<u64> {
+        let mut changes = Vec::new();
+        let mut leader: Option<(u64, u64)> = None;
+        for s in &mut self.slots {
+            let Some(r) = &s.run else {
+                continue;
+            };
+            let (role, term) = {
+                let m = r.node.raft().metrics();
+                let m = m.borrow_watched();
+                let role = match m.state {
+                    openraft::ServerState::Leader => SimRole::Leader,
+                    openraft::ServerState::Follower => SimRole::Follower,
+                    openraft::ServerState::Candidate => SimRole::Candidate,
+                    openraft::ServerState::Learner => SimRole::Learner,
+                    openraft::ServerState::Shutdown => SimRole::Shutdown,
+                };
+                (role, m.current_term)
+            };
+            if role == SimRole::Leader && leader.is_none_or(|(t, _)| term > t) {
+                leader = Some((term, s.id));
+            }
+            if s.role != Some((role, term)) {
+                s.role = Some((role, term));
+                changes.push(Observation::RoleChange {
+                    t_ms,
+                    node: s.id,
+                    term,
+                    role,
+                });
+            }
+        }
+        for o in &changes {
+            self.observe(o);
+        }
+        leader.map(|(_, id)| id)
+    }
+
+    fn slot_of(&self, node: u64) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == node)
+    }
+
+    async fn act(&mut self, a: NodeAction) {
+        match a {
+            NodeAction::Crash { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.kill(i, false).await;
+                }
+            }
+            NodeAction::PowerCut { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.kill(i, true).await;
+                }
+            }
+            NodeAction::Restart { node } => {
+                if let Some(i) = self.slot_of(node)
+                    && self.slots[i].run.is_none()
+                {
+                    self.start(i, false).await;
+                }
+            }
+            NodeAction::SetClock { node, clock } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.slots[i].clock.set(clock);
+                }
+            }
+            NodeAction::SetSyncDelay { node, delay } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.slots[i].delay.set(delay);
+                }
+            }
+            NodeAction::SetLoadScale { node, scale } => {
+                if let Some(p) = self.plant_mut(node) {
+                    p.set_load_scale(scale);
+                }
+            }
+            NodeAction::SetWaterFactor { node, factor } => {
+                if let Some(p) = self.plant_mut(node) {
+                    p.set_water_factor(factor);
+                }
+            }
+        }
+    }
+
+    fn plant_mut(&mut self, node: u64) -> Option<&mut Plant> {
+        let i = self.slot_of(node)?;
+        let p = self.slots[i].plant?;
+        self.grid.plant_mut(p)
+    }
+
+    /// Starts an incarnation of node `i` on its disks (after a fault, redb recovers them).
+    async fn start(&mut self, i: usize, first: bool) {
+        let t_ms = self.epoch.elapsed_ms();
+        let id = self.slots[i].id;
+        match self.start_inner(i, first).await {
+            Ok(inc) => {
+                self.incarnations += 1;
+                lock(&self.running).insert(id, (self.incarnations, inc.node.clone()));
+                self.slots[i].run = Some(inc);
+            }
+            Err(e) => {
+                // A node that cannot come back from its own disks has lost data.
+                self.extra.push(Violation {
+                    checker: "restart".into(),
+                    t_ms,
+                    message: format!("node {id} could not start from its disks: {e:#}"),
+                });
+            }
+        }
+    }
+
+    async fn start_inner(&mut self, i: usize, first: bool) -> anyhow::Result<Incarnation> {
+        let s = &self.slots[i];
+        let id = s.id;
+        let log = storage::open_backend(s.log_disk.clone(), &format!("node-{id}/raft-log"))?;
+        let state = storage::open_backend(s.state_disk.clone(), &format!("node-{id}/state"))?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let (tx, rx) = inbound_queue();
+        let endpoint = self.net.endpoint(id);
+        let (transport, tasks) = SimTransport::start(
+            id,
+            self.net.clone(),
+            endpoint,
+            tx,
+            alive.clone(),
+            s.delay.clone(),
+            s.link_stats.clone(),
+        );
+        let observer = Arc::new(SimObserver::new(id, alive.clone(), self.shared.clone()));
+        let opts = NodeOptions {
+            id,
+            cluster_name: format!("sim-{}", self.cfg.scenario.name),
+            timing: self.timing,
+            actor_limits: ActorLimits::default(),
+            seed: self.cfg.seed ^ id,
+            snapshot: None,
+        };
+        let env = NodeEnv {
+            stores: Stores { log, state },
+            transport,
+            inbound: rx,
+            clock: s.clock.clone(),
+            observer: Some(observer),
+            faults: self.switches.clone(),
+        };
+        let node = match Node::start_with_host(opts, env, self.host.clone()).await {
+            Ok(n) => n,
+            Err(e) => {
+                alive.store(false, Ordering::Relaxed);
+                for t in tasks {
+                    t.abort();
+                }
+                return Err(e.into());
+            }
+        };
+        if first {
+            let members: BTreeMap<u64, PeerInfo> = self
+                .slots
+                .iter()
+                .map(|s| (s.id, PeerInfo::default()))
+                .collect();
+            node.initialize(members)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot form the cluster: {e}"))?;
+        }
+        let field = match (s.plant, self.proposers_on) {
+            (Some(p), true) => Some(tokio::spawn(field::run(
+                node.clone(),
+                self.boards[p].board().clone(),
+                self.field_cfg.clone(),
+                CustomerMap { first_customer: 1 },
+                s.field_stats.clone(),
+            ))),
+            _ => None,
+        };
+        Ok(Incarnation {
+            node,
+            alive,
+            tasks,
+            field,
+        })
+    }
+
+    /// Kills node `i`'s process; then the disks keep what a crash (page cache written back)
+    /// or a power cut (only what was fsynced) leaves.
+    async fn kill(&mut self, i: usize, power_cut: bool) {
+        let t_ms = self.epoch.elapsed_ms();
+        let s = &mut self.slots[i];
+        let Some(r) = s.run.take() else {
+            return;
+        };
+        r.alive.store(false, Ordering::Relaxed);
+        for t in r.tasks.into_iter().chain(r.field) {
+            t.abort();
+        }
+        lock(&self.running).remove(&s.id);
+        r.node.shutdown().await;
+        for d in [&s.log_disk, &s.state_disk] {
+            if power_cut {
+                d.power_cut();
+            } else {
+                d.crash();
+            }
+        }
+        let term = s.role.map_or(0, |(_, t)| t);
+        s.role = Some((SimRole::Shutdown, term));
+        let o = Observation::RoleChange {
+            t_ms,
+            node: s.id,
+            term,
+            role: SimRole::Shutdown,
+        };
+        self.observe(&o);
+    }
+
+    fn step_plants(&mut self, t_ms: u64) {
+        for (i, b) in self.boards.iter_mut().enumerate() {
+            if let Some(p) = self.grid.plant_mut(i) {
+                b.before_step(p, STEP_MS);
+            }
+        }
+        self.grid.step(STEP_MS);
+        for (i, b) in self.boards.iter_mut().enumerate() {
+            if let Some(p) = self.grid.plant_mut(i) {
+                b.after_step(p, STEP_MS);
+            }
+        }
+        let truths: Vec<_> = self.grid.plants().iter().map(Plant::truth).collect();
+        for (i, tr) in truths.iter().enumerate() {
+            let o = Observation::Frequency {
+                t_ms,
+                plant: i as u32,
+                mhz: tr.frequency_mhz,
+            };
+            self.observe(&o);
+        }
+        if let Some(p) = self.plot.as_mut() {
+            p.record_plants(t_ms, &truths);
+        }
+    }
+
+    /// Applied index of every running node, in node order.
+    fn applied_indexes(&self) -> Vec<u64> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.run.as_ref())
+            .map(|r| r.node.state_machine().status().borrow().applied_index)
+            .collect()
+    }
+}
+
+/// The operator: commits the set-up, then every [`TOPUP_INTERVAL`] sells a top-up to every
+/// prepaid account at or below the disconnect threshold.
+async fn operator(running: Running, shared: Arc<Shared>, setup_inputs: Vec<sdk::Input>) {
+    for chunk in setup_inputs.chunks(setup::SETUP_INPUTS_PER_PROPOSAL) {
+        commit(&running, chunk.iter().map(sdk::codec::encode).collect()).await;
+    }
+    let mut token_id = 1u64;
+    loop {
+        tokio::time::sleep(TOPUP_INTERVAL).await;
+        let low: Vec<u32> = shared
+            .accounts_at_or_below(setup::DISCONNECT_AT_MPAISA)
+            .into_iter()
+            .filter(|&c| setup::is_prepaid(c))
+            .take(TOPUPS_PER_ROUND_MAX)
+            .collect();
+        if low.is_empty() {
+            continue;
+        }
+        let inputs = low
+            .iter()
+            .map(|&c| {
+                token_id += 1;
+                sdk::codec::encode(&setup::topup(c, token_id))
+            })
+            .collect();
+        commit(&running, inputs).await;
+    }
+}
+
+/// Commits `inputs` through the lowest-numbered running node, exactly once: one sequence
+/// number per node tried, retried until that node commits it or dies (then the next node
+/// proposes the same inputs under its own sequence number; the set-up inputs and top-ups are
+/// idempotent, the latter by token id, so a double commit changes nothing).
+async fn commit(running: &Running, inputs: Vec<Vec<u8>>) {
+    loop {
+        let node = lock(running).values().next().cloned();
+        let Some((incarnation, node)) = node else {
+            tokio::time::sleep(OPERATOR_RETRY).await;
+            continue;
+        };
+        let Ok(seq) = node.next_seq() else {
+            tokio::time::sleep(OPERATOR_RETRY).await;
+            continue;
+        };
+        loop {
+            match node
+                .propose_with_seq(seq, Body::Inputs(inputs.clone()))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "operator proposal not committed; retrying"),
+            }
+            tokio::time::sleep(OPERATOR_RETRY).await;
+            let alive = lock(running)
+                .get(&node.id())
+                .is_some_and(|(i, _)| *i == incarnation);
+            if !alive {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_calm_run_passes() {
+        let scenario = Scenario::parse(
+            "duration_s = 60\nsettle_s = 30\nliveness_bound_s = 30\n[nodes]\ncount = 3\n\
+             [plant]\nhouseholds_per_feeder = [10, 10]\n[links.default]\npreset = \"lan\"\n",
+            "smoke.toml",
+        )
+        .expect("scenario");
+        let out = run(&SimConfig {
+            scenario,
+            seed: 1,
+            mutation: Mutation::None,
+            plot: false,
+            timing: None,
+        })
+        .expect("run");
+        eprintln!("{}", out.report.to_json());
+        assert!(out.report.passed);
+    }
+}
