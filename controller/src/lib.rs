@@ -9,6 +9,7 @@ pub mod node;
 pub mod observe;
 pub mod raft;
 pub mod runner;
+pub mod sd_notify;
 pub mod simulate;
 pub mod state;
 pub mod storage;

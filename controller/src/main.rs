@@ -72,6 +72,8 @@ enum Cmd {
     },
     /// Measure committed actor messages per second, commit latency and wasmi/native speed.
     Bench(cli::bench::BenchArgs),
+    /// Check this board after installing: actors, storage on the data partition, a 3-node cluster.
+    Selftest(cli::selftest::SelftestArgs),
     /// Run real nodes in the deterministic simulator through a scenario's faults and check them.
     Sim(ghatta::simulate::cli::SimArgs),
     /// The data center: receive grids' WAN batches, store them, serve queries.
@@ -185,6 +187,10 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                 running.admin_addr,
                 cfg.data_dir.display()
             );
+            tokio::spawn(ghatta::sd_notify::watchdog_loop_with_field(
+                running.node.clone(),
+                running.field.clone(),
+            ));
             cli::wait_for_shutdown().await;
             running.stop().await;
             Ok(std::process::ExitCode::SUCCESS)
@@ -255,6 +261,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Bench(args) => cli::bench::run(args).await,
+        Cmd::Selftest(args) => cli::selftest::run(args, seed).await,
         Cmd::Sim(args) => ghatta::simulate::cli::run_cmd(args).await,
         Cmd::Central(args) => ghatta::wan::central::run_cmd(args).await,
     }
