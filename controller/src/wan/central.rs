@@ -407,11 +407,12 @@ impl Inner {
                             gs.backfilled += 1;
                         }
                     }
-                    Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_))) => {
-                        if rec.time_ms >= gs.last_event_ms {
-                            gs.last_event = Some(format!("{ev:?}"));
-                            gs.last_event_ms = rec.time_ms;
-                        }
+                    // Only a newer event replaces the latest one (back-fill never does).
+                    Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_)))
+                        if rec.time_ms >= gs.last_event_ms =>
+                    {
+                        gs.last_event = Some(format!("{ev:?}"));
+                        gs.last_event_ms = rec.time_ms;
                     }
                     _ => {}
                 }
