@@ -43,10 +43,15 @@ pub struct TimingConfig {
     pub election_timeout_ms_max: u64,
 }
 
-/// Which hardware the node drives.
+/// Which hardware the node drives (`[board]`, chosen by `kind`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BoardConfig {
+    /// A real board: relays on the GPIO character device, an ADS1115 on I2C, PZEM-004T
+    /// meters on a Modbus-RTU serial line (`[board.relays]`, `[board.analog]`,
+    /// `[board.modbus]`, `[board.grid]`; see `ghatta_hal::LinuxBoardConfig`). Customer
+    /// numbers in it are grid customer ids.
+    Linux(Box<ghatta_hal::LinuxBoardConfig>),
     /// A built-in simulated village (demo, bench, development).
     Sim {
         /// Households on this board.
@@ -85,14 +90,37 @@ impl Default for BoardConfig {
     }
 }
 
-/// Field loop settings.
+/// Field loop settings (`[field]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldConfig {
-    /// Telemetry proposal period, ms (DESIGN: batches about every second).
+    /// Batch period, ms: telemetry is summarised and proposed (with the period's meter reads)
+    /// about once per period (DESIGN: batches about every second).
     pub telemetry_interval_ms: u64,
-    /// Meter read period, ms.
+    /// Every meter is read once per this period, ms (1 Hz by default: island credit follows
+    /// consumption within a second).
     pub meter_interval_ms: u64,
+    /// Grid sample period, ms (10 Hz by default: protection's shortest delay, 500 ms, is five
+    /// samples).
+    pub grid_interval_ms: u64,
+    /// A changed meter register is journaled (and so billed) at most this often per customer,
+    /// ms. A minute bounds a prepaid overdraft to a minute's consumption and keeps a week of
+    /// island at ~10,000 reads per customer; a cumulative register loses no energy between
+    /// two journaled reads.
+    pub meter_journal_interval_ms: u64,
+    /// The same, while the journal is over its limits (reads are never dropped, so they come
+    /// less often instead): an hour.
+    pub meter_journal_interval_ms_over_limit: u64,
+    /// While a backlog drains, one proposal (up to 511 reads, ~12 KiB) at most this often,
+    /// ms. 500 ms is ~24 KiB/s per follower: fine on Wi-Fi; on a 64 kbit/s radio set 5000 or
+    /// more so the drain leaves room for heartbeats.
+    pub drain_interval_ms: u64,
+    /// Local protection.
+    pub protection: crate::field::protection::ProtectionConfig,
+    /// The journal's limits.
+    pub journal: crate::journal::JournalLimits,
+    /// Island credit enforcement.
+    pub credit: crate::field::credit::CreditConfig,
 }
 
 impl Default for FieldConfig {
@@ -100,7 +128,66 @@ impl Default for FieldConfig {
         FieldConfig {
             telemetry_interval_ms: 1_000,
             meter_interval_ms: 1_000,
+            grid_interval_ms: 100,
+            meter_journal_interval_ms: 60_000,
+            meter_journal_interval_ms_over_limit: 3_600_000,
+            drain_interval_ms: 500,
+            protection: Default::default(),
+            journal: Default::default(),
+            credit: Default::default(),
         }
+    }
+}
+
+/// Shortest grid sample period, ms: the PZEM-004T answers a Modbus read in tens of ms at
+/// 9,600 bit/s, and 20 Hz is already finer than its 0.1 Hz frequency resolution can use.
+pub const GRID_INTERVAL_MS_MIN: u64 = 50;
+/// Shortest batch, meter and drain periods, ms.
+pub const FIELD_INTERVAL_MS_MIN: u64 = 100;
+
+impl FieldConfig {
+    /// Check the settings; errors are (key, problem).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let k = |key: &str| format!("field.{key}");
+        if self.grid_interval_ms < GRID_INTERVAL_MS_MIN {
+            return Err((
+                k("grid_interval_ms"),
+                format!("must be at least {GRID_INTERVAL_MS_MIN} ms"),
+            ));
+        }
+        for (key, v) in [
+            ("telemetry_interval_ms", self.telemetry_interval_ms),
+            ("meter_interval_ms", self.meter_interval_ms),
+            ("drain_interval_ms", self.drain_interval_ms),
+        ] {
+            if v < FIELD_INTERVAL_MS_MIN {
+                return Err((
+                    k(key),
+                    format!("must be at least {FIELD_INTERVAL_MS_MIN} ms"),
+                ));
+            }
+        }
+        if self.telemetry_interval_ms < self.grid_interval_ms {
+            return Err((
+                k("telemetry_interval_ms"),
+                "must be at least grid_interval_ms (a batch summarises grid samples)".into(),
+            ));
+        }
+        if self.meter_journal_interval_ms_over_limit < self.meter_journal_interval_ms {
+            return Err((
+                k("meter_journal_interval_ms_over_limit"),
+                "must be at least meter_journal_interval_ms".into(),
+            ));
+        }
+        if self.journal.bytes_max < 1024 * 1024 || self.journal.records_max < 1_000 {
+            return Err((
+                k("journal.bytes_max"),
+                "the journal needs at least 1 MiB and 1,000 records".into(),
+            ));
+        }
+        self.protection.validate()?;
+        self.credit.validate()?;
+        Ok(())
     }
 }
 
@@ -263,8 +350,16 @@ impl NodeConfig {
                     .into(),
             ));
         }
-        if self.field.telemetry_interval_ms < 100 || self.field.meter_interval_ms < 100 {
-            return Err(err("field", "intervals must be at least 100 ms".into()));
+        self.field
+            .validate()
+            .map_err(|(key, problem)| err(&key, problem))?;
+        if let BoardConfig::Linux(board) = &self.board {
+            board.validate().map_err(|e| {
+                err(
+                    &format!("board.{}", e.device),
+                    format!("{}: {}", e.kind, e.detail),
+                )
+            })?;
         }
         Ok(())
     }

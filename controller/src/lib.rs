@@ -4,6 +4,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod field;
+pub mod journal;
 pub mod net;
 pub mod node;
 pub mod observe;

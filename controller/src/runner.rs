@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use ghatta_hal::{SimBoard, SimBoardState};
+use ghatta_hal::{LinuxBoard, SimBoard, SimBoardState};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::{BoardConfig, NodeConfig};
 use crate::field::{self, CustomerMap, FieldStats};
+use crate::journal::Journal;
 use crate::net::tcp::TcpTransport;
 use crate::net::transport::{Transport, inbound_queue};
 use crate::node::{Node, NodeEnv, NodeOptions};
@@ -52,9 +53,42 @@ impl Running {
     }
 }
 
+/// A board opened from `[board]`, before the node starts.
+enum OpenedBoard {
+    Sim(SimBoard),
+    Linux(Box<LinuxBoard>),
+}
+
+/// Open the board `[board]` names. A missing or unusable device is an error naming the
+/// config key (`board.relays.gpiochip`, `board.modbus.port`, ...), the device and what to do.
+fn open_board(cfg: &NodeConfig) -> anyhow::Result<OpenedBoard> {
+    match &cfg.board {
+        BoardConfig::Sim {
+            customers, seed, ..
+        } => Ok(OpenedBoard::Sim(SimBoard::new(SimBoardState::demo(
+            *customers,
+            *seed ^ cfg.id,
+        )))),
+        BoardConfig::Linux(linux) => LinuxBoard::open(linux)
+            .map(|b| OpenedBoard::Linux(Box::new(b)))
+            .map_err(|e| {
+                anyhow!(
+                    "cannot open the board: config key board.{}: {}: {}",
+                    e.device,
+                    e.kind,
+                    e.detail
+                )
+            }),
+    }
+}
+
 /// Start a node from its configuration. Call inside `raft::Runtime::scope`.
 pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow::Result<Running> {
+    // The board first: a config naming a device that is not there must stop the node before
+    // it binds ports or joins the cluster.
+    let board = open_board(cfg)?;
     let stores = crate::storage::open_dir(&cfg.data_dir)?;
+    let journal = Journal::open_dir(&cfg.data_dir, cfg.field.journal.clone())?;
     let listener = tokio::net::TcpListener::bind(&cfg.raft_listen)
         .await
         .with_context(|| {
@@ -112,16 +146,17 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
         }
     }));
     let stats = Arc::new(FieldStats::default());
-    let field_task;
-    let sim_board = match &cfg.board {
-        BoardConfig::Sim {
-            customers,
-            first_customer,
-            seed,
-            speed,
-        } => {
-            let plant_step_ms = SIM_BOARD_STEP.as_millis() as u64 * u64::from((*speed).max(1));
-            let board = SimBoard::new(SimBoardState::demo(*customers, *seed ^ cfg.id));
+    let (field_task, sim_board) = match board {
+        OpenedBoard::Sim(board) => {
+            let (first_customer, speed) = match &cfg.board {
+                BoardConfig::Sim {
+                    first_customer,
+                    speed,
+                    ..
+                } => (*first_customer, *speed),
+                BoardConfig::Linux(_) => (1, 1),
+            };
+            let plant_step_ms = SIM_BOARD_STEP.as_millis() as u64 * u64::from(speed.max(1));
             let stepper = board.clone();
             tasks.push(tokio::spawn(async move {
                 let mut t = tokio::time::interval(SIM_BOARD_STEP);
@@ -130,17 +165,26 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
                     stepper.step(plant_step_ms);
                 }
             }));
-            let map = CustomerMap {
-                first_customer: *first_customer,
-            };
-            field_task = Some(tokio::spawn(field::run(
+            let task = tokio::spawn(field::run_with(
                 node.clone(),
                 board.clone(),
+                journal,
                 cfg.field.clone(),
-                map,
+                CustomerMap { first_customer },
                 stats.clone(),
-            )));
-            Some(board)
+            ));
+            (Some(task), Some(board))
+        }
+        OpenedBoard::Linux(board) => {
+            let task = tokio::spawn(field::run_with(
+                node.clone(),
+                *board,
+                journal,
+                cfg.field.clone(),
+                CustomerMap::identity(),
+                stats.clone(),
+            ));
+            (Some(task), None)
         }
     };
     Ok(Running {

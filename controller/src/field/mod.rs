@@ -1,27 +1,73 @@
-//! The field loop: samples the board, proposes telemetry and meter reads in batches, and
-//! executes committed relay commands addressed to this node.
+//! The field loop: samples the board, protects the grid locally, obeys committed relay
+//! commands, enforces prepaid credit in an island, and hands telemetry and meter reads to the
+//! journal and the shipper, which propose them in batches.
 //!
-//! Consensus is never in the fast path: this loop only *reports* and *obeys*; it never waits
-//! for a proposal before acting on the hardware.
+//! Consensus is never in the fast path. Every grid sample (10 Hz by default) goes to
+//! [`protection::Protection`] and the relay arbiter at once; the loop never awaits a proposal,
+//! a commit or an fsync. Journal writes and proposals run in the shipper task
+//! ([`shipper`]), fed through a bounded queue the loop only ever `try_send`s to.
+//!
+//! Code map:
+//!
+//! - `protection`: under-frequency stages, over-frequency ballast, voltage trips (pure).
+//! - `relays`: the arbiter (local holds beat committed commands; every move recorded).
+//! - `credit`: prepaid credit in an island, from committed ledger records.
+//! - `telemetry`: 10 Hz samples to one summary and one report per batch period.
+//! - `shipper`: journal writes and the one proposal in flight, oldest reads first.
+//! - `consensus`: the trait the loop talks to the node through (so tests and the simulator
+//!   can script the cluster).
+//!
+//! Architecture invariants:
+//!
+//! - Only the field loop touches relays, and only through the arbiter.
+//! - Protection decisions never wait on Raft, the journal or a meter read that is not the
+//!   grid sample they judge.
+//! - A meter read that reached the journal leaves it only when committed.
+//! - Every relay move is recorded with a reason code (protection, balancing, billing,
+//!   operator) and counted.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+pub mod consensus;
+pub mod credit;
+pub mod protection;
+pub mod relays;
+pub mod shipper;
+pub mod telemetry;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ghatta_actor_sdk as sdk;
 use ghatta_hal::{Board, RelayLine};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+pub use self::consensus::{Committed, Consensus};
+use self::credit::{CreditChange, CreditTracker};
+use self::protection::{Protection, ProtectionEvent, Sample};
+use self::relays::{Arbiter, CommittedCmd, Hold};
+use self::shipper::{Period, ShipperConfig, ShipperShared, ToShipper};
+use self::telemetry::Aggregator;
 use crate::config::FieldConfig;
-use crate::node::Node;
+use crate::journal::{Cause, Journal, ReadEntry, ReasonCode, RelayEvent};
+use crate::raft::codec;
 
-/// Inputs per proposal at most: one telemetry report plus a board's meter reads (a board
-/// reads at most a few hundred meters), keeping an entry well under 64 KiB.
-pub const MAX_INPUTS_PER_PROPOSAL: usize = 512;
-/// Proposals in flight at most; further samples wait (the loop never blocks on them).
-pub const MAX_PROPOSALS_IN_FLIGHT: u64 = 8;
-/// Outbox records examined per pass.
+/// Outbox records read per call.
 pub const OUTBOX_BATCH: usize = 256;
+/// Outbox pages read per loop tick at most: 8 x 256 records every 100 ms is ~20,000 records
+/// a second when catching up (after a restart or a long partition), while one tick's work
+/// stays a few ms.
+pub const OUTBOX_PAGES_PER_TICK: usize = 8;
+/// The field state is saved at most this often, ms (and only when it changed). An older copy
+/// only makes a restarted loop re-read part of the outbox.
+pub const FIELD_STATE_SAVE_MS: u64 = 5_000;
+/// Relay events held in memory when the shipper's queue is full: a thousand moves is far
+/// more than any burst of trips; beyond it the oldest are dropped (and counted).
+pub const EVENTS_CARRY_MAX: usize = 1_024;
+/// Format version of the saved field state.
+const FIELD_STATE_VERSION: u8 = 1;
 
 /// Maps customer ids between the board (its own numbering) and the grid.
 #[derive(Debug, Clone, Copy)]
@@ -31,191 +77,715 @@ pub struct CustomerMap {
 }
 
 impl CustomerMap {
-    fn to_grid(self, board_id: u32) -> u32 {
+    /// The identity map (boards that number customers by grid id, e.g. Linux boards).
+    pub fn identity() -> CustomerMap {
+        CustomerMap { first_customer: 1 }
+    }
+
+    /// Grid id of a board customer.
+    pub fn to_grid(self, board_id: u32) -> u32 {
         board_id
             .saturating_add(self.first_customer)
             .saturating_sub(1)
     }
-    fn to_board(self, grid_id: u32) -> Option<u32> {
+
+    /// Board id of a grid customer (if the numbering can hold it).
+    pub fn to_board(self, grid_id: u32) -> Option<u32> {
         (grid_id >= self.first_customer).then(|| grid_id - self.first_customer + 1)
     }
 }
 
-/// Counters of the field loop.
-#[derive(Debug, Default)]
-pub struct FieldStats {
-    /// Samples taken.
-    pub samples: AtomicU64,
-    /// Board read errors.
-    pub read_errors: AtomicU64,
-    /// Proposals committed.
-    pub proposals_committed: AtomicU64,
-    /// Proposals that failed (retried with the same sequence number).
-    pub proposals_failed: AtomicU64,
-    /// Relay commands executed.
-    pub relay_actions: AtomicU64,
-    /// Latest frequency read, mHz.
-    pub frequency_mhz: AtomicU64,
+macro_rules! field_stats {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Counters and gauges of the field loop (monotonic counters unless said otherwise).
+        #[derive(Debug, Default)]
+        pub struct FieldStats {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+            /// Relay moves per reason code (protection, balancing, billing, operator).
+            pub relay_actions_by_reason: [AtomicU64; 4],
+        }
+
+        /// A point-in-time copy of [`FieldStats`].
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct FieldStatsSnapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+            /// Relay moves per reason code.
+            pub relay_actions_by_reason: BTreeMap<ReasonCode, u64>,
+        }
+
+        impl FieldStats {
+            /// Copy the counters.
+            pub fn snapshot(&self) -> FieldStatsSnapshot {
+                FieldStatsSnapshot {
+                    $( $name: self.$name.load(Ordering::Relaxed), )*
+                    relay_actions_by_reason: ReasonCode::ALL
+                        .iter()
+                        .map(|r| (*r, self.relay_actions_by_reason[r.index()].load(Ordering::Relaxed)))
+                        .collect(),
+                }
+            }
+        }
+    };
 }
 
-/// Run the field loop until the task is dropped.
+field_stats! {
+    /// Grid samples taken.
+    samples,
+    /// Grid samples that failed (read error or implausible).
+    read_errors,
+    /// Meter reads taken.
+    meter_reads,
+    /// Meter reads that failed.
+    meter_read_errors,
+    /// Meter reads written to the journal.
+    reads_journaled,
+    /// Meter reads committed (and removed from the journal).
+    reads_committed,
+    /// Proposals committed (including duplicates).
+    proposals_committed,
+    /// Of those, duplicates (an earlier attempt had committed).
+    proposals_duplicate,
+    /// Proposal attempts that failed (retried with the same sequence number).
+    proposals_failed,
+    /// Relays moved.
+    relay_actions,
+    /// Relay commands the board refused.
+    relay_failures,
+    /// Committed commands for relays this board does not have.
+    commands_unknown_relay,
+    /// Latest frequency, mHz (gauge).
+    frequency_mhz,
+    /// Lowest frequency of the latest batch period, mHz (gauge).
+    frequency_mhz_min,
+    /// Highest frequency of the latest batch period, mHz (gauge).
+    frequency_mhz_max,
+    /// Latest voltage, dV (gauge).
+    voltage_dv,
+    /// UFLS stage trips.
+    ufls_trips,
+    /// UFLS stages tripped now (gauge).
+    ufls_stages_tripped,
+    /// Ballast stages switched in by over-frequency.
+    ballast_switched_in,
+    /// Ballast stages held by protection now (gauge).
+    ballast_held,
+    /// Voltage trips.
+    voltage_trips,
+    /// A voltage trip holds the feeders now (gauge, 0/1).
+    voltage_tripped,
+    /// Proposals stalled for this long, ms (gauge; above the credit grace: an island).
+    stalled_ms,
+    /// Customers cut locally for island credit.
+    island_credit_cuts,
+    /// Customers cut locally now (gauge).
+    island_credit_cut_now,
+    /// Latest ballast set-point from balancing, W (gauge).
+    ballast_setpoint_w,
+    /// Outbox records processed.
+    outbox_records,
+    /// Meter reads waiting in the journal (gauge).
+    journal_reads,
+    /// Their logical bytes (gauge).
+    journal_reads_bytes,
+    /// Telemetry summaries in the journal (gauge).
+    journal_telemetry,
+    /// Their logical bytes (gauge).
+    journal_telemetry_bytes,
+    /// Telemetry summaries merged away by downsampling (gauge, from the journal).
+    journal_downsampled,
+    /// The journal is over its limits (gauge, 0/1).
+    journal_over_limit,
+    /// Journal operations that failed.
+    journal_errors,
+    /// Relay events dropped because the shipper's queue stayed full.
+    events_dropped,
+}
+
+/// What the loop saves in the journal to resume after a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct FieldState {
+    version: u8,
+    outbox_cursor: u64,
+    processed_index: u64,
+    committed: BTreeMap<RelayLine, CommittedCmd>,
+    credit: CreditTracker,
+}
+
+/// Aborts the task when dropped (the shipper lives exactly as long as the loop).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Run the field loop with a journal in memory: for callers that have no data directory to
+/// give it (the simulator, until it gives each node a journal disk through
+/// [`Journal::open_backend`]). Reads waiting in it are lost with the process; use
+/// [`run_with`] for anything that must survive a restart.
 pub async fn run<B: Board>(
-    node: Node,
-    mut board: B,
+    node: crate::node::Node,
+    board: B,
     cfg: FieldConfig,
     map: CustomerMap,
     stats: Arc<FieldStats>,
 ) {
-    let me = node.id();
-    let mut tick = tokio::time::interval(Duration::from_millis(cfg.telemetry_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut since_meters_ms = u64::MAX;
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let mut outbox_cursor = node.state_machine().status().borrow().next_out_seq;
-    let mut last_read: BTreeMap<u32, u64> = BTreeMap::new();
-    loop {
-        tick.tick().await;
-        // 1. Obey: committed relay commands for this node.
-        outbox_cursor = execute_outbox(&node, &mut board, map, outbox_cursor, &stats);
-
-        // 2. Report: telemetry every tick, meters every meter interval.
-        let mut inputs = Vec::new();
-        match board.read_grid().await {
-            Ok(g) => {
-                stats.samples.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .frequency_mhz
-                    .store(u64::from(g.frequency_mhz), Ordering::Relaxed);
-                inputs.push(sdk::Input::Telemetry(sdk::Telemetry {
-                    node: sdk::NodeId(me),
-                    frequency_mhz: g.frequency_mhz,
-                    voltage_dv: g.voltage_dv,
-                    generation_w: g.generation_w,
-                    ballast_w: g.ballast_w,
-                    ballast_capacity_w: g.ballast_capacity_w,
-                    feeders: g
-                        .feeders
-                        .iter()
-                        .map(|f| sdk::FeederLoad {
-                            feeder: f.feeder,
-                            load_w: f.load_w,
-                            closed: f.closed,
-                        })
-                        .collect(),
-                }));
-            }
-            Err(e) => {
-                stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "grid sample failed");
-            }
-        }
-        since_meters_ms = since_meters_ms.saturating_add(cfg.telemetry_interval_ms);
-        if since_meters_ms >= cfg.meter_interval_ms {
-            since_meters_ms = 0;
-            for c in board.customers() {
-                match board.read_energy(c).await {
-                    Ok(r) => {
-                        // Unchanged registers are not worth a proposal.
-                        if last_read.get(&c) == Some(&r.total_wh) {
-                            continue;
-                        }
-                        last_read.insert(c, r.total_wh);
-                        inputs.push(sdk::Input::MeterRead(sdk::MeterRead {
-                            customer: sdk::CustomerId(map.to_grid(c)),
-                            total_wh: r.total_wh,
-                            read_at_ms: node.clock().now_ms(),
-                        }));
-                    }
-                    Err(e) => {
-                        stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(customer = c, error = %e, "meter read failed");
-                    }
-                }
-            }
-        }
-        if inputs.is_empty() || in_flight.load(Ordering::Relaxed) >= MAX_PROPOSALS_IN_FLIGHT {
-            continue;
-        }
-        for chunk in inputs.chunks(MAX_INPUTS_PER_PROPOSAL) {
-            let encoded: Vec<Vec<u8>> = chunk.iter().map(sdk::codec::encode).collect();
-            let (node, stats, in_flight) = (node.clone(), stats.clone(), in_flight.clone());
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                // The same sequence number on every retry: at most one of them is applied.
-                let result = match node.next_seq() {
-                    Ok(seq) => {
-                        let mut r = node
-                            .propose_with_seq(seq, crate::raft::Body::Inputs(encoded.clone()))
-                            .await;
-                        for _ in 0..3 {
-                            if r.is_ok() {
-                                break;
-                            }
-                            r = node
-                                .propose_with_seq(seq, crate::raft::Body::Inputs(encoded.clone()))
-                                .await;
-                        }
-                        r.map(|_| ())
-                    }
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => stats.proposals_committed.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "field proposal not committed");
-                        stats.proposals_failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-            });
-        }
+    let limits = crate::journal::JournalLimits {
+        fsync: false,
+        ..cfg.journal.clone()
+    };
+    match Journal::open_backend(
+        redb::backends::InMemoryBackend::new(),
+        "in-memory journal",
+        limits,
+    ) {
+        Ok(journal) => run_with(node, board, journal, cfg, map, stats).await,
+        Err(e) => tracing::error!(error = %e, "field loop not started"),
     }
 }
 
-/// Execute relay commands committed since `cursor` that are addressed to this node.
-fn execute_outbox<B: Board>(
-    node: &Node,
-    board: &mut B,
+/// Run the field loop until the task is dropped (the shipper task stops with it).
+pub async fn run_with<B: Board, C: Consensus>(
+    consensus: C,
+    mut board: B,
+    journal: Journal,
+    cfg: FieldConfig,
     map: CustomerMap,
-    mut cursor: u64,
-    stats: &FieldStats,
-) -> u64 {
-    let me = node.id();
-    loop {
-        let records = match node.state_machine().outbox_from(cursor, OUTBOX_BATCH) {
-            Ok(r) => r,
+    stats: Arc<FieldStats>,
+) {
+    let mut arbiter = Arbiter::new(&mut board);
+    let protection = Protection::new(
+        cfg.protection.clone(),
+        &arbiter.feeders(),
+        &arbiter.ballast(),
+    );
+    let saved = match journal.load_field_state() {
+        Ok(Some(bytes)) => match codec::decode::<FieldState>(&bytes) {
+            Ok(s) if s.version == FIELD_STATE_VERSION => s,
+            Ok(_) | Err(_) => {
+                tracing::warn!(
+                    "saved field state unreadable; re-reading the outbox from the start"
+                );
+                FieldState::default()
+            }
+        },
+        Ok(None) => FieldState::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load the field state; re-reading the outbox");
+            FieldState::default()
+        }
+    };
+    arbiter.restore_committed(saved.committed.clone());
+    let (tx, rx) = mpsc::channel(shipper::SHIPPER_QUEUE);
+    let shared = Arc::new(Mutex::new(ShipperShared::default()));
+    let _shipper = AbortOnDrop(tokio::spawn(shipper::run(
+        consensus.clone(),
+        journal,
+        ShipperConfig {
+            telemetry_interval_ms: cfg.telemetry_interval_ms,
+            drain_interval_ms: cfg.drain_interval_ms,
+        },
+        rx,
+        shared.clone(),
+        stats.clone(),
+    )));
+    let customers: Vec<u32> = board.customers();
+    let start = Instant::now();
+    let mut lp = Loop {
+        me: consensus.node_id(),
+        consensus,
+        board,
+        map,
+        stats,
+        arbiter,
+        protection,
+        credit: saved.credit,
+        agg: Aggregator::default(),
+        outbox_cursor: saved.outbox_cursor,
+        processed_index: saved.processed_index,
+        outbox_ready: false,
+        tx,
+        shared,
+        customers_set: customers.iter().copied().collect(),
+        customers,
+        meter_next: 0,
+        last_journaled: BTreeMap::new(),
+        pending_reads: Vec::new(),
+        carry: None,
+        events: VecDeque::new(),
+        dirty: true,
+        saved_at: start,
+        start,
+        cfg,
+    };
+    lp.run().await
+}
+
+struct Loop<B: Board, C: Consensus> {
+    me: u64,
+    consensus: C,
+    board: B,
+    cfg: FieldConfig,
+    map: CustomerMap,
+    stats: Arc<FieldStats>,
+    arbiter: Arbiter,
+    protection: Protection,
+    credit: CreditTracker,
+    agg: Aggregator,
+    outbox_cursor: u64,
+    /// Every outbox record of every entry up to this log index has been processed.
+    processed_index: u64,
+    /// The outbox has been read up to the applied index once since start: committed commands
+    /// are current and may be obeyed (before that, replaying history would flap relays).
+    outbox_ready: bool,
+    tx: mpsc::Sender<ToShipper>,
+    shared: Arc<Mutex<ShipperShared>>,
+    customers: Vec<u32>,
+    customers_set: BTreeSet<u32>,
+    meter_next: usize,
+    /// Per board customer: the register last journaled and when.
+    last_journaled: BTreeMap<u32, (u64, Instant)>,
+    pending_reads: Vec<ReadEntry>,
+    /// A period the shipper's queue had no room for.
+    carry: Option<Period>,
+    events: VecDeque<RelayEvent>,
+    dirty: bool,
+    saved_at: Instant,
+    start: Instant,
+}
+
+impl<B: Board, C: Consensus> Loop<B, C> {
+    async fn run(&mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.grid_interval_ms));
+        // A slow Modbus cycle must not be followed by a burst of catch-up samples.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let period = Duration::from_millis(self.cfg.telemetry_interval_ms);
+        let mut next_period = Instant::now() + period;
+        loop {
+            tick.tick().await;
+            self.grid_sample().await;
+            self.read_meters().await;
+            self.follow_outbox();
+            let now = Instant::now();
+            let period_due = now >= next_period;
+            if period_due {
+                next_period += period;
+                if next_period < now {
+                    next_period = now + period;
+                }
+                self.credit_step();
+            }
+            self.drive();
+            if period_due {
+                self.seal_period();
+                self.save_state();
+            }
+            self.flush_events();
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        Instant::now().duration_since(self.start).as_millis() as u64
+    }
+
+    async fn grid_sample(&mut self) {
+        let now_ms = self.now_ms();
+        let wall = self.consensus.wall_ms();
+        let sample = match self.board.read_grid().await {
+            Ok(g) => {
+                self.stats.samples.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .frequency_mhz
+                    .store(u64::from(g.frequency_mhz), Ordering::Relaxed);
+                self.stats
+                    .voltage_dv
+                    .store(u64::from(g.voltage_dv), Ordering::Relaxed);
+                self.agg.add(wall, &g);
+                Some(Sample {
+                    frequency_mhz: g.frequency_mhz,
+                    voltage_dv: g.voltage_dv,
+                })
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the outbox");
-                return cursor;
+                self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "grid sample failed");
+                None
             }
         };
-        if records.is_empty() {
-            return cursor;
-        }
-        for (seq, rec) in records {
-            cursor = seq + 1;
-            let Some(sdk::Output::Relay(cmd)) = sdk::codec::decode::<sdk::Output>(&rec.output)
-            else {
-                continue;
-            };
-            if cmd.node.0 != me {
-                continue;
-            }
-            let line = match cmd.relay {
-                sdk::RelayId::Feeder(f) => RelayLine::Feeder(f),
-                sdk::RelayId::Ballast(b) => RelayLine::Ballast(b),
-                sdk::RelayId::Customer(c) => match map.to_board(c.0) {
-                    Some(b) => RelayLine::Customer(b),
-                    None => continue,
-                },
-            };
-            match board.set_relay(line, cmd.closed) {
-                Ok(()) => {
-                    stats.relay_actions.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%line, closed = cmd.closed, reason = ?cmd.reason, index = rec.index, "relay");
+        for ev in self.protection.step(now_ms, sample) {
+            let st = &self.stats;
+            match ev {
+                ProtectionEvent::StageTripped(i) => {
+                    st.ufls_trips.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(stage = i + 1, feeders = ?self.protection.stage_feeder_map()[i], "under-frequency stage tripped");
                 }
-                Err(e) => tracing::warn!(%line, error = %e, "relay command failed"),
+                ProtectionEvent::StageRestored(i) => {
+                    tracing::info!(stage = i + 1, "under-frequency stage restored");
+                }
+                ProtectionEvent::BallastIn(b) => {
+                    st.ballast_switched_in.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(ballast = b, "over-frequency: ballast stage switched in");
+                }
+                ProtectionEvent::BallastReleased(b) => {
+                    tracing::info!(ballast = b, "ballast stage released");
+                }
+                ProtectionEvent::VoltageTripped => {
+                    st.voltage_trips.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("voltage trip: feeders held open");
+                }
+                ProtectionEvent::VoltageRestored => {
+                    tracing::info!("voltage trip released");
+                }
             }
+        }
+        let st = &self.stats;
+        st.ufls_stages_tripped.store(
+            self.protection.tripped_stages().len() as u64,
+            Ordering::Relaxed,
+        );
+        st.ballast_held.store(
+            self.protection.ballast_held_closed().len() as u64,
+            Ordering::Relaxed,
+        );
+        st.voltage_tripped.store(
+            u64::from(self.protection.voltage_tripped()),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Read this tick's share of the meters, so every meter is read once per
+    /// `meter_interval_ms` without a long burst between two grid samples.
+    async fn read_meters(&mut self) {
+        let n = self.customers.len();
+        if n == 0 {
+            return;
+        }
+        let per_tick = (n as u64 * self.cfg.grid_interval_ms)
+            .div_ceil(self.cfg.meter_interval_ms.max(1))
+            .max(1) as usize;
+        let over_limit = shipper::lock(&self.shared).over_limit;
+        let interval = Duration::from_millis(if over_limit {
+            self.cfg.meter_journal_interval_ms_over_limit
+        } else {
+            self.cfg.meter_journal_interval_ms
+        });
+        for _ in 0..per_tick.min(n) {
+            let c = self.customers[self.meter_next % n];
+            self.meter_next = (self.meter_next + 1) % n;
+            match self.board.read_energy(c).await {
+                Ok(r) => {
+                    self.stats.meter_reads.fetch_add(1, Ordering::Relaxed);
+                    let grid = self.map.to_grid(c);
+                    self.credit.on_local_read(grid, r.total_wh);
+                    let now = Instant::now();
+                    let due = match self.last_journaled.get(&c) {
+                        None => true,
+                        Some((wh, at)) => *wh != r.total_wh && now.duration_since(*at) >= interval,
+                    };
+                    if due {
+                        self.last_journaled.insert(c, (r.total_wh, now));
+                        self.pending_reads.push(ReadEntry {
+                            customer: grid,
+                            total_wh: r.total_wh,
+                            read_at_ms: self.consensus.wall_ms(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    self.stats.meter_read_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(customer = c, error = %e, "meter read failed");
+                }
+            }
+        }
+    }
+
+    /// Process committed outputs (relay commands, ledger records, set-points), a bounded
+    /// number of pages per tick.
+    fn follow_outbox(&mut self) {
+        let applied = self.consensus.applied_index();
+        for _ in 0..OUTBOX_PAGES_PER_TICK {
+            let records = match self.consensus.outbox_from(self.outbox_cursor, OUTBOX_BATCH) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox");
+                    return;
+                }
+            };
+            let full_page = records.len() == OUTBOX_BATCH;
+            let mut last_index = None;
+            for (seq, rec) in records {
+                if rec.index > applied {
+                    self.caught_up(applied);
+                    return;
+                }
+                self.outbox_record(&rec);
+                self.outbox_cursor = seq + 1;
+                last_index = Some(rec.index);
+                self.stats.outbox_records.fetch_add(1, Ordering::Relaxed);
+                self.dirty = true;
+            }
+            if !full_page {
+                self.caught_up(applied);
+                return;
+            }
+            if let Some(i) = last_index {
+                // The entry at `i` may continue on the next page.
+                self.processed_index = self.processed_index.max(i.saturating_sub(1));
+            }
+        }
+    }
+
+    fn caught_up(&mut self, applied: u64) {
+        if applied > self.processed_index {
+            self.processed_index = applied;
+            self.dirty = true;
+        }
+        self.outbox_ready = true;
+    }
+
+    fn outbox_record(&mut self, rec: &crate::state::OutboxRecord) {
+        let Some(out) = sdk::codec::decode::<sdk::Output>(&rec.output) else {
+            return;
+        };
+        match out {
+            sdk::Output::Relay(cmd) if cmd.node.0 == self.me => {
+                let line = match cmd.relay {
+                    sdk::RelayId::Feeder(f) => Some(RelayLine::Feeder(f)),
+                    sdk::RelayId::Ballast(b) => Some(RelayLine::Ballast(b)),
+                    sdk::RelayId::Customer(c) => self.map.to_board(c.0).map(RelayLine::Customer),
+                };
+                match line {
+                    Some(line) if self.arbiter.has(line) => self.arbiter.set_committed(
+                        line,
+                        CommittedCmd {
+                            closed: cmd.closed,
+                            reason: relays::reason_code(cmd.reason),
+                            index: rec.index,
+                        },
+                    ),
+                    _ => {
+                        self.stats
+                            .commands_unknown_relay
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(relay = ?cmd.relay, "committed command for a relay this board does not have");
+                    }
+                }
+            }
+            sdk::Output::Ledger(l)
+                if self
+                    .map
+                    .to_board(l.customer.0)
+                    .is_some_and(|b| self.customers_set.contains(&b)) =>
+            {
+                self.credit
+                    .on_ledger(rec.index, &l, self.cfg.credit.floor_mpaisa);
+            }
+            sdk::Output::BallastSetpoint { node, setpoint_w } if node.0 == self.me => {
+                // The ELC owns the per-cycle balance and the hal has no set-point output yet:
+                // recorded for operators; over-frequency protection switches the stages.
+                self.stats
+                    .ballast_setpoint_w
+                    .store(u64::from(setpoint_w), Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Collect commits, then decide island credit cuts.
+    fn credit_step(&mut self) {
+        let now = Instant::now();
+        let (stalled_ms, drained_at, notices) = {
+            let mut sh = shipper::lock(&self.shared);
+            let stalled = sh
+                .stalled_since
+                .map(|t| now.duration_since(t).as_millis() as u64)
+                .unwrap_or(0);
+            (
+                stalled,
+                sh.drained_at_index,
+                std::mem::take(&mut sh.commits),
+            )
+        };
+        self.stats.stalled_ms.store(stalled_ms, Ordering::Relaxed);
+        for n in notices {
+            for (c, wh) in n.reads {
+                self.credit.on_commit(c, n.index, wh);
+            }
+            self.dirty = true;
+        }
+        let map = self.map;
+        let arbiter = &self.arbiter;
+        let supplied = |c: u32| {
+            map.to_board(c)
+                .is_none_or(|b| arbiter.baseline(RelayLine::Customer(b)))
+        };
+        self.credit.on_processed(self.processed_index, supplied);
+        let reconciled = self.outbox_ready
+            && stalled_ms < self.cfg.credit.grace_ms
+            && drained_at.is_some_and(|i| self.processed_index >= i);
+        let wall = self.consensus.wall_ms();
+        let changes =
+            self.credit
+                .evaluate(&self.cfg.credit, wall, stalled_ms, reconciled, supplied);
+        for ch in changes {
+            self.dirty = true;
+            match ch {
+                CreditChange::Cut {
+                    customer,
+                    estimated_mpaisa,
+                } => {
+                    self.stats
+                        .island_credit_cuts
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        customer,
+                        estimated_mpaisa,
+                        "island: credit exhausted, cutting locally"
+                    );
+                }
+                CreditChange::Lift { customer } => {
+                    tracing::info!(
+                        customer,
+                        "rejoined: local credit cut handed back to billing"
+                    );
+                }
+            }
+        }
+        self.stats
+            .island_credit_cut_now
+            .store(self.credit.cuts.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Move the relays to where holds and committed commands want them.
+    fn drive(&mut self) {
+        let mut holds: BTreeMap<RelayLine, Hold> = BTreeMap::new();
+        for (c, est) in &self.credit.cuts {
+            if let Some(b) = self.map.to_board(*c) {
+                holds.insert(
+                    RelayLine::Customer(b),
+                    Hold {
+                        closed: false,
+                        reason: ReasonCode::Billing,
+                        cause: Cause::IslandCredit {
+                            estimated_mpaisa: *est,
+                        },
+                    },
+                );
+            }
+        }
+        for (b, cause) in self.protection.ballast_held_closed() {
+            holds.insert(
+                RelayLine::Ballast(b),
+                Hold {
+                    closed: true,
+                    reason: ReasonCode::Protection,
+                    cause,
+                },
+            );
+        }
+        for (f, cause) in self.protection.feeders_held_open() {
+            holds.insert(
+                RelayLine::Feeder(f),
+                Hold {
+                    closed: false,
+                    reason: ReasonCode::Protection,
+                    cause,
+                },
+            );
+        }
+        let now_ms = self.now_ms();
+        let wall = self.consensus.wall_ms();
+        let events = self
+            .arbiter
+            .drive(&mut self.board, &holds, now_ms, wall, self.outbox_ready);
+        for ev in events {
+            if ev.error.is_some() {
+                self.stats.relay_failures.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.relay_actions.fetch_add(1, Ordering::Relaxed);
+                self.stats.relay_actions_by_reason[ev.reason.index()]
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if self.events.len() >= EVENTS_CARRY_MAX {
+                self.events.pop_front();
+                self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            self.events.push_back(ev);
+        }
+    }
+
+    fn flush_events(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let batch: Vec<RelayEvent> = self.events.drain(..).collect();
+        if let Err(mpsc::error::TrySendError::Full(ToShipper::Events(back))) =
+            self.tx.try_send(ToShipper::Events(batch))
+        {
+            self.events.extend(back);
+        }
+    }
+
+    fn seal_period(&mut self) {
+        let wall = self.consensus.wall_ms();
+        if let Some((lo, hi)) = self.agg.frequency_range_mhz() {
+            self.stats
+                .frequency_mhz_min
+                .store(u64::from(lo), Ordering::Relaxed);
+            self.stats
+                .frequency_mhz_max
+                .store(u64::from(hi), Ordering::Relaxed);
+        }
+        let telemetry = self
+            .agg
+            .seal(self.me, wall)
+            .map(|(entry, input)| (entry, sdk::codec::encode(&sdk::Input::Telemetry(input))));
+        let mut p = Period {
+            telemetry,
+            reads: std::mem::take(&mut self.pending_reads),
+        };
+        if let Some(mut older) = self.carry.take() {
+            // The queue was full last time: send the older reads first (register order), and
+            // only the newer telemetry (the older summary is lost from the history).
+            older.reads.append(&mut p.reads);
+            p.reads = older.reads;
+            if p.telemetry.is_none() {
+                p.telemetry = older.telemetry;
+            }
+        }
+        if p.telemetry.is_none() && p.reads.is_empty() {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(ToShipper::Period(back))) =
+            self.tx.try_send(ToShipper::Period(p))
+        {
+            self.carry = Some(back);
+        }
+    }
+
+    fn save_state(&mut self) {
+        let now = Instant::now();
+        if !self.dirty
+            || now.duration_since(self.saved_at) < Duration::from_millis(FIELD_STATE_SAVE_MS)
+        {
+            return;
+        }
+        let state = FieldState {
+            version: FIELD_STATE_VERSION,
+            outbox_cursor: self.outbox_cursor,
+            processed_index: self.processed_index,
+            committed: self.arbiter.committed().clone(),
+            credit: self.credit.clone(),
+        };
+        match codec::encode(&state) {
+            Ok(bytes) => {
+                if self.tx.try_send(ToShipper::FieldState(bytes)).is_ok() {
+                    self.dirty = false;
+                    self.saved_at = now;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode the field state"),
         }
     }
 }

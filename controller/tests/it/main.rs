@@ -2,6 +2,11 @@
 
 mod actors;
 mod cluster;
+mod field_cli;
+mod field_journal;
+mod field_loop;
+mod field_protection;
+mod field_support;
 mod harness;
 mod membership;
 mod storage_suite;

@@ -1,0 +1,461 @@
+//! Prepaid credit in an island: the node cuts a prepaid customer locally when the last
+//! committed balance, minus the energy metered here since, reaches the floor; and hands the
+//! decision back to billing when it rejoins.
+//!
+//! # The approach
+//!
+//! The billing actor's accounts are internal to it (a fixed binary layout in actor state), so
+//! this module does not decode them. It derives what it needs from what billing *commits*:
+//!
+//! - **Balance**: the `balance_after_mpaisa` of the customer's latest committed ledger record
+//!   (any kind: charge, fee, top-up, disconnect), with its log index.
+//! - **Committed register**: the register of this node's own meter reads whose proposal has
+//!   committed, taken only once the local state machine has applied (and this module has
+//!   read) the outbox up to that proposal's log index. Every read with a positive delta
+//!   produces its charge record at the same index, so "balance at index I" and "register
+//!   committed at or before I" describe the same moment.
+//! - **Rate**: amount / energy of the customer's latest committed charge with a non-zero
+//!   amount (a free tier block's zero charge does not erase the rate).
+//! - **Prepaid or postpaid**: billing's evidence. A charge in friendly hours, a zero-credit
+//!   disconnect or a credit-restored reconnect happen only to prepaid accounts; a charge that
+//!   leaves a supplied account at or below the floor with no disconnect in the same entry
+//!   happens only to a postpaid one (outside friendly hours).
+//!
+//! While the node has not committed anything for longer than `grace_ms` (an island), the
+//! estimate is `balance - ceil((local register - committed register) x rate)`, and the
+//! customer's relay is opened (reason billing, marked local, cause `IslandCredit`) when it is
+//! at or below `floor_mpaisa`, outside the friendly hours configured here, for an account
+//! that is supplied in the committed state, not known to be postpaid, and was either in
+//! credit at its last committed record or is known to be prepaid (a postpaid account in debt
+//! looks the same as a prepaid one in friendly-hours debt otherwise). When the node has
+//! rejoined and its journal has drained (every island read committed and applied here), the
+//! local cuts are lifted and the committed relay state rules again: billing has by then
+//! charged the island's energy and cut whoever it should.
+//!
+//! # Limits
+//!
+//! - Conservative by construction: a lost acknowledgement, a duplicate receipt or an outbox
+//!   not yet applied make the committed register older, so the estimate lower.
+//! - Needs one committed charge (for the rate) and one committed read from this node since
+//!   its journal was created; before that the customer is not enforced locally.
+//! - A tiered tariff is estimated at the last charge's average rate; energy that crosses into
+//!   a dearer block in the island is under-charged until billing reconciles.
+//! - Billing's friendly hours and threshold are not visible outside the actor: this module
+//!   uses its own copy (`[field.credit]`, defaulting to billing's defaults: 18:00-06:00 Nepal
+//!   time, floor 0). An operator who changes `BillingConfig` should change these too.
+//! - A postpaid account with positive credit and no charge yet committed cannot be told
+//!   from a prepaid one, and would be cut in an island when its estimate reaches the floor.
+//! - Flat tariffs charge no energy: nothing to estimate, never cut locally.
+
+use std::collections::BTreeMap;
+
+use ghatta_actor_sdk as sdk;
+use serde::{Deserialize, Serialize};
+
+/// Pending register confirmations kept per customer (proposals committed but not yet seen in
+/// the local outbox). One a second at most, and the outbox is read every second: 8 is room
+/// for a lagging state machine; dropping the oldest keeps an older (so lower) register, which
+/// only makes the estimate more conservative.
+pub const PENDING_REGISTERS_MAX: usize = 8;
+/// Minutes in a day.
+const MINUTES_PER_DAY: i64 = 1_440;
+
+/// `[field.credit]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreditConfig {
+    /// Enforce prepaid credit locally in an island.
+    pub enabled: bool,
+    /// No commit for this long before local enforcement starts, ms.
+    pub grace_ms: u64,
+    /// Cut at or below this estimated balance, mpaisa (billing's `disconnect_at_mpaisa`).
+    pub floor_mpaisa: i64,
+    /// Local time offset from UTC, minutes (billing's `utc_offset_min`).
+    pub utc_offset_min: i32,
+    /// Friendly hours start, local minute of day (billing's `friendly_start_min`).
+    pub friendly_start_min: u16,
+    /// Friendly hours end (exclusive); equal to the start: none.
+    pub friendly_end_min: u16,
+}
+
+impl Default for CreditConfig {
+    fn default() -> Self {
+        CreditConfig {
+            enabled: true,
+            // Two minutes: longer than an election on the radio profile (election timeout up
+            // to 12 s) plus the proposer's 30 s deadline and a retry, so a leader change never
+            // cuts anyone; short against an island's hours.
+            grace_ms: 120_000,
+            // Billing's default `disconnect_at_mpaisa`.
+            floor_mpaisa: 0,
+            // Billing's defaults: Nepal time (UTC+5:45), friendly hours 18:00-06:00.
+            utc_offset_min: 345,
+            friendly_start_min: 18 * 60,
+            friendly_end_min: 6 * 60,
+        }
+    }
+}
+
+impl CreditConfig {
+    /// Check the settings; errors name the key under `field.credit`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if i64::from(self.friendly_start_min) >= MINUTES_PER_DAY
+            || i64::from(self.friendly_end_min) >= MINUTES_PER_DAY
+        {
+            return Err((
+                "field.credit.friendly_start_min".into(),
+                "friendly hours are minutes of the day, 0-1439".into(),
+            ));
+        }
+        if self.utc_offset_min.abs() > 14 * 60 {
+            return Err((
+                "field.credit.utc_offset_min".into(),
+                format!("{} minutes is not a UTC offset", self.utc_offset_min),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether friendly hours hold at wall time `now_ms`.
+    pub fn friendly(&self, now_ms: u64) -> bool {
+        let utc_min = (now_ms / 60_000) as i64;
+        let local = (utc_min + i64::from(self.utc_offset_min)).rem_euclid(MINUTES_PER_DAY);
+        let (s, e) = (
+            i64::from(self.friendly_start_min),
+            i64::from(self.friendly_end_min),
+        );
+        if s == e {
+            false
+        } else if s < e {
+            (s..e).contains(&local)
+        } else {
+            local >= s || local < e
+        }
+    }
+}
+
+/// What billing's records say about an account's mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModeEvidence {
+    /// Nothing conclusive yet.
+    #[default]
+    Unknown,
+    /// Seen only on prepaid accounts.
+    Prepaid,
+    /// Seen only on postpaid accounts.
+    Postpaid,
+}
+
+/// A register value and the log index at which it is known committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// Log index.
+    pub index: u64,
+    /// Register, Wh.
+    pub total_wh: u64,
+}
+
+/// A charge rate as billing last applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Amount charged, mpaisa.
+    pub amount_mpaisa: i64,
+    /// For this much energy, Wh.
+    pub energy_wh: u64,
+}
+
+impl Rate {
+    /// The cost of `wh`, rounded up (conservative).
+    pub fn cost_mpaisa(&self, wh: u64) -> i64 {
+        if self.energy_wh == 0 || self.amount_mpaisa <= 0 {
+            return 0;
+        }
+        let num = u128::from(wh) * self.amount_mpaisa as u128;
+        let cost = num.div_ceil(u128::from(self.energy_wh));
+        i64::try_from(cost).unwrap_or(i64::MAX)
+    }
+}
+
+/// What the node knows of one customer's account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Balance after the latest committed ledger record, mpaisa.
+    pub balance_mpaisa: Option<i64>,
+    /// That record's log index.
+    pub balance_index: u64,
+    /// Latest non-zero charge rate.
+    pub rate: Option<Rate>,
+    /// Mode evidence.
+    pub mode: ModeEvidence,
+    /// A non-friendly charge left the balance at or below the floor at this index; a
+    /// disconnect in the same entry means prepaid, none means postpaid.
+    pub below_floor_at: Option<u64>,
+    /// Register committed and covered by the processed outbox.
+    pub committed: Option<Register>,
+    /// Registers committed but not yet covered.
+    pub pending: Vec<Register>,
+    /// Latest register read from the board (not saved: re-read within a second).
+    #[serde(skip)]
+    pub local_wh: Option<u64>,
+}
+
+impl Account {
+    /// Estimated balance now, if there is enough to estimate.
+    pub fn estimate_mpaisa(&self) -> Option<i64> {
+        let balance = self.balance_mpaisa?;
+        let rate = self.rate?;
+        let committed = self.committed?;
+        let local = self.local_wh.unwrap_or(committed.total_wh);
+        let since = local.saturating_sub(committed.total_wh);
+        Some(balance.saturating_sub(rate.cost_mpaisa(since)))
+    }
+}
+
+/// A change of local cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditChange {
+    /// Cut this customer (grid id) locally.
+    Cut {
+        /// Grid customer id.
+        customer: u32,
+        /// The estimate that cut it, mpaisa.
+        estimated_mpaisa: i64,
+    },
+    /// Lift the local cut.
+    Lift {
+        /// Grid customer id.
+        customer: u32,
+    },
+}
+
+/// Island credit tracking for the customers on this board.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditTracker {
+    /// Accounts by grid customer id.
+    pub accounts: BTreeMap<u32, Account>,
+    /// Customers cut locally, with the estimate that cut them.
+    pub cuts: BTreeMap<u32, i64>,
+}
+
+impl CreditTracker {
+    /// A committed ledger record at `index` for a customer on this board.
+    pub fn on_ledger(&mut self, index: u64, rec: &sdk::LedgerRecord, floor_mpaisa: i64) {
+        let a = self.accounts.entry(rec.customer.0).or_default();
+        // A pending "below the floor" charge from an earlier entry with no disconnect in it.
+        if let Some(at) = a.below_floor_at
+            && at < index
+        {
+            a.mode = ModeEvidence::Postpaid;
+            a.below_floor_at = None;
+        }
+        a.balance_mpaisa = Some(rec.balance_after_mpaisa);
+        a.balance_index = index;
+        match &rec.kind {
+            sdk::LedgerKind::Charge {
+                energy_wh,
+                amount_mpaisa,
+                friendly,
+            } => {
+                if *energy_wh > 0 && *amount_mpaisa > 0 {
+                    a.rate = Some(Rate {
+                        amount_mpaisa: *amount_mpaisa,
+                        energy_wh: *energy_wh,
+                    });
+                }
+                if *friendly {
+                    a.mode = ModeEvidence::Prepaid;
+                } else if rec.balance_after_mpaisa <= floor_mpaisa {
+                    a.below_floor_at = Some(index);
+                }
+            }
+            sdk::LedgerKind::Disconnect {
+                reason: sdk::RelayReason::ZeroCredit,
+            }
+            | sdk::LedgerKind::Reconnect {
+                reason: sdk::RelayReason::CreditRestored,
+            } => {
+                a.mode = ModeEvidence::Prepaid;
+                a.below_floor_at = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The outbox has been processed through every entry up to `index`.
+    pub fn on_processed(&mut self, index: u64, supplied: impl Fn(u32) -> bool) {
+        for (c, a) in self.accounts.iter_mut() {
+            if let Some(at) = a.below_floor_at
+                && at <= index
+            {
+                // The whole entry was read and had no disconnect. If billing believed the
+                // customer cut already, a disconnect would not repeat: no evidence then.
+                if supplied(*c) {
+                    a.mode = ModeEvidence::Postpaid;
+                }
+                a.below_floor_at = None;
+            }
+            let (covered, rest): (Vec<Register>, Vec<Register>) =
+                a.pending.iter().partition(|r| r.index <= index);
+            a.pending = rest;
+            if let Some(best) = covered.iter().max_by_key(|r| (r.total_wh, r.index))
+                && a.committed.is_none_or(|c| best.total_wh >= c.total_wh)
+            {
+                a.committed = Some(*best);
+            }
+        }
+    }
+
+    /// This node's read of `customer` committed at `index` (or, for a duplicate receipt,
+    /// at or before it).
+    pub fn on_commit(&mut self, customer: u32, index: u64, total_wh: u64) {
+        let a = self.accounts.entry(customer).or_default();
+        if let Some(p) = a.pending.iter_mut().find(|p| p.index == index) {
+            p.total_wh = p.total_wh.max(total_wh);
+            return;
+        }
+        a.pending.push(Register { index, total_wh });
+        if a.pending.len() > PENDING_REGISTERS_MAX {
+            a.pending.remove(0);
+        }
+    }
+
+    /// The board read `customer`'s register.
+    pub fn on_local_read(&mut self, customer: u32, total_wh: u64) {
+        let a = self.accounts.entry(customer).or_default();
+        a.local_wh = Some(total_wh);
+    }
+
+    /// Decide local cuts. `island_ms`: how long the node has gone without a commit while it
+    /// had something to commit (0 when connected). `reconciled`: the node is connected, its
+    /// journal has drained and the outbox is processed past the last commit. `supplied`: the
+    /// committed relay state of a customer.
+    pub fn evaluate(
+        &mut self,
+        cfg: &CreditConfig,
+        wall_ms: u64,
+        island_ms: u64,
+        reconciled: bool,
+        supplied: impl Fn(u32) -> bool,
+    ) -> Vec<CreditChange> {
+        let mut changes = Vec::new();
+        if reconciled || !cfg.enabled {
+            for customer in std::mem::take(&mut self.cuts).into_keys() {
+                changes.push(CreditChange::Lift { customer });
+            }
+            return changes;
+        }
+        if island_ms < cfg.grace_ms || cfg.friendly(wall_ms) {
+            return changes;
+        }
+        for (c, a) in &self.accounts {
+            if self.cuts.contains_key(c) || !supplied(*c) || a.mode == ModeEvidence::Postpaid {
+                continue;
+            }
+            let Some(balance) = a.balance_mpaisa else {
+                continue;
+            };
+            if balance <= cfg.floor_mpaisa && a.mode != ModeEvidence::Prepaid {
+                continue;
+            }
+            let Some(estimated_mpaisa) = a.estimate_mpaisa() else {
+                continue;
+            };
+            if estimated_mpaisa <= cfg.floor_mpaisa {
+                changes.push(CreditChange::Cut {
+                    customer: *c,
+                    estimated_mpaisa,
+                });
+            }
+        }
+        for ch in &changes {
+            if let CreditChange::Cut {
+                customer,
+                estimated_mpaisa,
+            } = ch
+            {
+                self.cuts.insert(*customer, *estimated_mpaisa);
+            }
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charge(c: u32, wh: u64, amount: i64, balance: i64, friendly: bool) -> sdk::LedgerRecord {
+        sdk::LedgerRecord {
+            customer: sdk::CustomerId(c),
+            at_ms: 0,
+            kind: sdk::LedgerKind::Charge {
+                energy_wh: wh,
+                amount_mpaisa: amount,
+                friendly,
+            },
+            balance_after_mpaisa: balance,
+            tariff_version: 1,
+        }
+    }
+
+    #[test]
+    fn cost_rounds_up() {
+        let r = Rate {
+            amount_mpaisa: 10,
+            energy_wh: 3,
+        };
+        assert_eq!(r.cost_mpaisa(1), 4);
+        assert_eq!(r.cost_mpaisa(3), 10);
+        assert_eq!(r.cost_mpaisa(0), 0);
+    }
+
+    #[test]
+    fn friendly_hours_wrap_midnight() {
+        let cfg = CreditConfig {
+            utc_offset_min: 0,
+            ..CreditConfig::default()
+        };
+        let at = |h: u64| h * 3_600_000;
+        assert!(cfg.friendly(at(19)));
+        assert!(cfg.friendly(at(2)));
+        assert!(!cfg.friendly(at(12)));
+    }
+
+    #[test]
+    fn a_charge_below_the_floor_without_disconnect_marks_postpaid() {
+        let mut t = CreditTracker::default();
+        t.on_ledger(5, &charge(1, 10, 100, -50, false), 0);
+        t.on_processed(5, |_| true);
+        assert_eq!(t.accounts[&1].mode, ModeEvidence::Postpaid);
+        // With a disconnect in the same entry it is prepaid.
+        t.on_ledger(6, &charge(2, 10, 100, -50, false), 0);
+        t.on_ledger(
+            6,
+            &sdk::LedgerRecord {
+                kind: sdk::LedgerKind::Disconnect {
+                    reason: sdk::RelayReason::ZeroCredit,
+                },
+                ..charge(2, 0, 0, -50, false)
+            },
+            0,
+        );
+        t.on_processed(6, |_| true);
+        assert_eq!(t.accounts[&2].mode, ModeEvidence::Prepaid);
+    }
+
+    #[test]
+    fn registers_count_only_once_the_outbox_covers_them() {
+        let mut t = CreditTracker::default();
+        t.on_commit(1, 10, 500);
+        t.on_processed(9, |_| true);
+        assert_eq!(t.accounts[&1].committed, None);
+        t.on_processed(10, |_| true);
+        assert_eq!(
+            t.accounts[&1].committed,
+            Some(Register {
+                index: 10,
+                total_wh: 500
+            })
+        );
+    }
+}

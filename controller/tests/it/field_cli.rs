@@ -1,0 +1,175 @@
+//! `ghatta run` as a user runs it: with a Linux board config naming a device that is not
+//! there it exits with an error naming the device and the config key; with a simulated board
+//! it starts and answers `ghatta status`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GHATTA: &str = env!("CARGO_BIN_EXE_ghatta");
+
+/// How long a node may take to start and answer `status` (a debug build on a busy CI box).
+const STARTUP_DEADLINE: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A node config with the given `[board]` section; returns (config path, admin address).
+fn write_config(dir: &Path, board: &str) -> (std::path::PathBuf, String) {
+    let raft = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let text = format!(
+        r#"id = 1
+data_dir = "{data}"
+raft_listen = "{raft}"
+admin_listen = "{admin}"
+link_profile = "lan"
+bootstrap = true
+peers = [{{ id = 1, addr = "{raft}" }}]
+
+{board}
+"#,
+        data = dir.join("data").display(),
+    );
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).expect("write config");
+    (path, admin)
+}
+
+/// Run `ghatta run` to completion (it must exit on its own); (exit code, stderr).
+fn run_to_exit(config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(GHATTA)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ghatta");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_gpiochip_stops_run_with_the_device_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = write_config(
+        dir.path(),
+        r#"[board]
+kind = "linux"
+[board.relays]
+gpiochip = "/dev/gpiochip-ghatta-test-missing"
+[[board.relays.lines]]
+relay = "feeder:1"
+line = 17
+"#,
+    );
+    let (code, stderr) = run_to_exit(&config);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("board.relays.gpiochip"), "{stderr}");
+    assert!(
+        stderr.contains("/dev/gpiochip-ghatta-test-missing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gpiodetect"), "says what to do: {stderr}");
+    // Nothing was started: no databases were created.
+    assert!(!dir.path().join("data").join("raft-log.redb").exists());
+}
+
+#[test]
+fn a_missing_serial_port_stops_run_with_the_device_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = write_config(
+        dir.path(),
+        r#"[board]
+kind = "linux"
+[board.modbus]
+port = "/dev/ttyUSB-ghatta-test-missing"
+[[board.modbus.meters]]
+customer = 1
+address = 1
+"#,
+    );
+    let (code, stderr) = run_to_exit(&config);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("board.modbus.port"), "{stderr}");
+    assert!(
+        stderr.contains("/dev/ttyUSB-ghatta-test-missing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_board_setting_is_refused_at_load_with_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = write_config(
+        dir.path(),
+        r#"[board]
+kind = "linux"
+[board.modbus]
+port = "/dev/ttyUSB0"
+baud = 1
+"#,
+    );
+    let (code, stderr) = run_to_exit(&config);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("node.toml: board.modbus.baud"), "{stderr}");
+}
+
+/// Kills the child when dropped, so a failed assertion never leaves a node running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_with_a_sim_board_serves_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 20\n");
+    let mut child = Child(
+        Command::new(GHATTA)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ghatta run"),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(Some(exit)) = child.0.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("ghatta run exited early ({exit}): {err}");
+        }
+        let out = Command::new(GHATTA)
+            .args(["status", "--json", "--admin", &admin])
+            .output()
+            .expect("run ghatta status");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "status did not answer within {STARTUP_DEADLINE:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let v: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(v["id"], 1, "{status}");
+    // The field loop's journal lives beside the node's databases.
+    assert!(dir.path().join("data").join("journal.redb").exists());
+}
