@@ -165,11 +165,17 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
                     stepper.step(plant_step_ms);
                 }
             }));
+            // The meter journaling interval is plant time: a village running `speed` times
+            // faster than real time is billed as often per plant hour as a real one.
+            let mut field_cfg = cfg.field.clone();
+            field_cfg.meter_journal_interval_ms = (field_cfg.meter_journal_interval_ms
+                / u64::from(speed.max(1)))
+            .max(field_cfg.meter_interval_ms);
             let task = tokio::spawn(field::run_with(
                 node.clone(),
                 board.clone(),
                 journal,
-                cfg.field.clone(),
+                field_cfg,
                 CustomerMap { first_customer },
                 stats.clone(),
             ));

@@ -173,3 +173,23 @@ fn run_with_a_sim_board_serves_status() {
     // The field loop's journal lives beside the node's databases.
     assert!(dir.path().join("data").join("journal.redb").exists());
 }
+
+#[test]
+fn the_deploy_example_board_configs_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("deploy/examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let cfg = ghatta::config::NodeConfig::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                matches!(cfg.board, ghatta::config::BoardConfig::Linux(_)),
+                "{}",
+                path.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no example configs found in {}", dir.display());
+}

@@ -3,6 +3,7 @@
 mod actors;
 mod cluster;
 mod field_cli;
+mod field_cluster;
 mod field_journal;
 mod field_loop;
 mod field_protection;
