@@ -52,6 +52,16 @@ pub enum BoardConfig {
     /// `[board.modbus]`, `[board.grid]`; see `ghatta_hal::LinuxBoardConfig`). Customer
     /// numbers in it are grid customer ids.
     Linux(Box<ghatta_hal::LinuxBoardConfig>),
+    /// Readings recorded in CSV files, fed to the field loop one grid row per sample (see
+    /// `ghatta_hal::ReplayBoard`): replay an incident through protection and billing.
+    /// Customer numbers in the meter file are grid customer ids.
+    Replay {
+        /// The grid recording.
+        grid: PathBuf,
+        /// The meter recording, if any.
+        #[serde(default)]
+        meters: Option<PathBuf>,
+    },
     /// A built-in simulated village (demo, bench, development).
     Sim {
         /// Households on this board.
@@ -307,17 +317,15 @@ impl NodeConfig {
                 "{file}: admin_listen {admin} is not loopback: the admin API will be reachable from the network"
             );
         }
-        if let Some(t) = &self.timing {
-            if t.heartbeat_ms == 0
+        if let Some(t) = &self.timing
+            && (t.heartbeat_ms == 0
                 || t.election_timeout_ms_min <= t.heartbeat_ms
-                || t.election_timeout_ms_max <= t.election_timeout_ms_min
-            {
-                return Err(err(
-                    "timing",
-                    "need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max"
-                        .into(),
-                ));
-            }
+                || t.election_timeout_ms_max <= t.election_timeout_ms_min)
+        {
+            return Err(err(
+                "timing",
+                "need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max".into(),
+            ));
         }
         if self.bootstrap && !self.peers.iter().any(|p| p.id == self.id) {
             return Err(err(

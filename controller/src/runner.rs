@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use ghatta_hal::{LinuxBoard, SimBoard, SimBoardState};
+use ghatta_hal::{LinuxBoard, ReplayBoard, SimBoard, SimBoardState};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -57,6 +57,7 @@ impl Running {
 enum OpenedBoard {
     Sim(SimBoard),
     Linux(Box<LinuxBoard>),
+    Replay(Box<ReplayBoard>),
 }
 
 /// Open the board `[board]` names. A missing or unusable device is an error naming the
@@ -69,6 +70,16 @@ fn open_board(cfg: &NodeConfig) -> anyhow::Result<OpenedBoard> {
             *customers,
             *seed ^ cfg.id,
         )))),
+        BoardConfig::Replay { grid, meters } => ReplayBoard::open(grid, meters.as_deref())
+            .map(|b| OpenedBoard::Replay(Box::new(b)))
+            .map_err(|e| {
+                anyhow!(
+                    "cannot open the board's recordings (config keys board.grid, board.meters): {}: {}: {}",
+                    e.device,
+                    e.kind,
+                    e.detail
+                )
+            }),
         BoardConfig::Linux(linux) => LinuxBoard::open(linux)
             .map(|b| OpenedBoard::Linux(Box::new(b)))
             .map_err(|e| {
@@ -154,7 +165,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
                     speed,
                     ..
                 } => (*first_customer, *speed),
-                BoardConfig::Linux(_) => (1, 1),
+                BoardConfig::Linux(_) | BoardConfig::Replay { .. } => (1, 1),
             };
             let plant_step_ms = SIM_BOARD_STEP.as_millis() as u64 * u64::from(speed.max(1));
             let stepper = board.clone();
@@ -180,6 +191,17 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
                 stats.clone(),
             ));
             (Some(task), Some(board))
+        }
+        OpenedBoard::Replay(board) => {
+            let task = tokio::spawn(field::run_with(
+                node.clone(),
+                *board,
+                journal,
+                cfg.field.clone(),
+                CustomerMap::identity(),
+                stats.clone(),
+            ));
+            (Some(task), None)
         }
         OpenedBoard::Linux(board) => {
             let task = tokio::spawn(field::run_with(

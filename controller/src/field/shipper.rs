@@ -51,6 +51,11 @@ pub const READS_PER_PROPOSAL_MAX: usize = INPUTS_PER_PROPOSAL_MAX - 1;
 /// forgets a node's report after 15 s; a report older than a few seconds describes a grid
 /// that has moved on.
 pub const TELEMETRY_FRESH_MS: u64 = 5_000;
+/// Telemetry is due again after this share of the batch period: periods arrive one interval
+/// apart but the proposal of one can start a little after its arrival, so a strict full
+/// interval would skip every so often; three quarters keeps "about one a second" without
+/// ever letting two reports go in one period.
+pub const TELEMETRY_DUE_PCT: u64 = 75;
 /// Wait after a failed proposal before trying again, ms. The node's proposer already waits up
 /// to its 30 s deadline for a leader; this only stops a hot loop when it fails fast (no
 /// storage, or a scripted cluster).
@@ -157,6 +162,7 @@ pub async fn run<C: Consensus>(
         unwritten: VecDeque::new(),
         next_start: Instant::now(),
         attempt_had_reads: false,
+        wanted: true,
     };
     s.refresh_stats();
     // The journal may hold a backlog from before a restart; until it drains, island cuts stay.
@@ -166,13 +172,13 @@ pub async fn run<C: Consensus>(
     let mut inflight: Option<InflightFuture> = None;
     let mut maintain_at = Instant::now();
     loop {
-        if inflight.is_none() && Instant::now() >= s.next_start {
+        if inflight.is_none() && s.wanted && Instant::now() >= s.next_start {
             inflight = s.start();
         }
-        let wake = if inflight.is_none() {
-            s.next_start
-                .max(Instant::now() + Duration::from_millis(50))
-                .min(maintain_at)
+        // Idle (nothing to propose) the shipper sleeps until new data, or the next
+        // maintenance; it does not poll the journal.
+        let wake = if inflight.is_none() && s.wanted {
+            s.next_start.min(maintain_at)
         } else {
             maintain_at
         };
@@ -207,12 +213,16 @@ struct Shipper<C: Consensus> {
     unwritten: VecDeque<Period>,
     next_start: Instant,
     attempt_had_reads: bool,
+    /// There may be something to propose (new data, a backlog, a retry due); cleared when a
+    /// look at the journal finds nothing.
+    wanted: bool,
 }
 
 impl<C: Consensus> Shipper<C> {
     fn handle(&mut self, msg: ToShipper) {
         match msg {
             ToShipper::Period(p) => {
+                self.wanted = true;
                 if let Some((_, input)) = &p.telemetry {
                     self.fresh = Some((Instant::now(), input.clone()));
                 }
@@ -278,7 +288,8 @@ impl<C: Consensus> Shipper<C> {
         let telemetry = self.fresh.as_ref().and_then(|(at, input)| {
             let fresh = now.duration_since(*at) <= Duration::from_millis(TELEMETRY_FRESH_MS);
             let due = self.telemetry_proposed_at.is_none_or(|t| {
-                now.duration_since(t) >= Duration::from_millis(self.cfg.telemetry_interval_ms)
+                now.duration_since(t).as_millis() as u64 * 100
+                    >= self.cfg.telemetry_interval_ms * TELEMETRY_DUE_PCT
             });
             (fresh && due).then(|| input.clone())
         });
@@ -297,6 +308,7 @@ impl<C: Consensus> Shipper<C> {
                     Err(e) => return self.fail_fast(&e.to_string()),
                 };
                 if oldest.is_empty() && telemetry.is_none() {
+                    self.wanted = false;
                     return None;
                 }
                 let seq = match self.consensus.next_seq() {
@@ -357,6 +369,8 @@ impl<C: Consensus> Shipper<C> {
 
     fn finish(&mut self, seq: u64, result: Result<Committed, String>) {
         let now = Instant::now();
+        // A backlog or a retry may be waiting either way.
+        self.wanted = true;
         match result {
             Ok(c) => {
                 self.stats

@@ -104,6 +104,19 @@ address = 1
 }
 
 #[test]
+fn a_missing_replay_recording_stops_run_with_the_file_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = write_config(
+        dir.path(),
+        "[board]\nkind = \"replay\"\ngrid = \"/nonexistent/ghatta-grid.csv\"\n",
+    );
+    let (code, stderr) = run_to_exit(&config);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("board.grid"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/ghatta-grid.csv"), "{stderr}");
+}
+
+#[test]
 fn a_bad_board_setting_is_refused_at_load_with_file_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, _) = write_config(
