@@ -40,7 +40,13 @@ pub struct BenchArgs {
 }
 
 fn setup(customers: u32) -> Vec<sdk::Input> {
-    let mut v = vec![sdk::Input::SetTariff(sdk::Tariff { id: 1, version: 1, kind: sdk::TariffKind::PerKwh { rate_paisa_per_kwh: 1_500 } })];
+    let mut v = vec![sdk::Input::SetTariff(sdk::Tariff {
+        id: 1,
+        version: 1,
+        kind: sdk::TariffKind::PerKwh {
+            rate_paisa_per_kwh: 1_500,
+        },
+    })];
     for id in 1..=customers {
         v.push(sdk::Input::UpsertCustomer(sdk::CustomerSpec {
             id: sdk::CustomerId(id),
@@ -64,7 +70,13 @@ fn message(i: u64, customers: u32) -> sdk::Input {
             generation_w: 30_000,
             ballast_w: 4_000,
             ballast_capacity_w: 30_000,
-            feeders: (1..=4).map(|f| sdk::FeederLoad { feeder: f, load_w: 6_000, closed: true }).collect(),
+            feeders: (1..=4)
+                .map(|f| sdk::FeederLoad {
+                    feeder: f,
+                    load_w: 6_000,
+                    closed: true,
+                })
+                .collect(),
         })
     } else {
         sdk::Input::MeterRead(sdk::MeterRead {
@@ -84,15 +96,25 @@ fn wasm_vs_native(n: usize, customers: u32) -> anyhow::Result<(f64, f64)> {
     let host = ActorHost::with_embedded(ActorLimits::default())?;
     let mut state = ActorState::default();
     let (mut bal, mut bill) = (MemHost::default(), MemHost::default());
-    let ctx = |i: u64| sdk::Context { log_index: i, log_time_ms: 1_700_000_000_000 + i * 1_000, origin: sdk::NodeId(1) };
+    let ctx = |i: u64| sdk::Context {
+        log_index: i,
+        log_time_ms: 1_700_000_000_000 + i * 1_000,
+        origin: sdk::NodeId(1),
+    };
     for (i, input) in setup(customers).into_iter().enumerate() {
-        let d = sdk::Delivery { ctx: ctx(i as u64), input };
+        let d = sdk::Delivery {
+            ctx: ctx(i as u64),
+            input,
+        };
         let _ = host.deliver(route(&d.input), &mut state, &sdk::codec::encode(&d));
         ghatta_billing::Billing::handle(&mut bill, &d);
     }
     let deliveries: Vec<(ActorKind, sdk::Delivery, Vec<u8>)> = (0..n as u64)
         .map(|i| {
-            let d = sdk::Delivery { ctx: ctx(10_000 + i), input: message(i, customers) };
+            let d = sdk::Delivery {
+                ctx: ctx(10_000 + i),
+                input: message(i, customers),
+            };
             let bytes = sdk::codec::encode(&d);
             (route(&d.input), d, bytes)
         })
@@ -100,9 +122,26 @@ fn wasm_vs_native(n: usize, customers: u32) -> anyhow::Result<(f64, f64)> {
     let t = Instant::now();
     for (kind, _, bytes) in &deliveries {
         let (status, _) = host.deliver(*kind, &mut state, bytes);
-        anyhow::ensure!(!matches!(status, ghatta::actors::Status::Trapped(_)), "an actor trapped during the benchmark");
+        anyhow::ensure!(
+            !matches!(status, ghatta::actors::Status::Trapped(_)),
+            "an actor trapped during the benchmark"
+        );
     }
     let wasm = t.elapsed();
+    // Fixed cost of a delivery (fresh instance, input copy, a trivial handle): a Noop.
+    let noop = sdk::codec::encode(&sdk::Delivery {
+        ctx: ctx(1),
+        input: sdk::Input::Noop,
+    });
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ = host.deliver(ActorKind::Billing, &mut state, &noop);
+    }
+    let overhead = t.elapsed();
+    eprintln!(
+        "fixed per-delivery overhead: {:.1} µs",
+        overhead.as_nanos() as f64 / n as f64 / 1e3
+    );
     let t = Instant::now();
     for (kind, d, bytes) in &deliveries {
         // The native path pays the same decode the wasm guest does.
@@ -115,7 +154,10 @@ fn wasm_vs_native(n: usize, customers: u32) -> anyhow::Result<(f64, f64)> {
         bill.outputs.clear();
     }
     let native = t.elapsed();
-    Ok((wasm.as_nanos() as f64 / n as f64, native.as_nanos() as f64 / n as f64))
+    Ok((
+        wasm.as_nanos() as f64 / n as f64,
+        native.as_nanos() as f64 / n as f64,
+    ))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -127,7 +169,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Run the benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::ensure!(args.batch > 0 && args.concurrency > 0 && args.customers > 0, "batch, concurrency and customers must be positive");
+    anyhow::ensure!(
+        args.batch > 0 && args.concurrency > 0 && args.customers > 0,
+        "batch, concurrency and customers must be positive"
+    );
     let (wasm_ns, native_ns) = tokio::task::spawn_blocking({
         let (n, c) = (args.deliveries, args.customers);
         move || wasm_vs_native(n, c)
@@ -140,7 +185,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut listeners = Vec::new();
     for id in 1..=3u64 {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        peers.insert(id, PeerInfo { addr: l.local_addr()?.to_string() });
+        peers.insert(
+            id,
+            PeerInfo {
+                addr: l.local_addr()?.to_string(),
+            },
+        );
         listeners.push((id, l));
     }
     let mut nodes = Vec::new();
@@ -161,9 +211,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             snapshot: None,
         };
         let stores = ghatta::storage::open_dir(&tmp.path().join(format!("node-{id}")))?;
-        let env = NodeEnv { stores, transport, inbound: rx, clock: Arc::new(SystemClock), observer: None, faults: Default::default() };
+        let env = NodeEnv {
+            stores,
+            transport,
+            inbound: rx,
+            clock: Arc::new(SystemClock),
+            observer: None,
+            faults: Default::default(),
+        };
         let node = Node::start(opts, env).await?;
-        node.initialize(peers.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
+        node.initialize(peers.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         nodes.push(node);
     }
     let leader = loop {
@@ -189,7 +248,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             let mut committed = 0u64;
             let mut i = w as u64 * 1_000_000;
             while Instant::now() < deadline {
-                let inputs: Vec<Vec<u8>> = (0..batch).map(|k| sdk::codec::encode(&message(i + k as u64, customers))).collect();
+                let inputs: Vec<Vec<u8>> = (0..batch)
+                    .map(|k| sdk::codec::encode(&message(i + k as u64, customers)))
+                    .collect();
                 i += batch as u64;
                 let t = Instant::now();
                 if let Ok(r) = leader.propose_inputs(inputs).await {
@@ -232,10 +293,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     } else {
         println!("| metric | value |");
         println!("|---|---|");
-        println!("| committed actor messages/s (3 nodes, fsynced redb, batch {}, {} in flight) | {:.0} |", args.batch, args.concurrency, rate);
-        println!("| proposals committed | {} ({} messages in {:.1} s) |", lat.len(), committed, elapsed.as_secs_f64());
-        println!("| commit latency p50 / p99 (per batch) | {:.1} ms / {:.1} ms |", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
-        println!("| apply time per message: wasmi / native | {:.1} µs / {:.2} µs |", wasm_ns / 1e3, native_ns / 1e3);
+        println!(
+            "| committed actor messages/s (3 nodes, fsynced redb, batch {}, {} in flight) | {:.0} |",
+            args.batch, args.concurrency, rate
+        );
+        println!(
+            "| proposals committed | {} ({} messages in {:.1} s) |",
+            lat.len(),
+            committed,
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "| commit latency p50 / p99 (per batch) | {:.1} ms / {:.1} ms |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        println!(
+            "| apply time per message: wasmi / native | {:.1} µs / {:.2} µs |",
+            wasm_ns / 1e3,
+            native_ns / 1e3
+        );
         println!("| wasmi / native ratio | {ratio:.1}x |");
     }
     Ok(std::process::ExitCode::SUCCESS)
