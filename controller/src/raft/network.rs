@@ -142,7 +142,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             loop {
                 let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
                 let chunk = SnapshotChunk {
-                    vote: vote.clone(),
+                    vote,
                     meta: snapshot.meta.clone(),
                     total_len,
                     offset: offset as u64,

@@ -98,7 +98,7 @@ pub(crate) fn apply_batch<'a>(
 
 pub(crate) fn scalars_of(data: &SmData) -> Scalars {
     Scalars {
-        last_applied: data.last_applied.clone(),
+        last_applied: data.last_applied,
         membership: data.membership.clone(),
         hash: data.hash,
         log_time_ms: data.log_time_ms,

@@ -368,7 +368,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let data = self.lock();
-        Ok((data.last_applied.clone(), data.membership.clone()))
+        Ok((data.last_applied, data.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>

@@ -59,7 +59,7 @@ pub(crate) fn build(db: &Database, data: &SmData, seq: u64) -> io::Result<Snapsh
     let bytes = codec::encode(&image).map_err(io_err)?;
     let _ = seq;
     let meta = SnapshotMeta {
-        last_log_id: data.last_applied.clone(),
+        last_log_id: data.last_applied,
         last_membership: data.membership.clone(),
     };
     store(db, &meta, &bytes)?;
@@ -149,7 +149,7 @@ pub(crate) fn install(
         let mut m = txn.open_table(SM_META).map_err(io_err)?;
         // The snapshot's own metadata is authoritative for applied/membership.
         let mut scalars = image.scalars.clone();
-        scalars.last_applied = meta.last_log_id.clone();
+        scalars.last_applied = meta.last_log_id;
         scalars.membership = meta.last_membership.clone();
         m.insert(
             meta_keys::SCALARS,
@@ -169,7 +169,7 @@ pub(crate) fn install(
     txn.commit().map_err(io_err)?;
 
     let s = image.scalars;
-    data.last_applied = meta.last_log_id.clone();
+    data.last_applied = meta.last_log_id;
     data.membership = meta.last_membership.clone();
     data.hash = s.hash;
     data.log_time_ms = s.log_time_ms;
