@@ -31,6 +31,8 @@ pub struct Running {
     pub admin_addr: std::net::SocketAddr,
     /// The simulated board, when the node runs on one.
     pub sim_board: Option<SimBoard>,
+    /// The field journal (meter reads waiting, telemetry history, relay events).
+    pub journal: Journal,
     field_task: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -185,7 +187,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
             let task = tokio::spawn(field::run_with(
                 node.clone(),
                 board.clone(),
-                journal,
+                journal.clone(),
                 field_cfg,
                 CustomerMap { first_customer },
                 stats.clone(),
@@ -196,7 +198,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
             let task = tokio::spawn(field::run_with(
                 node.clone(),
                 *board,
-                journal,
+                journal.clone(),
                 cfg.field.clone(),
                 CustomerMap::identity(),
                 stats.clone(),
@@ -207,7 +209,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
             let task = tokio::spawn(field::run_with(
                 node.clone(),
                 *board,
-                journal,
+                journal.clone(),
                 cfg.field.clone(),
                 CustomerMap::identity(),
                 stats.clone(),
@@ -220,6 +222,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
         field: stats,
         admin_addr,
         sim_board,
+        journal,
         field_task,
         tasks,
     })

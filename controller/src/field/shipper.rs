@@ -162,6 +162,7 @@ pub async fn run<C: Consensus>(
         unwritten: VecDeque::new(),
         next_start: Instant::now(),
         attempt_had_reads: false,
+        last_start: None,
         wanted: true,
     };
     s.refresh_stats();
@@ -213,6 +214,8 @@ struct Shipper<C: Consensus> {
     unwritten: VecDeque<Period>,
     next_start: Instant,
     attempt_had_reads: bool,
+    /// When the current (or last) attempt started.
+    last_start: Option<Instant>,
     /// There may be something to propose (new data, a backlog, a retry due); cleared when a
     /// look at the journal finds nothing.
     wanted: bool,
@@ -351,6 +354,7 @@ impl<C: Consensus> Shipper<C> {
             return None;
         }
         self.attempt_had_reads = !reads.is_empty();
+        self.last_start = Some(now);
         {
             let mut sh = lock(&self.shared);
             sh.stalled_since.get_or_insert(now);
@@ -421,9 +425,15 @@ impl<C: Consensus> Shipper<C> {
                     sh.drained_at_index = None;
                 }
                 drop(sh);
-                // Backlog: the next batch after the drain interval; otherwise when the next
+                // Backlog: the next batch one drain interval after this one started (so a
+                // slow commit does not slow the rate further); otherwise when the next
                 // period's data arrives (the loop wakes on it).
-                self.next_start = now + Duration::from_millis(self.cfg.drain_interval_ms);
+                self.next_start = self
+                    .last_start
+                    .map_or(now, |t| {
+                        t + Duration::from_millis(self.cfg.drain_interval_ms)
+                    })
+                    .max(now);
             }
             Err(e) => {
                 self.stats.proposals_failed.fetch_add(1, Ordering::Relaxed);

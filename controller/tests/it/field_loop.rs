@@ -297,7 +297,7 @@ async fn an_island_backlog_survives_a_restart_and_drains_oldest_first() {
         Some(inflight.seq),
         "the restarted loop retries the same batch"
     );
-    // Heal; the backlog drains at one proposal per drain interval (500 ms), 511 reads each.
+    // Heal; the backlog drains at one proposal per drain interval (1 s), 511 reads each.
     r.fake.st().island = false;
     let started = tokio::time::Instant::now();
     loop {
