@@ -183,7 +183,10 @@ pub async fn run<C: Consensus>(
         } else {
             maintain_at
         };
+        // `biased`: branches are polled in order, not at random, so the simulator replays
+        // the same schedule from the same seed.
         tokio::select! {
+            biased;
             msg = rx.recv() => match msg {
                 Some(m) => s.handle(m),
                 None => return,
