@@ -128,6 +128,9 @@ pub struct FieldConfig {
     /// hours. On a 64 kbit/s radio set 5000 or more so the drain leaves room for heartbeats;
     /// on a wired LAN 200 drains five times faster.
     pub drain_interval_ms: u64,
+    /// Encoded inputs per proposal at most, bytes. Unset: by `link_profile` (512 on radio,
+    /// where an AppendEntries must fit in a few ~100-byte frames; 16 KiB otherwise).
+    pub proposal_bytes_max: Option<u64>,
     /// Local protection.
     pub protection: crate::field::protection::ProtectionConfig,
     /// The journal's limits.
@@ -145,6 +148,7 @@ impl Default for FieldConfig {
             meter_journal_interval_ms: 60_000,
             meter_journal_interval_ms_over_limit: 3_600_000,
             drain_interval_ms: 1_000,
+            proposal_bytes_max: None,
             protection: Default::default(),
             journal: Default::default(),
             credit: Default::default(),
@@ -198,9 +202,33 @@ impl FieldConfig {
                 "the journal needs at least 1 MiB and 1,000 records".into(),
             ));
         }
+        if let Some(b) = self.proposal_bytes_max
+            && b < crate::field::shipper::PROPOSAL_BYTES_MIN
+        {
+            return Err((
+                k("proposal_bytes_max"),
+                format!(
+                    "{b} bytes cannot carry a telemetry report and a read; at least {}",
+                    crate::field::shipper::PROPOSAL_BYTES_MIN
+                ),
+            ));
+        }
         self.protection.validate()?;
         self.credit.validate()?;
         Ok(())
+    }
+
+    /// These settings with the proposal size resolved for a link profile (when not set).
+    pub fn for_link(mut self, profile: LinkProfile) -> FieldConfig {
+        if self.proposal_bytes_max.is_none() {
+            self.proposal_bytes_max = Some(match profile {
+                LinkProfile::Radio => crate::field::shipper::PROPOSAL_BYTES_MAX_RADIO,
+                LinkProfile::Lan | LinkProfile::Wifi | LinkProfile::Satellite => {
+                    crate::field::shipper::PROPOSAL_BYTES_MAX_DEFAULT
+                }
+            });
+        }
+        self
     }
 }
 

@@ -180,7 +180,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
             }));
             // The meter journaling interval is plant time: a village running `speed` times
             // faster than real time is billed as often per plant hour as a real one.
-            let mut field_cfg = cfg.field.clone();
+            let mut field_cfg = cfg.field.clone().for_link(cfg.link_profile);
             field_cfg.meter_journal_interval_ms = (field_cfg.meter_journal_interval_ms
                 / u64::from(speed.max(1)))
             .max(field_cfg.meter_interval_ms);
@@ -199,7 +199,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
                 node.clone(),
                 *board,
                 journal.clone(),
-                cfg.field.clone(),
+                cfg.field.clone().for_link(cfg.link_profile),
                 CustomerMap::identity(),
                 stats.clone(),
             ));
@@ -210,7 +210,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
                 node.clone(),
                 *board,
                 journal.clone(),
-                cfg.field.clone(),
+                cfg.field.clone().for_link(cfg.link_profile),
                 CustomerMap::identity(),
                 stats.clone(),
             ));

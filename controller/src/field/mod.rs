@@ -285,6 +285,9 @@ pub async fn run_with<B: Board, C: Consensus>(
         ShipperConfig {
             telemetry_interval_ms: cfg.telemetry_interval_ms,
             drain_interval_ms: cfg.drain_interval_ms,
+            proposal_bytes_max: cfg
+                .proposal_bytes_max
+                .unwrap_or(shipper::PROPOSAL_BYTES_MAX_DEFAULT),
         },
         rx,
         shared.clone(),

@@ -7,7 +7,11 @@
 //! - **One proposal in flight**, always. Meter reads must commit in register order (billing
 //!   rejects a register below the last one it accepted), and one in flight makes that
 //!   trivially true; throughput comes from size instead (up to
-//!   [`READS_PER_PROPOSAL_MAX`] reads per proposal).
+//!   [`READS_PER_PROPOSAL_MAX`] reads and `proposal_bytes_max` bytes per proposal: 16 KiB by
+//!   default, 512 bytes on radio links, where a bigger AppendEntries never arrives whole).
+//!   A batch's size is fixed when its sequence number is taken: a retry must carry exactly
+//!   the same reads (if an earlier attempt committed unseen, a smaller retry would leave
+//!   reads to be applied twice, a bigger one would lose some).
 //! - **Sequence numbers are taken when a batch is first proposed**, written durably with the
 //!   batch's read range before it is sent, and kept for every retry until it commits. A read
 //!   waiting in the journal has no sequence number yet, so a week of island does not spend a
@@ -47,6 +51,20 @@ use crate::journal::{Inflight, Journal, ReadEntry, RelayEvent, TelemetryEntry};
 pub const INPUTS_PER_PROPOSAL_MAX: usize = 512;
 /// Reads per proposal at most (room for one telemetry report).
 pub const READS_PER_PROPOSAL_MAX: usize = INPUTS_PER_PROPOSAL_MAX - 1;
+/// Default proposal size, bytes of encoded inputs: 16 KiB carries a full 511-read batch (about
+/// 12 KiB) on Wi-Fi, a LAN or a satellite hop, where an AppendEntries of that size is one
+/// round trip.
+pub const PROPOSAL_BYTES_MAX_DEFAULT: u64 = 16 * 1024;
+/// Proposal size on radio links: 512 bytes, a telemetry report and about 20 reads. A radio
+/// modem carries ~100-byte frames (XBee 802.15.4: 100 bytes; SiK: 252) with a buffer of a
+/// few frames and ~20 % loss on a bad day; an AppendEntries must fit in a handful of
+/// fragments or it never arrives whole. At one proposal a second that is still ~20 reads/s,
+/// four times a 300-household board's rate at one read a minute per customer.
+pub const PROPOSAL_BYTES_MAX_RADIO: u64 = 512;
+/// Smallest configurable proposal size: one telemetry report with a few feeders plus a read.
+pub const PROPOSAL_BYTES_MIN: u64 = 256;
+/// Per-input overhead in a proposal's body (the length prefix of each encoded input).
+const INPUT_OVERHEAD_BYTES: u64 = 2;
 /// Telemetry older than this is not proposed, ms: five batch periods. The balancing actor
 /// forgets a node's report after 15 s; a report older than a few seconds describes a grid
 /// that has moved on.
@@ -140,6 +158,17 @@ pub struct ShipperConfig {
     pub telemetry_interval_ms: u64,
     /// Proposals at most this often while a backlog drains, ms.
     pub drain_interval_ms: u64,
+    /// Encoded inputs per proposal at most, bytes (at least one read always goes).
+    pub proposal_bytes_max: u64,
+}
+
+/// The encoded `Input::MeterRead` of a journaled read.
+fn meter_read_input(r: &ReadEntry) -> Vec<u8> {
+    sdk::codec::encode(&sdk::Input::MeterRead(sdk::MeterRead {
+        customer: sdk::CustomerId(r.customer),
+        total_wh: r.total_wh,
+        read_at_ms: r.read_at_ms,
+    }))
 }
 
 /// Run the shipper until the field loop drops its sender.
@@ -309,10 +338,27 @@ impl<C: Consensus> Shipper<C> {
                 Err(e) => return self.fail_fast(&e.to_string()),
             },
             None => {
-                let oldest = match self.journal.oldest_reads(READS_PER_PROPOSAL_MAX) {
+                let mut oldest = match self.journal.oldest_reads(READS_PER_PROPOSAL_MAX) {
                     Ok(r) => r,
                     Err(e) => return self.fail_fast(&e.to_string()),
                 };
+                // Within the byte budget, keeping room for a report (retries carry the
+                // freshest one), and always at least one read so the journal drains.
+                let mut budget = self.cfg.proposal_bytes_max.saturating_sub(
+                    self.fresh
+                        .as_ref()
+                        .map_or(0, |(_, t)| t.len() as u64 + INPUT_OVERHEAD_BYTES),
+                );
+                let mut keep = 0;
+                for (_, r) in &oldest {
+                    let size = meter_read_input(r).len() as u64 + INPUT_OVERHEAD_BYTES;
+                    if keep > 0 && size > budget {
+                        break;
+                    }
+                    budget = budget.saturating_sub(size);
+                    keep += 1;
+                }
+                oldest.truncate(keep);
                 if oldest.is_empty() && telemetry.is_none() {
                     self.wanted = false;
                     return None;
@@ -336,16 +382,7 @@ impl<C: Consensus> Shipper<C> {
                 (b, oldest.into_iter().map(|(_, r)| r).collect())
             }
         };
-        let mut inputs: Vec<Vec<u8>> = reads
-            .iter()
-            .map(|r| {
-                sdk::codec::encode(&sdk::Input::MeterRead(sdk::MeterRead {
-                    customer: sdk::CustomerId(r.customer),
-                    total_wh: r.total_wh,
-                    read_at_ms: r.read_at_ms,
-                }))
-            })
-            .collect();
+        let mut inputs: Vec<Vec<u8>> = reads.iter().map(meter_read_input).collect();
         if let Some(t) = telemetry {
             inputs.push(t);
             self.telemetry_proposed_at = Some(now);

@@ -422,3 +422,38 @@ async fn island_credit_is_enforced_locally_and_handed_back_on_rejoin() {
     );
     assert_eq!(r.stat(|s| &s.island_credit_cut_now), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn radio_sized_proposals_stay_within_their_byte_budget_and_still_drain() {
+    let mut c = cfg();
+    c.meter_journal_interval_ms = 1_000;
+    c.proposal_bytes_max = Some(512);
+    let r = Rig::new(c);
+    wait_ms(2_000).await;
+    r.fake.st().island = true;
+    for i in 0..120u64 {
+        r.meter(1, 1_000 + i);
+        r.meter(2, 5_000 + i);
+        wait_ms(1_000).await;
+    }
+    r.fake.st().island = false;
+    let mut waited_s = 0;
+    while r.journal.stats().expect("stats").reads > 0 {
+        wait_ms(1_000).await;
+        waited_s += 1;
+        assert!(waited_s < 120, "backlog not drained");
+    }
+    let s = r.fake.st();
+    assert!(
+        s.max_proposal_bytes <= 512,
+        "{} bytes",
+        s.max_proposal_bytes
+    );
+    assert_eq!(s.rejected_reads, 0);
+    // ~240 reads at ~20 a proposal, one proposal a second.
+    assert!(
+        waited_s >= 8,
+        "drained in {waited_s} s: were the proposals really small?"
+    );
+    assert_eq!(s.reads.len() as u64, r.stat(|s| &s.reads_journaled));
+}

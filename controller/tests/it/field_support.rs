@@ -55,6 +55,8 @@ pub struct FakeState {
     pub in_flight: BTreeMap<u64, u32>,
     pub max_in_flight: u32,
     pub max_same_seq_in_flight: u32,
+    /// Largest proposal seen, bytes of encoded inputs.
+    pub max_proposal_bytes: usize,
     pub accounts: BTreeMap<u32, Acct>,
 }
 
@@ -260,6 +262,8 @@ impl Consensus for FakeCluster {
                     *e += 1;
                     *e
                 };
+                let bytes: usize = inputs.iter().map(Vec::len).sum();
+                s.max_proposal_bytes = s.max_proposal_bytes.max(bytes);
                 let total: u32 = s.in_flight.values().sum();
                 s.max_in_flight = s.max_in_flight.max(total);
                 s.max_same_seq_in_flight = s.max_same_seq_in_flight.max(n);
