@@ -172,7 +172,7 @@ pub mod guest {
 /// Export an [`Actor`](crate::Actor) implementation as a wasm module (no-op off wasm32, so the
 /// same crate builds natively for tests).
 ///
-/// ```ignore
+/// ```text
 /// ghatta_actor_sdk::export_actor!(Billing);
 /// ```
 #[macro_export]
