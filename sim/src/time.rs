@@ -23,6 +23,31 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// As [`runtime`], with tokio's own random choices drawn from `seed` where tokio allows it.
+///
+/// tokio draws from a per-runtime RNG in `select!` without `biased;` and when a task starts
+/// waiting on a `watch` channel (it picks one of eight wait lists at random, so tasks waiting
+/// on the same channel wake in a random order: openraft's heartbeat workers do). That RNG can
+/// only be seeded with `Builder::rng_seed`, which exists when tokio is compiled with
+/// `--cfg tokio_unstable`; without it, runs of the same seed can schedule differently.
+/// [`SEEDED_TOKIO`] says which build this is.
+///
+/// # Errors
+/// When tokio cannot create the runtime (out of threads or file descriptors).
+pub fn seeded_runtime(seed: u64) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_time().start_paused(true);
+    #[cfg(tokio_unstable)]
+    b.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    #[cfg(not(tokio_unstable))]
+    let _ = seed;
+    b.build()
+}
+
+/// Whether [`seeded_runtime`] seeds tokio's RNG in this build (compiled with
+/// `--cfg tokio_unstable`), i.e. whether whole runs replay from their seed.
+pub const SEEDED_TOKIO: bool = cfg!(tokio_unstable);
+
 /// The origin of simulated time: every `t_ms` in observations counts from here.
 #[derive(Clone, Copy, Debug)]
 pub struct Epoch {

@@ -52,6 +52,9 @@ pub struct SimArgs {
     /// A deliberate bug in every node, to show the checkers catch it.
     #[arg(long, value_enum, default_value = "none")]
     pub mutation: Mutation,
+    /// Write every observation the checkers see to this file (JSON lines); one seed only.
+    #[arg(long, conflicts_with = "seeds")]
+    pub trace: Option<PathBuf>,
     /// Seeds run at once (default: the machine's cores).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -140,6 +143,13 @@ pub fn load_scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
 /// Runs `ghatta sim` (blocking; each seed on a thread of its own).
 pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
     let scenario = load_scenario(&args)?;
+    if !ghatta_sim::time::SEEDED_TOKIO {
+        eprintln!(
+            "warning: this build does not seed tokio's RNG (it was built without \
+             `--cfg tokio_unstable`, see .cargo/config.toml): the checkers still judge every \
+             run, but a seed may not replay the same schedule"
+        );
+    }
     let seeds: Vec<u64> = match (&args.seeds, args.seed) {
         (Some(r), _) => r.clone().collect(),
         (None, Some(s)) => vec![s],
@@ -154,6 +164,7 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
         mutation: args.mutation,
         plot: args.plot.is_some(),
         timing,
+        trace_path: args.trace.clone(),
     };
     let jobs = args
         .jobs
@@ -171,6 +182,7 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
             std::thread::Builder::new()
                 .name("ghatta-sim".into())
                 .spawn(move || {
+                    let _log = quiet_logs();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&seed) = seeds.get(i) else {
@@ -271,6 +283,20 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Unless `GHATTA_LOG` asks for more, a simulator thread logs errors only: a sweep drives
+/// nodes through thousands of deliberate faults, each of which the node rightly warns about,
+/// and the checkers' verdicts are what matter. Returns the guard that keeps the setting.
+fn quiet_logs() -> Option<tracing::subscriber::DefaultGuard> {
+    if std::env::var_os("GHATTA_LOG").is_some() {
+        return None;
+    }
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+        .with_writer(std::io::stderr)
+        .finish();
+    Some(tracing::subscriber::set_default(subscriber))
 }
 
 fn progress(tty: bool, done: usize, total: usize, failed: usize, wall_s: f64) {

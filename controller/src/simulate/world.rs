@@ -91,6 +91,9 @@ pub struct SimConfig {
     pub plot: bool,
     /// Raft timing; `None`: derived from the scenario's default link ([`timing_for`]).
     pub timing: Option<Timing>,
+    /// Write every observation, in the order the checkers saw it, to this file (JSON
+    /// lines): two runs that should replay each other can be diffed to the first divergence.
+    pub trace_path: Option<std::path::PathBuf>,
 }
 
 /// What a run produced.
@@ -115,7 +118,8 @@ pub fn timing_for(link: &LinkModel) -> Timing {
 /// Runs one seed of a scenario on a fresh paused-clock runtime, inside openraft's seeded RNG
 /// scope. Measures the wall time for the report (the world itself never reads it).
 pub fn run(cfg: &SimConfig) -> anyhow::Result<SimOutcome> {
-    let rt = ghatta_sim::time::runtime().context("cannot build the simulator's runtime")?;
+    let rt = ghatta_sim::time::seeded_runtime(cfg.seed)
+        .context("cannot build the simulator's runtime")?;
     let wall = std::time::Instant::now();
     let mut out = rt.block_on(crate::raft::Runtime::scope(cfg.seed, world(cfg.clone())))?;
     out.report.wall_seconds = wall.elapsed().as_secs_f64();
@@ -168,6 +172,7 @@ struct World {
     extra: Vec<Violation>,
     proposers_on: bool,
     incarnations: u64,
+    trace: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -254,6 +259,12 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         .plot
         .then(|| PlotRecorder::new(&scenario.name, scenario.total_ms()));
 
+    let trace = match &cfg.trace_path {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
     let mut w = World {
         cfg,
         epoch,
@@ -272,6 +283,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         extra: Vec::new(),
         proposers_on: true,
         incarnations: 0,
+        trace,
     };
 
     for i in 0..w.slots.len() {
@@ -391,6 +403,13 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
 
 impl World {
     fn observe(&mut self, o: &Observation) {
+        if let Some(t) = self.trace.as_mut() {
+            use std::io::Write;
+            let line = serde_json::to_string(o).unwrap_or_default();
+            if writeln!(t, "{line}").is_err() {
+                self.trace = None;
+            }
+        }
         self.suite.observe(o);
         if let Some(p) = self.plot.as_mut() {
             p.observe(o);
@@ -736,6 +755,7 @@ mod tests {
             mutation: Mutation::None,
             plot: false,
             timing: None,
+            trace_path: None,
         })
         .expect("run");
         eprintln!("{}", out.report.to_json());

@@ -10,5 +10,6 @@ mod field_protection;
 mod field_support;
 mod harness;
 mod membership;
+mod sim;
 mod storage_suite;
 mod wan;

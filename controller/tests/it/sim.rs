@@ -1,0 +1,105 @@
+//! The simulator end to end: real nodes through each shipped scenario (shortened), replayed
+//! from their seed, and the checkers shown to catch a node with a deliberate bug.
+
+use std::path::Path;
+
+use ghatta::simulate::{self, Mutation, SimConfig};
+use ghatta_sim::report::Report;
+use ghatta_sim::scenario::Scenario;
+
+/// A shipped scenario with its fault phase shortened to `duration_s` and its settle phase
+/// set to `settle_s` (debug builds run the nodes ~10x slower than release).
+fn scenario(name: &str, duration_s: f64, settle_s: f64) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sim/scenarios")
+        .join(format!("{name}.toml"));
+    let full = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut s = simulate::shorten(&full, duration_s).unwrap_or_else(|e| panic!("{e}"));
+    s.settle_s = settle_s;
+    s
+}
+
+fn run(scenario: &Scenario, seed: u64, mutation: Mutation) -> Report {
+    simulate::run(&SimConfig {
+        scenario: scenario.clone(),
+        seed,
+        mutation,
+        plot: false,
+        timing: None,
+        trace_path: None,
+    })
+    .unwrap_or_else(|e| panic!("{} seed {seed}: {e:#}", scenario.name))
+    .report
+}
+
+fn explain(r: &Report) -> String {
+    let mut s = r.summary();
+    for v in &r.violations {
+        s.push_str(&format!(
+            "\n  [{}] t={} ms: {}",
+            v.checker, v.t_ms, v.message
+        ));
+    }
+    s
+}
+
+#[test]
+fn the_same_seed_replays_the_same_trace_and_another_seed_does_not() {
+    assert!(
+        ghatta_sim::time::SEEDED_TOKIO,
+        "built without --cfg tokio_unstable (.cargo/config.toml sets it; an explicit RUSTFLAGS \
+         replaces it): tokio's RNG cannot be seeded, so runs cannot replay"
+    );
+    let s = scenario("calm-3-node-day", 120.0, 60.0);
+    let a = run(&s, 7, Mutation::None);
+    let b = run(&s, 7, Mutation::None);
+    let c = run(&s, 8, Mutation::None);
+    assert!(a.passed, "{}", explain(&a));
+    assert!(a.commits > 100, "{}", explain(&a));
+    assert_eq!(a.trace_hash, b.trace_hash, "same seed, same trace");
+    assert_eq!((a.commits, a.observations), (b.commits, b.observations));
+    assert_ne!(a.trace_hash, c.trace_hash, "another seed, another trace");
+}
+
+#[test]
+fn every_shipped_scenario_passes_a_short_run() {
+    // (scenario, fault phase s, settle s): long enough for each scenario's first faults to
+    // fire (their start times scale with the run) and for the cluster to converge after.
+    let cases = [
+        ("calm-3-node-day", 300.0, 60.0),
+        ("five-node-leader-isolated", 600.0, 120.0),
+        ("flapping-radio", 600.0, 180.0),
+        ("power-cuts", 600.0, 120.0),
+    ];
+    for (name, duration_s, settle_s) in cases {
+        let s = scenario(name, duration_s, settle_s);
+        let r = run(&s, 1, Mutation::None);
+        assert!(r.passed, "{}", explain(&r));
+        assert!(r.commits > 0 && r.elections > 0, "{}", explain(&r));
+        assert!(r.frequency.in_band_pct >= 99.9, "{}", explain(&r));
+    }
+}
+
+/// The mutation test: with the (node, sequence) dedupe switched off, a proposal whose first
+/// attempt committed but whose answer was lost is applied again when its origin retries it.
+/// The checkers must catch that within 50 seeds, and the same seeds must pass without it.
+#[test]
+fn skipping_the_dedupe_is_caught_within_50_seeds() {
+    const SEEDS: u64 = 50;
+    let s = scenario("five-node-leader-isolated", 300.0, 60.0);
+    let mut caught = None;
+    for seed in 0..SEEDS {
+        let r = run(&s, seed, Mutation::SkipDedupe);
+        if r.violations.iter().any(|v| v.checker == "acked_proposals") {
+            caught = Some(seed);
+            break;
+        }
+    }
+    let Some(caught) = caught else {
+        panic!("skip_dedupe was not caught by acked_proposals in seeds 0..{SEEDS}");
+    };
+    for seed in 0..=caught {
+        let r = run(&s, seed, Mutation::None);
+        assert!(r.passed, "without the mutation: {}", explain(&r));
+    }
+}
