@@ -62,7 +62,7 @@ fn setup(customers: u32) -> Vec<sdk::Input> {
 
 /// The message mix of a field batch: one telemetry report per ten meter reads.
 fn message(i: u64, customers: u32) -> sdk::Input {
-    if i % 11 == 0 {
+    if i.is_multiple_of(11) {
         sdk::Input::Telemetry(sdk::Telemetry {
             node: sdk::NodeId(1 + i % 3),
             frequency_mhz: 49_950 + (i % 100) as u32,

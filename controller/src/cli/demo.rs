@@ -91,9 +91,9 @@ fn tariffs() -> Vec<sdk::Input> {
 /// Accounts: mostly prepaid per-kWh with NPR 500 credit; every tenth prepaid with no credit
 /// (cut at its first charge, to show disconnection); every seventh postpaid tiered.
 fn customer(id: u32, node: u64) -> sdk::Input {
-    let (mode, tariff, credit_npr) = if id % 7 == 0 {
+    let (mode, tariff, credit_npr) = if id.is_multiple_of(7) {
         (sdk::AccountMode::Postpaid, 2, 0)
-    } else if id % 10 == 0 {
+    } else if id.is_multiple_of(10) {
         (sdk::AccountMode::Prepaid, 1, 0)
     } else {
         (sdk::AccountMode::Prepaid, 1, 500)

@@ -290,7 +290,7 @@ fn the_event_log_is_bounded() {
     let ev = |i: u64| RelayEvent {
         at_ms: T0 + i,
         line: RelayLine::Customer(i as u32),
-        closed: i % 2 == 0,
+        closed: i.is_multiple_of(2),
         reason: ReasonCode::Billing,
         cause: Cause::Committed { index: i },
         local: false,

@@ -114,8 +114,7 @@ fn lagging_node_receives_and_installs_a_streamed_snapshot() {
             .raft()
             .metrics()
             .borrow_watched()
-            .purged
-            .clone();
+            .purged;
         assert!(
             purged.is_some_and(|p| p.index > 10),
             "leader purged {purged:?}"
