@@ -109,12 +109,7 @@ fn lagging_node_receives_and_installs_a_streamed_snapshot() {
                 .expect("commits");
         }
         // The leader has snapshotted and purged what the lagging node lacks.
-        let purged = c
-            .node(leader)
-            .raft()
-            .metrics()
-            .borrow_watched()
-            .purged;
+        let purged = c.node(leader).raft().metrics().borrow_watched().purged;
         assert!(
             purged.is_some_and(|p| p.index > 10),
             "leader purged {purged:?}"
