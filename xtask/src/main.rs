@@ -2,6 +2,8 @@
 //! the stripped binary (actors embedded), the systemd unit, the install script, the example
 //! configs and the technician's README, plus a SHA-256 checksum file beside it.
 //!
+//! `cargo xtask footprint` measures a running node's memory (xtask/src/footprint.rs).
+//!
 //! Release binaries are linked by `cargo zigbuild` against glibc 2.28's symbol versions, so they
 //! run on any board image from 2019 on (Debian 10 / Raspberry Pi OS Buster and later);
 //! linked by Debian 12's cross gcc they would need glibc 2.34 (deploy/README.md says why this
@@ -20,6 +22,8 @@ use anyhow::{Context, anyhow, bail, ensure};
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
+mod footprint;
+
 /// The targets `dist` builds by default: 64-bit and 32-bit ARM boards with glibc.
 const DEFAULT_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
 /// The oldest glibc the release binaries run on (Debian 10 Buster, Raspberry Pi OS Buster,
@@ -30,8 +34,8 @@ const DIST_PROFILE: &str = "dist";
 /// The stripped binary's budget (BENCHMARKS.md "Footprint (ARM)"): boards update over slow
 /// links and keep two copies (the running one and the new one) on small flash.
 const BINARY_SIZE_MAX_BYTES: u64 = 8 * 1024 * 1024;
-/// Where tarballs go, under the workspace root unless `--out` says otherwise.
-const DEFAULT_OUT_DIR: &str = "target/dist";
+/// Where tarballs go, under the target directory unless `--out` says otherwise.
+const DEFAULT_OUT_DIR: &str = "dist";
 /// Files from deploy/ that go into every tarball: (source, path in the tarball, executable).
 const DEPLOY_FILES: [(&str, &str, bool); 3] = [
     ("deploy/ghatta.service", "ghatta.service", false),
@@ -47,6 +51,7 @@ const MODE_DIR: u32 = 0o755;
 
 const USAGE: &str = "\
 usage: cargo xtask dist [--target TRIPLE]... [--linker zig|gcc] [--out DIR] [--no-build]
+       cargo xtask footprint --binary PATH [--runner CMD] [--seconds N]
 
 Builds ghatta with the `dist` profile for each target (default: aarch64-unknown-linux-gnu and
 armv7-unknown-linux-gnueabihf) and writes DIR/ghatta-VERSION-TRIPLE.tar.gz and its .sha256.
@@ -56,7 +61,7 @@ armv7-unknown-linux-gnueabihf) and writes DIR/ghatta-VERSION-TRIPLE.tar.gz and i
                     `pip install ziglang` and `cargo install cargo-zigbuild --locked`)
   --linker gcc      link with Debian's cross gcc (.cargo/config.toml); the binary then needs
                     the build machine's glibc (2.34+ on Debian 12) on the board
-  --out DIR         where to write the tarballs (default: target/dist)
+  --out DIR         where to write the tarballs (default: TARGET_DIR/dist, e.g. target/dist)
   --no-build        package binaries already built (by an earlier dist or .ci/arm.sh)
 ";
 
@@ -84,12 +89,8 @@ struct DistArgs {
     build: bool,
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<DistArgs>> {
-    match args.next().as_deref() {
-        Some("dist") => {}
-        Some("-h" | "--help" | "help") | None => return Ok(None),
-        Some(other) => bail!("unknown task `{other}`\n{USAGE}"),
-    }
+/// The arguments after `dist`; `None` when help was asked for.
+fn parse_dist_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<DistArgs>> {
     let mut d = DistArgs {
         targets: Vec::new(),
         linker: Linker::Zig,
@@ -123,15 +124,30 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<D
 }
 
 fn run() -> anyhow::Result<()> {
-    let Some(args) = parse_args(std::env::args().skip(1))? else {
-        print!("{USAGE}");
-        return Ok(());
-    };
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("dist") => match parse_dist_args(args)? {
+            Some(d) => dist(d),
+            None => {
+                print!("{USAGE}");
+                Ok(())
+            }
+        },
+        Some("footprint") => footprint::run(footprint::parse_args(args)?),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}\n{}", footprint::USAGE);
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n{USAGE}"),
+    }
+}
+
+fn dist(args: DistArgs) -> anyhow::Result<()> {
     let root = workspace_root()?;
     let meta = cargo_metadata(&root)?;
     let out_dir = match &args.out {
         Some(o) => o.clone(),
-        None => root.join(DEFAULT_OUT_DIR),
+        None => meta.target_dir.join(DEFAULT_OUT_DIR),
     };
     fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create the output directory {}", out_dir.display()))?;
@@ -594,30 +610,24 @@ mod tests {
 
     #[test]
     fn args_default_to_both_arm_targets() {
-        let d = parse_args(["dist".to_string()].into_iter())
-            .unwrap()
-            .unwrap();
+        let d = parse_dist_args(std::iter::empty()).unwrap().unwrap();
         assert_eq!(d.targets, DEFAULT_TARGETS);
         assert_eq!(d.linker, Linker::Zig);
         assert!(d.build);
-        let d = parse_args(
-            [
-                "dist",
-                "--target",
-                "aarch64-unknown-linux-gnu",
-                "--linker",
-                "gcc",
-                "--no-build",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        )
-        .unwrap()
-        .unwrap();
+        let args = [
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--linker",
+            "gcc",
+            "--no-build",
+        ];
+        let d = parse_dist_args(args.iter().map(|s| s.to_string()))
+            .unwrap()
+            .unwrap();
         assert_eq!(d.targets, ["aarch64-unknown-linux-gnu"]);
         assert_eq!(d.linker, Linker::Gcc);
         assert!(!d.build);
-        assert!(parse_args(["dist", "--linker", "lld"].iter().map(|s| s.to_string())).is_err());
+        assert!(parse_dist_args(["--linker", "lld"].iter().map(|s| s.to_string())).is_err());
     }
 
     #[test]

@@ -37,7 +37,18 @@ pub mod world;
 
 pub use world::{Mutation, SimConfig, SimOutcome, run, timing_for};
 
+use ghatta_sim::check::Violation;
 use ghatta_sim::scenario::{Scenario, ScenarioError};
+
+/// Whether a violation is of a *progress* property (the cluster got stuck) rather than a
+/// safety one: the liveness checker's, and the end-of-run catch-up part of
+/// `acked_proposals` (an up node that never applied what was acknowledged). Everything
+/// else (two leaders, a changed or lost entry, diverging state, a double application, a
+/// wrong charge, the frequency bands) is safety.
+pub fn is_progress_violation(v: &Violation) -> bool {
+    v.checker == "liveness"
+        || (v.checker == "acked_proposals" && v.message.contains("is up at the end"))
+}
 
 /// A scenario shortened to a fault phase of `duration_s` (the settle phase is kept whole, so
 /// the liveness bound still has room): scheduled faults start at the same *fraction* of the

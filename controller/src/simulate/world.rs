@@ -105,15 +105,62 @@ pub struct SimOutcome {
     pub plot_svg: Option<String>,
 }
 
-/// Raft timing for a link: `Timing::for_rtt` of a high percentile of its round trip (the base
-/// latency plus three mean jitters each way, the 95th percentile of an exponential tail,
-/// capped as the link caps it). Timing for the mean RTT would let a third of the heartbeats on
-/// a satellite link outlive their own deadline (openraft's RPC deadline is the heartbeat).
+/// Bytes of a typical append on the wire: a few entries of field batches (telemetry plus a
+/// handful of meter reads). On a slow radio its air time, not the latency, dominates the
+/// round trip an append needs.
+pub const TYPICAL_APPEND_BYTES: u64 = 4_096;
+
+/// Raft timing for a link: `Timing::for_rtt` of a high percentile of the time an append and
+/// its answer take: the base latency plus three mean jitters each way (the 95th percentile
+/// of an exponential tail, capped as the link caps it), plus twice the air time of a typical
+/// append (sending it, and one round of repeated fragments at the link driver). Timing for
+/// the mean RTT would let a third of the heartbeats on a satellite link outlive their own
+/// deadline (openraft's RPC deadline is the heartbeat).
 pub fn timing_for(link: &LinkModel) -> Timing {
     let one_way =
         (link.latency_ms + 3 * link.jitter_ms).min(link.latency_cap_ms.max(link.latency_ms));
-    Timing::for_rtt(2 * u64::from(one_way))
+    let air_ms = TYPICAL_APPEND_BYTES * 8 * 1_000 / link.bandwidth_bps.max(1);
+    let air_ms = if link.bandwidth_bps == 0 { 0 } else { air_ms };
+    Timing::for_rtt(2 * u64::from(one_way) + 2 * air_ms)
 }
+
+/// A link at most this fast is a radio for the deployment settings (SiK's highest air rate
+/// is 250 kbit/s; Wi-Fi bridges start in the Mbit/s).
+pub const RADIO_BPS_MAX: u64 = 250_000;
+
+/// Whether a scenario's links are radio-class (slow air rate or small frames): the nodes are
+/// then configured as a radio deployment would be.
+pub fn is_radio(link: &LinkModel) -> bool {
+    (link.bandwidth_bps > 0 && link.bandwidth_bps <= RADIO_BPS_MAX)
+        || (link.mtu_bytes > 0 && link.mtu_bytes <= 252)
+}
+
+/// The field loop's configuration in a scenario: production defaults, the scenario's billing
+/// read interval, and on radio-class links the settings the field loop documents for radios
+/// (small proposals, a slow journal drain).
+pub fn field_config_for(scenario: &Scenario) -> FieldConfig {
+    let defaults = FieldConfig::default();
+    let journal_ms = scenario
+        .customers
+        .meter_read_interval_s
+        .saturating_mul(1_000);
+    let mut cfg = FieldConfig {
+        meter_journal_interval_ms: journal_ms,
+        meter_journal_interval_ms_over_limit: defaults
+            .meter_journal_interval_ms_over_limit
+            .max(journal_ms),
+        ..defaults
+    };
+    if is_radio(&scenario.default_link()) {
+        cfg.proposal_bytes_max = Some(crate::field::shipper::PROPOSAL_BYTES_MAX_RADIO);
+        cfg.drain_interval_ms = RADIO_DRAIN_INTERVAL_MS;
+    }
+    cfg
+}
+
+/// Journal drain period on a radio: the field loop's documented setting for 64 kbit/s
+/// ("5000 or more so the drain leaves room for heartbeats").
+pub const RADIO_DRAIN_INTERVAL_MS: u64 = 5_000;
 
 /// Runs one seed of a scenario on a fresh paused-clock runtime, inside openraft's seeded RNG
 /// scope. Measures the wall time for the report (the world itself never reads it).
@@ -200,14 +247,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     let timing = cfg
         .timing
         .unwrap_or_else(|| timing_for(&scenario.default_link()));
-    let field_cfg = FieldConfig {
-        meter_interval_ms: scenario
-            .customers
-            .meter_read_interval_s
-            .saturating_mul(1_000),
-        ..FieldConfig::default()
-    };
-
+    let field_cfg = field_config_for(&scenario);
     // Calendar: the nodes' clocks read local time of day `start_time_of_day_s` at time zero
     // (the plants' load profiles use local time), in Nepal's time zone.
     let day_ms = 86_400_000i64;
@@ -304,7 +344,16 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
             .collect();
         setup::setup_inputs(&scenario, &plants)
     };
-    let operator = tokio::spawn(operator(w.running.clone(), w.shared.clone(), setup_inputs));
+    let proposal_bytes_max = w
+        .field_cfg
+        .proposal_bytes_max
+        .unwrap_or(crate::field::shipper::PROPOSAL_BYTES_MAX_DEFAULT);
+    let operator = tokio::spawn(operator(
+        w.running.clone(),
+        w.shared.clone(),
+        setup_inputs,
+        usize::try_from(proposal_bytes_max).unwrap_or(usize::MAX),
+    ));
 
     let fault_end_ms = (scenario.duration_s * 1_000.0) as u64;
     let total_ms = scenario.total_ms();
@@ -674,11 +723,30 @@ impl World {
     }
 }
 
-/// The operator: commits the set-up, then every [`TOPUP_INTERVAL`] sells a top-up to every
+/// The operator: commits the set-up (in proposals of at most `proposal_bytes_max` encoded
+/// bytes, as the field loop sizes its own), then every [`TOPUP_INTERVAL`] sells a top-up to every
 /// prepaid account at or below the disconnect threshold.
-async fn operator(running: Running, shared: Arc<Shared>, setup_inputs: Vec<sdk::Input>) {
-    for chunk in setup_inputs.chunks(setup::SETUP_INPUTS_PER_PROPOSAL) {
-        commit(&running, chunk.iter().map(sdk::codec::encode).collect()).await;
+async fn operator(
+    running: Running,
+    shared: Arc<Shared>,
+    setup_inputs: Vec<sdk::Input>,
+    proposal_bytes_max: usize,
+) {
+    let mut chunk: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    for input in &setup_inputs {
+        let encoded = sdk::codec::encode(input);
+        let full = chunk.len() >= setup::SETUP_INPUTS_PER_PROPOSAL
+            || bytes + encoded.len() > proposal_bytes_max;
+        if full && !chunk.is_empty() {
+            commit(&running, std::mem::take(&mut chunk)).await;
+            bytes = 0;
+        }
+        bytes += encoded.len();
+        chunk.push(encoded);
+    }
+    if !chunk.is_empty() {
+        commit(&running, chunk).await;
     }
     let mut token_id = 1u64;
     loop {
