@@ -29,6 +29,10 @@ pub struct PeerConfig {
     pub id: u64,
     /// Raft TCP address (host:port).
     pub addr: String,
+    /// The node's X25519 public key as `ghatta keygen` prints it (base64 or hex): only
+    /// frames sealed with a listed key open. Required for every peer when `key_file` is set.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 /// Explicit Raft timing, overriding the link profile.
@@ -269,6 +273,11 @@ pub struct NodeConfig {
     /// Field loop.
     #[serde(default)]
     pub field: FieldConfig,
+    /// This node's private key (`ghatta keygen --out DIR` writes DIR/node.key). When set,
+    /// every frame on every link is sealed and `peers` must list every member's public key;
+    /// when absent the links are neither authenticated nor encrypted (a warning says so).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_cluster_name() -> String {
@@ -382,6 +391,7 @@ impl NodeConfig {
                 ));
             }
         }
+        self.validate_keys(file)?;
         if self.actors.fuel_per_delivery == 0 || self.actors.memory_bytes < 64 * 1024 {
             return Err(err(
                 "actors",
@@ -401,6 +411,61 @@ impl NodeConfig {
             })?;
         }
         Ok(())
+    }
+
+    fn validate_keys(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: String, problem: String| ConfigError {
+            file: file.into(),
+            key,
+            problem,
+        };
+        for (i, p) in self.peers.iter().enumerate() {
+            match &p.public_key {
+                Some(k) => {
+                    crate::net::secure::PublicKey::parse(k).map_err(|e| {
+                        err(
+                            format!("peers[{i}].public_key"),
+                            format!("{e}; copy the key `ghatta keygen` printed on node {}", p.id),
+                        )
+                    })?;
+                }
+                None if self.key_file.is_some() => {
+                    return Err(err(
+                        format!("peers[{i}].public_key"),
+                        format!(
+                            "missing for node {}: with key_file set, every member's public key must be listed (run `ghatta keygen --out DIR` on node {} and copy the key it prints)",
+                            p.id, p.id
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
+        if self.key_file.is_none() && self.peers.iter().any(|p| p.public_key.is_some()) {
+            return Err(err(
+                "key_file".into(),
+                "peers list public keys but this node has no key_file, so its links would not be sealed; set key_file to the node.key `ghatta keygen` wrote".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The members' public keys by node id (empty without `key_file`; validated at load).
+    pub fn peer_keys(&self) -> Result<Vec<(u64, crate::net::secure::PublicKey)>, ConfigError> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.public_key.as_ref().map(|k| (i, p.id, k)))
+            .map(|(i, id, k)| {
+                crate::net::secure::PublicKey::parse(k)
+                    .map(|k| (id, k))
+                    .map_err(|e| ConfigError {
+                        file: "node.toml".into(),
+                        key: format!("peers[{i}].public_key"),
+                        problem: e,
+                    })
+            })
+            .collect()
     }
 
     /// The Raft timing in force.
@@ -433,6 +498,51 @@ peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" 
         let c = NodeConfig::parse(GOOD, "node.toml").unwrap();
         assert_eq!(c.id, 2);
         assert_eq!(c.timing(), Timing::for_profile(LinkProfile::Wifi));
+    }
+
+    #[test]
+    fn keys_are_checked_with_the_fix_named() {
+        let k1 = crate::net::secure::SecretKey::from_bytes([1; 32]).public();
+        let k2 = crate::net::secure::SecretKey::from_bytes([2; 32]).public();
+        let keyed = GOOD
+            .replace(
+                "addr = \"127.0.0.1:7001\" }",
+                &format!("addr = \"127.0.0.1:7001\", public_key = \"{k1}\" }}"),
+            )
+            .replace(
+                "addr = \"127.0.0.1:7002\" }",
+                &format!(
+                    "addr = \"127.0.0.1:7002\", public_key = \"{}\" }}",
+                    k2.to_hex()
+                ),
+            );
+        let with_key = format!("key_file = \"/etc/ghatta/node.key\"\n{keyed}");
+        let c = NodeConfig::parse(&with_key, "n.toml").unwrap();
+        assert_eq!(c.peer_keys().unwrap(), vec![(1, k1), (2, k2)]);
+        // Keys listed but no key_file: the links would silently stay open.
+        let e = NodeConfig::parse(&keyed, "n.toml").unwrap_err();
+        assert_eq!(e.key, "key_file");
+        // key_file set, one key missing.
+        let one = format!(
+            "key_file = \"k\"\n{}",
+            GOOD.replace(
+                "addr = \"127.0.0.1:7001\" }",
+                &format!("addr = \"127.0.0.1:7001\", public_key = \"{k1}\" }}"),
+            )
+        );
+        let e = NodeConfig::parse(&one, "n.toml").unwrap_err();
+        assert_eq!(e.key, "peers[1].public_key");
+        assert!(e.problem.contains("ghatta keygen"), "{e}");
+        let bad = with_key.replace(&k1.to_string(), "AAAA");
+        let e = NodeConfig::parse(&bad, "n.toml").unwrap_err();
+        assert_eq!(e.key, "peers[0].public_key");
+        // Existing configs without keys still load.
+        assert!(
+            NodeConfig::parse(GOOD, "n.toml")
+                .unwrap()
+                .key_file
+                .is_none()
+        );
     }
 
     #[test]

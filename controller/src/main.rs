@@ -33,6 +33,12 @@ enum Cmd {
     },
     /// Start a local 3-node cluster on 127.0.0.1 with simulated boards and ~300 customers.
     Demo(cli::demo::DemoArgs),
+    /// Make this node's key pair for sealed links: DIR/node.key (0600) and DIR/node.pub.
+    Keygen {
+        /// Where to write the key files (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show a node's status.
     Status {
         /// Admin API address.
@@ -49,6 +55,9 @@ enum Cmd {
         /// Admin API address of any member.
         #[arg(long, global = true, default_value = "127.0.0.1:7100")]
         admin: String,
+        /// The admin token file (default: the one the node names, in its data directory).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
     },
     /// Credit a prepaid account with a token.
     Topup {
@@ -64,6 +73,9 @@ enum Cmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
+        /// The admin token file (default: the one the node names, in its data directory).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Manage tariffs.
     Tariff {
@@ -130,6 +142,9 @@ enum TariffCmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
+        /// The admin token file (default: the one the node names, in its data directory).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -196,6 +211,21 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Demo(args) => cli::demo::run(args, seed).await,
+        Cmd::Keygen { out } => {
+            let g = ghatta::net::secure::keys::generate_into(&out)?;
+            println!(
+                "private key: {} (mode 0600; keep it on this board, point key_file at it)",
+                g.private_path.display()
+            );
+            println!("public key:  {}", g.public_path.display());
+            println!("public key (base64): {}", g.public.to_base64());
+            println!("public key (hex):    {}", g.public.to_hex());
+            println!(
+                "add this node to every node's config:\n\n[[peers]]\nid = <this node's id>\naddr = \"<host:port>\"\npublic_key = \"{}\"",
+                g.public.to_base64()
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Cmd::Status { admin, json } => {
             let s = client::call(&admin, "GET", "/status", None).await?;
             if json {
@@ -205,13 +235,18 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Cmd::Member { op, admin } => {
+        Cmd::Member {
+            op,
+            admin,
+            token_file,
+        } => {
             let body = match op {
                 MemberCmd::Add { id, addr } => json!({ "op": "add", "id": id, "addr": addr }),
                 MemberCmd::Promote { id } => json!({ "op": "promote", "id": id }),
                 MemberCmd::Remove { id } => json!({ "op": "remove", "id": id }),
             };
-            client::call(&admin, "POST", "/member", Some(&body)).await?;
+            let token = client::token_for(&admin, token_file.as_deref()).await?;
+            client::call_with_token(&admin, "POST", "/member", Some(&body), Some(&token)).await?;
             println!("done");
             Ok(std::process::ExitCode::SUCCESS)
         }
@@ -220,12 +255,15 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             token,
             amount,
             admin,
+            token_file,
         } => {
-            let r = client::call(
+            let admin_token = client::token_for(&admin, token_file.as_deref()).await?;
+            let r = client::call_with_token(
                 &admin,
                 "POST",
                 "/topup",
                 Some(&json!({ "customer": customer, "token_id": token, "amount_npr": amount })),
+                Some(&admin_token),
             )
             .await?;
             println!("{}", cli::format_receipt(&r, "top-up"));
@@ -241,6 +279,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                     period_charge,
                     flat,
                     admin,
+                    token_file,
                 },
         } => {
             let body = match (per_kwh, tiered, flat) {
@@ -256,7 +295,9 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                 }
                 _ => anyhow::bail!("give exactly one of --per-kwh, --tiered or --flat"),
             };
-            let r = client::call(&admin, "POST", "/tariff", Some(&body)).await?;
+            let token = client::token_for(&admin, token_file.as_deref()).await?;
+            let r = client::call_with_token(&admin, "POST", "/tariff", Some(&body), Some(&token))
+                .await?;
             println!("{}", cli::format_receipt(&r, "tariff"));
             Ok(std::process::ExitCode::SUCCESS)
         }

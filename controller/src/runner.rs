@@ -112,6 +112,27 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
         })?;
     let (tx, rx) = inbound_queue();
     let transport = TcpTransport::start(listener, tx);
+    // Seal every frame on every link below (net/secure) when the node has a key.
+    let (transport, rx) = match &cfg.key_file {
+        Some(key_file) => {
+            let link = crate::net::secure::link_from_files(
+                cfg.id,
+                &cfg.cluster_name,
+                key_file,
+                &cfg.data_dir,
+                cfg.peer_keys()?,
+            )?;
+            let (t, rx) = crate::net::secure::SealedTransport::start(transport, rx, Arc::new(link));
+            (t as Arc<dyn Transport>, rx)
+        }
+        None => {
+            tracing::warn!(
+                "node {}: no key_file: frames on the links are neither authenticated nor encrypted, and anyone who reaches raft_listen can vote; run `ghatta keygen --out DIR`, set key_file and every peer's public_key",
+                cfg.id
+            );
+            (transport as Arc<dyn Transport>, rx)
+        }
+    };
     for p in cfg.peers.iter().filter(|p| p.id != cfg.id) {
         transport.set_peer_addr(p.id, &p.addr);
     }
@@ -150,11 +171,12 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
             .map_err(|e| anyhow!("cannot form the cluster from `peers`: {e}"))?;
     }
     let admin = crate::admin::bind(&cfg.admin_listen).await?;
+    let admin_auth = crate::admin::auth::AdminAuth::load_or_create(&cfg.data_dir)?;
     let admin_addr = admin.local_addr()?;
     let mut tasks = Vec::new();
     let n = node.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = crate::admin::serve(admin, n).await {
+        if let Err(e) = crate::admin::serve(admin, n, admin_auth).await {
             tracing::error!(error = %e, "admin API stopped");
         }
     }));

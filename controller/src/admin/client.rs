@@ -20,13 +20,46 @@ pub async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<Value> {
-    tokio::time::timeout(ADMIN_CALL_TIMEOUT, call_inner(addr, method, path, body))
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "admin API at {addr} did not answer {method} {path} within {ADMIN_CALL_TIMEOUT:?}"
-            )
-        })?
+    call_with_token(addr, method, path, body, None).await
+}
+
+/// The admin token of the node at `addr`: `token_file` when given, else the file the node
+/// names at `/admin-token` (in its data directory).
+pub async fn token_for(addr: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let path = match token_file {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let info = call(addr, "GET", "/admin-token", None).await?;
+            let p = info
+                .get("token_file")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the node at {addr} did not say where its admin token is; pass --token-file"
+                    )
+                })?;
+            std::path::PathBuf::from(p)
+        }
+    };
+    crate::admin::auth::read_token(&path)
+}
+
+/// As [`call`], with `Authorization: Bearer <token>` (needed for every change).
+pub async fn call_with_token(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    tokio::time::timeout(
+        ADMIN_CALL_TIMEOUT,
+        call_inner(addr, method, path, body, token),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!("admin API at {addr} did not answer {method} {path} within {ADMIN_CALL_TIMEOUT:?}")
+    })?
 }
 
 async fn call_inner(
@@ -34,13 +67,17 @@ async fn call_inner(
     method: &str,
     path: &str,
     body: Option<&Value>,
+    token: Option<&str>,
 ) -> anyhow::Result<Value> {
     let mut s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot reach the admin API at {addr}; is `ghatta run` up? (use --admin to point elsewhere)"))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
         payload.len()
     );
     s.write_all(req.as_bytes()).await?;

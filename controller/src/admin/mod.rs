@@ -4,6 +4,7 @@
 //! field, and the admin path carries a few requests a minute, never Raft traffic. It listens
 //! on loopback by default; remote access goes through SSH.
 
+pub mod auth;
 pub mod client;
 pub mod dto;
 
@@ -28,10 +29,15 @@ fn bad(status: StatusCode, msg: impl Into<String>) -> (StatusCode, Json<Value>) 
     (status, Json(json!({ "error": msg.into() })))
 }
 
-/// The router for one node.
-pub fn router(node: Node) -> Router {
+/// The router for one node; every method but GET and HEAD needs `auth`'s token.
+pub fn router(node: Node, auth: auth::AdminAuth) -> Router {
+    let token_file = auth.path().display().to_string();
     Router::new()
         .route("/status", get(status))
+        .route(
+            "/admin-token",
+            get(move || async move { Json(json!({ "token_file": token_file })) }),
+        )
         .route("/member", post(member))
         .route("/topup", post(topup))
         .route("/tariff", post(tariff))
@@ -39,12 +45,20 @@ pub fn router(node: Node) -> Router {
         .route("/billing-config", post(billing_config))
         .route("/balancing-config", post(balancing_config))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_token,
+        ))
         .with_state(node)
 }
 
 /// Serve the admin API on an already-bound listener until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, node: Node) -> std::io::Result<()> {
-    axum::serve(listener, router(node)).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Node,
+    auth: auth::AdminAuth,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node, auth)).await
 }
 
 /// Bind the admin listener, with an error naming the address and the config key.

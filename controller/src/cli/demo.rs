@@ -122,12 +122,17 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             .map_err(|e| anyhow::anyhow!("cannot clear {}: {e}", args.dir.display()))?;
     }
     let per_node = args.customers / args.nodes as u32;
+    // Throwaway keys, one pair per node, so the demo's links are sealed like a real grid's.
     let mut peers = Vec::new();
+    let mut key_files = Vec::new();
     for id in 1..=args.nodes {
+        let keys = ghatta::net::secure::keys::generate_into(&args.dir.join(format!("keys-{id}")))?;
         peers.push(PeerConfig {
             id,
             addr: format!("127.0.0.1:{}", free_port()?),
+            public_key: Some(keys.public.to_base64()),
         });
+        key_files.push(keys.private_path);
     }
     let mut nodes: Vec<Running> = Vec::new();
     for id in 1..=args.nodes {
@@ -149,6 +154,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
                 speed: args.speed,
             },
             field: FieldConfig::default(),
+            key_file: Some(key_files[(id - 1) as usize].clone()),
         };
         nodes.push(runner::start(&cfg, Arc::new(SystemClock), seed ^ id).await?);
     }
@@ -272,6 +278,9 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
         "proposals_committed": nodes.iter().map(|r| r.field.proposals_committed.load(Ordering::Relaxed)).sum::<u64>(),
         "relay_actions": nodes.iter().map(|r| r.field.relay_actions.load(Ordering::Relaxed)).sum::<u64>(),
         "duration_s": started.elapsed().as_secs_f64(),
+        "links_sealed": s.iter().all(|x| x.security.is_some()),
+        "sealed_frames_opened": s.iter().filter_map(|x| x.security.as_ref()).map(|c| c.opened).sum::<u64>(),
+        "sealed_frames_dropped": s.iter().filter_map(|x| x.security.as_ref()).map(|c| c.rejected()).sum::<u64>(),
     });
     for r in nodes {
         r.stop().await;

@@ -63,7 +63,36 @@ pub fn parse_pairs(s: &str) -> anyhow::Result<Vec<(u64, u64)>> {
 /// One-line human form of a node status.
 pub fn format_status(s: &Value) -> String {
     let g = |k: &str| s.get(k).cloned().unwrap_or(Value::Null);
-    format!(
+    let sealed = match s.get("security") {
+        Some(sec) if sec.is_object() => {
+            let n = |k: &str| sec.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let dropped: u64 = [
+                "truncated",
+                "unsealed",
+                "unknown_sender",
+                "not_for_me",
+                "forged",
+                "replayed",
+                "out_of_window",
+                "older_epoch",
+                "stale_receiver_epoch",
+            ]
+            .iter()
+            .map(|k| n(k))
+            .sum();
+            format!(
+                " | sealed: epoch {} opened {} dropped {dropped} (forged {}, replayed {}, unknown sender {}, unsealed {})",
+                n("boot_epoch"),
+                n("opened"),
+                n("forged"),
+                n("replayed"),
+                n("unknown_sender"),
+                n("unsealed")
+            )
+        }
+        _ => " | links NOT sealed (no key_file)".to_string(),
+    };
+    let line = format!(
         "node {} {} term {} leader {} commit {} applied {} hash {} | customers {} ({} disconnected) | voters {} learners {} | frames in {} rejected {}",
         g("id"),
         g("role").as_str().unwrap_or("?"),
@@ -83,7 +112,8 @@ pub fn format_status(s: &Value) -> String {
             .cloned()
             .unwrap_or(Value::Null),
         s.pointer("/link/rejected").cloned().unwrap_or(Value::Null),
-    )
+    );
+    line + &sealed
 }
 
 /// Human form of a proposal receipt.

@@ -3,6 +3,7 @@
 
 pub mod frame;
 pub mod rpc;
+pub mod secure;
 pub mod tcp;
 pub mod transport;
 pub mod wire;

@@ -27,6 +27,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stop the transport's tasks and release its sockets (the node is shutting down).
     fn shutdown(&self) {}
+
+    /// The sealing layer's counters, when this transport seals its frames
+    /// ([`SealedTransport`](super::secure::SealedTransport)); `None` for a plain link.
+    fn security(&self) -> Option<super::secure::SealStatsSnapshot> {
+        None
+    }
 }
 
 /// The sending half of the inbound queue, handed to transports.

@@ -167,6 +167,10 @@ pub struct NodeStatus {
     pub trapped_total: u64,
     /// Frame-layer counters.
     pub link: LinkStatsSnapshot,
+    /// Sealing-layer counters (frames opened, and dropped by reason); `None` on an unsealed
+    /// link (the simulator, or a node without `key_file`).
+    #[serde(default)]
+    pub security: Option<crate::net::secure::SealStatsSnapshot>,
 }
 
 impl Node {
@@ -322,6 +326,7 @@ impl Node {
             timers: sm.timers,
             trapped_total: sm.trapped_total,
             link: self.inner.rpc.stats().snapshot(),
+            security: self.inner.rpc.transport().security(),
         }
     }
 

@@ -8,8 +8,10 @@ mod field_journal;
 mod field_loop;
 mod field_protection;
 mod field_support;
+mod fuzz;
 mod harness;
 mod membership;
+mod security;
 #[allow(clippy::assertions_on_constants)] // sim.rs: its owner is mid-edit there
 mod sim;
 mod storage_suite;

@@ -1,0 +1,147 @@
+//! The boot epoch: a durable counter, incremented and fsynced at every start before the first
+//! frame is sealed, so the nonce (epoch, counter) never repeats under a key across restarts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The epoch's file in the data directory.
+pub const EPOCH_FILE: &str = "seal-epoch";
+/// Largest epoch file read: a decimal u32 and a newline.
+const MAX_EPOCH_FILE_BYTES: u64 = 64;
+
+/// This node's boot epoch. Epochs start at 1 (0 means "not known" on the wire) and only grow.
+#[derive(Debug)]
+pub struct BootEpoch {
+    path: Option<PathBuf>,
+    current: AtomicU32,
+    // Serialises raises so two raises never write the file out of order.
+    write: Mutex<()>,
+}
+
+fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{}: {what}: {e}", path.display()))
+}
+
+impl BootEpoch {
+    /// Read the epoch in `data_dir`, add one, store it with an fsync (file and directory) and
+    /// return it. A missing file starts at 1. A damaged file is an error naming the file.
+    pub fn advance(data_dir: &Path) -> std::io::Result<BootEpoch> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(EPOCH_FILE);
+        let stored = match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_err(&path, "cannot read the boot epoch", e)),
+            Ok(m) if m.len() > MAX_EPOCH_FILE_BYTES => {
+                return Err(io_err(
+                    &path,
+                    "not a boot epoch file",
+                    "too large; it holds one number. Restore it or write a number larger than any epoch this node used (peers also correct it: they raise it when they have seen a higher one)",
+                ));
+            }
+            Ok(_) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| io_err(&path, "cannot read the boot epoch", e))?;
+                text.trim().parse::<u32>().map_err(|e| {
+                    io_err(
+                        &path,
+                        "damaged boot epoch",
+                        format!("{e}; write a number larger than any epoch this node used (e.g. its last `ghatta status` boot_epoch plus 1000)"),
+                    )
+                })?
+            }
+        };
+        let next = stored.checked_add(1).ok_or_else(|| {
+            io_err(
+                &path,
+                "boot epoch exhausted",
+                "4 billion restarts; generate a new key for this node (`ghatta keygen`) and reset the file to 0",
+            )
+        })?;
+        store(&path, next)?;
+        Ok(BootEpoch {
+            path: Some(path),
+            current: AtomicU32::new(next),
+            write: Mutex::new(()),
+        })
+    }
+
+    /// An epoch kept only in memory: for the simulator and tests, whose nodes never outlive
+    /// the process. Never use it on a board: a restart would reuse nonces.
+    pub fn in_memory(epoch: u32) -> BootEpoch {
+        BootEpoch {
+            path: None,
+            current: AtomicU32::new(epoch.max(1)),
+            write: Mutex::new(()),
+        }
+    }
+
+    /// The epoch in force.
+    pub fn get(&self) -> u32 {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// Move the epoch to at least `at_least` (stored before it is used). Returns whether it
+    /// moved. Used when an authentic peer says it saw a higher epoch of ours: the epoch file
+    /// was lost or restored from an old backup.
+    pub fn raise(&self, at_least: u32) -> std::io::Result<bool> {
+        let _guard = self
+            .write
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        if at_least <= self.get() {
+            return Ok(false);
+        }
+        if let Some(p) = &self.path {
+            store(p, at_least)?;
+        }
+        self.current.store(at_least, Ordering::Release);
+        Ok(true)
+    }
+}
+
+fn store(path: &Path, epoch: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot write the boot epoch", e))?;
+    writeln!(f, "{epoch}")
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&tmp, "cannot write the boot epoch", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, "cannot replace the boot epoch", e))?;
+    if let Some(dir) = path.parent() {
+        // The rename is durable only once the directory is.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(dir, "cannot sync the data directory", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_start_gets_a_new_epoch_and_raises_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(BootEpoch::advance(dir.path()).unwrap().get(), 1);
+        let e = BootEpoch::advance(dir.path()).unwrap();
+        assert_eq!(e.get(), 2);
+        assert!(e.raise(40).unwrap());
+        assert!(!e.raise(7).unwrap());
+        assert_eq!(e.get(), 40);
+        assert_eq!(BootEpoch::advance(dir.path()).unwrap().get(), 41);
+    }
+
+    #[test]
+    fn a_damaged_epoch_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(EPOCH_FILE), "banana").unwrap();
+        let e = BootEpoch::advance(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(EPOCH_FILE) && e.contains("larger than any epoch"),
+            "{e}"
+        );
+    }
+}
