@@ -149,4 +149,19 @@ mod tests {
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("3 weeks").is_err());
     }
+
+    #[test]
+    fn status_line_shows_sealing_or_its_absence() {
+        let sealed = serde_json::json!({
+            "id": 1, "role": "leader",
+            "security": { "boot_epoch": 4, "opened": 10, "forged": 2, "replayed": 1 }
+        });
+        let line = format_status(&sealed);
+        assert!(
+            line.contains("sealed: epoch 4 opened 10 dropped 3 (forged 2, replayed 1"),
+            "{line}"
+        );
+        let open = format_status(&serde_json::json!({ "id": 1, "security": null }));
+        assert!(open.contains("NOT sealed"), "{open}");
+    }
 }

@@ -401,3 +401,78 @@ fn a_rogue_node_over_tcp_can_neither_vote_append_join_nor_inject() {
         }
     });
 }
+
+/// `ghatta keygen` through the binary, then a node started the way `ghatta run` starts one,
+/// with its key: links sealed, reads open, changes refused without the admin token and
+/// accepted with it (found the way the CLI finds it).
+#[test]
+fn keygen_then_a_sealed_run_whose_changes_need_the_admin_token() {
+    use ghatta::admin::client;
+    use std::process::Command;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let ghatta = env!("CARGO_BIN_EXE_ghatta");
+    let out = Command::new(ghatta)
+        .args(["keygen", "--out"])
+        .arg(&keys)
+        .output()
+        .expect("run ghatta keygen");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key (base64): "))
+        .expect("keygen prints the public key")
+        .to_string();
+    let again = Command::new(ghatta)
+        .args(["keygen", "--out"])
+        .arg(&keys)
+        .output()
+        .expect("run ghatta keygen");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+
+    harness::run(52, async move {
+        let raft = free_addr();
+        let toml = format!(
+            "id = 1\ndata_dir = \"{}\"\nraft_listen = \"{raft}\"\nadmin_listen = \"127.0.0.1:0\"\nbootstrap = true\nkey_file = \"{}\"\npeers = [{{ id = 1, addr = \"{raft}\", public_key = \"{public}\" }}]\n[board]\nkind = \"sim\"\ncustomers = 5\n",
+            tmp.path().join("data").display(),
+            keys.join("node.key").display(),
+        );
+        let cfg = ghatta::config::NodeConfig::parse(&toml, "node.toml").expect("config");
+        let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), 7)
+            .await
+            .expect("node starts with its key");
+        let admin = running.admin_addr.to_string();
+        let status = client::call(&admin, "GET", "/status", None)
+            .await
+            .expect("reads need no token");
+        assert!(
+            status["security"]["boot_epoch"].as_u64() >= Some(1),
+            "{status}"
+        );
+        let body = serde_json::json!({ "customer": 1, "token_id": 5, "amount_npr": 100 });
+        let e = client::call(&admin, "POST", "/topup", Some(&body))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(401)") && e.contains("admin.token") && e.contains("needs the admin token"),
+            "{e}"
+        );
+        let e = client::call_with_token(&admin, "POST", "/topup", Some(&body), Some("0badc0de"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong admin token"), "{e}");
+        let token = client::token_for(&admin, None)
+            .await
+            .expect("the CLI finds and reads the token");
+        let r = client::call_with_token(&admin, "POST", "/topup", Some(&body), Some(&token))
+            .await
+            .expect("a change with the token is carried out");
+        assert!(r["index"].as_u64() > Some(0), "{r}");
+        running.stop().await;
+    });
+}
