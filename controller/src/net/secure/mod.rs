@@ -42,7 +42,7 @@ pub use self::epoch::{BootEpoch, EPOCH_FILE};
 pub use self::keys::{KeyError, PublicKey, SecretKey};
 pub use self::seal::{
     HELLO_INTERVAL, MAX_SEALED_FRAME_BYTES, Opened, REPLAY_WINDOW, Rejected, SEAL_OVERHEAD_BYTES,
-    SEALED_VERSION, SealError, SecureLink, SecureLinkError,
+    SEALED_VERSION, SealError, SecureLink, SecureLinkError, claimed_route,
 };
 pub use self::sealed::SealedTransport;
 

@@ -150,6 +150,16 @@ impl SealedHeader {
     }
 }
 
+/// The (sender, receiver) a frame claims, sealed or plain, verifying nothing: a hint for the
+/// link layer (which path a peer was last heard on, e.g. `MultiTransport` under a sealed
+/// link), never a reason to trust the frame; only [`SecureLink::open`] authenticates.
+pub fn claimed_route(buf: &[u8]) -> Option<(u64, u64)> {
+    if let Some((h, _)) = SealedHeader::parse(buf) {
+        return Some((h.from, h.to));
+    }
+    frame::decode(buf).ok().map(|f| (f.from, f.to))
+}
+
 /// A sliding window of counters already accepted in one sender epoch.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReplayWindow {
@@ -800,6 +810,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, SecureLinkError::WeakKey { peer: 2 });
+    }
+
+    #[test]
+    fn the_claimed_route_is_read_from_sealed_and_plain_frames() {
+        let l = links(2, 1);
+        assert_eq!(claimed_route(&l[0].seal(2, b"x").unwrap()), Some((1, 2)));
+        assert_eq!(claimed_route(&frame::encode(3, 1, b"y")), Some((3, 1)));
+        assert_eq!(claimed_route(b"garbage"), None);
     }
 
     #[test]
