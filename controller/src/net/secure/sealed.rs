@@ -19,6 +19,9 @@ pub struct SealedTransport<T: Transport + ?Sized> {
     inner: Arc<T>,
     link: Arc<SecureLink>,
     opener: Mutex<Option<JoinHandle<()>>>,
+    /// Peers already warned about (a member added without its key would otherwise log a
+    /// warning per heartbeat).
+    warned: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl<T: Transport + ?Sized> std::fmt::Debug for SealedTransport<T> {
@@ -39,6 +42,7 @@ impl<T: Transport + ?Sized> SealedTransport<T> {
             inner: inner.clone(),
             link: link.clone(),
             opener: Mutex::new(None),
+            warned: Mutex::new(Default::default()),
         });
         let task = tokio::spawn(open_loop(link, inner, raw, tx));
         if let Ok(mut o) = t.opener.lock() {
@@ -99,7 +103,14 @@ impl<T: Transport + ?Sized> Transport for SealedTransport<T> {
         };
         match self.link.seal(to, &f.payload) {
             Ok(sealed) => self.inner.send(to, sealed),
-            Err(e) => tracing::warn!(to, error = %e, "frame not sent"),
+            Err(e) => {
+                let first = self.warned.lock().map(|mut w| w.insert(to)).unwrap_or(true);
+                if first {
+                    tracing::warn!(to, error = %e, "frames to node {to} are not sent (counted in seal_failed)");
+                } else {
+                    tracing::debug!(to, error = %e, "frame not sent");
+                }
+            }
         }
     }
 
