@@ -273,6 +273,9 @@ pub struct NodeConfig {
     /// Field loop.
     #[serde(default)]
     pub field: FieldConfig,
+    /// Serial radio modems (`[[radio]]`), used beside TCP: each lists the peers it reaches.
+    #[serde(default)]
+    pub radio: Vec<crate::net::radio::serial::RadioConfig>,
     /// This node's private key (`ghatta keygen --out DIR` writes DIR/node.key). When set,
     /// every frame on every link is sealed and `peers` must list every member's public key;
     /// when absent the links are neither authenticated nor encrypted (a warning says so).
@@ -402,6 +405,17 @@ impl NodeConfig {
         self.field
             .validate()
             .map_err(|(key, problem)| err(&key, problem))?;
+        let mut devices = std::collections::BTreeSet::new();
+        for (i, r) in self.radio.iter().enumerate() {
+            r.validate(self.id)
+                .map_err(|(key, problem)| err(&format!("radio[{i}].{key}"), problem))?;
+            if !devices.insert(r.device.as_str()) {
+                return Err(err(
+                    &format!("radio[{i}].device"),
+                    format!("{} is listed twice; one [[radio]] per modem", r.device),
+                ));
+            }
+        }
         if let BoardConfig::Linux(board) = &self.board {
             board.validate().map_err(|e| {
                 err(
@@ -561,5 +575,34 @@ peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" 
         let e = NodeConfig::parse(&GOOD.replace("{ id = 2, addr", "{ id = 3, addr"), "n.toml")
             .unwrap_err();
         assert_eq!(e.key, "peers");
+    }
+
+    #[test]
+    fn radio_sections_parse_and_errors_name_the_key() {
+        let radio = "\n[[radio]]\ndevice = \"/dev/ttyUSB0\"\nbaud = 57600\nair_bitrate = 64000\nmtu = 100\npeers = [1]\n";
+        let c = NodeConfig::parse(&format!("{GOOD}{radio}"), "node.toml").unwrap();
+        assert_eq!(c.radio.len(), 1);
+        assert_eq!(
+            c.radio[0].link_params().bitrate_bps,
+            46_080,
+            "the 57,600 8N1 line is slower"
+        );
+        for (from, to, key) in [
+            ("mtu = 100", "mtu = 9000", "radio[0].mtu"),
+            ("baud = 57600", "baud = 57000", "radio[0].baud"),
+            ("peers = [1]", "peers = [2]", "radio[0].peers[0]"),
+            ("peers = [1]", "peers = []", "radio[0].peers"),
+            (
+                "air_bitrate = 64000",
+                "air_bitrate = 5",
+                "radio[0].air_bitrate",
+            ),
+        ] {
+            let e = NodeConfig::parse(&format!("{GOOD}{}", radio.replace(from, to)), "node.toml")
+                .unwrap_err();
+            assert_eq!((e.file.as_str(), e.key.as_str()), ("node.toml", key), "{e}");
+        }
+        let e = NodeConfig::parse(&format!("{GOOD}{radio}{radio}"), "n.toml").unwrap_err();
+        assert_eq!(e.key, "radio[1].device", "{e}");
     }
 }

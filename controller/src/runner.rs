@@ -1,5 +1,5 @@
-//! Starting a node on real resources (file-backed redb, TCP, the system clock, a board):
-//! shared by `ghatta run` and `ghatta demo`.
+//! Starting a node on real resources (file-backed redb, TCP and serial radios, the system
+//! clock, a board): shared by `ghatta run` and `ghatta demo`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use crate::clock::Clock;
 use crate::config::{BoardConfig, NodeConfig};
 use crate::field::{self, CustomerMap, FieldStats};
 use crate::journal::Journal;
+use crate::net::radio::multi::{MultiConfig, MultiTransport, Path};
+use crate::net::radio::serial::SerialTransport;
 use crate::net::tcp::TcpTransport;
 use crate::net::transport::{Transport, inbound_queue};
 use crate::node::{Node, NodeEnv, NodeOptions};
@@ -100,6 +102,19 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
     // The board first: a config naming a device that is not there must stop the node before
     // it binds ports or joins the cluster.
     let board = open_board(cfg)?;
+    // Radios next, for the same reason: a modem that is not there stops the start.
+    let mut radios = Vec::new();
+    for (i, r) in cfg.radio.iter().enumerate() {
+        let (tx, rx) = inbound_queue();
+        let radio = SerialTransport::open(cfg.id, r, tx)
+            .map_err(|e| anyhow!("config key radio[{i}].device: {e}"))?;
+        radios.push(Path {
+            name: format!("radio:{}", r.device),
+            transport: radio,
+            reaches: Some(r.peers.iter().copied().collect()),
+            inbound: rx,
+        });
+    }
     let stores = crate::storage::open_dir(&cfg.data_dir)?;
     let journal = Journal::open_dir(&cfg.data_dir, cfg.field.journal.clone())?;
     let listener = tokio::net::TcpListener::bind(&cfg.raft_listen)
@@ -111,7 +126,21 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
             )
         })?;
     let (tx, rx) = inbound_queue();
-    let transport = TcpTransport::start(listener, tx);
+    let transport: Arc<dyn Transport> = if radios.is_empty() {
+        TcpTransport::start(listener, tx)
+    } else {
+        // TCP first (preferred while it carries traffic), then each radio; sealing (below)
+        // wraps them all, so every path carries sealed frames.
+        let (tcp_tx, tcp_rx) = inbound_queue();
+        let mut paths = vec![Path {
+            name: "tcp".into(),
+            transport: TcpTransport::start(listener, tcp_tx),
+            reaches: None,
+            inbound: tcp_rx,
+        }];
+        paths.extend(radios);
+        MultiTransport::start(cfg.id, MultiConfig::default(), paths, tx)
+    };
     // Seal every frame on every link below (net/secure) when the node has a key.
     let (transport, rx) = match &cfg.key_file {
         Some(key_file) => {

@@ -154,6 +154,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
                 speed: args.speed,
             },
             field: FieldConfig::default(),
+            radio: Vec::new(),
             key_file: Some(key_files[(id - 1) as usize].clone()),
         };
         nodes.push(runner::start(&cfg, Arc::new(SystemClock), seed ^ id).await?);

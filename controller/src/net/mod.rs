@@ -2,6 +2,7 @@
 //! and serial radios plug in through [`transport::Transport`]) and request/response RPC.
 
 pub mod frame;
+pub mod radio;
 pub mod rpc;
 pub mod secure;
 pub mod tcp;

@@ -11,6 +11,7 @@ mod field_support;
 mod fuzz;
 mod harness;
 mod membership;
+mod radio;
 mod security;
 #[allow(clippy::assertions_on_constants)] // sim.rs: its owner is mid-edit there
 mod sim;

@@ -1,0 +1,318 @@
+//! `MultiTransport`: one node, several links (TCP over Wi-Fi, one or more radios); each frame
+//! to a peer goes over the most preferred path that has recently carried a frame *from*
+//! that peer.
+//!
+//! Policy, per peer:
+//! - paths are ranked by the order they were given (TCP first: it is faster and does not
+//!   share a slow channel);
+//! - a path is *fresh* for a peer when a frame from that peer, addressed to us, arrived on it
+//!   within `fresh` (default [`FRESH_DEFAULT`]);
+//! - a frame goes over the best fresh path; while that is not the best path, one frame every
+//!   `probe_interval` also goes over each better path, so when Wi-Fi comes back the peer
+//!   hears us on it, answers on it, and both switch back;
+//! - when no path is fresh (start-up, or two followers that never talk), the frame goes
+//!   over every path that reaches the peer: a vote must not be lost to a guess.
+//!
+//! Freshness is read from the frame header (sender and receiver ids, the same in plain and
+//! sealed frames) before anything verifies the frame, so a forger can at worst steer our
+//! choice of path, not inject anything the layers above would accept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
+
+use crate::net::frame::FRAME_MAGIC;
+use crate::net::transport::{InboundRx, InboundTx, Transport};
+
+/// A path is fresh this long after it last carried a frame from the peer: three radio-profile
+/// heartbeats (1 s each), ten Wi-Fi ones, so one or two lost heartbeats do not flip paths.
+pub const FRESH_DEFAULT: Duration = Duration::from_secs(3);
+/// How often a better but stale path is probed with a copy of a frame: a few seconds costs
+/// little on the better path and switches back within one probe after Wi-Fi returns.
+pub const PROBE_INTERVAL_DEFAULT: Duration = Duration::from_secs(2);
+
+/// Path selection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MultiConfig {
+    /// See [`FRESH_DEFAULT`].
+    pub fresh: Duration,
+    /// See [`PROBE_INTERVAL_DEFAULT`].
+    pub probe_interval: Duration,
+}
+
+impl Default for MultiConfig {
+    fn default() -> Self {
+        MultiConfig {
+            fresh: FRESH_DEFAULT,
+            probe_interval: PROBE_INTERVAL_DEFAULT,
+        }
+    }
+}
+
+/// One link given to [`MultiTransport::start`].
+pub struct Path {
+    /// Name in counters and logs ("tcp", "radio:/dev/ttyUSB0").
+    pub name: String,
+    /// The link.
+    pub transport: Arc<dyn Transport>,
+    /// Peers it reaches (`None`: every peer, as TCP does).
+    pub reaches: Option<BTreeSet<u64>>,
+    /// The queue the link delivers received frames into (made with `inbound_queue`).
+    pub inbound: InboundRx,
+}
+
+/// Counters of one path.
+#[derive(Debug, Default)]
+pub struct PathStats {
+    /// Frames sent over it (probes and floods included).
+    pub frames_sent: AtomicU64,
+    /// Frames received over it.
+    pub frames_received: AtomicU64,
+    /// Copies sent to probe it while a worse path carried the traffic.
+    pub probes: AtomicU64,
+    /// Times it became the path to some peer.
+    pub switches_to: AtomicU64,
+}
+
+/// A copy of one path's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct PathStatsSnapshot {
+    pub name: String,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub probes: u64,
+    pub switches_to: u64,
+}
+
+struct PathState {
+    name: String,
+    transport: Arc<dyn Transport>,
+    reaches: Option<BTreeSet<u64>>,
+    stats: Arc<PathStats>,
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    heard: BTreeMap<usize, Instant>,
+    current: Option<usize>,
+    last_probe: Option<Instant>,
+}
+
+/// Several links behind one [`Transport`].
+pub struct MultiTransport {
+    cfg: MultiConfig,
+    paths: Vec<PathState>,
+    peers: Arc<Mutex<BTreeMap<u64, PeerState>>>,
+    forwarders: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for MultiTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.paths.iter().map(|p| p.name.as_str()).collect();
+        f.debug_struct("MultiTransport")
+            .field("paths", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl MultiTransport {
+    /// Combine `paths` (best first) for node `me`; every frame any of them receives goes on
+    /// to `inbound`.
+    pub fn start(
+        me: u64,
+        cfg: MultiConfig,
+        paths: Vec<Path>,
+        inbound: InboundTx,
+    ) -> Arc<MultiTransport> {
+        let peers: Arc<Mutex<BTreeMap<u64, PeerState>>> = Arc::default();
+        let mut states = Vec::new();
+        let mut forwarders = Vec::new();
+        for (i, p) in paths.into_iter().enumerate() {
+            let stats = Arc::new(PathStats::default());
+            let (peers, stats2, inbound) = (peers.clone(), stats.clone(), inbound.clone());
+            let mut rx = p.inbound;
+            forwarders.push(tokio::spawn(async move {
+                while let Some(bytes) = rx.recv().await {
+                    if let Some((from, to)) = peek_addresses(&bytes)
+                        && to == me
+                    {
+                        bump(&stats2.frames_received);
+                        if let Ok(mut peers) = peers.lock() {
+                            peers
+                                .entry(from)
+                                .or_default()
+                                .heard
+                                .insert(i, Instant::now());
+                        }
+                    }
+                    // Whatever it is, the RPC layer verifies (and counts) it.
+                    let _ = inbound.try_send(bytes);
+                }
+            }));
+            states.push(PathState {
+                name: p.name,
+                transport: p.transport,
+                reaches: p.reaches,
+                stats,
+            });
+        }
+        Arc::new(MultiTransport {
+            cfg,
+            paths: states,
+            peers,
+            forwarders: Mutex::new(forwarders),
+        })
+    }
+
+    /// Counters per path, best first.
+    pub fn path_stats(&self) -> Vec<PathStatsSnapshot> {
+        self.paths
+            .iter()
+            .map(|p| {
+                let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                PathStatsSnapshot {
+                    name: p.name.clone(),
+                    frames_sent: g(&p.stats.frames_sent),
+                    frames_received: g(&p.stats.frames_received),
+                    probes: g(&p.stats.probes),
+                    switches_to: g(&p.stats.switches_to),
+                }
+            })
+            .collect()
+    }
+
+    /// The path now used for `peer`, by name (`None` before the first choice or when
+    /// flooding).
+    pub fn current_path(&self, peer: u64) -> Option<String> {
+        let peers = self.peers.lock().ok()?;
+        let i = peers.get(&peer)?.current?;
+        Some(self.paths[i].name.clone())
+    }
+
+    fn reaches(&self, i: usize, peer: u64) -> bool {
+        self.paths[i]
+            .reaches
+            .as_ref()
+            .is_none_or(|r| r.contains(&peer))
+    }
+
+    /// Which paths get this frame: (path, is a probe).
+    fn choose(&self, to: u64, now: Instant) -> Vec<(usize, bool)> {
+        let candidates: Vec<usize> = (0..self.paths.len())
+            .filter(|&i| self.reaches(i, to))
+            .collect();
+        let Ok(mut peers) = self.peers.lock() else {
+            return candidates.into_iter().map(|i| (i, false)).collect();
+        };
+        let st = peers.entry(to).or_default();
+        let fresh = candidates.iter().copied().find(|i| {
+            st.heard
+                .get(i)
+                .is_some_and(|&t| now.duration_since(t) < self.cfg.fresh)
+        });
+        let Some(best) = fresh else {
+            st.current = None;
+            return candidates.into_iter().map(|i| (i, false)).collect();
+        };
+        if st.current != Some(best) {
+            st.current = Some(best);
+            bump(&self.paths[best].stats.switches_to);
+            tracing::info!(peer = to, path = %self.paths[best].name, "link path chosen");
+        }
+        let mut out = vec![(best, false)];
+        let better: Vec<usize> = candidates.iter().copied().filter(|&i| i < best).collect();
+        if !better.is_empty()
+            && st
+                .last_probe
+                .is_none_or(|t| now.duration_since(t) >= self.cfg.probe_interval)
+        {
+            st.last_probe = Some(now);
+            out.extend(better.into_iter().map(|i| (i, true)));
+        }
+        out
+    }
+}
+
+/// The (from, to) node ids of a frame, plain or sealed (`net::secure`): magic, a version byte,
+/// then two LEB128 varints. Unverified; `None` when the bytes do not parse.
+fn peek_addresses(buf: &[u8]) -> Option<(u64, u64)> {
+    if buf.first() != Some(&FRAME_MAGIC) {
+        return None;
+    }
+    let mut pos = 2;
+    let mut varint = || {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *buf.get(pos)?;
+            pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    let from = varint()?;
+    let to = varint()?;
+    Some((from, to))
+}
+
+impl Transport for MultiTransport {
+    fn send(&self, to: u64, frame: Vec<u8>) {
+        let chosen = self.choose(to, Instant::now());
+        let n = chosen.len();
+        for (k, (i, probe)) in chosen.into_iter().enumerate() {
+            let p = &self.paths[i];
+            bump(&p.stats.frames_sent);
+            if probe {
+                bump(&p.stats.probes);
+            }
+            if k + 1 == n {
+                p.transport.send(to, frame);
+                return;
+            }
+            p.transport.send(to, frame.clone());
+        }
+    }
+
+    fn set_peer_addr(&self, peer: u64, addr: &str) {
+        for p in &self.paths {
+            p.transport.set_peer_addr(peer, addr);
+        }
+    }
+
+    fn shutdown(&self) {
+        for p in &self.paths {
+            p.transport.shutdown();
+        }
+        if let Ok(mut f) = self.forwarders.lock() {
+            for t in f.drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::frame;
+
+    #[test]
+    fn addresses_are_read_from_any_frame_and_garbage_is_refused() {
+        let f = frame::encode(300, 2, b"payload");
+        assert_eq!(peek_addresses(&f), Some((300, 2)));
+        assert_eq!(peek_addresses(&f[..3]), None);
+        assert_eq!(peek_addresses(&[0x00, 1, 2, 3]), None);
+        assert_eq!(peek_addresses(&[FRAME_MAGIC, 1, 0xFF, 0xFF]), None);
+    }
+}
