@@ -281,6 +281,9 @@ pub struct NodeConfig {
     /// when absent the links are neither authenticated nor encrypted (a warning says so).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Upload of committed records to the central data center (`[wan]`); none when absent.
+    #[serde(default)]
+    pub wan: Option<crate::wan::WanConfig>,
 }
 
 fn default_cluster_name() -> String {
@@ -415,6 +418,10 @@ impl NodeConfig {
                     format!("{} is listed twice; one [[radio]] per modem", r.device),
                 ));
             }
+        }
+        if let Some(wan) = &self.wan {
+            wan.validate()
+                .map_err(|(key, problem)| err(&key, problem))?;
         }
         if let BoardConfig::Linux(board) = &self.board {
             board.validate().map_err(|e| {

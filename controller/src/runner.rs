@@ -35,6 +35,8 @@ pub struct Running {
     pub sim_board: Option<SimBoard>,
     /// The field journal (meter reads waiting, telemetry history, relay events).
     pub journal: Journal,
+    /// The WAN uploader (`[wan]`): uploads while this node leads, idles otherwise.
+    pub uploader: Option<crate::wan::Uploader>,
     field_task: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -48,7 +50,9 @@ impl Running {
     }
 
     /// Stop the node and its tasks.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        // The uploader first: it proposes through the node.
+        self.uploader = None;
         self.pause_field();
         for t in &self.tasks {
             t.abort();
@@ -102,6 +106,8 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
     // The board first: a config naming a device that is not there must stop the node before
     // it binds ports or joins the cluster.
     let board = open_board(cfg)?;
+    // Read the WAN key before anything binds, so a missing key file stops the start cleanly.
+    let wan = cfg.wan.as_ref().map(|w| w.uploader_config()).transpose()?;
     // Radios next, for the same reason: a modem that is not there stops the start.
     let mut radios = Vec::new();
     for (i, r) in cfg.radio.iter().enumerate() {
@@ -209,6 +215,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
             tracing::error!(error = %e, "admin API stopped");
         }
     }));
+    let uploader = wan.map(|w| crate::wan::Uploader::spawn(node.clone(), w));
     let stats = Arc::new(FieldStats::default());
     let (field_task, sim_board) = match board {
         OpenedBoard::Sim(board) => {
@@ -274,6 +281,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
         admin_addr,
         sim_board,
         journal,
+        uploader,
         field_task,
         tasks,
     })

@@ -36,6 +36,19 @@ pub struct DemoArgs {
     /// Where the nodes keep their data (wiped at start).
     #[arg(long, default_value = "ghatta-demo")]
     dir: PathBuf,
+    /// Upload committed records to a central (`ghatta central --listen`), host:port.
+    #[arg(long, requires = "grid_key_file")]
+    central: Option<String>,
+    /// The grid's id at the central.
+    #[arg(long, default_value_t = 1)]
+    grid: u64,
+    /// The grid's key file for the central (64 hex digits).
+    #[arg(long)]
+    grid_key_file: Option<PathBuf>,
+    /// With --central: after the run, wait at most this long for the central to acknowledge
+    /// every record before the summary ("60s").
+    #[arg(long, default_value = "120s", value_parser = super::parse_duration)]
+    wan_wait: Duration,
 }
 
 /// The demo's tariffs: NPR 15/kWh, a tiered tariff with the first 10 kWh free, a flat tariff.
@@ -156,6 +169,17 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             field: FieldConfig::default(),
             radio: Vec::new(),
             key_file: Some(key_files[(id - 1) as usize].clone()),
+            wan: match (&args.central, &args.grid_key_file) {
+                (Some(central), Some(key_file)) => Some(ghatta::wan::WanConfig {
+                    grid: args.grid,
+                    central: central.clone(),
+                    key_file: key_file.clone(),
+                    // Loopback demo: no cap, so the upload keeps up with a 60x village.
+                    rate_bytes_per_s: 0,
+                    window_batches: ghatta::wan::client::WINDOW_BATCHES,
+                }),
+                _ => None,
+            },
         };
         nodes.push(runner::start(&cfg, Arc::new(SystemClock), seed ^ id).await?);
     }
@@ -251,8 +275,17 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
         }
     }
 
-    // Quiesce: stop the field loops' proposals by waiting until every node applied the same
-    // index, so the state hashes are comparable.
+    // Quiesce: stop the field loops' proposals, let the central catch up (its acks are
+    // committed through Raft), then wait until every node applied the same index, so the
+    // state hashes are comparable.
+    for r in &nodes {
+        r.pause_field();
+    }
+    let wan = if args.central.is_some() {
+        Some(wan_drain(&nodes, args.wan_wait).await)
+    } else {
+        None
+    };
     let (applied, hashes) = settle(&nodes).await;
     let s: Vec<_> = nodes.iter().map(|r| r.node.status()).collect();
     let leader = s.iter().find(|x| x.role == Role::Leader);
@@ -282,6 +315,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
         "links_sealed": s.iter().all(|x| x.security.is_some()),
         "sealed_frames_opened": s.iter().filter_map(|x| x.security.as_ref()).map(|c| c.opened).sum::<u64>(),
         "sealed_frames_dropped": s.iter().filter_map(|x| x.security.as_ref()).map(|c| c.rejected()).sum::<u64>(),
+        "wan": wan,
     });
     for r in nodes {
         r.stop().await;
@@ -301,12 +335,63 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             summary["disconnected"],
             summary["relay_actions"],
         );
+        if let Some(w) = summary["wan"].as_object() {
+            println!(
+                "central: acknowledged outbox records up to {} of {} ({})",
+                w["acked"],
+                w["outbox_end"],
+                if w["drained"].as_bool() == Some(true) {
+                    "all uploaded"
+                } else {
+                    "NOT all uploaded"
+                }
+            );
+        }
     }
-    Ok(if equal {
+    let wan_ok = summary["wan"]["drained"].as_bool().unwrap_or(true);
+    Ok(if equal && wan_ok {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+/// Wait until the central has acknowledged every outbox record on every stream (as
+/// committed through Raft), at most `wait`; returns what the summary shows.
+async fn wan_drain(nodes: &[Running], wait: Duration) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let sm = nodes[0].node.state_machine();
+        let end = sm.status().borrow().next_out_seq;
+        let acked: Vec<u64> = ghatta::wan::Stream::ALL
+            .iter()
+            .map(|s| sm.outbox_ack(s.id()))
+            .collect();
+        let drained = acked.iter().all(|&a| a >= end);
+        if drained || tokio::time::Instant::now() >= deadline {
+            if !drained {
+                eprintln!(
+                    "the central acknowledged outbox records up to {acked:?} of {end} within {wait:?}"
+                );
+            }
+            // What the central should hold: the ledger records of the outbox.
+            let ledger_records = sm
+                .outbox_from(0, usize::MAX)
+                .map(|v| {
+                    v.iter()
+                        .filter(|(_, r)| ghatta::wan::Stream::Ledger.carries(r))
+                        .count()
+                })
+                .ok();
+            return json!({
+                "outbox_end": end,
+                "acked": acked,
+                "drained": drained,
+                "ledger_records": ledger_records,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Stop proposing and wait until all nodes applied the same index; return (applied, hashes).

@@ -614,17 +614,35 @@ pub struct CentralArgs {
     /// HTTP/JSON query listener (keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:7780")]
     pub http: String,
-    /// A grid's pre-shared key, `GRID_ID=64 hex digits`; repeat per grid.
+    /// A grid's pre-shared key, `GRID_ID=64 hex digits`; repeat per grid. Visible to other
+    /// users in the process list: prefer --grid-key-file.
     #[arg(long = "grid-key", value_name = "GRID=HEX")]
     pub grid_keys: Vec<String>,
+    /// A grid's key file (64 hex digits, as the grid's `wan.key_file`), `GRID_ID=PATH`;
+    /// repeat per grid.
+    #[arg(long = "grid-key-file", value_name = "GRID=PATH")]
+    pub grid_key_files: Vec<String>,
     /// Records arriving later than this after their log time are marked back-fill, ms.
     #[arg(long, default_value_t = BACKFILL_AFTER_MS_DEFAULT)]
     pub backfill_after_ms: u64,
 }
 
-/// Parse `GRID=HEX` key arguments.
-pub fn parse_keys(args: &[String]) -> anyhow::Result<BTreeMap<u64, GridKey>> {
+/// Parse `GRID=HEX` key arguments and `GRID=PATH` key-file arguments.
+pub fn parse_keys(args: &[String], files: &[String]) -> anyhow::Result<BTreeMap<u64, GridKey>> {
     let mut keys = BTreeMap::new();
+    for a in files {
+        let (g, path) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--grid-key-file `{a}` is not GRID=PATH"))?;
+        let grid: u64 = g
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--grid-key-file: grid id `{g}` is not a number: {e}"))?;
+        let key = super::config::read_key_file(std::path::Path::new(path), "--grid-key-file")?;
+        if keys.insert(grid, key).is_some() {
+            anyhow::bail!("--grid-key-file: grid {grid} is given twice; keep one key per grid");
+        }
+    }
     for a in args {
         let (g, k) = a.split_once('=').ok_or_else(|| {
             anyhow::anyhow!(
@@ -644,7 +662,7 @@ pub fn parse_keys(args: &[String]) -> anyhow::Result<BTreeMap<u64, GridKey>> {
     }
     if keys.is_empty() {
         anyhow::bail!(
-            "no --grid-key given: the central would refuse every grid; add --grid-key GRID=HEX"
+            "no --grid-key-file (or --grid-key) given: the central would refuse every grid; add --grid-key-file GRID=PATH"
         );
     }
     Ok(keys)
@@ -652,7 +670,7 @@ pub fn parse_keys(args: &[String]) -> anyhow::Result<BTreeMap<u64, GridKey>> {
 
 /// Run `ghatta central` until Ctrl-C.
 pub async fn run_cmd(args: CentralArgs) -> anyhow::Result<std::process::ExitCode> {
-    let keys = parse_keys(&args.grid_keys)?;
+    let keys = parse_keys(&args.grid_keys, &args.grid_key_files)?;
     let central = Central::start(CentralConfig {
         listen: args.listen,
         http_listen: args.http,

@@ -24,9 +24,11 @@
 
 pub mod central;
 pub mod client;
+pub mod config;
 pub mod emulator;
 pub mod proto;
 
 pub use self::central::{Central, CentralConfig};
 pub use self::client::{Uploader, UploaderConfig};
+pub use self::config::WanConfig;
 pub use self::proto::{GridKey, Stream};
