@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
-use crate::net::frame::FRAME_MAGIC;
+use crate::net::secure::claimed_route;
 use crate::net::transport::{InboundRx, InboundTx, Transport};
 
 /// A path is fresh this long after it last carried a frame from the peer: three radio-profile
@@ -142,7 +142,7 @@ impl MultiTransport {
             let mut rx = p.inbound;
             forwarders.push(tokio::spawn(async move {
                 while let Some(bytes) = rx.recv().await {
-                    if let Some((from, to)) = peek_addresses(&bytes)
+                    if let Some((from, to)) = claimed_route(&bytes)
                         && to == me
                     {
                         bump(&stats2.frames_received);
@@ -242,30 +242,6 @@ impl MultiTransport {
     }
 }
 
-/// The (from, to) node ids of a frame, plain or sealed (`net::secure`): magic, a version byte,
-/// then two LEB128 varints. Unverified; `None` when the bytes do not parse.
-fn peek_addresses(buf: &[u8]) -> Option<(u64, u64)> {
-    if buf.first() != Some(&FRAME_MAGIC) {
-        return None;
-    }
-    let mut pos = 2;
-    let mut varint = || {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = *buf.get(pos)?;
-            pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    };
-    let from = varint()?;
-    let to = varint()?;
-    Some((from, to))
-}
-
 impl Transport for MultiTransport {
     fn send(&self, to: u64, frame: Vec<u8>) {
         let chosen = self.choose(to, Instant::now());
@@ -306,13 +282,69 @@ impl Transport for MultiTransport {
 mod tests {
     use super::*;
     use crate::net::frame;
+    use crate::net::transport::inbound_queue;
 
-    #[test]
-    fn addresses_are_read_from_any_frame_and_garbage_is_refused() {
-        let f = frame::encode(300, 2, b"payload");
-        assert_eq!(peek_addresses(&f), Some((300, 2)));
-        assert_eq!(peek_addresses(&f[..3]), None);
-        assert_eq!(peek_addresses(&[0x00, 1, 2, 3]), None);
-        assert_eq!(peek_addresses(&[FRAME_MAGIC, 1, 0xFF, 0xFF]), None);
+    /// Records what it is given.
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<u64>>);
+
+    impl Transport for Sink {
+        fn send(&self, to: u64, _frame: Vec<u8>) {
+            self.0.lock().unwrap().push(to);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_follow_the_best_fresh_path_and_flood_when_none_is() {
+        let (tcp, radio) = (Arc::new(Sink::default()), Arc::new(Sink::default()));
+        let (tcp_tx, tcp_rx) = inbound_queue();
+        let (radio_tx, radio_rx) = inbound_queue();
+        let (tx, mut rx) = inbound_queue();
+        let m = MultiTransport::start(
+            1,
+            MultiConfig::default(),
+            vec![
+                Path {
+                    name: "tcp".into(),
+                    transport: tcp.clone(),
+                    reaches: None,
+                    inbound: tcp_rx,
+                },
+                Path {
+                    name: "radio".into(),
+                    transport: radio.clone(),
+                    reaches: Some([2].into()),
+                    inbound: radio_rx,
+                },
+            ],
+            tx,
+        );
+        let sent = |s: &Sink| s.0.lock().unwrap().len();
+        // Nothing heard yet: both paths that reach node 2; only TCP reaches node 3.
+        m.send(2, vec![1]);
+        m.send(3, vec![1]);
+        assert_eq!((sent(&tcp), sent(&radio)), (2, 1));
+        // Node 2 heard on the radio only: the radio carries its frames, TCP gets a probe.
+        radio_tx.send(frame::encode(2, 1, b"hb")).await.unwrap();
+        rx.recv().await.unwrap();
+        m.send(2, vec![1]);
+        m.send(2, vec![1]);
+        assert_eq!((sent(&tcp), sent(&radio)), (3, 3));
+        assert_eq!(m.current_path(2).as_deref(), Some("radio"));
+        // Heard on TCP again: back to TCP.
+        tcp_tx.send(frame::encode(2, 1, b"hb")).await.unwrap();
+        rx.recv().await.unwrap();
+        m.send(2, vec![1]);
+        assert_eq!((sent(&tcp), sent(&radio)), (4, 3));
+        // Silence past the freshness window: flood again.
+        tokio::time::sleep(FRESH_DEFAULT).await;
+        m.send(2, vec![1]);
+        assert_eq!((sent(&tcp), sent(&radio)), (5, 4));
+        let s = m.path_stats();
+        assert_eq!((s[0].probes, s[0].switches_to, s[1].switches_to), (1, 1, 1));
+        // A frame for someone else does not count as hearing its sender.
+        tcp_tx.send(frame::encode(3, 9, b"x")).await.unwrap();
+        rx.recv().await.unwrap();
+        assert_eq!(m.path_stats()[0].frames_received, 1);
     }
 }
