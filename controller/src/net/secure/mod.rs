@@ -21,7 +21,9 @@
 //! A frame that fails any check is dropped and counted in [`SealStats`], never answered,
 //! except that an authentic frame naming a stale epoch is answered with a *hello* (an empty
 //! sealed frame, at most one per peer per [`HELLO_INTERVAL`]) so the peer learns our epoch
-//! within one frame instead of one election timeout.
+//! within one frame instead of one election timeout; and the few frames sent to a peer
+//! before its epoch was known ([`RESEND_FRAMES`]) are sealed again and resent once it is, so
+//! a cold cluster's first votes are not lost.
 //!
 //! [`SealedTransport`] wraps any [`Transport`](super::transport::Transport): it seals what
 //! the RPC layer sends and opens what arrives before the RPC dispatcher sees it, so a node
@@ -41,8 +43,9 @@ use serde::{Deserialize, Serialize};
 pub use self::epoch::{BootEpoch, EPOCH_FILE};
 pub use self::keys::{KeyError, PublicKey, SecretKey};
 pub use self::seal::{
-    HELLO_INTERVAL, MAX_SEALED_FRAME_BYTES, Opened, REPLAY_WINDOW, Rejected, SEAL_OVERHEAD_BYTES,
-    SEALED_VERSION, SealError, SecureLink, SecureLinkError, claimed_route,
+    HELLO_INTERVAL, MAX_SEALED_FRAME_BYTES, Opened, REPLAY_WINDOW, RESEND_FRAMES,
+    RESEND_PAYLOAD_BYTES_MAX, Rejected, SEAL_OVERHEAD_BYTES, SEALED_VERSION, SealError, SecureLink,
+    SecureLinkError, claimed_route,
 };
 pub use self::sealed::SealedTransport;
 

@@ -54,6 +54,15 @@ pub const REPLAY_WINDOW: u64 = 1024;
 /// peer bounds what a replaying attacker can make this node send to one small frame per peer
 /// per second.
 pub const HELLO_INTERVAL: Duration = Duration::from_secs(1);
+/// Frames kept per peer, while this node does not yet know the peer's epoch, to send again
+/// once it does: every frame sent before that is dropped by the peer (it names no epoch of
+/// the peer), so without this a cluster's first vote requests would be lost and the first
+/// election would wait a whole election timeout. Four covers a vote, a pre-vote and their
+/// retries.
+pub const RESEND_FRAMES: usize = 4;
+/// Largest payload kept for sending again (votes and heartbeats are tens of bytes; a large
+/// append is left to Raft's own retry).
+pub const RESEND_PAYLOAD_BYTES_MAX: usize = 4096;
 /// HKDF salt prefix; the cluster name follows (length-prefixed), so two clusters sharing keys
 /// by mistake still cannot open each other's frames.
 const KDF_SALT_PREFIX: &[u8] = b"ghatta seal v1 cluster";
@@ -230,6 +239,10 @@ struct PeerState {
     peer_epoch: u32,
     window: ReplayWindow,
     last_hello: Option<tokio::time::Instant>,
+    /// Payloads sealed before the peer's epoch was known (they will not open there).
+    unheard: std::collections::VecDeque<Vec<u8>>,
+    /// Those payloads, to send again now that the peer's epoch is known.
+    resend: Vec<Vec<u8>>,
 }
 
 /// A frame that opened.
@@ -399,6 +412,8 @@ impl SecureLink {
                 peer_epoch: 0,
                 window: ReplayWindow::default(),
                 last_hello: None,
+                unheard: Default::default(),
+                resend: Vec::new(),
             };
             shared.fill(0);
             map.insert(id, Mutex::new(state));
@@ -462,6 +477,12 @@ impl SecureLink {
             counter: st.next_counter,
         };
         st.next_counter += 1;
+        if st.peer_epoch == 0 && !payload.is_empty() && payload.len() <= RESEND_PAYLOAD_BYTES_MAX {
+            if st.unheard.len() == RESEND_FRAMES {
+                st.unheard.pop_front();
+            }
+            st.unheard.push_back(payload.to_vec());
+        }
         let mut out = Vec::with_capacity(MAX_SEALED_HEADER_BYTES + payload.len() + TAG_BYTES);
         h.encode_into(&mut out);
         let aad_len = out.len();
@@ -531,6 +552,10 @@ impl SecureLink {
             return Err(Rejected::OlderEpoch { from: h.from });
         }
         if h.from_epoch > st.peer_epoch {
+            if st.peer_epoch == 0 {
+                let unheard: Vec<Vec<u8>> = st.unheard.drain(..).collect();
+                st.resend = unheard;
+            }
             st.peer_epoch = h.from_epoch;
             st.window = ReplayWindow::default();
         }
@@ -594,6 +619,16 @@ impl SecureLink {
         }
         st.last_hello = Some(now);
         true
+    }
+
+    /// Payloads sent to `peer` before its epoch was known, now that it is (each once; seal
+    /// them again to send them).
+    pub fn take_resend(&self, peer: u64) -> Vec<Vec<u8>> {
+        self.peers
+            .get(&peer)
+            .and_then(|p| p.lock().ok())
+            .map(|mut st| std::mem::take(&mut st.resend))
+            .unwrap_or_default()
     }
 
     /// Count a hello handed to the link.
@@ -818,6 +853,31 @@ mod tests {
         assert_eq!(claimed_route(&l[0].seal(2, b"x").unwrap()), Some((1, 2)));
         assert_eq!(claimed_route(&frame::encode(3, 1, b"y")), Some((3, 1)));
         assert_eq!(claimed_route(b"garbage"), None);
+    }
+
+    #[test]
+    fn frames_sent_before_the_peers_epoch_was_known_are_sent_again_once() {
+        let l = links(2, 1);
+        let first = l[0].seal(2, b"vote for me").unwrap();
+        assert_eq!(
+            l[1].open(&first),
+            Err(Rejected::StaleReceiverEpoch { from: 1 })
+        );
+        assert!(
+            l[0].take_resend(2).is_empty(),
+            "node 2's epoch not known yet"
+        );
+        assert_eq!(
+            l[0].open(&l[1].seal(1, &[]).unwrap()),
+            Ok(Opened::Hello { from: 2 })
+        );
+        let again = l[0].take_resend(2);
+        assert_eq!(again, vec![b"vote for me".to_vec()]);
+        assert!(l[0].take_resend(2).is_empty(), "each payload once");
+        assert!(matches!(
+            l[1].open(&l[0].seal(2, &again[0]).unwrap()),
+            Ok(Opened::Message { .. })
+        ));
     }
 
     #[test]
