@@ -476,3 +476,243 @@ fn keygen_then_a_sealed_run_whose_changes_need_the_admin_token() {
         running.stop().await;
     });
 }
+
+/// A clean shared radio channel: the test is about sealing, not about loss (the radio tests
+/// cover that); 115,200 bit/s and 20 ms each way keep it to seconds.
+fn clean_channel() -> ghatta::net::radio::emulator::ChannelConfig {
+    ghatta::net::radio::emulator::ChannelConfig {
+        one_way: Duration::from_millis(20),
+        bitrate_bps: 115_200,
+        loss: 0.0,
+        corrupt: 0.0,
+        garbage: 0.0,
+        seed: 53,
+    }
+}
+
+fn serial_cfg(device: &str, me: u64, peers: &[u64]) -> ghatta::net::radio::serial::RadioConfig {
+    ghatta::net::radio::serial::RadioConfig {
+        device: device.into(),
+        baud: 115_200,
+        air_bitrate: 115_200,
+        mtu: 100,
+        peers: peers.iter().copied().filter(|&p| p != me).collect(),
+        rtt_ms: Some(200),
+    }
+}
+
+/// The same attack over a serial radio: three sealed nodes and a rogue radio (node id 4, key
+/// outside the membership) on one shared channel between pseudo-terminals. The rogue's link
+/// layer delivers its frames (a radio channel is open to anyone); sealing drops them.
+#[test]
+fn a_rogue_radio_on_a_pty_can_neither_vote_append_nor_inject() {
+    use ghatta::net::radio::emulator::RadioChannel;
+    use ghatta::net::radio::serial::SerialTransport;
+    use tokio_serial::SerialPort;
+
+    harness::run(53, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut masters = Vec::new();
+        let mut devices = Vec::new();
+        for _ in 0..4 {
+            let (master, slave) = tokio_serial::SerialStream::pair().expect("pty pair");
+            devices.push(slave.name().expect("pty path"));
+            drop(slave);
+            masters.push(master);
+        }
+        let keys: Vec<(u64, PublicKey)> = (1..=3).map(|id| (id, key(id).public())).collect();
+        let all = [1, 2, 3, 4];
+        let mut nodes = BTreeMap::new();
+        let mut taps = BTreeMap::new();
+        for id in 1..=3u64 {
+            let dir = tmp.path().join(format!("node-{id}"));
+            let (raw_tx, raw_rx) = inbound_queue();
+            let radio =
+                SerialTransport::open(id, &serial_cfg(&devices[id as usize - 1], id, &all), raw_tx)
+                    .expect("open the pty by path");
+            let tap = Tap::new(radio);
+            let link = Arc::new(
+                SecureLink::new(
+                    id,
+                    CLUSTER,
+                    &key(id),
+                    keys.clone(),
+                    BootEpoch::advance(&dir).unwrap(),
+                )
+                .unwrap(),
+            );
+            let (sealed, inbound) = SealedTransport::start(tap.clone(), raw_rx, link);
+            let env = NodeEnv {
+                stores: ghatta::storage::open_dir(&dir).expect("stores"),
+                transport: sealed,
+                inbound,
+                clock: Arc::new(SystemClock),
+                observer: None,
+                faults: Default::default(),
+            };
+            let opts = NodeOptions {
+                id,
+                cluster_name: CLUSTER.into(),
+                timing: Timing::for_rtt(500),
+                actor_limits: ActorLimits::default(),
+                seed: id * 7919,
+                snapshot: None,
+            };
+            let host = ActorHost::with_embedded(ActorLimits::default()).expect("actors");
+            let node = Node::start_with_host(opts, env, Arc::new(host))
+                .await
+                .expect("node starts");
+            nodes.insert(id, node);
+            taps.insert(id, tap);
+        }
+        let (rogue_tx, _rogue_rx) = inbound_queue();
+        let rogue_radio = SerialTransport::open(4, &serial_cfg(&devices[3], 4, &all), rogue_tx)
+            .expect("rogue opens its pty");
+        let _channel = RadioChannel::start(masters, clean_channel());
+        let members: BTreeMap<u64, PeerInfo> = (1..=3)
+            .map(|id| {
+                (
+                    id,
+                    PeerInfo {
+                        addr: format!("radio:{id}"),
+                    },
+                )
+            })
+            .collect();
+        for n in nodes.values() {
+            n.initialize(members.clone()).await.expect("initialize");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let leader = loop {
+            let leaders: Vec<u64> = nodes
+                .values()
+                .filter(|n| n.status().role == Role::Leader)
+                .map(|n| n.id())
+                .collect();
+            if let [l] = leaders[..]
+                && nodes.values().all(|n| n.status().leader == Some(l))
+            {
+                break l;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader over sealed radios"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let r = nodes[&leader]
+            .propose_inputs(harness::setup_inputs(2))
+            .await
+            .expect("commit over sealed radios");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !nodes.values().all(|n| n.status().applied_index >= r.index) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not applied everywhere"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before: BTreeMap<u64, _> = nodes
+            .iter()
+            .map(|(id, n)| (*id, (n.status(), n.status().security.unwrap())))
+            .collect();
+        let term = before[&leader].0.term;
+
+        let rogue_key = SecretKey::from_bytes([99; 32]);
+        let vote = openraft::raft::VoteRequest::new(ghatta::raft::Vote::new(term + 50, 4), None);
+        let requests = [
+            Request::Vote(vote.clone()),
+            Request::PreVote(vote),
+            Request::Append(openraft::raft::AppendEntriesRequest {
+                vote: ghatta::raft::Vote::new_committed(term + 50, 4),
+                prev_log_id: None,
+                entries: vec![],
+                leader_commit: None,
+            }),
+            Request::Forward(Forward {
+                origin: 4,
+                seq: 1,
+                body: Body::Inputs(harness::setup_inputs(1)),
+            }),
+        ];
+        for id in 1..=3u64 {
+            let other = if id == 1 { 2 } else { 1 };
+            let as4 = SecureLink::new(
+                4,
+                CLUSTER,
+                &rogue_key,
+                keys.clone(),
+                BootEpoch::in_memory(1),
+            )
+            .unwrap();
+            let as_member = SecureLink::new(
+                other,
+                CLUSTER,
+                &rogue_key,
+                [(id, key(id).public())],
+                BootEpoch::in_memory(9),
+            )
+            .unwrap();
+            for (i, r) in requests.iter().enumerate() {
+                let p = codec::encode(&WireMessage {
+                    id: 2_000 + i as u64,
+                    body: WireBody::Request(r.clone()),
+                })
+                .unwrap();
+                rogue_radio.send(id, as4.seal(id, &p).unwrap());
+                rogue_radio.send(id, as_member.seal(id, &p).unwrap());
+                rogue_radio.send(id, frame::encode(4, id, &p));
+            }
+            // Replays of genuine sealed frames heard on the air, whole and with a bit flipped.
+            let genuine: Vec<Vec<u8>> = taps
+                .values()
+                .flat_map(|t| t.frames())
+                .filter(|(to, f)| *to == id && f.len() < 200)
+                .map(|(_, f)| f)
+                .take(5)
+                .collect();
+            assert!(
+                !genuine.is_empty(),
+                "no genuine frame to node {id} captured"
+            );
+            for f in genuine {
+                let mut g = f.clone();
+                let last = g.len() - 1;
+                g[last] ^= 0x10;
+                rogue_radio.send(id, f);
+                rogue_radio.send(id, g);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Let the channel deliver everything (a few kB at 115,200 bit/s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for (id, n) in &nodes {
+            let (s0, c0) = &before[id];
+            let (s1, c1) = (n.status(), n.status().security.unwrap());
+            assert!(
+                c1.unknown_sender > c0.unknown_sender,
+                "node {id}: {c0:?} -> {c1:?}"
+            );
+            assert!(c1.forged > c0.forged, "node {id}: {c0:?} -> {c1:?}");
+            assert!(c1.unsealed > c0.unsealed, "node {id}: {c0:?} -> {c1:?}");
+            assert!(
+                c1.replayed + c1.out_of_window > c0.replayed + c0.out_of_window,
+                "node {id}: {c0:?} -> {c1:?}"
+            );
+            assert_eq!(s1.term, s0.term, "node {id}: term moved");
+            assert_eq!(s1.leader, Some(leader), "node {id}: leader changed");
+            assert_eq!(s1.commit_index, s0.commit_index, "node {id}: commit moved");
+            assert_eq!(s1.voters, vec![1, 2, 3]);
+        }
+        let r = nodes[&leader]
+            .propose_inputs(harness::setup_inputs(1))
+            .await
+            .expect("commit after the attack");
+        assert!(r.index > before[&leader].0.commit_index);
+        for n in nodes.values() {
+            n.shutdown().await;
+        }
+        rogue_radio.shutdown();
+    });
+}
