@@ -197,7 +197,7 @@ fn measure(
     // Wait until node 1's admin API answers and names a leader.
     let started = Instant::now();
     loop {
-        if let Ok(s) = http(nodes[0].admin, "GET", "/status", None)
+        if let Ok(s) = http(nodes[0].admin, "GET", "/status", None, None)
             && s["leader"].as_u64().is_some()
         {
             break;
@@ -222,8 +222,14 @@ fn measure(
 
     // The demo's operator set-up (controller/src/cli/demo.rs), through the admin API.
     let a = nodes[0].admin;
+    // Changes need the admin token the node wrote into its data directory at start.
+    let token_file = dir.join("node-1").join("admin.token");
+    let token = fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read the admin token {}", token_file.display()))?;
+    let token = token.trim();
     let post = |path: &str, body: serde_json::Value| {
-        http(a, "POST", path, Some(&body)).with_context(|| format!("POST {path} {body}"))
+        http(a, "POST", path, Some(&body), Some(token))
+            .with_context(|| format!("POST {path} {body}"))
     };
     post(
         "/tariff",
@@ -295,7 +301,7 @@ fn measure(
             );
         }
     }
-    let status = http(a, "GET", "/status", None)?;
+    let status = http(a, "GET", "/status", None, None)?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -366,16 +372,20 @@ fn http(
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
+    token: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
     let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
         .with_context(|| format!("cannot connect to the admin API at {addr}"))?;
     s.set_read_timeout(Some(HTTP_TIMEOUT))?;
     s.set_write_timeout(Some(HTTP_TIMEOUT))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = Vec::new();
