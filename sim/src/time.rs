@@ -30,7 +30,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// on the same channel wake in a random order: openraft's heartbeat workers do). That RNG can
 /// only be seeded with `Builder::rng_seed`, which exists when tokio is compiled with
 /// `--cfg tokio_unstable`; without it, runs of the same seed can schedule differently.
-/// [`SEEDED_TOKIO`] says which build this is.
+/// [`tokio_rng_is_seeded`] says which build this is.
 ///
 /// # Errors
 /// When tokio cannot create the runtime (out of threads or file descriptors).
@@ -45,8 +45,11 @@ pub fn seeded_runtime(seed: u64) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Whether [`seeded_runtime`] seeds tokio's RNG in this build (compiled with
-/// `--cfg tokio_unstable`), i.e. whether whole runs replay from their seed.
-pub const SEEDED_TOKIO: bool = cfg!(tokio_unstable);
+/// `--cfg tokio_unstable`), i.e. whether whole runs replay from their seed. A function, not a
+/// constant, because it is a property of the build that tests check at run time.
+pub fn tokio_rng_is_seeded() -> bool {
+    cfg!(tokio_unstable)
+}
 
 /// The origin of simulated time: every `t_ms` in observations counts from here.
 #[derive(Clone, Copy, Debug)]

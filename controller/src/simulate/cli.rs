@@ -21,6 +21,10 @@ use crate::raft::timing::{LinkProfile, Timing};
 
 /// Most seeds one sweep runs: a typo in a range must not queue a week of work.
 pub const SEEDS_MAX: u64 = 100_000;
+/// The log filter of a simulator thread: errors only, except openraft's "raft stopped" from
+/// `RaftInner::recv_msg`, which every call into a node the world has just crashed or shut down
+/// logs (hundreds per run, all expected: the world kills nodes on purpose).
+const QUIET_LOG_FILTER: &str = "error,openraft::raft::raft_inner=off";
 /// Progress lines a sweep prints when stderr is not a terminal (CI logs).
 const PROGRESS_LINES: usize = 20;
 
@@ -148,7 +152,7 @@ pub fn load_scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
 /// Runs `ghatta sim` (blocking; each seed on a thread of its own).
 pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
     let scenario = load_scenario(&args)?;
-    if !ghatta_sim::time::SEEDED_TOKIO {
+    if !ghatta_sim::time::tokio_rng_is_seeded() {
         eprintln!(
             "warning: this build does not seed tokio's RNG (it was built without \
              `--cfg tokio_unstable`, see .cargo/config.toml): the checkers still judge every \
@@ -311,7 +315,7 @@ fn quiet_logs() -> Option<tracing::subscriber::DefaultGuard> {
         return None;
     }
     let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(QUIET_LOG_FILTER))
         .with_writer(std::io::stderr)
         .finish();
     Some(tracing::subscriber::set_default(subscriber))

@@ -37,6 +37,7 @@ use super::transport::{SendDelay, SimTransport, TransportStats};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::config::FieldConfig;
 use crate::field::{self, CustomerMap, FieldStats};
+use crate::journal::Journal;
 use crate::net::transport::inbound_queue;
 use crate::node::{Node, NodeEnv, NodeOptions};
 use crate::observe::TestFaults;
@@ -103,6 +104,24 @@ pub struct SimOutcome {
     pub report: Report,
     /// The plot, when asked for.
     pub plot_svg: Option<String>,
+    /// How the field loops' journals filled and drained.
+    pub journal: JournalDrain,
+}
+
+/// The field loops' journals over a run (every node's meter reads waiting to be committed),
+/// sampled every world step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalDrain {
+    /// Most reads waiting at once, over all nodes.
+    pub peak_reads: u64,
+    /// When the last fault ended (ms of simulated time), if any did.
+    pub last_heal_ms: Option<u64>,
+    /// How long after the last fault ended every journal first held no read, ms.
+    pub drained_after_heal_ms: Option<u64>,
+    /// Reads the field loops journaled, over all nodes and incarnations.
+    pub reads_journaled: u64,
+    /// Reads they saw committed (and removed from their journal).
+    pub reads_committed: u64,
 }
 
 /// Bytes of a typical append on the wire: a few entries of field batches (telemetry plus a
@@ -188,6 +207,9 @@ struct Slot {
     id: u64,
     log_disk: SimDisk,
     state_disk: SimDisk,
+    /// The field loop's `journal.redb`: meter reads survive a crash or a power cut as far as
+    /// they were fsynced, exactly as on a board.
+    journal_disk: SimDisk,
     clock: Arc<SimClock>,
     delay: Arc<SendDelay>,
     link_stats: Arc<TransportStats>,
@@ -220,6 +242,7 @@ struct World {
     proposers_on: bool,
     incarnations: u64,
     trace: Option<std::io::BufWriter<std::fs::File>>,
+    journal: JournalDrain,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -283,6 +306,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
             id,
             log_disk: SimDisk::new(),
             state_disk: SimDisk::new(),
+            journal_disk: SimDisk::new(),
             clock: Arc::new(SimClock::new(epoch, start_unix_ms)),
             delay: Arc::default(),
             link_stats: Arc::default(),
@@ -324,6 +348,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         proposers_on: true,
         incarnations: 0,
         trace,
+        journal: JournalDrain::default(),
     };
 
     for i in 0..w.slots.len() {
@@ -375,7 +400,12 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         };
         for o in &tick.observations {
             w.observe(o);
+            if matches!(o, Observation::FaultEnd { .. }) {
+                w.journal.last_heal_ms = Some(t_ms);
+                w.journal.drained_after_heal_ms = None;
+            }
         }
+        w.watch_journals(t_ms);
         for a in tick.actions {
             w.act(a).await;
         }
@@ -424,6 +454,11 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
             r.node.shutdown().await;
         }
     }
+    let mut journal = w.journal;
+    for s in &w.slots {
+        journal.reads_journaled += s.field_stats.reads_journaled.load(Ordering::Relaxed);
+        journal.reads_committed += s.field_stats.reads_committed.load(Ordering::Relaxed);
+    }
     let World {
         cfg,
         suite,
@@ -447,6 +482,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     Ok(SimOutcome {
         report,
         plot_svg: plot.map(|p| p.render()),
+        journal,
     })
 }
 
@@ -462,6 +498,24 @@ impl World {
         self.suite.observe(o);
         if let Some(p) = self.plot.as_mut() {
             p.observe(o);
+        }
+    }
+
+    /// Samples the journals' backlog: its peak, and when it first emptied after the last heal.
+    fn watch_journals(&mut self, t_ms: u64) {
+        let waiting: u64 = self
+            .slots
+            .iter()
+            .filter(|s| s.plant.is_some())
+            .map(|s| s.field_stats.journal_reads.load(Ordering::Relaxed))
+            .sum();
+        let j = &mut self.journal;
+        j.peak_reads = j.peak_reads.max(waiting);
+        if let Some(heal) = j.last_heal_ms
+            && j.drained_after_heal_ms.is_none()
+            && waiting == 0
+        {
+            j.drained_after_heal_ms = Some(t_ms - heal);
         }
     }
 
@@ -588,6 +642,16 @@ impl World {
         let id = s.id;
         let log = storage::open_backend(s.log_disk.clone(), &format!("node-{id}/raft-log"))?;
         let state = storage::open_backend(s.state_disk.clone(), &format!("node-{id}/state"))?;
+        // The production field loop's own durable journal (after a fault, redb recovers it
+        // from what the disk kept), opened before the node so a failure leaves nothing running.
+        let journal = match (s.plant, self.proposers_on) {
+            (Some(_), true) => Some(Journal::open_backend(
+                s.journal_disk.clone(),
+                &format!("node-{id}/journal"),
+                self.field_cfg.journal.clone(),
+            )?),
+            _ => None,
+        };
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, rx) = inbound_queue();
         let endpoint = self.net.endpoint(id);
@@ -637,10 +701,11 @@ impl World {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot form the cluster: {e}"))?;
         }
-        let field = match (s.plant, self.proposers_on) {
-            (Some(p), true) => Some(tokio::spawn(field::run(
+        let field = match (s.plant, journal) {
+            (Some(p), Some(journal)) => Some(tokio::spawn(field::run_with(
                 node.clone(),
                 self.boards[p].board().clone(),
+                journal,
                 self.field_cfg.clone(),
                 CustomerMap { first_customer: 1 },
                 s.field_stats.clone(),
@@ -669,7 +734,7 @@ impl World {
         }
         lock(&self.running).remove(&s.id);
         r.node.shutdown().await;
-        for d in [&s.log_disk, &s.state_disk] {
+        for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
             if power_cut {
                 d.power_cut();
             } else {

@@ -46,7 +46,7 @@ fn explain(r: &Report) -> String {
 #[test]
 fn the_same_seed_replays_the_same_trace_and_another_seed_does_not() {
     assert!(
-        ghatta_sim::time::SEEDED_TOKIO,
+        ghatta_sim::time::tokio_rng_is_seeded(),
         "built without --cfg tokio_unstable (.cargo/config.toml sets it; an explicit RUSTFLAGS \
          replaces it): tokio's RNG cannot be seeded, so runs cannot replay"
     );
@@ -69,6 +69,9 @@ fn the_shipped_scenarios_pass_a_short_run() {
         ("calm-3-node-day", 300.0, 60.0),
         ("five-node-leader-isolated", 600.0, 120.0),
         ("power-cuts", 600.0, 120.0),
+        // The 64 kbit/s radio with a 100-byte MTU and 20 % loss, links flapping: a lagging
+        // follower must catch up (raft/timing.rs: appends sized and timed per peer).
+        ("flapping-radio", 600.0, 180.0),
     ];
     for (name, duration_s, settle_s) in cases {
         let s = scenario(name, duration_s, settle_s);
@@ -77,25 +80,6 @@ fn the_shipped_scenarios_pass_a_short_run() {
         assert!(r.commits > 0 && r.elections > 0, "{}", explain(&r));
         assert!(r.frequency.in_band_pct >= 99.9, "{}", explain(&r));
     }
-}
-
-/// The flapping 64 kbit/s radio with a 100-byte MTU is not yet passable: openraft sends
-/// appends of up to 64 entries (tens of KiB, seconds of air time) under a deadline of one
-/// heartbeat, so a lagging follower's catch-up times out and is resent until the link is
-/// full of repeats (BENCHMARKS.md, Simulation). What must hold even so is safety: no two
-/// leaders, no changed entry, no diverging state, nothing applied twice, no wrong charge.
-#[test]
-fn the_flapping_radio_stays_safe_where_it_cannot_keep_up() {
-    let s = scenario("flapping-radio", 600.0, 180.0);
-    let r = run(&s, 1, Mutation::None);
-    let safety: Vec<_> = r
-        .violations
-        .iter()
-        .filter(|v| !simulate::is_progress_violation(v))
-        .collect();
-    assert!(safety.is_empty(), "{}", explain(&r));
-    assert_eq!(r.violations_suppressed, 0, "{}", explain(&r));
-    assert!(r.commits > 0 && r.net.dropped_loss > 0, "{}", explain(&r));
 }
 
 /// The mutation test: with the (node, sequence) dedupe switched off, a proposal whose first

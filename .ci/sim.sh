@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The simulator's seed sweep (called by .ci/run): 200 seeds of real nodes through the shipped
+# scenarios, one world per seed, two worlds at a time (one per core), release build. Each
+# scenario is shortened with --duration-s: its faults keep their length and their place in
+# the run (start times scale), so a shortened leader isolation is still a 10-minute isolation;
+# the settle phase and every checker are unchanged, progress included (liveness after the
+# last heal, every replica caught up at the end). Full-length runs: BENCHMARKS.md, Simulation.
+#
+# Budget: at most 20 minutes of CI's 90 on the 2-core machine. Seeds and lengths are chosen
+# from each scenario's measured cost (BENCHMARKS.md, Simulation, "Seed sweep in CI"); the
+# script prints its own time so a regression in the simulator's speed shows in the CI log.
+#
+# A failing seed prints its violations and the one command that replays it; the script then
+# exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release -p ghatta
+bin="$target/release/ghatta"
+
+status=0
+started=$(date +%s)
+sweep() {
+    local name=$1 seeds=$2 duration_s=$3
+    shift 3
+    local t0
+    t0=$(date +%s)
+    printf -- '--- %s: seeds %s, fault phase %s s\n' "$name" "$seeds" "$duration_s"
+    "$bin" sim --scenario "sim/scenarios/$name.toml" --seeds "$seeds" \
+        --duration-s "$duration_s" --jobs 2 "$@" || status=1
+    printf -- '--- %s: %s s\n' "$name" "$(($(date +%s) - t0))"
+}
+
+# (scenario, seeds, fault phase s): about 1,100 CPU-seconds in all, ~9-10 minutes on two
+# free cores. power-cuts costs the most per simulated second (every cut restarts a node: redb
+# recovery, catch-up), the radio the least (its commits are few).
+sweep calm-3-node-day 0..40 300
+sweep five-node-leader-isolated 0..50 400
+sweep power-cuts 0..30 300
+sweep flapping-radio 0..80 1200
+
+echo "seed sweep: 200 seeds in $(($(date +%s) - started)) s"
+exit "$status"
