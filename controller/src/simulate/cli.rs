@@ -337,7 +337,7 @@ fn progress(tty: bool, done: usize, total: usize, failed: usize, wall_s: f64) {
         if done == total {
             let _ = writeln!(err);
         }
-    } else if done == total || done % total.div_ceil(PROGRESS_LINES).max(1) == 0 {
+    } else if done == total || done.is_multiple_of(total.div_ceil(PROGRESS_LINES).max(1)) {
         let _ = writeln!(err, "{line}");
     }
 }

@@ -80,9 +80,9 @@ fn tier_blocks() -> Vec<sdk::TierBlock> {
 
 /// How account `customer` is set up: mode, tariff, opening credit.
 pub fn account_plan(customer: u32, scenario_credit_mpaisa: i64) -> (sdk::AccountMode, u16, i64) {
-    if customer % POSTPAID_EVERY == 0 {
+    if customer.is_multiple_of(POSTPAID_EVERY) {
         (sdk::AccountMode::Postpaid, TARIFF_TIERED, 0)
-    } else if customer % LOW_CREDIT_EVERY == 0 {
+    } else if customer.is_multiple_of(LOW_CREDIT_EVERY) {
         (sdk::AccountMode::Prepaid, TARIFF_PER_KWH, LOW_CREDIT_MPAISA)
     } else {
         (
@@ -95,7 +95,7 @@ pub fn account_plan(customer: u32, scenario_credit_mpaisa: i64) -> (sdk::Account
 
 /// Whether `customer` is prepaid (and so may need top-ups).
 pub fn is_prepaid(customer: u32) -> bool {
-    customer % POSTPAID_EVERY != 0
+    !customer.is_multiple_of(POSTPAID_EVERY)
 }
 
 /// The whole set-up: tariffs, billing and balancing configuration, then the accounts of every
