@@ -145,14 +145,22 @@ fn a_clean_trace_passes_every_checker() {
 type Case = (&'static str, &'static str, fn(&mut Vec<O>));
 
 const CASES: &[Case] = &[
-    ("two leaders in term 1", "election_safety", |v| {
-        v.push(O::RoleChange {
-            t_ms: 1_500,
-            node: 3,
-            term: 1,
-            role: Role::Leader,
-        })
-    }),
+    // openraft's leader id is (term, node): node 3 may follow node 1 in term 1, but then
+    // node 2 (a lower leader id) may not.
+    (
+        "a lower leader id after a higher one in term 1",
+        "election_safety",
+        |v| {
+            for (t_ms, node) in [(1_500, 3), (1_600, 2)] {
+                v.push(O::RoleChange {
+                    t_ms,
+                    node,
+                    term: 1,
+                    role: Role::Leader,
+                })
+            }
+        },
+    ),
     ("different entry at an index", "log_matching", |v| {
         v.push(O::EntryApplied {
             t_ms: 55_000,
