@@ -202,7 +202,11 @@ fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption()
         let old = nodes.remove(&leader).expect("leader");
         old.shutdown().await;
         let lost_at = tokio::time::Instant::now();
-        let new_leader = wait_leader(&nodes, Duration::from_secs(150)).await;
+        // Re-election over this channel takes 60-90 s when the test runs alone (election
+        // timeouts of 15-30 s, several pre-vote/vote rounds lost or late on a shared 9,600
+        // bit/s channel), far from the 10 s goal (issue 5, BENCHMARKS.md); the bound leaves
+        // room for a CI box running the simulator tests beside it.
+        let new_leader = wait_leader(&nodes, Duration::from_secs(300)).await;
         let reelected_in = lost_at.elapsed();
         assert_ne!(new_leader, leader);
         let follower = *nodes
