@@ -65,7 +65,9 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Append `v` as a LEB128 varint (7 bits a byte, low first). Shared by every header in
+/// `net` (frames, radio packets, sealed frames), so all of them read and refuse alike.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -77,17 +79,23 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     }
 }
 
-fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, FrameError> {
+/// Read a varint written by [`put_varint`] at `*pos`, advancing it; `None` when the buffer
+/// ends first, the varint is longer than ten bytes, or its tenth byte overflows a u64.
+pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or(FrameError::BadVarint)?;
+        let b = *buf.get(*pos)?;
         *pos += 1;
+        // The tenth byte may carry only the top bit of a u64.
+        if shift == 63 && b > 1 {
+            return None;
+        }
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
-            return Ok(v);
+            return Some(v);
         }
     }
-    Err(FrameError::BadVarint)
+    None
 }
 
 /// Encode a frame.
@@ -123,8 +131,8 @@ pub fn decode(buf: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::BadVersion);
     }
     let mut pos = 2;
-    let from = get_varint(body, &mut pos)?;
-    let to = get_varint(body, &mut pos)?;
+    let from = get_varint(body, &mut pos).ok_or(FrameError::BadVarint)?;
+    let to = get_varint(body, &mut pos).ok_or(FrameError::BadVarint)?;
     Ok(Frame {
         from,
         to,

@@ -16,6 +16,8 @@
 
 use std::fmt;
 
+use crate::net::frame::{get_varint, put_varint};
+
 /// Destination meaning "every node on the channel". Node id 0 is reserved (config.rs refuses
 /// it), so it can never collide with a real node.
 pub const BROADCAST: u64 = 0;
@@ -112,31 +114,6 @@ impl fmt::Display for PacketError {
 
 impl std::error::Error for PacketError {}
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, PacketError> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or(PacketError::BadVarint)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(PacketError::BadVarint)
-}
-
 /// Bytes of the kind and address header for this pair of nodes.
 pub fn address_bytes(dst: u64, src: u64) -> usize {
     let len = |v: u64| (64 - v.max(1).leading_zeros() as usize).div_ceil(7).max(1);
@@ -198,8 +175,8 @@ pub fn decode(buf: &[u8], limit: usize) -> Result<Packet, PacketError> {
     }
     let kind = head[0];
     let mut pos = 1;
-    let dst = get_varint(head, &mut pos)?;
-    let src = get_varint(head, &mut pos)?;
+    let dst = get_varint(head, &mut pos).ok_or(PacketError::BadVarint)?;
+    let src = get_varint(head, &mut pos).ok_or(PacketError::BadVarint)?;
     let body = &head[pos..];
     let u16_at = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
     let u32_at = |i: usize| u32::from_le_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);

@@ -24,7 +24,7 @@ use sha2::Sha256;
 
 use super::keys::{PublicKey, SecretKey};
 use super::{BootEpoch, SealStats, SealStatsSnapshot};
-use crate::net::frame;
+use crate::net::frame::{self, get_varint, put_varint};
 
 /// Frame version of a sealed frame (a plain frame is [`frame::FRAME_VERSION`], 1).
 pub const SEALED_VERSION: u8 = 2;
@@ -82,35 +82,6 @@ pub struct SealedHeader {
     pub to_epoch: u32,
     /// Per (sender epoch, receiver) counter, from 0.
     pub counter: u64,
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        // The tenth byte may carry only the top bit of a u64.
-        if shift == 63 && b > 1 {
-            return None;
-        }
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 impl SealedHeader {
