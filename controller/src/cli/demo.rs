@@ -37,14 +37,18 @@ pub struct DemoArgs {
     #[arg(long, default_value = "ghatta-demo")]
     dir: PathBuf,
     /// Upload committed records to a central (`ghatta central --listen`), host:port.
-    #[arg(long, requires = "grid_key_file")]
+    #[arg(long, requires_all = ["grid_key_file", "central_public_key"])]
     central: Option<String>,
     /// The grid's id at the central.
     #[arg(long, default_value_t = 1)]
     grid: u64,
-    /// The grid's key file for the central (64 hex digits).
+    /// The grid's private key for the central (`ghatta keygen` node.key; the central lists its
+    /// public half with `--grid GRID=KEY`). Every demo node uploads with it.
     #[arg(long)]
     grid_key_file: Option<PathBuf>,
+    /// The central's public key (printed by `ghatta central` at start).
+    #[arg(long)]
+    central_public_key: Option<String>,
     /// With --central: after the run, wait at most this long for the central to acknowledge
     /// every record before the summary ("60s").
     #[arg(long, default_value = "120s", value_parser = super::parse_duration)]
@@ -169,15 +173,18 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             field: FieldConfig::default(),
             radio: Vec::new(),
             key_file: Some(key_files[(id - 1) as usize].clone()),
-            wan: match (&args.central, &args.grid_key_file) {
-                (Some(central), Some(key_file)) => Some(ghatta::wan::WanConfig {
-                    grid: args.grid,
-                    central: central.clone(),
-                    key_file: key_file.clone(),
-                    // Loopback demo: no cap, so the upload keeps up with a 60x village.
-                    rate_bytes_per_s: 0,
-                    window_batches: ghatta::wan::client::WINDOW_BATCHES,
-                }),
+            wan: match (&args.central, &args.grid_key_file, &args.central_public_key) {
+                (Some(central), Some(key_file), Some(central_key)) => {
+                    Some(ghatta::wan::WanConfig {
+                        grid: args.grid,
+                        central: central.clone(),
+                        key_file: key_file.clone(),
+                        central_public_key: central_key.clone(),
+                        // Loopback demo: no cap, so the upload keeps up with a 60x village.
+                        rate_bytes_per_s: 0,
+                        window_batches: ghatta::wan::client::WINDOW_BATCHES,
+                    })
+                }
                 _ => None,
             },
         };

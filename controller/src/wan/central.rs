@@ -1,4 +1,6 @@
-//! `ghatta central`: the data-center side. Accepts batches from many grids, stores them in
+//! `ghatta central`: the data-center side. Accepts batches from many grids over encrypted
+//! channels (`wan::channel`: each grid authenticates with an X25519 key the central lists
+//! for its grid id, the central with its own key pair), stores them in
 //! redb with an fsync before acknowledging, dedupes by (grid, stream, seq), acknowledges the
 //! highest contiguous sequence per (grid, stream), and serves HTTP/JSON (and CSV) queries on a
 //! separate loopback port.
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -24,8 +27,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::proto::{self, AckBody, BatchBody, GridKey, Msg};
+use super::channel::{self, AllowedGrids, ChannelError, ReplayCache};
+use super::proto::{self, AckBody, BatchBody, Msg};
 use crate::actors::ActorKind;
+use crate::net::secure::{PublicKey, SecretKey};
 use crate::raft::codec;
 use crate::storage::io_err;
 
@@ -35,6 +40,10 @@ pub const MAX_CONNECTIONS: usize = 2048;
 /// A record arriving this long after its log time is back-fill (it waited out an outage).
 /// 15 min: well above normal upload delay (seconds), well below the hours an outage lasts.
 pub const BACKFILL_AFTER_MS_DEFAULT: u64 = 15 * 60 * 1000;
+/// A connection has this long to complete its handshake: a satellite round trip is at most
+/// ~2 s, so 30 s only ever cuts off peers that connect and say nothing (which would otherwise
+/// hold one of the [`MAX_CONNECTIONS`] slots forever).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// One UTC day, ms (energy per day is summed by UTC day of the record's log time).
 const DAY_MS: u64 = 86_400_000;
 
@@ -60,8 +69,10 @@ pub struct CentralConfig {
     pub http_listen: String,
     /// Directory of `central.redb`.
     pub data_dir: PathBuf,
-    /// Pre-shared key per grid id.
-    pub keys: BTreeMap<u64, GridKey>,
+    /// The central's own private key (grids hold its public half as `wan.central_public_key`).
+    pub secret: SecretKey,
+    /// The public keys allowed per grid id.
+    pub grids: AllowedGrids,
     /// See [`BACKFILL_AFTER_MS_DEFAULT`].
     pub backfill_after_ms: u64,
 }
@@ -123,9 +134,106 @@ pub struct GridState {
     pub backfilled: u64,
 }
 
+/// The central's counters (monotonic since start).
+#[derive(Debug, Default)]
+pub struct CentralStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Handshakes that authenticated a listed grid.
+    pub handshakes_ok: AtomicU64,
+    /// msg1 did not open: the grid holds another central key, the bytes were tampered with,
+    /// or the peer is not a ghatta grid.
+    pub refused_handshake: AtomicU64,
+    /// A grid id the central does not list.
+    pub refused_unknown_grid: AtomicU64,
+    /// A listed grid id with a key not listed for it.
+    pub refused_unlisted_key: AtomicU64,
+    /// A first message seen before.
+    pub refused_replayed_handshake: AtomicU64,
+    /// No handshake within [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeouts: AtomicU64,
+    /// A record did not open after the handshake (tampered, replayed, dropped or reordered).
+    pub refused_records: AtomicU64,
+    /// A frame that opened but was malformed or named another grid.
+    pub refused_frames: AtomicU64,
+    /// Batches stored (or recognised as duplicates) and acknowledged.
+    pub batches_acked: AtomicU64,
+}
+
+/// A point-in-time copy of [`CentralStats`] (what `/v1/status` serves).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CentralStatsSnapshot {
+    /// See [`CentralStats`].
+    pub connections: u64,
+    /// See [`CentralStats`].
+    pub handshakes_ok: u64,
+    /// See [`CentralStats`].
+    pub refused_handshake: u64,
+    /// See [`CentralStats`].
+    pub refused_unknown_grid: u64,
+    /// See [`CentralStats`].
+    pub refused_unlisted_key: u64,
+    /// See [`CentralStats`].
+    pub refused_replayed_handshake: u64,
+    /// See [`CentralStats`].
+    pub handshake_timeouts: u64,
+    /// See [`CentralStats`].
+    pub refused_records: u64,
+    /// See [`CentralStats`].
+    pub refused_frames: u64,
+    /// See [`CentralStats`].
+    pub batches_acked: u64,
+}
+
+impl CentralStats {
+    /// Copy the counters.
+    pub fn snapshot(&self) -> CentralStatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        CentralStatsSnapshot {
+            connections: g(&self.connections),
+            handshakes_ok: g(&self.handshakes_ok),
+            refused_handshake: g(&self.refused_handshake),
+            refused_unknown_grid: g(&self.refused_unknown_grid),
+            refused_unlisted_key: g(&self.refused_unlisted_key),
+            refused_replayed_handshake: g(&self.refused_replayed_handshake),
+            handshake_timeouts: g(&self.handshake_timeouts),
+            refused_records: g(&self.refused_records),
+            refused_frames: g(&self.refused_frames),
+            batches_acked: g(&self.batches_acked),
+        }
+    }
+
+    /// Count a failed or refused connection by its reason; false for a plain disconnect
+    /// (which is weather, not an attack or a misconfiguration).
+    fn count(&self, e: &proto::ProtoError) -> bool {
+        let c = match e {
+            proto::ProtoError::Channel(ChannelError::Handshake(_)) => &self.refused_handshake,
+            proto::ProtoError::Channel(ChannelError::UnknownGrid(_)) => &self.refused_unknown_grid,
+            proto::ProtoError::Channel(ChannelError::UnlistedKey { .. }) => {
+                &self.refused_unlisted_key
+            }
+            proto::ProtoError::Channel(ChannelError::ReplayedHandshake) => {
+                &self.refused_replayed_handshake
+            }
+            proto::ProtoError::Channel(ChannelError::Record(_)) => &self.refused_records,
+            proto::ProtoError::Channel(ChannelError::Malformed(_) | ChannelError::TooLarge)
+            | proto::ProtoError::Frame(_)
+            | proto::ProtoError::WrongGrid { .. }
+            | proto::ProtoError::Body(_) => &self.refused_frames,
+            proto::ProtoError::Channel(ChannelError::Io(_) | ChannelError::Refused(_))
+            | proto::ProtoError::Io(_) => return false,
+        };
+        c.fetch_add(1, Relaxed);
+        true
+    }
+}
+
 struct Inner {
     db: Database,
-    keys: BTreeMap<u64, GridKey>,
+    secret: SecretKey,
+    grids: AllowedGrids,
+    replays: ReplayCache,
+    stats: CentralStats,
     backfill_after_ms: u64,
 }
 
@@ -182,7 +290,10 @@ impl Central {
         }
         let inner = Arc::new(Inner {
             db,
-            keys: cfg.keys,
+            secret: cfg.secret,
+            grids: cfg.grids,
+            replays: ReplayCache::default(),
+            stats: CentralStats::default(),
             backfill_after_ms: cfg.backfill_after_ms,
         });
         let batch = TcpListener::bind(&cfg.listen).await.map_err(|e| {
@@ -213,6 +324,16 @@ impl Central {
             http_addr,
             tasks,
         })
+    }
+
+    /// The central's counters (refusals by reason, handshakes, batches).
+    pub fn stats(&self) -> CentralStatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The central's public key (what grids set as `wan.central_public_key`).
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.secret.public()
     }
 
     /// Next expected seq of (grid, stream).
@@ -480,9 +601,14 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             continue;
         };
         let inner = inner.clone();
+        inner.stats.connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             if let Err(e) = serve_conn(sock, &inner).await {
-                tracing::info!(%peer, error = %e, "grid connection closed");
+                if inner.stats.count(&e) {
+                    tracing::warn!(%peer, error = %e, "grid connection refused");
+                } else {
+                    tracing::info!(%peer, error = %e, "grid connection closed");
+                }
             }
             drop(permit);
         });
@@ -492,10 +618,32 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
 async fn serve_conn(sock: TcpStream, inner: &Arc<Inner>) -> Result<(), proto::ProtoError> {
     sock.set_nodelay(true)?;
     let (mut rd, mut wr) = sock.into_split();
+    let handshake = channel::accept(
+        &mut rd,
+        &mut wr,
+        &inner.secret,
+        &inner.grids,
+        &inner.replays,
+    );
+    let Ok(accepted) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await else {
+        inner.stats.handshake_timeouts.fetch_add(1, Relaxed);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no WAN handshake within {HANDSHAKE_TIMEOUT:?}"),
+        )
+        .into());
+    };
+    let channel::Accepted {
+        grid,
+        key,
+        mut sealer,
+        mut opener,
+    } = accepted?;
+    inner.stats.handshakes_ok.fetch_add(1, Relaxed);
+    tracing::debug!(grid, %key, "grid authenticated");
     loop {
-        let frame = proto::read_frame(&mut rd).await?;
-        let msg = proto::decode(&frame, |g| inner.keys.get(&g).cloned())?;
-        let Msg::Batch { grid, body } = msg else {
+        let frame = opener.read_frame(&mut rd).await?;
+        let Msg::Batch { grid, body } = proto::decode(&frame, grid)? else {
             return Err(proto::ProtoError::Body(
                 "a grid sent an ack, not a batch".into(),
             ));
@@ -504,10 +652,10 @@ async fn serve_conn(sock: TcpStream, inner: &Arc<Inner>) -> Result<(), proto::Pr
         let ack = tokio::task::spawn_blocking(move || i.ingest(grid, &body))
             .await
             .map_err(|e| std::io::Error::other(format!("ingest task failed: {e}")))??;
-        let Some(key) = inner.keys.get(&grid) else {
-            return Err(proto::ProtoError::UnknownGrid(grid));
-        };
-        proto::write_frame(&mut wr, &proto::encode_ack(key, grid, &ack)?).await?;
+        sealer
+            .write_frame(&mut wr, &proto::encode_ack(grid, &ack)?)
+            .await?;
+        inner.stats.batches_acked.fetch_add(1, Relaxed);
     }
 }
 
@@ -522,6 +670,7 @@ fn http_err(e: impl std::fmt::Display) -> HttpError {
 
 fn router(inner: Arc<Inner>) -> Router {
     Router::new()
+        .route("/v1/status", get(http_status))
         .route("/v1/grids/{grid}", get(http_grid))
         .route(
             "/v1/grids/{grid}/customers/{customer}/ledger",
@@ -531,6 +680,14 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/grids/{grid}/export.json", get(http_export_json))
         .route("/v1/grids/{grid}/export.csv", get(http_export_csv))
         .with_state(inner)
+}
+
+async fn http_status(State(i): State<Arc<Inner>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "public_key": i.secret.public().to_base64(),
+        "grids": i.grids.keys().collect::<Vec<_>>(),
+        "stats": i.stats.snapshot(),
+    }))
 }
 
 async fn http_grid(
@@ -614,74 +771,77 @@ pub struct CentralArgs {
     /// HTTP/JSON query listener (keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:7780")]
     pub http: String,
-    /// A grid's pre-shared key, `GRID_ID=64 hex digits`; repeat per grid. Visible to other
-    /// users in the process list: prefer --grid-key-file.
-    #[arg(long = "grid-key", value_name = "GRID=HEX")]
-    pub grid_keys: Vec<String>,
-    /// A grid's key file (64 hex digits, as the grid's `wan.key_file`), `GRID_ID=PATH`;
-    /// repeat per grid.
-    #[arg(long = "grid-key-file", value_name = "GRID=PATH")]
-    pub grid_key_files: Vec<String>,
+    /// The central's private key file, as `ghatta keygen --out DIR` writes it (DIR/node.key,
+    /// mode 0600). Grids set its public half as `wan.central_public_key`.
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// A grid allowed to upload and one of its public keys, `GRID_ID=PUBLIC_KEY` (base64 or
+    /// hex, as `ghatta keygen` prints it); repeat per grid and per key (each node of a grid
+    /// may upload with its own key).
+    #[arg(long = "grid", value_name = "GRID=PUBLIC_KEY")]
+    pub grids: Vec<String>,
+    /// As --grid, with the public key read from a file (`node.pub`), `GRID_ID=PATH`.
+    #[arg(long = "grid-pub-file", value_name = "GRID=PATH")]
+    pub grid_pub_files: Vec<String>,
     /// Records arriving later than this after their log time are marked back-fill, ms.
     #[arg(long, default_value_t = BACKFILL_AFTER_MS_DEFAULT)]
     pub backfill_after_ms: u64,
 }
 
-/// Parse `GRID=HEX` key arguments and `GRID=PATH` key-file arguments.
-pub fn parse_keys(args: &[String], files: &[String]) -> anyhow::Result<BTreeMap<u64, GridKey>> {
-    let mut keys = BTreeMap::new();
-    for a in files {
-        let (g, path) = a
+/// Parse `GRID=PUBLIC_KEY` arguments and `GRID=PATH` public-key-file arguments.
+pub fn parse_grids(args: &[String], files: &[String]) -> anyhow::Result<AllowedGrids> {
+    let mut grids = AllowedGrids::new();
+    let mut add = |flag: &str, a: &str, key: &dyn Fn(&str) -> Result<PublicKey, String>| {
+        let (g, k) = a
             .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--grid-key-file `{a}` is not GRID=PATH"))?;
+            .ok_or_else(|| anyhow::anyhow!("{flag} `{a}` is not GRID=..."))?;
         let grid: u64 = g
             .trim()
             .parse()
-            .map_err(|e| anyhow::anyhow!("--grid-key-file: grid id `{g}` is not a number: {e}"))?;
-        let key = super::config::read_key_file(std::path::Path::new(path), "--grid-key-file")?;
-        if keys.insert(grid, key).is_some() {
-            anyhow::bail!("--grid-key-file: grid {grid} is given twice; keep one key per grid");
+            .map_err(|e| anyhow::anyhow!("{flag} `{a}`: grid id `{g}` is not a number: {e}"))?;
+        let key = key(k.trim()).map_err(|e| anyhow::anyhow!("{flag} for grid {grid}: {e}"))?;
+        let keys = grids.entry(grid).or_default();
+        if keys.contains(&key) {
+            anyhow::bail!("{flag}: grid {grid} lists key {key} twice; keep one");
         }
-    }
+        keys.push(key);
+        Ok(())
+    };
     for a in args {
-        let (g, k) = a.split_once('=').ok_or_else(|| {
-            anyhow::anyhow!(
-                "--grid-key `{}..` is not GRID=HEX",
-                a.chars().take(8).collect::<String>()
-            )
-        })?;
-        let grid: u64 = g
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--grid-key: grid id `{g}` is not a number: {e}"))?;
-        let key =
-            GridKey::from_hex(k).map_err(|e| anyhow::anyhow!("--grid-key for grid {grid}: {e}"))?;
-        if keys.insert(grid, key).is_some() {
-            anyhow::bail!("--grid-key: grid {grid} is given twice; keep one key per grid");
-        }
+        add("--grid", a, &|k| PublicKey::parse(k))?;
     }
-    if keys.is_empty() {
+    for a in files {
+        add("--grid-pub-file", a, &|p| {
+            crate::net::secure::keys::load_public(std::path::Path::new(p))
+                .map_err(|e| e.to_string())
+        })?;
+    }
+    if grids.is_empty() {
         anyhow::bail!(
-            "no --grid-key-file (or --grid-key) given: the central would refuse every grid; add --grid-key-file GRID=PATH"
+            "no --grid (or --grid-pub-file) given: the central would refuse every grid; add --grid GRID=PUBLIC_KEY"
         );
     }
-    Ok(keys)
+    Ok(grids)
 }
 
 /// Run `ghatta central` until Ctrl-C.
 pub async fn run_cmd(args: CentralArgs) -> anyhow::Result<std::process::ExitCode> {
-    let keys = parse_keys(&args.grid_keys, &args.grid_key_files)?;
+    let grids = parse_grids(&args.grids, &args.grid_pub_files)?;
+    let secret = SecretKey::load(&args.key_file).map_err(|e| anyhow::anyhow!("--key-file: {e}"))?;
     let central = Central::start(CentralConfig {
         listen: args.listen,
         http_listen: args.http,
         data_dir: args.data,
-        keys,
+        secret,
+        grids,
         backfill_after_ms: args.backfill_after_ms,
     })
     .await?;
     println!(
-        "central: grids connect to {}, queries on http://{}/v1/grids/<grid>",
-        central.batch_addr, central.http_addr
+        "central: grids connect to {}, queries on http://{}/v1/grids/<grid>, public key {}",
+        central.batch_addr,
+        central.http_addr,
+        central.public_key()
     );
     tokio::signal::ctrl_c()
         .await

@@ -1,5 +1,5 @@
-//! The uploader: on the leader, streams committed outbox records to the central in compressed,
-//! authenticated batches, several in flight, under a bandwidth cap, and commits the central's
+//! The uploader: on the leader, streams committed outbox records to the central in compressed
+//! batches over an encrypted, mutually authenticated channel (`wan::channel`), several in flight, under a bandwidth cap, and commits the central's
 //! acknowledged cursor through Raft (`Body::OutboxAck`) so any node resumes there.
 //!
 //! Resumption: each connection starts at max(committed cursor, last ack this process saw).
@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
-use super::proto::{self, AckBody, BatchBody, GridKey, Msg, Stream};
+use super::channel::{self, ChannelError};
+use super::proto::{self, AckBody, BatchBody, Msg, Stream};
+use crate::net::secure::{PublicKey, SecretKey};
 use crate::node::{Node, Role};
 use crate::raft::Body;
 use crate::state::OutboxRecord;
@@ -44,8 +46,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct UploaderConfig {
     /// This grid's id at the central.
     pub grid: u64,
-    /// This grid's pre-shared key.
-    pub key: GridKey,
+    /// The private key this uploader authenticates with (the grid's key, or this node's: the
+    /// central lists the public half under the grid id).
+    pub secret: SecretKey,
+    /// The central's public key (`ghatta central --key-file`'s public half): only a peer
+    /// holding its private half can open what the uploader sends or ack anything.
+    pub central_key: PublicKey,
     /// The central's batch listener (`ghatta central --listen`), host:port.
     pub central_addr: String,
     /// Bandwidth cap for all streams together, bytes/s (256 kbit/s = 32,000 B/s), so billing
@@ -59,10 +65,16 @@ pub struct UploaderConfig {
 
 impl UploaderConfig {
     /// Defaults for a grid.
-    pub fn new(grid: u64, key: GridKey, central_addr: impl Into<String>) -> Self {
+    pub fn new(
+        grid: u64,
+        secret: SecretKey,
+        central_key: PublicKey,
+        central_addr: impl Into<String>,
+    ) -> Self {
         UploaderConfig {
             grid,
-            key,
+            secret,
+            central_key,
             central_addr: central_addr.into(),
             rate_bytes_per_s: 0,
             window_batches: WINDOW_BATCHES,
@@ -82,7 +94,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A bucket; rate 0 means unlimited.
     pub fn new(rate_bytes_per_s: u64) -> Self {
-        let burst_bytes = proto::MAX_WAN_FRAME_BYTES as f64;
+        let burst_bytes = channel::sealed_len(proto::MAX_WAN_FRAME_BYTES) as f64;
         TokenBucket {
             rate_bytes_per_s,
             burst_bytes,
@@ -116,7 +128,7 @@ impl TokenBucket {
 /// Counters of one uploader (all streams).
 #[derive(Debug, Default)]
 pub struct UploadStats {
-    /// Frame bytes written, including length prefixes.
+    /// Bytes written after the handshakes: sealed records with their length prefixes.
     pub bytes_sent: std::sync::atomic::AtomicU64,
     /// Batches written (retransmissions included).
     pub batches_sent: std::sync::atomic::AtomicU64,
@@ -233,7 +245,18 @@ async fn stream_loop(
                 stats
                     .session_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(stream = stream.id(), central = %cfg.central_addr, error = %e, ?backoff, "WAN upload interrupted; retrying");
+                if matches!(
+                    e,
+                    proto::ProtoError::Channel(
+                        ChannelError::Refused(_) | ChannelError::Handshake(_)
+                    )
+                ) {
+                    // Configuration, not weather: say so loudly, keep retrying (the central
+                    // may be fixed without restarting the grid).
+                    tracing::warn!(stream = stream.id(), central = %cfg.central_addr, error = %e, ?backoff, "WAN upload refused");
+                } else {
+                    tracing::info!(stream = stream.id(), central = %cfg.central_addr, error = %e, ?backoff, "WAN upload interrupted; retrying");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -298,11 +321,20 @@ async fn session(
         })??;
     sock.set_nodelay(true)?;
     let (mut rd, mut wr) = sock.into_split();
+    let handshake = channel::connect(&mut rd, &mut wr, &cfg.secret, &cfg.central_key, cfg.grid);
+    let (mut sealer, mut opener) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("handshake with central {} timed out", cfg.central_addr),
+            )
+        })??;
     // Acks are read by their own task: read_exact is not cancel-safe inside a select.
-    let (ack_tx, mut ack_rx) = mpsc::channel::<Result<Vec<u8>, proto::ProtoError>>(64);
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Result<Vec<u8>, ChannelError>>(64);
     let reader = tokio::spawn(async move {
         loop {
-            let r = proto::read_frame(&mut rd).await;
+            let r = opener.read_frame(&mut rd).await;
             let stop = r.is_err();
             if ack_tx.send(r).await.is_err() || stop {
                 return;
@@ -328,10 +360,10 @@ async fn session(
         while in_flight.len() < cfg.window_batches.max(1) {
             let batch = crate::storage::blocking(|| next_batch(node, cfg, stream, next_send))?;
             let Some(batch) = batch else { break };
-            let frame = proto::encode_batch(&cfg.key, cfg.grid, &batch)?;
-            bucket.take(frame.len() + 4).await;
-            proto::write_frame(&mut wr, &frame).await?;
-            stats.bytes_sent.fetch_add(frame.len() as u64 + 4, Relaxed);
+            let frame = proto::encode_batch(cfg.grid, &batch)?;
+            bucket.take(channel::sealed_len(frame.len())).await;
+            let wrote = sealer.write_frame(&mut wr, &frame).await?;
+            stats.bytes_sent.fetch_add(wrote as u64, Relaxed);
             stats.batches_sent.fetch_add(1, Relaxed);
             stats
                 .records_sent
@@ -363,9 +395,7 @@ async fn session(
             )
             .into());
         };
-        let key = cfg.key.clone();
-        let grid = cfg.grid;
-        let msg = proto::decode(&frame?, |g| (g == grid).then(|| key.clone()))?;
+        let msg = proto::decode(&frame?, cfg.grid)?;
         let Msg::Ack { body, .. } = msg else {
             return Err(proto::ProtoError::Body(
                 "central sent a batch, not an ack".into(),

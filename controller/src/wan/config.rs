@@ -1,20 +1,18 @@
 //! `[wan]` in node.toml: where this grid's committed records go (the central data center),
-//! under which grid id and key, and how much of the satellite link the upload may use.
+//! under which grid id and key pair, which central key to trust, and how much of the
+//! satellite link the upload may use.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::client::{UploaderConfig, WINDOW_BATCHES};
-use super::proto::GridKey;
+use crate::net::secure::{PublicKey, SecretKey};
 
 /// Default bandwidth cap, bytes/s: 4 KB/s (32 kbit/s) is an eighth of the 256 kbit/s plan
 /// DOMAIN.md assumes for a VSAT terminal, leaving the rest to the operators' other uses. A
 /// week of a 300-customer grid's ledger resyncs in minutes even at this rate (BENCHMARKS.md).
 pub const RATE_BYTES_PER_S_DEFAULT: u64 = 4_000;
-/// Largest key file read: 64 hex digits plus whitespace and a comment line; anything larger
-/// is not a key file.
-const KEY_FILE_BYTES_MAX: u64 = 4_096;
 
 /// The `[wan]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -24,9 +22,14 @@ pub struct WanConfig {
     pub grid: u64,
     /// The central's batch listener, host:port (`ghatta central --listen`).
     pub central: String,
-    /// File holding the grid's 32-byte key as 64 hex digits (`#` lines are comments). Keep it
-    /// readable only by the service user (mode 0600).
+    /// The X25519 private key this node authenticates to the central with, as `ghatta keygen`
+    /// writes it (mode 0600). Either one grid key pair copied to every node, or each node's
+    /// own `key_file`; the central lists the public half(s) under the grid id
+    /// (`ghatta central --grid GRID=PUBLIC_KEY`).
     pub key_file: PathBuf,
+    /// The central's public key (base64 or hex, the `node.pub` of `ghatta keygen` run for the
+    /// central): the grid sends nothing a peer without its private half could read.
+    pub central_public_key: String,
     /// Bandwidth cap for the upload, bytes/s; 0 = no cap.
     #[serde(default = "default_rate")]
     pub rate_bytes_per_s: u64,
@@ -67,6 +70,14 @@ impl WanConfig {
                 ),
             ));
         }
+        if let Err(e) = PublicKey::parse(&self.central_public_key) {
+            return Err((
+                k("central_public_key"),
+                format!(
+                    "{e}; copy the node.pub line `ghatta keygen` wrote for the central (the public half of its --key-file)"
+                ),
+            ));
+        }
         if self.window_batches == 0 || self.window_batches > WINDOW_BATCHES_MAX {
             return Err((
                 k("window_batches"),
@@ -76,47 +87,18 @@ impl WanConfig {
         Ok(())
     }
 
-    /// The uploader's configuration, reading the key file.
+    /// The uploader's configuration, reading the key file (errors name the config key and the
+    /// key file).
     pub fn uploader_config(&self) -> anyhow::Result<UploaderConfig> {
-        let key = read_key_file(&self.key_file, "config key wan.key_file")?;
-        let mut cfg = UploaderConfig::new(self.grid, key, self.central.clone());
+        let secret = SecretKey::load(&self.key_file)
+            .map_err(|e| anyhow::anyhow!("config key wan.key_file: {e}"))?;
+        let central_key = PublicKey::parse(&self.central_public_key)
+            .map_err(|e| anyhow::anyhow!("config key wan.central_public_key: {e}"))?;
+        let mut cfg = UploaderConfig::new(self.grid, secret, central_key, self.central.clone());
         cfg.rate_bytes_per_s = self.rate_bytes_per_s;
         cfg.window_batches = self.window_batches;
         Ok(cfg)
     }
-}
-
-/// Read a grid key file: 64 hex digits, `#` comment lines and blank lines ignored. `source`
-/// names where the path came from, for the error ("config key wan.key_file").
-pub fn read_key_file(path: &Path, source: &str) -> anyhow::Result<GridKey> {
-    let what = || format!("the WAN grid key file {} ({source})", path.display());
-    let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}; create it with `head -c32 /dev/urandom | xxd -p -c64 > FILE` and give the central the same key", what()))?;
-    anyhow::ensure!(
-        meta.len() <= KEY_FILE_BYTES_MAX,
-        "{} is {} bytes; a key file holds 64 hex digits",
-        what(),
-        meta.len()
-    );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "{} is readable by other users (mode {:o}); chmod 600 it",
-                what(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", what()))?;
-    let hex: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    GridKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("{}: {e}", what()))
 }
 
 #[cfg(test)]
@@ -128,7 +110,8 @@ mod tests {
             r#"
             grid = 7
             central = "central.example.org:7700"
-            key_file = "/etc/ghatta/wan.key"
+            key_file = "/etc/ghatta/node.key"
+            central_public_key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
             "#,
         )
         .unwrap()
@@ -149,34 +132,29 @@ mod tests {
         c.grid = 0;
         assert_eq!(c.validate().unwrap_err().0, "wan.grid");
         let mut c = cfg();
+        c.central_public_key = "not a key".into();
+        let (key, why) = c.validate().unwrap_err();
+        assert_eq!(key, "wan.central_public_key");
+        assert!(why.contains("keygen"), "{why}");
+        let mut c = cfg();
         c.window_batches = WINDOW_BATCHES_MAX + 1;
         assert_eq!(c.validate().unwrap_err().0, "wan.window_batches");
     }
 
     #[test]
-    fn key_files_are_read_with_comments_and_refused_when_wrong() {
+    fn key_file_errors_name_the_key_file_and_config_key() {
         let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("good.key");
-        std::fs::write(&good, format!("# grid 7\n{}\n", "ab".repeat(32))).unwrap();
-        assert_eq!(
-            read_key_file(&good, "config key wan.key_file").unwrap().0,
-            [0xab; 32]
-        );
-        let short = dir.path().join("short.key");
-        std::fs::write(&short, "abcd\n").unwrap();
-        let e = read_key_file(&short, "config key wan.key_file")
-            .unwrap_err()
-            .to_string();
+        let mut c = cfg();
+        c.key_file = dir.path().join("missing.key");
+        let e = c.uploader_config().unwrap_err().to_string();
         assert!(
-            e.contains("short.key") && e.contains("64 hex digits"),
+            e.contains("wan.key_file") && e.contains("missing.key") && e.contains("keygen"),
             "{e}"
         );
-        let e = read_key_file(&dir.path().join("missing.key"), "config key wan.key_file")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("wan.key_file") && e.contains("urandom"), "{e}");
-        let huge = dir.path().join("huge.key");
-        std::fs::write(&huge, vec![b'a'; 10_000]).unwrap();
-        assert!(read_key_file(&huge, "x").is_err());
+        let g = crate::net::secure::keys::generate_into(dir.path()).unwrap();
+        c.key_file = g.private_path;
+        let up = c.uploader_config().unwrap();
+        assert_eq!(up.secret.public(), g.public);
+        assert_eq!(up.central_key.0, [7; 32]);
     }
 }

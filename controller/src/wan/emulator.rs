@@ -1,7 +1,8 @@
 //! A user-space WAN link emulator: a TCP proxy on loopback that delays every byte by a
 //! one-way latency in each direction and can cut the link (open connections are reset, new
 //! ones refused) and restore it. For tests and the WAN benchmark; the bandwidth cap is the
-//! uploader's own token bucket, so the emulator does not shape rate.
+//! uploader's own token bucket, so the emulator does not shape rate. It keeps the first
+//! [`CAPTURE_BYTES_MAX`] bytes of each direction, so tests can look at what crossed the wire.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,34 @@ use tokio::time::Instant;
 const CHUNK_BYTES: usize = 16 * 1024;
 /// Chunks queued per direction: bounds the proxy's memory to ~4 MiB per connection.
 const QUEUE_CHUNKS: usize = 256;
+/// Bytes kept per direction for inspection (all connections together): a few minutes of a
+/// 256 kbit/s upload, enough for every test; later bytes are carried but not kept.
+pub const CAPTURE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Bytes carried in one direction: a counter and the first [`CAPTURE_BYTES_MAX`] of them.
+#[derive(Debug, Default)]
+pub struct Tap {
+    /// Bytes carried.
+    pub bytes: AtomicU64,
+    captured: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Tap {
+    fn record(&self, b: &[u8]) {
+        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+        let mut c = self.captured.lock().unwrap_or_else(|p| p.into_inner());
+        let room = CAPTURE_BYTES_MAX.saturating_sub(c.len());
+        c.extend_from_slice(&b[..b.len().min(room)]);
+    }
+
+    /// The bytes kept so far (connections concatenated in the order their chunks arrived).
+    pub fn captured(&self) -> Vec<u8> {
+        self.captured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
 
 /// A running emulator; dropping it stops it.
 pub struct LinkEmulator {
@@ -24,9 +53,9 @@ pub struct LinkEmulator {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
     /// Bytes carried towards the target.
-    pub bytes_up: Arc<AtomicU64>,
+    pub up_tap: Arc<Tap>,
     /// Bytes carried back from the target.
-    pub bytes_down: Arc<AtomicU64>,
+    pub down_tap: Arc<Tap>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -43,9 +72,9 @@ impl LinkEmulator {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (up, up_rx) = watch::channel(true);
-        let bytes_up = Arc::new(AtomicU64::new(0));
-        let bytes_down = Arc::new(AtomicU64::new(0));
-        let (bu, bd) = (bytes_up.clone(), bytes_down.clone());
+        let up_tap = Arc::new(Tap::default());
+        let down_tap = Arc::new(Tap::default());
+        let (bu, bd) = (up_tap.clone(), down_tap.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -77,8 +106,8 @@ impl LinkEmulator {
         Ok(LinkEmulator {
             addr,
             up,
-            bytes_up,
-            bytes_down,
+            up_tap,
+            down_tap,
             task,
         })
     }
@@ -92,13 +121,23 @@ impl LinkEmulator {
     pub fn restore(&self) {
         let _ = self.up.send(true);
     }
+
+    /// Bytes carried towards the target so far.
+    pub fn bytes_up(&self) -> u64 {
+        self.up_tap.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes carried back from the target so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.down_tap.bytes.load(Ordering::Relaxed)
+    }
 }
 
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
-    counter: Arc<AtomicU64>,
+    tap: Arc<Tap>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_CHUNKS);
     let reader = async move {
@@ -107,7 +146,7 @@ async fn pipe(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    tap.record(&buf[..n]);
                     if tx
                         .send((Instant::now() + delay, buf[..n].to_vec()))
                         .await

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! outbox (replicated, dense seq) --Stream filter--> Uploader (leader only, one per stream)
-//!    --[deflate batch, HMAC-SHA256, frame+CRC, u32 length] TCP--> Central (redb, fsync)
-//!    <--[Ack: next expected seq per (grid, stream), HMAC]--
+//!    --TCP: Noise IK handshake, then [deflate batch in a frame+CRC] sealed in
+//!      ChaCha20-Poly1305 records--> Central (redb, fsync)
+//!    <--[Ack: next expected seq per (grid, stream)], sealed--
 //! Uploader --Body::OutboxAck through Raft--> committed cursor (any node resumes there)
 //! ```
 //!
@@ -18,11 +19,19 @@
 //! (more state in the state machine); the outbox sequence is already dense, deterministic on
 //! every replica and committed, so any node can resume from a committed cursor by itself.
 //!
-//! **Security.** Each grid has a pre-shared 32-byte key; every batch and every ack carries an
-//! HMAC-SHA256 over the grid id and the body. There is NO encryption yet (the link carries
-//! billing data in clear): TLS or the mesh's own Noise handshake is a separate issue.
+//! **Security** ([`channel`]). Every connection starts with a Noise IK handshake (X25519 keys as
+//! `ghatta keygen` writes them, ChaCha20-Poly1305, SHA-256; the `snow` crate): the grid proves
+//! it holds a private key the central lists for its grid id (`ghatta central --grid
+//! GRID=PUBLIC_KEY`, several keys per grid allowed), the central proves it holds the private
+//! key of the grid's `wan.central_public_key`. Everything after is encrypted and
+//! authenticated with fresh keys per connection and a counter per direction, so tampered,
+//! replayed, dropped or reordered bytes end the connection. The central refuses, logs and
+//! counts (`/v1/status`) handshakes that do not open, unknown grids, unlisted keys, replayed
+//! handshakes and records that do not open; a frame naming another grid than the handshake
+//! authenticated is refused too.
 
 pub mod central;
+pub mod channel;
 pub mod client;
 pub mod config;
 pub mod emulator;
@@ -31,4 +40,4 @@ pub mod proto;
 pub use self::central::{Central, CentralConfig};
 pub use self::client::{Uploader, UploaderConfig};
 pub use self::config::WanConfig;
-pub use self::proto::{GridKey, Stream};
+pub use self::proto::Stream;

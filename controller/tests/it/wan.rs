@@ -1,27 +1,47 @@
 //! WAN resync end to end: a single-node grid's outbox uploaded to an in-process central through
-//! a user-space link emulator (400 ms each way, cut for seconds and restored); an uploader
-//! killed mid-batch and replaced from the committed cursor; the resync benchmark.
+//! a user-space link emulator (400 ms each way, cut for seconds and restored), encrypted on the
+//! wire; grids with unlisted keys, unknown ids or a wrong central key refused and counted; an
+//! uploader killed mid-batch and replaced from the committed cursor; the resync benchmark.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ghatta::net::secure::SecretKey;
 use ghatta::node::Node;
 use ghatta::state::OutboxRecord;
 use ghatta::wan::emulator::LinkEmulator;
-use ghatta::wan::{Central, CentralConfig, GridKey, Stream, Uploader, UploaderConfig};
+use ghatta::wan::{Central, CentralConfig, Stream, Uploader, UploaderConfig};
 use ghatta_actor_sdk as sdk;
 
 use crate::harness::{Cluster, field_batch, run, setup_inputs};
 
 const GRID: u64 = 7;
-const KEY: [u8; 32] = [0x5a; 32];
+
+fn grid_secret() -> SecretKey {
+    SecretKey::from_bytes([0x5a; 32])
+}
+
+fn central_secret() -> SecretKey {
+    SecretKey::from_bytes([0xc3; 32])
+}
+
+/// An uploader for grid `GRID` with the grid's key, trusting the test central's key.
+fn uploader_cfg(addr: std::net::SocketAddr) -> UploaderConfig {
+    UploaderConfig::new(
+        GRID,
+        grid_secret(),
+        central_secret().public(),
+        addr.to_string(),
+    )
+}
 
 async fn central(dir: &std::path::Path) -> Central {
     Central::start(CentralConfig {
         listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
-        keys: BTreeMap::from([(GRID, GridKey(KEY))]),
+        secret: central_secret(),
+        grids: BTreeMap::from([(GRID, vec![grid_secret().public()])]),
         backfill_after_ms: ghatta::wan::central::BACKFILL_AFTER_MS_DEFAULT,
     })
     .await
@@ -129,6 +149,27 @@ fn check_exact(node: &Node, central: &Central) -> usize {
     ledger
 }
 
+/// What crossed the emulated link in either direction carries none of the plaintext the
+/// protocol would show in clear: every batch frame starts with magic, version, from = grid,
+/// to = 0 and the batch kind; every ack with magic, version, 0, grid and the ack kind. (At
+/// random, five given bytes turn up in 250 KB of ciphertext with probability ~2e-7.)
+fn assert_no_plaintext(emu: &LinkEmulator) {
+    use ghatta::net::frame::{FRAME_MAGIC, FRAME_VERSION};
+    let up = emu.up_tap.captured();
+    let down = emu.down_tap.captured();
+    assert!(up.len() > 10_000, "the test must capture the upload");
+    let batch_header = [FRAME_MAGIC, FRAME_VERSION, GRID as u8, 0, 1];
+    let ack_header = [FRAME_MAGIC, FRAME_VERSION, 0, GRID as u8, 2];
+    assert!(
+        !up.windows(5).any(|w| w == batch_header),
+        "a batch frame header crossed the link in clear"
+    );
+    assert!(
+        !down.windows(5).any(|w| w == ack_header),
+        "an ack frame header crossed the link in clear"
+    );
+}
+
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
@@ -157,7 +198,7 @@ fn wan_resync_through_latency_and_cut_delivers_every_record_once_in_order() {
         let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(400))
             .await
             .expect("emulator starts");
-        let mut cfg = UploaderConfig::new(GRID, GridKey(KEY), emu.addr.to_string());
+        let mut cfg = uploader_cfg(emu.addr);
         // Small batches so several are in flight when the link is cut.
         cfg.max_batch_raw_bytes = 4 * 1024;
         let up = Uploader::spawn(node.clone(), cfg);
@@ -175,6 +216,7 @@ fn wan_resync_through_latency_and_cut_delivers_every_record_once_in_order() {
         assert!(errors >= 1, "the cut must have broken a session");
         let ledger = check_exact(&node, &central);
         assert!(ledger > 2000, "a few thousand records, got {ledger}");
+        assert_no_plaintext(&emu);
 
         let csv = http_get(central.http_addr, &format!("/v1/grids/{GRID}/export.csv")).await;
         let body = csv.split("\r\n\r\n").nth(1).unwrap_or("");
@@ -196,6 +238,95 @@ fn wan_resync_through_latency_and_cut_delivers_every_record_once_in_order() {
     });
 }
 
+/// Wait until `cond` holds, failing with `what` after `timeout`.
+async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A grid authenticating with a key the central does not list, a grid id the central does not
+/// know, and a grid holding a wrong central public key are all refused: nothing is stored or
+/// acknowledged, and the central counts each by reason and serves the counts at /v1/status.
+/// The right key then uploads everything.
+#[test]
+fn wan_unlisted_key_unknown_grid_and_wrong_central_key_are_refused_and_counted() {
+    run(76, async {
+        let c = Cluster::start(1).await;
+        c.wait_leader(Duration::from_secs(20)).await;
+        let node = c.node(1).clone();
+        node.propose_inputs(setup_inputs(20))
+            .await
+            .expect("setup commits");
+        commit_rounds(&node, 1..4, 20).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central = central(dir.path()).await;
+        let addr = central.batch_addr;
+
+        let mut unlisted = uploader_cfg(addr);
+        unlisted.secret = SecretKey::from_bytes([0x11; 32]);
+        let up = Uploader::spawn(node.clone(), unlisted);
+        wait_for("an unlisted key refused", Duration::from_secs(30), || {
+            central.stats().refused_unlisted_key >= 1
+        })
+        .await;
+        drop(up);
+
+        let mut unknown = uploader_cfg(addr);
+        unknown.grid = GRID + 1;
+        let up = Uploader::spawn(node.clone(), unknown);
+        wait_for("an unknown grid refused", Duration::from_secs(30), || {
+            central.stats().refused_unknown_grid >= 1
+        })
+        .await;
+        drop(up);
+
+        let mut wrong_central = uploader_cfg(addr);
+        wrong_central.central_key = SecretKey::from_bytes([0x22; 32]).public();
+        let up = Uploader::spawn(node.clone(), wrong_central);
+        wait_for(
+            "a handshake sealed to another central refused",
+            Duration::from_secs(30),
+            || central.stats().refused_handshake >= 1,
+        )
+        .await;
+        assert!(
+            up.stats
+                .session_errors
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+        drop(up);
+
+        let stats = central.stats();
+        assert_eq!(
+            (stats.handshakes_ok, stats.batches_acked),
+            (0, 0),
+            "{stats:?}"
+        );
+        for s in Stream::ALL {
+            assert_eq!(central.cursor(GRID, s.id()).expect("cursor"), 0);
+            assert_eq!(central.cursor(GRID + 1, s.id()).expect("cursor"), 0);
+            assert!(central.records(GRID, s.id()).expect("records").is_empty());
+            assert_eq!(node.state_machine().outbox_ack(s.id()), 0, "nothing acked");
+        }
+        let status = http_get(central.http_addr, "/v1/status").await;
+        assert!(
+            status.contains("\"refused_unlisted_key\":") && status.contains("public_key"),
+            "{status}"
+        );
+
+        let up = Uploader::spawn(node.clone(), uploader_cfg(addr));
+        wait_synced(&node, &central, Duration::from_secs(60)).await;
+        check_exact(&node, &central);
+        assert!(central.stats().handshakes_ok >= 1);
+        drop(up);
+        c.shutdown().await;
+    });
+}
+
 #[test]
 fn wan_uploader_killed_mid_batch_resumes_from_committed_cursor() {
     run(72, async {
@@ -212,7 +343,7 @@ fn wan_uploader_killed_mid_batch_resumes_from_committed_cursor() {
         let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(100))
             .await
             .expect("emulator starts");
-        let mut cfg = UploaderConfig::new(GRID, GridKey(KEY), emu.addr.to_string());
+        let mut cfg = uploader_cfg(emu.addr);
         cfg.max_batch_raw_bytes = 2 * 1024;
         // Slow enough that the kill lands mid-stream with batches in flight.
         cfg.rate_bytes_per_s = 4_000;
@@ -263,7 +394,7 @@ fn wan_resync_benchmark_800ms_rtt_256kbit() {
         let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(400))
             .await
             .expect("emulator starts");
-        let mut cfg = UploaderConfig::new(GRID, GridKey(KEY), emu.addr.to_string());
+        let mut cfg = uploader_cfg(emu.addr);
         cfg.rate_bytes_per_s = 32_000; // 256 kbit/s
         let t0 = Instant::now();
         let up = Uploader::spawn(node.clone(), cfg);
@@ -273,8 +404,8 @@ fn wan_resync_benchmark_800ms_rtt_256kbit() {
             .iter()
             .map(|s| central.records(GRID, s.id()).expect("records").len())
             .sum();
-        let up_bytes = emu.bytes_up.load(std::sync::atomic::Ordering::Relaxed);
-        let down_bytes = emu.bytes_down.load(std::sync::atomic::Ordering::Relaxed);
+        let up_bytes = emu.bytes_up();
+        let down_bytes = emu.bytes_down();
         println!(
             "wan-resync: {records} records ({rounds} rounds x 300 customers), {secs:.1} s, {up_bytes} B up, {down_bytes} B down, {:.2} B/record up, {} batches",
             up_bytes as f64 / records.max(1) as f64,
@@ -307,7 +438,7 @@ fn wan_leader_crash_mid_upload_new_leader_resumes() {
         let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(100))
             .await
             .expect("emulator starts");
-        let mut cfg = UploaderConfig::new(GRID, GridKey(KEY), emu.addr.to_string());
+        let mut cfg = uploader_cfg(emu.addr);
         cfg.max_batch_raw_bytes = 2 * 1024;
         cfg.rate_bytes_per_s = 4_000;
         // Every node runs an uploader, as `ghatta run` with `[wan]` does; only the leader's
@@ -349,8 +480,20 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
     const GHATTA: &str = env!("CARGO_BIN_EXE_ghatta");
     run(75, async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let key_file = dir.path().join("grid.key");
-        std::fs::write(&key_file, format!("# test grid\n{}\n", "5a".repeat(32))).expect("key");
+        // Key pairs as an operator makes them: one for the grid, one for the central.
+        for who in ["grid", "central"] {
+            let out = Command::new(GHATTA)
+                .args(["keygen", "--out"])
+                .arg(dir.path().join(who))
+                .output()
+                .expect("ghatta keygen runs");
+            assert!(out.status.success(), "keygen: {out:?}");
+        }
+        let grid_pub = ghatta::net::secure::keys::load_public(&dir.path().join("grid/node.pub"))
+            .expect("grid public key");
+        let central_pub =
+            ghatta::net::secure::keys::load_public(&dir.path().join("central/node.pub"))
+                .expect("central public key");
         let mut central = Command::new(GHATTA)
             .args([
                 "central",
@@ -360,9 +503,11 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
                 "127.0.0.1:0",
             ])
             .arg("--data")
-            .arg(dir.path().join("central"))
-            .arg("--grid-key-file")
-            .arg(format!("{GRID}={}", key_file.display()))
+            .arg(dir.path().join("central-data"))
+            .arg("--key-file")
+            .arg(dir.path().join("central/node.key"))
+            .arg("--grid")
+            .arg(format!("{GRID}={grid_pub}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -393,7 +538,9 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
             .arg("--central")
             .arg(emu.addr.to_string())
             .arg("--grid-key-file")
-            .arg(&key_file)
+            .arg(dir.path().join("grid/node.key"))
+            .arg("--central-public-key")
+            .arg(central_pub.to_string())
             .arg("--dir")
             .arg(dir.path().join("demo"))
             .stdout(Stdio::piped())
@@ -426,7 +573,22 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
             ledger_records,
             "the central holds each ledger record once"
         );
-        assert!(emu.bytes_up.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        assert!(emu.bytes_up() > 0);
+        let status = http_get(http_addr, "/v1/status").await;
+        let body = status.split("\r\n\r\n").nth(1).unwrap_or("");
+        let status: serde_json::Value = serde_json::from_str(body).expect("status JSON");
+        let stats = &status["stats"];
+        assert!(stats["handshakes_ok"].as_u64() >= Some(2), "{status}");
+        for refusal in [
+            "refused_handshake",
+            "refused_unknown_grid",
+            "refused_unlisted_key",
+            "refused_replayed_handshake",
+            "refused_records",
+            "refused_frames",
+        ] {
+            assert_eq!(stats[refusal], 0, "{refusal}: {status}");
+        }
         let _ = central.kill();
         let _ = central.wait();
     });

@@ -126,6 +126,12 @@ impl SecretKey {
         PublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
     }
 
+    /// The private key's bytes, for a protocol library that takes raw keys (the WAN's Noise
+    /// handshake, `wan::channel`). The caller zeroes its copy when done.
+    pub(crate) fn to_bytes(&self) -> [u8; KEY_BYTES] {
+        self.0.to_bytes()
+    }
+
     /// Diffie-Hellman with a peer's public key; `None` when the peer's key is a low-order
     /// point (not a real key: the secret would be predictable).
     pub(crate) fn agree(&self, peer: &PublicKey) -> Option<[u8; KEY_BYTES]> {
