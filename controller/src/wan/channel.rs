@@ -147,11 +147,26 @@ impl ReplayCache {
     }
 }
 
-fn builder(secret: &SecretKey) -> Result<(Builder<'static>, [u8; 32]), ChannelError> {
+/// The handshake state: the grid's (initiator, knowing the central's key) or the central's.
+fn handshake_state(
+    secret: &SecretKey,
+    central: Option<&PublicKey>,
+) -> Result<HandshakeState, ChannelError> {
     let params = NOISE_PARAMS
         .parse()
         .map_err(|e| ChannelError::Handshake(format!("noise parameters: {e}")))?;
-    Ok((Builder::new(params), secret.to_bytes()))
+    let mut key = secret.to_bytes();
+    let b = Builder::new(params)
+        .local_private_key(&key)
+        .and_then(|b| b.prologue(PROLOGUE));
+    let hs = match central {
+        Some(c) => b
+            .and_then(|b| b.remote_public_key(&c.0))
+            .and_then(|b| b.build_initiator()),
+        None => b.and_then(|b| b.build_responder()),
+    };
+    key.zeroize();
+    hs.map_err(noise_err("building the handshake"))
 }
 
 fn noise_err(what: &str) -> impl Fn(snow::Error) -> ChannelError + '_ {
@@ -329,14 +344,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (b, mut key) = builder(secret)?;
-    let hs = b
-        .local_private_key(&key)
-        .and_then(|b| b.remote_public_key(&central.0))
-        .and_then(|b| b.prologue(PROLOGUE))
-        .and_then(|b| b.build_initiator());
-    key.zeroize();
-    let mut hs = hs.map_err(noise_err("building the initiator"))?;
+    let mut hs = handshake_state(secret, Some(central))?;
     let mut msg = vec![0u8; MAX_HANDSHAKE_BYTES];
     let n = hs
         .write_message(&grid.to_le_bytes(), &mut msg)
@@ -383,13 +391,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (b, mut key) = builder(secret)?;
-    let hs = b
-        .local_private_key(&key)
-        .and_then(|b| b.prologue(PROLOGUE))
-        .and_then(|b| b.build_responder());
-    key.zeroize();
-    let mut hs = hs.map_err(noise_err("building the responder"))?;
+    let mut hs = handshake_state(secret, None)?;
     let msg1 = read_message(r, MAX_HANDSHAKE_BYTES).await?;
     let mut payload = vec![0u8; msg1.len()];
     let n = hs
@@ -580,15 +582,7 @@ mod tests {
             accept(&mut br, &mut bw, &cs, &allowed, &replays)
         );
         assert!(c.is_ok() && s.is_ok());
-        let mut hs = Builder::new(NOISE_PARAMS.parse().unwrap())
-            .local_private_key(&gs.to_bytes())
-            .unwrap()
-            .remote_public_key(&cp.0)
-            .unwrap()
-            .prologue(PROLOGUE)
-            .unwrap()
-            .build_initiator()
-            .unwrap();
+        let mut hs = handshake_state(&gs, Some(&cp)).unwrap();
         let mut msg1 = vec![0u8; 256];
         let n = hs.write_message(&7u64.to_le_bytes(), &mut msg1).unwrap();
         let mut wire = (n as u16).to_be_bytes().to_vec();
