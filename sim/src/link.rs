@@ -45,8 +45,14 @@ pub struct LinkModel {
     /// Base one-way latency.
     pub latency_ms: u32,
     /// Mean of the exponentially distributed extra delay per frame; jitter
-    /// larger than the gap between frames reorders them.
+    /// larger than the gap between frames reorders them. With
+    /// [`LinkModel::jitter_uniform`], the half-width of a uniform spread instead.
     pub jitter_ms: u32,
+    /// Spread each frame's latency uniformly over `latency_ms ± jitter_ms`
+    /// (clamped to `[0, latency_cap_ms]`) instead of adding an exponential
+    /// tail: a bounded "±50 %" jitter, as link budgets state it, where the
+    /// exponential model has no upper bound but the cap.
+    pub jitter_uniform: bool,
     /// Largest one-way latency a frame can see (base + jitter is clamped to it).
     pub latency_cap_ms: u32,
     /// Probability a frame is lost.
@@ -80,6 +86,7 @@ impl LinkModel {
         Self {
             latency_ms: 0,
             jitter_ms: 0,
+            jitter_uniform: false,
             latency_cap_ms: LATENCY_CAP_MS_DEFAULT,
             loss: 0.0,
             duplicate: 0.0,
@@ -110,6 +117,7 @@ impl LinkModel {
         Self {
             latency_ms: LATENCY_MS_DEFAULT,
             jitter_ms: JITTER_MS_DEFAULT,
+            jitter_uniform: false,
             latency_cap_ms: LATENCY_CAP_MS_DEFAULT,
             loss: 0.005,
             duplicate: 0.0,
@@ -128,6 +136,7 @@ impl LinkModel {
         Self {
             latency_ms: 60,
             jitter_ms: 60,
+            jitter_uniform: false,
             latency_cap_ms: LATENCY_CAP_MS_DEFAULT,
             loss: 0.02,
             duplicate: 0.001,

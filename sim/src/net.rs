@@ -155,8 +155,13 @@ impl LinkState {
 
     fn one_way_latency(&mut self) -> Duration {
         let m = &self.model;
-        let jitter_ms = self.rng.exponential(f64::from(m.jitter_ms));
-        let total_ms = (f64::from(m.latency_ms) + jitter_ms).min(f64::from(m.latency_cap_ms));
+        let (base, jitter) = (f64::from(m.latency_ms), f64::from(m.jitter_ms));
+        let total_ms = if m.jitter_uniform {
+            (base + jitter * (2.0 * self.rng.next_f64() - 1.0)).max(0.0)
+        } else {
+            base + self.rng.exponential(jitter)
+        }
+        .min(f64::from(m.latency_cap_ms));
         Duration::from_micros((total_ms * 1_000.0) as u64)
     }
 }

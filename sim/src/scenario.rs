@@ -142,6 +142,8 @@ pub struct LinkSpec {
     pub latency_ms: Option<u32>,
     /// See [`LinkModel::jitter_ms`].
     pub jitter_ms: Option<u32>,
+    /// See [`LinkModel::jitter_uniform`].
+    pub jitter_uniform: Option<bool>,
     /// See [`LinkModel::latency_cap_ms`].
     pub latency_cap_ms: Option<u32>,
     /// See [`LinkModel::loss`].
@@ -184,6 +186,7 @@ impl LinkSpec {
         set!(
             latency_ms,
             jitter_ms,
+            jitter_uniform,
             latency_cap_ms,
             loss,
             duplicate,
@@ -235,6 +238,8 @@ pub struct PairSpec {
     pub latency_ms: Option<u32>,
     /// See [`LinkModel::jitter_ms`].
     pub jitter_ms: Option<u32>,
+    /// See [`LinkModel::jitter_uniform`].
+    pub jitter_uniform: Option<bool>,
     /// See [`LinkModel::latency_cap_ms`].
     pub latency_cap_ms: Option<u32>,
     /// See [`LinkModel::loss`].
@@ -262,6 +267,7 @@ impl PairSpec {
             preset: self.preset.clone(),
             latency_ms: self.latency_ms,
             jitter_ms: self.jitter_ms,
+            jitter_uniform: self.jitter_uniform,
             latency_cap_ms: self.latency_cap_ms,
             loss: self.loss,
             duplicate: self.duplicate,

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod radio_measure;
 pub mod selftest;
 
 use std::time::Duration;

@@ -310,7 +310,7 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
 /// Unless `GHATTA_LOG` asks for more, a simulator thread logs errors only: a sweep drives
 /// nodes through thousands of deliberate faults, each of which the node rightly warns about,
 /// and the checkers' verdicts are what matter. Returns the guard that keeps the setting.
-fn quiet_logs() -> Option<tracing::subscriber::DefaultGuard> {
+pub(crate) fn quiet_logs() -> Option<tracing::subscriber::DefaultGuard> {
     if std::env::var_os("GHATTA_LOG").is_some() {
         return None;
     }

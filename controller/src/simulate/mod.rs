@@ -11,7 +11,9 @@
 //! - [`observer`]: node hooks -> `Observation`s, billing decoded from the committed log;
 //! - [`clock`]: the nodes' drifting wall clocks;
 //! - [`setup`]: tariffs, accounts, top-ups and the tariff oracle;
-//! - [`cli`]: `ghatta sim` (one seed or a sweep, reports, plots, replay commands).
+//! - [`cli`]: `ghatta sim` (one seed or a sweep, reports, plots, replay commands);
+//! - [`measure`]: `ghatta sim-measure` (Raft's bytes, commit latency, failover and elections on
+//!   a scenario's links, without plants).
 //!
 //! Determinism: one current-thread runtime whose clock is paused; openraft's randomness from
 //! `raft::Runtime::scope(seed)`; every world-level random choice from the sim crate's seeded
@@ -30,6 +32,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod measure;
 pub mod observer;
 pub mod setup;
 pub mod transport;

@@ -248,10 +248,13 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// How long to wait for a round's bitmap: a round trip at the link's latency plus three
-/// mean jitters each way (the tail a bitmap may take), as a real driver is configured with.
+/// How long to wait for a round's bitmap: a round trip at the link's latency plus the tail a
+/// bitmap may take each way (three mean jitters, or one half-width of a uniform spread), as a
+/// real driver is configured with.
 fn round_trip(m: &ghatta_sim::link::LinkModel) -> Duration {
-    let one_way = (m.latency_ms + 3 * m.jitter_ms).min(m.latency_cap_ms.max(m.latency_ms));
+    // A uniform spread is bounded by its half-width; an exponential tail is not.
+    let tail = if m.jitter_uniform { 1 } else { 3 } * m.jitter_ms;
+    let one_way = (m.latency_ms + tail).min(m.latency_cap_ms.max(m.latency_ms));
     Duration::from_millis(2 * u64::from(one_way)) + air_time(64, m.bandwidth_bps)
 }
 
