@@ -266,7 +266,8 @@ pub struct Tick {
     pub tag: u32,
 }
 
-/// Everything an actor can emit.
+/// Everything that goes into the outbox: what actors emit, and the host's hourly energy
+/// aggregates ([`Output::EnergyHour`], which an actor may not emit).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum Output {
     /// Open or close a relay on a node (executed by that node's field loop).
@@ -289,6 +290,36 @@ pub enum Output {
         /// Returned in the [`Tick`].
         tag: u32,
     },
+    /// One hour's energy of a customer, feeder or plant. Written by the host when committed
+    /// log time leaves the hour (never by an actor: an actor emitting one traps).
+    EnergyHour(EnergyHour),
+}
+
+/// One hour's energy of one subject, closed by committed log time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct EnergyHour {
+    /// Start of the hour, log time, Unix ms (a multiple of 3,600,000: UTC hours).
+    pub hour_start_ms: u64,
+    /// Whose energy.
+    pub subject: EnergySubject,
+    /// Energy in the hour, Wh.
+    pub energy_wh: u64,
+}
+
+/// What an [`EnergyHour`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum EnergySubject {
+    /// Energy billed to a customer (the sum of its ledger charges).
+    Customer(CustomerId),
+    /// Energy through a feeder, from its node's telemetry.
+    Feeder {
+        /// The node that owns the feeder.
+        node: NodeId,
+        /// Feeder number on that node.
+        feeder: u16,
+    },
+    /// Energy generated at a node's plant, from its telemetry.
+    Plant(NodeId),
 }
 
 /// A relay command addressed to the node that owns the relay.

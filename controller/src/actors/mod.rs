@@ -469,9 +469,14 @@ impl ActorHost {
                     }
                     let bytes = read_bytes(mem, p, l)?;
                     // Only well-formed outputs enter the log of effects.
-                    if ghatta_actor_sdk::codec::decode::<ghatta_actor_sdk::Output>(&bytes).is_none()
-                    {
-                        return Err(limit_trap(ctx, "emitted an undecodable output"));
+                    match ghatta_actor_sdk::codec::decode::<ghatta_actor_sdk::Output>(&bytes) {
+                        None => return Err(limit_trap(ctx, "emitted an undecodable output")),
+                        // Energy aggregates are the host's, derived from the log; an actor
+                        // forging one would put invented totals on the WAN.
+                        Some(ghatta_actor_sdk::Output::EnergyHour(_)) => {
+                            return Err(limit_trap(ctx, "emitted a host-only EnergyHour output"));
+                        }
+                        Some(_) => {}
                     }
                     ctx.effects.outputs.push(bytes);
                     Ok(())

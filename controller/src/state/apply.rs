@@ -7,7 +7,9 @@ use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use redb::{Database, Durability, ReadableTable, Table};
 
-use super::{Hooks, OutboxRecord, Scalars, SeqCheck, SmData, StateHash, TimerRecord, meta_keys};
+use super::{
+    Hooks, OutboxRecord, Scalars, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
+};
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
 use crate::observe::{AppliedEntry, AppliedProposal};
 use crate::raft::{Body, Entry, Proposal, Receipt, StoredMembership, codec};
@@ -107,6 +109,8 @@ pub(crate) fn scalars_of(data: &SmData) -> Scalars {
         first_out_seq: data.first_out_seq,
         trapped_total: data.trapped_total,
         outbox_acks: data.outbox_acks.clone(),
+        energy: data.energy.clone(),
+        pins: data.pins.clone(),
     }
 }
 
@@ -163,6 +167,22 @@ fn apply_proposal(
     // Log time never goes backwards, whatever a new leader's clock says.
     data.log_time_ms = data.log_time_ms.max(p.time_ms);
     h.update(&data.log_time_ms.to_le_bytes());
+    // An entry in a later hour closes the open hour of energy first (by log time only).
+    let closed = data.energy.advance(data.log_time_ms);
+    if !closed.is_empty() {
+        for hour in closed {
+            let actor = match hour.subject {
+                sdk::EnergySubject::Customer(_) => ActorKind::Billing,
+                _ => ActorKind::Balancing,
+            };
+            let out = sdk::Output::EnergyHour(hour);
+            let bytes = sdk_codec::encode(&out);
+            h.update(b"energy-hour");
+            h.update(&bytes);
+            push_outbox(data, t, index, actor, &out, bytes)?;
+        }
+        prune::prune(data, &mut t.outbox, h)?;
+    }
     if p.seq != 0 {
         let window = data.dedupe.entry(p.origin).or_default();
         let skip = hooks
@@ -242,16 +262,48 @@ fn apply_proposal(
             h.update(b"outbox-ack");
             h.update(&stream.to_le_bytes());
             h.update(&cursor.to_le_bytes());
+            prune::prune(data, &mut t.outbox, h)?;
         }
     }
     Ok(())
 }
 
-/// Host-side bookkeeping of inputs that define customers (for status; replicated state).
+/// Host-side bookkeeping of inputs: customers (for status), telemetry (for the energy
+/// aggregates). Replicated state.
 fn observe_input(data: &mut SmData, input: &sdk::Input) {
-    if let sdk::Input::UpsertCustomer(spec) = input {
-        data.customers.entry(spec.id.0).or_insert(true);
+    match input {
+        sdk::Input::UpsertCustomer(spec) => {
+            data.customers.entry(spec.id.0).or_insert(true);
+        }
+        sdk::Input::Telemetry(t) => data.energy.on_telemetry(t, data.log_time_ms),
+        _ => {}
     }
+}
+
+/// Append an output to the outbox at the next sequence, moving its pin (see `prune`).
+fn push_outbox(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    index: u64,
+    actor: ActorKind,
+    decoded: &sdk::Output,
+    output: Vec<u8>,
+) -> io::Result<()> {
+    let rec = OutboxRecord {
+        index,
+        time_ms: data.log_time_ms,
+        actor,
+        output,
+    };
+    let seq = data.next_out_seq;
+    data.next_out_seq += 1;
+    t.outbox
+        .insert(seq, codec::encode(&rec).map_err(io_err)?.as_slice())
+        .map_err(io_err)?;
+    if let Some(pin) = prune::pin_of(decoded) {
+        prune::repin(&mut data.pins, data.first_out_seq, &mut t.outbox, pin, seq)?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -322,17 +374,10 @@ fn deliver(
                 {
                     *supplied = cmd.closed;
                 }
-                let rec = OutboxRecord {
-                    index,
-                    time_ms: data.log_time_ms,
-                    actor,
-                    output: out,
-                };
-                let seq = data.next_out_seq;
-                data.next_out_seq += 1;
-                t.outbox
-                    .insert(seq, codec::encode(&rec).map_err(io_err)?.as_slice())
-                    .map_err(io_err)?;
+                if let sdk::Output::Ledger(l) = &other {
+                    data.energy.on_ledger(l);
+                }
+                push_outbox(data, t, index, actor, &other, out)?;
             }
         }
     }

@@ -12,6 +12,8 @@
 
 mod apply;
 mod dedupe;
+pub mod energy;
+pub mod prune;
 mod snapshot;
 
 pub use self::apply::hash_hex;
@@ -69,7 +71,8 @@ pub struct SmStatus {
     pub state_hash: StateHash,
     /// Log time at `applied_index`, Unix ms.
     pub log_time_ms: u64,
-    /// Records in the outbox.
+    /// Records in the outbox from the pruned horizon on (`prune.rs`; the few pinned older
+    /// records are not counted).
     pub outbox_len: u64,
     /// Next outbox sequence number (records are numbered from 0).
     pub next_out_seq: u64,
@@ -105,6 +108,10 @@ pub(crate) struct SmData {
     /// WAN stream -> next outbox sequence the central data center has not acknowledged
     /// (committed by `Body::OutboxAck`).
     pub outbox_acks: BTreeMap<u32, u64>,
+    /// Hourly energy aggregation (`energy.rs`).
+    pub energy: energy::EnergyState,
+    /// The newest outbox record per pin key, kept past the retention (`prune.rs`).
+    pub pins: BTreeMap<prune::Pin, u64>,
 }
 
 impl SmData {
@@ -123,6 +130,8 @@ impl SmData {
             timers: BTreeMap::new(),
             customers: BTreeMap::new(),
             outbox_acks: BTreeMap::new(),
+            energy: energy::EnergyState::default(),
+            pins: BTreeMap::new(),
         }
     }
 
@@ -166,6 +175,10 @@ pub(crate) struct Scalars {
     pub trapped_total: u64,
     /// See `SmData::outbox_acks`.
     pub outbox_acks: BTreeMap<u32, u64>,
+    /// See `SmData::energy`.
+    pub energy: energy::EnergyState,
+    /// See `SmData::pins`.
+    pub pins: BTreeMap<prune::Pin, u64>,
 }
 
 /// What a harness attaches to a state machine (nothing, in production).
@@ -226,6 +239,8 @@ impl StateMachine {
                 data.first_out_seq = s.first_out_seq;
                 data.trapped_total = s.trapped_total;
                 data.outbox_acks = s.outbox_acks;
+                data.energy = s.energy;
+                data.pins = s.pins;
             }
             if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(io_err)? {
                 data.customers =
@@ -439,3 +454,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         snapshot::build(&self.sm.db, &data, seq)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -178,6 +178,8 @@ pub(crate) fn install(
     data.first_out_seq = s.first_out_seq;
     data.trapped_total = s.trapped_total;
     data.outbox_acks = s.outbox_acks;
+    data.energy = s.energy;
+    data.pins = s.pins;
     data.customers = image.customers.into_iter().collect();
     let mut state = ActorState::default();
     for (k, v) in image.actor_state {

@@ -59,6 +59,10 @@ const ENERGY: TableDefinition<(u64, u64), u64> = TableDefinition::new("wan_energ
 const LATEST: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("wan_latest_customer");
 /// grid -> bincode GridState.
 const GRIDS: TableDefinition<u64, &[u8]> = TableDefinition::new("wan_grids");
+/// (grid, hour start ms, subject kind 0 customer / 1 feeder / 2 plant, node or customer,
+/// feeder) -> bincode EnergyHourRow.
+const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
+    TableDefinition::new("wan_energy_hours");
 
 /// How to run the central.
 #[derive(Debug, Clone)]
@@ -113,6 +117,37 @@ pub struct LedgerRow {
     pub tariff_version: u32,
     /// Arrived as back-fill.
     pub backfill: bool,
+}
+
+/// One hour of energy of one customer, feeder or plant, as the central serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnergyHourRow {
+    /// Start of the UTC hour (grid log time), Unix ms.
+    pub hour_start_ms: u64,
+    /// "customer", "feeder" or "plant".
+    pub kind: String,
+    /// Customer id (customer), or the node that owns the feeder or plant.
+    pub id: u64,
+    /// Feeder number on `id` (feeder), else 0.
+    pub feeder: u16,
+    /// Energy, Wh.
+    pub energy_wh: u64,
+    /// Outbox sequence at the grid.
+    pub seq: u64,
+    /// Arrived as back-fill.
+    pub backfill: bool,
+}
+
+fn energy_key(grid: u64, h: &sdk::EnergyHour) -> ((u64, u64, u8, u64, u16), &'static str) {
+    match h.subject {
+        sdk::EnergySubject::Customer(c) => {
+            ((grid, h.hour_start_ms, 0, u64::from(c.0), 0), "customer")
+        }
+        sdk::EnergySubject::Feeder { node, feeder } => {
+            ((grid, h.hour_start_ms, 1, node.0, feeder), "feeder")
+        }
+        sdk::EnergySubject::Plant(node) => ((grid, h.hour_start_ms, 2, node.0, 0), "plant"),
+    }
 }
 
 /// The latest known state of a grid.
@@ -286,6 +321,7 @@ impl Central {
             txn.open_table(ENERGY)?;
             txn.open_table(LATEST)?;
             txn.open_table(GRIDS)?;
+            txn.open_table(ENERGY_HOURS)?;
             txn.commit()?;
         }
         let inner = Arc::new(Inner {
@@ -366,6 +402,11 @@ impl Central {
         self.inner.energy_per_day(grid)
     }
 
+    /// Hourly energy rows of a grid, ascending by hour, then customers, feeders, plants.
+    pub fn energy_hours(&self, grid: u64) -> std::io::Result<Vec<EnergyHourRow>> {
+        self.inner.energy_hours(grid)
+    }
+
     /// The ledger of a customer (all customers with `None`), ascending by seq per customer.
     pub fn ledger(&self, grid: u64, customer: Option<u32>) -> std::io::Result<Vec<LedgerRow>> {
         self.inner.ledger(grid, customer)
@@ -385,6 +426,20 @@ impl Inner {
         for item in t.range((grid, 0)..=(grid, u64::MAX)).map_err(io_err)? {
             let (k, v) = item.map_err(io_err)?;
             out.push((k.value().1, v.value()));
+        }
+        Ok(out)
+    }
+
+    fn energy_hours(&self, grid: u64) -> std::io::Result<Vec<EnergyHourRow>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let t = txn.open_table(ENERGY_HOURS).map_err(io_err)?;
+        let mut out = Vec::new();
+        for item in t
+            .range((grid, 0, 0, 0, 0)..=(grid, u64::MAX, u8::MAX, u64::MAX, u16::MAX))
+            .map_err(io_err)?
+        {
+            let (_, v) = item.map_err(io_err)?;
+            out.push(codec::decode(v.value()).map_err(io_err)?);
         }
         Ok(out)
     }
@@ -458,6 +513,7 @@ impl Inner {
             let mut energy = txn.open_table(ENERGY).map_err(io_err)?;
             let mut latest = txn.open_table(LATEST).map_err(io_err)?;
             let mut grids = txn.open_table(GRIDS).map_err(io_err)?;
+            let mut energy_hours = txn.open_table(ENERGY_HOURS).map_err(io_err)?;
             let mut gs: GridState = match grids.get(grid).map_err(io_err)? {
                 Some(v) => codec::decode(v.value()).map_err(io_err)?,
                 None => GridState {
@@ -526,6 +582,26 @@ impl Inner {
                         }
                         if backfill {
                             gs.backfilled += 1;
+                        }
+                    }
+                    Some(sdk::Output::EnergyHour(hour)) => {
+                        let (key, kind) = energy_key(grid, hour);
+                        let row = EnergyHourRow {
+                            hour_start_ms: hour.hour_start_ms,
+                            kind: kind.into(),
+                            id: key.3,
+                            feeder: key.4,
+                            energy_wh: hour.energy_wh,
+                            seq,
+                            backfill,
+                        };
+                        // A grid closes each (subject, hour) once; a second record for one
+                        // (a grid rebuilt from scratch under the same id) does not replace
+                        // the first.
+                        if energy_hours.get(key).map_err(io_err)?.is_none() {
+                            energy_hours
+                                .insert(key, codec::encode(&row).map_err(io_err)?.as_slice())
+                                .map_err(io_err)?;
                         }
                     }
                     // Only a newer event replaces the latest one (back-fill never does).
@@ -677,6 +753,11 @@ fn router(inner: Arc<Inner>) -> Router {
             get(http_ledger),
         )
         .route("/v1/grids/{grid}/energy-per-day", get(http_energy))
+        .route("/v1/grids/{grid}/energy-hours", get(http_energy_hours))
+        .route(
+            "/v1/grids/{grid}/energy-hours.csv",
+            get(http_energy_hours_csv),
+        )
         .route("/v1/grids/{grid}/export.json", get(http_export_json))
         .route("/v1/grids/{grid}/export.csv", get(http_export_csv))
         .with_state(inner)
@@ -725,6 +806,37 @@ async fn http_energy(
         .map(|(day, wh)| serde_json::json!({ "utc_day_start_ms": day * DAY_MS, "energy_wh": wh }))
         .collect();
     Ok(Json(serde_json::json!(days)))
+}
+
+async fn http_energy_hours(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+) -> Result<Json<Vec<EnergyHourRow>>, HttpError> {
+    Ok(Json(i.energy_hours(grid).map_err(http_err)?))
+}
+
+async fn http_energy_hours_csv(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+) -> Result<Response, HttpError> {
+    let rows = i.energy_hours(grid).map_err(http_err)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv")],
+        energy_hours_csv(grid, &rows),
+    )
+        .into_response())
+}
+
+/// The CSV form of hourly energy rows.
+pub fn energy_hours_csv(grid: u64, rows: &[EnergyHourRow]) -> String {
+    let mut csv = String::from("grid,hour_start_ms,kind,id,feeder,energy_wh,seq,backfill\n");
+    for r in rows {
+        csv.push_str(&format!(
+            "{grid},{},{},{},{},{},{},{}\n",
+            r.hour_start_ms, r.kind, r.id, r.feeder, r.energy_wh, r.seq, r.backfill
+        ));
+    }
+    csv
 }
 
 async fn http_export_json(
@@ -848,4 +960,78 @@ pub async fn run_cmd(args: CentralArgs) -> anyhow::Result<std::process::ExitCode
         .map_err(|e| anyhow::anyhow!("cannot wait for Ctrl-C: {e}"))?;
     drop(central);
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::OutboxRecord;
+
+    #[tokio::test]
+    async fn energy_hours_are_stored_once_and_served_as_rows_and_csv() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central = Central::start(CentralConfig {
+            listen: "127.0.0.1:0".into(),
+            http_listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            secret: SecretKey::from_bytes([1; 32]),
+            grids: AllowedGrids::from([(3, vec![SecretKey::from_bytes([2; 32]).public()])]),
+            backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
+        })
+        .await
+        .expect("central starts");
+        let hour = |seq: u64, subject, wh| {
+            let out = sdk::Output::EnergyHour(sdk::EnergyHour {
+                hour_start_ms: 7_200_000,
+                subject,
+                energy_wh: wh,
+            });
+            (
+                seq,
+                OutboxRecord {
+                    index: seq,
+                    time_ms: 10_800_000,
+                    actor: ActorKind::Balancing,
+                    output: sdk_codec::encode(&out),
+                },
+            )
+        };
+        let batch = BatchBody {
+            stream: 2,
+            first_seq: 0,
+            end_seq: 3,
+            records: vec![
+                hour(0, sdk::EnergySubject::Customer(sdk::CustomerId(42)), 17),
+                hour(
+                    1,
+                    sdk::EnergySubject::Feeder {
+                        node: sdk::NodeId(2),
+                        feeder: 1,
+                    },
+                    2_500,
+                ),
+                hour(2, sdk::EnergySubject::Plant(sdk::NodeId(2)), 3_000),
+            ],
+        };
+        let ack = central.inner.ingest(3, &batch).expect("ingest");
+        assert_eq!(ack.next_seq, 3);
+        // A retransmission changes nothing.
+        central.inner.ingest(3, &batch).expect("ingest again");
+        let rows = central.energy_hours(3).expect("rows");
+        let got: Vec<(&str, u64, u16, u64)> = rows
+            .iter()
+            .map(|r| (r.kind.as_str(), r.id, r.feeder, r.energy_wh))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("customer", 42, 0, 17),
+                ("feeder", 2, 1, 2_500),
+                ("plant", 2, 0, 3_000)
+            ]
+        );
+        let csv = energy_hours_csv(3, &rows);
+        assert_eq!(csv.lines().count(), 4);
+        assert!(csv.contains("3,7200000,feeder,2,1,2500,1,"), "{csv}");
+    }
 }

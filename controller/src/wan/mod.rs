@@ -9,8 +9,10 @@
 //! Uploader --Body::OutboxAck through Raft--> committed cursor (any node resumes there)
 //! ```
 //!
-//! **Streams.** Two streams are filters over the outbox: [`Stream::Ledger`] (billing ledger
-//! records) and [`Stream::Events`] (alarms and relay commands with their reasons). A record
+//! **Streams.** Three streams are filters over the outbox: [`Stream::Ledger`] (billing ledger
+//! records), [`Stream::Events`] (alarms and relay commands with their reasons) and
+//! [`Stream::Energy`] (hourly energy per customer, feeder and plant, which the state machine
+//! writes when log time leaves an hour: `state::energy`). A record
 //! keeps its outbox sequence number as its stream sequence; gaps are the outbox records of
 //! other kinds (and ballast set-points, which are control traffic the data center does not
 //! need). Every batch states the range `[first_seq, end_seq)` of outbox sequences it covers,
@@ -18,6 +20,11 @@
 //! not a dense per-stream sequence: it would need a replicated stream-seq -> outbox-seq index
 //! (more state in the state machine); the outbox sequence is already dense, deterministic on
 //! every replica and committed, so any node can resume from a committed cursor by itself.
+//!
+//! **Pruning.** Once every stream's committed cursor is past a record and it is older than a
+//! day of log time, the state machine deletes it (`state::prune`: the newest relay command,
+//! set-point and ledger line per key stay), so the outbox and snapshots stay bounded while the
+//! central keeps the history.
 //!
 //! **Security** ([`channel`]). Every connection starts with a Noise IK handshake (X25519 keys as
 //! `ghatta keygen` writes them, ChaCha20-Poly1305, SHA-256; the `snow` crate): the grid proves

@@ -40,11 +40,13 @@ pub enum Stream {
     Ledger = 0,
     /// Alarms and relay commands (with their reasons).
     Events = 1,
+    /// Hourly energy per customer, feeder and plant (`state::energy`).
+    Energy = 2,
 }
 
 impl Stream {
     /// Every stream.
-    pub const ALL: [Stream; 2] = [Stream::Ledger, Stream::Events];
+    pub const ALL: [Stream; 3] = [Stream::Ledger, Stream::Events, Stream::Energy];
 
     /// The stream's number on the wire and in `Body::OutboxAck`.
     pub fn id(self) -> u32 {
@@ -62,6 +64,7 @@ impl Stream {
         match sdk_codec::decode::<sdk::Output>(&rec.output) {
             Some(sdk::Output::Ledger(_)) => self == Stream::Ledger,
             Some(sdk::Output::Alarm(_)) | Some(sdk::Output::Relay(_)) => self == Stream::Events,
+            Some(sdk::Output::EnergyHour(_)) => self == Stream::Energy,
             _ => false,
         }
     }

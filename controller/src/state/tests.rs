@@ -1,0 +1,305 @@
+//! The state machine applying crafted entries at chosen log times: hourly energy aggregates
+//! and outbox pruning, identical on two replicas.
+
+use std::sync::Arc;
+
+use ghatta_actor_sdk as sdk;
+use openraft::entry::RaftEntry;
+use openraft::vote::RaftLeaderId;
+
+use super::energy::HOUR_MS;
+use super::prune::OUTBOX_RETENTION_MS;
+use super::*;
+use crate::actors::ActorLimits;
+use crate::raft::{Body, Entry, Proposal, Receipt};
+
+const CUSTOMERS: u32 = 5;
+
+fn entry(index: u64, time_ms: u64, body: Body) -> Entry {
+    let leader = openraft::alias::LeaderIdOf::<TypeConfig>::new(1, 1);
+    Entry::new_normal(
+        LogId::new(leader.to_committed(), index),
+        Proposal {
+            origin: 1,
+            seq: 0,
+            time_ms,
+            body,
+        },
+    )
+}
+
+fn inputs(v: Vec<sdk::Input>) -> Body {
+    Body::Inputs(v.iter().map(sdk::codec::encode).collect())
+}
+
+fn open() -> (tempfile::TempDir, StateMachine) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = crate::storage::open_dir(dir.path()).expect("stores");
+    let host = Arc::new(ActorHost::with_embedded(ActorLimits::default()).expect("actors"));
+    let sm = StateMachine::open(stores.state.clone(), host).expect("state machine");
+    (dir, sm)
+}
+
+fn apply(sm: &StateMachine, entries: &[Entry]) -> Vec<Receipt> {
+    let mut data = sm.lock();
+    apply::apply_batch(&sm.db, &sm.host, &sm.hooks, &mut data, entries.iter()).expect("apply")
+}
+
+fn snapshot_bytes(sm: &StateMachine) -> usize {
+    let data = sm.lock();
+    snapshot::build(&sm.db, &data, 0)
+        .expect("snapshot")
+        .snapshot
+        .len()
+}
+
+/// 40 hours of a grid: setup, then every 10 minutes (the last 10 minutes before hour 40) one
+/// telemetry sample from node 1 (30 kW generated, 25 kW on feeder 1) and a meter read per
+/// customer; then one entry 2 hours later.
+fn grid_entries(t0: u64) -> Vec<Entry> {
+    let mut setup = vec![
+        sdk::Input::SetTariff(sdk::Tariff {
+            id: 1,
+            version: 1,
+            kind: sdk::TariffKind::PerKwh {
+                rate_paisa_per_kwh: 1_500,
+            },
+        }),
+        sdk::Input::SetBillingConfig(sdk::BillingConfig {
+            utc_offset_min: 345,
+            friendly_start_min: 0,
+            friendly_end_min: 0,
+            disconnect_at_mpaisa: 0,
+        }),
+    ];
+    for id in 1..=CUSTOMERS {
+        setup.push(sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+            id: sdk::CustomerId(id),
+            node: sdk::NodeId(1),
+            mode: sdk::AccountMode::Prepaid,
+            tariff: 1,
+            connection_w: 250,
+            opening_credit_mpaisa: 50_000_000_000,
+        }));
+    }
+    let mut entries = vec![entry(1, t0, inputs(setup))];
+    let step = 10 * 60_000;
+    for k in 1..(40 * HOUR_MS / step) {
+        let mut v = vec![sdk::Input::Telemetry(sdk::Telemetry {
+            node: sdk::NodeId(1),
+            frequency_mhz: 50_000,
+            voltage_dv: 2_300,
+            generation_w: 30_000,
+            ballast_w: 0,
+            ballast_capacity_w: 30_000,
+            feeders: vec![sdk::FeederLoad {
+                feeder: 1,
+                load_w: 25_000,
+                closed: true,
+            }],
+        })];
+        for c in 1..=CUSTOMERS {
+            v.push(sdk::Input::MeterRead(sdk::MeterRead {
+                customer: sdk::CustomerId(c),
+                total_wh: k * 100 + u64::from(c),
+                read_at_ms: 0,
+            }));
+        }
+        entries.push(entry(entries.len() as u64 + 1, t0 + k * step, inputs(v)));
+    }
+    entries.push(entry(
+        entries.len() as u64 + 1,
+        t0 + 42 * HOUR_MS,
+        inputs(vec![sdk::Input::Noop]),
+    ));
+    entries
+}
+
+fn outbox(sm: &StateMachine) -> Vec<(u64, OutboxRecord, sdk::Output)> {
+    sm.outbox_from(0, usize::MAX)
+        .expect("outbox")
+        .into_iter()
+        .map(|(s, r)| {
+            let o = sdk::codec::decode(&r.output).expect("output decodes");
+            (s, r, o)
+        })
+        .collect()
+}
+
+#[test]
+fn hourly_energy_closes_by_log_time_sums_to_the_ledger_and_matches_across_replicas() {
+    let t0 = 480_000 * HOUR_MS;
+    let entries = grid_entries(t0);
+    let (_d1, a) = open();
+    let (_d2, b) = open();
+    apply(&a, &entries);
+    // The other replica gets the same entries in other batch sizes.
+    for chunk in entries.chunks(7) {
+        apply(&b, chunk);
+    }
+    assert_eq!(a.lock().hash, b.lock().hash, "replicas diverged");
+    let out = outbox(&a);
+    let out_b = outbox(&b);
+    assert_eq!(
+        out.iter()
+            .map(|(s, r, _)| (*s, r.clone()))
+            .collect::<Vec<_>>(),
+        out_b
+            .iter()
+            .map(|(s, r, _)| (*s, r.clone()))
+            .collect::<Vec<_>>()
+    );
+
+    let mut billed = BTreeMap::new();
+    let mut hourly = BTreeMap::new();
+    let mut plant_hours = Vec::new();
+    let mut feeder_hours = Vec::new();
+    for (_, rec, o) in &out {
+        match o {
+            sdk::Output::Ledger(l) => {
+                if let sdk::LedgerKind::Charge { energy_wh, .. } = l.kind {
+                    *billed.entry(l.customer.0).or_insert(0u64) += energy_wh;
+                }
+            }
+            sdk::Output::EnergyHour(h) => {
+                assert_eq!(h.hour_start_ms % HOUR_MS, 0);
+                assert!(
+                    rec.time_ms >= h.hour_start_ms + HOUR_MS,
+                    "closed after its hour"
+                );
+                match h.subject {
+                    sdk::EnergySubject::Customer(c) => {
+                        *hourly.entry(c.0).or_insert(0u64) += h.energy_wh
+                    }
+                    sdk::EnergySubject::Plant(n) => {
+                        assert_eq!(n.0, 1);
+                        plant_hours.push(h.energy_wh)
+                    }
+                    sdk::EnergySubject::Feeder { node, feeder } => {
+                        assert_eq!((node.0, feeder), (1, 1));
+                        feeder_hours.push(h.energy_wh)
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        billed.values().sum::<u64>() > 0,
+        "the test must bill energy"
+    );
+    assert_eq!(
+        hourly, billed,
+        "customer hours add up to the ledger to the Wh"
+    );
+    // Six samples an hour (five in the first), each held 60 s: 6 min of 30 kW = 3 kWh, of
+    // 25 kW = 2.5 kWh; the first hour's 2,083.3 Wh leaves 1/3 Wh to carry.
+    let mut want_plant = vec![3_000; 40];
+    want_plant[0] = 2_500;
+    assert_eq!(plant_hours, want_plant);
+    let mut want_feeder = vec![2_500; 40];
+    want_feeder[0] = 2_083;
+    assert_eq!(feeder_hours, want_feeder);
+}
+
+#[test]
+fn acknowledged_records_older_than_the_retention_are_pruned_and_snapshots_shrink() {
+    let t0 = 480_000 * HOUR_MS;
+    let mut entries = grid_entries(t0);
+    let (_d1, a) = open();
+    let (_d2, b) = open();
+    apply(&a, &entries);
+    apply(&b, &entries);
+    let before = outbox(&a);
+    let end = a.lock().next_out_seq;
+    let snap_before = snapshot_bytes(&a);
+    let now = a.lock().log_time_ms;
+
+    // Acks before the last stream's: nothing goes (every stream must have acknowledged).
+    let mut index = entries.len() as u64;
+    let mut ack = |stream: u32, upto: u64| {
+        index += 1;
+        entry(
+            index,
+            now,
+            Body::OutboxAck {
+                stream,
+                upto_seq: upto,
+            },
+        )
+    };
+    let partial = vec![ack(0, end), ack(1, end)];
+    apply(&a, &partial);
+    assert_eq!(
+        outbox(&a).len(),
+        before.len(),
+        "an unacked stream keeps everything"
+    );
+    let last = vec![ack(2, end)];
+    apply(&a, &last);
+    entries.extend(partial);
+    entries.extend(last);
+    apply(&b, &entries[entries.len() - 3..]);
+    assert_eq!(
+        a.lock().hash,
+        b.lock().hash,
+        "pruning diverged between replicas"
+    );
+    assert_eq!(outbox(&a).len(), outbox(&b).len());
+
+    let after = outbox(&a);
+    let horizon = now - OUTBOX_RETENTION_MS;
+    let old_before = before
+        .iter()
+        .filter(|(_, r, _)| r.time_ms <= horizon)
+        .count();
+    let old_after = after
+        .iter()
+        .filter(|(_, r, _)| r.time_ms <= horizon)
+        .count();
+    assert!(
+        old_before > 500,
+        "the test must have old records: {old_before}"
+    );
+    assert!(
+        old_after <= CUSTOMERS as usize,
+        "{old_after} of {old_before} old records kept"
+    );
+    let first = a.lock().first_out_seq;
+    for (seq, rec, o) in &after {
+        if rec.time_ms <= horizon {
+            // Only pinned records survive the retention: each customer's newest ledger line.
+            assert!(*seq < first);
+            let sdk::Output::Ledger(l) = o else {
+                panic!("unpinned old record {seq} kept: {o:?}")
+            };
+            let newest = before
+                .iter()
+                .filter(|(_, _, x)| matches!(x, sdk::Output::Ledger(y) if y.customer == l.customer))
+                .map(|(s, _, _)| *s)
+                .max();
+            assert_eq!(newest, Some(*seq));
+        }
+    }
+    // Everything within the retention is still there.
+    let kept_recent = before
+        .iter()
+        .filter(|(_, r, _)| r.time_ms > horizon)
+        .count();
+    assert_eq!(
+        after.iter().filter(|(_, r, _)| r.time_ms > horizon).count(),
+        kept_recent
+    );
+    // The snapshot lost at least the encoded bytes of every pruned record.
+    let kept: std::collections::BTreeSet<u64> = after.iter().map(|(s, _, _)| *s).collect();
+    let pruned_bytes: usize = before
+        .iter()
+        .filter(|(s, _, _)| !kept.contains(s))
+        .map(|(_, r, _)| codec::encode(r).expect("encodes").len())
+        .sum();
+    let snap_after = snapshot_bytes(&a);
+    assert!(
+        snap_before - snap_after >= pruned_bytes,
+        "snapshot {snap_before} -> {snap_after} bytes, {pruned_bytes} bytes of records pruned"
+    );
+}
