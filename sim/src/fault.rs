@@ -62,6 +62,8 @@ pub enum NodeAction {
         node: NodeId,
         /// Multiplier.
         scale: f64,
+        /// Reached linearly over this long (zero: at once).
+        ramp: Duration,
     },
     /// Set the water flow of the node's plant (`Plant::set_water_factor`).
     SetWaterFactor {
@@ -69,6 +71,18 @@ pub enum NodeAction {
         node: NodeId,
         /// Fraction of rated flow.
         factor: f64,
+        /// Reached linearly over this long (zero: at once).
+        ramp: Duration,
+    },
+    /// Open or close the tie line between two nodes' plants (`Grid::set_tie`); nothing if
+    /// either node has no plant or the scenario's plants are not interconnected.
+    SetTie {
+        /// One node.
+        a: NodeId,
+        /// The other.
+        b: NodeId,
+        /// Closed (power flows) or open.
+        closed: bool,
     },
 }
 
@@ -90,13 +104,16 @@ enum Event {
 
 #[derive(Clone, Debug)]
 enum Undo {
-    Cuts(Vec<(NodeId, NodeId)>),
+    /// Links cut, and tie lines opened between these pairs of nodes' plants.
+    Cuts(Vec<(NodeId, NodeId)>, Vec<(NodeId, NodeId)>),
     Restart(NodeId),
     Links(Vec<(NodeId, NodeId, LinkModel)>),
     Clock(NodeId),
     Disk(NodeId),
-    Load(NodeId),
-    Water(NodeId),
+    /// The node and the ramp back to normal.
+    Load(NodeId, Duration),
+    /// The node and the ramp back to normal.
+    Water(NodeId, Duration),
 }
 
 /// Drives a scenario's faults over a run.
@@ -109,6 +126,9 @@ pub struct FaultDriver {
     next_id: u64,
     open: BTreeMap<u64, Undo>,
     cut_counts: BTreeMap<(NodeId, NodeId), u32>,
+    /// Open faults holding each tie line open (lower id first): overlapping splits close a
+    /// tie only when the last of them ends.
+    tie_counts: BTreeMap<(NodeId, NodeId), u32>,
     down: BTreeSet<NodeId>,
 }
 
@@ -128,6 +148,7 @@ impl FaultDriver {
             next_id: 1,
             open: BTreeMap::new(),
             cut_counts: BTreeMap::new(),
+            tie_counts: BTreeMap::new(),
             down: BTreeSet::new(),
         };
         for f in &scenario.faults {
@@ -324,11 +345,11 @@ impl FaultDriver {
                     self.cut(net, nb, na, &mut cuts);
                 }
                 (
-                    Undo::Cuts(cuts),
+                    Undo::Cuts(cuts, Vec::new()),
                     format!("partition {na} <-> {nb} ({direction:?}; {a} / {b})"),
                 )
             }
-            FaultKind::Split { nodes } => {
+            FaultKind::Split { nodes, open_ties } => {
                 let mut side = Vec::new();
                 for t in nodes {
                     if let Some(n) = self.resolve(*t, leader, &side) {
@@ -342,13 +363,30 @@ impl FaultDriver {
                     .filter(|n| !side.contains(n))
                     .collect();
                 let mut cuts = Vec::new();
+                let mut ties = Vec::new();
                 for &a in &side {
                     for &b in &rest {
                         self.cut(net, a, b, &mut cuts);
                         self.cut(net, b, a, &mut cuts);
+                        if *open_ties {
+                            let c = self.tie_counts.entry((a.min(b), a.max(b))).or_default();
+                            *c += 1;
+                            if *c == 1 {
+                                tick.actions.push(NodeAction::SetTie {
+                                    a,
+                                    b,
+                                    closed: false,
+                                });
+                            }
+                            ties.push((a.min(b), a.max(b)));
+                        }
                     }
                 }
-                (Undo::Cuts(cuts), format!("split {side:?} from {rest:?}"))
+                let lines = if *open_ties { " and its tie lines" } else { "" };
+                (
+                    Undo::Cuts(cuts, ties),
+                    format!("split {side:?} from {rest:?}{lines}"),
+                )
             }
             FaultKind::Isolate { node } => {
                 let Some(n) = self.resolve(*node, leader, &[]) else {
@@ -361,13 +399,16 @@ impl FaultDriver {
                     self.cut(net, n, o, &mut cuts);
                     self.cut(net, o, n, &mut cuts);
                 }
-                (Undo::Cuts(cuts), format!("isolate {n} ({node})"))
+                (
+                    Undo::Cuts(cuts, Vec::new()),
+                    format!("isolate {n} ({node})"),
+                )
             }
             FaultKind::HealAll => {
                 let ids: Vec<u64> = self
                     .open
                     .iter()
-                    .filter(|(_, u)| matches!(u, Undo::Cuts(_)))
+                    .filter(|(_, u)| matches!(u, Undo::Cuts(..)))
                     .map(|(&id, _)| id)
                     .collect();
                 for id in ids {
@@ -474,29 +515,41 @@ impl FaultDriver {
                     format!("link {na} <-> {nb} degraded: {link:?}"),
                 )
             }
-            FaultKind::Overload { node, load_scale } => {
+            FaultKind::Overload {
+                node,
+                load_scale,
+                ramp_s,
+            } => {
                 let Some(n) = self.resolve(*node, leader, &[]) else {
                     return;
                 };
+                let ramp = Duration::from_secs_f64(*ramp_s);
                 tick.actions.push(NodeAction::SetLoadScale {
                     node: n,
                     scale: *load_scale,
+                    ramp,
                 });
                 (
-                    Undo::Load(n),
+                    Undo::Load(n, ramp),
                     format!("overload plant of {n}: load x{load_scale}"),
                 )
             }
-            FaultKind::Drought { node, water_factor } => {
+            FaultKind::Drought {
+                node,
+                water_factor,
+                ramp_s,
+            } => {
                 let Some(n) = self.resolve(*node, leader, &[]) else {
                     return;
                 };
+                let ramp = Duration::from_secs_f64(*ramp_s);
                 tick.actions.push(NodeAction::SetWaterFactor {
                     node: n,
                     factor: *water_factor,
+                    ramp,
                 });
                 (
-                    Undo::Water(n),
+                    Undo::Water(n, ramp),
                     format!("drought at plant of {n}: water x{water_factor}"),
                 )
             }
@@ -514,7 +567,15 @@ impl FaultDriver {
             return;
         };
         match undo {
-            Undo::Cuts(cuts) => {
+            Undo::Cuts(cuts, ties) => {
+                for (a, b) in ties {
+                    let c = self.tie_counts.entry((a, b)).or_default();
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        self.tie_counts.remove(&(a, b));
+                        tick.actions.push(NodeAction::SetTie { a, b, closed: true });
+                    }
+                }
                 for (a, b) in cuts {
                     let c = self.cut_counts.entry((a, b)).or_default();
                     *c = c.saturating_sub(1);
@@ -550,13 +611,15 @@ impl FaultDriver {
                 node: n,
                 delay: Duration::ZERO,
             }),
-            Undo::Load(n) => tick.actions.push(NodeAction::SetLoadScale {
+            Undo::Load(n, ramp) => tick.actions.push(NodeAction::SetLoadScale {
                 node: n,
                 scale: 1.0,
+                ramp,
             }),
-            Undo::Water(n) => tick.actions.push(NodeAction::SetWaterFactor {
+            Undo::Water(n, ramp) => tick.actions.push(NodeAction::SetWaterFactor {
                 node: n,
                 factor: 1.0,
+                ramp,
             }),
         }
         tick.observations.push(Observation::FaultEnd { t_ms, id });

@@ -285,6 +285,25 @@ pub struct PlantTruth {
     pub generation_w: u64,
 }
 
+/// A value moving linearly to a target.
+#[derive(Clone, Copy, Debug)]
+struct Ramp {
+    target: f64,
+    per_ms: f64,
+}
+
+impl Ramp {
+    /// `from` moved `dt_ms` towards the target; `None` once there.
+    fn advance(self, from: f64, dt_ms: u64) -> (f64, Option<Ramp>) {
+        let step = self.per_ms * dt_ms as f64;
+        if (self.target - from).abs() <= step {
+            (self.target, None)
+        } else {
+            (from + step * (self.target - from).signum(), Some(self))
+        }
+    }
+}
+
 /// One micro-hydro plant with its feeders and households.
 #[derive(Clone, Debug)]
 pub struct Plant {
@@ -303,6 +322,10 @@ pub struct Plant {
     water_factor: f64,
     /// Multiplier on every household's load (a fault can raise it for overload).
     load_scale: f64,
+    /// Where `load_scale` is heading, and how fast (per ms); see [`Plant::ramp_load_scale`].
+    load_ramp: Option<Ramp>,
+    /// Where `water_factor` is heading, and how fast (per ms).
+    water_ramp: Option<Ramp>,
     resample_cursor: usize,
     next_resample_ms: u64,
 }
@@ -354,6 +377,8 @@ impl Plant {
             elc_integral_w: 0.0,
             water_factor: 1.0,
             load_scale: 1.0,
+            load_ramp: None,
+            water_ramp: None,
             resample_cursor: 0,
             next_resample_ms: 0,
             cfg,
@@ -523,11 +548,49 @@ impl Plant {
     /// Sets the water flow as a fraction of rated (drought, blocked intake).
     pub fn set_water_factor(&mut self, factor: f64) {
         self.water_factor = factor.clamp(0.0, 1.5);
+        self.water_ramp = None;
+    }
+
+    /// Moves the water flow linearly to `factor` over `ramp_ms` (zero: at once).
+    pub fn ramp_water_factor(&mut self, factor: f64, ramp_ms: u64) {
+        let target = factor.clamp(0.0, 1.5);
+        if ramp_ms == 0 {
+            self.set_water_factor(target);
+        } else {
+            let per_ms = (target - self.water_factor).abs() / ramp_ms as f64;
+            self.water_ramp = Some(Ramp { target, per_ms });
+        }
+    }
+
+    /// Moves the load multiplier linearly to `scale` over `ramp_ms` (zero: at once).
+    pub fn ramp_load_scale(&mut self, scale: f64, ramp_ms: u64) {
+        let target = scale.clamp(0.0, 10.0);
+        if ramp_ms == 0 {
+            self.set_load_scale(target);
+        } else {
+            let per_ms = (target - self.load_scale).abs() / ramp_ms as f64;
+            self.load_ramp = Some(Ramp { target, per_ms });
+        }
+    }
+
+    /// Advances the ramps by `dt_ms`.
+    fn advance_ramps(&mut self, dt_ms: u64) {
+        if let Some(r) = self.water_ramp {
+            let (w, next) = r.advance(self.water_factor, dt_ms);
+            self.water_factor = w;
+            self.water_ramp = next;
+        }
+        if let Some(r) = self.load_ramp {
+            let (scale, next) = r.advance(self.load_scale, dt_ms);
+            self.set_load_scale(scale);
+            self.load_ramp = next;
+        }
     }
 
     /// Multiplies every household's load (an overload fault); applied as loads
     /// are redrawn, and at once to the current loads.
     pub fn set_load_scale(&mut self, scale: f64) {
+        self.load_ramp = None;
         let scale = scale.clamp(0.0, 10.0);
         let ratio = if self.load_scale > 0.0 {
             scale / self.load_scale
@@ -724,6 +787,9 @@ fn step_island(plants: &mut [Plant], members: &[usize], dt_ms: u64) {
         .map(|&i| plants[i].inertia_ws_per_hz() * plants[i].f_hz)
         .sum::<f64>()
         / m_total;
+    for &i in members {
+        plants[i].advance_ramps(dt_ms);
+    }
     let mut done = 0;
     while done < dt_ms {
         let h_ms = CYCLE_MS.min(dt_ms - done);
@@ -784,10 +850,14 @@ impl Grid {
         }
     }
 
-    /// Closes every tie: all plants form one island.
+    /// Closes a tie between every pair of plants: all plants form one island, and opening
+    /// the ties across any split leaves each side one island (a meshed line, not a chain
+    /// whose middle would cut a side in two).
     pub fn interconnect_all(&mut self) {
         for b in 1..self.plants.len() {
-            self.set_tie(b - 1, b, true);
+            for a in 0..b {
+                self.set_tie(a, b, true);
+            }
         }
     }
 

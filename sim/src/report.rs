@@ -18,6 +18,25 @@ pub struct LedgerSummary {
     pub charges: u64,
 }
 
+/// The field loops over a run: their metering journals and local protection (filled by the
+/// controller, which owns them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FieldSummary {
+    /// Most meter reads waiting in journals at once, over all nodes.
+    pub peak_reads: u64,
+    /// Seconds from the last heal until every journal first held no read (absent: never,
+    /// or no fault healed).
+    pub drained_after_heal_s: Option<f64>,
+    /// Reads the field loops journaled, over all nodes and incarnations.
+    pub reads_journaled: u64,
+    /// Reads they saw committed and removed from their journals.
+    pub reads_committed: u64,
+    /// Under-frequency stages tripped by local protection, over all nodes.
+    pub ufls_trips: u64,
+    /// Ballast stages switched in by local protection (over-frequency), over all nodes.
+    pub ballast_switched_in: u64,
+}
+
 /// What the controller knows only at the end of a run.
 #[derive(Clone, Debug, Default)]
 pub struct FinishInfo {
@@ -70,6 +89,9 @@ pub struct Report {
     pub net: LinkCounters,
     /// When the last fault healed, seconds.
     pub last_heal_s: f64,
+    /// The field loops (runs with plants only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<FieldSummary>,
 }
 
 impl Report {

@@ -344,6 +344,12 @@ pub enum FaultKind {
     Split {
         /// One side of the split.
         nodes: Vec<Target>,
+        /// Also open the tie lines between the two sides' plants, so each side runs as its
+        /// own electrical island (a landslide that takes the power line with the cable next
+        /// to it). The ties close again when the fault ends. Only meaningful with
+        /// `nodes.interconnected`.
+        #[serde(default)]
+        open_ties: bool,
     },
     /// Cut one node off from every other.
     Isolate {
@@ -412,6 +418,10 @@ pub enum FaultKind {
         node: Target,
         /// Load multiplier.
         load_scale: f64,
+        /// Seconds to get there, and back at the end (default 0: a step; real loads rise
+        /// over minutes as lights and appliances come on one by one).
+        #[serde(default)]
+        ramp_s: f64,
     },
     /// The plant behind a node gets less water.
     Drought {
@@ -419,6 +429,10 @@ pub enum FaultKind {
         node: Target,
         /// Fraction of rated water flow.
         water_factor: f64,
+        /// Seconds to get there, and back at the end (default 0: a step; a river's flow
+        /// falls over minutes to hours, a blocked intake within seconds).
+        #[serde(default)]
+        ramp_s: f64,
     },
 }
 
@@ -500,6 +514,10 @@ pub struct Scenario {
     /// After every fault heals, a new commit must happen within this.
     #[serde(default = "liveness_default")]
     pub liveness_bound_s: f64,
+    /// After the last fault heals, every field loop's journal must have emptied (every meter
+    /// read taken while islanded committed) within this; absent: not checked.
+    #[serde(default)]
+    pub journal_drain_bound_s: Option<f64>,
     /// The nodes.
     pub nodes: Nodes,
     /// The network.
@@ -581,12 +599,25 @@ impl Scenario {
         };
         positive("duration_s", self.duration_s, DURATION_S_MAX)?;
         positive("liveness_bound_s", self.liveness_bound_s, DURATION_S_MAX)?;
+        if let Some(b) = self.journal_drain_bound_s {
+            positive("journal_drain_bound_s", b, DURATION_S_MAX)?;
+        }
         if !(self.settle_s >= 0.0 && self.settle_s <= DURATION_S_MAX) {
             return Err((
                 "settle_s".into(),
                 format!("{} is not in [0, {DURATION_S_MAX}]", self.settle_s),
             ));
         }
+        let ramp_ok = |key: &str, v: f64| {
+            if v.is_finite() && (0.0..=DURATION_S_MAX).contains(&v) {
+                Ok(())
+            } else {
+                Err((
+                    key.to_string(),
+                    format!("{v} is not in [0, {DURATION_S_MAX}]"),
+                ))
+            }
+        };
         let check_index = |key: &str, i: u32| {
             if i < n {
                 Ok(())
@@ -646,7 +677,7 @@ impl Scenario {
                 FaultKind::Partition { a, b, .. }
                 | FaultKind::FlapLink { a, b, .. }
                 | FaultKind::Link { a, b, .. } => vec![("a", *a), ("b", *b)],
-                FaultKind::Split { nodes } => nodes.iter().map(|&t| ("nodes", t)).collect(),
+                FaultKind::Split { nodes, .. } => nodes.iter().map(|&t| ("nodes", t)).collect(),
                 FaultKind::Isolate { node }
                 | FaultKind::Crash { node }
                 | FaultKind::PowerCut { node }
@@ -678,13 +709,21 @@ impl Scenario {
                 FaultKind::Link { link, .. } => {
                     link.apply(default).map_err(|(k, p)| (key(&k), p))?;
                 }
-                FaultKind::Overload { load_scale, .. } => {
+                FaultKind::Overload {
+                    load_scale, ramp_s, ..
+                } => {
                     positive(&key("load_scale"), *load_scale, 10.0)?;
+                    ramp_ok(&key("ramp_s"), *ramp_s)?;
                 }
-                FaultKind::Drought { water_factor, .. } => {
+                FaultKind::Drought {
+                    water_factor,
+                    ramp_s,
+                    ..
+                } => {
                     positive(&key("water_factor"), *water_factor, 1.5)?;
+                    ramp_ok(&key("ramp_s"), *ramp_s)?;
                 }
-                FaultKind::Split { nodes } if nodes.is_empty() => {
+                FaultKind::Split { nodes, .. } if nodes.is_empty() => {
                     return Err((key("nodes"), "a split needs at least one node".into()));
                 }
                 _ => {}

@@ -405,9 +405,17 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                     .voltage_dv
                     .store(u64::from(g.voltage_dv), Ordering::Relaxed);
                 self.agg.add(wall, &g);
+                self.protection
+                    .note_feeder_loads(g.feeders.iter().map(|f| (f.feeder, f.load_w, f.closed)));
+                let stalled_ms = self.stats.stalled_ms.load(Ordering::Relaxed);
+                self.protection
+                    .set_islanded(stalled_ms >= self.cfg.protection.island_after_ms);
                 Some(Sample {
                     frequency_mhz: g.frequency_mhz,
                     voltage_dv: g.voltage_dv,
+                    // A board that reports no generation (a feeder-only board, a replay
+                    // without it) does not know the spare either.
+                    spare_w: (g.generation_w > 0).then_some(g.ballast_w),
                 })
             }
             Err(e) => {

@@ -12,9 +12,21 @@
 //!   threshold, drops out when it rises above threshold + `ufls_dropout_mhz`, and trips when it
 //!   has stayed picked up for its delay; a tripped stage holds its feeders open. Stages are
 //!   independent (a fast deep stage may trip before a slow shallow one).
+//! - **Islanded**: the shallow stages are slow so that the balancing actor, which sheds by
+//!   priority through consensus, moves first. Without a quorum there is no balancing actor,
+//!   and a frequency that settles just under the band would sit there for stage 1's whole
+//!   delay; so while the field loop reports an island ([`Protection::set_islanded`]), no stage
+//!   waits longer than `island_stage_delay_ms`.
 //! - **Restore**: once the frequency has stayed at or above `restore_mhz` for
 //!   `restore_delay_ms`, the deepest tripped stage is restored; the next waits another full
-//!   delay, so load comes back one step at a time.
+//!   delay, so load comes back one step at a time. When the board measures the power the
+//!   ballast absorbs (spare generation: a run-of-river turbine makes a constant output and the
+//!   ELC dumps what the loads do not take) a stage comes back only if that spare covers the
+//!   load its feeders carried when it tripped, plus `restore_headroom_pct`. Without that
+//!   check a plant short of water or facing a lasting overload sheds, restores after the
+//!   delay, falls out of the band again and sheds again, every delay for as long as the
+//!   deficit lasts (measured in the simulator's island scenario: a 3 s dip below 48.75 Hz
+//!   every 34 s for 400 s).
 //! - **Over-frequency**: at or above `over_frequency_mhz` for `over_frequency_delay_ms`, the
 //!   lowest-numbered ballast stage not yet held is held closed; another follows after another
 //!   delay while it persists. At or below `ballast_release_mhz` for
@@ -50,6 +62,12 @@ pub const PLAUSIBLE_MHZ_MAX: u32 = 57_500;
 pub const SAMPLE_STALE_MS: u64 = 1_000;
 /// Most UFLS stages: relays offer 4-6; 8 is room for a finer scheme.
 pub const UFLS_STAGES_MAX: usize = 8;
+/// Shortest `island_stage_delay_ms`: five 10 Hz samples, as the fastest default stage, so
+/// one bad reading cannot trip a stage.
+pub const ISLAND_STAGE_DELAY_MS_MIN: u64 = 500;
+/// Largest `restore_headroom_pct`: beyond doubling the shed load, shed feeders would stay
+/// dark with the plant plainly able to carry them.
+pub const RESTORE_HEADROOM_PCT_MAX: u32 = 100;
 
 /// One under-frequency stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +114,13 @@ pub struct ProtectionConfig {
     pub under_voltage_delay_ms: u64,
     /// Voltage back inside the band this long before feeders are restored, ms.
     pub voltage_restore_delay_ms: u64,
+    /// A tripped stage is restored only while the spare generation (power in the ballast)
+    /// exceeds the load its feeders shed by this much, percent.
+    pub restore_headroom_pct: u32,
+    /// Longest UFLS delay while the node has no quorum, ms.
+    pub island_stage_delay_ms: u64,
+    /// The node counts as islanded once its proposals have stalled this long, ms.
+    pub island_after_ms: u64,
 }
 
 impl Default for ProtectionConfig {
@@ -154,6 +179,19 @@ impl Default for ProtectionConfig {
             // start's inrush dip pass.
             under_voltage_delay_ms: 3_000,
             voltage_restore_delay_ms: 30_000,
+            // The shed load is an estimate from the moment of the trip: a restore delay or
+            // more later the evening climb (up to ~30 % an hour) and each household's noise
+            // may have raised it, and a PZEM reads power to 0.5 %. A fifth more keeps a
+            // restore from knocking the plant straight back under 49 Hz.
+            restore_headroom_pct: 20,
+            // Stage 3's delay: twenty 10 Hz samples, well past a motor start's dip, and short
+            // enough that a slowly sagging island trips stage 1 before leaving the band
+            // (measured in sim/scenarios/island-leader-side-cut.toml: with stage 1's 10 s the
+            // islands spent up to 0.2 % of the run under 48.75 Hz).
+            island_stage_delay_ms: 2_000,
+            // Balancing through consensus needs a commit within a few seconds to matter;
+            // 5 s without one (five missed 1-second batches) and it is not coming in time.
+            island_after_ms: 5_000,
         }
     }
 }
@@ -205,6 +243,26 @@ impl ProtectionConfig {
                 "ballast_release_mhz",
                 "need nominal (50000) < over_frequency_mhz and ballast_release_mhz < over_frequency_mhz"
                     .into(),
+            );
+        }
+        if self.island_stage_delay_ms < ISLAND_STAGE_DELAY_MS_MIN {
+            return err(
+                "island_stage_delay_ms",
+                format!(
+                    "{} ms is under {ISLAND_STAGE_DELAY_MS_MIN} ms: one noisy sample could trip \
+                     a stage",
+                    self.island_stage_delay_ms
+                ),
+            );
+        }
+        if self.restore_headroom_pct > RESTORE_HEADROOM_PCT_MAX {
+            return err(
+                "restore_headroom_pct",
+                format!(
+                    "{} % is over {RESTORE_HEADROOM_PCT_MAX} %: a stage would wait for spare \
+                     power several times its own load",
+                    self.restore_headroom_pct
+                ),
             );
         }
         if self.nominal_voltage_dv == 0
@@ -266,6 +324,8 @@ pub struct Sample {
     pub frequency_mhz: u32,
     /// Voltage, dV; 0 = not measured.
     pub voltage_dv: u32,
+    /// Spare generation: power going into the ballast, W; `None` = not measured.
+    pub spare_w: Option<u32>,
 }
 
 /// Something protection did, for logs and counters.
@@ -288,8 +348,14 @@ pub enum ProtectionEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StageState {
     Idle,
-    PickedUp { since_ms: u64 },
-    Tripped { cause_mhz: u32 },
+    PickedUp {
+        since_ms: u64,
+    },
+    /// `shed_w`: the load its feeders carried just before the trip, if any was measured.
+    Tripped {
+        cause_mhz: u32,
+        shed_w: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,6 +388,12 @@ pub struct Protection {
     voltage: VoltageState,
     voltage_ok_since_ms: Option<u64>,
     last_good_ms: Option<u64>,
+    /// Last measured load of each feeder while it was closed (see [`Protection::note_feeder_loads`]).
+    feeder_load_w: BTreeMap<u16, u32>,
+    /// Spare generation in the last sample.
+    spare_w: Option<u32>,
+    /// No quorum: see [`Protection::set_islanded`].
+    islanded: bool,
 }
 
 impl Protection {
@@ -344,6 +416,31 @@ impl Protection {
             voltage: VoltageState::Normal,
             voltage_ok_since_ms: None,
             last_good_ms: None,
+            feeder_load_w: BTreeMap::new(),
+            spare_w: None,
+            islanded: false,
+        }
+    }
+
+    /// Tells protection whether the node has a quorum (the field loop decides from how long
+    /// its proposals have stalled, against `island_after_ms`).
+    pub fn set_islanded(&mut self, islanded: bool) {
+        self.islanded = islanded;
+    }
+
+    /// Whether protection runs on island delays now.
+    pub fn islanded(&self) -> bool {
+        self.islanded
+    }
+
+    /// Records the feeders' measured loads, `(feeder, watts, closed)`: the load a stage
+    /// sheds is what its feeders carried just before it tripped. Open feeders keep their
+    /// last closed value (an open feeder measures nothing).
+    pub fn note_feeder_loads(&mut self, loads: impl IntoIterator<Item = (u16, u32, bool)>) {
+        for (feeder, w, closed) in loads {
+            if closed {
+                self.feeder_load_w.insert(feeder, w);
+            }
         }
     }
 
@@ -375,6 +472,9 @@ impl Protection {
             None => (None, None),
         };
         let f = f.filter(|f| (PLAUSIBLE_MHZ_MIN..=PLAUSIBLE_MHZ_MAX).contains(f));
+        if let Some(s) = sample {
+            self.spare_w = s.spare_w;
+        }
         let nominal = self.cfg.nominal_voltage_dv;
         let v = v.filter(|v| *v >= nominal / 2 && *v <= nominal + nominal / 2);
         if f.is_some() || v.is_some() {
@@ -415,6 +515,11 @@ impl Protection {
     }
 
     fn step_ufls(&mut self, now_ms: u64, f: u32, events: &mut Vec<ProtectionEvent>) {
+        let island_cap = self
+            .islanded
+            .then_some(self.cfg.island_stage_delay_ms)
+            .unwrap_or(u64::MAX);
+        let delay_of = |stage: &UflsStage| stage.delay_ms.min(island_cap);
         for (i, stage) in self.cfg.ufls.iter().enumerate() {
             let st = &mut self.stages[i];
             match *st {
@@ -431,9 +536,16 @@ impl Protection {
                 _ => {}
             }
             if let StageState::PickedUp { since_ms } = *st
-                && now_ms.saturating_sub(since_ms) >= stage.delay_ms
+                && now_ms.saturating_sub(since_ms) >= delay_of(stage)
             {
-                *st = StageState::Tripped { cause_mhz: f };
+                let shed_w = self.stage_feeders[i]
+                    .iter()
+                    .map(|feeder| self.feeder_load_w.get(feeder).copied())
+                    .try_fold(0u32, |sum, w| Some(sum.saturating_add(w?)));
+                *st = StageState::Tripped {
+                    cause_mhz: f,
+                    shed_w,
+                };
                 events.push(ProtectionEvent::StageTripped(i));
                 // A trip restarts the restore clock.
                 self.healthy_since_ms = None;
@@ -445,6 +557,7 @@ impl Protection {
                 && let Some(deepest) = (0..self.stages.len())
                     .rev()
                     .find(|i| matches!(self.stages[*i], StageState::Tripped { .. }))
+                && self.spare_covers(deepest)
             {
                 self.stages[deepest] = StageState::Idle;
                 events.push(ProtectionEvent::StageRestored(deepest));
@@ -453,6 +566,22 @@ impl Protection {
         } else {
             self.healthy_since_ms = None;
         }
+    }
+
+    /// Whether the spare generation can carry stage `i`'s shed load back, with the margin.
+    /// Either unknown: yes (the restore delay alone decides, as on a board without meters).
+    fn spare_covers(&self, i: usize) -> bool {
+        let StageState::Tripped {
+            shed_w: Some(shed), ..
+        } = self.stages[i]
+        else {
+            return true;
+        };
+        let Some(spare) = self.spare_w else {
+            return true;
+        };
+        let need = u64::from(shed) * u64::from(100 + self.cfg.restore_headroom_pct) / 100;
+        u64::from(spare) >= need
     }
 
     fn step_ballast(&mut self, now_ms: u64, f: u32, events: &mut Vec<ProtectionEvent>) {
@@ -560,7 +689,7 @@ impl Protection {
             }
         }
         for (i, st) in self.stages.iter().enumerate() {
-            if let StageState::Tripped { cause_mhz } = st {
+            if let StageState::Tripped { cause_mhz, .. } = st {
                 for f in &self.stage_feeders[i] {
                     out.entry(*f).or_insert(Cause::Ufls {
                         stage: (i + 1) as u8,

@@ -23,6 +23,7 @@ use ghatta_sim::net::SimNet;
 use ghatta_sim::observe::{Observation, Role as SimRole};
 use ghatta_sim::plant::{Grid, Plant};
 use ghatta_sim::plot::PlotRecorder;
+use ghatta_sim::report::FieldSummary;
 use ghatta_sim::report::{FinishInfo, Report};
 use ghatta_sim::scenario::Scenario;
 use ghatta_sim::time::Epoch;
@@ -122,6 +123,40 @@ pub struct JournalDrain {
     pub reads_journaled: u64,
     /// Reads they saw committed (and removed from their journal).
     pub reads_committed: u64,
+}
+
+impl JournalDrain {
+    /// **Island meter reads reach the ledger in bounded time** (issue 4: "after healing, the
+    /// journal drains within a bound you state"): with `bound_s` set (the scenario's
+    /// `journal_drain_bound_s`), every journal must have emptied within `bound_s` of the last
+    /// heal. A journal that never empties means reads stuck on a node: billed late or never.
+    /// Exactly-once billing of what drains is the `meter_billing` checker's job.
+    pub fn check_drain(&self, bound_s: Option<f64>, end_t_ms: u64) -> Option<Violation> {
+        let bound_ms = (bound_s? * 1_000.0) as u64;
+        let heal = self.last_heal_ms?;
+        let message = match self.drained_after_heal_ms {
+            Some(d) if d <= bound_ms => return None,
+            Some(d) => format!(
+                "the field loops' journals emptied {:.1} s after the last heal, over the \
+                 {:.1} s bound (peak backlog {} reads)",
+                d as f64 / 1e3,
+                bound_ms as f64 / 1e3,
+                self.peak_reads
+            ),
+            None => format!(
+                "the field loops' journals still held meter reads at the end, {:.1} s after \
+                 the last heal (bound {:.1} s, peak backlog {} reads)",
+                end_t_ms.saturating_sub(heal) as f64 / 1e3,
+                bound_ms as f64 / 1e3,
+                self.peak_reads
+            ),
+        };
+        Some(Violation {
+            checker: "journal_drain".into(),
+            t_ms: heal + bound_ms,
+            message,
+        })
+    }
 }
 
 /// Bytes of a typical append on the wire: a few entries of field batches (telemetry plus a
@@ -455,9 +490,16 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         }
     }
     let mut journal = w.journal;
+    let (mut ufls_trips, mut ballast_switched_in) = (0, 0);
     for s in &w.slots {
-        journal.reads_journaled += s.field_stats.reads_journaled.load(Ordering::Relaxed);
-        journal.reads_committed += s.field_stats.reads_committed.load(Ordering::Relaxed);
+        let st = &s.field_stats;
+        journal.reads_journaled += st.reads_journaled.load(Ordering::Relaxed);
+        journal.reads_committed += st.reads_committed.load(Ordering::Relaxed);
+        ufls_trips += st.ufls_trips.load(Ordering::Relaxed);
+        ballast_switched_in += st.ballast_switched_in.load(Ordering::Relaxed);
+    }
+    if let Some(v) = journal.check_drain(w.cfg.scenario.journal_drain_bound_s, end_t_ms) {
+        w.extra.push(v);
     }
     let World {
         cfg,
@@ -474,6 +516,14 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         net_trace_digest: Some(digest),
         net_counters: Some(counters),
         metered_wh,
+    });
+    report.field = Some(FieldSummary {
+        peak_reads: journal.peak_reads,
+        drained_after_heal_s: journal.drained_after_heal_ms.map(|ms| ms as f64 / 1_000.0),
+        reads_journaled: journal.reads_journaled,
+        reads_committed: journal.reads_committed,
+        ufls_trips,
+        ballast_switched_in,
     });
     if !extra.is_empty() {
         report.passed = false;
@@ -597,14 +647,23 @@ impl World {
                     self.slots[i].delay.set(delay);
                 }
             }
-            NodeAction::SetLoadScale { node, scale } => {
+            NodeAction::SetLoadScale { node, scale, ramp } => {
                 if let Some(p) = self.plant_mut(node) {
-                    p.set_load_scale(scale);
+                    p.ramp_load_scale(scale, ramp.as_millis() as u64);
                 }
             }
-            NodeAction::SetWaterFactor { node, factor } => {
+            NodeAction::SetWaterFactor { node, factor, ramp } => {
                 if let Some(p) = self.plant_mut(node) {
-                    p.set_water_factor(factor);
+                    p.ramp_water_factor(factor, ramp.as_millis() as u64);
+                }
+            }
+            NodeAction::SetTie { a, b, closed } => {
+                // Plants that were never tied (a scenario without `interconnected`) stay apart.
+                let plant_of = |n| self.slot_of(n).and_then(|i| self.slots[i].plant);
+                if self.cfg.scenario.nodes.interconnected
+                    && let (Some(pa), Some(pb)) = (plant_of(a), plant_of(b))
+                {
+                    self.grid.set_tie(pa, pb, closed);
                 }
             }
         }

@@ -40,6 +40,7 @@ impl Rig {
             Some(Sample {
                 frequency_mhz: f,
                 voltage_dv: v,
+                spare_w: None,
             }),
             ms,
         )
@@ -167,6 +168,70 @@ fn restore_waits_the_delay_then_restores_deepest_first_one_at_a_time() {
             ProtectionEvent::StageRestored(1),
             ProtectionEvent::StageRestored(0)
         ]
+    );
+}
+
+/// The restore waits for spare generation that can carry the shed load (plus the margin):
+/// a plant short of water must not shed, restore, fall out of the band and shed again.
+#[test]
+fn restore_waits_for_spare_generation_that_covers_the_shed_load() {
+    let mut r = Rig::new();
+    // Feeder 4 (stage 1's) carries 6 kW, the others 5 kW each, all closed.
+    r.p.note_feeder_loads([
+        (1, 5_000, true),
+        (2, 5_000, true),
+        (3, 5_000, true),
+        (4, 6_000, true),
+    ]);
+    r.hold(48_900, 10_100);
+    assert_eq!(r.open(), vec![4]);
+    // Once open, feeder 4 measures nothing: its 6 kW from before the trip still counts.
+    r.p.note_feeder_loads([(4, 0, false)]);
+    let spare = |w| Sample {
+        frequency_mhz: 49_900,
+        voltage_dv: 2_300,
+        spare_w: Some(w),
+    };
+    // 7 kW spare < 6 kW x 1.2: held well past the restore delay.
+    r.feed(Some(spare(7_000)), 120_000);
+    assert_eq!(
+        r.open(),
+        vec![4],
+        "not enough spare generation to carry 7.2 kW"
+    );
+    // 7.2 kW spare: the delay has long passed, so it comes back on the next sample.
+    r.feed(Some(spare(7_200)), 100);
+    assert!(r.open().is_empty());
+}
+
+/// Without a quorum no balancing actor sheds first, so no stage waits longer than the
+/// island delay (2 s by default) instead of stage 1's 10 s.
+#[test]
+fn an_islanded_node_trips_the_slow_stages_after_the_island_delay() {
+    let mut r = Rig::new();
+    r.p.set_islanded(true);
+    r.hold(48_900, 1_900);
+    assert!(r.open().is_empty(), "not before the island delay");
+    r.hold(48_900, 200);
+    assert_eq!(r.open(), vec![4], "stage 1 tripped after 2 s, not 10 s");
+    // Back with a quorum: the configured delays again.
+    let mut r = Rig::new();
+    r.p.set_islanded(true);
+    r.p.set_islanded(false);
+    r.hold(48_900, 9_000);
+    assert!(r.open().is_empty(), "stage 1 waits its 10 s with a quorum");
+}
+
+#[test]
+fn without_a_spare_measurement_the_restore_delay_alone_decides() {
+    let mut r = Rig::new();
+    r.p.note_feeder_loads([(4, 6_000, true)]);
+    r.hold(48_900, 10_100);
+    assert_eq!(r.open(), vec![4]);
+    r.hold(49_900, 30_100);
+    assert!(
+        r.open().is_empty(),
+        "spare_w None: restored after the delay"
     );
 }
 
