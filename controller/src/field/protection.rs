@@ -515,10 +515,11 @@ impl Protection {
     }
 
     fn step_ufls(&mut self, now_ms: u64, f: u32, events: &mut Vec<ProtectionEvent>) {
-        let island_cap = self
-            .islanded
-            .then_some(self.cfg.island_stage_delay_ms)
-            .unwrap_or(u64::MAX);
+        let island_cap = if self.islanded {
+            self.cfg.island_stage_delay_ms
+        } else {
+            u64::MAX
+        };
         let delay_of = |stage: &UflsStage| stage.delay_ms.min(island_cap);
         for (i, stage) in self.cfg.ufls.iter().enumerate() {
             let st = &mut self.stages[i];
