@@ -1,7 +1,8 @@
 //! A user-space WAN link emulator: a TCP proxy on loopback that delays every byte by a
 //! one-way latency in each direction and can cut the link (open connections are reset, new
-//! ones refused) and restore it. For tests and the WAN benchmark; the bandwidth cap is the
-//! uploader's own token bucket, so the emulator does not shape rate. It keeps the first
+//! ones refused) and restore it, and optionally shape each direction to a line rate (bytes
+//! queue behind each other as on a 256 kbit/s satellite link). For tests and the WAN
+//! benchmark. It keeps the first
 //! [`CAPTURE_BYTES_MAX`] bytes of each direction, so tests can look at what crossed the wire.
 
 use std::net::SocketAddr;
@@ -69,6 +70,17 @@ impl Drop for LinkEmulator {
 impl LinkEmulator {
     /// Proxy from a fresh loopback port to `target`, delaying each direction by `one_way`.
     pub async fn start(target: SocketAddr, one_way: Duration) -> std::io::Result<LinkEmulator> {
+        Self::start_shaped(target, one_way, 0).await
+    }
+
+    /// As [`Self::start`], each direction of each connection also limited to
+    /// `rate_bytes_per_s` (0: unlimited): a chunk leaves after the ones before it have been
+    /// serialised at that rate, then takes `one_way` to arrive.
+    pub async fn start_shaped(
+        target: SocketAddr,
+        one_way: Duration,
+        rate_bytes_per_s: u64,
+    ) -> std::io::Result<LinkEmulator> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (up, up_rx) = watch::channel(true);
@@ -96,7 +108,10 @@ impl LinkEmulator {
                     let (sr, sw) = server.into_split();
                     tokio::select! {
                         _ = async {
-                            tokio::join!(pipe(cr, sw, one_way, bu), pipe(sr, cw, one_way, bd))
+                            tokio::join!(
+                                pipe(cr, sw, one_way, rate_bytes_per_s, bu),
+                                pipe(sr, cw, one_way, rate_bytes_per_s, bd)
+                            )
                         } => {}
                         _ = down.wait_for(|u| !*u) => {}
                     }
@@ -137,21 +152,26 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
+    rate_bytes_per_s: u64,
     tap: Arc<Tap>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_CHUNKS);
     let reader = async move {
         let mut buf = vec![0u8; CHUNK_BYTES];
+        // When the line is free again (serialisation of earlier chunks).
+        let mut line_free = Instant::now();
         loop {
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     tap.record(&buf[..n]);
-                    if tx
-                        .send((Instant::now() + delay, buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
+                    let mut sent = Instant::now();
+                    if rate_bytes_per_s > 0 {
+                        line_free = line_free.max(sent)
+                            + Duration::from_secs_f64(n as f64 / rate_bytes_per_s as f64);
+                        sent = line_free;
+                    }
+                    if tx.send((sent + delay, buf[..n].to_vec())).await.is_err() {
                         return;
                     }
                 }
