@@ -19,6 +19,9 @@ use crate::plant::PlantConfig;
 pub const NODES_MAX: u32 = 9;
 /// Longest scenario: a simulated week (EN 50160 measures over a week).
 pub const DURATION_S_MAX: f64 = 7.0 * 86_400.0;
+/// Longest extra time per fsync a slow disk may be given: an SD card near the end of its life
+/// stalls writes for seconds; 10 s per commit is a node that barely keeps its log.
+pub const SYNC_DELAY_MS_MAX: u64 = 10_000;
 /// Default quiet period after the last scheduled fault in which the cluster
 /// must converge (acked proposals applied on every up node). Several
 /// election timeouts at 10x a 2 s RTT (etcd's tuning rule).
@@ -700,6 +703,12 @@ impl Scenario {
                     return Err((
                         key("ppm"),
                         format!("{ppm} exceeds +/-{} ppm", crate::time::CLOCK_DRIFT_PPM_MAX),
+                    ));
+                }
+                FaultKind::SlowDisk { sync_delay_ms, .. } if *sync_delay_ms > SYNC_DELAY_MS_MAX => {
+                    return Err((
+                        key("sync_delay_ms"),
+                        format!("{sync_delay_ms} exceeds {SYNC_DELAY_MS_MAX} ms"),
                     ));
                 }
                 FaultKind::FlapLink { up_s, down_s, .. } => {

@@ -10,8 +10,12 @@
 //! - the host offers no clock and no randomness; time is the entry's log time;
 //! - a trap (including running out of fuel or memory, or breaking a host limit) discards every
 //!   write and output of that delivery, and is recorded as the outcome on every replica.
+//!
+//! `replay.rs`: an optional cache ([`ActorHost::with_replay_cache`], the simulator's) that
+//! answers a delivery another replica already made on the same state without running it.
 
 pub mod embedded;
+pub mod replay;
 
 use std::collections::BTreeMap;
 
@@ -159,7 +163,7 @@ pub enum TrapKind {
 }
 
 /// The effects of one delivery, in the order they happened.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Effects {
     /// State writes: full key (with actor prefix), new value or None for a removal.
     pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -211,6 +215,8 @@ struct HostCtx {
     effects: Effects,
     /// Set when a host function trapped the guest for a limit.
     host_limit_hit: bool,
+    /// With a replay cache: every key read before this delivery wrote it, with its value.
+    reads: Option<replay::Reads>,
 }
 
 fn limit_trap(ctx: &mut HostCtx, what: &str) -> wasmi::Error {
@@ -238,6 +244,7 @@ pub struct ActorHost {
     linker: Linker<HostCtx>,
     modules: BTreeMap<ActorKind, Module>,
     limits: ActorLimits,
+    replay: Option<replay::ReplayCache>,
 }
 
 impl std::fmt::Debug for ActorHost {
@@ -276,11 +283,24 @@ impl ActorHost {
             linker,
             modules: BTreeMap::new(),
             limits,
+            replay: None,
         };
         for (kind, bytes) in modules {
             host.load(*kind, bytes)?;
         }
         Ok(host)
+    }
+
+    /// The same host with a [`replay::ReplayCache`]: for hosts shared by several replicas
+    /// (the simulator's nodes); a board's single replica would only fill it.
+    pub fn with_replay_cache(mut self) -> Self {
+        self.replay = Some(replay::ReplayCache::default());
+        self
+    }
+
+    /// The replay cache's counters, when there is one.
+    pub fn replay_stats(&self) -> Option<replay::ReplayStats> {
+        self.replay.as_ref().map(replay::ReplayCache::stats)
     }
 
     /// The limits in force.
@@ -355,6 +375,7 @@ impl ActorHost {
             undo: Vec::new(),
             effects: Effects::default(),
             host_limit_hit: false,
+            reads: None,
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
@@ -385,7 +406,14 @@ impl ActorHost {
                     let mut full = Vec::with_capacity(key.len() + 1);
                     full.push(ctx.prefix);
                     full.extend_from_slice(&key);
-                    let Some(value) = ctx.state.map.get(&full) else {
+                    let value = ctx.state.map.get(&full);
+                    if let Some(reads) = ctx.reads.as_mut()
+                        && !ctx.undo.iter().any(|(k, _)| *k == full)
+                        && !reads.iter().any(|(k, _)| *k == full)
+                    {
+                        reads.push((full, value.cloned()));
+                    }
+                    let Some(value) = value else {
                         return Ok(-1);
                     };
                     let n = value.len();
@@ -498,8 +526,19 @@ impl ActorHost {
         let Some(module) = self.modules.get(&kind) else {
             return (Status::Trapped(TrapKind::Wasm), Effects::default());
         };
+        if let Some(hit) = self
+            .replay
+            .as_ref()
+            .and_then(|c| c.replay(kind, delivery, state))
+        {
+            return hit;
+        }
+        let state_bytes = state.bytes;
         let mut store = self.store(kind);
         store.data_mut().state = std::mem::take(state);
+        if self.replay.is_some() {
+            store.data_mut().reads = Some(Vec::new());
+        }
         if store.set_fuel(self.limits.fuel_per_delivery).is_err() {
             *state = std::mem::take(&mut store.data_mut().state);
             return (Status::Trapped(TrapKind::Wasm), Effects::default());
@@ -529,7 +568,11 @@ impl ActorHost {
             }
         };
         *state = std::mem::take(&mut ctx.state);
-        (status, std::mem::take(&mut ctx.effects))
+        let effects = std::mem::take(&mut ctx.effects);
+        if let (Some(cache), Some(reads)) = (&self.replay, ctx.reads.take()) {
+            cache.record(kind, delivery, state_bytes, reads, status, &effects);
+        }
+        (status, effects)
     }
 
     fn run(

@@ -56,6 +56,11 @@ pub struct Arbiter {
     moved_by_hold: BTreeMap<RelayLine, ReasonCode>,
     /// Relays whose last command failed, with when it was tried (monotonic ms).
     failing: BTreeMap<RelayLine, u64>,
+    /// The inputs of the last pass that left every relay where it should be (no failure),
+    /// while no committed command has changed since: the same inputs would move nothing, so
+    /// `drive` skips the walk over every line (ten times a second, a few hundred customer
+    /// relays per board).
+    settled: Option<(BTreeMap<RelayLine, Hold>, bool)>,
 }
 
 impl Arbiter {
@@ -83,6 +88,7 @@ impl Arbiter {
             committed: BTreeMap::new(),
             moved_by_hold: BTreeMap::new(),
             failing: BTreeMap::new(),
+            settled: None,
         }
     }
 
@@ -115,7 +121,9 @@ impl Arbiter {
 
     /// Remember a committed command (the latest wins).
     pub fn set_committed(&mut self, line: RelayLine, cmd: CommittedCmd) {
-        self.committed.insert(line, cmd);
+        if self.committed.insert(line, cmd) != Some(cmd) {
+            self.settled = None;
+        }
     }
 
     /// The committed commands (saved with the field state).
@@ -129,6 +137,7 @@ impl Arbiter {
             .into_iter()
             .filter(|(l, _)| self.lines.contains(l))
             .collect();
+        self.settled = None;
     }
 
     /// Where the committed state (or start-up) wants the relay.
@@ -162,6 +171,13 @@ impl Arbiter {
         wall_ms: u64,
         follow_committed: bool,
     ) -> Vec<RelayEvent> {
+        if self
+            .settled
+            .as_ref()
+            .is_some_and(|(h, f)| h == holds && *f == follow_committed)
+        {
+            return Vec::new();
+        }
         let mut events = Vec::new();
         let lines: Vec<RelayLine> = self.lines.iter().copied().collect();
         for line in lines {
@@ -230,6 +246,11 @@ impl Arbiter {
                 error,
             });
         }
+        // A failing relay is retried on a clock, so only a pass without failures settles.
+        self.settled = self
+            .failing
+            .is_empty()
+            .then(|| (holds.clone(), follow_committed));
         events
     }
 }
@@ -242,5 +263,115 @@ pub fn reason_code(r: ghatta_actor_sdk::RelayReason) -> ReasonCode {
         R::Balancing => ReasonCode::Balancing,
         R::ZeroCredit | R::CreditRestored => ReasonCode::Billing,
         R::Operator => ReasonCode::Operator,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ghatta_hal::{ErrorKind, HalError, HalResult};
+
+    /// A board that counts commands and fails the next `fail` of them.
+    #[derive(Default)]
+    struct Board {
+        state: BTreeMap<RelayLine, bool>,
+        commands: u32,
+        fail: u32,
+    }
+
+    impl Relays for Board {
+        fn relay_lines(&self) -> Vec<RelayLine> {
+            self.state.keys().copied().collect()
+        }
+        fn set_relay(&mut self, line: RelayLine, closed: bool) -> HalResult<()> {
+            self.commands += 1;
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(HalError::new(ErrorKind::Io, "test board", "unplugged"));
+            }
+            self.state.insert(line, closed);
+            Ok(())
+        }
+        fn relay_state(&mut self, line: RelayLine) -> HalResult<bool> {
+            Ok(self.state[&line])
+        }
+    }
+
+    const CUSTOMER: RelayLine = RelayLine::Customer(1);
+    const FEEDER: RelayLine = RelayLine::Feeder(1);
+
+    fn cmd(closed: bool, index: u64) -> CommittedCmd {
+        CommittedCmd {
+            closed,
+            reason: ReasonCode::Billing,
+            index,
+        }
+    }
+
+    #[test]
+    fn a_settled_arbiter_moves_nothing_until_an_input_changes() {
+        let mut board = Board::default();
+        board.state.insert(CUSTOMER, true);
+        board.state.insert(FEEDER, true);
+        let mut a = Arbiter::new(&mut board);
+        let none = BTreeMap::new();
+        assert!(a.drive(&mut board, &none, 0, 0, true).is_empty());
+
+        a.set_committed(CUSTOMER, cmd(false, 7));
+        let ev = a.drive(&mut board, &none, 100, 100, true);
+        assert_eq!((ev.len(), board.state[&CUSTOMER]), (1, false));
+        // The same command again (a re-read outbox page) and the same inputs: nothing moves.
+        a.set_committed(CUSTOMER, cmd(false, 7));
+        assert!(a.drive(&mut board, &none, 200, 200, true).is_empty());
+
+        // A hold, then its release, each move the feeder once.
+        let mut holds = BTreeMap::new();
+        holds.insert(
+            FEEDER,
+            Hold {
+                closed: false,
+                reason: ReasonCode::Protection,
+                cause: Cause::Released,
+            },
+        );
+        assert_eq!(a.drive(&mut board, &holds, 300, 300, true).len(), 1);
+        assert!(a.drive(&mut board, &holds, 400, 400, true).is_empty());
+        let ev = a.drive(&mut board, &none, 500, 500, true);
+        assert_eq!((ev.len(), board.state[&FEEDER]), (1, true));
+        assert_eq!(board.commands, 3);
+
+        // Not following committed commands any more puts the customer back at its start-up
+        // state; following them again cuts it again.
+        assert_eq!(a.drive(&mut board, &none, 600, 600, false).len(), 1);
+        assert!(board.state[&CUSTOMER]);
+        assert_eq!(a.drive(&mut board, &none, 700, 700, true).len(), 1);
+        assert!(!board.state[&CUSTOMER]);
+    }
+
+    #[test]
+    fn a_failing_relay_is_retried_on_its_clock_with_unchanged_inputs() {
+        let mut board = Board::default();
+        board.state.insert(CUSTOMER, true);
+        let mut a = Arbiter::new(&mut board);
+        let none = BTreeMap::new();
+        board.fail = 1;
+        a.set_committed(CUSTOMER, cmd(false, 3));
+        let ev = a.drive(&mut board, &none, 0, 0, true);
+        assert!(ev[0].error.is_some());
+        // Inside the retry interval nothing is tried; after it, the command goes through.
+        assert!(
+            a.drive(&mut board, &none, RELAY_RETRY_MS - 1, 0, true)
+                .is_empty()
+        );
+        assert_eq!(board.commands, 1);
+        let ev = a.drive(&mut board, &none, RELAY_RETRY_MS, 0, true);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].error.is_none());
+        assert!(!board.state[&CUSTOMER]);
+        assert!(
+            a.drive(&mut board, &none, 2 * RELAY_RETRY_MS, 0, true)
+                .is_empty()
+        );
+        assert_eq!(board.commands, 2);
     }
 }

@@ -194,7 +194,8 @@ impl Node {
         };
         let sm = StateMachine::open_with_hooks(env.stores.state.clone(), host, hooks)
             .map_err(StartError::State)?;
-        let log = LogStore::with_faults(env.stores.log.clone(), env.faults.clone());
+        let log = LogStore::with_faults(env.stores.log.clone(), env.faults.clone())
+            .with_sync_latency(env.stores.log_sync.clone());
         let rpc = Rpc::new(opts.id, env.transport.clone());
         let mut config = opts.timing.raft_config(&opts.cluster_name)?;
         if let Some(t) = opts.snapshot {

@@ -4,6 +4,10 @@
 //! after the redb transaction that wrote it committed with `Durability::Immediate`, i.e. after
 //! an fsync. The vote is saved the same way before `save_vote` returns. The committed marker is
 //! a hint that openraft tolerates losing, so it is written without an fsync.
+//!
+//! A medium slower than its fsync call ([`SyncLatency`], the simulator's slow disk) is waited
+//! out after each durable commit and before its acknowledgement, on the runtime's clock: on
+//! openraft's core task, as a blocking fsync on a board holds it.
 
 use std::fmt::Debug;
 use std::io;
@@ -19,7 +23,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use super::codec;
 use super::{Entry, LogId, TypeConfig, Vote};
 use crate::observe::TestFaults;
-use crate::storage::{RAFT_LOG, RAFT_META, io_err};
+use crate::storage::{RAFT_LOG, RAFT_META, SyncLatency, io_err};
 
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
@@ -30,6 +34,7 @@ const KEY_LAST_PURGED: &str = "last_purged";
 pub struct LogStore {
     db: Arc<Database>,
     faults: Arc<TestFaults>,
+    sync: Option<Arc<dyn SyncLatency>>,
 }
 
 impl LogStore {
@@ -38,12 +43,33 @@ impl LogStore {
         LogStore {
             db,
             faults: Arc::default(),
+            sync: None,
         }
     }
 
     /// A log store with fault switches (simulator mutation tests).
     pub fn with_faults(db: Arc<Database>, faults: Arc<TestFaults>) -> Self {
-        LogStore { db, faults }
+        LogStore {
+            db,
+            faults,
+            sync: None,
+        }
+    }
+
+    /// The same store on a medium whose fsyncs take `sync` longer (`None`: a file).
+    pub fn with_sync_latency(mut self, sync: Option<Arc<dyn SyncLatency>>) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Waits out the medium's extra fsync time after a durable commit. Nothing to wait for
+    /// (and no timer) on a file or a healthy disk.
+    async fn after_sync(&self) {
+        if let Some(d) = self.sync.as_ref().map(|s| s.sync_delay())
+            && !d.is_zero()
+        {
+            tokio::time::sleep(d).await;
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -137,7 +163,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.put_meta(KEY_VOTE, vote, Durability::Immediate)
+        self.put_meta(KEY_VOTE, vote, Durability::Immediate)?;
+        self.after_sync().await;
+        Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -159,10 +187,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let durability = if self.faults.ack_before_fsync.load(Ordering::Relaxed) {
-            Durability::None
-        } else {
+        let fsync = !self.faults.ack_before_fsync.load(Ordering::Relaxed);
+        let durability = if fsync {
             Durability::Immediate
+        } else {
+            Durability::None
         };
         let result = crate::storage::blocking(|| -> io::Result<()> {
             let mut txn = self.db.begin_write().map_err(io_err)?;
@@ -180,6 +209,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         });
         match result {
             Ok(()) => {
+                if fsync {
+                    self.after_sync().await;
+                }
                 callback.io_completed(Ok(()));
                 Ok(())
             }
@@ -197,7 +229,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
             table.retain_in(from.., |_, _| false).map_err(io_err)?;
         }
-        txn.commit().map_err(io_err)
+        txn.commit().map_err(io_err)?;
+        self.after_sync().await;
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -213,6 +247,71 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
             table.retain_in(..=upto, |_, _| false).map_err(io_err)?;
         }
-        txn.commit().map_err(io_err)
+        txn.commit().map_err(io_err)?;
+        self.after_sync().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A medium whose extra fsync time the test sets.
+    #[derive(Debug, Default)]
+    struct Slow(Mutex<Duration>);
+
+    impl SyncLatency for Slow {
+        fn sync_delay(&self) -> Duration {
+            *self.0.lock().expect("lock")
+        }
+    }
+
+    fn store(slow: &Arc<Slow>) -> LogStore {
+        let db = crate::storage::open_backend(redb::backends::InMemoryBackend::new(), "log")
+            .expect("in-memory database");
+        let sync: Arc<dyn SyncLatency> = slow.clone();
+        LogStore::new(db).with_sync_latency(Some(sync))
+    }
+
+    #[test]
+    fn a_slow_medium_delays_each_durable_commit_by_its_delay_in_runtime_time() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let slow = Arc::new(Slow::default());
+            let mut log = store(&slow);
+            // Healthy: no wait at all (the paused clock would show any timer).
+            let t0 = Instant::now();
+            log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+            log.append(Vec::<Entry>::new(), IOFlushed::noop())
+                .await
+                .expect("append");
+            assert_eq!(Instant::now(), t0);
+
+            *slow.0.lock().expect("lock") = Duration::from_millis(700);
+            let t1 = Instant::now();
+            log.append(Vec::<Entry>::new(), IOFlushed::noop())
+                .await
+                .expect("append");
+            assert_eq!(Instant::now() - t1, Duration::from_millis(700));
+            let t2 = Instant::now();
+            log.save_vote(&Vote::new(2, 1)).await.expect("vote");
+            assert_eq!(Instant::now() - t2, Duration::from_millis(700));
+            assert_eq!(log.read_vote().await.expect("read"), Some(Vote::new(2, 1)));
+            // The committed marker is a hint written without an fsync: no wait.
+            let t3 = Instant::now();
+            log.save_committed(None).await.expect("committed");
+            assert_eq!(Instant::now(), t3);
+        });
     }
 }

@@ -67,6 +67,11 @@ pub struct SimArgs {
     /// Seeds run at once (default: the machine's cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Run every actor delivery on every replica, without the replay cache that lets one
+    /// execution serve the replicas making the same delivery on the same state (the trace
+    /// hash is the same either way; this only costs time).
+    #[arg(long)]
+    pub no_actor_replay: bool,
 }
 
 /// `--link-profile` values.
@@ -174,6 +179,7 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
         plot: args.plot.is_some(),
         timing,
         trace_path: args.trace.clone(),
+        actor_replay: !args.no_actor_replay,
     };
     let jobs = args
         .jobs

@@ -614,7 +614,6 @@ impl SimBed {
             self.net.endpoint(id),
             tx,
             alive.clone(),
-            Arc::default(),
             s.link_stats.clone(),
         );
         let opts = NodeOptions {
@@ -626,7 +625,11 @@ impl SimBed {
             snapshot: None,
         };
         let env = NodeEnv {
-            stores: Stores { log, state },
+            stores: Stores {
+                log,
+                state,
+                log_sync: Some(Arc::new(s.log_disk.clone())),
+            },
             transport,
             inbound: rx,
             clock: s.clock.clone(),

@@ -7,7 +7,7 @@
 //! - [`world`]: the world loop, node incarnations (start, crash, power cut, restart), the
 //!   plants, the operator (set-up, top-ups) and the end-of-run convergence;
 //! - [`transport`]: `SimTransport`, the node's links over `SimNet` (fragmenting to the link's
-//!   MTU), and the slow-disk stand-in;
+//!   MTU);
 //! - [`observer`]: node hooks -> `Observation`s, billing decoded from the committed log;
 //! - [`clock`]: the nodes' drifting wall clocks;
 //! - [`setup`]: tariffs, accounts, top-ups and the tariff oracle;
@@ -20,11 +20,11 @@
 //! RNGs; ordered maps wherever iteration order matters. The trace hash in every report (every
 //! observation, then every network delivery and drop) is the same for the same seed.
 //!
-//! A slow disk is modelled by holding back the slow node's outgoing frames for the disk's
-//! sync delay: an fsync delays exactly the answers that follow it (append acknowledgements,
-//! votes), and a slow node is seen by its peers only through them. The faithful model, the
-//! node's log store sleeping after each durable commit, needs a hook in the node's storage
-//! layer (see the `SimDisk::sync_delay` docs).
+//! A slow disk (`kind = "slow_disk"` in a scenario's faults, or random slow-disk episodes)
+//! sets the node's `SimDisk` sync delay; the node's own log store waits it out after every
+//! durable commit before acknowledging it (`storage::SyncLatency`), in simulated time, exactly
+//! where a board's fsync would block. The field loop's journal writes are synchronous and do
+//! not wait (they are off the consensus path).
 //!
 //! Architecture invariants: the simulator changes nothing in the node; it only chooses the
 //! node's environment (`NodeEnv`) and watches through `NodeObserver`. Nothing here reads the

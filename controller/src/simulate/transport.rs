@@ -1,8 +1,7 @@
 //! `SimTransport`: the node's [`Transport`] over the simulator's `SimNet`, running the
 //! node's own radio link layer (`net::radio::link::LinkDriver`: addressing, fragmentation to
 //! the link's MTU, pacing at the link's bit rate, selective-repeat ARQ, small frames ahead of
-//! bulk data) on every link with an MTU, and the slow-disk stand-in (holding back a node's
-//! outgoing frames).
+//! bulk data) on every link with an MTU.
 //!
 //! One transport per node *incarnation*: when the world crashes a node it clears the
 //! incarnation's `alive` flag, so tasks the dead process left behind (a proposal retry loop,
@@ -13,11 +12,11 @@
 //! Links without an MTU (0: unlimited) carry frames whole, as before. The policy itself is
 //! stated in `net::radio`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ghatta_sim::net::{Endpoint, NodeId, SimNet};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
@@ -26,9 +25,6 @@ use crate::net::radio::link::{DriverConfig, LinkDriver, LinkParams, MTU_BYTES_MI
 use crate::net::radio::pacing::air_time;
 use crate::net::transport::{InboundTx, Transport};
 
-/// Frames a slow node may hold back at once (a disk queue); more are dropped, as a full
-/// socket buffer would drop them.
-pub const DELAYED_FRAMES_MAX: usize = 4_096;
 /// Message ids of one incarnation start at its number times this, so a restarted node never
 /// reuses ids its peers remember as completed (they remember 256; an incarnation would have
 /// to send 16 M fragmented frames to run into the next one's ids).
@@ -41,8 +37,7 @@ pub struct TransportStats {
     pub radio: Arc<RadioStats>,
     /// Frames handed to the network whole on links without an MTU.
     pub frames_unlimited: AtomicU64,
-    /// Frames given up before the link layer: sent by a dead incarnation, or the slow-disk
-    /// queue full.
+    /// Frames given up before the link layer: sent by a dead incarnation.
     pub frames_dropped: AtomicU64,
     /// Received frames the node's inbound queue had no room for.
     pub inbound_full: AtomicU64,
@@ -54,37 +49,12 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Extra time, per node, before its outgoing frames leave (the slow-disk model; see the
-/// `simulate` module docs). Kept per node, not per incarnation: a slow SD card stays slow
-/// across a restart.
-#[derive(Debug, Default)]
-pub struct SendDelay {
-    delay_us: AtomicU64,
-}
-
-impl SendDelay {
-    /// Sets the delay.
-    pub fn set(&self, d: Duration) {
-        self.delay_us.store(
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    fn get(&self) -> Duration {
-        Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
-    }
-}
-
 /// One incarnation's transport.
 #[derive(Debug)]
 pub struct SimTransport {
     me: NodeId,
     net: SimNet,
     alive: Arc<AtomicBool>,
-    delay: Arc<SendDelay>,
-    delayed_tx: mpsc::UnboundedSender<(Instant, NodeId, Vec<u8>)>,
-    delayed: AtomicUsize,
     driver: Mutex<LinkDriver>,
     wake: Notify,
     stats: Arc<TransportStats>,
@@ -92,18 +62,16 @@ pub struct SimTransport {
 
 impl SimTransport {
     /// Starts a transport for node `me`: frames received on `endpoint` go (reassembled) into
-    /// `inbound`. Returns the transport and its tasks (receive pump, delay line, link
-    /// driver), which the world aborts when the incarnation dies.
+    /// `inbound`. Returns the transport and its tasks (receive pump, link driver), which the
+    /// world aborts when the incarnation dies.
     pub fn start(
         me: NodeId,
         net: SimNet,
         endpoint: Endpoint,
         inbound: InboundTx,
         alive: Arc<AtomicBool>,
-        delay: Arc<SendDelay>,
         stats: Arc<TransportStats>,
     ) -> (Arc<SimTransport>, Vec<JoinHandle<()>>) {
-        let (delayed_tx, delayed_rx) = mpsc::unbounded_channel();
         let incarnation = stats.incarnations.fetch_add(1, Ordering::Relaxed);
         let defaults = LinkParams {
             mtu_bytes: MTU_BYTES_MIN,
@@ -125,17 +93,13 @@ impl SimTransport {
             me,
             net,
             alive,
-            delay,
-            delayed_tx,
-            delayed: AtomicUsize::new(0),
             driver: Mutex::new(driver),
             wake: Notify::new(),
             stats,
         });
         let pump = tokio::spawn(pump(t.clone(), endpoint, inbound));
-        let line = tokio::spawn(delay_line(t.clone(), delayed_rx));
         let driver = tokio::spawn(transmit(t.clone()));
-        (t, vec![pump, line, driver])
+        (t, vec![pump, driver])
     }
 
     fn alive(&self) -> bool {
@@ -176,38 +140,7 @@ impl SimTransport {
 
 impl Transport for SimTransport {
     fn send(&self, to: u64, frame: Vec<u8>) {
-        let delay = self.delay.get();
-        let queued = self.delayed.load(Ordering::Relaxed);
-        if delay.is_zero() && queued == 0 {
-            self.dispatch(to, frame);
-            return;
-        }
-        // Behind a slow disk, or behind frames that are: keep the order.
-        if queued >= DELAYED_FRAMES_MAX {
-            bump(&self.stats.frames_dropped);
-            return;
-        }
-        self.delayed.fetch_add(1, Ordering::Relaxed);
-        if self
-            .delayed_tx
-            .send((Instant::now() + delay, to, frame))
-            .is_err()
-        {
-            self.delayed.fetch_sub(1, Ordering::Relaxed);
-            bump(&self.stats.frames_dropped);
-        }
-    }
-}
-
-/// Releases held-back frames in order, each at its time.
-async fn delay_line(
-    t: Arc<SimTransport>,
-    mut rx: mpsc::UnboundedReceiver<(Instant, NodeId, Vec<u8>)>,
-) {
-    while let Some((at, to, frame)) = rx.recv().await {
-        tokio::time::sleep_until(at).await;
-        t.delayed.fetch_sub(1, Ordering::Relaxed);
-        t.dispatch(to, frame);
+        self.dispatch(to, frame);
     }
 }
 
@@ -319,18 +252,10 @@ mod tests {
             net.endpoint(1),
             tx1,
             alive.clone(),
-            Arc::default(),
             stats1.clone(),
         );
-        let (_t2, _tasks2) = SimTransport::start(
-            2,
-            net.clone(),
-            net.endpoint(2),
-            tx2,
-            alive,
-            Arc::default(),
-            stats2.clone(),
-        );
+        let (_t2, _tasks2) =
+            SimTransport::start(2, net.clone(), net.endpoint(2), tx2, alive, stats2.clone());
         let frame: Vec<u8> = (0..(20 * model.mtu_bytes)).map(|i| i as u8).collect();
         t1.send(2, frame.clone());
         let got = tokio::time::timeout(Duration::from_secs(60), rx2.recv())

@@ -34,7 +34,7 @@ use tokio::time::Duration;
 use super::clock::SimClock;
 use super::observer::{Shared, SimObserver};
 use super::setup;
-use super::transport::{SendDelay, SimTransport, TransportStats};
+use super::transport::{SimTransport, TransportStats};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::config::FieldConfig;
 use crate::field::{self, CustomerMap, FieldStats};
@@ -96,6 +96,9 @@ pub struct SimConfig {
     /// Write every observation, in the order the checkers saw it, to this file (JSON
     /// lines): two runs that should replay each other can be diffed to the first divergence.
     pub trace_path: Option<std::path::PathBuf>,
+    /// Share actor executions between replicas (`actors::replay`): same outcomes, same trace
+    /// hash, a fraction of the interpreting.
+    pub actor_replay: bool,
 }
 
 /// What a run produced.
@@ -107,6 +110,8 @@ pub struct SimOutcome {
     pub plot_svg: Option<String>,
     /// How the field loops' journals filled and drained.
     pub journal: JournalDrain,
+    /// The actor replay cache's counters (`None` without it).
+    pub actor_replay: Option<crate::actors::replay::ReplayStats>,
 }
 
 /// The field loops' journals over a run (every node's meter reads waiting to be committed),
@@ -246,7 +251,6 @@ struct Slot {
     /// they were fsynced, exactly as on a board.
     journal_disk: SimDisk,
     clock: Arc<SimClock>,
-    delay: Arc<SendDelay>,
     link_stats: Arc<TransportStats>,
     field_stats: Arc<FieldStats>,
     /// Index of this node's plant in the grid, if it has one.
@@ -280,6 +284,14 @@ struct World {
     journal: JournalDrain,
 }
 
+/// The slow-disk knob as the node's log store reads it: after each durable commit it waits
+/// the disk's sync delay, in simulated time.
+impl storage::SyncLatency for SimDisk {
+    fn sync_delay(&self) -> Duration {
+        SimDisk::sync_delay(self)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -293,9 +305,13 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     let net = scenario.build_net(seed, &ids);
     let mut faults = FaultDriver::new(&scenario, seed, ids.clone());
     let shared = Shared::new(epoch);
-    let host = Arc::new(
-        ActorHost::with_embedded(ActorLimits::default()).context("cannot load the actors")?,
-    );
+    let host =
+        ActorHost::with_embedded(ActorLimits::default()).context("cannot load the actors")?;
+    let host = Arc::new(if cfg.actor_replay {
+        host.with_replay_cache()
+    } else {
+        host
+    });
     let switches = Arc::new(TestFaults::default());
     match cfg.mutation {
         Mutation::None => {}
@@ -343,7 +359,6 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
             state_disk: SimDisk::new(),
             journal_disk: SimDisk::new(),
             clock: Arc::new(SimClock::new(epoch, start_unix_ms)),
-            delay: Arc::default(),
             link_stats: Arc::default(),
             field_stats: Arc::default(),
             plant: plant_of.get(&(i as u32)).copied(),
@@ -501,6 +516,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     if let Some(v) = journal.check_drain(w.cfg.scenario.journal_drain_bound_s, end_t_ms) {
         w.extra.push(v);
     }
+    let actor_replay = w.host.replay_stats();
     let World {
         cfg,
         suite,
@@ -533,6 +549,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         report,
         plot_svg: plot.map(|p| p.render()),
         journal,
+        actor_replay,
     })
 }
 
@@ -644,7 +661,12 @@ impl World {
             }
             NodeAction::SetSyncDelay { node, delay } => {
                 if let Some(i) = self.slot_of(node) {
-                    self.slots[i].delay.set(delay);
+                    // One card holds all three databases; the node waits on the log's fsyncs
+                    // (`storage::SyncLatency`), the ones its peers' commits wait for.
+                    let s = &self.slots[i];
+                    for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
+                        d.set_sync_delay(delay);
+                    }
                 }
             }
             NodeAction::SetLoadScale { node, scale, ramp } => {
@@ -720,7 +742,6 @@ impl World {
             endpoint,
             tx,
             alive.clone(),
-            s.delay.clone(),
             s.link_stats.clone(),
         );
         let observer = Arc::new(SimObserver::new(id, alive.clone(), self.shared.clone()));
@@ -733,7 +754,11 @@ impl World {
             snapshot: None,
         };
         let env = NodeEnv {
-            stores: Stores { log, state },
+            stores: Stores {
+                log,
+                state,
+                log_sync: Some(Arc::new(s.log_disk.clone())),
+            },
             transport,
             inbound: rx,
             clock: s.clock.clone(),
@@ -948,9 +973,40 @@ mod tests {
             plot: false,
             timing: None,
             trace_path: None,
+            actor_replay: true,
         })
         .expect("run");
         eprintln!("{}", out.report.to_json());
         assert!(out.report.passed);
+    }
+
+    #[test]
+    fn the_actor_replay_cache_changes_nothing_but_the_work() {
+        // A crash and a restart on the way, so a replica re-applies entries on older state.
+        let scenario = Scenario::parse(
+            "duration_s = 60\nsettle_s = 30\nliveness_bound_s = 30\n[nodes]\ncount = 3\n\
+             [plant]\nhouseholds_per_feeder = [10, 10]\n[links.default]\npreset = \"lan\"\n\
+             [[faults]]\nat_s = 20\nduration_s = 10\nkind = \"power_cut\"\nnode = 1\n",
+            "replay.toml",
+        )
+        .expect("scenario");
+        let cfg = |actor_replay| SimConfig {
+            scenario: scenario.clone(),
+            seed: 3,
+            mutation: Mutation::None,
+            plot: false,
+            timing: None,
+            trace_path: None,
+            actor_replay,
+        };
+        let with = run(&cfg(true)).expect("run");
+        let without = run(&cfg(false)).expect("run");
+        assert!(with.report.passed, "{}", with.report.to_json());
+        assert_eq!(with.report.trace_hash, without.report.trace_hash);
+        assert_eq!(with.report.commits, without.report.commits);
+        assert!(without.actor_replay.is_none());
+        let stats = with.actor_replay.expect("stats");
+        // Three replicas: most deliveries are answered by the first replica's run.
+        assert!(stats.hits > stats.misses, "{stats:?}");
     }
 }

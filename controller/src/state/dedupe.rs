@@ -4,6 +4,11 @@
 //! seq 7 was lost with the old leader and is retried), so a plain "highest seq" watermark would
 //! wrongly drop seq 7. The window keeps the contiguous low watermark plus the sparse set of
 //! applied sequences above it.
+//!
+//! Sequence numbers start at 1 (0 means "no dedupe" and never reaches a window), so the low
+//! watermark starts at 1: a window waiting for a sequence 0 that never comes would keep every
+//! applied sequence in `above` until 4,096 had passed, and every apply serialises and writes
+//! the whole window (the simulator measured ~4 % of its time there, 32 KiB written per entry).
 
 use std::collections::BTreeSet;
 
@@ -15,13 +20,25 @@ use serde::{Deserialize, Serialize};
 /// sequences that fall below are then treated as already applied.
 pub const DEDUPE_WINDOW: u64 = 4096;
 
+/// The first sequence number a proposer hands out (`Proposer::next_seq` starts at 1).
+pub const FIRST_SEQ: u64 = 1;
+
 /// One origin's applied sequences.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupeWindow {
     /// Every sequence below this has been applied (or given up on).
     pub below: u64,
     /// Applied sequences at or above `below`.
     pub above: BTreeSet<u64>,
+}
+
+impl Default for DedupeWindow {
+    fn default() -> Self {
+        DedupeWindow {
+            below: FIRST_SEQ,
+            above: BTreeSet::new(),
+        }
+    }
 }
 
 /// The verdict on a sequence number.
@@ -36,6 +53,9 @@ pub enum SeqCheck {
 impl DedupeWindow {
     /// Record `seq` if it is new; say whether it was.
     pub fn check_and_record(&mut self, seq: u64) -> SeqCheck {
+        // A window stored before the watermark started at `FIRST_SEQ`: sequence 0 was never
+        // going to fill its gap.
+        self.below = self.below.max(FIRST_SEQ);
         if seq < self.below || self.above.contains(&seq) {
             return SeqCheck::Duplicate;
         }
@@ -75,10 +95,28 @@ mod tests {
         // 2 was lost and retried after 3 committed: still applied once.
         assert_eq!(w.check_and_record(2), SeqCheck::Fresh);
         assert_eq!(w.check_and_record(2), SeqCheck::Duplicate);
-        assert_eq!(w.check_and_record(0), SeqCheck::Fresh);
         assert_eq!(w.below, 4);
         assert!(w.above.is_empty());
         assert_eq!(w.highest(), 3);
+    }
+
+    #[test]
+    fn consecutive_sequences_keep_the_window_empty() {
+        // From a fresh window and from one stored with the old watermark of 0.
+        for mut w in [
+            DedupeWindow::default(),
+            DedupeWindow {
+                below: 0,
+                above: BTreeSet::new(),
+            },
+        ] {
+            for seq in 1..=100 {
+                assert_eq!(w.check_and_record(seq), SeqCheck::Fresh);
+                assert!(w.above.is_empty(), "seq {seq}: {:?}", w.above);
+            }
+            assert_eq!(w.below, 101);
+            assert_eq!(w.highest(), 100);
+        }
     }
 
     #[test]

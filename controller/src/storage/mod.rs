@@ -46,6 +46,20 @@ pub struct Stores {
     pub log: Arc<Database>,
     /// State machine and node-local data.
     pub state: Arc<Database>,
+    /// Extra time the log's medium takes per fsync, waited before a durable log write is
+    /// acknowledged; `None` for files (their fsync takes the time itself).
+    pub log_sync: Option<Arc<dyn SyncLatency>>,
+}
+
+/// A storage medium slower to fsync than the work redb does: the simulator's slow disk.
+///
+/// redb's storage backend is synchronous, so a slow medium cannot sleep inside `sync_data`;
+/// the node's async storage code waits this long after each durable commit instead, on the
+/// runtime's clock (simulated time in the simulator), before acknowledging it. A file on a
+/// board needs none: its fsync blocks for as long as the card takes.
+pub trait SyncLatency: Send + Sync + std::fmt::Debug {
+    /// The extra wait per durable commit (zero for a healthy medium).
+    fn sync_delay(&self) -> std::time::Duration;
 }
 
 /// Errors opening a node's database.
@@ -102,6 +116,7 @@ pub fn open_dir(data_dir: &Path) -> Result<Stores, OpenError> {
     Ok(Stores {
         log: open(LOG_FILE_NAME)?,
         state: open(STATE_FILE_NAME)?,
+        log_sync: None,
     })
 }
 

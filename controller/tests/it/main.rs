@@ -14,5 +14,6 @@ mod membership;
 mod radio;
 mod security;
 mod sim;
+mod sim_disk;
 mod storage_suite;
 mod wan;

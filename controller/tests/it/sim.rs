@@ -27,12 +27,13 @@ fn run(scenario: &Scenario, seed: u64, mutation: Mutation) -> Report {
         plot: false,
         timing: None,
         trace_path: None,
+        actor_replay: true,
     })
     .unwrap_or_else(|e| panic!("{} seed {seed}: {e:#}", scenario.name))
     .report
 }
 
-fn explain(r: &Report) -> String {
+pub(crate) fn explain(r: &Report) -> String {
     let mut s = r.summary();
     for v in &r.violations {
         s.push_str(&format!(

@@ -127,6 +127,10 @@ fn errors_name_the_file_the_key_and_the_problem() {
             "random_faults.crash_per_hour",
         ),
         ("bogus = 1\n", "bad.toml"),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"slow_disk\"\nnode = 1\nsync_delay_ms = 60000\n",
+            "faults[0].sync_delay_ms: 60000 exceeds 10000 ms",
+        ),
     ];
     for (extra, want) in cases {
         let msg = err(&format!("{MINIMAL}{extra}"));
