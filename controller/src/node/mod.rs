@@ -212,8 +212,9 @@ impl Node {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let proposer = proposer::Proposer::new(opts.id, env.stores.state.clone(), &sm)
-            .map_err(StartError::State)?;
+        let proposer =
+            proposer::Proposer::new(opts.id, &opts.timing, env.stores.state.clone(), &sm)
+                .map_err(StartError::State)?;
         let inner = Arc::new(Inner {
             id: opts.id,
             raft,

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use openraft_rt::WatchReceiver;
 use redb::{Database, ReadableDatabase};
 
 use super::Node;
 use crate::net::wire::{Forward, ForwardError, Request, Response};
+use crate::raft::timing::Timing;
 use crate::raft::{Body, Proposal, Receipt};
 use crate::state::StateMachine;
 use crate::storage::{NODE_LOCAL, io_err};
@@ -23,8 +25,23 @@ pub const SEQ_RESERVE_BLOCK: u64 = 256;
 /// an error (and retries later with the same sequence number). 30 s covers an election on an
 /// 800 ms radio link with margin.
 pub const PROPOSE_DEADLINE: Duration = Duration::from_secs(30);
-/// Deadline of one forwarded attempt.
+/// Longest deadline of one forwarded attempt (and the deadline of a forwarded membership
+/// change).
 pub const FORWARD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest deadline of one forwarded attempt: on a LAN a loaded board's fsyncs, not the
+/// link, set how long a commit takes.
+pub const FORWARD_ATTEMPT_MIN: Duration = Duration::from_secs(2);
+
+/// Deadline of one forwarded attempt under `timing`: four heartbeats (8 RTTs by
+/// `Timing::for_rtt`). A forwarded proposal is answered within a round trip to the leader
+/// plus the leader's commit, one append round trip, or two and a heartbeat's deadline when
+/// the first append is lost (5 RTTs); an attempt whose request or answer was lost on the
+/// link is retried after this, not after [`FORWARD_ATTEMPT_TIMEOUT`] (on the 800 ms radio a
+/// lost forward made the forwarded p99 22 s, BENCHMARKS.md).
+pub fn forward_attempt_timeout(timing: &Timing) -> Duration {
+    Duration::from_millis(timing.heartbeat_ms.saturating_mul(4))
+        .clamp(FORWARD_ATTEMPT_MIN, FORWARD_ATTEMPT_TIMEOUT)
+}
 /// Wait between attempts while no leader is known.
 pub const NO_LEADER_RETRY: Duration = Duration::from_millis(200);
 
@@ -52,6 +69,7 @@ pub enum ProposeError {
 
 pub(crate) struct Proposer {
     me: u64,
+    attempt: Duration,
     db: Arc<Database>,
     next: AtomicU64,
     reserved: AtomicU64,
@@ -59,7 +77,12 @@ pub(crate) struct Proposer {
 }
 
 impl Proposer {
-    pub(crate) fn new(me: u64, db: Arc<Database>, sm: &StateMachine) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        me: u64,
+        timing: &Timing,
+        db: Arc<Database>,
+        sm: &StateMachine,
+    ) -> std::io::Result<Self> {
         let stored = {
             let txn = db.begin_read().map_err(io_err)?;
             let t = txn.open_table(NODE_LOCAL).map_err(io_err)?;
@@ -73,6 +96,7 @@ impl Proposer {
         let start = stored.max(sm.highest_seq(me) + 1);
         Ok(Proposer {
             me,
+            attempt: forward_attempt_timeout(timing),
             db,
             next: AtomicU64::new(start),
             reserved: AtomicU64::new(start),
@@ -137,18 +161,39 @@ impl Proposer {
                     continue;
                 }
                 Some(l) if l == self.me => self.write_local(node, fwd.clone()).await,
-                Some(l) => match node
-                    .inner
-                    .rpc
-                    .call(l, Request::Forward(fwd.clone()), FORWARD_ATTEMPT_TIMEOUT)
-                    .await
-                {
-                    Ok(Response::Forward(r)) => r,
-                    Ok(_) => Err(ForwardError::Raft(
-                        "unexpected response to a forwarded proposal".into(),
-                    )),
-                    Err(e) => Err(ForwardError::Raft(e.to_string())),
-                },
+                Some(l) => {
+                    let call = node
+                        .inner
+                        .rpc
+                        .call(l, Request::Forward(fwd.clone()), self.attempt);
+                    // A new leader makes this attempt moot: retry there at once rather than wait
+                    // out the attempt's deadline for a leader that may be dead (the retry keeps
+                    // the sequence number, so a commit by both is applied once).
+                    // Only a change counts: a hint may already point away from what this node
+                    // believes.
+                    let known = node.raft().metrics().borrow_watched().current_leader;
+                    let wait = node.raft().wait(None);
+                    let moved = wait.metrics(
+                        move |m| {
+                            m.current_leader.is_some()
+                                && m.current_leader != known
+                                && m.current_leader != Some(l)
+                        },
+                        "another leader",
+                    );
+                    tokio::select! {
+                        r = call => match r {
+                            Ok(Response::Forward(r)) => r,
+                            Ok(_) => Err(ForwardError::Raft(
+                                "unexpected response to a forwarded proposal".into(),
+                            )),
+                            Err(e) => Err(ForwardError::Raft(e.to_string())),
+                        },
+                        m = moved => Err(ForwardError::NotLeader {
+                            leader: m.ok().and_then(|m| m.current_leader),
+                        }),
+                    }
+                }
             };
             match result {
                 Ok(receipt) => {

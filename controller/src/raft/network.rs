@@ -4,7 +4,28 @@
 //! ([`AppendPacing`]; `raft/timing.rs` says why openraft's own deadline is not enough on a
 //! slow radio): an append that carries more bytes than the peer's link has been delivering
 //! in time is cut to a prefix and answered to openraft as a partial success, and an append
-//! that timed out makes the next one smaller and gives it longer.
+//! that timed out makes the next one smaller and gives it longer. The base deadline of every
+//! append is the heartbeat interval (2 RTT, `raft/timing.rs` says why).
+//!
+//! ## Why appends are not pipelined
+//!
+//! openraft 0.10.0-alpha.37 replicates through a stream (`RaftNetworkV2::stream_append`,
+//! fed by its `StreamState`, which in "LogsSince" mode yields the next request as soon as new
+//! entries are submitted); the default implementation, used here, sends one request and
+//! waits for its answer before it pulls the next, so one batch per round trip per follower,
+//! and openraft batches every entry submitted meanwhile (up to `max_payload_entries`) into
+//! that next request. A pipelined override must hand the follower its requests in order
+//! (openraft: "a custom pipelined implementation must yield responses in the same order";
+//! the follower checks each request's `prev_log_id`). Our links do not keep order: the radio
+//! link layer sends whole frames once and repeats only missing fragments, so a small frame
+//! overtakes a fragmented one and a lost one is simply gone, and the simulator's jitter
+//! reorders frames. Every request behind a lost or late one would answer `Conflict`, which
+//! ends the stream and sends openraft back to probing (another round trip), and a cut append
+//! (`PartialSuccess`, below) ends a pipeline by openraft's own rule. Pipelining would need a
+//! per-peer sequence number and a reorder buffer on the follower feeding
+//! `Raft::stream_append`; at the field loop's rate (one proposal per node per 5 s on a radio)
+//! the pipe is idle when a proposal arrives (BENCHMARKS.md: p50 commit latency 1.03-1.1x its
+//! floor), so the cost is not justified yet.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -37,9 +58,10 @@ pub const APPEND_BYTES_MAX: usize = 1 << 20;
 /// proposal budget plus entry overhead) always fits, so a slow link still moves one entry
 /// per append. An append always carries at least one entry, whatever its size.
 pub const APPEND_BYTES_MIN: usize = 1_024;
-/// Most an append's deadline is stretched past openraft's soft deadline (a multiple of
-/// it). 16 x 3/4 heartbeat is 12 heartbeats, the longest election timeout
-/// (`Timing::for_rtt`): an append still unanswered by then is lost, not slow.
+/// Most an append's deadline is stretched past the heartbeat interval (a multiple of it).
+/// 16 heartbeats is 32 RTTs (`Timing::for_rtt`), 26 s on an 800 ms radio, about the air
+/// time of a 32 KiB catch-up append at 9.6 kbit/s: an append still unanswered by then is
+/// lost, not slow.
 pub const DEADLINE_STRETCH_MAX: u32 = 16;
 
 /// How appends to one peer are sized and timed: additive-increase / multiplicative-decrease
@@ -47,12 +69,13 @@ pub const DEADLINE_STRETCH_MAX: u32 = 16;
 /// retransmission timer), both learned only from appends that carried entries.
 ///
 /// - An append answered in time lets the next carry half as many bytes again (up to
-///   [`APPEND_BYTES_MAX`]); one answered within a quarter of its deadline halves the stretch.
+///   [`APPEND_BYTES_MAX`]); one answered within a quarter of its deadline, or within the
+///   unstretched deadline, halves the stretch.
 /// - An append that timed out halves the budget (to [`APPEND_BYTES_MIN`]) below what it
 ///   carried and doubles the stretch (to [`DEADLINE_STRETCH_MAX`]).
 ///
 /// On a LAN appends are answered in milliseconds: the budget stays at its ceiling and the
-/// deadline at openraft's. On a 64 kbit/s radio with 20 % loss a catch-up append of 64 field
+/// deadline at one heartbeat. On a 64 kbit/s radio with 20 % loss a catch-up append of 64 field
 /// batches (~32 KiB, over 4 s of air time and several rounds of repeated fragments) shrinks
 /// to what the link delivers within the stretched deadline, so it arrives instead of being
 /// resent whole forever.
@@ -60,7 +83,7 @@ pub const DEADLINE_STRETCH_MAX: u32 = 16;
 pub struct AppendPacing {
     /// Bytes of entries the next append carries at most (at least one entry).
     pub bytes_max: usize,
-    /// The deadline of an append carrying entries is openraft's soft deadline times this.
+    /// The deadline of an append carrying entries is the heartbeat interval times this.
     pub stretch: u32,
 }
 
@@ -74,9 +97,9 @@ impl Default for AppendPacing {
 }
 
 impl AppendPacing {
-    /// The deadline for an append carrying entries, from openraft's soft deadline.
-    pub fn deadline(&self, soft_ttl: Duration) -> Duration {
-        soft_ttl * self.stretch
+    /// The deadline for an append carrying entries, from the heartbeat interval.
+    pub fn deadline(&self, heartbeat: Duration) -> Duration {
+        heartbeat * self.stretch
     }
 
     /// An append of `bytes` bytes of entries was answered after `elapsed`, within `deadline`.
@@ -85,7 +108,13 @@ impl AppendPacing {
             // The budget was what limited this append: let the next one carry more.
             self.bytes_max = (self.bytes_max + self.bytes_max / 2).min(APPEND_BYTES_MAX);
         }
-        if elapsed * 4 <= deadline {
+        // Answered within a quarter of its deadline, or within the unstretched deadline: it
+        // did not need the stretch. (On a lossy link most timeouts are a lost packet, not a
+        // slow append; without the second rule the stretch ratcheted up to where a normal
+        // answer took a quarter of it, and every later loss waited 4-8 heartbeats: leader
+        // loss to next commit 18 s instead of 10 at 800 ms RTT.)
+        let unstretched = deadline / self.stretch.max(1);
+        if elapsed * 4 <= deadline || elapsed <= unstretched {
             self.stretch = (self.stretch / 2).max(1);
         }
     }
@@ -230,13 +259,18 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         if rpc.entries.is_empty() {
-            // A heartbeat (or an empty probe): openraft's deadline, nothing to learn.
-            return self.append_call(rpc, option.soft_ttl()).await;
+            // A heartbeat (or an empty probe), nothing to learn: the heartbeat interval
+            // (`hard_ttl`, 2 RTT by `Timing::for_rtt`) less an eighth, so the timeout is ours
+            // and not openraft's cut at `hard_ttl`. openraft's `soft_ttl` (3/4) would fall
+            // below a round trip stretched by jitter.
+            return self.append_call(rpc, option.hard_ttl() * 7 / 8).await;
         }
         let pacing = *lock(&self.pacing);
         let (bytes, cut) = cut_to_budget(&mut rpc.entries, pacing.bytes_max);
         let last_sent = rpc.entries.last().map(|e| e.log_id());
-        let deadline = pacing.deadline(option.soft_ttl());
+        // openraft does not cut a replication stream at `hard_ttl` (the heartbeat interval);
+        // the pacing stretches it for slow appends.
+        let deadline = pacing.deadline(option.hard_ttl());
         let started = tokio::time::Instant::now();
         let result = self.append_call(rpc, deadline).await;
         let elapsed = started.elapsed();
@@ -384,11 +418,7 @@ mod tests {
     fn timeouts_shrink_the_budget_and_stretch_the_deadline_and_answers_undo_it() {
         let ttl = Duration::from_millis(1_410);
         let mut p = AppendPacing::default();
-        assert_eq!(
-            p.deadline(ttl),
-            ttl,
-            "a fresh peer gets openraft's deadline"
-        );
+        assert_eq!(p.deadline(ttl), ttl, "a fresh peer gets one heartbeat");
         p.timed_out(32 * 1_024);
         assert_eq!((p.bytes_max, p.stretch), (16 * 1_024, 2));
         for _ in 0..10 {
@@ -403,7 +433,12 @@ mod tests {
         p.answered(APPEND_BYTES_MIN, d / 2, d);
         assert_eq!(p.stretch, DEADLINE_STRETCH_MAX);
         assert_eq!(p.bytes_max, APPEND_BYTES_MIN * 3 / 2);
-        // Fast answers bring the deadline back to openraft's and the budget to its ceiling.
+        // An answer within one unstretched deadline (a loss, not slowness, had stretched it)
+        // halves the stretch.
+        let mut lossy = p;
+        lossy.answered(1, ttl, lossy.deadline(ttl));
+        assert_eq!(lossy.stretch, DEADLINE_STRETCH_MAX / 2);
+        // Fast answers bring the deadline back to one heartbeat and the budget to its ceiling.
         for _ in 0..64 {
             let d = p.deadline(ttl);
             p.answered(p.bytes_max, Duration::from_millis(5), d);

@@ -1,16 +1,63 @@
 //! Raft timing derived from the link's round trip, and the openraft `Config` built from it.
 //!
-//! Raft needs broadcast time << election timeout << mean time between failures. etcd's tuning
-//! guide puts the heartbeat at 0.5-1.5x the RTT and the election timeout at 10x the RTT or
-//! more. openraft bounds every AppendEntries/heartbeat RPC by the heartbeat interval, so on a
-//! slow link the heartbeat must exceed the RTT or every heartbeat times out. Pre-vote is always
-//! on: a node behind a flapping radio link asks before it disrupts a healthy leader with a
-//! higher term.
+//! ## What openraft does with the three numbers (0.10.0-alpha.37, read from its source)
+//!
+//! - **Heartbeat `h`.** The leader sends one heartbeat per follower every `h`, through a
+//!   worker that waits for each answer (openraft cuts it at `h`, `RPCOption::hard_ttl`) before
+//!   it sends the next, and logs a warning for every heartbeat not answered in time. So `h`
+//!   must exceed the slowest round trip, or heartbeats are lost to their own deadline (the
+//!   radio profile's old 1 s heartbeat at 800 ms RTT: most of them).
+//! - **Failure detection.** A follower campaigns only after the leader lease
+//!   (`election_timeout_max`) *plus* a fresh random timeout in
+//!   `[election_timeout_min, election_timeout_max)` has passed since it last heard the
+//!   leader (`Vote::is_expired(now, timeout)` adds the lease). Detection therefore takes
+//!   `max + U(min, max)`, not `U(min, max)`: with the old 6-12 heartbeats that was 18-24 s on
+//!   the radio, which is why leader loss to the next commit took 33 s there.
+//! - **What stops a spurious election.** With pre-vote on, a follower that heard nothing
+//!   for `min + max` first asks; the leader refuses while a quorum acknowledged it within
+//!   the lease, and every follower refuses while it heard the leader within the lease. A
+//!   real election on a healthy cluster needs a follower cut off for `min + max` *and* a
+//!   quorum's view of the leader expired, not a few lost heartbeats.
+//! - **Split votes** do not need a wide random spread: the advanced leader id orders votes by
+//!   (term, node id), so two candidates of one term resolve to the higher id.
+//!
+//! ## The rule ([`Timing::for_rtt`], RTT `R`)
+//!
+//! - `h = 2R` (at least [`HEARTBEAT_MS_MIN`]): every RPC gets `h` as its deadline
+//!   (`raft/network.rs`), which covers a round trip stretched by +/-50 % jitter (1.5 R) plus
+//!   the air time of a fragmented append. Idle cost is one heartbeat and its answer per `h`:
+//!   about 50 bytes per 1.6 s per follower on the radio (BENCHMARKS.md).
+//! - `max = 4.5R` (the lease): in a 3-node cluster the pre-vote of a follower cut off by
+//!   lost heartbeats succeeds if the *other* follower grants it, i.e. if that one too heard
+//!   nothing for a lease. 4.5 R is two lost heartbeats plus the +/-50 % jitter of the next:
+//!   at 5 % loss the two followers must lose 3 and 2 heartbeats at the same moment.
+//! - `min = 2.25R` (just over one heartbeat: openraft requires `min > h`): a follower
+//!   campaigns after `max + U(min, max)` = 6.75-9 R of silence (3.4-4.5 heartbeats), and leader loss to the next commit is that, less the time
+//!   since the last heartbeat, plus pre-vote, vote and the new leader's probe and append (4
+//!   R): 8-10 s at 800 ms. A shorter lease would be faster and let lost heartbeats elect.
+//! - Floors: `min` at least [`ELECTION_MS_MIN`] and `max` twice that, so LAN and Wi-Fi keep
+//!   the 1.8-3.6 s they had, where a scheduling stall on a loaded board, not the link, is the
+//!   risk; at 800 ms the floor sets `min` to 1.8 s.
+//!
+//! Measured (BENCHMARKS.md, "Radio at 800 ms RTT"), not assumed: `ghatta sim-measure`.
+//!
+//! ## What timing cannot fix: a new leader probes its followers' logs
+//!
+//! A new leader does not know how far each follower's log matches its own, and openraft
+//! (0.10.0-alpha.37, `ProgressEntry::next_send`) finds out by binary search, one
+//! AppendEntries of at most 8 entries per step, starting at the middle of the whole log.
+//! Each step is a round trip: on a 211-entry log 5 of them, about 5 s at 800 ms, after the
+//! election, before the first commit of the new term; the longer the log (up to the 2,500
+//! entries the snapshot policy keeps), the more steps. That, not the timing above, is most of
+//! what keeps leader loss to the next commit above the 10 s goal on the radio (measured:
+//! new leader agreed after ~9 s, first commit ~17 s). It needs a change in openraft (start
+//! the search at the committed index, or let a follower answer with its last log id), or a
+//! log kept short by snapshots.
 //!
 //! ## Appends on a slow radio: why the heartbeat is not their deadline
 //!
-//! openraft gives *every* AppendEntries the same deadline, `RPCOption::soft_ttl()` = 3/4 of
-//! the heartbeat, whatever it carries. That is right for a heartbeat and for a LAN, and wrong
+//! openraft gives *every* AppendEntries the same deadline, the heartbeat interval (which the
+//! network layer used to cut to `RPCOption::soft_ttl()`, 3/4 of it), whatever it carries. That is right for a heartbeat and for a LAN, and wrong
 //! for an append that carries entries over a link whose air time, not its latency, sets the
 //! round trip. Measured on the flapping-radio scenario (64 kbit/s, 100-byte MTU, 20 % loss;
 //! heartbeat 1,880 ms, so a 1,410 ms deadline; `GHATTA_LOG=ghatta::raft::network=debug`):
@@ -28,12 +75,13 @@
 //! delivery time. So the network layer (`raft/network.rs`, `AppendPacing`) sizes and times
 //! appends per peer from how earlier appends to that peer fared: it cuts an append to a
 //! byte budget (answering openraft with a partial success, so openraft resumes after what
-//! the peer holds), halves the budget and doubles the deadline (up to 16x, i.e. 12
-//! heartbeats, the longest election timeout) when an append times out, and grows the budget
+//! the peer holds), halves the budget and doubles the deadline (up to 16x) when an append
+//! times out, and grows the budget
 //! back and shrinks the deadline when appends come back in time. On a LAN nothing changes:
 //! appends come back in milliseconds, the budget stays at its 1 MiB ceiling and the deadline
-//! at openraft's. Heartbeats (empty appends) keep openraft's deadline: they are what tells a
-//! leader it still leads, and they fit in one radio frame. After the change the same run
+//! at one heartbeat. Heartbeats (empty appends) keep one heartbeat (less an eighth, so the
+//! timeout is ours, not openraft's cut): they are what tells a leader it still leads, and
+//! they fit in one radio frame. After the change the same run
 //! commits 569 entries with every replica converged, and seeds 0..4 pass.
 
 use serde::{Deserialize, Serialize};
@@ -67,7 +115,7 @@ impl LinkProfile {
 /// Raft timing for one cluster. Every member should use the same values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timing {
-    /// Heartbeat interval, ms (also openraft's per-RPC deadline for appends).
+    /// Heartbeat interval, ms (also every Raft RPC's deadline, `raft/network.rs`).
     pub heartbeat_ms: u64,
     /// Election timeout lower bound, ms.
     pub election_timeout_ms_min: u64,
@@ -75,23 +123,25 @@ pub struct Timing {
     pub election_timeout_ms_max: u64,
 }
 
-/// Shortest heartbeat we use. openraft gives each append RPC the heartbeat interval as its
-/// deadline, and a follower's answer includes an fsync: tens of ms on an SD card, past 100 ms
-/// when the card is busy. 300 ms keeps a healthy LAN from reporting timeouts.
+/// Shortest heartbeat we use. Every RPC's deadline is the heartbeat, and a follower's answer
+/// to an append includes an fsync: tens of ms on an SD card, past 100 ms when the card is
+/// busy. 300 ms keeps a healthy LAN from reporting timeouts.
 pub const HEARTBEAT_MS_MIN: u64 = 300;
+/// Shortest `election_timeout_min`, and half the shortest `election_timeout_max`: on a LAN
+/// the round trip is no risk, a board stalled for a second or two under load is, and a
+/// follower then campaigns after at least 5.4 s of silence (lease plus timeout).
+pub const ELECTION_MS_MIN: u64 = 1_800;
 
 impl Timing {
-    /// Timing for a link with round trip `rtt_ms`: heartbeat 1.25x RTT (at least
-    /// [`HEARTBEAT_MS_MIN`]), election timeout 6-12 heartbeats. Six heartbeats (7.5 RTT) is a
-    /// little under etcd's 10x because pre-vote and check-quorum already stop a lossy link
-    /// from causing term inflation, and the operators' goal is a new leader within ~10 s on
-    /// an 800 ms radio.
+    /// Timing for a link with round trip `rtt_ms` (the module docs give the reasoning):
+    /// heartbeat 2 RTT (at least [`HEARTBEAT_MS_MIN`]), election timeout 2.25-4.5 RTT (at
+    /// least [`ELECTION_MS_MIN`] and twice it).
     pub fn for_rtt(rtt_ms: u64) -> Timing {
-        let heartbeat_ms = (rtt_ms * 5 / 4).max(HEARTBEAT_MS_MIN);
+        let heartbeat_ms = (rtt_ms * 2).max(HEARTBEAT_MS_MIN);
         Timing {
             heartbeat_ms,
-            election_timeout_ms_min: heartbeat_ms * 6,
-            election_timeout_ms_max: heartbeat_ms * 12,
+            election_timeout_ms_min: (rtt_ms * 9 / 4).max(ELECTION_MS_MIN),
+            election_timeout_ms_max: (rtt_ms * 9 / 2).max(2 * ELECTION_MS_MIN),
         }
     }
 
@@ -123,5 +173,44 @@ impl Timing {
             ..Default::default()
         };
         config.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_round_trip_gives_a_valid_config_with_the_documented_ratios() {
+        for rtt in [1, 5, 50, 200, 800, 801, 900, 1_504, 2_000, 10_000] {
+            let t = Timing::for_rtt(rtt);
+            assert!(t.raft_config("t").is_ok(), "rtt {rtt}: {t:?}");
+            assert!(t.heartbeat_ms >= rtt * 2 && t.heartbeat_ms >= HEARTBEAT_MS_MIN);
+            assert!(
+                t.election_timeout_ms_min > t.heartbeat_ms,
+                "rtt {rtt}: {t:?}"
+            );
+            assert!(
+                t.election_timeout_ms_max >= 2 * t.heartbeat_ms,
+                "rtt {rtt}: {t:?}"
+            );
+        }
+        let radio = Timing::for_profile(LinkProfile::Radio);
+        assert_eq!(
+            (
+                radio.heartbeat_ms,
+                radio.election_timeout_ms_min,
+                radio.election_timeout_ms_max
+            ),
+            (1_600, 1_800, 3_600)
+        );
+        // LAN and Wi-Fi keep the election timeouts they had before the radio change.
+        for p in [LinkProfile::Lan, LinkProfile::Wifi] {
+            let t = Timing::for_profile(p);
+            assert_eq!(
+                (t.election_timeout_ms_min, t.election_timeout_ms_max),
+                (1_800, 3_600)
+            );
+        }
     }
 }

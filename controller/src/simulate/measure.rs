@@ -148,8 +148,12 @@ pub struct Proposals {
 pub struct Failover {
     /// Every survivor follows one new leader.
     pub new_leader_ms: Option<u64>,
-    /// A survivor's proposal is committed past everything committed before the loss.
+    /// A survivor's proposal is committed past everything committed before the loss (its
+    /// proposer has the answer).
     pub commit_ms: Option<u64>,
+    /// A survivor's commit index first passes what was committed before the loss (the new
+    /// leader's own entry counts).
+    pub commit_index_ms: Option<u64>,
 }
 
 /// Everything measured.
@@ -346,9 +350,18 @@ async fn failover_trial<B: Bed>(
     let mut out = Failover {
         new_leader_ms: None,
         commit_ms: None,
+        commit_index_ms: None,
     };
     while lost_at.elapsed() < FAILOVER_MAX && out.commit_ms.is_none() {
         tokio::time::sleep(POLL).await;
+        if out.commit_index_ms.is_none()
+            && bed
+                .nodes()
+                .values()
+                .any(|n| n.status().commit_index > committed_before)
+        {
+            out.commit_index_ms = Some(lost_at.elapsed().as_millis() as u64);
+        }
         if out.new_leader_ms.is_none() {
             let nodes = bed.nodes();
             let st: Vec<_> = nodes.values().map(Node::status).collect();

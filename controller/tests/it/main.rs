@@ -12,6 +12,7 @@ mod fuzz;
 mod harness;
 mod membership;
 mod radio;
+mod radio_timing;
 mod security;
 mod sim;
 mod sim_disk;

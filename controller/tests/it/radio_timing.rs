@@ -1,0 +1,56 @@
+//! The radio profile's timing against issue 5's goals, in the simulator (simulated time, so
+//! the machine's load cannot move the numbers): 3 nodes on `sim/scenarios/radio-800ms.toml`
+//! (800 ms RTT +/-50 %, 5 % loss, 9,600 bit/s, 100-byte MTU) with `LinkProfile::Radio`.
+//! A shortened run of `ghatta sim-measure` (BENCHMARKS.md has the full one).
+
+use std::path::Path;
+use std::time::Duration;
+
+use ghatta::raft::timing::{LinkProfile, Timing};
+use ghatta::simulate::measure::{Plan, SimBed, measure};
+use ghatta_sim::scenario::Scenario;
+
+#[test]
+fn the_radio_profile_meets_the_goals_at_800_ms_rtt() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim/scenarios/radio-800ms.toml");
+    let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let timing = Timing::for_profile(LinkProfile::Radio);
+    let plan = Plan {
+        rtt_ms: LinkProfile::Radio.rtt_ms(),
+        idle: Duration::from_secs(120),
+        proposals: 20,
+        inputs_per_entry: 1,
+        failovers: 4,
+        day: Duration::from_secs(2 * 3_600),
+        seed: 5,
+    };
+    let rt = ghatta_sim::time::seeded_runtime(plan.seed).expect("runtime");
+    let m = rt
+        .block_on(ghatta::raft::Runtime::scope(plan.seed, async move {
+            let mut bed = SimBed::start(&scenario, plan.seed, timing).await?;
+            let m = measure(&mut bed, &plan, timing, SimBed::link_bytes).await;
+            bed.stop().await;
+            m
+        }))
+        .expect("measured");
+    let report = serde_json::to_string_pretty(&m).unwrap_or_default();
+    assert!(m.idle_bytes_per_s_per_peer <= 200.0, "{report}");
+    assert!(
+        m.idle_bytes_per_s_per_peer > 0.0,
+        "heartbeats flow: {report}"
+    );
+    assert_eq!(m.at_leader.latency.failed, 0, "{report}");
+    assert!(m.at_leader.latency.p50_x_floor <= 1.25, "{report}");
+    assert!(m.forwarded.latency.p50_x_floor <= 1.25, "{report}");
+    assert!(
+        m.at_leader.latency.p50_ms >= 400,
+        "not faster than light: {report}"
+    );
+    assert_eq!(m.failover_commit.failed, 0, "{report}");
+    // The new leader is agreed 8-13 s after the loss; its first commit takes several more
+    // round trips while openraft probes each follower's log (raft/timing.rs): the 10 s goal
+    // is missed (BENCHMARKS.md), and this bound only catches a regression.
+    assert!(m.failover_leader.max_ms <= 15_000, "{report}");
+    assert!(m.failover_commit.max_ms <= 40_000, "{report}");
+    assert_eq!(m.idle_elections + m.day_elections, 0, "{report}");
+}
