@@ -252,8 +252,9 @@ pub fn entry_inputs(n: usize, salt: u64) -> Vec<Vec<u8>> {
         .map(|i| {
             sdk::codec::encode(&sdk::Input::MeterRead(sdk::MeterRead {
                 customer: sdk::CustomerId(900_000 + i as u32),
-                total_wh: 1_000_000 + salt,
-                read_at_ms: CALENDAR_START_UNIX_MS + salt * 1_000,
+                // Wrapping: a salt only has to make entries differ.
+                total_wh: salt.wrapping_add(1_000_000),
+                read_at_ms: salt.wrapping_mul(1_000).wrapping_add(CALENDAR_START_UNIX_MS),
             }))
         })
         .collect()
