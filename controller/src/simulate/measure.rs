@@ -254,7 +254,9 @@ pub fn entry_inputs(n: usize, salt: u64) -> Vec<Vec<u8>> {
                 customer: sdk::CustomerId(900_000 + i as u32),
                 // Wrapping: a salt only has to make entries differ.
                 total_wh: salt.wrapping_add(1_000_000),
-                read_at_ms: salt.wrapping_mul(1_000).wrapping_add(CALENDAR_START_UNIX_MS),
+                read_at_ms: salt
+                    .wrapping_mul(1_000)
+                    .wrapping_add(CALENDAR_START_UNIX_MS),
             }))
         })
         .collect()
