@@ -234,13 +234,17 @@ async fn stream_loop(
             .state_machine()
             .outbox_ack(stream.id())
             .max(*acked.borrow());
+        let acked_before = *acked.borrow();
         let result = session(&node, &cfg, stream, &bucket, &stats, &acked, start).await;
+        // A session whose acks moved the cursor proves the link works, however it ended: the
+        // next attempt waits the shortest backoff. (Resetting only on a clean end let a link
+        // that drops every few seconds push the wait to BACKOFF_MAX between sessions that each
+        // made progress, so a flapping satellite link uploaded a few seconds a minute.)
+        if *acked.borrow() > acked_before {
+            backoff = BACKOFF_MIN;
+        }
         match result {
-            Ok(progressed) => {
-                if progressed {
-                    backoff = BACKOFF_MIN;
-                }
-            }
+            Ok(()) => {}
             Err(e) => {
                 stats
                     .session_errors
@@ -299,8 +303,8 @@ fn next_batch(
     Ok(Some(body))
 }
 
-/// One connection: send windows of batches, read acks. Returns Ok(progressed) when it ends
-/// cleanly (leadership lost), an error when the link failed.
+/// One connection: send windows of batches, read acks (each one moves `acked`). Returns Ok
+/// when it ends cleanly (leadership lost), an error when the link failed.
 async fn session(
     node: &Node,
     cfg: &UploaderConfig,
@@ -309,7 +313,7 @@ async fn session(
     stats: &UploadStats,
     acked: &watch::Sender<u64>,
     start: u64,
-) -> Result<bool, proto::ProtoError> {
+) -> Result<(), proto::ProtoError> {
     use std::sync::atomic::Ordering::Relaxed;
     let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&cfg.central_addr))
         .await
@@ -352,10 +356,9 @@ async fn session(
     let mut next_send = start;
     let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
     let mut last_progress = Instant::now();
-    let mut progressed = false;
     loop {
         if !is_leader(node) {
-            return Ok(progressed);
+            return Ok(());
         }
         while in_flight.len() < cfg.window_batches.max(1) {
             let batch = crate::storage::blocking(|| next_batch(node, cfg, stream, next_send))?;
@@ -403,7 +406,6 @@ async fn session(
         };
         handle_ack(body, stream, acked, &mut in_flight, &mut next_send)?;
         last_progress = Instant::now();
-        progressed = true;
     }
 }
 
