@@ -25,7 +25,8 @@ use axum::{Json, Router};
 use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 
 use super::channel::{self, AllowedGrids, ChannelError, ReplayCache};
 use super::proto::{self, AckBody, BatchBody, Msg};
@@ -272,9 +273,18 @@ struct Inner {
     backfill_after_ms: u64,
 }
 
-/// A running central; dropping it stops its listeners.
-pub struct Central {
+/// The central's store and connection handler without listeners: serves grids over any
+/// ordered byte stream ([`CentralStore::serve`]: a TCP connection, or the simulator's WAN link
+/// model) and answers the queries. Clones share the store.
+#[derive(Clone)]
+pub struct CentralStore {
     inner: Arc<Inner>,
+}
+
+/// A running central: its store plus the TCP batch listener and the HTTP API (every query of
+/// [`CentralStore`] is available on it). Dropping it stops its listeners.
+pub struct Central {
+    store: CentralStore,
     /// Where grids connect.
     pub batch_addr: SocketAddr,
     /// Where the HTTP API listens.
@@ -297,16 +307,70 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+impl std::ops::Deref for Central {
+    type Target = CentralStore;
+
+    fn deref(&self) -> &CentralStore {
+        &self.store
+    }
+}
+
 impl Central {
     /// Open the store and start both listeners.
     pub async fn start(cfg: CentralConfig) -> anyhow::Result<Central> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        let store =
+            CentralStore::open(&cfg.data_dir, cfg.secret, cfg.grids, cfg.backfill_after_ms)?;
+        let batch = TcpListener::bind(&cfg.listen).await.map_err(|e| {
             anyhow::anyhow!(
-                "cannot create central data dir {}: {e}; check --data and permissions",
-                cfg.data_dir.display()
+                "cannot listen for grids on {}: {e}; is the port in use?",
+                cfg.listen
             )
         })?;
-        let path = cfg.data_dir.join("central.redb");
+        let http = TcpListener::bind(&cfg.http_listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for HTTP queries on {}: {e}; is the port in use?",
+                cfg.http_listen
+            )
+        })?;
+        let batch_addr = batch.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop(batch, store.clone())));
+        let router = router(store.inner.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, router).await {
+                tracing::error!(error = %e, "central HTTP API stopped");
+            }
+        }));
+        Ok(Central {
+            store,
+            batch_addr,
+            http_addr,
+            tasks,
+        })
+    }
+
+    /// The store behind the listeners (to serve connections that do not come through TCP).
+    pub fn store(&self) -> &CentralStore {
+        &self.store
+    }
+}
+
+impl CentralStore {
+    /// Open (or create) `central.redb` in `data_dir`.
+    pub fn open(
+        data_dir: &std::path::Path,
+        secret: SecretKey,
+        grids: AllowedGrids,
+        backfill_after_ms: u64,
+    ) -> anyhow::Result<CentralStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create central data dir {}: {e}; check --data and permissions",
+                data_dir.display()
+            )
+        })?;
+        let path = data_dir.join("central.redb");
         let db = Database::create(&path).map_err(|e| {
             anyhow::anyhow!(
                 "cannot open {}: {e}; is another central running on it?",
@@ -326,40 +390,32 @@ impl Central {
         }
         let inner = Arc::new(Inner {
             db,
-            secret: cfg.secret,
-            grids: cfg.grids,
+            secret,
+            grids,
             replays: ReplayCache::default(),
             stats: CentralStats::default(),
-            backfill_after_ms: cfg.backfill_after_ms,
+            backfill_after_ms,
         });
-        let batch = TcpListener::bind(&cfg.listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen for grids on {}: {e}; is the port in use?",
-                cfg.listen
-            )
-        })?;
-        let http = TcpListener::bind(&cfg.http_listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen for HTTP queries on {}: {e}; is the port in use?",
-                cfg.http_listen
-            )
-        })?;
-        let batch_addr = batch.local_addr()?;
-        let http_addr = http.local_addr()?;
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(accept_loop(batch, inner.clone())));
-        let router = router(inner.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(http, router).await {
-                tracing::error!(error = %e, "central HTTP API stopped");
+        Ok(CentralStore { inner })
+    }
+
+    /// Serve one grid connection over `rd`/`wr` until it ends: handshake, then batches in,
+    /// acks out. `peer` names the other end in logs. Refusals are counted by reason
+    /// ([`CentralStore::stats`]); a plain disconnect is logged, not counted.
+    pub async fn serve<R, W>(&self, mut rd: R, mut wr: W, peer: &str)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let inner = &self.inner;
+        inner.stats.connections.fetch_add(1, Relaxed);
+        if let Err(e) = serve_conn(&mut rd, &mut wr, inner).await {
+            if inner.stats.count(&e) {
+                tracing::warn!(%peer, error = %e, "grid connection refused");
+            } else {
+                tracing::info!(%peer, error = %e, "grid connection closed");
             }
-        }));
-        Ok(Central {
-            inner,
-            batch_addr,
-            http_addr,
-            tasks,
-        })
+        }
     }
 
     /// The central's counters (refusals by reason, handshakes, batches).
@@ -661,7 +717,8 @@ fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+/// The TCP front: accept, bound the connections, hand each to [`CentralStore::serve`].
+async fn accept_loop(listener: TcpListener, store: CentralStore) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -676,27 +733,32 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             tracing::warn!(%peer, "refusing grid connection: {MAX_CONNECTIONS} already open");
             continue;
         };
-        let inner = inner.clone();
-        inner.stats.connections.fetch_add(1, Relaxed);
+        let store = store.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(sock, &inner).await {
-                if inner.stats.count(&e) {
-                    tracing::warn!(%peer, error = %e, "grid connection refused");
-                } else {
-                    tracing::info!(%peer, error = %e, "grid connection closed");
-                }
+            if let Err(e) = sock.set_nodelay(true) {
+                tracing::info!(%peer, error = %e, "grid connection closed before it was served");
+                return;
             }
+            let (rd, wr) = sock.into_split();
+            store.serve(rd, wr, &peer.to_string()).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_conn(sock: TcpStream, inner: &Arc<Inner>) -> Result<(), proto::ProtoError> {
-    sock.set_nodelay(true)?;
-    let (mut rd, mut wr) = sock.into_split();
+/// One grid connection over any byte stream: handshake, then batches in, acks out.
+async fn serve_conn<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    inner: &Arc<Inner>,
+) -> Result<(), proto::ProtoError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let handshake = channel::accept(
-        &mut rd,
-        &mut wr,
+        &mut *rd,
+        &mut *wr,
         &inner.secret,
         &inner.grids,
         &inner.replays,
@@ -718,7 +780,7 @@ async fn serve_conn(sock: TcpStream, inner: &Arc<Inner>) -> Result<(), proto::Pr
     inner.stats.handshakes_ok.fetch_add(1, Relaxed);
     tracing::debug!(grid, %key, "grid authenticated");
     loop {
-        let frame = opener.read_frame(&mut rd).await?;
+        let frame = opener.read_frame(rd).await?;
         let Msg::Batch { grid, body } = proto::decode(&frame, grid)? else {
             return Err(proto::ProtoError::Body(
                 "a grid sent an ack, not a batch".into(),
@@ -729,7 +791,7 @@ async fn serve_conn(sock: TcpStream, inner: &Arc<Inner>) -> Result<(), proto::Pr
             .await
             .map_err(|e| std::io::Error::other(format!("ingest task failed: {e}")))??;
         sealer
-            .write_frame(&mut wr, &proto::encode_ack(grid, &ack)?)
+            .write_frame(wr, &proto::encode_ack(grid, &ack)?)
             .await?;
         inner.stats.batches_acked.fetch_add(1, Relaxed);
     }

@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
 use super::channel::{self, ChannelError};
+use super::connector::{Connector, TcpConnector};
 use super::proto::{self, AckBody, BatchBody, Msg, Stream};
 use crate::net::secure::{PublicKey, SecretKey};
 use crate::node::{Node, Role};
@@ -52,7 +52,8 @@ pub struct UploaderConfig {
     /// The central's public key (`ghatta central --key-file`'s public half): only a peer
     /// holding its private half can open what the uploader sends or ack anything.
     pub central_key: PublicKey,
-    /// The central's batch listener (`ghatta central --listen`), host:port.
+    /// The central's batch listener (`ghatta central --listen`), host:port: what
+    /// [`Uploader::spawn`] connects to over TCP ([`Uploader::spawn_via`] takes any connector).
     pub central_addr: String,
     /// Bandwidth cap for all streams together, bytes/s (256 kbit/s = 32,000 B/s), so billing
     /// traffic does not starve the operators' other uses of the link. 0 = no cap.
@@ -155,8 +156,16 @@ impl Drop for Uploader {
 }
 
 impl Uploader {
-    /// Start uploading every stream of `node`'s outbox (active only while `node` leads).
+    /// Start uploading every stream of `node`'s outbox (active only while `node` leads), over
+    /// TCP to `cfg.central_addr`.
     pub fn spawn(node: Node, cfg: UploaderConfig) -> Uploader {
+        let tcp = Arc::new(TcpConnector::new(cfg.central_addr.clone()));
+        Self::spawn_via(node, cfg, tcp)
+    }
+
+    /// As [`Uploader::spawn`], reaching the central through `connector` (the simulator's WAN
+    /// link model, for one); `cfg.central_addr` is not used.
+    pub fn spawn_via(node: Node, cfg: UploaderConfig, connector: Arc<dyn Connector>) -> Uploader {
         let cfg = Arc::new(cfg);
         let bucket = Arc::new(TokenBucket::new(cfg.rate_bytes_per_s));
         let stats = Arc::new(UploadStats::default());
@@ -170,6 +179,7 @@ impl Uploader {
             tasks.push(tokio::spawn(stream_loop(
                 node.clone(),
                 cfg.clone(),
+                connector.clone(),
                 stream,
                 bucket.clone(),
                 stats.clone(),
@@ -219,6 +229,7 @@ async fn commit_loop(node: Node, stream: Stream, mut acked: watch::Receiver<u64>
 async fn stream_loop(
     node: Node,
     cfg: Arc<UploaderConfig>,
+    connector: Arc<dyn Connector>,
     stream: Stream,
     bucket: Arc<TokenBucket>,
     stats: Arc<UploadStats>,
@@ -235,7 +246,12 @@ async fn stream_loop(
             .outbox_ack(stream.id())
             .max(*acked.borrow());
         let acked_before = *acked.borrow();
-        let result = session(&node, &cfg, stream, &bucket, &stats, &acked, start).await;
+        let link = Link {
+            connector: connector.as_ref(),
+            bucket: &bucket,
+            stats: &stats,
+        };
+        let result = session(&node, &cfg, link, stream, &acked, start).await;
         // A session whose acks moved the cursor proves the link works, however it ended: the
         // next attempt waits the shortest backoff. (Resetting only on a clean end let a link
         // that drops every few seconds push the wait to BACKOFF_MAX between sessions that each
@@ -257,9 +273,9 @@ async fn stream_loop(
                 ) {
                     // Configuration, not weather: say so loudly, keep retrying (the central
                     // may be fixed without restarting the grid).
-                    tracing::warn!(stream = stream.id(), central = %cfg.central_addr, error = %e, ?backoff, "WAN upload refused");
+                    tracing::warn!(stream = stream.id(), central = %connector.describe(), error = %e, ?backoff, "WAN upload refused");
                 } else {
-                    tracing::info!(stream = stream.id(), central = %cfg.central_addr, error = %e, ?backoff, "WAN upload interrupted; retrying");
+                    tracing::info!(stream = stream.id(), central = %connector.describe(), error = %e, ?backoff, "WAN upload interrupted; retrying");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -303,35 +319,48 @@ fn next_batch(
     Ok(Some(body))
 }
 
+/// What one session sends through: the way to the central and what its streams share.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    connector: &'a dyn Connector,
+    bucket: &'a TokenBucket,
+    stats: &'a UploadStats,
+}
+
 /// One connection: send windows of batches, read acks (each one moves `acked`). Returns Ok
 /// when it ends cleanly (leadership lost), an error when the link failed.
 async fn session(
     node: &Node,
     cfg: &UploaderConfig,
+    link: Link<'_>,
     stream: Stream,
-    bucket: &TokenBucket,
-    stats: &UploadStats,
     acked: &watch::Sender<u64>,
     start: u64,
 ) -> Result<(), proto::ProtoError> {
     use std::sync::atomic::Ordering::Relaxed;
-    let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&cfg.central_addr))
+    let Link {
+        connector,
+        bucket,
+        stats,
+    } = link;
+    let (mut rd, mut wr) = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect())
         .await
         .map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("connecting to central {} timed out", cfg.central_addr),
+                format!(
+                    "connecting to {} timed out after {CONNECT_TIMEOUT:?}",
+                    connector.describe()
+                ),
             )
         })??;
-    sock.set_nodelay(true)?;
-    let (mut rd, mut wr) = sock.into_split();
     let handshake = channel::connect(&mut rd, &mut wr, &cfg.secret, &cfg.central_key, cfg.grid);
     let (mut sealer, mut opener) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("handshake with central {} timed out", cfg.central_addr),
+                format!("handshake with {} timed out", connector.describe()),
             )
         })??;
     // Acks are read by their own task: read_exact is not cancel-safe inside a select.
@@ -380,10 +409,7 @@ async fn session(
         if !in_flight.is_empty() && last_progress.elapsed() > ACK_TIMEOUT {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!(
-                    "central {} sent no ack for {ACK_TIMEOUT:?}",
-                    cfg.central_addr
-                ),
+                format!("{} sent no ack for {ACK_TIMEOUT:?}", connector.describe()),
             )
             .into());
         }

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! outbox (replicated, dense seq) --Stream filter--> Uploader (leader only, one per stream)
-//!    --TCP: Noise IK handshake, then [deflate batch in a frame+CRC] sealed in
-//!      ChaCha20-Poly1305 records--> Central (redb, fsync)
+//!    --byte stream from a Connector (TCP; the simulator's WAN link model in tests): Noise IK
+//!      handshake, then [deflate batch in a frame+CRC] sealed in ChaCha20-Poly1305
+//!      records--> Central (redb, fsync; CentralStore::serve behind the TCP accept loop)
 //!    <--[Ack: next expected seq per (grid, stream)], sealed--
 //! Uploader --Body::OutboxAck through Raft--> committed cursor (any node resumes there)
 //! ```
@@ -41,10 +42,12 @@ pub mod central;
 pub mod channel;
 pub mod client;
 pub mod config;
+pub mod connector;
 pub mod emulator;
 pub mod proto;
 
-pub use self::central::{Central, CentralConfig};
+pub use self::central::{Central, CentralConfig, CentralStore};
 pub use self::client::{Uploader, UploaderConfig};
 pub use self::config::WanConfig;
+pub use self::connector::{Connector, TcpConnector};
 pub use self::proto::Stream;
