@@ -70,3 +70,4 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod time;
+pub mod wan;
