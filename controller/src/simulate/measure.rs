@@ -671,6 +671,15 @@ impl SimBed {
         out
     }
 
+    /// Node `id`'s wall clock (log time at its leader), to step it as a clock fault would:
+    /// the WAN resync test in simulated time advances every clock an hour per round of reads.
+    pub fn clock(&self, id: u64) -> Option<Arc<SimClock>> {
+        self.slots
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.clock.clone())
+    }
+
     /// Stops every node.
     pub async fn stop(&mut self) {
         for s in &mut self.slots {

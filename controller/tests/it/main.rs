@@ -18,3 +18,4 @@ mod sim;
 mod sim_disk;
 mod storage_suite;
 mod wan;
+mod wan_sim;
