@@ -37,6 +37,28 @@ pub struct FieldSummary {
     pub ballast_switched_in: u64,
 }
 
+/// The sealed links over a run (`links.sealed`), summed over nodes and incarnations (filled by
+/// the controller, which owns the opener).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecuritySummary {
+    /// Frames sealed and handed to a link.
+    pub sealed: u64,
+    /// Frames that opened and reached the RPC layer.
+    pub opened: u64,
+    /// Frames the opener dropped, every reason (the fields below and the rest).
+    pub rejected: u64,
+    /// Tag did not verify (corrupted past the frame CRC, or forged).
+    pub forged: u64,
+    /// A counter already seen: the links' duplicates.
+    pub replayed: u64,
+    /// Older than the replay window.
+    pub out_of_window: u64,
+    /// From an earlier boot of the sender, or to an earlier boot of the receiver (restarts).
+    pub stale_epoch: u64,
+    /// Hellos sent to tell a restarted peer this node's epoch.
+    pub hellos_sent: u64,
+}
+
 /// What the controller knows only at the end of a run.
 #[derive(Clone, Debug, Default)]
 pub struct FinishInfo {
@@ -92,6 +114,9 @@ pub struct Report {
     /// The field loops (runs with plants only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<FieldSummary>,
+    /// The sealed links (absent when the scenario's links are not sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySummary>,
 }
 
 impl Report {

@@ -298,6 +298,12 @@ pub struct Links {
     /// Per-pair overrides (applied over the default).
     #[serde(default)]
     pub pair: Vec<PairSpec>,
+    /// Seal every frame as `ghatta run` does with a key (the controller's `net::secure`:
+    /// per-pair AEAD keys, boot epochs, replay windows), so the simulated links' losses,
+    /// duplicates, reordering and corruption and the nodes' restarts reach the real opener
+    /// (`ghatta sim` and `ghatta sim-measure`). Off: plain frames.
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 /// Customers and billing policy, for the controller's billing setup and the

@@ -27,10 +27,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
 use super::clock::SimClock;
-use super::transport::{SimTransport, TransportStats};
+use super::transport::{SimTransport, TransportStats, seal};
 use super::world::CALENDAR_START_UNIX_MS;
 use crate::actors::{ActorHost, ActorLimits};
-use crate::net::transport::inbound_queue;
+use crate::net::transport::{InboundRx, Transport, inbound_queue};
 use crate::node::{Node, NodeEnv, NodeOptions, Role};
 use crate::raft::PeerInfo;
 use crate::raft::timing::{LinkProfile, Timing};
@@ -571,6 +571,8 @@ pub struct SimBed {
     host: Arc<ActorHost>,
     timing: Timing,
     seed: u64,
+    /// Seal the links (`links.sealed`), as `ghatta sim` does.
+    sealed: bool,
     slots: Vec<SimSlot>,
 }
 
@@ -599,6 +601,7 @@ impl SimBed {
             host,
             timing,
             seed,
+            sealed: scenario.links.sealed,
             slots,
         };
         for id in ids.clone() {
@@ -615,6 +618,7 @@ impl SimBed {
     }
 
     async fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
+        let members: Vec<u64> = self.slots.iter().map(|s| s.id).collect();
         let s = self
             .slots
             .iter_mut()
@@ -624,7 +628,7 @@ impl SimBed {
         let state = storage::open_backend(s.state_disk.clone(), &format!("node-{id}/state"))?;
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, rx) = inbound_queue();
-        let (transport, tasks) = SimTransport::start(
+        let (plain, tasks) = SimTransport::start(
             id,
             self.net.clone(),
             self.net.endpoint(id),
@@ -632,9 +636,24 @@ impl SimBed {
             alive.clone(),
             s.link_stats.clone(),
         );
+        let cluster_name = "sim-measure";
+        let (transport, rx): (Arc<dyn Transport>, InboundRx) = if self.sealed {
+            let (t, rx) = seal(
+                id,
+                self.seed,
+                &members,
+                cluster_name,
+                plain,
+                rx,
+                &s.link_stats,
+            )?;
+            (t, rx)
+        } else {
+            (plain, rx)
+        };
         let opts = NodeOptions {
             id,
-            cluster_name: "sim-measure".into(),
+            cluster_name: cluster_name.into(),
             timing: self.timing,
             actor_limits: ActorLimits::default(),
             seed: self.seed ^ id,

@@ -11,6 +11,9 @@
 //! bandwidth, so the driver paces per peer (a serial radio paces its one shared channel).
 //! Links without an MTU (0: unlimited) carry frames whole, as before. The policy itself is
 //! stated in `net::radio`.
+//!
+//! [`seal`] puts the node's real sealing layer (`net::secure`) over a `SimTransport` when the
+//! scenario's links are sealed, with keys derived from the world seed.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +26,8 @@ use tokio::time::{Duration, Instant};
 use crate::net::frame::FRAME_MAGIC;
 use crate::net::radio::link::{DriverConfig, LinkDriver, LinkParams, MTU_BYTES_MIN, RadioStats};
 use crate::net::radio::pacing::air_time;
-use crate::net::transport::{InboundTx, Transport};
+use crate::net::secure::{BootEpoch, SealedTransport, SecretKey, SecureLink};
+use crate::net::transport::{InboundRx, InboundTx, Transport};
 
 /// Message ids of one incarnation start at its number times this, so a restarted node never
 /// reuses ids its peers remember as completed (they remember 256; an incarnation would have
@@ -43,6 +47,13 @@ pub struct TransportStats {
     pub inbound_full: AtomicU64,
     /// Incarnations started (numbers each one's message ids).
     incarnations: AtomicU32,
+}
+
+impl TransportStats {
+    /// Incarnations started so far, the running one included (1 for a first start).
+    pub fn incarnations(&self) -> u32 {
+        self.incarnations.load(Ordering::Relaxed)
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -224,6 +235,46 @@ async fn pump(t: Arc<SimTransport>, mut endpoint: Endpoint, inbound: InboundTx) 
             bump(&t.stats.inbound_full);
         }
     }
+}
+
+/// Node `id`'s key pair in a sealed run: derived from the world seed, so a seed replays.
+pub fn sim_secret(seed: u64, id: NodeId) -> SecretKey {
+    let mut bytes = [0u8; 32];
+    let mut x = seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for chunk in bytes.chunks_mut(8) {
+        // splitmix64: distinct words whatever the seed.
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    SecretKey::from_bytes(bytes)
+}
+
+/// Seal node `me`'s simulated links as `ghatta run` does with a key file: every member's
+/// public key listed, per-pair AEAD keys bound to `cluster`, and the boot epoch taken from
+/// `stats`' incarnation count (on a board the epoch is a counter fsynced before first use, so
+/// no crash or power cut repeats one). Returns the sealed transport and the queue of opened
+/// frames for the node.
+///
+/// # Errors
+/// When the keys cannot be derived (a member listed twice with different keys cannot happen
+/// here; a weak derived key is the only way, and names the peer).
+pub fn seal(
+    me: NodeId,
+    seed: u64,
+    members: &[NodeId],
+    cluster: &str,
+    plain: Arc<SimTransport>,
+    raw: InboundRx,
+    stats: &TransportStats,
+) -> anyhow::Result<(Arc<SealedTransport<SimTransport>>, InboundRx)> {
+    let epoch = BootEpoch::in_memory(stats.incarnations());
+    let peers = members.iter().map(|&p| (p, sim_secret(seed, p).public()));
+    let link = SecureLink::new(me, cluster, &sim_secret(seed, me), peers, epoch)
+        .map_err(|e| anyhow::anyhow!("node {me}: cannot key the sealed links: {e}"))?;
+    Ok(SealedTransport::start(plain, raw, Arc::new(link)))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use ghatta_sim::net::SimNet;
 use ghatta_sim::observe::{Observation, Role as SimRole};
 use ghatta_sim::plant::{Grid, Plant};
 use ghatta_sim::plot::PlotRecorder;
-use ghatta_sim::report::FieldSummary;
+use ghatta_sim::report::{FieldSummary, SecuritySummary};
 use ghatta_sim::report::{FinishInfo, Report};
 use ghatta_sim::scenario::Scenario;
 use ghatta_sim::time::Epoch;
@@ -34,12 +34,13 @@ use tokio::time::Duration;
 use super::clock::SimClock;
 use super::observer::{Shared, SimObserver};
 use super::setup;
-use super::transport::{SimTransport, TransportStats};
+use super::transport::{SimTransport, TransportStats, seal};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::config::FieldConfig;
 use crate::field::{self, CustomerMap, FieldStats};
 use crate::journal::Journal;
-use crate::net::transport::inbound_queue;
+use crate::net::secure::SealStats;
+use crate::net::transport::{InboundRx, Transport, inbound_queue};
 use crate::node::{Node, NodeEnv, NodeOptions};
 use crate::observe::TestFaults;
 use crate::raft::timing::Timing;
@@ -235,6 +236,23 @@ pub fn run(cfg: &SimConfig) -> anyhow::Result<SimOutcome> {
 }
 
 /// A running incarnation of a node.
+/// The openers' counters over every node and incarnation.
+fn security_summary(slots: &[Slot]) -> SecuritySummary {
+    let mut sum = SecuritySummary::default();
+    for st in slots.iter().flat_map(|s| &s.seal_stats) {
+        let c = st.snapshot(0);
+        sum.sealed += c.sealed;
+        sum.opened += c.opened;
+        sum.rejected += c.rejected();
+        sum.forged += c.forged;
+        sum.replayed += c.replayed;
+        sum.out_of_window += c.out_of_window;
+        sum.stale_epoch += c.older_epoch + c.stale_receiver_epoch;
+        sum.hellos_sent += c.hellos_sent;
+    }
+    sum
+}
+
 struct Incarnation {
     node: Node,
     alive: Arc<AtomicBool>,
@@ -253,6 +271,8 @@ struct Slot {
     clock: Arc<SimClock>,
     link_stats: Arc<TransportStats>,
     field_stats: Arc<FieldStats>,
+    /// The opener's counters of every incarnation (sealed links only).
+    seal_stats: Vec<Arc<SealStats>>,
     /// Index of this node's plant in the grid, if it has one.
     plant: Option<usize>,
     run: Option<Incarnation>,
@@ -361,6 +381,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
             clock: Arc::new(SimClock::new(epoch, start_unix_ms)),
             link_stats: Arc::default(),
             field_stats: Arc::default(),
+            seal_stats: Vec::new(),
             plant: plant_of.get(&(i as u32)).copied(),
             run: None,
             role: None,
@@ -516,6 +537,12 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     if let Some(v) = journal.check_drain(w.cfg.scenario.journal_drain_bound_s, end_t_ms) {
         w.extra.push(v);
     }
+    let security = w
+        .cfg
+        .scenario
+        .links
+        .sealed
+        .then(|| security_summary(&w.slots));
     let actor_replay = w.host.replay_stats();
     let World {
         cfg,
@@ -541,6 +568,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         ufls_trips,
         ballast_switched_in,
     });
+    report.security = security;
     if !extra.is_empty() {
         report.passed = false;
         report.violations.extend(extra);
@@ -736,7 +764,7 @@ impl World {
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, rx) = inbound_queue();
         let endpoint = self.net.endpoint(id);
-        let (transport, tasks) = SimTransport::start(
+        let (plain, tasks) = SimTransport::start(
             id,
             self.net.clone(),
             endpoint,
@@ -744,10 +772,28 @@ impl World {
             alive.clone(),
             s.link_stats.clone(),
         );
+        let cluster_name = format!("sim-{}", self.cfg.scenario.name);
+        let (transport, rx): (Arc<dyn Transport>, InboundRx) = if self.cfg.scenario.links.sealed {
+            let members: Vec<u64> = self.slots.iter().map(|p| p.id).collect();
+            let (sealed, rx) = seal(
+                id,
+                self.cfg.seed,
+                &members,
+                &cluster_name,
+                plain,
+                rx,
+                &s.link_stats,
+            )?;
+            self.slots[i].seal_stats.push(sealed.link().stats().clone());
+            (sealed, rx)
+        } else {
+            (plain, rx)
+        };
+        let s = &self.slots[i];
         let observer = Arc::new(SimObserver::new(id, alive.clone(), self.shared.clone()));
         let opts = NodeOptions {
             id,
-            cluster_name: format!("sim-{}", self.cfg.scenario.name),
+            cluster_name,
             timing: self.timing,
             actor_limits: ActorLimits::default(),
             seed: self.cfg.seed ^ id,

@@ -218,6 +218,7 @@ impl Suite {
             net: info.net_counters.unwrap_or_default(),
             last_heal_s: self.liveness.last_heal_ms() as f64 / 1_000.0,
             field: None,
+            security: None,
         }
     }
 }
