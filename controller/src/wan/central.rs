@@ -45,6 +45,12 @@ pub const BACKFILL_AFTER_MS_DEFAULT: u64 = 15 * 60 * 1000;
 /// ~2 s, so 30 s only ever cuts off peers that connect and say nothing (which would otherwise
 /// hold one of the [`MAX_CONNECTIONS`] slots forever).
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// An authenticated connection that brings no batch for this long is closed. An uploader
+/// with records sends a window of batches per round trip, and one with none keeps its
+/// connection open: 15 min of silence is a grid with nothing to say, a half-open TCP
+/// connection whose grid rebooted or lost its satellite link, or a peer holding one of the
+/// [`MAX_CONNECTIONS`] slots; the grid reconnects (one handshake) when it has records again.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// One UTC day, ms (energy per day is summed by UTC day of the record's log time).
 const DAY_MS: u64 = 86_400_000;
 
@@ -194,6 +200,8 @@ pub struct CentralStats {
     pub refused_frames: AtomicU64,
     /// Batches stored (or recognised as duplicates) and acknowledged.
     pub batches_acked: AtomicU64,
+    /// Authenticated connections closed after [`IDLE_TIMEOUT`] without a batch.
+    pub idle_closed: AtomicU64,
 }
 
 /// A point-in-time copy of [`CentralStats`] (what `/v1/status` serves).
@@ -219,6 +227,9 @@ pub struct CentralStatsSnapshot {
     pub refused_frames: u64,
     /// See [`CentralStats`].
     pub batches_acked: u64,
+    /// See [`CentralStats`].
+    #[serde(default)]
+    pub idle_closed: u64,
 }
 
 impl CentralStats {
@@ -236,6 +247,7 @@ impl CentralStats {
             refused_records: g(&self.refused_records),
             refused_frames: g(&self.refused_frames),
             batches_acked: g(&self.batches_acked),
+            idle_closed: g(&self.idle_closed),
         }
     }
 
@@ -780,7 +792,13 @@ where
     inner.stats.handshakes_ok.fetch_add(1, Relaxed);
     tracing::debug!(grid, %key, "grid authenticated");
     loop {
-        let frame = opener.read_frame(rd).await?;
+        // Dropping a read cut off mid-frame is fine: the connection is closed with it.
+        let Ok(frame) = tokio::time::timeout(IDLE_TIMEOUT, opener.read_frame(rd)).await else {
+            inner.stats.idle_closed.fetch_add(1, Relaxed);
+            tracing::info!(grid, "grid connection idle for {IDLE_TIMEOUT:?}; closed");
+            return Ok(());
+        };
+        let frame = frame?;
         let Msg::Batch { grid, body } = proto::decode(&frame, grid)? else {
             return Err(proto::ProtoError::Body(
                 "a grid sent an ack, not a batch".into(),
@@ -1028,6 +1046,51 @@ pub async fn run_cmd(args: CentralArgs) -> anyhow::Result<std::process::ExitCode
 mod tests {
     use super::*;
     use crate::state::OutboxRecord;
+
+    /// A grid that authenticates and then says nothing is cut off after [`IDLE_TIMEOUT`],
+    /// counted, and not before (paused clock: the 15 minutes pass at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_authenticated_grid_is_closed_after_the_idle_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central_key = SecretKey::from_bytes([1; 32]);
+        let grid_key = SecretKey::from_bytes([2; 32]);
+        let store = CentralStore::open(
+            dir.path(),
+            central_key.clone(),
+            AllowedGrids::from([(3, vec![grid_key.public()])]),
+            BACKFILL_AFTER_MS_DEFAULT,
+        )
+        .expect("store opens");
+        let (grid_end, central_end) = tokio::io::duplex(64 * 1024);
+        let (crd, cwr) = tokio::io::split(central_end);
+        let serving = {
+            let store = store.clone();
+            tokio::spawn(async move { store.serve(crd, cwr, "test grid").await })
+        };
+        let (mut rd, mut wr) = tokio::io::split(grid_end);
+        let started = tokio::time::Instant::now();
+        let (_sealer, mut opener) =
+            channel::connect(&mut rd, &mut wr, &grid_key, &central_key.public(), 3)
+                .await
+                .expect("handshake");
+        tokio::time::sleep(IDLE_TIMEOUT - std::time::Duration::from_secs(1)).await;
+        assert!(!serving.is_finished(), "closed before the idle timeout");
+        assert_eq!(store.stats().idle_closed, 0);
+        // The central hangs up: the grid's next read sees the end of the stream.
+        let read = tokio::time::timeout(2 * IDLE_TIMEOUT, opener.read_frame(&mut rd)).await;
+        assert!(
+            matches!(read, Ok(Err(_))),
+            "the central must close the silent connection"
+        );
+        serving.await.expect("serve ends");
+        assert!(started.elapsed() >= IDLE_TIMEOUT);
+        let stats = store.stats();
+        assert_eq!(
+            (stats.handshakes_ok, stats.idle_closed),
+            (1, 1),
+            "{stats:?}"
+        );
+    }
 
     #[tokio::test]
     async fn energy_hours_are_stored_once_and_served_as_rows_and_csv() {

@@ -87,14 +87,23 @@ fn the_shipped_scenarios_pass_a_short_run() {
         let sec = r
             .security
             .unwrap_or_else(|| panic!("{name}: a sealed run reports its openers"));
-        assert!(sec.opened > 0 && sec.sealed >= sec.opened, "{name}: {sec:?}");
+        assert!(
+            sec.opened > 0 && sec.sealed >= sec.opened,
+            "{name}: {sec:?}"
+        );
         assert_eq!(sec.forged, 0, "{name}: no forger on these links: {sec:?}");
         // Each node learns its peers' boot epochs (and, after a restart, they its new one)
         // from frames answered with a hello.
-        assert!(sec.stale_epoch > 0 && sec.hellos_sent > 0, "{name}: {sec:?}");
+        assert!(
+            sec.stale_epoch > 0 && sec.hellos_sent > 0,
+            "{name}: {sec:?}"
+        );
         if name == "flapping-radio" {
             // Its links duplicate 0.2 % of frames: the replay window drops the copies.
-            assert!(sec.replayed > 0, "{name}: duplicates must be refused: {sec:?}");
+            assert!(
+                sec.replayed > 0,
+                "{name}: duplicates must be refused: {sec:?}"
+            );
         }
     }
 }
