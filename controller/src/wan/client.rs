@@ -40,6 +40,11 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Connecting to the central may take this long (TCP handshake over 1-2 s RTT, SYN retries).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A session with nothing in flight and nothing to send for this long ends, and the next one
+/// opens when the outbox has records again: below the central's 15-minute idle timeout
+/// (`wan::central::IDLE_TIMEOUT`), so a quiet grid hangs up cleanly instead of being cut off
+/// and counting an error, and an idle satellite link carries nothing at all.
+pub const SESSION_IDLE_CLOSE: Duration = Duration::from_secs(10 * 60);
 
 /// What the uploader needs to know.
 #[derive(Debug, Clone)]
@@ -137,6 +142,8 @@ pub struct UploadStats {
     pub records_sent: std::sync::atomic::AtomicU64,
     /// Connections that ended in an error.
     pub session_errors: std::sync::atomic::AtomicU64,
+    /// Connections this uploader closed after [`SESSION_IDLE_CLOSE`] with nothing to send.
+    pub sessions_idle_closed: std::sync::atomic::AtomicU64,
 }
 
 /// A running uploader; dropping it stops it (its tasks are aborted: like a crash).
@@ -260,7 +267,14 @@ async fn stream_loop(
             backoff = BACKOFF_MIN;
         }
         match result {
-            Ok(()) => {}
+            Ok(SessionEnd::NotLeader) => {}
+            Ok(SessionEnd::Idle) => {
+                stats
+                    .sessions_idle_closed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                backoff = BACKOFF_MIN;
+                wait_for_records(&node, &cfg, stream, &acked).await;
+            }
             Err(e) => {
                 stats
                     .session_errors
@@ -280,6 +294,31 @@ async fn stream_loop(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+        }
+    }
+}
+
+/// After an idle close: wait, without a connection, until the outbox has something past the
+/// acknowledged cursor (or leadership moves: the loop then waits as a follower).
+async fn wait_for_records(
+    node: &Node,
+    cfg: &UploaderConfig,
+    stream: Stream,
+    acked: &watch::Sender<u64>,
+) {
+    loop {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        if !is_leader(node) {
+            return;
+        }
+        let from = node
+            .state_machine()
+            .outbox_ack(stream.id())
+            .max(*acked.borrow());
+        match crate::storage::blocking(|| next_batch(node, cfg, stream, from)) {
+            Ok(None) => continue,
+            // Records to send, or a read error the session will meet and report.
+            Ok(Some(_)) | Err(_) => return,
         }
     }
 }
@@ -327,8 +366,16 @@ struct Link<'a> {
     stats: &'a UploadStats,
 }
 
-/// One connection: send windows of batches, read acks (each one moves `acked`). Returns Ok
-/// when it ends cleanly (leadership lost), an error when the link failed.
+/// How a session ended without an error.
+enum SessionEnd {
+    /// This node no longer leads.
+    NotLeader,
+    /// Nothing in flight and nothing to send for [`SESSION_IDLE_CLOSE`].
+    Idle,
+}
+
+/// One connection: send windows of batches, read acks (each one moves `acked`). Returns how it
+/// ended cleanly (leadership lost, idle), or an error when the link failed.
 async fn session(
     node: &Node,
     cfg: &UploaderConfig,
@@ -336,7 +383,7 @@ async fn session(
     stream: Stream,
     acked: &watch::Sender<u64>,
     start: u64,
-) -> Result<(), proto::ProtoError> {
+) -> Result<SessionEnd, proto::ProtoError> {
     use std::sync::atomic::Ordering::Relaxed;
     let Link {
         connector,
@@ -385,13 +432,18 @@ async fn session(
     let mut next_send = start;
     let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
     let mut last_progress = Instant::now();
+    let mut idle_since = Instant::now();
     loop {
         if !is_leader(node) {
-            return Ok(());
+            return Ok(SessionEnd::NotLeader);
         }
+        let mut drained = false;
         while in_flight.len() < cfg.window_batches.max(1) {
             let batch = crate::storage::blocking(|| next_batch(node, cfg, stream, next_send))?;
-            let Some(batch) = batch else { break };
+            let Some(batch) = batch else {
+                drained = true;
+                break;
+            };
             let frame = proto::encode_batch(cfg.grid, &batch)?;
             bucket.take(channel::sealed_len(frame.len())).await;
             let wrote = sealer.write_frame(&mut wr, &frame).await?;
@@ -405,6 +457,11 @@ async fn session(
             }
             in_flight.push_back((batch.first_seq, batch.end_seq));
             next_send = batch.end_seq;
+        }
+        if !(drained && in_flight.is_empty()) {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= SESSION_IDLE_CLOSE {
+            return Ok(SessionEnd::Idle);
         }
         if !in_flight.is_empty() && last_progress.elapsed() > ACK_TIMEOUT {
             return Err(std::io::Error::new(

@@ -417,3 +417,57 @@ fn wan_sim_leader_crash_mid_batch_new_leader_resumes() {
         bed.stop().await;
     }));
 }
+
+/// A quiet grid: once everything is acknowledged and nothing new comes for
+/// `SESSION_IDLE_CLOSE` (10 minutes), an uploader hangs up by itself, before the central's
+/// 15-minute idle timeout would cut it off and count an error; it stays off the link while
+/// there is nothing to send, and connects again when records come.
+#[test]
+fn wan_sim_a_quiet_grid_hangs_up_and_reconnects_when_records_come() {
+    let seed = 1409;
+    let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
+    rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
+        let mut bed = grid(1, seed).await;
+        let node = leader(&bed, Duration::from_secs(60)).await;
+        node.propose_inputs(setup_inputs(20))
+            .await
+            .expect("setup commits");
+        let sim = sim_central(seed);
+        let (central, link) = (&sim.store, &sim.link);
+        let up = Uploader::spawn_via(
+            node.clone(),
+            uploader_cfg(),
+            Arc::new(SimWanConnector(link.clone())),
+        );
+        let offset = hourly_rounds(&bed, 1..3, 20, Duration::from_secs(30), 0).await;
+        wait_synced(&node, central, Duration::from_secs(600)).await;
+
+        tokio::time::sleep(Duration::from_secs(40 * 60)).await;
+        let hung_up = up.stats.sessions_idle_closed.load(Relaxed);
+        let quiet = link.stats();
+        println!(
+            "quiet grid: {hung_up} idle sessions closed by the uploader, {} connects, central idle closes {}",
+            quiet.connects,
+            central.stats().idle_closed
+        );
+        assert!(hung_up >= 1, "no uploader session hung up in 40 quiet minutes");
+        assert_eq!(
+            central.stats().idle_closed,
+            0,
+            "the central had to cut off an idle grid"
+        );
+        assert_eq!(up.stats.session_errors.load(Relaxed), 0);
+        // Off the link while quiet: ten more minutes, no new connection.
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        assert_eq!(link.stats().connects, quiet.connects, "reconnected with nothing to send");
+
+        hourly_rounds(&bed, 3..4, 20, Duration::from_secs(1), offset).await;
+        wait_synced(&node, central, Duration::from_secs(600)).await;
+        assert!(
+            link.stats().connects > quiet.connects,
+            "the new records came over a new connection"
+        );
+        drop(up);
+        bed.stop().await;
+    }));
+}
