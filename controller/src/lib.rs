@@ -11,6 +11,7 @@ pub mod observe;
 pub mod raft;
 pub mod runner;
 pub mod sd_notify;
+#[cfg(feature = "sim")]
 pub mod simulate;
 pub mod state;
 pub mod storage;

@@ -87,12 +87,15 @@ enum Cmd {
     /// Check this board after installing: actors, storage on the data partition, a 3-node cluster.
     Selftest(cli::selftest::SelftestArgs),
     /// Run real nodes in the deterministic simulator through a scenario's faults and check them.
+    #[cfg(feature = "sim")]
     Sim(ghatta::simulate::cli::SimArgs),
     /// Measure Raft on a scenario's simulated links: idle bytes, bytes per entry, commit
     /// latency, leader loss to the next commit, elections in a quiet day.
+    #[cfg(feature = "sim")]
     SimMeasure(ghatta::simulate::measure::MeasureArgs),
     /// The same measurements in real time over serial links: three nodes on pseudo-terminals
     /// joined by the radio channel emulator (800 ms RTT, 9,600 bit/s shared, loss, noise).
+    #[cfg(feature = "sim")]
     RadioMeasure(cli::radio_measure::RadioMeasureArgs),
     /// The data center: receive grids' WAN batches, store them, serve queries.
     Central(ghatta::wan::central::CentralArgs),
@@ -309,8 +312,11 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
         }
         Cmd::Bench(args) => cli::bench::run(args).await,
         Cmd::Selftest(args) => cli::selftest::run(args, seed).await,
+        #[cfg(feature = "sim")]
         Cmd::Sim(args) => ghatta::simulate::cli::run_cmd(args).await,
+        #[cfg(feature = "sim")]
         Cmd::SimMeasure(args) => ghatta::simulate::measure::run_cmd(args).await,
+        #[cfg(feature = "sim")]
         Cmd::RadioMeasure(args) => cli::radio_measure::run(args).await,
         Cmd::Central(args) => ghatta::wan::central::run_cmd(args).await,
     }

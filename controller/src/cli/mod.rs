@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+#[cfg(feature = "sim")]
 pub mod radio_measure;
 pub mod selftest;
 
