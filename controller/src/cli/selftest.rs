@@ -482,22 +482,33 @@ fn free_port() -> anyhow::Result<u16> {
 fn node_config(
     id: u64,
     dir: &Path,
-    peers: &[(u64, String)],
+    peers: &[ClusterPeer],
     seed: u64,
 ) -> anyhow::Result<NodeConfig> {
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let own = peers
+    let me = peers
         .iter()
-        .find(|(p, _)| *p == id)
-        .map(|(_, a)| a.clone())
+        .find(|p| p.id == id)
         .ok_or_else(|| anyhow!("node {id} is not among the peers"))?;
+    let own = me.addr.clone();
+    let key_file = me
+        .key_file
+        .to_str()
+        .ok_or_else(|| anyhow!("{} is not valid UTF-8", me.key_file.display()))?;
     let data_dir = dir.join(format!("node-{id}"));
     let data_dir = data_dir
         .to_str()
         .ok_or_else(|| anyhow!("{} is not valid UTF-8", data_dir.display()))?;
     let peer_list = peers
         .iter()
-        .map(|(p, a)| format!("{{ id = {p}, addr = {} }}", quote(a)))
+        .map(|p| {
+            format!(
+                "{{ id = {}, addr = {}, public_key = {} }}",
+                p.id,
+                quote(&p.addr),
+                quote(&p.public_key)
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let first_customer = (id as u32 - 1) * CLUSTER_CUSTOMERS_PER_NODE + 1;
@@ -509,6 +520,7 @@ fn node_config(
          admin_listen = \"127.0.0.1:0\"\n\
          link_profile = \"lan\"\n\
          bootstrap = true\n\
+         key_file = {}\n\
          peers = [{peer_list}]\n\
          [board]\n\
          kind = \"sim\"\n\
@@ -517,6 +529,7 @@ fn node_config(
          seed = {seed}\n",
         quote(data_dir),
         quote(&own),
+        quote(key_file),
     );
     NodeConfig::parse(&text, "selftest node config").map_err(|e| anyhow!("{e}"))
 }
@@ -542,11 +555,27 @@ async fn check_cluster(dir: &Path, seed: u64, timeout: Duration) -> anyhow::Resu
     outcome
 }
 
+/// One member of the check's cluster: where it listens and its throwaway key pair.
+struct ClusterPeer {
+    id: u64,
+    addr: String,
+    key_file: std::path::PathBuf,
+    public_key: String,
+}
+
 async fn cluster_steps(dir: &Path, seed: u64, nodes: &mut Vec<Running>) -> anyhow::Result<String> {
     let t0 = Instant::now();
+    // Throwaway keys, so the check runs the links sealed, as a board with keys does.
     let mut peers = Vec::new();
     for id in 1..=CLUSTER_NODES {
-        peers.push((id, format!("127.0.0.1:{}", free_port()?)));
+        let keys = ghatta::net::secure::keys::generate_into(&dir.join(format!("keys-{id}")))
+            .map_err(|e| anyhow!("cannot make the check's keys: {e}"))?;
+        peers.push(ClusterPeer {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()?),
+            key_file: keys.private_path,
+            public_key: keys.public.to_base64(),
+        });
     }
     for id in 1..=CLUSTER_NODES {
         let cfg = node_config(id, dir, &peers, seed)?;
@@ -637,6 +666,24 @@ async fn cluster_steps(dir: &Path, seed: u64, nodes: &mut Vec<Running>) -> anyho
         tokio::time::sleep(CLUSTER_POLL).await;
     };
 
+    // Every frame went sealed and came through the opener; none was refused.
+    let mut opened = 0;
+    for r in nodes.iter() {
+        let sec = r.node.status().security.ok_or_else(|| {
+            anyhow!(
+                "node {} runs without sealed links although it has a key",
+                r.node.id()
+            )
+        })?;
+        ensure!(
+            sec.forged + sec.unknown_sender + sec.unsealed + sec.truncated == 0,
+            "node {}: sealed frames refused on loopback ({sec:?}); the keys do not match",
+            r.node.id()
+        );
+        opened += sec.opened;
+    }
+    ensure!(opened > 0, "no sealed frame was opened");
+
     // The watchdog's probes pass on a live node and fail once it has stopped.
     let mut health = Health::new(Some(nodes[0].field.clone()), WATCHDOG_PROBE_TIMEOUT);
     health
@@ -654,9 +701,10 @@ async fn cluster_steps(dir: &Path, seed: u64, nodes: &mut Vec<Running>) -> anyho
     );
 
     Ok(format!(
-        "{CLUSTER_NODES} nodes on loopback, leader {leader} in {elected_s:.1} s, proposal via \
-         follower {follower_id} committed at index {}, equal state hashes at index {index} \
-         ({}...), watchdog probes pass live and fail stopped, {:.1} s",
+        "{CLUSTER_NODES} nodes on loopback with sealed links ({opened} frames opened), leader \
+         {leader} in {elected_s:.1} s, proposal via follower {follower_id} committed at index \
+         {}, equal state hashes at index {index} ({}...), watchdog probes pass live and fail \
+         stopped, {:.1} s",
         receipt.index,
         &hash[..hash.len().min(12)],
         t0.elapsed().as_secs_f64()
