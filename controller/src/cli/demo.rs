@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ghatta::clock::SystemClock;
-use ghatta::config::{BoardConfig, FieldConfig, NodeConfig, PeerConfig};
+use ghatta::config::{BoardConfig, FieldConfig, NodeConfig};
 use ghatta::node::Role;
 use ghatta::raft::timing::LinkProfile;
 use ghatta::runner::{self, Running};
@@ -125,12 +125,6 @@ fn customer(id: u32, node: u64) -> sdk::Input {
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Run the demo.
 pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::ExitCode> {
     anyhow::ensure!((1..=7).contains(&args.nodes), "--nodes must be 1 to 7");
@@ -140,17 +134,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
     }
     let per_node = args.customers / args.nodes as u32;
     // Throwaway keys, one pair per node, so the demo's links are sealed like a real grid's.
-    let mut peers = Vec::new();
-    let mut key_files = Vec::new();
-    for id in 1..=args.nodes {
-        let keys = ghatta::net::secure::keys::generate_into(&args.dir.join(format!("keys-{id}")))?;
-        peers.push(PeerConfig {
-            id,
-            addr: format!("127.0.0.1:{}", free_port()?),
-            public_key: Some(keys.public.to_base64()),
-        });
-        key_files.push(keys.private_path);
-    }
+    let (peers, key_files) = super::loopback_peers_with_keys(&args.dir, args.nodes)?;
     let mut nodes: Vec<Running> = Vec::new();
     for id in 1..=args.nodes {
         let cfg = NodeConfig {

@@ -6,9 +6,42 @@ pub mod demo;
 pub mod radio_measure;
 pub mod selftest;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
+use ghatta::config::PeerConfig;
 use serde_json::Value;
+
+/// A free TCP port on loopback, for the local clusters of `demo` and `selftest`.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .context("cannot bind a loopback port; is the loopback interface up?")?
+        .local_addr()?
+        .port())
+}
+
+/// The members `1..=nodes` of a local cluster on loopback, each with a free port and a
+/// throwaway key pair written under `dir/keys-ID`, so the cluster's links are sealed as a real
+/// grid's are. Returns the peers (addresses and public keys) and, in the same order, each
+/// node's private key file.
+pub fn loopback_peers_with_keys(
+    dir: &Path,
+    nodes: u64,
+) -> anyhow::Result<(Vec<PeerConfig>, Vec<PathBuf>)> {
+    let mut peers = Vec::new();
+    let mut key_files = Vec::new();
+    for id in 1..=nodes {
+        let keys = ghatta::net::secure::keys::generate_into(&dir.join(format!("keys-{id}")))?;
+        peers.push(PeerConfig {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()?),
+            public_key: Some(keys.public.to_base64()),
+        });
+        key_files.push(keys.private_path);
+    }
+    Ok((peers, key_files))
+}
 
 /// Wait for Ctrl-C or SIGTERM (systemd's stop).
 pub async fn wait_for_shutdown() {

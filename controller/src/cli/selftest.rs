@@ -15,7 +15,7 @@ use anyhow::{Context, anyhow, bail, ensure};
 use ghatta::actors::{ActorHost, ActorKind, ActorState, Effects, Status, embedded};
 use ghatta::admin::dto::MPAISA_PER_NPR;
 use ghatta::clock::SystemClock;
-use ghatta::config::NodeConfig;
+use ghatta::config::{NodeConfig, PeerConfig};
 use ghatta::node::Role;
 use ghatta::runner::{self, Running};
 use ghatta::sd_notify::Health;
@@ -470,31 +470,24 @@ fn check_storage(dir: &Path) -> anyhow::Result<String> {
 
 // ---- cluster ----
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .context("cannot bind a loopback port; is the loopback interface up?")?
-        .local_addr()?
-        .port())
-}
-
 /// A node config for the cluster check, written as TOML and parsed like an operator's, so
 /// settings added to the schema later take their defaults here too.
 fn node_config(
     id: u64,
     dir: &Path,
-    peers: &[ClusterPeer],
+    peers: &[PeerConfig],
+    key_file: &Path,
     seed: u64,
 ) -> anyhow::Result<NodeConfig> {
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let me = peers
+    let own = peers
         .iter()
         .find(|p| p.id == id)
+        .map(|p| p.addr.clone())
         .ok_or_else(|| anyhow!("node {id} is not among the peers"))?;
-    let own = me.addr.clone();
-    let key_file = me
-        .key_file
+    let key_file = key_file
         .to_str()
-        .ok_or_else(|| anyhow!("{} is not valid UTF-8", me.key_file.display()))?;
+        .ok_or_else(|| anyhow!("{} is not valid UTF-8", key_file.display()))?;
     let data_dir = dir.join(format!("node-{id}"));
     let data_dir = data_dir
         .to_str()
@@ -502,12 +495,12 @@ fn node_config(
     let peer_list = peers
         .iter()
         .map(|p| {
-            format!(
-                "{{ id = {}, addr = {}, public_key = {} }}",
-                p.id,
-                quote(&p.addr),
-                quote(&p.public_key)
-            )
+            let key = p
+                .public_key
+                .as_deref()
+                .map(|k| format!(", public_key = {}", quote(k)))
+                .unwrap_or_default();
+            format!("{{ id = {}, addr = {}{key} }}", p.id, quote(&p.addr))
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -555,30 +548,13 @@ async fn check_cluster(dir: &Path, seed: u64, timeout: Duration) -> anyhow::Resu
     outcome
 }
 
-/// One member of the check's cluster: where it listens and its throwaway key pair.
-struct ClusterPeer {
-    id: u64,
-    addr: String,
-    key_file: std::path::PathBuf,
-    public_key: String,
-}
-
 async fn cluster_steps(dir: &Path, seed: u64, nodes: &mut Vec<Running>) -> anyhow::Result<String> {
     let t0 = Instant::now();
     // Throwaway keys, so the check runs the links sealed, as a board with keys does.
-    let mut peers = Vec::new();
-    for id in 1..=CLUSTER_NODES {
-        let keys = ghatta::net::secure::keys::generate_into(&dir.join(format!("keys-{id}")))
-            .map_err(|e| anyhow!("cannot make the check's keys: {e}"))?;
-        peers.push(ClusterPeer {
-            id,
-            addr: format!("127.0.0.1:{}", free_port()?),
-            key_file: keys.private_path,
-            public_key: keys.public.to_base64(),
-        });
-    }
-    for id in 1..=CLUSTER_NODES {
-        let cfg = node_config(id, dir, &peers, seed)?;
+    let (peers, key_files) = super::loopback_peers_with_keys(dir, CLUSTER_NODES)
+        .context("cannot make the check's keys")?;
+    for (id, key_file) in (1..=CLUSTER_NODES).zip(&key_files) {
+        let cfg = node_config(id, dir, &peers, key_file, seed)?;
         let running = runner::start(&cfg, Arc::new(SystemClock), seed ^ id)
             .await
             .with_context(|| format!("node {id} did not start"))?;

@@ -27,10 +27,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
 use super::clock::SimClock;
-use super::transport::{SimTransport, TransportStats, seal};
+use super::transport::{SealWith, SimTransport, TransportStats, node_links};
 use super::world::CALENDAR_START_UNIX_MS;
 use crate::actors::{ActorHost, ActorLimits};
-use crate::net::transport::{InboundRx, Transport, inbound_queue};
+use crate::net::transport::inbound_queue;
 use crate::node::{Node, NodeEnv, NodeOptions, Role};
 use crate::raft::PeerInfo;
 use crate::raft::timing::{LinkProfile, Timing};
@@ -637,20 +637,17 @@ impl SimBed {
             s.link_stats.clone(),
         );
         let cluster_name = "sim-measure";
-        let (transport, rx): (Arc<dyn Transport>, InboundRx) = if self.sealed {
-            let (t, rx) = seal(
-                id,
-                self.seed,
-                &members,
-                cluster_name,
-                plain,
-                rx,
-                &s.link_stats,
-            )?;
-            (t, rx)
-        } else {
-            (plain, rx)
-        };
+        let links = node_links(
+            id,
+            plain,
+            rx,
+            &s.link_stats,
+            self.sealed.then_some(SealWith {
+                seed: self.seed,
+                members: &members,
+                cluster: cluster_name,
+            }),
+        )?;
         let opts = NodeOptions {
             id,
             cluster_name: cluster_name.into(),
@@ -665,8 +662,8 @@ impl SimBed {
                 state,
                 log_sync: Some(Arc::new(s.log_disk.clone())),
             },
-            transport,
-            inbound: rx,
+            transport: links.transport,
+            inbound: links.inbound,
             clock: s.clock.clone(),
             observer: None,
             faults: Arc::default(),

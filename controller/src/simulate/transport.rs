@@ -12,7 +12,7 @@
 //! Links without an MTU (0: unlimited) carry frames whole, as before. The policy itself is
 //! stated in `net::radio`.
 //!
-//! [`seal`] puts the node's real sealing layer (`net::secure`) over a `SimTransport` when the
+//! [`node_links`] puts the node's real sealing layer (`net::secure`) over a `SimTransport` when the
 //! scenario's links are sealed, with keys derived from the world seed.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -26,7 +26,7 @@ use tokio::time::{Duration, Instant};
 use crate::net::frame::FRAME_MAGIC;
 use crate::net::radio::link::{DriverConfig, LinkDriver, LinkParams, MTU_BYTES_MIN, RadioStats};
 use crate::net::radio::pacing::air_time;
-use crate::net::secure::{BootEpoch, SealedTransport, SecretKey, SecureLink};
+use crate::net::secure::{BootEpoch, SealStats, SealedTransport, SecretKey, SecureLink};
 use crate::net::transport::{InboundRx, InboundTx, Transport};
 
 /// Message ids of one incarnation start at its number times this, so a restarted node never
@@ -252,29 +252,65 @@ pub fn sim_secret(seed: u64, id: NodeId) -> SecretKey {
     SecretKey::from_bytes(bytes)
 }
 
-/// Seal node `me`'s simulated links as `ghatta run` does with a key file: every member's
-/// public key listed, per-pair AEAD keys bound to `cluster`, and the boot epoch taken from
-/// `stats`' incarnation count (on a board the epoch is a counter fsynced before first use, so
-/// no crash or power cut repeats one). Returns the sealed transport and the queue of opened
-/// frames for the node.
+/// How a simulated node's links are sealed (scenario `[links] sealed`): keys from `seed` for
+/// every one of `members`, bound to `cluster`.
+#[derive(Clone, Copy)]
+pub struct SealWith<'a> {
+    /// The world seed the key pairs derive from.
+    pub seed: u64,
+    /// Every node of the cluster.
+    pub members: &'a [NodeId],
+    /// The cluster name the pair keys are bound to.
+    pub cluster: &'a str,
+}
+
+/// A node incarnation's links as the node sees them: its transport, the queue of frames it
+/// receives, and the opener's counters when sealed.
+pub struct NodeLinks {
+    /// What the node sends through.
+    pub transport: Arc<dyn Transport>,
+    /// What it receives (opened frames when sealed).
+    pub inbound: InboundRx,
+    /// The opener's counters (sealed links only).
+    pub seal_stats: Option<Arc<SealStats>>,
+}
+
+/// Node `me`'s links over `plain`: as they are, or, with `seal`, sealed as `ghatta run` does
+/// with a key file: every member's public key listed, per-pair AEAD keys bound to the
+/// cluster, and the boot epoch taken from `stats`' incarnation count (on a board the epoch is
+/// a counter fsynced before first use, so no crash or power cut repeats one).
 ///
 /// # Errors
-/// When the keys cannot be derived (a member listed twice with different keys cannot happen
-/// here; a weak derived key is the only way, and names the peer).
-pub fn seal(
+/// When the keys cannot be derived (a weak derived key is the only way, and names the peer).
+pub fn node_links(
     me: NodeId,
-    seed: u64,
-    members: &[NodeId],
-    cluster: &str,
     plain: Arc<SimTransport>,
     raw: InboundRx,
     stats: &TransportStats,
-) -> anyhow::Result<(Arc<SealedTransport<SimTransport>>, InboundRx)> {
+    seal: Option<SealWith<'_>>,
+) -> anyhow::Result<NodeLinks> {
+    let Some(SealWith {
+        seed,
+        members,
+        cluster,
+    }) = seal
+    else {
+        return Ok(NodeLinks {
+            transport: plain,
+            inbound: raw,
+            seal_stats: None,
+        });
+    };
     let epoch = BootEpoch::in_memory(stats.incarnations());
     let peers = members.iter().map(|&p| (p, sim_secret(seed, p).public()));
     let link = SecureLink::new(me, cluster, &sim_secret(seed, me), peers, epoch)
         .map_err(|e| anyhow::anyhow!("node {me}: cannot key the sealed links: {e}"))?;
-    Ok(SealedTransport::start(plain, raw, Arc::new(link)))
+    let (sealed, inbound) = SealedTransport::start(plain, raw, Arc::new(link));
+    Ok(NodeLinks {
+        seal_stats: Some(sealed.link().stats().clone()),
+        transport: sealed,
+        inbound,
+    })
 }
 
 #[cfg(test)]

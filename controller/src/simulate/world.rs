@@ -34,13 +34,13 @@ use tokio::time::Duration;
 use super::clock::SimClock;
 use super::observer::{Shared, SimObserver};
 use super::setup;
-use super::transport::{SimTransport, TransportStats, seal};
+use super::transport::{SealWith, SimTransport, TransportStats, node_links};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::config::FieldConfig;
 use crate::field::{self, CustomerMap, FieldStats};
 use crate::journal::Journal;
 use crate::net::secure::SealStats;
-use crate::net::transport::{InboundRx, Transport, inbound_queue};
+use crate::net::transport::inbound_queue;
 use crate::node::{Node, NodeEnv, NodeOptions};
 use crate::observe::TestFaults;
 use crate::raft::timing::Timing;
@@ -235,7 +235,6 @@ pub fn run(cfg: &SimConfig) -> anyhow::Result<SimOutcome> {
     Ok(out)
 }
 
-/// A running incarnation of a node.
 /// The openers' counters over every node and incarnation.
 fn security_summary(slots: &[Slot]) -> SecuritySummary {
     let mut sum = SecuritySummary::default();
@@ -253,6 +252,7 @@ fn security_summary(slots: &[Slot]) -> SecuritySummary {
     sum
 }
 
+/// A running incarnation of a node.
 struct Incarnation {
     node: Node,
     alive: Arc<AtomicBool>,
@@ -773,22 +773,19 @@ impl World {
             s.link_stats.clone(),
         );
         let cluster_name = format!("sim-{}", self.cfg.scenario.name);
-        let (transport, rx): (Arc<dyn Transport>, InboundRx) = if self.cfg.scenario.links.sealed {
-            let members: Vec<u64> = self.slots.iter().map(|p| p.id).collect();
-            let (sealed, rx) = seal(
-                id,
-                self.cfg.seed,
-                &members,
-                &cluster_name,
-                plain,
-                rx,
-                &s.link_stats,
-            )?;
-            self.slots[i].seal_stats.push(sealed.link().stats().clone());
-            (sealed, rx)
-        } else {
-            (plain, rx)
-        };
+        let members: Vec<u64> = self.slots.iter().map(|p| p.id).collect();
+        let links = node_links(
+            id,
+            plain,
+            rx,
+            &s.link_stats,
+            self.cfg.scenario.links.sealed.then_some(SealWith {
+                seed: self.cfg.seed,
+                members: &members,
+                cluster: &cluster_name,
+            }),
+        )?;
+        self.slots[i].seal_stats.extend(links.seal_stats);
         let s = &self.slots[i];
         let observer = Arc::new(SimObserver::new(id, alive.clone(), self.shared.clone()));
         let opts = NodeOptions {
@@ -805,8 +802,8 @@ impl World {
                 state,
                 log_sync: Some(Arc::new(s.log_disk.clone())),
             },
-            transport,
-            inbound: rx,
+            transport: links.transport,
+            inbound: links.inbound,
             clock: s.clock.clone(),
             observer: Some(observer),
             faults: self.switches.clone(),

@@ -46,8 +46,8 @@ pub const BACKFILL_AFTER_MS_DEFAULT: u64 = 15 * 60 * 1000;
 /// hold one of the [`MAX_CONNECTIONS`] slots forever).
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// An authenticated connection that brings no batch for this long is closed. An uploader
-/// with records sends a window of batches per round trip, and one with none keeps its
-/// connection open: 15 min of silence is a grid with nothing to say, a half-open TCP
+/// with records sends a window of batches per round trip, and one with none hangs up itself
+/// after 10 minutes (`wan::client::SESSION_IDLE_CLOSE`): 15 min of silence is a half-open TCP
 /// connection whose grid rebooted or lost its satellite link, or a peer holding one of the
 /// [`MAX_CONNECTIONS`] slots; the grid reconnects (one handshake) when it has records again.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
