@@ -38,6 +38,10 @@ pub enum Request {
     Forward(Forward),
     /// A membership change forwarded to the leader.
     Member(MemberOp),
+    /// AppendEntries whose answer also carries the follower's last log id: what a new leader
+    /// sends until it knows how far a follower's log matches its own (`raft/network.rs`,
+    /// "Finding a follower's match point in one round trip").
+    AppendProbe(openraft::raft::AppendEntriesRequest<TypeConfig>),
 }
 
 /// Membership changes an operator can ask any node for; the leader carries them out.
@@ -75,6 +79,18 @@ pub enum Response {
     Forward(Result<Receipt, ForwardError>),
     /// To `Member`.
     Member(Result<(), ForwardError>),
+    /// To `AppendProbe`.
+    AppendProbe(Result<ProbeAnswer, String>),
+}
+
+/// A follower's answer to an [`Request::AppendProbe`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    /// What `Append` would have answered.
+    pub response: openraft::raft::AppendEntriesResponse<TypeConfig>,
+    /// The last entry in the follower's durable log after the append (`None`: empty log).
+    /// The leader trusts it only where its own log holds the same log id at that index.
+    pub last_log_id: Option<crate::raft::LogId>,
 }
 
 /// A chunk of a snapshot stream.

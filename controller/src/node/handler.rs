@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::Node;
 use crate::net::rpc::Handler;
-use crate::net::wire::{Request, Response, SnapshotChunk};
+use crate::net::wire::{ProbeAnswer, Request, Response, SnapshotChunk};
 use crate::raft::{Snapshot, codec};
 
 /// Largest snapshot a node accepts from a leader. The state machine's own limit on actor state
@@ -106,6 +106,22 @@ impl Handler for NodeHandler {
         match req {
             Request::Append(r) => {
                 Response::Append(raft.append_entries(r).await.map_err(|e| e.to_string()))
+            }
+            Request::AppendProbe(r) => {
+                let answer = match raft.append_entries(r).await {
+                    Ok(response) => self
+                        .node
+                        .inner
+                        .log
+                        .last_log_id()
+                        .map(|last_log_id| ProbeAnswer {
+                            response,
+                            last_log_id,
+                        })
+                        .map_err(|e| format!("reading the last log id: {e}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                Response::AppendProbe(answer)
             }
             Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
             Request::PreVote(r) => {

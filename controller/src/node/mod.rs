@@ -99,6 +99,9 @@ struct Inner {
     id: u64,
     raft: Raft,
     sm: StateMachine,
+    /// The Raft log (a clone sharing the database openraft writes through), read to answer
+    /// a probing leader with this node's last durable log id.
+    log: LogStore,
     rpc: Arc<Rpc>,
     clock: Arc<dyn Clock>,
     proposer: proposer::Proposer,
@@ -206,8 +209,8 @@ impl Node {
         let raft = Raft::new(
             opts.id,
             config,
-            NetworkFactory::new(rpc.clone()),
-            log,
+            NetworkFactory::new(rpc.clone(), log.clone()),
+            log.clone(),
             sm.clone(),
         )
         .await
@@ -219,6 +222,7 @@ impl Node {
             id: opts.id,
             raft,
             sm,
+            log,
             rpc: rpc.clone(),
             clock: env.clock,
             proposer,

@@ -102,6 +102,58 @@ impl LogStore {
         txn.commit().map_err(io_err)
     }
 
+    /// The last log id in the durable log (the last entry's, else the last purged one's).
+    /// What a follower reports to a probing leader (`Request::AppendProbe`): entries are
+    /// visible to a reader only once their fsynced transaction committed.
+    pub fn last_log_id(&self) -> io::Result<Option<LogId>> {
+        Ok(self
+            .last_entry_id()?
+            .or(self.get_meta::<LogId>(KEY_LAST_PURGED)?))
+    }
+
+    /// Does this log hold `id` (the entry at `id.index()` has that log id, or `id` is the
+    /// last purged log id)? A leader asks it of a follower's reported last log id: by Raft's
+    /// Log Matching Property (§5.3) equal log ids mean equal logs up to that index.
+    pub fn holds(&self, id: &LogId) -> io::Result<bool> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+        if let Some(v) = table.get(id.index()).map_err(io_err)? {
+            let e: Entry = codec::decode(v.value()).map_err(io_err)?;
+            return Ok(&e.log_id() == id);
+        }
+        Ok(self.get_meta::<LogId>(KEY_LAST_PURGED)?.as_ref() == Some(id))
+    }
+
+    /// The entries written under leader `leader` at the end of the log (at most `max`, else
+    /// `None`), and the log id just before them: a new leader's first append to a follower
+    /// that most likely holds everything up to there (`raft/network.rs`). `None` also when
+    /// the log has no entry from an earlier leader after its purged prefix.
+    pub fn leader_tail(
+        &self,
+        leader: &openraft::alias::CommittedLeaderIdOf<TypeConfig>,
+        max: usize,
+    ) -> io::Result<Option<(LogId, Vec<Entry>)>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+        let mut tail = Vec::new();
+        for item in table.iter().map_err(io_err)?.rev() {
+            let (_, v) = item.map_err(io_err)?;
+            let e: Entry = codec::decode(v.value()).map_err(io_err)?;
+            if e.log_id().committed_leader_id() != leader {
+                if tail.is_empty() {
+                    return Ok(None);
+                }
+                tail.reverse();
+                return Ok(Some((e.log_id(), tail)));
+            }
+            if tail.len() == max {
+                return Ok(None);
+            }
+            tail.push(e);
+        }
+        Ok(None)
+    }
+
     /// The last entry's log id, if the log holds any entry.
     fn last_entry_id(&self) -> io::Result<Option<LogId>> {
         let txn = self.db.begin_read().map_err(io_err)?;
@@ -312,6 +364,63 @@ mod tests {
             let t3 = Instant::now();
             log.save_committed(None).await.expect("committed");
             assert_eq!(Instant::now(), t3);
+        });
+    }
+
+    fn entry(term: u64, node: u64, index: u64) -> Entry {
+        use openraft::vote::RaftLeaderId;
+        let leader = openraft::alias::LeaderIdOf::<TypeConfig>::new(term, node).to_committed();
+        Entry::new_blank(LogId::new(leader, index))
+    }
+
+    #[test]
+    fn a_leader_finds_its_terms_tail_and_checks_a_followers_last_log_id() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut log = store(&Arc::default());
+            assert_eq!(log.last_log_id().expect("read"), None);
+            // Indexes 0-2 from leader T1-N1, 3-4 from T2-N2.
+            let entries: Vec<Entry> = (0..3)
+                .map(|i| entry(1, 1, i))
+                .chain((3..5).map(|i| entry(2, 2, i)))
+                .collect();
+            log.append(entries.clone(), IOFlushed::noop())
+                .await
+                .expect("append");
+            let t2 = *entries[4].log_id().committed_leader_id();
+            let t1 = *entries[0].log_id().committed_leader_id();
+            assert_eq!(log.last_log_id().expect("read"), Some(entries[4].log_id()));
+
+            let (prev, tail) = log.leader_tail(&t2, 64).expect("read").expect("a tail");
+            assert_eq!(prev, entries[2].log_id());
+            assert_eq!(tail.iter().map(|e| e.index()).collect::<Vec<_>>(), [3, 4]);
+            assert_eq!(log.leader_tail(&t2, 1).expect("read"), None, "too long");
+            assert_eq!(
+                log.leader_tail(&t1, 64).expect("read"),
+                None,
+                "T1-N1 has no entries at the end"
+            );
+
+            assert!(log.holds(&entries[1].log_id()).expect("read"));
+            assert!(log.holds(&entries[4].log_id()).expect("read"));
+            assert!(
+                !log.holds(&entry(1, 1, 4).log_id()).expect("read"),
+                "other term"
+            );
+            assert!(
+                !log.holds(&entry(2, 2, 9).log_id()).expect("read"),
+                "beyond the end"
+            );
+            // Purged entries are held only as the purged log id itself.
+            log.purge(entries[2].log_id()).await.expect("purge");
+            assert!(log.holds(&entries[2].log_id()).expect("read"));
+            assert!(!log.holds(&entries[1].log_id()).expect("read"));
+            assert_eq!(log.leader_tail(&t2, 64).expect("read"), None, "prev purged");
+            assert_eq!(log.last_log_id().expect("read"), Some(entries[4].log_id()));
+            log.purge(entries[4].log_id()).await.expect("purge");
+            assert_eq!(log.last_log_id().expect("read"), Some(entries[4].log_id()));
         });
     }
 }

@@ -7,6 +7,37 @@
 //! that timed out makes the next one smaller and gives it longer. The base deadline of every
 //! append is the heartbeat interval (2 RTT, `raft/timing.rs` says why).
 //!
+//! ## Finding a follower's match point in one round trip
+//!
+//! A new leader does not know how far each follower's log matches its own, and openraft
+//! (0.10.0-alpha.37, `ProgressEntry::next_send`) finds out by binary search from the middle
+//! of the log, one AppendEntries per step: on the radio, with the byte budget at ~8 entries,
+//! 5-10 round trips (~8 s at 800 ms RTT) between the election and the new leader's first
+//! commit. Two things here make it one:
+//!
+//! - The new leader's first append to a peer is not openraft's probe but its own term's
+//!   entries (its blank entry, and whatever was proposed since) after the last entry of an
+//!   earlier term, with that entry as `prev_log_id`, which a follower that was up to date
+//!   with the old leader holds ([`LogStore::leader_tail`]).
+//! - Until the peer's match point is known, appends go as `Request::AppendProbe`, whose
+//!   answer also carries the follower's last durable log id. When this leader's log holds
+//!   the same log id, the logs are equal up to it (Raft's Log Matching Property, §5.3), and
+//!   openraft's probes at or below it are answered `Success` here, without a round trip
+//!   ([`MatchHint`], [`shortcut`]); an append straddling it sends only what follows.
+//!
+//! Without a usable tail (a leader that has led a while meets a new client for the peer, or
+//! the tail is larger than the peer's byte budget) the first probe is cut to one entry: its
+//! entries are most likely held, and the answer brings the last log id all the same. The
+//! hint is keyed by the leader's vote and trusted only while that vote leads; a follower's
+//! entries up to it are durable (it reads them from redb, where only fsynced transactions
+//! are visible), so a `Success` given here says no more than the follower said itself.
+//!
+//! The new leader's own proposals still wait one more round trip: openraft refuses writes
+//! (`LeaseExpired`) until a quorum has acknowledged the new leader, which is the answer to
+//! this first append. Measured (BENCHMARKS.md, "Radio at 800 ms RTT"): leader loss to the
+//! next commit p50 from 17.2-17.8 s to 10.4-11.5 s; the rest is failure detection, the
+//! election and that round trip.
+//!
 //! ## Why appends are not pipelined
 //!
 //! openraft 0.10.0-alpha.37 replicates through a stream (`RaftNetworkV2::stream_append`,
@@ -42,7 +73,8 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 
-use super::{PeerInfo, Snapshot, TypeConfig, Vote};
+use super::log_store::LogStore;
+use super::{LogId, PeerInfo, Snapshot, TypeConfig, Vote};
 use crate::net::rpc::{Rpc, RpcError};
 use crate::net::wire::{Request, Response, SnapshotChunk};
 
@@ -126,21 +158,33 @@ impl AppendPacing {
     }
 }
 
+/// What a leader keeps per peer across the network clients openraft makes for it.
+#[derive(Debug, Default)]
+struct PeerState {
+    pacing: AppendPacing,
+    matched: Option<MatchHint>,
+    /// The leader vote under which the first, one-entry, probe went to this peer.
+    probed: Option<Vote>,
+}
+
 /// Creates a network client per peer.
 #[derive(Debug, Clone)]
 pub struct NetworkFactory {
     rpc: Arc<Rpc>,
+    /// This node's Raft log, read to check a follower's reported last log id.
+    log: LogStore,
     /// Per peer, shared by every client made for it (openraft makes one per replication
     /// stream and one for heartbeats, and new ones after every leader change).
-    pacing: Arc<Mutex<BTreeMap<u64, Arc<Mutex<AppendPacing>>>>>,
+    peers: Arc<Mutex<BTreeMap<u64, Arc<Mutex<PeerState>>>>>,
 }
 
 impl NetworkFactory {
-    /// Over this node's RPC endpoint.
-    pub fn new(rpc: Arc<Rpc>) -> Self {
+    /// Over this node's RPC endpoint, with its Raft log.
+    pub fn new(rpc: Arc<Rpc>, log: LogStore) -> Self {
         NetworkFactory {
             rpc,
-            pacing: Arc::default(),
+            log,
+            peers: Arc::default(),
         }
     }
 }
@@ -152,11 +196,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if !node.addr.is_empty() {
             self.rpc.transport().set_peer_addr(target, &node.addr);
         }
-        let pacing = lock(&self.pacing).entry(target).or_default().clone();
+        let state = lock(&self.peers).entry(target).or_default().clone();
         PeerNetwork {
             rpc: self.rpc.clone(),
+            log: self.log.clone(),
             target,
-            pacing,
+            state,
         }
     }
 }
@@ -169,8 +214,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct PeerNetwork {
     rpc: Arc<Rpc>,
+    log: LogStore,
     target: u64,
-    pacing: Arc<Mutex<AppendPacing>>,
+    state: Arc<Mutex<PeerState>>,
+}
+
+/// How far a follower's log is known to match this leader's: the follower reported
+/// `matched` as its last durable log id in answer to an append of leader `vote`, and this
+/// leader's log holds the same log id. By Raft's Log Matching Property (§5.3) the two logs
+/// are then equal up to `matched`, and stay so while `vote` leads (a leader never rewrites its
+/// own log; only a higher vote can make the follower truncate, and then this leader's
+/// appends fail anyway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchHint {
+    /// The leader's vote the report was made under.
+    pub vote: Vote,
+    /// The follower's last log id, also in this leader's log.
+    pub matched: LogId,
+}
+
+/// What to do with one append, given what is known of the peer's log.
+#[derive(Debug, PartialEq, Eq)]
+enum Shortcut {
+    /// Every entry is at or below the match point: the peer holds them all; answer
+    /// `Success` without sending.
+    AlreadyHeld,
+    /// Send only the entries after the match point, with it as `prev_log_id`.
+    SendAfter(LogId),
+    /// Send the append as it is.
+    Send,
+}
+
+/// Decides [`Shortcut`] for an append of leader `vote` after `prev` with entries up to
+/// `last` (the request has entries).
+fn shortcut(hint: Option<&MatchHint>, vote: &Vote, prev: Option<&LogId>, last: &LogId) -> Shortcut {
+    let Some(h) = hint.filter(|h| &h.vote == vote) else {
+        return Shortcut::Send;
+    };
+    if last.index() <= h.matched.index() {
+        Shortcut::AlreadyHeld
+    } else if prev.map_or(0, |p| p.index() + 1) <= h.matched.index() {
+        Shortcut::SendAfter(h.matched)
+    } else {
+        Shortcut::Send
+    }
 }
 
 /// Bytes of an entry on the wire (its encoding inside the append).
@@ -234,6 +321,55 @@ impl PeerNetwork {
         }
     }
 
+    /// An append that also asks for the follower's last log id, kept as the peer's match
+    /// point when this leader's log holds it.
+    async fn probe_call(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        deadline: Duration,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let vote = rpc.vote;
+        let answer = match self
+            .rpc
+            .call(self.target, Request::AppendProbe(rpc), deadline)
+            .await
+        {
+            Ok(Response::AppendProbe(Ok(a))) => a,
+            Ok(Response::AppendProbe(Err(e))) => {
+                return Err(RPCError::Network(NetworkError::from_string(e)));
+            }
+            Ok(_) => {
+                return Err(RPCError::Network(NetworkError::from_string(
+                    "unexpected response to an append probe",
+                )));
+            }
+            Err(e) => return Err(self.map_err(RPCTypes::AppendEntries, e)),
+        };
+        // A higher vote says nothing about this leader's log; an unreadable log (reported,
+        // not trusted) leaves openraft to its own search.
+        if !matches!(answer.response, AppendEntriesResponse::HigherVote(_))
+            && let Some(last) = answer.last_log_id
+        {
+            match self.log.holds(&last) {
+                Ok(true) => {
+                    tracing::debug!(peer = self.target, matched = %last, "follower's log matches");
+                    lock(&self.state).matched = Some(MatchHint {
+                        vote,
+                        matched: last,
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    peer = self.target,
+                    error = %e,
+                    "cannot read this node's Raft log to check a follower's last log id; \
+                     the follower's match point is searched the slow way (check the disk)"
+                ),
+            }
+        }
+        Ok(answer.response)
+    }
+
     async fn vote_like(
         &self,
         req: Request,
@@ -246,6 +382,105 @@ impl PeerNetwork {
                 "unexpected response to a vote",
             ))),
             Err(e) => Err(self.map_err(RPCTypes::Vote, e)),
+        }
+    }
+}
+
+/// How an append goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    /// `Request::Append`.
+    Append,
+    /// `Request::AppendProbe`: the answer also brings the peer's last log id.
+    Probe,
+}
+
+/// Most entries of its own term a new leader puts in its first append to a peer; a longer
+/// tail means the leader has led for a while and the peer's client is new, and the peer's
+/// match point is then asked for with openraft's own probe.
+pub const TAIL_ENTRIES_MAX: usize = 64;
+
+impl PeerNetwork {
+    /// The append of this leader's own term: its entries after the last entry of an earlier
+    /// term, with that entry as `prev_log_id`. `None` when the log has no such entry, the
+    /// term has more than [`TAIL_ENTRIES_MAX`] entries or they exceed the peer's byte budget.
+    fn tail_append(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) -> Option<AppendEntriesRequest<TypeConfig>> {
+        use openraft::vote::RaftLeaderId;
+        let leader = rpc.vote.leader_id().to_committed();
+        let (prev, entries) = match self.log.leader_tail(&leader, TAIL_ENTRIES_MAX) {
+            Ok(t) => t?,
+            Err(e) => {
+                tracing::warn!(peer = self.target, error = %e, "cannot read this node's Raft log tail; probing the slow way (check the disk)");
+                return None;
+            }
+        };
+        let bytes: usize = entries.iter().map(entry_bytes).sum();
+        if bytes > lock(&self.state).pacing.bytes_max {
+            return None;
+        }
+        Some(AppendEntriesRequest {
+            vote: rpc.vote,
+            prev_log_id: Some(prev),
+            entries,
+            leader_commit: rpc.leader_commit,
+        })
+    }
+
+    /// Sends an append cut to `budget` bytes of entries (at least one; `None`: the peer's
+    /// budget), with the peer's paced deadline, learns from how it fared, and answers
+    /// openraft for the whole request (a cut one as a partial success).
+    async fn send_paced(
+        &self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        how: Send,
+        budget: Option<usize>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let pacing = lock(&self.state).pacing;
+        let (bytes, cut) = cut_to_budget(&mut rpc.entries, budget.unwrap_or(pacing.bytes_max));
+        let last_sent = rpc.entries.last().map(|e| e.log_id());
+        // openraft does not cut a replication stream at `hard_ttl` (the heartbeat interval);
+        // the pacing stretches it for slow appends.
+        let deadline = pacing.deadline(option.hard_ttl());
+        let started = tokio::time::Instant::now();
+        let result = match how {
+            Send::Append => self.append_call(rpc, deadline).await,
+            Send::Probe => self.probe_call(rpc, deadline).await,
+        };
+        let elapsed = started.elapsed();
+        {
+            let mut st = lock(&self.state);
+            let p = &mut st.pacing;
+            match &result {
+                Ok(_) => p.answered(bytes, elapsed, deadline),
+                // A deliberately small append lost says the link lost a frame, not that
+                // appends of its size are too big: the budget halves from where it is.
+                Err(RPCError::Timeout(_)) if budget.is_some() => p.timed_out(p.bytes_max),
+                Err(RPCError::Timeout(_)) => p.timed_out(bytes),
+                Err(_) => {}
+            }
+            tracing::debug!(
+                peer = self.target,
+                ?how,
+                bytes,
+                cut,
+                elapsed_ms = elapsed.as_millis() as u64,
+                deadline_ms = deadline.as_millis() as u64,
+                ok = result.is_ok(),
+                next_bytes_max = p.bytes_max,
+                next_stretch = p.stretch,
+                "append"
+            );
+        }
+        match result {
+            // openraft sent more than we did: it resumes after what the peer now holds.
+            Ok(AppendEntriesResponse::Success) if cut => {
+                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+            }
+            other => other,
         }
     }
 }
@@ -265,41 +500,52 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             // below a round trip stretched by jitter.
             return self.append_call(rpc, option.hard_ttl() * 7 / 8).await;
         }
-        let pacing = *lock(&self.pacing);
-        let (bytes, cut) = cut_to_budget(&mut rpc.entries, pacing.bytes_max);
-        let last_sent = rpc.entries.last().map(|e| e.log_id());
-        // openraft does not cut a replication stream at `hard_ttl` (the heartbeat interval);
-        // the pacing stretches it for slow appends.
-        let deadline = pacing.deadline(option.hard_ttl());
-        let started = tokio::time::Instant::now();
-        let result = self.append_call(rpc, deadline).await;
-        let elapsed = started.elapsed();
-        {
-            let mut p = lock(&self.pacing);
-            match &result {
-                Ok(_) => p.answered(bytes, elapsed, deadline),
-                Err(RPCError::Timeout(_)) => p.timed_out(bytes),
-                Err(_) => {}
+        // A new leader's first append to a peer carries its own term's entries after the
+        // last entry of an earlier term, which the peer most likely holds; the answer brings
+        // the peer's last log id either way (module docs).
+        let first = {
+            let st = lock(&self.state);
+            st.matched.as_ref().is_none_or(|h| h.vote != rpc.vote)
+                && st.probed.as_ref() != Some(&rpc.vote)
+        };
+        let mut tail_sent = false;
+        if first && let Some(tail) = self.tail_append(&rpc) {
+            let answer = self
+                .send_paced(tail, Send::Probe, Some(usize::MAX), option.clone())
+                .await?;
+            lock(&self.state).probed = Some(rpc.vote);
+            if let AppendEntriesResponse::HigherVote(v) = answer {
+                return Ok(AppendEntriesResponse::HigherVote(v));
             }
-            tracing::debug!(
-                peer = self.target,
-                bytes,
-                cut,
-                elapsed_ms = elapsed.as_millis() as u64,
-                deadline_ms = deadline.as_millis() as u64,
-                ok = result.is_ok(),
-                next_bytes_max = p.bytes_max,
-                next_stretch = p.stretch,
-                "append"
-            );
+            tail_sent = true;
         }
-        match result {
-            // openraft sent more than we did: it resumes after what the peer now holds.
-            Ok(AppendEntriesResponse::Success) if cut => {
-                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+        // Probes of entries the peer is known to hold are answered here, and an append
+        // overlapping them sends only what follows.
+        let hint = lock(&self.state).matched.clone();
+        if let Some(last) = rpc.entries.last().map(|e| e.log_id()) {
+            match shortcut(hint.as_ref(), &rpc.vote, rpc.prev_log_id.as_ref(), &last) {
+                Shortcut::AlreadyHeld => return Ok(AppendEntriesResponse::Success),
+                Shortcut::SendAfter(matched) => {
+                    rpc.entries.retain(|e| e.index() > matched.index());
+                    rpc.prev_log_id = Some(matched);
+                }
+                Shortcut::Send => {}
             }
-            other => other,
         }
+        if hint.as_ref().is_some_and(|h| h.vote == rpc.vote) {
+            return self.send_paced(rpc, Send::Append, None, option).await;
+        }
+        // The peer's match point is still unknown: ask for its last log id with this append.
+        // Without a tail to send first, a new leader's first append is openraft's probe from
+        // the middle of the log, whose entries the peer most likely holds: one entry (the
+        // least a probe carries) is enough to bring the answer.
+        let budget = (first && !tail_sent).then_some(0);
+        let vote = rpc.vote;
+        let answer = self.send_paced(rpc, Send::Probe, budget, option).await;
+        if answer.is_ok() {
+            lock(&self.state).probed = Some(vote);
+        }
+        answer
     }
 
     async fn vote(
@@ -393,6 +639,42 @@ mod tests {
                 body: Body::Inputs(vec![vec![7; input_bytes]]),
             },
         )
+    }
+
+    #[test]
+    fn a_known_match_point_answers_or_trims_appends_of_the_same_leader_only() {
+        let v2 = Vote::new(2, 2);
+        let hint = MatchHint {
+            vote: v2,
+            matched: entry(10, 1).log_id(),
+        };
+        let id = |i: u64| entry(i, 1).log_id();
+        let at = |i: u64| Some(id(i));
+        // Within the match point: held.
+        assert_eq!(
+            shortcut(Some(&hint), &v2, at(3).as_ref(), &id(8)),
+            Shortcut::AlreadyHeld
+        );
+        assert_eq!(
+            shortcut(Some(&hint), &v2, None, &id(10)),
+            Shortcut::AlreadyHeld
+        );
+        // Straddling it: only what follows goes.
+        assert_eq!(
+            shortcut(Some(&hint), &v2, at(7).as_ref(), &id(12)),
+            Shortcut::SendAfter(id(10))
+        );
+        // Beyond it, another leader's append, or nothing known: as it is.
+        assert_eq!(
+            shortcut(Some(&hint), &v2, at(10).as_ref(), &id(12)),
+            Shortcut::Send
+        );
+        let v3 = Vote::new(3, 1);
+        assert_eq!(
+            shortcut(Some(&hint), &v3, at(3).as_ref(), &id(8)),
+            Shortcut::Send
+        );
+        assert_eq!(shortcut(None, &v2, at(3).as_ref(), &id(8)), Shortcut::Send);
     }
 
     #[test]

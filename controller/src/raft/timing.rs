@@ -41,18 +41,14 @@
 //!
 //! Measured (BENCHMARKS.md, "Radio at 800 ms RTT"), not assumed: `ghatta sim-measure`.
 //!
-//! ## What timing cannot fix: a new leader probes its followers' logs
+//! ## Not timing: a new leader's probe of its followers' logs
 //!
 //! A new leader does not know how far each follower's log matches its own, and openraft
-//! (0.10.0-alpha.37, `ProgressEntry::next_send`) finds out by binary search, one
-//! AppendEntries of at most 8 entries per step, starting at the middle of the whole log.
-//! Each step is a round trip: on a 211-entry log 5 of them, about 5 s at 800 ms, after the
-//! election, before the first commit of the new term; the longer the log (up to the 2,500
-//! entries the snapshot policy keeps), the more steps. That, not the timing above, is most of
-//! what keeps leader loss to the next commit above the 10 s goal on the radio (measured:
-//! new leader agreed after ~9 s, first commit ~17 s). It needs a change in openraft (start
-//! the search at the committed index, or let a follower answer with its last log id), or a
-//! log kept short by snapshots.
+//! finds out by binary search, one round trip per step: ~8 s at 800 ms on the radio, after
+//! the election, before the first commit of the new term. The network layer cuts that to
+//! one round trip (`raft/network.rs`, "Finding a follower's match point in one round
+//! trip"); what remains of leader loss to the next commit is failure detection and the
+//! election above.
 //!
 //! ## Appends on a slow radio: why the heartbeat is not their deadline
 //!

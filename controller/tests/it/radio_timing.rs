@@ -20,10 +20,11 @@ fn the_radio_profile_meets_the_goals_at_800_ms_rtt() {
         idle: Duration::from_secs(120),
         proposals: 20,
         inputs_per_entry: 1,
-        failovers: 4,
+        failovers: 12,
         day: Duration::from_secs(2 * 3_600),
         seed: 5,
     };
+    let rtt_ms = plan.rtt_ms;
     let rt = ghatta_sim::time::seeded_runtime(plan.seed).expect("runtime");
     let m = rt
         .block_on(ghatta::raft::Runtime::scope(plan.seed, async move {
@@ -47,9 +48,23 @@ fn the_radio_profile_meets_the_goals_at_800_ms_rtt() {
         "not faster than light: {report}"
     );
     assert_eq!(m.failover_commit.failed, 0, "{report}");
-    // The new leader is agreed 8-13 s after the loss; its first commit takes several more
-    // round trips while openraft probes each follower's log (raft/timing.rs): the 10 s goal
-    // is missed (BENCHMARKS.md), and this bound only catches a regression.
+    // The new leader is agreed 8-13 s after the loss. Its first commit then takes one round
+    // trip to each follower (its own term's entries after the last of the old one, answered
+    // with the follower's last log id, `raft/network.rs`), not one per step of openraft's
+    // binary search for the follower's match point (~8 s before, BENCHMARKS.md). The median
+    // gap is held to 3 RTT: one for the append, the rest for the 5 % loss (a lost first
+    // append waits out its 2 RTT deadline; a fragmented one often needs a repair round).
+    let mut gaps: Vec<u64> = m
+        .failovers
+        .iter()
+        .filter_map(|f| Some(f.commit_index_ms?.saturating_sub(f.new_leader_ms?)))
+        .collect();
+    gaps.sort_unstable();
+    assert_eq!(gaps.len(), m.failovers.len(), "{report}");
+    assert!(
+        gaps[gaps.len() / 2] <= 3 * rtt_ms,
+        "new leader to its first commit {gaps:?} ms: {report}"
+    );
     assert!(m.failover_leader.max_ms <= 15_000, "{report}");
     assert!(m.failover_commit.max_ms <= 40_000, "{report}");
     assert_eq!(m.idle_elections + m.day_elections, 0, "{report}");
