@@ -45,11 +45,14 @@ pub trait NodeObserver: Send + Sync + 'static {
     fn proposal_acked(&self, _node: u64, _seq: u64, _index: u64) {}
 }
 
-/// Deliberate bugs, off by default, switched on only by mutation tests.
+/// Deliberate bugs and old behaviours, off by default, switched on only by tests.
 #[derive(Debug, Default)]
 pub struct TestFaults {
     /// Acknowledge log appends without an fsync (breaks Raft's durability assumption).
     pub ack_before_fsync: AtomicBool,
     /// Apply a retried `(origin, seq)` again instead of dropping it (breaks exactly-once).
     pub skip_dedupe: AtomicBool,
+    /// Leave `Request::AppendProbe` unanswered, as a node running a ghatta from before it
+    /// (which cannot decode it) does.
+    pub ignore_append_probe: AtomicBool,
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use super::Node;
 use crate::net::rpc::Handler;
@@ -108,6 +109,15 @@ impl Handler for NodeHandler {
                 Response::Append(raft.append_entries(r).await.map_err(|e| e.to_string()))
             }
             Request::AppendProbe(r) => {
+                if self
+                    .node
+                    .inner
+                    .faults
+                    .ignore_append_probe
+                    .load(Ordering::Relaxed)
+                {
+                    return std::future::pending().await;
+                }
                 let answer = match raft.append_entries(r).await {
                     Ok(response) => self
                         .node

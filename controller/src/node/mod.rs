@@ -102,6 +102,8 @@ struct Inner {
     /// The Raft log (a clone sharing the database openraft writes through), read to answer
     /// a probing leader with this node's last durable log id.
     log: LogStore,
+    /// Test switches (`observe::TestFaults`).
+    faults: Arc<TestFaults>,
     rpc: Arc<Rpc>,
     clock: Arc<dyn Clock>,
     proposer: proposer::Proposer,
@@ -223,6 +225,7 @@ impl Node {
             raft,
             sm,
             log,
+            faults: env.faults.clone(),
             rpc: rpc.clone(),
             clock: env.clock,
             proposer,

@@ -35,8 +35,8 @@
 //! The new leader's own proposals still wait one more round trip: openraft refuses writes
 //! (`LeaseExpired`) until a quorum has acknowledged the new leader, which is the answer to
 //! this first append. Measured (BENCHMARKS.md, "Radio at 800 ms RTT"): leader loss to the
-//! next commit p50 from 17.2-17.8 s to 10.4-11.5 s; the rest is failure detection, the
-//! election and that round trip.
+//! next commit p50 from 17.2-17.8 s to 11.0-11.5 s (sealed: 17.3-19.3 s to 10.6-11.5 s);
+//! the rest is failure detection, the election and that round trip.
 //!
 //! ## Why appends are not pipelined
 //!
@@ -163,9 +163,21 @@ impl AppendPacing {
 struct PeerState {
     pacing: AppendPacing,
     matched: Option<MatchHint>,
-    /// The leader vote under which the first, one-entry, probe went to this peer.
+    /// The leader vote under which the first append (its term's tail, or a one-entry
+    /// probe) was answered by this peer.
     probed: Option<Vote>,
+    /// `AppendProbe`s to this peer in a row that got no answer.
+    probe_failures: u32,
+    /// The leader vote under which this peer stopped being asked for its last log id.
+    probe_off: Option<Vote>,
 }
+
+/// After this many `AppendProbe`s in a row without an answer the leader stops asking the
+/// peer for its last log id until the next leader vote and sends plain appends, found by
+/// openraft's own search: a peer running a ghatta from before `AppendProbe` cannot decode
+/// it and never answers, which would otherwise stop replication to it during a board-by-board
+/// upgrade. Three losses in a row of a one- or two-frame request are rare on a working link.
+pub const PROBE_FAILURES_MAX: u32 = 3;
 
 /// Creates a network client per peer.
 #[derive(Debug, Clone)]
@@ -429,6 +441,34 @@ impl PeerNetwork {
         })
     }
 
+    /// Books the outcome of an `AppendProbe` of leader `vote`: an answer marks the peer
+    /// probed under `vote`; [`PROBE_FAILURES_MAX`] failures in a row stop the probing.
+    fn probe_answered(
+        &self,
+        vote: Vote,
+        answer: Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut st = lock(&self.state);
+        if answer.is_ok() {
+            st.probed = Some(vote);
+            st.probe_failures = 0;
+        } else {
+            st.probe_failures += 1;
+            if st.probe_failures >= PROBE_FAILURES_MAX {
+                tracing::warn!(
+                    peer = self.target,
+                    failures = st.probe_failures,
+                    "no answer to appends that ask for the peer's last log id; sending plain \
+                     appends for this leader term (a peer with an older ghatta does not know \
+                     them: upgrade it)"
+                );
+                st.probe_off = Some(vote);
+                st.probe_failures = 0;
+            }
+        }
+        answer
+    }
+
     /// Sends an append cut to `budget` bytes of entries (at least one; `None`: the peer's
     /// budget), with the peer's paced deadline, learns from how it fared, and answers
     /// openraft for the whole request (a cut one as a partial success).
@@ -500,6 +540,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             // below a round trip stretched by jitter.
             return self.append_call(rpc, option.hard_ttl() * 7 / 8).await;
         }
+        if lock(&self.state).probe_off == Some(rpc.vote) {
+            return self.send_paced(rpc, Send::Append, None, option).await;
+        }
         // A new leader's first append to a peer carries its own term's entries after the
         // last entry of an earlier term, which the peer most likely holds; the answer brings
         // the peer's last log id either way (module docs).
@@ -512,8 +555,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         if first && let Some(tail) = self.tail_append(&rpc) {
             let answer = self
                 .send_paced(tail, Send::Probe, Some(usize::MAX), option.clone())
-                .await?;
-            lock(&self.state).probed = Some(rpc.vote);
+                .await;
+            let answer = self.probe_answered(rpc.vote, answer)?;
             if let AppendEntriesResponse::HigherVote(v) = answer {
                 return Ok(AppendEntriesResponse::HigherVote(v));
             }
@@ -542,10 +585,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let budget = (first && !tail_sent).then_some(0);
         let vote = rpc.vote;
         let answer = self.send_paced(rpc, Send::Probe, budget, option).await;
-        if answer.is_ok() {
-            lock(&self.state).probed = Some(vote);
-        }
-        answer
+        self.probe_answered(vote, answer)
     }
 
     async fn vote(

@@ -91,3 +91,43 @@ fn replica_restarted_mid_run_with_cold_caches_reaches_same_hash() {
         c.shutdown().await;
     });
 }
+
+/// A follower running a ghatta from before `AppendProbe` (simulated: it leaves them
+/// unanswered) is still replicated: after `PROBE_FAILURES_MAX` unanswered probes the leader
+/// sends it plain appends (raft/network.rs), so a board-by-board upgrade keeps every replica.
+#[test]
+fn a_follower_that_never_answers_append_probes_still_gets_the_log() {
+    run(12, async {
+        let mut c = Cluster::empty(
+            3,
+            std::sync::Arc::new(|| {
+                ghatta::actors::ActorHost::with_embedded(ghatta::actors::ActorLimits::default())
+                    .expect("embedded actors")
+            }),
+            None,
+        );
+        let old = std::sync::Arc::new(ghatta::observe::TestFaults::default());
+        old.ignore_append_probe
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        c.faults.insert(3, old);
+        let mut c = c.start_all().await;
+        let mut leader = c.wait_leader(Duration::from_secs(20)).await;
+        if leader == 3 {
+            // The old node must follow: let another lead, then bring it back.
+            c.stop_node(3).await;
+            leader = c.wait_leader(Duration::from_secs(30)).await;
+            c.start_node(3).await;
+        }
+        c.node(leader)
+            .propose_inputs(setup_inputs(CUSTOMERS))
+            .await
+            .expect("setup commits");
+        commit_rounds(&c, leader, 1..4).await;
+        let (applied, hashes) = c.wait_converged(Duration::from_secs(60)).await;
+        assert!(applied >= 4, "applied index {applied}");
+        assert_eq!(hashes.len(), 3, "every replica, node 3 too: {hashes:?}");
+        let distinct: std::collections::BTreeSet<_> = hashes.values().collect();
+        assert_eq!(distinct.len(), 1, "at index {applied}: {hashes:?}");
+        c.shutdown().await;
+    });
+}

@@ -10,7 +10,7 @@ use ghatta::clock::SystemClock;
 use ghatta::net::tcp::TcpTransport;
 use ghatta::net::transport::{Transport, inbound_queue};
 use ghatta::node::{Node, NodeEnv, NodeOptions, Role, SnapshotTuning};
-use ghatta::observe::NodeObserver;
+use ghatta::observe::{NodeObserver, TestFaults};
 use ghatta::raft::PeerInfo;
 use ghatta::raft::timing::{LinkProfile, Timing};
 use ghatta_actor_sdk as sdk;
@@ -36,6 +36,8 @@ pub struct Cluster {
     pub host: HostFactory,
     pub snapshot: Option<SnapshotTuning>,
     pub observer: Option<Arc<dyn NodeObserver>>,
+    /// Test switches per node (default: none).
+    pub faults: BTreeMap<u64, Arc<TestFaults>>,
 }
 
 fn free_addr() -> String {
@@ -60,15 +62,20 @@ impl Cluster {
         host: HostFactory,
         snapshot: Option<SnapshotTuning>,
     ) -> Cluster {
-        let mut c = Cluster::empty(n, host, snapshot);
-        for id in 1..=n {
-            c.start_node(id).await;
+        Cluster::empty(n, host, snapshot).start_all().await
+    }
+
+    /// Starts and initialises every member of [`Cluster::empty`] (after setting `faults`).
+    pub async fn start_all(mut self) -> Cluster {
+        let ids: Vec<u64> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.start_node(id).await;
         }
-        let members = c.peers.clone();
-        for node in c.nodes.values() {
+        let members = self.peers.clone();
+        for node in self.nodes.values() {
             node.initialize(members.clone()).await.expect("initialize");
         }
-        c
+        self
     }
 
     /// The cluster's directories and addresses, with no node running yet.
@@ -83,6 +90,7 @@ impl Cluster {
             host,
             snapshot,
             observer: None,
+            faults: BTreeMap::new(),
         }
     }
 
@@ -135,7 +143,7 @@ impl Cluster {
             inbound: rx,
             clock: Arc::new(SystemClock),
             observer: self.observer.clone(),
-            faults: Default::default(),
+            faults: self.faults.get(&id).cloned().unwrap_or_default(),
         };
         let node = Node::start_with_host(opts, env, Arc::new((self.host)()))
             .await
