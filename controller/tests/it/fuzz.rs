@@ -77,6 +77,12 @@ fn genuine_messages() -> Vec<Vec<u8>> {
             entries: vec![],
             leader_commit: None,
         }),
+        Request::AppendProbe(openraft::raft::AppendEntriesRequest {
+            vote: Vote::new_committed(7, 1),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        }),
         Request::Member(MemberOp::AddLearner {
             id: 4,
             addr: "10.0.0.4:7000".into(),
