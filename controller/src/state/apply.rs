@@ -8,7 +8,7 @@ use openraft::entry::RaftEntry;
 use redb::{Database, Durability, ReadableTable, Table};
 
 use super::{
-    Hooks, OutboxRecord, Scalars, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
+    Hooks, OutboxRecord, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
 };
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
 use crate::observe::{AppliedEntry, AppliedProposal};
@@ -87,19 +87,41 @@ pub(crate) fn apply_batch<'a>(
             receipts.push(receipt);
         }
         let mut meta = txn.open_table(SM_META).map_err(io_err)?;
-        let scalars = codec::encode(&scalars_of(data)).map_err(io_err)?;
+        let scalars = codec::encode(&scalars_ref(data)).map_err(io_err)?;
         meta.insert(meta_keys::SCALARS, scalars.as_slice())
             .map_err(io_err)?;
-        let customers = codec::encode(&data.customers).map_err(io_err)?;
-        meta.insert(meta_keys::CUSTOMERS, customers.as_slice())
-            .map_err(io_err)?;
+        if !data.customers_stored {
+            let customers = codec::encode(&data.customers).map_err(io_err)?;
+            meta.insert(meta_keys::CUSTOMERS, customers.as_slice())
+                .map_err(io_err)?;
+            data.customers_stored = true;
+        }
     }
     txn.commit().map_err(io_err)?;
     Ok(receipts)
 }
 
-pub(crate) fn scalars_of(data: &SmData) -> Scalars {
-    Scalars {
+/// The scalars as stored after each batch, borrowed (see [`ScalarsRef`]).
+pub(crate) fn scalars_ref(data: &SmData) -> ScalarsRef<'_> {
+    ScalarsRef {
+        last_applied: &data.last_applied,
+        membership: &data.membership,
+        hash: &data.hash,
+        log_time_ms: data.log_time_ms,
+        next_timer_id: data.next_timer_id,
+        next_out_seq: data.next_out_seq,
+        first_out_seq: data.first_out_seq,
+        trapped_total: data.trapped_total,
+        outbox_acks: &data.outbox_acks,
+        energy: &data.energy,
+        pins: &data.pins,
+    }
+}
+
+/// The owned scalars (tests compare their encoding with [`scalars_ref`]'s).
+#[cfg(test)]
+pub(crate) fn scalars_of(data: &SmData) -> super::Scalars {
+    super::Scalars {
         last_applied: data.last_applied,
         membership: data.membership.clone(),
         hash: data.hash,
@@ -273,7 +295,10 @@ fn apply_proposal(
 fn observe_input(data: &mut SmData, input: &sdk::Input) {
     match input {
         sdk::Input::UpsertCustomer(spec) => {
-            data.customers.entry(spec.id.0).or_insert(true);
+            if let std::collections::btree_map::Entry::Vacant(e) = data.customers.entry(spec.id.0) {
+                e.insert(true);
+                data.customers_stored = false;
+            }
         }
         sdk::Input::Telemetry(t) => data.energy.on_telemetry(t, data.log_time_ms),
         _ => {}
@@ -371,8 +396,10 @@ fn deliver(
                 if let sdk::Output::Relay(cmd) = &other
                     && let sdk::RelayId::Customer(c) = cmd.relay
                     && let Some(supplied) = data.customers.get_mut(&c.0)
+                    && *supplied != cmd.closed
                 {
                     *supplied = cmd.closed;
+                    data.customers_stored = false;
                 }
                 if let sdk::Output::Ledger(l) = &other {
                     data.energy.on_ledger(l);

@@ -105,6 +105,9 @@ pub(crate) struct SmData {
     /// Customer id -> supplied (true) or cut by billing (false). Derived from inputs and
     /// relay outputs; part of the replicated state.
     pub customers: BTreeMap<u32, bool>,
+    /// Whether `sm_meta.customers` holds `customers` as they are: cleared when they change,
+    /// so an applied batch writes the map (an entry per customer) only when it changed.
+    pub customers_stored: bool,
     /// WAN stream -> next outbox sequence the central data center has not acknowledged
     /// (committed by `Body::OutboxAck`).
     pub outbox_acks: BTreeMap<u32, u64>,
@@ -129,6 +132,7 @@ impl SmData {
             dedupe: BTreeMap::new(),
             timers: BTreeMap::new(),
             customers: BTreeMap::new(),
+            customers_stored: true,
             outbox_acks: BTreeMap::new(),
             energy: energy::EnergyState::default(),
             pins: BTreeMap::new(),
@@ -179,6 +183,24 @@ pub(crate) struct Scalars {
     pub energy: energy::EnergyState,
     /// See `SmData::pins`.
     pub pins: BTreeMap<prune::Pin, u64>,
+}
+
+/// [`Scalars`] borrowed from the in-memory state: the same fields in the same order, so it
+/// encodes to the same bytes, without cloning the maps (the pins and the open hour of
+/// energy hold an entry per customer) for every applied batch.
+#[derive(Serialize)]
+pub(crate) struct ScalarsRef<'a> {
+    pub last_applied: &'a Option<LogId>,
+    pub membership: &'a StoredMembership,
+    pub hash: &'a StateHash,
+    pub log_time_ms: u64,
+    pub next_timer_id: u64,
+    pub next_out_seq: u64,
+    pub first_out_seq: u64,
+    pub trapped_total: u64,
+    pub outbox_acks: &'a BTreeMap<u32, u64>,
+    pub energy: &'a energy::EnergyState,
+    pub pins: &'a BTreeMap<prune::Pin, u64>,
 }
 
 /// What a harness attaches to a state machine (nothing, in production).
