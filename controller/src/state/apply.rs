@@ -253,7 +253,7 @@ fn apply_proposal(
                 )?;
             }
         }
-        Body::Tick { timer_id } => match data.timers.remove(timer_id) {
+        Body::Tick { timer_id } => match take_timer(data, *timer_id) {
             None => {
                 // Fired already (a repeated tick proposal): exactly once.
                 receipt.duplicate = true;
@@ -290,6 +290,12 @@ fn apply_proposal(
     Ok(())
 }
 
+/// Removes a timer that fires (or fired already: `None`).
+fn take_timer(data: &mut SmData, id: u64) -> Option<TimerRecord> {
+    data.invalidate_status();
+    data.timers.remove(&id)
+}
+
 /// Host-side bookkeeping of inputs: customers (for status), telemetry (for the energy
 /// aggregates). Replicated state.
 fn observe_input(data: &mut SmData, input: &sdk::Input) {
@@ -298,6 +304,7 @@ fn observe_input(data: &mut SmData, input: &sdk::Input) {
             if let std::collections::btree_map::Entry::Vacant(e) = data.customers.entry(spec.id.0) {
                 e.insert(true);
                 data.customers_stored = false;
+                data.invalidate_status();
             }
         }
         sdk::Input::Telemetry(t) => data.energy.on_telemetry(t, data.log_time_ms),
@@ -391,6 +398,7 @@ fn deliver(
                     .insert(id, codec::encode(&rec).map_err(io_err)?.as_slice())
                     .map_err(io_err)?;
                 data.timers.insert(id, rec);
+                data.invalidate_status();
             }
             other => {
                 if let sdk::Output::Relay(cmd) = &other
@@ -400,6 +408,7 @@ fn deliver(
                 {
                     *supplied = cmd.closed;
                     data.customers_stored = false;
+                    data.invalidate_status();
                 }
                 if let sdk::Output::Ledger(l) = &other {
                     data.energy.on_ledger(l);

@@ -88,6 +88,13 @@ pub struct SmStatus {
     pub trapped_total: u64,
 }
 
+/// What [`SmData::status`] computes by walking the timers and the customers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Derived {
+    next_timer: Option<(u64, u64)>,
+    disconnected: u64,
+}
+
 /// The in-memory state, mirrored in redb.
 #[derive(Debug)]
 pub(crate) struct SmData {
@@ -108,6 +115,10 @@ pub(crate) struct SmData {
     /// Whether `sm_meta.customers` holds `customers` as they are: cleared when they change,
     /// so an applied batch writes the map (an entry per customer) only when it changed.
     pub customers_stored: bool,
+    /// The status parts that take a walk over every timer or customer, cached between
+    /// changes: the status is published after every applied batch, and a grid has thousands
+    /// of customers. `None` when stale.
+    pub derived: std::cell::Cell<Option<Derived>>,
     /// WAN stream -> next outbox sequence the central data center has not acknowledged
     /// (committed by `Body::OutboxAck`).
     pub outbox_acks: BTreeMap<u32, u64>,
@@ -133,13 +144,32 @@ impl SmData {
             timers: BTreeMap::new(),
             customers: BTreeMap::new(),
             customers_stored: true,
+            derived: std::cell::Cell::new(None),
             outbox_acks: BTreeMap::new(),
             energy: energy::EnergyState::default(),
             pins: BTreeMap::new(),
         }
     }
 
+    /// Forgets the cached [`Derived`] status parts: called wherever the customers' supply
+    /// or the timers change.
+    pub(crate) fn invalidate_status(&self) {
+        self.derived.set(None);
+    }
+
     fn status(&self) -> SmStatus {
+        let derived = self.derived.get().unwrap_or_else(|| {
+            let d = Derived {
+                next_timer: self
+                    .timers
+                    .iter()
+                    .min_by_key(|(id, t)| (t.due_ms, **id))
+                    .map(|(id, t)| (*id, t.due_ms)),
+                disconnected: self.customers.values().filter(|c| !**c).count() as u64,
+            };
+            self.derived.set(Some(d));
+            d
+        });
         SmStatus {
             applied_index: self.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
             state_hash: self.hash,
@@ -147,13 +177,9 @@ impl SmData {
             outbox_len: self.next_out_seq - self.first_out_seq,
             next_out_seq: self.next_out_seq,
             timers: self.timers.len() as u64,
-            next_timer: self
-                .timers
-                .iter()
-                .min_by_key(|(id, t)| (t.due_ms, **id))
-                .map(|(id, t)| (*id, t.due_ms)),
+            next_timer: derived.next_timer,
             customers: self.customers.len() as u64,
-            disconnected: self.customers.values().filter(|c| !**c).count() as u64,
+            disconnected: derived.disconnected,
             trapped_total: self.trapped_total,
         }
     }

@@ -244,5 +244,6 @@ pub(crate) fn install(
     data.actor_state = state;
     data.dedupe = image.dedupe.into_iter().collect();
     data.timers = image.timers.into_iter().collect();
+    data.invalidate_status();
     Ok(())
 }

@@ -378,3 +378,19 @@ fn a_snapshot_is_the_canonical_encoding_of_its_image_and_installs() {
     assert_eq!(b.lock().customers, a.lock().customers);
     assert_eq!(outbox(&b), records);
 }
+
+/// The status's cached parts (next timer, disconnected customers) follow the state: after
+/// every batch they equal a fresh walk over the timers and customers.
+#[test]
+fn the_cached_status_parts_match_a_fresh_walk() {
+    let (_d, sm) = open();
+    let entries = grid_entries(480_000 * HOUR_MS);
+    for chunk in entries.chunks(7) {
+        apply(&sm, chunk);
+        let data = sm.lock();
+        let cached = data.status();
+        data.derived.set(None);
+        assert_eq!(cached, data.status());
+        assert_eq!(cached.customers, data.customers.len() as u64);
+    }
+}
