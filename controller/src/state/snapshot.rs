@@ -36,7 +36,8 @@ struct StoredSnapshot {
 /// records) is copied as the bincode its table already stores, instead of decoding every
 /// record and encoding it again. bincode is context-free (a struct is its fields in order, a
 /// sequence its u64 length then its items), so the bytes are the same; a test holds them
-/// to a decode-and-encode round trip.
+/// to a decode-and-encode round trip. Like `codec::encode` (bincode checks its limit only
+/// when decoding), this does not refuse an image over `codec::MAX_ENCODED_BYTES`.
 pub(crate) fn build(db: &Database, data: &SmData, seq: u64) -> io::Result<Snapshot> {
     let mut outbox = Vec::new();
     let mut records = 0u64;
@@ -61,7 +62,6 @@ pub(crate) fn build(db: &Database, data: &SmData, seq: u64) -> io::Result<Snapsh
     append(&mut bytes, &records)?;
     bytes.extend_from_slice(&outbox);
     drop(outbox);
-    within_limit("snapshot", bytes.len())?;
     let _ = seq;
     let meta = SnapshotMeta {
         last_log_id: data.last_applied,
@@ -105,22 +105,6 @@ fn codec_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ codec::MAX_ENCODED_BYTES }>()
 }
 
-/// The codec's size limit, which encoding by hand bypasses: a snapshot over it could not be
-/// decoded by the replica it is sent to.
-fn within_limit(what: &str, len: usize) -> io::Result<()> {
-    if len > codec::MAX_ENCODED_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{what} of {len} bytes exceeds the codec's limit of {} bytes; prune the \
-                 outbox (acknowledge it through [wan]) or raise raft::codec::MAX_ENCODED_BYTES",
-                codec::MAX_ENCODED_BYTES
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Store a snapshot with an fsync. Because redb commits are ordered, this also makes every
 /// earlier (unsynced) state-machine commit durable, so the durable applied index is never
 /// below a snapshot that lets openraft purge the log.
@@ -132,7 +116,6 @@ fn store(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
     let mut stored = codec::encode(meta).map_err(io_err)?;
     append(&mut stored, &(data.len() as u64))?;
     stored.extend_from_slice(data);
-    within_limit("stored snapshot", stored.len())?;
     let mut txn = db.begin_write().map_err(io_err)?;
     txn.set_durability(Durability::Immediate).map_err(io_err)?;
     {

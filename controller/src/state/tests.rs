@@ -394,3 +394,19 @@ fn the_cached_status_parts_match_a_fresh_walk() {
         assert_eq!(cached.customers, data.customers.len() as u64);
     }
 }
+
+/// A state over the codec's decode limit still snapshots, as `codec::encode` (which checks no
+/// limit) did: refusing would stop the node's Raft core (a simulated day without a central
+/// reaches it, ~17 MB of outbox after 19 hours). Decoding such a snapshot is the receiver's
+/// limit, not the builder's.
+#[test]
+fn a_snapshot_over_the_decode_limit_still_builds() {
+    let (_d, sm) = open();
+    apply(&sm, &grid_entries(480_000 * HOUR_MS)[..3]);
+    let mut data = sm.lock();
+    let big = vec![7u8; codec::MAX_ENCODED_BYTES / 2 + 1];
+    data.actor_state.insert(b"big-1".to_vec(), big.clone());
+    data.actor_state.insert(b"big-2".to_vec(), big);
+    let snap = snapshot::build(&sm.db, &data, 0).expect("snapshot builds");
+    assert!(snap.snapshot.len() > codec::MAX_ENCODED_BYTES);
+}
