@@ -9,9 +9,9 @@ use crate::net::rpc::Handler;
 use crate::net::wire::{ProbeAnswer, Request, Response, SnapshotChunk};
 use crate::raft::{Snapshot, codec};
 
-/// Largest snapshot a node accepts from a leader. The state machine's own limit on actor state
-/// is 16 MiB; outbox and metadata fit in the rest.
-pub const MAX_SNAPSHOT_BYTES: u64 = (codec::MAX_ENCODED_BYTES as u64) * 4;
+/// Largest snapshot a node accepts from a leader: what it can decode
+/// (`codec::SNAPSHOT_BYTES_MAX`, which says why it is that large).
+pub const MAX_SNAPSHOT_BYTES: u64 = codec::SNAPSHOT_BYTES_MAX as u64;
 
 struct Incoming {
     meta: crate::raft::SnapshotMeta,

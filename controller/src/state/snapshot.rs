@@ -62,6 +62,18 @@ pub(crate) fn build(db: &Database, data: &SmData, seq: u64) -> io::Result<Snapsh
     append(&mut bytes, &records)?;
     bytes.extend_from_slice(&outbox);
     drop(outbox);
+    // Refusing to build would stop the Raft core; an image past the decode limit would stop
+    // the next start instead. Say it loudly while there is time to act.
+    if bytes.len() > codec::SNAPSHOT_BYTES_MAX / 2 {
+        tracing::error!(
+            bytes = bytes.len(),
+            limit = codec::SNAPSHOT_BYTES_MAX,
+            outbox_records = records,
+            "the state machine snapshot is over half the largest a node can read back (most of \
+             it is outbox records no central has acknowledged): restore the [wan] link so the \
+             central acknowledges and the outbox is pruned"
+        );
+    }
     let _ = seq;
     let meta = SnapshotMeta {
         last_log_id: data.last_applied,
@@ -133,7 +145,8 @@ pub(crate) fn current(db: &Database) -> io::Result<Option<Snapshot>> {
     let Some(v) = t.get(meta_keys::SNAPSHOT).map_err(io_err)? else {
         return Ok(None);
     };
-    let s: StoredSnapshot = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.snapshot", e))?;
+    let s: StoredSnapshot =
+        codec::decode_snapshot(v.value()).map_err(|e| corrupt("sm_meta.snapshot", e))?;
     Ok(Some(Snapshot {
         meta: s.meta,
         snapshot: s.data,
@@ -147,7 +160,7 @@ pub(crate) fn install(
     meta: &SnapshotMeta,
     bytes: &[u8],
 ) -> io::Result<()> {
-    let image: SnapshotImage = codec::decode(bytes).map_err(|e| {
+    let image: SnapshotImage = codec::decode_snapshot(bytes).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("snapshot up to {:?} does not decode: {e}", meta.last_log_id),

@@ -395,12 +395,13 @@ fn the_cached_status_parts_match_a_fresh_walk() {
     }
 }
 
-/// A state over the codec's decode limit still snapshots, as `codec::encode` (which checks no
-/// limit) did: refusing would stop the node's Raft core (a simulated day without a central
-/// reaches it, ~17 MB of outbox after 19 hours). Decoding such a snapshot is the receiver's
-/// limit, not the builder's.
+/// A state over the codec's message limit (16 MiB) still snapshots, as `codec::encode` (which
+/// checks no limit) did: refusing would stop the node's Raft core (a simulated day without a
+/// central reaches it, ~17 MB of outbox after 19 hours). And it reads back, which every start
+/// does (under 16 MiB a node with such a snapshot could not boot), and installs on a replica:
+/// snapshots decode under `codec::SNAPSHOT_BYTES_MAX`.
 #[test]
-fn a_snapshot_over_the_decode_limit_still_builds() {
+fn a_snapshot_over_the_message_limit_builds_reads_back_and_installs() {
     let (_d, sm) = open();
     apply(&sm, &grid_entries(480_000 * HOUR_MS)[..3]);
     let mut data = sm.lock();
@@ -409,4 +410,18 @@ fn a_snapshot_over_the_decode_limit_still_builds() {
     data.actor_state.insert(b"big-2".to_vec(), big);
     let snap = snapshot::build(&sm.db, &data, 0).expect("snapshot builds");
     assert!(snap.snapshot.len() > codec::MAX_ENCODED_BYTES);
+    drop(data);
+    // The node reads it back (as openraft does at every start) and a replica installs it.
+    let stored = snapshot::current(&sm.db)
+        .expect("a stored snapshot over 16 MiB reads back")
+        .expect("stored");
+    assert_eq!(stored.snapshot.len(), snap.snapshot.len());
+    let (_d2, replica) = open();
+    let mut rdata = replica.lock();
+    snapshot::install(&replica.db, &mut rdata, &snap.meta, &snap.snapshot)
+        .expect("a replica installs it");
+    assert_eq!(
+        rdata.actor_state.map.get(b"big-2".as_slice()).map(Vec::len),
+        Some(codec::MAX_ENCODED_BYTES / 2 + 1)
+    );
 }
