@@ -32,9 +32,12 @@
 //!   nothing for a lease. 4.5 R is two lost heartbeats plus the +/-50 % jitter of the next:
 //!   at 5 % loss the two followers must lose 3 and 2 heartbeats at the same moment.
 //! - `min = 2.25R` (just over one heartbeat: openraft requires `min > h`): a follower
-//!   campaigns after `max + U(min, max)` = 6.75-9 R of silence (3.4-4.5 heartbeats), and leader loss to the next commit is that, less the time
-//!   since the last heartbeat, plus pre-vote, vote and the new leader's probe and append (4
-//!   R): 8-10 s at 800 ms. A shorter lease would be faster and let lost heartbeats elect.
+//!   campaigns after `max + U(min, max)` = 6.75-9 R of silence (3.4-4.5 heartbeats), and
+//!   leader loss to the next commit is that, less the time since the last heartbeat, plus
+//!   pre-vote, vote and the new leader's first append and the next (4 R): 8-10 s at 800 ms
+//!   without loss; measured with 5 % loss, 11.0-11.5 s p50 (BENCHMARKS.md), a lost frame
+//!   costing a deadline. A shorter lease would be faster and let lost heartbeats elect (a
+//!   lease of 4 R lets one lost heartbeat and jitter expire a follower's lease).
 //! - Floors: `min` at least [`ELECTION_MS_MIN`] and `max` twice that, so LAN and Wi-Fi keep
 //!   the 1.8-3.6 s they had, where a scheduling stall on a loaded board, not the link, is the
 //!   risk; at 800 ms the floor sets `min` to 1.8 s.
