@@ -43,6 +43,15 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, config())
 }
 
+/// Append a value's encoding to `out`: the bytes [`encode`] returns, for a value written in
+/// parts (`state/snapshot.rs` builds an image from borrowed parts and stored bytes).
+pub fn encode_into<T: Serialize>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+}
+
 /// Decode a value; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     decode_with(bytes, config())

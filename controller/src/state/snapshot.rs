@@ -108,13 +108,7 @@ impl<K: Serialize, V: Serialize> Serialize for Pairs<'_, K, V> {
 
 /// Appends `value`'s encoding (the codec's configuration) to `out`.
 fn append<T: Serialize>(out: &mut Vec<u8>, value: &T) -> io::Result<()> {
-    bincode::serde::encode_into_std_write(value, out, codec_config())
-        .map(drop)
-        .map_err(io_err)
-}
-
-fn codec_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ codec::MAX_ENCODED_BYTES }>()
+    codec::encode_into(out, value).map(drop).map_err(io_err)
 }
 
 /// Store a snapshot with an fsync. Because redb commits are ordered, this also makes every
