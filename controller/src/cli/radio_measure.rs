@@ -48,6 +48,10 @@ pub struct RadioMeasureArgs {
     /// Proposals per latency phase.
     #[arg(long, default_value_t = 20)]
     proposals: usize,
+    /// Proposals of the stream phase (one per round trip at the leader, each made without
+    /// waiting for the earlier ones; 0: skip).
+    #[arg(long, default_value_t = 30)]
+    stream: usize,
     /// Meter reads per proposal.
     #[arg(long, default_value_t = 1)]
     inputs_per_entry: usize,
@@ -208,6 +212,8 @@ pub async fn run(args: RadioMeasureArgs) -> anyhow::Result<ExitCode> {
         rtt_ms: args.rtt_ms,
         idle: Duration::from_secs(args.idle_s),
         proposals: args.proposals,
+        stream: args.stream,
+        stream_gap: Duration::from_millis(args.rtt_ms),
         inputs_per_entry: args.inputs_per_entry,
         failovers: args.failovers.min(1),
         day: Duration::ZERO,
@@ -224,6 +230,7 @@ pub async fn run(args: RadioMeasureArgs) -> anyhow::Result<ExitCode> {
         let plan = Plan {
             idle: Duration::ZERO,
             proposals: 0,
+            stream: 0,
             failovers: 1,
             seed,
             ..base.clone()

@@ -3,15 +3,27 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::raft::AppendEntriesRequest;
+use openraft_rt::WatchReceiver;
 
 use super::Node;
 use crate::net::rpc::Handler;
 use crate::net::wire::{ProbeAnswer, Request, Response, SnapshotChunk};
-use crate::raft::{Snapshot, codec};
+use crate::raft::{Snapshot, TypeConfig, codec};
 
 /// Largest snapshot a node accepts from a leader: what it can decode
 /// (`codec::SNAPSHOT_BYTES_MAX`, which says why it is that large).
 pub const MAX_SNAPSHOT_BYTES: u64 = codec::SNAPSHOT_BYTES_MAX as u64;
+
+/// An append whose `prev_log_id` is past this node's log is held for up to the heartbeat
+/// interval over this (one RTT by `Timing::for_rtt`) for the appends before it: a leader
+/// pipelines appends (`raft/pipeline.rs`) and our links do not keep order, so the one behind
+/// may arrive first. Long enough for a frame overtaken by jitter or by a fragmented frame's
+/// repeat; shorter than the append's deadline, so an append whose predecessor was lost for
+/// good is answered `Conflict` before the leader gives up on it.
+pub const REORDER_WAIT_HEARTBEAT_DIVISOR: u32 = 2;
 
 struct Incoming {
     meta: crate::raft::SnapshotMeta,
@@ -31,6 +43,33 @@ impl NodeHandler {
         NodeHandler {
             node,
             snapshots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Holds an append that starts past this node's log until the log reaches its
+    /// `prev_log_id` or [`REORDER_WAIT_HEARTBEAT_DIVISOR`] runs out; openraft then judges it
+    /// (a gap still there is answered `Conflict`, as before).
+    async fn await_earlier_appends(&self, r: &AppendEntriesRequest<TypeConfig>) {
+        let Some(prev) = r.prev_log_id.as_ref().map(|p| p.index) else {
+            return;
+        };
+        let raft = self.node.raft();
+        if raft.metrics().borrow_watched().last_log_index >= Some(prev) {
+            return;
+        }
+        let wait = Duration::from_millis(raft.config().heartbeat_interval)
+            / REORDER_WAIT_HEARTBEAT_DIVISOR;
+        if raft
+            .wait(Some(wait))
+            .log_index_at_least(Some(prev), "the appends before a pipelined one")
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                prev,
+                wait_ms = wait.as_millis() as u64,
+                "an append starts past this node's log and the appends before it did not come"
+            );
         }
     }
 
@@ -106,6 +145,7 @@ impl Handler for NodeHandler {
         let raft = self.node.raft();
         match req {
             Request::Append(r) => {
+                self.await_earlier_appends(&r).await;
                 Response::Append(raft.append_entries(r).await.map_err(|e| e.to_string()))
             }
             Request::AppendProbe(r) => {

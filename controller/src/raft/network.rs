@@ -38,32 +38,20 @@
 //! next commit p50 from 17.2-17.8 s to 11.0-11.5 s (sealed: 17.3-19.3 s to 10.6-11.5 s);
 //! the rest is failure detection, the election and that round trip.
 //!
-//! ## Why appends are not pipelined
+//! ## Pipelined appends
 //!
-//! openraft 0.10.0-alpha.37 replicates through a stream (`RaftNetworkV2::stream_append`,
-//! fed by its `StreamState`, which in "LogsSince" mode yields the next request as soon as new
-//! entries are submitted); the default implementation, used here, sends one request and
-//! waits for its answer before it pulls the next, so one batch per round trip per follower,
-//! and openraft batches every entry submitted meanwhile (up to `max_payload_entries`) into
-//! that next request. A pipelined override must hand the follower its requests in order
-//! (openraft: "a custom pipelined implementation must yield responses in the same order";
-//! the follower checks each request's `prev_log_id`). Our links do not keep order: the radio
-//! link layer sends whole frames once and repeats only missing fragments, so a small frame
-//! overtakes a fragmented one and a lost one is simply gone, and the simulator's jitter
-//! reorders frames. Every request behind a lost or late one would answer `Conflict`, which
-//! ends the stream and sends openraft back to probing (another round trip), and a cut append
-//! (`PartialSuccess`, below) ends a pipeline by openraft's own rule. Pipelining would need a
-//! per-peer sequence number and a reorder buffer on the follower feeding
-//! `Raft::stream_append`; at the field loop's rate (one proposal per node per 5 s on a radio)
-//! the pipe is idle when a proposal arrives (BENCHMARKS.md: p50 commit latency 1.03-1.1x its
-//! floor), so the cost is not justified yet.
+//! Once a follower's match point is known, openraft's replication stream goes out with up to
+//! four appends in flight (`raft/pipeline.rs` says how and why it is safe on links that do
+//! not keep order).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::Stream;
 use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::entry::RaftEntry;
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
@@ -74,6 +62,7 @@ use openraft::raft::{
 };
 
 use super::log_store::LogStore;
+use super::pipeline::{Pipeline, StreamItem};
 use super::{LogId, PeerInfo, Snapshot, TypeConfig, Vote};
 use crate::net::rpc::{Rpc, RpcError};
 use crate::net::wire::{Request, Response, SnapshotChunk};
@@ -222,8 +211,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The network client for one peer.
-#[derive(Debug)]
+/// The network client for one peer. Clones share the peer's state (a pipelined stream
+/// sends each append on a clone).
+#[derive(Debug, Clone)]
 pub struct PeerNetwork {
     rpc: Arc<Rpc>,
     log: LogStore,
@@ -273,7 +263,7 @@ fn shortcut(hint: Option<&MatchHint>, vote: &Vote, prev: Option<&LogId>, last: &
 }
 
 /// Bytes of an entry on the wire (its encoding inside the append).
-fn entry_bytes(e: &super::Entry) -> usize {
+pub(super) fn entry_bytes(e: &super::Entry) -> usize {
     super::codec::encode(e).map_or(0, |b| b.len())
 }
 
@@ -296,6 +286,25 @@ fn cut_to_budget(entries: &mut Vec<super::Entry>, bytes_max: usize) -> (usize, b
 }
 
 impl PeerNetwork {
+    /// The peer's node id.
+    pub(super) fn target(&self) -> u64 {
+        self.target
+    }
+
+    /// Whether the peer's match point is known under leader `vote`: appends then go plain,
+    /// in order from it, and may be pipelined.
+    pub(super) fn match_point_known(&self, vote: &Vote) -> bool {
+        lock(&self.state)
+            .matched
+            .as_ref()
+            .is_some_and(|h| &h.vote == vote)
+    }
+
+    /// Bytes of entries the peer's link is currently trusted with at once.
+    pub(super) fn bytes_budget(&self) -> usize {
+        lock(&self.state).pacing.bytes_max
+    }
+
     fn timeout_err(&self, action: RPCTypes, timeout: Duration) -> Timeout<TypeConfig> {
         Timeout {
             action,
@@ -525,11 +534,11 @@ impl PeerNetwork {
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for PeerNetwork {
-    type SnapshotData = Vec<u8>;
-
-    async fn append_entries(
-        &mut self,
+impl PeerNetwork {
+    /// One append: a heartbeat as it is; entries paced, with the match point searched by
+    /// `AppendProbe` or answered from it (module docs).
+    pub(super) async fn append_one(
+        &self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
@@ -586,6 +595,30 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let vote = rpc.vote;
         let answer = self.send_paced(rpc, Send::Probe, budget, option).await;
         self.probe_answered(vote, answer)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.append_one(rpc, option).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamItem>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let pipe = Pipeline::new(self.clone(), input, option);
+        Box::pin(async move { Ok(pipe.into_stream()) })
     }
 
     async fn vote(

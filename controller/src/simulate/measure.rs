@@ -59,6 +59,11 @@ pub struct Plan {
     pub idle: Duration,
     /// Proposals per latency phase (at the leader, then forwarded from a follower).
     pub proposals: usize,
+    /// Proposals of the stream phase: made at the leader one every `stream_gap` without
+    /// waiting for the earlier ones (0: skipped).
+    pub stream: usize,
+    /// Time between two proposals of the stream phase.
+    pub stream_gap: Duration,
     /// Inputs per proposal (each a meter read of ~25 bytes).
     pub inputs_per_entry: usize,
     /// Leader-loss trials.
@@ -178,6 +183,9 @@ pub struct Measurements {
     pub at_leader: Proposals,
     /// Proposals at a follower, forwarded to the leader (floor: 2 RTT).
     pub forwarded: Proposals,
+    /// Proposals at the leader, one every `Plan::stream_gap`, each made without waiting for
+    /// the earlier ones (floor: 1 RTT).
+    pub streamed: Proposals,
     /// Leader-loss trials.
     pub failovers: Vec<Failover>,
     /// Leader loss to the next commit over the trials (floor: 1 RTT).
@@ -301,6 +309,57 @@ async fn propose_phase<B: Bed>(
     let idle_bytes = idle_rate * started.elapsed().as_secs_f64();
     Ok(Proposals {
         latency: Latency::of(ms, failed, floor_ms),
+        bytes_per_entry: (bytes as f64 / committed).round() as u64,
+        bytes_per_entry_above_idle: ((bytes as f64 - idle_bytes).max(0.0) / committed).round()
+            as u64,
+        entry_body_bytes,
+    })
+}
+
+/// Proposes `plan.stream` entries at the leader, one every `plan.stream_gap`, each on its own
+/// task (a steady stream, as a busy grid's field loops make), and times each to its commit.
+async fn stream_phase<B: Bed>(
+    bed: &B,
+    plan: &Plan,
+    leader: u64,
+    idle_rate: f64,
+) -> anyhow::Result<Proposals> {
+    let node = bed
+        .nodes()
+        .get(&leader)
+        .cloned()
+        .context("the leader is not running")?;
+    let body = crate::raft::Body::Inputs(entry_inputs(plan.inputs_per_entry, 0));
+    let entry_body_bytes = crate::raft::codec::encode(&body).map_or(0, |b| b.len());
+    let gap = plan.stream_gap.max(Duration::from_millis(1));
+    let before = total(&bed.bytes_sent());
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(plan.stream);
+    for i in 0..plan.stream {
+        let (node, inputs) = (node.clone(), plan.inputs_per_entry);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            // Salts apart from the other phases' (their entries must differ).
+            let r = node
+                .propose_inputs(entry_inputs(inputs, 1 << 40 | i as u64))
+                .await;
+            r.ok().map(|_| t.elapsed().as_millis() as u64)
+        }));
+        tokio::time::sleep(gap).await;
+    }
+    let mut ms = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Some(m)) => ms.push(m),
+            _ => failed += 1,
+        }
+    }
+    let bytes = total(&bed.bytes_sent()) - before;
+    let committed = ms.len().max(1) as f64;
+    let idle_bytes = idle_rate * started.elapsed().as_secs_f64();
+    Ok(Proposals {
+        latency: Latency::of(ms, failed, plan.rtt_ms),
         bytes_per_entry: (bytes as f64 / committed).round() as u64,
         bytes_per_entry_above_idle: ((bytes as f64 - idle_bytes).max(0.0) / committed).round()
             as u64,
@@ -439,6 +498,10 @@ pub async fn measure<B: Bed>(
             .context("no follower")?;
         m.forwarded =
             propose_phase(bed, plan, &mut rng, follower, 2 * plan.rtt_ms, idle_rate).await?;
+    }
+    if plan.stream > 0 {
+        let leader = wait_settled(bed, SETTLE_MAX).await?;
+        m.streamed = stream_phase(bed, plan, leader, idle_rate).await?;
     }
 
     // Leader loss.
@@ -773,6 +836,14 @@ pub struct MeasureArgs {
     /// Proposals per latency phase.
     #[arg(long, default_value_t = 100)]
     pub proposals: usize,
+    /// Proposals of the stream phase (at the leader without waiting for the earlier ones;
+    /// 0: skip).
+    #[arg(long, default_value_t = 60)]
+    pub stream: usize,
+    /// Time between two proposals of the stream phase, ms (default: one round trip, so a
+    /// proposal finds the append of the one before still on the link).
+    #[arg(long)]
+    pub stream_gap_ms: Option<u64>,
     /// Meter reads per proposal (1: the smallest entry; 16: ~500 bytes, a radio field batch).
     #[arg(long, default_value_t = 1)]
     pub inputs_per_entry: usize,
@@ -802,6 +873,8 @@ pub fn run_blocking(args: MeasureArgs) -> anyhow::Result<ExitCode> {
         rtt_ms,
         idle: Duration::from_secs(args.idle_s),
         proposals: args.proposals,
+        stream: args.stream,
+        stream_gap: Duration::from_millis(args.stream_gap_ms.unwrap_or(rtt_ms)),
         inputs_per_entry: args.inputs_per_entry,
         failovers: args.failovers,
         day: Duration::from_secs_f64((args.day_hours * 3_600.0).max(0.0)),
