@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use openraft::ServerState;
 use openraft::raft::AppendEntriesRequest;
 use openraft_rt::WatchReceiver;
 
@@ -156,7 +157,14 @@ impl Handler for NodeHandler {
                     .ignore_append_probe
                     .load(Ordering::Relaxed)
                 {
-                    return std::future::pending().await;
+                    // Never answered, as by a board whose ghatta cannot decode the request;
+                    // but not held forever: this task holds the node, whose files and port a
+                    // restart of it needs.
+                    let _ = raft
+                        .wait(None)
+                        .metrics(|m| m.state == ServerState::Shutdown, "this node stops")
+                        .await;
+                    return Response::AppendProbe(Err("this node stopped".into()));
                 }
                 let answer = match raft.append_entries(r).await {
                     Ok(response) => self
