@@ -270,6 +270,52 @@ pub fn entry_inputs(n: usize, salt: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A latency phase under way: its proposer, and the links' bytes and the time at its start.
+struct Phase {
+    node: Node,
+    entry_body_bytes: usize,
+    bytes_before: u64,
+    started: Instant,
+}
+
+impl Phase {
+    fn start<B: Bed>(bed: &B, plan: &Plan, proposer: u64) -> anyhow::Result<Phase> {
+        let node = bed
+            .nodes()
+            .get(&proposer)
+            .cloned()
+            .with_context(|| format!("the proposer, node {proposer}, is not running"))?;
+        let body = crate::raft::Body::Inputs(entry_inputs(plan.inputs_per_entry, 0));
+        Ok(Phase {
+            node,
+            entry_body_bytes: crate::raft::codec::encode(&body).map_or(0, |b| b.len()),
+            bytes_before: total(&bed.bytes_sent()),
+            started: Instant::now(),
+        })
+    }
+
+    /// The phase's numbers from its commit latencies `ms` and the `failed` proposals.
+    fn finish<B: Bed>(
+        self,
+        bed: &B,
+        ms: Vec<u64>,
+        failed: usize,
+        floor_ms: u64,
+        idle_rate: f64,
+    ) -> Proposals {
+        let bytes = total(&bed.bytes_sent()) - self.bytes_before;
+        let committed = ms.len().max(1) as f64;
+        let idle_bytes = idle_rate * self.started.elapsed().as_secs_f64();
+        Proposals {
+            latency: Latency::of(ms, failed, floor_ms),
+            bytes_per_entry: (bytes as f64 / committed).round() as u64,
+            bytes_per_entry_above_idle: ((bytes as f64 - idle_bytes).max(0.0) / committed).round()
+                as u64,
+            entry_body_bytes: self.entry_body_bytes,
+        }
+    }
+}
+
 /// Proposes `plan.proposals` entries at `proposer` one at a time, each after a random pause.
 async fn propose_phase<B: Bed>(
     bed: &B,
@@ -279,15 +325,8 @@ async fn propose_phase<B: Bed>(
     floor_ms: u64,
     idle_rate: f64,
 ) -> anyhow::Result<Proposals> {
-    let node = bed
-        .nodes()
-        .get(&proposer)
-        .cloned()
-        .context("the proposer is not running")?;
-    let body = crate::raft::Body::Inputs(entry_inputs(plan.inputs_per_entry, 0));
-    let entry_body_bytes = crate::raft::codec::encode(&body).map_or(0, |b| b.len());
-    let before = total(&bed.bytes_sent());
-    let started = Instant::now();
+    let phase = Phase::start(bed, plan, proposer)?;
+    let node = phase.node.clone();
     let mut ms = Vec::new();
     let mut failed = 0;
     for i in 0..plan.proposals {
@@ -304,16 +343,7 @@ async fn propose_phase<B: Bed>(
             Err(_) => failed += 1,
         }
     }
-    let bytes = total(&bed.bytes_sent()) - before;
-    let committed = ms.len().max(1) as f64;
-    let idle_bytes = idle_rate * started.elapsed().as_secs_f64();
-    Ok(Proposals {
-        latency: Latency::of(ms, failed, floor_ms),
-        bytes_per_entry: (bytes as f64 / committed).round() as u64,
-        bytes_per_entry_above_idle: ((bytes as f64 - idle_bytes).max(0.0) / committed).round()
-            as u64,
-        entry_body_bytes,
-    })
+    Ok(phase.finish(bed, ms, failed, floor_ms, idle_rate))
 }
 
 /// Proposes `plan.stream` entries at the leader, one every `plan.stream_gap`, each on its own
@@ -324,19 +354,11 @@ async fn stream_phase<B: Bed>(
     leader: u64,
     idle_rate: f64,
 ) -> anyhow::Result<Proposals> {
-    let node = bed
-        .nodes()
-        .get(&leader)
-        .cloned()
-        .context("the leader is not running")?;
-    let body = crate::raft::Body::Inputs(entry_inputs(plan.inputs_per_entry, 0));
-    let entry_body_bytes = crate::raft::codec::encode(&body).map_or(0, |b| b.len());
+    let phase = Phase::start(bed, plan, leader)?;
     let gap = plan.stream_gap.max(Duration::from_millis(1));
-    let before = total(&bed.bytes_sent());
-    let started = Instant::now();
     let mut tasks = Vec::with_capacity(plan.stream);
     for i in 0..plan.stream {
-        let (node, inputs) = (node.clone(), plan.inputs_per_entry);
+        let (node, inputs) = (phase.node.clone(), plan.inputs_per_entry);
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             // Salts apart from the other phases' (their entries must differ).
@@ -355,16 +377,7 @@ async fn stream_phase<B: Bed>(
             _ => failed += 1,
         }
     }
-    let bytes = total(&bed.bytes_sent()) - before;
-    let committed = ms.len().max(1) as f64;
-    let idle_bytes = idle_rate * started.elapsed().as_secs_f64();
-    Ok(Proposals {
-        latency: Latency::of(ms, failed, plan.rtt_ms),
-        bytes_per_entry: (bytes as f64 / committed).round() as u64,
-        bytes_per_entry_above_idle: ((bytes as f64 - idle_bytes).max(0.0) / committed).round()
-            as u64,
-        entry_body_bytes,
-    })
+    Ok(phase.finish(bed, ms, failed, plan.rtt_ms, idle_rate))
 }
 
 /// Kills the leader while the survivors propose, and times the way back.
