@@ -35,7 +35,7 @@
 //!   campaigns after `max + U(min, max)` = 6.75-9 R of silence (3.4-4.5 heartbeats), and
 //!   leader loss to the next commit is that, less the time since the last heartbeat, plus
 //!   pre-vote, vote and the new leader's first append and the next (4 R): 8-10 s at 800 ms
-//!   without loss; measured with 5 % loss, 11.0-11.5 s p50 (BENCHMARKS.md), a lost frame
+//!   without loss; measured with 5 % loss, 10.0-10.7 s p50 (BENCHMARKS.md), a lost frame
 //!   costing a deadline. A shorter lease would be faster and let lost heartbeats elect (a
 //!   lease of 4 R lets one lost heartbeat and jitter expire a follower's lease).
 //! - Floors: `min` at least [`ELECTION_MS_MIN`] and `max` twice that, so LAN and Wi-Fi keep
