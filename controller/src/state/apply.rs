@@ -8,7 +8,8 @@ use openraft::entry::RaftEntry;
 use redb::{Database, Durability, ReadableTable, Table};
 
 use super::{
-    Hooks, OutboxRecord, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
+    Hooks, OutboxRecord, ScalarsHead, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord,
+    meta_keys, prune,
 };
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
 use crate::observe::{AppliedEntry, AppliedProposal};
@@ -87,7 +88,7 @@ pub(crate) fn apply_batch<'a>(
             receipts.push(receipt);
         }
         let mut meta = txn.open_table(SM_META).map_err(io_err)?;
-        let scalars = codec::encode(&scalars_ref(data)).map_err(io_err)?;
+        let scalars = scalars_ref(data).encode().map_err(io_err)?;
         meta.insert(meta_keys::SCALARS, scalars.as_slice())
             .map_err(io_err)?;
         if !data.customers_stored {
@@ -104,15 +105,17 @@ pub(crate) fn apply_batch<'a>(
 /// The scalars as stored after each batch, borrowed (see [`ScalarsRef`]).
 pub(crate) fn scalars_ref(data: &SmData) -> ScalarsRef<'_> {
     ScalarsRef {
-        last_applied: &data.last_applied,
-        membership: &data.membership,
-        hash: &data.hash,
-        log_time_ms: data.log_time_ms,
-        next_timer_id: data.next_timer_id,
-        next_out_seq: data.next_out_seq,
-        first_out_seq: data.first_out_seq,
-        trapped_total: data.trapped_total,
-        outbox_acks: &data.outbox_acks,
+        head: ScalarsHead {
+            last_applied: &data.last_applied,
+            membership: &data.membership,
+            hash: &data.hash,
+            log_time_ms: data.log_time_ms,
+            next_timer_id: data.next_timer_id,
+            next_out_seq: data.next_out_seq,
+            first_out_seq: data.first_out_seq,
+            trapped_total: data.trapped_total,
+            outbox_acks: &data.outbox_acks,
+        },
         energy: &data.energy,
         pins: &data.pins,
     }
@@ -132,7 +135,7 @@ pub(crate) fn scalars_of(data: &SmData) -> super::Scalars {
         trapped_total: data.trapped_total,
         outbox_acks: data.outbox_acks.clone(),
         energy: data.energy.clone(),
-        pins: data.pins.clone(),
+        pins: (*data.pins).clone(),
     }
 }
 

@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use ghatta_actor_sdk as sdk;
 use serde::{Deserialize, Serialize};
 
+use crate::raft::codec;
+
 /// One hour of log time, ms.
 pub const HOUR_MS: u64 = 3_600_000;
 /// Longest a telemetry sample is held: a field loop proposes a batch about every second, so
@@ -56,8 +58,9 @@ struct Sample {
 pub(crate) struct EnergyState {
     /// Start of the hour being summed; `None` before the first entry with a log time.
     open_hour_ms: Option<u64>,
-    /// Wh billed per customer in the open hour.
-    customers: BTreeMap<u32, u64>,
+    /// Wh billed per customer in the open hour (an entry per customer: its encoding is
+    /// cached between the batches that change it, see [`EnergyState::encode_into`]).
+    customers: super::cached::Cached<BTreeMap<u32, u64>>,
     /// W·ms per plant and feeder in the open hour, including the carried sub-Wh remainder.
     metered: BTreeMap<Metered, u64>,
     /// Last sample per reporting node.
@@ -116,7 +119,7 @@ impl EnergyState {
         for (node, s) in &mut self.samples {
             s.integrate(*node, end, &mut self.metered);
         }
-        for (c, wh) in std::mem::take(&mut self.customers) {
+        for (c, wh) in std::mem::take(&mut *self.customers) {
             if wh > 0 {
                 out.push(sdk::EnergyHour {
                     hour_start_ms: open,
@@ -162,6 +165,16 @@ impl EnergyState {
                 feeders: t.feeders.iter().map(|f| (f.feeder, f.load_w)).collect(),
             },
         );
+    }
+
+    /// Appends `codec::encode(self)` to `out`, the customers' part from its cache: bincode
+    /// writes a struct as its fields in order, so this is the derived encoding (a test holds
+    /// it to it).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::error::EncodeError> {
+        codec::encode_into(out, &self.open_hour_ms)?;
+        out.extend_from_slice(self.customers.encoded()?);
+        codec::encode_into(out, &(&self.metered, &self.samples))?;
+        Ok(())
     }
 
     /// A ledger record committed in the open hour.

@@ -11,6 +11,7 @@
 //! fsync before openraft may purge the log it covers.
 
 mod apply;
+mod cached;
 mod dedupe;
 pub mod energy;
 pub mod prune;
@@ -124,8 +125,9 @@ pub(crate) struct SmData {
     pub outbox_acks: BTreeMap<u32, u64>,
     /// Hourly energy aggregation (`energy.rs`).
     pub energy: energy::EnergyState,
-    /// The newest outbox record per pin key, kept past the retention (`prune.rs`).
-    pub pins: BTreeMap<prune::Pin, u64>,
+    /// The newest outbox record per pin key, kept past the retention (`prune.rs`); its
+    /// encoding is cached between the batches that change it.
+    pub pins: cached::Cached<BTreeMap<prune::Pin, u64>>,
 }
 
 impl SmData {
@@ -147,7 +149,7 @@ impl SmData {
             derived: std::cell::Cell::new(None),
             outbox_acks: BTreeMap::new(),
             energy: energy::EnergyState::default(),
-            pins: BTreeMap::new(),
+            pins: BTreeMap::new().into(),
         }
     }
 
@@ -211,11 +213,21 @@ pub(crate) struct Scalars {
     pub pins: BTreeMap<prune::Pin, u64>,
 }
 
-/// [`Scalars`] borrowed from the in-memory state: the same fields in the same order, so it
-/// encodes to the same bytes, without cloning the maps (the pins and the open hour of
-/// energy hold an entry per customer) for every applied batch.
+/// [`Scalars`] borrowed from the in-memory state: the same fields in the same order (bincode
+/// writes a struct as its fields in order, a nested one included), so it encodes to the same
+/// bytes, without cloning the maps (the pins and the open hour of energy hold an entry per
+/// customer) for every applied batch; [`ScalarsRef::encode`] takes those two from their
+/// cached encodings.
 #[derive(Serialize)]
 pub(crate) struct ScalarsRef<'a> {
+    pub head: ScalarsHead<'a>,
+    pub energy: &'a energy::EnergyState,
+    pub pins: &'a cached::Cached<BTreeMap<prune::Pin, u64>>,
+}
+
+/// The fields of [`Scalars`] before its energy.
+#[derive(Serialize)]
+pub(crate) struct ScalarsHead<'a> {
     pub last_applied: &'a Option<LogId>,
     pub membership: &'a StoredMembership,
     pub hash: &'a StateHash,
@@ -225,8 +237,19 @@ pub(crate) struct ScalarsRef<'a> {
     pub first_out_seq: u64,
     pub trapped_total: u64,
     pub outbox_acks: &'a BTreeMap<u32, u64>,
-    pub energy: &'a energy::EnergyState,
-    pub pins: &'a BTreeMap<prune::Pin, u64>,
+}
+
+impl ScalarsRef<'_> {
+    /// `codec::encode(self)`, with the energy's customers and the pins copied from their
+    /// cached encodings (`state/tests.rs` holds the two equal).
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, bincode::error::EncodeError> {
+        let pins = self.pins.encoded()?;
+        let mut out = Vec::with_capacity(pins.len() * 2 + 256);
+        codec::encode_into(&mut out, &self.head)?;
+        self.energy.encode_into(&mut out)?;
+        out.extend_from_slice(pins);
+        Ok(out)
+    }
 }
 
 /// What a harness attaches to a state machine (nothing, in production).
@@ -288,7 +311,7 @@ impl StateMachine {
                 data.trapped_total = s.trapped_total;
                 data.outbox_acks = s.outbox_acks;
                 data.energy = s.energy;
-                data.pins = s.pins;
+                data.pins = s.pins.into();
             }
             if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(io_err)? {
                 data.customers =

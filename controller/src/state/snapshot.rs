@@ -224,7 +224,7 @@ pub(crate) fn install(
     data.trapped_total = s.trapped_total;
     data.outbox_acks = s.outbox_acks;
     data.energy = s.energy;
-    data.pins = s.pins;
+    data.pins = s.pins.into();
     data.customers = image.customers.into_iter().collect();
     data.customers_stored = true;
     let mut state = ActorState::default();

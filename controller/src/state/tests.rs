@@ -331,6 +331,8 @@ fn stored_scalars_and_customers_reload_as_applied() {
             owned,
             codec::encode(&apply::scalars_ref(&a)).expect("encode")
         );
+        // And to what a batch stores, built from the cached encodings.
+        assert_eq!(owned, apply::scalars_ref(&a).encode().expect("encode"));
     };
     check(&reopen());
     // A new customer in a later batch reaches the store too.
@@ -393,6 +395,32 @@ fn the_cached_status_parts_match_a_fresh_walk() {
         assert_eq!(cached, data.status());
         assert_eq!(cached.customers, data.customers.len() as u64);
     }
+}
+
+/// The scalars a batch stores, built from the cached encodings of the pins and the energy's
+/// customers, are after every batch the bytes of a fresh encoding of the owned `Scalars`:
+/// through 40 hours of meter reads, ledger lines (pins and billed energy change) and hour
+/// closes (the billed energy empties), and batches that change neither.
+#[test]
+fn the_cached_scalar_encodings_match_a_fresh_encoding_after_every_batch() {
+    let (_d, sm) = open();
+    let entries = grid_entries(480_000 * HOUR_MS);
+    let mut pins_changed = 0;
+    let mut last_pins = None;
+    for chunk in entries.chunks(3) {
+        apply(&sm, chunk);
+        let data = sm.lock();
+        let fresh = codec::encode(&apply::scalars_of(&data)).expect("encode");
+        assert_eq!(apply::scalars_ref(&data).encode().expect("encode"), fresh);
+        if last_pins.as_ref() != Some(&*data.pins) {
+            pins_changed += 1;
+            last_pins = Some((*data.pins).clone());
+        }
+    }
+    assert!(
+        pins_changed > 10,
+        "the pins changed in {pins_changed} batches"
+    );
 }
 
 /// A state over the codec's message limit (16 MiB) still snapshots, as `codec::encode` (which
