@@ -566,29 +566,28 @@ impl EnergyMeters for SimBoard {
     }
 
     async fn read_energy(&mut self, customer: u32) -> HalResult<MeterReading> {
+        // A board reads every meter each second: one map lookup, and the device name for
+        // an error only formatted when there is one.
         let mut s = self.lock();
-        let device = format!("sim meter (customer {customer})");
-        if !s.meters.contains_key(&customer) {
+        let device = || format!("sim meter (customer {customer})");
+        let Some(m) = s.meters.get(&customer) else {
             return Err(HalError::new(
                 ErrorKind::NotFound,
-                device,
+                device(),
                 "this board has no meter for the customer; add it with SimBoardState::add_customer",
             ));
-        }
-        if let Some(kind) = take_keyed(&mut s.faults.meters, customer) {
-            return Err(injected(kind, device));
-        }
-        let (voltage_dv, frequency_mhz) = (s.voltage_dv, s.frequency_mhz);
-        let Some(m) = s.meters.get(&customer) else {
-            return Err(HalError::new(ErrorKind::NotFound, device, "meter vanished"));
         };
-        Ok(MeterReading {
+        let reading = MeterReading {
             total_wh: m.total_wh,
-            voltage_dv,
+            voltage_dv: s.voltage_dv,
             current_ma: m.current_ma,
             power_w: m.power_w,
-            frequency_mhz,
-        })
+            frequency_mhz: s.frequency_mhz,
+        };
+        if let Some(kind) = take_keyed(&mut s.faults.meters, customer) {
+            return Err(injected(kind, device()));
+        }
+        Ok(reading)
     }
 }
 
