@@ -172,7 +172,7 @@ impl EnergyState {
     /// it to it).
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::error::EncodeError> {
         codec::encode_into(out, &self.open_hour_ms)?;
-        out.extend_from_slice(self.customers.encoded()?);
+        out.extend_from_slice(self.customers.encoded());
         codec::encode_into(out, &(&self.metered, &self.samples))?;
         Ok(())
     }

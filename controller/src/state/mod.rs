@@ -243,7 +243,7 @@ impl ScalarsRef<'_> {
     /// `codec::encode(self)`, with the energy's customers and the pins copied from their
     /// cached encodings (`state/tests.rs` holds the two equal).
     pub(crate) fn encode(&self) -> Result<Vec<u8>, bincode::error::EncodeError> {
-        let pins = self.pins.encoded()?;
+        let pins = self.pins.encoded();
         let mut out = Vec::with_capacity(pins.len() * 2 + 256);
         codec::encode_into(&mut out, &self.head)?;
         self.energy.encode_into(&mut out)?;
