@@ -13,9 +13,12 @@
 //!   ([`super::network::MatchHint`]): a new leader's first appends search it one at a time,
 //!   as before, and a follower that must be searched the slow way is never sent a pipeline.
 //! - **At most [`APPENDS_IN_FLIGHT_MAX`] appends, and no more bytes of entries than the
-//!   peer's byte budget** (`AppendPacing`), so on a slow radio a pipeline never asks the link
-//!   for more than one paced append would; a request larger than the budget goes alone (it is
-//!   cut, and a cut append ends the stream by openraft's rule, below).
+//!   peer's byte budget** (`AppendPacing`), so a pipeline never has more on the link than one
+//!   paced append may carry; a request larger than the budget goes alone (it is cut, and a cut
+//!   append ends the stream by openraft's rule, below). The budget shrinks only after appends
+//!   time out: on a radio that answers in time it stays high and the pipeline is as deep as
+//!   [`APPENDS_IN_FLIGHT_MAX`] allows, and on a saturated 9,600 bit/s link its extra bytes make
+//!   it slower than one batch per round trip (BENCHMARKS.md has the table).
 //! - **Answers in order.** openraft requires them in the order of its requests; the first
 //!   append that did not fully succeed (timed out, cut, conflicted, a higher vote) ends the
 //!   stream, and the appends behind it are dropped: openraft resumes from what the follower
@@ -44,8 +47,8 @@ use super::network::{PeerNetwork, entry_bytes};
 use super::{LogId, TypeConfig, Vote};
 
 /// Most appends in flight to one peer. Four covers a proposal every quarter round trip (the
-/// field loops of a five-node grid on a radio propose far less often); the byte budget, not
-/// this, is what limits a pipeline on a slow link.
+/// field loops of a five-node grid on a radio propose far less often); the byte budget limits
+/// a pipeline further only once appends to the peer have timed out.
 pub const APPENDS_IN_FLIGHT_MAX: usize = 4;
 
 /// What the stream answers openraft, per request.
