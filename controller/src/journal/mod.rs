@@ -13,7 +13,10 @@
 //! - **Telemetry history** (`journal_telemetry`): one summary per batch period (min, max and
 //!   last frequency and voltage of the 10 Hz samples). This is the node's own record of what
 //!   its grid did, in and out of quorum; only fresh telemetry is ever proposed (see
-//!   `field::shipper`). Past the byte or record limit the oldest telemetry is downsampled:
+//!   `field::shipper`). A period without reads is fsynced only once in
+//!   [`TELEMETRY_APPENDS_PER_SYNC`] (any durable commit in between carries it too): a power cut
+//!   loses at most that many seconds of history, which no restart could propose anyway (it is
+//!   stale by then), and a board is spared an fsync a second. Past the byte or record limit the oldest telemetry is downsampled:
 //!   [`DOWNSAMPLE_FACTOR`] consecutive summaries become one, up to [`LEVEL_MAX`]; telemetry
 //!   older than the retention is deleted.
 //! - **The batch in flight** (`journal_blobs["inflight"]`): the sequence number and read-id
@@ -35,7 +38,7 @@
 //! add roughly a third on disk.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ghatta_hal::RelayLine;
@@ -66,6 +69,14 @@ const KEY_FIELD_STATE: &str = "field_state";
 /// week has a few hundred. Operators read the recent trips; older ones are in the Raft log's
 /// telemetry consequences and the data center.
 pub const EVENTS_MAX: u64 = 10_000;
+/// Telemetry-only appends per fsync at most: one a minute at one batch period a second. The
+/// others commit without an fsync (redb makes them durable with the next fsynced commit), so a
+/// power cut loses at most this many periods of telemetry history. Telemetry is proposed only
+/// while [`crate::field::shipper::TELEMETRY_FRESH_MS`] fresh, which a rebooted board's lost
+/// periods no longer are; meter reads and the batch in flight are always fsynced. The fsync a
+/// second saved is most of a board's journal writes (redb rewrites ~10 pages a commit) and of
+/// the simulator's time in the journal.
+pub const TELEMETRY_APPENDS_PER_SYNC: u32 = 60;
 /// Consecutive telemetry summaries merged into one by a downsampling pass: 1 s -> 10 s ->
 /// 100 s -> 1,000 s.
 pub const DOWNSAMPLE_FACTOR: usize = 10;
@@ -357,6 +368,8 @@ pub struct Journal {
     write_lock: Arc<Mutex<()>>,
     // Downsampling in progress (between the limit and DOWNSAMPLE_TARGET_PCT of it).
     downsampling: Arc<AtomicBool>,
+    // Telemetry-only appends committed without an fsync since the last fsynced commit.
+    unsynced_appends: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -451,6 +464,7 @@ impl Journal {
             limits,
             write_lock: Arc::default(),
             downsampling: Arc::default(),
+            unsynced_appends: Arc::default(),
         };
         j.write("create its tables", Durability::Immediate, |txn| {
             txn.open_table(READS)?;
@@ -498,18 +512,23 @@ impl Journal {
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, TxError>,
     ) -> Result<R, JournalError> {
         let _g = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let durability = self.durability(durability);
         crate::storage::blocking(|| {
             let mut txn = self
                 .db
                 .begin_write()
                 .map_err(|e| self.err(what, e, ADVICE_IO))?;
-            txn.set_durability(self.durability(durability))
+            txn.set_durability(durability)
                 .map_err(|e| self.err(what, e, ADVICE_IO))?;
             let r = f(&txn).map_err(|e| match e {
                 TxError::Corrupt(d) => self.err(what, d, ADVICE_CORRUPT),
                 TxError::Io(d) => self.err(what, d, ADVICE_IO),
             })?;
             txn.commit().map_err(|e| self.err(what, e, ADVICE_IO))?;
+            if !matches!(durability, Durability::None) {
+                // Everything committed before is durable now.
+                self.unsynced_appends.store(0, Ordering::Relaxed);
+            }
             Ok(r)
         })
     }
@@ -529,7 +548,8 @@ impl Journal {
         })
     }
 
-    /// Append one batch period's telemetry summary and meter reads, durably (one fsync).
+    /// Append one batch period's telemetry summary and meter reads: durably (one fsync) when
+    /// it carries reads, else once in [`TELEMETRY_APPENDS_PER_SYNC`] appends.
     pub fn append(
         &self,
         telemetry: Option<&TelemetryEntry>,
@@ -547,7 +567,15 @@ impl Journal {
             .map(codec::encode)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err("encode a meter read", e, "this is a bug; report it"))?;
-        self.write("append to the journal", Durability::Immediate, |txn| {
+        let durability = if encoded_r.is_empty()
+            && self.unsynced_appends.fetch_add(1, Ordering::Relaxed) + 1
+                < TELEMETRY_APPENDS_PER_SYNC
+        {
+            Durability::None
+        } else {
+            Durability::Immediate
+        };
+        self.write("append to the journal", durability, |txn| {
             let mut meta = txn.open_table(META)?;
             if let Some(t) = &encoded_t {
                 let id = get(&meta, k::NEXT_TELEMETRY_ID)?;

@@ -121,6 +121,62 @@ fn everything_survives_drop_and_reopen() {
     assert_eq!((s.reads, s.telemetry, s.events), (4, 2, 1));
 }
 
+/// Telemetry-only periods are fsynced once in `TELEMETRY_APPENDS_PER_SYNC`; reads every time.
+/// On a simulated disk, a power cut loses unsynced telemetry and never a read.
+#[test]
+fn telemetry_only_appends_share_an_fsync_and_reads_never_wait() {
+    use ghatta::journal::TELEMETRY_APPENDS_PER_SYNC;
+    use ghatta_sim::disk::SimDisk;
+    let disk = SimDisk::new();
+    let open = || Journal::open_backend(disk.clone(), "journal", JournalLimits::default());
+    let j = open().expect("open");
+    let syncs = |d: &SimDisk| d.counters().syncs;
+    let n = u64::from(TELEMETRY_APPENDS_PER_SYNC);
+    for round in 0..3 {
+        let before = syncs(&disk);
+        j.append(Some(&telemetry(T0, 50_000)), &[read(1, 10 + round, T0)])
+            .expect("append with a read");
+        assert_eq!(syncs(&disk), before + 1, "a read is fsynced at once");
+    }
+    let before = syncs(&disk);
+    for i in 1..n {
+        j.append(Some(&telemetry(T0 + i * 1_000, 50_000)), &[])
+            .expect("telemetry");
+    }
+    // redb may fsync on its own when it grows the file; an fsync per append would be n - 1.
+    let synced = syncs(&disk) - before;
+    assert!(
+        synced <= 1,
+        "{} telemetry-only appends made {synced} fsyncs",
+        n - 1
+    );
+    disk.power_cut();
+    drop(j);
+    let j = open().expect("reopen after a power cut");
+    assert_eq!(
+        j.oldest_reads(10).expect("reads").len(),
+        3,
+        "every read survived"
+    );
+    let kept = j.telemetry_from(0, 1_000).expect("telemetry").len() as u64;
+    assert!(
+        (3..3 + n - 1).contains(&kept),
+        "some unsynced telemetry is lost: kept {kept}"
+    );
+    // The n-th telemetry-only append since the last fsync is fsynced, with those before it.
+    for i in 1..=n {
+        j.append(Some(&telemetry(T0 + (100 + i) * 1_000, 50_000)), &[])
+            .expect("telemetry");
+    }
+    disk.power_cut();
+    drop(j);
+    let j = open().expect("reopen after a second power cut");
+    assert_eq!(
+        j.telemetry_from(0, 1_000).expect("telemetry").len() as u64,
+        kept + n
+    );
+}
+
 #[test]
 fn batches_drain_oldest_first_and_commit_exactly_their_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
