@@ -7,6 +7,7 @@
 
 mod handler;
 mod proposer;
+pub mod snapshots;
 mod timers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,13 +48,23 @@ pub struct NodeOptions {
     pub snapshot: Option<SnapshotTuning>,
 }
 
-/// When to snapshot and how much log to keep after one.
+/// When to snapshot and how much log to keep after one (the policy: `node::snapshots`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotTuning {
-    /// Build a snapshot after this many entries since the last.
+    /// Build a snapshot after at least this many entries since the last (more when the last
+    /// snapshot was large: [`snapshots::SNAPSHOT_BYTES_PER_ENTRY`]).
     pub every_entries: u64,
     /// Entries kept in the log behind a snapshot.
     pub keep_entries: u64,
+}
+
+impl Default for SnapshotTuning {
+    fn default() -> Self {
+        SnapshotTuning {
+            every_entries: snapshots::EVERY_ENTRIES_DEFAULT,
+            keep_entries: snapshots::KEEP_ENTRIES_DEFAULT,
+        }
+    }
 }
 
 /// Where a node runs: its storage, links and clock.
@@ -203,10 +214,10 @@ impl Node {
             .with_sync_latency(env.stores.log_sync.clone());
         let rpc = Rpc::new(opts.id, env.transport.clone());
         let mut config = opts.timing.raft_config(&opts.cluster_name)?;
-        if let Some(t) = opts.snapshot {
-            config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(t.every_entries);
-            config.max_in_snapshot_log_to_keep = t.keep_entries;
-        }
+        let snapshot_tuning = opts.snapshot.unwrap_or_default();
+        // The node triggers snapshots itself (node::snapshots); openraft only purges after one.
+        config.snapshot_policy = openraft::SnapshotPolicy::Never;
+        config.max_in_snapshot_log_to_keep = snapshot_tuning.keep_entries;
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(
             opts.id,
@@ -236,9 +247,11 @@ impl Node {
         let handler = Arc::new(handler::NodeHandler::new(node.clone()));
         let dispatch = tokio::spawn(rpc.dispatch(env.inbound, handler));
         let timers = tokio::spawn(timers::run(node.clone()));
+        let snapshots = tokio::spawn(snapshots::run(node.clone(), snapshot_tuning.every_entries));
         if let Ok(mut t) = node.inner.tasks.lock() {
             t.push(dispatch);
             t.push(timers);
+            t.push(snapshots);
         }
         Ok(node)
     }

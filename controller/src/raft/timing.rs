@@ -165,10 +165,9 @@ impl Timing {
             // Entries are batches already; 64 per append keeps one append below ~1 MiB. On a
             // slow link the network layer cuts appends further (see the module docs).
             max_payload_entries: 64,
-            // Snapshot after 2,000 entries (half an hour of field batches from three nodes),
-            // keeping 500 entries for followers that lag briefly.
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
-            max_in_snapshot_log_to_keep: 500,
+            // Snapshots are the node's to trigger (node::snapshots), which also sets how much
+            // log is kept behind one.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             ..Default::default()
         };
         config.validate()

@@ -272,6 +272,8 @@ pub struct StateMachine {
     data: Arc<std::sync::Mutex<SmData>>,
     status_tx: Arc<watch::Sender<SmStatus>>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of the last snapshot built, installed or read back (0: none yet).
+    snapshot_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -360,7 +362,20 @@ impl StateMachine {
             data: Arc::new(std::sync::Mutex::new(data)),
             status_tx: Arc::new(status_tx),
             snapshot_seq: Arc::default(),
+            snapshot_bytes: Arc::default(),
         })
+    }
+
+    /// Bytes of the last snapshot this replica built, installed or read back at start (0 when
+    /// it has none): what the node's snapshot policy weighs against the log (`node::snapshots`).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_snapshot_bytes(&self, bytes: usize) {
+        self.snapshot_bytes
+            .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Watch the state machine's status (applied index, hash, timers, ...).
@@ -502,6 +517,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         let mut data = self.lock();
         snapshot::install(&self.db, &mut data, meta, &snapshot)?;
+        self.note_snapshot_bytes(snapshot.len());
         self.publish(&data);
         if let Some(o) = &self.hooks.observer {
             let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
@@ -511,7 +527,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<crate::raft::Snapshot>, io::Error> {
-        snapshot::current(&self.db)
+        let current = snapshot::current(&self.db)?;
+        if let Some(s) = &current {
+            self.note_snapshot_bytes(s.snapshot.len());
+        }
+        Ok(current)
     }
 }
 
@@ -529,7 +549,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .snapshot_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = self.sm.lock();
-        snapshot::build(&self.sm.db, &data, seq)
+        let built = snapshot::build(&self.sm.db, &data, seq)?;
+        self.sm.note_snapshot_bytes(built.snapshot.len());
+        Ok(built)
     }
 }
 

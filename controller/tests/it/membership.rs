@@ -108,8 +108,17 @@ fn lagging_node_receives_and_installs_a_streamed_snapshot() {
                 .await
                 .expect("commits");
         }
-        // The leader has snapshotted and purged what the lagging node lacks.
-        let purged = c.node(leader).raft().metrics().borrow_watched().purged;
+        // The leader snapshots (its policy looks once per SNAPSHOT_POLL_INTERVAL) and purges
+        // what the lagging node lacks.
+        let deadline =
+            tokio::time::Instant::now() + ghatta::node::snapshots::SNAPSHOT_POLL_INTERVAL * 10;
+        let purged = loop {
+            let purged = c.node(leader).raft().metrics().borrow_watched().purged;
+            if purged.is_some_and(|p| p.index > 10) || tokio::time::Instant::now() > deadline {
+                break purged;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(
             purged.is_some_and(|p| p.index > 10),
             "leader purged {purged:?}"
