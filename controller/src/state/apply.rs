@@ -8,8 +8,7 @@ use openraft::entry::RaftEntry;
 use redb::{Database, Durability, ReadableTable, Table};
 
 use super::{
-    Hooks, OutboxRecord, ScalarsHead, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord,
-    meta_keys, prune,
+    Hooks, OutboxRecord, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
 };
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
 use crate::observe::{AppliedEntry, AppliedProposal};
@@ -87,11 +86,9 @@ pub(crate) fn apply_batch<'a>(
             }
             receipts.push(receipt);
         }
-        let mut meta = txn.open_table(SM_META).map_err(io_err)?;
-        let scalars = scalars_ref(data).encode().map_err(io_err)?;
-        meta.insert(meta_keys::SCALARS, scalars.as_slice())
-            .map_err(io_err)?;
+        super::layout::store_batch(&txn, data)?;
         if !data.customers_stored {
+            let mut meta = txn.open_table(SM_META).map_err(io_err)?;
             let customers = codec::encode(&data.customers).map_err(io_err)?;
             meta.insert(meta_keys::CUSTOMERS, customers.as_slice())
                 .map_err(io_err)?;
@@ -102,20 +99,10 @@ pub(crate) fn apply_batch<'a>(
     Ok(receipts)
 }
 
-/// The scalars as stored after each batch, borrowed (see [`ScalarsRef`]).
+/// The scalars as a snapshot image carries them, borrowed (see [`ScalarsRef`]).
 pub(crate) fn scalars_ref(data: &SmData) -> ScalarsRef<'_> {
     ScalarsRef {
-        head: ScalarsHead {
-            last_applied: &data.last_applied,
-            membership: &data.membership,
-            hash: &data.hash,
-            log_time_ms: data.log_time_ms,
-            next_timer_id: data.next_timer_id,
-            next_out_seq: data.next_out_seq,
-            first_out_seq: data.first_out_seq,
-            trapped_total: data.trapped_total,
-            outbox_acks: &data.outbox_acks,
-        },
+        head: super::layout::head(data),
         energy: &data.energy,
         pins: &data.pins,
     }

@@ -23,8 +23,6 @@ use std::collections::BTreeMap;
 use ghatta_actor_sdk as sdk;
 use serde::{Deserialize, Serialize};
 
-use crate::raft::codec;
-
 /// One hour of log time, ms.
 pub const HOUR_MS: u64 = 3_600_000;
 /// Longest a telemetry sample is held: a field loop proposes a batch about every second, so
@@ -53,14 +51,31 @@ struct Sample {
     feeders: Vec<(u16, u32)>,
 }
 
+/// [`EnergyState`] without its customers, borrowed: what `sm_meta` stores of it (the
+/// customers have a table of their own, `layout.rs`).
+#[derive(Serialize)]
+pub(crate) struct EnergyRestRef<'a> {
+    open_hour_ms: &'a Option<u64>,
+    metered: &'a BTreeMap<Metered, u64>,
+    samples: &'a BTreeMap<u64, Sample>,
+}
+
+/// [`EnergyRestRef`] read back.
+#[derive(Deserialize)]
+pub(crate) struct EnergyRest {
+    open_hour_ms: Option<u64>,
+    metered: BTreeMap<Metered, u64>,
+    samples: BTreeMap<u64, Sample>,
+}
+
 /// The aggregation state (replicated: persisted with the state machine and in snapshots).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct EnergyState {
     /// Start of the hour being summed; `None` before the first entry with a log time.
     open_hour_ms: Option<u64>,
-    /// Wh billed per customer in the open hour (an entry per customer: its encoding is
-    /// cached between the batches that change it, see [`EnergyState::encode_into`]).
-    customers: super::cached::Cached<BTreeMap<u32, u64>>,
+    /// Wh billed per customer in the open hour (an entry per customer: stored a row per
+    /// entry, only the changed ones after each batch, see `layout.rs`).
+    customers: super::tracked::Tracked<u32, u64>,
     /// W·ms per plant and feeder in the open hour, including the carried sub-Wh remainder.
     metered: BTreeMap<Metered, u64>,
     /// Last sample per reporting node.
@@ -119,7 +134,7 @@ impl EnergyState {
         for (node, s) in &mut self.samples {
             s.integrate(*node, end, &mut self.metered);
         }
-        for (c, wh) in std::mem::take(&mut *self.customers) {
+        for (c, wh) in self.customers.take() {
             if wh > 0 {
                 out.push(sdk::EnergyHour {
                     hour_start_ms: open,
@@ -167,14 +182,36 @@ impl EnergyState {
         );
     }
 
-    /// Appends `codec::encode(self)` to `out`, the customers' part from its cache: bincode
-    /// writes a struct as its fields in order, so this is the derived encoding (a test holds
-    /// it to it).
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::error::EncodeError> {
-        codec::encode_into(out, &self.open_hour_ms)?;
-        out.extend_from_slice(self.customers.encoded());
-        codec::encode_into(out, &(&self.metered, &self.samples))?;
-        Ok(())
+    /// All but the customers (see [`EnergyRestRef`]).
+    pub(crate) fn rest(&self) -> EnergyRestRef<'_> {
+        EnergyRestRef {
+            open_hour_ms: &self.open_hour_ms,
+            metered: &self.metered,
+            samples: &self.samples,
+        }
+    }
+
+    /// The state stored as `rest` and `customers` (as stored: no changes to write).
+    pub(crate) fn from_parts(rest: EnergyRest, customers: BTreeMap<u32, u64>) -> Self {
+        EnergyState {
+            open_hour_ms: rest.open_hour_ms,
+            customers: customers.into(),
+            metered: rest.metered,
+            samples: rest.samples,
+        }
+    }
+
+    /// Wh billed per customer in the open hour.
+    pub(crate) fn customers(&self) -> &BTreeMap<u32, u64> {
+        &self.customers
+    }
+
+    /// The customers whose open-hour energy changed since the last call, with their Wh now
+    /// (`None`: removed), to store (see `Tracked::take_changes`).
+    pub(crate) fn take_customer_changes(&mut self) -> impl Iterator<Item = (u32, Option<u64>)> {
+        self.customers
+            .take_changes()
+            .map(|(c, wh)| (c, wh.copied()))
     }
 
     /// A ledger record committed in the open hour.
@@ -182,7 +219,7 @@ impl EnergyState {
         if let sdk::LedgerKind::Charge { energy_wh, .. } = l.kind
             && energy_wh > 0
         {
-            let e = self.customers.entry(l.customer.0).or_default();
+            let e = self.customers.entry_or_default(l.customer.0);
             *e = e.saturating_add(energy_wh);
         }
     }

@@ -11,11 +11,12 @@
 //! fsync before openraft may purge the log it covers.
 
 mod apply;
-mod cached;
 mod dedupe;
 pub mod energy;
+mod layout;
 pub mod prune;
 mod snapshot;
+mod tracked;
 
 pub use self::apply::hash_hex;
 
@@ -125,9 +126,9 @@ pub(crate) struct SmData {
     pub outbox_acks: BTreeMap<u32, u64>,
     /// Hourly energy aggregation (`energy.rs`).
     pub energy: energy::EnergyState,
-    /// The newest outbox record per pin key, kept past the retention (`prune.rs`); its
-    /// encoding is cached between the batches that change it.
-    pub pins: cached::Cached<BTreeMap<prune::Pin, u64>>,
+    /// The newest outbox record per pin key, kept past the retention (`prune.rs`); stored a
+    /// row per pin, only the changed ones after each batch (`layout.rs`).
+    pub pins: tracked::Tracked<prune::Pin, u64>,
 }
 
 impl SmData {
@@ -149,8 +150,24 @@ impl SmData {
             derived: std::cell::Cell::new(None),
             outbox_acks: BTreeMap::new(),
             energy: energy::EnergyState::default(),
-            pins: BTreeMap::new().into(),
+            pins: tracked::Tracked::default(),
         }
+    }
+
+    /// Takes the scalars of `s` (as stored: the pins and the energy's customers have no
+    /// changes to write).
+    fn set_scalars(&mut self, s: Scalars) {
+        self.last_applied = s.last_applied;
+        self.membership = s.membership;
+        self.hash = s.hash;
+        self.log_time_ms = s.log_time_ms;
+        self.next_timer_id = s.next_timer_id;
+        self.next_out_seq = s.next_out_seq;
+        self.first_out_seq = s.first_out_seq;
+        self.trapped_total = s.trapped_total;
+        self.outbox_acks = s.outbox_acks;
+        self.energy = s.energy;
+        self.pins = s.pins.into();
     }
 
     /// Forgets the cached [`Derived`] status parts: called wherever the customers' supply
@@ -189,12 +206,16 @@ impl SmData {
 
 /// Keys in `sm_meta`.
 pub(crate) mod meta_keys {
-    pub const SCALARS: &str = "scalars";
+    /// The scalars but the pins and the energy's customers (`layout.rs`).
+    pub const SCALARS: &str = "scalars2";
+    /// The whole [`super::Scalars`], in the layout before `layout.rs`: read once, to convert.
+    pub const SCALARS_OLD: &str = "scalars";
     pub const SNAPSHOT: &str = "snapshot";
     pub const CUSTOMERS: &str = "customers";
 }
 
-/// The scalar part of the state machine, stored under one key.
+/// The scalar part of the state machine, as a snapshot image carries it (stored in
+/// `state.redb` in three parts, `layout.rs`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Scalars {
     pub last_applied: Option<LogId>,
@@ -215,14 +236,13 @@ pub(crate) struct Scalars {
 
 /// [`Scalars`] borrowed from the in-memory state: the same fields in the same order (bincode
 /// writes a struct as its fields in order, a nested one included), so it encodes to the same
-/// bytes, without cloning the maps (the pins and the open hour of energy hold an entry per
-/// customer) for every applied batch; [`ScalarsRef::encode`] takes those two from their
-/// cached encodings.
+/// bytes without cloning the maps (the pins and the open hour of energy hold an entry per
+/// customer) for a snapshot.
 #[derive(Serialize)]
 pub(crate) struct ScalarsRef<'a> {
     pub head: ScalarsHead<'a>,
     pub energy: &'a energy::EnergyState,
-    pub pins: &'a cached::Cached<BTreeMap<prune::Pin, u64>>,
+    pub pins: &'a tracked::Tracked<prune::Pin, u64>,
 }
 
 /// The fields of [`Scalars`] before its energy.
@@ -237,19 +257,6 @@ pub(crate) struct ScalarsHead<'a> {
     pub first_out_seq: u64,
     pub trapped_total: u64,
     pub outbox_acks: &'a BTreeMap<u32, u64>,
-}
-
-impl ScalarsRef<'_> {
-    /// `codec::encode(self)`, with the energy's customers and the pins copied from their
-    /// cached encodings (`state/tests.rs` holds the two equal).
-    pub(crate) fn encode(&self) -> Result<Vec<u8>, bincode::error::EncodeError> {
-        let pins = self.pins.encoded();
-        let mut out = Vec::with_capacity(pins.len() * 2 + 256);
-        codec::encode_into(&mut out, &self.head)?;
-        self.energy.encode_into(&mut out)?;
-        out.extend_from_slice(pins);
-        Ok(out)
-    }
 }
 
 /// What a harness attaches to a state machine (nothing, in production).
@@ -297,24 +304,12 @@ impl StateMachine {
         hooks: Hooks,
     ) -> io::Result<Self> {
         let mut data = SmData::empty();
+        if let Some(s) = layout::load(&db)? {
+            data.set_scalars(s);
+        }
         {
             let txn = db.begin_read().map_err(io_err)?;
             let meta = txn.open_table(SM_META).map_err(io_err)?;
-            if let Some(v) = meta.get(meta_keys::SCALARS).map_err(io_err)? {
-                let s: Scalars =
-                    codec::decode(v.value()).map_err(|e| corrupt("sm_meta.scalars", e))?;
-                data.last_applied = s.last_applied;
-                data.membership = s.membership;
-                data.hash = s.hash;
-                data.log_time_ms = s.log_time_ms;
-                data.next_timer_id = s.next_timer_id;
-                data.next_out_seq = s.next_out_seq;
-                data.first_out_seq = s.first_out_seq;
-                data.trapped_total = s.trapped_total;
-                data.outbox_acks = s.outbox_acks;
-                data.energy = s.energy;
-                data.pins = s.pins.into();
-            }
             if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(io_err)? {
                 data.customers =
                     codec::decode(v.value()).map_err(|e| corrupt("sm_meta.customers", e))?;

@@ -25,7 +25,7 @@
 //! go per entry (the first ack after a week offline would otherwise delete tens of thousands
 //! in one apply); the rest follow with the next acks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 
 use ghatta_actor_sdk as sdk;
@@ -53,34 +53,6 @@ pub(crate) enum Pin {
     Ledger(u32),
 }
 
-impl super::cached::Encode for BTreeMap<Pin, u64> {
-    /// As serde derives it for bincode: the variant's index as a varint, then its fields (a
-    /// `u8` as one byte).
-    fn encode_to(&self, out: &mut Vec<u8>) {
-        use super::cached::varint;
-        out.reserve(self.len() * 8 + 9);
-        super::cached::encode_map(out, self, |out, pin, seq| {
-            match *pin {
-                Pin::Relay(node, kind, n) => {
-                    varint(out, 0);
-                    varint(out, node);
-                    out.push(kind);
-                    varint(out, u64::from(n));
-                }
-                Pin::Setpoint(node) => {
-                    varint(out, 1);
-                    varint(out, node);
-                }
-                Pin::Ledger(c) => {
-                    varint(out, 2);
-                    varint(out, u64::from(c));
-                }
-            }
-            varint(out, *seq);
-        });
-    }
-}
-
 /// The pin of an outbox output, if it is one a field loop may need when old.
 pub(crate) fn pin_of(out: &sdk::Output) -> Option<Pin> {
     match out {
@@ -98,7 +70,7 @@ pub(crate) fn pin_of(out: &sdk::Output) -> Option<Pin> {
 /// Record that `seq` is now the newest record for `pin`; deletes the record it supersedes if
 /// that one was only kept for its pin.
 pub(crate) fn repin(
-    pins: &mut BTreeMap<Pin, u64>,
+    pins: &mut super::tracked::Tracked<Pin, u64>,
     first_out_seq: u64,
     outbox: &mut Table<'_, u64, &'static [u8]>,
     pin: Pin,

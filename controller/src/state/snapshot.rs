@@ -154,7 +154,7 @@ pub(crate) fn install(
     meta: &SnapshotMeta,
     bytes: &[u8],
 ) -> io::Result<()> {
-    let image: SnapshotImage = codec::decode_snapshot(bytes).map_err(|e| {
+    let mut image: SnapshotImage = codec::decode_snapshot(bytes).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("snapshot up to {:?} does not decode: {e}", meta.last_log_id),
@@ -191,16 +191,11 @@ pub(crate) fn install(
             t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice())
                 .map_err(io_err)?;
         }
-        let mut m = txn.open_table(SM_META).map_err(io_err)?;
         // The snapshot's own metadata is authoritative for applied/membership.
-        let mut scalars = image.scalars.clone();
-        scalars.last_applied = meta.last_log_id;
-        scalars.membership = meta.last_membership.clone();
-        m.insert(
-            meta_keys::SCALARS,
-            codec::encode(&scalars).map_err(io_err)?.as_slice(),
-        )
-        .map_err(io_err)?;
+        image.scalars.last_applied = meta.last_log_id;
+        image.scalars.membership = meta.last_membership.clone();
+        super::layout::store_all(&txn, &image.scalars)?;
+        let mut m = txn.open_table(SM_META).map_err(io_err)?;
         let customers: std::collections::BTreeMap<u32, bool> =
             image.customers.iter().copied().collect();
         m.insert(
@@ -213,18 +208,7 @@ pub(crate) fn install(
     }
     txn.commit().map_err(io_err)?;
 
-    let s = image.scalars;
-    data.last_applied = meta.last_log_id;
-    data.membership = meta.last_membership.clone();
-    data.hash = s.hash;
-    data.log_time_ms = s.log_time_ms;
-    data.next_timer_id = s.next_timer_id;
-    data.next_out_seq = s.next_out_seq;
-    data.first_out_seq = s.first_out_seq;
-    data.trapped_total = s.trapped_total;
-    data.outbox_acks = s.outbox_acks;
-    data.energy = s.energy;
-    data.pins = s.pins.into();
+    data.set_scalars(image.scalars);
     data.customers = image.customers.into_iter().collect();
     data.customers_stored = true;
     let mut state = ActorState::default();

@@ -309,8 +309,9 @@ fn acknowledged_records_older_than_the_retention_are_pruned_and_snapshots_shrink
     );
 }
 
-/// What an applied batch stores is what a restart loads: the scalars, written borrowed
-/// (`ScalarsRef`), encode to the bytes of the owned `Scalars`; the customer map, written only
+/// What an applied batch stores is what a restart loads: the scalars reload to the bytes of
+/// the owned `Scalars`, which the borrowed `ScalarsRef` of a snapshot encodes to; the
+/// customer map, written only
 /// in batches that change it, reloads equal (and a batch that does not change it leaves it).
 #[test]
 fn stored_scalars_and_customers_reload_as_applied() {
@@ -336,8 +337,9 @@ fn stored_scalars_and_customers_reload_as_applied() {
             owned,
             codec::encode(&apply::scalars_ref(&a)).expect("encode")
         );
-        // And to what a batch stores, built from the cached encodings.
-        assert_eq!(owned, apply::scalars_ref(&a).encode().expect("encode"));
+        // And to what a batch stored, in its three parts.
+        drop((a, b));
+        assert_stored_as_in_memory(&sm);
     };
     check(&reopen());
     // A new customer in a later batch reaches the store too.
@@ -385,6 +387,35 @@ fn a_snapshot_is_the_canonical_encoding_of_its_image_and_installs() {
     assert_eq!(b.lock().hash, a.lock().hash);
     assert_eq!(b.lock().customers, a.lock().customers);
     assert_eq!(outbox(&b), records);
+    // The install rewrote the scalars' tables whole: b's equal a's, and b's memory.
+    let (sa, sb) = (stored_scalars(&a), stored_scalars(&b));
+    assert!(!sb.1.is_empty(), "the grid pinned records");
+    assert_eq!((&sa.1, &sa.2), (&sb.1, &sb.2));
+    assert_stored_as_in_memory(&b);
+    // Installed over a replica with other rows, none of them stay.
+    let (_d3, c) = open();
+    apply(&c, &grid_entries(470_000 * HOUR_MS)[..40]);
+    {
+        let txn = c.db.begin_write().expect("write");
+        {
+            let pin = codec::encode(&prune::Pin::Setpoint(999)).expect("encode");
+            let mut t = txn.open_table(crate::storage::SM_PINS).expect("pins");
+            t.insert(pin.as_slice(), 5).expect("insert");
+            let mut t = txn
+                .open_table(crate::storage::SM_ENERGY_CUSTOMERS)
+                .expect("customers");
+            t.insert(999, 5).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    {
+        let mut data = c.lock();
+        snapshot::install(&c.db, &mut data, &snap.meta, &snap.snapshot).expect("install");
+    }
+    assert_eq!(c.lock().hash, a.lock().hash);
+    let sc = stored_scalars(&c);
+    assert_eq!((&sa.1, &sa.2), (&sc.1, &sc.2));
+    assert_stored_as_in_memory(&c);
 }
 
 /// The status's cached parts (next timer, disconnected customers) follow the state: after
@@ -403,30 +434,159 @@ fn the_cached_status_parts_match_a_fresh_walk() {
     }
 }
 
-/// The scalars a batch stores, built from the cached encodings of the pins and the energy's
-/// customers, are after every batch the bytes of a fresh encoding of the owned `Scalars`:
-/// through 40 hours of meter reads, ledger lines (pins and billed energy change) and hour
-/// closes (the billed energy empties), and batches that change neither.
+/// What `state.redb` holds of the scalars: `sm_meta["scalars2"]`, the pins, the energy's
+/// customers; and whether the old layout's key is there.
+fn stored_scalars(
+    sm: &StateMachine,
+) -> (Vec<u8>, BTreeMap<prune::Pin, u64>, BTreeMap<u32, u64>, bool) {
+    let txn = sm.db.begin_read().expect("read");
+    let meta = txn.open_table(SM_META).expect("sm_meta");
+    let small = meta
+        .get(meta_keys::SCALARS)
+        .expect("get")
+        .expect("stored")
+        .value()
+        .to_vec();
+    let old = meta.get(meta_keys::SCALARS_OLD).expect("get").is_some();
+    let pins = txn
+        .open_table(crate::storage::SM_PINS)
+        .expect("sm_pins")
+        .iter()
+        .expect("iter")
+        .map(|i| {
+            let (k, v) = i.expect("row");
+            (codec::decode(k.value()).expect("a pin"), v.value())
+        })
+        .collect();
+    let customers = txn
+        .open_table(crate::storage::SM_ENERGY_CUSTOMERS)
+        .expect("sm_energy_customers")
+        .iter()
+        .expect("iter")
+        .map(|i| {
+            let (k, v) = i.expect("row");
+            (k.value(), v.value())
+        })
+        .collect();
+    (small, pins, customers, old)
+}
+
+/// The stored scalars are exactly the in-memory ones: the small part encodes equal, and the
+/// pins and the energy's customers tables hold the maps' entries, no more, no less.
+fn assert_stored_as_in_memory(sm: &StateMachine) {
+    let (small, pins, customers, old) = stored_scalars(sm);
+    let data = sm.lock();
+    let fresh = codec::encode(&layout::StoredRef {
+        head: layout::head(&data),
+        energy: data.energy.rest(),
+    })
+    .expect("encode");
+    assert_eq!(small, fresh);
+    assert_eq!(pins, *data.pins);
+    assert_eq!(customers, *data.energy.customers());
+    assert!(!old, "the old layout's key is gone");
+}
+
+/// After every batch the stored pins and energy customers equal the in-memory maps (a
+/// mutation that did not record its key would leave a stale or missing row): through 40 hours
+/// of meter reads, ledger lines (pins and billed energy change), hour closes (the billed
+/// energy empties) and batches that change neither; and a reopen loads the same state.
 #[test]
-fn the_cached_scalar_encodings_match_a_fresh_encoding_after_every_batch() {
+fn the_stored_pins_and_energy_customers_equal_the_in_memory_maps_after_every_batch() {
     let (_d, sm) = open();
     let entries = grid_entries(480_000 * HOUR_MS);
-    let mut pins_changed = 0;
-    let mut last_pins = None;
-    for chunk in entries.chunks(3) {
+    let (mut pins_changed, mut emptied, mut billed) = (0, 0, 0);
+    let mut last: Option<(BTreeMap<prune::Pin, u64>, BTreeMap<u32, u64>)> = None;
+    for (i, chunk) in entries.chunks(3).enumerate() {
         apply(&sm, chunk);
-        let data = sm.lock();
-        let fresh = codec::encode(&apply::scalars_of(&data)).expect("encode");
-        assert_eq!(apply::scalars_ref(&data).encode().expect("encode"), fresh);
-        if last_pins.as_ref() != Some(&*data.pins) {
-            pins_changed += 1;
-            last_pins = Some((*data.pins).clone());
+        assert_stored_as_in_memory(&sm);
+        {
+            let data = sm.lock();
+            let now = ((*data.pins).clone(), data.energy.customers().clone());
+            if let Some((p, c)) = &last {
+                pins_changed += usize::from(*p != now.0);
+                // An hour closed: an entry went, or started again from less.
+                emptied += usize::from(c.iter().any(|(k, wh)| now.1.get(k) < Some(wh)));
+                billed += usize::from(*c != now.1 && !now.1.is_empty());
+            }
+            last = Some(now);
+        }
+        if i % 10 == 0 {
+            let again = StateMachine::open(sm.db.clone(), sm.host.clone()).expect("reopen");
+            let (a, b) = (sm.lock(), again.lock());
+            assert_eq!(a.hash, b.hash);
+            assert_eq!(a.pins, b.pins);
+            assert_eq!(a.energy, b.energy);
+            assert_eq!(
+                codec::encode(&apply::scalars_of(&a)).expect("encode"),
+                codec::encode(&apply::scalars_of(&b)).expect("encode")
+            );
         }
     }
     assert!(
         pins_changed > 10,
         "the pins changed in {pins_changed} batches"
     );
+    assert!(billed > 10, "energy was billed in {billed} batches");
+    assert!(emptied >= 30, "billed energy reset in {emptied} batches");
+}
+
+/// A database in the old layout (all the scalars as one `Scalars` under `sm_meta["scalars"]`)
+/// opens to the same state, is converted (the old key gone, the tables filled), and applies
+/// on to the hash of a replica that never changed layout.
+#[test]
+fn a_database_in_the_old_layout_is_converted_and_applies_on() {
+    let entries = grid_entries(480_000 * HOUR_MS);
+    let (_d1, a) = open();
+    let (_d2, b) = open();
+    let half = entries.len() / 2;
+    apply(&a, &entries[..half]);
+    apply(&b, &entries[..half]);
+    // Write a's scalars as the old layout did.
+    {
+        let data = a.lock();
+        assert!(!data.pins.is_empty() && !data.energy.customers().is_empty());
+        let txn = a.db.begin_write().expect("write");
+        {
+            let mut meta = txn.open_table(SM_META).expect("sm_meta");
+            let old = codec::encode(&apply::scalars_of(&data)).expect("encode");
+            meta.insert(meta_keys::SCALARS_OLD, old.as_slice())
+                .expect("insert");
+            meta.remove(meta_keys::SCALARS).expect("remove");
+            let mut t = txn.open_table(crate::storage::SM_PINS).expect("pins");
+            t.retain(|_, _| false).expect("clear");
+            let mut t = txn
+                .open_table(crate::storage::SM_ENERGY_CUSTOMERS)
+                .expect("customers");
+            t.retain(|_, _| false).expect("clear");
+        }
+        txn.commit().expect("commit");
+    }
+    let migrated = StateMachine::open(a.db.clone(), a.host.clone()).expect("converts");
+    {
+        let (m, bd) = (migrated.lock(), b.lock());
+        assert_eq!(m.hash, bd.hash);
+        assert_eq!(m.pins, bd.pins);
+        assert_eq!(m.energy, bd.energy);
+    }
+    assert_stored_as_in_memory(&migrated);
+    apply(&migrated, &entries[half..]);
+    apply(&b, &entries[half..]);
+    assert_eq!(migrated.lock().hash, b.lock().hash);
+    assert_stored_as_in_memory(&migrated);
+    // A corrupt old-layout value is refused with what and where, not a panic.
+    {
+        let txn = a.db.begin_write().expect("write");
+        {
+            let mut meta = txn.open_table(SM_META).expect("sm_meta");
+            meta.remove(meta_keys::SCALARS).expect("remove");
+            meta.insert(meta_keys::SCALARS_OLD, [1u8, 2, 3].as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let err = StateMachine::open(a.db.clone(), a.host.clone()).expect_err("corrupt");
+    assert!(err.to_string().contains("sm_meta.scalars"), "{err}");
 }
 
 /// A state over the codec's message limit (16 MiB) still snapshots, as `codec::encode` (which

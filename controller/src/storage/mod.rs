@@ -17,8 +17,15 @@ use redb::{Database, TableDefinition};
 pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Raft metadata: "vote", "committed", "last_purged" -> bincode.
 pub const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-/// State machine metadata: "applied", "membership", "hash", "log_time", "snapshot", ...
+/// State machine metadata: "scalars2" (applied index, membership, hash, log time, ...),
+/// "customers", "snapshot" (see `state::meta_keys`).
 pub const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+/// The state machine's outbox pins, a row per pin (the rest of its scalars are in `sm_meta`):
+/// bincode(Pin) -> sequence of the newest outbox record for it.
+pub const SM_PINS: TableDefinition<&[u8], u64> = TableDefinition::new("sm_pins");
+/// The energy billed per customer in the open hour, a row per customer: customer id -> Wh.
+pub const SM_ENERGY_CUSTOMERS: TableDefinition<u32, u64> =
+    TableDefinition::new("sm_energy_customers");
 /// Actor key-value state: actor id byte ++ actor key -> value.
 pub const ACTOR_STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("actor_state");
 /// Exactly-once windows: origin node -> bincode(DedupeWindow).
@@ -157,6 +164,8 @@ fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
         txn.open_table(RAFT_LOG).map_err(|e| err(&e))?;
         txn.open_table(RAFT_META).map_err(|e| err(&e))?;
         txn.open_table(SM_META).map_err(|e| err(&e))?;
+        txn.open_table(SM_PINS).map_err(|e| err(&e))?;
+        txn.open_table(SM_ENERGY_CUSTOMERS).map_err(|e| err(&e))?;
         txn.open_table(ACTOR_STATE).map_err(|e| err(&e))?;
         txn.open_table(DEDUPE).map_err(|e| err(&e))?;
         txn.open_table(TIMERS).map_err(|e| err(&e))?;

@@ -1,0 +1,198 @@
+//! Where the state machine's scalars lie in `state.redb`, and the move from the older layout.
+//!
+//! `sm_meta["scalars2"]` holds the small scalars (applied index, membership, hash, counters,
+//! WAN cursors, the energy aggregation but its customers); the two parts with an entry per
+//! customer have tables of their own, a row per entry: the outbox pins (`sm_pins`) and the
+//! energy billed per customer in the open hour (`sm_energy_customers`). An applied batch
+//! writes the small scalars and only the rows that changed (`tracked.rs`); a snapshot
+//! install, and the migration, write both tables whole.
+//!
+//! Until November 2026 `sm_meta["scalars"]` held all of it as one [`Scalars`] (tens of KB
+//! rewritten by every batch); a database in that layout is converted in one transaction when
+//! the state machine opens it. The snapshot image still carries a whole [`Scalars`]: its
+//! bytes are what replicas install, and they are unchanged.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::energy::{EnergyRest, EnergyRestRef, EnergyState};
+use super::{Scalars, ScalarsHead, SmData, StateHash, corrupt, meta_keys, prune::Pin};
+use crate::raft::{LogId, StoredMembership, codec};
+use crate::storage::{SM_ENERGY_CUSTOMERS, SM_META, SM_PINS, io_err};
+
+/// What `sm_meta["scalars2"]` holds, borrowed: [`ScalarsHead`] then the energy but its
+/// customers.
+#[derive(Serialize)]
+pub(crate) struct StoredRef<'a> {
+    pub head: ScalarsHead<'a>,
+    pub energy: EnergyRestRef<'a>,
+}
+
+/// [`StoredRef`] read back (bincode writes a struct as its fields in order, a nested one
+/// included, so these are the same bytes).
+#[derive(Deserialize)]
+struct Stored {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    hash: StateHash,
+    log_time_ms: u64,
+    next_timer_id: u64,
+    next_out_seq: u64,
+    first_out_seq: u64,
+    trapped_total: u64,
+    outbox_acks: BTreeMap<u32, u64>,
+    energy: EnergyRest,
+}
+
+/// The scalars' head borrowed from the in-memory state.
+pub(crate) fn head(data: &SmData) -> ScalarsHead<'_> {
+    ScalarsHead {
+        last_applied: &data.last_applied,
+        membership: &data.membership,
+        hash: &data.hash,
+        log_time_ms: data.log_time_ms,
+        next_timer_id: data.next_timer_id,
+        next_out_seq: data.next_out_seq,
+        first_out_seq: data.first_out_seq,
+        trapped_total: data.trapped_total,
+        outbox_acks: &data.outbox_acks,
+    }
+}
+
+fn head_of(s: &Scalars) -> ScalarsHead<'_> {
+    ScalarsHead {
+        last_applied: &s.last_applied,
+        membership: &s.membership,
+        hash: &s.hash,
+        log_time_ms: s.log_time_ms,
+        next_timer_id: s.next_timer_id,
+        next_out_seq: s.next_out_seq,
+        first_out_seq: s.first_out_seq,
+        trapped_total: s.trapped_total,
+        outbox_acks: &s.outbox_acks,
+    }
+}
+
+/// A pin's key in `sm_pins`.
+fn pin_key(pin: &Pin) -> io::Result<Vec<u8>> {
+    codec::encode(pin).map_err(io_err)
+}
+
+/// Store the scalars after an applied batch: the small ones whole, of the pins and the
+/// energy's customers the entries changed since the last store.
+pub(crate) fn store_batch(txn: &WriteTransaction, data: &mut SmData) -> io::Result<()> {
+    let small = codec::encode(&StoredRef {
+        head: head(data),
+        energy: data.energy.rest(),
+    })
+    .map_err(io_err)?;
+    let mut meta = txn.open_table(SM_META).map_err(io_err)?;
+    meta.insert(meta_keys::SCALARS, small.as_slice())
+        .map_err(io_err)?;
+    let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
+    for (pin, seq) in data.pins.take_changes() {
+        let k = pin_key(&pin)?;
+        match seq {
+            Some(seq) => pins.insert(k.as_slice(), *seq).map(drop),
+            None => pins.remove(k.as_slice()).map(drop),
+        }
+        .map_err(io_err)?;
+    }
+    let mut customers = txn.open_table(SM_ENERGY_CUSTOMERS).map_err(io_err)?;
+    for (c, wh) in data.energy.take_customer_changes() {
+        match wh {
+            Some(wh) => customers.insert(c, wh).map(drop),
+            None => customers.remove(c).map(drop),
+        }
+        .map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// Store `s` whole, replacing what was stored (a snapshot install, the migration): the small
+/// scalars, both tables cleared and written, the old layout's key removed.
+pub(crate) fn store_all(txn: &WriteTransaction, s: &Scalars) -> io::Result<()> {
+    let small = codec::encode(&StoredRef {
+        head: head_of(s),
+        energy: s.energy.rest(),
+    })
+    .map_err(io_err)?;
+    let mut meta = txn.open_table(SM_META).map_err(io_err)?;
+    meta.insert(meta_keys::SCALARS, small.as_slice())
+        .map_err(io_err)?;
+    meta.remove(meta_keys::SCALARS_OLD).map_err(io_err)?;
+    let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
+    pins.retain(|_, _| false).map_err(io_err)?;
+    for (pin, seq) in &s.pins {
+        pins.insert(pin_key(pin)?.as_slice(), *seq)
+            .map_err(io_err)?;
+    }
+    let mut customers = txn.open_table(SM_ENERGY_CUSTOMERS).map_err(io_err)?;
+    customers.retain(|_, _| false).map_err(io_err)?;
+    for (c, wh) in s.energy.customers() {
+        customers.insert(*c, *wh).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// The stored scalars (`None` in a new database). A database in the old layout is converted
+/// first, in one transaction (see the module docs).
+pub(crate) fn load(db: &Database) -> io::Result<Option<Scalars>> {
+    let old = {
+        let txn = db.begin_read().map_err(io_err)?;
+        let meta = txn.open_table(SM_META).map_err(io_err)?;
+        if let Some(v) = meta.get(meta_keys::SCALARS).map_err(io_err)? {
+            let s: Stored = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.scalars2", e))?;
+            let mut pins = BTreeMap::new();
+            for item in txn
+                .open_table(SM_PINS)
+                .map_err(io_err)?
+                .iter()
+                .map_err(io_err)?
+            {
+                let (k, v) = item.map_err(io_err)?;
+                let pin: Pin = codec::decode(k.value()).map_err(|e| corrupt("sm_pins", e))?;
+                pins.insert(pin, v.value());
+            }
+            let mut customers = BTreeMap::new();
+            for item in txn
+                .open_table(SM_ENERGY_CUSTOMERS)
+                .map_err(io_err)?
+                .iter()
+                .map_err(io_err)?
+            {
+                let (k, v) = item.map_err(io_err)?;
+                customers.insert(k.value(), v.value());
+            }
+            return Ok(Some(Scalars {
+                last_applied: s.last_applied,
+                membership: s.membership,
+                hash: s.hash,
+                log_time_ms: s.log_time_ms,
+                next_timer_id: s.next_timer_id,
+                next_out_seq: s.next_out_seq,
+                first_out_seq: s.first_out_seq,
+                trapped_total: s.trapped_total,
+                outbox_acks: s.outbox_acks,
+                energy: EnergyState::from_parts(s.energy, customers),
+                pins,
+            }));
+        }
+        match meta.get(meta_keys::SCALARS_OLD).map_err(io_err)? {
+            None => return Ok(None),
+            Some(v) => codec::decode::<Scalars>(v.value())
+                .map_err(|e| corrupt("sm_meta.scalars (the old layout)", e))?,
+        }
+    };
+    let txn = db.begin_write().map_err(io_err)?;
+    store_all(&txn, &old)?;
+    txn.commit().map_err(io_err)?;
+    tracing::info!(
+        pins = old.pins.len(),
+        "state machine scalars moved to the per-entry layout (sm_pins, sm_energy_customers)"
+    );
+    Ok(Some(old))
+}
