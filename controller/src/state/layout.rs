@@ -81,17 +81,26 @@ fn pin_key(pin: &Pin) -> io::Result<Vec<u8>> {
     codec::encode(pin).map_err(io_err)
 }
 
+/// Writes `sm_meta["scalars2"]`.
+fn store_small(txn: &WriteTransaction, small: &StoredRef<'_>) -> io::Result<()> {
+    let bytes = codec::encode(small).map_err(io_err)?;
+    txn.open_table(SM_META)
+        .map_err(io_err)?
+        .insert(meta_keys::SCALARS, bytes.as_slice())
+        .map_err(io_err)?;
+    Ok(())
+}
+
 /// Store the scalars after an applied batch: the small ones whole, of the pins and the
 /// energy's customers the entries changed since the last store.
 pub(crate) fn store_batch(txn: &WriteTransaction, data: &mut SmData) -> io::Result<()> {
-    let small = codec::encode(&StoredRef {
-        head: head(data),
-        energy: data.energy.rest(),
-    })
-    .map_err(io_err)?;
-    let mut meta = txn.open_table(SM_META).map_err(io_err)?;
-    meta.insert(meta_keys::SCALARS, small.as_slice())
-        .map_err(io_err)?;
+    store_small(
+        txn,
+        &StoredRef {
+            head: head(data),
+            energy: data.energy.rest(),
+        },
+    )?;
     let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
     for (pin, seq) in data.pins.take_changes() {
         let k = pin_key(&pin)?;
@@ -115,15 +124,17 @@ pub(crate) fn store_batch(txn: &WriteTransaction, data: &mut SmData) -> io::Resu
 /// Store `s` whole, replacing what was stored (a snapshot install, the migration): the small
 /// scalars, both tables cleared and written, the old layout's key removed.
 pub(crate) fn store_all(txn: &WriteTransaction, s: &Scalars) -> io::Result<()> {
-    let small = codec::encode(&StoredRef {
-        head: head_of(s),
-        energy: s.energy.rest(),
-    })
-    .map_err(io_err)?;
-    let mut meta = txn.open_table(SM_META).map_err(io_err)?;
-    meta.insert(meta_keys::SCALARS, small.as_slice())
+    store_small(
+        txn,
+        &StoredRef {
+            head: head_of(s),
+            energy: s.energy.rest(),
+        },
+    )?;
+    txn.open_table(SM_META)
+        .map_err(io_err)?
+        .remove(meta_keys::SCALARS_OLD)
         .map_err(io_err)?;
-    meta.remove(meta_keys::SCALARS_OLD).map_err(io_err)?;
     let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
     pins.retain(|_, _| false).map_err(io_err)?;
     for (pin, seq) in &s.pins {
