@@ -9,7 +9,8 @@
 //!
 //! Until November 2026 `sm_meta["scalars"]` held all of it as one [`Scalars`] (tens of KB
 //! rewritten by every batch); a database in that layout is converted in one transaction when
-//! the state machine opens it. The snapshot image still carries a whole [`Scalars`]: its
+//! the state machine opens it, and the old key then holds [`OLD_KEY_TOMBSTONE`], which older
+//! binaries refuse to open. The snapshot image still carries a whole [`Scalars`]: its
 //! bytes are what replicas install, and they are unchanged.
 
 use std::collections::BTreeMap;
@@ -30,6 +31,14 @@ pub(crate) struct StoredRef<'a> {
     pub head: ScalarsHead<'a>,
     pub energy: EnergyRestRef<'a>,
 }
+
+/// What the old layout's key, `sm_meta["scalars"]`, holds once this layout is in use. An older
+/// ghatta started on this database (a rollback) would otherwise find no scalars there and start
+/// from empty ones over full tables: a replica silently apart from its peers. These bytes
+/// decode as no [`Scalars`] (0xFF is no `Option` tag, its first field's), so it refuses to open
+/// the database, naming `sm_meta.scalars`, and the text says why to whoever looks.
+pub(crate) const OLD_KEY_TOMBSTONE: &[u8] =
+    b"\xffghatta: moved to sm_meta[scalars2] (per-entry layout); this database needs a newer ghatta";
 
 /// [`StoredRef`] read back (bincode writes a struct as its fields in order, a nested one
 /// included, so these are the same bytes).
@@ -133,7 +142,7 @@ pub(crate) fn store_all(txn: &WriteTransaction, s: &Scalars) -> io::Result<()> {
     )?;
     txn.open_table(SM_META)
         .map_err(io_err)?
-        .remove(meta_keys::SCALARS_OLD)
+        .insert(meta_keys::SCALARS_OLD, OLD_KEY_TOMBSTONE)
         .map_err(io_err)?;
     let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
     pins.retain(|_, _| false).map_err(io_err)?;
@@ -150,8 +159,29 @@ pub(crate) fn store_all(txn: &WriteTransaction, s: &Scalars) -> io::Result<()> {
 }
 
 /// The stored scalars (`None` in a new database). A database in the old layout is converted
-/// first, in one transaction (see the module docs).
+/// first, in one transaction (see the module docs); in any other, the old layout's key is
+/// made [`OLD_KEY_TOMBSTONE`] if it is not yet.
 pub(crate) fn load(db: &Database) -> io::Result<Option<Scalars>> {
+    let scalars = load_stored(db)?;
+    let marked = {
+        let txn = db.begin_read().map_err(io_err)?;
+        let meta = txn.open_table(SM_META).map_err(io_err)?;
+        meta.get(meta_keys::SCALARS_OLD)
+            .map_err(io_err)?
+            .is_some_and(|v| v.value() == OLD_KEY_TOMBSTONE)
+    };
+    if !marked {
+        let txn = db.begin_write().map_err(io_err)?;
+        txn.open_table(SM_META)
+            .map_err(io_err)?
+            .insert(meta_keys::SCALARS_OLD, OLD_KEY_TOMBSTONE)
+            .map_err(io_err)?;
+        txn.commit().map_err(io_err)?;
+    }
+    Ok(scalars)
+}
+
+fn load_stored(db: &Database) -> io::Result<Option<Scalars>> {
     let old = {
         let txn = db.begin_read().map_err(io_err)?;
         let meta = txn.open_table(SM_META).map_err(io_err)?;
@@ -194,6 +224,8 @@ pub(crate) fn load(db: &Database) -> io::Result<Option<Scalars>> {
         }
         match meta.get(meta_keys::SCALARS_OLD).map_err(io_err)? {
             None => return Ok(None),
+            // Opened before, by this layout, and nothing applied since.
+            Some(v) if v.value() == OLD_KEY_TOMBSTONE => return Ok(None),
             Some(v) => codec::decode::<Scalars>(v.value())
                 .map_err(|e| corrupt("sm_meta.scalars (the old layout)", e))?,
         }

@@ -208,7 +208,8 @@ impl SmData {
 pub(crate) mod meta_keys {
     /// The scalars but the pins and the energy's customers (`layout.rs`).
     pub const SCALARS: &str = "scalars2";
-    /// The whole [`super::Scalars`], in the layout before `layout.rs`: read once, to convert.
+    /// The whole [`super::Scalars`], in the layout before `layout.rs`: read once, to convert;
+    /// then `layout::OLD_KEY_TOMBSTONE`, which older binaries refuse.
     pub const SCALARS_OLD: &str = "scalars";
     pub const SNAPSHOT: &str = "snapshot";
     pub const CUSTOMERS: &str = "customers";

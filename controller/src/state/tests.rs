@@ -435,7 +435,7 @@ fn the_cached_status_parts_match_a_fresh_walk() {
 }
 
 /// What `state.redb` holds of the scalars: `sm_meta["scalars2"]`, the pins, the energy's
-/// customers; and whether the old layout's key is there.
+/// customers; and whether the old layout's key holds a value other than its marker.
 fn stored_scalars(
     sm: &StateMachine,
 ) -> (Vec<u8>, BTreeMap<prune::Pin, u64>, BTreeMap<u32, u64>, bool) {
@@ -447,7 +447,11 @@ fn stored_scalars(
         .expect("stored")
         .value()
         .to_vec();
-    let old = meta.get(meta_keys::SCALARS_OLD).expect("get").is_some();
+    // Whether the old layout's key holds anything but the marker for older binaries.
+    let old = meta
+        .get(meta_keys::SCALARS_OLD)
+        .expect("get")
+        .is_some_and(|v| v.value() != layout::OLD_KEY_TOMBSTONE);
     let pins = txn
         .open_table(crate::storage::SM_PINS)
         .expect("sm_pins")
@@ -484,7 +488,7 @@ fn assert_stored_as_in_memory(sm: &StateMachine) {
     assert_eq!(small, fresh);
     assert_eq!(pins, *data.pins);
     assert_eq!(customers, *data.energy.customers());
-    assert!(!old, "the old layout's key is gone");
+    assert!(!old, "the old layout's key holds only the marker");
 }
 
 /// After every batch the stored pins and energy customers equal the in-memory maps (a
@@ -587,6 +591,41 @@ fn a_database_in_the_old_layout_is_converted_and_applies_on() {
     }
     let err = StateMachine::open(a.db.clone(), a.host.clone()).expect_err("corrupt");
     assert!(err.to_string().contains("sm_meta.scalars"), "{err}");
+}
+
+/// Once a database is in the per-entry layout, the old layout's key holds bytes that an older
+/// ghatta (which decodes a whole `Scalars` there) refuses, instead of finding nothing and
+/// starting from empty scalars over full tables. The marker does not disturb this layout.
+#[test]
+fn the_old_layouts_key_turns_older_binaries_away() {
+    let old_key = |sm: &StateMachine| {
+        let txn = sm.db.begin_read().expect("read");
+        let meta = txn.open_table(SM_META).expect("sm_meta");
+        meta.get(meta_keys::SCALARS_OLD)
+            .expect("get")
+            .map(|v| v.value().to_vec())
+    };
+    let (_d, sm) = open();
+    assert_eq!(
+        old_key(&sm).as_deref(),
+        Some(layout::OLD_KEY_TOMBSTONE),
+        "marked when a new database opens"
+    );
+    assert!(
+        codec::decode::<Scalars>(layout::OLD_KEY_TOMBSTONE).is_err(),
+        "what an older binary reads there must not decode"
+    );
+    // Reopened before and after batches: no error, same state.
+    let reopened = StateMachine::open(sm.db.clone(), sm.host.clone()).expect("reopen empty");
+    assert!(reopened.lock().last_applied.is_none());
+    apply(&sm, &grid_entries(480_000 * HOUR_MS)[..20]);
+    let hash = sm.lock().hash;
+    let reopened = StateMachine::open(sm.db.clone(), sm.host.clone()).expect("reopen");
+    assert_eq!(reopened.lock().hash, hash);
+    assert_eq!(
+        old_key(&reopened).as_deref(),
+        Some(layout::OLD_KEY_TOMBSTONE)
+    );
 }
 
 /// A state over the codec's message limit (16 MiB) still snapshots, as `codec::encode` (which
