@@ -5,8 +5,9 @@
 //! A snapshot is the whole state, written with an fsync; most of it, while no central
 //! acknowledges, is the outbox, which grows by every ledger line and hourly energy record. With
 //! a fixed interval the writes grow with the outbox: after 19 hours without the WAN a
-//! 1,500-customer grid's snapshot is ~17 MB, rewritten every ~15 minutes on every board (more
-//! than a GB an hour on the SD card, and most of the simulator's time by then). Waiting one
+//! 1,500-customer grid's snapshot is ~17 MB, rewritten every ~15 minutes on every board (~70 MB
+//! an hour on the SD card; a GB an hour at a week's outbox), and 12 % of the simulator's time by
+//! the afternoon. Waiting one
 //! entry per [`SNAPSHOT_BYTES_PER_ENTRY`] bytes of the last snapshot keeps the snapshot writes
 //! per applied entry bounded (about that many bytes), at the price of a log that holds as many
 //! entries (entries are batches of ~100 B to 16 KiB: the log stays around the snapshot's size).
