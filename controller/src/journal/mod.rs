@@ -16,9 +16,9 @@
 //!   `field::shipper`). A period without reads is fsynced only once in
 //!   [`TELEMETRY_APPENDS_PER_SYNC`] (any durable commit in between carries it too): a power cut
 //!   loses at most that many seconds of history, which no restart could propose anyway (it is
-//!   stale by then), and a board is spared an fsync a second. Past the byte or record limit the oldest telemetry is downsampled:
-//!   [`DOWNSAMPLE_FACTOR`] consecutive summaries become one, up to [`LEVEL_MAX`]; telemetry
-//!   older than the retention is deleted.
+//!   stale by then), and a board is spared an fsync a second. Past the byte or record limit
+//!   the oldest telemetry is downsampled: [`DOWNSAMPLE_FACTOR`] consecutive summaries become
+//!   one, up to [`LEVEL_MAX`]; telemetry older than the retention is deleted.
 //! - **The batch in flight** (`journal_blobs["inflight"]`): the sequence number and read-id
 //!   range of the one proposal being tried. It is written durably *before* the proposal is
 //!   first sent, so after a crash the same reads go out again under the same `(node, seq)` and
@@ -567,9 +567,11 @@ impl Journal {
             .map(codec::encode)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err("encode a meter read", e, "this is a bug; report it"))?;
+        // The count before this append: fsync the TELEMETRY_APPENDS_PER_SYNC-th. (Without
+        // fsyncs at all, `limits.fsync` off, the count only wraps.)
         let durability = if encoded_r.is_empty()
-            && self.unsynced_appends.fetch_add(1, Ordering::Relaxed) + 1
-                < TELEMETRY_APPENDS_PER_SYNC
+            && self.unsynced_appends.fetch_add(1, Ordering::Relaxed)
+                < TELEMETRY_APPENDS_PER_SYNC - 1
         {
             Durability::None
         } else {
