@@ -162,14 +162,7 @@ pub(crate) fn store_all(txn: &WriteTransaction, s: &Scalars) -> io::Result<()> {
 /// first, in one transaction (see the module docs); in any other, the old layout's key is
 /// made [`OLD_KEY_TOMBSTONE`] if it is not yet.
 pub(crate) fn load(db: &Database) -> io::Result<Option<Scalars>> {
-    let scalars = load_stored(db)?;
-    let marked = {
-        let txn = db.begin_read().map_err(io_err)?;
-        let meta = txn.open_table(SM_META).map_err(io_err)?;
-        meta.get(meta_keys::SCALARS_OLD)
-            .map_err(io_err)?
-            .is_some_and(|v| v.value() == OLD_KEY_TOMBSTONE)
-    };
+    let (scalars, marked) = load_stored(db)?;
     if !marked {
         let txn = db.begin_write().map_err(io_err)?;
         txn.open_table(SM_META)
@@ -181,10 +174,16 @@ pub(crate) fn load(db: &Database) -> io::Result<Option<Scalars>> {
     Ok(scalars)
 }
 
-fn load_stored(db: &Database) -> io::Result<Option<Scalars>> {
+/// The stored scalars, converting the old layout, and whether the old layout's key holds
+/// [`OLD_KEY_TOMBSTONE`] now.
+fn load_stored(db: &Database) -> io::Result<(Option<Scalars>, bool)> {
     let old = {
         let txn = db.begin_read().map_err(io_err)?;
         let meta = txn.open_table(SM_META).map_err(io_err)?;
+        let old_key = meta.get(meta_keys::SCALARS_OLD).map_err(io_err)?;
+        let marked = old_key
+            .as_ref()
+            .is_some_and(|v| v.value() == OLD_KEY_TOMBSTONE);
         if let Some(v) = meta.get(meta_keys::SCALARS).map_err(io_err)? {
             let s: Stored = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.scalars2", e))?;
             let mut pins = BTreeMap::new();
@@ -208,7 +207,7 @@ fn load_stored(db: &Database) -> io::Result<Option<Scalars>> {
                 let (k, v) = item.map_err(io_err)?;
                 customers.insert(k.value(), v.value());
             }
-            return Ok(Some(Scalars {
+            let scalars = Scalars {
                 last_applied: s.last_applied,
                 membership: s.membership,
                 hash: s.hash,
@@ -220,12 +219,13 @@ fn load_stored(db: &Database) -> io::Result<Option<Scalars>> {
                 outbox_acks: s.outbox_acks,
                 energy: EnergyState::from_parts(s.energy, customers),
                 pins,
-            }));
+            };
+            return Ok((Some(scalars), marked));
         }
-        match meta.get(meta_keys::SCALARS_OLD).map_err(io_err)? {
-            None => return Ok(None),
+        match old_key {
+            None => return Ok((None, false)),
             // Opened before, by this layout, and nothing applied since.
-            Some(v) if v.value() == OLD_KEY_TOMBSTONE => return Ok(None),
+            Some(_) if marked => return Ok((None, true)),
             Some(v) => codec::decode::<Scalars>(v.value())
                 .map_err(|e| corrupt("sm_meta.scalars (the old layout)", e))?,
         }
@@ -237,5 +237,6 @@ fn load_stored(db: &Database) -> io::Result<Option<Scalars>> {
         pins = old.pins.len(),
         "state machine scalars moved to the per-entry layout (sm_pins, sm_energy_customers)"
     );
-    Ok(Some(old))
+    // store_all wrote the marker.
+    Ok((Some(old), true))
 }
