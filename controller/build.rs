@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode};
 
 /// The target the actors run on (inside wasmi).
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-/// The workspace profile for actors (`Cargo.toml`: opt-level z, lto, panic abort).
+/// The workspace profile for actors (`Cargo.toml`: opt-level 3, lto, panic abort).
 const ACTOR_PROFILE: &str = "actor-wasm";
 /// Largest module accepted, bytes. Every delivery instantiates the actor afresh and wasmi
 /// translates it eagerly, so module size is paid on every committed entry; 64 KiB is the budget
