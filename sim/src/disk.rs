@@ -2,7 +2,8 @@
 //!
 //! The disk keeps two images: what the OS page cache holds (every `write` and
 //! `set_len` lands there at once) and what is durable (the page cache as of
-//! the last `sync_data`). Faults:
+//! the last `sync_data`), in 4 KiB chunks shared between the two until one changes (so a sync
+//! costs a pointer per changed page, not a copy of the bytes). Faults:
 //!
 //! - [`SimDisk::power_cut`]: the machine loses power. The page cache is gone;
 //!   the disk is its last synced image.
@@ -60,20 +61,117 @@ pub enum SyncFault {
     Crash,
 }
 
+/// Bytes per chunk of an image: redb's page size, so a page write replaces one chunk whole.
+const CHUNK: usize = 4096;
+
+/// One image of the disk: its length and its bytes in chunks. A chunk is shared between the
+/// page cache and the durable image until one of them changes it (copy on write), so a sync is
+/// a pointer copy per changed chunk, and a power cut or crash is a copy of the chunk list, not
+/// of the bytes. `None` is a chunk of zeros never written (a file grown by `set_len`).
+#[derive(Debug, Default, Clone)]
+struct Image {
+    len: usize,
+    chunks: Vec<Option<Arc<[u8]>>>,
+}
+
+impl Image {
+    fn read(&self, start: usize, out: &mut [u8]) {
+        let mut done = 0;
+        while done < out.len() {
+            let at = start + done;
+            let (i, off) = (at / CHUNK, at % CHUNK);
+            let n = (CHUNK - off).min(out.len() - done);
+            let dst = &mut out[done..done + n];
+            match self.chunks.get(i).and_then(Option::as_ref) {
+                Some(c) => dst.copy_from_slice(&c[off..off + n]),
+                None => dst.fill(0),
+            }
+            done += n;
+        }
+    }
+
+    /// Writes `data` at `start` (inside the image), calling `touched` with each chunk changed.
+    fn write(&mut self, start: usize, data: &[u8], mut touched: impl FnMut(usize)) {
+        let mut done = 0;
+        while done < data.len() {
+            let at = start + done;
+            let (i, off) = (at / CHUNK, at % CHUNK);
+            let n = (CHUNK - off).min(data.len() - done);
+            let src = &data[done..done + n];
+            let slot = &mut self.chunks[i];
+            if n == CHUNK {
+                // A whole page: a new chunk, whoever shares the old one.
+                *slot = Some(Arc::from(src));
+            } else {
+                let chunk = slot.get_or_insert_with(|| Arc::from(&[0u8; CHUNK][..]));
+                Arc::make_mut(chunk)[off..off + n].copy_from_slice(src);
+            }
+            touched(i);
+            done += n;
+        }
+    }
+
+    /// Sets the length; a shrink zeroes the cut part of the last chunk (so growing again reads
+    /// zeros, as a file does) and reports that chunk as changed.
+    fn set_len(&mut self, len: usize, mut touched: impl FnMut(usize)) {
+        let n = len.div_ceil(CHUNK);
+        if len < self.len {
+            self.chunks.truncate(n);
+            let off = len % CHUNK;
+            if off != 0
+                && let Some(Some(chunk)) = self.chunks.get_mut(n - 1)
+            {
+                Arc::make_mut(chunk)[off..].fill(0);
+                touched(n - 1);
+            }
+        }
+        self.chunks.resize(n, None);
+        self.len = len;
+    }
+}
+
 #[derive(Debug, Default)]
 struct DiskState {
     armed: Option<SyncFault>,
     tripped: Option<SyncFault>,
     /// The page cache: what reads see.
-    cache: Vec<u8>,
+    cache: Image,
     /// The durable image: what survives a power cut.
-    durable: Vec<u8>,
-    /// Byte ranges of `cache` written since the last sync (copied on sync).
-    dirty: Vec<(usize, usize)>,
+    durable: Image,
+    /// Chunks of `cache` changed since the last sync (copied on sync), each once.
+    dirty: Vec<usize>,
+    /// Whether each chunk index is in `dirty`.
+    is_dirty: Vec<bool>,
+    /// The shortest length of `cache` since the last sync: durable chunks past it were cut
+    /// and must not come back with a later growth.
+    shortest_since_sync: usize,
+    /// Bytes written since the last sync (overlapping writes counted each time).
+    unsynced_bytes: u64,
     /// Bumped by every fault; handles of older generations are fenced.
     generation: u64,
     sync_delay: Duration,
     counters: DiskCounters,
+}
+
+impl DiskState {
+    fn mark_dirty(dirty: &mut Vec<usize>, is_dirty: &mut Vec<bool>, i: usize) {
+        if is_dirty.len() <= i {
+            is_dirty.resize(i + 1, false);
+        }
+        if !is_dirty[i] {
+            is_dirty[i] = true;
+            dirty.push(i);
+        }
+    }
+
+    fn clear_dirty(&mut self) {
+        for &i in &self.dirty {
+            self.is_dirty[i] = false;
+        }
+        self.dirty.clear();
+        self.unsynced_bytes = 0;
+        self.shortest_since_sync = self.cache.len;
+    }
 }
 
 /// A simulated disk. See the module documentation for the fault model.
@@ -122,7 +220,7 @@ impl SimDisk {
     pub fn power_cut(&self) {
         let mut s = self.lock();
         s.cache = s.durable.clone();
-        s.dirty.clear();
+        s.clear_dirty();
         s.generation += 1;
         s.counters.power_cuts += 1;
     }
@@ -132,7 +230,7 @@ impl SimDisk {
     pub fn crash(&self) {
         let mut s = self.lock();
         s.durable = s.cache.clone();
-        s.dirty.clear();
+        s.clear_dirty();
         s.generation += 1;
         s.counters.crashes += 1;
     }
@@ -168,30 +266,13 @@ impl SimDisk {
 
     /// Bytes written since the last sync (lost by a power cut now).
     pub fn unsynced_bytes(&self) -> u64 {
-        self.lock().dirty.iter().map(|&(a, b)| (b - a) as u64).sum()
+        self.lock().unsynced_bytes
     }
 
     /// Whether the page cache differs from the durable image.
     pub fn has_unsynced(&self) -> bool {
         let s = self.lock();
-        !s.dirty.is_empty() || s.cache.len() != s.durable.len()
-    }
-}
-
-/// Dirty ranges kept before they are collapsed into one whole-image range, so a
-/// node that never syncs cannot grow the list without bound.
-const DIRTY_RANGES_MAX: usize = 65_536;
-
-fn push_dirty(s: &mut DiskState, start: usize, end: usize) {
-    // Coalesce with the previous range when contiguous (redb writes pages in order).
-    match s.dirty.last_mut() {
-        Some(last) if last.1 == start => last.1 = end,
-        _ => s.dirty.push((start, end)),
-    }
-    if s.dirty.len() > DIRTY_RANGES_MAX {
-        let len = s.cache.len();
-        s.dirty.clear();
-        s.dirty.push((0, len));
+        !s.dirty.is_empty() || s.cache.len != s.durable.len
     }
 }
 
@@ -201,17 +282,16 @@ fn out_of_range(what: &str) -> io::Error {
 
 impl redb::StorageBackend for SimDisk {
     fn len(&self) -> Result<u64, io::Error> {
-        Ok(self.lock().cache.len() as u64)
+        Ok(self.lock().cache.len as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
         let s = self.lock();
         let start = usize::try_from(offset).map_err(|_| out_of_range("read offset"))?;
-        let src = s
-            .cache
-            .get(start..start + out.len())
-            .ok_or_else(|| out_of_range("read past the end"))?;
-        out.copy_from_slice(src);
+        if start.checked_add(out.len()).is_none_or(|end| end > s.cache.len) {
+            return Err(out_of_range("read past the end"));
+        }
+        s.cache.read(start, out);
         Ok(())
     }
 
@@ -228,20 +308,21 @@ impl redb::StorageBackend for SimDisk {
             ));
         }
         let len = len as usize;
-        let old = s.cache.len();
-        s.cache.resize(len, 0);
-        if len > old {
-            // The grown region is zeros in the cache; make sync carry them over
-            // any stale bytes an earlier, longer durable image had there.
-            push_dirty(&mut s, old, len);
-        }
-        // Ranges past the new end no longer exist; the length itself is synced
-        // by `sync_data` (it compares lengths).
-        for r in &mut s.dirty {
-            r.1 = r.1.min(len);
-            r.0 = r.0.min(r.1);
-        }
-        s.dirty.retain(|r| r.0 < r.1);
+        let st = &mut *s;
+        let (dirty, is_dirty) = (&mut st.dirty, &mut st.is_dirty);
+        st.cache
+            .set_len(len, |i| DiskState::mark_dirty(dirty, is_dirty, i));
+        st.shortest_since_sync = st.shortest_since_sync.min(len);
+        // Chunks past the new end no longer exist; the length itself is synced by `sync_data`.
+        let n = len.div_ceil(CHUNK);
+        let is_dirty = &mut st.is_dirty;
+        st.dirty.retain(|&i| {
+            let keep = i < n;
+            if !keep {
+                is_dirty[i] = false;
+            }
+            keep
+        });
         Ok(())
     }
 
@@ -263,12 +344,16 @@ impl redb::StorageBackend for SimDisk {
             )));
         }
         let st = &mut *s;
-        let len = st.cache.len();
-        st.durable.resize(len, 0);
-        for &(a, b) in &st.dirty {
-            st.durable[a..b].copy_from_slice(&st.cache[a..b]);
+        // Durable chunks the cache cut since the last sync are gone (a partly cut chunk was
+        // rewritten in the cache and is dirty); chunks grown since then are zeros until written.
+        let kept = st.shortest_since_sync.div_ceil(CHUNK);
+        st.durable.chunks.truncate(kept);
+        st.durable.chunks.resize(st.cache.chunks.len(), None);
+        st.durable.len = st.cache.len;
+        for &i in &st.dirty {
+            st.durable.chunks[i].clone_from(&st.cache.chunks[i]);
         }
-        st.dirty.clear();
+        st.clear_dirty();
         st.counters.syncs += 1;
         Ok(())
     }
@@ -280,15 +365,16 @@ impl redb::StorageBackend for SimDisk {
             return Ok(());
         }
         let start = usize::try_from(offset).map_err(|_| out_of_range("write offset"))?;
-        let end = start + data.len();
-        let dst = s
-            .cache
-            .get_mut(start..end)
-            .ok_or_else(|| out_of_range("write past the end"))?;
-        dst.copy_from_slice(data);
-        push_dirty(&mut s, start, end);
-        s.counters.writes += 1;
-        s.counters.bytes_written += data.len() as u64;
+        if start.checked_add(data.len()).is_none_or(|end| end > s.cache.len) {
+            return Err(out_of_range("write past the end"));
+        }
+        let st = &mut *s;
+        let (dirty, is_dirty) = (&mut st.dirty, &mut st.is_dirty);
+        st.cache
+            .write(start, data, |i| DiskState::mark_dirty(dirty, is_dirty, i));
+        st.unsynced_bytes += data.len() as u64;
+        st.counters.writes += 1;
+        st.counters.bytes_written += data.len() as u64;
         Ok(())
     }
 }

@@ -192,3 +192,50 @@ fn crash_inside_fsync_reopens_cleanly() {
     put(&db, 3, 300, Durability::Immediate);
     assert_eq!(get(&db, 3), Some(300));
 }
+
+#[test]
+fn a_cut_and_regrown_file_reads_zeros_after_a_sync_and_a_power_cut() {
+    // redb shrinks its file after freeing the end and grows it again later: the bytes that
+    // were cut must not come back from an older, longer durable image.
+    let disk = SimDisk::new();
+    let h = disk.clone();
+    h.set_len(3 * 4096).expect("set_len");
+    h.write(0, &[7; 3 * 4096]).expect("write");
+    h.sync_data().expect("sync");
+    h.set_len(4096 + 100).expect("shrink into the second page");
+    h.set_len(3 * 4096).expect("grow again");
+    let mut buf = vec![0u8; 3 * 4096];
+    h.read(0, &mut buf).expect("read");
+    assert!(buf[..4096 + 100].iter().all(|&b| b == 7));
+    assert!(
+        buf[4096 + 100..].iter().all(|&b| b == 0),
+        "the page cache reads zeros where the file was cut"
+    );
+    h.sync_data().expect("sync");
+    disk.power_cut();
+    let h2 = disk.clone();
+    assert_eq!(h2.len().expect("len"), 3 * 4096);
+    let mut after = vec![1u8; 3 * 4096];
+    h2.read(0, &mut after).expect("read");
+    assert_eq!(after, buf, "the durable image is the page cache as synced");
+}
+
+#[test]
+fn a_write_across_pages_and_an_unsynced_shrink() {
+    let disk = SimDisk::new();
+    let h = disk.clone();
+    h.set_len(2 * 4096).expect("set_len");
+    h.write(4000, &[5; 200]).expect("write across the page boundary");
+    h.sync_data().expect("sync");
+    h.write(4090, &[6; 10]).expect("write");
+    h.set_len(4095).expect("shrink, unsynced");
+    assert_eq!(disk.unsynced_bytes(), 10);
+    disk.power_cut();
+    let h2 = disk.clone();
+    assert_eq!(h2.len().expect("len"), 2 * 4096, "the shrink was not synced");
+    let mut buf = [0u8; 210];
+    h2.read(3995, &mut buf).expect("read");
+    assert_eq!(buf[..5], [0; 5]);
+    assert_eq!(buf[5..205], [5; 200], "the synced write is back whole");
+    assert_eq!(buf[205..], [0; 5]);
+}
