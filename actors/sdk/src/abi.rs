@@ -47,7 +47,15 @@ pub mod guest {
         fn emit(ptr: *const u8, len: i32);
     }
 
-    /// Bump allocator over memory grown page by page.
+    unsafe extern "C" {
+        /// Where wasm-ld placed the end of the stack and static data: the heap starts here.
+        static __heap_base: u8;
+    }
+
+    /// Bump allocator: first over the free end of the memory the module starts with (past
+    /// `__heap_base`), then over memory grown page by page. Starting inside the initial memory
+    /// lets most deliveries run without a `memory.grow`, which makes the interpreter reallocate
+    /// and copy the whole linear memory.
     pub struct BumpAlloc {
         next: UnsafeCell<usize>,
         end: UnsafeCell<usize>,
@@ -75,20 +83,25 @@ pub mod guest {
     unsafe impl GlobalAlloc for BumpAlloc {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             const PAGE: usize = 65536;
-            // SAFETY: single-threaded; the cells are only touched here.
+            // SAFETY: single-threaded; the cells are only touched here, and `__heap_base` is
+            // a linker symbol whose address (never its value) is read.
             unsafe {
                 let next = &mut *self.next.get();
                 let end = &mut *self.end.get();
+                if *end == 0 {
+                    *next = core::ptr::addr_of!(__heap_base) as usize;
+                    *end = core::arch::wasm32::memory_size(0) * PAGE;
+                }
                 let start = (*next + layout.align() - 1) & !(layout.align() - 1);
                 let new_next = start + layout.size();
-                if *next == 0 || new_next > *end {
+                if new_next > *end {
                     let pages = layout.size().div_ceil(PAGE) + 1;
                     let prev = core::arch::wasm32::memory_grow(0, pages);
                     if prev == usize::MAX {
                         return core::ptr::null_mut();
                     }
                     let base = prev * PAGE;
-                    if *next == 0 || base != *end {
+                    if base != *end {
                         *next = base;
                     }
                     *end = base + pages * PAGE;
