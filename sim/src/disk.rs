@@ -288,7 +288,10 @@ impl redb::StorageBackend for SimDisk {
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
         let s = self.lock();
         let start = usize::try_from(offset).map_err(|_| out_of_range("read offset"))?;
-        if start.checked_add(out.len()).is_none_or(|end| end > s.cache.len) {
+        if start
+            .checked_add(out.len())
+            .is_none_or(|end| end > s.cache.len)
+        {
             return Err(out_of_range("read past the end"));
         }
         s.cache.read(start, out);
@@ -365,7 +368,10 @@ impl redb::StorageBackend for SimDisk {
             return Ok(());
         }
         let start = usize::try_from(offset).map_err(|_| out_of_range("write offset"))?;
-        if start.checked_add(data.len()).is_none_or(|end| end > s.cache.len) {
+        if start
+            .checked_add(data.len())
+            .is_none_or(|end| end > s.cache.len)
+        {
             return Err(out_of_range("write past the end"));
         }
         let st = &mut *s;

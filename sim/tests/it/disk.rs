@@ -225,14 +225,19 @@ fn a_write_across_pages_and_an_unsynced_shrink() {
     let disk = SimDisk::new();
     let h = disk.clone();
     h.set_len(2 * 4096).expect("set_len");
-    h.write(4000, &[5; 200]).expect("write across the page boundary");
+    h.write(4000, &[5; 200])
+        .expect("write across the page boundary");
     h.sync_data().expect("sync");
     h.write(4090, &[6; 10]).expect("write");
     h.set_len(4095).expect("shrink, unsynced");
     assert_eq!(disk.unsynced_bytes(), 10);
     disk.power_cut();
     let h2 = disk.clone();
-    assert_eq!(h2.len().expect("len"), 2 * 4096, "the shrink was not synced");
+    assert_eq!(
+        h2.len().expect("len"),
+        2 * 4096,
+        "the shrink was not synced"
+    );
     let mut buf = [0u8; 210];
     h2.read(3995, &mut buf).expect("read");
     assert_eq!(buf[..5], [0; 5]);
