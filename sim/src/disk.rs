@@ -269,10 +269,12 @@ impl SimDisk {
         self.lock().unsynced_bytes
     }
 
-    /// Whether the page cache differs from the durable image.
+    /// Whether the page cache differs from the durable image: writes, a new length, or a cut
+    /// since the last sync (a file cut and grown back reads zeros where the durable image
+    /// still holds the old bytes).
     pub fn has_unsynced(&self) -> bool {
         let s = self.lock();
-        !s.dirty.is_empty() || s.cache.len != s.durable.len
+        !s.dirty.is_empty() || s.cache.len != s.durable.len || s.shortest_since_sync < s.durable.len
     }
 }
 

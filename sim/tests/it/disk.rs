@@ -204,6 +204,10 @@ fn a_cut_and_regrown_file_reads_zeros_after_a_sync_and_a_power_cut() {
     h.sync_data().expect("sync");
     h.set_len(4096 + 100).expect("shrink into the second page");
     h.set_len(3 * 4096).expect("grow again");
+    assert!(
+        disk.has_unsynced(),
+        "a cut and regrown file differs from its synced image"
+    );
     let mut buf = vec![0u8; 3 * 4096];
     h.read(0, &mut buf).expect("read");
     assert!(buf[..4096 + 100].iter().all(|&b| b == 7));
@@ -212,6 +216,7 @@ fn a_cut_and_regrown_file_reads_zeros_after_a_sync_and_a_power_cut() {
         "the page cache reads zeros where the file was cut"
     );
     h.sync_data().expect("sync");
+    assert!(!disk.has_unsynced());
     disk.power_cut();
     let h2 = disk.clone();
     assert_eq!(h2.len().expect("len"), 3 * 4096);
@@ -243,4 +248,24 @@ fn a_write_across_pages_and_an_unsynced_shrink() {
     assert_eq!(buf[..5], [0; 5]);
     assert_eq!(buf[5..205], [5; 200], "the synced write is back whole");
     assert_eq!(buf[205..], [0; 5]);
+}
+
+#[test]
+fn a_file_cut_at_a_page_boundary_and_grown_back_is_unsynced_until_synced() {
+    let disk = SimDisk::new();
+    let h = disk.clone();
+    h.set_len(2 * 4096).expect("set_len");
+    h.write(0, &[3; 2 * 4096]).expect("write");
+    h.sync_data().expect("sync");
+    assert!(!disk.has_unsynced());
+    h.set_len(4096).expect("cut at the page boundary");
+    h.set_len(2 * 4096).expect("grow back");
+    assert!(
+        disk.has_unsynced(),
+        "no write is pending, but the second page reads zeros only in the page cache"
+    );
+    disk.power_cut();
+    let mut buf = [0u8; 4096];
+    disk.clone().read(4096, &mut buf).expect("read");
+    assert_eq!(buf, [3; 4096], "the cut was never synced");
 }
