@@ -138,10 +138,8 @@ struct DiskState {
     cache: Image,
     /// The durable image: what survives a power cut.
     durable: Image,
-    /// Chunks of `cache` changed since the last sync (copied on sync), each once.
-    dirty: Vec<usize>,
-    /// Whether each chunk index is in `dirty`.
-    is_dirty: Vec<bool>,
+    /// Chunks of `cache` changed since the last sync (copied on sync).
+    dirty: DirtyChunks,
     /// The shortest length of `cache` since the last sync: durable chunks past it were cut
     /// and must not come back with a later growth.
     shortest_since_sync: usize,
@@ -153,21 +151,44 @@ struct DiskState {
     counters: DiskCounters,
 }
 
-impl DiskState {
-    fn mark_dirty(dirty: &mut Vec<usize>, is_dirty: &mut Vec<bool>, i: usize) {
-        if is_dirty.len() <= i {
-            is_dirty.resize(i + 1, false);
+/// Chunk indexes changed since the last sync, each listed once.
+#[derive(Debug, Default)]
+struct DirtyChunks {
+    list: Vec<usize>,
+    /// Whether each chunk index is in `list`.
+    listed: Vec<bool>,
+}
+
+impl DirtyChunks {
+    fn mark(&mut self, i: usize) {
+        if self.listed.len() <= i {
+            self.listed.resize(i + 1, false);
         }
-        if !is_dirty[i] {
-            is_dirty[i] = true;
-            dirty.push(i);
+        if !self.listed[i] {
+            self.listed[i] = true;
+            self.list.push(i);
         }
     }
 
+    /// Forgets the chunks at index `n` and above (cut off the file).
+    fn forget_from(&mut self, n: usize) {
+        let listed = &mut self.listed;
+        self.list.retain(|&i| {
+            let keep = i < n;
+            if !keep {
+                listed[i] = false;
+            }
+            keep
+        });
+    }
+
+    fn clear(&mut self) {
+        self.forget_from(0);
+    }
+}
+
+impl DiskState {
     fn clear_dirty(&mut self) {
-        for &i in &self.dirty {
-            self.is_dirty[i] = false;
-        }
         self.dirty.clear();
         self.unsynced_bytes = 0;
         self.shortest_since_sync = self.cache.len;
@@ -274,7 +295,9 @@ impl SimDisk {
     /// still holds the old bytes).
     pub fn has_unsynced(&self) -> bool {
         let s = self.lock();
-        !s.dirty.is_empty() || s.cache.len != s.durable.len || s.shortest_since_sync < s.durable.len
+        !s.dirty.list.is_empty()
+            || s.cache.len != s.durable.len
+            || s.shortest_since_sync < s.durable.len
     }
 }
 
@@ -314,20 +337,10 @@ impl redb::StorageBackend for SimDisk {
         }
         let len = len as usize;
         let st = &mut *s;
-        let (dirty, is_dirty) = (&mut st.dirty, &mut st.is_dirty);
-        st.cache
-            .set_len(len, |i| DiskState::mark_dirty(dirty, is_dirty, i));
+        st.cache.set_len(len, |i| st.dirty.mark(i));
         st.shortest_since_sync = st.shortest_since_sync.min(len);
         // Chunks past the new end no longer exist; the length itself is synced by `sync_data`.
-        let n = len.div_ceil(CHUNK);
-        let is_dirty = &mut st.is_dirty;
-        st.dirty.retain(|&i| {
-            let keep = i < n;
-            if !keep {
-                is_dirty[i] = false;
-            }
-            keep
-        });
+        st.dirty.forget_from(len.div_ceil(CHUNK));
         Ok(())
     }
 
@@ -355,7 +368,7 @@ impl redb::StorageBackend for SimDisk {
         st.durable.chunks.truncate(kept);
         st.durable.chunks.resize(st.cache.chunks.len(), None);
         st.durable.len = st.cache.len;
-        for &i in &st.dirty {
+        for &i in &st.dirty.list {
             st.durable.chunks[i].clone_from(&st.cache.chunks[i]);
         }
         st.clear_dirty();
@@ -377,9 +390,7 @@ impl redb::StorageBackend for SimDisk {
             return Err(out_of_range("write past the end"));
         }
         let st = &mut *s;
-        let (dirty, is_dirty) = (&mut st.dirty, &mut st.is_dirty);
-        st.cache
-            .write(start, data, |i| DiskState::mark_dirty(dirty, is_dirty, i));
+        st.cache.write(start, data, |i| st.dirty.mark(i));
         st.unsynced_bytes += data.len() as u64;
         st.counters.writes += 1;
         st.counters.bytes_written += data.len() as u64;
