@@ -294,13 +294,26 @@ impl CreditTracker {
                 }
                 a.below_floor_at = None;
             }
-            let (covered, rest): (Vec<Register>, Vec<Register>) =
-                a.pending.iter().partition(|r| r.index <= index);
-            a.pending = rest;
-            if let Some(best) = covered.iter().max_by_key(|r| (r.total_wh, r.index))
+            // Called once a second for every account on the board: most have nothing
+            // pending, and those that do keep their registers in place (no allocation).
+            if a.pending.is_empty() {
+                continue;
+            }
+            // The covered register with the highest (total, index), the last of equals.
+            let mut best: Option<Register> = None;
+            a.pending.retain(|r| {
+                if r.index > index {
+                    return true;
+                }
+                if best.is_none_or(|b| (r.total_wh, r.index) >= (b.total_wh, b.index)) {
+                    best = Some(*r);
+                }
+                false
+            });
+            if let Some(best) = best
                 && a.committed.is_none_or(|c| best.total_wh >= c.total_wh)
             {
-                a.committed = Some(*best);
+                a.committed = Some(best);
             }
         }
     }
@@ -457,5 +470,35 @@ mod tests {
                 total_wh: 500
             })
         );
+    }
+
+    #[test]
+    fn the_highest_covered_register_counts_and_later_ones_wait() {
+        let mut t = CreditTracker::default();
+        t.on_commit(1, 11, 700);
+        t.on_commit(1, 12, 650);
+        t.on_commit(1, 14, 900);
+        t.on_processed(13, |_| true);
+        let a = &t.accounts[&1];
+        assert_eq!(
+            a.committed,
+            Some(Register {
+                index: 11,
+                total_wh: 700
+            })
+        );
+        assert_eq!(
+            a.pending,
+            vec![Register {
+                index: 14,
+                total_wh: 900
+            }]
+        );
+        // A lower register covered later never replaces a higher one.
+        t.on_commit(1, 15, 600);
+        t.on_processed(15, |_| true);
+        let a = &t.accounts[&1];
+        assert_eq!(a.committed.map(|r| r.total_wh), Some(900));
+        assert!(a.pending.is_empty());
     }
 }
