@@ -113,12 +113,25 @@ impl PlantBoard {
                 plant.set_ballast_stage(b, closed);
             }
         }
-        if customers {
-            for c in plant.customer_ids() {
+        let ids = plant.customer_ids();
+        if customers
+            && !ids.is_empty()
+            && let Some(first) = customer_line(ids.start)
+        {
+            // Both sides are ordered by customer id: walk them together instead of looking
+            // each relay up (as `to_board` does for the meters).
+            let last = customer_line(ids.end.saturating_sub(1)).unwrap_or(u32::MAX);
+            let mut lines = s
+                .relays
+                .range(RelayLine::Customer(first)..=RelayLine::Customer(last))
+                .peekable();
+            for c in ids {
                 let Some(line) = customer_line(c) else {
-                    continue;
+                    break;
                 };
-                if let Some(&closed) = s.relays.get(&RelayLine::Customer(line))
+                let line = RelayLine::Customer(line);
+                while lines.next_if(|(l, _)| **l < line).is_some() {}
+                if let Some((_, &closed)) = lines.next_if(|(l, _)| **l == line)
                     && plant.customer_closed(c) != closed
                 {
                     plant.set_customer(c, closed);

@@ -44,10 +44,17 @@ fn readings_reach_the_board_and_relays_reach_the_plant() {
         board
             .set_relay(RelayLine::Customer(100), false)
             .expect("customer relay");
+        // The plant's last customer too: the relays are walked in order up to its line.
+        let last = plant.customer_ids().end - 1;
+        board
+            .set_relay(RelayLine::Customer(last as u32), false)
+            .expect("last customer's relay");
         let before = plant.customer_energy_wms(100);
         glue.step(&mut plant, 1_000);
         assert!(!plant.feeder_closed(2));
         assert!(!plant.customer_closed(100));
+        assert!(!plant.customer_closed(last));
+        assert!(plant.customer_closed(101) && plant.customer_closed(last - 1));
         glue.step(&mut plant, 60_000);
         assert_eq!(
             plant.customer_energy_wms(100),
@@ -56,6 +63,12 @@ fn readings_reach_the_board_and_relays_reach_the_plant() {
         );
         let g = board.read_grid().await.expect("grid");
         assert!(!g.feeders[2].closed && g.feeders[2].load_w == 0);
+        board
+            .set_relay(RelayLine::Customer(last as u32), true)
+            .expect("last customer's relay");
+        glue.step(&mut plant, 1_000);
+        assert!(plant.customer_closed(last), "a closed relay reconnects");
+        assert!(!plant.customer_closed(100));
 
         // A welded contactor: the command is accepted, the plant stays supplied.
         board
