@@ -110,22 +110,30 @@ pub(crate) fn store_batch(txn: &WriteTransaction, data: &mut SmData) -> io::Resu
             energy: data.energy.rest(),
         },
     )?;
-    let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
-    for (pin, seq) in data.pins.take_changes() {
-        let k = pin_key(&pin)?;
-        match seq {
-            Some(seq) => pins.insert(k.as_slice(), *seq).map(drop),
-            None => pins.remove(k.as_slice()).map(drop),
+    // A table is opened only when it has rows to write: most batches change neither (an open
+    // is a lookup in redb's table tree and a check of the table's types).
+    let mut pin_changes = data.pins.take_changes().peekable();
+    if pin_changes.peek().is_some() {
+        let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
+        for (pin, seq) in pin_changes {
+            let k = pin_key(&pin)?;
+            match seq {
+                Some(seq) => pins.insert(k.as_slice(), *seq).map(drop),
+                None => pins.remove(k.as_slice()).map(drop),
+            }
+            .map_err(io_err)?;
         }
-        .map_err(io_err)?;
     }
-    let mut customers = txn.open_table(SM_ENERGY_CUSTOMERS).map_err(io_err)?;
-    for (c, wh) in data.energy.take_customer_changes() {
-        match wh {
-            Some(wh) => customers.insert(c, wh).map(drop),
-            None => customers.remove(c).map(drop),
+    let mut customer_changes = data.energy.take_customer_changes().peekable();
+    if customer_changes.peek().is_some() {
+        let mut customers = txn.open_table(SM_ENERGY_CUSTOMERS).map_err(io_err)?;
+        for (c, wh) in customer_changes {
+            match wh {
+                Some(wh) => customers.insert(c, wh).map(drop),
+                None => customers.remove(c).map(drop),
+            }
+            .map_err(io_err)?;
         }
-        .map_err(io_err)?;
     }
     Ok(())
 }
