@@ -33,6 +33,7 @@ pub mod relays;
 pub mod shipper;
 pub mod telemetry;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -201,25 +202,16 @@ field_stats! {
     events_dropped,
 }
 
-/// What the loop saves in the journal to resume after a restart.
+/// What the loop saves in the journal to resume after a restart. The maps are borrowed when
+/// saving (no copy of the relay commands and every customer's account, 300 a board) and owned
+/// when loaded; a `Cow` encodes as what it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct FieldState {
+struct FieldState<'a> {
     version: u8,
     outbox_cursor: u64,
     processed_index: u64,
-    committed: BTreeMap<RelayLine, CommittedCmd>,
-    credit: CreditTracker,
-}
-
-/// [`FieldState`] borrowed: the same encoding, saved without copying the relay commands and
-/// every customer's account (300 a board) first.
-#[derive(Serialize)]
-struct FieldStateRef<'a> {
-    version: u8,
-    outbox_cursor: u64,
-    processed_index: u64,
-    committed: &'a BTreeMap<RelayLine, CommittedCmd>,
-    credit: &'a CreditTracker,
+    committed: Cow<'a, BTreeMap<RelayLine, CommittedCmd>>,
+    credit: Cow<'a, CreditTracker>,
 }
 
 /// Aborts the task when dropped (the shipper lives exactly as long as the loop).
@@ -287,7 +279,7 @@ pub async fn run_with<B: Board, C: Consensus>(
             FieldState::default()
         }
     };
-    arbiter.restore_committed(saved.committed.clone());
+    arbiter.restore_committed(saved.committed.into_owned());
     let (tx, rx) = mpsc::channel(shipper::SHIPPER_QUEUE);
     let shared = Arc::new(Mutex::new(ShipperShared::default()));
     let _shipper = AbortOnDrop(tokio::spawn(shipper::run(
@@ -314,7 +306,7 @@ pub async fn run_with<B: Board, C: Consensus>(
         stats,
         arbiter,
         protection,
-        credit: saved.credit,
+        credit: saved.credit.into_owned(),
         agg: Aggregator::default(),
         outbox_cursor: saved.outbox_cursor,
         processed_index: saved.processed_index,
@@ -797,12 +789,12 @@ impl<B: Board, C: Consensus> Loop<B, C> {
         {
             return;
         }
-        let state = FieldStateRef {
+        let state = FieldState {
             version: FIELD_STATE_VERSION,
             outbox_cursor: self.outbox_cursor,
             processed_index: self.processed_index,
-            committed: self.arbiter.committed(),
-            credit: &self.credit,
+            committed: Cow::Borrowed(self.arbiter.committed()),
+            credit: Cow::Borrowed(&self.credit),
         };
         match codec::encode(&state) {
             Ok(bytes) => {
@@ -820,7 +812,7 @@ impl<B: Board, C: Consensus> Loop<B, C> {
 mod tests {
     use super::*;
 
-    /// The loop saves [`FieldStateRef`] and loads [`FieldState`]: one encoding.
+    /// The loop saves [`FieldState`] borrowed and loads it owned: one encoding.
     #[test]
     fn the_borrowed_field_state_encodes_as_the_owned_one() {
         let mut credit = CreditTracker::default();
@@ -840,15 +832,15 @@ mod tests {
             version: FIELD_STATE_VERSION,
             outbox_cursor: 44,
             processed_index: 12,
-            committed: committed.clone(),
-            credit: credit.clone(),
+            committed: Cow::Owned(committed.clone()),
+            credit: Cow::Owned(credit.clone()),
         };
-        let borrowed = FieldStateRef {
+        let borrowed = FieldState {
             version: FIELD_STATE_VERSION,
             outbox_cursor: 44,
             processed_index: 12,
-            committed: &committed,
-            credit: &credit,
+            committed: Cow::Borrowed(&committed),
+            credit: Cow::Borrowed(&credit),
         };
         let bytes = codec::encode(&borrowed).expect("encode");
         assert_eq!(bytes, codec::encode(&owned).expect("encode"));
@@ -859,6 +851,6 @@ mod tests {
             credit.accounts[&7].pending
         );
         assert_eq!(back.credit.cuts, credit.cuts);
-        assert_eq!(back.committed, committed);
+        assert_eq!(*back.committed, committed);
     }
 }
