@@ -65,11 +65,14 @@ pub(crate) fn outbox(node: &Node) -> Vec<(u64, OutboxRecord)> {
 }
 
 /// Wait until the central holds everything the grid has and the grid committed the cursor.
-/// On tokio's clock: real time here, simulated time in `wan_sim`.
+/// On tokio's clock: real time here, simulated time in `wan_sim`. The outbox's end is read
+/// at every look: records may still come while waiting (on the system clock, an hour closing
+/// during the test adds every customer's hourly energy), and the central then goes past an
+/// end read once.
 pub(crate) async fn wait_synced(node: &Node, central: &CentralStore, timeout: Duration) {
-    let end = node.state_machine().status().borrow().next_out_seq;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
+        let end = node.state_machine().status().borrow().next_out_seq;
         let central_at: Vec<u64> = Stream::ALL
             .iter()
             .map(|s| central.cursor(GRID, s.id()).expect("cursor reads"))
