@@ -4,6 +4,9 @@
 //!
 //! `cargo xtask footprint` measures a running node's memory (xtask/src/footprint.rs).
 //!
+//! `cargo xtask pgo` builds the simulator's fast binary with profile-guided optimisation
+//! (xtask/src/pgo.rs).
+//!
 //! Release binaries are linked by `cargo zigbuild` against glibc 2.28's symbol versions, so they
 //! run on any board image from 2019 on (Debian 10 / Raspberry Pi OS Buster and later);
 //! linked by Debian 12's cross gcc they would need glibc 2.34 (deploy/README.md says why this
@@ -23,6 +26,7 @@ use flate2::Compression;
 use sha2::{Digest, Sha256};
 
 mod footprint;
+mod pgo;
 
 /// The targets `dist` builds by default: 64-bit and 32-bit ARM boards with glibc.
 const DEFAULT_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
@@ -134,8 +138,19 @@ fn run() -> anyhow::Result<()> {
             }
         },
         Some("footprint") => footprint::run(footprint::parse_args(args)?),
+        Some("pgo") => match pgo::parse_args(args)? {
+            Some(a) => {
+                let root = workspace_root()?;
+                let meta = cargo_metadata(&root)?;
+                pgo::run(a, &root, &meta.target_dir)
+            }
+            None => {
+                print!("{}", pgo::USAGE);
+                Ok(())
+            }
+        },
         Some("-h" | "--help" | "help") | None => {
-            print!("{USAGE}\n{}", footprint::USAGE);
+            print!("{USAGE}\n{}\n{}", footprint::USAGE, pgo::USAGE);
             Ok(())
         }
         Some(other) => bail!("unknown task `{other}`\n{USAGE}"),
