@@ -135,32 +135,33 @@ pub fn run(args: PgoArgs, root: &Path, target_dir: &Path) -> anyhow::Result<()> 
 /// This machine's target triple (`rustc -vV`), built explicitly so the PGO flags reach only the
 /// binary's code, not build scripts or proc macros.
 fn host_triple(root: &Path) -> anyhow::Result<String> {
-    let out = Command::new("rustc")
-        .current_dir(root)
-        .arg("-vV")
-        .output()
-        .context("cannot run `rustc -vV`")?;
-    ensure!(out.status.success(), "`rustc -vV` failed ({})", out.status);
-    String::from_utf8_lossy(&out.stdout)
+    rustc_stdout(root, &["-vV"])?
         .lines()
         .find_map(|l| l.strip_prefix("host: "))
         .map(str::to_string)
         .ok_or_else(|| anyhow!("`rustc -vV` printed no `host:` line"))
 }
 
-/// The toolchain's llvm-profdata (rustup's llvm-tools component), installed if missing.
-fn llvm_profdata(root: &Path, host: &str) -> anyhow::Result<PathBuf> {
+/// What the workspace's pinned rustc (rust-toolchain.toml, hence run in `root`) prints for
+/// `args`.
+fn rustc_stdout(root: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let shown = args.join(" ");
     let out = Command::new("rustc")
         .current_dir(root)
-        .args(["--print", "sysroot"])
+        .args(args)
         .output()
-        .context("cannot run `rustc --print sysroot`")?;
+        .with_context(|| format!("cannot run `rustc {shown}`"))?;
     ensure!(
         out.status.success(),
-        "`rustc --print sysroot` failed ({})",
+        "`rustc {shown}` failed ({})",
         out.status
     );
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The toolchain's llvm-profdata (rustup's llvm-tools component), installed if missing.
+fn llvm_profdata(root: &Path, host: &str) -> anyhow::Result<PathBuf> {
+    let sysroot = PathBuf::from(rustc_stdout(root, &["--print", "sysroot"])?.trim());
     let path = sysroot
         .join("lib/rustlib")
         .join(host)
