@@ -2,11 +2,24 @@
 //!
 //! `send` never blocks: it decides the frame's fate (partition, MTU, queue,
 //! loss, duplication, corruption, latency) with the link's own seeded RNG and
-//! pushes it onto one heap keyed by `(deliver_at, sequence)`. A single
-//! scheduler task pops due frames in that order and puts them in the
-//! receiver's inbox, so the delivery order is a function of the seed and the
-//! order of `send` calls, never of task scheduling. Every delivery and every
-//! drop is folded into a running trace hash.
+//! pushes it onto one heap keyed by `(deliver_at, from, to, link sequence)`.
+//! Only the sender touches its links' RNGs, so a frame's fate is a function of
+//! the seed and of the order of that sender's own `send` calls. Every delivery
+//! and every drop is recorded as a trace event; events are folded into the
+//! trace hash in time order (ties broken by link and sequence), never in the
+//! order threads or tasks happened to record them.
+//!
+//! Two ways to run it:
+//! - **one runtime** ([`SimNet::new`]): a scheduler task on the caller's
+//!   runtime pops due frames and puts them in the receivers' inboxes;
+//! - **lockstep** ([`SimNet::new_lockstep`]): every node runs on its own
+//!   paused-clock runtime (possibly on another thread), and the world advances
+//!   them all in windows no longer than the shortest one-way latency. Frames
+//!   sent in one window cannot be due before the next, so at each barrier the
+//!   world moves the frames due in the next window to the receivers
+//!   ([`SimNet::deliver_window`]), and each node's [`SimNet::delivery_task`]
+//!   hands them to its inbox at their time. Times are kept on the world's
+//!   epoch; each node's runtime clock is translated through its own epoch.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -17,6 +30,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::link::{Direction, LinkCounters, LinkModel};
 use crate::rng::SimRng;
+use crate::time::Epoch;
 
 /// A node's id on the simulated network (the controller's Raft node id).
 pub type NodeId = u64;
@@ -79,9 +93,17 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
+impl Pending {
+    /// The heap order: delivery time, then link and the link's own sequence, all fixed by
+    /// the sender alone (a global send counter would depend on which thread sent first).
+    fn key(&self) -> (Instant, NodeId, NodeId, u64) {
+        (self.at, self.from, self.to, self.seq)
+    }
+}
+
 impl PartialEq for Pending {
     fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
+        self.key() == o.key()
     }
 }
 impl Eq for Pending {}
@@ -92,7 +114,7 @@ impl PartialOrd for Pending {
 }
 impl Ord for Pending {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
+        self.key().cmp(&o.key())
     }
 }
 
@@ -106,51 +128,78 @@ struct LinkState {
     /// End times of frames still being serialised or queued (bandwidth model).
     tx_ends: VecDeque<Instant>,
     busy_until: Instant,
-    flap_up: bool,
-    flap_next: Option<Instant>,
+    flap: FlapSchedule,
+    /// Frames scheduled on this link so far (the heap's tie-breaker).
+    seq: u64,
     counters: LinkCounters,
 }
 
+/// A link's flap cycle: the times it toggles, drawn from its own RNG, so whether the link
+/// is up at a time does not depend on when, or in which order, anyone asked (a sender at
+/// its send time, the world at a frame's delivery time, possibly later in wall time).
+#[derive(Debug)]
+struct FlapSchedule {
+    rng: SimRng,
+    /// When the current cycle started (up); `None` until first asked after a model change.
+    start: Option<Instant>,
+    /// Toggle times after `start`, drawn as far as anyone has asked.
+    toggles: Vec<Instant>,
+}
+
+impl FlapSchedule {
+    /// Forgets the cycle (the link's model changed); the next question starts a new one.
+    fn reset(&mut self) {
+        self.start = None;
+        self.toggles.clear();
+    }
+
+    /// Whether the cycle has the link up at `t` (the cycle starts up, at the first question).
+    fn is_up(&mut self, flap: crate::link::Flap, t: Instant) -> bool {
+        let start = *self.start.get_or_insert(t);
+        if t < start {
+            return true;
+        }
+        loop {
+            let last = self.toggles.last().copied().unwrap_or(start);
+            if last > t {
+                break;
+            }
+            // After an even number of toggles the link is up and stays up for an up period.
+            let mean = if self.toggles.len() % 2 == 0 {
+                flap.up_ms
+            } else {
+                flap.down_ms
+            };
+            self.toggles.push(last + period(&mut self.rng, mean));
+        }
+        self.toggles.partition_point(|&x| x <= t) % 2 == 0
+    }
+}
+
 impl LinkState {
-    fn new(model: LinkModel, rng: SimRng, now: Instant) -> Self {
+    fn new(model: LinkModel, rng: SimRng, flap_rng: SimRng, now: Instant) -> Self {
         Self {
             model,
             overridden: false,
             rng,
             tx_ends: VecDeque::new(),
             busy_until: now,
-            flap_up: true,
-            flap_next: None,
+            flap: FlapSchedule {
+                rng: flap_rng,
+                start: None,
+                toggles: Vec::new(),
+            },
+            seq: 0,
             counters: LinkCounters::default(),
         }
     }
 
-    /// Whether the flap cycle has the link up at `now` (advancing it lazily).
-    fn flap_is_up(&mut self, now: Instant) -> bool {
-        let Some(flap) = self.model.flap else {
-            return true;
-        };
-        let next = match self.flap_next {
-            Some(n) => n,
-            None => {
-                self.flap_up = true;
-                let first = now + period(&mut self.rng, flap.up_ms);
-                self.flap_next = Some(first);
-                first
-            }
-        };
-        let mut next = next;
-        while next <= now {
-            self.flap_up = !self.flap_up;
-            let mean = if self.flap_up {
-                flap.up_ms
-            } else {
-                flap.down_ms
-            };
-            next += period(&mut self.rng, mean);
+    /// Whether the flap cycle has the link up at `t`.
+    fn flap_is_up(&mut self, t: Instant) -> bool {
+        match self.model.flap {
+            Some(flap) => self.flap.is_up(flap, t),
+            None => true,
         }
-        self.flap_next = Some(next);
-        self.flap_up
     }
 
     fn one_way_latency(&mut self) -> Duration {
@@ -172,7 +221,7 @@ fn period(rng: &mut SimRng, mean_ms: u64) -> Duration {
 }
 
 /// Trace event kinds folded into the hash.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 enum TraceKind {
     Delivered = 1,
@@ -181,6 +230,37 @@ enum TraceKind {
     DroppedQueue = 4,
     DroppedLoss = 5,
     DroppedInbox = 6,
+}
+
+/// One trace event, waiting to be folded into the hash in order. The field order is the
+/// fold order: time first, then everything else, so equal times fold the same way whatever
+/// order threads recorded them in.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TraceEvent {
+    t_us: u64,
+    from: NodeId,
+    to: NodeId,
+    kind: TraceKind,
+    seq: u64,
+    len: u64,
+    /// The delivered bytes' hash (deliveries and inbox drops only).
+    content: Option<[u8; 32]>,
+}
+
+/// Lockstep mode's state: each node's epoch and its frames due in the current window.
+#[derive(Debug, Default)]
+struct Lockstep {
+    /// Each node's runtime epoch (its simulated time zero on its own clock).
+    epochs: BTreeMap<NodeId, Epoch>,
+    /// Frames handed to each node for the current window, in delivery order.
+    due: BTreeMap<NodeId, Arc<Due>>,
+}
+
+/// One node's frames due in the current window, and the wake-up of its delivery task.
+#[derive(Debug, Default)]
+struct Due {
+    frames: Mutex<VecDeque<Pending>>,
+    wake: Notify,
 }
 
 #[derive(Debug)]
@@ -195,52 +275,102 @@ struct NetState {
     nodes: BTreeSet<NodeId>,
     inboxes: BTreeMap<NodeId, mpsc::Sender<Datagram>>,
     heap: BinaryHeap<Reverse<Pending>>,
-    next_seq: u64,
     trace: blake3::Hasher,
     trace_events: u64,
+    /// Events recorded since the last fold.
+    pending_events: Vec<TraceEvent>,
+    lockstep: Option<Lockstep>,
 }
 
 impl NetState {
     fn link(&mut self, from: NodeId, to: NodeId) -> &mut LinkState {
-        let (seed, default, now) = (self.seed, self.default, Instant::now());
+        // A link made during the run starts with its transmitter idle at the world's time
+        // zero; only its sender's sends move it on.
+        let (seed, default, start) = (self.seed, self.default, self.epoch);
         self.links.entry((from, to)).or_insert_with(|| {
             LinkState::new(
                 default,
                 SimRng::derive(seed, "link", (from << 32) ^ to),
-                now,
+                SimRng::derive(seed, "flap", (from << 32) ^ to),
+                start,
             )
         })
     }
 
-    fn trace(&mut self, kind: TraceKind, from: NodeId, to: NodeId, bytes: &[u8]) {
-        let t_us = Instant::now().duration_since(self.epoch).as_micros() as u64;
-        self.trace.update(&[kind as u8]);
-        self.trace.update(&t_us.to_le_bytes());
-        self.trace.update(&from.to_le_bytes());
-        self.trace.update(&to.to_le_bytes());
-        self.trace.update(&(bytes.len() as u64).to_le_bytes());
-        if matches!(kind, TraceKind::Delivered) {
-            self.trace.update(bytes);
+    /// The time now on `node`'s clock, on the world's epoch: in lockstep each node's runtime
+    /// has its own clock (and epoch); with one runtime, everyone's clock is the same.
+    fn now_of(&self, node: NodeId) -> Instant {
+        match self.lockstep.as_ref().and_then(|l| l.epochs.get(&node)) {
+            Some(e) => self.epoch + Instant::now().duration_since(e.start()),
+            None => Instant::now(),
         }
+    }
+
+    /// Records a trace event at `at`: `seq` is the link's send count for drops at send and
+    /// the frame's sequence for deliveries; `content` is the delivered bytes' hash.
+    #[allow(clippy::too_many_arguments)]
+    fn trace(
+        &mut self,
+        at: Instant,
+        kind: TraceKind,
+        from: NodeId,
+        to: NodeId,
+        seq: u64,
+        len: usize,
+        content: Option<[u8; 32]>,
+    ) {
+        let t_us = at.duration_since(self.epoch).as_micros() as u64;
+        self.pending_events.push(TraceEvent {
+            t_us,
+            from,
+            to,
+            kind,
+            seq,
+            len: len as u64,
+            content,
+        });
         self.trace_events += 1;
     }
 
+    /// Folds every recorded event into the hash, in event order. Called when no event
+    /// earlier than those recorded can still come: by the world at a barrier, and by the
+    /// digest.
+    fn fold_trace(&mut self) {
+        let mut events = std::mem::take(&mut self.pending_events);
+        events.sort_unstable();
+        for e in &events {
+            self.trace.update(&[e.kind as u8]);
+            self.trace.update(&e.t_us.to_le_bytes());
+            self.trace.update(&e.from.to_le_bytes());
+            self.trace.update(&e.to.to_le_bytes());
+            self.trace.update(&e.len.to_le_bytes());
+            if matches!(e.kind, TraceKind::Delivered)
+                && let Some(c) = &e.content
+            {
+                self.trace.update(c);
+            }
+        }
+        events.clear();
+        self.pending_events = events;
+    }
+
     fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
-        let now = Instant::now();
+        let now = self.now_of(from);
         let blocked =
             self.down.contains(&from) || self.down.contains(&to) || self.cut.contains(&(from, to));
         let link = self.link(from, to);
         link.counters.sent += 1;
         link.counters.bytes_sent += bytes.len() as u64;
+        let sent = link.counters.sent;
         if blocked || !link.flap_is_up(now) {
             link.counters.dropped_partition += 1;
-            self.trace(TraceKind::DroppedPartition, from, to, &bytes);
+            self.trace(now, TraceKind::DroppedPartition, from, to, sent, bytes.len(), None);
             return;
         }
         let m = link.model;
         if m.mtu_bytes > 0 && bytes.len() > m.mtu_bytes as usize {
             link.counters.dropped_mtu += 1;
-            self.trace(TraceKind::DroppedMtu, from, to, &bytes);
+            self.trace(now, TraceKind::DroppedMtu, from, to, sent, bytes.len(), None);
             return;
         }
         let mut base = now;
@@ -250,7 +380,7 @@ impl NetState {
             }
             if link.tx_ends.len() >= m.queue_frames.max(1) as usize {
                 link.counters.dropped_queue += 1;
-                self.trace(TraceKind::DroppedQueue, from, to, &bytes);
+                self.trace(now, TraceKind::DroppedQueue, from, to, sent, bytes.len(), None);
                 return;
             }
             let start = link.busy_until.max(now);
@@ -263,7 +393,7 @@ impl NetState {
         // Lost in the air: it still occupied the link.
         if link.rng.chance(m.loss) {
             link.counters.dropped_loss += 1;
-            self.trace(TraceKind::DroppedLoss, from, to, &bytes);
+            self.trace(now, TraceKind::DroppedLoss, from, to, sent, bytes.len(), None);
             return;
         }
         let copies = if link.rng.chance(m.duplicate) {
@@ -289,15 +419,14 @@ impl NetState {
                 }
                 corrupted = true;
             }
-            scheduled.push((at, corrupted, payload));
+            link.seq += 1;
+            scheduled.push((at, link.seq, corrupted, payload));
         }
-        for (at, corrupted, payload) in scheduled {
+        for (at, seq, corrupted, payload) in scheduled {
             assert!(
                 self.heap.len() < IN_FLIGHT_FRAMES_MAX,
                 "more than {IN_FLIGHT_FRAMES_MAX} frames in flight: a sender is running away"
             );
-            let seq = self.next_seq;
-            self.next_seq += 1;
             self.heap.push(Reverse(Pending {
                 at,
                 seq,
@@ -318,34 +447,49 @@ impl NetState {
             let Some(Reverse(p)) = self.heap.pop() else {
                 break;
             };
-            let cut = self.down.contains(&p.to) || self.cut.contains(&(p.from, p.to));
-            let link = self.link(p.from, p.to);
-            if cut || !link.flap_is_up(now) {
-                link.counters.dropped_partition += 1;
-                self.trace(TraceKind::DroppedPartition, p.from, p.to, &p.bytes);
-                continue;
-            }
-            let len = p.bytes.len() as u64;
-            let content = blake3::hash(&p.bytes);
-            let (from, to, corrupted) = (p.from, p.to, p.corrupted);
-            let delivered = match self.inboxes.get(&to) {
-                Some(tx) => tx.try_send((from, p.bytes)).is_ok(),
-                None => false,
-            };
-            if delivered {
-                let c = &mut self.link(from, to).counters;
-                c.delivered += 1;
-                c.bytes_delivered += len;
-                if corrupted {
-                    c.corrupted += 1;
-                }
-                self.trace(TraceKind::Delivered, from, to, content.as_bytes());
-            } else {
-                self.link(from, to).counters.dropped_inbox += 1;
-                self.trace(TraceKind::DroppedInbox, from, to, content.as_bytes());
+            if let Some(p) = self.pass_delivery_checks(p) {
+                self.hand_over(p);
             }
         }
         None
+    }
+
+    /// The checks a frame meets at its delivery time: the receiver down, the link cut or
+    /// flapped down. Returns the frame if it gets through.
+    fn pass_delivery_checks(&mut self, p: Pending) -> Option<Pending> {
+        let cut = self.down.contains(&p.to) || self.cut.contains(&(p.from, p.to));
+        let link = self.link(p.from, p.to);
+        if cut || !link.flap_is_up(p.at) {
+            link.counters.dropped_partition += 1;
+            let len = p.bytes.len();
+            self.trace(p.at, TraceKind::DroppedPartition, p.from, p.to, p.seq, len, None);
+            return None;
+        }
+        Some(p)
+    }
+
+    /// Puts a frame in its receiver's inbox (at its delivery time), counting and tracing it.
+    fn hand_over(&mut self, p: Pending) {
+        let len = p.bytes.len();
+        let content = *blake3::hash(&p.bytes).as_bytes();
+        let (at, from, to, seq, corrupted) = (p.at, p.from, p.to, p.seq, p.corrupted);
+        let delivered = match self.inboxes.get(&to) {
+            Some(tx) => tx.try_send((from, p.bytes)).is_ok(),
+            None => false,
+        };
+        let c = &mut self.link(from, to).counters;
+        let kind = if delivered {
+            c.delivered += 1;
+            c.bytes_delivered += len as u64;
+            if corrupted {
+                c.corrupted += 1;
+            }
+            TraceKind::Delivered
+        } else {
+            c.dropped_inbox += 1;
+            TraceKind::DroppedInbox
+        };
+        self.trace(at, kind, from, to, seq, len, Some(content));
     }
 }
 
@@ -369,25 +513,8 @@ impl SimNet {
     /// Outside a tokio runtime: the scheduler task is spawned here. Build the
     /// world inside [`crate::time::runtime`].
     pub fn new(seed: u64, default: LinkModel) -> Self {
-        let now = Instant::now();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(NetState {
-                seed,
-                epoch: now,
-                default,
-                links: BTreeMap::new(),
-                cut: BTreeSet::new(),
-                down: BTreeSet::new(),
-                nodes: BTreeSet::new(),
-                inboxes: BTreeMap::new(),
-                heap: BinaryHeap::new(),
-                next_seq: 0,
-                trace: blake3::Hasher::new(),
-                trace_events: 0,
-            }),
-            wake: Notify::new(),
-        });
-        let weak = Arc::downgrade(&shared);
+        let net = Self::with_state(seed, default, None);
+        let weak = Arc::downgrade(&net.shared);
         tokio::spawn(async move {
             loop {
                 let Some(shared) = weak.upgrade() else {
@@ -406,7 +533,132 @@ impl SimNet {
                 }
             }
         });
+        net
+    }
+
+    /// A network for lockstep runs: node `n` runs on its own runtime whose simulated time
+    /// zero is `epochs[n]` on that runtime's clock; the caller's runtime (the world's) has
+    /// its time zero now. No scheduler task: the world calls [`SimNet::deliver_window`] at
+    /// every barrier and spawns each node's [`SimNet::delivery_task`] on its runtime.
+    ///
+    /// The world must keep its windows no longer than the shortest one-way latency of any
+    /// link ([`SimNet::deliver_window`] refuses a frame due inside a window already run).
+    pub fn new_lockstep(seed: u64, default: LinkModel, epochs: BTreeMap<NodeId, Epoch>) -> Self {
+        let due = epochs.keys().map(|&n| (n, Arc::default())).collect();
+        Self::with_state(seed, default, Some(Lockstep { epochs, due }))
+    }
+
+    fn with_state(seed: u64, default: LinkModel, lockstep: Option<Lockstep>) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(NetState {
+                seed,
+                epoch: Instant::now(),
+                default,
+                links: BTreeMap::new(),
+                cut: BTreeSet::new(),
+                down: BTreeSet::new(),
+                nodes: BTreeSet::new(),
+                inboxes: BTreeMap::new(),
+                heap: BinaryHeap::new(),
+                trace: blake3::Hasher::new(),
+                trace_events: 0,
+                pending_events: Vec::new(),
+                lockstep,
+            }),
+            wake: Notify::new(),
+        });
         Self { shared }
+    }
+
+    /// Lockstep barrier: the world's clock is at `now_ms` and every node's is too. Moves
+    /// every frame due before `until_ms` (the end of the next window) to its receiver's
+    /// delivery task, after the checks a frame meets at its delivery time (the partitions
+    /// and down nodes the world set at this barrier hold for the whole window; flapping is
+    /// a function of time). Then folds the trace events of the window just run.
+    ///
+    /// # Panics
+    /// On a network not made with [`SimNet::new_lockstep`], or when a frame is due before
+    /// `now_ms`: a link shorter than the window broke lockstep's premise and the run
+    /// cannot be trusted.
+    pub fn deliver_window(&self, now_ms: u64, until_ms: u64) {
+        let mut s = self.state();
+        let (now, until) = (
+            s.epoch + Duration::from_millis(now_ms),
+            s.epoch + Duration::from_millis(until_ms),
+        );
+        let mut handed: Vec<Pending> = Vec::new();
+        while let Some(Reverse(top)) = s.heap.peek() {
+            if top.at >= until {
+                break;
+            }
+            let Some(Reverse(p)) = s.heap.pop() else {
+                break;
+            };
+            assert!(
+                p.at >= now,
+                "a frame from node {} to node {} was due {:?} before the lockstep barrier: a \
+                 link is faster than the window; run this scenario on one runtime",
+                p.from,
+                p.to,
+                now - p.at
+            );
+            if let Some(p) = s.pass_delivery_checks(p) {
+                handed.push(p);
+            }
+        }
+        s.fold_trace();
+        let Some(l) = s.lockstep.as_ref() else {
+            panic!("deliver_window on a network that is not in lockstep mode");
+        };
+        let mut woken = BTreeSet::new();
+        for p in handed {
+            if let Some(d) = l.due.get(&p.to) {
+                woken.insert(p.to);
+                lock(&d.frames).push_back(p);
+            }
+        }
+        for n in woken {
+            if let Some(d) = l.due.get(&n) {
+                d.wake.notify_one();
+            }
+        }
+    }
+
+    /// Node `node`'s delivery task (lockstep): puts each frame the world handed it in its
+    /// inbox at the frame's time on the node's clock. Spawn it once on the node's runtime;
+    /// it outlives the node's incarnations (an inbox replaced at a restart is the one used).
+    pub fn delivery_task(&self, node: NodeId) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let weak = Arc::downgrade(&self.shared);
+        async move {
+            let (due, epoch, world_epoch) = {
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let s = lock(&shared.state);
+                let Some(l) = s.lockstep.as_ref() else {
+                    return;
+                };
+                let (Some(due), Some(&epoch)) = (l.due.get(&node), l.epochs.get(&node)) else {
+                    return;
+                };
+                (due.clone(), epoch, s.epoch)
+            };
+            loop {
+                let next = lock(&due.frames).front().map(|p| p.at);
+                let Some(at) = next else {
+                    due.wake.notified().await;
+                    continue;
+                };
+                tokio::time::sleep_until(epoch.start() + at.duration_since(world_epoch)).await;
+                let Some(p) = lock(&due.frames).pop_front() else {
+                    continue;
+                };
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                lock(&shared.state).hand_over(p);
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, NetState> {
@@ -441,7 +693,7 @@ impl SimNet {
         let link = s.link(a, b);
         link.model = model;
         link.overridden = true;
-        link.flap_next = None;
+        link.flap.reset();
     }
 
     /// Sets the model of both directions between `a` and `b`.
@@ -461,7 +713,7 @@ impl SimNet {
         s.default = model;
         for link in s.links.values_mut().filter(|l| !l.overridden) {
             link.model = model;
-            link.flap_next = None;
+            link.flap.reset();
         }
     }
 
@@ -553,9 +805,17 @@ impl SimNet {
         self.state().heap.len()
     }
 
+    /// Folds the trace events recorded so far into the hash. Call it when no earlier event
+    /// can come any more (the world does at every step), so the buffer stays small.
+    pub fn fold_trace(&self) {
+        self.state().fold_trace();
+    }
+
     /// The running hash over every delivery and drop so far.
     pub fn trace_digest(&self) -> [u8; 32] {
-        *self.state().trace.clone().finalize().as_bytes()
+        let mut s = self.state();
+        s.fold_trace();
+        *s.trace.clone().finalize().as_bytes()
     }
 
     /// Number of events folded into the trace hash.

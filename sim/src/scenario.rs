@@ -779,8 +779,55 @@ impl Scenario {
     /// Builds the network: the default model plus per-pair overrides. Node
     /// index `i` is `node_ids[i]`. Call inside the sim runtime.
     pub fn build_net(&self, seed: u64, node_ids: &[NodeId]) -> SimNet {
+        self.configure_net(SimNet::new(seed, self.default_link()), node_ids)
+    }
+
+    /// [`Scenario::build_net`] for a lockstep world: node `n` keeps time on `epochs[n]`.
+    pub fn build_lockstep_net(
+        &self,
+        seed: u64,
+        node_ids: &[NodeId],
+        epochs: std::collections::BTreeMap<NodeId, crate::time::Epoch>,
+    ) -> SimNet {
+        let net = SimNet::new_lockstep(seed, self.default_link(), epochs);
+        self.configure_net(net, node_ids)
+    }
+
+    /// The shortest one-way latency any frame can have in this scenario, in ms: over the
+    /// default link, the per-pair links and every link a fault sets (applied over each of
+    /// those). A lockstep world needs its windows no longer than this (a frame sent in a
+    /// window must not be due in it); bandwidth only adds to it.
+    pub fn min_one_way_latency_ms(&self) -> u64 {
         let default = self.default_link();
-        let net = SimNet::new(seed, default);
+        let mut bases = vec![default];
+        bases.extend(
+            self.links
+                .pair
+                .iter()
+                .map(|p| p.link().apply(default).unwrap_or(default)),
+        );
+        let mut models = bases.clone();
+        for f in &self.faults {
+            if let FaultKind::Link { link, .. } = &f.kind {
+                models.extend(bases.iter().map(|&b| link.apply(b).unwrap_or(b)));
+            }
+        }
+        models
+            .iter()
+            .map(|m| {
+                let low = if m.jitter_uniform {
+                    m.latency_ms.saturating_sub(m.jitter_ms)
+                } else {
+                    m.latency_ms
+                };
+                u64::from(low.min(m.latency_cap_ms))
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn configure_net(&self, net: SimNet, node_ids: &[NodeId]) -> SimNet {
+        let default = self.default_link();
         for &id in node_ids {
             net.add_node(id);
         }

@@ -72,6 +72,28 @@ pub struct SimArgs {
     /// hash is the same either way; this only costs time).
     #[arg(long)]
     pub no_actor_replay: bool,
+    /// How the nodes run: `lockstep` puts each node on its own runtime, advanced in 100 ms
+    /// windows on `--threads` threads (only for scenarios whose links are all at least that
+    /// long one way: the same seed then gives the same trace with any thread count, but a
+    /// different one than `single`); `single` runs every node on one runtime; `auto`
+    /// (default) picks lockstep wherever the links allow it.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
+    /// Threads of each lockstep run (default: 2 for one seed; 1 when a sweep already runs
+    /// seeds side by side with `--jobs` above 1, which keeps the cores busy).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `--engine` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// Lockstep where the scenario's links allow it, else one runtime.
+    Auto,
+    /// Every node on one runtime.
+    Single,
+    /// Each node on its own runtime, in lockstep windows.
+    Lockstep,
 }
 
 /// `--link-profile` values.
@@ -172,6 +194,19 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
     let timing = args
         .link_profile
         .map(|p| Timing::for_profile(LinkProfile::from(p)));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, seeds.len());
+    let threads = args
+        .threads
+        .unwrap_or(if jobs > 1 {
+            1
+        } else {
+            crate::simulate::lockstep::THREADS_DEFAULT
+        })
+        .max(1);
+    let lockstep_ok = crate::simulate::lockstep_allowed(&scenario);
     let base = SimConfig {
         scenario,
         seed: 0,
@@ -180,11 +215,12 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
         timing,
         trace_path: args.trace.clone(),
         actor_replay: !args.no_actor_replay,
+        lockstep_threads: match args.engine {
+            EngineArg::Single => None,
+            EngineArg::Lockstep => Some(threads),
+            EngineArg::Auto => lockstep_ok.then_some(threads),
+        },
     };
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, seeds.len());
     let sweep = seeds.len() > 1;
     let started = std::time::Instant::now();
     let next = Arc::new(AtomicUsize::new(0));

@@ -61,9 +61,11 @@ impl SimClock {
         s.since_local_ms.saturating_add(run)
     }
 
-    /// Applies a clock fault (or its end): the new rate from now on, and the new step.
-    pub fn set(&self, model: DriftClock) {
-        let now = self.epoch.elapsed_ms();
+    /// Applies a clock fault (or its end) at simulated time `now_ms`: the new rate from then
+    /// on, and the new step. The world passes its own time: in a lockstep run this clock's
+    /// epoch is on the node's runtime, not the world's.
+    pub fn set(&self, model: DriftClock, now_ms: u64) {
+        let now = now_ms;
         let mut s = self.lock();
         let local = Self::local_ms(&s, now);
         *s = DriftState {

@@ -32,13 +32,14 @@
 
 pub mod cli;
 pub mod clock;
+pub mod lockstep;
 pub mod measure;
 pub mod observer;
 pub mod setup;
 pub mod transport;
 pub mod world;
 
-pub use world::{Mutation, SimConfig, SimOutcome, run, timing_for};
+pub use world::{Mutation, SimConfig, SimOutcome, lockstep_allowed, run, timing_for};
 
 use ghatta_sim::check::Violation;
 use ghatta_sim::scenario::{Scenario, ScenarioError};

@@ -3,13 +3,19 @@
 //!
 //! Every node reports its applied entries, snapshots and acknowledged proposals. Billing
 //! observations (committed meter reads, charges, credits) come from one *reference* view of
-//! the committed log: each index is decoded once, by whichever node applies it first. The
+//! the committed log: each index is decoded once, from whichever node applied it first. The
 //! state-agreement checker holds every replica to the same state hash at each index, so the
 //! first applier's outputs are every replica's; and a node that re-applies entries after a
 //! power cut (its state machine writes are not fsynced) is not counted twice.
+//!
+//! Each node queues its own observations (nodes may run on different threads in a lockstep
+//! run); the world merges the queues at every step in (time, node) order, and only then
+//! picks each index's first applier, so the merged stream does not depend on which thread
+//! got to a lock first. A node decodes billing for an index only while no earlier step has
+//! accepted it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ghatta_actor_sdk as sdk;
@@ -20,58 +26,108 @@ use crate::observe::{AppliedEntry, NodeObserver};
 use crate::state::StateHash;
 
 /// What the observers of every node share with the world loop.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Shared {
-    epoch: Epoch,
-    inner: Mutex<Inner>,
+    /// Each node's queue (kept across its incarnations), by node id.
+    queues: Mutex<BTreeMap<u64, Arc<NodeQueue>>>,
+    /// Highest index whose billing observations were accepted (at a world step).
+    ledger_upto: AtomicU64,
+    /// Last balance per account, from ledger records (the operator's view for top-ups).
+    balances: Mutex<BTreeMap<u32, i64>>,
 }
 
+/// One node's observations since the last world step, in the order it made them.
+type NodeQueue = Mutex<Vec<Queued>>;
+
+/// A queued observation, or one entry's billing as decoded by this node (accepted at the
+/// merge only if no node applied the index earlier).
+#[derive(Debug)]
+enum Queued {
+    Observation(Observation),
+    Billing {
+        t_ms: u64,
+        index: u64,
+        billing: Billing,
+    },
+}
+
+/// One entry's billing observations and the balances they leave.
 #[derive(Debug, Default)]
-struct Inner {
-    queue: Vec<Observation>,
-    /// Highest index decoded for billing observations.
-    ledger_upto: u64,
-    /// Last balance per account, from ledger records (the operator's view for top-ups).
-    balances: BTreeMap<u32, i64>,
+struct Billing {
+    observations: Vec<Observation>,
+    balances: Vec<(u32, i64)>,
 }
 
 impl Shared {
-    /// Shared state for a world whose time starts at `epoch`.
-    pub fn new(epoch: Epoch) -> Arc<Self> {
-        Arc::new(Shared {
-            epoch,
-            inner: Mutex::new(Inner::default()),
-        })
+    /// Shared state for a new world.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// Node `node`'s queue (made on first use).
+    fn queue(&self, node: u64) -> Arc<NodeQueue> {
+        lock(&self.queues).entry(node).or_default().clone()
     }
 
-    /// Takes every observation queued so far, in the order they happened.
+    /// Takes every observation the nodes queued since the last call, merged in (time,
+    /// node) order (each node's own order kept), with each newly committed index's billing
+    /// taken from its first applier.
     pub fn drain(&self) -> Vec<Observation> {
-        std::mem::take(&mut self.lock().queue)
-    }
-
-    /// Queues an observation made by the world itself (a node's role, say).
-    pub fn push(&self, obs: Observation) {
-        self.lock().queue.push(obs);
+        let queues: Vec<(u64, Arc<NodeQueue>)> = lock(&self.queues)
+            .iter()
+            .map(|(&n, q)| (n, q.clone()))
+            .collect();
+        let mut all: Vec<(u64, u64, usize, Queued)> = Vec::new();
+        for (node, q) in queues {
+            let taken = std::mem::take(&mut *lock(&q));
+            all.extend(
+                taken
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.t_ms(), node, i, e)),
+            );
+        }
+        all.sort_unstable_by_key(|&(t, node, i, _)| (t, node, i));
+        let mut upto = self.ledger_upto.load(Ordering::Relaxed);
+        let mut balances = lock(&self.balances);
+        let mut out = Vec::with_capacity(all.len());
+        for (_, _, _, e) in all {
+            match e {
+                Queued::Observation(o) => out.push(o),
+                Queued::Billing { index, billing, .. } => {
+                    if index > upto {
+                        upto = index;
+                        out.extend(billing.observations);
+                        balances.extend(billing.balances);
+                    }
+                }
+            }
+        }
+        self.ledger_upto.store(upto, Ordering::Relaxed);
+        out
     }
 
     /// Accounts whose last known balance is at or below `threshold_mpaisa`, in id order.
     pub fn accounts_at_or_below(&self, threshold_mpaisa: i64) -> Vec<u32> {
-        self.lock()
-            .balances
+        lock(&self.balances)
             .iter()
             .filter(|&(_, &b)| b <= threshold_mpaisa)
             .map(|(&c, _)| c)
             .collect()
     }
+}
 
-    /// Simulated ms now.
-    pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed_ms()
+impl Queued {
+    fn t_ms(&self) -> u64 {
+        match self {
+            Queued::Observation(o) => o.t_ms(),
+            Queued::Billing { t_ms, .. } => *t_ms,
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The observer of one node incarnation. Once the world kills the incarnation it reports
@@ -80,20 +136,29 @@ pub struct SimObserver {
     node: u64,
     alive: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    queue: Arc<NodeQueue>,
+    /// The node's runtime epoch (its clock's simulated time zero).
+    epoch: Epoch,
 }
 
 impl SimObserver {
-    /// An observer of node `node` while `alive` holds.
-    pub fn new(node: u64, alive: Arc<AtomicBool>, shared: Arc<Shared>) -> Self {
+    /// An observer of node `node` while `alive` holds, timing on its runtime's `epoch`.
+    pub fn new(node: u64, alive: Arc<AtomicBool>, shared: Arc<Shared>, epoch: Epoch) -> Self {
         SimObserver {
             node,
             alive,
+            queue: shared.queue(node),
             shared,
+            epoch,
         }
     }
 
     fn live(&self, node: u64) -> bool {
         node == self.node && self.alive.load(Ordering::Relaxed)
+    }
+
+    fn push(&self, o: Observation) {
+        lock(&self.queue).push(Queued::Observation(o));
     }
 }
 
@@ -102,30 +167,33 @@ impl NodeObserver for SimObserver {
         if !self.live(node) {
             return;
         }
-        let t_ms = self.shared.now_ms();
-        let mut s = self.shared.lock();
-        s.queue.push(Observation::EntryApplied {
+        let t_ms = self.epoch.elapsed_ms();
+        let mut q = lock(&self.queue);
+        q.push(Queued::Observation(Observation::EntryApplied {
             t_ms,
             node,
             index: e.index,
             entry_digest: e.entry_digest,
             state_hash: e.state_hash,
-        });
+        }));
         if let Some(p) = e.proposal
             && !p.duplicate
             && p.seq != 0
         {
-            s.queue.push(Observation::ProposalApplied {
+            q.push(Queued::Observation(Observation::ProposalApplied {
                 t_ms,
                 node,
                 origin: p.origin,
                 seq: p.seq,
                 index: e.index,
-            });
+            }));
         }
-        if e.index > s.ledger_upto {
-            s.ledger_upto = e.index;
-            billing_observations(t_ms, e, &mut s);
+        if e.index > self.shared.ledger_upto.load(Ordering::Relaxed) {
+            q.push(Queued::Billing {
+                t_ms,
+                index: e.index,
+                billing: billing_observations(t_ms, e),
+            });
         }
     }
 
@@ -133,25 +201,20 @@ impl NodeObserver for SimObserver {
         if !self.live(node) {
             return;
         }
-        let t_ms = self.shared.now_ms();
-        self.shared
-            .lock()
-            .queue
-            .push(Observation::SnapshotInstalled {
-                t_ms,
-                node,
-                index,
-                state_hash,
-            });
+        self.push(Observation::SnapshotInstalled {
+            t_ms: self.epoch.elapsed_ms(),
+            node,
+            index,
+            state_hash,
+        });
     }
 
     fn proposal_acked(&self, node: u64, seq: u64, index: u64) {
         if !self.live(node) {
             return;
         }
-        let t_ms = self.shared.now_ms();
-        self.shared.lock().queue.push(Observation::ProposalAcked {
-            t_ms,
+        self.push(Observation::ProposalAcked {
+            t_ms: self.epoch.elapsed_ms(),
             origin: node,
             seq,
             index,
@@ -162,7 +225,8 @@ impl NodeObserver for SimObserver {
 /// Decodes one entry's meter reads and ledger records. A read the billing actor refused
 /// (unknown account, register going backwards) raised an alarm naming the account in the
 /// same entry; it was never billed, so it is not a committed read for the checkers.
-fn billing_observations(t_ms: u64, e: &AppliedEntry, s: &mut Inner) {
+fn billing_observations(t_ms: u64, e: &AppliedEntry) -> Billing {
+    let mut s = Billing::default();
     let outputs: Vec<sdk::Output> = e
         .outputs
         .iter()
@@ -186,7 +250,7 @@ fn billing_observations(t_ms: u64, e: &AppliedEntry, s: &mut Inner) {
         if let Some(sdk::Input::MeterRead(r)) = sdk::codec::decode::<sdk::Input>(raw)
             && !refused.contains(&r.customer.0)
         {
-            s.queue.push(Observation::MeterReadCommitted {
+            s.observations.push(Observation::MeterReadCommitted {
                 t_ms,
                 customer: u64::from(r.customer.0),
                 total_wh: r.total_wh,
@@ -228,11 +292,12 @@ fn billing_observations(t_ms: u64, e: &AppliedEntry, s: &mut Inner) {
                 balance_after_mpaisa,
             },
             sdk::LedgerKind::Disconnect { .. } | sdk::LedgerKind::Reconnect { .. } => {
-                s.balances.insert(rec.customer.0, balance_after_mpaisa);
+                s.balances.push((rec.customer.0, balance_after_mpaisa));
                 continue;
             }
         };
-        s.balances.insert(rec.customer.0, balance_after_mpaisa);
-        s.queue.push(obs);
+        s.balances.push((rec.customer.0, balance_after_mpaisa));
+        s.observations.push(obs);
     }
+    s
 }

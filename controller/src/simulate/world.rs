@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Duration;
 
 use super::clock::SimClock;
+use super::lockstep::{self, Engine};
 use super::observer::{Shared, SimObserver};
 use super::setup;
 use super::transport::{SealWith, SimTransport, TransportStats, node_links};
@@ -100,6 +101,17 @@ pub struct SimConfig {
     /// Share actor executions between replicas (`actors::replay`): same outcomes, same trace
     /// hash, a fraction of the interpreting.
     pub actor_replay: bool,
+    /// Run each node on its own runtime, in lockstep windows, on this many threads
+    /// (`lockstep`); `None`: every node on the world's one runtime. Only for scenarios whose
+    /// links are all at least a window long ([`lockstep_allowed`]). The thread count changes
+    /// the speed, never the trace.
+    pub lockstep_threads: Option<usize>,
+}
+
+/// Whether a scenario can run in lockstep: every frame's one-way latency is at least one
+/// world step, so nothing sent in a window is due within it.
+pub fn lockstep_allowed(scenario: &Scenario) -> bool {
+    scenario.min_one_way_latency_ms() >= STEP_MS
 }
 
 /// What a run produced.
@@ -223,12 +235,41 @@ pub fn field_config_for(scenario: &Scenario) -> FieldConfig {
 pub const RADIO_DRAIN_INTERVAL_MS: u64 = 5_000;
 
 /// Runs one seed of a scenario on a fresh paused-clock runtime, inside openraft's seeded RNG
-/// scope. Measures the wall time for the report (the world itself never reads it).
+/// scope (and in lockstep, each node on its own; see `lockstep`). Measures the wall time for
+/// the report (the world itself never reads it).
+///
+/// # Errors
+/// When a runtime cannot be built, lockstep is asked for a scenario with links shorter than
+/// a window, or the world fails to start.
 pub fn run(cfg: &SimConfig) -> anyhow::Result<SimOutcome> {
     let rt = ghatta_sim::time::seeded_runtime(cfg.seed)
         .context("cannot build the simulator's runtime")?;
     let wall = std::time::Instant::now();
-    let mut out = rt.block_on(crate::raft::Runtime::scope(cfg.seed, world(cfg.clone())))?;
+    let seed = cfg.seed;
+    let mut out = match cfg.lockstep_threads {
+        None => rt.block_on(crate::raft::Runtime::scope(seed, async {
+            let engine = Engine::Single {
+                epoch: Epoch::now(),
+            };
+            world(cfg.clone(), engine).await
+        }))?,
+        Some(threads) => {
+            if !lockstep_allowed(&cfg.scenario) {
+                anyhow::bail!(
+                    "scenario {} has links as short as {} ms one way, under the lockstep \
+                     window of {STEP_MS} ms: run it without lockstep",
+                    cfg.scenario.name,
+                    cfg.scenario.min_one_way_latency_ms()
+                );
+            }
+            let n = usize::try_from(cfg.scenario.nodes.count).unwrap_or(0);
+            let nodes = lockstep::node_runtimes(n, seed)?;
+            let cfg = cfg.clone();
+            lockstep::run_lockstep(&rt, nodes, threads, move |engine| {
+                crate::raft::Runtime::scope(seed, world(cfg, engine))
+            })?
+        }
+    };
     out.report.wall_seconds = wall.elapsed().as_secs_f64();
     // Tasks left behind by killed incarnations die with the runtime.
     drop(rt);
@@ -260,6 +301,110 @@ struct Incarnation {
     field: Option<JoinHandle<()>>,
 }
 
+/// Everything a new incarnation is started from, owned, so the start can run on the node's
+/// own runtime (in lockstep, on another thread): its tasks must live there.
+struct StartPlan {
+    id: u64,
+    net: SimNet,
+    alive: Arc<AtomicBool>,
+    link_stats: Arc<TransportStats>,
+    /// The world seed, when the links are sealed.
+    seal: Option<u64>,
+    members: Vec<u64>,
+    opts: NodeOptions,
+    stores: Stores,
+    clock: Arc<SimClock>,
+    observer: Arc<SimObserver>,
+    faults: Arc<TestFaults>,
+    host: Arc<ActorHost>,
+    /// Form the cluster (the first start of every node).
+    initialize: bool,
+    /// The field loop's board, journal, configuration and counters (plant nodes).
+    field: Option<(SimBoard, Journal, FieldConfig, Arc<FieldStats>)>,
+}
+
+impl StartPlan {
+    /// Starts the incarnation on the current runtime: transport, sealing, the node, the
+    /// cluster (first start), the field loop. Returns it and its openers' counters.
+    async fn start(self) -> anyhow::Result<(Incarnation, Vec<Arc<SealStats>>)> {
+        let StartPlan {
+            id,
+            net,
+            alive,
+            link_stats,
+            seal,
+            members,
+            opts,
+            stores,
+            clock,
+            observer,
+            faults,
+            host,
+            initialize,
+            field,
+        } = self;
+        let (tx, rx) = inbound_queue();
+        let endpoint = net.endpoint(id);
+        let (plain, tasks) =
+            SimTransport::start(id, net, endpoint, tx, alive.clone(), link_stats.clone());
+        let links = node_links(
+            id,
+            plain,
+            rx,
+            &link_stats,
+            seal.map(|seed| SealWith {
+                seed,
+                members: &members,
+                cluster: &opts.cluster_name,
+            }),
+        )?;
+        let env = NodeEnv {
+            stores,
+            transport: links.transport,
+            inbound: links.inbound,
+            clock,
+            observer: Some(observer),
+            faults,
+        };
+        let node = match Node::start_with_host(opts, env, host).await {
+            Ok(n) => n,
+            Err(e) => {
+                alive.store(false, Ordering::Relaxed);
+                for t in tasks {
+                    t.abort();
+                }
+                return Err(e.into());
+            }
+        };
+        if initialize {
+            let members: BTreeMap<u64, PeerInfo> =
+                members.iter().map(|&m| (m, PeerInfo::default())).collect();
+            node.initialize(members)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot form the cluster: {e}"))?;
+        }
+        let field = field.map(|(board, journal, cfg, stats)| {
+            tokio::spawn(field::run_with(
+                node.clone(),
+                board,
+                journal,
+                cfg,
+                CustomerMap { first_customer: 1 },
+                stats,
+            ))
+        });
+        Ok((
+            Incarnation {
+                node,
+                alive,
+                tasks,
+                field,
+            },
+            links.seal_stats.into_iter().collect(),
+        ))
+    }
+}
+
 /// A node's hardware, which outlives its incarnations: disks, clock, board, link driver state.
 struct Slot {
     id: u64,
@@ -279,12 +424,14 @@ struct Slot {
     role: Option<(SimRole, u64)>,
 }
 
-/// The running incarnations the operator may propose through: node id -> (incarnation, node).
-type Running = Arc<Mutex<BTreeMap<u64, (u64, Node)>>>;
+/// The running incarnations the operator may propose through: node id -> (slot, incarnation,
+/// node).
+type Running = Arc<Mutex<BTreeMap<u64, (usize, u64, Node)>>>;
 
 struct World {
     cfg: SimConfig,
     epoch: Epoch,
+    engine: Engine,
     net: SimNet,
     shared: Arc<Shared>,
     host: Arc<ActorHost>,
@@ -316,15 +463,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
+async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     let scenario = cfg.scenario.clone();
     let seed = cfg.seed;
-    let epoch = Epoch::now();
+    let epoch = engine.world_epoch();
     let n = scenario.nodes.count;
     let ids: Vec<u64> = (1..=u64::from(n)).collect();
-    let net = scenario.build_net(seed, &ids);
+    let net = if engine.is_lockstep() {
+        let epochs = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, engine.epoch_of(i)))
+            .collect();
+        let net = scenario.build_lockstep_net(seed, &ids, epochs);
+        for (i, &id) in ids.iter().enumerate() {
+            // Lives as long as the node's runtime, across its incarnations.
+            drop(engine.spawn_on(i, net.delivery_task(id)));
+        }
+        net
+    } else {
+        scenario.build_net(seed, &ids)
+    };
     let mut faults = FaultDriver::new(&scenario, seed, ids.clone());
-    let shared = Shared::new(epoch);
+    let shared = Shared::new();
     let host =
         ActorHost::with_embedded(ActorLimits::default()).context("cannot load the actors")?;
     let host = Arc::new(if cfg.actor_replay {
@@ -378,7 +539,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
             log_disk: SimDisk::new(),
             state_disk: SimDisk::new(),
             journal_disk: SimDisk::new(),
-            clock: Arc::new(SimClock::new(epoch, start_unix_ms)),
+            clock: Arc::new(SimClock::new(engine.epoch_of(i), start_unix_ms)),
             link_stats: Arc::default(),
             field_stats: Arc::default(),
             seal_stats: Vec::new(),
@@ -403,6 +564,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     let mut w = World {
         cfg,
         epoch,
+        engine,
         net,
         shared,
         host,
@@ -445,6 +607,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
         .proposal_bytes_max
         .unwrap_or(crate::field::shipper::PROPOSAL_BYTES_MAX_DEFAULT);
     let operator = tokio::spawn(operator(
+        w.engine.clone(),
         w.running.clone(),
         w.shared.clone(),
         setup_inputs,
@@ -459,7 +622,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     let mut operator = Some(operator);
     loop {
         next_ms += STEP_MS;
-        tokio::time::sleep_until(w.epoch.at_ms(next_ms)).await;
+        w.engine.advance_to(next_ms).await;
         let t_ms = w.epoch.elapsed_ms();
         w.feed_node_observations();
         let leader = w.poll_roles(t_ms);
@@ -481,6 +644,7 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
             w.act(a).await;
         }
         w.step_plants(t_ms);
+        w.next_window(t_ms);
         if t_ms < total_ms {
             continue;
         }
@@ -516,13 +680,14 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
     let counters = w.net.total_counters();
     let digest = w.net.trace_digest();
     let metered_wh = w.grid.plants().iter().map(Plant::metered_energy_wh).sum();
-    for s in &mut w.slots {
-        if let Some(r) = s.run.take() {
+    for i in 0..w.slots.len() {
+        if let Some(r) = w.slots[i].run.take() {
             r.alive.store(false, Ordering::Relaxed);
             for t in r.tasks.into_iter().chain(r.field) {
                 t.abort();
             }
-            r.node.shutdown().await;
+            let node = r.node;
+            w.engine.run_on(i, async move { node.shutdown().await }).await;
         }
     }
     let mut journal = w.journal;
@@ -582,6 +747,16 @@ async fn world(cfg: SimConfig) -> anyhow::Result<SimOutcome> {
 }
 
 impl World {
+    /// Ends a world step: the trace events so far are final; in lockstep, the frames due in
+    /// the next window go to their receivers.
+    fn next_window(&mut self, t_ms: u64) {
+        if self.engine.is_lockstep() {
+            self.net.deliver_window(t_ms, t_ms + STEP_MS);
+        } else {
+            self.net.fold_trace();
+        }
+    }
+
     fn observe(&mut self, o: &Observation) {
         if let Some(t) = self.trace.as_mut() {
             use std::io::Write;
@@ -684,7 +859,8 @@ impl World {
             }
             NodeAction::SetClock { node, clock } => {
                 if let Some(i) = self.slot_of(node) {
-                    self.slots[i].clock.set(clock);
+                    let now = self.epoch.elapsed_ms();
+                    self.slots[i].clock.set(clock, now);
                 }
             }
             NodeAction::SetSyncDelay { node, delay } => {
@@ -732,7 +908,7 @@ impl World {
         match self.start_inner(i, first).await {
             Ok(inc) => {
                 self.incarnations += 1;
-                lock(&self.running).insert(id, (self.incarnations, inc.node.clone()));
+                lock(&self.running).insert(id, (i, self.incarnations, inc.node.clone()));
                 self.slots[i].run = Some(inc);
             }
             Err(e) => {
@@ -762,89 +938,51 @@ impl World {
             _ => None,
         };
         let alive = Arc::new(AtomicBool::new(true));
-        let (tx, rx) = inbound_queue();
-        let endpoint = self.net.endpoint(id);
-        let (plain, tasks) = SimTransport::start(
-            id,
-            self.net.clone(),
-            endpoint,
-            tx,
-            alive.clone(),
-            s.link_stats.clone(),
-        );
         let cluster_name = format!("sim-{}", self.cfg.scenario.name);
         let members: Vec<u64> = self.slots.iter().map(|p| p.id).collect();
-        let links = node_links(
+        let plan = StartPlan {
             id,
-            plain,
-            rx,
-            &s.link_stats,
-            self.cfg.scenario.links.sealed.then_some(SealWith {
-                seed: self.cfg.seed,
-                members: &members,
-                cluster: &cluster_name,
-            }),
-        )?;
-        self.slots[i].seal_stats.extend(links.seal_stats);
-        let s = &self.slots[i];
-        let observer = Arc::new(SimObserver::new(id, alive.clone(), self.shared.clone()));
-        let opts = NodeOptions {
-            id,
-            cluster_name,
-            timing: self.timing,
-            actor_limits: ActorLimits::default(),
-            seed: self.cfg.seed ^ id,
-            snapshot: None,
-        };
-        let env = NodeEnv {
+            net: self.net.clone(),
+            alive: alive.clone(),
+            link_stats: s.link_stats.clone(),
+            seal: self.cfg.scenario.links.sealed.then_some(self.cfg.seed),
+            members,
+            opts: NodeOptions {
+                id,
+                cluster_name,
+                timing: self.timing,
+                actor_limits: ActorLimits::default(),
+                seed: self.cfg.seed ^ id,
+                snapshot: None,
+            },
             stores: Stores {
                 log,
                 state,
                 log_sync: Some(Arc::new(s.log_disk.clone())),
             },
-            transport: links.transport,
-            inbound: links.inbound,
             clock: s.clock.clone(),
-            observer: Some(observer),
+            observer: Arc::new(SimObserver::new(
+                id,
+                alive.clone(),
+                self.shared.clone(),
+                self.engine.epoch_of(i),
+            )),
             faults: self.switches.clone(),
+            host: self.host.clone(),
+            initialize: first,
+            field: match (s.plant, journal) {
+                (Some(p), Some(journal)) => Some((
+                    self.boards[p].board().clone(),
+                    journal,
+                    self.field_cfg.clone(),
+                    s.field_stats.clone(),
+                )),
+                _ => None,
+            },
         };
-        let node = match Node::start_with_host(opts, env, self.host.clone()).await {
-            Ok(n) => n,
-            Err(e) => {
-                alive.store(false, Ordering::Relaxed);
-                for t in tasks {
-                    t.abort();
-                }
-                return Err(e.into());
-            }
-        };
-        if first {
-            let members: BTreeMap<u64, PeerInfo> = self
-                .slots
-                .iter()
-                .map(|s| (s.id, PeerInfo::default()))
-                .collect();
-            node.initialize(members)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot form the cluster: {e}"))?;
-        }
-        let field = match (s.plant, journal) {
-            (Some(p), Some(journal)) => Some(tokio::spawn(field::run_with(
-                node.clone(),
-                self.boards[p].board().clone(),
-                journal,
-                self.field_cfg.clone(),
-                CustomerMap { first_customer: 1 },
-                s.field_stats.clone(),
-            ))),
-            _ => None,
-        };
-        Ok(Incarnation {
-            node,
-            alive,
-            tasks,
-            field,
-        })
+        let (inc, seal_stats) = self.engine.run_on(i, plan.start()).await?;
+        self.slots[i].seal_stats.extend(seal_stats);
+        Ok(inc)
     }
 
     /// Kills node `i`'s process; then the disks keep what a crash (page cache written back)
@@ -860,7 +998,11 @@ impl World {
             t.abort();
         }
         lock(&self.running).remove(&s.id);
-        r.node.shutdown().await;
+        let node = r.node;
+        self.engine
+            .run_on(i, async move { node.shutdown().await })
+            .await;
+        let s = &mut self.slots[i];
         for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
             if power_cut {
                 d.power_cut();
@@ -917,8 +1059,10 @@ impl World {
 
 /// The operator: commits the set-up (in proposals of at most `proposal_bytes_max` encoded
 /// bytes, as the field loop sizes its own), then every [`TOPUP_INTERVAL`] sells a top-up to every
-/// prepaid account at or below the disconnect threshold.
+/// prepaid account at or below the disconnect threshold. It runs on the world's runtime; each
+/// proposal runs on the runtime of the node it goes through.
 async fn operator(
+    engine: Engine,
     running: Running,
     shared: Arc<Shared>,
     setup_inputs: Vec<sdk::Input>,
@@ -931,14 +1075,14 @@ async fn operator(
         let full = chunk.len() >= setup::SETUP_INPUTS_PER_PROPOSAL
             || bytes + encoded.len() > proposal_bytes_max;
         if full && !chunk.is_empty() {
-            commit(&running, std::mem::take(&mut chunk)).await;
+            commit(&engine, &running, std::mem::take(&mut chunk)).await;
             bytes = 0;
         }
         bytes += encoded.len();
         chunk.push(encoded);
     }
     if !chunk.is_empty() {
-        commit(&running, chunk).await;
+        commit(&engine, &running, chunk).await;
     }
     let mut token_id = 1u64;
     loop {
@@ -959,7 +1103,7 @@ async fn operator(
                 sdk::codec::encode(&setup::topup(c, token_id))
             })
             .collect();
-        commit(&running, inputs).await;
+        commit(&engine, &running, inputs).await;
     }
 }
 
@@ -967,32 +1111,47 @@ async fn operator(
 /// number per node tried, retried until that node commits it or dies (then the next node
 /// proposes the same inputs under its own sequence number; the set-up inputs and top-ups are
 /// idempotent, the latter by token id, so a double commit changes nothing).
-async fn commit(running: &Running, inputs: Vec<Vec<u8>>) {
+async fn commit(engine: &Engine, running: &Running, inputs: Vec<Vec<u8>>) {
     loop {
         let node = lock(running).values().next().cloned();
-        let Some((incarnation, node)) = node else {
+        let Some((slot, incarnation, node)) = node else {
             tokio::time::sleep(OPERATOR_RETRY).await;
             continue;
         };
-        let Ok(seq) = node.next_seq() else {
-            tokio::time::sleep(OPERATOR_RETRY).await;
-            continue;
-        };
-        loop {
-            match node
-                .propose_with_seq(seq, Body::Inputs(inputs.clone()))
-                .await
-            {
-                Ok(_) => return,
-                Err(e) => tracing::debug!(error = %e, "operator proposal not committed; retrying"),
-            }
-            tokio::time::sleep(OPERATOR_RETRY).await;
-            let alive = lock(running)
-                .get(&node.id())
-                .is_some_and(|(i, _)| *i == incarnation);
-            if !alive {
-                break;
-            }
+        let attempt = propose_through(running.clone(), incarnation, node, inputs.clone());
+        match engine.spawn_on(slot, attempt).await {
+            Ok(true) => return,
+            // That incarnation died (or could not reserve a number): try the next node.
+            Ok(false) | Err(_) => tokio::time::sleep(OPERATOR_RETRY).await,
+        }
+    }
+}
+
+/// Proposes `inputs` through `node` under one sequence number until it commits (`true`) or
+/// the incarnation dies (`false`). Runs on the node's runtime.
+async fn propose_through(
+    running: Running,
+    incarnation: u64,
+    node: Node,
+    inputs: Vec<Vec<u8>>,
+) -> bool {
+    let Ok(seq) = node.next_seq() else {
+        return false;
+    };
+    loop {
+        match node
+            .propose_with_seq(seq, Body::Inputs(inputs.clone()))
+            .await
+        {
+            Ok(_) => return true,
+            Err(e) => tracing::debug!(error = %e, "operator proposal not committed; retrying"),
+        }
+        tokio::time::sleep(OPERATOR_RETRY).await;
+        let alive = lock(&running)
+            .get(&node.id())
+            .is_some_and(|(_, i, _)| *i == incarnation);
+        if !alive {
+            return false;
         }
     }
 }
@@ -1017,6 +1176,7 @@ mod tests {
             timing: None,
             trace_path: None,
             actor_replay: true,
+            lockstep_threads: None,
         })
         .expect("run");
         eprintln!("{}", out.report.to_json());
@@ -1041,6 +1201,7 @@ mod tests {
             timing: None,
             trace_path: None,
             actor_replay,
+            lockstep_threads: None,
         };
         let with = run(&cfg(true)).expect("run");
         let without = run(&cfg(false)).expect("run");

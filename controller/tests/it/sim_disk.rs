@@ -48,6 +48,7 @@ fn run(slow: Option<&str>) -> (Report, BTreeMap<u64, u64>) {
         timing: Some(Timing::for_rtt(DELAY_MS)),
         trace_path: Some(trace.path().to_path_buf()),
         actor_replay: true,
+        lockstep_threads: None,
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
     let mut applied = BTreeMap::new();
