@@ -35,9 +35,11 @@ use tokio::task::JoinHandle;
 pub const THREADS_DEFAULT: usize = 2;
 
 /// How long a thread waiting for work (a helper between windows, the driver at the end of
-/// one) spins before it sleeps: a barrier's own work takes tens of microseconds, and a
-/// sleeping thread costs more than that to wake.
-const SPIN: StdDuration = StdDuration::from_micros(200);
+/// one) spins before it sleeps. A barrier's own work takes tens of microseconds, and waking
+/// a sleeping thread on the measured VM took longer than most windows' work: 1 ms of spin
+/// ran an hour of the five-node scenario in 3.14 s (median of 5) against 3.37 s with
+/// 200 us and ~4 s without spinning (BENCHMARKS.md).
+const SPIN: StdDuration = StdDuration::from_millis(1);
 
 /// One node's runtime.
 pub struct NodeRt {
@@ -209,8 +211,13 @@ struct Pool {
     state: Mutex<PoolState>,
     work: Condvar,
     done: Condvar,
-    /// Next node to take in the current window.
+    /// Next place in `order` to take in the current window.
     next: AtomicUsize,
+    /// The nodes in the order the threads take them: costliest first (by `cost`), so the
+    /// longest run starts at once and the others fill the second thread around it.
+    order: Vec<AtomicUsize>,
+    /// Each node's recent wall time per window, ns (a moving average).
+    cost: Vec<std::sync::atomic::AtomicU64>,
     /// Bumped for each window (read without the lock while spinning).
     generation: std::sync::atomic::AtomicU64,
     stop: AtomicBool,
@@ -228,13 +235,23 @@ impl Pool {
     /// Takes nodes off the current window until none is left.
     fn work(&self, target_ms: u64) {
         loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let k = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(i) = self.order.get(k).map(|o| o.load(Ordering::Relaxed)) else {
+                return;
+            };
             let Some(n) = self.nodes.get(i) else {
                 return;
             };
+            let started = std::time::Instant::now();
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 lock(n).advance_to(target_ms)
             }));
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let c = &self.cost[i];
+            c.store(
+                (c.load(Ordering::Relaxed) / 4) * 3 + ns / 4,
+                Ordering::Relaxed,
+            );
             if let Err(e) = r {
                 let msg = e
                     .downcast_ref::<String>()
@@ -286,6 +303,13 @@ impl Pool {
 
     /// Runs one window on every thread, this one included; returns once all are done.
     fn window(&self, target_ms: u64, threads: usize) {
+        if threads > 1 {
+            let mut by_cost: Vec<usize> = (0..self.nodes.len()).collect();
+            by_cost.sort_by_key(|&i| std::cmp::Reverse(self.cost[i].load(Ordering::Relaxed)));
+            for (slot, i) in self.order.iter().zip(by_cost) {
+                slot.store(i, Ordering::Relaxed);
+            }
+        }
         {
             let mut s = lock(&self.state);
             s.target_ms = target_ms;
@@ -346,6 +370,7 @@ where
     // The world future is the root of every `block_on` below (not a task: it need not be
     // `Send`), polled again each time the driver comes back.
     let mut world_fut: Pin<Box<Fut>> = Box::pin(world(Engine::Lockstep(handle)));
+    let n_nodes = nodes.len();
     let pool = Arc::new(Pool {
         nodes,
         state: Mutex::new(PoolState {
@@ -356,6 +381,8 @@ where
         work: Condvar::new(),
         done: Condvar::new(),
         next: AtomicUsize::new(0),
+        order: (0..n_nodes).map(AtomicUsize::new).collect(),
+        cost: (0..n_nodes).map(|_| Default::default()).collect(),
         generation: Default::default(),
         stop: AtomicBool::new(false),
     });
