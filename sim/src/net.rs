@@ -165,14 +165,14 @@ impl FlapSchedule {
                 break;
             }
             // After an even number of toggles the link is up and stays up for an up period.
-            let mean = if self.toggles.len() % 2 == 0 {
+            let mean = if self.toggles.len().is_multiple_of(2) {
                 flap.up_ms
             } else {
                 flap.down_ms
             };
             self.toggles.push(last + period(&mut self.rng, mean));
         }
-        self.toggles.partition_point(|&x| x <= t) % 2 == 0
+        self.toggles.partition_point(|&x| x <= t).is_multiple_of(2)
     }
 }
 
@@ -364,13 +364,29 @@ impl NetState {
         let sent = link.counters.sent;
         if blocked || !link.flap_is_up(now) {
             link.counters.dropped_partition += 1;
-            self.trace(now, TraceKind::DroppedPartition, from, to, sent, bytes.len(), None);
+            self.trace(
+                now,
+                TraceKind::DroppedPartition,
+                from,
+                to,
+                sent,
+                bytes.len(),
+                None,
+            );
             return;
         }
         let m = link.model;
         if m.mtu_bytes > 0 && bytes.len() > m.mtu_bytes as usize {
             link.counters.dropped_mtu += 1;
-            self.trace(now, TraceKind::DroppedMtu, from, to, sent, bytes.len(), None);
+            self.trace(
+                now,
+                TraceKind::DroppedMtu,
+                from,
+                to,
+                sent,
+                bytes.len(),
+                None,
+            );
             return;
         }
         let mut base = now;
@@ -380,7 +396,15 @@ impl NetState {
             }
             if link.tx_ends.len() >= m.queue_frames.max(1) as usize {
                 link.counters.dropped_queue += 1;
-                self.trace(now, TraceKind::DroppedQueue, from, to, sent, bytes.len(), None);
+                self.trace(
+                    now,
+                    TraceKind::DroppedQueue,
+                    from,
+                    to,
+                    sent,
+                    bytes.len(),
+                    None,
+                );
                 return;
             }
             let start = link.busy_until.max(now);
@@ -393,7 +417,15 @@ impl NetState {
         // Lost in the air: it still occupied the link.
         if link.rng.chance(m.loss) {
             link.counters.dropped_loss += 1;
-            self.trace(now, TraceKind::DroppedLoss, from, to, sent, bytes.len(), None);
+            self.trace(
+                now,
+                TraceKind::DroppedLoss,
+                from,
+                to,
+                sent,
+                bytes.len(),
+                None,
+            );
             return;
         }
         let copies = if link.rng.chance(m.duplicate) {
@@ -462,7 +494,15 @@ impl NetState {
         if cut || !link.flap_is_up(p.at) {
             link.counters.dropped_partition += 1;
             let len = p.bytes.len();
-            self.trace(p.at, TraceKind::DroppedPartition, p.from, p.to, p.seq, len, None);
+            self.trace(
+                p.at,
+                TraceKind::DroppedPartition,
+                p.from,
+                p.to,
+                p.seq,
+                len,
+                None,
+            );
             return None;
         }
         Some(p)
@@ -627,7 +667,10 @@ impl SimNet {
     /// Node `node`'s delivery task (lockstep): puts each frame the world handed it in its
     /// inbox at the frame's time on the node's clock. Spawn it once on the node's runtime;
     /// it outlives the node's incarnations (an inbox replaced at a restart is the one used).
-    pub fn delivery_task(&self, node: NodeId) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub fn delivery_task(
+        &self,
+        node: NodeId,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let weak = Arc::downgrade(&self.shared);
         async move {
             let (due, epoch, world_epoch) = {

@@ -117,6 +117,10 @@ pub struct Report {
     /// The sealed links (absent when the scenario's links are not sealed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySummary>,
+    /// How the nodes ran (`single`: one runtime; `lockstep`: one each, in windows): part of
+    /// the schedule, so a replay must use the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 impl Report {

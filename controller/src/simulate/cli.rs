@@ -76,11 +76,12 @@ pub struct SimArgs {
     /// windows on `--threads` threads (only for scenarios whose links are all at least that
     /// long one way: the same seed then gives the same trace with any thread count, but a
     /// different one than `single`); `single` runs every node on one runtime; `auto`
-    /// (default) picks lockstep wherever the links allow it.
+    /// (default) picks lockstep where the links allow it and there are two threads or more
+    /// for it (on one thread it only adds the windows' cost).
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     pub engine: EngineArg,
-    /// Threads of each lockstep run (default: 2 for one seed; 1 when a sweep already runs
-    /// seeds side by side with `--jobs` above 1, which keeps the cores busy).
+    /// Threads of each lockstep run (default: 2 for one seed, or 1 on a one-core machine; 1
+    /// when a sweep already runs seeds side by side with `--jobs` above 1).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -141,8 +142,9 @@ fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
     Ok(a..b)
 }
 
-/// The command that replays one seed exactly.
-pub fn replay_command(args: &SimArgs, seed: u64) -> String {
+/// The command that replays one seed exactly, on the engine it ran on (`lockstep`: any
+/// thread count replays it).
+pub fn replay_command(args: &SimArgs, seed: u64, lockstep: bool) -> String {
     let mut cmd = format!(
         "cargo run --release -p ghatta -- sim --scenario {} --seed {seed}",
         args.scenario.display()
@@ -164,6 +166,12 @@ pub fn replay_command(args: &SimArgs, seed: u64) -> String {
         };
         cmd.push_str(&format!(" --mutation {m}"));
     }
+    // The engine is part of the schedule (the thread count is not).
+    cmd.push_str(if lockstep {
+        " --engine lockstep"
+    } else {
+        " --engine single"
+    });
     cmd
 }
 
@@ -194,16 +202,15 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
     let timing = args
         .link_profile
         .map(|p| Timing::for_profile(LinkProfile::from(p)));
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, seeds.len());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args.jobs.unwrap_or(cores).clamp(1, seeds.len());
+    // Lockstep's threads spin between windows: never more of them by default than cores.
     let threads = args
         .threads
         .unwrap_or(if jobs > 1 {
             1
         } else {
-            crate::simulate::lockstep::THREADS_DEFAULT
+            crate::simulate::lockstep::THREADS_DEFAULT.min(cores)
         })
         .max(1);
     let lockstep_ok = crate::simulate::lockstep_allowed(&scenario);
@@ -218,9 +225,10 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
         lockstep_threads: match args.engine {
             EngineArg::Single => None,
             EngineArg::Lockstep => Some(threads),
-            EngineArg::Auto => lockstep_ok.then_some(threads),
+            EngineArg::Auto => (lockstep_ok && threads > 1).then_some(threads),
         },
     };
+    let lockstep = base.lockstep_threads.is_some();
     let sweep = seeds.len() > 1;
     let started = std::time::Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -315,11 +323,11 @@ pub fn run_blocking(args: SimArgs) -> anyhow::Result<ExitCode> {
         if r.violations_suppressed > 0 {
             eprintln!("  ... and {} more", r.violations_suppressed);
         }
-        eprintln!("  replay: {}", replay_command(&args, r.seed));
+        eprintln!("  replay: {}", replay_command(&args, r.seed, lockstep));
     }
     for (seed, e) in &errors {
         eprintln!("ERROR seed {seed}: {e}");
-        eprintln!("  replay: {}", replay_command(&args, *seed));
+        eprintln!("  replay: {}", replay_command(&args, *seed, lockstep));
     }
     if sweep {
         let sim_s: f64 = reports.iter().map(|r| r.sim_seconds).sum();

@@ -61,10 +61,16 @@ impl SimClock {
         s.since_local_ms.saturating_add(run)
     }
 
-    /// Applies a clock fault (or its end) at simulated time `now_ms`: the new rate from then
-    /// on, and the new step. The world passes its own time: in a lockstep run this clock's
-    /// epoch is on the node's runtime, not the world's.
-    pub fn set(&self, model: DriftClock, now_ms: u64) {
+    /// Applies a clock fault (or its end) now: the new rate from now on, and the new step.
+    /// Call it on the clock's own runtime (in a lockstep run, the node's); elsewhere use
+    /// [`SimClock::set_at`].
+    pub fn set(&self, model: DriftClock) {
+        self.set_at(model, self.epoch.elapsed_ms());
+    }
+
+    /// [`SimClock::set`] at simulated time `now_ms`, for the world: in a lockstep run this
+    /// clock's epoch is on the node's runtime, whose clock the world's thread cannot read.
+    pub fn set_at(&self, model: DriftClock, now_ms: u64) {
         let now = now_ms;
         let mut s = self.lock();
         let local = Self::local_ms(&s, now);

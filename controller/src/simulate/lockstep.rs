@@ -36,9 +36,9 @@ pub const THREADS_DEFAULT: usize = 2;
 
 /// How long a thread waiting for work (a helper between windows, the driver at the end of
 /// one) spins before it sleeps. A barrier's own work takes tens of microseconds, and waking
-/// a sleeping thread on the measured VM took longer than most windows' work: 1 ms of spin
-/// ran 20 simulated minutes of the five-node scenario in 3.14 s (median of 5) against 3.37 s with
-/// 200 us and ~4 s without spinning (BENCHMARKS.md).
+/// a sleeping thread on the measured VM took longer than most windows' work: with 1 ms of
+/// spin, 20 simulated minutes of the five-node scenario ran in 3.14 s (median of 5),
+/// against 3.37 s with 200 us and ~4 s without spinning (BENCHMARKS.md).
 const SPIN: StdDuration = StdDuration::from_millis(1);
 
 /// One node's runtime.
@@ -358,7 +358,8 @@ where
 {
     let threads = threads.clamp(1, nodes.len().max(1));
     let epochs = nodes.iter().map(|n| n.epoch).collect();
-    let nodes: Vec<Arc<Mutex<NodeRt>>> = nodes.into_iter().map(|n| Arc::new(Mutex::new(n))).collect();
+    let nodes: Vec<Arc<Mutex<NodeRt>>> =
+        nodes.into_iter().map(|n| Arc::new(Mutex::new(n))).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let world_epoch = world_rt.block_on(async { Epoch::now() });
     let handle = Arc::new(LockstepHandle {

@@ -9,16 +9,21 @@
 //! - [`transport`]: `SimTransport`, the node's links over `SimNet` (fragmenting to the link's
 //!   MTU);
 //! - [`observer`]: node hooks -> `Observation`s, billing decoded from the committed log;
+//! - [`lockstep`]: how the world runs the nodes: on its one runtime, or each on its own
+//!   runtime advanced in windows by a pool of threads (`--engine`, `--threads`);
 //! - [`clock`]: the nodes' drifting wall clocks;
 //! - [`setup`]: tariffs, accounts, top-ups and the tariff oracle;
 //! - [`cli`]: `ghatta sim` (one seed or a sweep, reports, plots, replay commands);
 //! - [`measure`]: `ghatta sim-measure` (Raft's bytes, commit latency, failover and elections on
 //!   a scenario's links, without plants).
 //!
-//! Determinism: one current-thread runtime whose clock is paused; openraft's randomness from
+//! Determinism: current-thread runtimes whose clocks are paused (one for the whole world, or
+//! in lockstep one per node plus the world's); openraft's randomness from
 //! `raft::Runtime::scope(seed)`; every world-level random choice from the sim crate's seeded
-//! RNGs; ordered maps wherever iteration order matters. The trace hash in every report (every
-//! observation, then every network delivery and drop) is the same for the same seed.
+//! RNGs; ordered maps wherever iteration order matters; the nodes' observations merged by
+//! (time, node) at every world step. The trace hash in every report (every observation, then
+//! every network delivery and drop) is the same for the same seed and engine; lockstep and
+//! one runtime are two different (each deterministic) schedules of the same world.
 //!
 //! A slow disk (`kind = "slow_disk"` in a scenario's faults, or random slow-disk episodes)
 //! sets the node's `SimDisk` sync delay; the node's own log store waits it out after every

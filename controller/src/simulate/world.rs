@@ -687,7 +687,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
                 t.abort();
             }
             let node = r.node;
-            w.engine.run_on(i, async move { node.shutdown().await }).await;
+            w.engine
+                .run_on(i, async move { node.shutdown().await })
+                .await;
         }
     }
     let mut journal = w.journal;
@@ -709,6 +711,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         .sealed
         .then(|| security_summary(&w.slots));
     let actor_replay = w.host.replay_stats();
+    let engine_lockstep = w.engine.is_lockstep();
     let World {
         cfg,
         suite,
@@ -734,6 +737,14 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         ballast_switched_in,
     });
     report.security = security;
+    report.engine = Some(
+        if engine_lockstep {
+            "lockstep"
+        } else {
+            "single"
+        }
+        .into(),
+    );
     if !extra.is_empty() {
         report.passed = false;
         report.violations.extend(extra);
@@ -860,7 +871,7 @@ impl World {
             NodeAction::SetClock { node, clock } => {
                 if let Some(i) = self.slot_of(node) {
                     let now = self.epoch.elapsed_ms();
-                    self.slots[i].clock.set(clock, now);
+                    self.slots[i].clock.set_at(clock, now);
                 }
             }
             NodeAction::SetSyncDelay { node, delay } => {

@@ -32,7 +32,18 @@ fn run_with(
     mutation: Mutation,
     lockstep_threads: Option<usize>,
 ) -> Report {
-    simulate::run(&SimConfig {
+    simulate::run(&config(scenario, seed, mutation, lockstep_threads))
+        .unwrap_or_else(|e| panic!("{} seed {seed}: {e:#}", scenario.name))
+        .report
+}
+
+fn config(
+    scenario: &Scenario,
+    seed: u64,
+    mutation: Mutation,
+    lockstep_threads: Option<usize>,
+) -> SimConfig {
+    SimConfig {
         scenario: scenario.clone(),
         seed,
         mutation,
@@ -41,9 +52,7 @@ fn run_with(
         trace_path: None,
         actor_replay: true,
         lockstep_threads,
-    })
-    .unwrap_or_else(|e| panic!("{} seed {seed}: {e:#}", scenario.name))
-    .report
+    }
 }
 
 pub(crate) fn explain(r: &Report) -> String {
@@ -82,34 +91,34 @@ fn the_same_seed_replays_the_same_trace_and_another_seed_does_not() {
 #[test]
 fn lockstep_replays_the_same_trace_on_one_thread_or_two() {
     let s = scenario("five-node-leader-isolated", 300.0, 60.0);
-    assert!(simulate::lockstep_allowed(&s), "its links are 400 ms one way");
+    assert!(
+        simulate::lockstep_allowed(&s),
+        "its links are 400 ms one way"
+    );
     let two = run_with(&s, 3, Mutation::None, Some(2));
     let again = run_with(&s, 3, Mutation::None, Some(2));
     let one = run_with(&s, 3, Mutation::None, Some(1));
     assert!(two.passed, "{}", explain(&two));
     assert!(two.commits > 100 && two.elections > 1, "{}", explain(&two));
     assert_eq!(two.trace_hash, again.trace_hash, "same seed, same trace");
-    assert_eq!(two.trace_hash, one.trace_hash, "one thread or two, same trace");
+    assert_eq!(
+        two.trace_hash, one.trace_hash,
+        "one thread or two, same trace"
+    );
     assert_eq!(
         (two.commits, two.observations),
         (one.commits, one.observations)
     );
     let other = run_with(&s, 4, Mutation::None, Some(2));
-    assert_ne!(two.trace_hash, other.trace_hash, "another seed, another trace");
+    assert_ne!(
+        two.trace_hash, other.trace_hash,
+        "another seed, another trace"
+    );
     // A LAN's links are shorter than a window: lockstep refuses rather than mis-order.
     let lan = scenario("calm-3-node-day", 60.0, 30.0);
     assert!(!simulate::lockstep_allowed(&lan));
-    let refused = simulate::run(&SimConfig {
-        scenario: lan,
-        seed: 1,
-        mutation: Mutation::None,
-        plot: false,
-        timing: None,
-        trace_path: None,
-        actor_replay: true,
-        lockstep_threads: Some(2),
-    });
-    let err = format!("{:#}", refused.err().expect("refused"));
+    let refused = simulate::run(&config(&lan, 1, Mutation::None, Some(2)));
+    let err = format!("{:#}", refused.expect_err("refused"));
     assert!(err.contains("run it without lockstep"), "{err}");
 }
 

@@ -219,6 +219,7 @@ impl Suite {
             last_heal_s: self.liveness.last_heal_ms() as f64 / 1_000.0,
             field: None,
             security: None,
+            engine: None,
         }
     }
 }
