@@ -89,7 +89,7 @@ pub struct SimArgs {
 /// `--engine` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineArg {
-    /// Lockstep where the scenario's links allow it, else one runtime.
+    /// Lockstep where the scenario's links allow it and it has two threads, else one runtime.
     Auto,
     /// Every node on one runtime.
     Single,
