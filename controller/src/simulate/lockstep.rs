@@ -22,9 +22,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration as StdDuration;
 
+use super::lock;
 use anyhow::Context;
 use ghatta_sim::time::Epoch;
 use tokio::sync::{mpsc, oneshot};
@@ -117,10 +118,6 @@ pub struct LockstepHandle {
     epochs: Vec<Epoch>,
     requests: mpsc::UnboundedSender<Request>,
     world_epoch: Epoch,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Engine {

@@ -49,6 +49,12 @@ pub use world::{Mutation, SimConfig, SimOutcome, lockstep_allowed, run, timing_f
 use ghatta_sim::check::Violation;
 use ghatta_sim::scenario::{Scenario, ScenarioError};
 
+/// Locks a mutex shared with the nodes; a panic while it was held already failed the run,
+/// so the state is still read to report it.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Whether a violation is of a *progress* property (the cluster got stuck) rather than a
 /// safety one: the liveness checker's, and the end-of-run catch-up part of
 /// `acked_proposals` (an up node that never applied what was acknowledged). Everything

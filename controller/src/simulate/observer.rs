@@ -16,12 +16,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use ghatta_actor_sdk as sdk;
 use ghatta_sim::observe::Observation;
 use ghatta_sim::time::Epoch;
 
+use super::lock;
 use crate::observe::{AppliedEntry, NodeObserver};
 use crate::state::StateHash;
 
@@ -124,10 +125,6 @@ impl Queued {
             Queued::Billing { t_ms, .. } => *t_ms,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The observer of one node incarnation. Once the world kills the incarnation it reports

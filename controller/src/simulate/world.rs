@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Duration;
 
 use super::clock::SimClock;
+use super::lock;
 use super::lockstep::{self, Engine};
 use super::observer::{Shared, SimObserver};
 use super::setup;
@@ -457,10 +458,6 @@ impl storage::SyncLatency for SimDisk {
     fn sync_delay(&self) -> Duration {
         SimDisk::sync_delay(self)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
