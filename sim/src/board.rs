@@ -7,10 +7,15 @@
 //! `feeder:i`, ballast stage `s` is `ballast:s`, customer id `c` is
 //! `customer:c` (ids must fit in `u32`, as the hal's meters are numbered so).
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use ghatta_hal::sim::{SimBoard, SimBoardState};
 use ghatta_hal::types::{AnalogChannel, RelayLine};
+use tokio::sync::Notify;
 
 use crate::plant::Plant;
+use crate::time::Epoch;
 
 /// How often customer meters (and customer relays) are synchronised. A
 /// PZEM-004T-class meter refreshes about once a second, but the node reads a
@@ -143,11 +148,17 @@ impl PlantBoard {
     /// Copies the plant's sensor readings (with noise) into the board;
     /// meters too when `meters` is set.
     pub fn to_board(&mut self, plant: &mut Plant, meters: bool) {
-        let r = plant.readings();
+        Self::readings(plant, meters, 0).apply(&self.board);
+    }
+
+    /// The plant's sensor readings (with noise) as a board would show them, and the board
+    /// clock's advance `step_ms`; meters too when `meters` is set.
+    fn readings(plant: &mut Plant, meters: bool, step_ms: u64) -> BoardUpdate {
+        let grid = plant.readings();
         let water_mv = (WATER_LEVEL_MV_FULL * plant.truth().generation_w as f64
             / (plant.config().rated_kw * 1_000.0))
             .round() as i32;
-        let customers: Vec<MeterValues> = if meters {
+        let meters = if meters {
             plant
                 .customer_ids()
                 .filter_map(|c| {
@@ -162,23 +173,11 @@ impl PlantBoard {
         } else {
             Vec::new()
         };
-        let mut s = self.board.lock();
-        write_grid(&mut s, &r);
-        if let Some(a) = s.analog.get_mut(&AnalogChannel(WATER_LEVEL_CHANNEL)) {
-            a.millivolts = water_mv;
-        }
-        // Both sides are ordered by customer id: walk them together instead of
-        // looking each meter up (this runs for every customer every second).
-        if let (Some(first), Some(last)) = (customers.first(), customers.last()) {
-            let mut board_meters = s.meters.range_mut(first.line..=last.line).peekable();
-            for m in &customers {
-                while board_meters.next_if(|(id, _)| **id < m.line).is_some() {}
-                if let Some((_, meter)) = board_meters.next_if(|(id, _)| **id == m.line) {
-                    meter.total_wh = m.total_wh;
-                    meter.power_w = m.power_w;
-                    meter.current_ma = current_ma(m.power_w, r.voltage_mv);
-                }
-            }
+        BoardUpdate {
+            grid,
+            water_mv,
+            meters,
+            step_ms,
         }
     }
 
@@ -200,21 +199,121 @@ impl PlantBoard {
     /// together in a [`crate::plant::Grid`]: call `before_step` before
     /// `grid.step` and this after it, with the same `dt_ms`.
     pub fn after_step(&mut self, plant: &mut Plant, dt_ms: u64) {
+        self.update_after_step(plant, dt_ms).apply(&self.board);
+    }
+
+    /// [`PlantBoard::after_step`] without touching the board: what it would write, for a
+    /// world that steps the plant ahead of its node and lets the node's own clock put
+    /// each update on the board when its time comes ([`BoardUpdate::apply`]).
+    pub fn update_after_step(&mut self, plant: &mut Plant, dt_ms: u64) -> BoardUpdate {
         self.since_meters_ms += dt_ms;
         let meters = self.since_meters_ms >= self.meter_refresh_ms;
         if meters {
             self.since_meters_ms = 0;
         }
-        self.to_board(plant, meters);
-        self.board.lock().step(dt_ms);
+        Self::readings(plant, meters, dt_ms)
     }
 }
 
 /// A customer meter's values on their way to the board.
+#[derive(Debug)]
 struct MeterValues {
     line: u32,
     total_wh: u64,
     power_w: u32,
+}
+
+/// One step's sensor readings on their way to a board: the grid, the water level, the
+/// customer meters when they refresh, and how far the board's clock moves.
+#[derive(Debug)]
+pub struct BoardUpdate {
+    grid: crate::plant::PlantReadings,
+    water_mv: i32,
+    meters: Vec<MeterValues>,
+    step_ms: u64,
+}
+
+impl BoardUpdate {
+    /// Writes the readings into `board` and advances its clock.
+    pub fn apply(&self, board: &SimBoard) {
+        let r = &self.grid;
+        let mut s = board.lock();
+        write_grid(&mut s, r);
+        if let Some(a) = s.analog.get_mut(&AnalogChannel(WATER_LEVEL_CHANNEL)) {
+            a.millivolts = self.water_mv;
+        }
+        // Both sides are ordered by customer id: walk them together instead of
+        // looking each meter up (this runs for every customer every refresh).
+        if let (Some(first), Some(last)) = (self.meters.first(), self.meters.last()) {
+            let mut board_meters = s.meters.range_mut(first.line..=last.line).peekable();
+            for m in &self.meters {
+                while board_meters.next_if(|(id, _)| **id < m.line).is_some() {}
+                if let Some((_, meter)) = board_meters.next_if(|(id, _)| **id == m.line) {
+                    meter.total_wh = m.total_wh;
+                    meter.power_w = m.power_w;
+                    meter.current_ma = current_ma(m.power_w, r.voltage_mv);
+                }
+            }
+        }
+        if self.step_ms > 0 {
+            s.step(self.step_ms);
+        }
+    }
+}
+
+/// Board updates a world stepped ahead of its node (lockstep windows longer than a plant
+/// step), put on the board by a task on the node's own runtime when the node's clock reaches
+/// each one: the node reads what the plant shows at that moment, as it would on one runtime.
+#[derive(Clone, Debug, Default)]
+pub struct BoardFeed {
+    inner: Arc<FeedInner>,
+}
+
+#[derive(Debug, Default)]
+struct FeedInner {
+    /// Updates and their times (ms since the epoch), in time order.
+    queue: Mutex<VecDeque<(u64, BoardUpdate)>>,
+    wake: Notify,
+}
+
+impl BoardFeed {
+    /// Queues `update` for simulated time `t_ms`; times must not go back.
+    pub fn push(&self, t_ms: u64, update: BoardUpdate) {
+        self.queue().push_back((t_ms, update));
+        self.inner.wake.notify_one();
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, BoardUpdate)>> {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The task that applies the queued updates to `board` on the clock of the runtime it
+    /// runs on, whose time zero is `epoch`. Spawn it once on the node's runtime; it outlives
+    /// the node's incarnations (the board is the hardware, not the controller).
+    pub fn task(
+        &self,
+        board: SimBoard,
+        epoch: Epoch,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let feed = self.clone();
+        async move {
+            loop {
+                let next = feed.queue().front().map(|(t, _)| *t);
+                let Some(t_ms) = next else {
+                    feed.inner.wake.notified().await;
+                    continue;
+                };
+                tokio::time::sleep_until(epoch.at_ms(t_ms)).await;
+                let due = feed.queue().pop_front();
+                if let Some((_, update)) = due {
+                    update.apply(&board);
+                }
+            }
+        }
+    }
 }
 
 fn write_grid(s: &mut SimBoardState, r: &crate::plant::PlantReadings) {

@@ -1,11 +1,13 @@
 //! The world loop: real nodes on simulated disks, links, clocks and boards, stepped every
 //! 100 ms of simulated time through a scenario's faults, with every observation checked.
 //!
-//! One step: sleep 100 ms (the nodes run meanwhile) -> feed the nodes' observations and role
-//! changes to the checkers -> poll the fault driver and carry out its node actions -> step the
-//! plants through their boards -> report each plant's true frequency. At the end of the fault
-//! phase every fault heals; the settle phase follows; then the proposers stop and the world
-//! waits for the replicas to converge before the end-of-run checks.
+//! One barrier: the nodes run to it (100 ms; in lockstep a window of up to
+//! [`LOCKSTEP_WINDOW_MS_MAX`]) -> feed the nodes' observations and role changes to the
+//! checkers -> poll the fault driver and carry out its node actions -> step the plants
+//! through their boards, 100 ms at a time, to the next barrier -> report each plant's true
+//! frequency. At the end of the fault phase every fault heals; the settle phase follows;
+//! then the proposers stop and the world waits for the replicas to converge before the
+//! end-of-run checks.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +23,7 @@ use ghatta_sim::fault::{FaultDriver, NodeAction};
 use ghatta_sim::link::LinkModel;
 use ghatta_sim::net::SimNet;
 use ghatta_sim::observe::{Observation, Role as SimRole};
-use ghatta_sim::plant::{Grid, Plant};
+use ghatta_sim::plant::{Grid, Plant, PlantTruth};
 use ghatta_sim::plot::PlotRecorder;
 use ghatta_sim::report::{FieldSummary, SecuritySummary};
 use ghatta_sim::report::{FinishInfo, Report};
@@ -109,10 +111,29 @@ pub struct SimConfig {
     pub lockstep_threads: Option<usize>,
 }
 
+/// Longest lockstep window. Within a window the nodes run apart: the plants are stepped
+/// (every 100 ms, as always) at the window's start from the relay positions the nodes had
+/// set by then, and each reading reaches its node's board at its own time
+/// ([`ghatta_sim::board::BoardFeed`]), so a relay the node moves reaches the plant up to a
+/// window late (up to a step on one runtime). 400 ms keeps that lag under protection's
+/// shortest trip delay (500 ms, `FieldConfig::grid_interval_ms`'s five samples) and takes
+/// the five-node scenario's windows from 100 ms to 400 ms: 20 simulated minutes in 2.07 s
+/// instead of 2.78 s (BENCHMARKS.md, session 12).
+pub const LOCKSTEP_WINDOW_MS_MAX: u64 = 400;
+
 /// Whether a scenario can run in lockstep: every frame's one-way latency is at least one
 /// world step, so nothing sent in a window is due within it.
 pub fn lockstep_allowed(scenario: &Scenario) -> bool {
     scenario.min_one_way_latency_ms() >= STEP_MS
+}
+
+/// A lockstep window for `scenario`: the longest whole number of world steps no longer than
+/// any link's one-way latency (nothing sent in a window is due within it) nor
+/// [`LOCKSTEP_WINDOW_MS_MAX`]. It depends on the scenario only, never on the thread count,
+/// so the trace does not either.
+pub fn lockstep_window_ms(scenario: &Scenario) -> u64 {
+    let latency = scenario.min_one_way_latency_ms();
+    (latency.min(LOCKSTEP_WINDOW_MS_MAX) / STEP_MS).max(1) * STEP_MS
 }
 
 /// What a run produced.
@@ -450,6 +471,14 @@ struct World {
     incarnations: u64,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     journal: JournalDrain,
+    /// Simulated ms between barriers: a world step on one runtime, [`lockstep_window_ms`]
+    /// in lockstep.
+    window_ms: u64,
+    /// Per plant, in lockstep windows longer than a step: the readings stepped ahead, on
+    /// their way to the node's board.
+    feeds: Vec<Option<ghatta_sim::board::BoardFeed>>,
+    /// The plants' true values stepped ahead, observed once their time has come.
+    plants_ahead: Vec<(u64, Vec<PlantTruth>)>,
 }
 
 /// The slow-disk knob as the node's log store reads it: after each durable commit it waits
@@ -528,7 +557,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         grid.interconnect_all();
     }
 
-    let slots = ids
+    let slots: Vec<Slot> = ids
         .iter()
         .enumerate()
         .map(|(i, &id)| Slot {
@@ -551,6 +580,24 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     let plot = cfg
         .plot
         .then(|| PlotRecorder::new(&scenario.name, scenario.total_ms()));
+
+    let window_ms = if engine.is_lockstep() {
+        lockstep_window_ms(&scenario)
+    } else {
+        STEP_MS
+    };
+    // Readings stepped ahead of a window reach each node's board on the node's own clock.
+    let mut feeds = vec![None; boards.len()];
+    if window_ms > STEP_MS {
+        for (i, s) in slots.iter().enumerate() {
+            if let Some(p) = s.plant {
+                let feed = ghatta_sim::board::BoardFeed::default();
+                let task = feed.task(boards[p].board().clone(), engine.epoch_of(i));
+                drop(engine.spawn_on(i, task));
+                feeds[p] = Some(feed);
+            }
+        }
+    }
 
     let trace = match &cfg.trace_path {
         Some(p) => Some(std::io::BufWriter::new(
@@ -579,6 +626,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         incarnations: 0,
         trace,
         journal: JournalDrain::default(),
+        window_ms,
+        feeds,
+        plants_ahead: Vec::new(),
     };
 
     for i in 0..w.slots.len() {
@@ -618,7 +668,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     let mut quiet_since: Option<(u64, Vec<u64>)> = None;
     let mut operator = Some(operator);
     loop {
-        next_ms += STEP_MS;
+        next_ms += w.window_ms;
         w.engine.advance_to(next_ms).await;
         let t_ms = w.epoch.elapsed_ms();
         w.feed_node_observations();
@@ -759,7 +809,7 @@ impl World {
     /// the next window go to their receivers.
     fn next_window(&mut self, t_ms: u64) {
         if self.engine.is_lockstep() {
-            self.net.deliver_window(t_ms, t_ms + STEP_MS);
+            self.net.deliver_window(t_ms, t_ms + self.window_ms);
         } else {
             self.net.fold_trace();
         }
@@ -1029,19 +1079,43 @@ impl World {
         self.observe(&o);
     }
 
+    /// Steps the plants through the window starting at `t_ms`, one world step at a time,
+    /// from the relays the nodes have set by now: the first step's readings go on the boards
+    /// at once; in a longer lockstep window the later ones go to the boards' feeds, for the
+    /// nodes' runtimes to put there at their times, and their true values are observed at
+    /// the next barrier (every observation up to a barrier comes before the next).
     fn step_plants(&mut self, t_ms: u64) {
-        for (i, b) in self.boards.iter_mut().enumerate() {
-            if let Some(p) = self.grid.plant_mut(i) {
-                b.before_step(p, STEP_MS);
+        for (t, truths) in std::mem::take(&mut self.plants_ahead) {
+            self.observe_plants(t, &truths);
+        }
+        for k in 0..self.window_ms / STEP_MS {
+            let at = t_ms + k * STEP_MS;
+            for (i, b) in self.boards.iter_mut().enumerate() {
+                if let Some(p) = self.grid.plant_mut(i) {
+                    b.before_step(p, STEP_MS);
+                }
+            }
+            self.grid.step(STEP_MS);
+            for (i, b) in self.boards.iter_mut().enumerate() {
+                let Some(p) = self.grid.plant_mut(i) else {
+                    continue;
+                };
+                match self.feeds.get(i).and_then(Option::as_ref) {
+                    Some(feed) if k > 0 => feed.push(at, b.update_after_step(p, STEP_MS)),
+                    _ => b.after_step(p, STEP_MS),
+                }
+            }
+            let truths: Vec<_> = self.grid.plants().iter().map(Plant::truth).collect();
+            if k == 0 {
+                self.observe_plants(at, &truths);
+            } else {
+                self.plants_ahead.push((at, truths));
             }
         }
-        self.grid.step(STEP_MS);
-        for (i, b) in self.boards.iter_mut().enumerate() {
-            if let Some(p) = self.grid.plant_mut(i) {
-                b.after_step(p, STEP_MS);
-            }
-        }
-        let truths: Vec<_> = self.grid.plants().iter().map(Plant::truth).collect();
+    }
+
+    /// Reports the plants' true frequencies at `t_ms` (and records them for the plot).
+    fn observe_plants(&mut self, t_ms: u64, truths: &[PlantTruth]) {
         for (i, tr) in truths.iter().enumerate() {
             let o = Observation::Frequency {
                 t_ms,
@@ -1051,7 +1125,7 @@ impl World {
             self.observe(&o);
         }
         if let Some(p) = self.plot.as_mut() {
-            p.record_plants(t_ms, &truths);
+            p.record_plants(t_ms, truths);
         }
     }
 
