@@ -72,9 +72,10 @@ pub struct SimArgs {
     /// hash is the same either way; this only costs time).
     #[arg(long)]
     pub no_actor_replay: bool,
-    /// How the nodes run: `lockstep` puts each node on its own runtime, advanced in 100 ms
-    /// windows on `--threads` threads (only for scenarios whose links are all at least that
-    /// long one way: the same seed then gives the same trace with any thread count, but a
+    /// How the nodes run: `lockstep` puts each node on its own runtime, advanced in windows
+    /// of 100-400 ms (as long as the shortest link) on `--threads` threads, with relays
+    /// reaching the plants at window ends (only for scenarios whose links are all at least
+    /// 100 ms one way: the same seed then gives the same trace with any thread count, but a
     /// different one than `single`); `single` runs every node on one runtime; `auto`
     /// (default) picks lockstep where the links allow it and there are two threads or more
     /// for it (on one thread it only adds the windows' cost).

@@ -7,7 +7,9 @@
 //! only picks lockstep when every link's one-way latency is at least a window), and
 //! `SimNet` fixes a frame's fate from its sender's own link state; observations are queued
 //! per node and merged by (time, node) at the barrier (`observer`); plants, faults, the
-//! checkers and the operator's decisions run only at barriers, with every node stopped.
+//! checkers and the operator's decisions run only at barriers, with every node stopped
+//! (readings the plants were stepped to ahead of a node reach its board on its own clock:
+//! `BoardFeed`).
 //! So which thread runs which node, and when, changes how long a run takes, never what it
 //! does: the same seed gives the same trace hash with one thread or two.
 //!

@@ -1243,6 +1243,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_lockstep_window_is_whole_steps_within_the_links_and_the_cap() {
+        let window = |latency_ms: u32| {
+            let scenario = Scenario::parse(
+                &format!(
+                    "duration_s = 60\n[nodes]\ncount = 3\n[links.default]\n\
+                     preset = \"satellite\"\nlatency_ms = {latency_ms}\njitter_ms = 10\n"
+                ),
+                "window.toml",
+            )
+            .expect("scenario");
+            (lockstep_allowed(&scenario), lockstep_window_ms(&scenario))
+        };
+        assert_eq!(window(150), (true, 100));
+        assert_eq!(
+            window(260),
+            (true, 200),
+            "rounded down to whole world steps"
+        );
+        assert_eq!(window(400), (true, 400));
+        assert_eq!(window(1_000), (true, LOCKSTEP_WINDOW_MS_MAX), "capped");
+        assert!(
+            !window(50).0,
+            "links shorter than a step cannot run in lockstep"
+        );
+        let five_node = Scenario::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sim/scenarios/five-node-leader-isolated.toml"
+        )))
+        .expect("five-node scenario");
+        assert_eq!(lockstep_window_ms(&five_node), 400);
+    }
+
+    #[test]
     fn a_short_calm_run_passes() {
         let scenario = Scenario::parse(
             "duration_s = 60\nsettle_s = 30\nliveness_bound_s = 30\n[nodes]\ncount = 3\n\

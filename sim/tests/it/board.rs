@@ -83,3 +83,56 @@ fn readings_reach_the_board_and_relays_reach_the_plant() {
         assert!(plant.feeder_closed(1), "a stuck contactor does not open");
     });
 }
+
+/// Lockstep's plants run ahead of their nodes: readings stepped ahead and fed on the node's
+/// clock must show on the board exactly when stepping in time would have put them there.
+#[test]
+fn a_board_feed_shows_each_step_at_its_time() {
+    let cfg = PlantConfig {
+        first_customer_id: 100,
+        ..PlantConfig::default()
+    };
+    // The same plant twice: one stepped in time, one stepped four steps ahead into a feed.
+    let mut in_time = Plant::new(cfg.clone(), 9);
+    let board_in_time = SimBoard::new(SimBoardState::new());
+    let mut glue_in_time = PlantBoard::attach(&mut in_time, board_in_time.clone());
+    let mut ahead = Plant::new(cfg, 9);
+    let board_ahead = SimBoard::new(SimBoardState::new());
+    let mut glue_ahead = PlantBoard::attach(&mut ahead, board_ahead.clone());
+    let grid = |b: &SimBoard| {
+        let s = b.lock();
+        (s.frequency_mhz, s.voltage_dv, s.generation_w, s.now_ms)
+    };
+    let mut expected = vec![grid(&board_in_time)];
+    for _ in 0..4 {
+        glue_in_time.step(&mut in_time, 100);
+        expected.push(grid(&board_in_time));
+    }
+    assert_ne!(
+        expected[1], expected[4],
+        "the readings move from step to step"
+    );
+
+    runtime().expect("runtime").block_on(async {
+        let epoch = ghatta_sim::time::Epoch::now();
+        let feed = ghatta_sim::board::BoardFeed::default();
+        tokio::spawn(feed.task(board_ahead.clone(), epoch));
+        for k in 1..=4u64 {
+            glue_ahead.before_step(&mut ahead, 100);
+            ahead.step(100);
+            feed.push(k * 100, glue_ahead.update_after_step(&mut ahead, 100));
+        }
+        assert_eq!(
+            grid(&board_ahead),
+            expected[0],
+            "nothing shows before its time"
+        );
+        for (k, want) in expected.iter().enumerate().skip(1) {
+            // Just before the step's time: still the previous reading; just after: this one.
+            tokio::time::sleep_until(epoch.at_ms(k as u64 * 100 - 1)).await;
+            assert_eq!(grid(&board_ahead), expected[k - 1], "step {k}, 1 ms early");
+            tokio::time::sleep_until(epoch.at_ms(k as u64 * 100 + 1)).await;
+            assert_eq!(grid(&board_ahead), *want, "step {k}");
+        }
+    });
+}
