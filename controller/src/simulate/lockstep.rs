@@ -219,6 +219,8 @@ struct Pool {
     cost: Vec<std::sync::atomic::AtomicU64>,
     /// Bumped for each window (read without the lock while spinning).
     generation: std::sync::atomic::AtomicU64,
+    /// The nodes' wall time in windows, summed, ns: what one thread would have spent.
+    work_ns: std::sync::atomic::AtomicU64,
     stop: AtomicBool,
 }
 
@@ -246,6 +248,7 @@ impl Pool {
                 lock(n).advance_to(target_ms)
             }));
             let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.work_ns.fetch_add(ns, Ordering::Relaxed);
             let c = &self.cost[i];
             c.store(
                 (c.load(Ordering::Relaxed) / 4) * 3 + ns / 4,
@@ -384,8 +387,11 @@ where
         order: (0..n_nodes).map(AtomicUsize::new).collect(),
         cost: (0..n_nodes).map(|_| Default::default()).collect(),
         generation: Default::default(),
+        work_ns: Default::default(),
         stop: AtomicBool::new(false),
     });
+    let started = std::time::Instant::now();
+    let (mut windows, mut in_windows) = (0u64, StdDuration::ZERO);
     // The helpers log where this thread logs (`ghatta sim` quiets the nodes per thread).
     let dispatch = tracing::dispatcher::get_default(|d| d.clone());
     let helpers: Vec<_> = (1..threads)
@@ -405,7 +411,10 @@ where
         });
         match next {
             Ok(Some(Request::Advance(t_ms, reply))) => {
+                let window = std::time::Instant::now();
                 pool.window(t_ms, threads);
+                windows += 1;
+                in_windows += window.elapsed();
                 let _ = reply.send(());
             }
             Ok(Some(Request::Job(i, job))) => {
@@ -428,5 +437,17 @@ where
     for h in helpers {
         let _ = h.join();
     }
+    // Where the wall time went, for whoever tunes this (`GHATTA_LOG=ghatta::simulate=info`):
+    // the nodes' work over the windows' wall time is what the threads gained.
+    let work_s = pool.work_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    tracing::info!(
+        threads,
+        windows,
+        windows_s = in_windows.as_secs_f64(),
+        node_work_s = work_s,
+        between_windows_s = (started.elapsed() - in_windows).as_secs_f64(),
+        "lockstep: the nodes' {work_s:.2} s of work ran in {:.2} s of windows",
+        in_windows.as_secs_f64()
+    );
     result
 }
