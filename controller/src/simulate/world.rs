@@ -661,6 +661,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         usize::try_from(proposal_bytes_max).unwrap_or(usize::MAX),
     ));
 
+    // The first window's later steps (time 0 is the boards' first readings): from here on
+    // each barrier steps the plants from its own time to the next barrier's.
+    w.step_plants(0, 1);
     let fault_end_ms = (scenario.duration_s * 1_000.0) as u64;
     let total_ms = scenario.total_ms();
     let mut healed = false;
@@ -690,7 +693,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         for a in tick.actions {
             w.act(a).await;
         }
-        w.step_plants(t_ms);
+        w.step_plants(t_ms, 0);
         w.next_window(t_ms);
         if t_ms < total_ms {
             continue;
@@ -1079,16 +1082,17 @@ impl World {
         self.observe(&o);
     }
 
-    /// Steps the plants through the window starting at `t_ms`, one world step at a time,
-    /// from the relays the nodes have set by now: the first step's readings go on the boards
-    /// at once; in a longer lockstep window the later ones go to the boards' feeds, for the
-    /// nodes' runtimes to put there at their times, and their true values are observed at
-    /// the next barrier (every observation up to a barrier comes before the next).
-    fn step_plants(&mut self, t_ms: u64) {
+    /// Steps the plants through the window starting at `t_ms`, one world step at a time
+    /// (the `first`-th to the last), from the relays the nodes have set by now: step 0's
+    /// readings (the plants at `t_ms`) go on the boards at once; in a longer lockstep window
+    /// the later ones go to the boards' feeds, for the nodes' runtimes to put there at their
+    /// times, and their true values are observed at the next barrier (every observation up
+    /// to a barrier comes before the next).
+    fn step_plants(&mut self, t_ms: u64, first: u64) {
         for (t, truths) in std::mem::take(&mut self.plants_ahead) {
             self.observe_plants(t, &truths);
         }
-        for k in 0..self.window_ms / STEP_MS {
+        for k in first..self.window_ms / STEP_MS {
             let at = t_ms + k * STEP_MS;
             for (i, b) in self.boards.iter_mut().enumerate() {
                 if let Some(p) = self.grid.plant_mut(i) {
@@ -1096,6 +1100,10 @@ impl World {
                 }
             }
             self.grid.step(STEP_MS);
+            debug_assert!(
+                self.grid.plants().iter().all(|p| p.t_ms() == at),
+                "the plants' clocks follow the world's"
+            );
             for (i, b) in self.boards.iter_mut().enumerate() {
                 let Some(p) = self.grid.plant_mut(i) else {
                     continue;
