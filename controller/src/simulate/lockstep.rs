@@ -445,7 +445,7 @@ where
         windows,
         windows_s = in_windows.as_secs_f64(),
         node_work_s = work_s,
-        between_windows_s = (started.elapsed() - in_windows).as_secs_f64(),
+        between_windows_s = started.elapsed().saturating_sub(in_windows).as_secs_f64(),
         "lockstep: the nodes' {work_s:.2} s of work ran in {:.2} s of windows",
         in_windows.as_secs_f64()
     );
