@@ -9,10 +9,9 @@ pub mod net;
 pub mod node;
 pub mod observe;
 pub mod raft;
+pub mod rpc;
 pub mod runner;
 pub mod sd_notify;
-#[cfg(feature = "sim")]
-pub mod simulate;
 pub mod state;
 pub mod storage;
 pub mod wan;

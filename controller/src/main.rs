@@ -12,13 +12,6 @@ use serde_json::json;
 
 mod cli;
 
-// The simulator allocates and frees small buffers at a high rate (redb pages, messages, wasm
-// instances): mimalloc spends a fraction of glibc's time on them. Only with `sim`; the boards'
-// binary keeps the system allocator (smaller, one less C dependency to cross-compile).
-#[cfg(feature = "sim")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "ghatta",
@@ -93,19 +86,6 @@ enum Cmd {
     Bench(cli::bench::BenchArgs),
     /// Check this board after installing: actors, storage on the data partition, a 3-node cluster.
     Selftest(cli::selftest::SelftestArgs),
-    /// Run real nodes in the deterministic simulator through a scenario's faults and check them.
-    #[cfg(feature = "sim")]
-    Sim(ghatta::simulate::cli::SimArgs),
-    /// Measure Raft on a scenario's simulated links: idle bytes, bytes per entry, commit
-    /// latency, leader loss to the next commit, elections in a quiet day.
-    #[cfg(feature = "sim")]
-    SimMeasure(ghatta::simulate::measure::MeasureArgs),
-    /// The same measurements in real time over serial links: three nodes on pseudo-terminals
-    /// joined by the radio channel emulator (800 ms RTT, 9,600 bit/s shared, loss, noise).
-    #[cfg(feature = "sim")]
-    RadioMeasure(cli::radio_measure::RadioMeasureArgs),
-    /// The data center: receive grids' WAN batches, store them, serve queries.
-    Central(ghatta::wan::central::CentralArgs),
 }
 
 #[derive(Subcommand)]
@@ -228,7 +208,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
         }
         Cmd::Demo(args) => cli::demo::run(args, seed).await,
         Cmd::Keygen { out } => {
-            let g = ghatta::net::secure::keys::generate_into(&out)?;
+            let g = ghatta_proto::keys::generate_into(&out)?;
             println!(
                 "private key: {} (mode 0600; keep it on this board, point key_file at it)",
                 g.private_path.display()
@@ -319,12 +299,5 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
         }
         Cmd::Bench(args) => cli::bench::run(args).await,
         Cmd::Selftest(args) => cli::selftest::run(args, seed).await,
-        #[cfg(feature = "sim")]
-        Cmd::Sim(args) => ghatta::simulate::cli::run_cmd(args).await,
-        #[cfg(feature = "sim")]
-        Cmd::SimMeasure(args) => ghatta::simulate::measure::run_cmd(args).await,
-        #[cfg(feature = "sim")]
-        Cmd::RadioMeasure(args) => cli::radio_measure::run(args).await,
-        Cmd::Central(args) => ghatta::wan::central::run_cmd(args).await,
     }
 }

@@ -1,10 +1,19 @@
 //! Hooks through which a harness watches a node without changing what it does: the simulator's
 //! checkers see every applied entry, snapshot and acknowledged proposal; and test-only fault
 //! switches, so the checkers can be shown to catch a broken node (mutation tests).
+//!
+//! A leaf: it imports nothing else of the crate, so every layer (log store, state machine,
+//! node) can report through it. The switches exist only with the `test-faults` feature
+//! (`ghatta-simulate` turns it on); without it every switch reads `false` and cannot be set.
 
-use std::sync::atomic::AtomicBool;
+#[cfg(feature = "test-faults")]
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::state::{OutboxRecord, StateHash};
+use ghatta_proto::outbox::OutboxRecord;
+
+/// A digest as the state machine chains them (`state::StateHash`): equal on every replica
+/// for equal histories.
+pub type Digest = [u8; 32];
 
 /// One applied log entry, as an observer sees it.
 #[derive(Debug, Clone)]
@@ -12,9 +21,9 @@ pub struct AppliedEntry {
     /// Log index.
     pub index: u64,
     /// Digest of the entry (its log id and payload): equal on every replica for equal entries.
-    pub entry_digest: StateHash,
+    pub entry_digest: Digest,
     /// State hash after applying it.
-    pub state_hash: StateHash,
+    pub state_hash: Digest,
     /// The proposal it carried, if any.
     pub proposal: Option<AppliedProposal>,
     /// Actor inputs it carried (bincode `ghatta_actor_sdk::Input`), empty for duplicates.
@@ -40,19 +49,49 @@ pub trait NodeObserver: Send + Sync + 'static {
     /// The state machine applied an entry.
     fn entry_applied(&self, _node: u64, _entry: &AppliedEntry) {}
     /// The state machine installed a snapshot up to `index`.
-    fn snapshot_installed(&self, _node: u64, _index: u64, _state_hash: StateHash) {}
+    fn snapshot_installed(&self, _node: u64, _index: u64, _state_hash: Digest) {}
     /// A proposal of this node was acknowledged as committed at `index`.
     fn proposal_acked(&self, _node: u64, _seq: u64, _index: u64) {}
 }
 
-/// Deliberate bugs and old behaviours, off by default, switched on only by tests.
+/// Deliberate bugs and old behaviours, off by default, switched on only by tests (feature
+/// `test-faults`; a build without it has no way to switch them on).
 #[derive(Debug, Default)]
 pub struct TestFaults {
     /// Acknowledge log appends without an fsync (breaks Raft's durability assumption).
+    #[cfg(feature = "test-faults")]
     pub ack_before_fsync: AtomicBool,
     /// Apply a retried `(origin, seq)` again instead of dropping it (breaks exactly-once).
+    #[cfg(feature = "test-faults")]
     pub skip_dedupe: AtomicBool,
     /// Leave `Request::AppendProbe` unanswered, as a node running a ghatta from before it
     /// (which cannot decode it) does.
+    #[cfg(feature = "test-faults")]
     pub ignore_append_probe: AtomicBool,
+}
+
+impl TestFaults {
+    /// Whether log appends are acknowledged without an fsync.
+    pub fn ack_before_fsync(&self) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.ack_before_fsync.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-faults"))]
+        false
+    }
+
+    /// Whether retried proposals are applied again.
+    pub fn skip_dedupe(&self) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.skip_dedupe.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-faults"))]
+        false
+    }
+
+    /// Whether append probes go unanswered.
+    pub fn ignore_append_probe(&self) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.ignore_append_probe.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-faults"))]
+        false
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use ghatta_hal::{LinuxBoard, ReplayBoard, SimBoard, SimBoardState};
+use ghatta_hal::{AnyBoard, LinuxBoard, ReplayBoard, SimBoard, SimBoardState};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -17,7 +17,7 @@ use crate::net::radio::multi::{MultiConfig, MultiTransport, Path};
 use crate::net::radio::serial::SerialTransport;
 use crate::net::tcp::TcpTransport;
 use crate::net::transport::{Transport, inbound_queue};
-use crate::node::{Node, NodeEnv, NodeOptions};
+use crate::node::{Node, NodeBuilder};
 use crate::raft::PeerInfo;
 
 /// How often the simulated board's physics advance.
@@ -61,25 +61,18 @@ impl Running {
     }
 }
 
-/// A board opened from `[board]`, before the node starts.
-enum OpenedBoard {
-    Sim(SimBoard),
-    Linux(Box<LinuxBoard>),
-    Replay(Box<ReplayBoard>),
-}
-
 /// Open the board `[board]` names. A missing or unusable device is an error naming the
 /// config key (`board.relays.gpiochip`, `board.modbus.port`, ...), the device and what to do.
-fn open_board(cfg: &NodeConfig) -> anyhow::Result<OpenedBoard> {
+fn open_board(cfg: &NodeConfig) -> anyhow::Result<AnyBoard> {
     match &cfg.board {
         BoardConfig::Sim {
             customers, seed, ..
-        } => Ok(OpenedBoard::Sim(SimBoard::new(SimBoardState::demo(
+        } => Ok(AnyBoard::Sim(SimBoard::new(SimBoardState::demo(
             *customers,
             *seed ^ cfg.id,
         )))),
         BoardConfig::Replay { grid, meters } => ReplayBoard::open(grid, meters.as_deref())
-            .map(|b| OpenedBoard::Replay(Box::new(b)))
+            .map(|b| AnyBoard::Replay(Box::new(b)))
             .map_err(|e| {
                 anyhow!(
                     "cannot open the board's recordings (config keys board.grid, board.meters): {}: {}: {}",
@@ -89,7 +82,7 @@ fn open_board(cfg: &NodeConfig) -> anyhow::Result<OpenedBoard> {
                 )
             }),
         BoardConfig::Linux(linux) => LinuxBoard::open(linux)
-            .map(|b| OpenedBoard::Linux(Box::new(b)))
+            .map(|b| AnyBoard::Linux(Box::new(b)))
             .map_err(|e| {
                 anyhow!(
                     "cannot open the board: config key board.{}: {}: {}",
@@ -171,23 +164,11 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
     for p in cfg.peers.iter().filter(|p| p.id != cfg.id) {
         transport.set_peer_addr(p.id, &p.addr);
     }
-    let opts = NodeOptions {
-        id: cfg.id,
-        cluster_name: cfg.cluster_name.clone(),
-        timing: cfg.timing(),
-        actor_limits: cfg.actors.clone(),
-        seed,
-        snapshot: None,
-    };
-    let env = NodeEnv {
-        stores,
-        transport,
-        inbound: rx,
-        clock,
-        observer: None,
-        faults: Default::default(),
-    };
-    let node = Node::start(opts, env).await?;
+    let mut builder = NodeBuilder::new(cfg.id, cfg.cluster_name.clone())
+        .timing(cfg.timing())
+        .actor_limits(cfg.actors.clone())
+        .seed(seed)
+        .clock(clock);
     if cfg.bootstrap {
         let members: BTreeMap<u64, PeerInfo> = cfg
             .peers
@@ -201,10 +182,9 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
                 )
             })
             .collect();
-        node.initialize(members)
-            .await
-            .map_err(|e| anyhow!("cannot form the cluster from `peers`: {e}"))?;
+        builder = builder.initialize(members);
     }
+    let node = builder.start(stores, transport, rx).await?;
     let admin = crate::admin::bind(&cfg.admin_listen).await?;
     let admin_auth = crate::admin::auth::AdminAuth::load_or_create(&cfg.data_dir)?;
     let admin_addr = admin.local_addr()?;
@@ -217,64 +197,47 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
     }));
     let uploader = wan.map(|w| crate::wan::Uploader::spawn(node.clone(), w));
     let stats = Arc::new(FieldStats::default());
-    let (field_task, sim_board) = match board {
-        OpenedBoard::Sim(board) => {
-            let (first_customer, speed) = match &cfg.board {
-                BoardConfig::Sim {
-                    first_customer,
-                    speed,
-                    ..
-                } => (*first_customer, *speed),
-                BoardConfig::Linux(_) | BoardConfig::Replay { .. } => (1, 1),
-            };
-            let plant_step_ms = SIM_BOARD_STEP.as_millis() as u64 * u64::from(speed.max(1));
-            let stepper = board.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut t = tokio::time::interval(SIM_BOARD_STEP);
-                loop {
-                    t.tick().await;
-                    stepper.step(plant_step_ms);
-                }
-            }));
-            // The meter journaling interval is plant time: a village running `speed` times
-            // faster than real time is billed as often per plant hour as a real one.
-            let mut field_cfg = cfg.field.clone().for_link(cfg.link_profile);
-            field_cfg.meter_journal_interval_ms = (field_cfg.meter_journal_interval_ms
-                / u64::from(speed.max(1)))
-            .max(field_cfg.meter_interval_ms);
-            let task = tokio::spawn(field::run_with(
-                node.clone(),
-                board.clone(),
-                journal.clone(),
-                field_cfg,
-                CustomerMap { first_customer },
-                stats.clone(),
-            ));
-            (Some(task), Some(board))
-        }
-        OpenedBoard::Replay(board) => {
-            let task = tokio::spawn(field::run_with(
-                node.clone(),
-                *board,
-                journal.clone(),
-                cfg.field.clone().for_link(cfg.link_profile),
-                CustomerMap::identity(),
-                stats.clone(),
-            ));
-            (Some(task), None)
-        }
-        OpenedBoard::Linux(board) => {
-            let task = tokio::spawn(field::run_with(
-                node.clone(),
-                *board,
-                journal.clone(),
-                cfg.field.clone().for_link(cfg.link_profile),
-                CustomerMap::identity(),
-                stats.clone(),
-            ));
-            (Some(task), None)
-        }
-    };
+    // The simulated board's physics advance on their own task; its customers are numbered
+    // from `first_customer` and its plant may run `speed` times faster than real time.
+    let mut field_cfg = cfg.field.clone().for_link(cfg.link_profile);
+    let mut customers = CustomerMap::identity();
+    let mut sim_board = None;
+    if let (
+        AnyBoard::Sim(board),
+        BoardConfig::Sim {
+            first_customer,
+            speed,
+            ..
+        },
+    ) = (&board, &cfg.board)
+    {
+        let speed = u64::from((*speed).max(1));
+        let plant_step_ms = SIM_BOARD_STEP.as_millis() as u64 * speed;
+        let stepper = board.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = tokio::time::interval(SIM_BOARD_STEP);
+            loop {
+                t.tick().await;
+                stepper.step(plant_step_ms);
+            }
+        }));
+        // The meter journaling interval is plant time: a village running `speed` times
+        // faster than real time is billed as often per plant hour as a real one.
+        field_cfg.meter_journal_interval_ms =
+            (field_cfg.meter_journal_interval_ms / speed).max(field_cfg.meter_interval_ms);
+        customers = CustomerMap {
+            first_customer: *first_customer,
+        };
+        sim_board = Some(board.clone());
+    }
+    let field_task = Some(tokio::spawn(field::run_with(
+        node.clone(),
+        board,
+        journal.clone(),
+        field_cfg,
+        customers,
+        stats.clone(),
+    )));
     Ok(Running {
         node,
         field: stats,

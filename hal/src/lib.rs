@@ -44,6 +44,7 @@
 //! ```
 
 pub mod ads1115;
+pub mod any;
 pub mod error;
 pub mod linux;
 pub mod modbus;
@@ -54,6 +55,7 @@ pub mod sim;
 pub mod traits;
 pub mod types;
 
+pub use any::AnyBoard;
 pub use error::{ErrorKind, HalError};
 pub use linux::{LinuxBoard, LinuxBoardConfig};
 pub use modbus::ModbusStats;

@@ -254,6 +254,21 @@ impl SimBoardState {
             && self.is_closed(RelayLine::Feeder(meter.feeder))
     }
 
+    /// The test bench of the field loop's tests: feeders 1 and 2, customers 1 and 2 on feeder
+    /// 1, ballast stage 0 (open), 20 kW of generation and 10 kW of ballast, at nominal
+    /// frequency and voltage. The tests move frequency and meters themselves.
+    pub fn bench() -> Self {
+        let mut s = SimBoardState::new();
+        s.add_feeder(1);
+        s.add_feeder(2);
+        s.add_customer(1, 1);
+        s.add_customer(2, 1);
+        s.relays.insert(RelayLine::Ballast(0), false);
+        s.generation_w = 20_000;
+        s.ballast_capacity_w = 10_000;
+        s
+    }
+
     /// A stand-alone village for `ghatta demo`: `customers` households (ids 1..=N) spread
     /// over up to 4 feeders, a constant-flow turbine sized near the evening peak, one
     /// ballast stage, and three analog inputs. At most `DEMO_CUSTOMERS_MAX` customers. Advance it with `step`; the same seed and the

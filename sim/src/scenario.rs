@@ -301,7 +301,7 @@ pub struct Links {
     /// Seal every frame as `ghatta run` does with a key (the controller's `net::secure`:
     /// per-pair AEAD keys, boot epochs, replay windows), so the simulated links' losses,
     /// duplicates, reordering and corruption and the nodes' restarts reach the real opener
-    /// (`ghatta sim` and `ghatta sim-measure`). Off: plain frames.
+    /// (`ghatta-sim run` and `ghatta-sim measure`). Off: plain frames.
     #[serde(default)]
     pub sealed: bool,
 }

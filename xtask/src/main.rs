@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 mod footprint;
 mod pgo;
+mod tidy;
 
 /// The targets `dist` builds by default: 64-bit and 32-bit ARM boards with glibc.
 const DEFAULT_TARGETS: [&str; 2] = ["aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];

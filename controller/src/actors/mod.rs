@@ -11,68 +11,52 @@
 //! - a trap (including running out of fuel or memory, or breaking a host limit) discards every
 //!   write and output of that delivery, and is recorded as the outcome on every replica.
 //!
-//! `replay.rs`: an optional cache ([`ActorHost::with_replay_cache`], the simulator's) that
-//! answers a delivery another replica already made on the same state without running it.
+//! [`DeliveryCache`]: an optional cache ([`ActorHost::with_delivery_cache`]; the simulator's
+//! `ReplayCache` is one) that answers a delivery another replica already made on the same
+//! state without running it. The host owns the trait; a board has no cache.
 
 pub mod embedded;
-pub mod replay;
+
+use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
 use ghatta_actor_sdk::abi;
+pub use ghatta_proto::outbox::ActorKind;
 use wasmi::{
     Caller, CompilationMode, Config, Engine, Extern, Linker, Module, Store, StoreLimits,
     StoreLimitsBuilder,
 };
 
-/// Which actor. The byte value prefixes the actor's keys in the shared state table.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum ActorKind {
-    /// Balancing: telemetry in, ballast set-points and feeder shed/restore out.
-    Balancing = 1,
-    /// Billing: meter reads, top-ups, tariffs in; ledger records and disconnects out.
-    Billing = 2,
-}
+/// Keys an execution read (full keys, with the actor prefix) and the values it found
+/// (`None`: absent), in first-read order: what a [`DeliveryCache`] must see unchanged to
+/// answer the same delivery again.
+pub type Reads = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
-impl ActorKind {
-    /// Every actor, in id order.
-    pub const ALL: [ActorKind; 2] = [ActorKind::Balancing, ActorKind::Billing];
+/// A cache of executed deliveries, consulted before running an actor and told of every run.
+/// An implementation must answer only when the outcome would be the same byte for byte (same
+/// module and limits, delivery bytes, values of every key read, total state size), so a hit
+/// changes nothing any replica computes.
+pub trait DeliveryCache: Send + Sync + std::fmt::Debug {
+    /// The recorded outcome of this delivery if `state` is what it was read from; the
+    /// recorded writes are then applied to `state`, as running the actor would.
+    fn replay(
+        &self,
+        kind: ActorKind,
+        delivery: &[u8],
+        state: &mut ActorState,
+    ) -> Option<(Status, Effects)>;
 
-    /// The key prefix of this actor's state.
-    pub fn prefix(self) -> u8 {
-        self as u8
-    }
-
-    /// The actor that owns an input kind, or None for inputs no actor takes.
-    pub fn for_input(input: &ghatta_actor_sdk::Input) -> Option<ActorKind> {
-        use ghatta_actor_sdk::Input::*;
-        match input {
-            Telemetry(_) | SetBalancingConfig(_) => Some(ActorKind::Balancing),
-            MeterRead(_) | TopUp(_) | SetTariff(_) | UpsertCustomer(_) | SetBillingConfig(_) => {
-                Some(ActorKind::Billing)
-            }
-            Noop | Tick(_) => None,
-        }
-    }
-
-    /// Lower-case name, as in config and status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            ActorKind::Balancing => "balancing",
-            ActorKind::Billing => "billing",
-        }
-    }
-
-    /// From the state-key prefix byte.
-    pub fn from_prefix(b: u8) -> Option<ActorKind> {
-        match b {
-            1 => Some(ActorKind::Balancing),
-            2 => Some(ActorKind::Billing),
-            _ => None,
-        }
-    }
+    /// Records an execution (`state_bytes` and `reads` as of before it).
+    fn record(
+        &self,
+        kind: ActorKind,
+        delivery: &[u8],
+        state_bytes: u64,
+        reads: Reads,
+        status: Status,
+        effects: &Effects,
+    );
 }
 
 /// Limits applied to every delivery. Defaults are sized for the real actors with a wide margin
@@ -216,7 +200,7 @@ struct HostCtx {
     /// Set when a host function trapped the guest for a limit.
     host_limit_hit: bool,
     /// With a replay cache: every key read before this delivery wrote it, with its value.
-    reads: Option<replay::Reads>,
+    reads: Option<Reads>,
 }
 
 fn limit_trap(ctx: &mut HostCtx, what: &str) -> wasmi::Error {
@@ -244,7 +228,7 @@ pub struct ActorHost {
     linker: Linker<HostCtx>,
     modules: BTreeMap<ActorKind, Module>,
     limits: ActorLimits,
-    replay: Option<replay::ReplayCache>,
+    replay: Option<Arc<dyn DeliveryCache>>,
 }
 
 impl std::fmt::Debug for ActorHost {
@@ -291,16 +275,11 @@ impl ActorHost {
         Ok(host)
     }
 
-    /// The same host with a [`replay::ReplayCache`]: for hosts shared by several replicas
-    /// (the simulator's nodes); a board's single replica would only fill it.
-    pub fn with_replay_cache(mut self) -> Self {
-        self.replay = Some(replay::ReplayCache::default());
+    /// The same host with a [`DeliveryCache`]: for hosts shared by several replicas (the
+    /// simulator's nodes); a board's single replica would only fill it.
+    pub fn with_delivery_cache(mut self, cache: Arc<dyn DeliveryCache>) -> Self {
+        self.replay = Some(cache);
         self
-    }
-
-    /// The replay cache's counters, when there is one.
-    pub fn replay_stats(&self) -> Option<replay::ReplayStats> {
-        self.replay.as_ref().map(replay::ReplayCache::stats)
     }
 
     /// The limits in force.

@@ -83,9 +83,9 @@ impl AdminAuth {
         let path: PathBuf = data_dir.join(TOKEN_FILE);
         if !path.exists() {
             let mut b = [0u8; TOKEN_BYTES];
-            crate::net::secure::keys::os_random(&mut b)?;
+            ghatta_proto::keys::os_random(&mut b)?;
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            crate::net::secure::keys::write_new(&path, format!("{hex}\n").as_bytes(), 0o600)
+            ghatta_proto::keys::write_new(&path, format!("{hex}\n").as_bytes(), 0o600)
                 .map_err(|e| anyhow::anyhow!("cannot create the admin token: {e}"))?;
         }
         let token = read_token(&path)?;

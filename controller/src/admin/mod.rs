@@ -17,8 +17,8 @@ use axum::{Json, Router};
 use ghatta_actor_sdk as sdk;
 use serde_json::{Value, json};
 
-use crate::net::wire::MemberOp;
 use crate::node::Node;
+use crate::rpc::wire::MemberOp;
 
 /// Largest request body accepted (a tariff table or a customer list fits easily).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

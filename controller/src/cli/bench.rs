@@ -3,16 +3,13 @@
 //! apply time to the same actor logic compiled natively.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ghatta::actors::{ActorHost, ActorKind, ActorLimits, ActorState};
-use ghatta::clock::SystemClock;
 use ghatta::net::tcp::TcpTransport;
 use ghatta::net::transport::{Transport, inbound_queue};
-use ghatta::node::{Node, NodeEnv, NodeOptions, Role};
+use ghatta::node::{NodeBuilder, Role};
 use ghatta::raft::PeerInfo;
-use ghatta::raft::timing::{LinkProfile, Timing};
 use ghatta_actor_sdk::{self as sdk, Actor, MemHost};
 use serde_json::json;
 
@@ -202,27 +199,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
                 transport.set_peer_addr(*p, &info.addr);
             }
         }
-        let opts = NodeOptions {
-            id,
-            cluster_name: "bench".into(),
-            timing: Timing::for_profile(LinkProfile::Lan),
-            actor_limits: ActorLimits::default(),
-            seed: id,
-            snapshot: None,
-        };
         let stores = ghatta::storage::open_dir(&tmp.path().join(format!("node-{id}")))?;
-        let env = NodeEnv {
-            stores,
-            transport,
-            inbound: rx,
-            clock: Arc::new(SystemClock),
-            observer: None,
-            faults: Default::default(),
-        };
-        let node = Node::start(opts, env).await?;
-        node.initialize(peers.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let node = NodeBuilder::new(id, "bench")
+            .initialize(peers.clone())
+            .start(stores, transport, rx)
+            .await?;
         nodes.push(node);
     }
     let leader = loop {

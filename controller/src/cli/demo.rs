@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ghatta::clock::SystemClock;
-use ghatta::config::{BoardConfig, FieldConfig, NodeConfig};
+use ghatta::config::{BoardConfig, NodeConfig};
+use ghatta::field::FieldConfig;
+use ghatta::net::LinkProfile;
 use ghatta::node::Role;
-use ghatta::raft::timing::LinkProfile;
 use ghatta::runner::{self, Running};
 use ghatta_actor_sdk as sdk;
 use serde_json::json;

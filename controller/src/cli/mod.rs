@@ -2,8 +2,6 @@
 
 pub mod bench;
 pub mod demo;
-#[cfg(feature = "sim")]
-pub mod radio_measure;
 pub mod selftest;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +30,7 @@ pub fn loopback_peers_with_keys(
     let mut peers = Vec::new();
     let mut key_files = Vec::new();
     for id in 1..=nodes {
-        let keys = ghatta::net::secure::keys::generate_into(&dir.join(format!("keys-{id}")))?;
+        let keys = ghatta_proto::keys::generate_into(&dir.join(format!("keys-{id}")))?;
         peers.push(PeerConfig {
             id,
             addr: format!("127.0.0.1:{}", free_port()?),

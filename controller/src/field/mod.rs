@@ -26,6 +26,7 @@
 //! - Every relay move is recorded with a reason code (protection, balancing, billing,
 //!   operator) and counted.
 
+pub mod config;
 pub mod consensus;
 pub mod credit;
 pub mod protection;
@@ -45,15 +46,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+pub use self::config::FieldConfig;
 pub use self::consensus::{Committed, Consensus};
 use self::credit::{CreditChange, CreditTracker};
 use self::protection::{Protection, ProtectionEvent, Sample};
 use self::relays::{Arbiter, CommittedCmd, Hold};
 use self::shipper::{Period, ShipperConfig, ShipperShared, ToShipper};
 use self::telemetry::Aggregator;
-use crate::config::FieldConfig;
 use crate::journal::{Cause, Journal, ReadEntry, ReasonCode, RelayEvent};
-use crate::raft::codec;
+use ghatta_proto::codec;
 
 /// Outbox records read per call.
 pub const OUTBOX_BATCH: usize = 256;

@@ -45,7 +45,7 @@ use ghatta_hal::RelayLine;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::raft::codec;
+use ghatta_proto::codec;
 
 /// The journal's file name inside the data directory.
 pub const JOURNAL_FILE_NAME: &str = "journal.redb";

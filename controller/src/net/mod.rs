@@ -1,10 +1,12 @@
-//! Links between nodes: frames, the wire messages inside them, transports (TCP; the simulator
-//! and serial radios plug in through [`transport::Transport`]) and request/response RPC.
+//! Links between nodes: transports (TCP; the simulator and serial radios plug in through
+//! [`transport::Transport`]), sealing (`secure`) and the link profiles. Frames are
+//! `ghatta_proto::frame`; the messages inside them and request/response are `crate::rpc`,
+//! which sits above this module and Raft's.
 
-pub mod frame;
+pub mod profile;
 pub mod radio;
-pub mod rpc;
 pub mod secure;
 pub mod tcp;
 pub mod transport;
-pub mod wire;
+
+pub use self::profile::LinkProfile;

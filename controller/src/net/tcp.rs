@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::frame::{MAX_FRAME_BYTES, MIN_FRAME_BYTES};
 use super::transport::{InboundTx, LinkStats, Transport};
+use ghatta_proto::frame::{MAX_FRAME_BYTES, MIN_FRAME_BYTES};
 
 /// Frames queued per peer while its connection is down or slow. 1,024 frames of heartbeats and
 /// appends is minutes of traffic; beyond that old frames are worthless and new ones are dropped.

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -10,9 +9,10 @@ use openraft::raft::AppendEntriesRequest;
 use openraft_rt::WatchReceiver;
 
 use super::Node;
-use crate::net::rpc::Handler;
-use crate::net::wire::{ProbeAnswer, Request, Response, SnapshotChunk};
-use crate::raft::{Snapshot, TypeConfig, codec};
+use crate::raft::{Snapshot, TypeConfig};
+use crate::rpc::Handler;
+use crate::rpc::wire::{ProbeAnswer, Request, Response, SnapshotChunk};
+use ghatta_proto::codec;
 
 /// Largest snapshot a node accepts from a leader: what it can decode
 /// (`codec::SNAPSHOT_BYTES_MAX`, which says why it is that large).
@@ -150,13 +150,7 @@ impl Handler for NodeHandler {
                 Response::Append(raft.append_entries(r).await.map_err(|e| e.to_string()))
             }
             Request::AppendProbe(r) => {
-                if self
-                    .node
-                    .inner
-                    .faults
-                    .ignore_append_probe
-                    .load(Ordering::Relaxed)
-                {
+                if self.node.inner.faults.ignore_append_probe() {
                     // Never answered, as by a board whose ghatta cannot decode the request;
                     // but not held forever: this task holds the node, whose files and port a
                     // restart of it needs.

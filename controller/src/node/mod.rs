@@ -3,8 +3,9 @@
 //!
 //! The same `Node` runs on a board (file-backed redb, TCP, system clock), in the 3-process
 //! demo, and inside the simulator (simulated disk, simulated links, simulated time): only
-//! [`NodeEnv`] differs.
+//! what [`NodeBuilder`] is given differs.
 
+mod builder;
 mod handler;
 mod proposer;
 pub mod snapshots;
@@ -17,23 +18,27 @@ use openraft_rt::WatchReceiver;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+pub use self::builder::NodeBuilder;
 pub use self::proposer::{ProposeError, SEQ_RESERVE_BLOCK};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::clock::Clock;
-use crate::net::rpc::Rpc;
 use crate::net::transport::{InboundRx, LinkStatsSnapshot, Transport};
-use crate::net::wire::{ForwardError, MemberOp, Request, Response};
 use crate::observe::{NodeObserver, TestFaults};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::NetworkFactory;
 use crate::raft::timing::Timing;
-use crate::raft::{Body, PeerInfo, Raft, Receipt};
+use crate::raft::{Body, PeerInfo, Receipt, TypeConfig};
+use crate::rpc::Rpc;
+use crate::rpc::network::NetworkFactory;
+use crate::rpc::wire::{ForwardError, MemberOp, Request, Response};
 use crate::state::{SmStatus, StateMachine};
 use crate::storage::Stores;
 
-/// What a node is, independent of where it runs.
+/// The Raft handle for our state machine.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// What a node is, independent of where it runs (set through [`NodeBuilder`]).
 #[derive(Debug, Clone)]
-pub struct NodeOptions {
+struct NodeOptions {
     /// This node's id (unique in the cluster, stable across restarts).
     pub id: u64,
     /// Cluster name (guards against joining the wrong cluster).
@@ -67,8 +72,8 @@ impl Default for SnapshotTuning {
     }
 }
 
-/// Where a node runs: its storage, links and clock.
-pub struct NodeEnv {
+/// Where a node runs: its storage, links and clock (given to [`NodeBuilder`]).
+struct NodeEnv {
     /// The node's databases (files or simulated disks).
     pub stores: Stores,
     /// Outgoing links.
@@ -98,6 +103,11 @@ pub enum StartError {
     /// openraft refused to start.
     #[error("Raft failed to start: {0}")]
     Raft(String),
+    /// The node started but could not form the cluster it was asked to.
+    #[error(
+        "cannot form the cluster from the given members: {0}; check that every founding member lists the same peers"
+    )]
+    Initialize(String),
 }
 
 /// A running node. Cheap to clone.
@@ -190,15 +200,10 @@ pub struct NodeStatus {
 }
 
 impl Node {
-    /// Start a node: open the state machine, load the actors, start Raft, the RPC dispatcher
-    /// and the timer loop. Must run inside `raft::Runtime::scope` (openraft's seeded RNG).
-    pub async fn start(opts: NodeOptions, env: NodeEnv) -> Result<Node, StartError> {
-        let host = Arc::new(ActorHost::with_embedded(opts.actor_limits.clone())?);
-        Self::start_with_host(opts, env, host).await
-    }
-
-    /// As [`Node::start`], with a given actor host (tests load special modules).
-    pub async fn start_with_host(
+    /// Start a node: open the state machine, start Raft, the RPC dispatcher and the timer
+    /// loop (through [`NodeBuilder::start`]). Must run inside `raft::Runtime::scope`
+    /// (openraft's seeded RNG).
+    async fn start_with_host(
         opts: NodeOptions,
         env: NodeEnv,
         host: Arc<ActorHost>,

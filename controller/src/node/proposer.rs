@@ -12,9 +12,9 @@ use openraft_rt::WatchReceiver;
 use redb::{Database, ReadableDatabase};
 
 use super::Node;
-use crate::net::wire::{Forward, ForwardError, Request, Response};
 use crate::raft::timing::Timing;
 use crate::raft::{Body, Proposal, Receipt};
+use crate::rpc::wire::{Forward, ForwardError, Request, Response};
 use crate::state::StateMachine;
 use crate::storage::{NODE_LOCAL, io_err};
 

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Node;
-use crate::net::wire::Forward;
 use crate::raft::Body;
+use crate::rpc::wire::Forward;
 
 /// How often the leader looks for due timers. Actor timers are coarse (daily fees, the end of
 /// friendly hours), so a second of lateness is harmless.

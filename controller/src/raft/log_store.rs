@@ -15,7 +15,6 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use openraft::OptionalSend;
@@ -23,10 +22,10 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
-use super::codec;
 use super::{Entry, LogId, TypeConfig, Vote};
 use crate::observe::TestFaults;
 use crate::storage::{RAFT_LOG, RAFT_META, SyncLatency, io_err};
+use ghatta_proto::codec;
 
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
@@ -275,7 +274,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let fsync = !self.faults.ack_before_fsync.load(Ordering::Relaxed);
+        let fsync = !self.faults.ack_before_fsync();
         let durability = if fsync {
             Durability::Immediate
         } else {

@@ -1,14 +1,12 @@
 //! Raft plumbing: the openraft type configuration, what a log entry carries ([`Proposal`]) and
-//! what applying it answers ([`Receipt`]), the redb log store, the network adapter and timing.
+//! what applying it answers ([`Receipt`]), the redb log store and timing. The network adapter
+//! (openraft's RPCs over our links) is in `rpc`, which sits above this module.
 //!
 //! The async runtime is tokio wrapped in openraft's `DeterministicRng`, so openraft's own
 //! randomness (election timeouts) comes from a seed: the node's in production, the world's
 //! in the simulator.
 
-pub mod codec;
 pub mod log_store;
-pub mod network;
-pub mod pipeline;
 pub mod timing;
 
 use std::fmt;
@@ -29,8 +27,6 @@ openraft::declare_raft_types!(
         AsyncRuntime = Runtime,
 );
 
-/// The Raft handle for our state machine.
-pub type Raft = openraft::Raft<TypeConfig, crate::state::StateMachine>;
 /// A log entry.
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 /// A log id.

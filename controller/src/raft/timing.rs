@@ -59,7 +59,7 @@
 //! network layer used to cut to `RPCOption::soft_ttl()`, 3/4 of it), whatever it carries. That is right for a heartbeat and for a LAN, and wrong
 //! for an append that carries entries over a link whose air time, not its latency, sets the
 //! round trip. Measured on the flapping-radio scenario (64 kbit/s, 100-byte MTU, 20 % loss;
-//! heartbeat 1,880 ms, so a 1,410 ms deadline; `GHATTA_LOG=ghatta::raft::network=debug`):
+//! heartbeat 1,880 ms, so a 1,410 ms deadline; `GHATTA_LOG=ghatta::rpc::network=debug`):
 //! field batches are ~500 B per entry, a 2 KiB append is ~23 fragments, and at 20 % loss
 //! almost every such append needs two or three rounds of repeated fragments (a round trip
 //! each) before its answer comes back, so appends of 1-12 entries took 850-1,400 ms when they
@@ -85,31 +85,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Named link profiles; each fixes a design round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkProfile {
-    /// Loopback or wired LAN (design RTT 5 ms). Used by `ghatta demo` and the tests.
-    Lan,
-    /// Local Wi-Fi between controllers (design RTT 50 ms).
-    Wifi,
-    /// Radio modems (SiK/RFD900, XBee): design RTT 800 ms.
-    Radio,
-    /// Geostationary satellite, single hop 550-800 ms, double hop up to 1.6 s: design RTT 2 s.
-    Satellite,
-}
-
-impl LinkProfile {
-    /// The design round trip of the profile, ms.
-    pub fn rtt_ms(self) -> u64 {
-        match self {
-            LinkProfile::Lan => 5,
-            LinkProfile::Wifi => 50,
-            LinkProfile::Radio => 800,
-            LinkProfile::Satellite => 2000,
-        }
-    }
-}
+use crate::net::LinkProfile;
 
 /// Raft timing for one cluster. Every member should use the same values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

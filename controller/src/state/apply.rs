@@ -12,8 +12,9 @@ use super::{
 };
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
 use crate::observe::{AppliedEntry, AppliedProposal};
-use crate::raft::{Body, Entry, Proposal, Receipt, StoredMembership, codec};
+use crate::raft::{Body, Entry, Proposal, Receipt, StoredMembership};
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+use ghatta_proto::codec;
 
 /// Tables open in the batch's write transaction.
 struct Tables<'t> {
@@ -197,10 +198,7 @@ fn apply_proposal(
     }
     if p.seq != 0 {
         let window = data.dedupe.entry(p.origin).or_default();
-        let skip = hooks
-            .faults
-            .skip_dedupe
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let skip = hooks.faults.skip_dedupe();
         if window.check_and_record(p.seq) == SeqCheck::Duplicate && !skip {
             receipt.duplicate = true;
             h.update(b"dup");

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::energy::{EnergyRest, EnergyRestRef, EnergyState};
 use super::{Scalars, ScalarsHead, SmData, StateHash, corrupt, meta_keys, prune::Pin};
-use crate::raft::{LogId, StoredMembership, codec};
+use crate::raft::{LogId, StoredMembership};
 use crate::storage::{SM_ENERGY_CUSTOMERS, SM_META, SM_PINS, io_err};
+use ghatta_proto::codec;
 
 /// What `sm_meta["scalars2"]` holds, borrowed: [`ScalarsHead`] then the energy but its
 /// customers.

@@ -33,9 +33,12 @@ use tokio::sync::watch;
 
 pub use self::dedupe::{DEDUPE_WINDOW, DedupeWindow, SeqCheck};
 pub use self::snapshot::SnapshotImage;
+pub use ghatta_proto::outbox::OutboxRecord;
+
 use crate::actors::{ActorHost, ActorKind, ActorState};
-use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig, codec};
+use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+use ghatta_proto::codec;
 
 /// A state hash: blake3 chained over every applied entry's effects.
 pub type StateHash = [u8; 32];
@@ -49,19 +52,6 @@ pub struct TimerRecord {
     pub due_ms: u64,
     /// The actor's tag.
     pub tag: u32,
-}
-
-/// One record in the outbox: an actor output with where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxRecord {
-    /// Log index of the entry that produced it.
-    pub index: u64,
-    /// Log time of that entry.
-    pub time_ms: u64,
-    /// Producing actor.
-    pub actor: ActorKind,
-    /// bincode `ghatta_actor_sdk::Output`.
-    pub output: Vec<u8>,
 }
 
 /// What the node and operators can see of the state machine without touching it.

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::energy::HOUR_MS;
 use super::{OutboxRecord, SmData, corrupt};
-use crate::raft::codec;
 use crate::storage::io_err;
+use ghatta_proto::codec;
 
 /// Log time an acknowledged record is kept: a day (see the module docs).
 pub const OUTBOX_RETENTION_MS: u64 = 24 * HOUR_MS;
@@ -90,7 +90,7 @@ pub(crate) fn prune(
     outbox: &mut Table<'_, u64, &'static [u8]>,
     h: &mut blake3::Hasher,
 ) -> io::Result<usize> {
-    let acked = crate::wan::Stream::ALL
+    let acked = ghatta_proto::outbox::Stream::ALL
         .iter()
         .map(|s| data.outbox_acks.get(&s.id()).copied().unwrap_or(0))
         .min()

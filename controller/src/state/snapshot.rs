@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{DedupeWindow, OutboxRecord, Scalars, SmData, TimerRecord, corrupt, meta_keys};
 use crate::actors::ActorState;
-use crate::raft::{Snapshot, SnapshotMeta, codec};
+use crate::raft::{Snapshot, SnapshotMeta};
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+use ghatta_proto::codec;
 
 /// Everything a replica needs to continue from a snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]

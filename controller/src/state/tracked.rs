@@ -110,7 +110,7 @@ impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::codec;
+    use ghatta_proto::codec;
 
     fn changes(m: &mut Tracked<u32, u64>) -> Vec<(u32, Option<u64>)> {
         m.take_changes().map(|(k, v)| (k, v.copied())).collect()

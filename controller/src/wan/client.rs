@@ -14,13 +14,14 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
 
-use super::channel::{self, ChannelError};
 use super::connector::{Connector, TcpConnector};
-use super::proto::{self, AckBody, BatchBody, Msg, Stream};
 use crate::net::secure::{PublicKey, SecretKey};
 use crate::node::{Node, Role};
 use crate::raft::Body;
 use crate::state::OutboxRecord;
+use ghatta_proto::outbox::Stream;
+use ghatta_proto::wan::channel::{self, ChannelError};
+use ghatta_proto::wan::{self as proto, AckBody, BatchBody, Msg};
 
 /// Batches in flight per stream. At 800 ms RTT and 256 kbit/s (32 KB/s) the bandwidth-delay
 /// product is ~26 KB; 8 compressed batches (8-16 KB each when full) keep the pipe full even on

@@ -151,7 +151,7 @@ mod tests {
             e.contains("wan.key_file") && e.contains("missing.key") && e.contains("keygen"),
             "{e}"
         );
-        let g = crate::net::secure::keys::generate_into(dir.path()).unwrap();
+        let g = ghatta_proto::keys::generate_into(dir.path()).unwrap();
         c.key_file = g.private_path;
         let up = c.uploader_config().unwrap();
         assert_eq!(up.secret.public(), g.public);

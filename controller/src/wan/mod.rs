@@ -1,5 +1,5 @@
 //! WAN resync: committed outbox records, store-and-forward over the satellite link to the
-//! central data center (`ghatta central`), idempotent and resumable.
+//! central data center (`ghatta-central`, the `central/` crate), idempotent and resumable.
 //!
 //! ```text
 //! outbox (replicated, dense seq) --Stream filter--> Uploader (leader only, one per stream)
@@ -27,7 +27,7 @@
 //! set-point and ledger line per key stay), so the outbox and snapshots stay bounded while the
 //! central keeps the history.
 //!
-//! **Security** ([`channel`]). Every connection starts with a Noise IK handshake (X25519 keys as
+//! **Security** (`ghatta_proto::wan::channel`). Every connection starts with a Noise IK handshake (X25519 keys as
 //! `ghatta keygen` writes them, ChaCha20-Poly1305, SHA-256; the `snow` crate): the grid proves
 //! it holds a private key the central lists for its grid id (`ghatta central --grid
 //! GRID=PUBLIC_KEY`, several keys per grid allowed), the central proves it holds the private
@@ -38,16 +38,11 @@
 //! handshakes and records that do not open; a frame naming another grid than the handshake
 //! authenticated is refused too.
 
-pub mod central;
-pub mod channel;
 pub mod client;
 pub mod config;
 pub mod connector;
-pub mod emulator;
-pub mod proto;
 
-pub use self::central::{Central, CentralConfig, CentralStore};
 pub use self::client::{Uploader, UploaderConfig};
 pub use self::config::WanConfig;
 pub use self::connector::{Connector, TcpConnector};
-pub use self::proto::Stream;
+pub use ghatta_proto::outbox::Stream;

@@ -223,7 +223,7 @@ fn batches_drain_oldest_first_and_commit_exactly_their_reads() {
 fn telemetry_is_downsampled_past_the_limit_and_reads_are_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Limit: room for about 2,000 telemetry summaries.
-    let per = ghatta::raft::codec::encode(&telemetry(T0, 50_000))
+    let per = ghatta_proto::codec::encode(&telemetry(T0, 50_000))
         .expect("enc")
         .len() as u64
         + 8;
@@ -297,7 +297,7 @@ fn reads_alone_over_the_limit_are_kept_and_reported() {
 #[test]
 fn downsampling_stops_once_under_the_target() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let per = ghatta::raft::codec::encode(&telemetry(T0, 50_000))
+    let per = ghatta_proto::codec::encode(&telemetry(T0, 50_000))
         .expect("enc")
         .len() as u64
         + 8;
@@ -374,11 +374,11 @@ fn the_event_log_is_bounded() {
 #[test]
 fn journal_fits_a_week_at_default_rates() {
     let week_s = 7 * 86_400u64;
-    let t = ghatta::raft::codec::encode(&telemetry(T0 + week_s * 1_000, 49_876))
+    let t = ghatta_proto::codec::encode(&telemetry(T0 + week_s * 1_000, 49_876))
         .expect("enc")
         .len() as u64
         + 8;
-    let r = ghatta::raft::codec::encode(&read(350, 9_999_999, T0 + week_s * 1_000))
+    let r = ghatta_proto::codec::encode(&read(350, 9_999_999, T0 + week_s * 1_000))
         .expect("enc")
         .len() as u64
         + 8;

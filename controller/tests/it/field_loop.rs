@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ghatta::config::FieldConfig;
+use ghatta::field::FieldConfig;
 use ghatta::field::{self, CustomerMap, FieldStats};
 use ghatta::journal::{Cause, Journal, JournalLimits, ReasonCode};
 use ghatta_actor_sdk as sdk;

@@ -1,7 +1,8 @@
 //! Local protection against scripted grid trajectories: which under-frequency stage trips
 //! when, dropout hysteresis, the restore delay, over-frequency ballast and voltage trips.
 
-use ghatta::config::{FieldConfig, NodeConfig};
+use ghatta::config::NodeConfig;
+use ghatta::field::FieldConfig;
 use ghatta::field::protection::{
     Protection, ProtectionConfig, ProtectionEvent, Sample, UflsStage, stage_feeders,
 };

@@ -327,18 +327,9 @@ impl Consensus for FakeCluster {
     }
 }
 
-/// A board with feeders 1 and 2, customers 1 and 2 on feeder 1, ballast stage 0 (open), at
-/// nominal frequency and voltage. The test moves frequency and meters itself.
+/// The field loop's test bench board (`SimBoardState::bench`).
 pub fn board() -> SimBoard {
-    let mut s = SimBoardState::new();
-    s.add_feeder(1);
-    s.add_feeder(2);
-    s.add_customer(1, 1);
-    s.add_customer(2, 1);
-    s.relays.insert(RelayLine::Ballast(0), false);
-    s.generation_w = 20_000;
-    s.ballast_capacity_w = 10_000;
-    SimBoard::new(s)
+    SimBoard::new(SimBoardState::bench())
 }
 
 /// Whether a relay is closed on the board.

@@ -8,10 +8,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use ghatta::net::frame;
 use ghatta::net::secure::{BootEpoch, Opened, SecretKey, SecureLink};
-use ghatta::net::wire::{Forward, MemberOp, Request, WireBody, WireMessage};
-use ghatta::raft::{Body, Vote, codec};
+use ghatta::raft::{Body, Vote};
+use ghatta::rpc::wire::{Forward, MemberOp, Request, WireBody, WireMessage};
+use ghatta_proto::codec;
+use ghatta_proto::frame;
 use proptest::prelude::*;
 
 /// Tracks the largest single allocation on each thread, so a test can bound what a decoder

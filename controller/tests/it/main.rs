@@ -1,21 +1,11 @@
-//! Integration tests of the controller (one binary so linking stays fast).
+//! Integration tests of the node's parts without a cluster: the field loop, protection and
+//! journal, the config CLI, the storage suite and the decoders (one binary so linking stays
+//! fast). Clusters, emulated links and the simulator are tested in `simulate/tests/it`.
 
-mod actors;
-mod cluster;
 mod field_cli;
-mod field_cluster;
 mod field_journal;
 mod field_loop;
 mod field_protection;
 mod field_support;
 mod fuzz;
-mod harness;
-mod membership;
-mod radio;
-mod radio_timing;
-mod security;
-mod sim;
-mod sim_disk;
 mod storage_suite;
-mod wan;
-mod wan_sim;

@@ -21,7 +21,7 @@ use super::packet::{
     FRAGMENT_HEADER_BYTES, FRAGMENTS_PER_FRAME_MAX, Packet, PacketError,
 };
 use super::reassembly::{Reassembled, Reassembly};
-use crate::net::frame::MAX_FRAME_BYTES;
+use ghatta_proto::frame::MAX_FRAME_BYTES;
 
 /// Rounds of selective repeat per fragmented frame. At 20 % loss a fragment is still missing
 /// after six sends with probability 0.2^6 = 6e-5, so a 100-fragment frame arrives 99.4 % of

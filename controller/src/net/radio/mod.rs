@@ -31,7 +31,6 @@
 //! Authentication and encryption (issue 5 part 3) wrap the frame payload above this layer.
 
 pub mod cobs;
-pub mod emulator;
 pub mod link;
 pub mod multi;
 pub mod pacing;

@@ -281,8 +281,8 @@ impl Transport for MultiTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::frame;
     use crate::net::transport::inbound_queue;
+    use ghatta_proto::frame;
 
     /// Records what it is given.
     #[derive(Default)]

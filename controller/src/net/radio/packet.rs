@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::net::frame::{get_varint, put_varint};
+use ghatta_proto::frame::{get_varint, put_varint};
 
 /// Destination meaning "every node on the channel". Node id 0 is reserved (config.rs refuses
 /// it), so it can never collide with a real node.

@@ -17,8 +17,8 @@ use tokio::time::{Duration, Instant};
 
 use super::cobs::{Deframed, Deframer};
 use super::link::{DriverConfig, LinkDriver, LinkParams, MTU_BYTES_MIN, RadioStats};
+use crate::net::LinkProfile;
 use crate::net::transport::{InboundTx, Transport};
-use crate::raft::timing::LinkProfile;
 
 /// Bytes read from the port at once: a few packets; the deframer bounds what is kept.
 const READ_CHUNK_BYTES: usize = 512;

@@ -32,7 +32,6 @@
 //! only members can send one.)
 
 pub mod epoch;
-pub mod keys;
 mod seal;
 mod sealed;
 
@@ -41,13 +40,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 pub use self::epoch::{BootEpoch, EPOCH_FILE};
-pub use self::keys::{KeyError, PublicKey, SecretKey};
 pub use self::seal::{
     HELLO_INTERVAL, MAX_SEALED_FRAME_BYTES, Opened, REPLAY_WINDOW, RESEND_FRAMES,
     RESEND_PAYLOAD_BYTES_MAX, Rejected, SEAL_OVERHEAD_BYTES, SEALED_VERSION, SealError, SecureLink,
     SecureLinkError, claimed_route,
 };
 pub use self::sealed::SealedTransport;
+pub use ghatta_proto::keys::{KeyError, PublicKey, SecretKey};
 
 /// Counters of the sealing layer (monotonic; shown by `ghatta status` and `/status`).
 #[derive(Debug, Default)]

@@ -22,9 +22,9 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::keys::{PublicKey, SecretKey};
 use super::{BootEpoch, SealStats, SealStatsSnapshot};
-use crate::net::frame::{self, get_varint, put_varint};
+use ghatta_proto::frame::{self, get_varint, put_varint};
+use ghatta_proto::keys::{PublicKey, SecretKey};
 
 /// Frame version of a sealed frame (a plain frame is [`frame::FRAME_VERSION`], 1).
 pub const SEALED_VERSION: u8 = 2;

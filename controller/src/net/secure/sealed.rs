@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use super::seal::{Opened, SecureLink};
 use super::{SealStats, SealStatsSnapshot};
-use crate::net::frame;
 use crate::net::transport::{InboundRx, InboundTx, Transport, inbound_queue};
+use ghatta_proto::frame;
 
 /// A transport whose every frame is sealed, and whose inbound frames are opened.
 pub struct SealedTransport<T: Transport + ?Sized> {
@@ -34,7 +34,7 @@ impl<T: Transport + ?Sized> std::fmt::Debug for SealedTransport<T> {
 
 impl<T: Transport + ?Sized> SealedTransport<T> {
     /// Wrap `inner`, whose received frames arrive on `raw`. Returns the transport and the
-    /// queue of opened frames to give the node (`NodeEnv::inbound`). Call inside a tokio
+    /// queue of opened frames to give the node (`NodeBuilder::start`'s `inbound`). Call inside a tokio
     /// runtime: the opener runs as a task until `raw` closes or the transport shuts down.
     pub fn start(inner: Arc<T>, raw: InboundRx, link: Arc<SecureLink>) -> (Arc<Self>, InboundRx) {
         let (tx, rx) = inbound_queue();

@@ -1,0 +1,616 @@
+//! The central's store: redb tables keyed by grid, one write transaction per batch (records,
+//! cursor and views together, fsynced before the ack), and the queries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
+use ghatta_proto::codec;
+use ghatta_proto::keys::{PublicKey, SecretKey};
+use ghatta_proto::outbox::ActorKind;
+use ghatta_proto::wan::channel::{AllowedGrids, ChannelError, ReplayCache};
+use ghatta_proto::wan::{self as proto, AckBody, BatchBody};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::DAY_MS;
+use crate::error::{ServeError, StoreError};
+use crate::serve::serve_conn;
+
+/// The central's wall clock, Unix ms (back-fill is judged against it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// (grid, stream) -> next expected seq.
+const CURSORS: TableDefinition<(u64, u32), u64> = TableDefinition::new("wan_cursors");
+/// (grid, stream, seq) -> bincode StoredRecord.
+const RECORDS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("wan_records");
+/// (grid, customer, seq) -> bincode LedgerRow.
+const LEDGER: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("wan_ledger");
+/// (grid, UTC day number) -> Wh charged that day.
+const ENERGY: TableDefinition<(u64, u64), u64> = TableDefinition::new("wan_energy_day");
+/// (grid, customer) -> bincode LedgerRow (the newest by log time).
+const LATEST: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("wan_latest_customer");
+/// grid -> bincode GridState.
+const GRIDS: TableDefinition<u64, &[u8]> = TableDefinition::new("wan_grids");
+/// (grid, hour start ms, subject kind 0 customer / 1 feeder / 2 plant, node or customer,
+/// feeder) -> bincode EnergyHourRow.
+const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
+    TableDefinition::new("wan_energy_hours");
+
+/// How to run the central.
+/// One stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Log index at the grid.
+    pub index: u64,
+    /// Log time at the grid, Unix ms.
+    pub time_ms: u64,
+    /// Producing actor.
+    pub actor: ActorKind,
+    /// bincode `ghatta_actor_sdk::Output`.
+    pub output: Vec<u8>,
+    /// Arrived as back-fill.
+    pub backfill: bool,
+}
+
+/// One ledger line as the central serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    /// Outbox sequence at the grid.
+    pub seq: u64,
+    /// Customer.
+    pub customer: u32,
+    /// Log time of the event, Unix ms.
+    pub at_ms: u64,
+    /// Charge, Fee, TopUp, ...
+    pub kind: String,
+    /// Energy billed (Charge only), Wh.
+    pub energy_wh: u64,
+    /// Amount (charges and fees negative-going, top-ups positive), mpaisa.
+    pub amount_mpaisa: i64,
+    /// Credit after the event, mpaisa.
+    pub balance_after_mpaisa: i64,
+    /// Tariff version.
+    pub tariff_version: u32,
+    /// Arrived as back-fill.
+    pub backfill: bool,
+}
+
+/// One hour of energy of one customer, feeder or plant, as the central serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnergyHourRow {
+    /// Start of the UTC hour (grid log time), Unix ms.
+    pub hour_start_ms: u64,
+    /// "customer", "feeder" or "plant".
+    pub kind: String,
+    /// Customer id (customer), or the node that owns the feeder or plant.
+    pub id: u64,
+    /// Feeder number on `id` (feeder), else 0.
+    pub feeder: u16,
+    /// Energy, Wh.
+    pub energy_wh: u64,
+    /// Outbox sequence at the grid.
+    pub seq: u64,
+    /// Arrived as back-fill.
+    pub backfill: bool,
+}
+
+fn energy_key(grid: u64, h: &sdk::EnergyHour) -> ((u64, u64, u8, u64, u16), &'static str) {
+    match h.subject {
+        sdk::EnergySubject::Customer(c) => {
+            ((grid, h.hour_start_ms, 0, u64::from(c.0), 0), "customer")
+        }
+        sdk::EnergySubject::Feeder { node, feeder } => {
+            ((grid, h.hour_start_ms, 1, node.0, feeder), "feeder")
+        }
+        sdk::EnergySubject::Plant(node) => ((grid, h.hour_start_ms, 2, node.0, 0), "plant"),
+    }
+}
+
+/// The latest known state of a grid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridState {
+    /// Grid id.
+    pub grid: u64,
+    /// Next expected seq per stream.
+    pub cursors: BTreeMap<u32, u64>,
+    /// Records stored.
+    pub records: u64,
+    /// Newest log time seen, Unix ms.
+    pub newest_time_ms: u64,
+    /// The newest alarm or relay event (debug form).
+    pub last_event: Option<String>,
+    /// Log time of `last_event`.
+    pub last_event_ms: u64,
+    /// Ledger records that arrived as back-fill.
+    pub backfilled: u64,
+}
+
+/// The central's counters (monotonic since start).
+#[derive(Debug, Default)]
+pub struct CentralStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Handshakes that authenticated a listed grid.
+    pub handshakes_ok: AtomicU64,
+    /// msg1 did not open: the grid holds another central key, the bytes were tampered with,
+    /// or the peer is not a ghatta grid.
+    pub refused_handshake: AtomicU64,
+    /// A grid id the central does not list.
+    pub refused_unknown_grid: AtomicU64,
+    /// A listed grid id with a key not listed for it.
+    pub refused_unlisted_key: AtomicU64,
+    /// A first message seen before.
+    pub refused_replayed_handshake: AtomicU64,
+    /// No handshake within [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeouts: AtomicU64,
+    /// A record did not open after the handshake (tampered, replayed, dropped or reordered).
+    pub refused_records: AtomicU64,
+    /// A frame that opened but was malformed or named another grid.
+    pub refused_frames: AtomicU64,
+    /// Batches stored (or recognised as duplicates) and acknowledged.
+    pub batches_acked: AtomicU64,
+    /// Authenticated connections closed after [`IDLE_TIMEOUT`] without a batch.
+    pub idle_closed: AtomicU64,
+}
+
+/// A point-in-time copy of [`CentralStats`] (what `/v1/status` serves).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CentralStatsSnapshot {
+    /// See [`CentralStats`].
+    pub connections: u64,
+    /// See [`CentralStats`].
+    pub handshakes_ok: u64,
+    /// See [`CentralStats`].
+    pub refused_handshake: u64,
+    /// See [`CentralStats`].
+    pub refused_unknown_grid: u64,
+    /// See [`CentralStats`].
+    pub refused_unlisted_key: u64,
+    /// See [`CentralStats`].
+    pub refused_replayed_handshake: u64,
+    /// See [`CentralStats`].
+    pub handshake_timeouts: u64,
+    /// See [`CentralStats`].
+    pub refused_records: u64,
+    /// See [`CentralStats`].
+    pub refused_frames: u64,
+    /// See [`CentralStats`].
+    pub batches_acked: u64,
+    /// See [`CentralStats`].
+    #[serde(default)]
+    pub idle_closed: u64,
+}
+
+impl CentralStats {
+    /// Copy the counters.
+    pub fn snapshot(&self) -> CentralStatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        CentralStatsSnapshot {
+            connections: g(&self.connections),
+            handshakes_ok: g(&self.handshakes_ok),
+            refused_handshake: g(&self.refused_handshake),
+            refused_unknown_grid: g(&self.refused_unknown_grid),
+            refused_unlisted_key: g(&self.refused_unlisted_key),
+            refused_replayed_handshake: g(&self.refused_replayed_handshake),
+            handshake_timeouts: g(&self.handshake_timeouts),
+            refused_records: g(&self.refused_records),
+            refused_frames: g(&self.refused_frames),
+            batches_acked: g(&self.batches_acked),
+            idle_closed: g(&self.idle_closed),
+        }
+    }
+
+    /// Count a failed or refused connection by its reason; false for a plain disconnect
+    /// (which is weather, not an attack or a misconfiguration).
+    fn count(&self, e: &ServeError) -> bool {
+        let ServeError::Proto(e) = e else {
+            // The store's own failure, or a batch out of order: not the grid's key or
+            // channel; logged by the caller, not counted as a refusal.
+            return false;
+        };
+        let c = match e {
+            proto::ProtoError::Channel(ChannelError::Handshake(_)) => &self.refused_handshake,
+            proto::ProtoError::Channel(ChannelError::UnknownGrid(_)) => &self.refused_unknown_grid,
+            proto::ProtoError::Channel(ChannelError::UnlistedKey { .. }) => {
+                &self.refused_unlisted_key
+            }
+            proto::ProtoError::Channel(ChannelError::ReplayedHandshake) => {
+                &self.refused_replayed_handshake
+            }
+            proto::ProtoError::Channel(ChannelError::Record(_)) => &self.refused_records,
+            proto::ProtoError::Channel(ChannelError::Malformed(_) | ChannelError::TooLarge)
+            | proto::ProtoError::Frame(_)
+            | proto::ProtoError::WrongGrid { .. }
+            | proto::ProtoError::Body(_) => &self.refused_frames,
+            proto::ProtoError::Channel(ChannelError::Io(_) | ChannelError::Refused(_))
+            | proto::ProtoError::Io(_) => return false,
+        };
+        c.fetch_add(1, Relaxed);
+        true
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Database,
+    pub(crate) secret: SecretKey,
+    pub(crate) grids: AllowedGrids,
+    pub(crate) replays: ReplayCache,
+    pub(crate) stats: CentralStats,
+    pub(crate) backfill_after_ms: u64,
+}
+
+/// The central's store and connection handler without listeners: serves grids over any
+/// ordered byte stream ([`CentralStore::serve`]: a TCP connection, or the simulator's WAN link
+/// model) and answers the queries. Clones share the store.
+#[derive(Clone)]
+pub struct CentralStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl CentralStore {
+    /// Open (or create) `central.redb` in `data_dir`.
+    pub fn open(
+        data_dir: &std::path::Path,
+        secret: SecretKey,
+        grids: AllowedGrids,
+        backfill_after_ms: u64,
+    ) -> Result<CentralStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            dir: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join("central.redb");
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(CURSORS)?;
+            txn.open_table(RECORDS)?;
+            txn.open_table(LEDGER)?;
+            txn.open_table(ENERGY)?;
+            txn.open_table(LATEST)?;
+            txn.open_table(GRIDS)?;
+            txn.open_table(ENERGY_HOURS)?;
+            txn.commit()?;
+        }
+        let inner = Arc::new(Inner {
+            db,
+            secret,
+            grids,
+            replays: ReplayCache::default(),
+            stats: CentralStats::default(),
+            backfill_after_ms,
+        });
+        Ok(CentralStore { inner })
+    }
+
+    /// Serve one grid connection over `rd`/`wr` until it ends: handshake, then batches in,
+    /// acks out. `peer` names the other end in logs. Refusals are counted by reason
+    /// ([`CentralStore::stats`]); a plain disconnect is logged, not counted.
+    pub async fn serve<R, W>(&self, mut rd: R, mut wr: W, peer: &str)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let inner = &self.inner;
+        inner.stats.connections.fetch_add(1, Relaxed);
+        if let Err(e) = serve_conn(&mut rd, &mut wr, inner).await {
+            if inner.stats.count(&e) {
+                tracing::warn!(%peer, error = %e, "grid connection refused");
+            } else if let ServeError::Store(e) = &e {
+                tracing::error!(%peer, error = %e, "grid connection closed: its batch was not stored");
+            } else {
+                tracing::info!(%peer, error = %e, "grid connection closed");
+            }
+        }
+    }
+
+    /// The central's counters (refusals by reason, handshakes, batches).
+    pub fn stats(&self) -> CentralStatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The central's public key (what grids set as `wan.central_public_key`).
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.secret.public()
+    }
+
+    /// Next expected seq of (grid, stream).
+    pub fn cursor(&self, grid: u64, stream: u32) -> Result<u64, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(CURSORS)?;
+        Ok(t.get((grid, stream))?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Every stored record of (grid, stream), ascending.
+    pub fn records(&self, grid: u64, stream: u32) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let t = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        for item in t.range((grid, stream, 0)..=(grid, stream, u64::MAX))? {
+            let (k, v) = item?;
+            out.push((
+                k.value().2,
+                codec::decode(v.value()).map_err(StoreError::corrupt("record"))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Energy per UTC day of a grid: (day number since the epoch, Wh).
+    pub fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        self.inner.energy_per_day(grid)
+    }
+
+    /// Hourly energy rows of a grid, ascending by hour, then customers, feeders, plants.
+    pub fn energy_hours(&self, grid: u64) -> Result<Vec<EnergyHourRow>, StoreError> {
+        self.inner.energy_hours(grid)
+    }
+
+    /// The ledger of a customer (all customers with `None`), ascending by seq per customer.
+    pub fn ledger(&self, grid: u64, customer: Option<u32>) -> Result<Vec<LedgerRow>, StoreError> {
+        self.inner.ledger(grid, customer)
+    }
+
+    /// The latest state of a grid and its customers' newest ledger lines.
+    pub fn grid_state(&self, grid: u64) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
+        self.inner.grid_state(grid)
+    }
+}
+
+impl Inner {
+    pub(crate) fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENERGY)?;
+        let mut out = Vec::new();
+        for item in t.range((grid, 0)..=(grid, u64::MAX))? {
+            let (k, v) = item?;
+            out.push((k.value().1, v.value()));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn energy_hours(&self, grid: u64) -> Result<Vec<EnergyHourRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENERGY_HOURS)?;
+        let mut out = Vec::new();
+        for item in t.range((grid, 0, 0, 0, 0)..=(grid, u64::MAX, u8::MAX, u64::MAX, u16::MAX))? {
+            let (_, v) = item?;
+            out.push(codec::decode(v.value()).map_err(StoreError::corrupt("energy hour"))?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn ledger(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LEDGER)?;
+        let (lo, hi) = match customer {
+            Some(c) => ((grid, c, 0), (grid, c, u64::MAX)),
+            None => ((grid, 0, 0), (grid, u32::MAX, u64::MAX)),
+        };
+        let mut out = Vec::new();
+        for item in t.range(lo..=hi)? {
+            let (_, v) = item?;
+            out.push(codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn grid_state(
+        &self,
+        grid: u64,
+    ) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let g = txn.open_table(GRIDS)?;
+        let Some(v) = g.get(grid)? else {
+            return Ok(None);
+        };
+        let state: GridState =
+            codec::decode(v.value()).map_err(StoreError::corrupt("grid state"))?;
+        let t = txn.open_table(LATEST)?;
+        let mut latest = Vec::new();
+        for item in t.range((grid, 0)..=(grid, u32::MAX))? {
+            let (_, v) = item?;
+            latest.push(codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?);
+        }
+        Ok(Some((state, latest)))
+    }
+
+    /// Store a batch durably; answers the ack to send. Runs on a blocking thread.
+    pub(crate) fn ingest(&self, grid: u64, b: &BatchBody) -> Result<AckBody, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        // The ack promises durability: fsync before it leaves.
+        txn.set_durability(Durability::Immediate)?;
+        let now = now_ms();
+        let next;
+        {
+            let mut cursors = txn.open_table(CURSORS)?;
+            let have = cursors
+                .get((grid, b.stream))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            if b.first_seq > have {
+                // Records in [have, first_seq) are missing: storing this batch would leave a
+                // hole the contiguous ack could never cross. Ask for a resend instead.
+                return Ok(AckBody {
+                    stream: b.stream,
+                    next_seq: have,
+                    gap: true,
+                    batch_first_seq: b.first_seq,
+                });
+            }
+            if b.end_seq <= have {
+                // A pure retransmission.
+                return Ok(AckBody {
+                    stream: b.stream,
+                    next_seq: have,
+                    gap: false,
+                    batch_first_seq: b.first_seq,
+                });
+            }
+            let mut records = txn.open_table(RECORDS)?;
+            let mut ledger = txn.open_table(LEDGER)?;
+            let mut energy = txn.open_table(ENERGY)?;
+            let mut latest = txn.open_table(LATEST)?;
+            let mut grids = txn.open_table(GRIDS)?;
+            let mut energy_hours = txn.open_table(ENERGY_HOURS)?;
+            let mut gs: GridState = match grids.get(grid)? {
+                Some(v) => codec::decode(v.value()).map_err(StoreError::corrupt("grid state"))?,
+                None => GridState {
+                    grid,
+                    ..GridState::default()
+                },
+            };
+            let mut prev = None;
+            for (seq, rec) in &b.records {
+                let seq = *seq;
+                if seq < have {
+                    continue; // Stored before: exactly once.
+                }
+                if seq < b.first_seq || seq >= b.end_seq || prev.is_some_and(|p| seq <= p) {
+                    return Err(StoreError::BatchOrder {
+                        grid,
+                        seq,
+                        first_seq: b.first_seq,
+                        end_seq: b.end_seq,
+                    });
+                }
+                prev = Some(seq);
+                let mut backfill = now.saturating_sub(rec.time_ms) > self.backfill_after_ms;
+                let output = sdk_codec::decode::<sdk::Output>(&rec.output);
+                match &output {
+                    Some(sdk::Output::Ledger(l)) => {
+                        let c = l.customer.0;
+                        let newest: Option<LedgerRow> = match latest.get((grid, c))? {
+                            Some(v) => Some(
+                                codec::decode(v.value())
+                                    .map_err(StoreError::corrupt("ledger row"))?,
+                            ),
+                            None => None,
+                        };
+                        if newest.as_ref().is_some_and(|n| l.at_ms < n.at_ms) {
+                            backfill = true;
+                        }
+                        let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
+                        let row = LedgerRow {
+                            seq,
+                            customer: c,
+                            at_ms: l.at_ms,
+                            kind,
+                            energy_wh,
+                            amount_mpaisa,
+                            balance_after_mpaisa: l.balance_after_mpaisa,
+                            tariff_version: l.tariff_version,
+                            backfill,
+                        };
+                        let bytes =
+                            codec::encode(&row).map_err(StoreError::encode("ledger row"))?;
+                        ledger.insert((grid, c, seq), bytes.as_slice())?;
+                        if newest.as_ref().is_none_or(|n| l.at_ms >= n.at_ms) {
+                            latest.insert((grid, c), bytes.as_slice())?;
+                        }
+                        if energy_wh > 0 {
+                            let day = l.at_ms / DAY_MS;
+                            let sum = energy.get((grid, day))?.map(|v| v.value()).unwrap_or(0);
+                            energy.insert((grid, day), sum + energy_wh)?;
+                        }
+                        if backfill {
+                            gs.backfilled += 1;
+                        }
+                    }
+                    Some(sdk::Output::EnergyHour(hour)) => {
+                        let (key, kind) = energy_key(grid, hour);
+                        let row = EnergyHourRow {
+                            hour_start_ms: hour.hour_start_ms,
+                            kind: kind.into(),
+                            id: key.3,
+                            feeder: key.4,
+                            energy_wh: hour.energy_wh,
+                            seq,
+                            backfill,
+                        };
+                        // A grid closes each (subject, hour) once; a second record for one
+                        // (a grid rebuilt from scratch under the same id) does not replace
+                        // the first.
+                        if energy_hours.get(key)?.is_none() {
+                            energy_hours.insert(
+                                key,
+                                codec::encode(&row)
+                                    .map_err(StoreError::encode("energy hour"))?
+                                    .as_slice(),
+                            )?;
+                        }
+                    }
+                    // Only a newer event replaces the latest one (back-fill never does).
+                    Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_)))
+                        if rec.time_ms >= gs.last_event_ms =>
+                    {
+                        gs.last_event = Some(format!("{ev:?}"));
+                        gs.last_event_ms = rec.time_ms;
+                    }
+                    _ => {}
+                }
+                let stored = StoredRecord {
+                    index: rec.index,
+                    time_ms: rec.time_ms,
+                    actor: rec.actor,
+                    output: rec.output.clone(),
+                    backfill,
+                };
+                records.insert(
+                    (grid, b.stream, seq),
+                    codec::encode(&stored)
+                        .map_err(StoreError::encode("record"))?
+                        .as_slice(),
+                )?;
+                gs.records += 1;
+                gs.newest_time_ms = gs.newest_time_ms.max(rec.time_ms);
+            }
+            next = b.end_seq;
+            cursors.insert((grid, b.stream), next)?;
+            gs.cursors.insert(b.stream, next);
+            grids.insert(
+                grid,
+                codec::encode(&gs)
+                    .map_err(StoreError::encode("grid state"))?
+                    .as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        Ok(AckBody {
+            stream: b.stream,
+            next_seq: next,
+            gap: false,
+            batch_first_seq: b.first_seq,
+        })
+    }
+}
+
+fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
+    let name = format!("{kind:?}");
+    let name = name.split([' ', '{', '(']).next().unwrap_or("").to_string();
+    match kind {
+        sdk::LedgerKind::Charge {
+            energy_wh,
+            amount_mpaisa,
+            ..
+        } => (name, *energy_wh, *amount_mpaisa),
+        sdk::LedgerKind::Fee { amount_mpaisa } => (name, 0, *amount_mpaisa),
+        sdk::LedgerKind::TopUp { amount_mpaisa, .. } => (name, 0, *amount_mpaisa),
+        _ => (name, 0, 0),
+    }
+}

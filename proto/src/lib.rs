@@ -1,0 +1,17 @@
+//! What crosses a wire or a disk between ghatta's programs, and nothing else: the board's node,
+//! the simulator and the central data center all speak it, and it imports none of them.
+//!
+//! - [`codec`]: bincode 2 with a size limit, for every encoded value;
+//! - [`frame`]: the frame format on every link (addresses, length, CRC-32);
+//! - [`keys`]: X25519 key pairs and their files (`ghatta keygen`);
+//! - [`outbox`]: the records a grid commits for the outside world and the WAN streams that
+//!   carry them;
+//! - [`wan`]: the WAN protocol between a grid's uploader and the central, and its encrypted
+//!   channel (`wan::channel`).
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod frame;
+pub mod keys;
+pub mod outbox;
+pub mod wan;

@@ -1,0 +1,1344 @@
+//! The world loop: real nodes on simulated disks, links, clocks and boards, stepped every
+//! 100 ms of simulated time through a scenario's faults, with every observation checked.
+//!
+//! One barrier: the nodes run to it (100 ms; in lockstep a window of up to
+//! [`LOCKSTEP_WINDOW_MS_MAX`]) -> feed the nodes' observations and role changes to the
+//! checkers -> poll the fault driver and carry out its node actions -> step the plants
+//! through their boards, 100 ms at a time, to the next barrier -> report each plant's true
+//! frequency. At the end of the fault phase every fault heals; the settle phase follows;
+//! then the proposers stop and the world waits for the replicas to converge before the
+//! end-of-run checks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use ghatta_actor_sdk as sdk;
+use ghatta_hal::{SimBoard, SimBoardState};
+use ghatta_sim::board::PlantBoard;
+use ghatta_sim::check::{Suite, SuiteConfig, Violation};
+use ghatta_sim::disk::SimDisk;
+use ghatta_sim::fault::{FaultDriver, NodeAction};
+use ghatta_sim::link::LinkModel;
+use ghatta_sim::net::SimNet;
+use ghatta_sim::observe::{Observation, Role as SimRole};
+use ghatta_sim::plant::{Grid, Plant, PlantTruth};
+use ghatta_sim::plot::PlotRecorder;
+use ghatta_sim::report::{FieldSummary, SecuritySummary};
+use ghatta_sim::report::{FinishInfo, Report};
+use ghatta_sim::scenario::Scenario;
+use ghatta_sim::time::Epoch;
+use openraft_rt::WatchReceiver;
+use tokio::task::JoinHandle;
+use tokio::time::Duration;
+
+use super::clock::SimClock;
+use super::lock;
+use super::lockstep::{self, Engine};
+use super::observer::{Shared, SimObserver};
+use super::setup;
+use super::transport::{SealWith, SimTransport, TransportStats, node_links};
+use crate::replay::ReplayCache;
+use ghatta::actors::{ActorHost, ActorLimits};
+use ghatta::field::FieldConfig;
+use ghatta::field::{self, CustomerMap, FieldStats};
+use ghatta::journal::Journal;
+use ghatta::net::secure::SealStats;
+use ghatta::net::transport::inbound_queue;
+use ghatta::node::{Node, NodeBuilder};
+use ghatta::observe::TestFaults;
+use ghatta::raft::timing::Timing;
+use ghatta::raft::{Body, PeerInfo};
+use ghatta::storage::{self, Stores};
+
+/// One world step: the plant model's supervision period (DOMAIN: the firmware supervises at
+/// 100 ms - 1 s) and the granularity of fault times and frequency samples.
+pub const STEP_MS: u64 = 100;
+/// Unix time of simulated time zero's calendar day: 2026-01-07T00:00Z, the first day of a
+/// 30-day billing period (period 682 since the Unix epoch), so a run of up to a week never
+/// crosses a period and the tariff oracle stays simple.
+pub const CALENDAR_START_UNIX_MS: u64 = 682 * 30 * 86_400_000;
+/// How long the world waits, once the proposers stop, for every replica to apply the same
+/// index: proposals already in flight retry for up to 4 x 30 s (the field loop's retries at
+/// the proposer's deadline), and a lagging follower catches up within a few heartbeats.
+pub const QUIESCE_MS_MAX: u64 = 180_000;
+/// Replicas must agree for this long before the world calls them converged (a proposal
+/// still in flight would move them apart again).
+pub const QUIET_MS: u64 = 5_000;
+/// How often the operator sells top-ups to accounts at or below the disconnect threshold
+/// (a village agent's rounds).
+pub const TOPUP_INTERVAL: Duration = Duration::from_secs(3_600);
+/// Top-ups per round at most (one proposal of at most this many inputs).
+pub const TOPUPS_PER_ROUND_MAX: usize = 100;
+/// Wait between attempts of an operator proposal that did not commit.
+const OPERATOR_RETRY: Duration = Duration::from_secs(1);
+
+/// A deliberate bug switched on in every node (mutation tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mutation {
+    /// No bug.
+    #[default]
+    None,
+    /// Apply a retried `(origin, seq)` again (breaks exactly-once).
+    SkipDedupe,
+    /// Acknowledge log appends before they are fsynced (breaks durability).
+    AckBeforeFsync,
+}
+
+/// One run's inputs.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The scenario (possibly shortened).
+    pub scenario: Scenario,
+    /// The world seed.
+    pub seed: u64,
+    /// A deliberate bug, for mutation tests.
+    pub mutation: Mutation,
+    /// Record the SVG plot.
+    pub plot: bool,
+    /// Raft timing; `None`: derived from the scenario's default link ([`timing_for`]).
+    pub timing: Option<Timing>,
+    /// Write every observation, in the order the checkers saw it, to this file (JSON
+    /// lines): two runs that should replay each other can be diffed to the first divergence.
+    pub trace_path: Option<std::path::PathBuf>,
+    /// Share actor executions between replicas (`actors::replay`): same outcomes, same trace
+    /// hash, a fraction of the interpreting.
+    pub actor_replay: bool,
+    /// Run each node on its own runtime, in lockstep windows, on this many threads
+    /// (`lockstep`); `None`: every node on the world's one runtime. Only for scenarios whose
+    /// links are all at least a window long ([`lockstep_allowed`]). The thread count changes
+    /// the speed, never the trace.
+    pub lockstep_threads: Option<usize>,
+}
+
+/// Longest lockstep window. Within a window the nodes run apart: the plants are stepped
+/// (every 100 ms, as always) at the window's start from the relay positions the nodes had
+/// set by then, and each reading reaches its node's board at its own time
+/// ([`ghatta_sim::board::BoardFeed`]), so a relay the node moves reaches the plant up to a
+/// window late (up to a step on one runtime). 400 ms keeps that lag under protection's
+/// shortest trip delay (500 ms, `FieldConfig::grid_interval_ms`'s five samples) and takes
+/// the five-node scenario's windows from 100 ms to 400 ms: 20 simulated minutes in 2.34 s
+/// instead of 2.82 s, 24 simulated hours in 83 s instead of 121 s back to back (BENCHMARKS.md,
+/// "Lockstep windows of 400 ms").
+pub const LOCKSTEP_WINDOW_MS_MAX: u64 = 400;
+
+/// Whether a scenario can run in lockstep: every frame's one-way latency is at least one
+/// world step, so nothing sent in a window is due within it.
+pub fn lockstep_allowed(scenario: &Scenario) -> bool {
+    scenario.min_one_way_latency_ms() >= STEP_MS
+}
+
+/// A lockstep window for `scenario`: the longest whole number of world steps no longer than
+/// any link's one-way latency (nothing sent in a window is due within it) nor
+/// [`LOCKSTEP_WINDOW_MS_MAX`]. It depends on the scenario only, never on the thread count,
+/// so the trace does not either.
+pub fn lockstep_window_ms(scenario: &Scenario) -> u64 {
+    let latency = scenario.min_one_way_latency_ms();
+    (latency.min(LOCKSTEP_WINDOW_MS_MAX) / STEP_MS).max(1) * STEP_MS
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct SimOutcome {
+    /// The report.
+    pub report: Report,
+    /// The plot, when asked for.
+    pub plot_svg: Option<String>,
+    /// How the field loops' journals filled and drained.
+    pub journal: JournalDrain,
+    /// The actor replay cache's counters (`None` without it).
+    pub actor_replay: Option<crate::replay::ReplayStats>,
+}
+
+/// The field loops' journals over a run (every node's meter reads waiting to be committed),
+/// sampled every world step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalDrain {
+    /// Most reads waiting at once, over all nodes.
+    pub peak_reads: u64,
+    /// When the last fault ended (ms of simulated time), if any did.
+    pub last_heal_ms: Option<u64>,
+    /// How long after the last fault ended every journal first held no read, ms.
+    pub drained_after_heal_ms: Option<u64>,
+    /// Reads the field loops journaled, over all nodes and incarnations.
+    pub reads_journaled: u64,
+    /// Reads they saw committed (and removed from their journal).
+    pub reads_committed: u64,
+}
+
+impl JournalDrain {
+    /// **Island meter reads reach the ledger in bounded time** (issue 4: "after healing, the
+    /// journal drains within a bound you state"): with `bound_s` set (the scenario's
+    /// `journal_drain_bound_s`), every journal must have emptied within `bound_s` of the last
+    /// heal. A journal that never empties means reads stuck on a node: billed late or never.
+    /// Exactly-once billing of what drains is the `meter_billing` checker's job.
+    pub fn check_drain(&self, bound_s: Option<f64>, end_t_ms: u64) -> Option<Violation> {
+        let bound_ms = (bound_s? * 1_000.0) as u64;
+        let heal = self.last_heal_ms?;
+        let message = match self.drained_after_heal_ms {
+            Some(d) if d <= bound_ms => return None,
+            Some(d) => format!(
+                "the field loops' journals emptied {:.1} s after the last heal, over the \
+                 {:.1} s bound (peak backlog {} reads)",
+                d as f64 / 1e3,
+                bound_ms as f64 / 1e3,
+                self.peak_reads
+            ),
+            None => format!(
+                "the field loops' journals still held meter reads at the end, {:.1} s after \
+                 the last heal (bound {:.1} s, peak backlog {} reads)",
+                end_t_ms.saturating_sub(heal) as f64 / 1e3,
+                bound_ms as f64 / 1e3,
+                self.peak_reads
+            ),
+        };
+        Some(Violation {
+            checker: "journal_drain".into(),
+            t_ms: heal + bound_ms,
+            message,
+        })
+    }
+}
+
+/// Bytes of a typical append on the wire: a few entries of field batches (telemetry plus a
+/// handful of meter reads). On a slow radio its air time, not the latency, dominates the
+/// round trip an append needs.
+pub const TYPICAL_APPEND_BYTES: u64 = 4_096;
+
+/// Raft timing for a link: `Timing::for_rtt` of a high percentile of the time an append and
+/// its answer take: the base latency plus three mean jitters each way (the 95th percentile
+/// of an exponential tail, capped as the link caps it), plus twice the air time of a typical
+/// append (sending it, and one round of repeated fragments at the link driver). Timing for
+/// the mean RTT would let a third of the heartbeats on a satellite link outlive their own
+/// deadline (openraft's RPC deadline is the heartbeat).
+pub fn timing_for(link: &LinkModel) -> Timing {
+    let one_way =
+        (link.latency_ms + 3 * link.jitter_ms).min(link.latency_cap_ms.max(link.latency_ms));
+    let air_ms = TYPICAL_APPEND_BYTES * 8 * 1_000 / link.bandwidth_bps.max(1);
+    let air_ms = if link.bandwidth_bps == 0 { 0 } else { air_ms };
+    Timing::for_rtt(2 * u64::from(one_way) + 2 * air_ms)
+}
+
+/// A link at most this fast is a radio for the deployment settings (SiK's highest air rate
+/// is 250 kbit/s; Wi-Fi bridges start in the Mbit/s).
+pub const RADIO_BPS_MAX: u64 = 250_000;
+
+/// Whether a scenario's links are radio-class (slow air rate or small frames): the nodes are
+/// then configured as a radio deployment would be.
+pub fn is_radio(link: &LinkModel) -> bool {
+    (link.bandwidth_bps > 0 && link.bandwidth_bps <= RADIO_BPS_MAX)
+        || (link.mtu_bytes > 0 && link.mtu_bytes <= 252)
+}
+
+/// The field loop's configuration in a scenario: production defaults, the scenario's billing
+/// read interval, and on radio-class links the settings the field loop documents for radios
+/// (small proposals, a slow journal drain).
+pub fn field_config_for(scenario: &Scenario) -> FieldConfig {
+    let defaults = FieldConfig::default();
+    let journal_ms = scenario
+        .customers
+        .meter_read_interval_s
+        .saturating_mul(1_000);
+    let mut cfg = FieldConfig {
+        meter_journal_interval_ms: journal_ms,
+        meter_journal_interval_ms_over_limit: defaults
+            .meter_journal_interval_ms_over_limit
+            .max(journal_ms),
+        ..defaults
+    };
+    if is_radio(&scenario.default_link()) {
+        cfg.proposal_bytes_max = Some(ghatta::field::shipper::PROPOSAL_BYTES_MAX_RADIO);
+        cfg.drain_interval_ms = RADIO_DRAIN_INTERVAL_MS;
+    }
+    cfg
+}
+
+/// Journal drain period on a radio: the field loop's documented setting for 64 kbit/s
+/// ("5000 or more so the drain leaves room for heartbeats").
+pub const RADIO_DRAIN_INTERVAL_MS: u64 = 5_000;
+
+/// Runs one seed of a scenario on a fresh paused-clock runtime, inside openraft's seeded RNG
+/// scope (and in lockstep, each node on its own; see `lockstep`). Measures the wall time for
+/// the report (the world itself never reads it).
+///
+/// # Errors
+/// When a runtime cannot be built, lockstep is asked for a scenario with links shorter than
+/// a window, or the world fails to start.
+pub fn run(cfg: &SimConfig) -> anyhow::Result<SimOutcome> {
+    let rt = ghatta_sim::time::seeded_runtime(cfg.seed)
+        .context("cannot build the simulator's runtime")?;
+    let wall = std::time::Instant::now();
+    let seed = cfg.seed;
+    let mut out = match cfg.lockstep_threads {
+        None => rt.block_on(ghatta::raft::Runtime::scope(seed, async {
+            let engine = Engine::Single {
+                epoch: Epoch::now(),
+            };
+            world(cfg.clone(), engine).await
+        }))?,
+        Some(threads) => {
+            if !lockstep_allowed(&cfg.scenario) {
+                anyhow::bail!(
+                    "scenario {} has links as short as {} ms one way, under the lockstep \
+                     window of {STEP_MS} ms: run it without lockstep",
+                    cfg.scenario.name,
+                    cfg.scenario.min_one_way_latency_ms()
+                );
+            }
+            let n = usize::try_from(cfg.scenario.nodes.count).unwrap_or(0);
+            let nodes = lockstep::node_runtimes(n, seed)?;
+            let cfg = cfg.clone();
+            lockstep::run_lockstep(&rt, nodes, threads, move |engine| {
+                ghatta::raft::Runtime::scope(seed, world(cfg, engine))
+            })?
+        }
+    };
+    out.report.wall_seconds = wall.elapsed().as_secs_f64();
+    // Tasks left behind by killed incarnations die with the runtime.
+    drop(rt);
+    Ok(out)
+}
+
+/// The openers' counters over every node and incarnation.
+fn security_summary(slots: &[Slot]) -> SecuritySummary {
+    let mut sum = SecuritySummary::default();
+    for st in slots.iter().flat_map(|s| &s.seal_stats) {
+        let c = st.snapshot(0);
+        sum.sealed += c.sealed;
+        sum.opened += c.opened;
+        sum.rejected += c.rejected();
+        sum.forged += c.forged;
+        sum.replayed += c.replayed;
+        sum.out_of_window += c.out_of_window;
+        sum.stale_epoch += c.older_epoch + c.stale_receiver_epoch;
+        sum.hellos_sent += c.hellos_sent;
+    }
+    sum
+}
+
+/// A running incarnation of a node.
+struct Incarnation {
+    node: Node,
+    alive: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+    field: Option<JoinHandle<()>>,
+}
+
+/// Everything a new incarnation is started from, owned, so the start can run on the node's
+/// own runtime (in lockstep, on another thread): its tasks must live there.
+struct StartPlan {
+    id: u64,
+    net: SimNet,
+    alive: Arc<AtomicBool>,
+    link_stats: Arc<TransportStats>,
+    /// The world seed, when the links are sealed.
+    seal: Option<u64>,
+    members: Vec<u64>,
+    cluster_name: String,
+    timing: Timing,
+    /// openraft's seed for this node.
+    seed: u64,
+    stores: Stores,
+    clock: Arc<SimClock>,
+    observer: Arc<SimObserver>,
+    faults: Arc<TestFaults>,
+    host: Arc<ActorHost>,
+    /// Form the cluster (the first start of every node).
+    initialize: bool,
+    /// The field loop's board, journal, configuration and counters (plant nodes).
+    field: Option<(SimBoard, Journal, FieldConfig, Arc<FieldStats>)>,
+}
+
+impl StartPlan {
+    /// Starts the incarnation on the current runtime: transport, sealing, the node, the
+    /// cluster (first start), the field loop. Returns it and its openers' counters.
+    async fn start(self) -> anyhow::Result<(Incarnation, Vec<Arc<SealStats>>)> {
+        let StartPlan {
+            id,
+            net,
+            alive,
+            link_stats,
+            seal,
+            members,
+            cluster_name,
+            timing,
+            seed,
+            stores,
+            clock,
+            observer,
+            faults,
+            host,
+            initialize,
+            field,
+        } = self;
+        let (tx, rx) = inbound_queue();
+        let endpoint = net.endpoint(id);
+        let (plain, tasks) =
+            SimTransport::start(id, net, endpoint, tx, alive.clone(), link_stats.clone());
+        let links = node_links(
+            id,
+            plain,
+            rx,
+            &link_stats,
+            seal.map(|seed| SealWith {
+                seed,
+                members: &members,
+                cluster: &cluster_name,
+            }),
+        )?;
+        let mut builder = NodeBuilder::new(id, cluster_name)
+            .timing(timing)
+            .seed(seed)
+            .clock(clock)
+            .observer(Some(observer))
+            .faults(faults)
+            .actor_host(host);
+        if initialize {
+            builder =
+                builder.initialize(members.iter().map(|&m| (m, PeerInfo::default())).collect());
+        }
+        let node = match builder.start(stores, links.transport, links.inbound).await {
+            Ok(n) => n,
+            Err(e) => {
+                alive.store(false, Ordering::Relaxed);
+                for t in tasks {
+                    t.abort();
+                }
+                return Err(e.into());
+            }
+        };
+        let field = field.map(|(board, journal, cfg, stats)| {
+            tokio::spawn(field::run_with(
+                node.clone(),
+                board,
+                journal,
+                cfg,
+                CustomerMap { first_customer: 1 },
+                stats,
+            ))
+        });
+        Ok((
+            Incarnation {
+                node,
+                alive,
+                tasks,
+                field,
+            },
+            links.seal_stats.into_iter().collect(),
+        ))
+    }
+}
+
+/// A node's hardware, which outlives its incarnations: disks, clock, board, link driver state.
+struct Slot {
+    id: u64,
+    log_disk: SimDisk,
+    state_disk: SimDisk,
+    /// The field loop's `journal.redb`: meter reads survive a crash or a power cut as far as
+    /// they were fsynced, exactly as on a board.
+    journal_disk: SimDisk,
+    clock: Arc<SimClock>,
+    link_stats: Arc<TransportStats>,
+    field_stats: Arc<FieldStats>,
+    /// The opener's counters of every incarnation (sealed links only).
+    seal_stats: Vec<Arc<SealStats>>,
+    /// Index of this node's plant in the grid, if it has one.
+    plant: Option<usize>,
+    run: Option<Incarnation>,
+    role: Option<(SimRole, u64)>,
+}
+
+/// The running incarnations the operator may propose through: node id -> (slot, incarnation,
+/// node).
+type Running = Arc<Mutex<BTreeMap<u64, (usize, u64, Node)>>>;
+
+struct World {
+    cfg: SimConfig,
+    epoch: Epoch,
+    engine: Engine,
+    net: SimNet,
+    shared: Arc<Shared>,
+    host: Arc<ActorHost>,
+    /// The host's replay cache (`--actor-replay`), kept for its counters.
+    replay: Option<Arc<ReplayCache>>,
+    switches: Arc<TestFaults>,
+    timing: Timing,
+    field_cfg: FieldConfig,
+    slots: Vec<Slot>,
+    grid: Grid,
+    boards: Vec<PlantBoard>,
+    running: Running,
+    suite: Suite,
+    plot: Option<PlotRecorder>,
+    extra: Vec<Violation>,
+    proposers_on: bool,
+    incarnations: u64,
+    trace: Option<std::io::BufWriter<std::fs::File>>,
+    journal: JournalDrain,
+    /// Simulated ms between barriers: a world step on one runtime, [`lockstep_window_ms`]
+    /// in lockstep.
+    window_ms: u64,
+    /// Per plant, in lockstep windows longer than a step: the readings stepped ahead, on
+    /// their way to the node's board.
+    feeds: Vec<Option<ghatta_sim::board::BoardFeed>>,
+    /// The plants' true values stepped ahead, observed once their time has come.
+    plants_ahead: Vec<(u64, Vec<PlantTruth>)>,
+}
+
+/// The slow-disk knob as the node's log store reads it: after each durable commit it waits
+/// the disk's sync delay, in simulated time. (A wrapper: the trait is the node's, the disk the
+/// sim crate's.)
+#[derive(Debug, Clone)]
+pub struct DiskLatency(pub SimDisk);
+
+impl storage::SyncLatency for DiskLatency {
+    fn sync_delay(&self) -> Duration {
+        self.0.sync_delay()
+    }
+}
+
+async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
+    let scenario = cfg.scenario.clone();
+    let seed = cfg.seed;
+    let epoch = engine.world_epoch();
+    let n = scenario.nodes.count;
+    let ids: Vec<u64> = (1..=u64::from(n)).collect();
+    let net = if engine.is_lockstep() {
+        let epochs = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, engine.epoch_of(i)))
+            .collect();
+        let net = scenario.build_lockstep_net(seed, &ids, epochs);
+        for (i, &id) in ids.iter().enumerate() {
+            // Lives as long as the node's runtime, across its incarnations.
+            drop(engine.spawn_on(i, net.delivery_task(id)));
+        }
+        net
+    } else {
+        scenario.build_net(seed, &ids)
+    };
+    let mut faults = FaultDriver::new(&scenario, seed, ids.clone());
+    let shared = Shared::new();
+    let host =
+        ActorHost::with_embedded(ActorLimits::default()).context("cannot load the actors")?;
+    let replay = cfg.actor_replay.then(|| Arc::new(ReplayCache::default()));
+    let host = Arc::new(match &replay {
+        Some(cache) => host.with_delivery_cache(cache.clone()),
+        None => host,
+    });
+    let switches = Arc::new(TestFaults::default());
+    match cfg.mutation {
+        Mutation::None => {}
+        Mutation::SkipDedupe => switches.skip_dedupe.store(true, Ordering::Relaxed),
+        Mutation::AckBeforeFsync => switches.ack_before_fsync.store(true, Ordering::Relaxed),
+    }
+    let timing = cfg
+        .timing
+        .unwrap_or_else(|| timing_for(&scenario.default_link()));
+    let field_cfg = field_config_for(&scenario);
+    // Calendar: the nodes' clocks read local time of day `start_time_of_day_s` at time zero
+    // (the plants' load profiles use local time), in Nepal's time zone.
+    let day_ms = 86_400_000i64;
+    let local_start_ms = scenario.plant.start_time_of_day_s as i64 * 1_000
+        - i64::from(setup::UTC_OFFSET_MIN) * 60_000;
+    let start_unix_ms = CALENDAR_START_UNIX_MS + local_start_ms.rem_euclid(day_ms) as u64;
+
+    // Plants, in node order; customer ids start at 1 on node 0 (the field loop's customer
+    // map has no customer 0), `index * CUSTOMER_ID_STRIDE + 1` on node `index`.
+    let mut plants = Vec::new();
+    let mut boards = Vec::new();
+    let mut plant_of = BTreeMap::new();
+    for i in scenario.plant_nodes() {
+        let Some(mut pc) = scenario.plant_config(i) else {
+            continue;
+        };
+        pc.first_customer_id += 1;
+        let mut plant = Plant::new(pc, seed);
+        let board = PlantBoard::attach(&mut plant, SimBoard::new(SimBoardState::new()));
+        plant_of.insert(i, plants.len());
+        plants.push(plant);
+        boards.push(board);
+    }
+    let mut grid = Grid::new(plants);
+    if scenario.nodes.interconnected {
+        grid.interconnect_all();
+    }
+
+    let slots: Vec<Slot> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| Slot {
+            id,
+            log_disk: SimDisk::new(),
+            state_disk: SimDisk::new(),
+            journal_disk: SimDisk::new(),
+            clock: Arc::new(SimClock::new(engine.epoch_of(i), start_unix_ms)),
+            link_stats: Arc::default(),
+            field_stats: Arc::default(),
+            seal_stats: Vec::new(),
+            plant: plant_of.get(&(i as u32)).copied(),
+            run: None,
+            role: None,
+        })
+        .collect();
+
+    let mut suite_cfg = SuiteConfig::for_scenario(&scenario);
+    suite_cfg.tariff = Some(setup::tariff_oracle());
+    let plot = cfg
+        .plot
+        .then(|| PlotRecorder::new(&scenario.name, scenario.total_ms()));
+
+    let window_ms = if engine.is_lockstep() {
+        lockstep_window_ms(&scenario)
+    } else {
+        STEP_MS
+    };
+    // Readings stepped ahead of a window reach each node's board on the node's own clock.
+    let mut feeds = vec![None; boards.len()];
+    if window_ms > STEP_MS {
+        for (i, s) in slots.iter().enumerate() {
+            if let Some(p) = s.plant {
+                let feed = ghatta_sim::board::BoardFeed::default();
+                let task = feed.task(boards[p].board().clone(), engine.epoch_of(i));
+                drop(engine.spawn_on(i, task));
+                feeds[p] = Some(feed);
+            }
+        }
+    }
+
+    let trace = match &cfg.trace_path {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut w = World {
+        cfg,
+        epoch,
+        engine,
+        net,
+        shared,
+        host,
+        replay,
+        switches,
+        timing,
+        field_cfg,
+        slots,
+        grid,
+        boards,
+        running: Arc::default(),
+        suite: Suite::new(suite_cfg),
+        plot,
+        extra: Vec::new(),
+        proposers_on: true,
+        incarnations: 0,
+        trace,
+        journal: JournalDrain::default(),
+        window_ms,
+        feeds,
+        plants_ahead: Vec::new(),
+    };
+
+    for i in 0..w.slots.len() {
+        w.start(i, true).await;
+    }
+    let setup_inputs = {
+        let plants: Vec<(u64, usize, Vec<u32>)> = w
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let p = &w.grid.plants()[s.plant?];
+                let customers = p
+                    .customer_ids()
+                    .filter_map(|c| u32::try_from(c).ok())
+                    .collect();
+                Some((s.id, p.feeder_count(), customers))
+            })
+            .collect();
+        setup::setup_inputs(&scenario, &plants)
+    };
+    let proposal_bytes_max = w
+        .field_cfg
+        .proposal_bytes_max
+        .unwrap_or(ghatta::field::shipper::PROPOSAL_BYTES_MAX_DEFAULT);
+    let operator = tokio::spawn(operator(
+        w.engine.clone(),
+        w.running.clone(),
+        w.shared.clone(),
+        setup_inputs,
+        usize::try_from(proposal_bytes_max).unwrap_or(usize::MAX),
+    ));
+
+    // The first window's later steps (time 0 is the boards' first readings): from here on
+    // each barrier steps the plants from its own time to the next barrier's.
+    w.step_plants(0, 1);
+    let fault_end_ms = (scenario.duration_s * 1_000.0) as u64;
+    let total_ms = scenario.total_ms();
+    let mut healed = false;
+    let mut next_ms = 0;
+    let mut quiet_since: Option<(u64, Vec<u64>)> = None;
+    let mut operator = Some(operator);
+    loop {
+        next_ms += w.window_ms;
+        w.engine.advance_to(next_ms).await;
+        let t_ms = w.epoch.elapsed_ms();
+        w.feed_node_observations();
+        let leader = w.poll_roles(t_ms);
+        let tick = if t_ms >= fault_end_ms && !healed {
+            healed = true;
+            faults.heal_everything(t_ms, &w.net)
+        } else {
+            faults.poll(t_ms, &w.net, leader)
+        };
+        for o in &tick.observations {
+            w.observe(o);
+            if matches!(o, Observation::FaultEnd { .. }) {
+                w.journal.last_heal_ms = Some(t_ms);
+                w.journal.drained_after_heal_ms = None;
+            }
+        }
+        w.watch_journals(t_ms);
+        for a in tick.actions {
+            w.act(a).await;
+        }
+        w.step_plants(t_ms, 0);
+        w.next_window(t_ms);
+        if t_ms < total_ms {
+            continue;
+        }
+        if w.proposers_on {
+            // The settle phase is over: stop proposing and let the replicas converge.
+            w.proposers_on = false;
+            if let Some(op) = operator.take() {
+                op.abort();
+            }
+            for s in &mut w.slots {
+                if let Some(f) = s.run.as_mut().and_then(|r| r.field.take()) {
+                    f.abort();
+                }
+            }
+        }
+        let applied = w.applied_indexes();
+        let agreed = applied.windows(2).all(|p| p[0] == p[1]);
+        quiet_since = match quiet_since.take() {
+            Some((since, prev)) if agreed && prev == applied => Some((since, prev)),
+            _ if agreed => Some((t_ms, applied)),
+            _ => None,
+        };
+        let converged = quiet_since
+            .as_ref()
+            .is_some_and(|(since, _)| t_ms - since >= QUIET_MS);
+        if converged || t_ms >= total_ms + QUIESCE_MS_MAX {
+            break;
+        }
+    }
+    w.feed_node_observations();
+    let end_t_ms = w.epoch.elapsed_ms();
+    w.poll_roles(end_t_ms);
+    let counters = w.net.total_counters();
+    let digest = w.net.trace_digest();
+    let metered_wh = w.grid.plants().iter().map(Plant::metered_energy_wh).sum();
+    for i in 0..w.slots.len() {
+        if let Some(r) = w.slots[i].run.take() {
+            r.alive.store(false, Ordering::Relaxed);
+            for t in r.tasks.into_iter().chain(r.field) {
+                t.abort();
+            }
+            let node = r.node;
+            w.engine
+                .run_on(i, async move { node.shutdown().await })
+                .await;
+        }
+    }
+    let mut journal = w.journal;
+    let (mut ufls_trips, mut ballast_switched_in) = (0, 0);
+    for s in &w.slots {
+        let st = &s.field_stats;
+        journal.reads_journaled += st.reads_journaled.load(Ordering::Relaxed);
+        journal.reads_committed += st.reads_committed.load(Ordering::Relaxed);
+        ufls_trips += st.ufls_trips.load(Ordering::Relaxed);
+        ballast_switched_in += st.ballast_switched_in.load(Ordering::Relaxed);
+    }
+    if let Some(v) = journal.check_drain(w.cfg.scenario.journal_drain_bound_s, end_t_ms) {
+        w.extra.push(v);
+    }
+    let security = w
+        .cfg
+        .scenario
+        .links
+        .sealed
+        .then(|| security_summary(&w.slots));
+    let actor_replay = w.replay.as_ref().map(|c| c.stats());
+    let engine_lockstep = w.engine.is_lockstep();
+    let World {
+        cfg,
+        suite,
+        plot,
+        extra,
+        ..
+    } = w;
+    let mut report = suite.finish(FinishInfo {
+        scenario: cfg.scenario.name.clone(),
+        seed: cfg.seed,
+        end_t_ms,
+        wall_seconds: 0.0,
+        net_trace_digest: Some(digest),
+        net_counters: Some(counters),
+        metered_wh,
+    });
+    report.field = Some(FieldSummary {
+        peak_reads: journal.peak_reads,
+        drained_after_heal_s: journal.drained_after_heal_ms.map(|ms| ms as f64 / 1_000.0),
+        reads_journaled: journal.reads_journaled,
+        reads_committed: journal.reads_committed,
+        ufls_trips,
+        ballast_switched_in,
+    });
+    report.security = security;
+    report.engine = Some(
+        if engine_lockstep {
+            "lockstep"
+        } else {
+            "single"
+        }
+        .into(),
+    );
+    if !extra.is_empty() {
+        report.passed = false;
+        report.violations.extend(extra);
+    }
+    Ok(SimOutcome {
+        report,
+        plot_svg: plot.map(|p| p.render()),
+        journal,
+        actor_replay,
+    })
+}
+
+impl World {
+    /// Ends a world step: the trace events so far are final; in lockstep, the frames due in
+    /// the next window go to their receivers.
+    fn next_window(&mut self, t_ms: u64) {
+        if self.engine.is_lockstep() {
+            self.net.deliver_window(t_ms, t_ms + self.window_ms);
+        } else {
+            self.net.fold_trace();
+        }
+    }
+
+    fn observe(&mut self, o: &Observation) {
+        if let Some(t) = self.trace.as_mut() {
+            use std::io::Write;
+            let line = serde_json::to_string(o).unwrap_or_default();
+            if writeln!(t, "{line}").is_err() {
+                self.trace = None;
+            }
+        }
+        self.suite.observe(o);
+        if let Some(p) = self.plot.as_mut() {
+            p.observe(o);
+        }
+    }
+
+    /// Samples the journals' backlog: its peak, and when it first emptied after the last heal.
+    fn watch_journals(&mut self, t_ms: u64) {
+        let waiting: u64 = self
+            .slots
+            .iter()
+            .filter(|s| s.plant.is_some())
+            .map(|s| s.field_stats.journal_reads.load(Ordering::Relaxed))
+            .sum();
+        let j = &mut self.journal;
+        j.peak_reads = j.peak_reads.max(waiting);
+        if let Some(heal) = j.last_heal_ms
+            && j.drained_after_heal_ms.is_none()
+            && waiting == 0
+        {
+            j.drained_after_heal_ms = Some(t_ms - heal);
+        }
+    }
+
+    fn feed_node_observations(&mut self) {
+        for o in self.shared.drain() {
+            self.observe(&o);
+        }
+    }
+
+    /// Reports role and term changes; returns the leader of the highest term, if any.
+    fn poll_roles(&mut self, t_ms: u64) -> Option<u64> {
+        let mut changes = Vec::new();
+        let mut leader: Option<(u64, u64)> = None;
+        for s in &mut self.slots {
+            let Some(r) = &s.run else {
+                continue;
+            };
+            let (role, term) = {
+                let m = r.node.raft().metrics();
+                let m = m.borrow_watched();
+                let role = match m.state {
+                    openraft::ServerState::Leader => SimRole::Leader,
+                    openraft::ServerState::Follower => SimRole::Follower,
+                    openraft::ServerState::Candidate => SimRole::Candidate,
+                    openraft::ServerState::Learner => SimRole::Learner,
+                    openraft::ServerState::Shutdown => SimRole::Shutdown,
+                };
+                (role, m.current_term)
+            };
+            if role == SimRole::Leader && leader.is_none_or(|(t, _)| term > t) {
+                leader = Some((term, s.id));
+            }
+            if s.role != Some((role, term)) {
+                s.role = Some((role, term));
+                changes.push(Observation::RoleChange {
+                    t_ms,
+                    node: s.id,
+                    term,
+                    role,
+                });
+            }
+        }
+        for o in &changes {
+            self.observe(o);
+        }
+        leader.map(|(_, id)| id)
+    }
+
+    fn slot_of(&self, node: u64) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == node)
+    }
+
+    async fn act(&mut self, a: NodeAction) {
+        match a {
+            NodeAction::Crash { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.kill(i, false).await;
+                }
+            }
+            NodeAction::PowerCut { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.kill(i, true).await;
+                }
+            }
+            NodeAction::Restart { node } => {
+                if let Some(i) = self.slot_of(node)
+                    && self.slots[i].run.is_none()
+                {
+                    self.start(i, false).await;
+                }
+            }
+            NodeAction::SetClock { node, clock } => {
+                if let Some(i) = self.slot_of(node) {
+                    let now = self.epoch.elapsed_ms();
+                    self.slots[i].clock.set_at(clock, now);
+                }
+            }
+            NodeAction::SetSyncDelay { node, delay } => {
+                if let Some(i) = self.slot_of(node) {
+                    // One card holds all three databases; the node waits on the log's fsyncs
+                    // (`storage::SyncLatency`), the ones its peers' commits wait for.
+                    let s = &self.slots[i];
+                    for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
+                        d.set_sync_delay(delay);
+                    }
+                }
+            }
+            NodeAction::SetLoadScale { node, scale, ramp } => {
+                if let Some(p) = self.plant_mut(node) {
+                    p.ramp_load_scale(scale, ramp.as_millis() as u64);
+                }
+            }
+            NodeAction::SetWaterFactor { node, factor, ramp } => {
+                if let Some(p) = self.plant_mut(node) {
+                    p.ramp_water_factor(factor, ramp.as_millis() as u64);
+                }
+            }
+            NodeAction::SetTie { a, b, closed } => {
+                // Plants that were never tied (a scenario without `interconnected`) stay apart.
+                let plant_of = |n| self.slot_of(n).and_then(|i| self.slots[i].plant);
+                if self.cfg.scenario.nodes.interconnected
+                    && let (Some(pa), Some(pb)) = (plant_of(a), plant_of(b))
+                {
+                    self.grid.set_tie(pa, pb, closed);
+                }
+            }
+        }
+    }
+
+    fn plant_mut(&mut self, node: u64) -> Option<&mut Plant> {
+        let i = self.slot_of(node)?;
+        let p = self.slots[i].plant?;
+        self.grid.plant_mut(p)
+    }
+
+    /// Starts an incarnation of node `i` on its disks (after a fault, redb recovers them).
+    async fn start(&mut self, i: usize, first: bool) {
+        let t_ms = self.epoch.elapsed_ms();
+        let id = self.slots[i].id;
+        match self.start_inner(i, first).await {
+            Ok(inc) => {
+                self.incarnations += 1;
+                lock(&self.running).insert(id, (i, self.incarnations, inc.node.clone()));
+                self.slots[i].run = Some(inc);
+            }
+            Err(e) => {
+                // A node that cannot come back from its own disks has lost data.
+                self.extra.push(Violation {
+                    checker: "restart".into(),
+                    t_ms,
+                    message: format!("node {id} could not start from its disks: {e:#}"),
+                });
+            }
+        }
+    }
+
+    async fn start_inner(&mut self, i: usize, first: bool) -> anyhow::Result<Incarnation> {
+        let s = &self.slots[i];
+        let id = s.id;
+        let log = storage::open_backend(s.log_disk.clone(), &format!("node-{id}/raft-log"))?;
+        let state = storage::open_backend(s.state_disk.clone(), &format!("node-{id}/state"))?;
+        // The production field loop's own durable journal (after a fault, redb recovers it
+        // from what the disk kept), opened before the node so a failure leaves nothing running.
+        let journal = match (s.plant, self.proposers_on) {
+            (Some(_), true) => Some(Journal::open_backend(
+                s.journal_disk.clone(),
+                &format!("node-{id}/journal"),
+                self.field_cfg.journal.clone(),
+            )?),
+            _ => None,
+        };
+        let alive = Arc::new(AtomicBool::new(true));
+        let cluster_name = format!("sim-{}", self.cfg.scenario.name);
+        let members: Vec<u64> = self.slots.iter().map(|p| p.id).collect();
+        let plan = StartPlan {
+            id,
+            net: self.net.clone(),
+            alive: alive.clone(),
+            link_stats: s.link_stats.clone(),
+            seal: self.cfg.scenario.links.sealed.then_some(self.cfg.seed),
+            members,
+            cluster_name,
+            timing: self.timing,
+            seed: self.cfg.seed ^ id,
+            stores: Stores {
+                log,
+                state,
+                log_sync: Some(Arc::new(DiskLatency(s.log_disk.clone()))),
+            },
+            clock: s.clock.clone(),
+            observer: Arc::new(SimObserver::new(
+                id,
+                alive.clone(),
+                self.shared.clone(),
+                self.engine.epoch_of(i),
+            )),
+            faults: self.switches.clone(),
+            host: self.host.clone(),
+            initialize: first,
+            field: match (s.plant, journal) {
+                (Some(p), Some(journal)) => Some((
+                    self.boards[p].board().clone(),
+                    journal,
+                    self.field_cfg.clone(),
+                    s.field_stats.clone(),
+                )),
+                _ => None,
+            },
+        };
+        let (inc, seal_stats) = self.engine.run_on(i, plan.start()).await?;
+        self.slots[i].seal_stats.extend(seal_stats);
+        Ok(inc)
+    }
+
+    /// Kills node `i`'s process; then the disks keep what a crash (page cache written back)
+    /// or a power cut (only what was fsynced) leaves.
+    async fn kill(&mut self, i: usize, power_cut: bool) {
+        let t_ms = self.epoch.elapsed_ms();
+        let s = &mut self.slots[i];
+        let Some(r) = s.run.take() else {
+            return;
+        };
+        r.alive.store(false, Ordering::Relaxed);
+        for t in r.tasks.into_iter().chain(r.field) {
+            t.abort();
+        }
+        lock(&self.running).remove(&s.id);
+        let node = r.node;
+        self.engine
+            .run_on(i, async move { node.shutdown().await })
+            .await;
+        let s = &mut self.slots[i];
+        for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
+            if power_cut {
+                d.power_cut();
+            } else {
+                d.crash();
+            }
+        }
+        let term = s.role.map_or(0, |(_, t)| t);
+        s.role = Some((SimRole::Shutdown, term));
+        let o = Observation::RoleChange {
+            t_ms,
+            node: s.id,
+            term,
+            role: SimRole::Shutdown,
+        };
+        self.observe(&o);
+    }
+
+    /// Steps the plants through the window starting at `t_ms`, one world step at a time
+    /// (the `first`-th to the last), from the relays the nodes have set by now: step 0's
+    /// readings (the plants at `t_ms`) go on the boards at once; in a longer lockstep window
+    /// the later ones go to the boards' feeds, for the nodes' runtimes to put there at their
+    /// times, and their true values are observed at the next barrier (every observation up
+    /// to a barrier comes before the next).
+    fn step_plants(&mut self, t_ms: u64, first: u64) {
+        for (t, truths) in std::mem::take(&mut self.plants_ahead) {
+            self.observe_plants(t, &truths);
+        }
+        for k in first..self.window_ms / STEP_MS {
+            let at = t_ms + k * STEP_MS;
+            for (i, b) in self.boards.iter_mut().enumerate() {
+                if let Some(p) = self.grid.plant_mut(i) {
+                    b.before_step(p, STEP_MS);
+                }
+            }
+            self.grid.step(STEP_MS);
+            debug_assert!(
+                self.grid.plants().iter().all(|p| p.t_ms() == at),
+                "the plants' clocks follow the world's"
+            );
+            for (i, b) in self.boards.iter_mut().enumerate() {
+                let Some(p) = self.grid.plant_mut(i) else {
+                    continue;
+                };
+                match self.feeds.get(i).and_then(Option::as_ref) {
+                    Some(feed) if k > 0 => feed.push(at, b.update_after_step(p, STEP_MS)),
+                    _ => b.after_step(p, STEP_MS),
+                }
+            }
+            let truths: Vec<_> = self.grid.plants().iter().map(Plant::truth).collect();
+            if k == 0 {
+                self.observe_plants(at, &truths);
+            } else {
+                self.plants_ahead.push((at, truths));
+            }
+        }
+    }
+
+    /// Reports the plants' true frequencies at `t_ms` (and records them for the plot).
+    fn observe_plants(&mut self, t_ms: u64, truths: &[PlantTruth]) {
+        for (i, tr) in truths.iter().enumerate() {
+            let o = Observation::Frequency {
+                t_ms,
+                plant: i as u32,
+                mhz: tr.frequency_mhz,
+            };
+            self.observe(&o);
+        }
+        if let Some(p) = self.plot.as_mut() {
+            p.record_plants(t_ms, truths);
+        }
+    }
+
+    /// Applied index of every running node, in node order.
+    fn applied_indexes(&self) -> Vec<u64> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.run.as_ref())
+            .map(|r| r.node.state_machine().status().borrow().applied_index)
+            .collect()
+    }
+}
+
+/// The operator: commits the set-up (in proposals of at most `proposal_bytes_max` encoded
+/// bytes, as the field loop sizes its own), then every [`TOPUP_INTERVAL`] sells a top-up to every
+/// prepaid account at or below the disconnect threshold. It runs on the world's runtime; each
+/// proposal runs on the runtime of the node it goes through.
+async fn operator(
+    engine: Engine,
+    running: Running,
+    shared: Arc<Shared>,
+    setup_inputs: Vec<sdk::Input>,
+    proposal_bytes_max: usize,
+) {
+    let mut chunk: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    for input in &setup_inputs {
+        let encoded = sdk::codec::encode(input);
+        let full = chunk.len() >= setup::SETUP_INPUTS_PER_PROPOSAL
+            || bytes + encoded.len() > proposal_bytes_max;
+        if full && !chunk.is_empty() {
+            commit(&engine, &running, std::mem::take(&mut chunk)).await;
+            bytes = 0;
+        }
+        bytes += encoded.len();
+        chunk.push(encoded);
+    }
+    if !chunk.is_empty() {
+        commit(&engine, &running, chunk).await;
+    }
+    let mut token_id = 1u64;
+    loop {
+        tokio::time::sleep(TOPUP_INTERVAL).await;
+        let low: Vec<u32> = shared
+            .accounts_at_or_below(setup::DISCONNECT_AT_MPAISA)
+            .into_iter()
+            .filter(|&c| setup::is_prepaid(c))
+            .take(TOPUPS_PER_ROUND_MAX)
+            .collect();
+        if low.is_empty() {
+            continue;
+        }
+        let inputs = low
+            .iter()
+            .map(|&c| {
+                token_id += 1;
+                sdk::codec::encode(&setup::topup(c, token_id))
+            })
+            .collect();
+        commit(&engine, &running, inputs).await;
+    }
+}
+
+/// Commits `inputs` through the lowest-numbered running node, exactly once: one sequence
+/// number per node tried, retried until that node commits it or dies (then the next node
+/// proposes the same inputs under its own sequence number; the set-up inputs and top-ups are
+/// idempotent, the latter by token id, so a double commit changes nothing).
+async fn commit(engine: &Engine, running: &Running, inputs: Vec<Vec<u8>>) {
+    loop {
+        let node = lock(running).values().next().cloned();
+        let Some((slot, incarnation, node)) = node else {
+            tokio::time::sleep(OPERATOR_RETRY).await;
+            continue;
+        };
+        let attempt = propose_through(running.clone(), incarnation, node, inputs.clone());
+        match engine.spawn_on(slot, attempt).await {
+            Ok(true) => return,
+            // That incarnation died (or could not reserve a number): try the next node.
+            Ok(false) | Err(_) => tokio::time::sleep(OPERATOR_RETRY).await,
+        }
+    }
+}
+
+/// Proposes `inputs` through `node` under one sequence number until it commits (`true`) or
+/// the incarnation dies (`false`). Runs on the node's runtime.
+async fn propose_through(
+    running: Running,
+    incarnation: u64,
+    node: Node,
+    inputs: Vec<Vec<u8>>,
+) -> bool {
+    let Ok(seq) = node.next_seq() else {
+        return false;
+    };
+    loop {
+        match node
+            .propose_with_seq(seq, Body::Inputs(inputs.clone()))
+            .await
+        {
+            Ok(_) => return true,
+            Err(e) => tracing::debug!(error = %e, "operator proposal not committed; retrying"),
+        }
+        tokio::time::sleep(OPERATOR_RETRY).await;
+        let alive = lock(&running)
+            .get(&node.id())
+            .is_some_and(|(_, i, _)| *i == incarnation);
+        if !alive {
+            return false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lockstep_window_is_whole_steps_within_the_links_and_the_cap() {
+        let window = |latency_ms: u32| {
+            let scenario = Scenario::parse(
+                &format!(
+                    "duration_s = 60\n[nodes]\ncount = 3\n[links.default]\n\
+                     preset = \"satellite\"\nlatency_ms = {latency_ms}\njitter_ms = 10\n"
+                ),
+                "window.toml",
+            )
+            .expect("scenario");
+            (lockstep_allowed(&scenario), lockstep_window_ms(&scenario))
+        };
+        assert_eq!(window(150), (true, 100));
+        assert_eq!(
+            window(260),
+            (true, 200),
+            "rounded down to whole world steps"
+        );
+        assert_eq!(window(400), (true, 400));
+        assert_eq!(window(1_000), (true, LOCKSTEP_WINDOW_MS_MAX), "capped");
+        assert!(
+            !window(50).0,
+            "links shorter than a step cannot run in lockstep"
+        );
+        let five_node = Scenario::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sim/scenarios/five-node-leader-isolated.toml"
+        )))
+        .expect("five-node scenario");
+        assert_eq!(lockstep_window_ms(&five_node), 400);
+    }
+
+    #[test]
+    fn a_short_calm_run_passes() {
+        let scenario = Scenario::parse(
+            "duration_s = 60\nsettle_s = 30\nliveness_bound_s = 30\n[nodes]\ncount = 3\n\
+             [plant]\nhouseholds_per_feeder = [10, 10]\n[links.default]\npreset = \"lan\"\n",
+            "smoke.toml",
+        )
+        .expect("scenario");
+        let out = run(&SimConfig {
+            scenario,
+            seed: 1,
+            mutation: Mutation::None,
+            plot: false,
+            timing: None,
+            trace_path: None,
+            actor_replay: true,
+            lockstep_threads: None,
+        })
+        .expect("run");
+        eprintln!("{}", out.report.to_json());
+        assert!(out.report.passed);
+    }
+
+    #[test]
+    fn the_actor_replay_cache_changes_nothing_but_the_work() {
+        // A crash and a restart on the way, so a replica re-applies entries on older state.
+        let scenario = Scenario::parse(
+            "duration_s = 60\nsettle_s = 30\nliveness_bound_s = 30\n[nodes]\ncount = 3\n\
+             [plant]\nhouseholds_per_feeder = [10, 10]\n[links.default]\npreset = \"lan\"\n\
+             [[faults]]\nat_s = 20\nduration_s = 10\nkind = \"power_cut\"\nnode = 1\n",
+            "replay.toml",
+        )
+        .expect("scenario");
+        let cfg = |actor_replay| SimConfig {
+            scenario: scenario.clone(),
+            seed: 3,
+            mutation: Mutation::None,
+            plot: false,
+            timing: None,
+            trace_path: None,
+            actor_replay,
+            lockstep_threads: None,
+        };
+        let with = run(&cfg(true)).expect("run");
+        let without = run(&cfg(false)).expect("run");
+        assert!(with.report.passed, "{}", with.report.to_json());
+        assert_eq!(with.report.trace_hash, without.report.trace_hash);
+        assert_eq!(with.report.commits, without.report.commits);
+        assert!(without.actor_replay.is_none());
+        let stats = with.actor_replay.expect("stats");
+        // Three replicas: most deliveries are answered by the first replica's run.
+        assert!(stats.hits > stats.misses, "{stats:?}");
+    }
+}

@@ -1,0 +1,474 @@
+//! WAN resync in simulated time, through the sim crate's WAN link model (`ghatta_sim::wan`):
+//! real `Node`s on SimNet and SimDisk (`simulate::measure::SimBed`), the real uploader
+//! (`Uploader::spawn_via` with a connector over the link model) and the real central
+//! (`CentralStore::serve`), all on the simulator's one paused-clock runtime.
+//!
+//! What is simulated and what is not:
+//! - Seven days of records, not seven days of plant time: 168 rounds of meter reads for 300
+//!   customers (one read each per round, plus telemetry), proposed through Raft as the field
+//!   loop would, with every node's wall clock stepped one hour before each round (a clock
+//!   step, as `SimClock` applies for clock faults), so each round's log time lies in its own
+//!   hour and the state machine closes an hour of energy records (`Stream::Energy`) at every
+//!   round. Between rounds the world runs 30 simulated seconds (Raft, the uploader retrying
+//!   against the dead link), not an hour: a simulated plant day costs minutes of CPU.
+//! - The WAN is down for the whole accumulation and comes back for the resync: 800 ms RTT
+//!   (400 ms ± 50 ms each way), 256 kbit/s each way, and drops during the resync that break
+//!   live connections and refuse connects: one of 4 s, 4 s after the uploader reconnected,
+//!   and random ones from the seed (up periods of 6 s mean, down periods of 2 s mean). TCP's
+//!   retransmission below the byte stream is not modelled packet by packet: the link is an
+//!   ordered, reliable pipe that breaks.
+//! - The central's redb lives in a temporary directory on the real disk: its ingest runs on
+//!   tokio's blocking pool, and a pending `spawn_blocking` holds the paused clock (tokio's
+//!   test-util inhibits auto-advance while one runs), so simulated time does not jump while it
+//!   fsyncs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ghatta::clock::Clock;
+use ghatta::node::{Node, Role};
+use ghatta::state::OutboxRecord;
+use ghatta::wan::connector::{BoxRead, BoxWrite, ConnectFuture, Connector};
+use ghatta::wan::{Stream, Uploader, UploaderConfig};
+use ghatta_actor_sdk as sdk;
+use ghatta_central::CentralStore;
+use ghatta_sim::scenario::Scenario;
+use ghatta_sim::time::DriftClock;
+use ghatta_sim::wan::{WanLink, WanLinkConfig, WanListener};
+use ghatta_simulate::measure::{Bed, SimBed};
+use ghatta_simulate::world::CALENDAR_START_UNIX_MS;
+use tokio::time::{Duration, Instant};
+
+use crate::harness::{field_batch, setup_inputs};
+use crate::wan::{GRID, central_secret, check_exact_against, grid_secret, outbox, wait_synced};
+
+/// One hour of log time, ms.
+const HOUR_MS: i64 = 3_600_000;
+
+/// The uploader's way to the central over the simulated link.
+#[derive(Debug)]
+struct SimWanConnector(WanLink);
+
+impl Connector for SimWanConnector {
+    fn connect(&self) -> ConnectFuture<'_> {
+        Box::pin(async move {
+            let (rd, wr) = self.0.connect().await?;
+            Ok((Box::new(rd) as BoxRead, Box::new(wr) as BoxWrite))
+        })
+    }
+
+    fn describe(&self) -> String {
+        "central over the simulated satellite link".into()
+    }
+}
+
+/// A central (its redb in a temporary directory) at the far end of a satellite link made from
+/// `seed`, serving every connection the link delivers.
+struct SimCentral {
+    store: CentralStore,
+    link: WanLink,
+    _dir: tempfile::TempDir,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn sim_central(seed: u64) -> SimCentral {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = CentralStore::open(
+        dir.path(),
+        central_secret(),
+        BTreeMap::from([(GRID, vec![grid_secret().public()])]),
+        ghatta_central::BACKFILL_AFTER_MS_DEFAULT,
+    )
+    .expect("central opens");
+    let (link, listener) = WanLink::new(WanLinkConfig::satellite(), seed).expect("link");
+    SimCentral {
+        _task: serve_central(store.clone(), listener),
+        store,
+        link,
+        _dir: dir,
+    }
+}
+
+/// Serve every connection the link delivers.
+fn serve_central(store: CentralStore, mut listener: WanListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some((rd, wr)) = listener.accept().await {
+            n += 1;
+            let store = store.clone();
+            tokio::spawn(async move { store.serve(rd, wr, &format!("sim-wan#{n}")).await });
+        }
+    })
+}
+
+/// Real nodes on LAN links (the grid's own Wi-Fi is not what is tested here).
+async fn grid(nodes: u32, seed: u64) -> SimBed {
+    let scenario = Scenario::parse(
+        &format!(
+            "name = \"wan-sim\"\nduration_s = 60\n[nodes]\ncount = {nodes}\n[links.default]\npreset = \"lan\"\n"
+        ),
+        "wan_sim.rs",
+    )
+    .expect("scenario parses");
+    let timing = ghatta_simulate::timing_for(&scenario.default_link());
+    SimBed::start(&scenario, seed, timing)
+        .await
+        .expect("sim nodes start")
+}
+
+/// The node every running node follows, once one leads.
+async fn leader(bed: &SimBed, within: Duration) -> Node {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(n) = bed
+            .nodes()
+            .values()
+            .find(|n| n.status().role == Role::Leader)
+        {
+            return n.clone();
+        }
+        assert!(Instant::now() < deadline, "no leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Propose `rounds` of meter reads for `customers`, round `r` one second into hour `r` of log
+/// time (every node's clock stepped forward to it, so whichever node leads stamps that hour),
+/// with `gap` of simulated time between rounds. Returns the clock offset it left.
+async fn hourly_rounds(
+    bed: &SimBed,
+    rounds: std::ops::Range<u64>,
+    customers: u32,
+    gap: Duration,
+    mut offset_ms: i64,
+) -> i64 {
+    let per_round = (customers as usize * 10).div_ceil(9);
+    for round in rounds {
+        let clocks: Vec<_> = bed
+            .nodes()
+            .keys()
+            .map(|id| bed.clock(*id).expect("clock"))
+            .collect();
+        let now = clocks[0].now_ms() as i64;
+        let target = (CALENDAR_START_UNIX_MS + round * HOUR_MS as u64 + 1_000) as i64;
+        assert!(
+            target > now,
+            "round {round}: the gap outran an hour of log time"
+        );
+        offset_ms += target - now;
+        for c in &clocks {
+            c.set(DriftClock {
+                drift_ppm: 0,
+                offset_ms,
+            });
+        }
+        let node = leader(bed, Duration::from_secs(60)).await;
+        node.propose_inputs(field_batch(round, per_round, customers, node.id()))
+            .await
+            .expect("field batch commits");
+        tokio::time::sleep(gap).await;
+    }
+    offset_ms
+}
+
+/// The grid's outbox records: `before` (read before the upload, when nothing was
+/// acknowledged and so nothing pruned) and whatever `node` added after it since.
+fn grid_records(before: &[(u64, OutboxRecord)], node: &Node) -> Vec<(u64, OutboxRecord)> {
+    let from = before.last().map_or(0, |(s, _)| s + 1);
+    let mut all = before.to_vec();
+    all.extend(
+        node.state_machine()
+            .outbox_from(from, usize::MAX)
+            .expect("outbox reads"),
+    );
+    all
+}
+
+fn client_backoff_max() -> Duration {
+    ghatta::wan::client::BACKOFF_MAX
+}
+
+fn uploader_cfg() -> UploaderConfig {
+    let mut cfg = UploaderConfig::new(GRID, grid_secret(), central_secret().public(), "sim");
+    cfg.rate_bytes_per_s = 32_000; // 256 kbit/s, the link's rate
+    cfg
+}
+
+/// The central's hourly customer energy equals the grid's ledger charges of the closed hours
+/// to the Wh (the open last hour has no record yet), and every closed hour is there.
+fn check_energy_hours(grid_outbox: &[(u64, OutboxRecord)], central: &CentralStore, hours: u64) {
+    let rows = central.energy_hours(GRID).expect("energy hours read");
+    let closed_end = rows
+        .iter()
+        .map(|r| r.hour_start_ms)
+        .max()
+        .expect("energy hours")
+        + HOUR_MS as u64;
+    let customer_wh: u64 = rows
+        .iter()
+        .filter(|r| r.kind == "customer")
+        .map(|r| r.energy_wh)
+        .sum();
+    let mut ledger_wh = 0;
+    for (_, r) in grid_outbox {
+        if let Some(sdk::Output::Ledger(l)) = sdk::codec::decode::<sdk::Output>(&r.output)
+            && let sdk::LedgerKind::Charge { energy_wh, .. } = l.kind
+            && r.time_ms < closed_end
+        {
+            ledger_wh += energy_wh;
+        }
+    }
+    assert_eq!(
+        customer_wh, ledger_wh,
+        "hourly customer energy at the central vs the grid's charges"
+    );
+    let distinct: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.hour_start_ms).collect();
+    assert_eq!(
+        distinct.len() as u64,
+        hours,
+        "one set of records per closed hour"
+    );
+}
+
+/// A grid offline for 7 days of log time (168 hourly rounds x 300 customers) reconnects over
+/// an 800 ms RTT, 256 kbit/s satellite link that drops at random during the resync: every
+/// record (ledger, events, hourly energy) reaches the central exactly once and in order per
+/// stream, the central's totals and balances equal the grid's ledger to the Wh, and the
+/// hourly energy of the closed hours equals the charges. Prints simulated and wall time, bytes
+/// and bytes per record (`WAN_SIM_ROUNDS` and `WAN_SIM_CUSTOMERS` change the size;
+/// `WAN_SIM_DROPS=0` keeps the link up through the resync, to measure bytes per record without
+/// the resends drops cause).
+#[test]
+fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
+    let seed = 1407;
+    let rounds: u64 = std::env::var("WAN_SIM_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(168);
+    let customers: u32 = std::env::var("WAN_SIM_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let drops = std::env::var("WAN_SIM_DROPS").map_or(true, |v| v != "0");
+    let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
+    rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
+        let mut bed = grid(1, seed).await;
+        let node = leader(&bed, Duration::from_secs(60)).await;
+        node.propose_inputs(setup_inputs(customers))
+            .await
+            .expect("setup commits");
+        let sim = sim_central(seed);
+        let (central, link) = (&sim.store, &sim.link);
+        link.set_down();
+        let up = Uploader::spawn_via(
+            node.clone(),
+            uploader_cfg(),
+            Arc::new(SimWanConnector(link.clone())),
+        );
+
+        let t_acc = Instant::now();
+        hourly_rounds(&bed, 1..rounds + 1, customers, Duration::from_secs(30), 0).await;
+        let offline_s = t_acc.elapsed().as_secs();
+        let refused = link.stats().refused;
+        assert!(refused > 0, "the uploader kept trying while the WAN was down");
+        assert_eq!(link.stats().connects, 0);
+        for s in Stream::ALL {
+            assert_eq!(central.cursor(GRID, s.id()).expect("cursor"), 0);
+        }
+
+        // The link comes back, and drops at random while the resync runs.
+        let before_upload = outbox(&node);
+        let before = link.stats();
+        let errors_before = up.stats.session_errors.load(Relaxed);
+        let outages_before = link.outages_started();
+        let t0 = Instant::now();
+        let wall = std::time::Instant::now();
+        link.set_up();
+        if drops {
+            link.start_random_outages(6_000, 2_000).expect("valid means");
+        }
+        // The uploader's backoff reached its 60 s cap during the outage: its next attempt
+        // comes within a minute. One drop surely lands mid-resync, 4 s after it connected;
+        // the seed's random ones come on top.
+        while link.stats().connects == before.connects {
+            assert!(
+                t0.elapsed() < client_backoff_max() + Duration::from_secs(30),
+                "no connection within the backoff cap of the link's return"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let reconnect_s = t0.elapsed().as_secs_f64();
+        if drops {
+            link.add_outage(Duration::from_secs(4), Duration::from_secs(4));
+        }
+        wait_synced(&node, central, Duration::from_secs(3_600)).await;
+        let sim_s = t0.elapsed().as_secs_f64();
+        let wall_s = wall.elapsed().as_secs_f64();
+        let st = link.stats();
+        let per_stream: Vec<usize> = Stream::ALL
+            .iter()
+            .map(|s| central.records(GRID, s.id()).expect("records").len())
+            .collect();
+        let records: usize = per_stream.iter().sum();
+        let errors = up.stats.session_errors.load(Relaxed) - errors_before;
+        let up_bytes = st.bytes_up - before.bytes_up;
+        let down_bytes = st.bytes_down - before.bytes_down;
+        println!(
+            "wan-sim-resync: {records} records ({per_stream:?} per stream {:?}) from {rounds} hourly rounds x {customers} customers, offline {offline_s} s simulated; first connect {reconnect_s:.1} s after the link returned (the uploader's backoff); synced {sim_s:.1} s simulated after the link returned ({:.1} s after the first connect), {wall_s:.1} s wall; {} drops broke {} connections, {} connects refused, {errors} failed sessions; {up_bytes} B up, {down_bytes} B down, {:.2} B/record up, {} batches",
+            Stream::ALL,
+            sim_s - reconnect_s,
+            link.outages_started() - outages_before,
+            st.broken - before.broken,
+            st.refused - before.refused,
+            up_bytes as f64 / records.max(1) as f64,
+            up.stats.batches_sent.load(Relaxed),
+        );
+        assert!(
+            !drops || (st.broken > before.broken && errors >= 1),
+            "the drops must break sessions mid-resync (broken {}, session errors {errors})",
+            st.broken - before.broken
+        );
+        let expected = grid_records(&before_upload, &node);
+        let ledger = check_exact_against(&expected, central);
+        assert!(
+            ledger >= (rounds as usize) * customers as usize,
+            "one charge per customer per round at least: {ledger}"
+        );
+        check_energy_hours(&expected, central, rounds - 1);
+        println!(
+            "wan-sim-resync: the grid keeps {} of its {} outbox records (acknowledged ones older than a day pruned)",
+            outbox(&node).len(),
+            expected.len()
+        );
+        drop(up);
+        bed.stop().await;
+    }));
+}
+
+/// The uploading leader of a 3-node grid crashes (process and disks, as `SimBed::crash` does)
+/// with batches in flight on the simulated satellite link (800 ms RTT, 256 kbit/s): the new
+/// leader's uploader resumes from the committed cursor, the central drops whatever arrives
+/// twice, and it ends with every record exactly once, in order, totals equal to the ledger.
+#[test]
+fn wan_sim_leader_crash_mid_batch_new_leader_resumes() {
+    let seed = 1408;
+    let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
+    rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
+        let mut bed = grid(3, seed).await;
+        let first = leader(&bed, Duration::from_secs(60)).await;
+        first
+            .propose_inputs(setup_inputs(100))
+            .await
+            .expect("setup commits");
+        hourly_rounds(&bed, 1..25, 100, Duration::from_secs(5), 0).await;
+        let before_upload = outbox(&first);
+        let sim = sim_central(seed);
+        let (central, link) = (&sim.store, &sim.link);
+        let mut cfg = uploader_cfg();
+        // Small batches, so a window of them is in flight when the leader dies.
+        cfg.max_batch_raw_bytes = 4 * 1024;
+        let connector: Arc<dyn Connector> = Arc::new(SimWanConnector(link.clone()));
+        // Every node runs an uploader, as `ghatta run` with `[wan]` does; only the leader's
+        // uploads.
+        let mut uploaders: BTreeMap<u64, Uploader> = bed
+            .nodes()
+            .into_iter()
+            .map(|(id, n)| (id, Uploader::spawn_via(n, cfg.clone(), connector.clone())))
+            .collect();
+        let leader_id = first.id();
+        let end = first.state_machine().status().borrow().next_out_seq;
+        // Crash once an ack is committed and at least two batches are unacknowledged.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let sent = uploaders[&leader_id].stats.batches_sent.load(Relaxed);
+            let in_flight = sent.saturating_sub(central.stats().batches_acked);
+            if first.state_machine().outbox_ack(Stream::Ledger.id()) > 0 && in_flight >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no ack committed with batches in flight");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let at_central = central.cursor(GRID, Stream::Ledger.id()).expect("cursor");
+        assert!(
+            at_central < end,
+            "the crash must land before the end ({at_central} of {end})"
+        );
+        let committed = first.state_machine().outbox_ack(Stream::Ledger.id());
+        drop(first);
+        uploaders.remove(&leader_id);
+        bed.crash(leader_id).await;
+        let t_crash = Instant::now();
+
+        let node = leader(&bed, Duration::from_secs(120)).await;
+        assert_ne!(node.id(), leader_id, "a survivor leads");
+        let failover_s = t_crash.elapsed().as_secs_f64();
+        wait_synced(&node, central, Duration::from_secs(3_600)).await;
+        let sent: u64 = uploaders
+            .values()
+            .map(|u| u.stats.records_sent.load(Relaxed))
+            .sum();
+        println!(
+            "wan-sim-crash: leader {leader_id} crashed with ledger cursor {committed} committed, {at_central} at the central, outbox end {end}; new leader {} after {failover_s:.1} s simulated; the uploaders sent {sent} records in all; resync done {:.1} s after the crash",
+            node.id(),
+            t_crash.elapsed().as_secs_f64()
+        );
+        check_exact_against(&grid_records(&before_upload, &node), central);
+        drop(uploaders);
+        bed.stop().await;
+    }));
+}
+
+/// A quiet grid: once everything is acknowledged and nothing new comes for
+/// `SESSION_IDLE_CLOSE` (10 minutes), an uploader hangs up by itself, before the central's
+/// 15-minute idle timeout would cut it off and count an error; it stays off the link while
+/// there is nothing to send, and connects again when records come.
+#[test]
+fn wan_sim_a_quiet_grid_hangs_up_and_reconnects_when_records_come() {
+    let seed = 1409;
+    let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
+    rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
+        let mut bed = grid(1, seed).await;
+        let node = leader(&bed, Duration::from_secs(60)).await;
+        node.propose_inputs(setup_inputs(20))
+            .await
+            .expect("setup commits");
+        let sim = sim_central(seed);
+        let (central, link) = (&sim.store, &sim.link);
+        let up = Uploader::spawn_via(
+            node.clone(),
+            uploader_cfg(),
+            Arc::new(SimWanConnector(link.clone())),
+        );
+        let offset = hourly_rounds(&bed, 1..3, 20, Duration::from_secs(30), 0).await;
+        wait_synced(&node, central, Duration::from_secs(600)).await;
+
+        tokio::time::sleep(Duration::from_secs(40 * 60)).await;
+        let hung_up = up.stats.sessions_idle_closed.load(Relaxed);
+        let quiet = link.stats();
+        println!(
+            "quiet grid: {hung_up} idle sessions closed by the uploader, {} connects, central idle closes {}",
+            quiet.connects,
+            central.stats().idle_closed
+        );
+        assert!(hung_up >= 1, "no uploader session hung up in 40 quiet minutes");
+        assert_eq!(
+            central.stats().idle_closed,
+            0,
+            "the central had to cut off an idle grid"
+        );
+        assert_eq!(up.stats.session_errors.load(Relaxed), 0);
+        // Off the link while quiet: ten more minutes, no new connection.
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        assert_eq!(link.stats().connects, quiet.connects, "reconnected with nothing to send");
+
+        hourly_rounds(&bed, 3..4, 20, Duration::from_secs(1), offset).await;
+        wait_synced(&node, central, Duration::from_secs(600)).await;
+        assert!(
+            link.stats().connects > quiet.connects,
+            "the new records came over a new connection"
+        );
+        drop(up);
+        bed.stop().await;
+    }));
+}
