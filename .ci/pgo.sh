@@ -13,20 +13,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p ghatta
-plain="$target/release/ghatta"
+cargo build --release -p ghatta-simulate
+plain="$target/release/ghatta-sim"
 cargo xtask pgo --train-s 300 --long-train-s 1200
-fast="$target/pgo/ghatta"
+fast="$target/pgo/ghatta-sim"
 
 status=0
 same() {
     local scenario=$1 seed=$2 duration_s=$3
     local a b t0 t1 t2
     t0=$(date +%s%N)
-    a=$("$plain" sim --scenario "sim/scenarios/$scenario.toml" --seed "$seed" \
+    a=$("$plain" run --scenario "sim/scenarios/$scenario.toml" --seed "$seed" \
         --duration-s "$duration_s" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["trace_hash"])')
     t1=$(date +%s%N)
-    b=$("$fast" sim --scenario "sim/scenarios/$scenario.toml" --seed "$seed" \
+    b=$("$fast" run --scenario "sim/scenarios/$scenario.toml" --seed "$seed" \
         --duration-s "$duration_s" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["trace_hash"])')
     t2=$(date +%s%N)
     printf -- '--- %s seed %s, %s s: release %s (%d ms), pgo %s (%d ms)\n' "$scenario" "$seed" \

@@ -16,8 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p ghatta
-bin="$target/release/ghatta"
+cargo build --release -p ghatta-simulate
+bin="$target/release/ghatta-sim"
 
 status=0
 started=$(date +%s)
@@ -27,7 +27,7 @@ sweep() {
     local t0
     t0=$(date +%s)
     printf -- '--- %s: seeds %s, fault phase %s s\n' "$name" "$seeds" "$duration_s"
-    "$bin" sim --scenario "sim/scenarios/$name.toml" --seeds "$seeds" \
+    "$bin" run --scenario "sim/scenarios/$name.toml" --seeds "$seeds" \
         --duration-s "$duration_s" --jobs 2 "$@" || status=1
     printf -- '--- %s: %s s\n' "$name" "$(($(date +%s) - t0))"
 }

@@ -293,16 +293,9 @@ fn build(root: &Path, target: &str, linker: Linker) -> anyhow::Result<()> {
             .arg(format!("{target}.{}.{}", GLIBC_FLOOR.0, GLIBC_FLOOR.1)),
         Linker::Gcc => cmd.args(["build", "--target", target]),
     };
-    // Without the simulator (feature `sim`): boards do not run it, and it does not fit the
-    // budget beside everything they do run.
-    cmd.args([
-        "--profile",
-        DIST_PROFILE,
-        "--package",
-        "ghatta",
-        "--no-default-features",
-        "--locked",
-    ]);
+    // The board's package alone: the simulator, the central and the test switches are other
+    // packages (or features none of them enables here), so none of it is in the binary.
+    cmd.args(["--profile", DIST_PROFILE, "--package", "ghatta", "--locked"]);
     println!("xtask: {cmd:?}");
     let status = cmd
         .status()

@@ -1,4 +1,5 @@
-//! `cargo xtask pgo`: the simulator's fast binary. Builds ghatta for this machine with the `sim`
+//! `cargo xtask pgo`: the simulator's fast binary. Builds `ghatta-sim` (package
+//! `ghatta-simulate`) for this machine with the `sim`
 //! profile (fat LTO, one codegen unit) and profile-guided optimisation: an instrumented build
 //! runs every shipped scenario, llvm-profdata merges what it counted, and the final build lays
 //! out and inlines the code by those counts.
@@ -34,6 +35,9 @@ const LONG_SCENARIO: &str = "five-node-leader-isolated.toml";
 const LONG_TRAIN_S_DEFAULT: u64 = 6 * 3_600;
 /// The shipped scenarios, relative to the workspace root.
 const SCENARIO_DIR: &str = "sim/scenarios";
+/// The simulator's package and binary.
+const SIM_PACKAGE: &str = "ghatta-simulate";
+const SIM_BINARY: &str = "ghatta-sim";
 /// Where everything goes, under the target directory: `gen/` (instrumented build),
 /// `profiles/` (raw and merged counts), `use/` (the final build) and the binary itself.
 const PGO_DIR: &str = "pgo";
@@ -41,8 +45,8 @@ const PGO_DIR: &str = "pgo";
 pub const USAGE: &str = "\
 usage: cargo xtask pgo [--train-s N] [--long-train-s N]
 
-Builds the simulator's fast binary, TARGET_DIR/pgo/ghatta (e.g. target/pgo/ghatta): ghatta for
-this machine with the `sim` profile (fat LTO) and profile-guided optimisation trained on every
+Builds the simulator's fast binary, TARGET_DIR/pgo/ghatta-sim (e.g. target/pgo/ghatta-sim):
+ghatta-sim for this machine with the `sim` profile (fat LTO) and profile-guided optimisation trained on every
 scenario in sim/scenarios (seed 2, N simulated seconds each, default 1800; the five-node scenario
 also for --long-train-s, default 21600). Needs rustup's llvm-tools component (installed on first
 use). Takes ~15 minutes on 2 cores: two full builds and the training runs.
@@ -121,7 +125,7 @@ pub fn run(args: PgoArgs, root: &Path, target_dir: &Path) -> anyhow::Result<()> 
 
     let flag = format!("-Cprofile-use={}", merged.display());
     let optimised = build(root, &host, &dir.join("use"), &flag)?;
-    let out = dir.join("ghatta");
+    let out = dir.join(SIM_BINARY);
     fs::copy(&optimised, &out)
         .with_context(|| format!("cannot copy {} to {}", optimised.display(), out.display()))?;
     println!(
@@ -184,7 +188,7 @@ fn llvm_profdata(root: &Path, host: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Build ghatta with the `sim` profile and one extra compiler flag into `target_dir`; returns the
+/// Build the simulator with the `sim` profile and one extra compiler flag into `target_dir`; returns the
 /// binary. The flag is appended to the workspace's own rustflags (`--config build.rustflags`
 /// merges with .cargo/config.toml, where RUSTFLAGS would replace its `tokio_unstable`, and with
 /// it the seeded tokio RNG that makes runs replay).
@@ -192,7 +196,7 @@ fn build(root: &Path, host: &str, target_dir: &Path, flag: &str) -> anyhow::Resu
     let mut cmd = Command::new(crate::cargo());
     cmd.current_dir(root)
         .env("CARGO_TARGET_DIR", target_dir)
-        .args(["build", "--locked", "--package", "ghatta", "--profile"])
+        .args(["build", "--locked", "--package", SIM_PACKAGE, "--profile"])
         .arg(SIM_PROFILE)
         .args(["--target", host, "--config"])
         .arg(format!("build.rustflags=[{flag:?}]"));
@@ -200,9 +204,9 @@ fn build(root: &Path, host: &str, target_dir: &Path, flag: &str) -> anyhow::Resu
     let status = cmd.status().context("cannot run cargo")?;
     ensure!(
         status.success(),
-        "building ghatta with {flag} failed ({status}); the compiler's messages are above"
+        "building {SIM_BINARY} with {flag} failed ({status}); the compiler's messages are above"
     );
-    let binary = target_dir.join(host).join(SIM_PROFILE).join("ghatta");
+    let binary = target_dir.join(host).join(SIM_PROFILE).join(SIM_BINARY);
     ensure!(
         binary.exists(),
         "cargo reported success but {} is missing",
@@ -247,8 +251,8 @@ fn train(binary: &Path, scenario: &Path, seconds: u64, raw: &Path) -> anyhow::Re
         scenario.display()
     );
     let status = Command::new(binary)
-        .env("LLVM_PROFILE_FILE", raw.join("ghatta-%p-%m.profraw"))
-        .args(["sim", "--scenario"])
+        .env("LLVM_PROFILE_FILE", raw.join("ghatta-sim-%p-%m.profraw"))
+        .args(["run", "--scenario"])
         .arg(scenario)
         .args(["--seed", &TRAIN_SEED.to_string(), "--duration-s"])
         .arg(seconds.to_string())
@@ -259,7 +263,7 @@ fn train(binary: &Path, scenario: &Path, seconds: u64, raw: &Path) -> anyhow::Re
     ensure!(
         status.success(),
         "the training run on {} (seed {TRAIN_SEED}, {seconds} s) failed ({status}): replay it \
-         with `ghatta sim --scenario {} --seed {TRAIN_SEED} --duration-s {seconds}`",
+         with `{SIM_BINARY} run --scenario {} --seed {TRAIN_SEED} --duration-s {seconds}`",
         scenario.display(),
         scenario.display()
     );

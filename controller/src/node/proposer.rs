@@ -16,7 +16,7 @@ use crate::raft::timing::Timing;
 use crate::raft::{Body, Proposal, Receipt};
 use crate::rpc::wire::{Forward, ForwardError, Request, Response};
 use crate::state::StateMachine;
-use crate::storage::{NODE_LOCAL, io_err};
+use crate::storage::{NODE_LOCAL, STATE_DB, StoreError};
 
 /// Sequence numbers reserved per durable write: one fsync per 256 proposals, and a restart
 /// skips at most 256 numbers (well inside the dedupe window of 4,096).
@@ -84,10 +84,10 @@ impl Proposer {
         sm: &StateMachine,
     ) -> std::io::Result<Self> {
         let stored = {
-            let txn = db.begin_read().map_err(io_err)?;
-            let t = txn.open_table(NODE_LOCAL).map_err(io_err)?;
+            let txn = db.begin_read().map_err(STATE_DB.begin("read"))?;
+            let t = txn.open_table(NODE_LOCAL).map_err(STATE_DB.table())?;
             t.get(KEY_NEXT_SEQ)
-                .map_err(io_err)?
+                .map_err(STATE_DB.read())?
                 .map(|v| v.value())
                 .unwrap_or(1)
         };
@@ -114,13 +114,13 @@ impl Proposer {
                 .map_err(|_| ProposeError::Storage("lock poisoned".into()))?;
             if seq >= self.reserved.load(Ordering::SeqCst) {
                 let ceiling = seq + SEQ_RESERVE_BLOCK;
-                let res = (|| -> std::io::Result<()> {
-                    let txn = self.db.begin_write().map_err(io_err)?;
+                let res = (|| -> Result<(), StoreError> {
+                    let txn = self.db.begin_write().map_err(STATE_DB.begin("write"))?;
                     txn.open_table(NODE_LOCAL)
-                        .map_err(io_err)?
+                        .map_err(STATE_DB.table())?
                         .insert(KEY_NEXT_SEQ, ceiling)
-                        .map_err(io_err)?;
-                    txn.commit().map_err(io_err)
+                        .map_err(STATE_DB.write())?;
+                    txn.commit().map_err(STATE_DB.commit())
                 })();
                 res.map_err(|e| ProposeError::Storage(e.to_string()))?;
                 self.reserved.store(ceiling, Ordering::SeqCst);

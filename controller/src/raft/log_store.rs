@@ -24,7 +24,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::{Entry, LogId, TypeConfig, Vote};
 use crate::observe::TestFaults;
-use crate::storage::{RAFT_LOG, RAFT_META, SyncLatency, io_err};
+use crate::storage::{LOG_DB, RAFT_LOG, RAFT_META, SyncLatency};
 use ghatta_proto::codec;
 
 const KEY_VOTE: &str = "vote";
@@ -74,9 +74,9 @@ impl LogStore {
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(RAFT_META).map_err(io_err)?;
-        match table.get(key).map_err(io_err)? {
+        let txn = self.db.begin_read().map_err(LOG_DB.begin("read"))?;
+        let table = txn.open_table(RAFT_META).map_err(LOG_DB.table())?;
+        match table.get(key).map_err(LOG_DB.read())? {
             None => Ok(None),
             Some(v) => codec::decode(v.value()).map(Some).map_err(|e| {
                 io::Error::new(
@@ -93,15 +93,17 @@ impl LogStore {
         value: &T,
         durability: Durability,
     ) -> io::Result<()> {
-        let bytes = codec::encode(value).map_err(io_err)?;
-        let mut txn = self.db.begin_write().map_err(io_err)?;
-        txn.set_durability(durability).map_err(io_err)?;
+        let bytes = codec::encode(value).map_err(LOG_DB.encode("log record"))?;
+        let mut txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
+        txn.set_durability(durability).map_err(LOG_DB.write())?;
         let pending = self.write_pending_committed(&txn)?;
         {
-            let mut table = txn.open_table(RAFT_META).map_err(io_err)?;
-            table.insert(key, bytes.as_slice()).map_err(io_err)?;
+            let mut table = txn.open_table(RAFT_META).map_err(LOG_DB.table())?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(LOG_DB.write())?;
         }
-        txn.commit().map_err(io_err)?;
+        txn.commit().map_err(LOG_DB.commit())?;
         self.committed_written(pending);
         Ok(())
     }
@@ -114,11 +116,11 @@ impl LogStore {
     ) -> io::Result<Option<Option<LogId>>> {
         let pending = *self.committed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(committed) = &pending {
-            let bytes = codec::encode(committed).map_err(io_err)?;
+            let bytes = codec::encode(committed).map_err(LOG_DB.encode("log record"))?;
             txn.open_table(RAFT_META)
-                .map_err(io_err)?
+                .map_err(LOG_DB.table())?
                 .insert(KEY_COMMITTED, bytes.as_slice())
-                .map_err(io_err)?;
+                .map_err(LOG_DB.write())?;
         }
         Ok(pending)
     }
@@ -146,10 +148,10 @@ impl LogStore {
     /// last purged log id)? A leader asks it of a follower's reported last log id: by Raft's
     /// Log Matching Property (§5.3) equal log ids mean equal logs up to that index.
     pub fn holds(&self, id: &LogId) -> io::Result<bool> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
-        if let Some(v) = table.get(id.index()).map_err(io_err)? {
-            let e: Entry = codec::decode(v.value()).map_err(io_err)?;
+        let txn = self.db.begin_read().map_err(LOG_DB.begin("read"))?;
+        let table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
+        if let Some(v) = table.get(id.index()).map_err(LOG_DB.read())? {
+            let e: Entry = codec::decode(v.value()).map_err(LOG_DB.corrupt("log record"))?;
             return Ok(&e.log_id() == id);
         }
         Ok(self.get_meta::<LogId>(KEY_LAST_PURGED)?.as_ref() == Some(id))
@@ -164,12 +166,12 @@ impl LogStore {
         leader: &openraft::alias::CommittedLeaderIdOf<TypeConfig>,
         max: usize,
     ) -> io::Result<Option<(LogId, Vec<Entry>)>> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+        let txn = self.db.begin_read().map_err(LOG_DB.begin("read"))?;
+        let table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
         let mut tail = Vec::new();
-        for item in table.iter().map_err(io_err)?.rev() {
-            let (_, v) = item.map_err(io_err)?;
-            let e: Entry = codec::decode(v.value()).map_err(io_err)?;
+        for item in table.iter().map_err(LOG_DB.read())?.rev() {
+            let (_, v) = item.map_err(LOG_DB.read())?;
+            let e: Entry = codec::decode(v.value()).map_err(LOG_DB.corrupt("log record"))?;
             if e.log_id().committed_leader_id() != leader {
                 if tail.is_empty() {
                     return Ok(None);
@@ -187,12 +189,12 @@ impl LogStore {
 
     /// The last entry's log id, if the log holds any entry.
     fn last_entry_id(&self) -> io::Result<Option<LogId>> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
-        match table.last().map_err(io_err)? {
+        let txn = self.db.begin_read().map_err(LOG_DB.begin("read"))?;
+        let table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
+        match table.last().map_err(LOG_DB.read())? {
             None => Ok(None),
             Some((_, v)) => {
-                let e: Entry = codec::decode(v.value()).map_err(io_err)?;
+                let e: Entry = codec::decode(v.value()).map_err(LOG_DB.corrupt("log record"))?;
                 Ok(Some(e.log_id()))
             }
         }
@@ -208,11 +210,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+        let txn = self.db.begin_read().map_err(LOG_DB.begin("read"))?;
+        let table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
         let mut out = Vec::new();
-        for item in table.range::<u64>(to_bounds(&range)).map_err(io_err)? {
-            let (k, v) = item.map_err(io_err)?;
+        for item in table
+            .range::<u64>(to_bounds(&range))
+            .map_err(LOG_DB.read())?
+        {
+            let (k, v) = item.map_err(LOG_DB.read())?;
             let entry: Entry = codec::decode(v.value()).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -281,19 +286,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Durability::None
         };
         let result = crate::storage::blocking(|| -> io::Result<()> {
-            let mut txn = self.db.begin_write().map_err(io_err)?;
-            txn.set_durability(durability).map_err(io_err)?;
+            let mut txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
+            txn.set_durability(durability).map_err(LOG_DB.write())?;
             let pending = self.write_pending_committed(&txn)?;
             {
-                let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
+                let mut table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
                 for entry in entries {
-                    let bytes = codec::encode(&entry).map_err(io_err)?;
+                    let bytes = codec::encode(&entry).map_err(LOG_DB.encode("log record"))?;
                     table
                         .insert(entry.index(), bytes.as_slice())
-                        .map_err(io_err)?;
+                        .map_err(LOG_DB.write())?;
                 }
             }
-            txn.commit().map_err(io_err)?;
+            txn.commit().map_err(LOG_DB.commit())?;
             self.committed_written(pending);
             Ok(())
         });
@@ -314,30 +319,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
-        let txn = self.db.begin_write().map_err(io_err)?;
+        let txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
         {
-            let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
-            table.retain_in(from.., |_, _| false).map_err(io_err)?;
+            let mut table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
+            table
+                .retain_in(from.., |_, _| false)
+                .map_err(LOG_DB.write())?;
         }
-        txn.commit().map_err(io_err)?;
+        txn.commit().map_err(LOG_DB.commit())?;
         self.after_sync().await;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let bytes = codec::encode(&log_id).map_err(io_err)?;
+        let bytes = codec::encode(&log_id).map_err(LOG_DB.encode("log record"))?;
         let upto = log_id.index();
-        let txn = self.db.begin_write().map_err(io_err)?;
+        let txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
         {
             // The purged marker and the deletion commit together, so the log never has a gap
             // that the marker does not explain.
-            let mut meta = txn.open_table(RAFT_META).map_err(io_err)?;
+            let mut meta = txn.open_table(RAFT_META).map_err(LOG_DB.table())?;
             meta.insert(KEY_LAST_PURGED, bytes.as_slice())
-                .map_err(io_err)?;
-            let mut table = txn.open_table(RAFT_LOG).map_err(io_err)?;
-            table.retain_in(..=upto, |_, _| false).map_err(io_err)?;
+                .map_err(LOG_DB.write())?;
+            let mut table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
+            table
+                .retain_in(..=upto, |_, _| false)
+                .map_err(LOG_DB.write())?;
         }
-        txn.commit().map_err(io_err)?;
+        txn.commit().map_err(LOG_DB.commit())?;
         self.after_sync().await;
         Ok(())
     }

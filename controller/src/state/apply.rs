@@ -13,7 +13,7 @@ use super::{
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
 use crate::observe::{AppliedEntry, AppliedProposal};
 use crate::raft::{Body, Entry, Proposal, Receipt, StoredMembership};
-use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
 use ghatta_proto::codec;
 
 /// Tables open in the batch's write transaction.
@@ -32,15 +32,16 @@ pub(crate) fn apply_batch<'a>(
     data: &mut SmData,
     entries: impl Iterator<Item = &'a Entry>,
 ) -> io::Result<Vec<Receipt>> {
-    let mut txn = db.begin_write().map_err(io_err)?;
-    txn.set_durability(Durability::None).map_err(io_err)?;
+    let mut txn = db.begin_write().map_err(STATE_DB.begin("write"))?;
+    txn.set_durability(Durability::None)
+        .map_err(STATE_DB.write())?;
     let mut receipts = Vec::new();
     {
         let mut t = Tables {
-            state: txn.open_table(ACTOR_STATE).map_err(io_err)?,
-            dedupe: txn.open_table(DEDUPE).map_err(io_err)?,
-            timers: txn.open_table(TIMERS).map_err(io_err)?,
-            outbox: txn.open_table(OUTBOX).map_err(io_err)?,
+            state: txn.open_table(ACTOR_STATE).map_err(STATE_DB.table())?,
+            dedupe: txn.open_table(DEDUPE).map_err(STATE_DB.table())?,
+            timers: txn.open_table(TIMERS).map_err(STATE_DB.table())?,
+            outbox: txn.open_table(OUTBOX).map_err(STATE_DB.table())?,
         };
         for entry in entries {
             let index = entry.index();
@@ -89,14 +90,15 @@ pub(crate) fn apply_batch<'a>(
         }
         super::layout::store_batch(&txn, data)?;
         if !data.customers_stored {
-            let mut meta = txn.open_table(SM_META).map_err(io_err)?;
-            let customers = codec::encode(&data.customers).map_err(io_err)?;
+            let mut meta = txn.open_table(SM_META).map_err(STATE_DB.table())?;
+            let customers =
+                codec::encode(&data.customers).map_err(STATE_DB.encode("state value"))?;
             meta.insert(meta_keys::CUSTOMERS, customers.as_slice())
-                .map_err(io_err)?;
+                .map_err(STATE_DB.write())?;
             data.customers_stored = true;
         }
     }
-    txn.commit().map_err(io_err)?;
+    txn.commit().map_err(STATE_DB.commit())?;
     Ok(receipts)
 }
 
@@ -135,7 +137,7 @@ fn observed(
     out_from: u64,
     out_to: u64,
 ) -> io::Result<AppliedEntry> {
-    let encoded = codec::encode(entry).map_err(io_err)?;
+    let encoded = codec::encode(entry).map_err(STATE_DB.encode("state value"))?;
     let (proposal, inputs) = match &entry.payload {
         EntryPayload::Normal(p) => (
             Some(AppliedProposal {
@@ -152,8 +154,11 @@ fn observed(
     };
     let mut outputs = Vec::new();
     for seq in out_from..out_to {
-        if let Some(v) = t.outbox.get(seq).map_err(io_err)? {
-            outputs.push(codec::decode::<OutboxRecord>(v.value()).map_err(io_err)?);
+        if let Some(v) = t.outbox.get(seq).map_err(STATE_DB.read())? {
+            outputs.push(
+                codec::decode::<OutboxRecord>(v.value())
+                    .map_err(STATE_DB.corrupt("state value"))?,
+            );
         }
     }
     Ok(AppliedEntry {
@@ -204,10 +209,10 @@ fn apply_proposal(
             h.update(b"dup");
             return Ok(());
         }
-        let bytes = codec::encode(&*window).map_err(io_err)?;
+        let bytes = codec::encode(&*window).map_err(STATE_DB.encode("state value"))?;
         t.dedupe
             .insert(p.origin, bytes.as_slice())
-            .map_err(io_err)?;
+            .map_err(STATE_DB.write())?;
     }
     let ctx = sdk::Context {
         log_index: index,
@@ -248,7 +253,7 @@ fn apply_proposal(
                 h.update(b"tick-dup");
             }
             Some(timer) => {
-                t.timers.remove(*timer_id).map_err(io_err)?;
+                t.timers.remove(*timer_id).map_err(STATE_DB.write())?;
                 let input = sdk::Input::Tick(sdk::Tick {
                     due_ms: timer.due_ms,
                     tag: timer.tag,
@@ -318,8 +323,13 @@ fn push_outbox(
     let seq = data.next_out_seq;
     data.next_out_seq += 1;
     t.outbox
-        .insert(seq, codec::encode(&rec).map_err(io_err)?.as_slice())
-        .map_err(io_err)?;
+        .insert(
+            seq,
+            codec::encode(&rec)
+                .map_err(STATE_DB.encode("state value"))?
+                .as_slice(),
+        )
+        .map_err(STATE_DB.write())?;
     if let Some(pin) = prune::pin_of(decoded) {
         prune::repin(&mut data.pins, data.first_out_seq, &mut t.outbox, pin, seq)?;
     }
@@ -358,11 +368,11 @@ fn deliver(
                 h.update(v);
                 t.state
                     .insert(key.as_slice(), v.as_slice())
-                    .map_err(io_err)?;
+                    .map_err(STATE_DB.write())?;
             }
             None => {
                 h.update(&u32::MAX.to_le_bytes());
-                t.state.remove(key.as_slice()).map_err(io_err)?;
+                t.state.remove(key.as_slice()).map_err(STATE_DB.write())?;
             }
         }
     }
@@ -383,8 +393,13 @@ fn deliver(
                     tag,
                 };
                 t.timers
-                    .insert(id, codec::encode(&rec).map_err(io_err)?.as_slice())
-                    .map_err(io_err)?;
+                    .insert(
+                        id,
+                        codec::encode(&rec)
+                            .map_err(STATE_DB.encode("state value"))?
+                            .as_slice(),
+                    )
+                    .map_err(STATE_DB.write())?;
                 data.timers.insert(id, rec);
                 data.invalidate_status();
             }

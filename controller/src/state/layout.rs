@@ -20,9 +20,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::energy::{EnergyRest, EnergyRestRef, EnergyState};
-use super::{Scalars, ScalarsHead, SmData, StateHash, corrupt, meta_keys, prune::Pin};
+use super::{Scalars, ScalarsHead, SmData, StateHash, meta_keys, prune::Pin};
 use crate::raft::{LogId, StoredMembership};
-use crate::storage::{SM_ENERGY_CUSTOMERS, SM_META, SM_PINS, io_err};
+use crate::storage::{SM_ENERGY_CUSTOMERS, SM_META, SM_PINS, STATE_DB, StoreError};
 use ghatta_proto::codec;
 
 /// What `sm_meta["scalars2"]` holds, borrowed: [`ScalarsHead`] then the energy but its
@@ -87,17 +87,17 @@ fn head_of(s: &Scalars) -> ScalarsHead<'_> {
 }
 
 /// A pin's key in `sm_pins`.
-fn pin_key(pin: &Pin) -> io::Result<Vec<u8>> {
-    codec::encode(pin).map_err(io_err)
+fn pin_key(pin: &Pin) -> Result<Vec<u8>, StoreError> {
+    codec::encode(pin).map_err(STATE_DB.encode("state value"))
 }
 
 /// Writes `sm_meta["scalars2"]`.
 fn store_small(txn: &WriteTransaction, small: &StoredRef<'_>) -> io::Result<()> {
-    let bytes = codec::encode(small).map_err(io_err)?;
+    let bytes = codec::encode(small).map_err(STATE_DB.encode("state value"))?;
     txn.open_table(SM_META)
-        .map_err(io_err)?
+        .map_err(STATE_DB.table())?
         .insert(meta_keys::SCALARS, bytes.as_slice())
-        .map_err(io_err)?;
+        .map_err(STATE_DB.write())?;
     Ok(())
 }
 
@@ -115,25 +115,27 @@ pub(crate) fn store_batch(txn: &WriteTransaction, data: &mut SmData) -> io::Resu
     // is a lookup in redb's table tree and a check of the table's types).
     let mut pin_changes = data.pins.take_changes().peekable();
     if pin_changes.peek().is_some() {
-        let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
+        let mut pins = txn.open_table(SM_PINS).map_err(STATE_DB.table())?;
         for (pin, seq) in pin_changes {
             let k = pin_key(&pin)?;
             match seq {
                 Some(seq) => pins.insert(k.as_slice(), *seq).map(drop),
                 None => pins.remove(k.as_slice()).map(drop),
             }
-            .map_err(io_err)?;
+            .map_err(STATE_DB.read())?;
         }
     }
     let mut customer_changes = data.energy.take_customer_changes().peekable();
     if customer_changes.peek().is_some() {
-        let mut customers = txn.open_table(SM_ENERGY_CUSTOMERS).map_err(io_err)?;
+        let mut customers = txn
+            .open_table(SM_ENERGY_CUSTOMERS)
+            .map_err(STATE_DB.table())?;
         for (c, wh) in customer_changes {
             match wh {
                 Some(wh) => customers.insert(c, wh).map(drop),
                 None => customers.remove(c).map(drop),
             }
-            .map_err(io_err)?;
+            .map_err(STATE_DB.read())?;
         }
     }
     Ok(())
@@ -150,19 +152,21 @@ pub(crate) fn store_all(txn: &WriteTransaction, s: &Scalars) -> io::Result<()> {
         },
     )?;
     txn.open_table(SM_META)
-        .map_err(io_err)?
+        .map_err(STATE_DB.table())?
         .insert(meta_keys::SCALARS_OLD, OLD_KEY_TOMBSTONE)
-        .map_err(io_err)?;
-    let mut pins = txn.open_table(SM_PINS).map_err(io_err)?;
-    pins.retain(|_, _| false).map_err(io_err)?;
+        .map_err(STATE_DB.write())?;
+    let mut pins = txn.open_table(SM_PINS).map_err(STATE_DB.table())?;
+    pins.retain(|_, _| false).map_err(STATE_DB.write())?;
     for (pin, seq) in &s.pins {
         pins.insert(pin_key(pin)?.as_slice(), *seq)
-            .map_err(io_err)?;
+            .map_err(STATE_DB.write())?;
     }
-    let mut customers = txn.open_table(SM_ENERGY_CUSTOMERS).map_err(io_err)?;
-    customers.retain(|_, _| false).map_err(io_err)?;
+    let mut customers = txn
+        .open_table(SM_ENERGY_CUSTOMERS)
+        .map_err(STATE_DB.table())?;
+    customers.retain(|_, _| false).map_err(STATE_DB.write())?;
     for (c, wh) in s.energy.customers() {
-        customers.insert(*c, *wh).map_err(io_err)?;
+        customers.insert(*c, *wh).map_err(STATE_DB.write())?;
     }
     Ok(())
 }
@@ -173,12 +177,12 @@ pub(crate) fn store_all(txn: &WriteTransaction, s: &Scalars) -> io::Result<()> {
 pub(crate) fn load(db: &Database) -> io::Result<Option<Scalars>> {
     let (scalars, marked) = load_stored(db)?;
     if !marked {
-        let txn = db.begin_write().map_err(io_err)?;
+        let txn = db.begin_write().map_err(STATE_DB.begin("write"))?;
         txn.open_table(SM_META)
-            .map_err(io_err)?
+            .map_err(STATE_DB.table())?
             .insert(meta_keys::SCALARS_OLD, OLD_KEY_TOMBSTONE)
-            .map_err(io_err)?;
-        txn.commit().map_err(io_err)?;
+            .map_err(STATE_DB.write())?;
+        txn.commit().map_err(STATE_DB.commit())?;
     }
     Ok(scalars)
 }
@@ -187,33 +191,34 @@ pub(crate) fn load(db: &Database) -> io::Result<Option<Scalars>> {
 /// [`OLD_KEY_TOMBSTONE`] now.
 fn load_stored(db: &Database) -> io::Result<(Option<Scalars>, bool)> {
     let old = {
-        let txn = db.begin_read().map_err(io_err)?;
-        let meta = txn.open_table(SM_META).map_err(io_err)?;
-        let old_key = meta.get(meta_keys::SCALARS_OLD).map_err(io_err)?;
+        let txn = db.begin_read().map_err(STATE_DB.begin("read"))?;
+        let meta = txn.open_table(SM_META).map_err(STATE_DB.table())?;
+        let old_key = meta.get(meta_keys::SCALARS_OLD).map_err(STATE_DB.read())?;
         let marked = old_key
             .as_ref()
             .is_some_and(|v| v.value() == OLD_KEY_TOMBSTONE);
-        if let Some(v) = meta.get(meta_keys::SCALARS).map_err(io_err)? {
-            let s: Stored = codec::decode(v.value()).map_err(|e| corrupt("sm_meta.scalars2", e))?;
+        if let Some(v) = meta.get(meta_keys::SCALARS).map_err(STATE_DB.read())? {
+            let s: Stored =
+                codec::decode(v.value()).map_err(STATE_DB.corrupt("sm_meta.scalars2"))?;
             let mut pins = BTreeMap::new();
             for item in txn
                 .open_table(SM_PINS)
-                .map_err(io_err)?
+                .map_err(STATE_DB.table())?
                 .iter()
-                .map_err(io_err)?
+                .map_err(STATE_DB.read())?
             {
-                let (k, v) = item.map_err(io_err)?;
-                let pin: Pin = codec::decode(k.value()).map_err(|e| corrupt("sm_pins", e))?;
+                let (k, v) = item.map_err(STATE_DB.read())?;
+                let pin: Pin = codec::decode(k.value()).map_err(STATE_DB.corrupt("sm_pins"))?;
                 pins.insert(pin, v.value());
             }
             let mut customers = BTreeMap::new();
             for item in txn
                 .open_table(SM_ENERGY_CUSTOMERS)
-                .map_err(io_err)?
+                .map_err(STATE_DB.table())?
                 .iter()
-                .map_err(io_err)?
+                .map_err(STATE_DB.read())?
             {
-                let (k, v) = item.map_err(io_err)?;
+                let (k, v) = item.map_err(STATE_DB.read())?;
                 customers.insert(k.value(), v.value());
             }
             let scalars = Scalars {
@@ -236,12 +241,12 @@ fn load_stored(db: &Database) -> io::Result<(Option<Scalars>, bool)> {
             // Opened before, by this layout, and nothing applied since.
             Some(_) if marked => return Ok((None, true)),
             Some(v) => codec::decode::<Scalars>(v.value())
-                .map_err(|e| corrupt("sm_meta.scalars (the old layout)", e))?,
+                .map_err(STATE_DB.corrupt("sm_meta.scalars (the old layout)"))?,
         }
     };
-    let txn = db.begin_write().map_err(io_err)?;
+    let txn = db.begin_write().map_err(STATE_DB.begin("write"))?;
     store_all(&txn, &old)?;
-    txn.commit().map_err(io_err)?;
+    txn.commit().map_err(STATE_DB.commit())?;
     tracing::info!(
         pins = old.pins.len(),
         "state machine scalars moved to the per-entry layout (sm_pins, sm_energy_customers)"

@@ -37,7 +37,7 @@ pub use ghatta_proto::outbox::OutboxRecord;
 
 use crate::actors::{ActorHost, ActorKind, ActorState};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
 use ghatta_proto::codec;
 
 /// A state hash: blake3 chained over every applied entry's effects.
@@ -299,44 +299,44 @@ impl StateMachine {
             data.set_scalars(s);
         }
         {
-            let txn = db.begin_read().map_err(io_err)?;
-            let meta = txn.open_table(SM_META).map_err(io_err)?;
-            if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(io_err)? {
+            let txn = db.begin_read().map_err(STATE_DB.begin("read"))?;
+            let meta = txn.open_table(SM_META).map_err(STATE_DB.table())?;
+            if let Some(v) = meta.get(meta_keys::CUSTOMERS).map_err(STATE_DB.read())? {
                 data.customers =
-                    codec::decode(v.value()).map_err(|e| corrupt("sm_meta.customers", e))?;
+                    codec::decode(v.value()).map_err(STATE_DB.corrupt("sm_meta.customers"))?;
             }
             for item in txn
                 .open_table(ACTOR_STATE)
-                .map_err(io_err)?
+                .map_err(STATE_DB.table())?
                 .iter()
-                .map_err(io_err)?
+                .map_err(STATE_DB.read())?
             {
-                let (k, v) = item.map_err(io_err)?;
+                let (k, v) = item.map_err(STATE_DB.read())?;
                 data.actor_state
                     .insert(k.value().to_vec(), v.value().to_vec());
             }
             for item in txn
                 .open_table(DEDUPE)
-                .map_err(io_err)?
+                .map_err(STATE_DB.table())?
                 .iter()
-                .map_err(io_err)?
+                .map_err(STATE_DB.read())?
             {
-                let (k, v) = item.map_err(io_err)?;
+                let (k, v) = item.map_err(STATE_DB.read())?;
                 data.dedupe.insert(
                     k.value(),
-                    codec::decode(v.value()).map_err(|e| corrupt("dedupe", e))?,
+                    codec::decode(v.value()).map_err(STATE_DB.corrupt("dedupe"))?,
                 );
             }
             for item in txn
                 .open_table(TIMERS)
-                .map_err(io_err)?
+                .map_err(STATE_DB.table())?
                 .iter()
-                .map_err(io_err)?
+                .map_err(STATE_DB.read())?
             {
-                let (k, v) = item.map_err(io_err)?;
+                let (k, v) = item.map_err(STATE_DB.read())?;
                 data.timers.insert(
                     k.value(),
-                    codec::decode(v.value()).map_err(|e| corrupt("timers", e))?,
+                    codec::decode(v.value()).map_err(STATE_DB.corrupt("timers"))?,
                 );
             }
         }
@@ -412,14 +412,14 @@ impl StateMachine {
         if from >= self.status_tx.borrow().next_out_seq {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(OUTBOX).map_err(io_err)?;
+        let txn = self.db.begin_read().map_err(STATE_DB.begin("read"))?;
+        let table = txn.open_table(OUTBOX).map_err(STATE_DB.table())?;
         let mut out = Vec::new();
-        for item in table.range(from..).map_err(io_err)?.take(limit) {
-            let (k, v) = item.map_err(io_err)?;
+        for item in table.range(from..).map_err(STATE_DB.read())?.take(limit) {
+            let (k, v) = item.map_err(STATE_DB.read())?;
             out.push((
                 k.value(),
-                codec::decode(v.value()).map_err(|e| corrupt("outbox", e))?,
+                codec::decode(v.value()).map_err(STATE_DB.corrupt("outbox"))?,
             ));
         }
         Ok(out)
@@ -447,13 +447,6 @@ impl StateMachine {
     fn publish(&self, data: &SmData) {
         self.status_tx.send_replace(data.status());
     }
-}
-
-pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("state machine table {what} is corrupt: {e}"),
-    )
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

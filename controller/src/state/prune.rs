@@ -33,8 +33,8 @@ use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
 use super::energy::HOUR_MS;
-use super::{OutboxRecord, SmData, corrupt};
-use crate::storage::io_err;
+use super::{OutboxRecord, SmData};
+use crate::storage::STATE_DB;
 use ghatta_proto::codec;
 
 /// Log time an acknowledged record is kept: a day (see the module docs).
@@ -79,7 +79,7 @@ pub(crate) fn repin(
     if let Some(old) = pins.insert(pin, seq)
         && old < first_out_seq
     {
-        outbox.remove(old).map_err(io_err)?;
+        outbox.remove(old).map_err(STATE_DB.write())?;
     }
     Ok(())
 }
@@ -102,14 +102,17 @@ pub(crate) fn prune(
     let pinned: BTreeSet<u64> = data.pins.values().copied().collect();
     let mut doomed = Vec::new();
     let mut new_first = acked;
-    for item in outbox.range(data.first_out_seq..acked).map_err(io_err)? {
-        let (k, v) = item.map_err(io_err)?;
+    for item in outbox
+        .range(data.first_out_seq..acked)
+        .map_err(STATE_DB.read())?
+    {
+        let (k, v) = item.map_err(STATE_DB.read())?;
         let seq = k.value();
         if doomed.len() >= PRUNE_PER_APPLY_MAX {
             new_first = seq;
             break;
         }
-        let rec: OutboxRecord = codec::decode(v.value()).map_err(|e| corrupt("outbox", e))?;
+        let rec: OutboxRecord = codec::decode(v.value()).map_err(STATE_DB.corrupt("outbox"))?;
         if rec.time_ms > horizon_ms {
             new_first = seq;
             break;
@@ -119,7 +122,7 @@ pub(crate) fn prune(
         }
     }
     for seq in &doomed {
-        outbox.remove(*seq).map_err(io_err)?;
+        outbox.remove(*seq).map_err(STATE_DB.write())?;
     }
     if new_first != data.first_out_seq {
         data.first_out_seq = new_first;

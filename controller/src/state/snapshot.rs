@@ -5,10 +5,10 @@ use std::io;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::{DedupeWindow, OutboxRecord, Scalars, SmData, TimerRecord, corrupt, meta_keys};
+use super::{DedupeWindow, OutboxRecord, Scalars, SmData, TimerRecord, meta_keys};
 use crate::actors::ActorState;
 use crate::raft::{Snapshot, SnapshotMeta};
-use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, TIMERS, io_err};
+use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, StoreError, TIMERS};
 use ghatta_proto::codec;
 
 /// Everything a replica needs to continue from a snapshot.
@@ -43,10 +43,10 @@ pub(crate) fn build(db: &Database, data: &SmData, seq: u64) -> io::Result<Snapsh
     let mut outbox = Vec::new();
     let mut records = 0u64;
     {
-        let txn = db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(OUTBOX).map_err(io_err)?;
-        for item in table.iter().map_err(io_err)? {
-            let (k, v) = item.map_err(io_err)?;
+        let txn = db.begin_read().map_err(STATE_DB.begin("read"))?;
+        let table = txn.open_table(OUTBOX).map_err(STATE_DB.table())?;
+        for item in table.iter().map_err(STATE_DB.read())? {
+            let (k, v) = item.map_err(STATE_DB.read())?;
             append(&mut outbox, &k.value())?;
             outbox.extend_from_slice(v.value());
             records += 1;
@@ -59,7 +59,7 @@ pub(crate) fn build(db: &Database, data: &SmData, seq: u64) -> io::Result<Snapsh
         dedupe: Pairs(&data.dedupe),
         timers: Pairs(&data.timers),
     };
-    let mut bytes = codec::encode(&head).map_err(io_err)?;
+    let mut bytes = codec::encode(&head).map_err(STATE_DB.encode("state value"))?;
     append(&mut bytes, &records)?;
     bytes.extend_from_slice(&outbox);
     drop(outbox);
@@ -108,8 +108,10 @@ impl<K: Serialize, V: Serialize> Serialize for Pairs<'_, K, V> {
 }
 
 /// Appends `value`'s encoding (the codec's configuration) to `out`.
-fn append<T: Serialize>(out: &mut Vec<u8>, value: &T) -> io::Result<()> {
-    codec::encode_into(out, value).map(drop).map_err(io_err)
+fn append<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), StoreError> {
+    codec::encode_into(out, value)
+        .map(drop)
+        .map_err(STATE_DB.encode("snapshot image"))
 }
 
 /// Store a snapshot with an fsync. Because redb commits are ordered, this also makes every
@@ -119,29 +121,30 @@ fn append<T: Serialize>(out: &mut Vec<u8>, value: &T) -> io::Result<()> {
 /// The stored value is `codec::encode` of a [`StoredSnapshot`], written as its metadata, the
 /// data's length and the data, without copying the data into a `StoredSnapshot` first and
 /// encoding it a byte at a time.
-fn store(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-    let mut stored = codec::encode(meta).map_err(io_err)?;
+fn store(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
+    let mut stored = codec::encode(meta).map_err(STATE_DB.encode("state value"))?;
     append(&mut stored, &(data.len() as u64))?;
     stored.extend_from_slice(data);
-    let mut txn = db.begin_write().map_err(io_err)?;
-    txn.set_durability(Durability::Immediate).map_err(io_err)?;
+    let mut txn = db.begin_write().map_err(STATE_DB.begin("write"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(STATE_DB.write())?;
     {
-        let mut t = txn.open_table(SM_META).map_err(io_err)?;
+        let mut t = txn.open_table(SM_META).map_err(STATE_DB.table())?;
         t.insert(meta_keys::SNAPSHOT, stored.as_slice())
-            .map_err(io_err)?;
+            .map_err(STATE_DB.write())?;
     }
-    txn.commit().map_err(io_err)
+    txn.commit().map_err(STATE_DB.commit())
 }
 
 /// The current snapshot, if one was built or installed.
 pub(crate) fn current(db: &Database) -> io::Result<Option<Snapshot>> {
-    let txn = db.begin_read().map_err(io_err)?;
-    let t = txn.open_table(SM_META).map_err(io_err)?;
-    let Some(v) = t.get(meta_keys::SNAPSHOT).map_err(io_err)? else {
+    let txn = db.begin_read().map_err(STATE_DB.begin("read"))?;
+    let t = txn.open_table(SM_META).map_err(STATE_DB.table())?;
+    let Some(v) = t.get(meta_keys::SNAPSHOT).map_err(STATE_DB.read())? else {
         return Ok(None);
     };
     let s: StoredSnapshot =
-        codec::decode_snapshot(v.value()).map_err(|e| corrupt("sm_meta.snapshot", e))?;
+        codec::decode_snapshot(v.value()).map_err(STATE_DB.corrupt("sm_meta.snapshot"))?;
     Ok(Some(Snapshot {
         meta: s.meta,
         snapshot: s.data,
@@ -165,49 +168,68 @@ pub(crate) fn install(
         meta: meta.clone(),
         data: bytes.to_vec(),
     })
-    .map_err(io_err)?;
-    let mut txn = db.begin_write().map_err(io_err)?;
-    txn.set_durability(Durability::Immediate).map_err(io_err)?;
+    .map_err(STATE_DB.encode("state value"))?;
+    let mut txn = db.begin_write().map_err(STATE_DB.begin("write"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(STATE_DB.write())?;
     {
-        let mut t = txn.open_table(ACTOR_STATE).map_err(io_err)?;
-        t.retain(|_, _| false).map_err(io_err)?;
+        let mut t = txn.open_table(ACTOR_STATE).map_err(STATE_DB.table())?;
+        t.retain(|_, _| false).map_err(STATE_DB.write())?;
         for (k, v) in &image.actor_state {
-            t.insert(k.as_slice(), v.as_slice()).map_err(io_err)?;
+            t.insert(k.as_slice(), v.as_slice())
+                .map_err(STATE_DB.write())?;
         }
-        let mut t = txn.open_table(DEDUPE).map_err(io_err)?;
-        t.retain(|_, _| false).map_err(io_err)?;
+        let mut t = txn.open_table(DEDUPE).map_err(STATE_DB.table())?;
+        t.retain(|_, _| false).map_err(STATE_DB.write())?;
         for (k, v) in &image.dedupe {
-            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice())
-                .map_err(io_err)?;
+            t.insert(
+                *k,
+                codec::encode(v)
+                    .map_err(STATE_DB.encode("state value"))?
+                    .as_slice(),
+            )
+            .map_err(STATE_DB.write())?;
         }
-        let mut t = txn.open_table(TIMERS).map_err(io_err)?;
-        t.retain(|_, _| false).map_err(io_err)?;
+        let mut t = txn.open_table(TIMERS).map_err(STATE_DB.table())?;
+        t.retain(|_, _| false).map_err(STATE_DB.write())?;
         for (k, v) in &image.timers {
-            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice())
-                .map_err(io_err)?;
+            t.insert(
+                *k,
+                codec::encode(v)
+                    .map_err(STATE_DB.encode("state value"))?
+                    .as_slice(),
+            )
+            .map_err(STATE_DB.write())?;
         }
-        let mut t = txn.open_table(OUTBOX).map_err(io_err)?;
-        t.retain(|_, _| false).map_err(io_err)?;
+        let mut t = txn.open_table(OUTBOX).map_err(STATE_DB.table())?;
+        t.retain(|_, _| false).map_err(STATE_DB.write())?;
         for (k, v) in &image.outbox {
-            t.insert(*k, codec::encode(v).map_err(io_err)?.as_slice())
-                .map_err(io_err)?;
+            t.insert(
+                *k,
+                codec::encode(v)
+                    .map_err(STATE_DB.encode("state value"))?
+                    .as_slice(),
+            )
+            .map_err(STATE_DB.write())?;
         }
         // The snapshot's own metadata is authoritative for applied/membership.
         image.scalars.last_applied = meta.last_log_id;
         image.scalars.membership = meta.last_membership.clone();
         super::layout::store_all(&txn, &image.scalars)?;
-        let mut m = txn.open_table(SM_META).map_err(io_err)?;
+        let mut m = txn.open_table(SM_META).map_err(STATE_DB.table())?;
         let customers: std::collections::BTreeMap<u32, bool> =
             image.customers.iter().copied().collect();
         m.insert(
             meta_keys::CUSTOMERS,
-            codec::encode(&customers).map_err(io_err)?.as_slice(),
+            codec::encode(&customers)
+                .map_err(STATE_DB.encode("state value"))?
+                .as_slice(),
         )
-        .map_err(io_err)?;
+        .map_err(STATE_DB.write())?;
         m.insert(meta_keys::SNAPSHOT, stored.as_slice())
-            .map_err(io_err)?;
+            .map_err(STATE_DB.write())?;
     }
-    txn.commit().map_err(io_err)?;
+    txn.commit().map_err(STATE_DB.commit())?;
 
     data.set_scalars(image.scalars);
     data.customers = image.customers.into_iter().collect();

@@ -8,6 +8,10 @@
 //! The node is generic over where the bytes live: files on a board, or the simulator's
 //! fault-injecting disks (`redb::StorageBackend`).
 
+mod error;
+
+pub use self::error::{Db, LOG_DB, STATE_DB, StoreError};
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -174,9 +178,4 @@ fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
     }
     txn.commit().map_err(|e| err(&e))?;
     Ok(())
-}
-
-/// Map any storage-layer error into the `io::Error` openraft's storage traits speak.
-pub fn io_err(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(e.to_string())
 }
