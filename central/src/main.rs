@@ -83,7 +83,9 @@ fn parse_grids(args: &[String], files: &[String]) -> anyhow::Result<AllowedGrids
         Ok(())
     };
     for a in args {
-        add("--grid", a, &|k| PublicKey::parse(k))?;
+        add("--grid", a, &|k| {
+            PublicKey::parse(k).map_err(|e| e.to_string())
+        })?;
     }
     for a in files {
         add("--grid-pub-file", a, &|p| {

@@ -353,7 +353,7 @@ impl NodeConfig {
                     .map_err(|e| ConfigError {
                         file: "node.toml".into(),
                         key: format!("peers[{i}].public_key"),
-                        problem: e,
+                        problem: e.to_string(),
                     })
             })
             .collect()

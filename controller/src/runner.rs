@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
 use ghatta_hal::{AnyBoard, LinuxBoard, ReplayBoard, SimBoard, SimBoardState};
 use tokio::task::JoinHandle;
 
@@ -22,6 +21,56 @@ use crate::raft::PeerInfo;
 
 /// How often the simulated board's physics advance.
 pub const SIM_BOARD_STEP: Duration = Duration::from_millis(100);
+
+/// Why a node did not start from its config; each says which config key or resource, and
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// `[board]` names a device that is missing or unusable.
+    #[error("cannot open the board: config key board.{}: {}: {}", .0.device, .0.kind, .0.detail)]
+    Board(ghatta_hal::HalError),
+    /// `[board]`'s recordings did not open.
+    #[error("cannot open the board's recordings (config keys board.grid, board.meters): {}: {}: {}", .0.device, .0.kind, .0.detail)]
+    Recordings(ghatta_hal::HalError),
+    /// A radio modem did not open.
+    #[error("config key radio[{index}].device: {source}")]
+    Radio {
+        /// Which `[[radio]]`.
+        index: usize,
+        /// Why.
+        source: crate::net::radio::serial::RadioOpenError,
+    },
+    /// `raft_listen` could not bind.
+    #[error("cannot listen on raft_listen {addr}: {source}; is another node using that port?")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The node's databases did not open.
+    #[error(transparent)]
+    Store(#[from] crate::storage::OpenError),
+    /// The field journal did not open.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The config is inconsistent (keys, peers).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Sealing could not be set up.
+    #[error(transparent)]
+    Seal(#[from] crate::net::secure::SealSetupError),
+    /// `[wan]`'s keys did not load.
+    #[error(transparent)]
+    Wan(#[from] crate::wan::config::WanKeyError),
+    /// The node did not start.
+    #[error(transparent)]
+    Node(#[from] crate::node::StartError),
+    /// The admin API could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+}
 
 /// A node started by [`start`], with its background tasks.
 pub struct Running {
@@ -63,7 +112,7 @@ impl Running {
 
 /// Open the board `[board]` names. A missing or unusable device is an error naming the
 /// config key (`board.relays.gpiochip`, `board.modbus.port`, ...), the device and what to do.
-fn open_board(cfg: &NodeConfig) -> anyhow::Result<AnyBoard> {
+fn open_board(cfg: &NodeConfig) -> Result<AnyBoard, RunError> {
     match &cfg.board {
         BoardConfig::Sim {
             customers, seed, ..
@@ -73,29 +122,19 @@ fn open_board(cfg: &NodeConfig) -> anyhow::Result<AnyBoard> {
         )))),
         BoardConfig::Replay { grid, meters } => ReplayBoard::open(grid, meters.as_deref())
             .map(|b| AnyBoard::Replay(Box::new(b)))
-            .map_err(|e| {
-                anyhow!(
-                    "cannot open the board's recordings (config keys board.grid, board.meters): {}: {}: {}",
-                    e.device,
-                    e.kind,
-                    e.detail
-                )
-            }),
+            .map_err(RunError::Recordings),
         BoardConfig::Linux(linux) => LinuxBoard::open(linux)
             .map(|b| AnyBoard::Linux(Box::new(b)))
-            .map_err(|e| {
-                anyhow!(
-                    "cannot open the board: config key board.{}: {}: {}",
-                    e.device,
-                    e.kind,
-                    e.detail
-                )
-            }),
+            .map_err(RunError::Board),
     }
 }
 
 /// Start a node from its configuration. Call inside `raft::Runtime::scope`.
-pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow::Result<Running> {
+pub async fn start(
+    cfg: &NodeConfig,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+) -> Result<Running, RunError> {
     // The board first: a config naming a device that is not there must stop the node before
     // it binds ports or joins the cluster.
     let board = open_board(cfg)?;
@@ -106,7 +145,7 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
     for (i, r) in cfg.radio.iter().enumerate() {
         let (tx, rx) = inbound_queue();
         let radio = SerialTransport::open(cfg.id, r, tx)
-            .map_err(|e| anyhow!("config key radio[{i}].device: {e}"))?;
+            .map_err(|source| RunError::Radio { index: i, source })?;
         radios.push(Path {
             name: format!("radio:{}", r.device),
             transport: radio,
@@ -118,11 +157,9 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
     let journal = Journal::open_dir(&cfg.data_dir, cfg.field.journal.clone())?;
     let listener = tokio::net::TcpListener::bind(&cfg.raft_listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on raft_listen {}; is another node using that port?",
-                cfg.raft_listen
-            )
+        .map_err(|source| RunError::Listen {
+            addr: cfg.raft_listen.clone(),
+            source,
         })?;
     let (tx, rx) = inbound_queue();
     let transport: Arc<dyn Transport> = if radios.is_empty() {
@@ -187,7 +224,12 @@ pub async fn start(cfg: &NodeConfig, clock: Arc<dyn Clock>, seed: u64) -> anyhow
     let node = builder.start(stores, transport, rx).await?;
     let admin = crate::admin::bind(&cfg.admin_listen).await?;
     let admin_auth = crate::admin::auth::AdminAuth::load_or_create(&cfg.data_dir)?;
-    let admin_addr = admin.local_addr()?;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|source| crate::admin::AdminError::Listen {
+            addr: cfg.admin_listen.clone(),
+            source,
+        })?;
     let mut tasks = Vec::new();
     let n = node.clone();
     tasks.push(tokio::spawn(async move {

@@ -51,30 +51,37 @@ impl fmt::Display for PublicKey {
     }
 }
 
+/// Key text that is not a key, saying what a key looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyTextError(String);
+
 /// Decode 32 key bytes from base64 (44 characters) or hex (64 digits).
-fn decode_key_text(text: &str) -> Result<[u8; KEY_BYTES], String> {
+fn decode_key_text(text: &str) -> Result<[u8; KEY_BYTES], KeyTextError> {
     let text = text.trim();
     let bytes = if text.len() == 2 * KEY_BYTES && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         (0..KEY_BYTES)
             .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| KeyTextError(format!("`{text}` is not hex ({e})")))?
     } else {
-        BASE64
-            .decode(text)
-            .map_err(|e| format!("`{text}` is neither 64 hex digits nor base64 ({e})"))?
+        BASE64.decode(text).map_err(|e| {
+            KeyTextError(format!(
+                "`{text}` is neither 64 hex digits nor base64 ({e})"
+            ))
+        })?
     };
     bytes.try_into().map_err(|b: Vec<u8>| {
-        format!(
+        KeyTextError(format!(
             "a key is {KEY_BYTES} bytes (44 base64 characters or 64 hex digits); this one is {} bytes",
             b.len()
-        )
+        ))
     })
 }
 
 impl PublicKey {
     /// Parse the text form (base64 or hex), as `ghatta keygen` prints it.
-    pub fn parse(text: &str) -> Result<PublicKey, String> {
+    pub fn parse(text: &str) -> Result<PublicKey, KeyTextError> {
         decode_key_text(text).map(PublicKey)
     }
 
@@ -185,7 +192,7 @@ impl SecretKey {
         })?;
         decode_key_text(line)
             .map(SecretKey::from_bytes)
-            .map_err(|e| key_err(path, e))
+            .map_err(|e| key_err(path, e.to_string()))
     }
 }
 
@@ -204,7 +211,7 @@ pub fn load_public(path: &Path) -> Result<PublicKey, KeyError> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| key_err(path, e.to_string()))?;
     let line = key_line(&text).ok_or_else(|| key_err(path, "no key in the file"))?;
-    PublicKey::parse(line).map_err(|e| key_err(path, e))
+    PublicKey::parse(line).map_err(|e| key_err(path, e.to_string()))
 }
 
 /// What `ghatta keygen` wrote.
@@ -316,6 +323,7 @@ mod tests {
         assert!(
             PublicKey::parse("AAAA")
                 .unwrap_err()
+                .to_string()
                 .contains("this one is 3 bytes")
         );
         assert!(PublicKey::parse("not a key!").is_err());

@@ -15,6 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::error::AdminError;
+
 /// The token's file in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
 /// Random bytes in a token (256 bits, written as 64 hex digits).
@@ -38,55 +40,55 @@ impl std::fmt::Debug for AdminAuth {
 }
 
 /// Read a token file (trimmed), refusing one other users may read.
-pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the admin token {}: {e}; run as the user that runs the node (or root)",
-            path.display()
-        )
+pub fn read_token(path: &Path) -> Result<String, AdminError> {
+    let shown = || path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| AdminError::TokenUnreadable {
+        path: shown(),
+        source,
     })?;
     if meta.len() > MAX_TOKEN_FILE_BYTES {
-        anyhow::bail!(
-            "{}: {} bytes is not an admin token file; delete it and restart the node to make a new one",
-            path.display(),
-            meta.len()
-        );
+        return Err(AdminError::TokenTooLarge {
+            path: shown(),
+            len: meta.len(),
+        });
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            anyhow::bail!(
-                "{}: the admin token is readable by other users (mode {mode:o}); run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
+            return Err(AdminError::TokenExposed {
+                path: shown(),
+                mode,
+            });
         }
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read the admin token {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| AdminError::TokenUnreadable {
+        path: shown(),
+        source,
+    })?;
     let token = text.trim().to_string();
     if token.is_empty() {
-        anyhow::bail!(
-            "{} is empty; delete it and restart the node to make a new token",
-            path.display()
-        );
+        return Err(AdminError::TokenEmpty { path: shown() });
     }
     Ok(token)
 }
 
 impl AdminAuth {
     /// The token in `data_dir`, made (mode 0600, fsynced) when absent.
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<AdminAuth> {
-        std::fs::create_dir_all(data_dir)?;
+    pub fn load_or_create(data_dir: &Path) -> Result<AdminAuth, AdminError> {
         let path: PathBuf = data_dir.join(TOKEN_FILE);
+        let create = |detail: String| AdminError::TokenCreate {
+            path: path.display().to_string(),
+            detail,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| create(e.to_string()))?;
         if !path.exists() {
             let mut b = [0u8; TOKEN_BYTES];
-            ghatta_proto::keys::os_random(&mut b)?;
+            ghatta_proto::keys::os_random(&mut b).map_err(|e| create(e.to_string()))?;
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
             ghatta_proto::keys::write_new(&path, format!("{hex}\n").as_bytes(), 0o600)
-                .map_err(|e| anyhow::anyhow!("cannot create the admin token: {e}"))?;
+                .map_err(|e| create(e.to_string()))?;
         }
         let token = read_token(&path)?;
         Ok(AdminAuth {

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::error::ClientError;
 
 /// Admin calls give up after this long (a proposal may wait for an election).
 pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(40);
@@ -19,13 +20,16 @@ pub async fn call(
     method: &str,
     path: &str,
     body: Option<&Value>,
-) -> anyhow::Result<Value> {
+) -> Result<Value, ClientError> {
     call_with_token(addr, method, path, body, None).await
 }
 
 /// The admin token of the node at `addr`: `token_file` when given, else the file the node
 /// names at `/admin-token` (in its data directory).
-pub async fn token_for(addr: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+pub async fn token_for(
+    addr: &str,
+    token_file: Option<&std::path::Path>,
+) -> Result<String, ClientError> {
     let path = match token_file {
         Some(p) => p.to_path_buf(),
         None => {
@@ -33,15 +37,11 @@ pub async fn token_for(addr: &str, token_file: Option<&std::path::Path>) -> anyh
             let p = info
                 .get("token_file")
                 .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "the node at {addr} did not say where its admin token is; pass --token-file"
-                    )
-                })?;
+                .ok_or_else(|| ClientError::NoTokenFile { addr: addr.into() })?;
             std::path::PathBuf::from(p)
         }
     };
-    crate::admin::auth::read_token(&path)
+    Ok(crate::admin::auth::read_token(&path)?)
 }
 
 /// As [`call`], with `Authorization: Bearer <token>` (needed for every change).
@@ -51,14 +51,17 @@ pub async fn call_with_token(
     path: &str,
     body: Option<&Value>,
     token: Option<&str>,
-) -> anyhow::Result<Value> {
+) -> Result<Value, ClientError> {
     tokio::time::timeout(
         ADMIN_CALL_TIMEOUT,
         call_inner(addr, method, path, body, token),
     )
     .await
-    .map_err(|_| {
-        anyhow!("admin API at {addr} did not answer {method} {path} within {ADMIN_CALL_TIMEOUT:?}")
+    .map_err(|_| ClientError::Timeout {
+        addr: addr.into(),
+        method: method.into(),
+        path: path.into(),
+        timeout_s: ADMIN_CALL_TIMEOUT.as_secs(),
     })?
 }
 
@@ -68,10 +71,21 @@ async fn call_inner(
     path: &str,
     body: Option<&Value>,
     token: Option<&str>,
-) -> anyhow::Result<Value> {
+) -> Result<Value, ClientError> {
     let mut s = TcpStream::connect(addr)
         .await
-        .with_context(|| format!("cannot reach the admin API at {addr}; is `ghatta run` up? (use --admin to point elsewhere)"))?;
+        .map_err(|source| ClientError::Unreachable {
+            addr: addr.into(),
+            source,
+        })?;
+    let broke = |source| ClientError::Io {
+        addr: addr.into(),
+        source,
+    };
+    let malformed = |what: &str| ClientError::Malformed {
+        addr: addr.into(),
+        what: what.into(),
+    };
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -80,24 +94,25 @@ async fn call_inner(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
         payload.len()
     );
-    s.write_all(req.as_bytes()).await?;
+    s.write_all(req.as_bytes()).await.map_err(broke)?;
     let mut buf = Vec::new();
     (&mut s)
         .take(MAX_RESPONSE_BYTES as u64 + 1)
         .read_to_end(&mut buf)
-        .await?;
+        .await
+        .map_err(broke)?;
     if buf.len() > MAX_RESPONSE_BYTES {
-        bail!("admin API at {addr} sent more than {MAX_RESPONSE_BYTES} bytes");
+        return Err(malformed(&format!("more than {MAX_RESPONSE_BYTES} bytes")));
     }
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response from {addr}"))?;
+        .ok_or_else(|| malformed("a response without an HTTP header"))?;
     let code: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("no status code from {addr}"))?;
+        .ok_or_else(|| malformed("a response without a status code"))?;
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -114,7 +129,13 @@ async fn call_inner(
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| json.to_string());
-        bail!("{method} {path} on {addr} failed ({code}): {msg}");
+        return Err(ClientError::Refused {
+            method: method.into(),
+            path: path.into(),
+            addr: addr.into(),
+            code,
+            message: msg,
+        });
     }
     Ok(json)
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod client;
 pub mod dto;
+pub mod error;
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,7 @@ use axum::{Json, Router};
 use ghatta_actor_sdk as sdk;
 use serde_json::{Value, json};
 
+pub use self::error::{AdminError, ClientError};
 use crate::node::Node;
 use crate::rpc::wire::MemberOp;
 
@@ -62,15 +64,19 @@ pub async fn serve(
 }
 
 /// Bind the admin listener, with an error naming the address and the config key.
-pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let sa: SocketAddr = addr
-        .parse()
-        .map_err(|e| anyhow::anyhow!("admin_listen `{addr}` is not host:port: {e}"))?;
-    tokio::net::TcpListener::bind(sa).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on admin_listen {addr}: {e}; is another ghatta running on it?"
-        )
-    })
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, AdminError> {
+    let sa: SocketAddr =
+        addr.parse()
+            .map_err(|e: std::net::AddrParseError| AdminError::BadAddress {
+                addr: addr.into(),
+                detail: e.to_string(),
+            })?;
+    tokio::net::TcpListener::bind(sa)
+        .await
+        .map_err(|source| AdminError::Listen {
+            addr: addr.into(),
+            source,
+        })
 }
 
 async fn status(State(node): State<Node>) -> ApiResult {
@@ -87,7 +93,7 @@ async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) ->
     };
     node.member(op)
         .await
-        .map_err(|e| bad(StatusCode::CONFLICT, e))?;
+        .map_err(|e| bad(StatusCode::CONFLICT, e.to_string()))?;
     Ok(Json(json!({ "ok": true })))
 }
 

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use crate::node::Node;
+use crate::node::{Node, ProposeError};
 use crate::raft::Body;
 use crate::state::OutboxRecord;
 
@@ -28,7 +28,7 @@ pub trait Consensus: Clone + Send + Sync + 'static {
     fn wall_ms(&self) -> u64;
 
     /// Reserve a fresh sequence number, never used before and never reused after a restart.
-    fn next_seq(&self) -> Result<u64, String>;
+    fn next_seq(&self) -> Result<u64, ProposeError>;
 
     /// Propose inputs (each a bincode `ghatta_actor_sdk::Input`) under `(node, seq)`; resolves
     /// when applied, or with an error after the proposer's deadline. Safe to call again with
@@ -37,7 +37,7 @@ pub trait Consensus: Clone + Send + Sync + 'static {
         &self,
         seq: u64,
         inputs: Vec<Vec<u8>>,
-    ) -> impl Future<Output = Result<Committed, String>> + Send;
+    ) -> impl Future<Output = Result<Committed, ProposeError>> + Send;
 
     /// The local state machine's applied index: every outbox record of an entry at or before
     /// it is readable.
@@ -56,15 +56,15 @@ impl Consensus for Node {
         self.clock().now_ms()
     }
 
-    fn next_seq(&self) -> Result<u64, String> {
-        Node::next_seq(self).map_err(|e| e.to_string())
+    fn next_seq(&self) -> Result<u64, ProposeError> {
+        Node::next_seq(self)
     }
 
     fn propose(
         &self,
         seq: u64,
         inputs: Vec<Vec<u8>>,
-    ) -> impl Future<Output = Result<Committed, String>> + Send {
+    ) -> impl Future<Output = Result<Committed, ProposeError>> + Send {
         let node = self.clone();
         async move {
             node.propose_with_seq(seq, Body::Inputs(inputs))
@@ -73,7 +73,6 @@ impl Consensus for Node {
                     index: r.index,
                     duplicate: r.duplicate,
                 })
-                .map_err(|e| e.to_string())
         }
     }
 

@@ -44,6 +44,7 @@ use tokio::time::Instant;
 use super::FieldStats;
 use super::consensus::{Committed, Consensus};
 use crate::journal::{Inflight, Journal, ReadEntry, RelayEvent, TelemetryEntry};
+use crate::node::ProposeError;
 
 /// Inputs per proposal at most: one telemetry report plus reads. 512 inputs of ~30 bytes keep
 /// an entry near 16 KiB: a few radio frames' worth per follower, well inside the 16 MiB codec
@@ -99,7 +100,7 @@ pub const MAINTAIN_INTERVAL_MS: u64 = 1_000;
 
 /// The proposal in flight: resolves to its sequence number and outcome.
 type InflightFuture =
-    std::pin::Pin<Box<dyn Future<Output = (u64, Result<Committed, String>)> + Send>>;
+    std::pin::Pin<Box<dyn Future<Output = (u64, Result<Committed, ProposeError>)> + Send>>;
 
 /// One batch period from the field loop.
 #[derive(Debug, Clone, Default)]
@@ -365,7 +366,7 @@ impl<C: Consensus> Shipper<C> {
                 }
                 let seq = match self.consensus.next_seq() {
                     Ok(s) => s,
-                    Err(e) => return self.fail_fast(&e),
+                    Err(e) => return self.fail_fast(&e.to_string()),
                 };
                 let (first, reads) = match (oldest.first(), oldest.last()) {
                     (Some((f, _)), Some((l, _))) => (*f, l - f + 1),
@@ -411,7 +412,7 @@ impl<C: Consensus> Shipper<C> {
         None
     }
 
-    fn finish(&mut self, seq: u64, result: Result<Committed, String>) {
+    fn finish(&mut self, seq: u64, result: Result<Committed, ProposeError>) {
         let now = Instant::now();
         // A backlog or a retry may be waiting either way.
         self.wanted = true;

@@ -104,10 +104,27 @@ pub enum StartError {
     #[error("Raft failed to start: {0}")]
     Raft(String),
     /// The node started but could not form the cluster it was asked to.
-    #[error(
-        "cannot form the cluster from the given members: {0}; check that every founding member lists the same peers"
-    )]
+    #[error(transparent)]
+    Initialize(MembershipError),
+}
+
+/// Why forming the cluster or changing its membership failed. openraft's own errors are
+/// generic over the type configuration; their text is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// openraft refused to form the cluster.
+    #[error("cannot form the cluster: {0}; check that every founding member lists the same peers")]
     Initialize(String),
+    /// The leader's Raft refused the change.
+    #[error(
+        "Raft refused the membership change: {0}; check the node id and address, and `ghatta status` on the leader"
+    )]
+    Refused(String),
+    /// No leader carried the change out in time.
+    #[error(
+        "no leader carried out the membership change in time (last: {0}); check that a majority of voters is up and reachable, then retry"
+    )]
+    NoLeader(String),
 }
 
 /// A running node. Cheap to clone.
@@ -283,13 +300,16 @@ impl Node {
 
     /// Form a new cluster with these members (call on a pristine node; calling it on every
     /// founding member with the same set is safe, and a no-op once initialised).
-    pub async fn initialize(&self, members: BTreeMap<u64, PeerInfo>) -> Result<(), String> {
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<u64, PeerInfo>,
+    ) -> Result<(), MembershipError> {
         if self
             .inner
             .raft
             .is_initialized()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| MembershipError::Initialize(e.to_string()))?
         {
             return Ok(());
         }
@@ -301,7 +321,7 @@ impl Node {
             {
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(MembershipError::Initialize(e.to_string())),
         }
     }
 
@@ -358,23 +378,23 @@ impl Node {
     }
 
     /// Add a node as a learner (it starts receiving the log), then it can be promoted.
-    pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), String> {
+    pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), MembershipError> {
         self.inner
             .raft
             .add_learner(id, PeerInfo { addr }, true)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| MembershipError::Refused(e.to_string()))
     }
 
     /// Change the voter set (promote learners, remove nodes).
-    pub async fn change_voters(&self, voters: BTreeSet<u64>) -> Result<(), String> {
+    pub async fn change_voters(&self, voters: BTreeSet<u64>) -> Result<(), MembershipError> {
         self.inner
             .raft
             .change_membership(voters, false)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| MembershipError::Refused(e.to_string()))
     }
 
     /// Carry out a membership change here if this node leads; otherwise say who leads.
@@ -406,11 +426,11 @@ impl Node {
                 self.change_voters(v).await
             }
         }
-        .map_err(ForwardError::Raft)
+        .map_err(|e| ForwardError::Raft(e.to_string()))
     }
 
     /// A membership change from an operator, carried out by the leader wherever it is.
-    pub async fn member(&self, op: MemberOp) -> Result<(), String> {
+    pub async fn member(&self, op: MemberOp) -> Result<(), MembershipError> {
         let deadline = tokio::time::Instant::now() + proposer::PROPOSE_DEADLINE;
         let mut last = String::from("no leader known");
         while tokio::time::Instant::now() < deadline {
@@ -434,12 +454,12 @@ impl Node {
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(ForwardError::Raft(e)) => return Err(e),
+                Err(ForwardError::Raft(e)) => return Err(MembershipError::Refused(e)),
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(proposer::NO_LEADER_RETRY).await;
         }
-        Err(format!("no leader carried out the change: {last}"))
+        Err(MembershipError::NoLeader(last))
     }
 
     /// Stop Raft and the node's tasks.

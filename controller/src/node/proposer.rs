@@ -48,7 +48,7 @@ pub const NO_LEADER_RETRY: Duration = Duration::from_millis(200);
 const KEY_NEXT_SEQ: &str = "next_seq";
 
 /// Why a proposal did not commit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
     /// No leader accepted it before the deadline; retrying with the same seq is safe.
     #[error(
@@ -64,7 +64,12 @@ pub enum ProposeError {
     },
     /// The local database failed.
     #[error("cannot reserve a proposal sequence number: {0}")]
-    Storage(String),
+    Storage(#[from] StoreError),
+    /// A thread panicked while it reserved sequence numbers; the node must restart.
+    #[error(
+        "the sequence reservation lock is poisoned (a thread panicked while holding it); restart the node"
+    )]
+    Poisoned,
 }
 
 pub(crate) struct Proposer {
@@ -111,7 +116,7 @@ impl Proposer {
             let _g = self
                 .reserve_lock
                 .lock()
-                .map_err(|_| ProposeError::Storage("lock poisoned".into()))?;
+                .map_err(|_| ProposeError::Poisoned)?;
             if seq >= self.reserved.load(Ordering::SeqCst) {
                 let ceiling = seq + SEQ_RESERVE_BLOCK;
                 let res = (|| -> Result<(), StoreError> {
@@ -122,7 +127,7 @@ impl Proposer {
                         .map_err(STATE_DB.write())?;
                     txn.commit().map_err(STATE_DB.commit())
                 })();
-                res.map_err(|e| ProposeError::Storage(e.to_string()))?;
+                res?;
                 self.reserved.store(ceiling, Ordering::SeqCst);
             }
         }

@@ -7,6 +7,19 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::client::{UploaderConfig, WINDOW_BATCHES};
+
+/// Why `[wan]`'s keys did not load; each names the config key.
+#[derive(Debug, thiserror::Error)]
+pub enum WanKeyError {
+    /// The grid's private key did not load.
+    #[error("config key wan.key_file: {0}")]
+    Key(#[from] ghatta_proto::keys::KeyError),
+    /// The central's public key is not a key.
+    #[error(
+        "config key wan.central_public_key: {0}; paste the line `ghatta-central keygen` printed"
+    )]
+    CentralKey(#[from] ghatta_proto::keys::KeyTextError),
+}
 use crate::net::secure::{PublicKey, SecretKey};
 
 /// Default bandwidth cap, bytes/s: 4 KB/s (32 kbit/s) is an eighth of the 256 kbit/s plan
@@ -89,11 +102,9 @@ impl WanConfig {
 
     /// The uploader's configuration, reading the key file (errors name the config key and the
     /// key file).
-    pub fn uploader_config(&self) -> anyhow::Result<UploaderConfig> {
-        let secret = SecretKey::load(&self.key_file)
-            .map_err(|e| anyhow::anyhow!("config key wan.key_file: {e}"))?;
-        let central_key = PublicKey::parse(&self.central_public_key)
-            .map_err(|e| anyhow::anyhow!("config key wan.central_public_key: {e}"))?;
+    pub fn uploader_config(&self) -> Result<UploaderConfig, WanKeyError> {
+        let secret = SecretKey::load(&self.key_file)?;
+        let central_key = PublicKey::parse(&self.central_public_key)?;
         let mut cfg = UploaderConfig::new(self.grid, secret, central_key, self.central.clone());
         cfg.rate_bytes_per_s = self.rate_bytes_per_s;
         cfg.window_batches = self.window_batches;

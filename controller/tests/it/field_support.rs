@@ -9,6 +9,7 @@ use std::time::Duration;
 use ghatta::actors::ActorKind;
 use ghatta::clock::{Clock, TokioClock};
 use ghatta::field::{Committed, Consensus};
+use ghatta::node::ProposeError;
 use ghatta::state::OutboxRecord;
 use ghatta_actor_sdk as sdk;
 use ghatta_hal::{RelayLine, SimBoard, SimBoardState};
@@ -242,7 +243,7 @@ impl Consensus for FakeCluster {
         self.clock.now_ms()
     }
 
-    fn next_seq(&self) -> Result<u64, String> {
+    fn next_seq(&self) -> Result<u64, ProposeError> {
         let mut s = self.st();
         s.next_seq += 1;
         Ok(s.next_seq - 1)
@@ -252,7 +253,7 @@ impl Consensus for FakeCluster {
         &self,
         seq: u64,
         inputs: Vec<Vec<u8>>,
-    ) -> impl std::future::Future<Output = Result<Committed, String>> + Send {
+    ) -> impl std::future::Future<Output = Result<Committed, ProposeError>> + Send {
         let me = self.clone();
         async move {
             let (island, delay) = {
@@ -289,7 +290,7 @@ impl Consensus for FakeCluster {
             // when it started (a proposal that found no leader fails).
             if island {
                 s.attempts.push((seq, inputs.len(), "no leader"));
-                return Err("no leader (scripted island)".to_string());
+                return Err(scripted(seq, "no leader (scripted island)"));
             }
             s.index += 1;
             let index = s.index;
@@ -300,7 +301,7 @@ impl Consensus for FakeCluster {
             if s.lose_acks > 0 {
                 s.lose_acks -= 1;
                 s.attempts.push((seq, inputs.len(), "ack lost"));
-                return Err("acknowledgement lost (scripted)".to_string());
+                return Err(scripted(seq, "acknowledgement lost (scripted)"));
             }
             s.attempts.push((
                 seq,
@@ -324,6 +325,15 @@ impl Consensus for FakeCluster {
             .take(limit)
             .map(|(i, r)| (i as u64, r.clone()))
             .collect())
+    }
+}
+
+/// A proposal that failed the way a real one does at its deadline, for a scripted reason.
+fn scripted(seq: u64, why: &str) -> ProposeError {
+    ProposeError::Deadline {
+        seq,
+        deadline: Duration::ZERO,
+        last: why.into(),
     }
 }
 

@@ -165,6 +165,22 @@ impl SealStats {
     }
 }
 
+/// Why sealing could not be set up at start; each names the config key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SealSetupError {
+    /// The node's private key did not load.
+    #[error("config key key_file: {0}")]
+    Key(#[from] KeyError),
+    /// The boot epoch could not be advanced (it must be, before any frame is sealed).
+    #[error(
+        "cannot advance the boot epoch (sealed links need it): {0}; check that data_dir is writable"
+    )]
+    Epoch(std::io::Error),
+    /// The peers' keys do not make a link.
+    #[error("config key peers: {0}")]
+    Peers(#[from] SecureLinkError),
+}
+
 /// Set up sealing for a node from its config values: read `key_file`, advance the boot epoch
 /// in `data_dir`, derive the pair keys for `peers`. Errors name the config key and the fix.
 pub fn link_from_files(
@@ -173,15 +189,11 @@ pub fn link_from_files(
     key_file: &std::path::Path,
     data_dir: &std::path::Path,
     peers: Vec<(u64, PublicKey)>,
-) -> anyhow::Result<SecureLink> {
-    let secret =
-        SecretKey::load(key_file).map_err(|e| anyhow::anyhow!("config key key_file: {e}"))?;
+) -> Result<SecureLink, SealSetupError> {
+    let secret = SecretKey::load(key_file)?;
     if !peers.iter().any(|(id, _)| *id == me) {
         tracing::info!("peers does not list this node's own public key; nothing to cross-check");
     }
-    let epoch = BootEpoch::advance(data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot advance the boot epoch (sealed links need it): {e}")
-    })?;
-    SecureLink::new(me, cluster, &secret, peers, epoch)
-        .map_err(|e| anyhow::anyhow!("config key peers: {e}"))
+    let epoch = BootEpoch::advance(data_dir).map_err(SealSetupError::Epoch)?;
+    Ok(SecureLink::new(me, cluster, &secret, peers, epoch)?)
 }
