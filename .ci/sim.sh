@@ -39,7 +39,7 @@ sweep calm-3-node-day 0..40 300
 sweep five-node-leader-isolated 0..50 400
 sweep power-cuts 0..30 300
 sweep flapping-radio 0..80 1200
-# Issue 4's island at full length (the 30-minute cut is the point): ~53 CPU-s a seed.
+# The island scenario at full length (the 30-minute cut is the point): ~53 CPU-s a seed.
 sweep island-leader-side-cut 0..10 2700
 
 echo "seed sweep: 210 seeds in $(($(date +%s) - started)) s"

@@ -1,5 +1,6 @@
 //! `ghatta-central`: the data center's server. Grids upload their committed records here over
 //! the WAN; the office queries them over HTTP on loopback.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

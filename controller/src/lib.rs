@@ -1,4 +1,6 @@
 //! ghatta: controller firmware for village micro-hydro grids.
+#![forbid(unsafe_code)]
+
 pub mod actors;
 pub mod admin;
 pub mod clock;

@@ -1,4 +1,5 @@
 //! The `ghatta` command: run a node, the 3-node demo, and the operator commands.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

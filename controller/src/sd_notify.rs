@@ -188,6 +188,36 @@ fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Option<
     Some(Duration::from_micros(usec))
 }
 
+/// Which loop of the node is unhealthy, and how: what the watchdog withholds its ping for
+/// (systemd then restarts the node) and what it logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    /// openraft's core has stopped with a fatal error.
+    #[error("Raft has stopped: {0}")]
+    RaftStopped(String),
+    /// openraft's core does not turn.
+    #[error("Raft core did not answer within {waited_s} s")]
+    RaftStuck {
+        /// How long the probe waited, s.
+        waited_s: u64,
+    },
+    /// The state machine worker has stopped.
+    #[error("state machine worker stopped: {0}")]
+    ApplyStopped(String),
+    /// Applying committed entries makes no progress.
+    #[error("state machine worker did not answer within {waited_s} s (applying is stuck)")]
+    ApplyStuck {
+        /// How long the probe waited, s.
+        waited_s: u64,
+    },
+    /// The field loop stopped sampling.
+    #[error("field loop has not sampled the grid for {for_s} s")]
+    FieldStalled {
+        /// Since when, s.
+        for_s: u64,
+    },
+}
+
 /// What the health probes last saw, and what they compare against next time.
 #[derive(Debug)]
 pub struct Health {
@@ -211,21 +241,20 @@ impl Health {
     }
 
     /// Check every loop of the node; `Err` says which one is unhealthy and how.
-    pub async fn check(&mut self, node: &Node) -> Result<(), String> {
+    pub async fn check(&mut self, node: &Node) -> Result<(), Unhealthy> {
         let raft = node.raft();
         let running = raft.metrics().borrow_watched().running_state.clone();
         if let Err(fatal) = running {
-            return Err(format!("Raft has stopped: {fatal}"));
+            return Err(Unhealthy::RaftStopped(fatal.to_string()));
         }
         // A request through the Raft core's queue: answered only if the core loop turns.
         match tokio::time::timeout(self.probe_timeout, raft.with_raft_state(|_| ())).await {
             Ok(Ok(())) => {}
-            Ok(Err(fatal)) => return Err(format!("Raft core stopped: {fatal}")),
+            Ok(Err(fatal)) => return Err(Unhealthy::RaftStopped(fatal.to_string())),
             Err(_) => {
-                return Err(format!(
-                    "Raft core did not answer within {} s",
-                    self.probe_timeout.as_secs()
-                ));
+                return Err(Unhealthy::RaftStuck {
+                    waited_s: self.probe_timeout.as_secs(),
+                });
             }
         }
         // A request through the state machine worker's queue, behind any apply in progress:
@@ -236,12 +265,11 @@ impl Health {
         });
         match tokio::time::timeout(self.probe_timeout, sm_probe).await {
             Ok(Ok(())) => {}
-            Ok(Err(fatal)) => return Err(format!("state machine worker stopped: {fatal}")),
+            Ok(Err(fatal)) => return Err(Unhealthy::ApplyStopped(fatal.to_string())),
             Err(_) => {
-                return Err(format!(
-                    "state machine worker did not answer within {} s (applying is stuck)",
-                    self.probe_timeout.as_secs()
-                ));
+                return Err(Unhealthy::ApplyStuck {
+                    waited_s: self.probe_timeout.as_secs(),
+                });
             }
         }
         if let Some(stats) = &self.field {
@@ -251,10 +279,9 @@ impl Health {
                 self.field_beats = beats;
                 self.field_beat_at = now;
             } else if now.duration_since(self.field_beat_at) > FIELD_STALL_MAX {
-                return Err(format!(
-                    "field loop has not sampled the grid for {} s",
-                    now.duration_since(self.field_beat_at).as_secs()
-                ));
+                return Err(Unhealthy::FieldStalled {
+                    for_s: now.duration_since(self.field_beat_at).as_secs(),
+                });
             }
         }
         Ok(())
@@ -328,7 +355,7 @@ pub async fn run_with(
     let probe_timeout = watchdog.unwrap_or(PROBE_TIMEOUT_MAX).min(PROBE_TIMEOUT_MAX);
     let mut health = Health::new(field, probe_timeout);
     let mut ready_sent = false;
-    let mut last_problem: Option<String> = None;
+    let mut last_problem: Option<Unhealthy> = None;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

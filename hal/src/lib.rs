@@ -42,6 +42,7 @@
 //! board.step(1_000);
 //! rt.block_on(shed_if_low(&mut board)).unwrap();
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod ads1115;
 pub mod any;

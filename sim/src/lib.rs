@@ -56,6 +56,7 @@
 //! // No node ever committed anything, so liveness (rightly) fails.
 //! assert!(report.violations.iter().any(|v| v.checker == "liveness"));
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod board;
 pub mod check;

@@ -39,9 +39,8 @@ pub const THREADS_DEFAULT: usize = 2;
 
 /// How long a thread waiting for work (a helper between windows, the driver at the end of
 /// one) spins before it sleeps. A barrier's own work takes tens of microseconds, and waking
-/// a sleeping thread on the measured VM took longer than most windows' work: with 1 ms of
-/// spin, 20 simulated minutes of the five-node scenario ran in 3.14 s (median of 5),
-/// against 3.37 s with 200 us and ~4 s without spinning (BENCHMARKS.md).
+/// a sleeping thread on the measured VM took longer than most windows' work: 1 ms of spin
+/// was faster than 200 us and than none (BENCHMARKS.md, the lockstep engine's section).
 const SPIN: StdDuration = StdDuration::from_millis(1);
 
 /// One node's runtime.

@@ -2,6 +2,7 @@
 //! scenario's simulated links (`measure`), and the same measurements in real time over serial
 //! ptys and the radio channel emulator (`radio-measure`). Development and CI only: a board's
 //! `ghatta` contains none of it.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -119,9 +119,8 @@ pub struct SimConfig {
 /// ([`ghatta_sim::board::BoardFeed`]), so a relay the node moves reaches the plant up to a
 /// window late (up to a step on one runtime). 400 ms keeps that lag under protection's
 /// shortest trip delay (500 ms, `FieldConfig::grid_interval_ms`'s five samples) and takes
-/// the five-node scenario's windows from 100 ms to 400 ms: 20 simulated minutes in 2.34 s
-/// instead of 2.82 s, 24 simulated hours in 83 s instead of 121 s back to back (BENCHMARKS.md,
-/// "Lockstep windows of 400 ms").
+/// the five-node scenario's windows from 100 ms to 400 ms, which made its runs markedly
+/// faster (BENCHMARKS.md, "Lockstep windows of 400 ms").
 pub const LOCKSTEP_WINDOW_MS_MAX: u64 = 400;
 
 /// Whether a scenario can run in lockstep: every frame's one-way latency is at least one

@@ -14,6 +14,7 @@
 //!
 //! The archive is reproducible: entries are sorted, owned by root, with fixed modes and the
 //! commit's time (or `SOURCE_DATE_EPOCH`), and the gzip header carries no time or name.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::fs;

@@ -32,6 +32,7 @@
 //! Alarms with a state (`FrequencyOutOfBand` per node, `CannotBalance` for the grid) are sent
 //! only when the state changes: `subject` 1 when raised, 0 when cleared. A frequency of 0 means
 //! "not measured" (feeder-only boards): it neither sheds, restores nor changes the band state.
+#![forbid(unsafe_code)]
 #![no_std]
 
 extern crate alloc;

@@ -30,6 +30,7 @@
 //!   rejected (`Replayed`) and raises `TokenReplayed`. Amounts must be positive.
 //! - Unknown customers or tariffs are rejected (`Unknown`) and raise `UnknownAccount`; inputs for
 //!   other actors are rejected (`NotForMe`). Arithmetic saturates: hostile values cannot trap.
+#![forbid(unsafe_code)]
 #![no_std]
 
 extern crate alloc;

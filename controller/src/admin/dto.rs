@@ -42,14 +42,25 @@ pub struct TopUpRequest {
     pub amount_npr: i64,
 }
 
+/// A request the node refuses before proposing anything, saying which field and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    /// A top-up outside the allowed amounts.
+    #[error("amount_npr {0} must be between 1 and {MAX_TOPUP_NPR}")]
+    TopUpAmount(i64),
+    /// Tiered blocks that do not climb.
+    #[error("tiered blocks must be non-empty with increasing up_to_wh")]
+    TierBlocks,
+    /// Flat bands that do not climb.
+    #[error("flat bands must be non-empty with increasing up_to_w")]
+    FlatBands,
+}
+
 impl TopUpRequest {
     /// Check and convert.
-    pub fn into_input(self) -> Result<sdk::Input, String> {
+    pub fn into_input(self) -> Result<sdk::Input, InvalidRequest> {
         if self.amount_npr <= 0 || self.amount_npr > MAX_TOPUP_NPR {
-            return Err(format!(
-                "amount_npr {} must be between 1 and {MAX_TOPUP_NPR}",
-                self.amount_npr
-            ));
+            return Err(InvalidRequest::TopUpAmount(self.amount_npr));
         }
         Ok(sdk::Input::TopUp(sdk::TopUp {
             customer: sdk::CustomerId(self.customer),
@@ -96,7 +107,7 @@ pub enum TariffKindRequest {
 
 impl TariffRequest {
     /// Check and convert.
-    pub fn into_input(self) -> Result<sdk::Input, String> {
+    pub fn into_input(self) -> Result<sdk::Input, InvalidRequest> {
         let kind = match self.kind {
             TariffKindRequest::PerKwh { rate_paisa_per_kwh } => {
                 sdk::TariffKind::PerKwh { rate_paisa_per_kwh }
@@ -106,7 +117,7 @@ impl TariffRequest {
                 period_charge_paisa,
             } => {
                 if blocks.is_empty() || blocks.windows(2).any(|w| w[0].0 >= w[1].0) {
-                    return Err("tiered blocks must be non-empty with increasing up_to_wh".into());
+                    return Err(InvalidRequest::TierBlocks);
                 }
                 sdk::TariffKind::Tiered {
                     blocks: blocks
@@ -121,7 +132,7 @@ impl TariffRequest {
             }
             TariffKindRequest::Flat { bands } => {
                 if bands.is_empty() || bands.windows(2).any(|w| w[0].0 >= w[1].0) {
-                    return Err("flat bands must be non-empty with increasing up_to_w".into());
+                    return Err(InvalidRequest::FlatBands);
                 }
                 sdk::TariffKind::Flat {
                     bands: bands

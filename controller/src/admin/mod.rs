@@ -115,14 +115,14 @@ async fn propose(node: &Node, input: sdk::Input) -> ApiResult {
 async fn topup(State(node): State<Node>, Json(t): Json<dto::TopUpRequest>) -> ApiResult {
     let input = t
         .into_input()
-        .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
     propose(&node, input).await
 }
 
 async fn tariff(State(node): State<Node>, Json(t): Json<dto::TariffRequest>) -> ApiResult {
     let input = t
         .into_input()
-        .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
     propose(&node, input).await
 }
 

@@ -37,7 +37,7 @@ pub struct DemoArgs {
     /// Where the nodes keep their data (wiped at start).
     #[arg(long, default_value = "ghatta-demo")]
     dir: PathBuf,
-    /// Upload committed records to a central (`ghatta central --listen`), host:port.
+    /// Upload committed records to a central (`ghatta-central --listen`), host:port.
     #[arg(long, requires_all = ["grid_key_file", "central_public_key"])]
     central: Option<String>,
     /// The grid's id at the central.
@@ -47,7 +47,7 @@ pub struct DemoArgs {
     /// public half with `--grid GRID=KEY`). Every demo node uploads with it.
     #[arg(long)]
     grid_key_file: Option<PathBuf>,
-    /// The central's public key (printed by `ghatta central` at start).
+    /// The central's public key (printed by `ghatta-central` at start).
     #[arg(long)]
     central_public_key: Option<String>,
     /// With --central: after the run, wait at most this long for the central to acknowledge

@@ -37,7 +37,7 @@ pub const FORWARD_ATTEMPT_MIN: Duration = Duration::from_secs(2);
 /// plus the leader's commit, one append round trip, or two and a heartbeat's deadline when
 /// the first append is lost (5 RTTs); an attempt whose request or answer was lost on the
 /// link is retried after this, not after [`FORWARD_ATTEMPT_TIMEOUT`] (on the 800 ms radio a
-/// lost forward made the forwarded p99 22 s, BENCHMARKS.md).
+/// lost forward otherwise dominated the forwarded p99: BENCHMARKS.md, "Radio at 800 ms RTT").
 pub fn forward_attempt_timeout(timing: &Timing) -> Duration {
     Duration::from_millis(timing.heartbeat_ms.saturating_mul(4))
         .clamp(FORWARD_ATTEMPT_MIN, FORWARD_ATTEMPT_TIMEOUT)

@@ -11,8 +11,8 @@
 //!   (`election_timeout_max`) *plus* a fresh random timeout in
 //!   `[election_timeout_min, election_timeout_max)` has passed since it last heard the
 //!   leader (`Vote::is_expired(now, timeout)` adds the lease). Detection therefore takes
-//!   `max + U(min, max)`, not `U(min, max)`: with the old 6-12 heartbeats that was 18-24 s on
-//!   the radio, which is why leader loss to the next commit took 33 s there.
+//!   `max + U(min, max)`, not `U(min, max)`: with a lease of many heartbeats, detection
+//!   alone takes tens of seconds on the radio, so the lease is kept short (below).
 //! - **What stops a spurious election.** With pre-vote on, a follower that heard nothing
 //!   for `min + max` first asks; the leader refuses while a quorum acknowledged it within
 //!   the lease, and every follower refuses while it heard the leader within the lease. A
@@ -26,7 +26,8 @@
 //! - `h = 2R` (at least [`HEARTBEAT_MS_MIN`]): every RPC gets `h` as its deadline
 //!   (`raft/network.rs`), which covers a round trip stretched by +/-50 % jitter (1.5 R) plus
 //!   the air time of a fragmented append. Idle cost is one heartbeat and its answer per `h`:
-//!   about 50 bytes per 1.6 s per follower on the radio (BENCHMARKS.md).
+//!   a few dozen bytes per heartbeat per follower on the radio (BENCHMARKS.md, "Radio at 800
+//!   ms RTT").
 //! - `max = 4.5R` (the lease): in a 3-node cluster the pre-vote of a follower cut off by
 //!   lost heartbeats succeeds if the *other* follower grants it, i.e. if that one too heard
 //!   nothing for a lease. 4.5 R is two lost heartbeats plus the +/-50 % jitter of the next:
@@ -35,14 +36,14 @@
 //!   campaigns after `max + U(min, max)` = 6.75-9 R of silence (3.4-4.5 heartbeats), and
 //!   leader loss to the next commit is that, less the time since the last heartbeat, plus
 //!   pre-vote, vote and the new leader's first append and the next (4 R): 8-10 s at 800 ms
-//!   without loss; measured with 5 % loss, 10.0-10.7 s p50 (BENCHMARKS.md), a lost frame
-//!   costing a deadline. A shorter lease would be faster and let lost heartbeats elect (a
+//!   without loss; with loss a lost frame costs a deadline more (measured: BENCHMARKS.md,
+//!   "Radio at 800 ms RTT"). A shorter lease would be faster and let lost heartbeats elect (a
 //!   lease of 4 R lets one lost heartbeat and jitter expire a follower's lease).
 //! - Floors: `min` at least [`ELECTION_MS_MIN`] and `max` twice that, so LAN and Wi-Fi keep
 //!   the 1.8-3.6 s they had, where a scheduling stall on a loaded board, not the link, is the
 //!   risk; at 800 ms the floor sets `min` to 1.8 s.
 //!
-//! Measured (BENCHMARKS.md, "Radio at 800 ms RTT"), not assumed: `ghatta sim-measure`.
+//! Measured (BENCHMARKS.md, "Radio at 800 ms RTT"), not assumed: `ghatta-sim measure`.
 //!
 //! ## Not timing: a new leader's probe of its followers' logs
 //!

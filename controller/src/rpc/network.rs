@@ -34,9 +34,9 @@
 //!
 //! The new leader's own proposals still wait one more round trip: openraft refuses writes
 //! (`LeaseExpired`) until a quorum has acknowledged the new leader, which is the answer to
-//! this first append. Measured (BENCHMARKS.md, "Radio at 800 ms RTT"): leader loss to the
-//! next commit p50 from 17.2-17.8 s to 11.0-11.5 s (sealed: 17.3-19.3 s to 10.6-11.5 s);
-//! the rest is failure detection, the election and that round trip.
+//! this first append. What the probe saved on leader loss to the next commit is measured in
+//! BENCHMARKS.md, "Radio at 800 ms RTT"; the rest is failure detection, the election and
+//! that round trip.
 //!
 //! ## Pipelined appends
 //!

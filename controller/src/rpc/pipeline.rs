@@ -31,7 +31,7 @@
 //!   `REORDER_WAIT_HEARTBEAT_DIVISOR`); an append lost for good is answered `Conflict` after
 //!   that wait, and the leader, which already saw the earlier append fail, resends from there.
 //!
-//! Measured (BENCHMARKS.md, "Pipelined appends"): `ghatta sim-measure`'s stream phase.
+//! Measured (BENCHMARKS.md, "Pipelined appends"): `ghatta-sim measure`'s stream phase.
 
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use openraft::OptionalSend;

@@ -55,10 +55,10 @@ pub struct UploaderConfig {
     /// The private key this uploader authenticates with (the grid's key, or this node's: the
     /// central lists the public half under the grid id).
     pub secret: SecretKey,
-    /// The central's public key (`ghatta central --key-file`'s public half): only a peer
+    /// The central's public key (`ghatta-central --key-file`'s public half): only a peer
     /// holding its private half can open what the uploader sends or ack anything.
     pub central_key: PublicKey,
-    /// The central's batch listener (`ghatta central --listen`), host:port: what
+    /// The central's batch listener (`ghatta-central --listen`), host:port: what
     /// [`Uploader::spawn`] connects to over TCP ([`Uploader::spawn_via`] takes any connector).
     pub central_addr: String,
     /// Bandwidth cap for all streams together, bytes/s (256 kbit/s = 32,000 B/s), so billing

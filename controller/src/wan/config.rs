@@ -33,12 +33,12 @@ pub const RATE_BYTES_PER_S_DEFAULT: u64 = 4_000;
 pub struct WanConfig {
     /// This grid's id at the central (the central knows the grid's key under this id).
     pub grid: u64,
-    /// The central's batch listener, host:port (`ghatta central --listen`).
+    /// The central's batch listener, host:port (`ghatta-central --listen`).
     pub central: String,
     /// The X25519 private key this node authenticates to the central with, as `ghatta keygen`
     /// writes it (mode 0600). Either one grid key pair copied to every node, or each node's
     /// own `key_file`; the central lists the public half(s) under the grid id
-    /// (`ghatta central --grid GRID=PUBLIC_KEY`).
+    /// (`ghatta-central --grid GRID=PUBLIC_KEY`).
     pub key_file: PathBuf,
     /// The central's public key (base64 or hex, the `node.pub` of `ghatta keygen` run for the
     /// central): the grid sends nothing a peer without its private half could read.

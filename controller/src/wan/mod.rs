@@ -29,7 +29,7 @@
 //!
 //! **Security** (`ghatta_proto::wan::channel`). Every connection starts with a Noise IK handshake (X25519 keys as
 //! `ghatta keygen` writes them, ChaCha20-Poly1305, SHA-256; the `snow` crate): the grid proves
-//! it holds a private key the central lists for its grid id (`ghatta central --grid
+//! it holds a private key the central lists for its grid id (`ghatta-central --grid
 //! GRID=PUBLIC_KEY`, several keys per grid allowed), the central proves it holds the private
 //! key of the grid's `wan.central_public_key`. Everything after is encrypted and
 //! authenticated with fresh keys per connection and a counter per direction, so tampered,

@@ -184,9 +184,9 @@ fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption()
         let old = nodes.remove(&leader).expect("leader");
         old.shutdown().await;
         let lost_at = tokio::time::Instant::now();
-        // Re-election over this channel with the radio profile: new leader 8.1-12.1 s after
-        // the loss, next commit 11.4-15.0 s (3 trials, `ghatta-sim radio-measure`, BENCHMARKS.md;
-        // 60-90 s before the timing change). The bound is 10x the slowest: the channel
+        // Re-election over this channel with the radio profile takes seconds
+        // (`ghatta-sim radio-measure`; BENCHMARKS.md, "Radio at 800 ms RTT"). The bound is
+        // about 10x the slowest measured: the channel
         // emulator and the nodes run in real time, and on a CI box running the simulator
         // tests beside this one a starved emulator stretches every round trip.
         let new_leader = wait_leader(&nodes, Duration::from_secs(120)).await;

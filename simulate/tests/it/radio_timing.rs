@@ -1,4 +1,5 @@
-//! The radio profile's timing against issue 5's goals, in the simulator (simulated time, so
+//! The radio profile's timing against its goals (a new leader and a commit within seconds of
+//! losing one, little idle traffic), in the simulator (simulated time, so
 //! the machine's load cannot move the numbers): 3 nodes on `sim/scenarios/radio-800ms.toml`
 //! (800 ms RTT +/-50 %, 5 % loss, 9,600 bit/s, 100-byte MTU) with `LinkProfile::Radio`.
 //! A shortened run of `ghatta-sim measure` (BENCHMARKS.md has the full one).
@@ -60,7 +61,7 @@ fn the_radio_profile_meets_the_goals_at_800_ms_rtt() {
     // The new leader is agreed 8-13 s after the loss. Its first commit then takes one round
     // trip to each follower (its own term's entries after the last of the old one, answered
     // with the follower's last log id, `raft/network.rs`), not one per step of openraft's
-    // binary search for the follower's match point (~8 s before, BENCHMARKS.md). The median
+    // binary search for the follower's match point (BENCHMARKS.md, "Radio at 800 ms RTT"). The median
     // gap is held to 3 RTT: one for the append, the rest for the 5 % loss (a lost first
     // append waits out its 2 RTT deadline; a fragmented one often needs a repair round).
     let mut gaps: Vec<u64> = m

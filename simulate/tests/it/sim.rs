@@ -192,7 +192,7 @@ fn skipping_the_dedupe_is_caught_within_50_seeds() {
     }
 }
 
-/// Issue 4's island: the leader and one follower cut off from the other three for 30
+/// The island scenario: the leader and one follower cut off from the other three for 30
 /// minutes, power lines included, while loads change on both sides. Local protection alone
 /// holds both islands' frequency in the band; after the heal every meter read the island
 /// journaled is committed within the scenario's stated drain bound and billed exactly once

@@ -555,7 +555,7 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("ghatta central starts");
+            .expect("ghatta-central starts");
         // "central: grids connect to ADDR, queries on http://ADDR/v1/grids/<grid>"
         let mut line = String::new();
         std::io::BufReader::new(central.stdout.take().expect("stdout"))

@@ -28,7 +28,7 @@
 //!   air rate (the lower of the air rate and the serial line rate), with a burst of
 //!   [`link::BURST_PACKETS`] packets, so the modem's buffer never overflows.
 //!
-//! Authentication and encryption (issue 5 part 3) wrap the frame payload above this layer.
+//! Authentication and encryption (`net::secure`) wrap the frame payload above this layer.
 
 pub mod cobs;
 pub mod link;

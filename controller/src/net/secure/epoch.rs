@@ -20,21 +20,38 @@ pub struct BootEpoch {
     write: Mutex<()>,
 }
 
-fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(format!("{}: {what}: {e}", path.display()))
+/// A boot epoch that cannot be read or stored: the file, what failed, and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {what}: {detail}")]
+pub struct EpochError {
+    /// The file (or directory).
+    pub path: String,
+    /// What failed.
+    pub what: &'static str,
+    /// Why, and what to do.
+    pub detail: String,
+}
+
+fn epoch_err(path: &Path, what: &'static str, e: impl std::fmt::Display) -> EpochError {
+    EpochError {
+        path: path.display().to_string(),
+        what,
+        detail: e.to_string(),
+    }
 }
 
 impl BootEpoch {
     /// Read the epoch in `data_dir`, add one, store it with an fsync (file and directory) and
     /// return it. A missing file starts at 1. A damaged file is an error naming the file.
-    pub fn advance(data_dir: &Path) -> std::io::Result<BootEpoch> {
-        std::fs::create_dir_all(data_dir)?;
+    pub fn advance(data_dir: &Path) -> Result<BootEpoch, EpochError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| epoch_err(data_dir, "cannot create the data directory", e))?;
         let path = data_dir.join(EPOCH_FILE);
         let stored = match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io_err(&path, "cannot read the boot epoch", e)),
+            Err(e) => return Err(epoch_err(&path, "cannot read the boot epoch", e)),
             Ok(m) if m.len() > MAX_EPOCH_FILE_BYTES => {
-                return Err(io_err(
+                return Err(epoch_err(
                     &path,
                     "not a boot epoch file",
                     "too large; it holds one number. Restore it or write a number larger than any epoch this node used (peers also correct it: they raise it when they have seen a higher one)",
@@ -42,9 +59,9 @@ impl BootEpoch {
             }
             Ok(_) => {
                 let text = std::fs::read_to_string(&path)
-                    .map_err(|e| io_err(&path, "cannot read the boot epoch", e))?;
+                    .map_err(|e| epoch_err(&path, "cannot read the boot epoch", e))?;
                 text.trim().parse::<u32>().map_err(|e| {
-                    io_err(
+                    epoch_err(
                         &path,
                         "damaged boot epoch",
                         format!("{e}; write a number larger than any epoch this node used (e.g. its last `ghatta status` boot_epoch plus 1000)"),
@@ -53,7 +70,7 @@ impl BootEpoch {
             }
         };
         let next = stored.checked_add(1).ok_or_else(|| {
-            io_err(
+            epoch_err(
                 &path,
                 "boot epoch exhausted",
                 "4 billion restarts; generate a new key for this node (`ghatta keygen`) and reset the file to 0",
@@ -85,11 +102,15 @@ impl BootEpoch {
     /// Move the epoch to at least `at_least` (stored before it is used). Returns whether it
     /// moved. Used when an authentic peer says it saw a higher epoch of ours: the epoch file
     /// was lost or restored from an old backup.
-    pub fn raise(&self, at_least: u32) -> std::io::Result<bool> {
-        let _guard = self
-            .write
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?;
+    pub fn raise(&self, at_least: u32) -> Result<bool, EpochError> {
+        let _guard = self.write.lock().map_err(|_| EpochError {
+            path: self
+                .path
+                .as_deref()
+                .map_or_else(|| "(in memory)".into(), |p| p.display().to_string()),
+            what: "cannot raise the boot epoch",
+            detail: "a thread panicked while raising it; restart the node".into(),
+        })?;
         if at_least <= self.get() {
             return Ok(false);
         }
@@ -101,19 +122,19 @@ impl BootEpoch {
     }
 }
 
-fn store(path: &Path, epoch: u32) -> std::io::Result<()> {
+fn store(path: &Path, epoch: u32) -> Result<(), EpochError> {
     let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot write the boot epoch", e))?;
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| epoch_err(&tmp, "cannot write the boot epoch", e))?;
     writeln!(f, "{epoch}")
         .and_then(|()| f.sync_all())
-        .map_err(|e| io_err(&tmp, "cannot write the boot epoch", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, "cannot replace the boot epoch", e))?;
+        .map_err(|e| epoch_err(&tmp, "cannot write the boot epoch", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| epoch_err(path, "cannot replace the boot epoch", e))?;
     if let Some(dir) = path.parent() {
         // The rename is durable only once the directory is.
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(dir, "cannot sync the data directory", e))?;
+            .map_err(|e| epoch_err(dir, "cannot sync the data directory", e))?;
     }
     Ok(())
 }

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::epoch::{BootEpoch, EPOCH_FILE};
+pub use self::epoch::{BootEpoch, EPOCH_FILE, EpochError};
 pub use self::seal::{
     HELLO_INTERVAL, MAX_SEALED_FRAME_BYTES, Opened, REPLAY_WINDOW, RESEND_FRAMES,
     RESEND_PAYLOAD_BYTES_MAX, Rejected, SEAL_OVERHEAD_BYTES, SEALED_VERSION, SealError, SecureLink,
@@ -172,10 +172,8 @@ pub enum SealSetupError {
     #[error("config key key_file: {0}")]
     Key(#[from] KeyError),
     /// The boot epoch could not be advanced (it must be, before any frame is sealed).
-    #[error(
-        "cannot advance the boot epoch (sealed links need it): {0}; check that data_dir is writable"
-    )]
-    Epoch(std::io::Error),
+    #[error("cannot advance the boot epoch (sealed links need it): {0}")]
+    Epoch(EpochError),
     /// The peers' keys do not make a link.
     #[error("config key peers: {0}")]
     Peers(#[from] SecureLinkError),
