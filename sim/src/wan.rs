@@ -121,35 +121,58 @@ impl WanLinkConfig {
     /// # Errors
     /// A latency above [`ONE_WAY_MS_MAX`], jitter above the latency, an outage that ends
     /// before it starts, or random outages with a zero mean.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WanConfigError> {
         if self.one_way_ms > ONE_WAY_MS_MAX {
-            return Err(format!(
-                "one_way_ms {} is above {ONE_WAY_MS_MAX} ms; latencies are in milliseconds",
-                self.one_way_ms
-            ));
+            return Err(WanConfigError::Latency(self.one_way_ms));
         }
         if self.jitter_ms > self.one_way_ms {
-            return Err(format!(
-                "jitter_ms {} exceeds one_way_ms {}: a segment cannot arrive before it was sent",
-                self.jitter_ms, self.one_way_ms
-            ));
+            return Err(WanConfigError::Jitter {
+                jitter_ms: self.jitter_ms,
+                one_way_ms: self.one_way_ms,
+            });
         }
         if let Some(o) = self.outages.iter().find(|o| o.end_ms <= o.start_ms) {
-            return Err(format!(
-                "outage [{}, {}) ms is empty or reversed; give start_ms < end_ms",
-                o.start_ms, o.end_ms
-            ));
+            return Err(WanConfigError::Outage {
+                start_ms: o.start_ms,
+                end_ms: o.end_ms,
+            });
         }
         if let Some(r) = self.random_outages
             && (r.mean_up_ms == 0 || r.mean_down_ms == 0)
         {
-            return Err(
-                "random outages need mean_up_ms and mean_down_ms above 0 (leave them out for none)"
-                    .into(),
-            );
+            return Err(WanConfigError::RandomOutages);
         }
         Ok(())
     }
+}
+
+/// A WAN link configuration that cannot be used, saying which value and what to give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WanConfigError {
+    /// A latency beyond any satellite's.
+    #[error("one_way_ms {0} is above {ONE_WAY_MS_MAX} ms; latencies are in milliseconds")]
+    Latency(u32),
+    /// Jitter larger than the latency.
+    #[error(
+        "jitter_ms {jitter_ms} exceeds one_way_ms {one_way_ms}: a segment cannot arrive before it was sent"
+    )]
+    Jitter {
+        /// The jitter given.
+        jitter_ms: u32,
+        /// The latency given.
+        one_way_ms: u32,
+    },
+    /// An outage that ends before it starts.
+    #[error("outage [{start_ms}, {end_ms}) ms is empty or reversed; give start_ms < end_ms")]
+    Outage {
+        /// Its start.
+        start_ms: u64,
+        /// Its end.
+        end_ms: u64,
+    },
+    /// Random outages with a zero mean.
+    #[error("random outages need mean_up_ms and mean_down_ms above 0 (leave them out for none)")]
+    RandomOutages,
 }
 
 /// Counters of a link since it was made.
@@ -348,7 +371,7 @@ impl WanLink {
     ///
     /// # Errors
     /// When `cfg` does not validate ([`WanLinkConfig::validate`]).
-    pub fn new(cfg: WanLinkConfig, seed: u64) -> Result<(WanLink, WanListener), String> {
+    pub fn new(cfg: WanLinkConfig, seed: u64) -> Result<(WanLink, WanListener), WanConfigError> {
         cfg.validate()?;
         let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
         let now = Instant::now();
@@ -435,7 +458,11 @@ impl WanLink {
     ///
     /// # Errors
     /// When a mean is 0.
-    pub fn start_random_outages(&self, mean_up_ms: u64, mean_down_ms: u64) -> Result<(), String> {
+    pub fn start_random_outages(
+        &self,
+        mean_up_ms: u64,
+        mean_down_ms: u64,
+    ) -> Result<(), WanConfigError> {
         let mut s = self.lock();
         let now = s.ms(Instant::now());
         let r = RandomOutages {
@@ -980,15 +1007,20 @@ mod tests {
     fn bad_configs_are_refused_with_the_reason() {
         let mut c = WanLinkConfig::satellite();
         c.jitter_ms = 500;
-        assert!(c.validate().unwrap_err().contains("jitter_ms"));
+        assert!(c.validate().unwrap_err().to_string().contains("jitter_ms"));
         let mut c = WanLinkConfig::satellite();
         c.outages = vec![Outage {
             start_ms: 5,
             end_ms: 5,
         }];
-        assert!(c.validate().unwrap_err().contains("outage"));
+        assert!(c.validate().unwrap_err().to_string().contains("outage"));
         let mut c = WanLinkConfig::satellite();
         c.one_way_ms = 400_000;
-        assert!(c.validate().unwrap_err().contains("milliseconds"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("milliseconds")
+        );
     }
 }

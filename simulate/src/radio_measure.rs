@@ -1,7 +1,7 @@
-//! `ghatta-sim radio-measure`: the measurements of `ghatta-sim measure` (simulate/measure.rs) in
+//! `ghatta-sim radio-measure`: the measurements of `ghatta-sim measure` (measure.rs) in
 //! real time, over serial links: three nodes on pseudo-terminal pairs, opened by path through
 //! `SerialTransport` as `ghatta run` opens a modem, joined by the radio channel emulator
-//! (net/radio/emulator.rs: one shared channel, 800 ms RTT, 9,600 bit/s, loss, corruption,
+//! (emulator/radio.rs: one shared channel, 800 ms RTT, 9,600 bit/s, loss, corruption,
 //! garbage). A pseudo-terminal cannot be reopened once its node let go of it, so every
 //! leader-loss trial runs on a fresh cluster.
 

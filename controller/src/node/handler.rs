@@ -20,7 +20,7 @@ pub const MAX_SNAPSHOT_BYTES: u64 = codec::SNAPSHOT_BYTES_MAX as u64;
 
 /// An append whose `prev_log_id` is past this node's log is held for up to the heartbeat
 /// interval over this (one RTT by `Timing::for_rtt`) for the appends before it: a leader
-/// pipelines appends (`raft/pipeline.rs`) and our links do not keep order, so the one behind
+/// pipelines appends (`rpc/pipeline.rs`) and our links do not keep order, so the one behind
 /// may arrive first. Long enough for a frame overtaken by jitter or by a fragmented frame's
 /// repeat; shorter than the append's deadline, so an append whose predecessor was lost for
 /// good is answered `Conflict` before the leader gives up on it.

@@ -159,7 +159,7 @@ impl LogStore {
 
     /// The entries written under leader `leader` at the end of the log (at most `max`, else
     /// `None`), and the log id just before them: a new leader's first append to a follower
-    /// that most likely holds everything up to there (`raft/network.rs`). `None` also when
+    /// that most likely holds everything up to there (`rpc/network.rs`). `None` also when
     /// the log has no entry from an earlier leader after its purged prefix.
     pub fn leader_tail(
         &self,

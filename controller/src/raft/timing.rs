@@ -24,7 +24,7 @@
 //! ## The rule ([`Timing::for_rtt`], RTT `R`)
 //!
 //! - `h = 2R` (at least [`HEARTBEAT_MS_MIN`]): every RPC gets `h` as its deadline
-//!   (`raft/network.rs`), which covers a round trip stretched by +/-50 % jitter (1.5 R) plus
+//!   (`rpc/network.rs`), which covers a round trip stretched by +/-50 % jitter (1.5 R) plus
 //!   the air time of a fragmented append. Idle cost is one heartbeat and its answer per `h`:
 //!   a few dozen bytes per heartbeat per follower on the radio (BENCHMARKS.md, "Radio at 800
 //!   ms RTT").
@@ -50,7 +50,7 @@
 //! A new leader does not know how far each follower's log matches its own, and openraft
 //! finds out by binary search, one round trip per step: ~8 s at 800 ms on the radio, after
 //! the election, before the first commit of the new term. The network layer cuts that to
-//! one round trip (`raft/network.rs`, "Finding a follower's match point in one round
+//! one round trip (`rpc/network.rs`, "Finding a follower's match point in one round
 //! trip"); what remains of leader loss to the next commit is failure detection and the
 //! election above.
 //!
@@ -72,7 +72,7 @@
 //!
 //! A longer heartbeat would not help (it would only slow failure detection), and a smaller
 //! `max_payload_entries` for radio would still leave one entry's deadline below one entry's
-//! delivery time. So the network layer (`raft/network.rs`, `AppendPacing`) sizes and times
+//! delivery time. So the network layer (`rpc/network.rs`, `AppendPacing`) sizes and times
 //! appends per peer from how earlier appends to that peer fared: it cuts an append to a
 //! byte budget (answering openraft with a partial success, so openraft resumes after what
 //! the peer holds), halves the budget and doubles the deadline (up to 16x) when an append
@@ -91,7 +91,7 @@ use crate::net::LinkProfile;
 /// Raft timing for one cluster. Every member should use the same values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timing {
-    /// Heartbeat interval, ms (also every Raft RPC's deadline, `raft/network.rs`).
+    /// Heartbeat interval, ms (also every Raft RPC's deadline, `rpc/network.rs`).
     pub heartbeat_ms: u64,
     /// Election timeout lower bound, ms.
     pub election_timeout_ms_min: u64,

@@ -41,7 +41,7 @@
 //! ## Pipelined appends
 //!
 //! Once a follower's match point is known, openraft's replication stream goes out with up to
-//! four appends in flight (`raft/pipeline.rs` says how and why it is safe on links that do
+//! four appends in flight (`rpc/pipeline.rs` says how and why it is safe on links that do
 //! not keep order).
 
 use std::collections::BTreeMap;

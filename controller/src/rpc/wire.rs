@@ -39,7 +39,7 @@ pub enum Request {
     /// A membership change forwarded to the leader.
     Member(MemberOp),
     /// AppendEntries whose answer also carries the follower's last log id: what a new leader
-    /// sends until it knows how far a follower's log matches its own (`raft/network.rs`,
+    /// sends until it knows how far a follower's log matches its own (`rpc/network.rs`,
     /// "Finding a follower's match point in one round trip").
     AppendProbe(openraft::raft::AppendEntriesRequest<TypeConfig>),
 }

@@ -1,5 +1,5 @@
 //! The uploader: on the leader, streams committed outbox records to the central in compressed
-//! batches over an encrypted, mutually authenticated channel (`wan::channel`), several in flight, under a bandwidth cap, and commits the central's
+//! batches over an encrypted, mutually authenticated channel (`ghatta_proto::wan::channel`), several in flight, under a bandwidth cap, and commits the central's
 //! acknowledged cursor through Raft (`Body::OutboxAck`) so any node resumes there.
 //!
 //! Resumption: each connection starts at max(committed cursor, last ack this process saw).
@@ -43,7 +43,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A session with nothing in flight and nothing to send for this long ends, and the next one
 /// opens when the outbox has records again: below the central's 15-minute idle timeout
-/// (`wan::central::IDLE_TIMEOUT`), so a quiet grid hangs up cleanly instead of being cut off
+/// (`ghatta_central::IDLE_TIMEOUT`), so a quiet grid hangs up cleanly instead of being cut off
 /// and counting an error, and an idle satellite link carries nothing at all.
 pub const SESSION_IDLE_CLOSE: Duration = Duration::from_secs(10 * 60);
 

@@ -1,6 +1,6 @@
 //! How an uploader reaches the central: a [`Connector`] opens one ordered, reliable byte
 //! stream (TCP in the field, the simulator's WAN link model in tests) that the encrypted
-//! channel (`wan::channel`) then runs over. The uploader never names TCP, so the same code
+//! channel (`ghatta_proto::wan::channel`) then runs over. The uploader never names TCP, so the same code
 //! uploads through a real socket and through simulated time.
 
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! The WAN wire protocol: batches of outbox records and acks, compressed, in the controller's
-//! frame (`net::frame`, CRC-32), each frame sealed by the connection's encrypted channel
-//! (`wan::channel`: Noise IK, ChaCha20-Poly1305), which also authenticates the grid.
+//! frame (`crate::frame`, CRC-32), each frame sealed by the connection's encrypted channel
+//! (`channel`: Noise IK, ChaCha20-Poly1305), which also authenticates the grid.
 //!
 //! ```text
 //! frame.from = grid id (batches) or 0 (acks), frame.to = 0 (batches) or grid id (acks)

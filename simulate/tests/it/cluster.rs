@@ -94,7 +94,7 @@ fn replica_restarted_mid_run_with_cold_caches_reaches_same_hash() {
 
 /// A follower running a ghatta from before `AppendProbe` (simulated: it leaves them
 /// unanswered) is still replicated: after `PROBE_FAILURES_MAX` unanswered probes the leader
-/// sends it plain appends (raft/network.rs), so a board-by-board upgrade keeps every replica.
+/// sends it plain appends (rpc/network.rs), so a board-by-board upgrade keeps every replica.
 #[test]
 fn a_follower_that_never_answers_append_probes_still_gets_the_log() {
     run(12, async {

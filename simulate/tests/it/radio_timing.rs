@@ -48,7 +48,7 @@ fn the_radio_profile_meets_the_goals_at_800_ms_rtt() {
     assert!(m.at_leader.latency.p50_x_floor <= 1.25, "{report}");
     assert!(m.forwarded.latency.p50_x_floor <= 1.25, "{report}");
     // One proposal per round trip, each made without waiting for the one before: it finds
-    // that one's append still on the link. Pipelined appends (`raft/pipeline.rs`) send it at
+    // that one's append still on the link. Pipelined appends (`rpc/pipeline.rs`) send it at
     // once; one append per round trip made it wait (p50 1.49x on this seed, 1.23-1.77x on
     // seeds 1-3, BENCHMARKS.md "Pipelined appends").
     assert_eq!(m.streamed.latency.failed, 0, "{report}");
@@ -60,7 +60,7 @@ fn the_radio_profile_meets_the_goals_at_800_ms_rtt() {
     assert_eq!(m.failover_commit.failed, 0, "{report}");
     // The new leader is agreed 8-13 s after the loss. Its first commit then takes one round
     // trip to each follower (its own term's entries after the last of the old one, answered
-    // with the follower's last log id, `raft/network.rs`), not one per step of openraft's
+    // with the follower's last log id, `rpc/network.rs`), not one per step of openraft's
     // binary search for the follower's match point (BENCHMARKS.md, "Radio at 800 ms RTT"). The median
     // gap is held to 3 RTT: one for the append, the rest for the 5 % loss (a lost first
     // append waits out its 2 RTT deadline; a fragmented one often needs a repair round).

@@ -4,7 +4,7 @@
 //! +------+------------+------------+----------------------------+-----------+
 //! | kind | dst varint | src varint | body (by kind)             | CRC-32 LE |
 //! +------+------------+------------+----------------------------+-----------+
-//! kind FRAME:    body = one whole node frame (net::frame)
+//! kind FRAME:    body = one whole node frame (ghatta_proto::frame)
 //! kind FRAGMENT: body = message id u32 LE, index u16 LE, count u16 LE, flags u8, data
 //! kind BITMAP:   body = message id u32 LE, count u16 LE, one bit per fragment held
 //! ```
