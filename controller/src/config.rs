@@ -147,10 +147,15 @@ pub struct NodeConfig {
     #[serde(default)]
     pub radio: Vec<crate::net::radio::serial::RadioConfig>,
     /// This node's private key (`ghatta keygen --out DIR` writes DIR/node.key). When set,
-    /// every frame on every link is sealed and `peers` must list every member's public key;
-    /// when absent the links are neither authenticated nor encrypted (a warning says so).
+    /// every frame on every link is sealed and `peers` must list every member's public key.
+    /// Required by `ghatta run` unless `allow_unsealed` says otherwise.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Run with unsealed links (no `key_file`): anyone who reaches `raft_listen` can then vote,
+    /// append and forward proposals. For a test bench on an isolated network only; off by
+    /// default, so a forgotten key stops the node instead of opening the grid.
+    #[serde(default)]
+    pub allow_unsealed: bool,
     /// Upload of committed records to the central data center (`[wan]`); none when absent.
     #[serde(default)]
     pub wan: Option<crate::wan::WanConfig>,

@@ -191,7 +191,9 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
     match cmd {
         Cmd::Run { config } => {
             let cfg = NodeConfig::load(&config)?;
-            let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), seed ^ cfg.id).await?;
+            let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), seed ^ cfg.id)
+                .await
+                .with_context(|| format!("cannot start the node of {}", config.display()))?;
             eprintln!(
                 "ghatta node {} running: raft on {}, admin on {}, data in {}",
                 cfg.id,

@@ -27,6 +27,11 @@ pub const SIM_BOARD_STEP: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    /// No `key_file` and no `allow_unsealed = true`.
+    #[error(
+        "config key key_file is not set: the links would be neither authenticated nor encrypted, and anyone who reaches raft_listen could vote, credit accounts or remove members; run `ghatta keygen --out /etc/ghatta/keys`, set key_file and every peer's public_key (or, on an isolated test bench only, set allow_unsealed = true)"
+    )]
+    Unsealed,
     /// `[board]` names a device that is missing or unusable.
     #[error("cannot open the board: config key board.{}: {}: {}", .0.device, .0.kind, .0.detail)]
     Board(ghatta_hal::HalError),
@@ -135,6 +140,10 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     seed: u64,
 ) -> Result<Running, RunError> {
+    // Sealed or nothing: a forgotten key must stop the node, not open the grid.
+    if cfg.key_file.is_none() && !cfg.allow_unsealed {
+        return Err(RunError::Unsealed);
+    }
     // The board first: a config naming a device that is not there must stop the node before
     // it binds ports or joins the cluster.
     let board = open_board(cfg)?;
@@ -192,7 +201,7 @@ pub async fn start(
         }
         None => {
             tracing::warn!(
-                "node {}: no key_file: frames on the links are neither authenticated nor encrypted, and anyone who reaches raft_listen can vote; run `ghatta keygen --out DIR`, set key_file and every peer's public_key",
+                "node {}: allow_unsealed = true and no key_file: frames on the links are neither authenticated nor encrypted, and anyone who reaches raft_listen can vote; run `ghatta keygen --out DIR`, set key_file and every peer's public_key",
                 cfg.id
             );
             (transport as Arc<dyn Transport>, rx)

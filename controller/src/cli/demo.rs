@@ -158,6 +158,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             field: FieldConfig::default(),
             radio: Vec::new(),
             key_file: Some(key_files[(id - 1) as usize].clone()),
+            allow_unsealed: false,
             wan: match (&args.central, &args.grid_key_file, &args.central_public_key) {
                 (Some(central), Some(key_file), Some(central_key)) => {
                     Some(ghatta::wan::WanConfig {

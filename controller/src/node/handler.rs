@@ -11,7 +11,7 @@ use openraft_rt::WatchReceiver;
 use super::Node;
 use crate::raft::{Snapshot, TypeConfig};
 use crate::rpc::Handler;
-use crate::rpc::wire::{ProbeAnswer, Request, Response, SnapshotChunk};
+use crate::rpc::wire::{ForwardError, ProbeAnswer, Request, Response, SnapshotChunk};
 use ghatta_proto::codec;
 
 /// Largest snapshot a node accepts from a leader: what it can decode
@@ -181,9 +181,18 @@ impl Handler for NodeHandler {
             }
             Request::Snapshot(c) => self.snapshot_chunk(from, c).await,
             Request::Forward(f) => {
-                Response::Forward(self.node.inner.proposer.write_local(&self.node, f).await)
+                Response::Forward(match self.node.inner.guard.check_forward(from, &f) {
+                    Ok(()) => self.node.inner.proposer.write_local(&self.node, f).await,
+                    Err(why) => Err(ForwardError::Refused(why.to_string())),
+                })
             }
-            Request::Member(op) => Response::Member(self.node.member_local(op).await),
+            Request::Member(op) => {
+                let voter = self.node.is_voter(from);
+                Response::Member(match self.node.inner.guard.check_member_op(from, voter) {
+                    Ok(()) => self.node.member_local(op).await,
+                    Err(why) => Err(ForwardError::Refused(why.to_string())),
+                })
+            }
         }
     }
 }

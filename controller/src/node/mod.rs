@@ -6,6 +6,7 @@
 //! what [`NodeBuilder`] is given differs.
 
 mod builder;
+pub mod guard;
 mod handler;
 mod proposer;
 pub mod snapshots;
@@ -142,6 +143,8 @@ struct Inner {
     log: LogStore,
     /// Test switches (`observe::TestFaults`).
     faults: Arc<TestFaults>,
+    /// What members may ask of this node, and the refusals so far.
+    guard: guard::Guard,
     rpc: Arc<Rpc>,
     clock: Arc<dyn Clock>,
     proposer: proposer::Proposer,
@@ -214,6 +217,9 @@ pub struct NodeStatus {
     /// link (the simulator, or a node without `key_file`).
     #[serde(default)]
     pub security: Option<crate::net::secure::SealStatsSnapshot>,
+    /// Requests from members refused as not theirs to make (`node::guard`), by reason.
+    #[serde(default)]
+    pub refused: guard::RefusalsSnapshot,
 }
 
 impl Node {
@@ -259,6 +265,7 @@ impl Node {
             sm,
             log,
             faults: env.faults.clone(),
+            guard: guard::Guard::default(),
             rpc: rpc.clone(),
             clock: env.clock,
             proposer,
@@ -374,6 +381,7 @@ impl Node {
             trapped_total: sm.trapped_total,
             link: self.inner.rpc.stats().snapshot(),
             security: self.inner.rpc.transport().security(),
+            refused: self.inner.guard.snapshot(),
         }
     }
 
@@ -395,6 +403,18 @@ impl Node {
             .await
             .map(|_| ())
             .map_err(|e| MembershipError::Refused(e.to_string()))
+    }
+
+    /// Whether `id` is a voter in the membership this node knows.
+    pub fn is_voter(&self, id: u64) -> bool {
+        self.inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id)
     }
 
     /// Carry out a membership change here if this node leads; otherwise say who leads.
@@ -454,7 +474,9 @@ impl Node {
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(ForwardError::Raft(e)) => return Err(MembershipError::Refused(e)),
+                Err(ForwardError::Raft(e) | ForwardError::Refused(e)) => {
+                    return Err(MembershipError::Refused(e));
+                }
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(proposer::NO_LEADER_RETRY).await;

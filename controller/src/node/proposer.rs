@@ -65,6 +65,14 @@ pub enum ProposeError {
     /// The local database failed.
     #[error("cannot reserve a proposal sequence number: {0}")]
     Storage(#[from] StoreError),
+    /// The leader refused the proposal as not this node's to make (`node::guard`).
+    #[error("the leader refused proposal {seq}: {why}")]
+    Refused {
+        /// The proposal's sequence number.
+        seq: u64,
+        /// The leader's reason.
+        why: String,
+    },
     /// A thread panicked while it reserved sequence numbers; the node must restart.
     #[error(
         "the sequence reservation lock is poisoned (a thread panicked while holding it); restart the node"
@@ -206,6 +214,9 @@ impl Proposer {
                         o.proposal_acked(self.me, seq, receipt.index);
                     }
                     return Ok(receipt);
+                }
+                Err(ForwardError::Refused(why)) => {
+                    return Err(ProposeError::Refused { seq, why });
                 }
                 Err(ForwardError::NotLeader { leader: better }) => {
                     last = format!("node {leader:?} is not the leader");

@@ -131,4 +131,8 @@ pub enum ForwardError {
     /// Raft refused or failed.
     #[error("{0}")]
     Raft(String),
+    /// The receiver refused the request as not its sender's to make (`node::guard`); retrying
+    /// cannot help.
+    #[error("refused: {0}")]
+    Refused(String),
 }

@@ -272,8 +272,21 @@ fn apply_proposal(
         },
         Body::OutboxAck { stream, upto_seq } => {
             // The cursor only moves forward: a stale ack from a deposed uploader is a no-op.
+            // Nor past the outbox's end: the central cannot have stored what was never
+            // written, so such an ack is forged or corrupt, and taking it would stop the
+            // upload for good and let pruning delete records the central never got.
+            let next_out_seq = data.next_out_seq;
             let cursor = data.outbox_acks.entry(*stream).or_insert(0);
-            *cursor = (*cursor).max(*upto_seq);
+            if *upto_seq <= next_out_seq {
+                *cursor = (*cursor).max(*upto_seq);
+            } else {
+                tracing::warn!(
+                    stream,
+                    upto_seq,
+                    next_out_seq,
+                    "an OutboxAck past the end of the outbox was ignored"
+                );
+            }
             h.update(b"outbox-ack");
             h.update(&stream.to_le_bytes());
             h.update(&cursor.to_le_bytes());

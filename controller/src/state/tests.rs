@@ -658,3 +658,45 @@ fn a_snapshot_over_the_message_limit_builds_reads_back_and_installs() {
         Some(codec::MAX_ENCODED_BYTES / 2 + 1)
     );
 }
+
+/// A WAN cursor past the end of the outbox (a forged `OutboxAck{u64::MAX}`, or a corrupt one)
+/// changes nothing: no record is pruned that the central never got, and the real cursor that
+/// follows still moves the upload on.
+#[test]
+fn an_outbox_ack_past_the_outbox_end_is_ignored() {
+    let t0 = 480_000 * HOUR_MS;
+    let entries = grid_entries(t0);
+    let (_d, a) = open();
+    apply(&a, &entries);
+    let before = outbox(&a);
+    let end = a.lock().next_out_seq;
+    let now = a.lock().log_time_ms;
+    let mut index = entries.len() as u64;
+    let mut ack = |stream: u32, upto: u64| {
+        index += 1;
+        entry(
+            index,
+            now,
+            Body::OutboxAck {
+                stream,
+                upto_seq: upto,
+            },
+        )
+    };
+    let forged: Vec<Entry> = (0..3).map(|s| ack(s, u64::MAX)).collect();
+    apply(&a, &forged);
+    assert!(
+        a.lock().outbox_acks.values().all(|&c| c == 0),
+        "{:?}",
+        a.lock().outbox_acks
+    );
+    assert_eq!(
+        outbox(&a).len(),
+        before.len(),
+        "a forged ack pruned records"
+    );
+    let real: Vec<Entry> = (0..3).map(|s| ack(s, end)).collect();
+    apply(&a, &real);
+    assert!(a.lock().outbox_acks.values().all(|&c| c == end));
+    assert!(outbox(&a).len() < before.len(), "the real acks prune");
+}

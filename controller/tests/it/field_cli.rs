@@ -18,7 +18,8 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A node config with the given `[board]` section; returns (config path, admin address).
+/// A node config with the given `[board]` section, unsealed on purpose (these are benches);
+/// returns (config path, admin address).
 fn write_config(dir: &Path, board: &str) -> (std::path::PathBuf, String) {
     let raft = format!("127.0.0.1:{}", free_port());
     let admin = format!("127.0.0.1:{}", free_port());
@@ -29,6 +30,7 @@ raft_listen = "{raft}"
 admin_listen = "{admin}"
 link_profile = "lan"
 bootstrap = true
+allow_unsealed = true
 peers = [{{ id = 1, addr = "{raft}" }}]
 
 {board}
@@ -187,6 +189,25 @@ fn run_with_a_sim_board_serves_status() {
     assert!(dir.path().join("data").join("journal.redb").exists());
 }
 
+/// A config with neither `key_file` nor `allow_unsealed = true` does not start: a forgotten
+/// key must not open the grid. The error names the file, the key and the fix.
+#[test]
+fn run_without_a_key_file_refuses_to_start_unless_unsealed_is_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 2");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("allow_unsealed = true\n", "")).expect("write");
+    let (code, stderr) = run_to_exit(&config);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("key_file"), "{stderr}");
+    assert!(stderr.contains("ghatta keygen"), "{stderr}");
+    assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+    assert!(
+        !dir.path().join("data").join("raft-log.redb").exists(),
+        "it opened its databases before refusing"
+    );
+}
+
 #[test]
 fn the_deploy_example_board_configs_parse() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
@@ -199,6 +220,12 @@ fn the_deploy_example_board_configs_parse() {
             assert!(
                 matches!(cfg.board, ghatta::config::BoardConfig::Linux(_)),
                 "{}",
+                path.display()
+            );
+            // The examples ship sealed: a copied example never opens a grid.
+            assert!(
+                cfg.key_file.is_some() && !cfg.allow_unsealed,
+                "{} is not sealed",
                 path.display()
             );
             n += 1;

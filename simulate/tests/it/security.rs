@@ -1,7 +1,9 @@
 //! Sealed links against a rogue node: a 3-node cluster over TCP with every frame sealed, and a
 //! node whose key is not listed trying to vote, append, join and forward entries, plus replays
 //! and bit flips of genuine frames. Everything must be dropped and counted, and the cluster's
-//! leader, term and commit index must not move.
+//! leader, term and commit index must not move. And a compromised member (a stolen board
+//! that keeps its valid key): what it forwards in another node's name, or that only the
+//! leader may commit, is refused, counted and changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -380,6 +382,116 @@ fn a_rogue_node_over_tcp_can_neither_vote_append_join_nor_inject() {
             .await
             .expect("commit after the attack");
         wait_applied(&members, r.index).await;
+        for m in members.values() {
+            m.node.shutdown().await;
+        }
+    });
+}
+
+/// A member board that is stolen, or runs a bug, still holds a valid key: its sealed frames
+/// open. Through its own sealed link it forwards, to the leader, a top-up in another node's
+/// name (which would also slide that node's dedupe window over its real meter reads), a WAN
+/// cursor past the end of the outbox (which would stop the upload for good and prune unsent
+/// records) and a timer tick. The leader refuses each, counts it by reason, and commits
+/// nothing; the cluster still commits afterwards.
+#[test]
+fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposals() {
+    harness::run(53, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let peers: BTreeMap<u64, PeerInfo> = (1..=3)
+            .map(|id| (id, PeerInfo { addr: free_addr() }))
+            .collect();
+        let keys: Vec<(u64, PublicKey)> = (1..=3).map(|id| (id, key(id).public())).collect();
+        let mut members = BTreeMap::new();
+        for id in 1..=3 {
+            let dir = tmp.path().join(format!("node-{id}"));
+            members.insert(id, start_member(id, &dir, &peers, &keys).await);
+        }
+        for m in members.values() {
+            m.node.initialize(peers.clone()).await.expect("initialize");
+        }
+        let leader = wait_leader(&members, Duration::from_secs(20)).await;
+        let r = members[&leader]
+            .node
+            .propose_inputs(harness::setup_inputs(5))
+            .await
+            .expect("commit over sealed links");
+        wait_applied(&members, r.index).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = members[&leader].node.status();
+        let rogue = *members
+            .keys()
+            .find(|&&id| id != leader)
+            .expect("a follower");
+        let victim = *members
+            .keys()
+            .find(|&&id| id != leader && id != rogue)
+            .expect("another follower");
+
+        let top_up = ghatta_actor_sdk::codec::encode(&ghatta_actor_sdk::Input::TopUp(
+            ghatta_actor_sdk::TopUp {
+                customer: ghatta_actor_sdk::CustomerId(1),
+                token_id: 77,
+                amount_mpaisa: 1_000_000_000,
+            },
+        ));
+        let forged = [
+            Forward {
+                origin: victim,
+                seq: 1_000_000,
+                body: Body::Inputs(vec![top_up]),
+            },
+            Forward {
+                origin: rogue,
+                seq: 0,
+                body: Body::OutboxAck {
+                    stream: 0,
+                    upto_seq: u64::MAX,
+                },
+            },
+            Forward {
+                origin: rogue,
+                seq: 0,
+                body: Body::Tick { timer_id: 1 },
+            },
+        ];
+        for (i, f) in forged.into_iter().enumerate() {
+            let payload = codec::encode(&WireMessage {
+                id: 9_000 + i as u64,
+                body: WireBody::Request(Request::Forward(f)),
+            })
+            .unwrap();
+            // Through the rogue's own sealing: these frames open under its real key.
+            members[&rogue]
+                .plain
+                .send(leader, frame::encode(rogue, leader, &payload));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let after = members[&leader].node.status();
+        assert_eq!(after.refused.forged_origin, 1, "{:?}", after.refused);
+        assert_eq!(after.refused.forwarded_outbox_ack, 1, "{:?}", after.refused);
+        assert_eq!(after.refused.forwarded_tick, 1, "{:?}", after.refused);
+        assert_eq!(
+            after.commit_index, before.commit_index,
+            "a forged proposal committed"
+        );
+        assert_eq!(after.state_hash, before.state_hash);
+        let j = serde_json::to_value(&after).unwrap();
+        assert_eq!(j["refused"]["forged_origin"], 1, "status JSON: {j}");
+
+        // The cluster still commits, and every replica agrees.
+        let r = members[&leader]
+            .node
+            .propose_inputs(harness::setup_inputs(1))
+            .await
+            .expect("commit after the attack");
+        wait_applied(&members, r.index).await;
+        let hashes: std::collections::BTreeSet<String> = members
+            .values()
+            .map(|m| m.node.status().state_hash)
+            .collect();
+        assert_eq!(hashes.len(), 1, "{hashes:?}");
         for m in members.values() {
             m.node.shutdown().await;
         }

@@ -1,0 +1,178 @@
+//! What a member may ask of this node, checked against the sender its frame opened under (with
+//! sealing, the key it proved; `from` is never taken from the request's own fields). A member
+//! board that is stolen or runs a bug can still propose its own inputs, but not in another
+//! node's name, not the WAN cursor, not a timer tick, and not a membership change unless it
+//! is a voter. A refusal changes no state, is counted by reason (`ghatta status` → `refused`)
+//! and is logged at most once per peer and reason per [`LOG_EVERY`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::Body;
+use crate::rpc::wire::Forward;
+
+/// A refused peer is logged at most this often per reason: a flood of forged requests must
+/// not become a flood of log lines on a board's SD card, and one line a minute still tells the
+/// operator which peer misbehaves and how.
+pub const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a request from a member was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refusal {
+    /// A forwarded proposal names another node as its origin: it would be deduplicated (and
+    /// its meter reads dropped) in that node's name.
+    #[error("a forwarded proposal names another node as its origin")]
+    ForgedOrigin,
+    /// A forwarded WAN cursor: only the leader's own uploader, which heard the central's ack,
+    /// commits one.
+    #[error("WAN cursors are committed only by the leader's own uploader, never forwarded")]
+    ForwardedOutboxAck,
+    /// A forwarded timer tick: only the leader proposes ticks for due timers.
+    #[error("timer ticks are proposed only by the leader, never forwarded")]
+    ForwardedTick,
+    /// A membership change from a node that is not a voter.
+    #[error("membership changes are accepted only from voters")]
+    MemberOpFromNonVoter,
+}
+
+/// Refusals so far, by reason (monotonic since start).
+#[derive(Debug, Default)]
+pub struct Guard {
+    forged_origin: AtomicU64,
+    forwarded_outbox_ack: AtomicU64,
+    forwarded_tick: AtomicU64,
+    member_op_from_non_voter: AtomicU64,
+    /// When each (peer, reason) was last logged.
+    logged: Mutex<HashMap<(u64, Refusal), Instant>>,
+}
+
+/// A copy of the counters, as `ghatta status` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalsSnapshot {
+    /// Forwarded proposals naming another origin than their sender.
+    pub forged_origin: u64,
+    /// Forwarded WAN cursors.
+    pub forwarded_outbox_ack: u64,
+    /// Forwarded timer ticks.
+    pub forwarded_tick: u64,
+    /// Membership changes from non-voters.
+    pub member_op_from_non_voter: u64,
+}
+
+impl Guard {
+    /// Whether a forwarded proposal from `from` may be written.
+    pub fn check_forward(&self, from: u64, f: &Forward) -> Result<(), Refusal> {
+        let refusal = if f.origin != from {
+            Refusal::ForgedOrigin
+        } else {
+            match f.body {
+                Body::Inputs(_) => return Ok(()),
+                Body::OutboxAck { .. } => Refusal::ForwardedOutboxAck,
+                Body::Tick { .. } => Refusal::ForwardedTick,
+            }
+        };
+        Err(self.refuse(from, refusal))
+    }
+
+    /// Whether a membership change from `from` may be carried out, `from` being a voter or not.
+    pub fn check_member_op(&self, from: u64, from_is_voter: bool) -> Result<(), Refusal> {
+        if from_is_voter {
+            Ok(())
+        } else {
+            Err(self.refuse(from, Refusal::MemberOpFromNonVoter))
+        }
+    }
+
+    /// The counters.
+    pub fn snapshot(&self) -> RefusalsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RefusalsSnapshot {
+            forged_origin: g(&self.forged_origin),
+            forwarded_outbox_ack: g(&self.forwarded_outbox_ack),
+            forwarded_tick: g(&self.forwarded_tick),
+            member_op_from_non_voter: g(&self.member_op_from_non_voter),
+        }
+    }
+
+    fn refuse(&self, from: u64, why: Refusal) -> Refusal {
+        let counter = match why {
+            Refusal::ForgedOrigin => &self.forged_origin,
+            Refusal::ForwardedOutboxAck => &self.forwarded_outbox_ack,
+            Refusal::ForwardedTick => &self.forwarded_tick,
+            Refusal::MemberOpFromNonVoter => &self.member_op_from_non_voter,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        let due = logged
+            .get(&(from, why))
+            .is_none_or(|at| now.duration_since(*at) >= LOG_EVERY);
+        if due {
+            logged.insert((from, why), now);
+            tracing::warn!(
+                peer = from,
+                reason = %why,
+                "refused a request from a member; if this repeats, check that board (a bug, or a stolen key: replace its key with `ghatta keygen` and update every peer's list)"
+            );
+        }
+        why
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(origin: u64, body: Body) -> Forward {
+        Forward {
+            origin,
+            seq: 1,
+            body,
+        }
+    }
+
+    #[test]
+    fn a_forward_is_bound_to_its_sender_and_to_inputs() {
+        let g = Guard::default();
+        assert_eq!(g.check_forward(2, &fwd(2, Body::Inputs(vec![]))), Ok(()));
+        assert_eq!(
+            g.check_forward(2, &fwd(3, Body::Inputs(vec![]))),
+            Err(Refusal::ForgedOrigin)
+        );
+        assert_eq!(
+            g.check_forward(
+                2,
+                &fwd(
+                    2,
+                    Body::OutboxAck {
+                        stream: 0,
+                        upto_seq: u64::MAX
+                    }
+                )
+            ),
+            Err(Refusal::ForwardedOutboxAck)
+        );
+        assert_eq!(
+            g.check_forward(2, &fwd(2, Body::Tick { timer_id: 1 })),
+            Err(Refusal::ForwardedTick)
+        );
+        assert_eq!(
+            g.check_member_op(4, false),
+            Err(Refusal::MemberOpFromNonVoter)
+        );
+        assert_eq!(g.check_member_op(1, true), Ok(()));
+        assert_eq!(
+            g.snapshot(),
+            RefusalsSnapshot {
+                forged_origin: 1,
+                forwarded_outbox_ack: 1,
+                forwarded_tick: 1,
+                member_op_from_non_voter: 1,
+            }
+        );
+    }
+}
