@@ -80,6 +80,13 @@ pub enum ProposeError {
     Poisoned,
 }
 
+/// Most input bytes one proposal may carry. Every entry must fit whole in one append frame
+/// (`net::tcp::TCP_FRAME_BYTES_MAX`, 2 MiB, and far smaller radio budgets carry it in
+/// fragments); a field batch is at most 16 KiB and an operator's input a few hundred bytes,
+/// so 512 KiB is room for any real batch while an oversized one (a bug, or a member forwarding
+/// junk) is refused before it can stall replication.
+pub const PROPOSAL_INPUT_BYTES_MAX: usize = 512 * 1024;
+
 pub(crate) struct Proposer {
     me: u64,
     attempt: Duration,
@@ -246,6 +253,14 @@ impl Proposer {
         node: &Node,
         f: Forward,
     ) -> Result<Receipt, ForwardError> {
+        if let Body::Inputs(inputs) = &f.body {
+            let bytes: usize = inputs.iter().map(Vec::len).sum();
+            if bytes > PROPOSAL_INPUT_BYTES_MAX {
+                return Err(ForwardError::Refused(format!(
+                    "a proposal of {bytes} input bytes exceeds {PROPOSAL_INPUT_BYTES_MAX}; split it"
+                )));
+            }
+        }
         let raft = node.raft();
         let p = Proposal {
             origin: f.origin,

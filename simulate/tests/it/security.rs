@@ -498,6 +498,111 @@ fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposa
     });
 }
 
+/// The test process's resident memory, bytes (every member runs in it).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (the kernel routes all of
+/// 127.0.0.0/8 locally), so a stranger's connections are told apart from the members'.
+async fn connect_from(from: &str, addr: &str) -> Option<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4().ok()?;
+    s.bind(format!("{from}:0").parse().ok()?).ok()?;
+    s.connect(addr.parse().ok()?).await.ok()
+}
+
+/// Before anything is authenticated, a stranger on the network spends next to nothing of a
+/// node's: against each member of a 3-node cluster, 200 idle connections and 20 frames that
+/// declare the longest length a member may send and stop half-way (1 MiB sent, then silence).
+/// The process holding all three members grows by less than 16 MiB per member, and the
+/// cluster keeps committing while the connections are held.
+#[test]
+fn a_flood_of_idle_and_half_sent_connections_costs_little_and_the_cluster_commits() {
+    harness::run(54, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let peers: BTreeMap<u64, PeerInfo> = (1..=3)
+            .map(|id| (id, PeerInfo { addr: free_addr() }))
+            .collect();
+        let keys: Vec<(u64, PublicKey)> = (1..=3).map(|id| (id, key(id).public())).collect();
+        let mut members = BTreeMap::new();
+        for id in 1..=3 {
+            let dir = tmp.path().join(format!("node-{id}"));
+            members.insert(id, start_member(id, &dir, &peers, &keys).await);
+        }
+        for m in members.values() {
+            m.node.initialize(peers.clone()).await.expect("initialize");
+        }
+        let leader = wait_leader(&members, Duration::from_secs(20)).await;
+        let r = members[&leader]
+            .node
+            .propose_inputs(harness::setup_inputs(5))
+            .await
+            .expect("commit over sealed links");
+        wait_applied(&members, r.index).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_before = rss_bytes();
+
+        let mut held = Vec::new();
+        let mut writers = Vec::new();
+        for info in peers.values() {
+            for _ in 0..200 {
+                if let Some(c) = connect_from("127.0.0.2", &info.addr).await {
+                    held.push(c);
+                }
+            }
+            for _ in 0..20 {
+                let Some(mut c) = connect_from("127.0.0.3", &info.addr).await else {
+                    continue;
+                };
+                writers.push(tokio::spawn(async move {
+                    let declared = ghatta::net::tcp::TCP_FRAME_BYTES_MAX as u32;
+                    let _ = c.write_all(&declared.to_be_bytes()).await;
+                    let _ = c.write_all(&vec![7u8; 1 << 20]).await;
+                    // Hold the connection, half-sent, until the test ends.
+                    tokio::time::sleep(Duration::from_secs(3_600)).await;
+                    drop(c);
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        // The cluster commits while the flood is held, and promptly: the strangers' frames
+        // take only their own address's share of each node's read budget.
+        let t0 = std::time::Instant::now();
+        let r = members[&leader]
+            .node
+            .propose_inputs(harness::setup_inputs(1))
+            .await
+            .expect("commit during the flood");
+        wait_applied(&members, r.index).await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the commit took {:?} under the flood",
+            t0.elapsed()
+        );
+        let grown = rss_bytes().saturating_sub(rss_before);
+        assert!(
+            grown < 3 * 16 * 1024 * 1024,
+            "the flood grew the process by {} MiB for three members",
+            grown >> 20
+        );
+        eprintln!("flood: resident memory grew by {} KiB", grown >> 10);
+        for w in writers {
+            w.abort();
+        }
+        drop(held);
+        for m in members.values() {
+            m.node.shutdown().await;
+        }
+    });
+}
+
 /// `ghatta keygen` through the binary, then a node started the way `ghatta run` starts one,
 /// with its key: links sealed, reads open, changes refused without the admin token and
 /// accepted with it (found the way the CLI finds it).
