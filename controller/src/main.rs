@@ -56,9 +56,12 @@ enum Cmd {
         /// Admin API address of any member.
         #[arg(long, global = true, default_value = "127.0.0.1:7100")]
         admin: String,
-        /// The admin token file (default: the one the node names, in its data directory).
+        /// The admin token file (default: `admin.token` in the data directory of --config).
         #[arg(long, global = true)]
         token_file: Option<PathBuf>,
+        /// The node's config, whose data directory holds the admin token.
+        #[arg(long, global = true, default_value = cli::NODE_CONFIG_DEFAULT)]
+        config: PathBuf,
     },
     /// Credit a prepaid account with a token.
     Topup {
@@ -74,9 +77,12 @@ enum Cmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
-        /// The admin token file (default: the one the node names, in its data directory).
+        /// The admin token file (default: `admin.token` in the data directory of --config).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// The node's config, whose data directory holds the admin token.
+        #[arg(long, default_value = cli::NODE_CONFIG_DEFAULT)]
+        config: PathBuf,
     },
     /// Manage tariffs.
     Tariff {
@@ -139,9 +145,12 @@ enum TariffCmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
-        /// The admin token file (default: the one the node names, in its data directory).
+        /// The admin token file (default: `admin.token` in the data directory of --config).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// The node's config, whose data directory holds the admin token.
+        #[arg(long, default_value = cli::NODE_CONFIG_DEFAULT)]
+        config: PathBuf,
     },
 }
 
@@ -238,13 +247,14 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             op,
             admin,
             token_file,
+            config,
         } => {
             let body = match op {
                 MemberCmd::Add { id, addr } => json!({ "op": "add", "id": id, "addr": addr }),
                 MemberCmd::Promote { id } => json!({ "op": "promote", "id": id }),
                 MemberCmd::Remove { id } => json!({ "op": "remove", "id": id }),
             };
-            let token = client::token_for(&admin, token_file.as_deref()).await?;
+            let token = cli::admin_token(token_file.as_deref(), &config)?;
             client::call_with_token(&admin, "POST", "/member", Some(&body), Some(&token)).await?;
             println!("done");
             Ok(std::process::ExitCode::SUCCESS)
@@ -255,8 +265,9 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             amount,
             admin,
             token_file,
+            config,
         } => {
-            let admin_token = client::token_for(&admin, token_file.as_deref()).await?;
+            let admin_token = cli::admin_token(token_file.as_deref(), &config)?;
             let r = client::call_with_token(
                 &admin,
                 "POST",
@@ -279,6 +290,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                     flat,
                     admin,
                     token_file,
+                    config,
                 },
         } => {
             let body = match (per_kwh, tiered, flat) {
@@ -294,7 +306,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                 }
                 _ => anyhow::bail!("give exactly one of --per-kwh, --tiered or --flat"),
             };
-            let token = client::token_for(&admin, token_file.as_deref()).await?;
+            let token = cli::admin_token(token_file.as_deref(), &config)?;
             let r = client::call_with_token(&admin, "POST", "/tariff", Some(&body), Some(&token))
                 .await?;
             println!("{}", cli::format_receipt(&r, "tariff"));

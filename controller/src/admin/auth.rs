@@ -67,9 +67,14 @@ pub fn read_token(path: &Path) -> Result<String, AdminError> {
         path: shown(),
         source,
     })?;
-    let token = text.trim().to_string();
+    let token = text.trim_end_matches('\n').to_string();
     if token.is_empty() {
         return Err(AdminError::TokenEmpty { path: shown() });
+    }
+    // Exactly what `load_or_create` writes: any other file (a key, a password file) is not
+    // sent to an admin API as a bearer token.
+    if token.len() != 2 * TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AdminError::TokenFormat { path: shown() });
     }
     Ok(token)
 }
@@ -163,5 +168,37 @@ mod tests {
         assert!(!a.accepts(&a.token[1..]));
         assert!(!a.accepts(&a.token.replace(&a.token[..1], "x")));
         assert!(!a.accepts(""));
+    }
+
+    /// Only a file in the format the node writes is read as a token: a private key or any
+    /// other small 0600 file is refused, not sent to whoever answers on the admin port.
+    #[cfg(unix)]
+    #[test]
+    fn only_a_token_file_in_ghattas_format_is_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        let good = write("good", &format!("{}\n", "ab".repeat(TOKEN_BYTES)));
+        assert_eq!(read_token(&good).unwrap(), "ab".repeat(TOKEN_BYTES));
+        for (name, text) in [
+            (
+                "key",
+                "# ghatta node key\nSwJyGCjvubMeCXwiup3XS5VANYuJMc0ZW+KYOVftWDg=\n",
+            ),
+            ("short", "abcdef\n"),
+            ("spaced", &format!(" {}\n", "ab".repeat(TOKEN_BYTES))),
+        ] {
+            let p = write(name, text);
+            assert!(
+                matches!(read_token(&p), Err(AdminError::TokenFormat { .. })),
+                "{name}: {:?}",
+                read_token(&p)
+            );
+        }
     }
 }

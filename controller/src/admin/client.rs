@@ -24,26 +24,6 @@ pub async fn call(
     call_with_token(addr, method, path, body, None).await
 }
 
-/// The admin token of the node at `addr`: `token_file` when given, else the file the node
-/// names at `/admin-token` (in its data directory).
-pub async fn token_for(
-    addr: &str,
-    token_file: Option<&std::path::Path>,
-) -> Result<String, ClientError> {
-    let path = match token_file {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let info = call(addr, "GET", "/admin-token", None).await?;
-            let p = info
-                .get("token_file")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ClientError::NoTokenFile { addr: addr.into() })?;
-            std::path::PathBuf::from(p)
-        }
-    };
-    Ok(crate::admin::auth::read_token(&path)?)
-}
-
 /// As [`call`], with `Authorization: Bearer <token>` (needed for every change).
 pub async fn call_with_token(
     addr: &str,

@@ -41,6 +41,14 @@ pub enum AdminError {
         /// The file.
         path: String,
     },
+    /// The file holds something else than a token as ghatta writes it.
+    #[error(
+        "{path} does not hold an admin token (64 hex digits, as the node writes it); point --token-file at the node's admin.token, or delete it and restart the node to make a new one"
+    )]
+    TokenFormat {
+        /// The file.
+        path: String,
+    },
     /// The token could not be made at first start.
     #[error(
         "cannot create the admin token {path}: {detail}; check that data_dir exists and this user may write there"
@@ -129,13 +137,4 @@ pub enum ClientError {
         /// The node's own message.
         message: String,
     },
-    /// The node did not say where its token is.
-    #[error("the node at {addr} did not say where its admin token is; pass --token-file")]
-    NoTokenFile {
-        /// The address.
-        addr: String,
-    },
-    /// The token file could not be read.
-    #[error(transparent)]
-    Token(#[from] AdminError),
 }

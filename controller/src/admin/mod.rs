@@ -33,13 +33,8 @@ fn bad(status: StatusCode, msg: impl Into<String>) -> (StatusCode, Json<Value>) 
 
 /// The router for one node; every method but GET and HEAD needs `auth`'s token.
 pub fn router(node: Node, auth: auth::AdminAuth) -> Router {
-    let token_file = auth.path().display().to_string();
     Router::new()
         .route("/status", get(status))
-        .route(
-            "/admin-token",
-            get(move || async move { Json(json!({ "token_file": token_file })) }),
-        )
         .route("/member", post(member))
         .route("/topup", post(topup))
         .route("/tariff", post(tariff))

@@ -11,6 +11,25 @@ use anyhow::Context;
 use ghatta::config::PeerConfig;
 use serde_json::Value;
 
+/// Where `ghatta run`'s config lives on a board (install.sh puts it there).
+pub const NODE_CONFIG_DEFAULT: &str = "/etc/ghatta/node.toml";
+
+/// The admin token for a change: `token_file` when given, else `admin.token` in the data
+/// directory that the node's `config` names. Never a path the server names: whoever
+/// answers on the admin port could otherwise make the CLI read and send any small file.
+pub fn admin_token(token_file: Option<&Path>, config: &Path) -> anyhow::Result<String> {
+    let path = match token_file {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let cfg = ghatta::config::NodeConfig::load(config).context(
+                "cannot find the admin token: pass --token-file, or --config with the node's config",
+            )?;
+            cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE)
+        }
+    };
+    Ok(ghatta::admin::auth::read_token(&path)?)
+}
+
 /// A free TCP port on loopback, for the local clusters of `demo` and `selftest`.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")

@@ -667,9 +667,11 @@ fn keygen_then_a_sealed_run_whose_changes_need_the_admin_token() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("wrong admin token"), "{e}");
-        let token = client::token_for(&admin, None)
-            .await
-            .expect("the CLI finds and reads the token");
+        // As the CLI finds it: in the data directory its config names, never a path the
+        // server names.
+        let token =
+            ghatta::admin::auth::read_token(&cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE))
+                .expect("the CLI finds and reads the token");
         let r = client::call_with_token(&admin, "POST", "/topup", Some(&body), Some(&token))
             .await
             .expect("a change with the token is carried out");
