@@ -82,6 +82,9 @@ pub struct SealStats {
     /// Times this node moved its boot epoch forward because a peer had seen a higher one
     /// (the epoch file was lost or restored from a backup).
     pub epoch_raised: AtomicU64,
+    /// Raises refused as too far ahead (`seal::EPOCH_RAISE_STEP_MAX`): a member claiming to
+    /// have seen an epoch this node cannot have used.
+    pub epoch_raise_refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`SealStats`], with this node's boot epoch.
@@ -119,6 +122,9 @@ pub struct SealStatsSnapshot {
     pub hellos_received: u64,
     /// Boot epoch raised at a peer's word.
     pub epoch_raised: u64,
+    /// Raises refused as too far ahead.
+    #[serde(default)]
+    pub epoch_raise_refused: u64,
 }
 
 impl SealStatsSnapshot {
@@ -157,6 +163,7 @@ impl SealStats {
             hellos_sent: g(&self.hellos_sent),
             hellos_received: g(&self.hellos_received),
             epoch_raised: g(&self.epoch_raised),
+            epoch_raise_refused: g(&self.epoch_raise_refused),
         }
     }
 

@@ -50,6 +50,11 @@ pub const MAX_SEALED_PAYLOAD_BYTES: usize = MAX_SEALED_FRAME_BYTES - SEAL_OVERHE
 /// than any of our links produces (TCP none; the radio's ARQ a few frames); older frames are
 /// dropped as out of window, which Raft treats as loss.
 pub const REPLAY_WINDOW: u64 = 1024;
+/// Farthest a peer's word may move this node's boot epoch ahead of its own. A lost or
+/// restored epoch file is behind by the boots since the backup, not by millions (a board
+/// that restarts hourly uses 8,760 epochs a year); a member that claims more is lying or
+/// broken, and taking its word would exhaust the epochs (the node then cannot start).
+pub const EPOCH_RAISE_STEP_MAX: u32 = 1_000_000;
 /// At most one hello per peer this often. A hello answers a burst of stale frames; a second a
 /// peer bounds what a replaying attacker can make this node send to one small frame per peer
 /// per second.
@@ -552,6 +557,16 @@ impl SecureLink {
     /// An authentic peer has seen epoch `seen` of ours, above the one in force: our epoch
     /// file was lost or restored from an old backup. Move past it so no nonce repeats.
     fn raise_epoch(&self, peer: u64, seen: u32) {
+        if seen.saturating_sub(self.epoch.get()) > EPOCH_RAISE_STEP_MAX {
+            SealStats::bump(&self.stats.epoch_raise_refused);
+            tracing::warn!(
+                peer,
+                seen,
+                epoch = self.epoch.get(),
+                "node {peer} claims to have seen boot epoch {seen} of this node, more than {EPOCH_RAISE_STEP_MAX} ahead of ours: not taken; check that board"
+            );
+            return;
+        }
         let Some(next) = seen.checked_add(1) else {
             tracing::error!(
                 peer,
@@ -794,6 +809,28 @@ mod tests {
         );
         assert_eq!(b_lost.epoch(), 51);
         assert_eq!(b_lost.snapshot().epoch_raised, 1);
+    }
+
+    /// A member that claims to have seen an epoch far beyond this node's (one that would
+    /// exhaust its epochs, so it could never start again) is not taken at its word.
+    #[test]
+    fn a_peer_cannot_raise_the_epoch_to_the_end() {
+        let pubs = [(1, key(1).public()), (2, key(2).public())];
+        let a = SecureLink::new(1, "c", &key(1), pubs, BootEpoch::in_memory(1)).unwrap();
+        let b = SecureLink::new(2, "c", &key(2), pubs, BootEpoch::in_memory(u32::MAX - 1)).unwrap();
+        introduce(&a, &b);
+        let victim = SecureLink::new(2, "c", &key(2), pubs, BootEpoch::in_memory(3)).unwrap();
+        assert_eq!(
+            victim.open(&a.seal(2, b"hb").unwrap()),
+            Err(Rejected::StaleReceiverEpoch { from: 1 })
+        );
+        assert_eq!(
+            victim.epoch(),
+            3,
+            "the epoch moved at a peer's word to the end"
+        );
+        assert_eq!(victim.snapshot().epoch_raise_refused, 1);
+        assert_eq!(victim.snapshot().epoch_raised, 0);
     }
 
     #[test]
