@@ -184,7 +184,13 @@ pub async fn start(
             inbound: tcp_rx,
         }];
         paths.extend(radios);
-        MultiTransport::start(cfg.id, MultiConfig::default(), paths, tx)
+        // Sealed, a path is fresh only for frames that opened (a spoofed header on one
+        // link cannot keep traffic off another).
+        let multi = MultiConfig {
+            verified: cfg.key_file.is_some(),
+            ..MultiConfig::default()
+        };
+        MultiTransport::start(cfg.id, multi, paths, tx)
     };
     // Seal every frame on every link below (net/secure) when the node has a key.
     let (transport, rx) = match &cfg.key_file {

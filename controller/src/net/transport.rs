@@ -33,6 +33,11 @@ pub trait Transport: Send + Sync + 'static {
     fn security(&self) -> Option<super::secure::SealStatsSnapshot> {
         None
     }
+
+    /// The sealing layer above says that `frame`, exactly as this transport delivered it,
+    /// opened under `from`'s key. A link that picks among paths by what it hears
+    /// (`radio::multi`) may then trust the path the frame came on; others ignore it.
+    fn frame_opened(&self, _from: u64, _frame: &[u8]) {}
 }
 
 /// The sending half of the inbound queue, handed to transports.

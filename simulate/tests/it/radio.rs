@@ -327,6 +327,8 @@ fn multi_path_prefers_tcp_fails_over_to_the_radio_and_switches_back() {
                 MultiConfig {
                     fresh: Duration::from_secs(1),
                     probe_interval: Duration::from_millis(500),
+                    // Unsealed links here: only the claimed sender is there to go by.
+                    verified: false,
                 },
                 vec![
                     Path {

@@ -17,7 +17,7 @@
 //! sealed frames) before anything verifies the frame, so a forger can at worst steer our
 //! choice of path, not inject anything the layers above would accept.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +35,11 @@ pub const FRESH_DEFAULT: Duration = Duration::from_secs(3);
 /// little on the better path and switches back within one probe after Wi-Fi returns.
 pub const PROBE_INTERVAL_DEFAULT: Duration = Duration::from_secs(2);
 
+/// Frames remembered (by fingerprint and path) until the sealing layer says they opened: the
+/// opener takes them in arrival order within milliseconds, so a few hundred is more than is
+/// ever waiting, and what falls out only misses one freshness mark.
+pub const AWAITING_OPEN_FRAMES: usize = 256;
+
 /// Path selection settings.
 #[derive(Debug, Clone, Copy)]
 pub struct MultiConfig {
@@ -42,6 +47,11 @@ pub struct MultiConfig {
     pub fresh: Duration,
     /// See [`PROBE_INTERVAL_DEFAULT`].
     pub probe_interval: Duration,
+    /// Mark a path fresh only for frames the sealing layer above opened
+    /// ([`Transport::frame_opened`]), not for the sender a frame's header claims: a host that
+    /// spoofs "from node 3" on the Wi-Fi then cannot keep frames off the radio. On whenever
+    /// the links are sealed; an unsealed node can only go by the claim.
+    pub verified: bool,
 }
 
 impl Default for MultiConfig {
@@ -49,8 +59,20 @@ impl Default for MultiConfig {
         MultiConfig {
             fresh: FRESH_DEFAULT,
             probe_interval: PROBE_INTERVAL_DEFAULT,
+            verified: false,
         }
     }
+}
+
+/// A cheap identity of a received frame: its length, its first 64 bytes (a sealed frame's
+/// header holds the sender's epoch and counter, unique per frame) and its last 16 (the tag).
+fn fingerprint(frame: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    frame.len().hash(&mut h);
+    frame[..frame.len().min(64)].hash(&mut h);
+    frame[frame.len().saturating_sub(16)..].hash(&mut h);
+    h.finish()
 }
 
 /// One link given to [`MultiTransport::start`].
@@ -108,6 +130,8 @@ pub struct MultiTransport {
     cfg: MultiConfig,
     paths: Vec<PathState>,
     peers: Arc<Mutex<BTreeMap<u64, PeerState>>>,
+    /// With `cfg.verified`: (fingerprint, path) of frames not yet reported opened.
+    awaiting: Arc<Mutex<VecDeque<(u64, usize)>>>,
     forwarders: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -134,11 +158,14 @@ impl MultiTransport {
         inbound: InboundTx,
     ) -> Arc<MultiTransport> {
         let peers: Arc<Mutex<BTreeMap<u64, PeerState>>> = Arc::default();
+        let awaiting: Arc<Mutex<VecDeque<(u64, usize)>>> = Arc::default();
         let mut states = Vec::new();
         let mut forwarders = Vec::new();
         for (i, p) in paths.into_iter().enumerate() {
             let stats = Arc::new(PathStats::default());
             let (peers, stats2, inbound) = (peers.clone(), stats.clone(), inbound.clone());
+            let awaiting = awaiting.clone();
+            let verified = cfg.verified;
             let mut rx = p.inbound;
             forwarders.push(tokio::spawn(async move {
                 while let Some(bytes) = rx.recv().await {
@@ -146,7 +173,14 @@ impl MultiTransport {
                         && to == me
                     {
                         bump(&stats2.frames_received);
-                        if let Ok(mut peers) = peers.lock() {
+                        if verified {
+                            if let Ok(mut a) = awaiting.lock() {
+                                if a.len() >= AWAITING_OPEN_FRAMES {
+                                    a.pop_front();
+                                }
+                                a.push_back((fingerprint(&bytes), i));
+                            }
+                        } else if let Ok(mut peers) = peers.lock() {
                             peers
                                 .entry(from)
                                 .or_default()
@@ -169,6 +203,7 @@ impl MultiTransport {
             cfg,
             paths: states,
             peers,
+            awaiting,
             forwarders: Mutex::new(forwarders),
         })
     }
@@ -243,6 +278,26 @@ impl MultiTransport {
 }
 
 impl Transport for MultiTransport {
+    fn frame_opened(&self, from: u64, frame: &[u8]) {
+        if !self.cfg.verified {
+            return;
+        }
+        let f = fingerprint(frame);
+        let path = self.awaiting.lock().ok().and_then(|mut a| {
+            let at = a.iter().position(|&(g, _)| g == f)?;
+            a.remove(at).map(|(_, i)| i)
+        });
+        if let Some(i) = path
+            && let Ok(mut peers) = self.peers.lock()
+        {
+            peers
+                .entry(from)
+                .or_default()
+                .heard
+                .insert(i, Instant::now());
+        }
+    }
+
     fn send(&self, to: u64, frame: Vec<u8>) {
         let chosen = self.choose(to, Instant::now());
         let n = chosen.len();
@@ -346,5 +401,58 @@ mod tests {
         tcp_tx.send(frame::encode(3, 9, b"x")).await.unwrap();
         rx.recv().await.unwrap();
         assert_eq!(m.path_stats()[0].frames_received, 1);
+    }
+
+    /// Sealed, a path is fresh only for frames that opened: frames that merely claim to come
+    /// from node 2 (a spoofing host on the Wi-Fi) do not pull its traffic onto that path.
+    #[tokio::test(start_paused = true)]
+    async fn with_verified_freshness_only_opened_frames_make_a_path_fresh() {
+        let (tcp, radio) = (Arc::new(Sink::default()), Arc::new(Sink::default()));
+        let (tcp_tx, tcp_rx) = inbound_queue();
+        let (radio_tx, radio_rx) = inbound_queue();
+        let (tx, mut rx) = inbound_queue();
+        let m = MultiTransport::start(
+            1,
+            MultiConfig {
+                verified: true,
+                ..MultiConfig::default()
+            },
+            vec![
+                Path {
+                    name: "tcp".into(),
+                    transport: tcp.clone(),
+                    reaches: None,
+                    inbound: tcp_rx,
+                },
+                Path {
+                    name: "radio".into(),
+                    transport: radio.clone(),
+                    reaches: Some([2].into()),
+                    inbound: radio_rx,
+                },
+            ],
+            tx,
+        );
+        // Node 2 is really heard on the radio: its frame opened.
+        let real = frame::encode(2, 1, b"sealed heartbeat");
+        radio_tx.send(real.clone()).await.unwrap();
+        let got = rx.recv().await.unwrap();
+        m.frame_opened(2, &got);
+        assert_eq!(m.current_path(2), None, "no choice is made before sending");
+        m.send(2, vec![1]);
+        assert_eq!(m.current_path(2).as_deref(), Some("radio"));
+        // A spoofer on TCP claims to be node 2; its frames never open.
+        for k in 0..5u8 {
+            tcp_tx.send(frame::encode(2, 1, &[k; 20])).await.unwrap();
+            rx.recv().await.unwrap();
+        }
+        m.send(2, vec![1]);
+        assert_eq!(
+            m.current_path(2).as_deref(),
+            Some("radio"),
+            "a claimed header moved the traffic"
+        );
+        // Unverified (unsealed) mode still goes by the claim, as before.
+        assert!(!MultiConfig::default().verified);
     }
 }

@@ -76,6 +76,9 @@ async fn open_loop<T: Transport + ?Sized>(
             Ok(Opened::Message { from, .. }) | Ok(Opened::Hello { from }) => Some(*from),
             Err(r) => r.hello_to(),
         };
+        if let Ok(Opened::Message { from, .. } | Opened::Hello { from }) = &opened {
+            inner.frame_opened(*from, &bytes);
+        }
         if let Some(peer) = authentic_from {
             for payload in link.take_resend(peer) {
                 if let Ok(sealed) = link.seal(peer, &payload) {
