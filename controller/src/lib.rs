@@ -10,6 +10,7 @@ pub mod journal;
 pub mod net;
 pub mod node;
 pub mod observe;
+pub mod process;
 pub mod raft;
 pub mod rpc;
 pub mod runner;

@@ -156,44 +156,7 @@ enum TariffCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GHATTA_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let seed = SystemClock.now_seed();
-    match rt.block_on(ghatta::raft::Runtime::scope(seed, dispatch(cli.cmd, seed))) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-trait Seed {
-    fn now_seed(&self) -> u64;
-}
-
-impl Seed for SystemClock {
-    /// A seed for openraft's election jitter: time and process id, so two boards that power
-    /// up together still draw different timeouts.
-    fn now_seed(&self) -> u64 {
-        use ghatta::clock::Clock;
-        self.now_ms() ^ (u64::from(std::process::id()) << 32)
-    }
+    ghatta::process::main(|seed| dispatch(cli.cmd, seed))
 }
 
 async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode> {

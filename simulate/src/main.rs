@@ -39,41 +39,13 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GHATTA_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // `radio-measure` runs nodes on this runtime in real time: openraft's randomness needs a
-    // seed (time and process id, as a board's). The simulated worlds seed their own runtimes.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        ^ (u64::from(std::process::id()) << 32);
-    let run = async move {
+    // `radio-measure` runs nodes on this runtime in real time, under the process's seed; the
+    // simulated worlds seed their own runtimes from the world seed.
+    ghatta::process::main(|_seed| async move {
         match cli.cmd {
             Cmd::Run(args) => ghatta_simulate::cli::run_cmd(args).await,
             Cmd::Measure(args) => ghatta_simulate::measure::run_cmd(args).await,
             Cmd::RadioMeasure(args) => ghatta_simulate::radio_measure::run(args).await,
         }
-    };
-    match rt.block_on(ghatta::raft::Runtime::scope(seed, run)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -158,6 +158,45 @@ async fn wait_applied(members: &BTreeMap<u64, Member>, index: u64) {
     }
 }
 
+/// Three sealed members over loopback TCP, the cluster formed and five customers committed.
+struct SealedCluster {
+    _tmp: tempfile::TempDir,
+    peers: BTreeMap<u64, PeerInfo>,
+    keys: Vec<(u64, PublicKey)>,
+    members: BTreeMap<u64, Member>,
+    leader: u64,
+}
+
+async fn sealed_cluster() -> SealedCluster {
+    let tmp = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<u64, PeerInfo> = (1..=3)
+        .map(|id| (id, PeerInfo { addr: free_addr() }))
+        .collect();
+    let keys: Vec<(u64, PublicKey)> = (1..=3).map(|id| (id, key(id).public())).collect();
+    let mut members = BTreeMap::new();
+    for id in 1..=3 {
+        let dir = tmp.path().join(format!("node-{id}"));
+        members.insert(id, start_member(id, &dir, &peers, &keys).await);
+    }
+    for m in members.values() {
+        m.node.initialize(peers.clone()).await.expect("initialize");
+    }
+    let leader = wait_leader(&members, Duration::from_secs(20)).await;
+    let r = members[&leader]
+        .node
+        .propose_inputs(harness::setup_inputs(5))
+        .await
+        .expect("commit over sealed links");
+    wait_applied(&members, r.index).await;
+    SealedCluster {
+        _tmp: tmp,
+        peers,
+        keys,
+        members,
+        leader,
+    }
+}
+
 /// Set every `term` in a JSON image of a wire message to `term` and every `node_id` to `id`.
 fn forge_json(v: &mut Value, term: u64, id: u64) {
     match v {
@@ -221,26 +260,13 @@ fn snap(m: &Member) -> SealStatsSnapshot {
 #[test]
 fn a_rogue_node_over_tcp_can_neither_vote_append_join_nor_inject() {
     harness::run(51, async {
-        let tmp = tempfile::tempdir().unwrap();
-        let peers: BTreeMap<u64, PeerInfo> = (1..=3)
-            .map(|id| (id, PeerInfo { addr: free_addr() }))
-            .collect();
-        let keys: Vec<(u64, PublicKey)> = (1..=3).map(|id| (id, key(id).public())).collect();
-        let mut members = BTreeMap::new();
-        for id in 1..=3 {
-            let dir = tmp.path().join(format!("node-{id}"));
-            members.insert(id, start_member(id, &dir, &peers, &keys).await);
-        }
-        for m in members.values() {
-            m.node.initialize(peers.clone()).await.expect("initialize");
-        }
-        let leader = wait_leader(&members, Duration::from_secs(20)).await;
-        let r = members[&leader]
-            .node
-            .propose_inputs(harness::setup_inputs(5))
-            .await
-            .expect("commit over sealed links");
-        wait_applied(&members, r.index).await;
+        let SealedCluster {
+            _tmp,
+            peers,
+            keys,
+            members,
+            leader,
+        } = sealed_cluster().await;
         // Let heartbeats settle, then take the baseline.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before: BTreeMap<u64, _> = members
@@ -397,26 +423,13 @@ fn a_rogue_node_over_tcp_can_neither_vote_append_join_nor_inject() {
 #[test]
 fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposals() {
     harness::run(53, async {
-        let tmp = tempfile::tempdir().unwrap();
-        let peers: BTreeMap<u64, PeerInfo> = (1..=3)
-            .map(|id| (id, PeerInfo { addr: free_addr() }))
-            .collect();
-        let keys: Vec<(u64, PublicKey)> = (1..=3).map(|id| (id, key(id).public())).collect();
-        let mut members = BTreeMap::new();
-        for id in 1..=3 {
-            let dir = tmp.path().join(format!("node-{id}"));
-            members.insert(id, start_member(id, &dir, &peers, &keys).await);
-        }
-        for m in members.values() {
-            m.node.initialize(peers.clone()).await.expect("initialize");
-        }
-        let leader = wait_leader(&members, Duration::from_secs(20)).await;
-        let r = members[&leader]
-            .node
-            .propose_inputs(harness::setup_inputs(5))
-            .await
-            .expect("commit over sealed links");
-        wait_applied(&members, r.index).await;
+        let SealedCluster {
+            _tmp,
+            peers: _,
+            keys: _,
+            members,
+            leader,
+        } = sealed_cluster().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = members[&leader].node.status();
         let rogue = *members
@@ -525,26 +538,13 @@ async fn connect_from(from: &str, addr: &str) -> Option<tokio::net::TcpStream> {
 #[test]
 fn a_flood_of_idle_and_half_sent_connections_costs_little_and_the_cluster_commits() {
     harness::run(54, async {
-        let tmp = tempfile::tempdir().unwrap();
-        let peers: BTreeMap<u64, PeerInfo> = (1..=3)
-            .map(|id| (id, PeerInfo { addr: free_addr() }))
-            .collect();
-        let keys: Vec<(u64, PublicKey)> = (1..=3).map(|id| (id, key(id).public())).collect();
-        let mut members = BTreeMap::new();
-        for id in 1..=3 {
-            let dir = tmp.path().join(format!("node-{id}"));
-            members.insert(id, start_member(id, &dir, &peers, &keys).await);
-        }
-        for m in members.values() {
-            m.node.initialize(peers.clone()).await.expect("initialize");
-        }
-        let leader = wait_leader(&members, Duration::from_secs(20)).await;
-        let r = members[&leader]
-            .node
-            .propose_inputs(harness::setup_inputs(5))
-            .await
-            .expect("commit over sealed links");
-        wait_applied(&members, r.index).await;
+        let SealedCluster {
+            _tmp,
+            peers,
+            keys: _,
+            members,
+            leader,
+        } = sealed_cluster().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_before = rss_bytes();
 

@@ -349,15 +349,24 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn frames_follow_the_best_fresh_path_and_flood_when_none_is() {
+    /// Node 1 with a TCP path (reaches everyone) and a radio path (reaches node 2).
+    struct Bench {
+        m: Arc<MultiTransport>,
+        tcp: Arc<Sink>,
+        radio: Arc<Sink>,
+        tcp_tx: InboundTx,
+        radio_tx: InboundTx,
+        rx: InboundRx,
+    }
+
+    fn bench(cfg: MultiConfig) -> Bench {
         let (tcp, radio) = (Arc::new(Sink::default()), Arc::new(Sink::default()));
         let (tcp_tx, tcp_rx) = inbound_queue();
         let (radio_tx, radio_rx) = inbound_queue();
-        let (tx, mut rx) = inbound_queue();
+        let (tx, rx) = inbound_queue();
         let m = MultiTransport::start(
             1,
-            MultiConfig::default(),
+            cfg,
             vec![
                 Path {
                     name: "tcp".into(),
@@ -374,6 +383,26 @@ mod tests {
             ],
             tx,
         );
+        Bench {
+            m,
+            tcp,
+            radio,
+            tcp_tx,
+            radio_tx,
+            rx,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_follow_the_best_fresh_path_and_flood_when_none_is() {
+        let Bench {
+            m,
+            tcp,
+            radio,
+            tcp_tx,
+            radio_tx,
+            mut rx,
+        } = bench(MultiConfig::default());
         let sent = |s: &Sink| s.0.lock().unwrap().len();
         // Nothing heard yet: both paths that reach node 2; only TCP reaches node 3.
         m.send(2, vec![1]);
@@ -407,32 +436,16 @@ mod tests {
     /// from node 2 (a spoofing host on the Wi-Fi) do not pull its traffic onto that path.
     #[tokio::test(start_paused = true)]
     async fn with_verified_freshness_only_opened_frames_make_a_path_fresh() {
-        let (tcp, radio) = (Arc::new(Sink::default()), Arc::new(Sink::default()));
-        let (tcp_tx, tcp_rx) = inbound_queue();
-        let (radio_tx, radio_rx) = inbound_queue();
-        let (tx, mut rx) = inbound_queue();
-        let m = MultiTransport::start(
-            1,
-            MultiConfig {
-                verified: true,
-                ..MultiConfig::default()
-            },
-            vec![
-                Path {
-                    name: "tcp".into(),
-                    transport: tcp.clone(),
-                    reaches: None,
-                    inbound: tcp_rx,
-                },
-                Path {
-                    name: "radio".into(),
-                    transport: radio.clone(),
-                    reaches: Some([2].into()),
-                    inbound: radio_rx,
-                },
-            ],
-            tx,
-        );
+        let Bench {
+            m,
+            tcp_tx,
+            radio_tx,
+            mut rx,
+            ..
+        } = bench(MultiConfig {
+            verified: true,
+            ..MultiConfig::default()
+        });
         // Node 2 is really heard on the radio: its frame opened.
         let real = frame::encode(2, 1, b"sealed heartbeat");
         radio_tx.send(real.clone()).await.unwrap();
