@@ -28,6 +28,18 @@ fn entry(index: u64, time_ms: u64, body: Body) -> Entry {
     )
 }
 
+/// A committed WAN cursor: stream `stream` acknowledged below `upto`.
+fn outbox_ack(index: u64, time_ms: u64, stream: u32, upto: u64) -> Entry {
+    entry(
+        index,
+        time_ms,
+        Body::OutboxAck {
+            stream,
+            upto_seq: upto,
+        },
+    )
+}
+
 fn inputs(v: Vec<sdk::Input>) -> Body {
     Body::Inputs(v.iter().map(sdk::codec::encode).collect())
 }
@@ -224,14 +236,7 @@ fn acknowledged_records_older_than_the_retention_are_pruned_and_snapshots_shrink
     let mut index = entries.len() as u64;
     let mut ack = |stream: u32, upto: u64| {
         index += 1;
-        entry(
-            index,
-            now,
-            Body::OutboxAck {
-                stream,
-                upto_seq: upto,
-            },
-        )
+        outbox_ack(index, now, stream, upto)
     };
     let partial = vec![ack(0, end), ack(1, end)];
     apply(&a, &partial);
@@ -674,14 +679,7 @@ fn an_outbox_ack_past_the_outbox_end_is_ignored() {
     let mut index = entries.len() as u64;
     let mut ack = |stream: u32, upto: u64| {
         index += 1;
-        entry(
-            index,
-            now,
-            Body::OutboxAck {
-                stream,
-                upto_seq: upto,
-            },
-        )
+        outbox_ack(index, now, stream, upto)
     };
     let forged: Vec<Entry> = (0..3).map(|s| ack(s, u64::MAX)).collect();
     apply(&a, &forged);
