@@ -19,6 +19,11 @@ use crate::rpc::wire::Forward;
 /// not become a flood of log lines on a board's SD card, and one line a minute still tells the
 /// operator which peer misbehaves and how.
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
+/// (peer, reason) pairs remembered for [`LOG_EVERY`]. With sealed links the peers are the
+/// members, a handful; an unsealed bench takes `from` from the frame header, so a stranger
+/// could name a new peer in every frame: past this many, pairs older than [`LOG_EVERY`] are
+/// forgotten, and while all are younger a new pair is counted but not logged.
+pub const LOGGED_PAIRS_MAX: usize = 1_024;
 
 /// Why a request from a member was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -108,10 +113,12 @@ impl Guard {
         counter.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-        let due = logged
-            .get(&(from, why))
-            .is_none_or(|at| now.duration_since(*at) >= LOG_EVERY);
-        if due {
+        let last = logged.get(&(from, why)).copied();
+        if last.is_none() && logged.len() >= LOGGED_PAIRS_MAX {
+            logged.retain(|_, at| now.duration_since(*at) < LOG_EVERY);
+        }
+        let room = last.is_some() || logged.len() < LOGGED_PAIRS_MAX;
+        if room && last.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
             logged.insert((from, why), now);
             tracing::warn!(
                 peer = from,
@@ -165,13 +172,23 @@ mod tests {
             Err(Refusal::MemberOpFromNonVoter)
         );
         assert_eq!(g.check_member_op(1, true), Ok(()));
+        // Forged senders (an unsealed bench) cannot grow the log memory without bound.
+        for peer in 1_000..1_000 + 3 * LOGGED_PAIRS_MAX as u64 {
+            let _ = g.check_member_op(peer, false);
+        }
+        assert!(g.logged.lock().unwrap().len() <= LOGGED_PAIRS_MAX);
+        assert_eq!(
+            g.snapshot().member_op_from_non_voter,
+            1 + 3 * LOGGED_PAIRS_MAX as u64
+        );
+        let _ = g.check_member_op(4, false);
         assert_eq!(
             g.snapshot(),
             RefusalsSnapshot {
                 forged_origin: 1,
                 forwarded_outbox_ack: 1,
                 forwarded_tick: 1,
-                member_op_from_non_voter: 1,
+                member_op_from_non_voter: 2 + 3 * LOGGED_PAIRS_MAX as u64,
             }
         );
     }
