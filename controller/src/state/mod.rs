@@ -41,7 +41,7 @@ use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
 use ghatta_proto::codec;
 
 /// A state hash: blake3 chained over every applied entry's effects.
-pub type StateHash = [u8; 32];
+pub type StateHash = crate::observe::Digest;
 
 /// A durable timer an actor asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
