@@ -301,7 +301,10 @@ async fn accept_loop(listener: TcpListener, inbound: InboundTx, stats: Arc<LinkS
 
 /// Budget paid for a frame being read: its address's share and the node's total, returned
 /// when the frame is handed on (or the connection drops).
-type Paid = Vec<tokio::sync::OwnedSemaphorePermit>;
+struct Paid {
+    share: tokio::sync::OwnedSemaphorePermit,
+    total: tokio::sync::OwnedSemaphorePermit,
+}
 
 /// Reads a frame body of `len` bytes, growing the buffer as bytes arrive; each chunk is paid
 /// for first from the sender address's `share`, then from the node's `total`.
@@ -310,27 +313,32 @@ async fn read_frame_body(
     len: usize,
     share: &Arc<tokio::sync::Semaphore>,
     total: &Arc<tokio::sync::Semaphore>,
-) -> std::io::Result<(Vec<u8>, Paid)> {
+) -> std::io::Result<(Vec<u8>, Option<Paid>)> {
     let closed = |_| std::io::Error::other("the inbound budget is closed");
     let mut buf = Vec::with_capacity(len.min(READ_CHUNK_BYTES));
-    let mut paid = Vec::new();
+    let mut paid: Option<Paid> = None;
     while buf.len() < len {
         let want = (len - buf.len()).min(READ_CHUNK_BYTES);
         // `want` is at most READ_CHUNK_BYTES, so the casts cannot truncate.
-        paid.push(
-            share
+        let chunk = Paid {
+            share: share
                 .clone()
                 .acquire_many_owned(want as u32)
                 .await
                 .map_err(closed)?,
-        );
-        paid.push(
-            total
+            total: total
                 .clone()
                 .acquire_many_owned(want as u32)
                 .await
                 .map_err(closed)?,
-        );
+        };
+        match &mut paid {
+            Some(p) => {
+                p.share.merge(chunk.share);
+                p.total.merge(chunk.total);
+            }
+            None => paid = Some(chunk),
+        }
         let n = (&mut *stream)
             .take(want as u64)
             .read_to_end(&mut buf)
