@@ -68,6 +68,10 @@ pub struct TestFaults {
     /// (which cannot decode it) does.
     #[cfg(feature = "test-faults")]
     pub ignore_append_probe: AtomicBool,
+    /// On the leader, append a retried proposal again while its first copy is still in
+    /// flight (the behaviour before `node::inflight`; breaks "one copy in the log").
+    #[cfg(feature = "test-faults")]
+    pub append_retries: AtomicBool,
 }
 
 impl TestFaults {
@@ -83,6 +87,14 @@ impl TestFaults {
     pub fn skip_dedupe(&self) -> bool {
         #[cfg(feature = "test-faults")]
         return self.skip_dedupe.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-faults"))]
+        false
+    }
+
+    /// Whether the leader appends retried proposals again.
+    pub fn append_retries(&self) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.append_retries.load(Ordering::Relaxed);
         #[cfg(not(feature = "test-faults"))]
         false
     }

@@ -87,6 +87,21 @@ pub enum Observation {
         /// Log index of the entry that carried it.
         index: u64,
     },
+    /// A node's state machine applied an entry carrying proposal `(origin, seq)` that it had
+    /// applied before: a second copy reached the committed log (`node::inflight` says why
+    /// that must not happen).
+    RetryApplied {
+        /// When.
+        t_ms: u64,
+        /// Which node applied it.
+        node: NodeId,
+        /// Proposing node.
+        origin: NodeId,
+        /// The origin's sequence number.
+        seq: u64,
+        /// Log index of the copy.
+        index: u64,
+    },
     /// A meter read was committed (reported from one reference replica).
     MeterReadCommitted {
         /// When.
@@ -172,6 +187,7 @@ impl Observation {
             | Observation::SnapshotInstalled { t_ms, .. }
             | Observation::ProposalAcked { t_ms, .. }
             | Observation::ProposalApplied { t_ms, .. }
+            | Observation::RetryApplied { t_ms, .. }
             | Observation::MeterReadCommitted { t_ms, .. }
             | Observation::LedgerCharge { t_ms, .. }
             | Observation::Credit { t_ms, .. }
@@ -247,6 +263,17 @@ impl Observation {
                 index,
             } => {
                 for x in [5, *t_ms, *node, *origin, *seq, *index] {
+                    u(x);
+                }
+            }
+            Observation::RetryApplied {
+                t_ms,
+                node,
+                origin,
+                seq,
+                index,
+            } => {
+                for x in [14, *t_ms, *node, *origin, *seq, *index] {
                     u(x);
                 }
             }

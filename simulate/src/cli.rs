@@ -165,6 +165,7 @@ pub fn replay_command(args: &SimArgs, seed: u64, lockstep: bool) -> String {
             Mutation::None => "none",
             Mutation::SkipDedupe => "skip-dedupe",
             Mutation::AckBeforeFsync => "ack-before-fsync",
+            Mutation::AppendRetries => "append-retries",
         };
         cmd.push_str(&format!(" --mutation {m}"));
     }

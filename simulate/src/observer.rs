@@ -174,15 +174,25 @@ impl NodeObserver for SimObserver {
             state_hash: e.state_hash,
         }));
         if let Some(p) = e.proposal
-            && !p.duplicate
             && p.seq != 0
         {
-            q.push(Queued::Observation(Observation::ProposalApplied {
-                t_ms,
-                node,
-                origin: p.origin,
-                seq: p.seq,
-                index: e.index,
+            let (origin, seq, index) = (p.origin, p.seq, e.index);
+            q.push(Queued::Observation(if p.duplicate {
+                Observation::RetryApplied {
+                    t_ms,
+                    node,
+                    origin,
+                    seq,
+                    index,
+                }
+            } else {
+                Observation::ProposalApplied {
+                    t_ms,
+                    node,
+                    origin,
+                    seq,
+                    index,
+                }
             }));
         }
         if e.index > self.shared.ledger_upto.load(Ordering::Relaxed) {

@@ -85,6 +85,9 @@ pub enum Mutation {
     SkipDedupe,
     /// Acknowledge log appends before they are fsynced (breaks durability).
     AckBeforeFsync,
+    /// The leader appends a retried proposal again while its first copy is in flight (the
+    /// behaviour before `node::inflight`; breaks "one copy in the log").
+    AppendRetries,
 }
 
 /// One run's inputs.
@@ -483,6 +486,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         Mutation::None => {}
         Mutation::SkipDedupe => switches.skip_dedupe.store(true, Ordering::Relaxed),
         Mutation::AckBeforeFsync => switches.ack_before_fsync.store(true, Ordering::Relaxed),
+        Mutation::AppendRetries => switches.append_retries.store(true, Ordering::Relaxed),
     }
     let timing = cfg
         .timing

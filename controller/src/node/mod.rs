@@ -8,6 +8,7 @@
 mod builder;
 pub mod guard;
 mod handler;
+mod inflight;
 mod proposer;
 pub mod snapshots;
 mod timers;
@@ -148,6 +149,8 @@ struct Inner {
     rpc: Arc<Rpc>,
     clock: Arc<dyn Clock>,
     proposer: proposer::Proposer,
+    /// On the leader: proposals being appended, so a retry is not appended again.
+    inflight: inflight::InFlight,
     observer: Option<Arc<dyn NodeObserver>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -269,6 +272,7 @@ impl Node {
             rpc: rpc.clone(),
             clock: env.clock,
             proposer,
+            inflight: inflight::InFlight::default(),
             observer: env.observer,
             tasks: std::sync::Mutex::new(Vec::new()),
         });

@@ -44,6 +44,19 @@ pub fn forward_attempt_timeout(timing: &Timing) -> Duration {
 }
 /// Wait between attempts while no leader is known.
 pub const NO_LEADER_RETRY: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts of one proposal after failed attempts. The wait doubles
+/// from [`NO_LEADER_RETRY`] with each failure up to this, with jitter: a link slow enough to
+/// fail attempts gets fewer retries, not more, and the members that lost the same answers do
+/// not retry in step. 5 s keeps several attempts inside [`PROPOSE_DEADLINE`].
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Most input bytes this node's forwarded proposals may have on the way to the leader at once.
+/// Every attempt carries the whole proposal, and on a radio link a retried 16 KiB batch costs
+/// seconds of air time that the leader's appends need: four full field batches (64 KiB) keep
+/// the pipeline busy without letting retries crowd out replication. A larger proposal waits
+/// for the whole budget.
+pub const FORWARD_BYTES_IN_FLIGHT_MAX: usize = 64 * 1024;
+/// Bytes counted for a proposal beyond its inputs (ids, framing; operator bodies are this).
+const FORWARD_OVERHEAD_BYTES: usize = 64;
 
 const KEY_NEXT_SEQ: &str = "next_seq";
 
@@ -94,6 +107,8 @@ pub(crate) struct Proposer {
     next: AtomicU64,
     reserved: AtomicU64,
     reserve_lock: std::sync::Mutex<()>,
+    /// Bytes of forwarded proposals on the way ([`FORWARD_BYTES_IN_FLIGHT_MAX`]).
+    forward_budget: tokio::sync::Semaphore,
 }
 
 impl Proposer {
@@ -121,6 +136,7 @@ impl Proposer {
             next: AtomicU64::new(start),
             reserved: AtomicU64::new(start),
             reserve_lock: Default::default(),
+            forward_budget: tokio::sync::Semaphore::new(FORWARD_BYTES_IN_FLIGHT_MAX),
         })
     }
 
@@ -162,6 +178,7 @@ impl Proposer {
         seq: u64,
         body: Body,
     ) -> Result<Receipt, ProposeError> {
+        let bytes = forward_bytes(&body);
         let fwd = Forward {
             origin: self.me,
             seq,
@@ -170,6 +187,9 @@ impl Proposer {
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
         let mut hint: Option<u64> = None;
         let mut last = String::from("no leader known");
+        // Attempts that failed without naming another leader: they lengthen the next
+        // attempt's deadline and the wait before it.
+        let mut failures: u32 = 0;
         while tokio::time::Instant::now() < deadline {
             let leader = match hint.take() {
                 Some(l) => Some(l),
@@ -182,10 +202,18 @@ impl Proposer {
                 }
                 Some(l) if l == self.me => self.write_local(node, fwd.clone()).await,
                 Some(l) => {
+                    let Ok(Ok(_permit)) =
+                        tokio::time::timeout_at(deadline, self.forward_budget.acquire_many(bytes))
+                            .await
+                    else {
+                        last = "this node's forwarded proposals filled the link's budget".into();
+                        break;
+                    };
+                    let attempt = attempt_timeout(self.attempt, failures);
                     let call = node
                         .inner
                         .rpc
-                        .call(l, Request::Forward(fwd.clone()), self.attempt);
+                        .call(l, Request::Forward(fwd.clone()), attempt);
                     // A new leader makes this attempt moot: retry there at once rather than wait
                     // out the attempt's deadline for a leader that may be dead (the retry keeps
                     // the sequence number, so a commit by both is applied once).
@@ -236,7 +264,8 @@ impl Proposer {
                 }
                 Err(e) => {
                     last = e.to_string();
-                    tokio::time::sleep(NO_LEADER_RETRY).await;
+                    failures = failures.saturating_add(1);
+                    tokio::time::sleep(retry_backoff(self.me, seq, failures)).await;
                 }
             }
         }
@@ -261,21 +290,103 @@ impl Proposer {
                 )));
             }
         }
-        let raft = node.raft();
         let p = Proposal {
             origin: f.origin,
             seq: f.seq,
             time_ms: node.clock().now_ms(),
             body: f.body,
         };
-        match raft.client_write(p).await {
-            Ok(resp) => Ok(resp.data),
-            Err(e) => match e.forward_to_leader() {
-                Some(fwd) => Err(ForwardError::NotLeader {
-                    leader: fwd.leader_id,
-                }),
-                None => Err(ForwardError::Raft(e.to_string())),
-            },
+        // Appended once however often it is retried (`node::inflight`).
+        node.inner.inflight.write(node, p).await
+    }
+}
+
+/// Bytes a forwarded proposal counts against [`FORWARD_BYTES_IN_FLIGHT_MAX`] (as semaphore
+/// permits: at most the whole budget, so an oversized one waits for all of it, not forever).
+fn forward_bytes(body: &Body) -> u32 {
+    let inputs = match body {
+        Body::Inputs(inputs) => inputs.iter().map(Vec::len).sum(),
+        _ => 0,
+    };
+    let bytes = inputs.saturating_add(FORWARD_OVERHEAD_BYTES);
+    u32::try_from(bytes.min(FORWARD_BYTES_IN_FLIGHT_MAX)).unwrap_or(u32::MAX)
+}
+
+/// Deadline of an attempt after `failures` failed ones: `first`, doubled per failure, up to
+/// [`FORWARD_ATTEMPT_TIMEOUT`] (a leader slower than the first deadline gets the time it needs
+/// rather than a retry that costs it more).
+fn attempt_timeout(first: Duration, failures: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << failures.min(8))
+        .min(FORWARD_ATTEMPT_TIMEOUT.max(first))
+}
+
+/// Wait after the `failures`-th failed attempt of `(me, seq)`: [`NO_LEADER_RETRY`] doubled per
+/// failure up to [`RETRY_BACKOFF_MAX`], scaled by a jitter in [0.5, 1) drawn from the
+/// proposal's identity (deterministic, so the simulator replays it; different per member and
+/// proposal, so members do not retry in step).
+fn retry_backoff(me: u64, seq: u64, failures: u32) -> Duration {
+    let base = NO_LEADER_RETRY
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(8))
+        .min(RETRY_BACKOFF_MAX);
+    let mut z = me
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(seq.rotate_left(17))
+        .wrapping_add(u64::from(failures));
+    // splitmix64's finaliser: every input bit moves every output bit.
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let jitter = 0.5 + (z >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+    base.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_with_jitter_up_to_the_cap() {
+        let mut last_base = Duration::ZERO;
+        for failures in 1..12 {
+            let base = NO_LEADER_RETRY
+                .saturating_mul(1u32 << (failures - 1).min(8))
+                .min(RETRY_BACKOFF_MAX);
+            assert!(base >= last_base);
+            last_base = base;
+            for seq in 1..50 {
+                let d = retry_backoff(3, seq, failures);
+                assert!(
+                    d >= base / 2 && d < base,
+                    "{failures} {seq}: {d:?} vs {base:?}"
+                );
+            }
         }
+        assert_eq!(last_base, RETRY_BACKOFF_MAX);
+        // Members that lost the same answer wait different times.
+        let waits: std::collections::BTreeSet<_> =
+            (1..=5).map(|me| retry_backoff(me, 42, 3)).collect();
+        assert_eq!(waits.len(), 5);
+        // Deterministic: the simulator replays it.
+        assert_eq!(retry_backoff(2, 9, 4), retry_backoff(2, 9, 4));
+    }
+
+    #[test]
+    fn attempt_deadlines_grow_to_the_longest_attempt() {
+        let first = Duration::from_secs(2);
+        assert_eq!(attempt_timeout(first, 0), first);
+        assert_eq!(attempt_timeout(first, 1), Duration::from_secs(4));
+        assert_eq!(attempt_timeout(first, 2), Duration::from_secs(8));
+        assert_eq!(attempt_timeout(first, 3), FORWARD_ATTEMPT_TIMEOUT);
+        assert_eq!(attempt_timeout(first, 40), FORWARD_ATTEMPT_TIMEOUT);
+    }
+
+    #[test]
+    fn a_proposal_counts_its_inputs_against_the_budget_never_more_than_all_of_it() {
+        assert_eq!(forward_bytes(&Body::Inputs(vec![vec![0; 1000]; 3])), 3064);
+        assert_eq!(
+            forward_bytes(&Body::Inputs(vec![vec![0; 300_000]])) as usize,
+            FORWARD_BYTES_IN_FLIGHT_MAX
+        );
     }
 }

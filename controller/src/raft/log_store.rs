@@ -187,6 +187,29 @@ impl LogStore {
         Ok(None)
     }
 
+    /// `(index, origin, seq)` of the proposals after `index` (at most `max`, lowest first):
+    /// what a new leader reads once per term (`node::inflight`) to find retried proposals
+    /// already in its log.
+    pub fn proposals_after(&self, index: u64, max: usize) -> io::Result<Vec<(u64, u64, u64)>> {
+        let txn = self.db.begin_read().map_err(LOG_DB.begin("read"))?;
+        let table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
+        let mut out = Vec::new();
+        for item in table
+            .range(index.saturating_add(1)..)
+            .map_err(LOG_DB.read())?
+        {
+            if out.len() == max {
+                break;
+            }
+            let (k, v) = item.map_err(LOG_DB.read())?;
+            let e: Entry = codec::decode(v.value()).map_err(LOG_DB.corrupt("log record"))?;
+            if let openraft::EntryPayload::Normal(p) = &e.payload {
+                out.push((k.value(), p.origin, p.seq));
+            }
+        }
+        Ok(out)
+    }
+
     /// The last entry's log id, if the log holds any entry.
     fn last_entry_id(&self) -> io::Result<Option<LogId>> {
         let txn = self.db.begin_read().map_err(LOG_DB.begin("read"))?;

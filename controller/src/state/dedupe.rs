@@ -14,6 +14,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::raft::Receipt;
+
 /// How far above its low watermark a node's applied sequences may spread. A proposer keeps at
 /// most this many proposals in flight (the field loop proposes about one per second, so 4,096
 /// is over an hour of unacknowledged batches). A sequence beyond the window slides it forward;
@@ -73,12 +75,51 @@ impl DedupeWindow {
         SeqCheck::Fresh
     }
 
+    /// Whether `seq` counts as applied (it was, or it fell below the window).
+    pub fn contains(&self, seq: u64) -> bool {
+        seq < self.below.max(FIRST_SEQ) || self.above.contains(&seq)
+    }
+
     /// The highest applied sequence (0 if none).
     pub fn highest(&self) -> u64 {
         self.above
             .last()
             .copied()
             .unwrap_or(self.below.saturating_sub(1))
+    }
+}
+
+/// How many receipts of recently applied proposals a replica keeps to answer a retry with the
+/// first attempt's outcome (`node::inflight`). A retry comes within a proposal's deadline
+/// (`PROPOSE_DEADLINE`, 30 s); a grid's members propose a few batches a second between them,
+/// so 1,024 covers that deadline several times over, in about 100 KiB. An older retry is
+/// answered as a duplicate without the counts.
+pub const RECENT_RECEIPTS_MAX: usize = 1024;
+
+/// The receipts of the last [`RECENT_RECEIPTS_MAX`] applied proposals, by `(origin, seq)`.
+/// Not replicated state: each replica fills it as it applies, and only answers read it.
+#[derive(Debug, Default)]
+pub struct RecentReceipts {
+    by_key: std::collections::HashMap<(u64, u64), Receipt>,
+    order: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl RecentReceipts {
+    /// Remember the receipt of `(origin, seq)`, forgetting the oldest beyond the bound.
+    pub fn insert(&mut self, key: (u64, u64), receipt: Receipt) {
+        if self.by_key.insert(key, receipt).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RECENT_RECEIPTS_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+
+    /// The receipt of `(origin, seq)`, if still remembered.
+    pub fn get(&self, key: &(u64, u64)) -> Option<&Receipt> {
+        self.by_key.get(key)
     }
 }
 
@@ -129,5 +170,34 @@ mod tests {
         assert_eq!(w.check_and_record(6), SeqCheck::Duplicate);
         assert!(w.above.len() as u64 <= DEDUPE_WINDOW);
         assert_eq!(w.highest(), far);
+    }
+
+    #[test]
+    fn recent_receipts_keep_the_newest_up_to_the_bound() {
+        let mut r = RecentReceipts::default();
+        for seq in 1..=(RECENT_RECEIPTS_MAX as u64 + 10) {
+            let receipt = Receipt {
+                index: seq * 2,
+                ..Receipt::default()
+            };
+            r.insert((7, seq), receipt);
+        }
+        assert!(r.get(&(7, 1)).is_none(), "the oldest are forgotten");
+        assert!(r.get(&(7, 10)).is_none());
+        let newest = RECENT_RECEIPTS_MAX as u64 + 10;
+        assert_eq!(r.get(&(7, newest)).map(|x| x.index), Some(newest * 2));
+        assert_eq!(r.get(&(7, 11)).map(|x| x.index), Some(22));
+        assert_eq!(r.by_key.len(), RECENT_RECEIPTS_MAX);
+    }
+
+    #[test]
+    fn contains_says_applied_for_recorded_and_passed_sequences() {
+        let mut w = DedupeWindow::default();
+        assert!(!w.contains(1));
+        w.check_and_record(1);
+        w.check_and_record(3);
+        assert!(w.contains(1) && w.contains(3));
+        assert!(!w.contains(2) && !w.contains(4));
+        assert!(w.contains(0), "0 is below the first sequence");
     }
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{OptionalSend, RaftSnapshotBuilder};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -36,7 +36,7 @@ pub use self::snapshot::SnapshotImage;
 pub use ghatta_proto::outbox::OutboxRecord;
 
 use crate::actors::{ActorHost, ActorKind, ActorState};
-use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::{LogId, Receipt, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
 use ghatta_proto::codec;
 
@@ -272,6 +272,8 @@ pub struct StateMachine {
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
     /// Bytes of the last snapshot built, installed or read back (0: none yet).
     snapshot_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Receipts of recently applied proposals, to answer retries (`node::inflight`).
+    recent: Arc<std::sync::Mutex<dedupe::RecentReceipts>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -349,6 +351,7 @@ impl StateMachine {
             status_tx: Arc::new(status_tx),
             snapshot_seq: Arc::default(),
             snapshot_bytes: Arc::default(),
+            recent: Arc::default(),
         })
     }
 
@@ -382,6 +385,26 @@ impl StateMachine {
             .get(&origin)
             .map(DedupeWindow::highest)
             .unwrap_or(0)
+    }
+
+    /// The outcome of proposal `(origin, seq)` if it was applied: its receipt while this
+    /// replica remembers it ([`dedupe::RECENT_RECEIPTS_MAX`]), else a duplicate's receipt at the
+    /// applied index (which is at or after the proposal's own). `None`: not applied.
+    pub fn proposal_outcome(&self, origin: u64, seq: u64) -> Option<Receipt> {
+        let data = self.lock();
+        if !data.dedupe.get(&origin).is_some_and(|w| w.contains(seq)) {
+            return None;
+        }
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        Some(match recent.get(&(origin, seq)) {
+            Some(r) => r.clone(),
+            None => Receipt {
+                index: data.last_applied.map(|l| l.index()).unwrap_or(0),
+                duplicate: true,
+                state_hash: data.hash,
+                ..Receipt::default()
+            },
+        })
     }
 
     /// A timer record, if still pending.
@@ -477,6 +500,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.publish(&data);
             Ok(r)
         })?;
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for ((entry, _), receipt) in batch.iter().zip(&responses) {
+                if let EntryPayload::Normal(p) = &entry.payload
+                    && p.seq != 0
+                    && !receipt.duplicate
+                {
+                    recent.insert((p.origin, p.seq), receipt.clone());
+                }
+            }
+        }
         for ((_, responder), receipt) in batch.into_iter().zip(responses) {
             if let Some(responder) = responder {
                 responder.send(receipt);

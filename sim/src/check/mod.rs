@@ -23,7 +23,7 @@ pub use frequency::{FrequencyBand, FrequencyQuality, FrequencyStats};
 pub use journal::JournalDrain;
 pub use liveness::Liveness;
 pub use log::LogMatching;
-pub use proposals::AckedProposals;
+pub use proposals::{AckedProposals, OneCopyInLog};
 pub use state::StateAgreement;
 pub use suite::{Suite, SuiteConfig};
 

@@ -125,3 +125,86 @@ impl Checker for AckedProposals {
         }
     }
 }
+
+/// **One copy in the log**: a proposal `(origin, seq)` is appended by a leader at most once
+/// while it is not yet applied (`node::inflight` in the controller), so no entry that reaches
+/// a state machine carries a proposal applied before. A second copy is dropped at apply, so
+/// state stays right, but copies are what turned retries into a storm on lossy links: each
+/// one costs log space and link time, and under loss the cost kept commits slower than the
+/// retry period (issue 27).
+///
+/// Reported once per `(origin, seq)`; memory: one entry per reported pair.
+#[derive(Clone, Debug, Default)]
+pub struct OneCopyInLog {
+    reported: BTreeSet<(NodeId, u64)>,
+}
+
+impl OneCopyInLog {
+    /// A fresh checker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Checker for OneCopyInLog {
+    fn name(&self) -> &'static str {
+        "one_copy_in_log"
+    }
+
+    fn observe(&mut self, obs: &Observation, out: &mut Vec<Violation>) {
+        if let Observation::RetryApplied {
+            t_ms,
+            node,
+            origin,
+            seq,
+            index,
+        } = *obs
+            && self.reported.insert((origin, seq))
+        {
+            out.push(violation(
+                self.name(),
+                t_ms,
+                format!(
+                    "proposal ({origin}, {seq}) reached the committed log twice: node {node} \
+                     applied a second copy at index {index} (a leader appended a retry again)"
+                ),
+            ));
+        }
+    }
+
+    fn finish(&mut self, _end_t_ms: u64, _out: &mut Vec<Violation>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_copy_is_reported_once_per_proposal() {
+        let mut c = OneCopyInLog::new();
+        let mut out = Vec::new();
+        let applied = Observation::ProposalApplied {
+            t_ms: 1,
+            node: 1,
+            origin: 2,
+            seq: 7,
+            index: 10,
+        };
+        c.observe(&applied, &mut out);
+        assert!(out.is_empty(), "the first copy is fine");
+        for node in 1..=3 {
+            c.observe(
+                &Observation::RetryApplied {
+                    t_ms: 2,
+                    node,
+                    origin: 2,
+                    seq: 7,
+                    index: 12,
+                },
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].message.contains("(2, 7)"), "{out:?}");
+    }
+}

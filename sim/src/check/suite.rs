@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::{
     AckedProposals, BillingBaseline, Checker, CreditChecker, CreditLimit, ElectionSafety,
-    FrequencyBand, FrequencyQuality, Liveness, LogMatching, MeterBilling, StateAgreement, Tariff,
-    Violation,
+    FrequencyBand, FrequencyQuality, Liveness, LogMatching, MeterBilling, OneCopyInLog,
+    StateAgreement, Tariff, Violation,
 };
 use crate::observe::{Observation, TraceHash};
 use crate::report::{FinishInfo, LedgerSummary, Report};
@@ -73,6 +73,7 @@ pub struct Suite {
     log: LogMatching,
     state: StateAgreement,
     proposals: AckedProposals,
+    one_copy: OneCopyInLog,
     billing: MeterBilling,
     credit: CreditChecker,
     frequency: FrequencyQuality,
@@ -102,6 +103,7 @@ impl Suite {
             log: LogMatching::new(),
             state: StateAgreement::new(),
             proposals: AckedProposals::new(),
+            one_copy: OneCopyInLog::new(),
             billing: MeterBilling::new(cfg.billing_baseline),
             credit: CreditChecker::new(cfg.credit_limit, cfg.tariff),
             frequency: FrequencyQuality::new(cfg.frequency),
@@ -115,12 +117,13 @@ impl Suite {
         }
     }
 
-    fn checkers(&mut self) -> [&mut dyn Checker; 8] {
+    fn checkers(&mut self) -> [&mut dyn Checker; 9] {
         [
             &mut self.election,
             &mut self.log,
             &mut self.state,
             &mut self.proposals,
+            &mut self.one_copy,
             &mut self.billing,
             &mut self.credit,
             &mut self.frequency,

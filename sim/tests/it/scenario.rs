@@ -30,6 +30,7 @@ fn every_shipped_scenario_parses_and_validates() {
         "five-node-leader-isolated",
         "flapping-radio",
         "power-cuts",
+        "storm-5-node",
     ] {
         assert!(
             names.iter().any(|n| n == required),

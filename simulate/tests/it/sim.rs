@@ -192,6 +192,27 @@ fn skipping_the_dedupe_is_caught_within_50_seeds() {
     }
 }
 
+/// The mutation test of the leader's one-copy rule (`node::inflight`): a leader that appends
+/// a retried proposal again while its first copy is in flight (the behaviour before the rule)
+/// must be caught by `one_copy_in_log` within 20 seeds, and the same seeds must pass without
+/// it. The five-node satellite scenario retries forwarded batches whenever an answer is lost.
+#[test]
+fn appending_retries_again_is_caught_within_20_seeds() {
+    const SEEDS: u64 = 20;
+    let s = scenario("five-node-leader-isolated", 300.0, 60.0);
+    let caught = (0..SEEDS).find(|&seed| {
+        let r = run(&s, seed, Mutation::AppendRetries);
+        r.violations.iter().any(|v| v.checker == "one_copy_in_log")
+    });
+    let Some(caught) = caught else {
+        panic!("append_retries was not caught by one_copy_in_log in seeds 0..{SEEDS}");
+    };
+    for seed in 0..=caught {
+        let r = run(&s, seed, Mutation::None);
+        assert!(r.passed, "without the mutation: {}", explain(&r));
+    }
+}
+
 /// The island scenario: the leader and one follower cut off from the other three for 30
 /// minutes, power lines included, while loads change on both sides. Local protection alone
 /// holds both islands' frequency in the band; after the heal every meter read the island
