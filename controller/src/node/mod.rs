@@ -449,7 +449,8 @@ impl Node {
                     return Err(refused(MemberRefusal::AlreadyVoter { id }));
                 }
                 self.probe_new_member(id, &addr).await.map_err(refused)?;
-                let add = raft.add_learner(id, PeerInfo { addr }, false);
+                let raft = raft.clone();
+                let add = async move { raft.add_learner(id, PeerInfo { addr }, false).await };
                 let note = format!(
                     "node {id} added as a learner, catching up; promote it with `ghatta member promote --id {id}` once it has"
                 );
@@ -511,24 +512,30 @@ impl Node {
         };
         // `retain = false`: a removed voter leaves the cluster instead of staying a learner
         // the leader keeps replicating to.
-        let change = raft.change_membership(change, false);
+        let raft = raft.clone();
+        let change = async move { raft.change_membership(change, false).await };
         self.await_change(change, done).await
     }
 
     /// Waits up to [`MEMBER_COMMIT_WAIT`] for a proposed change to commit; past that it is
-    /// reported in progress (openraft carries on with it: dropping the wait cancels nothing).
+    /// reported in progress. The change runs on its own task, not in the caller's future: a
+    /// voter change is two entries, the joint one and then the uniform one that openraft's
+    /// management call proposes once the joint one commits, and dropping that call at the
+    /// deadline would leave the cluster in the joint configuration for good.
     async fn await_change<F, T, E>(
         &self,
         change: F,
         note: String,
     ) -> Result<MemberOutcome, ForwardError>
     where
-        F: std::future::Future<Output = Result<T, E>>,
+        F: std::future::Future<Output = Result<T, E>> + Send + 'static,
         E: std::fmt::Display,
     {
-        match tokio::time::timeout(MEMBER_COMMIT_WAIT, change).await {
-            Ok(Ok(_)) => Ok(self.membership_outcome(MemberState::Committed, note)),
-            Ok(Err(e)) => Err(ForwardError::Raft(e.to_string())),
+        let task = tokio::spawn(async move { change.await.map(|_| ()).map_err(|e| e.to_string()) });
+        match tokio::time::timeout(MEMBER_COMMIT_WAIT, task).await {
+            Ok(Ok(Ok(()))) => Ok(self.membership_outcome(MemberState::Committed, note)),
+            Ok(Ok(Err(e))) => Err(ForwardError::Raft(e)),
+            Ok(Err(e)) => Err(ForwardError::Raft(format!("the change's task failed: {e}"))),
             Err(_) => Ok(self.membership_outcome(
                 MemberState::InProgress,
                 format!(

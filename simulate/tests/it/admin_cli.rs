@@ -1,6 +1,6 @@
-//! The admin API and the `ghatta` CLI answer an operator's change with what the actor did
-//! with it: a refused top-up (a replayed token, an unknown customer) is a 422 naming the
-//! actor's reason, and the CLI exits non-zero with it.
+//! The admin API and the `ghatta` CLI answer an operator's change with what became of it: a
+//! refused top-up (a replayed token, an unknown customer) is a 422 naming the actor's reason,
+//! a refused membership change a 409 naming its reason, and the CLI exits non-zero with it.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use serde_json::json;
 use crate::harness;
 
 /// Regression (issue 26, item 4): `ghatta topup` exited 0 and said "see alarms" when the
-/// billing actor refused the top-up, and nothing on the board showed the alarms.
+/// billing actor refused the top-up, and nothing on the board showed the alarms; `ghatta
+/// member add` of a node that was not there timed out and added it anyway.
 #[test]
-fn a_refused_topup_fails_with_the_actors_reason() {
+fn refused_changes_fail_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let ghatta = harness::workspace_bin("ghatta");
     harness::run(61, async move {
@@ -84,6 +85,47 @@ fn a_refused_topup_fails_with_the_actors_reason() {
                 && stderr.contains("replayed"),
             "{stderr}"
         );
+
+        let member = |args: Vec<String>| {
+            let (ghatta, admin, token_file) = (ghatta.clone(), admin.clone(), token_file.clone());
+            tokio::task::spawn_blocking(move || {
+                let out = Command::new(&ghatta)
+                    .arg("member")
+                    .args(args)
+                    .args(["--admin", &admin, "--token-file"])
+                    .arg(&token_file)
+                    .output()
+                    .expect("run ghatta member");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        // Issue 26: `member add` of a node where nothing listens timed out (rc 1) yet added it.
+        let nothing = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let args = ["add", "--id", "4", "--addr", &nothing]
+            .map(String::from)
+            .to_vec();
+        let (code, stdout, stderr) = member(args).await.unwrap();
+        assert_eq!(code, Some(1), "{stdout}{stderr}");
+        assert!(
+            stderr.contains("(409)")
+                && stderr.contains("node 4 at")
+                && stderr.contains("did not answer"),
+            "{stderr}"
+        );
+        let args = ["remove", "--id", "9"].map(String::from).to_vec();
+        let (code, _, stderr) = member(args).await.unwrap();
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("node 9 is not a member"), "{stderr}");
+        let status = client::call(&admin, "GET", "/status", None).await.unwrap();
+        assert_eq!(status["learners"], json!([]), "{status}");
+        assert_eq!(status["membership_in_progress"], json!(false), "{status}");
 
         let (code, _, stderr) = topup(99, 78).await.unwrap();
         assert_eq!(code, Some(1), "{stderr}");

@@ -214,6 +214,61 @@ fn a_member_that_never_answers_cannot_wedge_the_cluster() {
     });
 }
 
+/// A change that cannot commit (both followers down) is answered "in progress" within
+/// `MEMBER_COMMIT_WAIT`, not left to the caller's timeout, and completes, the joint entry and
+/// the uniform one after it, once a majority of each voter set is back.
+#[test]
+fn a_change_without_a_quorum_is_in_progress_and_completes_when_a_node_returns() {
+    run(34, async {
+        let mut c = Cluster::start(3).await;
+        let leader = c.wait_leader(Duration::from_secs(20)).await;
+        let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        let (gone, back) = (others[0], others[1]);
+        c.stop_node(gone).await;
+        c.stop_node(back).await;
+        let asked = tokio::time::Instant::now();
+        let outcome = c
+            .node(leader)
+            .member(MemberOp::Remove { id: gone })
+            .await
+            .expect("proposed, not refused");
+        assert_eq!(outcome.state, MemberState::InProgress, "{outcome:?}");
+        assert!(
+            asked.elapsed() < ghatta::node::membership::MEMBER_COMMIT_WAIT + Duration::from_secs(3),
+            "answered after {:?}",
+            asked.elapsed()
+        );
+        assert!(c.node(leader).status().membership_in_progress);
+        // A second change is refused with what completes the first.
+        let why = match c.node(leader).member(MemberOp::Remove { id: back }).await {
+            Err(MembershipError::Refused(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(
+            why.contains("still being committed") && why.contains("start the nodes"),
+            "{why}"
+        );
+
+        c.start_node(back).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = c.node(leader).status();
+            if !s.membership_in_progress && !s.voters.contains(&gone) {
+                assert_eq!(s.voters.len(), 2, "{s:?}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let leader = c.wait_leader(Duration::from_secs(20)).await;
+        c.node(leader)
+            .propose_inputs(setup_inputs(3))
+            .await
+            .expect("commits with the two voters left");
+        c.shutdown().await;
+    });
+}
+
 #[derive(Default)]
 struct Snapshots(Mutex<Vec<(u64, u64)>>);
 
