@@ -98,7 +98,8 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum MemberCmd {
-    /// Add a node as a learner.
+    /// Add a node as a learner: it must answer first (and, sealed, have its key listed);
+    /// promote it once it has caught up.
     Add {
         /// Node id.
         #[arg(long)]
@@ -107,7 +108,7 @@ enum MemberCmd {
         #[arg(long)]
         addr: String,
     },
-    /// Promote a learner to voter.
+    /// Promote a caught-up learner to voter (added to the voters, never replacing them).
     Promote {
         /// Node id.
         #[arg(long)]
