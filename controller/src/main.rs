@@ -49,7 +49,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Change the cluster membership.
+    /// Change the cluster membership. Exit status: 0 committed, 1 refused (the reason is
+    /// printed) or failed, 2 made but still in progress after the wait.
     Member {
         #[command(subcommand)]
         op: MemberCmd,
@@ -97,7 +98,8 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum MemberCmd {
-    /// Add a node as a learner.
+    /// Add a node as a learner: it must answer first (and, sealed, have its key listed);
+    /// promote it once it has caught up.
     Add {
         /// Node id.
         #[arg(long)]
@@ -106,7 +108,7 @@ enum MemberCmd {
         #[arg(long)]
         addr: String,
     },
-    /// Promote a learner to voter.
+    /// Promote a caught-up learner to voter (added to the voters, never replacing them).
     Promote {
         /// Node id.
         #[arg(long)]
@@ -152,6 +154,16 @@ enum TariffCmd {
         #[arg(long, default_value = cli::NODE_CONFIG_DEFAULT)]
         config: PathBuf,
     },
+}
+
+/// Prints a receipt; fails (exit 1) when the actor did not take the input.
+fn receipt_exit(r: &serde_json::Value, what: &str) -> anyhow::Result<std::process::ExitCode> {
+    let (line, accepted) = cli::format_receipt(r, what);
+    if !accepted {
+        anyhow::bail!("{line}");
+    }
+    println!("{line}");
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn main() -> std::process::ExitCode {
@@ -212,15 +224,31 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             token_file,
             config,
         } => {
-            let body = match op {
-                MemberCmd::Add { id, addr } => json!({ "op": "add", "id": id, "addr": addr }),
-                MemberCmd::Promote { id } => json!({ "op": "promote", "id": id }),
-                MemberCmd::Remove { id } => json!({ "op": "remove", "id": id }),
+            let (body, goal) = match op {
+                MemberCmd::Add { id, addr } => (
+                    json!({ "op": "add", "id": id, "addr": addr }),
+                    cli::MemberGoal::Added(id),
+                ),
+                MemberCmd::Promote { id } => (
+                    json!({ "op": "promote", "id": id }),
+                    cli::MemberGoal::Voter(id),
+                ),
+                MemberCmd::Remove { id } => (
+                    json!({ "op": "remove", "id": id }),
+                    cli::MemberGoal::Gone(id),
+                ),
             };
             let token = cli::admin_token(token_file.as_deref(), &config)?;
-            client::call_with_token(&admin, "POST", "/member", Some(&body), Some(&token)).await?;
-            println!("done");
-            Ok(std::process::ExitCode::SUCCESS)
+            let answer =
+                match client::call_with_token(&admin, "POST", "/member", Some(&body), Some(&token))
+                    .await
+                {
+                    Ok(a) => Some(a),
+                    // The node may have made the change: look before saying anything.
+                    Err(ghatta::admin::ClientError::Timeout { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+            cli::member_outcome(&admin, goal, answer).await
         }
         Cmd::Topup {
             customer,
@@ -239,8 +267,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                 Some(&admin_token),
             )
             .await?;
-            println!("{}", cli::format_receipt(&r, "top-up"));
-            Ok(std::process::ExitCode::SUCCESS)
+            receipt_exit(&r, "top-up")
         }
         Cmd::Tariff {
             op:
@@ -272,8 +299,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             let token = cli::admin_token(token_file.as_deref(), &config)?;
             let r = client::call_with_token(&admin, "POST", "/tariff", Some(&body), Some(&token))
                 .await?;
-            println!("{}", cli::format_receipt(&r, "tariff"));
-            Ok(std::process::ExitCode::SUCCESS)
+            receipt_exit(&r, "tariff")
         }
         Cmd::Bench(args) => cli::bench::run(args).await,
         Cmd::Selftest(args) => cli::selftest::run(args, seed).await,

@@ -19,7 +19,7 @@ use ghatta_actor_sdk as sdk;
 use serde_json::{Value, json};
 
 pub use self::error::{AdminError, ClientError};
-use crate::node::Node;
+use crate::node::{MembershipError, Node};
 use crate::rpc::wire::MemberOp;
 
 /// Largest request body accepted (a tariff table or a customer list fits easily).
@@ -86,25 +86,70 @@ async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) ->
         dto::MemberRequest::Promote { id } => MemberOp::Promote { id },
         dto::MemberRequest::Remove { id } => MemberOp::Remove { id },
     };
-    node.member(op)
-        .await
-        .map_err(|e| bad(StatusCode::CONFLICT, e.to_string()))?;
-    Ok(Json(json!({ "ok": true })))
+    // Answered within the node's own limits (`node::membership`): committed, in progress or
+    // unconfirmed with the membership the node knows; refused (409) with the reason; 503 when
+    // no leader was found.
+    match node.member(op).await {
+        Ok(outcome) => serde_json::to_value(outcome)
+            .map(Json)
+            .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e @ MembershipError::NoLeader(_)) => {
+            Err(bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
+        Err(e) => Err(bad(StatusCode::CONFLICT, e.to_string())),
+    }
 }
 
+/// Proposes one operator input and answers with what applying it did: 200 when the actor
+/// took it, 422 with the actor's reason when it refused it or trapped (the entry is committed
+/// either way, so retrying the same request cannot help).
 async fn propose(node: &Node, input: sdk::Input) -> ApiResult {
     let bytes = sdk::codec::encode(&input);
     let receipt = node
         .propose_inputs(vec![bytes])
         .await
         .map_err(|e| bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(json!({
+    let body = json!({
         "index": receipt.index,
         "handled": receipt.handled,
         "rejected": receipt.rejected,
         "trapped": receipt.trapped,
         "duplicate": receipt.duplicate,
-    })))
+        "refusals": receipt.refusals.iter().map(|r| json!({
+            "actor": r.actor.map(|a| a.name()),
+            "code": r.code,
+            "text": r.text,
+        })).collect::<Vec<_>>(),
+    });
+    match refused(&receipt) {
+        None => Ok(Json(body)),
+        Some(why) => {
+            let mut body = body;
+            body["error"] = Value::String(why);
+            Err((StatusCode::UNPROCESSABLE_ENTITY, Json(body)))
+        }
+    }
+}
+
+/// What to tell the operator when the actor did not take their input; `None` when it did.
+fn refused(receipt: &crate::raft::Receipt) -> Option<String> {
+    let index = receipt.index;
+    if let Some(r) = receipt.refusals.first() {
+        return Some(format!(
+            "committed at index {index} but {r}; nothing was credited or changed by it: correct the request (customer, token, tariff) and send it again"
+        ));
+    }
+    if receipt.rejected > 0 {
+        return Some(format!(
+            "committed at index {index} but refused by the actor; nothing was changed by it: correct the request and send it again"
+        ));
+    }
+    if receipt.trapped > 0 {
+        return Some(format!(
+            "committed at index {index} but the actor trapped (a fuel or memory limit); nothing was changed: the node's log names the limit"
+        ));
+    }
+    None
 }
 
 async fn topup(State(node): State<Node>, Json(t): Json<dto::TopUpRequest>) -> ApiResult {

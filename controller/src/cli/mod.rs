@@ -168,24 +168,159 @@ pub fn format_status(s: &Value) -> String {
     line + &sealed
 }
 
-/// Human form of a proposal receipt.
-pub fn format_receipt(r: &Value, what: &str) -> String {
+/// Human form of a proposal receipt, and whether the actor took the input. A node answers a
+/// refused input with 422 and the actor's reason (the CLI then fails with it); this judges a
+/// 2xx answer too, so a refusal never reads as success.
+pub fn format_receipt(r: &Value, what: &str) -> (String, bool) {
     let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let reasons: Vec<&str> = r
+        .get("refusals")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.get("text")?.as_str()).collect())
+        .unwrap_or_default();
     if r.get("duplicate").and_then(Value::as_bool) == Some(true) {
-        format!("{what}: already applied (duplicate), index {}", n("index"))
+        (
+            format!("{what}: already applied (duplicate), index {}", n("index")),
+            true,
+        )
     } else if n("rejected") > 0 {
-        format!(
-            "{what}: committed at index {} but REJECTED by the actor (see alarms)",
-            n("index")
+        let why = if reasons.is_empty() {
+            "no reason given".to_string()
+        } else {
+            reasons.join("; ")
+        };
+        (
+            format!(
+                "{what}: committed at index {} but REFUSED by the actor: {why}",
+                n("index")
+            ),
+            false,
         )
     } else if n("trapped") > 0 {
-        format!(
-            "{what}: committed at index {} but the actor trapped; nothing changed",
-            n("index")
+        (
+            format!(
+                "{what}: committed at index {} but the actor trapped; nothing changed",
+                n("index")
+            ),
+            false,
         )
     } else {
-        format!("{what}: applied at index {}", n("index"))
+        (format!("{what}: applied at index {}", n("index")), true)
     }
+}
+
+/// How long `ghatta member` watches a change the node reported in progress (or could not
+/// confirm) before saying so: a change waits for a quorum of the old and the new voters, which
+/// on a radio with a node restarting takes tens of seconds; longer, and the operator is better
+/// told "in progress" with the membership as it stands.
+pub const MEMBER_SETTLE_WAIT: Duration = Duration::from_secs(30);
+/// How often it looks (`/status` is a cheap read).
+pub const MEMBER_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Exit status of `ghatta member` when the change was made but had not committed by the end
+/// of [`MEMBER_SETTLE_WAIT`] (0: committed; 1: refused or failed).
+pub const MEMBER_IN_PROGRESS_EXIT: u8 = 2;
+
+/// A membership change, as the CLI judges whether it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberGoal {
+    /// `id` is a member (a learner, or a voter already).
+    Added(u64),
+    /// `id` is a voter.
+    Voter(u64),
+    /// `id` is not a member.
+    Gone(u64),
+}
+
+/// Whether a node's `/status` shows the change done and committed.
+pub fn member_settled(goal: MemberGoal, status: &Value) -> bool {
+    let ids = |k: &str| -> Vec<u64> {
+        status
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let (voters, learners) = (ids("voters"), ids("learners"));
+    let in_progress = status
+        .get("membership_in_progress")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    !in_progress
+        && match goal {
+            MemberGoal::Added(id) => voters.contains(&id) || learners.contains(&id),
+            MemberGoal::Voter(id) => voters.contains(&id),
+            MemberGoal::Gone(id) => !voters.contains(&id) && !learners.contains(&id),
+        }
+}
+
+/// What `ghatta member` prints and exits with, from the node's answer (`None`: the admin call
+/// itself timed out): committed at once, or watched on `admin`'s `/status` for up to
+/// [`MEMBER_SETTLE_WAIT`], then committed or "in progress" with the membership as it stands.
+pub async fn member_outcome(
+    admin: &str,
+    goal: MemberGoal,
+    answer: Option<Value>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let list = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    let (state, note) = match &answer {
+        Some(a) => (
+            a.get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("unconfirmed"),
+            a.get("note")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ),
+        None => (
+            "unconfirmed",
+            "the node did not answer in time: the change may or may not have been made".into(),
+        ),
+    };
+    if state == "committed" {
+        let a = answer.as_ref().unwrap_or(&Value::Null);
+        println!(
+            "committed: {note} (voters {}, learners {})",
+            list(a, "voters"),
+            list(a, "learners")
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "{note}; watching the membership for up to {} s",
+        MEMBER_SETTLE_WAIT.as_secs()
+    );
+    let deadline = tokio::time::Instant::now() + MEMBER_SETTLE_WAIT;
+    let mut last = Value::Null;
+    loop {
+        if let Ok(s) = ghatta::admin::client::call(admin, "GET", "/status", None).await {
+            if member_settled(goal, &s) {
+                println!(
+                    "committed: voters {}, learners {}",
+                    list(&s, "voters"),
+                    list(&s, "learners")
+                );
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            last = s;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(MEMBER_POLL_INTERVAL).await;
+    }
+    println!(
+        "in progress: {note}; after {} s the membership is voters {}, learners {}{}: it completes once a majority of the old and of the new voters answer; check `ghatta status`",
+        MEMBER_SETTLE_WAIT.as_secs(),
+        list(&last, "voters"),
+        list(&last, "learners"),
+        if last.get("membership_in_progress").and_then(Value::as_bool) == Some(true) {
+            " (a change still being committed)"
+        } else {
+            ""
+        }
+    );
+    Ok(std::process::ExitCode::from(MEMBER_IN_PROGRESS_EXIT))
 }
 
 #[cfg(test)]
@@ -200,6 +335,63 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn a_refused_receipt_never_reads_as_success() {
+        let ok = serde_json::json!({ "index": 7, "handled": 1, "rejected": 0 });
+        assert_eq!(
+            format_receipt(&ok, "top-up"),
+            ("top-up: applied at index 7".into(), true)
+        );
+        let refused = serde_json::json!({
+            "index": 8, "rejected": 1,
+            "refusals": [{ "text": "top-up token already used; no credit given" }]
+        });
+        let (line, accepted) = format_receipt(&refused, "top-up");
+        assert!(
+            !accepted && line.contains("REFUSED") && line.contains("token already used"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_member_change_is_settled_only_when_committed() {
+        let s = |voters: &[u64], learners: &[u64], in_progress: bool| {
+            serde_json::json!({
+                "voters": voters, "learners": learners, "membership_in_progress": in_progress
+            })
+        };
+        assert!(member_settled(
+            MemberGoal::Added(4),
+            &s(&[1, 2, 3], &[4], false)
+        ));
+        assert!(!member_settled(
+            MemberGoal::Added(4),
+            &s(&[1, 2, 3], &[], false)
+        ));
+        assert!(member_settled(
+            MemberGoal::Voter(4),
+            &s(&[1, 2, 3, 4], &[], false)
+        ));
+        // Joint: 4 shows among the voters before the change is done.
+        assert!(!member_settled(
+            MemberGoal::Voter(4),
+            &s(&[1, 2, 3, 4], &[], true)
+        ));
+        assert!(!member_settled(
+            MemberGoal::Voter(4),
+            &s(&[1, 2, 3], &[4], false)
+        ));
+        assert!(member_settled(
+            MemberGoal::Gone(4),
+            &s(&[1, 2, 3], &[], false)
+        ));
+        assert!(!member_settled(
+            MemberGoal::Gone(4),
+            &s(&[1, 2, 3], &[4], false)
+        ));
+        assert!(!member_settled(MemberGoal::Gone(3), &s(&[1, 2], &[], true)));
     }
 
     #[test]

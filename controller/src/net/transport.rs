@@ -34,6 +34,12 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// Whether this transport can seal frames to `peer`: `Some(false)` when it seals and holds
+    /// no key for it (every frame to it would be dropped), `None` for a plain link.
+    fn seals_to(&self, _peer: u64) -> Option<bool> {
+        None
+    }
+
     /// The sealing layer above says that `frame`, exactly as this transport delivered it,
     /// opened under `from`'s key. A link that picks among paths by what it hears
     /// (`radio::multi`) may then trust the path the frame came on; others ignore it.

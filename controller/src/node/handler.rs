@@ -1,4 +1,5 @@
-//! Answers peers' requests: Raft RPCs, snapshot chunks, forwarded proposals and membership ops.
+//! Answers peers' requests: Raft RPCs, snapshot chunks, forwarded proposals, membership ops
+//! and pings.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -186,6 +187,8 @@ impl Handler for NodeHandler {
                     Err(why) => Err(ForwardError::Refused(why.to_string())),
                 })
             }
+            // Any node answers, member or not: a leader pings a node before adding it.
+            Request::Ping => Response::Pong { id: self.node.id() },
             Request::Member(op) => {
                 let voter = self.node.is_voter(from);
                 Response::Member(match self.node.inner.guard.check_member_op(from, voter) {

@@ -9,18 +9,22 @@ mod builder;
 pub mod guard;
 mod handler;
 mod inflight;
+pub mod membership;
 mod proposer;
 pub mod snapshots;
 mod timers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
-use openraft_rt::WatchReceiver;
+use openraft::ChangeMembers;
+use openraft_rt::{Instant as _, WatchReceiver};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use self::builder::NodeBuilder;
+use self::membership::{MEMBER_COMMIT_WAIT, MemberOutcome, MemberRefusal, MemberState};
 pub use self::proposer::{ProposeError, SEQ_RESERVE_BLOCK};
 use crate::actors::{ActorHost, ActorLimits};
 use crate::clock::Clock;
@@ -117,10 +121,9 @@ pub enum MembershipError {
     /// openraft refused to form the cluster.
     #[error("cannot form the cluster: {0}; check that every founding member lists the same peers")]
     Initialize(String),
-    /// The leader's Raft refused the change.
-    #[error(
-        "Raft refused the membership change: {0}; check the node id and address, and `ghatta status` on the leader"
-    )]
+    /// The change was refused (by the checks in `node::membership`, which say what to do, or
+    /// by the leader's Raft).
+    #[error("membership change refused: {0}")]
     Refused(String),
     /// No leader carried the change out in time.
     #[error(
@@ -204,6 +207,10 @@ pub struct NodeStatus {
     pub voters: Vec<u64>,
     /// Learners.
     pub learners: Vec<u64>,
+    /// A membership change is not finished: the last one is not committed yet, or the
+    /// cluster is in a joint configuration (then `voters` is both sets' union).
+    #[serde(default)]
+    pub membership_in_progress: bool,
     /// Customers known.
     pub customers: u64,
     /// Customers cut by billing.
@@ -378,6 +385,8 @@ impl Node {
             log_time_ms: sm.log_time_ms,
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
+            membership_in_progress: membership.get_joint_config().len() > 1
+                || m.membership_config.log_id() != m.committed_membership_config.log_id(),
             customers: sm.customers,
             disconnected: sm.disconnected,
             outbox_len: sm.outbox_len,
@@ -387,26 +396,6 @@ impl Node {
             security: self.inner.rpc.transport().security(),
             refused: self.inner.guard.snapshot(),
         }
-    }
-
-    /// Add a node as a learner (it starts receiving the log), then it can be promoted.
-    pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), MembershipError> {
-        self.inner
-            .raft
-            .add_learner(id, PeerInfo { addr }, true)
-            .await
-            .map(|_| ())
-            .map_err(|e| MembershipError::Refused(e.to_string()))
-    }
-
-    /// Change the voter set (promote learners, remove nodes).
-    pub async fn change_voters(&self, voters: BTreeSet<u64>) -> Result<(), MembershipError> {
-        self.inner
-            .raft
-            .change_membership(voters, false)
-            .await
-            .map(|_| ())
-            .map_err(|e| MembershipError::Refused(e.to_string()))
     }
 
     /// Whether `id` is a voter in the membership this node knows.
@@ -421,41 +410,183 @@ impl Node {
             .any(|v| v == id)
     }
 
-    /// Carry out a membership change here if this node leads; otherwise say who leads.
-    pub(crate) async fn member_local(&self, op: MemberOp) -> Result<(), ForwardError> {
+    /// The membership this node knows, as an outcome in `state` with `note`.
+    fn membership_outcome(&self, state: MemberState, note: String) -> MemberOutcome {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        MemberOutcome {
+            state,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            note,
+        }
+    }
+
+    /// Carry out a membership change here if this node leads; otherwise say who leads. Checks
+    /// come first (`node::membership`): nothing is proposed that could wedge the cluster.
+    pub(crate) async fn member_local(&self, op: MemberOp) -> Result<MemberOutcome, ForwardError> {
         let raft = &self.inner.raft;
         if !raft.is_leader() {
             return Err(ForwardError::NotLeader {
                 leader: raft.current_leader().await,
             });
         }
-        let voters = || -> BTreeSet<u64> {
-            raft.metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect()
-        };
-        match op {
-            MemberOp::AddLearner { id, addr } => self.add_learner(id, addr).await,
+        let refused = |r: MemberRefusal| ForwardError::Refused(r.to_string());
+        let m = raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        if m.membership_config.log_id() != m.committed_membership_config.log_id() {
+            // openraft would refuse too ("undergoing a configuration change"); this says how
+            // the change in flight completes.
+            return Err(refused(MemberRefusal::InFlight {
+                configs: membership
+                    .get_joint_config()
+                    .iter()
+                    .map(|c| c.iter().copied().collect())
+                    .collect(),
+            }));
+        }
+        let is_voter = |id: u64| membership.voter_ids().any(|v| v == id);
+        let is_learner = |id: u64| membership.learner_ids().any(|l| l == id);
+        let (change, done) = match op {
+            MemberOp::AddLearner { id, addr } => {
+                if is_voter(id) {
+                    return Err(refused(MemberRefusal::AlreadyVoter { id }));
+                }
+                self.probe_new_member(id, &addr).await.map_err(refused)?;
+                let raft = raft.clone();
+                let add = async move { raft.add_learner(id, PeerInfo { addr }, false).await };
+                let note = format!(
+                    "node {id} added as a learner, catching up; promote it with `ghatta member promote --id {id}` once it has"
+                );
+                return self.await_change(add, note).await;
+            }
             MemberOp::Promote { id } => {
-                let mut v = voters();
-                v.insert(id);
-                self.change_voters(v).await
+                if is_voter(id) {
+                    return Ok(self.membership_outcome(
+                        MemberState::Committed,
+                        format!("node {id} is a voter already; nothing to do"),
+                    ));
+                }
+                if !is_learner(id) {
+                    return Err(refused(MemberRefusal::NotALearner { id }));
+                }
+                let progress = membership::LearnerProgress {
+                    matched: m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index()),
+                    leader_last: m.last_log_index.unwrap_or(0),
+                    acked_ago: m
+                        .heartbeat
+                        .as_ref()
+                        .and_then(|h| h.get(&id).cloned().flatten())
+                        .map(|at| at.elapsed()),
+                };
+                let window = Duration::from_millis(raft.config().heartbeat_interval)
+                    * membership::PROMOTE_ACK_HEARTBEATS_MAX;
+                membership::check_promotion(id, progress, window).map_err(refused)?;
+                (
+                    ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                    format!("node {id} promoted to voter"),
+                )
             }
             MemberOp::Remove { id } => {
-                let mut v = voters();
-                v.remove(&id);
-                self.change_voters(v).await
+                if is_voter(id) {
+                    if membership.voter_ids().count() == 1 {
+                        return Err(refused(MemberRefusal::LastVoter { id }));
+                    }
+                    (
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                        format!("node {id} removed"),
+                    )
+                } else if is_learner(id) {
+                    (
+                        ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                        format!("learner {id} removed"),
+                    )
+                } else {
+                    return Err(refused(MemberRefusal::NotAMember {
+                        id,
+                        voters: membership.voter_ids().collect(),
+                        learners: membership.learner_ids().collect(),
+                    }));
+                }
             }
+        };
+        // `retain = false`: a removed voter leaves the cluster instead of staying a learner
+        // the leader keeps replicating to.
+        let raft = raft.clone();
+        let change = async move { raft.change_membership(change, false).await };
+        self.await_change(change, done).await
+    }
+
+    /// Waits up to [`MEMBER_COMMIT_WAIT`] for a proposed change to commit; past that it is
+    /// reported in progress. The change runs on its own task, not in the caller's future: a
+    /// voter change is two entries, the joint one and then the uniform one that openraft's
+    /// management call proposes once the joint one commits, and dropping that call at the
+    /// deadline would leave the cluster in the joint configuration for good.
+    async fn await_change<F, T, E>(
+        &self,
+        change: F,
+        note: String,
+    ) -> Result<MemberOutcome, ForwardError>
+    where
+        F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let task = tokio::spawn(async move { change.await.map(|_| ()).map_err(|e| e.to_string()) });
+        match tokio::time::timeout(MEMBER_COMMIT_WAIT, task).await {
+            Ok(Ok(Ok(()))) => Ok(self.membership_outcome(MemberState::Committed, note)),
+            Ok(Ok(Err(e))) => Err(ForwardError::Raft(e)),
+            Ok(Err(e)) => Err(ForwardError::Raft(format!("the change's task failed: {e}"))),
+            Err(_) => Ok(self.membership_outcome(
+                MemberState::InProgress,
+                format!(
+                    "{note}: proposed, not committed within {} s; it completes once a majority of the old and of the new voters answer (`ghatta status` shows it)",
+                    MEMBER_COMMIT_WAIT.as_secs()
+                ),
+            )),
         }
-        .map_err(|e| ForwardError::Raft(e.to_string()))
+    }
+
+    /// Before adding node `id` at `addr`: sealed, its key must be listed; and it must answer a
+    /// ping over the cluster's own links within [`membership::MEMBER_PROBE_TIMEOUT`].
+    async fn probe_new_member(&self, id: u64, addr: &str) -> Result<(), MemberRefusal> {
+        let transport = self.inner.rpc.transport();
+        if transport.seals_to(id) == Some(false) {
+            return Err(MemberRefusal::KeyNotListed { id });
+        }
+        if !addr.is_empty() {
+            transport.set_peer_addr(id, addr);
+        }
+        let no_answer = || MemberRefusal::NoAnswer {
+            id,
+            addr: addr.to_string(),
+            timeout_s: membership::MEMBER_PROBE_TIMEOUT.as_secs(),
+        };
+        match self
+            .inner
+            .rpc
+            .call(id, Request::Ping, membership::MEMBER_PROBE_TIMEOUT)
+            .await
+        {
+            Ok(Response::Pong { id: answered }) if answered == id => Ok(()),
+            Ok(Response::Pong { id: answered }) => Err(MemberRefusal::WrongNode {
+                id,
+                addr: addr.to_string(),
+                answered,
+            }),
+            Ok(_) | Err(_) => Err(no_answer()),
+        }
     }
 
     /// A membership change from an operator, carried out by the leader wherever it is.
-    pub async fn member(&self, op: MemberOp) -> Result<(), MembershipError> {
-        let deadline = tokio::time::Instant::now() + proposer::PROPOSE_DEADLINE;
+    /// Refusals come back as [`MembershipError::Refused`] with the reason; a change the
+    /// leader proposed but did not see committed in time, or whose answer was lost, comes
+    /// back as an outcome that says so, never as a failure.
+    pub async fn member(&self, op: MemberOp) -> Result<MemberOutcome, MembershipError> {
+        let deadline = tokio::time::Instant::now() + membership::MEMBER_LEADER_WAIT;
         let mut last = String::from("no leader known");
         while tokio::time::Instant::now() < deadline {
             let result = match self.inner.raft.current_leader().await {
@@ -466,18 +597,28 @@ impl Node {
                     .call(
                         l,
                         Request::Member(op.clone()),
-                        proposer::FORWARD_ATTEMPT_TIMEOUT,
+                        membership::MEMBER_FORWARD_TIMEOUT,
                     )
                     .await
                 {
                     Ok(Response::Member(r)) => r,
                     Ok(_) => Err(ForwardError::Raft("unexpected response".into())),
+                    Err(crate::rpc::RpcError::Timeout { peer, deadline }) => {
+                        // The leader may have carried it out and its answer been lost.
+                        return Ok(self.membership_outcome(
+                            MemberState::Unconfirmed,
+                            format!(
+                                "the leader (node {peer}) did not answer within {} s: the change may or may not have been made; check `ghatta status`",
+                                deadline.as_secs()
+                            ),
+                        ));
+                    }
                     Err(e) => Err(ForwardError::Raft(e.to_string())),
                 },
                 None => Err(ForwardError::NotLeader { leader: None }),
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(outcome) => return Ok(outcome),
                 Err(ForwardError::Raft(e) | ForwardError::Refused(e)) => {
                     return Err(MembershipError::Refused(e));
                 }

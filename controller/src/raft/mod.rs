@@ -119,4 +119,63 @@ pub struct Receipt {
     pub trapped: u32,
     /// State hash after this entry.
     pub state_hash: [u8; 32],
+    /// Why inputs were refused (the first [`REFUSALS_PER_RECEIPT_MAX`]; `rejected` counts
+    /// them all), so an operator's change is answered with the actor's reason, not a count.
+    /// Not part of the state hash: it says what applying found, and every replica finds the
+    /// same.
+    pub refusals: Vec<Refusal>,
+}
+
+/// Refusals a receipt carries. An operator's change is one input, so one is all the admin API
+/// needs; a field batch of meter reads may have many refused (a meter that went backwards),
+/// and every receipt travels back to the proposer in a forwarded answer, so the list is kept
+/// short and the count (`Receipt::rejected`) stays exact.
+pub const REFUSALS_PER_RECEIPT_MAX: usize = 4;
+/// Longest alarm text a refusal carries, bytes (an actor's alarm texts are one short line;
+/// the actor limits bound outputs, this bounds what rides in every receipt).
+pub const REFUSAL_TEXT_BYTES_MAX: usize = 200;
+
+/// Why one input of an entry was refused, as applying it found (the same on every replica).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Position of the input in the entry.
+    pub input: u32,
+    /// The actor that refused it; `None` when no actor saw it (undecodable, or no actor takes
+    /// that kind of input).
+    pub actor: Option<ghatta_proto::outbox::ActorKind>,
+    /// The actor's reason code (`ghatta_actor_sdk::RejectReason`); 0 when no actor saw it.
+    pub code: i32,
+    /// What the actor said: the text of the alarm it raised with the refusal, or the reason
+    /// code's meaning when it raised none.
+    pub text: String,
+}
+
+impl Refusal {
+    /// The meaning of an actor's reason code (`ghatta_actor_sdk::RejectReason`).
+    pub fn reason_name(code: i32) -> &'static str {
+        use ghatta_actor_sdk::RejectReason as R;
+        match code {
+            c if c == R::NotForMe as i32 => "not for this actor",
+            c if c == R::Unknown as i32 => "unknown customer, tariff or feeder",
+            c if c == R::Replayed as i32 => "replayed: the token was used before",
+            c if c == R::NotMonotonic as i32 => "the meter register went backwards",
+            c if c == R::Invalid as i32 => "malformed or out of range",
+            _ => "refused",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = Refusal::reason_name(self.code);
+        match self.actor {
+            Some(a) => write!(f, "refused by the {} actor: ", a.name())?,
+            None => write!(f, "refused by the node: ")?,
+        }
+        if self.text == reason {
+            write!(f, "{reason}")
+        } else {
+            write!(f, "{} ({reason})", self.text)
+        }
+    }
 }

@@ -42,6 +42,9 @@ pub enum Request {
     /// sends until it knows how far a follower's log matches its own (`rpc/network.rs`,
     /// "Finding a follower's match point in one round trip").
     AppendProbe(openraft::raft::AppendEntriesRequest<TypeConfig>),
+    /// Are you there, and who are you? A leader asks a node before adding it
+    /// (`node::membership`); any node answers, member or not.
+    Ping,
 }
 
 /// Membership changes an operator can ask any node for; the leader carries them out.
@@ -78,9 +81,49 @@ pub enum Response {
     /// To `Forward`.
     Forward(Result<Receipt, ForwardError>),
     /// To `Member`.
-    Member(Result<(), ForwardError>),
+    Member(Result<MemberOutcome, ForwardError>),
     /// To `AppendProbe`.
     AppendProbe(Result<ProbeAnswer, String>),
+    /// To `Ping`: the answering node's id.
+    Pong {
+        /// Its id.
+        id: u64,
+    },
+}
+
+/// Whether a membership change has finished, as the caller is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Committed: the membership below is the cluster's.
+    Committed,
+    /// Proposed and not yet committed; the leader carries on with it.
+    InProgress,
+    /// The leader did not answer in time: the change may or may not have been made.
+    Unconfirmed,
+}
+
+impl std::fmt::Display for MemberState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberState::Committed => "committed",
+            MemberState::InProgress => "in progress",
+            MemberState::Unconfirmed => "unconfirmed",
+        })
+    }
+}
+
+/// The answer to a membership change that was not refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberOutcome {
+    /// Finished or not.
+    pub state: MemberState,
+    /// The voters the answering leader knows (both sets' union while joint).
+    pub voters: Vec<u64>,
+    /// The learners it knows.
+    pub learners: Vec<u64>,
+    /// What happened, for the operator.
+    pub note: String,
 }
 
 /// A follower's answer to an [`Request::AppendProbe`].

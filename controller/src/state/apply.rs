@@ -12,7 +12,10 @@ use super::{
 };
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
 use crate::observe::{AppliedEntry, AppliedProposal};
-use crate::raft::{Body, Entry, Proposal, Receipt, StoredMembership};
+use crate::raft::{
+    Body, Entry, Proposal, REFUSAL_TEXT_BYTES_MAX, REFUSALS_PER_RECEIPT_MAX, Receipt, Refusal,
+    StoredMembership,
+};
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
 use ghatta_proto::codec;
 
@@ -221,15 +224,18 @@ fn apply_proposal(
     };
     match &p.body {
         Body::Inputs(inputs) => {
-            for raw in inputs {
+            for (pos, raw) in inputs.iter().enumerate() {
+                let pos = u32::try_from(pos).unwrap_or(u32::MAX);
                 let Some(input) = sdk_codec::decode::<sdk::Input>(raw) else {
                     // Undecodable input: refused identically everywhere.
                     receipt.rejected += 1;
+                    note_refusal(receipt, pos, None, 0, "the input does not decode");
                     h.update(b"undecodable");
                     continue;
                 };
                 let Some(actor) = ActorKind::for_input(&input) else {
                     receipt.rejected += 1;
+                    note_refusal(receipt, pos, None, 0, "no actor takes this kind of input");
                     h.update(b"unrouted");
                     continue;
                 };
@@ -238,7 +244,7 @@ fn apply_proposal(
                     host,
                     data,
                     t,
-                    index,
+                    (index, pos),
                     actor,
                     sdk::Delivery { ctx, input },
                     receipt,
@@ -262,7 +268,7 @@ fn apply_proposal(
                     host,
                     data,
                     t,
-                    index,
+                    (index, 0),
                     timer.actor,
                     sdk::Delivery { ctx, input },
                     receipt,
@@ -349,24 +355,61 @@ fn push_outbox(
     Ok(())
 }
 
+/// Keeps the first [`REFUSALS_PER_RECEIPT_MAX`] refusals of an entry for its receipt.
+fn note_refusal(
+    receipt: &mut Receipt,
+    input: u32,
+    actor: Option<ActorKind>,
+    code: i32,
+    text: &str,
+) {
+    if receipt.refusals.len() >= REFUSALS_PER_RECEIPT_MAX {
+        return;
+    }
+    let mut end = text.len().min(REFUSAL_TEXT_BYTES_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    receipt.refusals.push(Refusal {
+        input,
+        actor,
+        code,
+        text: text[..end].to_string(),
+    });
+}
+
+/// Runs one delivery of the entry at `at` = (log index, input position).
 #[allow(clippy::too_many_arguments)]
 fn deliver(
     host: &ActorHost,
     data: &mut SmData,
     t: &mut Tables<'_>,
-    index: u64,
+    at: (u64, u32),
     actor: ActorKind,
     delivery: sdk::Delivery,
     receipt: &mut Receipt,
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
+    let (index, pos) = at;
     let bytes = sdk_codec::encode(&delivery);
     let (status, effects) = host.deliver(actor, &mut data.actor_state, &bytes);
     h.update(&[actor.prefix()]);
     hash_status(h, status);
     match status {
         Status::Handled => receipt.handled += 1,
-        Status::Rejected(_) => receipt.rejected += 1,
+        Status::Rejected(code) => {
+            receipt.rejected += 1;
+            // The actor's alarm says what it refused and why in its own words; without one,
+            // the reason code's meaning.
+            let alarm = effects.outputs.iter().find_map(|out| {
+                match sdk_codec::decode::<sdk::Output>(out) {
+                    Some(sdk::Output::Alarm(a)) => Some(a.text),
+                    _ => None,
+                }
+            });
+            let text = alarm.unwrap_or_else(|| Refusal::reason_name(code).to_string());
+            note_refusal(receipt, pos, Some(actor), code, &text);
+        }
         Status::Trapped(_) => {
             receipt.trapped += 1;
             data.trapped_total += 1;

@@ -93,6 +93,7 @@ fn genuine_messages() -> Vec<Vec<u8>> {
             seq: 99,
             body: Body::Inputs(vec![vec![1, 2, 3, 4, 5, 6, 7, 8]; 3]),
         }),
+        Request::Ping,
     ];
     reqs.into_iter()
         .enumerate()

@@ -4,6 +4,7 @@
 //! itself (determinism, checkers, mutations).
 
 mod actors;
+mod admin_cli;
 mod cluster;
 mod field_cluster;
 mod harness;

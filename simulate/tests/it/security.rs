@@ -672,10 +672,18 @@ fn keygen_then_a_sealed_run_whose_changes_need_the_admin_token() {
         let token =
             ghatta::admin::auth::read_token(&cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE))
                 .expect("the CLI finds and reads the token");
-        let r = client::call_with_token(&admin, "POST", "/topup", Some(&body), Some(&token))
+        // Carried out: committed, and answered with the billing actor's verdict (customer 1
+        // was never created on this node).
+        let e = client::call_with_token(&admin, "POST", "/topup", Some(&body), Some(&token))
             .await
-            .expect("a change with the token is carried out");
-        assert!(r["index"].as_u64() > Some(0), "{r}");
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(422)")
+                && e.contains("committed at index")
+                && e.contains("unknown customer"),
+            "{e}"
+        );
         running.stop().await;
     });
 }

@@ -407,6 +407,11 @@ impl SecureLink {
         self.me
     }
 
+    /// Whether `peer`'s public key is listed (frames to and from it can be sealed and opened).
+    pub fn knows(&self, peer: u64) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
     /// This node's boot epoch.
     pub fn epoch(&self) -> u32 {
         self.epoch.get()

@@ -147,6 +147,10 @@ impl<T: Transport + ?Sized> Transport for SealedTransport<T> {
     fn security(&self) -> Option<SealStatsSnapshot> {
         Some(self.link.snapshot())
     }
+
+    fn seals_to(&self, peer: u64) -> Option<bool> {
+        Some(self.link.knows(peer))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,154 @@
+//! The admin API and the `ghatta` CLI answer an operator's change with what became of it: a
+//! refused top-up (a replayed token, an unknown customer) is a 422 naming the actor's reason,
+//! a refused membership change a 409 naming its reason, and the CLI exits non-zero with it.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use ghatta::admin::client;
+use ghatta::clock::SystemClock;
+use serde_json::json;
+
+use crate::harness;
+
+/// Regression (issue 26, item 4): `ghatta topup` exited 0 and said "see alarms" when the
+/// billing actor refused the top-up, and nothing on the board showed the alarms; `ghatta
+/// member add` of a node that was not there timed out and added it anyway.
+#[test]
+fn refused_changes_fail_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ghatta = harness::workspace_bin("ghatta");
+    harness::run(61, async move {
+        let raft = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let toml = format!(
+            "id = 1\ndata_dir = \"{}\"\nraft_listen = \"{raft}\"\nadmin_listen = \"127.0.0.1:0\"\nbootstrap = true\nallow_unsealed = true\npeers = [{{ id = 1, addr = \"{raft}\" }}]\n[board]\nkind = \"sim\"\ncustomers = 5\n",
+            tmp.path().join("data").display(),
+        );
+        let cfg = ghatta::config::NodeConfig::parse(&toml, "node.toml").expect("config");
+        let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), 7)
+            .await
+            .expect("node starts");
+        let admin = running.admin_addr.to_string();
+        let token_file = cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE);
+        let token = ghatta::admin::auth::read_token(&token_file).expect("token");
+        let change = |path: &'static str, body: serde_json::Value| {
+            let (admin, token) = (admin.clone(), token.clone());
+            async move { client::call_with_token(&admin, "POST", path, Some(&body), Some(&token)).await }
+        };
+        change(
+            "/tariff",
+            json!({ "id": 1, "version": 1, "kind": "per_kwh", "rate_paisa_per_kwh": 1500 }),
+        )
+        .await
+        .expect("tariff");
+        change(
+            "/customer",
+            json!({ "id": 1, "node": 1, "prepaid": true, "tariff": 1, "connection_w": 250 }),
+        )
+        .await
+        .expect("customer");
+
+        let topup = |customer: u32, token_id: u64| {
+            let (ghatta, admin, token_file) = (ghatta.clone(), admin.clone(), token_file.clone());
+            tokio::task::spawn_blocking(move || {
+                let out = Command::new(&ghatta)
+                    .args(["topup", "--customer", &customer.to_string()])
+                    .args(["--token", &token_id.to_string(), "--amount", "100"])
+                    .args(["--admin", &admin, "--token-file"])
+                    .arg(&token_file)
+                    .output()
+                    .expect("run ghatta topup");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        let (code, stdout, stderr) = topup(1, 77).await.unwrap();
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("top-up: applied at index"), "{stdout}");
+
+        let (code, stdout, stderr) = topup(1, 77).await.unwrap();
+        assert_eq!(
+            code,
+            Some(1),
+            "a replayed token must fail: {stdout}{stderr}"
+        );
+        assert!(
+            stderr.contains("(422)")
+                && stderr.contains("refused by the billing actor")
+                && stderr.contains("token already used")
+                && stderr.contains("replayed"),
+            "{stderr}"
+        );
+
+        let member = |args: Vec<String>| {
+            let (ghatta, admin, token_file) = (ghatta.clone(), admin.clone(), token_file.clone());
+            tokio::task::spawn_blocking(move || {
+                let out = Command::new(&ghatta)
+                    .arg("member")
+                    .args(args)
+                    .args(["--admin", &admin, "--token-file"])
+                    .arg(&token_file)
+                    .output()
+                    .expect("run ghatta member");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        // Issue 26: `member add` of a node where nothing listens timed out (rc 1) yet added it.
+        let nothing = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let args = ["add", "--id", "4", "--addr", &nothing]
+            .map(String::from)
+            .to_vec();
+        let (code, stdout, stderr) = member(args).await.unwrap();
+        assert_eq!(code, Some(1), "{stdout}{stderr}");
+        assert!(
+            stderr.contains("(409)")
+                && stderr.contains("node 4 at")
+                && stderr.contains("did not answer"),
+            "{stderr}"
+        );
+        let args = ["remove", "--id", "9"].map(String::from).to_vec();
+        let (code, _, stderr) = member(args).await.unwrap();
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("node 9 is not a member"), "{stderr}");
+        let status = client::call(&admin, "GET", "/status", None).await.unwrap();
+        assert_eq!(status["learners"], json!([]), "{status}");
+        assert_eq!(status["membership_in_progress"], json!(false), "{status}");
+
+        let (code, _, stderr) = topup(99, 78).await.unwrap();
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("unknown customer"), "{stderr}");
+
+        // The API itself: the refusal is the body's error, with the receipt beside it.
+        let e = change(
+            "/topup",
+            json!({ "customer": 1, "token_id": 77, "amount_npr": 5 }),
+        )
+        .await
+        .unwrap_err();
+        match e {
+            ghatta::admin::ClientError::Refused { code, message, .. } => {
+                assert_eq!(code, 422);
+                assert!(
+                    message.contains("committed at index")
+                        && message.contains("token already used"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other}"),
+        }
+        running.stop().await;
+    });
+}
