@@ -19,6 +19,14 @@ pub enum AnyBoard {
 }
 
 impl GridMeter for AnyBoard {
+    fn line_stats(&self) -> Option<crate::modbus::ModbusStats> {
+        match self {
+            AnyBoard::Sim(b) => b.line_stats(),
+            AnyBoard::Linux(b) => b.line_stats(),
+            AnyBoard::Replay(b) => b.line_stats(),
+        }
+    }
+
     async fn read_grid(&mut self) -> HalResult<GridSample> {
         match self {
             AnyBoard::Sim(b) => b.read_grid().await,
