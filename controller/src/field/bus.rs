@@ -304,7 +304,8 @@ impl BusScheduler {
         if self.owed > 0 {
             self.stats.ticks_deferred += 1;
         }
-        // Owed across a whole cycle of ticks means the bus cannot keep up, not one slow tick.
+        // Reads owed piling up to half a cycle means the bus cannot keep up, not one slow
+        // tick (a probe's, or a meter's first failure, leaves a few owed for the next).
         let n = self.meters.len();
         if !self.starved && n > 0 && self.owed >= n.div_ceil(2).max(1) && self.owed > 1 {
             self.starved = true;
