@@ -71,6 +71,14 @@ impl Relays for AnyBoard {
         }
     }
 
+    fn relay_stats(&self) -> Option<crate::relay::RelayStats> {
+        match self {
+            AnyBoard::Sim(b) => b.relay_stats(),
+            AnyBoard::Linux(b) => b.relay_stats(),
+            AnyBoard::Replay(b) => b.relay_stats(),
+        }
+    }
+
     fn relay_state(&mut self, line: RelayLine) -> HalResult<bool> {
         match self {
             AnyBoard::Sim(b) => b.relay_state(line),

@@ -25,7 +25,8 @@
 //! - Code map: `traits` and `types` (the seam), `error`; drivers `modbus`, `pzem`,
 //!   `ads1115`, `relay` (generic over byte streams and embedded-hal pins/buses, so they are
 //!   tested without hardware); `reopen` (when and how often to reopen a device that went
-//!   away: pure, time passed in); backends `linux`, `sim`, `replay`.
+//!   away, used by the Modbus line and the relay bank: pure, time passed in); backends
+//!   `linux`, `sim`, `replay`.
 //!
 //! ```
 //! use ghatta_hal::{Board, RelayLine, SimBoard, SimBoardState};

@@ -33,7 +33,14 @@ pub fn is_gone(err: &std::io::Error) -> bool {
     ) {
         return true;
     }
-    matches!(err.raw_os_error(), Some(EIO | ENXIO | ENODEV))
+    err.raw_os_error().is_some_and(errno_means_gone)
+}
+
+/// Whether a raw errno (from an ioctl on a GPIO line, say) means the device went away.
+pub fn errno_means_gone(errno: i32) -> bool {
+    /// "No such file or directory": the device node itself was removed.
+    const ENOENT: i32 = 2;
+    matches!(errno, ENOENT | EIO | ENXIO | ENODEV)
 }
 
 /// One episode of a device that went away.
@@ -153,6 +160,8 @@ mod tests {
         assert!(!is_gone(&Error::from(ErrorKind::TimedOut)));
         assert!(!is_gone(&Error::from(ErrorKind::PermissionDenied)));
         assert!(!is_gone(&Error::from(ErrorKind::InvalidInput)));
+        assert!(errno_means_gone(2) && errno_means_gone(ENODEV));
+        assert!(!errno_means_gone(16), "EBUSY");
     }
 
     #[test]

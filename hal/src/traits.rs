@@ -10,6 +10,7 @@ use std::future::Future;
 
 use crate::error::HalError;
 use crate::modbus::ModbusStats;
+use crate::relay::RelayStats;
 use crate::types::{AnalogChannel, AnalogChannelInfo, GridSample, MeterReading, RelayLine};
 
 /// Result of every hal operation.
@@ -55,6 +56,12 @@ pub trait Relays {
     /// Linux backend (no auxiliary contact is wired back), the actual contact in the
     /// simulator (so a stuck relay shows).
     fn relay_state(&mut self, line: RelayLine) -> HalResult<bool>;
+
+    /// Counters of relay lines whose GPIO device went away and was requested again, for the
+    /// node's status; `None` on a board whose relays cannot go away (the simulator).
+    fn relay_stats(&self) -> Option<RelayStats> {
+        None
+    }
 }
 
 /// Slow analog inputs: water level, pressure, temperature.

@@ -258,6 +258,12 @@ field_stats! {
     modbus_reopens,
     /// Modbus line: reopen attempts that failed (gauge).
     modbus_reopen_failures,
+    /// Relay lines whose GPIO device went away (gauge, from the board).
+    relay_disconnects,
+    /// Relay lines requested again after that (gauge).
+    relay_reopens,
+    /// Attempts to request them again that failed (gauge).
+    relay_reopen_failures,
 }
 
 /// What the loop saves in the journal to resume after a restart. The maps are borrowed when
@@ -704,12 +710,18 @@ impl<B: Board, C: Consensus> Loop<B, C> {
         }
     }
 
-    /// Copies the board's Modbus counters into the stats (for `status`).
+    /// Copies the board's Modbus and relay-line counters into the stats (for `status`).
     fn copy_line_stats(&self) {
+        let st = &self.stats;
+        if let Some(r) = self.board.relay_stats() {
+            st.relay_disconnects.store(r.disconnects, Ordering::Relaxed);
+            st.relay_reopens.store(r.reopens, Ordering::Relaxed);
+            st.relay_reopen_failures
+                .store(r.reopen_failures, Ordering::Relaxed);
+        }
         let Some(l) = self.board.line_stats() else {
             return;
         };
-        let st = &self.stats;
         for (gauge, v) in [
             (&st.modbus_requests, l.requests),
             (&st.modbus_ok, l.ok),

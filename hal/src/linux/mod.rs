@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
-use linux_embedded_hal::{CdevPin, I2cdev};
+use linux_embedded_hal::{CdevPin, CdevPinError, I2cdev};
 use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 
 use crate::ads1115::{Ads1115, Conversion};
@@ -291,8 +291,27 @@ fn serial_error(port: &str, err: &tokio_serial::Error) -> HalError {
     )
 }
 
+/// Whether a GPIO line's error means its chip went away (a USB GPIO expander unplugged):
+/// ENODEV, ENXIO, EIO or ENOENT. gpio-cdev keeps its error kind private, so the errno is
+/// read from its source: an `io::Error`, or nix's `Errno`, whose text starts with its name.
+fn cdev_gone(e: &CdevPinError) -> bool {
+    use std::error::Error as _;
+    let Some(source) = e.inner().source() else {
+        return false;
+    };
+    if let Some(io) = source.downcast_ref::<std::io::Error>() {
+        return crate::reopen::is_gone(io);
+    }
+    let text = source.to_string();
+    ["ENODEV", "ENXIO", "EIO:", "ENOENT"]
+        .iter()
+        .any(|name| text.starts_with(name))
+}
+
 fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError> {
     let mut bank = RelayBank::new();
+    // How to request each line again after its chip went away.
+    let mut wiring: BTreeMap<RelayLine, (PathBuf, u32)> = BTreeMap::new();
     let mut chips: BTreeMap<std::path::PathBuf, Chip> = BTreeMap::new();
     for (i, line) in config.relays.lines.iter().enumerate() {
         let (key, path) = match &line.gpiochip {
@@ -349,6 +368,7 @@ fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError
             .and_then(|l| l.request(LineRequestFlags::OUTPUT, value, &config.relays.consumer))
             .map_err(gpio_err)?;
         let pin = CdevPin::new(handle).map_err(gpio_err)?;
+        wiring.insert(line.relay, (path.clone(), line.line));
         bank.insert(
             line.relay,
             RelayOutput {
@@ -358,6 +378,34 @@ fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError
             },
         );
     }
+    let consumer = config.relays.consumer.clone();
+    bank.set_reopener(
+        Box::new(move |relay, level| {
+            let device = format!("relay {relay}");
+            let Some((path, offset)) = wiring.get(&relay) else {
+                return Err(HalError::new(
+                    ErrorKind::NotFound,
+                    device,
+                    "no such relay line in this board's configuration",
+                ));
+            };
+            let fail = |e: linux_embedded_hal::gpio_cdev::Error| {
+                HalError::new(
+                    ErrorKind::NotFound,
+                    device.clone(),
+                    format!("{} line {offset}: {e}; {GPIOCHIP_ADVICE}", path.display()),
+                )
+            };
+            let mut chip = Chip::new(path).map_err(fail)?;
+            let value = u8::from(level == embedded_hal::digital::PinState::High);
+            let handle = chip
+                .get_line(*offset)
+                .and_then(|l| l.request(LineRequestFlags::OUTPUT, value, &consumer))
+                .map_err(fail)?;
+            CdevPin::new(handle).map_err(fail)
+        }),
+        cdev_gone,
+    );
     Ok(bank)
 }
 
@@ -451,6 +499,10 @@ impl Relays for LinuxBoard {
         self.relays.set(line, closed)
     }
 
+    fn relay_stats(&self) -> Option<crate::relay::RelayStats> {
+        Some(self.relays.stats())
+    }
+
     fn relay_state(&mut self, line: RelayLine) -> HalResult<bool> {
         self.relays.get(line)
     }
@@ -483,5 +535,26 @@ impl AnalogInputs for LinuxBoard {
             ));
         };
         adc.read_mv(&conversion).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpio_error_of_a_removed_device_means_gone_and_others_do_not() {
+        let err = |errno| {
+            CdevPinError::from(linux_embedded_hal::gpio_cdev::Error::from(
+                std::io::Error::from_raw_os_error(errno),
+            ))
+        };
+        assert!(cdev_gone(&err(19)), "ENODEV");
+        assert!(cdev_gone(&err(5)), "EIO");
+        assert!(
+            !cdev_gone(&err(16)),
+            "EBUSY: another program holds the line"
+        );
+        assert!(!cdev_gone(&err(22)), "EINVAL");
     }
 }
