@@ -65,6 +65,8 @@ pub struct RelayStats {
 /// One line of the bank: its pin while it has one.
 struct Slot<P> {
     pin: Option<P>,
+    /// The level last driven, so a line can be requested again at it when it is read.
+    level: Option<PinState>,
     active_low: bool,
     device: String,
     reopen: Reopen,
@@ -99,6 +101,7 @@ impl<P: OutputPin + InputPin> RelayBank<P> {
     pub fn insert(&mut self, line: RelayLine, output: RelayOutput<P>) -> Option<RelayOutput<P>> {
         let slot = Slot {
             pin: Some(output.pin),
+            level: None,
             active_low: output.active_low,
             device: output.device,
             reopen: Reopen::new(),
@@ -160,6 +163,7 @@ impl<P: OutputPin + InputPin> RelayBank<P> {
             PinState::Low => pin.set_low(),
         };
         let Err(e) = result else {
+            slot.level = Some(level);
             if let Some(away_ms) = slot.reopen.answered(now_ms) {
                 tracing::info!(relay = %line, device = %slot.device, away_ms, "relay line is back");
             }
@@ -226,6 +230,7 @@ impl<P: OutputPin + InputPin> RelayBank<P> {
         match reopener(line, level) {
             Ok(pin) => {
                 slot.pin = Some(pin);
+                slot.level = Some(level);
                 slot.reopen.opened();
                 // Requested at the commanded level: that is a successful command.
                 if let Some(away_ms) = slot.reopen.answered(now_ms) {
@@ -250,6 +255,24 @@ impl<P: OutputPin + InputPin> RelayBank<P> {
     /// Whether `line` is driven closed, read back from the pin.
     pub fn get(&mut self, line: RelayLine) -> Result<bool, HalError> {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
+        self.get_at(line, now_ms)
+    }
+
+    /// [`get`](RelayBank::get) at `now_ms` on the bank's own clock. A line whose device went
+    /// away is requested again here too (at the level it was last driven to), so a relay
+    /// that is only read, never commanded, still comes back.
+    pub fn get_at(&mut self, line: RelayLine, now_ms: u64) -> Result<bool, HalError> {
+        let slot = self.slot(line)?;
+        if slot.pin.is_none() {
+            let Some(level) = slot.level else {
+                return Err(HalError::new(
+                    ErrorKind::NotFound,
+                    format!("relay {line} ({})", slot.device),
+                    "the line's GPIO device went away; it is requested again on the next command",
+                ));
+            };
+            self.reopen(line, level, now_ms)?;
+        }
         let slot = self.slot(line)?;
         let device = format!("relay {line} ({})", slot.device);
         let active_low = slot.active_low;

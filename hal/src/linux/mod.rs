@@ -377,6 +377,9 @@ fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError
                 device,
             },
         );
+        // Drive the level it was requested at once more, so the bank knows it: a line whose
+        // chip goes away before its first command is requested again at it when read.
+        bank.set(line.relay, line.start_closed())?;
     }
     let consumer = config.relays.consumer.clone();
     bank.set_reopener(

@@ -218,4 +218,14 @@ fn a_relay_line_whose_device_went_away_is_requested_again_with_backoff() {
     assert!(!bank.get(line).expect("read back"));
     let s = bank.stats();
     assert_eq!((s.disconnects, s.reopens, s.reopen_failures), (1, 1, 1));
+
+    // Gone while only read (the grid sample reads feeder relays back): requested again on a
+    // read, at the level last driven.
+    exp.away.store(true, Ordering::SeqCst);
+    assert!(bank.get_at(line, 5_000).is_err());
+    exp.away.store(false, Ordering::SeqCst);
+    exp.level.store(true, Ordering::SeqCst);
+    assert_eq!(bank.get_at(line, 5_000 + REOPEN_FIRST_MS), Ok(false));
+    assert!(!exp.level.load(Ordering::SeqCst));
+    assert_eq!(bank.stats().reopens, 2);
 }
