@@ -298,6 +298,17 @@ impl BusScheduler {
         }
     }
 
+    /// The line itself came back (the grid meters answer again after the adapter was away):
+    /// meters that fell silent with it are probed in their next slot, not after their
+    /// grown skips. A meter still silent then starts its backoff again from where it was.
+    pub fn probe_silent_now(&mut self) {
+        for m in &mut self.meters {
+            if let Meter::Silent { probe_at_ms, .. } = m {
+                *probe_at_ms = 0;
+            }
+        }
+    }
+
     /// The tick's reads are done: counts a tick that left reads owed, and reports the start
     /// and the end of an episode of them.
     pub fn end_tick(&mut self) -> Option<BusEvent> {
@@ -470,6 +481,19 @@ mod tests {
         assert!(st.skipped >= 290, "{st:?}");
         // The live meters are read once a second throughout.
         assert_eq!((r.reads[&0], r.reads[&2]), (300, 300));
+    }
+
+    #[test]
+    fn meters_silent_with_the_line_are_probed_in_their_next_slot_when_it_is_back() {
+        let mut s = BusScheduler::new(4, cfg());
+        let all = BTreeSet::from([0, 1, 2, 3]);
+        run(&mut s, &all, 10, 5, (0, 40_000));
+        assert_eq!(s.stats().silent_now, 4);
+        s.probe_silent_now();
+        // Within one interval every meter is read again and answers.
+        let r = run(&mut s, &BTreeSet::new(), 10, 5, (40_000, 41_000));
+        assert_eq!(r.reads.len(), 4, "{:?}", r.reads);
+        assert_eq!(s.stats().silent_now, 0);
     }
 
     #[test]

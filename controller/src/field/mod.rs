@@ -560,6 +560,9 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                 failed_for_ms = now.duration_since(self.grid_ok_at).as_millis() as u64,
                 "grid samples are back"
             );
+            // The line is back: meters that went silent with it need not wait out their
+            // backoff.
+            self.bus.probe_silent_now();
         }
         self.grid_ok_at = now;
         self.stats.grid_failing_ms.store(0, Ordering::Relaxed);
@@ -681,6 +684,11 @@ impl<B: Board, C: Consensus> Loop<B, C> {
     /// answering or of a bus without time for its meters, at INFO when it ends.
     fn meter_event(&self, event: Option<BusEvent>, customer: u32, error: &str) {
         match event {
+            Some(BusEvent::Silent { .. }) if self.grid_failing => {
+                // The grid meters fail too: the line is down, and that was logged once; a
+                // WARN per customer meter would bury it.
+                tracing::debug!(customer, error, "meter read failed with the line");
+            }
             Some(BusEvent::Silent { next_probe_ms, .. }) => {
                 let probe_in_ms = next_probe_ms.saturating_sub(self.now_ms());
                 tracing::warn!(

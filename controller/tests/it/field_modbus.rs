@@ -187,6 +187,16 @@ async fn an_adapter_unplugged_mid_run_comes_back_and_health_follows_the_grid_sam
     assert_eq!(s.modbus_reopens.load(Ordering::Relaxed), 1);
     assert!(s.samples.load(Ordering::Relaxed) > samples_away + 5);
     assert!(s.grid_failing_ms.load(Ordering::Relaxed) == 0);
+    // The customer meter that fell silent with the line is probed in its next slot (once a
+    // second), not after its grown backoff.
+    let polled = Instant::now();
+    while s.meters_silent.load(Ordering::Relaxed) != 0 {
+        assert!(
+            polled.elapsed() < Duration::from_secs(3),
+            "the customer meter is still skipped after the line came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         back_after < Duration::from_millis(ghatta_hal::reopen::REOPEN_BACKOFF_MS_MAX + 1_000),
         "back after {back_after:?}"
