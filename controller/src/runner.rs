@@ -247,13 +247,18 @@ pub async fn start(
         })?;
     let mut tasks = Vec::new();
     let n = node.clone();
+    let stats = Arc::new(FieldStats::default());
+    // Nothing has failed yet: `status` before the loop's first sample says healthy.
+    stats
+        .grid_healthy
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let field_view = crate::admin::FieldView(Some(stats.clone()));
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = crate::admin::serve(admin, n, admin_auth).await {
+        if let Err(e) = crate::admin::serve_with_field(admin, n, admin_auth, field_view).await {
             tracing::error!(error = %e, "admin API stopped");
         }
     }));
     let uploader = wan.map(|w| crate::wan::Uploader::spawn(node.clone(), w));
-    let stats = Arc::new(FieldStats::default());
     // The simulated board's physics advance on their own task; its customers are numbered
     // from `first_customer` and its plant may run `speed` times faster than real time.
     let mut field_cfg = cfg.field.clone().for_link(cfg.link_profile);

@@ -11,7 +11,10 @@
 //! `WATCHDOG=1` stops arriving. [`watchdog_loop`] sends `READY=1` once, then `WATCHDOG=1` only
 //! after every health probe passed ([`Health::check`]): the Raft core and the state machine
 //! worker both answer a request, and (with [`watchdog_loop_with_field`]) the field loop keeps
-//! sampling. A node cut off from its quorum is healthy: an island keeps the grid safe on its
+//! turning and its grid samples succeed: a loop that turns but whose samples all fail (the
+//! Modbus adapter gone, the generator meter dead) is unhealthy once they have failed for
+//! `field::GRID_UNHEALTHY_AFTER_MS`, so systemd restarts a node whose sensors are dead
+//! instead of feeding it forever. A node cut off from its quorum is healthy: an island keeps the grid safe on its
 //! own (DESIGN principle 2), so losing the leader never stops the pings.
 
 use std::io;
@@ -216,6 +219,15 @@ pub enum Unhealthy {
         /// Since when, s.
         for_s: u64,
     },
+    /// The field loop turns but its grid samples fail (a meter or the Modbus line is dead):
+    /// protection is blind.
+    #[error(
+        "grid samples have failed for {failing_ms} ms (check the generator meter and the Modbus adapter)"
+    )]
+    GridFailing {
+        /// How long, ms (when last seen failing).
+        failing_ms: u64,
+    },
 }
 
 /// What the health probes last saw, and what they compare against next time.
@@ -272,17 +284,29 @@ impl Health {
                 });
             }
         }
-        if let Some(stats) = &self.field {
-            let beats = field_beats(stats);
-            let now = tokio::time::Instant::now();
-            if beats != self.field_beats {
-                self.field_beats = beats;
-                self.field_beat_at = now;
-            } else if now.duration_since(self.field_beat_at) > FIELD_STALL_MAX {
-                return Err(Unhealthy::FieldStalled {
-                    for_s: now.duration_since(self.field_beat_at).as_secs(),
-                });
-            }
+        self.check_field(tokio::time::Instant::now())
+    }
+
+    /// The field loop's part of [`Health::check`]: it turns (samples taken or failed), and
+    /// its grid samples succeed.
+    pub fn check_field(&mut self, now: tokio::time::Instant) -> Result<(), Unhealthy> {
+        let Some(stats) = &self.field else {
+            return Ok(());
+        };
+        let beats = field_beats(stats);
+        if beats != self.field_beats {
+            self.field_beats = beats;
+            self.field_beat_at = now;
+        } else if now.duration_since(self.field_beat_at) > FIELD_STALL_MAX {
+            return Err(Unhealthy::FieldStalled {
+                for_s: now.duration_since(self.field_beat_at).as_secs(),
+            });
+        }
+        // The failing time, not the `grid_healthy` gauge: a loop that has not started yet
+        // (the gauge still 0) has not failed anything.
+        let failing_ms = stats.grid_failing_ms.load(Ordering::Relaxed);
+        if failing_ms > crate::field::GRID_UNHEALTHY_AFTER_MS {
+            return Err(Unhealthy::GridFailing { failing_ms });
         }
         Ok(())
     }
@@ -445,6 +469,39 @@ mod tests {
     fn relative_socket_names_are_refused() {
         let e = Notifier::new("notify.sock").unwrap_err();
         assert!(e.to_string().contains("absolute path"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_grid_samples_are_unhealthy_though_the_loop_turns() {
+        // Before the loop has started: nothing has failed.
+        let stats = Arc::new(FieldStats::default());
+        let mut h = Health::new(Some(stats.clone()), PROBE_TIMEOUT_MAX);
+        let t0 = tokio::time::Instant::now();
+        stats.samples.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(h.check_field(t0), Ok(()));
+        // The loop keeps turning (failed samples move the beats) but nothing is sampled.
+        stats.read_errors.fetch_add(30, Ordering::Relaxed);
+        stats.grid_failing_ms.store(1_500, Ordering::Relaxed);
+        assert_eq!(
+            h.check_field(t0 + Duration::from_secs(2)),
+            Ok(()),
+            "within the bound"
+        );
+        stats.grid_failing_ms.store(3_000, Ordering::Relaxed);
+        assert_eq!(
+            h.check_field(t0 + Duration::from_secs(3)),
+            Err(Unhealthy::GridFailing { failing_ms: 3_000 })
+        );
+        // Samples are back.
+        stats.samples.fetch_add(1, Ordering::Relaxed);
+        stats.grid_failing_ms.store(0, Ordering::Relaxed);
+        assert_eq!(h.check_field(t0 + Duration::from_secs(4)), Ok(()));
+        // A loop that stops turning altogether is still caught.
+        let later = t0 + Duration::from_secs(4) + FIELD_STALL_MAX + Duration::from_secs(1);
+        assert!(matches!(
+            h.check_field(later),
+            Err(Unhealthy::FieldStalled { .. })
+        ));
     }
 
     #[test]

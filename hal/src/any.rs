@@ -19,6 +19,14 @@ pub enum AnyBoard {
 }
 
 impl GridMeter for AnyBoard {
+    fn line_stats(&self) -> Option<crate::modbus::ModbusStats> {
+        match self {
+            AnyBoard::Sim(b) => b.line_stats(),
+            AnyBoard::Linux(b) => b.line_stats(),
+            AnyBoard::Replay(b) => b.line_stats(),
+        }
+    }
+
     async fn read_grid(&mut self) -> HalResult<GridSample> {
         match self {
             AnyBoard::Sim(b) => b.read_grid().await,
@@ -60,6 +68,14 @@ impl Relays for AnyBoard {
             AnyBoard::Sim(b) => b.set_relay(line, closed),
             AnyBoard::Linux(b) => b.set_relay(line, closed),
             AnyBoard::Replay(b) => b.set_relay(line, closed),
+        }
+    }
+
+    fn relay_stats(&self) -> Option<crate::relay::RelayStats> {
+        match self {
+            AnyBoard::Sim(b) => b.relay_stats(),
+            AnyBoard::Linux(b) => b.relay_stats(),
+            AnyBoard::Replay(b) => b.relay_stats(),
         }
     }
 

@@ -24,7 +24,9 @@
 //!   aarch64/armv7 with only a Rust target installed.
 //! - Code map: `traits` and `types` (the seam), `error`; drivers `modbus`, `pzem`,
 //!   `ads1115`, `relay` (generic over byte streams and embedded-hal pins/buses, so they are
-//!   tested without hardware); backends `linux`, `sim`, `replay`.
+//!   tested without hardware); `reopen` (when and how often to reopen a device that went
+//!   away, used by the Modbus line and the relay bank: pure, time passed in); backends
+//!   `linux`, `sim`, `replay`.
 //!
 //! ```
 //! use ghatta_hal::{Board, RelayLine, SimBoard, SimBoardState};
@@ -51,6 +53,7 @@ pub mod linux;
 pub mod modbus;
 pub mod pzem;
 pub mod relay;
+pub mod reopen;
 pub mod replay;
 pub mod sim;
 pub mod traits;

@@ -231,13 +231,20 @@ pub struct ModbusStats {
     pub io_errors: u64,
     /// Bytes received that belonged to no reply (noise, echoes, other devices).
     pub garbage_bytes: u64,
+    /// Times the port failed in a way that means the device went away (unplugged, hung up);
+    /// the port is then closed until the board reopens it.
+    pub disconnects: u64,
+    /// Times the port was opened again after it went away.
+    pub reopens: u64,
+    /// Attempts to reopen it that failed (the device was still away).
+    pub reopen_failures: u64,
 }
 
 impl fmt::Display for ModbusStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "requests {} ok {} retries {} crc_errors {} timeouts {} exceptions {} invalid {} io_errors {} garbage_bytes {}",
+            "requests {} ok {} retries {} crc_errors {} timeouts {} exceptions {} invalid {} io_errors {} garbage_bytes {} disconnects {} reopens {} reopen_failures {}",
             self.requests,
             self.ok,
             self.retries,
@@ -246,7 +253,10 @@ impl fmt::Display for ModbusStats {
             self.exceptions,
             self.invalid_responses,
             self.io_errors,
-            self.garbage_bytes
+            self.garbage_bytes,
+            self.disconnects,
+            self.reopens,
+            self.reopen_failures
         )
     }
 }
@@ -305,8 +315,13 @@ enum AttemptError {
 }
 
 /// A Modbus-RTU master on one line.
+///
+/// When the port fails in a way that means the device went away ([`crate::reopen::is_gone`]),
+/// the master drops it (so the kernel can free the device node) and every read fails at once
+/// with `NotFound` until the owner [`attach`](ModbusRtu::attach)es a reopened port; the
+/// counters carry across.
 pub struct ModbusRtu<P> {
-    port: P,
+    port: Option<P>,
     settings: ModbusSettings,
     stats: ModbusStats,
     /// When the line was last seen busy (our transmission or a received byte).
@@ -318,7 +333,7 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
     /// A master driving `port` with `settings`.
     pub fn new(port: P, settings: ModbusSettings) -> Self {
         ModbusRtu {
-            port,
+            port: Some(port),
             settings,
             stats: ModbusStats::default(),
             last_activity: None,
@@ -329,6 +344,24 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
     /// The counters so far.
     pub fn stats(&self) -> ModbusStats {
         self.stats
+    }
+
+    /// Whether the master holds an open port (false after the device went away).
+    pub fn is_attached(&self) -> bool {
+        self.port.is_some()
+    }
+
+    /// Drive `port` from now on: the device was reopened. Counted as a reopen.
+    pub fn attach(&mut self, port: P) {
+        self.port = Some(port);
+        self.last_activity = None;
+        self.rx.clear();
+        self.stats.reopens += 1;
+    }
+
+    /// Counts an attempt to reopen the port that failed; the owner calls this.
+    pub fn note_reopen_failure(&mut self) {
+        self.stats.reopen_failures += 1;
     }
 
     /// The line settings.
@@ -394,6 +427,14 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
                 ),
             ));
         }
+        if self.port.is_none() {
+            return Err(HalError::new(
+                ErrorKind::NotFound,
+                device,
+                "the serial port went away and is closed; it is reopened with backoff. Check that \
+                 the USB-serial adapter is plugged in",
+            ));
+        }
         self.stats.requests += 1;
         let request = read_request(address, function, start, count);
         let data_len = 2 * usize::from(count);
@@ -446,6 +487,18 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
                 }
                 Err(AttemptError::Io(err)) => {
                     self.stats.io_errors += 1;
+                    if crate::reopen::is_gone(&err) {
+                        // Drop the descriptor: a replugged adapter gets a fresh device node,
+                        // and holding the old one open helps nobody.
+                        self.port = None;
+                        self.stats.disconnects += 1;
+                        return Err(HalError::from_io(
+                            &err,
+                            device,
+                            "the serial device went away (unplugged or hung up); it is reopened with \
+                             backoff. Check the USB-serial adapter and its cable",
+                        ));
+                    }
                     return Err(HalError::from_io(
                         &err,
                         device,
@@ -511,11 +564,9 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
         data_len: usize,
     ) -> Result<Vec<u8>, AttemptError> {
         self.wait_for_silence().await?;
-        self.port
-            .write_all(request)
-            .await
-            .map_err(AttemptError::Io)?;
-        self.port.flush().await.map_err(AttemptError::Io)?;
+        let port = self.port_mut()?;
+        port.write_all(request).await.map_err(AttemptError::Io)?;
+        port.flush().await.map_err(AttemptError::Io)?;
         let sent = Instant::now() + self.settings.wire_time(request.len());
         self.last_activity = Some(sent);
         let deadline = sent + Duration::from_millis(u64::from(self.settings.response_timeout_ms));
@@ -542,7 +593,8 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
             } else {
                 deadline
             };
-            match timeout_at(wait_until, self.port.read(&mut chunk)).await {
+            let port = self.port_mut()?;
+            match timeout_at(wait_until, port.read(&mut chunk)).await {
                 Ok(Ok(0)) => {
                     return Err(AttemptError::Io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -588,7 +640,8 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
             if quiet_at > give_up {
                 return Err(AttemptError::LineBusy);
             }
-            match timeout_at(quiet_at, self.port.read(&mut chunk)).await {
+            let port = self.port_mut()?;
+            match timeout_at(quiet_at, port.read(&mut chunk)).await {
                 Err(_elapsed) => return Ok(()),
                 Ok(Ok(0)) => {
                     return Err(AttemptError::Io(std::io::Error::new(
@@ -603,6 +656,15 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send> ModbusRtu<P> {
                 Ok(Err(err)) => return Err(AttemptError::Io(err)),
             }
         }
+    }
+
+    fn port_mut(&mut self) -> Result<&mut P, AttemptError> {
+        self.port.as_mut().ok_or_else(|| {
+            AttemptError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the serial port is closed",
+            ))
+        })
     }
 
     fn count_garbage(&mut self, bytes: usize) {

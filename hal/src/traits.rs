@@ -9,6 +9,8 @@
 use std::future::Future;
 
 use crate::error::HalError;
+use crate::modbus::ModbusStats;
+use crate::relay::RelayStats;
 use crate::types::{AnalogChannel, AnalogChannelInfo, GridSample, MeterReading, RelayLine};
 
 /// Result of every hal operation.
@@ -19,6 +21,13 @@ pub trait GridMeter {
     /// Takes one supervisory sample. Fails whole rather than returning a sample with a
     /// missing or stale part: a reading that could not be taken is never reported as good.
     fn read_grid(&mut self) -> impl Future<Output = HalResult<GridSample>> + Send;
+
+    /// Counters of the Modbus line the grid and customer meters share (requests, timeouts,
+    /// the adapter going away and being reopened), for the node's status; `None` on a board
+    /// without one (the simulator, a replay).
+    fn line_stats(&self) -> Option<ModbusStats> {
+        None
+    }
 }
 
 /// Customers' cumulative energy meters.
@@ -47,6 +56,12 @@ pub trait Relays {
     /// Linux backend (no auxiliary contact is wired back), the actual contact in the
     /// simulator (so a stuck relay shows).
     fn relay_state(&mut self, line: RelayLine) -> HalResult<bool>;
+
+    /// Counters of relay lines whose GPIO device went away and was requested again, for the
+    /// node's status; `None` on a board whose relays cannot go away (the simulator).
+    fn relay_stats(&self) -> Option<RelayStats> {
+        None
+    }
 }
 
 /// Slow analog inputs: water level, pressure, temperature.

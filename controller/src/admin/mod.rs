@@ -10,8 +10,9 @@ pub mod dto;
 pub mod error;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,6 +20,7 @@ use ghatta_actor_sdk as sdk;
 use serde_json::{Value, json};
 
 pub use self::error::{AdminError, ClientError};
+use crate::field::FieldStats;
 use crate::node::{MembershipError, Node};
 use crate::rpc::wire::MemberOp;
 
@@ -31,8 +33,18 @@ fn bad(status: StatusCode, msg: impl Into<String>) -> (StatusCode, Json<Value>) 
     (status, Json(json!({ "error": msg.into() })))
 }
 
+/// The field loop's counters `status` adds under `field` (grid health, meter reads, the
+/// Modbus line), when the node runs a field loop.
+#[derive(Clone, Default)]
+pub struct FieldView(pub Option<Arc<FieldStats>>);
+
 /// The router for one node; every method but GET and HEAD needs `auth`'s token.
 pub fn router(node: Node, auth: auth::AdminAuth) -> Router {
+    router_with_field(node, auth, FieldView::default())
+}
+
+/// [`router`], with the field loop's counters in `status`.
+pub fn router_with_field(node: Node, auth: auth::AdminAuth, field: FieldView) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/member", post(member))
@@ -41,6 +53,7 @@ pub fn router(node: Node, auth: auth::AdminAuth) -> Router {
         .route("/customer", post(customer))
         .route("/billing-config", post(billing_config))
         .route("/balancing-config", post(balancing_config))
+        .layer(Extension(field))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -55,7 +68,17 @@ pub async fn serve(
     node: Node,
     auth: auth::AdminAuth,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node, auth)).await
+    serve_with_field(listener, node, auth, FieldView::default()).await
+}
+
+/// [`serve`], with the field loop's counters in `status`.
+pub async fn serve_with_field(
+    listener: tokio::net::TcpListener,
+    node: Node,
+    auth: auth::AdminAuth,
+    field: FieldView,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_with_field(node, auth, field)).await
 }
 
 /// Bind the admin listener, with an error naming the address and the config key.
@@ -74,10 +97,17 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, AdminError> {
         })
 }
 
-async fn status(State(node): State<Node>) -> ApiResult {
-    serde_json::to_value(node.status())
-        .map(Json)
-        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+async fn status(State(node): State<Node>, Extension(field): Extension<FieldView>) -> ApiResult {
+    let internal = |e: serde_json::Error| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let mut v = serde_json::to_value(node.status()).map_err(internal)?;
+    // Added beside the node's fields, none renamed: scripts reading the old ones keep working.
+    if let (Some(stats), Some(obj)) = (&field.0, v.as_object_mut()) {
+        obj.insert(
+            "field".into(),
+            serde_json::to_value(stats.snapshot()).map_err(internal)?,
+        );
+    }
+    Ok(Json(v))
 }
 
 async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) -> ApiResult {

@@ -165,7 +165,41 @@ pub fn format_status(s: &Value) -> String {
             .unwrap_or(Value::Null),
         s.pointer("/link/rejected").cloned().unwrap_or(Value::Null),
     );
-    line + &sealed
+    line + &sealed + &format_field(s)
+}
+
+/// The field loop's part of the status line (`field` in the JSON), if the node runs one.
+fn format_field(s: &Value) -> String {
+    let Some(f) = s.get("field").filter(|f| f.is_object()) else {
+        return String::new();
+    };
+    let n = |k: &str| f.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let grid = if n("grid_healthy") == 1 {
+        "ok".to_string()
+    } else {
+        format!("FAILING for {} ms", n("grid_failing_ms"))
+    };
+    let mut out = format!(
+        " | grid {grid}: samples {} failed {} | meters: reads {} failed {} silent {}",
+        n("samples"),
+        n("read_errors"),
+        n("meter_reads"),
+        n("meter_read_errors"),
+        n("meters_silent"),
+    );
+    if n("modbus_requests") > 0 || n("modbus_disconnects") > 0 {
+        out += &format!(
+            " | modbus: requests {} ok {} timeouts {} crc {} io {} adapter gone {} reopened {}",
+            n("modbus_requests"),
+            n("modbus_ok"),
+            n("modbus_timeouts"),
+            n("modbus_crc_errors"),
+            n("modbus_io_errors"),
+            n("modbus_disconnects"),
+            n("modbus_reopens"),
+        );
+    }
+    out
 }
 
 /// Human form of a proposal receipt, and whether the actor took the input. A node answers a

@@ -9,6 +9,8 @@
 //!
 //! Code map:
 //!
+//! - `bus`: the shared Modbus line's scheduler: customer meters round-robin within a budget
+//!   per tick, a silent meter skipped with backoff (pure, time passed in).
 //! - `protection`: under-frequency stages, over-frequency ballast, voltage trips (pure).
 //! - `relays`: the arbiter (local holds beat committed commands; every move recorded).
 //! - `credit`: prepaid credit in an island, from committed ledger records.
@@ -25,7 +27,13 @@
 //! - A meter read that reached the journal leaves it only when committed.
 //! - Every relay move is recorded with a reason code (protection, balancing, billing,
 //!   operator) and counted.
+//! - Health is successful grid samples: when they fail for longer than
+//!   [`GRID_UNHEALTHY_AFTER_MS`] the loop reports itself unhealthy (`grid_healthy` = 0), and
+//!   the systemd watchdog is no longer fed (`sd_notify`), whatever else keeps turning.
+//! - Customer meter reads never take the grid sample's time: a tick's reads stop at
+//!   `bus::bus_budget_ms` after it began, however many meters are silent.
 
+pub mod bus;
 pub mod config;
 pub mod consensus;
 pub mod credit;
@@ -46,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use self::bus::{BusConfig, BusEvent, BusScheduler};
 pub use self::config::FieldConfig;
 pub use self::consensus::{Committed, Consensus};
 use self::credit::{CreditChange, CreditTracker};
@@ -68,6 +77,13 @@ pub const FIELD_STATE_SAVE_MS: u64 = 5_000;
 /// Relay events held in memory when the shipper's queue is full: a thousand moves is far
 /// more than any burst of trips; beyond it the oldest are dropped (and counted).
 pub const EVENTS_CARRY_MAX: usize = 1_024;
+/// Grid samples failing for longer than this, ms, make the loop unhealthy (`grid_healthy`
+/// = 0, the systemd watchdog no longer fed). Twenty samples at 10 Hz: protection's shortest
+/// delay is 500 ms, so a node blind for 2 s is not protecting its grid, while one failed
+/// sample (a burst of noise, already retried by the Modbus driver) is not an outage. systemd
+/// restarts the node only after `WatchdogSec` without pings, so an adapter replugged within
+/// that time costs no restart.
+pub const GRID_UNHEALTHY_AFTER_MS: u64 = 2_000;
 /// Format version of the saved field state.
 const FIELD_STATE_VERSION: u8 = 1;
 
@@ -201,6 +217,53 @@ field_stats! {
     journal_errors,
     /// Relay events dropped because the shipper's queue stayed full.
     events_dropped,
+    /// Grid samples succeed (gauge, 0/1): 0 once they have failed for longer than
+    /// `GRID_UNHEALTHY_AFTER_MS`. What the watchdog and `status` report as the field's health.
+    grid_healthy,
+    /// How long grid samples have been failing, ms (gauge; 0 after a good one).
+    grid_failing_ms,
+    /// Customer meter reads cut at the tick's bus budget (counted in `meter_read_errors` too).
+    meter_read_timeouts,
+    /// Reads of silent meters to see whether they answer again.
+    meter_probes,
+    /// Read slots of silent meters passed without bus time.
+    meter_slots_skipped,
+    /// Customer meters not answering now (gauge).
+    meters_silent,
+    /// Times a customer meter stopped answering.
+    meter_silent_episodes,
+    /// Ticks that ended with meter reads owed for lack of bus time.
+    bus_ticks_deferred,
+    /// Modbus line: transactions asked for (gauge, from the board's driver; 0 without a line).
+    modbus_requests,
+    /// Modbus line: transactions answered with good data (gauge).
+    modbus_ok,
+    /// Modbus line: attempts repeated (gauge).
+    modbus_retries,
+    /// Modbus line: attempts with no whole reply in time (gauge).
+    modbus_timeouts,
+    /// Modbus line: replies with a bad CRC (gauge).
+    modbus_crc_errors,
+    /// Modbus line: exception replies (gauge).
+    modbus_exceptions,
+    /// Modbus line: intact replies with impossible values (gauge).
+    modbus_invalid_responses,
+    /// Modbus line: operating-system errors on the port (gauge).
+    modbus_io_errors,
+    /// Modbus line: bytes that belonged to no reply (gauge).
+    modbus_garbage_bytes,
+    /// Modbus line: times the adapter went away (gauge).
+    modbus_disconnects,
+    /// Modbus line: times its port was reopened (gauge).
+    modbus_reopens,
+    /// Modbus line: reopen attempts that failed (gauge).
+    modbus_reopen_failures,
+    /// Relay lines whose GPIO device went away (gauge, from the board).
+    relay_disconnects,
+    /// Relay lines requested again after that (gauge).
+    relay_reopens,
+    /// Attempts to request them again that failed (gauge).
+    relay_reopen_failures,
 }
 
 /// What the loop saves in the journal to resume after a restart. The maps are borrowed when
@@ -299,6 +362,16 @@ pub async fn run_with<B: Board, C: Consensus>(
     )));
     let customers: Vec<u32> = board.customers();
     let start = Instant::now();
+    let bus = BusScheduler::new(
+        customers.len(),
+        BusConfig {
+            grid_interval_ms: cfg.grid_interval_ms,
+            meter_interval_ms: cfg.meter_interval_ms,
+        },
+    );
+    // Healthy until grid samples have failed for the bound: the loop's start counts as the
+    // last good sample.
+    stats.grid_healthy.store(1, Ordering::Relaxed);
     let mut lp = Loop {
         me: consensus.node_id(),
         consensus,
@@ -317,7 +390,9 @@ pub async fn run_with<B: Board, C: Consensus>(
         customers_set: customers.iter().copied().collect(),
         last_journaled: vec![None; customers.len()],
         customers,
-        meter_next: 0,
+        bus,
+        grid_ok_at: start,
+        grid_failing: false,
         pending_reads: Vec::new(),
         carry: None,
         events: VecDeque::new(),
@@ -350,7 +425,11 @@ struct Loop<B: Board, C: Consensus> {
     shared: Arc<Mutex<ShipperShared>>,
     customers: Vec<u32>,
     customers_set: BTreeSet<u32>,
-    meter_next: usize,
+    bus: BusScheduler,
+    /// The last good grid sample (or the loop's start).
+    grid_ok_at: Instant,
+    /// Grid samples are failing (an episode, logged once).
+    grid_failing: bool,
     /// Per board customer, in `customers`' order: the register last journaled and when.
     last_journaled: Vec<Option<(u64, Instant)>>,
     pending_reads: Vec<ReadEntry>,
@@ -370,9 +449,10 @@ impl<B: Board, C: Consensus> Loop<B, C> {
         let period = Duration::from_millis(self.cfg.telemetry_interval_ms);
         let mut next_period = Instant::now() + period;
         loop {
-            tick.tick().await;
+            let tick_at = tick.tick().await;
+            let tick_ms = tick_at.saturating_duration_since(self.start).as_millis() as u64;
             self.grid_sample().await;
-            self.read_meters().await;
+            self.read_meters(tick_ms).await;
             self.follow_outbox();
             let now = Instant::now();
             let period_due = now >= next_period;
@@ -382,6 +462,7 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                     next_period = now + period;
                 }
                 self.credit_step();
+                self.copy_line_stats();
             }
             self.drive();
             if period_due {
@@ -411,6 +492,7 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                 self.agg.add(wall, &g);
                 self.protection
                     .note_feeder_loads(g.feeders.iter().map(|f| (f.feeder, f.load_w, f.closed)));
+                self.grid_answered();
                 let stalled_ms = self.stats.stalled_ms.load(Ordering::Relaxed);
                 self.protection
                     .set_islanded(stalled_ms >= self.cfg.protection.island_after_ms);
@@ -424,7 +506,7 @@ impl<B: Board, C: Consensus> Loop<B, C> {
             }
             Err(e) => {
                 self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "grid sample failed");
+                self.grid_failed(&e);
                 None
             }
         };
@@ -469,32 +551,84 @@ impl<B: Board, C: Consensus> Loop<B, C> {
         );
     }
 
-    /// Read this tick's share of the meters, so every meter is read once per
-    /// `meter_interval_ms` without a long burst between two grid samples.
-    async fn read_meters(&mut self) {
-        let n = self.customers.len();
-        if n == 0 {
+    /// A grid sample succeeded: the loop is healthy.
+    fn grid_answered(&mut self) {
+        let now = Instant::now();
+        if self.grid_failing {
+            self.grid_failing = false;
+            tracing::info!(
+                failed_for_ms = now.duration_since(self.grid_ok_at).as_millis() as u64,
+                "grid samples are back"
+            );
+            // The line is back: meters that went silent with it need not wait out their
+            // backoff.
+            self.bus.probe_silent_now();
+        }
+        self.grid_ok_at = now;
+        self.stats.grid_failing_ms.store(0, Ordering::Relaxed);
+        self.stats.grid_healthy.store(1, Ordering::Relaxed);
+    }
+
+    /// A grid sample failed: WARN once per episode, unhealthy past the bound.
+    fn grid_failed(&mut self, e: &ghatta_hal::HalError) {
+        let failing_ms = Instant::now().duration_since(self.grid_ok_at).as_millis() as u64;
+        self.stats
+            .grid_failing_ms
+            .store(failing_ms, Ordering::Relaxed);
+        if !self.grid_failing {
+            self.grid_failing = true;
+            tracing::warn!(
+                error = %e,
+                unhealthy_after_ms = GRID_UNHEALTHY_AFTER_MS,
+                "grid sample failed: protection has no data until samples are back"
+            );
+        } else {
+            tracing::debug!(error = %e, "grid sample failed");
+        }
+        if failing_ms > GRID_UNHEALTHY_AFTER_MS
+            && self.stats.grid_healthy.swap(0, Ordering::Relaxed) == 1
+        {
+            tracing::error!(
+                failing_ms,
+                error = %e,
+                "grid samples failing: the field loop is unhealthy and the systemd watchdog is \
+                 no longer fed (systemd restarts the node after WatchdogSec unless they recover)"
+            );
+        }
+    }
+
+    /// Read the meters the bus scheduler gives this tick (each meter once per
+    /// `meter_interval_ms`), each read cut at the tick's bus budget so the next grid sample
+    /// is on time however many meters are silent.
+    async fn read_meters(&mut self, tick_ms: u64) {
+        if self.customers.is_empty() {
             return;
         }
-        let per_tick = (n as u64 * self.cfg.grid_interval_ms)
-            .div_ceil(self.cfg.meter_interval_ms.max(1))
-            .max(1) as usize;
         let over_limit = shipper::lock(&self.shared).over_limit;
         let interval = Duration::from_millis(if over_limit {
             self.cfg.meter_journal_interval_ms_over_limit
         } else {
             self.cfg.meter_journal_interval_ms
         });
-        // One clock read for the tick's reads: the journal interval is a minute or more, a
-        // bus read takes milliseconds (and a clock read per meter showed in the simulator's
-        // profile, where a tick reads 30 meters).
-        let now = Instant::now();
-        for _ in 0..per_tick.min(n) {
-            let i = self.meter_next % n;
+        self.bus.begin_tick(tick_ms);
+        let mut now = Instant::now();
+        loop {
+            let started_ms = now.saturating_duration_since(self.start).as_millis() as u64;
+            let Some(slot) = self.bus.next(started_ms) else {
+                break;
+            };
+            let i = slot.meter;
             let c = self.customers[i];
-            self.meter_next = (self.meter_next + 1) % n;
-            match self.board.read_energy(c).await {
-                Ok(r) => {
+            let deadline = self.start + Duration::from_millis(slot.deadline_ms);
+            // Its own timeout: the tick's budget. The driver's retries may outlast it; a
+            // reply that comes after the cut is skipped as garbage before the next request.
+            let result = tokio::time::timeout_at(deadline, self.board.read_energy(c)).await;
+            now = Instant::now();
+            let answered = matches!(result, Ok(Ok(_)));
+            let now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
+            let event = self.bus.finish(slot, started_ms, now_ms, answered);
+            match result {
+                Ok(Ok(r)) => {
                     self.stats.meter_reads.fetch_add(1, Ordering::Relaxed);
                     let grid = self.map.to_grid(c);
                     self.credit.on_local_read(grid, r.total_wh);
@@ -511,11 +645,106 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                         });
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     self.stats.meter_read_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(customer = c, error = %e, "meter read failed");
+                    self.meter_event(event, c, &e.to_string());
+                }
+                Err(_elapsed) => {
+                    self.stats.meter_read_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .meter_read_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    let why = format!(
+                        "no answer within the tick's bus budget ({} ms of {} ms)",
+                        bus::bus_budget_ms(self.cfg.grid_interval_ms),
+                        self.cfg.grid_interval_ms
+                    );
+                    self.meter_event(event, c, &why);
                 }
             }
+            if let (Some(ev @ BusEvent::Answering { .. }), true) = (event, answered) {
+                self.meter_event(Some(ev), c, "");
+            }
+        }
+        if let Some(ev) = self.bus.end_tick() {
+            self.meter_event(Some(ev), 0, "");
+        }
+        let b = self.bus.stats();
+        let st = &self.stats;
+        st.meter_probes.store(b.probes, Ordering::Relaxed);
+        st.meter_slots_skipped.store(b.skipped, Ordering::Relaxed);
+        st.meters_silent.store(b.silent_now, Ordering::Relaxed);
+        st.meter_silent_episodes
+            .store(b.silent_episodes, Ordering::Relaxed);
+        st.bus_ticks_deferred
+            .store(b.ticks_deferred, Ordering::Relaxed);
+    }
+
+    /// Logs what the bus scheduler reports: at WARN once per episode of a meter that stopped
+    /// answering or of a bus without time for its meters, at INFO when it ends.
+    fn meter_event(&self, event: Option<BusEvent>, customer: u32, error: &str) {
+        match event {
+            Some(BusEvent::Silent { .. }) if self.grid_failing => {
+                // The grid meters fail too: the line is down, and that was logged once; a
+                // WARN per customer meter would bury it.
+                tracing::debug!(customer, error, "meter read failed with the line");
+            }
+            Some(BusEvent::Silent { next_probe_ms, .. }) => {
+                let probe_in_ms = next_probe_ms.saturating_sub(self.now_ms());
+                tracing::warn!(
+                    customer,
+                    error,
+                    probe_in_ms,
+                    "customer meter stopped answering: skipped, probed again with backoff up to {} s",
+                    bus::METER_SKIP_MS_MAX / 1_000
+                );
+            }
+            Some(BusEvent::Answering { silent_ms, .. }) => {
+                tracing::info!(customer, silent_ms, "customer meter answers again");
+            }
+            Some(BusEvent::Starved { owed }) => {
+                tracing::warn!(
+                    owed,
+                    grid_interval_ms = self.cfg.grid_interval_ms,
+                    "the Modbus line has no time left for customer meters within the grid interval: \
+                     they are read less often than meter_interval_ms; raise grid_interval_ms or the \
+                     line speed, or move meters to another line"
+                );
+            }
+            Some(BusEvent::Unstarved) => {
+                tracing::info!("customer meter reads caught up");
+            }
+            None => tracing::debug!(customer, error, "meter read failed"),
+        }
+    }
+
+    /// Copies the board's Modbus and relay-line counters into the stats (for `status`).
+    fn copy_line_stats(&self) {
+        let st = &self.stats;
+        if let Some(r) = self.board.relay_stats() {
+            st.relay_disconnects.store(r.disconnects, Ordering::Relaxed);
+            st.relay_reopens.store(r.reopens, Ordering::Relaxed);
+            st.relay_reopen_failures
+                .store(r.reopen_failures, Ordering::Relaxed);
+        }
+        let Some(l) = self.board.line_stats() else {
+            return;
+        };
+        for (gauge, v) in [
+            (&st.modbus_requests, l.requests),
+            (&st.modbus_ok, l.ok),
+            (&st.modbus_retries, l.retries),
+            (&st.modbus_timeouts, l.timeouts),
+            (&st.modbus_crc_errors, l.crc_errors),
+            (&st.modbus_exceptions, l.exceptions),
+            (&st.modbus_invalid_responses, l.invalid_responses),
+            (&st.modbus_io_errors, l.io_errors),
+            (&st.modbus_garbage_bytes, l.garbage_bytes),
+            (&st.modbus_disconnects, l.disconnects),
+            (&st.modbus_reopens, l.reopens),
+            (&st.modbus_reopen_failures, l.reopen_failures),
+        ] {
+            gauge.store(v, Ordering::Relaxed);
         }
     }
 

@@ -185,6 +185,19 @@ fn run_with_a_sim_board_serves_status() {
     };
     let v: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
     assert_eq!(v["id"], 1, "{status}");
+    // The field loop's counters sit beside the node's, under `field` (added, nothing
+    // renamed); a simulated board has no Modbus line, so those stay 0.
+    assert_eq!(v["field"]["grid_healthy"], 1, "{status}");
+    assert!(v["field"]["meters_silent"].is_u64(), "{status}");
+    assert_eq!(v["field"]["modbus_requests"], 0, "{status}");
+    assert!(v["link"].is_object(), "{status}");
+    // The human line says how the grid samples go.
+    let out = Command::new(GHATTA)
+        .args(["status", "--admin", &admin])
+        .output()
+        .expect("run ghatta status");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.contains("| grid ok: samples"), "{line}");
     // The field loop's journal lives beside the node's databases.
     assert!(dir.path().join("data").join("journal.redb").exists());
 }

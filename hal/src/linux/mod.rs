@@ -4,14 +4,19 @@
 //! Opening checks each device path first, so a missing device is reported with its path,
 //! the configuration key that named it and the command that finds the right one, instead
 //! of a bare ENOENT.
+//!
+//! The Modbus line comes back by itself: when its port fails in a way that means the adapter
+//! went away, the port is closed and reopened by path with backoff (`crate::reopen`) on
+//! later reads, logged at WARN once per episode and at INFO when a meter answers again, and
+//! counted in `ModbusStats`.
 
 pub mod config;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
-use linux_embedded_hal::{CdevPin, I2cdev};
+use linux_embedded_hal::{CdevPin, CdevPinError, I2cdev};
 use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 
 use crate::ads1115::{Ads1115, Conversion};
@@ -19,6 +24,7 @@ use crate::error::{ErrorKind, HalError, io_kind};
 use crate::modbus::{ModbusRtu, ModbusSettings, ModbusStats};
 use crate::pzem;
 use crate::relay::{RelayBank, RelayOutput, level_for};
+use crate::reopen::Reopen;
 use crate::traits::{AnalogInputs, EnergyMeters, GridMeter, HalResult, Relays};
 use crate::types::{
     AnalogChannel, AnalogChannelInfo, FeederSample, GridSample, MeterReading, RelayLine,
@@ -34,6 +40,11 @@ pub struct LinuxBoard {
     adc: Option<Ads1115<I2cdev>>,
     analog: BTreeMap<AnalogChannel, (String, Conversion)>,
     modbus: Option<ModbusRtu<SerialStream>>,
+    /// Where and how to reopen the Modbus port after it went away.
+    modbus_port: Option<(PathBuf, u32)>,
+    modbus_reopen: Reopen,
+    /// The zero of the reopen schedule's clock.
+    epoch: tokio::time::Instant,
     meters: BTreeMap<u32, u8>,
     grid: Option<GridConfig>,
 }
@@ -100,6 +111,7 @@ impl LinuxBoard {
         }
 
         let mut modbus = None;
+        let mut modbus_port = None;
         let mut meters = BTreeMap::new();
         if let Some(m) = &config.modbus {
             require_exists("modbus.port", &m.port, SERIAL_ADVICE)?;
@@ -111,14 +123,8 @@ impl LinuxBoard {
                 ));
             }
             let port_name = m.port.display().to_string();
-            // PZEM-004T v3 framing: 8 data bits, no parity, 1 stop bit, no flow control.
-            let stream = tokio_serial::new(port_name.clone(), m.baud)
-                .data_bits(DataBits::Eight)
-                .parity(Parity::None)
-                .stop_bits(StopBits::One)
-                .flow_control(FlowControl::None)
-                .open_native_async()
-                .map_err(|e| serial_error(&port_name, &e))?;
+            let stream = open_serial(&m.port, m.baud)?;
+            modbus_port = Some((m.port.clone(), m.baud));
             let settings = ModbusSettings {
                 port_name,
                 baud: m.baud,
@@ -136,6 +142,9 @@ impl LinuxBoard {
             adc,
             analog,
             modbus,
+            modbus_port,
+            modbus_reopen: Reopen::new(),
+            epoch: tokio::time::Instant::now(),
             meters,
             grid: config.grid.clone(),
         })
@@ -147,6 +156,7 @@ impl LinuxBoard {
     }
 
     async fn read_meter(&mut self, address: u8, role: &str) -> HalResult<pzem::PzemReading> {
+        let now_ms = self.now_ms();
         let Some(bus) = self.modbus.as_mut() else {
             return Err(HalError::new(
                 ErrorKind::NotFound,
@@ -154,10 +164,111 @@ impl LinuxBoard {
                 "no [modbus] section in the board configuration",
             ));
         };
-        pzem::read(bus, address).await.map_err(|mut e| {
+        if !bus.is_attached() {
+            reopen_line(
+                bus,
+                &mut self.modbus_reopen,
+                self.modbus_port.as_ref(),
+                now_ms,
+            )?;
+        }
+        let result = pzem::read(bus, address).await;
+        if result.is_ok() {
+            if let Some(away_ms) = self.modbus_reopen.answered(now_ms) {
+                tracing::info!(
+                    port = %bus.settings().port_name,
+                    away_ms,
+                    stats = %bus.stats(),
+                    "modbus line is back: a meter answered after the port was reopened"
+                );
+            }
+        } else if let Err(e) = &result
+            && !bus.is_attached()
+            && self.modbus_reopen.gone(now_ms)
+        {
+            tracing::warn!(
+                port = %bus.settings().port_name,
+                error = %e,
+                first_retry_ms = crate::reopen::REOPEN_FIRST_MS,
+                backoff_ms_max = crate::reopen::REOPEN_BACKOFF_MS_MAX,
+                "modbus line went away (adapter unplugged or hung up): reopening with backoff; \
+                 grid samples and meter reads fail until it is back"
+            );
+        }
+        result.map_err(|mut e| {
             e.device = format!("{} ({role})", e.device);
             e
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        tokio::time::Instant::now()
+            .duration_since(self.epoch)
+            .as_millis() as u64
+    }
+}
+
+/// Opens the Modbus port: PZEM-004T v3 framing, 8 data bits, no parity, 1 stop bit, no flow
+/// control.
+fn open_serial(path: &Path, baud: u32) -> Result<SerialStream, HalError> {
+    let port_name = path.display().to_string();
+    tokio_serial::new(port_name.clone(), baud)
+        .data_bits(DataBits::Eight)
+        .parity(Parity::None)
+        .stop_bits(StopBits::One)
+        .flow_control(FlowControl::None)
+        .open_native_async()
+        .map_err(|e| serial_error(&port_name, &e))
+}
+
+/// Reopens a Modbus port that went away, when its backoff allows; otherwise (or when the
+/// device is still missing) fails at once, without bus time, saying when the next attempt is.
+fn reopen_line(
+    bus: &mut ModbusRtu<SerialStream>,
+    reopen: &mut Reopen,
+    port: Option<&(PathBuf, u32)>,
+    now_ms: u64,
+) -> Result<(), HalError> {
+    let device = format!("modbus {}", bus.settings().port_name);
+    let Some((path, baud)) = port else {
+        return Err(HalError::new(
+            ErrorKind::NotFound,
+            device,
+            "the serial port went away and this board cannot reopen it",
+        ));
+    };
+    if !reopen.in_episode() {
+        // Closed without an episode (cannot happen through read_meter); start one so the
+        // backoff applies.
+        reopen.gone(now_ms);
+    }
+    if !reopen.due(now_ms) {
+        return Err(HalError::new(
+            ErrorKind::NotFound,
+            device,
+            format!(
+                "the serial port went away; next reopen attempt in {} ms. {SERIAL_ADVICE}",
+                reopen.wait_ms(now_ms)
+            ),
+        ));
+    }
+    match open_serial(path, *baud) {
+        Ok(stream) => {
+            bus.attach(stream);
+            reopen.opened();
+            tracing::info!(port = %path.display(), "modbus port reopened");
+            Ok(())
+        }
+        Err(e) => {
+            bus.note_reopen_failure();
+            let wait_ms = reopen.open_failed(now_ms);
+            tracing::debug!(error = %e, wait_ms, "modbus port still missing");
+            Err(HalError::new(
+                e.kind,
+                device,
+                format!("{}; next reopen attempt in {wait_ms} ms", e.detail),
+            ))
+        }
     }
 }
 
@@ -180,8 +291,27 @@ fn serial_error(port: &str, err: &tokio_serial::Error) -> HalError {
     )
 }
 
+/// Whether a GPIO line's error means its chip went away (a USB GPIO expander unplugged):
+/// ENODEV, ENXIO, EIO or ENOENT. gpio-cdev keeps its error kind private, so the errno is
+/// read from its source: an `io::Error`, or nix's `Errno`, whose text starts with its name.
+fn cdev_gone(e: &CdevPinError) -> bool {
+    use std::error::Error as _;
+    let Some(source) = e.inner().source() else {
+        return false;
+    };
+    if let Some(io) = source.downcast_ref::<std::io::Error>() {
+        return crate::reopen::is_gone(io);
+    }
+    let text = source.to_string();
+    ["ENODEV", "ENXIO", "EIO:", "ENOENT"]
+        .iter()
+        .any(|name| text.starts_with(name))
+}
+
 fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError> {
     let mut bank = RelayBank::new();
+    // How to request each line again after its chip went away.
+    let mut wiring: BTreeMap<RelayLine, (PathBuf, u32)> = BTreeMap::new();
     let mut chips: BTreeMap<std::path::PathBuf, Chip> = BTreeMap::new();
     for (i, line) in config.relays.lines.iter().enumerate() {
         let (key, path) = match &line.gpiochip {
@@ -238,6 +368,7 @@ fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError
             .and_then(|l| l.request(LineRequestFlags::OUTPUT, value, &config.relays.consumer))
             .map_err(gpio_err)?;
         let pin = CdevPin::new(handle).map_err(gpio_err)?;
+        wiring.insert(line.relay, (path.clone(), line.line));
         bank.insert(
             line.relay,
             RelayOutput {
@@ -246,11 +377,46 @@ fn open_relays(config: &LinuxBoardConfig) -> Result<RelayBank<CdevPin>, HalError
                 device,
             },
         );
+        // Drive the level it was requested at once more, so the bank knows it: a line whose
+        // chip goes away before its first command is requested again at it when read.
+        bank.set(line.relay, line.start_closed())?;
     }
+    let consumer = config.relays.consumer.clone();
+    bank.set_reopener(
+        Box::new(move |relay, level| {
+            let device = format!("relay {relay}");
+            let Some((path, offset)) = wiring.get(&relay) else {
+                return Err(HalError::new(
+                    ErrorKind::NotFound,
+                    device,
+                    "no such relay line in this board's configuration",
+                ));
+            };
+            let fail = |e: linux_embedded_hal::gpio_cdev::Error| {
+                HalError::new(
+                    ErrorKind::NotFound,
+                    device.clone(),
+                    format!("{} line {offset}: {e}; {GPIOCHIP_ADVICE}", path.display()),
+                )
+            };
+            let mut chip = Chip::new(path).map_err(fail)?;
+            let value = u8::from(level == embedded_hal::digital::PinState::High);
+            let handle = chip
+                .get_line(*offset)
+                .and_then(|l| l.request(LineRequestFlags::OUTPUT, value, &consumer))
+                .map_err(fail)?;
+            CdevPin::new(handle).map_err(fail)
+        }),
+        cdev_gone,
+    );
     Ok(bank)
 }
 
 impl GridMeter for LinuxBoard {
+    fn line_stats(&self) -> Option<ModbusStats> {
+        self.modbus_stats()
+    }
+
     async fn read_grid(&mut self) -> HalResult<GridSample> {
         let Some(grid) = self.grid.clone() else {
             return Err(HalError::new(
@@ -336,6 +502,10 @@ impl Relays for LinuxBoard {
         self.relays.set(line, closed)
     }
 
+    fn relay_stats(&self) -> Option<crate::relay::RelayStats> {
+        Some(self.relays.stats())
+    }
+
     fn relay_state(&mut self, line: RelayLine) -> HalResult<bool> {
         self.relays.get(line)
     }
@@ -368,5 +538,26 @@ impl AnalogInputs for LinuxBoard {
             ));
         };
         adc.read_mv(&conversion).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpio_error_of_a_removed_device_means_gone_and_others_do_not() {
+        let err = |errno| {
+            CdevPinError::from(linux_embedded_hal::gpio_cdev::Error::from(
+                std::io::Error::from_raw_os_error(errno),
+            ))
+        };
+        assert!(cdev_gone(&err(19)), "ENODEV");
+        assert!(cdev_gone(&err(5)), "EIO");
+        assert!(
+            !cdev_gone(&err(16)),
+            "EBUSY: another program holds the line"
+        );
+        assert!(!cdev_gone(&err(22)), "EINVAL");
     }
 }

@@ -1,12 +1,16 @@
 //! A pseudo-terminal pair and a PZEM-004T v3 simulator on its master side, with scripted
-//! faults: what a USB-serial adapter with meters behind it looks like to the driver.
+//! faults: what a USB-serial adapter with meters behind it looks like to the driver; it can be
+//! unplugged (its side closed) and a new one linked under the same path, as udev re-points
+//! `/dev/serial/by-id/...` when an adapter is plugged back.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ghatta_hal::pzem::{self, PzemReading};
@@ -40,10 +44,39 @@ pub struct MeterSim {
     pub script: Arc<Mutex<VecDeque<Reply>>>,
     /// Addresses of the requests received, in order.
     pub requests: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
     _slave: OwnedFd,
 }
 
+/// How often the simulator thread looks up from its wait to see whether it was unplugged.
+const STOP_POLL_MS: u8 = 20;
+
+impl Drop for MeterSim {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Points `link` at `sim`'s pty (replacing whatever it pointed at in one rename), so a board
+/// configured with `link` opens this simulator.
+pub fn link(sim: &MeterSim, link: &Path) {
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&sim.path, &tmp).expect("symlink");
+    std::fs::rename(&tmp, link).expect("rename the symlink into place");
+}
+
 impl MeterSim {
+    /// Closes the adapter's side of the pty, as pulling the USB plug does: the driver's next
+    /// read or write fails (EIO, or a hang-up). Returns once it is closed.
+    pub fn unplug(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("meter simulator thread");
+        }
+    }
+
     pub fn push(&self, reply: Reply) {
         self.script.lock().expect("script lock").push_back(reply);
     }
@@ -100,10 +133,25 @@ pub fn start(meters: BTreeMap<u8, PzemReading>) -> MeterSim {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let mut master = File::from(pty.master);
     let (script2, requests2) = (Arc::clone(&script), Arc::clone(&requests));
-    std::thread::spawn(move || {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 64];
         loop {
+            if stop2.load(Ordering::Relaxed) {
+                return; // drops `master`: unplugged
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                master.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, STOP_POLL_MS) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
             let n = match master.read(&mut chunk) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
@@ -162,6 +210,8 @@ pub fn start(meters: BTreeMap<u8, PzemReading>) -> MeterSim {
         path,
         script,
         requests,
+        stop,
+        thread: Some(thread),
         _slave: pty.slave,
     }
 }

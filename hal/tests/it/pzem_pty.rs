@@ -1,8 +1,10 @@
 //! The PZEM-004T v3 driver through the Linux board and tokio-serial, over a pseudo-terminal
-//! whose slave path is configured exactly as a real /dev/ttyUSB0, against `meter_sim`.
+//! whose slave path is configured exactly as a real /dev/ttyUSB0, against `meter_sim`; and an
+//! adapter unplugged and plugged back under the same path.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ghatta_hal::linux::config::{CustomerMeterConfig, FeederMeterConfig, GridConfig, ModbusConfig};
 use ghatta_hal::pzem::{self, PzemReading};
@@ -30,9 +32,13 @@ fn reading(power_dw: u32, energy_wh: u32) -> PzemReading {
 }
 
 fn board_for(sim: &MeterSim, grid: Option<GridConfig>) -> LinuxBoard {
+    board_on(&sim.path, grid)
+}
+
+fn board_on(port: &Path, grid: Option<GridConfig>) -> LinuxBoard {
     let config = LinuxBoardConfig {
         modbus: Some(ModbusConfig {
-            port: sim.path.clone(),
+            port: port.to_path_buf(),
             baud: 9_600,
             response_timeout_ms: TEST_TIMEOUT_MS,
             retries: 2,
@@ -46,7 +52,7 @@ fn board_for(sim: &MeterSim, grid: Option<GridConfig>) -> LinuxBoard {
     };
     match LinuxBoard::open(&config) {
         Ok(b) => b,
-        Err(e) => panic!("opening the board on {}: {e}", sim.path.display()),
+        Err(e) => panic!("opening the board on {}: {e}", port.display()),
     }
 }
 
@@ -278,4 +284,65 @@ async fn grid_sample_from_generator_and_feeder_meters() {
     let e = board.read_grid().await.expect_err("feeder meter silent");
     assert_eq!(e.kind, ErrorKind::Timeout);
     assert!(e.device.contains("feeder 1"), "{e}");
+}
+
+/// Regression: an unplugged adapter used to be held open forever, every read failing until
+/// the process was restarted. Now the port is dropped when it goes away, reads fail fast
+/// while it is missing, and the same path is reopened (with backoff) once an adapter is back.
+#[tokio::test]
+async fn an_unplugged_adapter_is_reopened_under_the_same_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // As udev's /dev/serial/by-id/... symlink, re-pointed when the adapter re-enumerates.
+    let port = dir.path().join("ttyUSB-meters");
+    let meters = BTreeMap::from([(ADDRESS, reading(9_876, 123_456))]);
+    let sim = meter_sim::start(meters.clone());
+    meter_sim::link(&sim, &port);
+    let mut board = board_on(&port, None);
+    board.read_energy(CUSTOMER).await.expect("plugged in");
+
+    sim.unplug();
+    let e = board.read_energy(CUSTOMER).await.expect_err("unplugged");
+    assert!(e.detail.contains("went away"), "{e}");
+    assert_eq!(stats(&board).disconnects, 1);
+    // While it is away every read fails, and fast: no bus time is spent on a missing port.
+    let away = Instant::now();
+    let mut failed = 0;
+    while away.elapsed() < Duration::from_millis(1_200) {
+        let t = Instant::now();
+        board
+            .read_energy(CUSTOMER)
+            .await
+            .expect_err("still unplugged");
+        assert!(t.elapsed() < Duration::from_millis(u64::from(TEST_TIMEOUT_MS)));
+        failed += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(failed > 10);
+    let s = stats(&board);
+    assert_eq!((s.disconnects, s.reopens), (1, 0), "{s}");
+
+    let sim = meter_sim::start(meters);
+    meter_sim::link(&sim, &port);
+    let plugged = Instant::now();
+    let m = loop {
+        match board.read_energy(CUSTOMER).await {
+            Ok(m) => break m,
+            Err(e) => assert!(
+                plugged.elapsed() < Duration::from_secs(6),
+                "not back 6 s after replugging: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(m.total_wh, 123_456);
+    // Within the longest backoff (plus a loaded machine's slack).
+    assert!(
+        plugged.elapsed()
+            < Duration::from_millis(ghatta_hal::reopen::REOPEN_BACKOFF_MS_MAX + 1_000),
+        "back after {:?}",
+        plugged.elapsed()
+    );
+    let s = stats(&board);
+    assert_eq!((s.disconnects, s.reopens), (1, 1), "{s}");
+    board.read_energy(CUSTOMER).await.expect("stays back");
 }
