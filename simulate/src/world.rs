@@ -1005,24 +1005,17 @@ impl World {
         Ok(inc)
     }
 
-    /// Kills node `i`'s process; then the disks keep what a crash (page cache written back)
-    /// or a power cut (only what was fsynced) leaves.
+    /// Kills node `i`'s process at this instant, as a crash or a power cut does: the disks
+    /// are cut first (a power cut keeps only what was fsynced; a crash, the page cache too),
+    /// fencing the dead process's handles, and only then is the node stopped, without its
+    /// shutdown on the world's time. What the node did and the observer saw before the cut
+    /// stays valid; nothing it does after reaches a disk, a link or a checker.
     async fn kill(&mut self, i: usize, power_cut: bool) {
         let t_ms = self.epoch.elapsed_ms();
         let s = &mut self.slots[i];
         let Some(r) = s.run.take() else {
             return;
         };
-        r.alive.store(false, Ordering::Relaxed);
-        for t in r.tasks.into_iter().chain(r.field) {
-            t.abort();
-        }
-        lock(&self.running).remove(&s.id);
-        let node = r.node;
-        self.engine
-            .run_on(i, async move { node.shutdown().await })
-            .await;
-        let s = &mut self.slots[i];
         for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
             if power_cut {
                 d.power_cut();
@@ -1030,6 +1023,18 @@ impl World {
                 d.crash();
             }
         }
+        r.alive.store(false, Ordering::Relaxed);
+        for t in r.tasks.into_iter().chain(r.field) {
+            t.abort();
+        }
+        lock(&self.running).remove(&s.id);
+        // The dead process's Raft core must stop so that it stops using CPU and timers; it
+        // stops in the background, on fenced disks and a dead transport, while the world
+        // goes on (a real process does nothing at all after the cut; this one can do
+        // nothing that anyone sees).
+        let node = r.node;
+        drop(self.engine.spawn_on(i, async move { node.shutdown().await }));
+        let s = &mut self.slots[i];
         let term = s.role.map_or(0, |(_, t)| t);
         s.role = Some((SimRole::Shutdown, term));
         let o = Observation::RoleChange {
