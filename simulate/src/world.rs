@@ -1033,7 +1033,10 @@ impl World {
         // goes on (a real process does nothing at all after the cut; this one can do
         // nothing that anyone sees).
         let node = r.node;
-        drop(self.engine.spawn_on(i, async move { node.shutdown().await }));
+        drop(
+            self.engine
+                .spawn_on(i, async move { node.shutdown().await }),
+        );
         let s = &mut self.slots[i];
         let term = s.role.map_or(0, |(_, t)| t);
         s.role = Some((SimRole::Shutdown, term));
