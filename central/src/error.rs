@@ -134,4 +134,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The HTTP token file could not be read or made.
+    #[error(
+        "the HTTP token: {0}; run as the user that owns the data directory, or delete a damaged token file and start again to make a new one (clients then need the new token)"
+    )]
+    Token(#[from] ghatta_proto::token::TokenError),
 }

@@ -32,9 +32,10 @@ use ghatta_proto::wan::channel::AllowedGrids;
 use tokio::net::TcpListener;
 
 pub use self::error::{StartError, StoreError};
+pub use self::http::access::HttpAccess;
 pub use self::store::{
-    CentralStats, CentralStatsSnapshot, CentralStore, EnergyHourRow, GridState, LedgerRow,
-    StoredRecord,
+    CentralStats, CentralStatsSnapshot, CentralStore, EnergyHourRow, GridState, HourKey, LedgerKey,
+    LedgerRow, PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX, PAGE_SCAN_ROWS_MAX, Page, StoredRecord, TimeRange,
 };
 
 /// Concurrent grid connections. A country's programme is a few hundred grids with one
@@ -70,16 +71,24 @@ pub struct CentralConfig {
     pub grids: AllowedGrids,
     /// See [`BACKFILL_AFTER_MS_DEFAULT`].
     pub backfill_after_ms: u64,
+    /// The HTTP API's bearer-token file; `None`: `http.token` in `data_dir`. Made (mode
+    /// 0600) at first start.
+    pub http_token_file: Option<PathBuf>,
+    /// Host names the HTTP API answers to besides loopback (`--http-host`), e.g. the name
+    /// the office's reverse proxy forwards under.
+    pub http_hosts: Vec<String>,
 }
 
 /// A running central: its store plus the TCP batch listener and the HTTP API (every query of
-/// [`CentralStore`] is available on it). Dropping it stops its listeners.
+/// [`CentralStore`] is available on it, behind [`HttpAccess`]). Dropping it stops its listeners.
 pub struct Central {
     store: CentralStore,
     /// Where grids connect.
     pub batch_addr: SocketAddr,
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// The HTTP API's token and host names.
+    pub http_access: HttpAccess,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -102,8 +111,13 @@ impl std::ops::Deref for Central {
 impl Central {
     /// Open the store and start both listeners.
     pub async fn start(cfg: CentralConfig) -> Result<Central, StartError> {
+        let token_file = cfg
+            .http_token_file
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join(http::access::TOKEN_FILE));
         let store =
             CentralStore::open(&cfg.data_dir, cfg.secret, cfg.grids, cfg.backfill_after_ms)?;
+        let http_access = HttpAccess::load_or_create(&token_file, &cfg.http_hosts)?;
         let listen = |what: &'static str, addr: &str| {
             let addr = addr.to_string();
             move |source| StartError::Listen { what, addr, source }
@@ -120,7 +134,7 @@ impl Central {
             .map_err(listen("HTTP queries", &cfg.http_listen))?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(serve::accept_loop(batch, store.clone())));
-        let router = http::router(store.inner.clone());
+        let router = http::router(store.inner.clone(), http_access.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http, router).await {
                 tracing::error!(error = %e, "central HTTP API stopped");
@@ -130,6 +144,7 @@ impl Central {
             store,
             batch_addr,
             http_addr,
+            http_access,
             tasks,
         })
     }

@@ -62,6 +62,15 @@ struct CentralArgs {
     /// Records arriving later than this after their log time are marked back-fill, ms.
     #[arg(long, default_value_t = BACKFILL_AFTER_MS_DEFAULT)]
     backfill_after_ms: u64,
+    /// The HTTP API's bearer token (64 hex digits, mode 0600), made at first start; default
+    /// DATA/http.token. Every route but /v1/health needs `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "PATH")]
+    http_token_file: Option<PathBuf>,
+    /// A host name the HTTP API answers to besides localhost, 127.0.0.1 and [::1] (the name
+    /// a reverse proxy forwards under); repeat for more. Requests naming any other host are
+    /// refused (DNS rebinding).
+    #[arg(long = "http-host", value_name = "NAME")]
+    http_hosts: Vec<String>,
 }
 
 /// Parse `GRID=PUBLIC_KEY` arguments and `GRID=PATH` public-key-file arguments.
@@ -112,12 +121,15 @@ async fn serve(args: CentralArgs) -> anyhow::Result<ExitCode> {
         secret,
         grids,
         backfill_after_ms: args.backfill_after_ms,
+        http_token_file: args.http_token_file,
+        http_hosts: args.http_hosts,
     })
     .await?;
     println!(
-        "central: grids connect to {}, queries on http://{}/v1/grids/<grid>, public key {}",
+        "central: grids connect to {}, queries on http://{}/v1/grids/<grid> (bearer token in {}), public key {}",
         central.batch_addr,
         central.http_addr,
+        central.http_access.path().display(),
         central.public_key()
     );
     tokio::signal::ctrl_c()

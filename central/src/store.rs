@@ -102,6 +102,71 @@ pub struct EnergyHourRow {
     pub backfill: bool,
 }
 
+/// Most rows one page of a query holds (a ledger row is ~250 bytes of JSON, so ~2.5 MB):
+/// enough that an export walks a grid's year in a few hundred requests, small enough that
+/// one request never builds a grid's whole history in memory.
+pub const PAGE_ROWS_MAX: usize = 10_000;
+/// Rows a page holds when the request does not say.
+pub const PAGE_ROWS_DEFAULT: usize = 1_000;
+/// Most stored rows one page request reads when a time range filters rows its key order does
+/// not follow (a ledger is keyed by customer and sequence, not time): the page then ends
+/// early with a cursor, so a narrow range over a long history costs several cheap requests,
+/// never one that reads everything. ~100k rows decode in well under a second.
+pub const PAGE_SCAN_ROWS_MAX: usize = 100_000;
+
+/// A half-open window of log time, Unix ms: `from_ms <= t < to_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    /// First ms included.
+    pub from_ms: u64,
+    /// First ms not included.
+    pub to_ms: u64,
+}
+
+impl TimeRange {
+    /// All of time.
+    pub const ALL: TimeRange = TimeRange {
+        from_ms: 0,
+        to_ms: u64::MAX,
+    };
+
+    fn contains(&self, t_ms: u64) -> bool {
+        self.from_ms <= t_ms && t_ms < self.to_ms
+    }
+}
+
+/// Where a ledger page ends: the last (customer, seq) it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LedgerKey {
+    /// Customer.
+    pub customer: u32,
+    /// Outbox sequence at the grid.
+    pub seq: u64,
+}
+
+/// Where an energy-hours page ends: the last (hour, subject) it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HourKey {
+    /// Start of the hour, Unix ms.
+    pub hour_start_ms: u64,
+    /// 0 customer, 1 feeder, 2 plant.
+    pub kind: u8,
+    /// Customer id, or the node owning the feeder or plant.
+    pub id: u64,
+    /// Feeder number, else 0.
+    pub feeder: u16,
+}
+
+/// One page of a query: its rows and, when more may follow, where the next page starts
+/// (after this key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, K> {
+    /// The rows, in key order.
+    pub rows: Vec<T>,
+    /// The key the next page starts after; `None` when this page is the last.
+    pub next: Option<K>,
+}
+
 fn energy_key(grid: u64, h: &sdk::EnergyHour) -> ((u64, u64, u8, u64, u16), &'static str) {
     match h.subject {
         sdk::EnergySubject::Customer(c) => {
@@ -362,6 +427,32 @@ impl CentralStore {
         self.inner.ledger(grid, customer)
     }
 
+    /// One page of a grid's ledger (one customer's with `Some`), in (customer, seq) order:
+    /// rows whose log time is in `range`, starting after `after`, at most `limit`
+    /// (capped at [`PAGE_ROWS_MAX`]) rows and [`PAGE_SCAN_ROWS_MAX`] rows read.
+    pub fn ledger_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<LedgerKey>,
+        limit: usize,
+    ) -> Result<Page<LedgerRow, LedgerKey>, StoreError> {
+        self.inner.ledger_page(grid, customer, range, after, limit)
+    }
+
+    /// One page of a grid's hourly energy rows with the hour's start in `range`, in (hour,
+    /// subject) order, starting after `after`, at most `limit` (capped at [`PAGE_ROWS_MAX`]).
+    pub fn energy_hours_page(
+        &self,
+        grid: u64,
+        range: TimeRange,
+        after: Option<HourKey>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, HourKey>, StoreError> {
+        self.inner.energy_hours_page(grid, range, after, limit)
+    }
+
     /// The latest state of a grid and its customers' newest ledger lines.
     pub fn grid_state(&self, grid: u64) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
         self.inner.grid_state(grid)
@@ -408,6 +499,102 @@ impl Inner {
             out.push(codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?);
         }
         Ok(out)
+    }
+
+    pub(crate) fn ledger_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<LedgerKey>,
+        limit: usize,
+    ) -> Result<Page<LedgerRow, LedgerKey>, StoreError> {
+        use std::ops::Bound::{Excluded, Included};
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let (first, last) = customer.map_or((0, u32::MAX), |c| (c, c));
+        let lo = match after {
+            Some(k) => Excluded((grid, k.customer, k.seq)),
+            None => Included((grid, first, 0)),
+        };
+        let hi = (grid, last, u64::MAX);
+        let empty = Page {
+            rows: Vec::new(),
+            next: None,
+        };
+        // An `after` beyond this customer's rows (or before them) reads nothing.
+        if after.is_some_and(|k| k.customer > last || k.customer < first) {
+            return Ok(empty);
+        }
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LEDGER)?;
+        let mut rows = Vec::new();
+        let mut scanned = 0;
+        let mut iter = t.range::<(u64, u32, u64)>((lo, Included(hi)))?;
+        for item in iter.by_ref() {
+            let (k, v) = item?;
+            let (_, customer, seq) = k.value();
+            let row: LedgerRow =
+                codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?;
+            scanned += 1;
+            if range.contains(row.at_ms) {
+                rows.push(row);
+            }
+            if rows.len() == limit || scanned == PAGE_SCAN_ROWS_MAX {
+                let next = iter.next().is_some().then_some(LedgerKey { customer, seq });
+                return Ok(Page { rows, next });
+            }
+        }
+        Ok(Page { rows, next: None })
+    }
+
+    pub(crate) fn energy_hours_page(
+        &self,
+        grid: u64,
+        range: TimeRange,
+        after: Option<HourKey>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, HourKey>, StoreError> {
+        use std::ops::Bound::{Excluded, Included};
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        if range.to_ms <= range.from_ms {
+            return Ok(Page {
+                rows: Vec::new(),
+                next: None,
+            });
+        }
+        let start = (grid, range.from_ms, 0u8, 0u64, 0u16);
+        let lo = match after {
+            Some(k) if (grid, k.hour_start_ms, k.kind, k.id, k.feeder) >= start => {
+                Excluded((grid, k.hour_start_ms, k.kind, k.id, k.feeder))
+            }
+            _ => Included(start),
+        };
+        let hi = (grid, range.to_ms - 1, u8::MAX, u64::MAX, u16::MAX);
+        if after.is_some_and(|k| k.hour_start_ms >= range.to_ms) {
+            return Ok(Page {
+                rows: Vec::new(),
+                next: None,
+            });
+        }
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENERGY_HOURS)?;
+        let mut rows = Vec::new();
+        let mut iter = t.range::<(u64, u64, u8, u64, u16)>((lo, Included(hi)))?;
+        for item in iter.by_ref() {
+            let (k, v) = item?;
+            let (_, hour_start_ms, kind, id, feeder) = k.value();
+            rows.push(codec::decode(v.value()).map_err(StoreError::corrupt("energy hour"))?);
+            if rows.len() == limit {
+                let next = iter.next().is_some().then_some(HourKey {
+                    hour_start_ms,
+                    kind,
+                    id,
+                    feeder,
+                });
+                return Ok(Page { rows, next });
+            }
+        }
+        Ok(Page { rows, next: None })
     }
 
     pub(crate) fn grid_state(

@@ -64,6 +64,8 @@ async fn energy_hours_are_stored_once_and_served_as_rows_and_csv() {
         secret: SecretKey::from_bytes([1; 32]),
         grids: AllowedGrids::from([(3, vec![SecretKey::from_bytes([2; 32]).public()])]),
         backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
+        http_token_file: None,
+        http_hosts: Vec::new(),
     })
     .await
     .expect("central starts");
@@ -120,4 +122,195 @@ async fn energy_hours_are_stored_once_and_served_as_rows_and_csv() {
     let csv = energy_hours_csv(3, &rows);
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.contains("3,7200000,feeder,2,1,2500,1,"), "{csv}");
+}
+
+/// GET `path` from the central's HTTP API over a plain TCP connection, as an office script
+/// would; answers (status code, headers, body).
+async fn get(
+    addr: std::net::SocketAddr,
+    host: &str,
+    token: Option<&str>,
+    path: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// The office's API: nothing without the token but the health check, nothing for a host name
+/// that is not this server's, and a ledger served in pages that together hold every row once,
+/// filtered by log time.
+#[tokio::test]
+async fn the_http_api_needs_the_token_and_serves_ledgers_in_bounded_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let central = Central::start(CentralConfig {
+        listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        secret: SecretKey::from_bytes([1; 32]),
+        grids: AllowedGrids::from([(3, vec![SecretKey::from_bytes([2; 32]).public()])]),
+        backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
+        http_token_file: None,
+        http_hosts: vec!["office.example".into()],
+    })
+    .await
+    .expect("central starts");
+    // 25 charges for each of customers 1 and 2, one a minute from t = 60 s.
+    let charge = |seq: u64, customer: u32, at_ms: u64| {
+        let out = sdk::Output::Ledger(sdk::LedgerRecord {
+            customer: sdk::CustomerId(customer),
+            at_ms,
+            kind: sdk::LedgerKind::Charge {
+                energy_wh: 10,
+                amount_mpaisa: -100,
+                friendly: false,
+            },
+            balance_after_mpaisa: 1_000,
+            tariff_version: 1,
+        });
+        (
+            seq,
+            OutboxRecord {
+                index: seq,
+                time_ms: at_ms,
+                actor: ActorKind::Billing,
+                output: sdk_codec::encode(&out),
+            },
+        )
+    };
+    let records: Vec<_> = (0..50u64)
+        .map(|seq| charge(seq, 1 + (seq % 2) as u32, 60_000 * (1 + seq / 2)))
+        .collect();
+    let batch = BatchBody {
+        stream: 1,
+        first_seq: 0,
+        end_seq: 50,
+        records,
+    };
+    central.inner.ingest(3, &batch).expect("ingest");
+    let addr = central.http_addr;
+    let token = ghatta_proto::token::read(&dir.path().join("http.token")).expect("token file");
+    assert_eq!(token, central.http_access.token());
+
+    // Without the token: only the health check.
+    let (code, _, _) = get(addr, "127.0.0.1", None, "/v1/health").await;
+    assert_eq!(code, 200);
+    for path in ["/v1/status", "/v1/grids/3", "/v1/grids/3/export.json"] {
+        let (code, _, body) = get(addr, "127.0.0.1", None, path).await;
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(
+            body.contains("http.token"),
+            "says where the token is: {body}"
+        );
+        let (code, _, _) = get(addr, "127.0.0.1", Some(&"0".repeat(64)), path).await;
+        assert_eq!(code, 401, "{path} with a wrong token");
+    }
+    // A page fetched through a rebinding name is refused, even with the token.
+    let (code, _, body) = get(addr, "evil.example:7780", Some(&token), "/v1/status").await;
+    assert_eq!(code, 421, "{body}");
+    assert!(body.contains("--http-host"), "{body}");
+    let (code, _, _) = get(addr, "office.example", Some(&token), "/v1/status").await;
+    assert_eq!(code, 200);
+
+    // The export in pages of 7 rows: every row once, in (customer, seq) order.
+    let mut rows = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let path = format!("/v1/grids/3/export.json?limit=7{after}");
+        let (code, _, body) = get(addr, "localhost", Some(&token), &path).await;
+        assert_eq!(code, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).expect("JSON page");
+        let got = page["rows"].as_array().expect("rows");
+        assert!(got.len() <= 7);
+        rows.extend(
+            got.iter()
+                .map(|r| (r["customer"].as_u64(), r["seq"].as_u64())),
+        );
+        pages += 1;
+        match page["next"].as_str() {
+            Some(n) => after = format!("&after={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 8, "50 rows in pages of 7");
+    let mut want: Vec<_> = (0..50u64)
+        .map(|seq| (Some(1 + seq % 2), Some(seq)))
+        .collect();
+    want.sort();
+    assert_eq!(rows, want);
+
+    // One customer's ledger in a time window: minutes 5..10 (log time 300,000..600,000 ms).
+    let (code, _, body) = get(
+        addr,
+        "localhost",
+        Some(&token),
+        "/v1/grids/3/customers/2/ledger?from_ms=300000&to_ms=600000",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("JSON page");
+    let at: Vec<u64> = page["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["at_ms"].as_u64().expect("at_ms"))
+        .collect();
+    assert_eq!(at, vec![300_000, 360_000, 420_000, 480_000, 540_000]);
+    assert!(page["next"].is_null());
+
+    // CSV pages: the header once, the cursor in a header, appended pages make one file.
+    let (code, head, first) = get(
+        addr,
+        "localhost",
+        Some(&token),
+        "/v1/grids/3/export.csv?limit=30",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let next = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-next-cursor: "))
+        .expect("a cursor for the second page")
+        .to_string();
+    let (_, head, second) = get(
+        addr,
+        "localhost",
+        Some(&token),
+        &format!("/v1/grids/3/export.csv?limit=30&after={next}"),
+    )
+    .await;
+    assert!(!head.contains("x-next-cursor"), "two pages hold 50 rows");
+    let all = first + &second;
+    assert_eq!(all.lines().count(), 51, "{all}");
+    assert_eq!(all.matches("grid,customer").count(), 1);
+
+    // A wrong parameter is a 400 that says what is wrong.
+    for (path, says) in [
+        ("/v1/grids/3/export.json?limit=100000", "follow `next`"),
+        ("/v1/grids/3/export.json?after=x", "CUSTOMER.SEQ"),
+        (
+            "/v1/grids/3/energy-hours?since=1",
+            "unknown query parameter",
+        ),
+    ] {
+        let (code, _, body) = get(addr, "localhost", Some(&token), path).await;
+        assert_eq!(code, 400, "{path}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`keys`]: X25519 key pairs and their files (`ghatta keygen`);
 //! - [`outbox`]: the records a grid commits for the outside world and the WAN streams that
 //!   carry them;
+//! - [`token`]: bearer-token files (the board's admin token, the central's HTTP token);
 //! - [`wan`]: the WAN protocol between a grid's uploader and the central, and its encrypted
 //!   channel (`wan::channel`).
 #![forbid(unsafe_code)]
@@ -14,4 +15,5 @@ pub mod codec;
 pub mod frame;
 pub mod keys;
 pub mod outbox;
+pub mod token;
 pub mod wan;

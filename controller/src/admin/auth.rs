@@ -19,10 +19,8 @@ use super::error::AdminError;
 
 /// The token's file in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
-/// Random bytes in a token (256 bits, written as 64 hex digits).
-pub const TOKEN_BYTES: usize = 32;
-/// Largest token file read: 64 hex digits and a newline; more is not a token file.
-pub const MAX_TOKEN_FILE_BYTES: u64 = 1024;
+use ghatta_proto::token::{self, TokenError};
+pub use ghatta_proto::token::{MAX_TOKEN_FILE_BYTES, TOKEN_BYTES};
 
 /// The admin token and where it lives.
 #[derive(Clone)]
@@ -39,63 +37,46 @@ impl std::fmt::Debug for AdminAuth {
     }
 }
 
-/// Read a token file (trimmed), refusing one other users may read.
+/// A token file's problem, said for the board's operator.
+fn admin_error(e: TokenError) -> AdminError {
+    let shown = |p: &Path| p.display().to_string();
+    match e {
+        TokenError::Unreadable { path, source } => AdminError::TokenUnreadable {
+            path: shown(&path),
+            source,
+        },
+        TokenError::TooLarge { path, len } => AdminError::TokenTooLarge {
+            path: shown(&path),
+            len,
+        },
+        TokenError::Exposed { path, mode } => AdminError::TokenExposed {
+            path: shown(&path),
+            mode,
+        },
+        TokenError::Empty { path } => AdminError::TokenEmpty { path: shown(&path) },
+        TokenError::Format { path } => AdminError::TokenFormat { path: shown(&path) },
+        TokenError::Create { path, detail } => AdminError::TokenCreate {
+            path: shown(&path),
+            detail,
+        },
+        other => AdminError::TokenCreate {
+            path: String::new(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Read a token file (trimmed), refusing one other users may read and anything not in the
+/// format the node writes (`ghatta_proto::token`).
 pub fn read_token(path: &Path) -> Result<String, AdminError> {
-    let shown = || path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|source| AdminError::TokenUnreadable {
-        path: shown(),
-        source,
-    })?;
-    if meta.len() > MAX_TOKEN_FILE_BYTES {
-        return Err(AdminError::TokenTooLarge {
-            path: shown(),
-            len: meta.len(),
-        });
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(AdminError::TokenExposed {
-                path: shown(),
-                mode,
-            });
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| AdminError::TokenUnreadable {
-        path: shown(),
-        source,
-    })?;
-    let token = text.trim_end_matches('\n').to_string();
-    if token.is_empty() {
-        return Err(AdminError::TokenEmpty { path: shown() });
-    }
-    // Exactly what `load_or_create` writes: any other file (a key, a password file) is not
-    // sent to an admin API as a bearer token.
-    if token.len() != 2 * TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AdminError::TokenFormat { path: shown() });
-    }
-    Ok(token)
+    token::read(path).map_err(admin_error)
 }
 
 impl AdminAuth {
     /// The token in `data_dir`, made (mode 0600, fsynced) when absent.
     pub fn load_or_create(data_dir: &Path) -> Result<AdminAuth, AdminError> {
         let path: PathBuf = data_dir.join(TOKEN_FILE);
-        let create = |detail: String| AdminError::TokenCreate {
-            path: path.display().to_string(),
-            detail,
-        };
-        std::fs::create_dir_all(data_dir).map_err(|e| create(e.to_string()))?;
-        if !path.exists() {
-            let mut b = [0u8; TOKEN_BYTES];
-            ghatta_proto::keys::os_random(&mut b).map_err(|e| create(e.to_string()))?;
-            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            ghatta_proto::keys::write_new(&path, format!("{hex}\n").as_bytes(), 0o600)
-                .map_err(|e| create(e.to_string()))?;
-        }
-        let token = read_token(&path)?;
+        let token = token::load_or_create(&path).map_err(admin_error)?;
         Ok(AdminAuth {
             token: token.into(),
             path: path.into(),
@@ -108,9 +89,7 @@ impl AdminAuth {
     }
 
     fn accepts(&self, presented: &str) -> bool {
-        let (a, b) = (self.token.as_bytes(), presented.as_bytes());
-        // Compare in time independent of where the first difference is.
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        token::matches(&self.token, presented)
     }
 }
 
@@ -119,12 +98,11 @@ pub async fn require_token(State(auth): State<AdminAuth>, req: Request, next: Ne
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = token::bearer(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
     match presented {
         Some(t) if auth.accepts(t) => next.run(req).await,
         other => {

@@ -44,6 +44,8 @@ async fn central(dir: &std::path::Path) -> Central {
         secret: central_secret(),
         grids: BTreeMap::from([(GRID, vec![grid_secret().public()])]),
         backfill_after_ms: ghatta_central::BACKFILL_AFTER_MS_DEFAULT,
+        http_token_file: None,
+        http_hosts: Vec::new(),
     })
     .await
     .expect("central starts")
@@ -184,17 +186,67 @@ fn assert_no_plaintext(emu: &LinkEmulator) {
     );
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("http connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("http write");
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("http write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("http read");
     out
+}
+
+/// Every row of a paged JSON route, following each page's `next`.
+async fn http_rows(addr: std::net::SocketAddr, token: &str, path: &str) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(a) => format!("{path}?after={a}"),
+            None => path.to_string(),
+        };
+        let r = http_get(addr, token, &url).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{url}: {r}");
+        let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
+        let page: serde_json::Value = serde_json::from_str(body).expect("a JSON page");
+        rows.extend(page["rows"].as_array().expect("rows").iter().cloned());
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return rows,
+        }
+    }
+}
+
+/// A paged CSV route's pages appended (the header only once), following `x-next-cursor`.
+async fn http_csv(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
+    let mut csv = String::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(a) => format!("{path}?after={a}"),
+            None => path.to_string(),
+        };
+        let r = http_get(addr, token, &url).await;
+        let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+        assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
+        csv.push_str(body);
+        let next = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-next-cursor: "))
+            .map(str::to_string);
+        match next {
+            Some(n) => after = Some(n),
+            None => return csv,
+        }
+    }
 }
 
 #[test]
@@ -232,17 +284,23 @@ fn wan_resync_through_latency_and_cut_delivers_every_record_once_in_order() {
         assert!(ledger > 2000, "a few thousand records, got {ledger}");
         assert_no_plaintext(&emu);
 
-        let csv = http_get(central.http_addr, &format!("/v1/grids/{GRID}/export.csv")).await;
-        let body = csv.split("\r\n\r\n").nth(1).unwrap_or("");
+        let token = central.http_access.token();
+        let body = http_csv(
+            central.http_addr,
+            token,
+            &format!("/v1/grids/{GRID}/export.csv"),
+        )
+        .await;
         assert_eq!(
             body.lines().count(),
             ledger + 1,
             "CSV: header plus one line per record"
         );
-        let grid = http_get(central.http_addr, &format!("/v1/grids/{GRID}")).await;
+        let grid = http_get(central.http_addr, token, &format!("/v1/grids/{GRID}")).await;
         assert!(grid.starts_with("HTTP/1.1 200"), "{grid}");
         let energy = http_get(
             central.http_addr,
+            token,
             &format!("/v1/grids/{GRID}/energy-per-day"),
         )
         .await;
@@ -326,7 +384,7 @@ fn wan_unlisted_key_unknown_grid_and_wrong_central_key_are_refused_and_counted()
             assert!(central.records(GRID, s.id()).expect("records").is_empty());
             assert_eq!(node.state_machine().outbox_ack(s.id()), 0, "nothing acked");
         }
-        let status = http_get(central.http_addr, "/v1/status").await;
+        let status = http_get(central.http_addr, central.http_access.token(), "/v1/status").await;
         assert!(
             status.contains("\"refused_unlisted_key\":") && status.contains("public_key"),
             "{status}"
@@ -609,16 +667,17 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
             ledger_records > 100,
             "a few hundred charges at least: {wan}"
         );
-        let export = http_get(http_addr, &format!("/v1/grids/{GRID}/export.json")).await;
-        let body = export.split("\r\n\r\n").nth(1).unwrap_or("");
-        let rows: Vec<serde_json::Value> = serde_json::from_str(body).expect("export JSON");
+        // The office's client reads the token file itself.
+        let token = ghatta_proto::token::read(&dir.path().join("central-data/http.token"))
+            .expect("the central made its HTTP token");
+        let rows = http_rows(http_addr, &token, &format!("/v1/grids/{GRID}/export.json")).await;
         assert_eq!(
             rows.len() as u64,
             ledger_records,
             "the central holds each ledger record once"
         );
         assert!(emu.bytes_up() > 0);
-        let status = http_get(http_addr, "/v1/status").await;
+        let status = http_get(http_addr, &token, "/v1/status").await;
         let body = status.split("\r\n\r\n").nth(1).unwrap_or("");
         let status: serde_json::Value = serde_json::from_str(body).expect("status JSON");
         let stats = &status["stats"];

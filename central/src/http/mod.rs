@@ -1,16 +1,29 @@
 //! The query API (HTTP/JSON and CSV, axum): status, a grid's state, ledgers, energy per day
-//! and per hour, exports. Keep it on loopback; operators reach it through SSH.
+//! and per hour, exports. Every route but the health check needs the bearer token
+//! ([`access`]); ledgers, energy hours and exports come in pages bounded in rows and by a time
+//! range ([`page`]), never a grid's whole history in one response. Keep it on loopback;
+//! operators reach it through SSH.
 
+pub mod access;
+pub mod page;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 
+use self::access::HttpAccess;
+use self::page::Cursor;
 use crate::DAY_MS;
-use crate::store::{EnergyHourRow, Inner, LedgerRow};
+use crate::store::{EnergyHourRow, Inner, LedgerRow, Page};
+
+/// The response header that carries a CSV page's cursor (JSON pages carry `next` in the body).
+pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
 type HttpError = (StatusCode, Json<serde_json::Value>);
 
@@ -21,8 +34,9 @@ fn http_err(e: impl std::fmt::Display) -> HttpError {
     )
 }
 
-pub(crate) fn router(inner: Arc<Inner>) -> Router {
+pub(crate) fn router(inner: Arc<Inner>, access: HttpAccess) -> Router {
     Router::new()
+        .route(access::HEALTH_PATH, get(http_health))
         .route("/v1/status", get(http_status))
         .route("/v1/grids/{grid}", get(http_grid))
         .route(
@@ -37,7 +51,47 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         )
         .route("/v1/grids/{grid}/export.json", get(http_export_json))
         .route("/v1/grids/{grid}/export.csv", get(http_export_csv))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            access::require_access,
+        ))
         .with_state(inner)
+}
+
+fn bad_request(message: String) -> HttpError {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+}
+
+/// A page as JSON: `{"rows": [...], "next": "<cursor>" | null}`.
+fn json_page<T: Serialize, K: Cursor>(p: Page<T, K>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "rows": p.rows,
+        "next": p.next.map(|k| k.to_text()),
+    }))
+}
+
+/// A page as CSV, its cursor in [`NEXT_CURSOR_HEADER`] when more rows follow. Only the first
+/// page (no `after`) has the header line, so pages appended in order make one CSV file.
+fn csv_page<K: Cursor>(csv: String, first: bool, next: Option<K>) -> Response {
+    let csv = if first {
+        csv
+    } else {
+        csv.split_once('\n')
+            .map(|(_, rows)| rows.to_string())
+            .unwrap_or_default()
+    };
+    let mut r = ([(header::CONTENT_TYPE, "text/csv")], csv).into_response();
+    if let Some(Ok(v)) = next.map(|k| HeaderValue::from_str(&k.to_text())) {
+        r.headers_mut().insert(NEXT_CURSOR_HEADER, v);
+    }
+    r
+}
+
+async fn http_health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true }))
 }
 
 async fn http_status(State(i): State<Arc<Inner>>) -> Json<serde_json::Value> {
@@ -68,8 +122,13 @@ async fn http_grid(
 async fn http_ledger(
     State(i): State<Arc<Inner>>,
     Path((grid, customer)): Path<(u64, u32)>,
-) -> Result<Json<Vec<LedgerRow>>, HttpError> {
-    Ok(Json(i.ledger(grid, Some(customer)).map_err(http_err)?))
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let r = page::parse(&q).map_err(bad_request)?;
+    let p = i
+        .ledger_page(grid, Some(customer), r.range, r.after, r.limit)
+        .map_err(http_err)?;
+    Ok(json_page(p))
 }
 
 async fn http_energy(
@@ -88,20 +147,29 @@ async fn http_energy(
 async fn http_energy_hours(
     State(i): State<Arc<Inner>>,
     Path(grid): Path<u64>,
-) -> Result<Json<Vec<EnergyHourRow>>, HttpError> {
-    Ok(Json(i.energy_hours(grid).map_err(http_err)?))
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let r = page::parse(&q).map_err(bad_request)?;
+    let p = i
+        .energy_hours_page(grid, r.range, r.after, r.limit)
+        .map_err(http_err)?;
+    Ok(json_page(p))
 }
 
 async fn http_energy_hours_csv(
     State(i): State<Arc<Inner>>,
     Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let rows = i.energy_hours(grid).map_err(http_err)?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/csv")],
-        energy_hours_csv(grid, &rows),
-    )
-        .into_response())
+    let r = page::parse(&q).map_err(bad_request)?;
+    let p = i
+        .energy_hours_page(grid, r.range, r.after, r.limit)
+        .map_err(http_err)?;
+    Ok(csv_page(
+        energy_hours_csv(grid, &p.rows),
+        r.after.is_none(),
+        p.next,
+    ))
 }
 
 /// The CSV form of hourly energy rows.
@@ -119,15 +187,33 @@ pub fn energy_hours_csv(grid: u64, rows: &[EnergyHourRow]) -> String {
 async fn http_export_json(
     State(i): State<Arc<Inner>>,
     Path(grid): Path<u64>,
-) -> Result<Json<Vec<LedgerRow>>, HttpError> {
-    Ok(Json(i.ledger(grid, None).map_err(http_err)?))
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let r = page::parse(&q).map_err(bad_request)?;
+    let p = i
+        .ledger_page(grid, None, r.range, r.after, r.limit)
+        .map_err(http_err)?;
+    Ok(json_page(p))
 }
 
 async fn http_export_csv(
     State(i): State<Arc<Inner>>,
     Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let rows = i.ledger(grid, None).map_err(http_err)?;
+    let r = page::parse(&q).map_err(bad_request)?;
+    let p = i
+        .ledger_page(grid, None, r.range, r.after, r.limit)
+        .map_err(http_err)?;
+    Ok(csv_page(
+        ledger_csv(grid, &p.rows),
+        r.after.is_none(),
+        p.next,
+    ))
+}
+
+/// The CSV form of ledger rows.
+pub fn ledger_csv(grid: u64, rows: &[LedgerRow]) -> String {
     let mut csv = String::from(
         "grid,customer,seq,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill\n",
     );
@@ -145,5 +231,5 @@ async fn http_export_csv(
             r.backfill
         ));
     }
-    Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response())
+    csv
 }
