@@ -249,3 +249,81 @@ impl BalancingConfigRequest {
         })
     }
 }
+
+/// Alarms a request to `GET /alarms` lists when it does not say (`?limit=N`).
+pub const ALARMS_LIMIT_DEFAULT: usize = 50;
+/// Most alarms one answer lists.
+pub const ALARMS_LIMIT_MAX: usize = 1_000;
+
+/// One committed alarm, as `GET /alarms` and `ghatta alarms` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmView {
+    /// Outbox sequence.
+    pub seq: u64,
+    /// Log index of the entry that raised it.
+    pub index: u64,
+    /// Log time, Unix ms.
+    pub time_ms: u64,
+    /// "billing" or "balancing".
+    pub actor: String,
+    /// The alarm's kind (`MeterNotMonotonic`, `TokenReplayed`, `UnknownAccount`, ...).
+    pub code: String,
+    /// The node concerned, if any.
+    pub node: Option<u64>,
+    /// The subject as the code defines it (customer id, feeder number, ...).
+    pub subject: u32,
+    /// A value as the code defines it (the offending reading, ...).
+    pub value: i64,
+    /// The actor's words.
+    pub text: String,
+}
+
+/// The answer of `GET /alarms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmsReply {
+    /// Newest first.
+    pub alarms: Vec<AlarmView>,
+    /// Whether the whole outbox was searched (otherwise older alarms may exist; the
+    /// central keeps them all).
+    pub whole_outbox: bool,
+}
+
+/// The `limit` of a `GET /alarms` query string (`limit=N`, 1 to [`ALARMS_LIMIT_MAX`]).
+pub fn alarms_limit(query: Option<&str>) -> Result<usize, String> {
+    let Some(q) = query.filter(|q| !q.is_empty()) else {
+        return Ok(ALARMS_LIMIT_DEFAULT);
+    };
+    let mut limit = ALARMS_LIMIT_DEFAULT;
+    for pair in q.split('&') {
+        match pair.split_once('=') {
+            Some(("limit", v)) => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=ALARMS_LIMIT_MAX).contains(n))
+                    .ok_or_else(|| {
+                        format!("limit=`{v}`: give a number of alarms from 1 to {ALARMS_LIMIT_MAX}")
+                    })?;
+            }
+            _ => return Err(format!("unknown query `{pair}`; /alarms takes limit=N")),
+        }
+    }
+    Ok(limit)
+}
+
+impl AlarmView {
+    /// The view of a committed alarm.
+    pub fn of(a: &crate::state::CommittedAlarm) -> AlarmView {
+        AlarmView {
+            seq: a.seq,
+            index: a.index,
+            time_ms: a.time_ms,
+            actor: a.actor.name().to_string(),
+            code: format!("{:?}", a.alarm.code),
+            node: a.alarm.node.map(|n| n.0),
+            subject: a.alarm.subject,
+            value: a.alarm.value,
+            text: a.alarm.text.clone(),
+        }
+    }
+}

@@ -47,6 +47,7 @@ pub fn router(node: Node, auth: auth::AdminAuth) -> Router {
 pub fn router_with_field(node: Node, auth: auth::AdminAuth, field: FieldView) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/alarms", get(alarms))
         .route("/member", post(member))
         .route("/topup", post(topup))
         .route("/tariff", post(tariff))
@@ -108,6 +109,33 @@ async fn status(State(node): State<Node>, Extension(field): Extension<FieldView>
         );
     }
     Ok(Json(v))
+}
+
+/// The newest committed alarms (billing's refused reads, replayed tokens, unknown accounts;
+/// balancing's shedding): `GET /alarms?limit=N`, newest first.
+async fn alarms(
+    State(node): State<Node>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult {
+    let limit = dto::alarms_limit(query.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    // A read of up to ALARM_SCAN_RECORDS_MAX records: off the async workers.
+    let sm = node.state_machine().clone();
+    let found = tokio::task::spawn_blocking(move || sm.recent_alarms(limit))
+        .await
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            bad(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the alarms from the state database: {e}"),
+            )
+        })?;
+    let reply = dto::AlarmsReply {
+        alarms: found.alarms.iter().map(dto::AlarmView::of).collect(),
+        whole_outbox: found.whole_outbox,
+    };
+    serde_json::to_value(reply)
+        .map(Json)
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) -> ApiResult {

@@ -35,6 +35,38 @@ pub use self::dedupe::{DEDUPE_WINDOW, DedupeWindow, SeqCheck};
 pub use self::snapshot::SnapshotImage;
 pub use ghatta_proto::outbox::OutboxRecord;
 
+/// Most outbox records [`StateMachine::recent_alarms`] reads for one answer: a day of a
+/// 300-customer grid's outbox is a few ten thousand records, and decoding 100k takes well
+/// under a second even on a small board; an operator asking for more history reads the
+/// central's.
+pub const ALARM_SCAN_RECORDS_MAX: usize = 100_000;
+
+/// An alarm an actor emitted, as committed in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedAlarm {
+    /// Outbox sequence.
+    pub seq: u64,
+    /// Log index of the entry whose apply emitted it.
+    pub index: u64,
+    /// Log time, Unix ms.
+    pub time_ms: u64,
+    /// The actor that raised it.
+    pub actor: ActorKind,
+    /// The alarm.
+    pub alarm: ghatta_actor_sdk::Alarm,
+}
+
+/// What [`StateMachine::recent_alarms`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentAlarms {
+    /// Newest first.
+    pub alarms: Vec<CommittedAlarm>,
+    /// Outbox records read.
+    pub scanned: usize,
+    /// Whether every record in the outbox was read (otherwise older alarms may exist).
+    pub whole_outbox: bool,
+}
+
 use crate::actors::{ActorHost, ActorKind, ActorState};
 use crate::raft::{LogId, Receipt, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
@@ -446,6 +478,43 @@ impl StateMachine {
             ));
         }
         Ok(out)
+    }
+
+    /// The newest committed alarms, newest first: at most `limit`, found among the newest
+    /// [`ALARM_SCAN_RECORDS_MAX`] outbox records. The outbox keeps at least a day of log time
+    /// (`prune.rs`), so this is the board's alarm history without a table of its own; the
+    /// answer says whether the scan reached the start of the outbox.
+    pub fn recent_alarms(&self, limit: usize) -> io::Result<RecentAlarms> {
+        let txn = self.db.begin_read().map_err(STATE_DB.begin("read"))?;
+        let table = txn.open_table(OUTBOX).map_err(STATE_DB.table())?;
+        let mut alarms = Vec::new();
+        let mut scanned = 0;
+        let mut iter = table.range(0..).map_err(STATE_DB.read())?.rev();
+        for item in iter.by_ref() {
+            let (k, v) = item.map_err(STATE_DB.read())?;
+            scanned += 1;
+            let rec: OutboxRecord = codec::decode(v.value()).map_err(STATE_DB.corrupt("outbox"))?;
+            if let Some(ghatta_actor_sdk::Output::Alarm(alarm)) =
+                ghatta_actor_sdk::codec::decode(&rec.output)
+            {
+                alarms.push(CommittedAlarm {
+                    seq: k.value(),
+                    index: rec.index,
+                    time_ms: rec.time_ms,
+                    actor: rec.actor,
+                    alarm,
+                });
+            }
+            if alarms.len() >= limit || scanned >= ALARM_SCAN_RECORDS_MAX {
+                break;
+            }
+        }
+        let whole_outbox = iter.next().is_none();
+        Ok(RecentAlarms {
+            alarms,
+            scanned,
+            whole_outbox,
+        })
     }
 
     /// The committed WAN upload cursor of `stream`: the next outbox sequence the central data

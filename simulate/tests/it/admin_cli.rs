@@ -1,6 +1,7 @@
 //! The admin API and the `ghatta` CLI answer an operator's change with what became of it: a
 //! refused top-up (a replayed token, an unknown customer) is a 422 naming the actor's reason,
-//! a refused membership change a 409 naming its reason, and the CLI exits non-zero with it.
+//! a refused membership change a 409 naming its reason, and the CLI exits non-zero with it;
+//! the alarms the refusals raised are listed by `ghatta alarms`.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -149,6 +150,61 @@ fn refused_changes_fail_with_the_reason() {
             }
             other => panic!("expected a refusal, got {other}"),
         }
+
+        // The refusals' alarms are committed and listed on the board (issue 26, item 4),
+        // newest first: the second replay of token 77, the unknown customer 99, the first
+        // replay.
+        let alarms = |args: Vec<&'static str>| {
+            let (ghatta, admin) = (ghatta.clone(), admin.clone());
+            tokio::task::spawn_blocking(move || {
+                let out = Command::new(&ghatta)
+                    .arg("alarms")
+                    .args(args)
+                    .args(["--admin", &admin])
+                    .output()
+                    .expect("run ghatta alarms");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        let (code, stdout, stderr) = alarms(vec!["--json"]).await.unwrap();
+        assert_eq!(code, Some(0), "{stderr}");
+        let reply: serde_json::Value = serde_json::from_str(&stdout).expect("alarms JSON");
+        let listed: Vec<(String, u64)> = reply["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .map(|a| {
+                (
+                    a["code"].as_str().unwrap_or("").to_string(),
+                    a["subject"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("TokenReplayed".to_string(), 1),
+                ("UnknownAccount".to_string(), 99),
+                ("TokenReplayed".to_string(), 1),
+            ],
+            "{reply}"
+        );
+        assert_eq!(reply["whole_outbox"], json!(true));
+        let (code, stdout, _) = alarms(vec!["--limit", "1"]).await.unwrap();
+        assert_eq!(code, Some(0));
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        assert!(
+            stdout.contains("TokenReplayed") && stdout.contains(" UTC "),
+            "{stdout}"
+        );
+        let e = client::call(&admin, "GET", "/alarms?limit=0", None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("from 1 to 1000"), "{e}");
         running.stop().await;
     });
 }
