@@ -286,6 +286,8 @@ pub struct AlarmsReply {
     /// Whether the whole outbox was searched (otherwise older alarms may exist; the
     /// central keeps them all).
     pub whole_outbox: bool,
+    /// Whether the list stopped at the `limit` asked for (more may follow).
+    pub limited: bool,
 }
 
 /// The `limit` of a `GET /alarms` query string (`limit=N`, 1 to [`ALARMS_LIMIT_MAX`]).

@@ -132,6 +132,7 @@ async fn alarms(
     let reply = dto::AlarmsReply {
         alarms: found.alarms.iter().map(dto::AlarmView::of).collect(),
         whole_outbox: found.whole_outbox,
+        limited: found.limited,
     };
     serde_json::to_value(reply)
         .map(Json)

@@ -496,7 +496,12 @@ pub fn format_alarms(reply: &Value) -> String {
             s("text")
         ));
     }
-    if reply.get("whole_outbox").and_then(Value::as_bool) == Some(false) {
+    if reply.get("limited").and_then(Value::as_bool) == Some(true) {
+        out.push_str(&format!(
+            "(the newest {}; ask for more with --limit)\n",
+            alarms.len()
+        ));
+    } else if reply.get("whole_outbox").and_then(Value::as_bool) == Some(false) {
         out.push_str("(older alarms may exist: the node searched its newest outbox records only; the central keeps them all)\n");
     }
     out.trim_end().to_string()

@@ -65,6 +65,8 @@ pub struct RecentAlarms {
     pub scanned: usize,
     /// Whether every record in the outbox was read (otherwise older alarms may exist).
     pub whole_outbox: bool,
+    /// Whether the search stopped at the `limit` asked for.
+    pub limited: bool,
 }
 
 use crate::actors::{ActorHost, ActorKind, ActorState};
@@ -511,6 +513,7 @@ impl StateMachine {
         }
         let whole_outbox = iter.next().is_none();
         Ok(RecentAlarms {
+            limited: alarms.len() >= limit,
             alarms,
             scanned,
             whole_outbox,
