@@ -146,7 +146,11 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             admin_listen: "127.0.0.1:0".into(),
             link_profile: LinkProfile::Lan,
             timing: None,
-            bootstrap: true,
+            // Node 1 alone forms the cluster; the others, started after it, join when it
+            // reaches them. With every node bootstrapping, each campaigned as it came up
+            // and the first leader was deposed by a later node's term, which openraft
+            // reports with a WARN ("... no longer Leader") that reads as a fault.
+            bootstrap: id == 1,
             peers: peers.clone(),
             actors: Default::default(),
             board: BoardConfig::Sim {
