@@ -191,6 +191,9 @@ fn run_with_a_sim_board_serves_status() {
     assert!(v["field"]["meters_silent"].is_u64(), "{status}");
     assert_eq!(v["field"]["modbus_requests"], 0, "{status}");
     assert!(v["link"].is_object(), "{status}");
+    // No [[radio]]: an empty list of modem counters; the journal's backlog is a number.
+    assert_eq!(v["radio"], serde_json::json!([]), "{status}");
+    assert!(v["field"]["journal_reads"].is_u64(), "{status}");
     // The human line says how the grid samples go.
     let out = Command::new(GHATTA)
         .args(["status", "--admin", &admin])
@@ -198,6 +201,7 @@ fn run_with_a_sim_board_serves_status() {
         .expect("run ghatta status");
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.contains("| grid ok: samples"), "{line}");
+    assert!(line.contains("| journal: backlog "), "{line}");
     // The field loop's journal lives beside the node's databases.
     assert!(dir.path().join("data").join("journal.redb").exists());
     // Issue 26: logs carried ANSI colour codes with stderr not a terminal (journald stored
