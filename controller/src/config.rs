@@ -186,7 +186,10 @@ fn board_by_kind(
 ) -> Result<toml::Spanned<toml::de::DeValue<'_>>, (std::ops::Range<usize>, String)> {
     let span = board.span();
     let toml::de::DeValue::Table(mut table) = board.into_inner() else {
-        return Err((span, format!("[board] must be a table with kind = {BOARD_KINDS}")));
+        return Err((
+            span,
+            format!("[board] must be a table with kind = {BOARD_KINDS}"),
+        ));
     };
     let Some((key, kind)) = table.remove_entry("kind") else {
         return Err((span, format!("missing; set kind = {BOARD_KINDS}")));
@@ -529,8 +532,14 @@ peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" 
                 .expect("needle in text")
         };
         let cases = [
-            ("[board]\nkind = \"sim\"\ncustomers = \"many\"\n", "customers"),
-            ("[board]\nkind = \"sim\"\nseed = 1\ncustomerz = 3\n", "customerz"),
+            (
+                "[board]\nkind = \"sim\"\ncustomers = \"many\"\n",
+                "customers",
+            ),
+            (
+                "[board]\nkind = \"sim\"\nseed = 1\ncustomerz = 3\n",
+                "customerz",
+            ),
             (
                 "[board]\nkind = \"linux\"\n[board.modbus]\nport = \"/dev/ttyUSB0\"\nbaudd = 9600\n",
                 "baudd",
@@ -559,7 +568,10 @@ peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" 
         )
         .unwrap();
         assert!(matches!(c.board, BoardConfig::Replay { .. }));
-        assert_eq!(NodeConfig::parse(GOOD, "n.toml").unwrap().board, BoardConfig::default());
+        assert_eq!(
+            NodeConfig::parse(GOOD, "n.toml").unwrap().board,
+            BoardConfig::default()
+        );
     }
 
     /// `data_dir = ""` was accepted and the node wrote its redb files and admin.token into

@@ -238,7 +238,11 @@ impl Biller<'_> {
         }
         // Versions only climb, so a ledger record's `tariff_version` names one tariff: a
         // second, different tariff under the same version would make the bill ambiguous.
-        if self.st.tariff(t.id).is_some_and(|cur| t.version <= cur.version) {
+        if self
+            .st
+            .tariff(t.id)
+            .is_some_and(|cur| t.version <= cur.version)
+        {
             return Outcome::Rejected(RejectReason::Stale);
         }
         self.st.put_tariff(t);

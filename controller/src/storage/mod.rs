@@ -250,7 +250,10 @@ mod tests {
             let chain = format!("{:#}", anyhow::Error::from(e));
             assert_eq!(chain.matches("os says no").count(), 1, "{chain}");
             assert!(!chain.contains("stop it"), "{chain}");
-            assert!(chain.contains("chown -R ghatta: /var/lib/ghatta"), "{chain}");
+            assert!(
+                chain.contains("chown -R ghatta: /var/lib/ghatta"),
+                "{chain}"
+            );
         }
         let e = open_error(path, redb::DatabaseError::DatabaseAlreadyOpen);
         assert!(e.to_string().contains("stop it first"), "{e}");
@@ -262,6 +265,9 @@ mod tests {
         let _first = open_dir(dir.path()).expect("first open");
         let e = open_dir(dir.path()).err().expect("second open must fail");
         assert!(matches!(e, OpenError::Locked { .. }), "{e}");
-        assert!(e.to_string().contains("if another ghatta is running"), "{e}");
+        assert!(
+            e.to_string().contains("if another ghatta is running"),
+            "{e}"
+        );
     }
 }

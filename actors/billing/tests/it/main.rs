@@ -1080,7 +1080,10 @@ fn tariff_versions_only_climb() {
         w.send(0, Input::SetTariff(per_kwh(0, 100))),
         Outcome::Rejected(RejectReason::Invalid)
     );
-    assert_eq!(w.send(0, Input::SetTariff(per_kwh(2, 100))), Outcome::Handled);
+    assert_eq!(
+        w.send(0, Input::SetTariff(per_kwh(2, 100))),
+        Outcome::Handled
+    );
     for stale in [2, 1] {
         assert_eq!(
             w.send(0, Input::SetTariff(per_kwh(stale, 999))),
@@ -1093,7 +1096,10 @@ fn tariff_versions_only_climb() {
     w.read(at(0, 10), ALICE, 0);
     w.read(at(0, 11), ALICE, 1_000);
     assert_eq!(w.credit(ALICE), -100 * 1_000);
-    assert_eq!(w.send(0, Input::SetTariff(per_kwh(3, 200))), Outcome::Handled);
+    assert_eq!(
+        w.send(0, Input::SetTariff(per_kwh(3, 200))),
+        Outcome::Handled
+    );
 }
 
 #[test]

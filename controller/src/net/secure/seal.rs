@@ -688,7 +688,12 @@ mod tests {
         // faults (a clean start reported "frames dropped", issue 26).
         let s = l[1].snapshot();
         assert_eq!(
-            (s.opened, s.before_introduction, s.stale_receiver_epoch, s.rejected()),
+            (
+                s.opened,
+                s.before_introduction,
+                s.stale_receiver_epoch,
+                s.rejected()
+            ),
             (1, 1, 0, 0)
         );
     }

@@ -211,7 +211,12 @@ mod tests {
         assert_eq!(frame::decode(&got).unwrap().payload, b"second");
         let s2 = ends[1].0.security().unwrap();
         assert_eq!(
-            (s2.before_introduction, s2.rejected(), s2.hellos_sent, s2.opened),
+            (
+                s2.before_introduction,
+                s2.rejected(),
+                s2.hellos_sent,
+                s2.opened
+            ),
             (1, 0, 1, 2)
         );
         let s1 = ends[0].0.security().unwrap();
