@@ -263,7 +263,7 @@ mod tests {
     fn a_data_directory_open_twice_is_reported_as_another_process() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _first = open_dir(dir.path()).expect("first open");
-        let e = open_dir(dir.path()).err().expect("second open must fail");
+        let e = open_dir(dir.path()).expect_err("second open must fail");
         assert!(matches!(e, OpenError::Locked { .. }), "{e}");
         assert!(
             e.to_string().contains("if another ghatta is running"),
