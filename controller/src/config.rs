@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::actors::ActorLimits;
 use crate::field::FieldConfig;
 use crate::net::LinkProfile;
-use crate::raft::timing::Timing;
+use crate::raft::timing::{HEARTBEAT_MS_MIN, Timing};
 
 /// A configuration problem, naming the file, the key and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +50,13 @@ pub struct TimingConfig {
 }
 
 /// Which hardware the node drives (`[board]`, chosen by `kind`).
+///
+/// In node.toml the kind is a key inside the table (`kind = "sim"`); [`NodeConfig::parse`]
+/// moves it outside (`{ sim = { ... } }`) before deserializing, because serde's internally
+/// tagged enums buffer the table and lose the positions of its keys: an error inside
+/// `[board]` then pointed at the `[board]` line, not at the key that was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum BoardConfig {
     /// A real board: relays on the GPIO character device, an ADS1115 on I2C, PZEM-004T
     /// meters on a Modbus-RTU serial line (`[board.relays]`, `[board.analog]`,
@@ -171,6 +176,35 @@ fn default_profile() -> LinkProfile {
     LinkProfile::Wifi
 }
 
+/// The kinds `[board]` may name, as `kind = "..."`.
+const BOARD_KINDS: &str = "\"linux\", \"replay\" or \"sim\"";
+
+/// `[board]` with `kind = "sim"` inside, rewritten as `{ sim = { ...the other keys } }` with
+/// every key's position kept (see [`BoardConfig`]); or the position and text of what is wrong.
+fn board_by_kind(
+    board: toml::Spanned<toml::de::DeValue<'_>>,
+) -> Result<toml::Spanned<toml::de::DeValue<'_>>, (std::ops::Range<usize>, String)> {
+    let span = board.span();
+    let toml::de::DeValue::Table(mut table) = board.into_inner() else {
+        return Err((
+            span,
+            format!("[board] must be a table with kind = {BOARD_KINDS}"),
+        ));
+    };
+    let Some((key, kind)) = table.remove_entry("kind") else {
+        return Err((span, format!("missing; set kind = {BOARD_KINDS}")));
+    };
+    let Some(name) = kind.get_ref().as_str().map(str::to_owned) else {
+        return Err((kind.span(), format!("must be a string: {BOARD_KINDS}")));
+    };
+    let mut outer = toml::de::DeTable::new();
+    outer.insert(
+        toml::Spanned::new(key.span(), name.into()),
+        toml::Spanned::new(span.clone(), toml::de::DeValue::Table(table)),
+    );
+    Ok(toml::Spanned::new(span, toml::de::DeValue::Table(outer)))
+}
+
 impl NodeConfig {
     /// Load and validate a config file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -185,9 +219,8 @@ impl NodeConfig {
 
     /// Parse and validate config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<NodeConfig, ConfigError> {
-        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
+        let at = |span: Option<std::ops::Range<usize>>, problem: String| {
+            let (line, col) = span
                 .map(|s| {
                     let before = &text[..s.start.min(text.len())];
                     (
@@ -199,9 +232,21 @@ impl NodeConfig {
             ConfigError {
                 file: file.into(),
                 key: format!("line {line} column {col}"),
-                problem: e.message().to_string(),
+                problem,
             }
-        })?;
+        };
+        let toml_err = |e: toml::de::Error| at(e.span(), e.message().to_string());
+        let mut root = toml::de::DeTable::parse(text).map_err(toml_err)?;
+        if let Some(board) = root.get_mut().remove("board") {
+            let board = board_by_kind(board).map_err(|(span, problem)| {
+                let mut e = at(Some(span), problem);
+                e.key = format!("board.kind ({})", e.key);
+                e
+            })?;
+            root.get_mut()
+                .insert(toml::Spanned::new(0..0, "board".into()), board);
+        }
+        let cfg = NodeConfig::deserialize(toml::de::Deserializer::from(root)).map_err(toml_err)?;
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -238,15 +283,32 @@ impl NodeConfig {
                 "{file}: admin_listen {admin} is not loopback: the admin API will be reachable from the network"
             );
         }
-        if let Some(t) = &self.timing
-            && (t.heartbeat_ms == 0
-                || t.election_timeout_ms_min <= t.heartbeat_ms
-                || t.election_timeout_ms_max <= t.election_timeout_ms_min)
-        {
+        if self.data_dir.as_os_str().is_empty() {
+            // An empty path is the working directory: the redb files and admin.token would
+            // land wherever the node happened to be started.
             return Err(err(
-                "timing",
-                "need 0 < heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max".into(),
+                "data_dir",
+                "is empty; set it to the node's own directory, e.g. \"/var/lib/ghatta\" (deploy/README.md)".into(),
             ));
+        }
+        if let Some(t) = &self.timing {
+            if t.heartbeat_ms < HEARTBEAT_MS_MIN {
+                return Err(err(
+                    "timing.heartbeat_ms",
+                    format!(
+                        "{} ms is below the minimum of {HEARTBEAT_MS_MIN} ms (every Raft RPC's deadline is the heartbeat, and an append's answer includes an fsync); set at least {HEARTBEAT_MS_MIN}, or remove [timing] to derive it from link_profile",
+                        t.heartbeat_ms
+                    ),
+                ));
+            }
+            if t.election_timeout_ms_min <= t.heartbeat_ms
+                || t.election_timeout_ms_max <= t.election_timeout_ms_min
+            {
+                return Err(err(
+                    "timing",
+                    "need heartbeat_ms < election_timeout_ms_min < election_timeout_ms_max".into(),
+                ));
+            }
         }
         if self.bootstrap && !self.peers.iter().any(|p| p.id == self.id) {
             return Err(err(
@@ -457,6 +519,92 @@ peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" 
         let e = NodeConfig::parse(&GOOD.replace("{ id = 2, addr", "{ id = 3, addr"), "n.toml")
             .unwrap_err();
         assert_eq!(e.key, "peers");
+    }
+
+    /// Errors inside `[board]` pointed at the `[board]` line, not at the key (issue 26):
+    /// serde's internally tagged enum buffered the table and lost the keys' positions.
+    #[test]
+    fn errors_inside_board_point_at_the_key() {
+        let line_of = |text: &str, needle: &str| {
+            text.lines()
+                .position(|l| l.starts_with(needle))
+                .map(|i| i + 1)
+                .expect("needle in text")
+        };
+        let cases = [
+            (
+                "[board]\nkind = \"sim\"\ncustomers = \"many\"\n",
+                "customers",
+            ),
+            (
+                "[board]\nkind = \"sim\"\nseed = 1\ncustomerz = 3\n",
+                "customerz",
+            ),
+            (
+                "[board]\nkind = \"linux\"\n[board.modbus]\nport = \"/dev/ttyUSB0\"\nbaudd = 9600\n",
+                "baudd",
+            ),
+            ("[board]\nseed = 1\nkind = \"moon\"\n", "kind"),
+        ];
+        for (board, key) in cases {
+            let text = format!("{GOOD}\n{board}");
+            let e = NodeConfig::parse(&text, "n.toml").unwrap_err();
+            let want = format!("line {} column", line_of(&text, key));
+            assert!(e.key.contains(&want), "{board}: wanted {want}: {e}");
+        }
+        let e = NodeConfig::parse(&format!("{GOOD}\n[board]\nseed = 1\n"), "n.toml").unwrap_err();
+        assert!(e.key.starts_with("board.kind"), "{e}");
+        assert!(e.problem.contains("\"sim\""), "{e}");
+        // The shapes that were valid still are.
+        let c = NodeConfig::parse(
+            &format!("{GOOD}\n[board]\nkind = \"sim\"\ncustomers = 3\n"),
+            "n.toml",
+        )
+        .unwrap();
+        assert!(matches!(c.board, BoardConfig::Sim { customers: 3, .. }));
+        let c = NodeConfig::parse(
+            &format!("{GOOD}\n[board]\nkind = \"replay\"\ngrid = \"g.csv\"\n"),
+            "n.toml",
+        )
+        .unwrap();
+        assert!(matches!(c.board, BoardConfig::Replay { .. }));
+        assert_eq!(
+            NodeConfig::parse(GOOD, "n.toml").unwrap().board,
+            BoardConfig::default()
+        );
+    }
+
+    /// `data_dir = ""` was accepted and the node wrote its redb files and admin.token into
+    /// whatever directory it was started from (issue 26).
+    #[test]
+    fn empty_data_dir_is_refused() {
+        let e = NodeConfig::parse(
+            &GOOD.replace("data_dir = \"/tmp/x\"", "data_dir = \"\""),
+            "n.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "data_dir", "{e}");
+        assert!(e.problem.contains("/var/lib/ghatta"), "{e}");
+    }
+
+    /// A 10 ms heartbeat was accepted though the documented minimum is
+    /// [`HEARTBEAT_MS_MIN`] (issue 26).
+    #[test]
+    fn heartbeat_below_the_minimum_is_refused() {
+        let timing = |h: u64| {
+            format!(
+                "{GOOD}\n[timing]\nheartbeat_ms = {h}\nelection_timeout_ms_min = 2000\nelection_timeout_ms_max = 4000\n"
+            )
+        };
+        let e = NodeConfig::parse(&timing(10), "n.toml").unwrap_err();
+        assert_eq!(e.key, "timing.heartbeat_ms", "{e}");
+        assert!(e.problem.contains(&HEARTBEAT_MS_MIN.to_string()), "{e}");
+        let e = NodeConfig::parse(&timing(HEARTBEAT_MS_MIN - 1), "n.toml").unwrap_err();
+        assert_eq!(e.key, "timing.heartbeat_ms", "{e}");
+        let c = NodeConfig::parse(&timing(HEARTBEAT_MS_MIN), "n.toml").unwrap();
+        assert_eq!(c.timing().heartbeat_ms, HEARTBEAT_MS_MIN);
+        let e = NodeConfig::parse(&timing(2000), "n.toml").unwrap_err();
+        assert_eq!(e.key, "timing", "{e}");
     }
 
     #[test]

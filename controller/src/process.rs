@@ -1,5 +1,5 @@
 //! What every ghatta program does around its command (the board's `ghatta` and the simulator's
-//! `ghatta-sim`): logs to stderr filtered by `GHATTA_LOG`, a multi-threaded runtime, openraft's
+//! `ghatta-sim`): logs to stderr filtered by `GHATTA_LOG` (coloured only on a terminal), a multi-threaded runtime, openraft's
 //! randomness seeded from the time and the process id, and an error printed for a person.
 
 use std::fmt::Display;
@@ -29,6 +29,9 @@ where
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under systemd stderr is the journal, which stores the
+        // escape codes raw and shows them as `[2m...` in `journalctl`.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

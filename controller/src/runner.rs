@@ -47,12 +47,14 @@ pub enum RunError {
         source: crate::net::radio::serial::RadioOpenError,
     },
     /// `raft_listen` could not bind.
-    #[error("cannot listen on raft_listen {addr}: {source}; is another node using that port?")]
+    #[error(
+        "cannot listen on raft_listen {addr}: {error}; is another node or another program using that port? (change raft_listen or stop it)"
+    )]
     Listen {
         /// The address.
         addr: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a `source`: an error chain would print it twice).
+        error: std::io::Error,
     },
     /// The node's databases did not open.
     #[error(transparent)]
@@ -162,14 +164,17 @@ pub async fn start(
             inbound: rx,
         });
     }
-    let stores = crate::storage::open_dir(&cfg.data_dir)?;
-    let journal = Journal::open_dir(&cfg.data_dir, cfg.field.journal.clone())?;
+    // Both ports before the data directory: a port another program holds must stop the start
+    // before Raft bootstraps and writes a database a later, corrected start would find.
     let listener = tokio::net::TcpListener::bind(&cfg.raft_listen)
         .await
-        .map_err(|source| RunError::Listen {
+        .map_err(|error| RunError::Listen {
             addr: cfg.raft_listen.clone(),
-            source,
+            error,
         })?;
+    let admin = crate::admin::bind(&cfg.admin_listen).await?;
+    let stores = crate::storage::open_dir(&cfg.data_dir)?;
+    let journal = Journal::open_dir(&cfg.data_dir, cfg.field.journal.clone())?;
     let (tx, rx) = inbound_queue();
     let transport: Arc<dyn Transport> = if radios.is_empty() {
         TcpTransport::start(listener, tx)
@@ -237,13 +242,12 @@ pub async fn start(
         builder = builder.initialize(members);
     }
     let node = builder.start(stores, transport, rx).await?;
-    let admin = crate::admin::bind(&cfg.admin_listen).await?;
     let admin_auth = crate::admin::auth::AdminAuth::load_or_create(&cfg.data_dir)?;
     let admin_addr = admin
         .local_addr()
-        .map_err(|source| crate::admin::AdminError::Listen {
+        .map_err(|error| crate::admin::AdminError::Listen {
             addr: cfg.admin_listen.clone(),
-            source,
+            error,
         })?;
     let mut tasks = Vec::new();
     let n = node.clone();

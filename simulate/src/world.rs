@@ -264,7 +264,7 @@ fn security_summary(slots: &[Slot]) -> SecuritySummary {
         sum.forged += c.forged;
         sum.replayed += c.replayed;
         sum.out_of_window += c.out_of_window;
-        sum.stale_epoch += c.older_epoch + c.stale_receiver_epoch;
+        sum.stale_epoch += c.older_epoch + c.stale_receiver_epoch + c.before_introduction;
         sum.hellos_sent += c.hellos_sent;
     }
     sum

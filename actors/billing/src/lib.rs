@@ -28,6 +28,9 @@
 //!   postpaid while disconnected is reconnected (reason `Operator`).
 //! - **Top-ups** are accepted once per token id, ever, across all customers; a replay is
 //!   rejected (`Replayed`) and raises `TokenReplayed`. Amounts must be positive.
+//! - **Tariffs** have versions from 1 that only climb: version 0 is rejected (`Invalid`), a
+//!   version at or below the one in force (the same update sent twice, or an old one) is
+//!   rejected (`Stale`) and changes nothing.
 //! - Unknown customers or tariffs are rejected (`Unknown`) and raise `UnknownAccount`; inputs for
 //!   other actors are rejected (`NotForMe`). Arithmetic saturates: hostile values cannot trap.
 #![forbid(unsafe_code)]
@@ -228,8 +231,19 @@ impl Biller<'_> {
     // ---- operator inputs ----
 
     fn set_tariff(&mut self, t: &Tariff) -> Outcome {
-        if !tariff::is_valid(t) {
+        // Version 0 is what `tariff_version` reports for "no tariff": a ledger record
+        // naming it could not be told from one made without a tariff.
+        if !tariff::is_valid(t) || t.version == 0 {
             return Outcome::Rejected(RejectReason::Invalid);
+        }
+        // Versions only climb, so a ledger record's `tariff_version` names one tariff: a
+        // second, different tariff under the same version would make the bill ambiguous.
+        if self
+            .st
+            .tariff(t.id)
+            .is_some_and(|cur| t.version <= cur.version)
+        {
+            return Outcome::Rejected(RejectReason::Stale);
         }
         self.st.put_tariff(t);
         Outcome::Handled

@@ -432,4 +432,7 @@ pub enum RejectReason {
     NotMonotonic = 4,
     /// The input is malformed or out of range.
     Invalid = 5,
+    /// The input is older than, or the same as, what is in force (a tariff whose version is
+    /// not above the current one's).
+    Stale = 6,
 }

@@ -68,12 +68,14 @@ pub enum AdminError {
         detail: String,
     },
     /// The listener could not bind.
-    #[error("cannot listen on admin_listen {addr}: {source}; is another ghatta running on it?")]
+    #[error(
+        "cannot listen on admin_listen {addr}: {error}; is another ghatta or another program using that port? (change admin_listen or stop it)"
+    )]
     Listen {
         /// The address.
         addr: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a `source`: an error chain would print it twice).
+        error: std::io::Error,
     },
 }
 

@@ -92,9 +92,9 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, AdminError> {
             })?;
     tokio::net::TcpListener::bind(sa)
         .await
-        .map_err(|source| AdminError::Listen {
+        .map_err(|error| AdminError::Listen {
             addr: addr.into(),
-            source,
+            error,
         })
 }
 

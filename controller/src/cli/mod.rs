@@ -165,7 +165,36 @@ pub fn format_status(s: &Value) -> String {
             .unwrap_or(Value::Null),
         s.pointer("/link/rejected").cloned().unwrap_or(Value::Null),
     );
-    line + &sealed + &format_field(s)
+    line + &sealed + &format_radios(s) + &format_field(s)
+}
+
+/// The radio modems' part of the status line (`radio` in the JSON), one part per modem.
+/// What a radio drops never reaches the frame layer's `rejected`, so it is shown here.
+fn format_radios(s: &Value) -> String {
+    let Some(radios) = s.get("radio").and_then(Value::as_array) else {
+        return String::new();
+    };
+    radios
+        .iter()
+        .map(|r| {
+            let n = |k: &str| {
+                r.pointer(&format!("/counters/{k}"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            format!(
+                " | radio {}: packets in {} out {} crc errors {} malformed {} not for us {} fragments dropped {} frames dropped {}",
+                r.get("device").and_then(Value::as_str).unwrap_or("?"),
+                n("packets_received"),
+                n("packets_sent"),
+                n("crc_rejected"),
+                n("malformed"),
+                n("not_for_us"),
+                n("fragments_dropped"),
+                n("frames_dropped"),
+            )
+        })
+        .collect()
 }
 
 /// The field loop's part of the status line (`field` in the JSON), if the node runs one.
@@ -186,6 +215,22 @@ fn format_field(s: &Value) -> String {
         n("meter_reads"),
         n("meter_read_errors"),
         n("meters_silent"),
+    );
+    // The journal: meter reads waiting to be committed (the backlog an island builds up),
+    // and how many were written and drained since start.
+    out += &format!(
+        " | journal: backlog {} reads ({} bytes), journaled {} drained {}, telemetry {}, errors {}{}",
+        n("journal_reads"),
+        n("journal_reads_bytes"),
+        n("reads_journaled"),
+        n("reads_committed"),
+        n("journal_telemetry"),
+        n("journal_errors"),
+        if n("journal_over_limit") == 1 {
+            ", OVER ITS LIMIT"
+        } else {
+            ""
+        },
     );
     if n("modbus_requests") > 0 || n("modbus_disconnects") > 0 {
         out += &format!(
@@ -441,6 +486,37 @@ mod tests {
         );
         let open = format_status(&serde_json::json!({ "id": 1, "security": null }));
         assert!(open.contains("NOT sealed"), "{open}");
+    }
+
+    /// Issue 26: radio-link and journal counters were kept but shown nowhere, and
+    /// `link.rejected` stayed 0 through garbage on the radio (dropped below the frame layer).
+    #[test]
+    fn status_line_shows_radio_and_journal_counters() {
+        let s = serde_json::json!({
+            "id": 1, "role": "follower", "security": null,
+            "radio": [{ "device": "/dev/ttyUSB0", "counters": {
+                "packets_received": 40, "packets_sent": 50, "crc_rejected": 3,
+                "malformed": 7, "not_for_us": 2, "fragments_dropped": 5, "frames_dropped": 1
+            }}],
+            "field": {
+                "grid_healthy": 1, "journal_reads": 12, "journal_reads_bytes": 480,
+                "reads_journaled": 100, "reads_committed": 88, "journal_telemetry": 4,
+                "journal_errors": 0, "journal_over_limit": 0
+            }
+        });
+        let line = format_status(&s);
+        assert!(
+            line.contains("radio /dev/ttyUSB0: packets in 40 out 50 crc errors 3 malformed 7 not for us 2 fragments dropped 5 frames dropped 1"),
+            "{line}"
+        );
+        assert!(
+            line.contains("journal: backlog 12 reads (480 bytes), journaled 100 drained 88, telemetry 4, errors 0 |")
+                || line.ends_with("journal: backlog 12 reads (480 bytes), journaled 100 drained 88, telemetry 4, errors 0"),
+            "{line}"
+        );
+        assert!(!line.contains("OVER ITS LIMIT"), "{line}");
+        let no_radio = format_status(&serde_json::json!({ "id": 1, "radio": [] }));
+        assert!(!no_radio.contains("radio"), "{no_radio}");
     }
 }
 

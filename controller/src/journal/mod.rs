@@ -426,11 +426,30 @@ impl Journal {
         let db = redb::Builder::new()
             .set_cache_size(crate::storage::REDB_CACHE_BYTES)
             .create(&path)
-            .map_err(|e| JournalError {
-                path: name.clone(),
-                what: "open",
-                detail: e.to_string(),
-                advice: "if another ghatta runs on this data directory, stop it first",
+            .map_err(|e| {
+                // The same three cases as the node's databases: another process holds the
+                // lock, the place cannot be written, or something else.
+                let (detail, advice) = match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => (
+                        "another process has it open".to_string(),
+                        "if another ghatta runs on this data directory, stop it first",
+                    ),
+                    redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                        if crate::storage::is_not_writable(&io) =>
+                    {
+                        (
+                            io.to_string(),
+                            "the data directory must be writable by the user ghatta runs as, on a filesystem mounted read-write",
+                        )
+                    }
+                    other => (other.to_string(), ADVICE_IO),
+                };
+                JournalError {
+                    path: name.clone(),
+                    what: "open",
+                    detail,
+                    advice,
+                }
             })?;
         Self::init(Arc::new(db), name, limits)
     }

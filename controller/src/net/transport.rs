@@ -44,6 +44,13 @@ pub trait Transport: Send + Sync + 'static {
     /// opened under `from`'s key. A link that picks among paths by what it hears
     /// (`radio::multi`) may then trust the path the frame came on; others ignore it.
     fn frame_opened(&self, _from: u64, _frame: &[u8]) {}
+
+    /// The counters of the radio modems under this transport (`[[radio]]`), one per modem;
+    /// empty for a transport without radios. Garbage, bad CRCs and lost fragments on a radio
+    /// are dropped there, below the frame layer, so [`LinkStats::rejected`] never sees them.
+    fn radios(&self) -> Vec<super::radio::RadioLinkSnapshot> {
+        Vec::new()
+    }
 }
 
 /// The sending half of the inbound queue, handed to transports.
@@ -69,7 +76,9 @@ pub struct LinkStats {
     pub bytes_received: AtomicU64,
     /// Frames dropped on send (queue full, peer unknown, link down).
     pub send_dropped: AtomicU64,
-    /// Frames refused on receive (CRC, magic, version, size, not for us, undecodable).
+    /// Frames refused on receive (CRC, magic, version, size, not for us, undecodable) by the
+    /// frame layer. What a radio drops (garbage, bad CRC, lost fragments) never reaches it:
+    /// see `radio` in the status; replays are dropped by sealing (`security.replayed`).
     pub rejected: AtomicU64,
     /// Connections (re)established.
     pub connects: AtomicU64,

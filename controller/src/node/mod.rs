@@ -230,6 +230,10 @@ pub struct NodeStatus {
     /// Requests from members refused as not theirs to make (`node::guard`), by reason.
     #[serde(default)]
     pub refused: guard::RefusalsSnapshot,
+    /// Each radio modem's link-layer counters (`[[radio]]`); empty without radios. What a
+    /// radio drops (CRC, garbage, lost fragments) is counted here, not in `link.rejected`.
+    #[serde(default)]
+    pub radio: Vec<crate::net::radio::RadioLinkSnapshot>,
 }
 
 impl Node {
@@ -395,6 +399,7 @@ impl Node {
             link: self.inner.rpc.stats().snapshot(),
             security: self.inner.rpc.transport().security(),
             refused: self.inner.guard.snapshot(),
+            radio: self.inner.rpc.transport().radios(),
         }
     }
 

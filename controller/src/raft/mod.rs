@@ -160,6 +160,9 @@ impl Refusal {
             c if c == R::Replayed as i32 => "replayed: the token was used before",
             c if c == R::NotMonotonic as i32 => "the meter register went backwards",
             c if c == R::Invalid as i32 => "malformed or out of range",
+            c if c == R::Stale as i32 => {
+                "stale: a version at or above this one is already in force; send a higher version"
+            }
             _ => "refused",
         }
     }

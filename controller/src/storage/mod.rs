@@ -73,28 +73,47 @@ pub trait SyncLatency: Send + Sync + std::fmt::Debug {
     fn sync_delay(&self) -> std::time::Duration;
 }
 
-/// Errors opening a node's database.
+/// Errors opening a node's database. Each carries the OS or redb error as text, printed once:
+/// it is part of the message, not a `source` an error chain would print again.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The data directory could not be created.
     #[error(
-        "cannot create data directory {path}: {source}; check the `data_dir` setting and permissions"
+        "cannot create data directory {path}: {detail}; check the `data_dir` setting and that its parent is writable by the user ghatta runs as"
     )]
     DataDir {
         /// The directory.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (the OS error).
+        detail: String,
     },
-    /// redb refused the file.
+    /// Another process holds the database's lock.
     #[error(
-        "cannot open database {path}: {source}; if another ghatta is running on this data directory, stop it first"
+        "cannot open database {path}: another process has it open; if another ghatta is running on this data directory, stop it first"
     )]
+    Locked {
+        /// The file.
+        path: String,
+    },
+    /// The file or its directory cannot be written (permissions, a read-only mount).
+    #[error(
+        "cannot open database {path} for writing: {detail}; the data directory must be writable by the user ghatta runs as (e.g. `chown -R ghatta: {dir}`) on a filesystem mounted read-write"
+    )]
+    NotWritable {
+        /// The file.
+        path: String,
+        /// Its directory.
+        dir: String,
+        /// Why (the OS error).
+        detail: String,
+    },
+    /// redb refused the file for another reason.
+    #[error("cannot open database {path}: {detail}; check the file and the SD card")]
     Database {
         /// The file.
         path: String,
         /// Why.
-        source: redb::DatabaseError,
+        detail: String,
     },
     /// Creating the tables failed.
     #[error("cannot initialise tables in {path}: {detail}")]
@@ -106,21 +125,49 @@ pub enum OpenError {
     },
 }
 
+/// Whether an OS error means "this place cannot be written" rather than a transient fault.
+pub fn is_not_writable(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// Classify a redb open error on the file `path`: lock contention (another process),
+/// a place that cannot be written, or anything else.
+pub fn open_error(path: &Path, e: redb::DatabaseError) -> OpenError {
+    let name = path.display().to_string();
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path: name },
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if is_not_writable(&io) => {
+            OpenError::NotWritable {
+                path: name,
+                dir: path
+                    .parent()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                detail: io.to_string(),
+            }
+        }
+        other => OpenError::Database {
+            path: name,
+            detail: other.to_string(),
+        },
+    }
+}
+
 /// Open (or create) the node's databases in `data_dir`.
 pub fn open_dir(data_dir: &Path) -> Result<Stores, OpenError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+    std::fs::create_dir_all(data_dir).map_err(|e| OpenError::DataDir {
         path: data_dir.display().to_string(),
-        source,
+        detail: e.to_string(),
     })?;
     let open = |name: &str| -> Result<Arc<Database>, OpenError> {
         let path = data_dir.join(name);
         let db = redb::Builder::new()
             .set_cache_size(REDB_CACHE_BYTES)
             .create(&path)
-            .map_err(|source| OpenError::Database {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|e| open_error(&path, e))?;
         init_tables(&db, &path.display().to_string())?;
         Ok(Arc::new(db))
     };
@@ -139,9 +186,9 @@ pub fn open_backend(
     let db = redb::Builder::new()
         .set_cache_size(REDB_CACHE_BYTES)
         .create_with_backend(backend)
-        .map_err(|source| OpenError::Database {
+        .map_err(|e| OpenError::Database {
             path: name.into(),
-            source,
+            detail: e.to_string(),
         })?;
     init_tables(&db, name)?;
     Ok(Arc::new(db))
@@ -178,4 +225,49 @@ fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
     }
     txn.commit().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read-only data directory was reported with "if another ghatta is running, stop it"
+    /// and the OS error printed twice (issue 26): the three causes are told apart, and the
+    /// OS error appears once in the whole chain.
+    #[test]
+    fn open_errors_tell_lock_contention_from_a_place_that_cannot_be_written() {
+        let path = Path::new("/var/lib/ghatta/raft-log.redb");
+        for kind in [
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::ReadOnlyFilesystem,
+        ] {
+            let io = std::io::Error::new(kind, "os says no");
+            let e = open_error(
+                path,
+                redb::DatabaseError::Storage(redb::StorageError::Io(io)),
+            );
+            assert!(matches!(e, OpenError::NotWritable { .. }), "{e}");
+            let chain = format!("{:#}", anyhow::Error::from(e));
+            assert_eq!(chain.matches("os says no").count(), 1, "{chain}");
+            assert!(!chain.contains("stop it"), "{chain}");
+            assert!(
+                chain.contains("chown -R ghatta: /var/lib/ghatta"),
+                "{chain}"
+            );
+        }
+        let e = open_error(path, redb::DatabaseError::DatabaseAlreadyOpen);
+        assert!(e.to_string().contains("stop it first"), "{e}");
+    }
+
+    #[test]
+    fn a_data_directory_open_twice_is_reported_as_another_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = open_dir(dir.path()).expect("first open");
+        let e = open_dir(dir.path()).expect_err("second open must fail");
+        assert!(matches!(e, OpenError::Locked { .. }), "{e}");
+        assert!(
+            e.to_string().contains("if another ghatta is running"),
+            "{e}"
+        );
+    }
 }

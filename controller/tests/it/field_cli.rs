@@ -191,6 +191,9 @@ fn run_with_a_sim_board_serves_status() {
     assert!(v["field"]["meters_silent"].is_u64(), "{status}");
     assert_eq!(v["field"]["modbus_requests"], 0, "{status}");
     assert!(v["link"].is_object(), "{status}");
+    // No [[radio]]: an empty list of modem counters; the journal's backlog is a number.
+    assert_eq!(v["radio"], serde_json::json!([]), "{status}");
+    assert!(v["field"]["journal_reads"].is_u64(), "{status}");
     // The human line says how the grid samples go.
     let out = Command::new(GHATTA)
         .args(["status", "--admin", &admin])
@@ -198,8 +201,73 @@ fn run_with_a_sim_board_serves_status() {
         .expect("run ghatta status");
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.contains("| grid ok: samples"), "{line}");
+    assert!(line.contains("| journal: backlog "), "{line}");
     // The field loop's journal lives beside the node's databases.
     assert!(dir.path().join("data").join("journal.redb").exists());
+    // Issue 26: logs carried ANSI colour codes with stderr not a terminal (journald stored
+    // them raw). The node warned about allow_unsealed, so there is a log line to look at.
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut err = Vec::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_end(&mut err);
+    }
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains("WARN"), "no log line to check: {err}");
+    assert!(!err.contains('\x1b'), "escape codes in piped logs: {err:?}");
+}
+
+/// Issue 26: the admin port was checked only after Raft had bootstrapped and written the data
+/// directory; a held port now stops the start before anything is written, and the OS error
+/// is printed once.
+#[test]
+fn a_held_admin_port_stops_run_before_the_data_directory_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 2\n");
+    let _held = std::net::TcpListener::bind(&admin).expect("hold the admin port");
+    let (code, stderr) = run_to_exit(&config);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("admin_listen {admin}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("in use").count(),
+        1,
+        "the OS error once: {stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "the data directory was written before the port was checked"
+    );
+}
+
+/// Issue 26: `data_dir = ""` was accepted and the redb files and admin.token landed in the
+/// working directory. `ghatta run` refuses it, naming the key, and writes nothing there.
+#[test]
+fn an_empty_data_dir_is_refused_by_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 2\n");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let data = dir.path().join("data").display().to_string();
+    std::fs::write(&config, text.replace(&data, "")).expect("write");
+    let work = tempfile::tempdir().expect("working directory");
+    let out = Command::new(GHATTA)
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ghatta");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("data_dir"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(work.path()).expect("list").count(),
+        0,
+        "files written into the working directory"
+    );
 }
 
 /// A config with neither `key_file` nor `allow_unsealed = true` does not start: a forgotten
@@ -221,28 +289,116 @@ fn run_without_a_key_file_refuses_to_start_unless_unsealed_is_allowed() {
     );
 }
 
+/// Every shipped example loads. Board examples are sealed (a copied example never opens a
+/// grid); the laptop example runs on a simulated board, unsealed but on loopback only, and
+/// actually starts (issue 26: the README named an example that did not exist, and none ran
+/// on a laptop).
 #[test]
-fn the_deploy_example_board_configs_parse() {
+fn the_deploy_example_configs_load_and_the_laptop_one_starts() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
-    let mut n = 0;
+    let mut boards = 0;
+    let mut laptop = None;
     for entry in std::fs::read_dir(&dir).expect("deploy/examples") {
         let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let cfg = ghatta::config::NodeConfig::load(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert!(
-                matches!(cfg.board, ghatta::config::BoardConfig::Linux(_)),
-                "{}",
-                path.display()
-            );
-            // The examples ship sealed: a copied example never opens a grid.
-            assert!(
-                cfg.key_file.is_some() && !cfg.allow_unsealed,
-                "{} is not sealed",
-                path.display()
-            );
-            n += 1;
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let cfg = ghatta::config::NodeConfig::load(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        match cfg.board {
+            ghatta::config::BoardConfig::Linux(_) => {
+                assert!(
+                    cfg.key_file.is_some() && !cfg.allow_unsealed,
+                    "{} is not sealed",
+                    path.display()
+                );
+                boards += 1;
+            }
+            ghatta::config::BoardConfig::Sim { .. } => {
+                let loopback = |a: &str| {
+                    a.parse::<std::net::SocketAddr>()
+                        .is_ok_and(|a| a.ip().is_loopback())
+                };
+                assert!(
+                    loopback(&cfg.raft_listen) && loopback(&cfg.admin_listen),
+                    "{}: an unsealed example must listen on loopback only",
+                    path.display()
+                );
+                laptop = Some(path);
+            }
+            ghatta::config::BoardConfig::Replay { .. } => panic!("{}", path.display()),
         }
     }
-    assert!(n >= 1, "no example configs found in {}", dir.display());
+    assert!(boards >= 1, "no board example in {}", dir.display());
+    let laptop = laptop.expect("a laptop example (kind = \"sim\") in deploy/examples");
+    assert!(
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")
+        )
+        .expect("README")
+        .contains(&format!(
+            "deploy/examples/{}",
+            laptop.file_name().expect("name").to_string_lossy()
+        )),
+        "the README names the laptop example"
+    );
+    // Start it as shipped, but on free ports and in a scratch directory, so the test does not
+    // collide with a node the developer runs.
+    let text = std::fs::read_to_string(&laptop).expect("laptop example");
+    let cfg = ghatta::config::NodeConfig::parse(&text, "laptop").expect("parses");
+    let work = tempfile::tempdir().expect("tempdir");
+    let raft = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let text = text
+        .replace(&cfg.raft_listen, &raft)
+        .replace(&cfg.admin_listen, &admin)
+        .replace(
+            &cfg.data_dir.display().to_string(),
+            &work.path().join("data").display().to_string(),
+        );
+    let config = work.path().join("laptop.toml");
+    std::fs::write(&config, text).expect("write");
+    let status = start_and_wait_for_status(&config, &admin);
+    let v: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(v["id"], 1, "{status}");
+    assert!(work.path().join("data").join("raft-log.redb").exists());
+}
+
+/// Start `ghatta run --config config` and wait until `status --json` answers on `admin`;
+/// the node is killed when this returns.
+fn start_and_wait_for_status(config: &Path, admin: &str) -> String {
+    let mut child = Child(
+        Command::new(GHATTA)
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ghatta run"),
+    );
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(exit)) = child.0.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("ghatta run exited early ({exit}): {err}");
+        }
+        let out = Command::new(GHATTA)
+            .args(["status", "--json", "--admin", admin])
+            .output()
+            .expect("run ghatta status");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "status did not answer within {STARTUP_DEADLINE:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

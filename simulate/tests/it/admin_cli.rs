@@ -1,7 +1,8 @@
 //! The admin API and the `ghatta` CLI answer an operator's change with what became of it: a
-//! refused top-up (a replayed token, an unknown customer) is a 422 naming the actor's reason,
-//! a refused membership change a 409 naming its reason, and the CLI exits non-zero with it;
-//! the alarms the refusals raised are listed by `ghatta alarms`.
+//! refused top-up (a replayed token, an unknown customer) or tariff (a version not above the
+//! one in force) is a 422 naming the actor's reason, a refused membership change a 409 naming
+//! its reason, and the CLI exits non-zero with it; the alarms the refusals raised are listed
+//! by `ghatta alarms`.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -131,6 +132,32 @@ fn refused_changes_fail_with_the_reason() {
         let (code, _, stderr) = topup(99, 78).await.unwrap();
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains("unknown customer"), "{stderr}");
+
+        // Issue 26: a tariff update with the same version (or version 0) was applied.
+        for stale in ["1", "0"] {
+            let (ghatta, admin, token_file) = (ghatta.clone(), admin.clone(), token_file.clone());
+            let version = stale.to_string();
+            let (code, stderr) = tokio::task::spawn_blocking(move || {
+                let out = Command::new(&ghatta)
+                    .args(["tariff", "set", "--id", "1", "--version", &version])
+                    .args(["--per-kwh", "9999", "--admin", &admin, "--token-file"])
+                    .arg(&token_file)
+                    .output()
+                    .expect("run ghatta tariff set");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+            .await
+            .unwrap();
+            assert_eq!(code, Some(1), "version {stale}: {stderr}");
+            let why = if stale == "0" { "malformed" } else { "stale" };
+            assert!(
+                stderr.contains("(422)") && stderr.contains(why),
+                "version {stale}: {stderr}"
+            );
+        }
 
         // The API itself: the refusal is the body's error, with the receipt beside it.
         let e = change(

@@ -1064,6 +1064,44 @@ fn invalid_tariffs_and_configs_are_refused() {
     );
 }
 
+/// A tariff update with the same version, or version 0, was applied (issue 26): a ledger
+/// record's `tariff_version` then no longer named one tariff.
+#[test]
+fn tariff_versions_only_climb() {
+    let mut w = World::new();
+    let per_kwh = |version, rate| Tariff {
+        id: 7,
+        version,
+        kind: TariffKind::PerKwh {
+            rate_paisa_per_kwh: rate,
+        },
+    };
+    assert_eq!(
+        w.send(0, Input::SetTariff(per_kwh(0, 100))),
+        Outcome::Rejected(RejectReason::Invalid)
+    );
+    assert_eq!(
+        w.send(0, Input::SetTariff(per_kwh(2, 100))),
+        Outcome::Handled
+    );
+    for stale in [2, 1] {
+        assert_eq!(
+            w.send(0, Input::SetTariff(per_kwh(stale, 999))),
+            Outcome::Rejected(RejectReason::Stale),
+            "version {stale}"
+        );
+    }
+    // The refused updates changed nothing: a read is billed at version 2's rate.
+    w.customer(at(0, 9), ALICE, AccountMode::Postpaid, 7, 0);
+    w.read(at(0, 10), ALICE, 0);
+    w.read(at(0, 11), ALICE, 1_000);
+    assert_eq!(w.credit(ALICE), -100 * 1_000);
+    assert_eq!(
+        w.send(0, Input::SetTariff(per_kwh(3, 200))),
+        Outcome::Handled
+    );
+}
+
 #[test]
 fn hostile_values_saturate_instead_of_trapping() {
     let mut w = World::new();

@@ -38,5 +38,15 @@ pub mod packet;
 pub mod reassembly;
 pub mod serial;
 
+/// One radio modem's counters as `ghatta status` shows them (`radio` in the JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RadioLinkSnapshot {
+    /// The modem's serial device (`[[radio]] device`).
+    pub device: String,
+    /// Its link-layer counters: packets and bytes each way, CRC errors, malformed packets
+    /// (garbage on the line), frames and fragments dropped.
+    pub counters: link::RadioStatsSnapshot,
+}
+
 #[cfg(test)]
 mod tests;

@@ -278,6 +278,13 @@ impl MultiTransport {
 }
 
 impl Transport for MultiTransport {
+    fn radios(&self) -> Vec<super::RadioLinkSnapshot> {
+        self.paths
+            .iter()
+            .flat_map(|p| p.transport.radios())
+            .collect()
+    }
+
     fn frame_opened(&self, from: u64, frame: &[u8]) {
         if !self.cfg.verified {
             return;

@@ -282,6 +282,13 @@ impl SerialTransport {
 }
 
 impl Transport for SerialTransport {
+    fn radios(&self) -> Vec<super::RadioLinkSnapshot> {
+        vec![super::RadioLinkSnapshot {
+            device: self.shared.device.clone(),
+            counters: self.shared.stats.snapshot(),
+        }]
+    }
+
     fn send(&self, to: u64, frame: Vec<u8>) {
         if !self.shared.peers.contains(&to) {
             count_dropped(&self.shared.stats);
@@ -411,5 +418,47 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::transport::inbound_queue;
+
+    /// Issue 26: `link.rejected` stayed 0 through garbage on the radio, and nothing showed
+    /// the radio's own counters: garbage is dropped here, below the frame layer, and is
+    /// reported through `Transport::radios` (`radio` in `ghatta status`).
+    #[tokio::test]
+    async fn garbage_on_the_line_shows_in_the_radio_counters() {
+        let (node_end, mut far_end) = tokio::io::duplex(4096);
+        let cfg = RadioConfig {
+            device: "test-radio".into(),
+            baud: 57_600,
+            air_bitrate: 64_000,
+            mtu: 100,
+            peers: vec![2],
+            rtt_ms: None,
+        };
+        let (tx, _rx) = inbound_queue();
+        let t: Arc<dyn Transport> = SerialTransport::start(1, &cfg, node_end, tx);
+        assert_eq!(t.radios()[0].counters.malformed, 0);
+        far_end
+            .write_all(b"\x01\x02garbage\x00\xff\xfe\xfd\x07\x00noise that is no packet\x00")
+            .await
+            .expect("write to the line");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = t.radios();
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0].device, "test-radio");
+            let c = &r[0].counters;
+            if c.malformed + c.crc_rejected >= 2 {
+                assert_eq!(c.packets_received, 0, "{c:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "garbage not counted: {c:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -73,8 +73,13 @@ pub struct SealStats {
     pub out_of_window: AtomicU64,
     /// Authentic, from an older boot of the sender.
     pub older_epoch: AtomicU64,
-    /// Authentic, addressed to an older boot of this node (or sent before the peer knew it).
+    /// Authentic, addressed to an older boot of this node.
     pub stale_receiver_epoch: AtomicU64,
+    /// Authentic, sent before the sender had heard this node's boot epoch (it names epoch
+    /// 0): a peer's first frames after either of them started. Dropped, answered with a
+    /// hello, and sent again by the peer once it knows the epoch; part of setting up, not a
+    /// fault, so not in [`SealStatsSnapshot::rejected`].
+    pub before_introduction: AtomicU64,
     /// Hellos sent (answers to stale epochs).
     pub hellos_sent: AtomicU64,
     /// Hellos received.
@@ -116,6 +121,9 @@ pub struct SealStatsSnapshot {
     pub older_epoch: u64,
     /// To an older boot of this node.
     pub stale_receiver_epoch: u64,
+    /// Sent before the sender knew this node's epoch (its first frames; sent again).
+    #[serde(default)]
+    pub before_introduction: u64,
     /// Hellos sent.
     pub hellos_sent: u64,
     /// Hellos received.
@@ -128,7 +136,8 @@ pub struct SealStatsSnapshot {
 }
 
 impl SealStatsSnapshot {
-    /// Every frame dropped by the opener, whatever the reason.
+    /// Every frame dropped by the opener for a fault or an attack: all but the first
+    /// frames of a peer that had not heard this node yet (`before_introduction`).
     pub fn rejected(&self) -> u64 {
         self.truncated
             + self.unsealed
@@ -160,6 +169,7 @@ impl SealStats {
             out_of_window: g(&self.out_of_window),
             older_epoch: g(&self.older_epoch),
             stale_receiver_epoch: g(&self.stale_receiver_epoch),
+            before_introduction: g(&self.before_introduction),
             hellos_sent: g(&self.hellos_sent),
             hellos_received: g(&self.hellos_received),
             epoch_raised: g(&self.epoch_raised),

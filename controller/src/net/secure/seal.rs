@@ -493,6 +493,13 @@ impl SecureLink {
             Err(Rejected::Replayed) => &s.replayed,
             Err(Rejected::OutOfWindow) => &s.out_of_window,
             Err(Rejected::OlderEpoch { .. }) => &s.older_epoch,
+            // A sender that has not heard this node yet names epoch 0: its first frames
+            // after a start, not frames for an older boot (which is what a replay would be).
+            Err(Rejected::StaleReceiverEpoch { .. })
+                if SealedHeader::parse(buf).is_some_and(|(h, _)| h.to_epoch == 0) =>
+            {
+                &s.before_introduction
+            }
             Err(Rejected::StaleReceiverEpoch { .. }) => &s.stale_receiver_epoch,
         });
         r
@@ -677,8 +684,18 @@ mod tests {
                 payload: b"append entries".to_vec()
             })
         );
+        // The first frame named no epoch of node 2: dropped, but counted apart from the
+        // faults (a clean start reported "frames dropped", issue 26).
         let s = l[1].snapshot();
-        assert_eq!((s.opened, s.stale_receiver_epoch, s.rejected()), (1, 1, 1));
+        assert_eq!(
+            (
+                s.opened,
+                s.before_introduction,
+                s.stale_receiver_epoch,
+                s.rejected()
+            ),
+            (1, 1, 0, 0)
+        );
     }
 
     #[test]

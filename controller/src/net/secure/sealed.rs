@@ -148,6 +148,10 @@ impl<T: Transport + ?Sized> Transport for SealedTransport<T> {
         Some(self.link.snapshot())
     }
 
+    fn radios(&self) -> Vec<crate::net::radio::RadioLinkSnapshot> {
+        self.inner.radios()
+    }
+
     fn seals_to(&self, peer: u64) -> Option<bool> {
         Some(self.link.knows(peer))
     }
@@ -207,8 +211,13 @@ mod tests {
         assert_eq!(frame::decode(&got).unwrap().payload, b"second");
         let s2 = ends[1].0.security().unwrap();
         assert_eq!(
-            (s2.stale_receiver_epoch, s2.hellos_sent, s2.opened),
-            (1, 1, 2)
+            (
+                s2.before_introduction,
+                s2.rejected(),
+                s2.hellos_sent,
+                s2.opened
+            ),
+            (1, 0, 1, 2)
         );
         let s1 = ends[0].0.security().unwrap();
         assert_eq!((s1.hellos_received, s1.sealed), (1, 3));
