@@ -6,15 +6,21 @@
 //! the fault fires, with the driver's own seeded RNG and the leader the
 //! controller reports; the end of a fault undoes exactly what its start did,
 //! on the nodes resolved at the start.
+//!
+//! Link faults compose: each directed link keeps the model it had before its
+//! first open fault (its base) and the changes of its open faults, and its
+//! model is always the base with those changes applied in start order,
+//! recomputed whenever one starts or ends. So overlapping faults may end in any
+//! order, and the last to end leaves the base.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::link::{Direction, LinkModel};
+use crate::link::{BurstLoss, Direction, Flap, LinkModel};
 use crate::net::{NodeId, SimNet};
 use crate::observe::Observation;
 use crate::rng::SimRng;
-use crate::scenario::{DOWN_S_DEFAULT, Fault, FaultKind, Scenario, Symbol, Target};
+use crate::scenario::{DOWN_S_DEFAULT, Fault, FaultKind, LinkSpec, Scenario, Symbol, Target};
 use crate::time::DriftClock;
 
 /// Largest number of faults a run may schedule (scheduled plus random), so a
@@ -107,13 +113,51 @@ enum Undo {
     /// Links cut, and tie lines opened between these pairs of nodes' plants.
     Cuts(Vec<(NodeId, NodeId)>, Vec<(NodeId, NodeId)>),
     Restart(NodeId),
-    Links(Vec<(NodeId, NodeId, LinkModel)>),
+    /// The directed links this fault changed (its changes are keyed by its id).
+    Links(Vec<(NodeId, NodeId)>),
     Clock(NodeId),
     Disk(NodeId),
     /// The node and the ramp back to normal.
     Load(NodeId, Duration),
     /// The node and the ramp back to normal.
     Water(NodeId, Duration),
+}
+
+/// What one open fault does to one directed link, over whatever is beneath it.
+#[derive(Clone, Debug)]
+enum LinkChange {
+    /// A partial model (`link` faults).
+    Spec(LinkSpec),
+    /// Flapping (`flap_link` faults).
+    Flap(Flap),
+    /// Burst loss (`burst_loss` faults).
+    Burst(BurstLoss),
+}
+
+impl LinkChange {
+    fn apply(&self, m: LinkModel) -> LinkModel {
+        match self {
+            // Validated when the scenario was loaded.
+            LinkChange::Spec(spec) => spec.apply(m).unwrap_or(m),
+            LinkChange::Flap(f) => LinkModel {
+                flap: Some(*f),
+                ..m
+            },
+            LinkChange::Burst(b) => LinkModel {
+                burst: Some(*b),
+                ..m
+            },
+        }
+    }
+}
+
+/// The pairs `direction` names between `a` and `b`, as directed links.
+fn directed(a: NodeId, b: NodeId, direction: Direction) -> Vec<(NodeId, NodeId)> {
+    match direction {
+        Direction::Both => vec![(a, b), (b, a)],
+        Direction::AToB => vec![(a, b)],
+        Direction::BToA => vec![(b, a)],
+    }
 }
 
 /// Drives a scenario's faults over a run.
@@ -129,6 +173,10 @@ pub struct FaultDriver {
     /// Open faults holding each tie line open (lower id first): overlapping splits close a
     /// tie only when the last of them ends.
     tie_counts: BTreeMap<(NodeId, NodeId), u32>,
+    /// Each directed link with open link faults: its model before the first of them.
+    link_bases: BTreeMap<(NodeId, NodeId), LinkModel>,
+    /// Each directed link's open changes, by fault id (start order).
+    link_changes: BTreeMap<(NodeId, NodeId), BTreeMap<u64, LinkChange>>,
     down: BTreeSet<NodeId>,
 }
 
@@ -149,6 +197,8 @@ impl FaultDriver {
             open: BTreeMap::new(),
             cut_counts: BTreeMap::new(),
             tie_counts: BTreeMap::new(),
+            link_bases: BTreeMap::new(),
+            link_changes: BTreeMap::new(),
             down: BTreeSet::new(),
         };
         for f in &scenario.faults {
@@ -272,6 +322,39 @@ impl FaultDriver {
         *self.cut_counts.entry((a, b)).or_default() += 1;
         net.partition(a, b, Direction::AToB);
         cuts.push((a, b));
+    }
+
+    /// Adds fault `id`'s change to the directed link `x -> y` and sets its model.
+    fn change_link(&mut self, net: &SimNet, id: u64, x: NodeId, y: NodeId, change: LinkChange) {
+        self.link_bases
+            .entry((x, y))
+            .or_insert_with(|| net.link_model(x, y));
+        self.link_changes
+            .entry((x, y))
+            .or_default()
+            .insert(id, change);
+        self.set_effective_link(net, x, y);
+    }
+
+    /// Sets `x -> y` to its base with its open changes applied in start order; with none
+    /// left, to its base, which it then forgets.
+    fn set_effective_link(&mut self, net: &SimNet, x: NodeId, y: NodeId) {
+        let Some(&base) = self.link_bases.get(&(x, y)) else {
+            return;
+        };
+        let changes = self.link_changes.get(&(x, y));
+        let model = changes
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .fold(base, |m, c| c.apply(m));
+        if changes.is_none_or(BTreeMap::is_empty) {
+            self.link_bases.remove(&(x, y));
+            self.link_changes.remove(&(x, y));
+        }
+        // Setting a link restarts its flap cycle and burst chain; an unchanged one keeps them.
+        if net.link_model(x, y) != model {
+            net.set_link(x, y, model);
+        }
     }
 
     /// Carries out every fault event due at or before `now_ms`. `leader` is
@@ -473,46 +556,72 @@ impl FaultDriver {
                     format!("slow disk on {n}: {sync_delay_ms} ms per sync"),
                 )
             }
-            FaultKind::FlapLink { a, b, up_s, down_s } => {
+            FaultKind::FlapLink {
+                a,
+                b,
+                direction,
+                up_s,
+                down_s,
+            } => {
                 let Some(na) = self.resolve(*a, leader, &[]) else {
                     return;
                 };
                 let Some(nb) = self.resolve(*b, leader, &[na]) else {
                     return;
                 };
-                let mut saved = Vec::new();
-                for (x, y) in [(na, nb), (nb, na)] {
-                    let old = net.link_model(x, y);
-                    let mut m = old;
-                    m.flap = Some(crate::link::Flap {
-                        up_ms: ms(*up_s).max(1),
-                        down_ms: ms(*down_s).max(1),
-                    });
-                    net.set_link(x, y, m);
-                    saved.push((x, y, old));
+                let flap = Flap {
+                    up_ms: ms(*up_s).max(1),
+                    down_ms: ms(*down_s).max(1),
+                };
+                let links = directed(na, nb, *direction);
+                for &(x, y) in &links {
+                    self.change_link(net, id, x, y, LinkChange::Flap(flap));
                 }
                 (
-                    Undo::Links(saved),
-                    format!("flap {na} <-> {nb} (up {up_s} s, down {down_s} s)"),
+                    Undo::Links(links),
+                    format!("flap {na} <-> {nb} ({direction:?}; up {up_s} s, down {down_s} s)"),
                 )
             }
-            FaultKind::Link { a, b, link } => {
+            FaultKind::Link {
+                a,
+                b,
+                direction,
+                link,
+            } => {
                 let Some(na) = self.resolve(*a, leader, &[]) else {
                     return;
                 };
                 let Some(nb) = self.resolve(*b, leader, &[na]) else {
                     return;
                 };
-                let mut saved = Vec::new();
-                for (x, y) in [(na, nb), (nb, na)] {
-                    let old = net.link_model(x, y);
-                    let m = link.apply(old).unwrap_or(old);
-                    net.set_link(x, y, m);
-                    saved.push((x, y, old));
+                let links = directed(na, nb, *direction);
+                for &(x, y) in &links {
+                    self.change_link(net, id, x, y, LinkChange::Spec(link.clone()));
                 }
                 (
-                    Undo::Links(saved),
-                    format!("link {na} <-> {nb} degraded: {link:?}"),
+                    Undo::Links(links),
+                    format!("link {na} <-> {nb} degraded ({direction:?}): {link:?}"),
+                )
+            }
+            FaultKind::BurstLoss {
+                a, b, direction, ..
+            } => {
+                let Some(na) = self.resolve(*a, leader, &[]) else {
+                    return;
+                };
+                let Some(nb) = self.resolve(*b, leader, &[na]) else {
+                    return;
+                };
+                let Some(burst) = f.kind.burst_loss() else {
+                    return;
+                };
+                let links = directed(na, nb, *direction);
+                for &(x, y) in &links {
+                    self.change_link(net, id, x, y, LinkChange::Burst(burst));
+                }
+                (
+                    Undo::Links(links),
+                    format!("burst loss {na} <-> {nb} ({direction:?}): {burst:?}"),
                 )
             }
             FaultKind::Overload {
@@ -598,9 +707,12 @@ impl FaultDriver {
                     .push(Observation::NodeRestart { t_ms, node: n });
                 return;
             }
-            Undo::Links(saved) => {
-                for (x, y, m) in saved.into_iter().rev() {
-                    net.set_link(x, y, m);
+            Undo::Links(links) => {
+                for (x, y) in links {
+                    if let Some(c) = self.link_changes.get_mut(&(x, y)) {
+                        c.remove(&id);
+                    }
+                    self.set_effective_link(net, x, y);
                 }
             }
             Undo::Clock(n) => tick.actions.push(NodeAction::SetClock {

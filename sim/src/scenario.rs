@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::link::{Direction, Flap, LinkModel};
+use crate::link::{BurstLoss, Direction, Flap, LinkModel};
 use crate::net::{NodeId, SimNet};
 use crate::plant::PlantConfig;
 
@@ -400,26 +400,52 @@ pub enum FaultKind {
         /// Extra time per sync.
         sync_delay_ms: u64,
     },
-    /// The pair's links flap.
+    /// The pair's links flap (each direction on its own schedule).
     FlapLink {
         /// One node.
         a: Target,
         /// The other.
         b: Target,
+        /// `both` (default), `a_to_b` or `b_to_a`: which directions flap.
+        #[serde(default = "both")]
+        direction: Direction,
         /// Mean up period.
         up_s: f64,
         /// Mean down period.
         down_s: f64,
     },
-    /// The pair's links change model (both ways).
+    /// The pair's links change model.
     Link {
         /// One node.
         a: Target,
         /// The other.
         b: Target,
+        /// `both` (default), `a_to_b` or `b_to_a`: which directions change.
+        #[serde(default = "both")]
+        direction: Direction,
         /// The new model over the current one, as an inline table
         /// (`link = { loss = 0.3 }`).
         link: LinkSpec,
+    },
+    /// The pair's links lose frames in bursts (Gilbert-Elliott, see [`BurstLoss`]), on top
+    /// of their independent loss.
+    BurstLoss {
+        /// One node.
+        a: Target,
+        /// The other.
+        b: Target,
+        /// `both` (default), `a_to_b` or `b_to_a`: which directions.
+        #[serde(default = "both")]
+        direction: Direction,
+        /// Loss rate in the good state (default 0).
+        #[serde(default)]
+        loss_good: f64,
+        /// Loss rate in the bad state.
+        loss_bad: f64,
+        /// Per-frame probability of going from good to bad.
+        good_to_bad: f64,
+        /// Per-frame probability of going from bad to good (> 0).
+        bad_to_good: f64,
     },
     /// The plant behind a node sees its load multiplied (a festival evening).
     Overload {
@@ -447,6 +473,27 @@ pub enum FaultKind {
 
 fn both() -> Direction {
     Direction::Both
+}
+
+impl FaultKind {
+    /// The burst-loss model of a `burst_loss` fault (`None` for other kinds).
+    pub fn burst_loss(&self) -> Option<BurstLoss> {
+        match *self {
+            FaultKind::BurstLoss {
+                loss_good,
+                loss_bad,
+                good_to_bad,
+                bad_to_good,
+                ..
+            } => Some(BurstLoss {
+                loss_good,
+                loss_bad,
+                good_to_bad,
+                bad_to_good,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// One scheduled fault. (Unknown keys are rejected by `FaultKind`, which
@@ -685,7 +732,8 @@ impl Scenario {
             let targets: Vec<(&str, Target)> = match &f.kind {
                 FaultKind::Partition { a, b, .. }
                 | FaultKind::FlapLink { a, b, .. }
-                | FaultKind::Link { a, b, .. } => vec![("a", *a), ("b", *b)],
+                | FaultKind::Link { a, b, .. }
+                | FaultKind::BurstLoss { a, b, .. } => vec![("a", *a), ("b", *b)],
                 FaultKind::Split { nodes, .. } => nodes.iter().map(|&t| ("nodes", t)).collect(),
                 FaultKind::Isolate { node }
                 | FaultKind::Crash { node }
@@ -723,6 +771,11 @@ impl Scenario {
                 }
                 FaultKind::Link { link, .. } => {
                     link.apply(default).map_err(|(k, p)| (key(&k), p))?;
+                }
+                FaultKind::BurstLoss { .. } => {
+                    if let Some(b) = f.kind.burst_loss() {
+                        b.validate().map_err(|(k, p)| (key(k), p))?;
+                    }
                 }
                 FaultKind::Overload {
                     load_scale, ramp_s, ..
