@@ -28,6 +28,12 @@ use crate::time::DriftClock;
 /// kind stays below it.
 pub const FAULTS_MAX: usize = 200_000;
 
+/// Longest wait for the fsync an `in_sync` power cut lands in. A node in a working
+/// cluster fsyncs its Raft log several times a second (every append, every vote); one that
+/// has not in 10 s is idle or cut off, and waiting longer would move the cut far from where
+/// the scenario put it, so it is cut plainly then.
+pub const SYNC_CUT_WAIT_MS: u64 = 10_000;
+
 /// What the controller must do to a node.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NodeAction {
@@ -39,6 +45,21 @@ pub enum NodeAction {
     },
     /// Cut the node's power: as `Crash`, but call `SimDisk::power_cut`.
     PowerCut {
+        /// The node.
+        node: NodeId,
+    },
+    /// Arm a power cut in the node's next fsync of its Raft log
+    /// (`SimDisk::fail_next_sync(SyncFault::PowerCut)`). The node keeps running until that
+    /// fsync; when it fails, the controller cuts the node as for `PowerCut` and calls
+    /// [`FaultDriver::sync_cut_landed`]. If it has not by [`SYNC_CUT_WAIT_MS`], the driver
+    /// sends a `PowerCut` (the controller disarms the disk when it kills the node).
+    ArmSyncCut {
+        /// The node.
+        node: NodeId,
+    },
+    /// Stop the node gracefully: run its shutdown, then drop it; nothing written is lost
+    /// (the driver has already marked it down in `SimNet`).
+    Stop {
         /// The node.
         node: NodeId,
     },
@@ -106,6 +127,8 @@ enum Event {
     Start(Fault),
     End(u64),
     Restart(Target),
+    /// The wait for an `in_sync` power cut's fsync is over (fault id).
+    SyncCutDue(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +136,8 @@ enum Undo {
     /// Links cut, and tie lines opened between these pairs of nodes' plants.
     Cuts(Vec<(NodeId, NodeId)>, Vec<(NodeId, NodeId)>),
     Restart(NodeId),
+    /// An `in_sync` power cut armed and not landed yet: the node is still up.
+    ArmedCut(NodeId),
     /// The directed links this fault changed (its changes are keyed by its id).
     Links(Vec<(NodeId, NodeId)>),
     Clock(NodeId),
@@ -243,7 +268,10 @@ impl FaultDriver {
                 let duration = rng.exponential(r.mean_duration_s).max(1.0);
                 let kind = match kind {
                     0 => FaultKind::Crash { node: random },
-                    1 => FaultKind::PowerCut { node: random },
+                    1 => FaultKind::PowerCut {
+                        node: random,
+                        in_sync: false,
+                    },
                     2 => FaultKind::Partition {
                         a: random,
                         b: random,
@@ -371,10 +399,16 @@ impl FaultDriver {
             match event {
                 Event::Start(f) => self.start(now_ms, at, f, net, leader, &mut tick),
                 Event::End(id) => self.end(now_ms, id, net, &mut tick),
+                Event::SyncCutDue(id) => {
+                    if let Some(&Undo::ArmedCut(n)) = self.open.get(&id) {
+                        tick.actions.push(NodeAction::PowerCut { node: n });
+                        self.cut_landed(now_ms, id, n, net, &mut tick);
+                    }
+                }
                 Event::Restart(target) => {
                     let node = self.resolve(target, leader, &[]);
                     let id = self.open.iter().find_map(|(&id, u)| match u {
-                        Undo::Restart(n) if Some(*n) == node => Some(id),
+                        Undo::Restart(n) | Undo::ArmedCut(n) if Some(*n) == node => Some(id),
                         _ => None,
                     });
                     if let Some(id) = id {
@@ -384,6 +418,28 @@ impl FaultDriver {
             }
         }
         tick
+    }
+
+    /// Says that the `in_sync` power cut armed on `node` landed at `t_ms` (its fsync failed
+    /// and the controller has cut it): the node is down from now on, until the fault's end.
+    pub fn sync_cut_landed(&mut self, t_ms: u64, node: NodeId, net: &SimNet) -> Tick {
+        let mut tick = Tick::default();
+        let id = self.open.iter().find_map(|(&id, u)| match u {
+            Undo::ArmedCut(n) if *n == node => Some(id),
+            _ => None,
+        });
+        if let Some(id) = id {
+            self.cut_landed(t_ms, id, node, net, &mut tick);
+        }
+        tick
+    }
+
+    /// Fault `id`'s armed cut of `n` landed: down in `SimNet` and observed as a crash.
+    fn cut_landed(&mut self, t_ms: u64, id: u64, n: NodeId, net: &SimNet, tick: &mut Tick) {
+        net.set_node_down(n, true);
+        tick.observations
+            .push(Observation::NodeCrash { t_ms, node: n });
+        self.open.insert(id, Undo::Restart(n));
     }
 
     /// Ends every open fault and drops every scheduled one: the start of the
@@ -499,21 +555,29 @@ impl FaultDriver {
                 }
                 return;
             }
-            FaultKind::Crash { node } | FaultKind::PowerCut { node } => {
+            FaultKind::Crash { node }
+            | FaultKind::PowerCut { node, .. }
+            | FaultKind::Stop { node } => {
                 let Some(n) = self.resolve(*node, leader, &down) else {
                     return;
                 };
-                net.set_node_down(n, true);
+                // Chosen now, so no other fault picks it while its cut waits for an fsync.
                 self.down.insert(n);
-                tick.actions
-                    .push(if matches!(f.kind, FaultKind::Crash { .. }) {
-                        NodeAction::Crash { node: n }
-                    } else {
-                        NodeAction::PowerCut { node: n }
+                if matches!(f.kind, FaultKind::PowerCut { in_sync: true, .. }) {
+                    tick.actions.push(NodeAction::ArmSyncCut { node: n });
+                    self.open.insert(id, Undo::ArmedCut(n));
+                    self.push(at_ms + SYNC_CUT_WAIT_MS, Event::SyncCutDue(id));
+                } else {
+                    net.set_node_down(n, true);
+                    tick.actions.push(match f.kind {
+                        FaultKind::Crash { .. } => NodeAction::Crash { node: n },
+                        FaultKind::Stop { .. } => NodeAction::Stop { node: n },
+                        _ => NodeAction::PowerCut { node: n },
                     });
-                tick.observations
-                    .push(Observation::NodeCrash { t_ms, node: n });
-                self.open.insert(id, Undo::Restart(n));
+                    tick.observations
+                        .push(Observation::NodeCrash { t_ms, node: n });
+                    self.open.insert(id, Undo::Restart(n));
+                }
                 let down_ms = ms(f.duration_s.unwrap_or(DOWN_S_DEFAULT));
                 self.push(at_ms + down_ms, Event::End(id));
                 return;
@@ -698,6 +762,13 @@ impl FaultDriver {
                         }
                     }
                 }
+            }
+            // Validation keeps an armed cut shorter than its fault; if it is healed first
+            // (the settle phase), the node never went down: disarm it where it stands.
+            Undo::ArmedCut(n) => {
+                self.down.remove(&n);
+                tick.actions.push(NodeAction::Restart { node: n });
+                return;
             }
             Undo::Restart(n) => {
                 net.set_node_down(n, false);

@@ -842,6 +842,11 @@ impl SimNet {
         self.state().cut.contains(&(a, b))
     }
 
+    /// Whether a node is marked down (see [`SimNet::set_node_down`]).
+    pub fn is_node_down(&self, node: NodeId) -> bool {
+        self.state().down.contains(&node)
+    }
+
     /// Marks a node crashed (`true`) or running. A down node's traffic is
     /// dropped both ways, including frames in flight to it.
     pub fn set_node_down(&self, node: NodeId, down: bool) {

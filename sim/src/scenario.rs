@@ -376,6 +376,18 @@ pub enum FaultKind {
     PowerCut {
         /// The node.
         node: Target,
+        /// Cut in the middle of the node's next fsync of its Raft log, so that commit is
+        /// partly or not durable and never acknowledged (`SimDisk::fail_next_sync`); if no
+        /// fsync comes within [`crate::fault::SYNC_CUT_WAIT_MS`], the cut lands then anyway.
+        #[serde(default)]
+        in_sync: bool,
+    },
+    /// The node is stopped gracefully (its shutdown runs: openraft's core stops, its
+    /// databases close; nothing written is lost) and restarts after `duration_s`: an
+    /// operator's `systemctl restart`, an upgrade.
+    Stop {
+        /// The node.
+        node: Target,
     },
     /// Restart a node that is down.
     Restart {
@@ -503,7 +515,7 @@ pub struct Fault {
     /// When it starts, seconds after the run starts.
     pub at_s: f64,
     /// How long it lasts; absent: until `heal_all` (network faults), until
-    /// restarted after `DOWN_S_DEFAULT` (crash, power cut), or for the rest
+    /// restarted after `DOWN_S_DEFAULT` (crash, power cut, stop), or for the rest
     /// of the run (the others).
     #[serde(default)]
     pub duration_s: Option<f64>,
@@ -737,7 +749,8 @@ impl Scenario {
                 FaultKind::Split { nodes, .. } => nodes.iter().map(|&t| ("nodes", t)).collect(),
                 FaultKind::Isolate { node }
                 | FaultKind::Crash { node }
-                | FaultKind::PowerCut { node }
+                | FaultKind::PowerCut { node, .. }
+                | FaultKind::Stop { node }
                 | FaultKind::Restart { node }
                 | FaultKind::ClockDrift { node, .. }
                 | FaultKind::SlowDisk { node, .. }
@@ -790,6 +803,19 @@ impl Scenario {
                 } => {
                     positive(&key("water_factor"), *water_factor, 1.5)?;
                     ramp_ok(&key("ramp_s"), *ramp_s)?;
+                }
+                FaultKind::PowerCut { in_sync: true, .. }
+                    if f.duration_s.unwrap_or(DOWN_S_DEFAULT) * 1_000.0
+                        <= crate::fault::SYNC_CUT_WAIT_MS as f64 =>
+                {
+                    return Err((
+                        key("duration_s"),
+                        format!(
+                            "an in_sync power cut may wait up to {} ms for its fsync, so it \
+                             must last longer than that; raise duration_s or drop in_sync",
+                            crate::fault::SYNC_CUT_WAIT_MS
+                        ),
+                    ));
                 }
                 FaultKind::Split { nodes, .. } if nodes.is_empty() => {
                     return Err((key("nodes"), "a split needs at least one node".into()));

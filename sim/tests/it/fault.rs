@@ -263,3 +263,59 @@ proptest::proptest! {
         })?;
     }
 }
+
+#[test]
+fn an_in_sync_power_cut_arms_then_lands_when_told_or_after_the_wait() {
+    let s = scenario(
+        "[[faults]]\nat_s = 1\nduration_s = 60\nkind = \"power_cut\"\nnode = 1\nin_sync = true\n\
+         [[faults]]\nat_s = 1\nduration_s = 60\nkind = \"power_cut\"\nnode = 2\nin_sync = true\n\
+         [[faults]]\nat_s = 1\nduration_s = 30\nkind = \"stop\"\nnode = 3\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        let t = d.poll(1_000, &net, None);
+        assert_eq!(
+            t.actions,
+            vec![
+                NodeAction::ArmSyncCut { node: 2 },
+                NodeAction::ArmSyncCut { node: 3 },
+                NodeAction::Stop { node: 4 },
+            ]
+        );
+        // Armed nodes stay up on the network until their cut lands.
+        assert!(!net.is_node_down(2) && !net.is_node_down(3) && net.is_node_down(4));
+        let t = d.sync_cut_landed(1_500, 2, &net);
+        assert!(matches!(
+            t.observations[..],
+            [Observation::NodeCrash {
+                t_ms: 1_500,
+                node: 2
+            }]
+        ));
+        assert!(net.is_node_down(2));
+        // Node 3 never fsyncs: it is cut plainly after SYNC_CUT_WAIT_MS.
+        let t = d.poll(10_999, &net, None);
+        assert!(t.actions.is_empty());
+        let t = d.poll(11_000, &net, None);
+        assert_eq!(t.actions, vec![NodeAction::PowerCut { node: 3 }]);
+        assert!(net.is_node_down(3));
+        let t = d.poll(61_000, &net, None);
+        assert_eq!(
+            t.actions,
+            vec![
+                NodeAction::Restart { node: 4 },
+                NodeAction::Restart { node: 2 },
+                NodeAction::Restart { node: 3 }
+            ]
+        );
+    });
+}
+
+#[test]
+fn an_in_sync_power_cut_must_outlast_its_wait_for_an_fsync() {
+    let text = "duration_s = 60\n[nodes]\ncount = 2\n[[faults]]\nat_s = 1\nduration_s = 5\n\
+                kind = \"power_cut\"\nnode = 0\nin_sync = true\n";
+    let e = Scenario::parse(text, "t.toml").expect_err("too short");
+    assert_eq!(e.key, "faults[0].duration_s", "{e}");
+}
