@@ -124,7 +124,8 @@ pub struct Tick {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Start(Fault),
+    /// Boxed: a fault is large, the queue's other events a word.
+    Start(Box<Fault>),
     End(u64),
     Restart(Target),
     /// The wait for an `in_sync` power cut's fsync is over (fault id).
@@ -227,7 +228,7 @@ impl FaultDriver {
             down: BTreeSet::new(),
         };
         for f in &scenario.faults {
-            d.push(ms(f.at_s), Event::Start(f.clone()));
+            d.push(ms(f.at_s), Event::Start(Box::new(f.clone())));
         }
         d.draw_random(scenario, seed);
         d
@@ -298,11 +299,11 @@ impl FaultDriver {
                 };
                 self.push(
                     ms(t),
-                    Event::Start(Fault {
+                    Event::Start(Box::new(Fault {
                         at_s: t,
                         duration_s: Some(duration),
                         kind,
-                    }),
+                    })),
                 );
                 t += rng.exponential(3_600.0 / rate);
             }
@@ -397,7 +398,7 @@ impl FaultDriver {
                 break;
             };
             match event {
-                Event::Start(f) => self.start(now_ms, at, f, net, leader, &mut tick),
+                Event::Start(f) => self.start(now_ms, at, *f, net, leader, &mut tick),
                 Event::End(id) => self.end(now_ms, id, net, &mut tick),
                 Event::SyncCutDue(id) => {
                     if let Some(&Undo::ArmedCut(n)) = self.open.get(&id) {
