@@ -264,6 +264,18 @@ impl SimDisk {
         self.lock().armed = Some(fault);
     }
 
+    /// Disarms a fault armed by [`SimDisk::fail_next_sync`] that has not fired, returning it.
+    pub fn disarm(&self) -> Option<SyncFault> {
+        self.lock().armed.take()
+    }
+
+    /// A clean process exit: nothing is lost (the machine stays up, its page cache with it)
+    /// and the exited process's handles are fenced, as for a fault, so that nothing it left
+    /// behind writes after the next process opened the disk.
+    pub fn fence(&self) {
+        self.lock().generation += 1;
+    }
+
     /// The armed fault that fired since the last call, if any.
     pub fn take_tripped(&self) -> Option<SyncFault> {
         self.lock().tripped.take()

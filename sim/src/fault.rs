@@ -6,21 +6,33 @@
 //! the fault fires, with the driver's own seeded RNG and the leader the
 //! controller reports; the end of a fault undoes exactly what its start did,
 //! on the nodes resolved at the start.
+//!
+//! Link faults compose: each directed link keeps the model it had before its
+//! first open fault (its base) and the changes of its open faults, and its
+//! model is always the base with those changes applied in start order,
+//! recomputed whenever one starts or ends. So overlapping faults may end in any
+//! order, and the last to end leaves the base.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::link::{Direction, LinkModel};
+use crate::link::{BurstLoss, Direction, Flap, LinkModel};
 use crate::net::{NodeId, SimNet};
 use crate::observe::Observation;
 use crate::rng::SimRng;
-use crate::scenario::{DOWN_S_DEFAULT, Fault, FaultKind, Scenario, Symbol, Target};
+use crate::scenario::{DOWN_S_DEFAULT, Fault, FaultKind, LinkSpec, Scenario, Symbol, Target};
 use crate::time::DriftClock;
 
 /// Largest number of faults a run may schedule (scheduled plus random), so a
 /// typo in a rate cannot fill memory: a week at the maximum rate of every
 /// kind stays below it.
 pub const FAULTS_MAX: usize = 200_000;
+
+/// Longest wait for the fsync an `in_sync` power cut lands in. A node in a working
+/// cluster fsyncs its Raft log several times a second (every append, every vote); one that
+/// has not in 10 s is idle or cut off, and waiting longer would move the cut far from where
+/// the scenario put it, so it is cut plainly then.
+pub const SYNC_CUT_WAIT_MS: u64 = 10_000;
 
 /// What the controller must do to a node.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +45,21 @@ pub enum NodeAction {
     },
     /// Cut the node's power: as `Crash`, but call `SimDisk::power_cut`.
     PowerCut {
+        /// The node.
+        node: NodeId,
+    },
+    /// Arm a power cut in the node's next fsync of its Raft log
+    /// (`SimDisk::fail_next_sync(SyncFault::PowerCut)`). The node keeps running until that
+    /// fsync; when it fails, the controller cuts the node as for `PowerCut` and calls
+    /// [`FaultDriver::sync_cut_landed`]. If it has not by [`SYNC_CUT_WAIT_MS`], the driver
+    /// sends a `PowerCut` (the controller disarms the disk when it kills the node).
+    ArmSyncCut {
+        /// The node.
+        node: NodeId,
+    },
+    /// Stop the node gracefully: run its shutdown, then drop it; nothing written is lost
+    /// (the driver has already marked it down in `SimNet`).
+    Stop {
         /// The node.
         node: NodeId,
     },
@@ -97,9 +124,12 @@ pub struct Tick {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Start(Fault),
+    /// Boxed: a fault is large, the queue's other events a word.
+    Start(Box<Fault>),
     End(u64),
     Restart(Target),
+    /// The wait for an `in_sync` power cut's fsync is over (fault id).
+    SyncCutDue(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -107,13 +137,53 @@ enum Undo {
     /// Links cut, and tie lines opened between these pairs of nodes' plants.
     Cuts(Vec<(NodeId, NodeId)>, Vec<(NodeId, NodeId)>),
     Restart(NodeId),
-    Links(Vec<(NodeId, NodeId, LinkModel)>),
+    /// An `in_sync` power cut armed and not landed yet: the node is still up.
+    ArmedCut(NodeId),
+    /// The directed links this fault changed (its changes are keyed by its id).
+    Links(Vec<(NodeId, NodeId)>),
     Clock(NodeId),
     Disk(NodeId),
     /// The node and the ramp back to normal.
     Load(NodeId, Duration),
     /// The node and the ramp back to normal.
     Water(NodeId, Duration),
+}
+
+/// What one open fault does to one directed link, over whatever is beneath it.
+#[derive(Clone, Debug)]
+enum LinkChange {
+    /// A partial model (`link` faults).
+    Spec(LinkSpec),
+    /// Flapping (`flap_link` faults).
+    Flap(Flap),
+    /// Burst loss (`burst_loss` faults).
+    Burst(BurstLoss),
+}
+
+impl LinkChange {
+    fn apply(&self, m: LinkModel) -> LinkModel {
+        match self {
+            // Validated when the scenario was loaded.
+            LinkChange::Spec(spec) => spec.apply(m).unwrap_or(m),
+            LinkChange::Flap(f) => LinkModel {
+                flap: Some(*f),
+                ..m
+            },
+            LinkChange::Burst(b) => LinkModel {
+                burst: Some(*b),
+                ..m
+            },
+        }
+    }
+}
+
+/// The pairs `direction` names between `a` and `b`, as directed links.
+fn directed(a: NodeId, b: NodeId, direction: Direction) -> Vec<(NodeId, NodeId)> {
+    match direction {
+        Direction::Both => vec![(a, b), (b, a)],
+        Direction::AToB => vec![(a, b)],
+        Direction::BToA => vec![(b, a)],
+    }
 }
 
 /// Drives a scenario's faults over a run.
@@ -129,6 +199,10 @@ pub struct FaultDriver {
     /// Open faults holding each tie line open (lower id first): overlapping splits close a
     /// tie only when the last of them ends.
     tie_counts: BTreeMap<(NodeId, NodeId), u32>,
+    /// Each directed link with open link faults: its model before the first of them.
+    link_bases: BTreeMap<(NodeId, NodeId), LinkModel>,
+    /// Each directed link's open changes, by fault id (start order).
+    link_changes: BTreeMap<(NodeId, NodeId), BTreeMap<u64, LinkChange>>,
     down: BTreeSet<NodeId>,
 }
 
@@ -149,10 +223,12 @@ impl FaultDriver {
             open: BTreeMap::new(),
             cut_counts: BTreeMap::new(),
             tie_counts: BTreeMap::new(),
+            link_bases: BTreeMap::new(),
+            link_changes: BTreeMap::new(),
             down: BTreeSet::new(),
         };
         for f in &scenario.faults {
-            d.push(ms(f.at_s), Event::Start(f.clone()));
+            d.push(ms(f.at_s), Event::Start(Box::new(f.clone())));
         }
         d.draw_random(scenario, seed);
         d
@@ -193,7 +269,10 @@ impl FaultDriver {
                 let duration = rng.exponential(r.mean_duration_s).max(1.0);
                 let kind = match kind {
                     0 => FaultKind::Crash { node: random },
-                    1 => FaultKind::PowerCut { node: random },
+                    1 => FaultKind::PowerCut {
+                        node: random,
+                        in_sync: false,
+                    },
                     2 => FaultKind::Partition {
                         a: random,
                         b: random,
@@ -220,11 +299,11 @@ impl FaultDriver {
                 };
                 self.push(
                     ms(t),
-                    Event::Start(Fault {
+                    Event::Start(Box::new(Fault {
                         at_s: t,
                         duration_s: Some(duration),
                         kind,
-                    }),
+                    })),
                 );
                 t += rng.exponential(3_600.0 / rate);
             }
@@ -274,6 +353,39 @@ impl FaultDriver {
         cuts.push((a, b));
     }
 
+    /// Adds fault `id`'s change to the directed link `x -> y` and sets its model.
+    fn change_link(&mut self, net: &SimNet, id: u64, x: NodeId, y: NodeId, change: LinkChange) {
+        self.link_bases
+            .entry((x, y))
+            .or_insert_with(|| net.link_model(x, y));
+        self.link_changes
+            .entry((x, y))
+            .or_default()
+            .insert(id, change);
+        self.set_effective_link(net, x, y);
+    }
+
+    /// Sets `x -> y` to its base with its open changes applied in start order; with none
+    /// left, to its base, which it then forgets.
+    fn set_effective_link(&mut self, net: &SimNet, x: NodeId, y: NodeId) {
+        let Some(&base) = self.link_bases.get(&(x, y)) else {
+            return;
+        };
+        let changes = self.link_changes.get(&(x, y));
+        let model = changes
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .fold(base, |m, c| c.apply(m));
+        if changes.is_none_or(BTreeMap::is_empty) {
+            self.link_bases.remove(&(x, y));
+            self.link_changes.remove(&(x, y));
+        }
+        // Setting a link restarts its flap cycle and burst chain; an unchanged one keeps them.
+        if net.link_model(x, y) != model {
+            net.set_link(x, y, model);
+        }
+    }
+
     /// Carries out every fault event due at or before `now_ms`. `leader` is
     /// the controller's current view of the leader (for symbolic targets).
     pub fn poll(&mut self, now_ms: u64, net: &SimNet, leader: Option<NodeId>) -> Tick {
@@ -286,12 +398,18 @@ impl FaultDriver {
                 break;
             };
             match event {
-                Event::Start(f) => self.start(now_ms, at, f, net, leader, &mut tick),
+                Event::Start(f) => self.start(now_ms, at, *f, net, leader, &mut tick),
                 Event::End(id) => self.end(now_ms, id, net, &mut tick),
+                Event::SyncCutDue(id) => {
+                    if let Some(&Undo::ArmedCut(n)) = self.open.get(&id) {
+                        tick.actions.push(NodeAction::PowerCut { node: n });
+                        self.cut_landed(now_ms, id, n, net, &mut tick);
+                    }
+                }
                 Event::Restart(target) => {
                     let node = self.resolve(target, leader, &[]);
                     let id = self.open.iter().find_map(|(&id, u)| match u {
-                        Undo::Restart(n) if Some(*n) == node => Some(id),
+                        Undo::Restart(n) | Undo::ArmedCut(n) if Some(*n) == node => Some(id),
                         _ => None,
                     });
                     if let Some(id) = id {
@@ -301,6 +419,28 @@ impl FaultDriver {
             }
         }
         tick
+    }
+
+    /// Says that the `in_sync` power cut armed on `node` landed at `t_ms` (its fsync failed
+    /// and the controller has cut it): the node is down from now on, until the fault's end.
+    pub fn sync_cut_landed(&mut self, t_ms: u64, node: NodeId, net: &SimNet) -> Tick {
+        let mut tick = Tick::default();
+        let id = self.open.iter().find_map(|(&id, u)| match u {
+            Undo::ArmedCut(n) if *n == node => Some(id),
+            _ => None,
+        });
+        if let Some(id) = id {
+            self.cut_landed(t_ms, id, node, net, &mut tick);
+        }
+        tick
+    }
+
+    /// Fault `id`'s armed cut of `n` landed: down in `SimNet` and observed as a crash.
+    fn cut_landed(&mut self, t_ms: u64, id: u64, n: NodeId, net: &SimNet, tick: &mut Tick) {
+        net.set_node_down(n, true);
+        tick.observations
+            .push(Observation::NodeCrash { t_ms, node: n });
+        self.open.insert(id, Undo::Restart(n));
     }
 
     /// Ends every open fault and drops every scheduled one: the start of the
@@ -416,21 +556,29 @@ impl FaultDriver {
                 }
                 return;
             }
-            FaultKind::Crash { node } | FaultKind::PowerCut { node } => {
+            FaultKind::Crash { node }
+            | FaultKind::PowerCut { node, .. }
+            | FaultKind::Stop { node } => {
                 let Some(n) = self.resolve(*node, leader, &down) else {
                     return;
                 };
-                net.set_node_down(n, true);
+                // Chosen now, so no other fault picks it while its cut waits for an fsync.
                 self.down.insert(n);
-                tick.actions
-                    .push(if matches!(f.kind, FaultKind::Crash { .. }) {
-                        NodeAction::Crash { node: n }
-                    } else {
-                        NodeAction::PowerCut { node: n }
+                if matches!(f.kind, FaultKind::PowerCut { in_sync: true, .. }) {
+                    tick.actions.push(NodeAction::ArmSyncCut { node: n });
+                    self.open.insert(id, Undo::ArmedCut(n));
+                    self.push(at_ms + SYNC_CUT_WAIT_MS, Event::SyncCutDue(id));
+                } else {
+                    net.set_node_down(n, true);
+                    tick.actions.push(match f.kind {
+                        FaultKind::Crash { .. } => NodeAction::Crash { node: n },
+                        FaultKind::Stop { .. } => NodeAction::Stop { node: n },
+                        _ => NodeAction::PowerCut { node: n },
                     });
-                tick.observations
-                    .push(Observation::NodeCrash { t_ms, node: n });
-                self.open.insert(id, Undo::Restart(n));
+                    tick.observations
+                        .push(Observation::NodeCrash { t_ms, node: n });
+                    self.open.insert(id, Undo::Restart(n));
+                }
                 let down_ms = ms(f.duration_s.unwrap_or(DOWN_S_DEFAULT));
                 self.push(at_ms + down_ms, Event::End(id));
                 return;
@@ -473,46 +621,72 @@ impl FaultDriver {
                     format!("slow disk on {n}: {sync_delay_ms} ms per sync"),
                 )
             }
-            FaultKind::FlapLink { a, b, up_s, down_s } => {
+            FaultKind::FlapLink {
+                a,
+                b,
+                direction,
+                up_s,
+                down_s,
+            } => {
                 let Some(na) = self.resolve(*a, leader, &[]) else {
                     return;
                 };
                 let Some(nb) = self.resolve(*b, leader, &[na]) else {
                     return;
                 };
-                let mut saved = Vec::new();
-                for (x, y) in [(na, nb), (nb, na)] {
-                    let old = net.link_model(x, y);
-                    let mut m = old;
-                    m.flap = Some(crate::link::Flap {
-                        up_ms: ms(*up_s).max(1),
-                        down_ms: ms(*down_s).max(1),
-                    });
-                    net.set_link(x, y, m);
-                    saved.push((x, y, old));
+                let flap = Flap {
+                    up_ms: ms(*up_s).max(1),
+                    down_ms: ms(*down_s).max(1),
+                };
+                let links = directed(na, nb, *direction);
+                for &(x, y) in &links {
+                    self.change_link(net, id, x, y, LinkChange::Flap(flap));
                 }
                 (
-                    Undo::Links(saved),
-                    format!("flap {na} <-> {nb} (up {up_s} s, down {down_s} s)"),
+                    Undo::Links(links),
+                    format!("flap {na} <-> {nb} ({direction:?}; up {up_s} s, down {down_s} s)"),
                 )
             }
-            FaultKind::Link { a, b, link } => {
+            FaultKind::Link {
+                a,
+                b,
+                direction,
+                link,
+            } => {
                 let Some(na) = self.resolve(*a, leader, &[]) else {
                     return;
                 };
                 let Some(nb) = self.resolve(*b, leader, &[na]) else {
                     return;
                 };
-                let mut saved = Vec::new();
-                for (x, y) in [(na, nb), (nb, na)] {
-                    let old = net.link_model(x, y);
-                    let m = link.apply(old).unwrap_or(old);
-                    net.set_link(x, y, m);
-                    saved.push((x, y, old));
+                let links = directed(na, nb, *direction);
+                for &(x, y) in &links {
+                    self.change_link(net, id, x, y, LinkChange::Spec(link.clone()));
                 }
                 (
-                    Undo::Links(saved),
-                    format!("link {na} <-> {nb} degraded: {link:?}"),
+                    Undo::Links(links),
+                    format!("link {na} <-> {nb} degraded ({direction:?}): {link:?}"),
+                )
+            }
+            FaultKind::BurstLoss {
+                a, b, direction, ..
+            } => {
+                let Some(na) = self.resolve(*a, leader, &[]) else {
+                    return;
+                };
+                let Some(nb) = self.resolve(*b, leader, &[na]) else {
+                    return;
+                };
+                let Some(burst) = f.kind.burst_loss() else {
+                    return;
+                };
+                let links = directed(na, nb, *direction);
+                for &(x, y) in &links {
+                    self.change_link(net, id, x, y, LinkChange::Burst(burst));
+                }
+                (
+                    Undo::Links(links),
+                    format!("burst loss {na} <-> {nb} ({direction:?}): {burst:?}"),
                 )
             }
             FaultKind::Overload {
@@ -590,6 +764,13 @@ impl FaultDriver {
                     }
                 }
             }
+            // Validation keeps an armed cut shorter than its fault; if it is healed first
+            // (the settle phase), the node never went down: disarm it where it stands.
+            Undo::ArmedCut(n) => {
+                self.down.remove(&n);
+                tick.actions.push(NodeAction::Restart { node: n });
+                return;
+            }
             Undo::Restart(n) => {
                 net.set_node_down(n, false);
                 self.down.remove(&n);
@@ -598,9 +779,12 @@ impl FaultDriver {
                     .push(Observation::NodeRestart { t_ms, node: n });
                 return;
             }
-            Undo::Links(saved) => {
-                for (x, y, m) in saved.into_iter().rev() {
-                    net.set_link(x, y, m);
+            Undo::Links(links) => {
+                for (x, y) in links {
+                    if let Some(c) = self.link_changes.get_mut(&(x, y)) {
+                        c.remove(&id);
+                    }
+                    self.set_effective_link(net, x, y);
                 }
             }
             Undo::Clock(n) => tick.actions.push(NodeAction::SetClock {

@@ -1,6 +1,6 @@
-//! The model of one directed link: latency, jitter, loss, duplication,
-//! corruption, bandwidth, MTU, queue and flapping, with presets for the links
-//! ghatta meets in the field.
+//! The model of one directed link: latency, jitter, loss (independent and in
+//! bursts), duplication, corruption, bandwidth, MTU, queue and flapping, with
+//! presets for the links ghatta meets in the field.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,54 @@ pub struct Flap {
     pub down_ms: u64,
 }
 
+/// Gilbert-Elliott burst loss: the link is in a good or a bad state, steps
+/// between them once per frame sent through the air with these probabilities,
+/// and loses each frame with its state's rate. Radio loss comes in bursts (a
+/// fade, a neighbour's transmission), which independent loss at the same mean
+/// rate does not show: a burst eats every retry sent inside it.
+///
+/// The mean burst lasts `1 / bad_to_good` frames and the mean gap between
+/// bursts `1 / good_to_bad` frames; the long-run share of frames sent in the
+/// bad state is `good_to_bad / (good_to_bad + bad_to_good)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstLoss {
+    /// Probability a frame is lost in the good state.
+    #[serde(default)]
+    pub loss_good: f64,
+    /// Probability a frame is lost in the bad state.
+    pub loss_bad: f64,
+    /// Probability, per frame, of going from good to bad.
+    pub good_to_bad: f64,
+    /// Probability, per frame, of going from bad to good (> 0: a bad state that never
+    /// ends is a cut, and a partition says that plainly).
+    pub bad_to_good: f64,
+}
+
+impl BurstLoss {
+    /// Checks the ranges; `Err` names the offending field and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (name, p) in [
+            ("loss_good", self.loss_good),
+            ("loss_bad", self.loss_bad),
+            ("good_to_bad", self.good_to_bad),
+            ("bad_to_good", self.bad_to_good),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err((name, format!("{p} is not a probability in [0, 1]")));
+            }
+        }
+        if self.bad_to_good == 0.0 {
+            return Err((
+                "bad_to_good",
+                "0 would keep the link in the bad state for good; use a partition for a cut"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How one direction of a link behaves. Probabilities are per frame.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,6 +120,8 @@ pub struct LinkModel {
     pub queue_frames: u32,
     /// Optional flapping (alternating up/down periods).
     pub flap: Option<Flap>,
+    /// Optional burst loss, on top of `loss` (a frame is lost if either loses it).
+    pub burst: Option<BurstLoss>,
 }
 
 impl Default for LinkModel {
@@ -95,6 +145,7 @@ impl LinkModel {
             mtu_bytes: 0,
             queue_frames: QUEUE_FRAMES_DEFAULT,
             flap: None,
+            burst: None,
         }
     }
 
@@ -126,6 +177,7 @@ impl LinkModel {
             mtu_bytes: MTU_BYTES_DEFAULT,
             queue_frames: QUEUE_FRAMES_DEFAULT,
             flap: None,
+            burst: None,
         }
     }
 
@@ -146,6 +198,7 @@ impl LinkModel {
             // 16 frames of 252 bytes is ~0.5 s of air time at 64 kbit/s.
             queue_frames: 16,
             flap: None,
+            burst: None,
         }
     }
 
@@ -179,6 +232,9 @@ impl LinkModel {
             && (f.up_ms == 0 || f.down_ms == 0)
         {
             return Err(("flap", "up_ms and down_ms must both be > 0".to_string()));
+        }
+        if let Some(b) = self.burst {
+            b.validate()?;
         }
         Ok(())
     }

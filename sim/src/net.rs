@@ -129,6 +129,9 @@ struct LinkState {
     tx_ends: VecDeque<Instant>,
     busy_until: Instant,
     flap: FlapSchedule,
+    /// Whether the burst-loss chain ([`LinkModel::burst`]) is in its bad state; starts good,
+    /// and again whenever the model changes.
+    burst_bad: bool,
     /// Frames scheduled on this link so far (the heap's tie-breaker).
     seq: u64,
     counters: LinkCounters,
@@ -189,6 +192,7 @@ impl LinkState {
                 start: None,
                 toggles: Vec::new(),
             },
+            burst_bad: false,
             seq: 0,
             counters: LinkCounters::default(),
         }
@@ -200,6 +204,27 @@ impl LinkState {
             Some(flap) => self.flap.is_up(flap, t),
             None => true,
         }
+    }
+
+    /// Steps the burst-loss chain for one frame on the air and says whether its state loses
+    /// it. Draws nothing without burst loss, so links without it keep their old draws.
+    fn burst_loses(&mut self) -> bool {
+        let Some(b) = self.model.burst else {
+            return false;
+        };
+        let leave = if self.burst_bad {
+            b.bad_to_good
+        } else {
+            b.good_to_bad
+        };
+        if self.rng.chance(leave) {
+            self.burst_bad = !self.burst_bad;
+        }
+        self.rng.chance(if self.burst_bad {
+            b.loss_bad
+        } else {
+            b.loss_good
+        })
     }
 
     fn one_way_latency(&mut self) -> Duration {
@@ -414,8 +439,10 @@ impl NetState {
             link.tx_ends.push_back(end);
             base = end;
         }
-        // Lost in the air: it still occupied the link.
-        if link.rng.chance(m.loss) {
+        // Lost in the air: it still occupied the link. The burst chain steps for every
+        // frame on the air, whatever the independent loss does.
+        let burst_lost = link.burst_loses();
+        if link.rng.chance(m.loss) || burst_lost {
             link.counters.dropped_loss += 1;
             self.trace(
                 now,
@@ -737,6 +764,7 @@ impl SimNet {
         link.model = model;
         link.overridden = true;
         link.flap.reset();
+        link.burst_bad = false;
     }
 
     /// Sets the model of both directions between `a` and `b`.
@@ -757,6 +785,7 @@ impl SimNet {
         for link in s.links.values_mut().filter(|l| !l.overridden) {
             link.model = model;
             link.flap.reset();
+            link.burst_bad = false;
         }
     }
 
@@ -811,6 +840,11 @@ impl SimNet {
     /// Whether `a -> b` is currently cut by a partition.
     pub fn is_cut(&self, a: NodeId, b: NodeId) -> bool {
         self.state().cut.contains(&(a, b))
+    }
+
+    /// Whether a node is marked down (see [`SimNet::set_node_down`]).
+    pub fn is_node_down(&self, node: NodeId) -> bool {
+        self.state().down.contains(&node)
     }
 
     /// Marks a node crashed (`true`) or running. A down node's traffic is

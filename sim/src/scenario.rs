@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::link::{Direction, Flap, LinkModel};
+use crate::link::{BurstLoss, Direction, Flap, LinkModel};
 use crate::net::{NodeId, SimNet};
 use crate::plant::PlantConfig;
 
@@ -376,6 +376,18 @@ pub enum FaultKind {
     PowerCut {
         /// The node.
         node: Target,
+        /// Cut in the middle of the node's next fsync of its Raft log, so that commit is
+        /// partly or not durable and never acknowledged (`SimDisk::fail_next_sync`); if no
+        /// fsync comes within [`crate::fault::SYNC_CUT_WAIT_MS`], the cut lands then anyway.
+        #[serde(default)]
+        in_sync: bool,
+    },
+    /// The node is stopped gracefully (its shutdown runs: openraft's core stops, its
+    /// databases close; nothing written is lost) and restarts after `duration_s`: an
+    /// operator's `systemctl restart`, an upgrade.
+    Stop {
+        /// The node.
+        node: Target,
     },
     /// Restart a node that is down.
     Restart {
@@ -400,26 +412,52 @@ pub enum FaultKind {
         /// Extra time per sync.
         sync_delay_ms: u64,
     },
-    /// The pair's links flap.
+    /// The pair's links flap (each direction on its own schedule).
     FlapLink {
         /// One node.
         a: Target,
         /// The other.
         b: Target,
+        /// `both` (default), `a_to_b` or `b_to_a`: which directions flap.
+        #[serde(default = "both")]
+        direction: Direction,
         /// Mean up period.
         up_s: f64,
         /// Mean down period.
         down_s: f64,
     },
-    /// The pair's links change model (both ways).
+    /// The pair's links change model.
     Link {
         /// One node.
         a: Target,
         /// The other.
         b: Target,
+        /// `both` (default), `a_to_b` or `b_to_a`: which directions change.
+        #[serde(default = "both")]
+        direction: Direction,
         /// The new model over the current one, as an inline table
         /// (`link = { loss = 0.3 }`).
         link: LinkSpec,
+    },
+    /// The pair's links lose frames in bursts (Gilbert-Elliott, see [`BurstLoss`]), on top
+    /// of their independent loss.
+    BurstLoss {
+        /// One node.
+        a: Target,
+        /// The other.
+        b: Target,
+        /// `both` (default), `a_to_b` or `b_to_a`: which directions.
+        #[serde(default = "both")]
+        direction: Direction,
+        /// Loss rate in the good state (default 0).
+        #[serde(default)]
+        loss_good: f64,
+        /// Loss rate in the bad state.
+        loss_bad: f64,
+        /// Per-frame probability of going from good to bad.
+        good_to_bad: f64,
+        /// Per-frame probability of going from bad to good (> 0).
+        bad_to_good: f64,
     },
     /// The plant behind a node sees its load multiplied (a festival evening).
     Overload {
@@ -449,6 +487,27 @@ fn both() -> Direction {
     Direction::Both
 }
 
+impl FaultKind {
+    /// The burst-loss model of a `burst_loss` fault (`None` for other kinds).
+    pub fn burst_loss(&self) -> Option<BurstLoss> {
+        match *self {
+            FaultKind::BurstLoss {
+                loss_good,
+                loss_bad,
+                good_to_bad,
+                bad_to_good,
+                ..
+            } => Some(BurstLoss {
+                loss_good,
+                loss_bad,
+                good_to_bad,
+                bad_to_good,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// One scheduled fault. (Unknown keys are rejected by `FaultKind`, which
 /// receives every key but these two.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -456,7 +515,7 @@ pub struct Fault {
     /// When it starts, seconds after the run starts.
     pub at_s: f64,
     /// How long it lasts; absent: until `heal_all` (network faults), until
-    /// restarted after `DOWN_S_DEFAULT` (crash, power cut), or for the rest
+    /// restarted after `DOWN_S_DEFAULT` (crash, power cut, stop), or for the rest
     /// of the run (the others).
     #[serde(default)]
     pub duration_s: Option<f64>,
@@ -685,11 +744,13 @@ impl Scenario {
             let targets: Vec<(&str, Target)> = match &f.kind {
                 FaultKind::Partition { a, b, .. }
                 | FaultKind::FlapLink { a, b, .. }
-                | FaultKind::Link { a, b, .. } => vec![("a", *a), ("b", *b)],
+                | FaultKind::Link { a, b, .. }
+                | FaultKind::BurstLoss { a, b, .. } => vec![("a", *a), ("b", *b)],
                 FaultKind::Split { nodes, .. } => nodes.iter().map(|&t| ("nodes", t)).collect(),
                 FaultKind::Isolate { node }
                 | FaultKind::Crash { node }
-                | FaultKind::PowerCut { node }
+                | FaultKind::PowerCut { node, .. }
+                | FaultKind::Stop { node }
                 | FaultKind::Restart { node }
                 | FaultKind::ClockDrift { node, .. }
                 | FaultKind::SlowDisk { node, .. }
@@ -724,6 +785,11 @@ impl Scenario {
                 FaultKind::Link { link, .. } => {
                     link.apply(default).map_err(|(k, p)| (key(&k), p))?;
                 }
+                FaultKind::BurstLoss { .. } => {
+                    if let Some(b) = f.kind.burst_loss() {
+                        b.validate().map_err(|(k, p)| (key(k), p))?;
+                    }
+                }
                 FaultKind::Overload {
                     load_scale, ramp_s, ..
                 } => {
@@ -737,6 +803,19 @@ impl Scenario {
                 } => {
                     positive(&key("water_factor"), *water_factor, 1.5)?;
                     ramp_ok(&key("ramp_s"), *ramp_s)?;
+                }
+                FaultKind::PowerCut { in_sync: true, .. }
+                    if f.duration_s.unwrap_or(DOWN_S_DEFAULT) * 1_000.0
+                        <= crate::fault::SYNC_CUT_WAIT_MS as f64 =>
+                {
+                    return Err((
+                        key("duration_s"),
+                        format!(
+                            "an in_sync power cut may wait up to {} ms for its fsync, so it \
+                             must last longer than that; raise duration_s or drop in_sync",
+                            crate::fault::SYNC_CUT_WAIT_MS
+                        ),
+                    ));
                 }
                 FaultKind::Split { nodes, .. } if nodes.is_empty() => {
                     return Err((key("nodes"), "a split needs at least one node".into()));

@@ -18,7 +18,7 @@ use ghatta_actor_sdk as sdk;
 use ghatta_hal::{SimBoard, SimBoardState};
 use ghatta_sim::board::PlantBoard;
 use ghatta_sim::check::{Suite, SuiteConfig, Violation};
-use ghatta_sim::disk::SimDisk;
+use ghatta_sim::disk::{SimDisk, SyncFault};
 use ghatta_sim::fault::{FaultDriver, NodeAction};
 use ghatta_sim::link::LinkModel;
 use ghatta_sim::net::SimNet;
@@ -639,6 +639,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         w.engine.advance_to(next_ms).await;
         let t_ms = w.epoch.elapsed_ms();
         w.feed_node_observations();
+        w.land_sync_cuts(t_ms, &mut faults).await;
         let leader = w.poll_roles(t_ms);
         let tick = if t_ms >= fault_end_ms && !healed {
             healed = true;
@@ -875,11 +876,25 @@ impl World {
                     self.kill(i, true).await;
                 }
             }
+            NodeAction::ArmSyncCut { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    // The log's fsyncs are the ones an acknowledgement waits for.
+                    self.slots[i].log_disk.fail_next_sync(SyncFault::PowerCut);
+                }
+            }
+            NodeAction::Stop { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.stop(i).await;
+                }
+            }
             NodeAction::Restart { node } => {
-                if let Some(i) = self.slot_of(node)
-                    && self.slots[i].run.is_none()
-                {
-                    self.start(i, false).await;
+                if let Some(i) = self.slot_of(node) {
+                    if self.slots[i].run.is_none() {
+                        self.start(i, false).await;
+                    } else {
+                        // An armed cut that never landed (healed first): the node runs on.
+                        self.slots[i].log_disk.disarm();
+                    }
                 }
             }
             NodeAction::SetClock { node, clock } => {
@@ -1016,6 +1031,8 @@ impl World {
         let Some(r) = s.run.take() else {
             return;
         };
+        // A cut armed for an fsync that did not come in time lands now instead.
+        s.log_disk.disarm();
         for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
             if power_cut {
                 d.power_cut();
@@ -1047,6 +1064,57 @@ impl World {
             role: SimRole::Shutdown,
         };
         self.observe(&o);
+    }
+
+    /// Stops node `i` gracefully, as `systemctl stop` does: its shutdown runs to the end
+    /// (openraft's core stops, its databases close) while it is still observed, then its
+    /// tasks are dropped and its disks' handles fenced. Nothing written is lost: the board
+    /// keeps power, and its page cache with it.
+    async fn stop(&mut self, i: usize) {
+        let Some(r) = self.slots[i].run.take() else {
+            return;
+        };
+        let node = r.node.clone();
+        self.engine
+            .run_on(i, async move { node.shutdown().await })
+            .await;
+        let t_ms = self.epoch.elapsed_ms();
+        r.alive.store(false, Ordering::Relaxed);
+        for t in r.tasks.into_iter().chain(r.field) {
+            t.abort();
+        }
+        drop(r.node);
+        let s = &mut self.slots[i];
+        lock(&self.running).remove(&s.id);
+        for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
+            d.fence();
+        }
+        let term = s.role.map_or(0, |(_, t)| t);
+        s.role = Some((SimRole::Shutdown, term));
+        let o = Observation::RoleChange {
+            t_ms,
+            node: s.id,
+            term,
+            role: SimRole::Shutdown,
+        };
+        self.observe(&o);
+    }
+
+    /// Cuts every node whose armed `in_sync` power cut fired in an fsync since the last
+    /// barrier, and tells the fault driver. (The node's log database refused every write
+    /// after its failed commit, as redb does after an I/O error, so it acknowledged nothing
+    /// more meanwhile.)
+    async fn land_sync_cuts(&mut self, t_ms: u64, faults: &mut FaultDriver) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].log_disk.take_tripped().is_none() {
+                continue;
+            }
+            self.kill(i, true).await;
+            let tick = faults.sync_cut_landed(t_ms, self.slots[i].id, &self.net);
+            for o in &tick.observations {
+                self.observe(o);
+            }
+        }
     }
 
     /// Steps the plants through the window starting at `t_ms`, one world step at a time

@@ -1,10 +1,12 @@
 //! The fault driver: schedules resolve, apply to the network, and undo exactly.
 
 use ghatta_sim::fault::{FaultDriver, NodeAction, Tick};
+use ghatta_sim::link::LinkModel;
 use ghatta_sim::net::NodeId;
 use ghatta_sim::observe::Observation;
 use ghatta_sim::scenario::Scenario;
 use ghatta_sim::time::runtime;
+use proptest::prelude::Strategy;
 
 const IDS: [NodeId; 5] = [1, 2, 3, 4, 5];
 
@@ -115,4 +117,205 @@ fn random_faults_are_a_function_of_the_seed() {
     assert!(a.len() > 100, "a busy hour: {} events", a.len());
     assert!(a == run(1), "same seed, same faults");
     assert!(a != run(2), "different seed, different faults");
+}
+
+/// The base link of `scenario()` (satellite) between nodes 1 and 2, both ways.
+fn models(net: &ghatta_sim::net::SimNet) -> (LinkModel, LinkModel) {
+    (net.link_model(1, 2), net.link_model(2, 1))
+}
+
+/// Regression: each link fault saved the model at its start and put it back at its end, so a
+/// fault that started first and ended first restored the base, and the second then restored
+/// the first one's model for good.
+#[test]
+fn overlapping_link_faults_ending_in_start_order_leave_the_base_model() {
+    let s = scenario(
+        "[[faults]]\nat_s = 1\nduration_s = 10\nkind = \"link\"\na = 0\nb = 1\nlink = { loss = 0.5 }\n\
+         [[faults]]\nat_s = 5\nduration_s = 10\nkind = \"flap_link\"\na = 0\nb = 1\nup_s = 5\ndown_s = 1\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let base = models(&net);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        d.poll(5_000, &net, None);
+        let m = net.link_model(1, 2);
+        assert!(m.loss == 0.5 && m.flap.is_some(), "both apply: {m:?}");
+        d.poll(11_000, &net, None);
+        let m = net.link_model(2, 1);
+        assert!(
+            m.loss == base.1.loss && m.flap.is_some(),
+            "only the flap: {m:?}"
+        );
+        d.poll(15_000, &net, None);
+        assert_eq!(models(&net), base);
+    });
+}
+
+#[test]
+fn a_one_direction_fault_changes_only_that_direction() {
+    let s = scenario(
+        "[[faults]]\nat_s = 1\nduration_s = 10\nkind = \"partition\"\na = 0\nb = 1\ndirection = \"a_to_b\"\n\
+         [[faults]]\nat_s = 1\nduration_s = 10\nkind = \"burst_loss\"\na = 2\nb = 3\ndirection = \"b_to_a\"\n\
+         loss_bad = 0.9\ngood_to_bad = 0.05\nbad_to_good = 0.2\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        d.poll(1_000, &net, None);
+        assert!(net.is_cut(1, 2) && !net.is_cut(2, 1));
+        assert!(net.link_model(4, 3).burst.is_some() && net.link_model(3, 4).burst.is_none());
+        d.poll(11_000, &net, None);
+        assert!(!net.is_cut(1, 2) && net.link_model(4, 3).burst.is_none());
+    });
+}
+
+#[test]
+fn burst_loss_faults_are_validated_naming_the_key() {
+    for (keys, bad_key) in [
+        (
+            "loss_bad = 1.5\ngood_to_bad = 0.1\nbad_to_good = 0.1",
+            "faults[0].loss_bad",
+        ),
+        (
+            "loss_bad = 0.5\ngood_to_bad = 0.1\nbad_to_good = 0",
+            "faults[0].bad_to_good",
+        ),
+        (
+            "loss_bad = 0.5\ngood_to_bad = -0.1\nbad_to_good = 0.1",
+            "faults[0].good_to_bad",
+        ),
+        (
+            "loss_good = 2\nloss_bad = 0.5\ngood_to_bad = 0.1\nbad_to_good = 0.1",
+            "faults[0].loss_good",
+        ),
+    ] {
+        let text = format!(
+            "duration_s = 60\n[nodes]\ncount = 2\n[[faults]]\nat_s = 1\nkind = \"burst_loss\"\na = 0\nb = 1\n{keys}\n"
+        );
+        let e = Scenario::parse(&text, "t.toml").expect_err(keys);
+        assert_eq!(e.key, bad_key, "{e}");
+    }
+}
+
+/// One link fault for the property test: when, how long, what, which way.
+#[derive(Clone, Debug)]
+struct LinkFault {
+    at_s: u32,
+    duration_s: u32,
+    kind: u8,
+    value: u32,
+    direction: u8,
+}
+
+impl LinkFault {
+    fn toml(&self) -> String {
+        let direction = ["both", "a_to_b", "b_to_a"][usize::from(self.direction % 3)];
+        let what = match self.kind % 4 {
+            0 => format!("kind = \"link\"\nlink = {{ loss = 0.{} }}", self.value % 10),
+            1 => format!(
+                "kind = \"link\"\nlink = {{ latency_ms = {}, preset = \"radio\" }}",
+                60 + self.value
+            ),
+            2 => format!(
+                "kind = \"flap_link\"\nup_s = {}\ndown_s = 2",
+                1 + self.value
+            ),
+            _ => format!(
+                "kind = \"burst_loss\"\nloss_bad = 0.{}\ngood_to_bad = 0.01\nbad_to_good = 0.2",
+                self.value % 10
+            ),
+        };
+        format!(
+            "[[faults]]\nat_s = {}\nduration_s = {}\na = 0\nb = 1\ndirection = \"{direction}\"\n{what}\n",
+            self.at_s, self.duration_s
+        )
+    }
+}
+
+proptest::proptest! {
+    /// Any set of overlapping link faults on one pair, starting and ending in any order,
+    /// leaves both directions on the base model once the last has ended, and the base is
+    /// back whenever none is open.
+    #[test]
+    fn overlapping_link_faults_compose_and_end_on_the_base_model(
+        faults in proptest::collection::vec(
+            (0u32..60, 1u32..60, 0u8..4, 0u32..100, 0u8..3).prop_map(
+                |(at_s, duration_s, kind, value, direction)| LinkFault { at_s, duration_s, kind, value, direction }
+            ),
+            1..8,
+        )
+    ) {
+        let text: String = faults.iter().map(LinkFault::toml).collect();
+        let s = scenario(&text);
+        runtime().expect("runtime").block_on(async {
+            let net = s.build_net(1, &IDS);
+            let base = models(&net);
+            let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+            for t_s in 0..=130u32 {
+                d.poll(u64::from(t_s) * 1_000, &net, None);
+                let open = faults.iter().any(|f| f.at_s <= t_s && t_s < f.at_s + f.duration_s);
+                if !open {
+                    proptest::prop_assert_eq!(models(&net), base, "nothing open at {} s", t_s);
+                }
+            }
+            proptest::prop_assert_eq!(models(&net), base);
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn an_in_sync_power_cut_arms_then_lands_when_told_or_after_the_wait() {
+    let s = scenario(
+        "[[faults]]\nat_s = 1\nduration_s = 60\nkind = \"power_cut\"\nnode = 1\nin_sync = true\n\
+         [[faults]]\nat_s = 1\nduration_s = 60\nkind = \"power_cut\"\nnode = 2\nin_sync = true\n\
+         [[faults]]\nat_s = 1\nduration_s = 30\nkind = \"stop\"\nnode = 3\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        let t = d.poll(1_000, &net, None);
+        assert_eq!(
+            t.actions,
+            vec![
+                NodeAction::ArmSyncCut { node: 2 },
+                NodeAction::ArmSyncCut { node: 3 },
+                NodeAction::Stop { node: 4 },
+            ]
+        );
+        // Armed nodes stay up on the network until their cut lands.
+        assert!(!net.is_node_down(2) && !net.is_node_down(3) && net.is_node_down(4));
+        let t = d.sync_cut_landed(1_500, 2, &net);
+        assert!(matches!(
+            t.observations[..],
+            [Observation::NodeCrash {
+                t_ms: 1_500,
+                node: 2
+            }]
+        ));
+        assert!(net.is_node_down(2));
+        // Node 3 never fsyncs: it is cut plainly after SYNC_CUT_WAIT_MS.
+        let t = d.poll(10_999, &net, None);
+        assert!(t.actions.is_empty());
+        let t = d.poll(11_000, &net, None);
+        assert_eq!(t.actions, vec![NodeAction::PowerCut { node: 3 }]);
+        assert!(net.is_node_down(3));
+        let t = d.poll(61_000, &net, None);
+        assert_eq!(
+            t.actions,
+            vec![
+                NodeAction::Restart { node: 4 },
+                NodeAction::Restart { node: 2 },
+                NodeAction::Restart { node: 3 }
+            ]
+        );
+    });
+}
+
+#[test]
+fn an_in_sync_power_cut_must_outlast_its_wait_for_an_fsync() {
+    let text = "duration_s = 60\n[nodes]\ncount = 2\n[[faults]]\nat_s = 1\nduration_s = 5\n\
+                kind = \"power_cut\"\nnode = 0\nin_sync = true\n";
+    let e = Scenario::parse(text, "t.toml").expect_err("too short");
+    assert_eq!(e.key, "faults[0].duration_s", "{e}");
 }

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ghatta_sim::link::{Direction, Flap, LinkModel};
+use ghatta_sim::link::{BurstLoss, Direction, Flap, LinkModel};
 use ghatta_sim::net::{Endpoint, NodeId, SimNet};
 use ghatta_sim::rng::SimRng;
 use ghatta_sim::time::{Epoch, runtime};
@@ -85,6 +85,61 @@ where
         let log = collect(epoch, vec![net.endpoint(1), net.endpoint(2)]);
         f(net, epoch, log).await
     })
+}
+
+/// Sends `n` numbered frames 1 -> 2 and returns which numbers were lost, in order.
+fn lost_frames(seed: u64, model: LinkModel, n: u64) -> Vec<u64> {
+    with_pair(seed, model, |net, _, log| async move {
+        for i in 0..n {
+            net.send(1, 2, i.to_le_bytes().to_vec());
+            if i % 1_000 == 999 {
+                sleep(Duration::from_millis(1)).await;
+            }
+        }
+        sleep(Duration::from_millis(10)).await;
+        let got: std::collections::BTreeSet<u64> = log
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|e| u64::from_le_bytes(e.3[..8].try_into().expect("8 bytes")))
+            .collect();
+        (0..n).filter(|i| !got.contains(i)).collect()
+    })
+}
+
+/// Mean length of the runs of consecutive numbers in `lost`.
+fn mean_run(lost: &[u64]) -> f64 {
+    let runs = 1 + lost.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    lost.len() as f64 / runs as f64
+}
+
+#[test]
+fn burst_loss_comes_in_runs_at_its_stated_rate_and_follows_the_seed() {
+    // Bad 1 frame in 11 on average (0.01 / (0.01 + 0.1)), bursts of 10 frames on average,
+    // all lost there: ~9 % loss, in runs of ~10.
+    let burst = LinkModel {
+        burst: Some(BurstLoss {
+            loss_good: 0.0,
+            loss_bad: 1.0,
+            good_to_bad: 0.01,
+            bad_to_good: 0.1,
+        }),
+        ..LinkModel::perfect()
+    };
+    let n = 20_000;
+    let lost = lost_frames(5, burst, n);
+    let rate = lost.len() as f64 / n as f64;
+    assert!((0.06..=0.12).contains(&rate), "lost {rate}");
+    assert!(mean_run(&lost) > 6.0, "mean run {}", mean_run(&lost));
+    // Independent loss at the same rate loses frames one at a time.
+    let independent = LinkModel {
+        loss: rate,
+        ..LinkModel::perfect()
+    };
+    let lone = lost_frames(5, independent, n);
+    assert!(mean_run(&lone) < 1.5, "mean run {}", mean_run(&lone));
+    assert_eq!(lost, lost_frames(5, burst, n), "same seed, same losses");
+    assert_ne!(lost, lost_frames(6, burst, n), "another seed, other losses");
 }
 
 #[test]
