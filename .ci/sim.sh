@@ -6,7 +6,7 @@
 # the settle phase and every checker are unchanged, progress included (liveness after the
 # last heal, every replica caught up at the end). Full-length runs: BENCHMARKS.md, Simulation.
 #
-# Budget: at most 20 minutes of CI's 90 on the 2-core machine. Seeds and lengths are chosen
+# Budget: at most 20 minutes of the 60 `.ci/run` may take on the 2-core machine. Seeds and lengths are chosen
 # from each scenario's measured cost (BENCHMARKS.md, Simulation, "Seed sweep in CI"); the
 # script prints its own time so a regression in the simulator's speed shows in the CI log.
 #
