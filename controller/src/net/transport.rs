@@ -44,6 +44,12 @@ pub trait Transport: Send + Sync + 'static {
     /// opened under `from`'s key. A link that picks among paths by what it hears
     /// (`radio::multi`) may then trust the path the frame came on; others ignore it.
     fn frame_opened(&self, _from: u64, _frame: &[u8]) {}
+
+    /// The bit rate a frame to `peer` goes out at, when it is slow enough for a frame's air
+    /// time to count in an RPC's deadline (a serial radio); `None` for a fast link.
+    fn bitrate_bps(&self, _peer: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// The sending half of the inbound queue, handed to transports.
