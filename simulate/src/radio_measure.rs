@@ -117,6 +117,7 @@ impl PtyBed {
             masters,
             ChannelConfig {
                 one_way: Duration::from_millis(args.rtt_ms / 2),
+                jitter: Duration::ZERO,
                 bitrate_bps: args.bitrate,
                 loss: args.loss,
                 corrupt: args.corrupt,
