@@ -113,11 +113,19 @@ fn total(stats: &[RadioStatsSnapshot], f: impl Fn(&RadioStatsSnapshot) -> u64) -
 }
 
 /// Leader loss to the next commit (forwarded from a survivor) that the pty tests hold to, at
-/// either rate. The issue-5 goal is 10 s (BENCHMARKS.md, "Radio at 800 ms RTT"), met at the
-/// median in the simulator's 20 trials a seed; one real-time trial on a CI box that runs
-/// other tests beside it is held to twice that, and the measured times are in
-/// BENCHMARKS.md, "Radio links on pseudo-terminals".
-const FAILOVER_BOUND: Duration = Duration::from_secs(20);
+/// either rate. The issue-5 goal is 10 s (BENCHMARKS.md, "Radio at 800 ms RTT"), about the
+/// median in the simulator's 20 trials a seed, whose slowest trials took 18-26 s (a lost
+/// pre-vote or first append waits out a timeout; `radio_timing` holds them to 40 s). On the
+/// ptys a forwarded proposal whose forward or answer was lost has taken up to 17.5 s after
+/// the new leader (26.7 s from the loss; BENCHMARKS.md, "Radio links on pseudo-terminals"),
+/// so one real-time trial on a CI box that runs other tests beside it is held to the same
+/// 40 s. What the issue saw, vote rounds lost to their own deadline, shows as terms: see
+/// [`TERMS_PER_FAILOVER_MAX`].
+const FAILOVER_BOUND: Duration = Duration::from_secs(40);
+/// Terms one leader loss may take: one election, and one more for a vote round lost to the
+/// channel's loss after its pre-vote succeeded. The issue's failover went from term 1 to 5:
+/// votes cut at 1.35 s against the round trip with its jitter.
+const TERMS_PER_FAILOVER_MAX: u64 = 2;
 
 #[test]
 fn serial_only_cluster_on_ptys_at_9600_commits_fails_over_and_never_accepts_corruption() {
@@ -202,6 +210,7 @@ fn serial_only_cluster(seed: u64, baud: u32) {
         let first_commit = t.elapsed();
 
         // Lose the leader: its node stops and its port closes.
+        let term_before = nodes[&leader].status().term;
         let old = nodes.remove(&leader).expect("leader");
         old.shutdown().await;
         let lost_at = tokio::time::Instant::now();
@@ -247,6 +256,12 @@ fn serial_only_cluster(seed: u64, baud: u32) {
         assert!(
             loss_to_commit <= FAILOVER_BOUND,
             "{baud} bit/s: leader loss to the next commit took {loss_to_commit:?} (new leader after {reelected_in:?}, terms {terms:?}); bound {FAILOVER_BOUND:?}"
+        );
+        assert!(
+            terms
+                .iter()
+                .all(|&t| t <= term_before + TERMS_PER_FAILOVER_MAX),
+            "{baud} bit/s: terms {terms:?} after a leader of term {term_before} was lost"
         );
         // The channel really was hostile, and the link layer caught every corruption: CRC
         // rejections at the packet layer, and not one bad frame reaching the frame layer
