@@ -12,15 +12,9 @@
 //! every answered append, heartbeat and vote, starting from the link the timing was built
 //! for (`Timing::link_design`: one heartbeat as the first deadline, what every RPC had
 //! before). The base deadline of an append is `SRTT + 4 RTTVAR` plus its air time at the
-//! link's bit rate (`Transport::bitrate_bps`, known on a serial radio), and never less than
-//! the design's (one heartbeat) plus that air time: a link with more jitter than its design
-//! gets longer deadlines instead of timeouts. The floor is there because deadlines below
-//! the design cost more than they saved: on the pty radio at 57,600 bit/s with 200-600 ms
-//! one way, where the air time adds little margin, an estimate narrowed by a run of quick
-//! answers timed appends out that were only late, the pacing's stretch doubled on each, and
-//! a forwarded proposal once took 28 s after the election to commit (40.7 s from the leader
-//! loss; BENCHMARKS.md, "Radio links on pseudo-terminals"). RFC 6298 keeps a 1 s minimum
-//! for the same reason. Heartbeats and votes
+//! link's bit rate (`Transport::bitrate_bps`, known on a serial radio): a lost append on a
+//! steady link is resent after about a round trip and a half, not two, and a link with more
+//! jitter than its design gets longer deadlines instead of timeouts. Heartbeats and votes
 //! get the whole window openraft gives them (7/8 of its cut: the heartbeat, and the shortest
 //! election timeout): a shorter deadline there gains nothing, since neither is resent before
 //! its next round, and loses the late answer (a vote cut at 3/4 of 1.8 s against a radio
@@ -183,9 +177,6 @@ struct PeerState {
     pacing: AppendPacing,
     /// The peer's round trip, from answered RPCs (module docs).
     rtt: RttEstimator,
-    /// The least base deadline of an append, before its air time: the design's (one
-    /// heartbeat; module docs).
-    design_deadline: Duration,
     matched: Option<MatchHint>,
     /// The leader vote under which the first append (its term's tail, or a one-entry
     /// probe) was answered by this peer.
@@ -201,7 +192,6 @@ impl PeerState {
         PeerState {
             pacing: AppendPacing::default(),
             rtt: RttEstimator::new(design),
-            design_deadline: RttEstimator::new(design).deadline(Duration::ZERO),
             matched: None,
             probed: None,
             probe_failures: 0,
@@ -573,9 +563,9 @@ impl PeerNetwork {
         how: Send,
         budget: Option<usize>,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let (pacing, rtt, design_deadline) = {
+        let (pacing, rtt) = {
             let st = lock(&self.state);
-            (st.pacing, st.rtt, st.design_deadline)
+            (st.pacing, st.rtt)
         };
         let (bytes, cut) = cut_to_budget(&mut rpc.entries, budget.unwrap_or(pacing.bytes_max));
         let last_sent = rpc.entries.last().map(|e| e.log_id());
@@ -583,7 +573,7 @@ impl PeerNetwork {
         // the base is the peer's measured round trip with this append's air time, and the
         // pacing stretches it for slow appends.
         let air = self.air(bytes + APPEND_AIR_OVERHEAD_BYTES);
-        let deadline = pacing.deadline(rtt.deadline(air).max(design_deadline + air));
+        let deadline = pacing.deadline(rtt.deadline(air));
         let started = tokio::time::Instant::now();
         let result = match how {
             Send::Append => self.append_call(rpc, deadline).await,
