@@ -30,9 +30,13 @@ pub struct RadioMeasureArgs {
     /// Channel bit rate shared by every node, bit/s.
     #[arg(long, default_value_t = 9_600)]
     bitrate: u64,
-    /// Round trip of the channel (twice its one-way latency), ms.
+    /// Round trip of the channel (twice its mean one-way latency), ms.
     #[arg(long, default_value_t = 800)]
     rtt_ms: u64,
+    /// Spread of each packet's one-way latency, ms: uniform over `rtt_ms / 2` +/- half of it
+    /// (0: fixed; the pty test's channel uses 400, the radio profile's +/-50 %).
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
     /// Probability a reception is lost.
     #[arg(long, default_value_t = 0.05)]
     loss: f64,
@@ -116,7 +120,10 @@ impl PtyBed {
         let channel = RadioChannel::start(
             masters,
             ChannelConfig {
-                one_way: Duration::from_millis(args.rtt_ms / 2),
+                one_way: Duration::from_millis(
+                    (args.rtt_ms / 2).saturating_sub(args.jitter_ms / 2),
+                ),
+                jitter: Duration::from_millis(args.jitter_ms),
                 bitrate_bps: args.bitrate,
                 loss: args.loss,
                 corrupt: args.corrupt,

@@ -153,6 +153,13 @@ impl Transport for SimTransport {
     fn send(&self, to: u64, frame: Vec<u8>) {
         self.dispatch(to, frame);
     }
+
+    /// The bit rate the link driver paces the link to `peer` at (links with an MTU).
+    fn bitrate_bps(&self, peer: u64) -> Option<u64> {
+        self.params(peer)
+            .map(|p| p.bitrate_bps)
+            .filter(|&bps| bps > 0)
+    }
 }
 
 /// Puts the driver's packets on the air as its pacers allow.

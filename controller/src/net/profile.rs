@@ -28,4 +28,15 @@ impl LinkProfile {
             LinkProfile::Satellite => 2000,
         }
     }
+
+    /// The slowest bit rate the profile is designed for, bit/s, when it is slow enough for a
+    /// message's air time to count in Raft's timing: the radio's 9,600 bit/s (XBee, LoRa at
+    /// its faster settings, the pty tests' slower channel; a SiK at 57,600 is faster).
+    /// `None`: air time is negligible against the round trip.
+    pub fn bitrate_bps(self) -> Option<u64> {
+        match self {
+            LinkProfile::Radio => Some(9_600),
+            LinkProfile::Lan | LinkProfile::Wifi | LinkProfile::Satellite => None,
+        }
+    }
 }

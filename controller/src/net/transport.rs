@@ -51,6 +51,12 @@ pub trait Transport: Send + Sync + 'static {
     fn radios(&self) -> Vec<super::radio::RadioLinkSnapshot> {
         Vec::new()
     }
+
+    /// The bit rate a frame to `peer` goes out at, when it is slow enough for a frame's air
+    /// time to count in an RPC's deadline (a serial radio); `None` for a fast link.
+    fn bitrate_bps(&self, _peer: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// The sending half of the inbound queue, handed to transports.

@@ -264,7 +264,7 @@ impl Node {
         let raft = Raft::new(
             opts.id,
             config,
-            NetworkFactory::new(rpc.clone(), log.clone()),
+            NetworkFactory::new(rpc.clone(), log.clone(), opts.timing.link_design()),
             log.clone(),
             sm.clone(),
         )

@@ -7,6 +7,7 @@
 //! in the simulator.
 
 pub mod log_store;
+pub mod rtt;
 pub mod timing;
 
 use std::fmt;

@@ -23,8 +23,9 @@
 //!
 //! ## The rule ([`Timing::for_rtt`], RTT `R`)
 //!
-//! - `h = 2R` (at least [`HEARTBEAT_MS_MIN`]): every RPC gets `h` as its deadline
-//!   (`rpc/network.rs`), which covers a round trip stretched by +/-50 % jitter (1.5 R) plus
+//! - `h = 2R` (at least [`HEARTBEAT_MS_MIN`]): a heartbeat gets 7/8 of `h` as its deadline,
+//!   and so does every other RPC before the peer's round trip is measured (`raft::rtt`
+//!   starts from RTT `h/2`, jitter `h/4`; `rpc/network.rs`); `h` covers a round trip stretched by +/-50 % jitter (1.5 R) plus
 //!   the air time of a fragmented append. Idle cost is one heartbeat and its answer per `h`:
 //!   a few dozen bytes per heartbeat per follower on the radio (BENCHMARKS.md, "Radio at 800
 //!   ms RTT").
@@ -32,7 +33,15 @@
 //!   lost heartbeats succeeds if the *other* follower grants it, i.e. if that one too heard
 //!   nothing for a lease. 4.5 R is two lost heartbeats plus the +/-50 % jitter of the next:
 //!   at 5 % loss the two followers must lose 3 and 2 heartbeats at the same moment.
-//! - `min = 2.25R` (just over one heartbeat: openraft requires `min > h`): a follower
+//! - `min = 2.25R` (just over one heartbeat: openraft requires `min > h`), and at least
+//!   enough for a vote round ([`vote_window_ms_min`]): openraft cuts a vote or pre-vote at
+//!   `min` (`RPCOption::hard_ttl`), the network layer at 7/8 of it, and that must cover
+//!   the link's first deadline (`raft::rtt`: `R + 2 jitter` = `2R` with the +/-50 % jitter
+//!   of the design) plus the vote's air time. A vote cut short of its round trip is a lost
+//!   round: the candidate waits out an election timeout and tries again a term higher (issue
+//!   26: at 57,600 bit/s and 800 ms RTT votes timed out after 1.35 s, 3/4 of the old
+//!   1.8 s, and terms went 1 -> 5). On the radio profile (9,600 bit/s) this makes `min`
+//!   1,982 ms instead of 1,800. A follower
 //!   campaigns after `max + U(min, max)` = 6.75-9 R of silence (3.4-4.5 heartbeats), and
 //!   leader loss to the next commit is that, less the time since the last heartbeat, plus
 //!   pre-vote, vote and the new leader's first append and the next (4 R): 8-10 s at 800 ms
@@ -79,7 +88,9 @@
 //! times out, and grows the budget
 //! back and shrinks the deadline when appends come back in time. On a LAN nothing changes:
 //! appends come back in milliseconds, the budget stays at its 1 MiB ceiling and the deadline
-//! at one heartbeat. Heartbeats (empty appends) keep one heartbeat (less an eighth, so the
+//! at one heartbeat. Since the per-peer round-trip estimate (`raft::rtt`) the base deadline
+//! of an append is `SRTT + 4 RTTVAR` plus its air time rather than the heartbeat, and the
+//! stretch multiplies that. Heartbeats (empty appends) keep one heartbeat (less an eighth, so the
 //! timeout is ours, not openraft's cut): they are what tells a leader it still leads, and
 //! they fit in one radio frame. After the change the same run
 //! commits 569 entries with every replica converged, and seeds 0..4 pass.
@@ -107,23 +118,61 @@ pub const HEARTBEAT_MS_MIN: u64 = 300;
 /// the round trip is no risk, a board stalled for a second or two under load is, and a
 /// follower then campaigns after at least 5.4 s of silence (lease plus timeout).
 pub const ELECTION_MS_MIN: u64 = 1_800;
+/// Bytes a vote round puts on the air per peer: the request and its answer, radio packet
+/// headers, frame headers and CRCs included. A heartbeat is 31 bytes on the air and its
+/// answer 20 (BENCHMARKS.md, "Radio at 800 ms RTT"); a vote carries a last log id more
+/// each way; 128 leaves room for the seal's 15 bytes a frame.
+pub const VOTE_AIR_BYTES: usize = 128;
+/// The share of `election_timeout_min` the network layer gives a vote (`rpc/network.rs`):
+/// openraft cuts it at the whole, and our own deadline must come first.
+pub const VOTE_DEADLINE_EIGHTHS: u32 = 7;
+
+/// The shortest `election_timeout_min` whose vote deadline (7/8 of it) covers a vote's
+/// round trip at the start: the heartbeat (the first deadline of an estimate built from the
+/// timing's design, [`Timing::link_design`]) plus the vote's air time at `bitrate_bps`.
+pub fn vote_window_ms_min(heartbeat_ms: u64, bitrate_bps: Option<u64>) -> u64 {
+    let air_us = crate::raft::rtt::air_time(VOTE_AIR_BYTES, bitrate_bps).as_micros() as u64;
+    ((heartbeat_ms + air_us.div_ceil(1_000)) * 8).div_ceil(u64::from(VOTE_DEADLINE_EIGHTHS))
+}
 
 impl Timing {
     /// Timing for a link with round trip `rtt_ms` (the module docs give the reasoning):
     /// heartbeat 2 RTT (at least [`HEARTBEAT_MS_MIN`]), election timeout 2.25-4.5 RTT (at
     /// least [`ELECTION_MS_MIN`] and twice it).
     pub fn for_rtt(rtt_ms: u64) -> Timing {
+        Timing::for_link(rtt_ms, None)
+    }
+
+    /// [`Timing::for_rtt`] on a link of `bitrate_bps` (`None`: fast), whose vote's air time
+    /// the election timeout must also cover ([`vote_window_ms_min`]).
+    pub fn for_link(rtt_ms: u64, bitrate_bps: Option<u64>) -> Timing {
         let heartbeat_ms = (rtt_ms * 2).max(HEARTBEAT_MS_MIN);
+        let min = (rtt_ms * 9 / 4)
+            .max(ELECTION_MS_MIN)
+            .max(vote_window_ms_min(heartbeat_ms, bitrate_bps));
         Timing {
             heartbeat_ms,
-            election_timeout_ms_min: (rtt_ms * 9 / 4).max(ELECTION_MS_MIN),
-            election_timeout_ms_max: (rtt_ms * 9 / 2).max(2 * ELECTION_MS_MIN),
+            election_timeout_ms_min: min,
+            // Above `min` by half of it at least, for the random spread, should a slow
+            // bit rate push `min` up to the lease.
+            election_timeout_ms_max: (rtt_ms * 9 / 2).max(2 * ELECTION_MS_MIN).max(min * 3 / 2),
         }
     }
 
     /// Timing for a named profile.
     pub fn for_profile(p: LinkProfile) -> Timing {
-        Timing::for_rtt(p.rtt_ms())
+        Timing::for_link(p.rtt_ms(), p.bitrate_bps())
+    }
+
+    /// The link this timing was built for, where a peer's round-trip estimate starts
+    /// (`raft::rtt`): RTT half the heartbeat and jitter a quarter of it (`for_rtt`'s 2R
+    /// heartbeat and +/-50 %), so the first deadline, `RTT + 2 jitter`, is one heartbeat, as
+    /// every RPC's deadline was before the estimate.
+    pub fn link_design(&self) -> crate::raft::rtt::LinkDesign {
+        crate::raft::rtt::LinkDesign {
+            rtt_ms: self.heartbeat_ms / 2,
+            jitter_ms: self.heartbeat_ms / 4,
+        }
     }
 
     /// The openraft configuration for this timing.
@@ -177,8 +226,22 @@ mod tests {
                 radio.election_timeout_ms_min,
                 radio.election_timeout_ms_max
             ),
-            (1_600, 1_800, 3_600)
+            (1_600, 1_982, 3_600)
         );
+        // Every derived timing lets a vote round complete within the vote's deadline.
+        for rtt in [5, 50, 800, 2_000] {
+            for bps in [None, Some(9_600), Some(57_600)] {
+                let t = Timing::for_link(rtt, bps);
+                let design = crate::raft::rtt::RttEstimator::new(t.link_design());
+                let vote = crate::raft::rtt::air_time(VOTE_AIR_BYTES, bps);
+                let deadline_ms = t.election_timeout_ms_min * u64::from(VOTE_DEADLINE_EIGHTHS) / 8;
+                assert!(
+                    design.deadline(vote).as_millis() as u64 <= deadline_ms,
+                    "rtt {rtt} bps {bps:?}: {t:?}"
+                );
+                assert!(t.raft_config("t").is_ok());
+            }
+        }
         // LAN and Wi-Fi keep the election timeouts they had before the radio change.
         for p in [LinkProfile::Lan, LinkProfile::Wifi] {
             let t = Timing::for_profile(p);

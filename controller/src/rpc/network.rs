@@ -4,8 +4,22 @@
 //! ([`AppendPacing`]; `raft/timing.rs` says why openraft's own deadline is not enough on a
 //! slow radio): an append that carries more bytes than the peer's link has been delivering
 //! in time is cut to a prefix and answered to openraft as a partial success, and an append
-//! that timed out makes the next one smaller and gives it longer. The base deadline of every
-//! append is the heartbeat interval (2 RTT, `raft/timing.rs` says why).
+//! that timed out makes the next one smaller and gives it longer.
+//!
+//! ## Deadlines from the measured round trip
+//!
+//! Each peer has a round-trip estimate (`raft::rtt`, RFC 6298's SRTT and RTTVAR) fed by
+//! every answered append, heartbeat and vote, starting from the link the timing was built
+//! for (`Timing::link_design`: one heartbeat as the first deadline, what every RPC had
+//! before). The base deadline of an append is `SRTT + 4 RTTVAR` plus its air time at the
+//! link's bit rate (`Transport::bitrate_bps`, known on a serial radio): a lost append on a
+//! steady link is resent after about a round trip and a half, not two, and a link with more
+//! jitter than its design gets longer deadlines instead of timeouts. Heartbeats and votes
+//! get the whole window openraft gives them (7/8 of its cut: the heartbeat, and the shortest
+//! election timeout): a shorter deadline there gains nothing, since neither is resent before
+//! its next round, and loses the late answer (a vote cut at 3/4 of 1.8 s against a radio
+//! round trip with its jitter cost whole election rounds, issue 26). `Timing` makes that
+//! window cover the design's deadline plus a vote's air time (`raft/timing.rs`).
 //!
 //! ## Finding a follower's match point in one round trip
 //!
@@ -65,6 +79,8 @@ use super::pipeline::{Pipeline, StreamItem};
 use super::wire::{Request, Response, SnapshotChunk};
 use super::{Rpc, RpcError};
 use crate::raft::log_store::LogStore;
+use crate::raft::rtt::{LinkDesign, RttEstimator, air_time};
+use crate::raft::timing::{VOTE_AIR_BYTES, VOTE_DEADLINE_EIGHTHS};
 use crate::raft::{LogId, PeerInfo, Snapshot, TypeConfig, Vote};
 
 /// Snapshot bytes per chunk. 64 KiB keeps one chunk well inside a TCP window and lets a
@@ -79,11 +95,19 @@ pub const APPEND_BYTES_MAX: usize = 1 << 20;
 /// proposal budget plus entry overhead) always fits, so a slow link still moves one entry
 /// per append. An append always carries at least one entry, whatever its size.
 pub const APPEND_BYTES_MIN: usize = 1_024;
-/// Most an append's deadline is stretched past the heartbeat interval (a multiple of it).
-/// 16 heartbeats is 32 RTTs (`Timing::for_rtt`), 26 s on an 800 ms radio, about the air
-/// time of a 32 KiB catch-up append at 9.6 kbit/s: an append still unanswered by then is
-/// lost, not slow.
+/// Most an append's deadline is stretched past its base (`raft::rtt`; at first one
+/// heartbeat). 16 heartbeats is 32 RTTs (`Timing::for_rtt`), 26 s on an 800 ms radio, about
+/// the air time of a 32 KiB catch-up append at 9.6 kbit/s: an append still unanswered by
+/// then is lost, not slow.
 pub const DEADLINE_STRETCH_MAX: u32 = 16;
+/// Bytes an append puts on the air besides its entries: the request's and the answer's
+/// headers, the radio packet headers and CRCs of its fragments (a heartbeat, which carries no
+/// entry, is 31 bytes on the air and its answer 20: BENCHMARKS.md, "Radio at 800 ms RTT").
+pub const APPEND_AIR_OVERHEAD_BYTES: usize = 64;
+/// Of every RPC's deadline, the share of openraft's cut (`RPCOption::hard_ttl`) it may
+/// use, in eighths: our timeout must come before openraft drops the call. openraft's
+/// `soft_ttl` (3/4) fell below a radio round trip stretched by jitter.
+pub const TTL_SHARE_EIGHTHS: u32 = 7;
 
 /// How appends to one peer are sized and timed: additive-increase / multiplicative-decrease
 /// on the byte budget, exponential backoff on the deadline (as TCP backs off its
@@ -118,9 +142,9 @@ impl Default for AppendPacing {
 }
 
 impl AppendPacing {
-    /// The deadline for an append carrying entries, from the heartbeat interval.
-    pub fn deadline(&self, heartbeat: Duration) -> Duration {
-        heartbeat * self.stretch
+    /// The deadline for an append carrying entries, from its base deadline (`raft::rtt`).
+    pub fn deadline(&self, base: Duration) -> Duration {
+        base * self.stretch
     }
 
     /// An append of `bytes` bytes of entries was answered after `elapsed`, within `deadline`.
@@ -148,9 +172,11 @@ impl AppendPacing {
 }
 
 /// What a leader keeps per peer across the network clients openraft makes for it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PeerState {
     pacing: AppendPacing,
+    /// The peer's round trip, from answered RPCs (module docs).
+    rtt: RttEstimator,
     matched: Option<MatchHint>,
     /// The leader vote under which the first append (its term's tail, or a one-entry
     /// probe) was answered by this peer.
@@ -159,6 +185,19 @@ struct PeerState {
     probe_failures: u32,
     /// The leader vote under which this peer stopped being asked for its last log id.
     probe_off: Option<Vote>,
+}
+
+impl PeerState {
+    fn new(design: LinkDesign) -> Self {
+        PeerState {
+            pacing: AppendPacing::default(),
+            rtt: RttEstimator::new(design),
+            matched: None,
+            probed: None,
+            probe_failures: 0,
+            probe_off: None,
+        }
+    }
 }
 
 /// After this many `AppendProbe`s in a row without an answer the leader stops asking the
@@ -174,17 +213,21 @@ pub struct NetworkFactory {
     rpc: Arc<Rpc>,
     /// This node's Raft log, read to check a follower's reported last log id.
     log: LogStore,
+    /// The link the timing was built for: where each peer's round-trip estimate starts.
+    design: LinkDesign,
     /// Per peer, shared by every client made for it (openraft makes one per replication
     /// stream and one for heartbeats, and new ones after every leader change).
     peers: Arc<Mutex<BTreeMap<u64, Arc<Mutex<PeerState>>>>>,
 }
 
 impl NetworkFactory {
-    /// Over this node's RPC endpoint, with its Raft log.
-    pub fn new(rpc: Arc<Rpc>, log: LogStore) -> Self {
+    /// Over this node's RPC endpoint, with its Raft log, on links designed as `design`
+    /// (`Timing::link_design`).
+    pub fn new(rpc: Arc<Rpc>, log: LogStore, design: LinkDesign) -> Self {
         NetworkFactory {
             rpc,
             log,
+            design,
             peers: Arc::default(),
         }
     }
@@ -197,7 +240,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if !node.addr.is_empty() {
             self.rpc.transport().set_peer_addr(target, &node.addr);
         }
-        let state = lock(&self.peers).entry(target).or_default().clone();
+        let design = self.design;
+        let state = lock(&self.peers)
+            .entry(target)
+            .or_insert_with(|| Arc::new(Mutex::new(PeerState::new(design))))
+            .clone();
         PeerNetwork {
             rpc: self.rpc.clone(),
             log: self.log.clone(),
@@ -305,6 +352,16 @@ impl PeerNetwork {
         lock(&self.state).pacing.bytes_max
     }
 
+    /// Air time of `bytes` on the link to the peer (zero on a fast link).
+    fn air(&self, bytes: usize) -> Duration {
+        air_time(bytes, self.rpc.transport().bitrate_bps(self.target))
+    }
+
+    /// The peer's round trip was `elapsed` for an RPC of air time `air`.
+    fn rtt_sample(&self, elapsed: Duration, air: Duration) {
+        lock(&self.state).rtt.sample(elapsed, air);
+    }
+
     fn timeout_err(&self, action: RPCTypes, timeout: Duration) -> Timeout<TypeConfig> {
         Timeout {
             action,
@@ -396,7 +453,26 @@ impl PeerNetwork {
         req: Request,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.rpc.call(self.target, req, option.soft_ttl()).await {
+        // The whole window openraft gives (module docs); `Timing` makes it cover the link.
+        let deadline = option.hard_ttl() * VOTE_DEADLINE_EIGHTHS / 8;
+        let air = self.air(VOTE_AIR_BYTES);
+        let started = tokio::time::Instant::now();
+        let answer = self.rpc.call(self.target, req, deadline).await;
+        match &answer {
+            Ok(_) => self.rtt_sample(started.elapsed(), air),
+            Err(RpcError::Timeout { .. }) => {
+                let rtt = lock(&self.state).rtt;
+                tracing::debug!(
+                    peer = self.target,
+                    deadline_ms = deadline.as_millis() as u64,
+                    srtt_ms = rtt.srtt().as_millis() as u64,
+                    rttvar_ms = rtt.rttvar().as_millis() as u64,
+                    "vote not answered in time"
+                );
+            }
+            Err(_) => {}
+        }
+        match answer {
             Ok(Response::Vote(Ok(r))) => Ok(r),
             Ok(Response::Vote(Err(e))) => Err(RPCError::Network(NetworkError::from_string(e))),
             Ok(_) => Err(RPCError::Network(NetworkError::from_string(
@@ -486,14 +562,18 @@ impl PeerNetwork {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         how: Send,
         budget: Option<usize>,
-        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let pacing = lock(&self.state).pacing;
+        let (pacing, rtt) = {
+            let st = lock(&self.state);
+            (st.pacing, st.rtt)
+        };
         let (bytes, cut) = cut_to_budget(&mut rpc.entries, budget.unwrap_or(pacing.bytes_max));
         let last_sent = rpc.entries.last().map(|e| e.log_id());
-        // openraft does not cut a replication stream at `hard_ttl` (the heartbeat interval);
-        // the pacing stretches it for slow appends.
-        let deadline = pacing.deadline(option.hard_ttl());
+        // openraft does not cut a replication stream at `hard_ttl` (the heartbeat interval):
+        // the base is the peer's measured round trip with this append's air time, and the
+        // pacing stretches it for slow appends.
+        let air = self.air(bytes + APPEND_AIR_OVERHEAD_BYTES);
+        let deadline = pacing.deadline(rtt.deadline(air));
         let started = tokio::time::Instant::now();
         let result = match how {
             Send::Append => self.append_call(rpc, deadline).await,
@@ -502,6 +582,9 @@ impl PeerNetwork {
         let elapsed = started.elapsed();
         {
             let mut st = lock(&self.state);
+            if result.is_ok() {
+                st.rtt.sample(elapsed, air);
+            }
             let p = &mut st.pacing;
             match &result {
                 Ok(_) => p.answered(bytes, elapsed, deadline),
@@ -543,14 +626,21 @@ impl PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         if rpc.entries.is_empty() {
-            // A heartbeat (or an empty probe), nothing to learn: the heartbeat interval
-            // (`hard_ttl`, 2 RTT by `Timing::for_rtt`) less an eighth, so the timeout is ours
-            // and not openraft's cut at `hard_ttl`. openraft's `soft_ttl` (3/4) would fall
-            // below a round trip stretched by jitter.
-            return self.append_call(rpc, option.hard_ttl() * 7 / 8).await;
+            // A heartbeat (or an empty probe): the whole window openraft gives it (module
+            // docs), the heartbeat interval (`hard_ttl`, 2 RTT by `Timing::for_rtt`) less an
+            // eighth, so the timeout is ours and not openraft's cut; its answer is a sample.
+            let air = self.air(APPEND_AIR_OVERHEAD_BYTES);
+            let started = tokio::time::Instant::now();
+            let answer = self
+                .append_call(rpc, option.hard_ttl() * TTL_SHARE_EIGHTHS / 8)
+                .await;
+            if answer.is_ok() {
+                self.rtt_sample(started.elapsed(), air);
+            }
+            return answer;
         }
         if lock(&self.state).probe_off == Some(rpc.vote) {
-            return self.send_paced(rpc, Send::Append, None, option).await;
+            return self.send_paced(rpc, Send::Append, None).await;
         }
         // A new leader's first append to a peer carries its own term's entries after the
         // last entry of an earlier term, which the peer most likely holds; the answer brings
@@ -562,9 +652,7 @@ impl PeerNetwork {
         };
         let mut tail_sent = false;
         if first && let Some(tail) = self.tail_append(&rpc) {
-            let answer = self
-                .send_paced(tail, Send::Probe, Some(usize::MAX), option.clone())
-                .await;
+            let answer = self.send_paced(tail, Send::Probe, Some(usize::MAX)).await;
             let answer = self.probe_answered(rpc.vote, answer)?;
             if let AppendEntriesResponse::HigherVote(v) = answer {
                 return Ok(AppendEntriesResponse::HigherVote(v));
@@ -585,7 +673,7 @@ impl PeerNetwork {
             }
         }
         if hint.as_ref().is_some_and(|h| h.vote == rpc.vote) {
-            return self.send_paced(rpc, Send::Append, None, option).await;
+            return self.send_paced(rpc, Send::Append, None).await;
         }
         // The peer's match point is still unknown: ask for its last log id with this append.
         // Without a tail to send first, a new leader's first append is openraft's probe from
@@ -593,7 +681,7 @@ impl PeerNetwork {
         // least a probe carries) is enough to bring the answer.
         let budget = (first && !tail_sent).then_some(0);
         let vote = rpc.vote;
-        let answer = self.send_paced(rpc, Send::Probe, budget, option).await;
+        let answer = self.send_paced(rpc, Send::Probe, budget).await;
         self.probe_answered(vote, answer)
     }
 }

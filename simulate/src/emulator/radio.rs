@@ -34,8 +34,12 @@ const DELIVERY_QUEUE_PACKETS: usize = 1_024;
 /// How the channel misbehaves.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelConfig {
-    /// One-way latency (half the RTT).
+    /// One-way latency (half the RTT), the least a packet takes after its air time.
     pub one_way: Duration,
+    /// Extra one-way delay per packet, uniform in `[0, jitter]`: a modem's TDM window and
+    /// its own retries (SiK: a window of up to 131 ms). A receiver still gets packets in the
+    /// order they were sent (a later packet waits behind an earlier, slower one).
+    pub jitter: Duration,
     /// Channel bit rate shared by all senders (0: unlimited).
     pub bitrate_bps: u64,
     /// Probability a receiver misses a packet.
@@ -162,12 +166,18 @@ fn transmit(channel: &std::sync::Mutex<Channel>, stats: &ChannelStats, from: usi
     stats.bytes.fetch_add(pkt.len() as u64, Ordering::Relaxed);
     let done = start + air_time(pkt.len(), ch.cfg.bitrate_bps);
     ch.free_at = done;
-    let at = done + ch.cfg.one_way;
     let cfg = ch.cfg;
     for to in 0..ch.receivers.len() {
         if to == from {
             continue;
         }
+        let jitter_us = cfg.jitter.as_micros() as u64;
+        let extra = Duration::from_micros(if jitter_us == 0 {
+            0
+        } else {
+            ch.rng.random_range(0..=jitter_us)
+        });
+        let at = done + cfg.one_way + extra;
         if ch.rng.random::<f64>() < cfg.loss {
             stats.lost.fetch_add(1, Ordering::Relaxed);
             continue;

@@ -17,12 +17,15 @@ use ghatta_simulate::emulator::radio::{ChannelConfig, RadioChannel};
 
 use crate::harness::{run, setup_inputs};
 
-/// The issue's hostile channel: 800 ms RTT, 9,600 bit/s shared by all nodes, 5 % loss,
-/// 5 % corruption and 5 % garbage bursts per reception.
-fn hostile(seed: u64) -> ChannelConfig {
+/// The issue's hostile channel at `bitrate_bps`, shared by all nodes: 800 ms RTT on average
+/// (each packet 200-600 ms one way after its air time, the +/-50 % of the radio profile's
+/// design, as `sim/scenarios/radio-800ms.toml`), 5 % loss, 5 % corruption and 5 % garbage
+/// bursts per reception.
+fn hostile(seed: u64, bitrate_bps: u64) -> ChannelConfig {
     ChannelConfig {
-        one_way: Duration::from_millis(400),
-        bitrate_bps: 9_600,
+        one_way: Duration::from_millis(200),
+        jitter: Duration::from_millis(400),
+        bitrate_bps,
         loss: 0.05,
         corrupt: 0.05,
         garbage: 0.05,
@@ -30,17 +33,16 @@ fn hostile(seed: u64) -> ChannelConfig {
     }
 }
 
-/// Raft timing for the hostile channel: the radio profile as shipped (800 ms RTT: heartbeat
-/// 1.6 s, which is also every RPC's deadline, election timeout 1.8-3.6 s; `raft/timing.rs`).
+/// Raft timing for the hostile channel: the radio profile as shipped (`raft/timing.rs`).
 fn serial_timing() -> Timing {
     Timing::for_profile(LinkProfile::Radio)
 }
 
-fn radio_cfg(device: &str, me: u64, n: u64) -> RadioConfig {
+fn radio_cfg(device: &str, me: u64, n: u64, baud: u32) -> RadioConfig {
     RadioConfig {
         device: device.into(),
-        baud: 9_600,
-        air_bitrate: 9_600,
+        baud,
+        air_bitrate: u64::from(baud),
         mtu: 100,
         peers: (1..=n).filter(|&p| p != me).collect(),
         rtt_ms: None,
@@ -110,9 +112,36 @@ fn total(stats: &[RadioStatsSnapshot], f: impl Fn(&RadioStatsSnapshot) -> u64) -
     stats.iter().map(f).sum()
 }
 
+/// Leader loss to the next commit (forwarded from a survivor) that the pty tests hold to, at
+/// either rate. The issue-5 goal is 10 s (BENCHMARKS.md, "Radio at 800 ms RTT"), about the
+/// median in the simulator's 20 trials a seed, whose slowest trials took 18-35 s (a lost
+/// pre-vote or first append waits out a timeout). On the ptys at 57,600 bit/s one run in ten
+/// took 40.7 s (new leader after 12.5 s, then 28 s to commit the forwarded proposal; not
+/// traced, BENCHMARKS.md, "Radio links on pseudo-terminals"), so one real-time trial on a CI
+/// box that runs other tests beside it is held to 60 s: a cluster that does not fail over
+/// at all. What the issue saw, vote rounds lost to their own deadline, shows as terms: see
+/// [`TERMS_PER_FAILOVER_MAX`].
+const FAILOVER_BOUND: Duration = Duration::from_secs(60);
+/// Terms one leader loss may take: one election, and one more for a vote round lost to the
+/// channel's loss after its pre-vote succeeded. The issue's failover went from term 1 to 5:
+/// votes cut at 1.35 s against the round trip with its jitter.
+const TERMS_PER_FAILOVER_MAX: u64 = 2;
+
 #[test]
-fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption() {
-    run(51, async {
+fn serial_only_cluster_on_ptys_at_9600_commits_fails_over_and_never_accepts_corruption() {
+    serial_only_cluster(51, 9_600);
+}
+
+/// The issue's channel: at 57,600 bit/s vote requests timed out after 1.35 s (3/4 of the
+/// 1.8 s election timeout) against the round trip with its jitter, and terms went 1 -> 5
+/// before a leader held (20-24 s from leader loss to the next commit).
+#[test]
+fn serial_only_cluster_on_ptys_at_57600_fails_over_within_the_bound() {
+    serial_only_cluster(53, 57_600);
+}
+
+fn serial_only_cluster(seed: u64, baud: u32) {
+    run(seed, async {
         let tmp = tempfile::tempdir().expect("tempdir");
         // Three pty pairs. The node side is opened again by its path, as a modem would be,
         // through the same code `ghatta run` uses for `[[radio]] device`.
@@ -129,13 +158,13 @@ fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption()
         let mut radios = BTreeMap::new();
         for id in 1..=3u64 {
             let (tx, rx) = inbound_queue();
-            let cfg = radio_cfg(&devices[id as usize - 1], id, 3);
+            let cfg = radio_cfg(&devices[id as usize - 1], id, 3, baud);
             let radio = SerialTransport::open(id, &cfg, tx).expect("open the pty by path");
             let node = start_node(id, tmp.path(), radio.clone(), rx).await;
             radios.insert(id, radio);
             nodes.insert(id, node);
         }
-        let channel = RadioChannel::start(masters, hostile(51));
+        let channel = RadioChannel::start(masters, hostile(seed, u64::from(baud)));
         let members: BTreeMap<u64, PeerInfo> = (1..=3)
             .map(|id| {
                 (
@@ -181,6 +210,7 @@ fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption()
         let first_commit = t.elapsed();
 
         // Lose the leader: its node stops and its port closes.
+        let term_before = nodes[&leader].status().term;
         let old = nodes.remove(&leader).expect("leader");
         old.shutdown().await;
         let lost_at = tokio::time::Instant::now();
@@ -203,6 +233,7 @@ fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption()
             .expect("the new leader commits");
         assert_eq!(r.trapped, 0);
         let loss_to_commit = lost_at.elapsed();
+        let terms: Vec<u64> = nodes.values().map(|n| n.status().term).collect();
 
         let hashes = wait_converged(&nodes, Duration::from_secs(60)).await;
         let distinct: BTreeSet<_> = hashes.values().collect();
@@ -213,7 +244,7 @@ fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption()
         let ch = &channel.stats;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         eprintln!(
-            "elected in {elected_in:?}, first commit {first_commit:?}, leader loss to new leader {reelected_in:?}, to commit {loss_to_commit:?}; \
+            "{baud} bit/s: elected in {elected_in:?}, first commit {first_commit:?}, leader loss to new leader {reelected_in:?}, to commit {loss_to_commit:?}, terms after {terms:?}; \
              channel: {} packets {} bytes, {} lost, {} corrupted, {} garbage, {} overflow; radios: {stats:?}",
             load(&ch.packets),
             load(&ch.bytes),
@@ -221,6 +252,16 @@ fn serial_only_cluster_on_ptys_commits_fails_over_and_never_accepts_corruption()
             load(&ch.corrupted),
             load(&ch.garbage),
             load(&ch.overflow)
+        );
+        assert!(
+            loss_to_commit <= FAILOVER_BOUND,
+            "{baud} bit/s: leader loss to the next commit took {loss_to_commit:?} (new leader after {reelected_in:?}, terms {terms:?}); bound {FAILOVER_BOUND:?}"
+        );
+        assert!(
+            terms
+                .iter()
+                .all(|&t| t <= term_before + TERMS_PER_FAILOVER_MAX),
+            "{baud} bit/s: terms {terms:?} after a leader of term {term_before} was lost"
         );
         // The channel really was hostile, and the link layer caught every corruption: CRC
         // rejections at the packet layer, and not one bad frame reaching the frame layer
@@ -316,8 +357,7 @@ fn multi_path_prefers_tcp_fails_over_to_the_radio_and_switches_back() {
             let (radio_tx, radio_rx) = inbound_queue();
             let (node_end, channel_end) = tokio::io::duplex(4_096);
             channel_ends.push(channel_end);
-            let mut cfg = radio_cfg("duplex", id, 3);
-            cfg.baud = 115_200;
+            let mut cfg = radio_cfg("duplex", id, 3, 115_200);
             cfg.air_bitrate = 64_000;
             cfg.rtt_ms = Some(100);
             let radio = SerialTransport::start(id, &cfg, node_end, radio_tx);
@@ -369,6 +409,7 @@ fn multi_path_prefers_tcp_fails_over_to_the_radio_and_switches_back() {
             channel_ends,
             ChannelConfig {
                 one_way: Duration::from_millis(20),
+                jitter: Duration::ZERO,
                 bitrate_bps: 64_000,
                 loss: 0.0,
                 corrupt: 0.0,

@@ -693,6 +693,7 @@ fn keygen_then_a_sealed_run_whose_changes_need_the_admin_token() {
 fn clean_channel() -> ghatta_simulate::emulator::radio::ChannelConfig {
     ghatta_simulate::emulator::radio::ChannelConfig {
         one_way: Duration::from_millis(20),
+        jitter: Duration::ZERO,
         bitrate_bps: 115_200,
         loss: 0.0,
         corrupt: 0.0,

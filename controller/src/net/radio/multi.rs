@@ -285,6 +285,12 @@ impl Transport for MultiTransport {
             .collect()
     }
 
+    /// The bit rate of the path now carrying traffic to `peer`.
+    fn bitrate_bps(&self, peer: u64) -> Option<u64> {
+        let i = self.peers.lock().ok()?.get(&peer)?.current?;
+        self.paths[i].transport.bitrate_bps(peer)
+    }
+
     fn frame_opened(&self, from: u64, frame: &[u8]) {
         if !self.cfg.verified {
             return;

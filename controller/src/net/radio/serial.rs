@@ -162,6 +162,8 @@ struct Shared {
     device: String,
     peers: BTreeSet<u64>,
     mtu: usize,
+    /// What the pacer holds to: the lower of the air rate and the line rate.
+    bitrate_bps: u64,
     driver: Mutex<LinkDriver>,
     wake: Notify,
     stats: Arc<RadioStats>,
@@ -210,6 +212,7 @@ impl SerialTransport {
             device: cfg.device.clone(),
             peers: cfg.peers.iter().copied().collect(),
             mtu: cfg.mtu,
+            bitrate_bps: cfg.link_params().bitrate_bps,
             driver: Mutex::new(driver),
             wake: Notify::new(),
             stats,
@@ -287,6 +290,13 @@ impl Transport for SerialTransport {
             device: self.shared.device.clone(),
             counters: self.shared.stats.snapshot(),
         }]
+    }
+
+    fn bitrate_bps(&self, peer: u64) -> Option<u64> {
+        self.shared
+            .peers
+            .contains(&peer)
+            .then_some(self.shared.bitrate_bps)
     }
 
     fn send(&self, to: u64, frame: Vec<u8>) {

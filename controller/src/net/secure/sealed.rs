@@ -131,6 +131,10 @@ impl<T: Transport + ?Sized> Transport for SealedTransport<T> {
         }
     }
 
+    fn bitrate_bps(&self, peer: u64) -> Option<u64> {
+        self.inner.bitrate_bps(peer)
+    }
+
     fn set_peer_addr(&self, peer: u64, addr: &str) {
         self.inner.set_peer_addr(peer, addr);
     }
