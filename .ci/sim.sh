@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The simulator's seed sweep (called by .ci/run): 230 seeds of real nodes through the shipped
+# The simulator's seed sweep (called by .ci/run): 450 seeds of real nodes through the shipped
 # scenarios, one world per seed, two worlds at a time (one per core), release build. Each
 # scenario is shortened with --duration-s: its faults keep their length and their place in
 # the run (start times scale), so a shortened leader isolation is still a 10-minute isolation;
@@ -32,17 +32,20 @@ sweep() {
     printf -- '--- %s: %s s\n' "$name" "$(($(date +%s) - t0))"
 }
 
-# (scenario, seeds, fault phase s): about 1,650 CPU-seconds in all, ~14 minutes on two
-# free cores. power-cuts costs the most per simulated second (every cut restarts a node: redb
-# recovery, catch-up), the radio the least (its commits are few).
-sweep calm-3-node-day 0..40 300
-sweep five-node-leader-isolated 0..50 400
-sweep power-cuts 0..30 300
-sweep flapping-radio 0..80 1200
-# The retry storm (issue 27) at full length: ~5 CPU-s a seed.
-sweep storm-5-node 0..20 4200
-# The island scenario at full length (the 30-minute cut is the point): ~53 CPU-s a seed.
+# (scenario, seeds, fault phase s): about 275 s wall on two free cores (2026-12-05)
+# (BENCHMARKS.md, "Seed sweep in CI"). power-cuts costs the most per simulated second (every
+# cut restarts a node: redb recovery, catch-up), the radio the least (its commits are few).
+sweep calm-3-node-day 0..80 300
+sweep five-node-leader-isolated 0..100 400
+sweep power-cuts 0..60 300
+sweep flapping-radio 0..160 1200
+# The retry storm (issue 27) at full length: ~3 CPU-s a seed.
+sweep storm-5-node 0..40 4200
+# The island scenario at full length (the 30-minute cut is the point): ~8 CPU-s a seed. Seeds
+# 0..10 only: seed 11 fails the frequency checker (99.68 % in band against 99.9 %), the same
+# on the code of 2026-12-04 (commit 3cd4747): an open finding in BENCHMARKS.md, not this
+# sweep's to hide or to fail on every run.
 sweep island-leader-side-cut 0..10 2700
 
-echo "seed sweep: 230 seeds in $(($(date +%s) - started)) s"
+echo "seed sweep: 450 seeds in $(($(date +%s) - started)) s"
 exit "$status"
