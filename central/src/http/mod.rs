@@ -20,7 +20,7 @@ use serde::Serialize;
 use self::access::HttpAccess;
 use self::page::Cursor;
 use crate::DAY_MS;
-use crate::store::{EnergyHourRow, Inner, LedgerRow, Page};
+use crate::store::{EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page};
 
 /// The response header that carries a CSV page's cursor (JSON pages carry `next` in the body).
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
@@ -90,6 +90,34 @@ fn csv_page<K: Cursor>(csv: String, first: bool, next: Option<K>) -> Response {
     r
 }
 
+/// The page of a grid's ledger (one customer's with `Some`) a query string asks for, and
+/// whether it is the first page.
+fn ledger_for(
+    i: &Inner,
+    grid: u64,
+    customer: Option<u32>,
+    q: &BTreeMap<String, String>,
+) -> Result<(bool, Page<LedgerRow, LedgerKey>), HttpError> {
+    let r = page::parse(q).map_err(bad_request)?;
+    let p = i
+        .ledger_page(grid, customer, r.range, r.after, r.limit)
+        .map_err(http_err)?;
+    Ok((r.after.is_none(), p))
+}
+
+/// The page of a grid's hourly energy a query string asks for, and whether it is the first.
+fn hours_for(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+) -> Result<(bool, Page<EnergyHourRow, HourKey>), HttpError> {
+    let r = page::parse(q).map_err(bad_request)?;
+    let p = i
+        .energy_hours_page(grid, r.range, r.after, r.limit)
+        .map_err(http_err)?;
+    Ok((r.after.is_none(), p))
+}
+
 async fn http_health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "ok": true }))
 }
@@ -124,10 +152,7 @@ async fn http_ledger(
     Path((grid, customer)): Path<(u64, u32)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let r = page::parse(&q).map_err(bad_request)?;
-    let p = i
-        .ledger_page(grid, Some(customer), r.range, r.after, r.limit)
-        .map_err(http_err)?;
+    let (_, p) = ledger_for(&i, grid, Some(customer), &q)?;
     Ok(json_page(p))
 }
 
@@ -149,10 +174,7 @@ async fn http_energy_hours(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let r = page::parse(&q).map_err(bad_request)?;
-    let p = i
-        .energy_hours_page(grid, r.range, r.after, r.limit)
-        .map_err(http_err)?;
+    let (_, p) = hours_for(&i, grid, &q)?;
     Ok(json_page(p))
 }
 
@@ -161,15 +183,8 @@ async fn http_energy_hours_csv(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = page::parse(&q).map_err(bad_request)?;
-    let p = i
-        .energy_hours_page(grid, r.range, r.after, r.limit)
-        .map_err(http_err)?;
-    Ok(csv_page(
-        energy_hours_csv(grid, &p.rows),
-        r.after.is_none(),
-        p.next,
-    ))
+    let (first, p) = hours_for(&i, grid, &q)?;
+    Ok(csv_page(energy_hours_csv(grid, &p.rows), first, p.next))
 }
 
 /// The CSV form of hourly energy rows.
@@ -189,10 +204,7 @@ async fn http_export_json(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let r = page::parse(&q).map_err(bad_request)?;
-    let p = i
-        .ledger_page(grid, None, r.range, r.after, r.limit)
-        .map_err(http_err)?;
+    let (_, p) = ledger_for(&i, grid, None, &q)?;
     Ok(json_page(p))
 }
 
@@ -201,15 +213,8 @@ async fn http_export_csv(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = page::parse(&q).map_err(bad_request)?;
-    let p = i
-        .ledger_page(grid, None, r.range, r.after, r.limit)
-        .map_err(http_err)?;
-    Ok(csv_page(
-        ledger_csv(grid, &p.rows),
-        r.after.is_none(),
-        p.next,
-    ))
+    let (first, p) = ledger_for(&i, grid, None, &q)?;
+    Ok(csv_page(ledger_csv(grid, &p.rows), first, p.next))
 }
 
 /// The CSV form of ledger rows.
