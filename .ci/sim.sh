@@ -32,7 +32,7 @@ sweep() {
     printf -- '--- %s: %s s\n' "$name" "$(($(date +%s) - t0))"
 }
 
-# (scenario, seeds, fault phase s): about 275 s wall on two free cores (2026-12-05)
+# (scenario, seeds, fault phase s): 348 s wall on the 2-core machine (2026-12-05)
 # (BENCHMARKS.md, "Seed sweep in CI"). power-cuts costs the most per simulated second (every
 # cut restarts a node: redb recovery, catch-up), the radio the least (its commits are few).
 sweep calm-3-node-day 0..80 300
