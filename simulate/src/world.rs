@@ -1040,21 +1040,27 @@ impl World {
                 d.crash();
             }
         }
-        r.alive.store(false, Ordering::Relaxed);
-        for t in r.tasks.into_iter().chain(r.field) {
-            t.abort();
-        }
-        lock(&self.running).remove(&s.id);
+        let node = self.end_incarnation(i, r, t_ms);
         // The dead process's Raft core must stop so that it stops using CPU and timers; it
         // stops in the background, on fenced disks and a dead transport, while the world
         // goes on (a real process does nothing at all after the cut; this one can do
         // nothing that anyone sees).
-        let node = r.node;
         drop(
             self.engine
                 .spawn_on(i, async move { node.shutdown().await }),
         );
+    }
+
+    /// The end of node `i`'s incarnation `r` at `t_ms`, after a kill or a stop: its tasks
+    /// are dropped, it leaves the running set and the observer sees it shut down. Returns
+    /// the node, for a kill to stop its core.
+    fn end_incarnation(&mut self, i: usize, r: Incarnation, t_ms: u64) -> Node {
+        r.alive.store(false, Ordering::Relaxed);
+        for t in r.tasks.into_iter().chain(r.field) {
+            t.abort();
+        }
         let s = &mut self.slots[i];
+        lock(&self.running).remove(&s.id);
         let term = s.role.map_or(0, |(_, t)| t);
         s.role = Some((SimRole::Shutdown, term));
         let o = Observation::RoleChange {
@@ -1064,6 +1070,7 @@ impl World {
             role: SimRole::Shutdown,
         };
         self.observe(&o);
+        r.node
     }
 
     /// Stops node `i` gracefully, as `systemctl stop` does: its shutdown runs to the end
@@ -1079,25 +1086,11 @@ impl World {
             .run_on(i, async move { node.shutdown().await })
             .await;
         let t_ms = self.epoch.elapsed_ms();
-        r.alive.store(false, Ordering::Relaxed);
-        for t in r.tasks.into_iter().chain(r.field) {
-            t.abort();
-        }
-        drop(r.node);
-        let s = &mut self.slots[i];
-        lock(&self.running).remove(&s.id);
+        drop(self.end_incarnation(i, r, t_ms));
+        let s = &self.slots[i];
         for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
             d.fence();
         }
-        let term = s.role.map_or(0, |(_, t)| t);
-        s.role = Some((SimRole::Shutdown, term));
-        let o = Observation::RoleChange {
-            t_ms,
-            node: s.id,
-            term,
-            role: SimRole::Shutdown,
-        };
-        self.observe(&o);
     }
 
     /// Cuts every node whose armed `in_sync` power cut fired in an fsync since the last
