@@ -9,6 +9,23 @@ use ghatta_proto::wan::channel::{self, AllowedGrids};
 use crate::http::energy_hours_csv;
 use crate::*;
 
+/// A central on loopback ports with grid 3 listed, its data in `dir`, answering HTTP to the
+/// loopback names and `hosts`.
+async fn start(dir: &std::path::Path, hosts: Vec<String>) -> Central {
+    Central::start(CentralConfig {
+        listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        secret: SecretKey::from_bytes([1; 32]),
+        grids: AllowedGrids::from([(3, vec![SecretKey::from_bytes([2; 32]).public()])]),
+        backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
+        http_token_file: None,
+        http_hosts: hosts,
+    })
+    .await
+    .expect("central starts")
+}
+
 /// A grid that authenticates and then says nothing is cut off after [`IDLE_TIMEOUT`],
 /// counted, and not before (paused clock: the 15 minutes pass at once).
 #[tokio::test(start_paused = true)]
@@ -57,18 +74,7 @@ async fn a_silent_authenticated_grid_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn energy_hours_are_stored_once_and_served_as_rows_and_csv() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let central = Central::start(CentralConfig {
-        listen: "127.0.0.1:0".into(),
-        http_listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
-        secret: SecretKey::from_bytes([1; 32]),
-        grids: AllowedGrids::from([(3, vec![SecretKey::from_bytes([2; 32]).public()])]),
-        backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
-        http_token_file: None,
-        http_hosts: Vec::new(),
-    })
-    .await
-    .expect("central starts");
+    let central = start(dir.path(), Vec::new()).await;
     let hour = |seq: u64, subject, wh| {
         let out = sdk::Output::EnergyHour(sdk::EnergyHour {
             hour_start_ms: 7_200_000,
@@ -158,18 +164,7 @@ async fn get(
 #[tokio::test]
 async fn the_http_api_needs_the_token_and_serves_ledgers_in_bounded_pages() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let central = Central::start(CentralConfig {
-        listen: "127.0.0.1:0".into(),
-        http_listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
-        secret: SecretKey::from_bytes([1; 32]),
-        grids: AllowedGrids::from([(3, vec![SecretKey::from_bytes([2; 32]).public()])]),
-        backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
-        http_token_file: None,
-        http_hosts: vec!["office.example".into()],
-    })
-    .await
-    .expect("central starts");
+    let central = start(dir.path(), vec!["office.example".into()]).await;
     // 25 charges for each of customers 1 and 2, one a minute from t = 60 s.
     let charge = |seq: u64, customer: u32, at_ms: u64| {
         let out = sdk::Output::Ledger(sdk::LedgerRecord {

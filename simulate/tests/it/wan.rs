@@ -204,30 +204,10 @@ async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String
     out
 }
 
-/// Every row of a paged JSON route, following each page's `next`.
-async fn http_rows(addr: std::net::SocketAddr, token: &str, path: &str) -> Vec<serde_json::Value> {
-    let mut rows = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let url = match &after {
-            Some(a) => format!("{path}?after={a}"),
-            None => path.to_string(),
-        };
-        let r = http_get(addr, token, &url).await;
-        assert!(r.starts_with("HTTP/1.1 200"), "{url}: {r}");
-        let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
-        let page: serde_json::Value = serde_json::from_str(body).expect("a JSON page");
-        rows.extend(page["rows"].as_array().expect("rows").iter().cloned());
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_string()),
-            None => return rows,
-        }
-    }
-}
-
-/// A paged CSV route's pages appended (the header only once), following `x-next-cursor`.
-async fn http_csv(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
-    let mut csv = String::new();
+/// Every page of a paged route, in order: (head, body) of each, following the cursor (a JSON
+/// page's `next`, a CSV page's `x-next-cursor` header) until there is none.
+async fn http_pages(addr: std::net::SocketAddr, token: &str, path: &str) -> Vec<(String, String)> {
+    let mut pages = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let url = match &after {
@@ -237,16 +217,35 @@ async fn http_csv(addr: std::net::SocketAddr, token: &str, path: &str) -> String
         let r = http_get(addr, token, &url).await;
         let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
         assert!(head.starts_with("HTTP/1.1 200"), "{url}: {head}");
-        csv.push_str(body);
-        let next = head
-            .lines()
-            .find_map(|l| l.strip_prefix("x-next-cursor: "))
-            .map(str::to_string);
-        match next {
-            Some(n) => after = Some(n),
-            None => return csv,
+        after = match head.lines().find_map(|l| l.strip_prefix("x-next-cursor: ")) {
+            Some(n) => Some(n.to_string()),
+            None if head.contains("application/json") => {
+                let page: serde_json::Value = serde_json::from_str(body).expect("a JSON page");
+                page["next"].as_str().map(str::to_string)
+            }
+            None => None,
+        };
+        pages.push((head.to_string(), body.to_string()));
+        if after.is_none() {
+            return pages;
         }
     }
+}
+
+/// Every row of a paged JSON route.
+async fn http_rows(addr: std::net::SocketAddr, token: &str, path: &str) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    for (_, body) in http_pages(addr, token, path).await {
+        let page: serde_json::Value = serde_json::from_str(&body).expect("a JSON page");
+        rows.extend(page["rows"].as_array().expect("rows").iter().cloned());
+    }
+    rows
+}
+
+/// A paged CSV route's pages appended (the header only once).
+async fn http_csv(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
+    let pages = http_pages(addr, token, path).await;
+    pages.into_iter().map(|(_, body)| body).collect()
 }
 
 #[test]
