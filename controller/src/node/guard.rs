@@ -42,6 +42,19 @@ pub enum Refusal {
     /// A membership change from a node that is not a voter.
     #[error("membership changes are accepted only from voters")]
     MemberOpFromNonVoter,
+    /// A snapshot chunk not from the leader of the vote this node follows (`snapshot_in`).
+    #[error("snapshot chunks are accepted only from the leader this node follows, under its vote")]
+    SnapshotNotFromLeader,
+    /// A snapshot whose last log id is of a later term than its leader's vote.
+    #[error("a snapshot whose last log id is of a later term than its leader's vote")]
+    SnapshotBeyondVote,
+    /// A snapshot newer than this node's commit but not at a greater index.
+    #[error("a snapshot that contradicts entries this node committed")]
+    SnapshotContradictsCommitted,
+    /// A snapshot whose metadata or image does not hold together (no last log id, a
+    /// membership after its last entry, an image that does not decode or names another index).
+    #[error("a snapshot whose metadata or image is inconsistent")]
+    SnapshotInconsistent,
 }
 
 /// Refusals so far, by reason (monotonic since start).
@@ -51,6 +64,7 @@ pub struct Guard {
     forwarded_outbox_ack: AtomicU64,
     forwarded_tick: AtomicU64,
     member_op_from_non_voter: AtomicU64,
+    snapshot_refused: AtomicU64,
     /// When each (peer, reason) was last logged.
     logged: Mutex<HashMap<(u64, Refusal), Instant>>,
 }
@@ -66,6 +80,10 @@ pub struct RefusalsSnapshot {
     pub forwarded_tick: u64,
     /// Membership changes from non-voters.
     pub member_op_from_non_voter: u64,
+    /// Snapshot chunks refused (not from the current leader, or a snapshot openraft would
+    /// assert against, or one that does not decode).
+    #[serde(default)]
+    pub snapshot_refused: u64,
 }
 
 impl Guard {
@@ -100,15 +118,21 @@ impl Guard {
             forwarded_outbox_ack: g(&self.forwarded_outbox_ack),
             forwarded_tick: g(&self.forwarded_tick),
             member_op_from_non_voter: g(&self.member_op_from_non_voter),
+            snapshot_refused: g(&self.snapshot_refused),
         }
     }
 
-    fn refuse(&self, from: u64, why: Refusal) -> Refusal {
+    /// Counts and logs (once a minute per peer and reason) a refusal decided elsewhere.
+    pub fn refuse(&self, from: u64, why: Refusal) -> Refusal {
         let counter = match why {
             Refusal::ForgedOrigin => &self.forged_origin,
             Refusal::ForwardedOutboxAck => &self.forwarded_outbox_ack,
             Refusal::ForwardedTick => &self.forwarded_tick,
             Refusal::MemberOpFromNonVoter => &self.member_op_from_non_voter,
+            Refusal::SnapshotNotFromLeader
+            | Refusal::SnapshotBeyondVote
+            | Refusal::SnapshotContradictsCommitted
+            | Refusal::SnapshotInconsistent => &self.snapshot_refused,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -189,6 +213,7 @@ mod tests {
                 forwarded_outbox_ack: 1,
                 forwarded_tick: 1,
                 member_op_from_non_voter: 2 + 3 * LOGGED_PAIRS_MAX as u64,
+                snapshot_refused: 0,
             }
         );
     }

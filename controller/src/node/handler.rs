@@ -1,7 +1,6 @@
 //! Answers peers' requests: Raft RPCs, snapshot chunks, forwarded proposals, membership ops
 //! and pings.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,7 +9,9 @@ use openraft::raft::AppendEntriesRequest;
 use openraft_rt::WatchReceiver;
 
 use super::Node;
-use crate::raft::{Snapshot, TypeConfig};
+use super::guard::Refusal;
+use super::snapshot_in::{Inbox, Kept, View, check_chunk};
+use crate::raft::TypeConfig;
 use crate::rpc::Handler;
 use crate::rpc::wire::{ForwardError, ProbeAnswer, Request, Response, SnapshotChunk};
 use ghatta_proto::codec;
@@ -27,24 +28,18 @@ pub const MAX_SNAPSHOT_BYTES: u64 = codec::SNAPSHOT_BYTES_MAX as u64;
 /// good is answered `Conflict` before the leader gives up on it.
 pub const REORDER_WAIT_HEARTBEAT_DIVISOR: u32 = 2;
 
-struct Incoming {
-    meta: crate::raft::SnapshotMeta,
-    total_len: u64,
-    data: Vec<u8>,
-}
-
 /// The request handler of one node.
 pub(crate) struct NodeHandler {
     node: Node,
-    /// Snapshot being received, per sending leader.
-    snapshots: Mutex<HashMap<u64, Incoming>>,
+    /// The snapshot being received (`snapshot_in`).
+    snapshots: Mutex<Inbox>,
 }
 
 impl NodeHandler {
     pub(crate) fn new(node: Node) -> Self {
         NodeHandler {
             node,
-            snapshots: Mutex::new(HashMap::new()),
+            snapshots: Mutex::new(Inbox::default()),
         }
     }
 
@@ -82,68 +77,60 @@ impl NodeHandler {
                 c.total_len
             )));
         }
-        let complete = {
-            let Ok(mut map) = self.snapshots.lock() else {
+        let view = {
+            let m = self.node.raft().metrics();
+            let m = m.borrow_watched();
+            View {
+                vote: m.vote,
+                committed: m.local_committed,
+            }
+        };
+        if let Err(why) = check_chunk(from, &c, &view) {
+            let why = self.node.inner.guard.refuse(from, why);
+            return Response::Snapshot(Err(format!("snapshot refused: {why}")));
+        }
+        let vote = c.vote;
+        let kept = {
+            let Ok(mut inbox) = self.snapshots.lock() else {
                 return Response::Snapshot(Err("snapshot buffer unavailable".into()));
             };
-            if c.offset == 0 {
-                map.insert(
-                    from,
-                    Incoming {
-                        meta: c.meta.clone(),
-                        total_len: c.total_len,
-                        data: Vec::new(),
-                    },
-                );
-            }
-            let Some(inc) = map.get_mut(&from) else {
-                return Response::Snapshot(Err(
-                    "snapshot chunk without a start; restart the transfer".into(),
-                ));
-            };
-            if inc.meta != c.meta
-                || inc.total_len != c.total_len
-                || inc.data.len() as u64 != c.offset
-            {
-                map.remove(&from);
-                return Response::Snapshot(Err(
-                    "snapshot chunk out of sequence; restart the transfer".into(),
-                ));
-            }
-            if inc.data.len() as u64 + c.data.len() as u64 > inc.total_len {
-                map.remove(&from);
-                return Response::Snapshot(
-                    Err("snapshot chunk beyond the announced length".into()),
-                );
-            }
-            inc.data.extend_from_slice(&c.data);
-            if (inc.data.len() as u64) < inc.total_len {
-                None
-            } else {
-                map.remove(&from)
-            }
+            inbox.keep(from, c, tokio::time::Instant::now())
         };
-        let Some(inc) = complete else {
-            return Response::Snapshot(Ok(None));
+        let snapshot = match kept {
+            Ok(Kept::More) => return Response::Snapshot(Ok(None)),
+            Ok(Kept::Complete(s)) => s,
+            Err(e) => return Response::Snapshot(Err(e.to_string())),
         };
-        let snapshot = Snapshot {
-            meta: inc.meta,
-            snapshot: inc.data,
-        };
-        match self
-            .node
-            .raft()
-            .install_full_snapshot(c.vote, snapshot)
-            .await
-        {
+        // openraft's install cannot refuse: a state machine that fails to install stops the
+        // node. An image that does not decode, or is not of the index its metadata names, is
+        // refused here instead, and the leader sends it again.
+        if let Err(e) = crate::state::check_image(&snapshot.meta, &snapshot.snapshot) {
+            let why = self
+                .node
+                .inner
+                .guard
+                .refuse(from, Refusal::SnapshotInconsistent);
+            return Response::Snapshot(Err(format!("snapshot refused: {why}: {e}")));
+        }
+        match self.node.raft().install_full_snapshot(vote, snapshot).await {
             Ok(r) => Response::Snapshot(Ok(Some(r))),
             Err(e) => Response::Snapshot(Err(e.to_string())),
+        }
+    }
+
+    /// Drops a snapshot transfer that went quiet (`snapshot_in::TRANSFER_IDLE_MAX`); called on
+    /// every request, so a leader that moved on frees its bytes within a heartbeat of the
+    /// limit.
+    fn expire_snapshot(&self) {
+        if let Ok(mut inbox) = self.snapshots.try_lock() {
+            inbox.expire(tokio::time::Instant::now());
         }
     }
 }
 
 impl Handler for NodeHandler {
     async fn handle(&self, from: u64, req: Request) -> Response {
+        self.expire_snapshot();
         let raft = self.node.raft();
         match req {
             Request::Append(r) => {

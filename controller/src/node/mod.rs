@@ -11,6 +11,7 @@ mod handler;
 mod inflight;
 pub mod membership;
 mod proposer;
+mod snapshot_in;
 pub mod snapshots;
 mod timers;
 

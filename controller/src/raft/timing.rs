@@ -194,6 +194,14 @@ impl Timing {
             // Snapshots are the node's to trigger (node::snapshots), which also sets how much
             // log is kept behind one.
             snapshot_policy: openraft::SnapshotPolicy::Never,
+            // A follower whose log went back (its SD card lost `raft-log.redb`, or its data
+            // directory was restored from a copy) answers a conflict below what it had
+            // acknowledged. Without this openraft panics on it in debug builds and, in
+            // release, keeps the old match point and never sends that follower the log
+            // again. With it the follower's progress restarts from nothing while the index
+            // a quorum already accepted is kept (openraft's `update_conflicting`), and the
+            // network layer drops its own match hint (`rpc/network.rs`).
+            allow_log_reversion: Some(true),
             ..Default::default()
         };
         config.validate()

@@ -185,6 +185,18 @@ struct PeerState {
     probe_failures: u32,
     /// The leader vote under which this peer stopped being asked for its last log id.
     probe_off: Option<Vote>,
+    /// How far the peer acknowledged the last snapshot sent to it: a transfer cut by a
+    /// timeout resumes there (the peer keeps what it received, `node::snapshot_in`).
+    snapshot_acked: Option<SnapshotAcked>,
+}
+
+/// The snapshot (by vote, last log id and length) and the bytes of it a peer acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SnapshotAcked {
+    vote: Vote,
+    last: Option<LogId>,
+    total_len: u64,
+    offset: usize,
 }
 
 impl PeerState {
@@ -196,6 +208,7 @@ impl PeerState {
             probed: None,
             probe_failures: 0,
             probe_off: None,
+            snapshot_acked: None,
         }
     }
 }
@@ -273,7 +286,8 @@ pub struct PeerNetwork {
 /// leader's log holds the same log id. By Raft's Log Matching Property (§5.3) the two logs
 /// are then equal up to `matched`, and stay so while `vote` leads (a leader never rewrites its
 /// own log; only a higher vote can make the follower truncate, and then this leader's
-/// appends fail anyway).
+/// appends fail anyway), unless the follower's disk loses what it held: any answer that
+/// shows less drops the hint ([`forget_stale_hint`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchHint {
     /// The leader's vote the report was made under.
@@ -306,6 +320,39 @@ fn shortcut(hint: Option<&MatchHint>, vote: &Vote, prev: Option<&LogId>, last: &
         Shortcut::SendAfter(h.matched)
     } else {
         Shortcut::Send
+    }
+}
+
+/// What a peer's answer shows it does not hold.
+#[derive(Debug, Clone, Copy)]
+enum Lost<'a> {
+    /// A `Conflict` to an append after this log id (`None`: from the start of the log): the
+    /// peer lacks this entry.
+    At(Option<&'a LogId>),
+    /// The peer's last log id: it holds nothing after it.
+    After(&'a LogId),
+}
+
+/// Drops the match hint when the peer shows it no longer holds an entry at or below the hint:
+/// its log went back (a lost or restored data directory). The hint must never answer for
+/// entries the peer lost, or the leader would count them toward a quorum; openraft, told of
+/// the conflict, searches the match point again and sends the log anew
+/// (`allow_log_reversion`, `raft/timing.rs`).
+fn forget_stale_hint(hint: &mut Option<MatchHint>, lost: Lost<'_>, peer: u64) {
+    let Some(h) = hint.as_ref() else { return };
+    let went_back = match lost {
+        Lost::At(None) => true,
+        Lost::At(Some(at)) => at.index() <= h.matched.index(),
+        Lost::After(last) => last.index() < h.matched.index(),
+    };
+    if went_back {
+        tracing::warn!(
+            peer,
+            held = %h.matched,
+            "the peer's Raft log went back (its data directory was lost or restored): \
+             sending it the log again"
+        );
+        *hint = None;
     }
 }
 
@@ -428,6 +475,12 @@ impl PeerNetwork {
         if !matches!(answer.response, AppendEntriesResponse::HigherVote(_))
             && let Some(last) = answer.last_log_id
         {
+            // A follower whose log went back answers with less than it held before.
+            forget_stale_hint(
+                &mut lock(&self.state).matched,
+                Lost::After(&last),
+                self.target,
+            );
             match self.log.holds(&last) {
                 Ok(true) => {
                     tracing::debug!(peer = self.target, matched = %last, "follower's log matches");
@@ -569,6 +622,7 @@ impl PeerNetwork {
         };
         let (bytes, cut) = cut_to_budget(&mut rpc.entries, budget.unwrap_or(pacing.bytes_max));
         let last_sent = rpc.entries.last().map(|e| e.log_id());
+        let prev_sent = rpc.prev_log_id;
         // openraft does not cut a replication stream at `hard_ttl` (the heartbeat interval):
         // the base is the peer's measured round trip with this append's air time, and the
         // pacing stretches it for slow appends.
@@ -584,6 +638,9 @@ impl PeerNetwork {
             let mut st = lock(&self.state);
             if result.is_ok() {
                 st.rtt.sample(elapsed, air);
+            }
+            if matches!(result, Ok(AppendEntriesResponse::Conflict)) {
+                forget_stale_hint(&mut st.matched, Lost::At(prev_sent.as_ref()), self.target);
             }
             let p = &mut st.pacing;
             match &result {
@@ -735,7 +792,27 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let send_all = async {
             let data = &snapshot.snapshot;
             let total_len = data.len() as u64;
-            let mut offset = 0usize;
+            let this = |offset| SnapshotAcked {
+                vote,
+                last: snapshot.meta.last_log_id,
+                total_len,
+                offset,
+            };
+            // A transfer of the same snapshot cut by a timeout goes on from what the peer
+            // acknowledged; anything else starts at 0.
+            let mut offset = lock(&self.state)
+                .snapshot_acked
+                .as_ref()
+                .filter(|a| **a == this(a.offset) && a.offset < data.len())
+                .map_or(0, |a| a.offset);
+            if offset > 0 {
+                tracing::info!(
+                    peer = self.target,
+                    offset,
+                    total_len,
+                    "resuming a snapshot transfer from what the peer acknowledged"
+                );
+            }
             loop {
                 let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
                 let chunk = SnapshotChunk {
@@ -749,6 +826,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                     .rpc
                     .call(self.target, Request::Snapshot(chunk), option.soft_ttl())
                     .await;
+                // Only a timeout or a lost link keeps the resume point: a refusal or an
+                // answer out of sequence means the peer holds nothing to resume from.
+                let keep = matches!(resp, Ok(Response::Snapshot(Ok(None))) | Err(_));
+                lock(&self.state).snapshot_acked = match &resp {
+                    Ok(Response::Snapshot(Ok(None))) => Some(this(end)),
+                    _ if keep => Some(this(offset)),
+                    _ => None,
+                };
                 match resp {
                     Ok(Response::Snapshot(Ok(Some(done)))) => return Ok(done),
                     Ok(Response::Snapshot(Ok(None))) if end < data.len() => offset = end,

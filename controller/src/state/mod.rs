@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use self::dedupe::{DEDUPE_WINDOW, DedupeWindow, SeqCheck};
-pub use self::snapshot::SnapshotImage;
+pub use self::snapshot::{SnapshotImage, check_image};
 pub use ghatta_proto::outbox::OutboxRecord;
 
 /// Most outbox records [`StateMachine::recent_alarms`] reads for one answer: a day of a

@@ -151,6 +151,23 @@ pub(crate) fn current(db: &Database) -> io::Result<Option<Snapshot>> {
     }))
 }
 
+/// Whether `bytes` is an image of the state at `meta.last_log_id`: it decodes within the
+/// codec's limit and names that index as its last applied. Checked before openraft installs
+/// a received snapshot, because a failed install stops the node (a storage error is fatal to
+/// openraft) where a refused chunk only makes the leader send it again. Costs a decoded copy
+/// of the image for as long as the check runs.
+pub fn check_image(meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), String> {
+    let image: SnapshotImage =
+        codec::decode_snapshot(bytes).map_err(|e| format!("the image does not decode: {e}"))?;
+    if image.scalars.last_applied != meta.last_log_id {
+        return Err(format!(
+            "the image is of the state at {:?}, its metadata says {:?}",
+            image.scalars.last_applied, meta.last_log_id
+        ));
+    }
+    Ok(())
+}
+
 /// Replace the whole state machine with a snapshot received from the leader.
 pub(crate) fn install(
     db: &Database,

@@ -131,3 +131,77 @@ fn a_follower_that_never_answers_append_probes_still_gets_the_log() {
         c.shutdown().await;
     });
 }
+
+/// A follower whose data directory went back (restored from an older copy, then its
+/// `raft-log.redb` lost, as after an SD card failure) restarts under the same id. The leader must notice that
+/// the follower's log went backwards and send it the log again, rather than answer for it
+/// from what it acknowledged before: once the third node is stopped, the leader and the
+/// wiped follower alone must keep committing, and no acknowledged entry may be lost when the
+/// leader is lost after that.
+#[test]
+fn a_follower_whose_log_was_lost_is_sent_the_log_again_and_nothing_acknowledged_is_lost() {
+    run(13, async {
+        let mut c = Cluster::start(3).await;
+        let leader = c.wait_leader(Duration::from_secs(20)).await;
+        c.node(leader)
+            .propose_inputs(setup_inputs(CUSTOMERS))
+            .await
+            .expect("setup commits");
+        commit_rounds(&c, leader, 1..6).await;
+
+        let mut others = (1..=3).filter(|id| *id != leader);
+        let (wiped, third) = (others.next().unwrap(), others.next().unwrap());
+        // A copy of the follower's data directory taken now is restored later: its log and
+        // its state machine both go back.
+        c.stop_node(wiped).await;
+        let backup = c.dir(wiped).with_extension("backup");
+        copy_dir(&c.dir(wiped), &backup);
+        c.start_node(wiped).await;
+        commit_rounds(&c, leader, 6..9).await;
+        c.stop_node(wiped).await;
+        std::fs::remove_dir_all(c.dir(wiped)).expect("remove the data directory");
+        copy_dir(&backup, &c.dir(wiped));
+        // And the restored log is lost as well (an SD card that failed twice).
+        std::fs::remove_file(c.dir(wiped).join(ghatta::storage::LOG_FILE_NAME))
+            .expect("delete the follower's raft log");
+        c.start_node(wiped).await;
+        commit_rounds(&c, leader, 9..12).await;
+
+        // Only the leader and the wiped follower remain: every commit from here needs the
+        // follower to hold the log for real.
+        c.stop_node(third).await;
+        let acknowledged = commit_rounds(&c, leader, 12..16).await;
+        assert!(acknowledged > 0);
+        let committed = c.node(leader).status().commit_index;
+
+        // The leader is lost; the third node comes back and, with the wiped follower, must
+        // elect a leader whose log holds everything acknowledged.
+        c.stop_node(leader).await;
+        c.start_node(third).await;
+        let new_leader = c.wait_leader(Duration::from_secs(30)).await;
+        assert_ne!(new_leader, leader);
+        commit_rounds(&c, new_leader, 16..18).await;
+        let (applied, hashes) = c.wait_converged(Duration::from_secs(60)).await;
+        assert!(
+            applied > committed,
+            "applied {applied} after the leader's loss, acknowledged up to {committed}"
+        );
+        let distinct: std::collections::BTreeSet<_> = hashes.values().collect();
+        assert_eq!(distinct.len(), 1, "state hashes differ: {hashes:?}");
+
+        // The old leader comes back under a lower term and joins.
+        c.start_node(leader).await;
+        let (_, hashes) = c.wait_converged(Duration::from_secs(60)).await;
+        let distinct: std::collections::BTreeSet<_> = hashes.values().collect();
+        assert_eq!(distinct.len(), 1, "state hashes differ: {hashes:?}");
+        c.shutdown().await;
+    });
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for e in std::fs::read_dir(from).expect("read the data directory") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy a file");
+    }
+}

@@ -21,6 +21,8 @@ use ghatta::raft::{Body, PeerInfo};
 use ghatta::rpc::wire::{Forward, MemberOp, Request, WireBody, WireMessage};
 use ghatta_proto::codec;
 use ghatta_proto::frame;
+use openraft::vote::RaftLeaderId;
+use openraft_rt::WatchReceiver;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -479,7 +481,61 @@ fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposa
                 .plain
                 .send(leader, frame::encode(rogue, leader, &payload));
         }
+        // Forged snapshots to another follower, through the rogue's own sealing: one under a
+        // higher vote of its own, whose last log id openraft would take and whose garbage
+        // image would fail the install (a fatal storage error: the victim would stop), and
+        // one in the leader's name.
+        let term = members[&victim]
+            .node
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .current_term;
+        let forged_snapshot =
+            |vote: ghatta::raft::Vote, id: u64| ghatta::rpc::wire::SnapshotChunk {
+                vote,
+                meta: ghatta::raft::SnapshotMeta {
+                    last_log_id: Some(ghatta::raft::LogId::new(
+                        vote.leader_id().to_committed(),
+                        1_000_000,
+                    )),
+                    last_membership: Default::default(),
+                },
+                total_len: 3,
+                offset: 0,
+                data: vec![id as u8; 3],
+            };
+        let leaders_vote = members[&victim].node.raft().metrics().borrow_watched().vote;
+        for (i, chunk) in [
+            forged_snapshot(ghatta::raft::Vote::new_committed(term + 10, rogue), 1),
+            forged_snapshot(leaders_vote, 2),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let payload = codec::encode(&WireMessage {
+                id: 9_100 + i as u64,
+                body: WireBody::Request(Request::Snapshot(chunk)),
+            })
+            .unwrap();
+            members[&rogue]
+                .plain
+                .send(victim, frame::encode(rogue, victim, &payload));
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let hit = members[&victim].node.status();
+        assert_eq!(hit.refused.snapshot_refused, 2, "{:?}", hit.refused);
+        assert_eq!(
+            members[&victim]
+                .node
+                .raft()
+                .metrics()
+                .borrow_watched()
+                .current_term,
+            term,
+            "a forged snapshot moved the victim's term"
+        );
 
         let after = members[&leader].node.status();
         assert_eq!(after.refused.forged_origin, 1, "{:?}", after.refused);
