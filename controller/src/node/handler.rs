@@ -118,6 +118,14 @@ impl NodeHandler {
         }
     }
 
+    /// Whether this node abstains from votes (`node::amnesia`).
+    fn abstains(&self) -> bool {
+        let m = self.node.raft().metrics();
+        let m = m.borrow_watched();
+        let follows = m.vote.is_committed() && m.current_leader.is_some();
+        self.node.inner.amnesia.abstains(follows, m.last_log_index)
+    }
+
     /// Drops a snapshot transfer that went quiet (`snapshot_in::TRANSFER_IDLE_MAX`); called on
     /// every request, so a leader that moved on frees its bytes within a heartbeat of the
     /// limit.
@@ -163,6 +171,11 @@ impl Handler for NodeHandler {
                 };
                 Response::AppendProbe(answer)
             }
+            Request::Vote(_) | Request::PreVote(_) if self.abstains() => Response::Vote(Err(
+                "this node lost its Raft log and takes no part in elections until a leader \
+                 reaches it"
+                    .into(),
+            )),
             Request::Vote(r) => Response::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
             Request::PreVote(r) => {
                 Response::Vote(raft.pre_vote(r).await.map_err(|e| e.to_string()))

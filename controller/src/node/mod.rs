@@ -5,6 +5,7 @@
 //! demo, and inside the simulator (simulated disk, simulated links, simulated time): only
 //! what [`NodeBuilder`] is given differs.
 
+mod amnesia;
 mod builder;
 pub mod guard;
 mod handler;
@@ -150,6 +151,8 @@ struct Inner {
     faults: Arc<TestFaults>,
     /// What members may ask of this node, and the refusals so far.
     guard: guard::Guard,
+    /// Whether this node lost its vote and abstains from elections for now.
+    amnesia: amnesia::Amnesia,
     rpc: Arc<Rpc>,
     clock: Arc<dyn Clock>,
     proposer: proposer::Proposer,
@@ -253,8 +256,12 @@ impl Node {
         };
         let sm = StateMachine::open_with_hooks(env.stores.state.clone(), host, hooks)
             .map_err(StartError::State)?;
-        let log = LogStore::with_faults(env.stores.log.clone(), env.faults.clone())
+        let mut log = LogStore::with_faults(env.stores.log.clone(), env.faults.clone())
             .with_sync_latency(env.stores.log_sync.clone());
+        let vote = openraft::storage::RaftLogReader::read_vote(&mut log)
+            .await
+            .map_err(StartError::State)?;
+        let amnesia = amnesia::Amnesia::at_start(vote.as_ref(), sm.status().borrow().applied_index);
         let rpc = Rpc::new(opts.id, env.transport.clone());
         let mut config = opts.timing.raft_config(&opts.cluster_name)?;
         let snapshot_tuning = opts.snapshot.unwrap_or_default();
@@ -281,6 +288,7 @@ impl Node {
             log,
             faults: env.faults.clone(),
             guard: guard::Guard::default(),
+            amnesia,
             rpc: rpc.clone(),
             clock: env.clock,
             proposer,
