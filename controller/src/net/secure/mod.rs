@@ -197,7 +197,7 @@ pub enum SealSetupError {
 }
 
 /// Set up sealing for a node from its config values: read `key_file`, advance the boot epoch
-/// in `data_dir`, derive the pair keys for `peers`. Errors name the config key and the fix.
+/// in `data_dir` and beside `key_file`, derive the pair keys for `peers`. Errors name the config key and the fix.
 pub fn link_from_files(
     me: u64,
     cluster: &str,
@@ -209,6 +209,6 @@ pub fn link_from_files(
     if !peers.iter().any(|(id, _)| *id == me) {
         tracing::info!("peers does not list this node's own public key; nothing to cross-check");
     }
-    let epoch = BootEpoch::advance(data_dir).map_err(SealSetupError::Epoch)?;
+    let epoch = BootEpoch::advance_with(data_dir, Some(key_file)).map_err(SealSetupError::Epoch)?;
     Ok(SecureLink::new(me, cluster, &secret, peers, epoch)?)
 }
