@@ -5,6 +5,7 @@
 //! retries. Received frames go into the node's inbound queue as raw bytes; the RPC layer
 //! verifies them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -59,14 +60,81 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
-/// The sending half of the inbound queue, handed to transports.
-pub type InboundTx = mpsc::Sender<Vec<u8>>;
+/// Bytes of frames waiting in one inbound queue. Frames are queued before they are opened
+/// (sealing sits between this queue and the dispatcher), so a stranger's frames wait here
+/// too: 4,096 frames of up to 2 MiB (`tcp::TCP_FRAME_BYTES_MAX`) would be 8 GiB. 16 MiB holds
+/// what members send in one burst (appends paced to ~1 MiB, a few in flight per peer,
+/// snapshot chunks of 64 KiB) and is an eighth of the unit's `MemoryMax`; past it frames
+/// are dropped and counted like a full queue's.
+pub const INBOUND_QUEUE_BYTES_MAX: usize = 16 << 20;
+
+/// The sending half of the inbound queue, handed to transports: bounded in frames
+/// ([`INBOUND_QUEUE_FRAMES`]) and in bytes ([`INBOUND_QUEUE_BYTES_MAX`]).
+#[derive(Debug, Clone)]
+pub struct InboundTx {
+    tx: mpsc::Sender<Vec<u8>>,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
 /// The receiving half, read by the RPC dispatcher.
-pub type InboundRx = mpsc::Receiver<Vec<u8>>;
+#[derive(Debug)]
+pub struct InboundRx {
+    rx: mpsc::Receiver<Vec<u8>>,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+/// A frame the inbound queue did not take: it is full (in frames or bytes) or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the inbound queue is full or closed; the frame is dropped")]
+pub struct NotQueued;
+
+/// Permits a frame of `len` bytes takes (all of the budget at most, so any frame fits an
+/// empty queue).
+fn permits(len: usize) -> u32 {
+    len.min(INBOUND_QUEUE_BYTES_MAX) as u32
+}
+
+impl InboundTx {
+    /// Queues a frame if there is room; never waits.
+    pub fn try_send(&self, frame: Vec<u8>) -> Result<(), NotQueued> {
+        let n = permits(frame.len());
+        let permit = self.bytes.try_acquire_many(n).map_err(|_| NotQueued)?;
+        self.tx.try_send(frame).map_err(|_| NotQueued)?;
+        // Given back by the receiver when it takes the frame.
+        permit.forget();
+        Ok(())
+    }
+
+    /// Queues a frame, waiting for room.
+    pub async fn send(&self, frame: Vec<u8>) -> Result<(), NotQueued> {
+        let n = permits(frame.len());
+        let permit = self.bytes.acquire_many(n).await.map_err(|_| NotQueued)?;
+        self.tx.send(frame).await.map_err(|_| NotQueued)?;
+        permit.forget();
+        Ok(())
+    }
+}
+
+impl InboundRx {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.rx.recv().await?;
+        self.bytes.add_permits(permits(frame.len()) as usize);
+        Some(frame)
+    }
+}
 
 /// A new inbound queue.
 pub fn inbound_queue() -> (InboundTx, InboundRx) {
-    mpsc::channel(INBOUND_QUEUE_FRAMES)
+    let (tx, rx) = mpsc::channel(INBOUND_QUEUE_FRAMES);
+    let bytes = Arc::new(tokio::sync::Semaphore::new(INBOUND_QUEUE_BYTES_MAX));
+    (
+        InboundTx {
+            tx,
+            bytes: bytes.clone(),
+        },
+        InboundRx { rx, bytes },
+    )
 }
 
 /// Counters every link layer keeps (monotonic; shown by `status`).
@@ -127,5 +195,29 @@ impl LinkStats {
     /// Add `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_inbound_queue_is_bounded_in_bytes_and_frees_them_as_frames_are_taken() {
+        let (tx, mut rx) = inbound_queue();
+        let big = 2 << 20;
+        for _ in 0..INBOUND_QUEUE_BYTES_MAX / big {
+            tx.try_send(vec![0; big]).expect("room");
+        }
+        // A stranger's ninth maximal frame is dropped, though the queue has frames to spare.
+        assert_eq!(tx.try_send(vec![0; big]), Err(NotQueued));
+        assert_eq!(tx.try_send(vec![0; 1]), Err(NotQueued));
+        assert_eq!(rx.recv().await.map(|f| f.len()), Some(big));
+        tx.try_send(vec![0; big]).expect("room again");
+        // A frame longer than the whole budget still fits an empty queue.
+        let (tx, mut rx) = inbound_queue();
+        tx.send(vec![0; INBOUND_QUEUE_BYTES_MAX + 1]).await.unwrap();
+        assert!(rx.recv().await.is_some());
+        tx.send(vec![0; 10]).await.unwrap();
     }
 }
