@@ -76,6 +76,13 @@ pub enum NodeAction {
         /// Its clock from now on.
         clock: DriftClock,
     },
+    /// Start (`on`) or stop the node's forgeries (`FaultKind::Rogue`).
+    SetRogue {
+        /// The node.
+        node: NodeId,
+        /// Forging from now on, or not.
+        on: bool,
+    },
     /// Set the node's disk sync delay (`SimDisk::set_sync_delay`).
     SetSyncDelay {
         /// The node.
@@ -143,6 +150,7 @@ enum Undo {
     Links(Vec<(NodeId, NodeId)>),
     Clock(NodeId),
     Disk(NodeId),
+    Rogue(NodeId),
     /// The node and the ramp back to normal.
     Load(NodeId, Duration),
     /// The node and the ramp back to normal.
@@ -621,6 +629,14 @@ impl FaultDriver {
                     format!("slow disk on {n}: {sync_delay_ms} ms per sync"),
                 )
             }
+            FaultKind::Rogue { node } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                tick.actions
+                    .push(NodeAction::SetRogue { node: n, on: true });
+                (Undo::Rogue(n), format!("node {n} goes rogue"))
+            }
             FaultKind::FlapLink {
                 a,
                 b,
@@ -795,6 +811,9 @@ impl FaultDriver {
                 node: n,
                 delay: Duration::ZERO,
             }),
+            Undo::Rogue(n) => tick
+                .actions
+                .push(NodeAction::SetRogue { node: n, on: false }),
             Undo::Load(n, ramp) => tick.actions.push(NodeAction::SetLoadScale {
                 node: n,
                 scale: 1.0,

@@ -57,6 +57,13 @@ pub struct SecuritySummary {
     pub stale_epoch: u64,
     /// Hellos sent to tell a restarted peer this node's epoch.
     pub hellos_sent: u64,
+    /// Forgeries a rogue member sent (`kind = "rogue"` faults).
+    #[serde(default)]
+    pub rogue_sent: u64,
+    /// Requests the nodes refused as not the sender's to make, every reason (the members'
+    /// `status().refused`, summed over nodes and incarnations).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// What the controller knows only at the end of a run.

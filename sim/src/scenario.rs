@@ -405,6 +405,15 @@ pub enum FaultKind {
         #[serde(default)]
         offset_ms: i64,
     },
+    /// The node goes rogue until the fault ends (or its incarnation does): keeping its key
+    /// and running honestly otherwise, it also sends its peers forgeries through its own
+    /// sealed link every second (another member's top-up, the WAN cursor to the end, a timer
+    /// tick, a snapshot under a higher vote of its own; `ghatta_simulate::rogue`). The
+    /// checkers must stay green and the peers count each refusal (`security.refused`).
+    Rogue {
+        /// The node.
+        node: Target,
+    },
     /// The node's disk syncs slowly.
     SlowDisk {
         /// The node.
@@ -754,6 +763,7 @@ impl Scenario {
                 | FaultKind::Restart { node }
                 | FaultKind::ClockDrift { node, .. }
                 | FaultKind::SlowDisk { node, .. }
+                | FaultKind::Rogue { node }
                 | FaultKind::Overload { node, .. }
                 | FaultKind::Drought { node, .. } => vec![("node", *node)],
                 FaultKind::HealAll => vec![],

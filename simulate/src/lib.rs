@@ -19,6 +19,7 @@
 //! - [`measure`]: `ghatta-sim measure` (Raft's bytes, commit latency, failover and elections
 //!   on a scenario's links, without plants);
 //! - [`replay`]: `ReplayCache`, the actor host's delivery cache shared by the nodes;
+//! - [`rogue`]: a member gone rogue (`kind = "rogue"` faults): its forgeries;
 //! - [`emulator`]: the radio channel (ptys) and WAN link (TCP proxy) emulators;
 //! - [`radio_measure`]: `ghatta-sim radio-measure`, the same measurements in real time over
 //!   ptys and the radio channel emulator.
@@ -51,6 +52,7 @@ pub mod measure;
 pub mod observer;
 pub mod radio_measure;
 pub mod replay;
+pub mod rogue;
 pub mod setup;
 pub mod transport;
 pub mod world;

@@ -10,7 +10,7 @@
 //! end-of-run checks.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -37,6 +37,7 @@ use super::clock::SimClock;
 use super::lock;
 use super::lockstep::{self, Engine};
 use super::observer::{Shared, SimObserver};
+use super::rogue;
 use super::setup;
 use super::transport::{SealWith, SimTransport, TransportStats, node_links};
 use crate::replay::ReplayCache;
@@ -45,7 +46,7 @@ use ghatta::field::FieldConfig;
 use ghatta::field::{self, CustomerMap, FieldStats};
 use ghatta::journal::Journal;
 use ghatta::net::secure::SealStats;
-use ghatta::net::transport::inbound_queue;
+use ghatta::net::transport::{Transport, inbound_queue};
 use ghatta::node::{Node, NodeBuilder};
 use ghatta::observe::TestFaults;
 use ghatta::raft::timing::Timing;
@@ -267,6 +268,10 @@ fn security_summary(slots: &[Slot]) -> SecuritySummary {
         sum.stale_epoch += c.older_epoch + c.stale_receiver_epoch + c.before_introduction;
         sum.hellos_sent += c.hellos_sent;
     }
+    for s in slots {
+        sum.rogue_sent += s.rogue_sent.load(Ordering::Relaxed);
+        sum.refused += s.refused;
+    }
     sum
 }
 
@@ -276,6 +281,10 @@ struct Incarnation {
     alive: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
     field: Option<JoinHandle<()>>,
+    /// The node's links (sealed when the scenario is): a rogue's forgeries go out here.
+    transport: Arc<dyn Transport>,
+    /// The forgeries of a node gone rogue (`kind = "rogue"`), while they run.
+    rogue: Option<JoinHandle<()>>,
 }
 
 /// Everything a new incarnation is started from, owned, so the start can run on the node's
@@ -351,6 +360,7 @@ impl StartPlan {
             builder =
                 builder.initialize(members.iter().map(|&m| (m, PeerInfo::default())).collect());
         }
+        let transport = links.transport.clone();
         let node = match builder.start(stores, links.transport, links.inbound).await {
             Ok(n) => n,
             Err(e) => {
@@ -377,6 +387,8 @@ impl StartPlan {
                 alive,
                 tasks,
                 field,
+                transport,
+                rogue: None,
             },
             links.seal_stats.into_iter().collect(),
         ))
@@ -400,6 +412,12 @@ struct Slot {
     plant: Option<usize>,
     run: Option<Incarnation>,
     role: Option<(SimRole, u64)>,
+    /// A `rogue` fault is open on this node: every incarnation forges while it is.
+    rogue_on: bool,
+    /// Forgeries sent, over every incarnation.
+    rogue_sent: Arc<AtomicU64>,
+    /// Requests this node refused (`status().refused`), over ended incarnations.
+    refused: u64,
 }
 
 /// The running incarnations the operator may propose through: node id -> (slot, incarnation,
@@ -535,6 +553,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
             plant: plant_of.get(&(i as u32)).copied(),
             run: None,
             role: None,
+            rogue_on: false,
+            rogue_sent: Arc::default(),
+            refused: 0,
         })
         .collect();
 
@@ -698,7 +719,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     for i in 0..w.slots.len() {
         if let Some(r) = w.slots[i].run.take() {
             r.alive.store(false, Ordering::Relaxed);
-            for t in r.tasks.into_iter().chain(r.field) {
+            w.slots[i].refused += rogue::refused_total(&r.node);
+            for t in r.tasks.into_iter().chain(r.field).chain(r.rogue) {
                 t.abort();
             }
             let node = r.node;
@@ -903,6 +925,17 @@ impl World {
                     self.slots[i].clock.set_at(clock, now);
                 }
             }
+            NodeAction::SetRogue { node, on } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.slots[i].rogue_on = on;
+                    if on {
+                        self.start_rogue(i);
+                    } else if let Some(t) = self.slots[i].run.as_mut().and_then(|r| r.rogue.take())
+                    {
+                        t.abort();
+                    }
+                }
+            }
             NodeAction::SetSyncDelay { node, delay } => {
                 if let Some(i) = self.slot_of(node) {
                     // One card holds all three databases; the node waits on the log's fsyncs
@@ -950,6 +983,9 @@ impl World {
                 self.incarnations += 1;
                 lock(&self.running).insert(id, (i, self.incarnations, inc.node.clone()));
                 self.slots[i].run = Some(inc);
+                if self.slots[i].rogue_on {
+                    self.start_rogue(i);
+                }
             }
             Err(e) => {
                 // A node that cannot come back from its own disks has lost data.
@@ -1051,15 +1087,35 @@ impl World {
         );
     }
 
+    /// Starts node `i`'s forgeries on its runtime, if it runs and they do not yet.
+    fn start_rogue(&mut self, i: usize) {
+        let members: Vec<u64> = self.slots.iter().map(|s| s.id).collect();
+        let s = &mut self.slots[i];
+        let Some(r) = s.run.as_mut().filter(|r| r.rogue.is_none()) else {
+            return;
+        };
+        r.rogue = Some(self.engine.spawn_on(
+            i,
+            rogue::run(
+                s.id,
+                members,
+                r.transport.clone(),
+                r.node.clone(),
+                s.rogue_sent.clone(),
+            ),
+        ));
+    }
+
     /// The end of node `i`'s incarnation `r` at `t_ms`, after a kill or a stop: its tasks
     /// are dropped, it leaves the running set and the observer sees it shut down. Returns
     /// the node, for a kill to stop its core.
     fn end_incarnation(&mut self, i: usize, r: Incarnation, t_ms: u64) -> Node {
         r.alive.store(false, Ordering::Relaxed);
-        for t in r.tasks.into_iter().chain(r.field) {
+        for t in r.tasks.into_iter().chain(r.field).chain(r.rogue) {
             t.abort();
         }
         let s = &mut self.slots[i];
+        s.refused += rogue::refused_total(&r.node);
         lock(&self.running).remove(&s.id);
         let term = s.role.map_or(0, |(_, t)| t);
         s.role = Some((SimRole::Shutdown, term));

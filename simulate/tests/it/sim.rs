@@ -168,6 +168,26 @@ fn the_shipped_scenarios_pass_a_short_run() {
     }
 }
 
+/// A member goes rogue mid-run, keeping its key (`rogue-member`): its peers refuse every
+/// forgery (another member's top-up, the WAN cursor, a tick, a snapshot under its own higher
+/// vote) while the cluster, the rogue's honest half included, goes on and every checker stays
+/// green.
+#[test]
+fn a_member_gone_rogue_is_refused_and_the_checkers_stay_green() {
+    let s = scenario("rogue-member", 600.0, 60.0);
+    let r = run(&s, 1, Mutation::None);
+    assert!(r.passed, "{}", explain(&r));
+    let sec = r.security.expect("a sealed run reports its openers");
+    assert!(sec.rogue_sent > 100, "the rogue forged: {sec:?}");
+    // Each forgery reaching a running peer is refused and counted; some are lost with the
+    // links and while nodes are down.
+    assert!(
+        sec.refused * 10 >= sec.rogue_sent * 8,
+        "refused most forgeries: {sec:?}"
+    );
+    assert!(r.commits > 0, "{}", explain(&r));
+}
+
 /// The mutation test: with the (node, sequence) dedupe switched off, a proposal whose first
 /// attempt committed but whose answer was lost is applied again when its origin retries it.
 /// The checkers must catch that within 50 seeds, and the same seeds must pass without it.
