@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cockpit;
 pub mod dto;
 pub mod error;
 
@@ -40,12 +41,25 @@ pub struct FieldView(pub Option<Arc<FieldStats>>);
 
 /// The router for one node; every method but GET and HEAD needs `auth`'s token.
 pub fn router(node: Node, auth: auth::AdminAuth) -> Router {
-    router_with_field(node, auth, FieldView::default())
+    router_with_field(
+        node,
+        auth,
+        FieldView::default(),
+        cockpit::Cockpit::default(),
+    )
 }
 
-/// [`router`], with the field loop's counters in `status`.
-pub fn router_with_field(node: Node, auth: auth::AdminAuth, field: FieldView) -> Router {
+/// [`router`], with the field loop's counters in `status` and the cockpit's history.
+pub fn router_with_field(
+    node: Node,
+    auth: auth::AdminAuth,
+    field: FieldView,
+    cockpit: cockpit::Cockpit,
+) -> Router {
     Router::new()
+        .route("/", get(overview_page))
+        .route("/ui/alarms", get(alarms_page))
+        .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/alarms", get(alarms))
         .route("/member", post(member))
@@ -55,6 +69,7 @@ pub fn router_with_field(node: Node, auth: auth::AdminAuth, field: FieldView) ->
         .route("/billing-config", post(billing_config))
         .route("/balancing-config", post(balancing_config))
         .layer(Extension(field))
+        .layer(Extension(cockpit))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -72,14 +87,29 @@ pub async fn serve(
     serve_with_field(listener, node, auth, FieldView::default()).await
 }
 
-/// [`serve`], with the field loop's counters in `status`.
+/// [`serve`], with the field loop's counters in `status` and, sampled from them, the
+/// cockpit's charts.
 pub async fn serve_with_field(
     listener: tokio::net::TcpListener,
     node: Node,
     auth: auth::AdminAuth,
     field: FieldView,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router_with_field(node, auth, field)).await
+    let cockpit = cockpit::Cockpit::default();
+    // Dropped (and so stopped) when the server ends.
+    let _sampler = field
+        .0
+        .clone()
+        .map(|stats| AbortOnDrop(cockpit.spawn_sampler(node.clone(), stats)));
+    axum::serve(listener, router_with_field(node, auth, field, cockpit)).await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Bind the admin listener, with an error naming the address and the config key.
@@ -98,7 +128,8 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, AdminError> {
         })
 }
 
-async fn status(State(node): State<Node>, Extension(field): Extension<FieldView>) -> ApiResult {
+/// The status JSON: the node's, with the field loop's counters under `field`.
+fn status_json(node: &Node, field: &FieldView) -> Result<Value, (StatusCode, Json<Value>)> {
     let internal = |e: serde_json::Error| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let mut v = serde_json::to_value(node.status()).map_err(internal)?;
     // Added beside the node's fields, none renamed: scripts reading the old ones keep working.
@@ -108,7 +139,48 @@ async fn status(State(node): State<Node>, Extension(field): Extension<FieldView>
             serde_json::to_value(stats.snapshot()).map_err(internal)?,
         );
     }
-    Ok(Json(v))
+    Ok(v)
+}
+
+async fn status(State(node): State<Node>, Extension(field): Extension<FieldView>) -> ApiResult {
+    status_json(&node, &field).map(Json)
+}
+
+type Page = Result<axum::response::Html<String>, (StatusCode, Json<Value>)>;
+
+/// `GET /`: the cockpit's overview page.
+async fn overview_page(
+    State(node): State<Node>,
+    Extension(field): Extension<FieldView>,
+    Extension(cockpit): Extension<cockpit::Cockpit>,
+) -> Page {
+    let status = status_json(&node, &field)?;
+    Ok(axum::response::Html(cockpit::overview(
+        node.id(),
+        &status,
+        &cockpit,
+    )))
+}
+
+/// `GET /ui/alarms`: the newest committed alarms as a page.
+async fn alarms_page(State(node): State<Node>) -> Page {
+    let reply = read_alarms(&node, cockpit::ALARMS_PAGE_ROWS).await?;
+    Ok(axum::response::Html(cockpit::alarms(node.id(), &reply)))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(
+    State(node): State<Node>,
+    Extension(field): Extension<FieldView>,
+) -> Result<impl axum::response::IntoResponse, (StatusCode, Json<Value>)> {
+    let status = status_json(&node, &field)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            cockpit::metrics::CONTENT_TYPE,
+        )],
+        cockpit::metrics::render(&status),
+    ))
 }
 
 /// The newest committed alarms (billing's refused reads, replayed tokens, unknown accounts;
@@ -118,6 +190,17 @@ async fn alarms(
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> ApiResult {
     let limit = dto::alarms_limit(query.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let reply = read_alarms(&node, limit).await?;
+    serde_json::to_value(reply)
+        .map(Json)
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// The newest `limit` committed alarms.
+async fn read_alarms(
+    node: &Node,
+    limit: usize,
+) -> Result<dto::AlarmsReply, (StatusCode, Json<Value>)> {
     // A read of up to ALARM_SCAN_RECORDS_MAX records: off the async workers.
     let sm = node.state_machine().clone();
     let found = tokio::task::spawn_blocking(move || sm.recent_alarms(limit))
@@ -129,14 +212,11 @@ async fn alarms(
                 format!("cannot read the alarms from the state database: {e}"),
             )
         })?;
-    let reply = dto::AlarmsReply {
+    Ok(dto::AlarmsReply {
         alarms: found.alarms.iter().map(dto::AlarmView::of).collect(),
         whole_outbox: found.whole_outbox,
         limited: found.limited,
-    };
-    serde_json::to_value(reply)
-        .map(Json)
-        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
 }
 
 async fn member(State(node): State<Node>, Json(op): Json<dto::MemberRequest>) -> ApiResult {

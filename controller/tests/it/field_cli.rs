@@ -402,3 +402,141 @@ fn start_and_wait_for_status(config: &Path, admin: &str) -> String {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// A plain HTTP/1.0 GET on loopback: (status line, headers and body as text).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_string(), body.to_string())
+}
+
+/// The browser a technician's laptop has (Debian's `chromium`), if installed.
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// The page as a real browser renders it (`--dump-dom`: the DOM after parsing).
+fn render_in_browser(browser: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = Command::new(browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--timeout=20000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the browser");
+    assert!(
+        out.status.success(),
+        "{browser} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The operator's cockpit (issue 22), as an operator opens it: `ghatta run` with a simulated
+/// board serves the overview (grid now, charts of the last hour and day, consensus, links),
+/// the alarms page and `/metrics`; a real browser renders the pages, each under the size
+/// bound, with nothing fetched from outside.
+#[test]
+fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (.ci/run) for the cockpit's browser test"
+        );
+        eprintln!("no chromium here: the cockpit's browser test is skipped (CI runs it)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 20\n");
+    let mut child = Child(
+        Command::new(GHATTA)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ghatta run"),
+    );
+    // Wait for the node to lead and a few grid samples to reach the history.
+    let started = Instant::now();
+    let metrics = loop {
+        if let Ok(Some(exit)) = child.0.try_wait() {
+            panic!("ghatta run exited early ({exit})");
+        }
+        if std::net::TcpStream::connect(&admin).is_ok() {
+            let (head, body) = http_get(&admin, "/metrics");
+            if head.starts_with("HTTP/1.0 200")
+                && body.contains("ghatta_role{role=\"leader\"} 1")
+                && body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("ghatta_field_samples "))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 3)
+            {
+                assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+                break body;
+            }
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "the node did not lead with grid samples"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        metrics.contains("\nghatta_field_frequency_mhz "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nghatta_commit_index "), "{metrics}");
+    // A sample a second reaches the charts.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let (head, body) = http_get(&admin, "/");
+    assert!(
+        head.starts_with("HTTP/1.0 200") && head.contains("text/html"),
+        "{head}"
+    );
+    assert!(body.len() < 100 * 1024, "overview is {} bytes", body.len());
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "an external asset"
+    );
+    let dom = render_in_browser(browser, &format!("http://{admin}/"));
+    assert!(dom.contains("<h1>Overview</h1>"), "{dom}");
+    assert!(
+        dom.contains("id=\"frequency\""),
+        "the grid's frequency now: {dom}"
+    );
+    assert!(dom.contains(" Hz</td>"), "{dom}");
+    assert_eq!(dom.matches("<svg").count(), 3, "three charts: {dom}");
+    assert!(
+        dom.contains("<polyline"),
+        "the last hour has samples: {dom}"
+    );
+    assert!(dom.contains("<td>leader</td>"), "the node's role: {dom}");
+
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/alarms"));
+    assert!(dom.contains("<h1>Alarms</h1>"), "{dom}");
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+}

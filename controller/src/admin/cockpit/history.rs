@@ -1,0 +1,159 @@
+//! The grid's recent history on the board, for the cockpit's charts: one sample a second for
+//! the last hour, and per-minute minimum, mean and maximum for the last day, in memory.
+//!
+//! Bounded in entries (so in bytes: [`HISTORY_BYTES_MAX`]); a restart starts it empty (the
+//! committed record of the grid is the outbox's, which the central keeps). Logic only: samples
+//! and their times are passed in.
+
+use std::collections::VecDeque;
+
+/// One-second samples kept: an hour, the window an operator looks back over after a trip.
+pub const SECONDS_KEPT: usize = 3_600;
+/// One-minute aggregates kept: a day, to see the evening peak and the night's lows.
+pub const MINUTES_KEPT: usize = 1_440;
+/// What the history holds at most: [`SECONDS_KEPT`] samples and [`MINUTES_KEPT`]
+/// aggregates of the sizes below (~160 KiB), small beside the node's ~45 MiB.
+pub const HISTORY_BYTES_MAX: usize =
+    SECONDS_KEPT * std::mem::size_of::<Sample>() + MINUTES_KEPT * std::mem::size_of::<Minute>();
+
+/// One reading of the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Unix ms.
+    pub t_ms: u64,
+    /// Frequency, mHz.
+    pub frequency_mhz: u64,
+    /// Voltage, dV.
+    pub voltage_dv: u64,
+    /// UFLS stages tripped.
+    pub ufls_stages: u64,
+    /// Ballast stages held by protection.
+    pub ballast_stages: u64,
+}
+
+/// A minute of samples of one quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Lowest.
+    pub min: u64,
+    /// Mean (rounded down).
+    pub mean: u64,
+    /// Highest.
+    pub max: u64,
+}
+
+/// A minute's aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Minute {
+    /// Start of the minute, Unix ms.
+    pub t_ms: u64,
+    /// Frequency, mHz.
+    pub frequency_mhz: Span,
+    /// Voltage, dV.
+    pub voltage_dv: Span,
+}
+
+/// The history.
+#[derive(Debug, Default)]
+pub struct History {
+    seconds: VecDeque<Sample>,
+    minutes: VecDeque<Minute>,
+    /// Samples of the minute being gathered.
+    open: Vec<Sample>,
+}
+
+const MINUTE_MS: u64 = 60_000;
+
+fn span(xs: impl Iterator<Item = u64> + Clone) -> Span {
+    let n = xs.clone().count().max(1) as u64;
+    Span {
+        min: xs.clone().min().unwrap_or(0),
+        mean: xs.clone().sum::<u64>() / n,
+        max: xs.max().unwrap_or(0),
+    }
+}
+
+impl History {
+    /// Adds a sample; one older than the newest is ignored (the wall clock stepped back).
+    pub fn push(&mut self, s: Sample) {
+        if self.seconds.back().is_some_and(|b| s.t_ms < b.t_ms) {
+            return;
+        }
+        if let Some(first) = self.open.first()
+            && s.t_ms / MINUTE_MS != first.t_ms / MINUTE_MS
+        {
+            let m = Minute {
+                t_ms: first.t_ms / MINUTE_MS * MINUTE_MS,
+                frequency_mhz: span(self.open.iter().map(|x| x.frequency_mhz)),
+                voltage_dv: span(self.open.iter().map(|x| x.voltage_dv)),
+            };
+            if self.minutes.len() == MINUTES_KEPT {
+                self.minutes.pop_front();
+            }
+            self.minutes.push_back(m);
+            self.open.clear();
+        }
+        self.open.push(s);
+        if self.seconds.len() == SECONDS_KEPT {
+            self.seconds.pop_front();
+        }
+        self.seconds.push_back(s);
+    }
+
+    /// The one-second samples, oldest first.
+    pub fn seconds(&self) -> impl Iterator<Item = &Sample> {
+        self.seconds.iter()
+    }
+
+    /// The closed minutes, oldest first.
+    pub fn minutes(&self) -> impl Iterator<Item = &Minute> {
+        self.minutes.iter()
+    }
+
+    /// The newest sample.
+    pub fn latest(&self) -> Option<&Sample> {
+        self.seconds.back()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t_ms: u64, f: u64) -> Sample {
+        Sample {
+            t_ms,
+            frequency_mhz: f,
+            voltage_dv: 2_300,
+            ufls_stages: 0,
+            ballast_stages: 0,
+        }
+    }
+
+    #[test]
+    fn an_hour_of_seconds_and_a_day_of_minutes_and_no_more() {
+        let mut h = History::default();
+        let t0 = 1_700_000_000_000 / MINUTE_MS * MINUTE_MS;
+        for i in 0..(MINUTES_KEPT as u64 + 10) * 60 {
+            h.push(at(t0 + i * 1_000, 50_000 + i % 60));
+        }
+        assert_eq!(h.seconds().count(), SECONDS_KEPT);
+        assert_eq!(h.minutes().count(), MINUTES_KEPT);
+        let m = h.minutes().last().unwrap();
+        assert_eq!(
+            m.frequency_mhz,
+            Span {
+                min: 50_000,
+                mean: 50_029,
+                max: 50_059
+            }
+        );
+        assert_eq!(m.t_ms % MINUTE_MS, 0);
+        // A step back of the wall clock is ignored.
+        let n = h.seconds().count();
+        let last = h.latest().unwrap().t_ms;
+        h.push(at(last - 5_000, 1));
+        assert_eq!(h.latest().unwrap().t_ms, last);
+        assert_eq!(h.seconds().count(), n);
+    }
+}

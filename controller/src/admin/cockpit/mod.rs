@@ -1,0 +1,307 @@
+//! The operator's cockpit, served by every node on its admin listener: an overview page (the
+//! grid now and its last hour and day as charts, the node's Raft state, links and refusals),
+//! an alarms page, and `/metrics` for Prometheus. Server-rendered HTML with inline SVG, no
+//! script and no external asset: it works with no internet, from the board itself, over a
+//! slow village Wi-Fi (each page a few KiB; the browser test checks the bound).
+//!
+//! Pages are GETs, which the admin API serves without its token (`admin::auth`), read-only;
+//! the listener is on loopback unless the operator opens it (`admin_listen`).
+
+pub mod history;
+pub mod html;
+pub mod metrics;
+pub mod svg;
+
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use self::history::{History, Sample};
+use self::html::escape;
+use crate::field::FieldStats;
+use crate::node::Node;
+
+/// How often the grid is sampled into the history: the charts' resolution over the last hour.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Alarms the alarms page lists, newest first.
+pub const ALARMS_PAGE_ROWS: usize = 100;
+/// The largest page the cockpit may serve: pages must load over a weak link in seconds.
+pub const PAGE_BYTES_MAX: usize = 100 * 1024;
+
+/// The cockpit's state: the grid's recent history.
+#[derive(Clone, Default)]
+pub struct Cockpit {
+    history: Arc<Mutex<History>>,
+}
+
+impl Cockpit {
+    /// Samples the field loop's gauges into the history every [`SAMPLE_INTERVAL`], stamped
+    /// with the node's clock, until the task is dropped.
+    pub fn spawn_sampler(&self, node: Node, stats: Arc<FieldStats>) -> tokio::task::JoinHandle<()> {
+        let history = self.history.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = stats.snapshot();
+                if s.samples == 0 {
+                    continue;
+                }
+                let sample = Sample {
+                    t_ms: node.clock().now_ms(),
+                    frequency_mhz: s.frequency_mhz,
+                    voltage_dv: s.voltage_dv,
+                    ufls_stages: s.ufls_stages_tripped,
+                    ballast_stages: s.ballast_held,
+                };
+                history
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(sample);
+            }
+        })
+    }
+
+    fn with_history<R>(&self, f: impl FnOnce(&History) -> R) -> R {
+        f(&self.history.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn row(out: &mut String, k: &str, v: impl std::fmt::Display) {
+    let _ = write!(
+        out,
+        "<tr><th>{}</th><td>{}</td></tr>",
+        escape(k),
+        escape(&v.to_string())
+    );
+}
+
+/// A value from the status JSON, or "-".
+fn field(status: &serde_json::Value, path: &[&str]) -> String {
+    let mut v = status;
+    for p in path {
+        match v.get(p) {
+            Some(x) => v = x,
+            None => return "-".into(),
+        }
+    }
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The overview page from the status JSON and the history.
+pub fn overview(node_id: u64, status: &serde_json::Value, cockpit: &Cockpit) -> String {
+    let mut b = String::new();
+    b.push_str("<h2>Grid now</h2><table>");
+    let latest = cockpit.with_history(|h| h.latest().copied());
+    match latest {
+        Some(s) => {
+            let f = s.frequency_mhz as f64 / 1_000.0;
+            let class = if (49.0..=51.0).contains(&f) {
+                "ok"
+            } else {
+                "bad"
+            };
+            let _ = write!(
+                b,
+                "<tr><th>Frequency</th><td class=\"{class}\" id=\"frequency\">{f:.3} Hz</td></tr>"
+            );
+            row(
+                &mut b,
+                "Voltage",
+                format!("{:.1} V", s.voltage_dv as f64 / 10.0),
+            );
+            row(&mut b, "Shedding stages tripped", s.ufls_stages);
+            row(&mut b, "Ballast stages held", s.ballast_stages);
+        }
+        None => b.push_str(
+            "<tr><td>No grid sample yet (no field loop, or it has not read the grid).</td></tr>",
+        ),
+    }
+    row(&mut b, "Customers", field(status, &["customers"]));
+    row(
+        &mut b,
+        "Disconnected by billing",
+        field(status, &["disconnected"]),
+    );
+    b.push_str("</table>");
+
+    let (freq, volt, day) = cockpit.with_history(|h| {
+        (
+            h.seconds()
+                .map(|s| (s.t_ms, s.frequency_mhz as f64 / 1_000.0))
+                .collect::<Vec<_>>(),
+            h.seconds()
+                .map(|s| (s.t_ms, s.voltage_dv as f64 / 10.0))
+                .collect::<Vec<_>>(),
+            h.minutes()
+                .flat_map(|m| {
+                    [
+                        (m.t_ms, m.frequency_mhz.min as f64 / 1_000.0),
+                        (m.t_ms + 30_000, m.frequency_mhz.max as f64 / 1_000.0),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )
+    });
+    let band = [
+        svg::Guide {
+            value: 49.0,
+            label: "49 Hz",
+        },
+        svg::Guide {
+            value: 51.0,
+            label: "51 Hz",
+        },
+    ];
+    b.push_str("<h2>Frequency, last hour</h2>");
+    b.push_str(&svg::line_chart(
+        "Frequency, last hour",
+        "Hz",
+        &freq,
+        48.0,
+        52.0,
+        &band,
+    ));
+    b.push_str("<h2>Voltage, last hour</h2>");
+    b.push_str(&svg::line_chart(
+        "Voltage, last hour",
+        "V",
+        &volt,
+        180.0,
+        260.0,
+        &[],
+    ));
+    b.push_str("<h2>Frequency, last day (each minute's lowest and highest)</h2>");
+    b.push_str(&svg::line_chart(
+        "Frequency, last day",
+        "Hz",
+        &day,
+        48.0,
+        52.0,
+        &band,
+    ));
+
+    b.push_str("<h2>Consensus</h2><table>");
+    for (k, p) in [
+        ("Role", "role"),
+        ("Term", "term"),
+        ("Leader", "leader"),
+        ("Commit index", "commit_index"),
+        ("Applied index", "applied_index"),
+        ("Voters", "voters"),
+        ("Learners", "learners"),
+        ("Outbox records", "outbox_len"),
+        ("Actor traps", "trapped_total"),
+    ] {
+        row(&mut b, k, field(status, &[p]));
+    }
+    if let Some(ms) = status.get("log_time_ms").and_then(|v| v.as_u64()) {
+        row(&mut b, "Log time (UTC)", chrono_like(ms));
+    }
+    b.push_str("</table><h2>Links</h2><table>");
+    for (k, p) in [
+        ("Frames sent", "frames_sent"),
+        ("Frames received", "frames_received"),
+        ("Frames refused by the frame layer", "rejected"),
+        ("Send drops", "send_dropped"),
+        ("Connections made", "connects"),
+    ] {
+        row(&mut b, k, field(status, &["link", p]));
+    }
+    b.push_str("</table><h2>Refused requests from members</h2><table>");
+    if let Some(r) = status.get("refused").and_then(|r| r.as_object()) {
+        for (k, v) in r {
+            row(&mut b, k, v);
+        }
+    }
+    b.push_str("</table>");
+    html::page("Overview", node_id, &b)
+}
+
+/// The alarms page from `GET /alarms`'s reply.
+pub fn alarms(node_id: u64, reply: &crate::admin::dto::AlarmsReply) -> String {
+    let mut b = String::new();
+    if reply.alarms.is_empty() {
+        b.push_str("<p>No alarm in the outbox.</p>");
+    } else {
+        b.push_str("<table><tr><th>Log time (UTC)</th><th>Actor</th><th>Alarm</th><th>Subject</th><th>Value</th><th>Text</th></tr>");
+        for a in &reply.alarms {
+            let t = chrono_like(a.time_ms);
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&t),
+                escape(&a.actor),
+                escape(&a.code),
+                a.subject,
+                a.value,
+                escape(&a.text)
+            );
+        }
+        b.push_str("</table>");
+    }
+    if reply.limited {
+        b.push_str("<p>Older alarms are not listed: the newest only.</p>");
+    }
+    html::page("Alarms", node_id, &b)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of a Unix time in ms, UTC (civil-from-days, no dependency).
+fn chrono_like(ms: u64) -> String {
+    let secs = ms / 1_000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_times_read_as_utc_dates() {
+        assert_eq!(chrono_like(0), "1970-01-01 00:00:00");
+        assert_eq!(chrono_like(1_764_928_800_000), "2025-12-05 10:00:00");
+        assert_eq!(chrono_like(951_825_600_000), "2000-02-29 12:00:00");
+    }
+
+    #[test]
+    fn the_overview_stays_small_with_a_full_history() {
+        let c = Cockpit::default();
+        {
+            let mut h = c.history.lock().unwrap();
+            for i in 0..(history::MINUTES_KEPT as u64 * 60) {
+                h.push(Sample {
+                    t_ms: 1_700_000_000_000 + i * 1_000,
+                    frequency_mhz: 49_800 + i % 400,
+                    voltage_dv: 2_300,
+                    ufls_stages: 0,
+                    ballast_stages: 1,
+                });
+            }
+        }
+        let status = serde_json::json!({"role": "Leader", "term": 3, "link": {}, "refused": {"forged_origin": 0}});
+        let page = overview(1, &status, &c);
+        assert!(page.len() < PAGE_BYTES_MAX, "{} bytes", page.len());
+        assert!(page.contains("id=\"frequency\"") && page.matches("<svg").count() == 3);
+    }
+}
