@@ -59,6 +59,7 @@ pub fn router_with_field(
     Router::new()
         .route("/", get(overview_page))
         .route("/ui/alarms", get(alarms_page))
+        .route("/ui/events", get(events_page))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/alarms", get(alarms))
@@ -166,6 +167,24 @@ async fn overview_page(
 async fn alarms_page(State(node): State<Node>) -> Page {
     let reply = read_alarms(&node, cockpit::ALARMS_PAGE_ROWS).await?;
     Ok(axum::response::Html(cockpit::alarms(node.id(), &reply)))
+}
+
+/// `GET /ui/events`: the event log.
+async fn events_page(State(node): State<Node>) -> Page {
+    // A read of up to ALARM_SCAN_RECORDS_MAX records: off the async workers.
+    let sm = node.state_machine().clone();
+    let found = tokio::task::spawn_blocking(move || {
+        sm.recent_outputs(cockpit::EVENTS_PAGE_ROWS, cockpit::is_event)
+    })
+    .await
+    .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        bad(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the events from the state database: {e}"),
+        )
+    })?;
+    Ok(axum::response::Html(cockpit::events(node.id(), &found)))
 }
 
 /// `GET /metrics`: Prometheus text format.

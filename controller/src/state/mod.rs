@@ -56,6 +56,34 @@ pub struct CommittedAlarm {
     pub alarm: ghatta_actor_sdk::Alarm,
 }
 
+/// An actor's output as committed in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOutput {
+    /// Outbox sequence.
+    pub seq: u64,
+    /// Log index of the entry whose apply emitted it.
+    pub index: u64,
+    /// Log time, Unix ms.
+    pub time_ms: u64,
+    /// The actor (or the host) that emitted it.
+    pub actor: ActorKind,
+    /// The output.
+    pub output: ghatta_actor_sdk::Output,
+}
+
+/// What [`StateMachine::recent_outputs`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentOutputs {
+    /// Newest first.
+    pub outputs: Vec<CommittedOutput>,
+    /// Outbox records read.
+    pub scanned: usize,
+    /// Whether every record in the outbox was read.
+    pub whole_outbox: bool,
+    /// Whether the search stopped at the `limit` asked for.
+    pub limited: bool,
+}
+
 /// What [`StateMachine::recent_alarms`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecentAlarms {
@@ -487,34 +515,65 @@ impl StateMachine {
     /// (`prune.rs`), so this is the board's alarm history without a table of its own; the
     /// answer says whether the scan reached the start of the outbox.
     pub fn recent_alarms(&self, limit: usize) -> io::Result<RecentAlarms> {
+        let found =
+            self.recent_outputs(limit, |o| matches!(o, ghatta_actor_sdk::Output::Alarm(_)))?;
+        Ok(RecentAlarms {
+            alarms: found
+                .outputs
+                .into_iter()
+                .filter_map(|c| match c.output {
+                    ghatta_actor_sdk::Output::Alarm(alarm) => Some(CommittedAlarm {
+                        seq: c.seq,
+                        index: c.index,
+                        time_ms: c.time_ms,
+                        actor: c.actor,
+                        alarm,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            scanned: found.scanned,
+            whole_outbox: found.whole_outbox,
+            limited: found.limited,
+        })
+    }
+
+    /// The newest committed outputs that `keep` selects, newest first: at most `limit`,
+    /// among the newest [`ALARM_SCAN_RECORDS_MAX`] outbox records (the cockpit's event log,
+    /// and [`StateMachine::recent_alarms`]).
+    pub fn recent_outputs(
+        &self,
+        limit: usize,
+        keep: impl Fn(&ghatta_actor_sdk::Output) -> bool,
+    ) -> io::Result<RecentOutputs> {
         let txn = self.db.begin_read().map_err(STATE_DB.begin("read"))?;
         let table = txn.open_table(OUTBOX).map_err(STATE_DB.table())?;
-        let mut alarms = Vec::new();
+        let mut outputs = Vec::new();
         let mut scanned = 0;
         let mut iter = table.range(0..).map_err(STATE_DB.read())?.rev();
         for item in iter.by_ref() {
             let (k, v) = item.map_err(STATE_DB.read())?;
             scanned += 1;
             let rec: OutboxRecord = codec::decode(v.value()).map_err(STATE_DB.corrupt("outbox"))?;
-            if let Some(ghatta_actor_sdk::Output::Alarm(alarm)) =
-                ghatta_actor_sdk::codec::decode(&rec.output)
+            if let Some(output) = ghatta_actor_sdk::codec::decode(&rec.output)
+                && keep(&output)
             {
-                alarms.push(CommittedAlarm {
+                outputs.push(CommittedOutput {
                     seq: k.value(),
                     index: rec.index,
                     time_ms: rec.time_ms,
                     actor: rec.actor,
-                    alarm,
+                    output,
                 });
             }
-            if alarms.len() >= limit || scanned >= ALARM_SCAN_RECORDS_MAX {
+            if outputs.len() >= limit || scanned >= ALARM_SCAN_RECORDS_MAX {
                 break;
             }
         }
         let whole_outbox = iter.next().is_none();
-        Ok(RecentAlarms {
-            limited: alarms.len() >= limit,
-            alarms,
+        Ok(RecentOutputs {
+            limited: outputs.len() >= limit,
+            outputs,
             scanned,
             whole_outbox,
         })

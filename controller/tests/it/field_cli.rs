@@ -537,6 +537,14 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
 
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/alarms"));
     assert!(dom.contains("<h1>Alarms</h1>"), "{dom}");
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/events"));
+    assert!(dom.contains("<h1>Events</h1>"), "{dom}");
+    let (_, body) = http_get(&admin, "/ui/events");
+    assert!(
+        body.len() < 100 * 1024,
+        "events page is {} bytes",
+        body.len()
+    );
     let _ = child.0.kill();
     let _ = child.0.wait();
 }

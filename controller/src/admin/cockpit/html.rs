@@ -32,7 +32,7 @@ pub fn page(title: &str, node_id: u64, body: &str) -> String {
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <meta http-equiv=\"refresh\" content=\"{REFRESH_S}\">\
 <title>{t} - ghatta node {node_id}</title><style>{STYLE}</style></head><body>\
-<nav><b>ghatta node {node_id}</b> <a href=\"/\">Overview</a><a href=\"/ui/alarms\">Alarms</a>\
+<nav><b>ghatta node {node_id}</b> <a href=\"/\">Overview</a><a href=\"/ui/alarms\">Alarms</a><a href=\"/ui/events\">Events</a>\
 <a href=\"/metrics\">Metrics</a><a href=\"/status\">Status (JSON)</a></nav><h1>{t}</h1>{body}</body></html>",
         t = escape(title)
     )

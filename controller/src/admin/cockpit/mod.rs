@@ -1,6 +1,7 @@
 //! The operator's cockpit, served by every node on its admin listener: an overview page (the
 //! grid now and its last hour and day as charts, the node's Raft state, links and refusals),
-//! an alarms page, and `/metrics` for Prometheus. Server-rendered HTML with inline SVG, no
+//! an alarms page, an event log (relay moves with their reasons, ledger lines, alarms), and
+//! `/metrics` for Prometheus. Server-rendered HTML with inline SVG, no
 //! script and no external asset: it works with no internet, from the board itself, over a
 //! slow village Wi-Fi (each page a few KiB; the browser test checks the bound).
 //!
@@ -25,6 +26,9 @@ use crate::node::Node;
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Alarms the alarms page lists, newest first.
 pub const ALARMS_PAGE_ROWS: usize = 100;
+/// Events the event log page lists, newest first (a row is ~200 bytes: the page stays under
+/// [`PAGE_BYTES_MAX`]).
+pub const EVENTS_PAGE_ROWS: usize = 200;
 /// The largest page the cockpit may serve: pages must load over a weak link in seconds.
 pub const PAGE_BYTES_MAX: usize = 100 * 1024;
 
@@ -249,6 +253,47 @@ pub fn alarms(node_id: u64, reply: &crate::admin::dto::AlarmsReply) -> String {
         b.push_str("<p>Older alarms are not listed: the newest only.</p>");
     }
     html::page("Alarms", node_id, &b)
+}
+
+/// Whether an output belongs in the event log: relay moves (with their reasons), ledger
+/// lines (charges, fees, top-ups, disconnections) and alarms; not the ballast set-points,
+/// timers and hourly energy, which come every few seconds and would bury the rest.
+pub fn is_event(o: &ghatta_actor_sdk::Output) -> bool {
+    use ghatta_actor_sdk::Output;
+    matches!(o, Output::Relay(_) | Output::Ledger(_) | Output::Alarm(_))
+}
+
+/// The event log page: the newest committed events, newest first.
+pub fn events(node_id: u64, found: &crate::state::RecentOutputs) -> String {
+    use ghatta_actor_sdk::Output;
+    let mut b = String::new();
+    if found.outputs.is_empty() {
+        b.push_str("<p>No event in the outbox.</p>");
+    } else {
+        b.push_str(
+            "<table><tr><th>Log time (UTC)</th><th>Log index</th><th>Kind</th><th>What</th></tr>",
+        );
+        for c in &found.outputs {
+            let (kind, what) = match &c.output {
+                Output::Relay(r) => ("relay", format!("{r:?}")),
+                Output::Ledger(l) => ("ledger", format!("{l:?}")),
+                Output::Alarm(a) => ("alarm", format!("{a:?}")),
+                other => ("other", format!("{other:?}")),
+            };
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{kind}</td><td>{}</td></tr>",
+                escape(&chrono_like(c.time_ms)),
+                c.index,
+                escape(&what)
+            );
+        }
+        b.push_str("</table>");
+    }
+    if found.limited || !found.whole_outbox {
+        b.push_str("<p>Older events are not listed here; the central keeps them all.</p>");
+    }
+    html::page("Events", node_id, &b)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of a Unix time in ms, UTC (civil-from-days, no dependency).
