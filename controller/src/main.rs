@@ -62,6 +62,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the newest committed events (relay moves with their reasons, ledger lines:
+    /// charges, fees, top-ups, disconnections; alarms), newest first.
+    Events {
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        admin: String,
+        /// How many, at most (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change the cluster membership. Exit status: 0 committed, 1 refused (the reason is
     /// printed) or failed, 2 made but still in progress after the wait.
     Member {
@@ -237,6 +250,15 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {
                 println!("{}", cli::format_alarms(&a));
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Events { admin, limit, json } => {
+            let a = client::call(&admin, "GET", &format!("/events?limit={limit}"), None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                println!("{}", cli::format_events(&a));
             }
             Ok(std::process::ExitCode::SUCCESS)
         }

@@ -290,7 +290,8 @@ pub struct AlarmsReply {
     pub limited: bool,
 }
 
-/// The `limit` of a `GET /alarms` query string (`limit=N`, 1 to [`ALARMS_LIMIT_MAX`]).
+/// The `limit` of a `GET /alarms` or `GET /events` query string (`limit=N`, 1 to
+/// [`ALARMS_LIMIT_MAX`]).
 pub fn alarms_limit(query: Option<&str>) -> Result<usize, String> {
     let Some(q) = query.filter(|q| !q.is_empty()) else {
         return Ok(ALARMS_LIMIT_DEFAULT);
@@ -304,10 +305,10 @@ pub fn alarms_limit(query: Option<&str>) -> Result<usize, String> {
                     .ok()
                     .filter(|n| (1..=ALARMS_LIMIT_MAX).contains(n))
                     .ok_or_else(|| {
-                        format!("limit=`{v}`: give a number of alarms from 1 to {ALARMS_LIMIT_MAX}")
+                        format!("limit=`{v}`: give a number from 1 to {ALARMS_LIMIT_MAX}")
                     })?;
             }
-            _ => return Err(format!("unknown query `{pair}`; /alarms takes limit=N")),
+            _ => return Err(format!("unknown query `{pair}`; this route takes limit=N")),
         }
     }
     Ok(limit)
@@ -326,6 +327,55 @@ impl AlarmView {
             subject: a.alarm.subject,
             value: a.alarm.value,
             text: a.alarm.text.clone(),
+        }
+    }
+}
+
+/// One committed event as `GET /events` shows it (the cockpit's event log, as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Outbox sequence.
+    pub seq: u64,
+    /// Log index of the entry that produced it.
+    pub index: u64,
+    /// Log time, Unix ms.
+    pub time_ms: u64,
+    /// "billing" or "balancing".
+    pub actor: String,
+    /// "relay", "ledger" or "alarm".
+    pub kind: String,
+    /// The output, as text.
+    pub what: String,
+}
+
+/// The answer of `GET /events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsReply {
+    /// Newest first.
+    pub events: Vec<EventView>,
+    /// Whether every outbox record was searched.
+    pub whole_outbox: bool,
+    /// Whether the answer stopped at the limit asked for.
+    pub limited: bool,
+}
+
+impl EventView {
+    /// The view of a committed output.
+    pub fn of(c: &crate::state::CommittedOutput) -> EventView {
+        use ghatta_actor_sdk::Output;
+        let (kind, what) = match &c.output {
+            Output::Relay(r) => ("relay", format!("{r:?}")),
+            Output::Ledger(l) => ("ledger", format!("{l:?}")),
+            Output::Alarm(a) => ("alarm", format!("{a:?}")),
+            other => ("other", format!("{other:?}")),
+        };
+        EventView {
+            seq: c.seq,
+            index: c.index,
+            time_ms: c.time_ms,
+            actor: c.actor.name().to_string(),
+            kind: kind.into(),
+            what,
         }
     }
 }

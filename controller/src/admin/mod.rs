@@ -63,6 +63,7 @@ pub fn router_with_field(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/alarms", get(alarms))
+        .route("/events", get(events))
         .route("/member", post(member))
         .route("/topup", post(topup))
         .route("/tariff", post(tariff))
@@ -171,20 +172,44 @@ async fn alarms_page(State(node): State<Node>) -> Page {
 
 /// `GET /ui/events`: the event log.
 async fn events_page(State(node): State<Node>) -> Page {
+    let reply = read_events(&node, cockpit::EVENTS_PAGE_ROWS).await?;
+    Ok(axum::response::Html(cockpit::events(node.id(), &reply)))
+}
+
+/// `GET /events?limit=N`: the newest committed events (relay moves with reasons, ledger
+/// lines, alarms), newest first.
+async fn events(
+    State(node): State<Node>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult {
+    let limit = dto::alarms_limit(query.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let reply = read_events(&node, limit).await?;
+    serde_json::to_value(reply)
+        .map(Json)
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// The newest `limit` committed events.
+async fn read_events(
+    node: &Node,
+    limit: usize,
+) -> Result<dto::EventsReply, (StatusCode, Json<Value>)> {
     // A read of up to ALARM_SCAN_RECORDS_MAX records: off the async workers.
     let sm = node.state_machine().clone();
-    let found = tokio::task::spawn_blocking(move || {
-        sm.recent_outputs(cockpit::EVENTS_PAGE_ROWS, cockpit::is_event)
+    let found = tokio::task::spawn_blocking(move || sm.recent_outputs(limit, cockpit::is_event))
+        .await
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            bad(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the events from the state database: {e}"),
+            )
+        })?;
+    Ok(dto::EventsReply {
+        events: found.outputs.iter().map(dto::EventView::of).collect(),
+        whole_outbox: found.whole_outbox,
+        limited: found.limited,
     })
-    .await
-    .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| {
-        bad(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read the events from the state database: {e}"),
-        )
-    })?;
-    Ok(axum::response::Html(cockpit::events(node.id(), &found)))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -583,6 +583,37 @@ pub fn format_alarms(reply: &Value) -> String {
     out.trim_end().to_string()
 }
 
+/// `ghatta events` for a person: one line per event, newest first.
+pub fn format_events(reply: &Value) -> String {
+    let events = reply
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if events.is_empty() {
+        return "no events in the committed outbox".into();
+    }
+    let mut out = String::new();
+    for e in &events {
+        let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("?");
+        let t = e.get("time_ms").and_then(Value::as_u64).unwrap_or(0);
+        out.push_str(&format!(
+            "{}  {:<6} {:<9} {}\n",
+            utc_text(t),
+            s("kind"),
+            s("actor"),
+            s("what")
+        ));
+    }
+    if reply.get("limited").and_then(Value::as_bool) == Some(true) {
+        out.push_str(&format!(
+            "(the newest {}; ask for more with --limit)\n",
+            events.len()
+        ));
+    }
+    out.trim_end().to_string()
+}
+
 #[cfg(test)]
 mod alarm_tests {
     use super::*;

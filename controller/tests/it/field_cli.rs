@@ -545,6 +545,26 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         "events page is {} bytes",
         body.len()
     );
+    // The same log from the command line.
+    let out = Command::new(GHATTA)
+        .args(["events", "--json", "--admin", &admin])
+        .output()
+        .expect("run ghatta events");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("events JSON");
+    assert!(
+        v["events"].is_array() && v["whole_outbox"].is_boolean(),
+        "{v}"
+    );
+    let out = Command::new(GHATTA)
+        .args(["events", "--limit", "0", "--admin", &admin])
+        .output()
+        .expect("run ghatta events");
+    assert!(!out.status.success(), "a limit of 0 is refused");
     let _ = child.0.kill();
     let _ = child.0.wait();
 }

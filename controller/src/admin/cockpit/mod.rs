@@ -264,33 +264,26 @@ pub fn is_event(o: &ghatta_actor_sdk::Output) -> bool {
 }
 
 /// The event log page: the newest committed events, newest first.
-pub fn events(node_id: u64, found: &crate::state::RecentOutputs) -> String {
-    use ghatta_actor_sdk::Output;
+pub fn events(node_id: u64, reply: &crate::admin::dto::EventsReply) -> String {
     let mut b = String::new();
-    if found.outputs.is_empty() {
+    if reply.events.is_empty() {
         b.push_str("<p>No event in the outbox.</p>");
     } else {
-        b.push_str(
-            "<table><tr><th>Log time (UTC)</th><th>Log index</th><th>Kind</th><th>What</th></tr>",
-        );
-        for c in &found.outputs {
-            let (kind, what) = match &c.output {
-                Output::Relay(r) => ("relay", format!("{r:?}")),
-                Output::Ledger(l) => ("ledger", format!("{l:?}")),
-                Output::Alarm(a) => ("alarm", format!("{a:?}")),
-                other => ("other", format!("{other:?}")),
-            };
+        b.push_str("<table><tr><th>Log time (UTC)</th><th>Log index</th><th>Actor</th><th>Kind</th><th>What</th></tr>");
+        for e in &reply.events {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td>{kind}</td><td>{}</td></tr>",
-                escape(&chrono_like(c.time_ms)),
-                c.index,
-                escape(&what)
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&chrono_like(e.time_ms)),
+                e.index,
+                escape(&e.actor),
+                escape(&e.kind),
+                escape(&e.what)
             );
         }
         b.push_str("</table>");
     }
-    if found.limited || !found.whole_outbox {
+    if reply.limited || !reply.whole_outbox {
         b.push_str("<p>Older events are not listed here; the central keeps them all.</p>");
     }
     html::page("Events", node_id, &b)
