@@ -50,3 +50,39 @@ impl Clock for TokioClock {
         (self.epoch_ms as i64 + drifted).max(0) as u64
     }
 }
+
+/// A Unix time in ms as `YYYY-MM-DD HH:MM:SS UTC` (log time is UTC; no time-zone database on
+/// the board). Days to a civil date: H. Hinnant's algorithm.
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod utc_tests {
+    use super::*;
+
+    #[test]
+    fn utc_text_matches_known_dates() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        // 2024-02-29 12:34:56 UTC, a leap day.
+        assert_eq!(utc_text(1_709_210_096_000), "2024-02-29 12:34:56 UTC");
+        // 2026-12-05 00:00:00 UTC.
+        assert_eq!(utc_text(1_796_428_800_000), "2026-12-05 00:00:00 UTC");
+    }
+}

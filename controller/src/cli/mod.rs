@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use ghatta::clock::utc_text;
 use ghatta::config::PeerConfig;
 use serde_json::Value;
 
@@ -402,6 +403,78 @@ pub async fn member_outcome(
     Ok(std::process::ExitCode::from(MEMBER_IN_PROGRESS_EXIT))
 }
 
+/// `ghatta alarms` for a person: one line per alarm, newest first, and a note when older
+/// ones may exist beyond what the node searched.
+pub fn format_alarms(reply: &Value) -> String {
+    let alarms = reply
+        .get("alarms")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if alarms.is_empty() {
+        return "no alarms in the committed outbox".into();
+    }
+    let mut out = String::new();
+    for a in &alarms {
+        let n = |k: &str| a.get(k).and_then(Value::as_i64).unwrap_or(0);
+        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("?");
+        let node = a
+            .get("node")
+            .and_then(Value::as_u64)
+            .map_or(String::new(), |n| format!(" node {n}"));
+        out.push_str(&format!(
+            "{}  {:<18} {}{} subject {} value {}: {}\n",
+            utc_text(n("time_ms").max(0) as u64),
+            s("code"),
+            s("actor"),
+            node,
+            n("subject"),
+            n("value"),
+            s("text")
+        ));
+    }
+    if reply.get("limited").and_then(Value::as_bool) == Some(true) {
+        out.push_str(&format!(
+            "(the newest {}; ask for more with --limit)\n",
+            alarms.len()
+        ));
+    } else if reply.get("whole_outbox").and_then(Value::as_bool) == Some(false) {
+        out.push_str("(older alarms may exist: the node searched its newest outbox records only; the central keeps them all)\n");
+    }
+    out.trim_end().to_string()
+}
+
+/// `ghatta events` for a person: one line per event, newest first.
+pub fn format_events(reply: &Value) -> String {
+    let events = reply
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if events.is_empty() {
+        return "no events in the committed outbox".into();
+    }
+    let mut out = String::new();
+    for e in &events {
+        let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("?");
+        let t = e.get("time_ms").and_then(Value::as_u64).unwrap_or(0);
+        out.push_str(&format!(
+            "{}  {:<6} {:<9} {}\n",
+            utc_text(t),
+            s("kind"),
+            s("actor"),
+            s("what")
+        ));
+    }
+    if reply.get("limited").and_then(Value::as_bool) == Some(true) {
+        out.push_str(&format!(
+            "(the newest {}; ask for more with --limit)\n",
+            events.len()
+        ));
+    }
+    out.trim_end().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,113 +590,5 @@ mod tests {
         assert!(!line.contains("OVER ITS LIMIT"), "{line}");
         let no_radio = format_status(&serde_json::json!({ "id": 1, "radio": [] }));
         assert!(!no_radio.contains("radio"), "{no_radio}");
-    }
-}
-
-/// A Unix time in ms as `YYYY-MM-DD HH:MM:SS UTC` (log time is UTC; no time-zone database on
-/// the board). Days to a civil date: H. Hinnant's algorithm.
-pub fn utc_text(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
-
-/// `ghatta alarms` for a person: one line per alarm, newest first, and a note when older
-/// ones may exist beyond what the node searched.
-pub fn format_alarms(reply: &Value) -> String {
-    let alarms = reply
-        .get("alarms")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if alarms.is_empty() {
-        return "no alarms in the committed outbox".into();
-    }
-    let mut out = String::new();
-    for a in &alarms {
-        let n = |k: &str| a.get(k).and_then(Value::as_i64).unwrap_or(0);
-        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("?");
-        let node = a
-            .get("node")
-            .and_then(Value::as_u64)
-            .map_or(String::new(), |n| format!(" node {n}"));
-        out.push_str(&format!(
-            "{}  {:<18} {}{} subject {} value {}: {}\n",
-            utc_text(n("time_ms").max(0) as u64),
-            s("code"),
-            s("actor"),
-            node,
-            n("subject"),
-            n("value"),
-            s("text")
-        ));
-    }
-    if reply.get("limited").and_then(Value::as_bool) == Some(true) {
-        out.push_str(&format!(
-            "(the newest {}; ask for more with --limit)\n",
-            alarms.len()
-        ));
-    } else if reply.get("whole_outbox").and_then(Value::as_bool) == Some(false) {
-        out.push_str("(older alarms may exist: the node searched its newest outbox records only; the central keeps them all)\n");
-    }
-    out.trim_end().to_string()
-}
-
-/// `ghatta events` for a person: one line per event, newest first.
-pub fn format_events(reply: &Value) -> String {
-    let events = reply
-        .get("events")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if events.is_empty() {
-        return "no events in the committed outbox".into();
-    }
-    let mut out = String::new();
-    for e in &events {
-        let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("?");
-        let t = e.get("time_ms").and_then(Value::as_u64).unwrap_or(0);
-        out.push_str(&format!(
-            "{}  {:<6} {:<9} {}\n",
-            utc_text(t),
-            s("kind"),
-            s("actor"),
-            s("what")
-        ));
-    }
-    if reply.get("limited").and_then(Value::as_bool) == Some(true) {
-        out.push_str(&format!(
-            "(the newest {}; ask for more with --limit)\n",
-            events.len()
-        ));
-    }
-    out.trim_end().to_string()
-}
-
-#[cfg(test)]
-mod alarm_tests {
-    use super::*;
-
-    #[test]
-    fn utc_text_matches_known_dates() {
-        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
-        // 2024-02-29 12:34:56 UTC, a leap day.
-        assert_eq!(utc_text(1_709_210_096_000), "2024-02-29 12:34:56 UTC");
-        // 2026-12-05 00:00:00 UTC.
-        assert_eq!(utc_text(1_796_428_800_000), "2026-12-05 00:00:00 UTC");
     }
 }

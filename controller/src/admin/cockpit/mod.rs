@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use self::history::{History, Sample};
 use self::html::escape;
+use crate::clock::utc_text;
 use crate::field::FieldStats;
 use crate::node::Node;
 
@@ -205,7 +206,7 @@ pub fn overview(node_id: u64, status: &serde_json::Value, cockpit: &Cockpit) -> 
         row(&mut b, k, field(status, &[p]));
     }
     if let Some(ms) = status.get("log_time_ms").and_then(|v| v.as_u64()) {
-        row(&mut b, "Log time (UTC)", chrono_like(ms));
+        row(&mut b, "Log time", utc_text(ms));
     }
     b.push_str("</table><h2>Links</h2><table>");
     for (k, p) in [
@@ -233,9 +234,9 @@ pub fn alarms(node_id: u64, reply: &crate::admin::dto::AlarmsReply) -> String {
     if reply.alarms.is_empty() {
         b.push_str("<p>No alarm in the outbox.</p>");
     } else {
-        b.push_str("<table><tr><th>Log time (UTC)</th><th>Actor</th><th>Alarm</th><th>Subject</th><th>Value</th><th>Text</th></tr>");
+        b.push_str("<table><tr><th>Log time</th><th>Actor</th><th>Alarm</th><th>Subject</th><th>Value</th><th>Text</th></tr>");
         for a in &reply.alarms {
-            let t = chrono_like(a.time_ms);
+            let t = utc_text(a.time_ms);
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -269,12 +270,12 @@ pub fn events(node_id: u64, reply: &crate::admin::dto::EventsReply) -> String {
     if reply.events.is_empty() {
         b.push_str("<p>No event in the outbox.</p>");
     } else {
-        b.push_str("<table><tr><th>Log time (UTC)</th><th>Log index</th><th>Actor</th><th>Kind</th><th>What</th></tr>");
+        b.push_str("<table><tr><th>Log time</th><th>Log index</th><th>Actor</th><th>Kind</th><th>What</th></tr>");
         for e in &reply.events {
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&chrono_like(e.time_ms)),
+                escape(&utc_text(e.time_ms)),
                 e.index,
                 escape(&e.actor),
                 escape(&e.kind),
@@ -289,38 +290,9 @@ pub fn events(node_id: u64, reply: &crate::admin::dto::EventsReply) -> String {
     html::page("Events", node_id, &b)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` of a Unix time in ms, UTC (civil-from-days, no dependency).
-fn chrono_like(ms: u64) -> String {
-    let secs = ms / 1_000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_times_read_as_utc_dates() {
-        assert_eq!(chrono_like(0), "1970-01-01 00:00:00");
-        assert_eq!(chrono_like(1_764_928_800_000), "2025-12-05 10:00:00");
-        assert_eq!(chrono_like(951_825_600_000), "2000-02-29 12:00:00");
-    }
 
     #[test]
     fn the_overview_stays_small_with_a_full_history() {
