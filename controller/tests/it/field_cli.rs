@@ -427,6 +427,34 @@ fn chromium() -> Option<&'static str> {
         })
 }
 
+/// A screenshot of the page as a real browser draws it, for a person to look at: written
+/// under the target directory's `tmp/cockpit/`, its path printed (CI's log names it).
+fn screenshot(browser: &str, url: &str, name: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cockpit");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    let path = dir.join(format!("{name}.png"));
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = Command::new(browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", path.display()))
+        .args(["--window-size=1000,1400", url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the browser");
+    assert!(
+        out.status.success() && path.exists(),
+        "{browser} took no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("cockpit screenshot: {}", path.display());
+}
+
 /// The page as a real browser renders it (`--dump-dom`: the DOM after parsing).
 fn render_in_browser(browser: &str, url: &str) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
@@ -535,6 +563,7 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
     );
     assert!(dom.contains("<td>leader</td>"), "the node's role: {dom}");
 
+    screenshot(browser, &format!("http://{admin}/"), "overview");
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/alarms"));
     assert!(dom.contains("<h1>Alarms</h1>"), "{dom}");
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/events"));
