@@ -72,6 +72,10 @@ pub struct TestFaults {
     /// flight (the behaviour before `node::inflight`; breaks "one copy in the log").
     #[cfg(feature = "test-faults")]
     pub append_retries: AtomicBool,
+    /// Let log time follow the leader's wall clock unbounded (the behaviour before
+    /// `state::logtime`; a leader's fast clock then moves log time for good).
+    #[cfg(feature = "test-faults")]
+    pub unbounded_log_time: AtomicBool,
 }
 
 impl TestFaults {
@@ -87,6 +91,14 @@ impl TestFaults {
     pub fn skip_dedupe(&self) -> bool {
         #[cfg(feature = "test-faults")]
         return self.skip_dedupe.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-faults"))]
+        false
+    }
+
+    /// Whether log time follows the leader's clock without the bound.
+    pub fn unbounded_log_time(&self) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.unbounded_log_time.load(Ordering::Relaxed);
         #[cfg(not(feature = "test-faults"))]
         false
     }

@@ -6,6 +6,7 @@
 //! what [`NodeBuilder`] is given differs.
 
 mod builder;
+pub mod clockwatch;
 pub mod guard;
 mod handler;
 mod inflight;

@@ -23,6 +23,11 @@ fn entry(index: u64, time_ms: u64, body: Body) -> Entry {
             origin: 1,
             seq: 0,
             time_ms,
+            // The members agree with the leader's clock: log time follows `time_ms`.
+            clock: crate::raft::LeaderClock {
+                mono_ms: time_ms,
+                quorum_ms: Some(time_ms),
+            },
             body,
         },
     )
