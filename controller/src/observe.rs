@@ -30,6 +30,10 @@ pub struct AppliedEntry {
     pub inputs: Vec<Vec<u8>>,
     /// Outputs its application produced.
     pub outputs: Vec<OutboxRecord>,
+    /// Log time after it, Unix ms (`state::logtime`).
+    pub log_time_ms: u64,
+    /// For a tick that fired its timer: the log time the timer was due, Unix ms.
+    pub tick_due_ms: Option<u64>,
 }
 
 /// The `(origin, seq)` of an applied proposal.

@@ -1,8 +1,11 @@
 //! The leader's count of its members' clocks: what time the quorum thinks it is.
 //!
 //! Every forwarded proposal carries its origin's wall clock (`Forward::origin_time_ms`); the
-//! leader keeps the latest offset per member and, when stamping an entry, projects the
-//! voters' offsets to now and takes their median (`LeaderClock::quorum_ms`). The state machine
+//! leader keeps the latest reading per member with its own monotonic time of arrival and,
+//! when stamping an entry, projects each reading to now by the monotonic time since and takes
+//! the median with its own wall clock (`LeaderClock::quorum_ms`). Projecting by the monotonic
+//! clock, not by an offset from the leader's wall clock, is what makes a step of the
+//! leader's own wall clock show: an offset taken before the step would move with it. The state machine
 //! then bounds log time by it (`state::logtime`): a leader whose clock is a day fast is
 //! outvoted by two members whose clocks are right. No I/O: times are passed in.
 
@@ -20,8 +23,8 @@ pub const CLOCK_SAMPLES_MAX: usize = 32;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    /// The member's clock minus the leader's when the reading arrived, ms.
-    offset_ms: i64,
+    /// The member's wall clock, Unix ms.
+    origin_ms: u64,
     /// The leader's monotonic clock when it arrived, ms.
     at_mono_ms: u64,
 }
@@ -34,16 +37,14 @@ pub struct ClockWatch {
 
 impl ClockWatch {
     /// A forwarded proposal from `origin` said its clock read `origin_ms` when it was sent;
-    /// it arrived at the leader's `now_ms` (wall) and `mono_ms` (monotonic). A reading from a
-    /// retried forward is up to its retry deadline old: it makes the member look slow by that
-    /// much, well inside `state::logtime::CLOCK_SKEW_MS_MAX`.
-    pub fn record(&mut self, origin: u64, origin_ms: u64, now_ms: u64, mono_ms: u64) {
-        let d = i128::from(origin_ms) - i128::from(now_ms);
-        let offset_ms = d.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    /// it arrived at the leader's monotonic `mono_ms`. A reading from a retried forward is up
+    /// to its retry deadline old: it makes the member look slow by that much, well inside
+    /// `state::logtime::CLOCK_SKEW_MS_MAX`.
+    pub fn record(&mut self, origin: u64, origin_ms: u64, mono_ms: u64) {
         self.samples.insert(
             origin,
             Sample {
-                offset_ms,
+                origin_ms,
                 at_mono_ms: mono_ms,
             },
         );
@@ -65,25 +66,25 @@ impl ClockWatch {
     /// counted. With an even count the lower middle is taken: a wrong clock that is fast
     /// does the harm (fees charged early), so ties go to the slower reading.
     pub fn quorum_ms(&self, me: u64, voters: &[u64], now_ms: u64, mono_ms: u64) -> Option<u64> {
-        let mut offsets: Vec<i64> = voters
+        let mut clocks: Vec<u64> = voters
             .iter()
             .filter_map(|v| {
                 if *v == me {
-                    return Some(0);
+                    return Some(now_ms);
                 }
                 self.samples
                     .get(v)
-                    .filter(|s| mono_ms.saturating_sub(s.at_mono_ms) <= CLOCK_SAMPLE_FRESH_MS)
-                    .map(|s| s.offset_ms)
+                    .filter(|s| {
+                        mono_ms >= s.at_mono_ms && mono_ms - s.at_mono_ms <= CLOCK_SAMPLE_FRESH_MS
+                    })
+                    .map(|s| s.origin_ms.saturating_add(mono_ms - s.at_mono_ms))
             })
             .collect();
-        if offsets.is_empty() || offsets.len() < voters.len() / 2 + 1 {
+        if clocks.is_empty() || clocks.len() < voters.len() / 2 + 1 {
             return None;
         }
-        offsets.sort_unstable();
-        let median = offsets[(offsets.len() - 1) / 2];
-        let t = i128::from(now_ms) + i128::from(median);
-        Some(t.clamp(0, i128::from(u64::MAX)) as u64)
+        clocks.sort_unstable();
+        Some(clocks[(clocks.len() - 1) / 2])
     }
 }
 
@@ -97,17 +98,29 @@ mod tests {
     #[test]
     fn two_true_members_outvote_a_fast_leader() {
         let mut w = ClockWatch::default();
-        w.record(2, NOW - DAY + 300, NOW, 1_000);
-        w.record(3, NOW - DAY - 200, NOW, 1_000);
+        w.record(2, NOW - DAY + 300, 1_000);
+        w.record(3, NOW - DAY - 200, 1_000);
         let q = w.quorum_ms(1, &[1, 2, 3], NOW, 1_000).unwrap();
         assert_eq!(q, NOW - DAY + 300, "the median of three");
+    }
+
+    #[test]
+    fn a_step_of_the_leaders_own_clock_after_the_readings_shows() {
+        // Regression: readings kept as offsets from the leader's wall clock moved with the
+        // leader's step, so a leader stepped six hours ahead counted its members six hours
+        // ahead too (the clock-step scenario's first run).
+        let mut w = ClockWatch::default();
+        w.record(2, NOW, 1_000);
+        w.record(3, NOW, 1_000);
+        let q = w.quorum_ms(1, &[1, 2, 3], NOW + 6 * 3_600_000 + 2_000, 3_000);
+        assert_eq!(q, Some(NOW + 2_000));
     }
 
     #[test]
     fn no_quorum_time_without_a_majority_of_fresh_readings() {
         let mut w = ClockWatch::default();
         assert_eq!(w.quorum_ms(1, &[1, 2, 3], NOW, 0), None);
-        w.record(2, NOW, NOW, 0);
+        w.record(2, NOW, 0);
         // Leader and one member: a majority of three.
         assert_eq!(w.quorum_ms(1, &[1, 2, 3], NOW, 10), Some(NOW));
         // The reading goes stale.
@@ -117,25 +130,27 @@ mod tests {
         );
         // Readings from non-voters are not counted.
         let mut w = ClockWatch::default();
-        w.record(9, NOW, NOW, 0);
+        w.record(9, NOW, 0);
         assert_eq!(w.quorum_ms(1, &[1, 2, 3], NOW, 0), None);
     }
 
     #[test]
     fn ties_go_to_the_slower_clock_and_garbage_does_not_panic() {
         let mut w = ClockWatch::default();
-        w.record(2, NOW - DAY, NOW, 0);
+        w.record(2, NOW - DAY, 0);
         assert_eq!(w.quorum_ms(1, &[1, 2], NOW, 0), Some(NOW - DAY));
-        w.record(2, u64::MAX, 0, 0);
-        w.record(3, 0, u64::MAX, 0);
-        assert!(w.quorum_ms(1, &[1, 2, 3], NOW, 0).is_some());
+        w.record(2, u64::MAX, 0);
+        w.record(3, 0, 5);
+        assert!(w.quorum_ms(1, &[1, 2, 3], NOW, 10).is_some());
+        // A reading from the leader's monotonic future (cannot happen) is not counted.
+        assert_eq!(w.quorum_ms(1, &[1, 3], NOW, 1), None);
     }
 
     #[test]
     fn the_map_is_bounded() {
         let mut w = ClockWatch::default();
         for id in 0..1_000u64 {
-            w.record(id, NOW, NOW, id);
+            w.record(id, NOW, id);
         }
         assert_eq!(w.samples.len(), CLOCK_SAMPLES_MAX);
         assert!(w.samples.contains_key(&999));

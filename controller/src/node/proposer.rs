@@ -325,7 +325,7 @@ impl Proposer {
             .collect();
         let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((origin, origin_ms)) = reading.filter(|(o, _)| *o != self.me) {
-            clocks.record(origin, origin_ms, now_ms, mono_ms);
+            clocks.record(origin, origin_ms, mono_ms);
         }
         let quorum_ms = clocks.quorum_ms(self.me, &voters, now_ms, mono_ms);
         (now_ms, LeaderClock { mono_ms, quorum_ms })

@@ -76,6 +76,14 @@ pub(crate) fn apply_batch<'a>(
                 ..Receipt::default()
             };
             let out_before = data.next_out_seq;
+            // The observer is told when a fired timer was due (the tick removes it).
+            let tick_due_ms = match &entry.payload {
+                EntryPayload::Normal(Proposal {
+                    body: Body::Tick { timer_id },
+                    ..
+                }) if hooks.observer.is_some() => data.timers.get(timer_id).map(|t| t.due_ms),
+                _ => None,
+            };
             match &entry.payload {
                 EntryPayload::Blank => {
                     h.update(b"blank");
@@ -102,7 +110,9 @@ pub(crate) fn apply_batch<'a>(
             data.hash = *h.finalize().as_bytes();
             receipt.state_hash = data.hash;
             if let Some(o) = &hooks.observer {
-                let seen = observed(&mut t, entry, &receipt, out_before, data.next_out_seq)?;
+                let mut seen = observed(&mut t, entry, &receipt, out_before, data.next_out_seq)?;
+                seen.log_time_ms = data.log_time_ms;
+                seen.tick_due_ms = tick_due_ms.filter(|_| !receipt.duplicate);
                 o.entry_applied(hooks.node, &seen);
             }
             receipts.push(receipt);
@@ -187,6 +197,8 @@ fn observed(
         proposal,
         inputs,
         outputs,
+        log_time_ms: 0,
+        tick_due_ms: None,
     })
 }
 
