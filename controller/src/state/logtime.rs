@@ -10,7 +10,8 @@
 //! The rule, for an entry of term `T` stamped with wall clock `w`, monotonic `m` and members'
 //! time `q` (when a majority of voters reported), after log time `prev`:
 //!
-//! 1. The first entry of a term anchors the term: `anchor = (prev, m)`.
+//! 1. The first entry of a term anchors the term: `anchor = (prev, m)` (the log's very first
+//!    entry, with no log time before it, anchors at its stamp).
 //! 2. With `q`: the leader's clock is trusted only within [`CLOCK_SKEW_MS_MAX`] of `q`;
 //!    further off, the entry is stamped `q` instead (and a `ClockSkew` alarm raised once per
 //!    term). `q` also re-anchors the term at `max(prev, min(w, q))`: the members agree on
@@ -98,6 +99,11 @@ impl LogClock {
                 anchor_mono_ms: clock.mono_ms,
                 skew_alarmed: self.skew_alarmed && term == self.term,
             };
+        }
+        // Genesis: no log time yet, nothing to bound against; the first entry of the log sets
+        // it (a grid is formed by an operator, who checks the date, `ghatta status`).
+        if prev_ms == 0 && self.anchor_log_ms == 0 {
+            self.anchor_log_ms = wall_ms;
         }
         let mut skew = None;
         let stamp = match clock.quorum_ms {
