@@ -50,7 +50,7 @@ impl TrueCalendar {
     }
 
     /// Distance from `t_ms` (true local time) to the nearest start or end of friendly hours.
-    fn to_friendly_edge_ms(&self, t_ms: u64) -> u64 {
+    fn ms_from_friendly_edge(&self, t_ms: u64) -> u64 {
         let Some([a, b]) = self.friendly_hours else {
             return u64::MAX;
         };
@@ -159,7 +159,7 @@ impl Checker for ClockTruth {
                 ..
             } if energy_wh > 0 => {
                 // Fees (no energy) carry no friendly flag.
-                if self.calendar.to_friendly_edge_ms(t_ms) < FRIENDLY_EDGE_MS {
+                if self.calendar.ms_from_friendly_edge(t_ms) < FRIENDLY_EDGE_MS {
                     return;
                 }
                 self.charges_judged += 1;
