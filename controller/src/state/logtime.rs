@@ -27,7 +27,10 @@
 //! many elections in a row with a fast leader each time could push log time further (each
 //! is seconds long, and a median of members' clocks pulls the stamp back as soon as they
 //! report). A slow leader's clock holds log time back only until the members' time corrects
-//! its stamp (rule 2). Everything here comes from the leader: a compromised leader can write
+//! its stamp (rule 2). Without members' time, a new term's log time starts from the previous
+//! entry's, so it may lag real time by the gap before the term's first entry less one step,
+//! until members report (each forwarded field batch does, about every second). Everything
+//! here comes from the leader: a compromised leader can write
 //! any evidence, as it can write any entry; this bounds a wrong clock, not a hostile node.
 //!
 //! Why a constant and not a node.toml key: every replica must apply the same rule to the same
