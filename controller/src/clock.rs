@@ -1,12 +1,19 @@
 //! Clocks: the node reads wall time only through [`Clock`], so the simulator can run it on
 //! simulated time (with drift) and the leader's timestamps stay testable.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock time for a node.
 pub trait Clock: Send + Sync + 'static {
     /// Now, Unix milliseconds.
     fn now_ms(&self) -> u64;
+    /// Milliseconds on a monotonic clock from an arbitrary origin fixed for the process: never
+    /// stepped (NTP, an operator, a dead RTC battery step only the wall clock), so the
+    /// difference of two readings is real time elapsed, up to the crystal's rate error. The
+    /// leader carries it in every entry it stamps (`raft::LeaderClock`) so the state machine
+    /// can bound how far log time moves (`state::logtime`).
+    fn mono_ms(&self) -> u64;
 }
 
 /// The operating system's clock (a board with NTP or GPS time).
@@ -19,6 +26,11 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    fn mono_ms(&self) -> u64 {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
     }
 }
 
@@ -43,11 +55,21 @@ impl TokioClock {
     }
 }
 
+impl TokioClock {
+    /// Drifted ms since this clock was made.
+    fn drifted_ms(&self) -> i64 {
+        let elapsed = self.start.elapsed().as_millis() as i64;
+        elapsed + elapsed * self.drift_ppm / 1_000_000
+    }
+}
+
 impl Clock for TokioClock {
     fn now_ms(&self) -> u64 {
-        let elapsed = self.start.elapsed().as_millis() as i64;
-        let drifted = elapsed + elapsed * self.drift_ppm / 1_000_000;
-        (self.epoch_ms as i64 + drifted).max(0) as u64
+        (self.epoch_ms as i64 + self.drifted_ms()).max(0) as u64
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.drifted_ms().max(0) as u64
     }
 }
 

@@ -30,6 +30,10 @@ pub struct AppliedEntry {
     pub inputs: Vec<Vec<u8>>,
     /// Outputs its application produced.
     pub outputs: Vec<OutboxRecord>,
+    /// Log time after it, Unix ms (`state::logtime`).
+    pub log_time_ms: u64,
+    /// For a tick that fired its timer: the log time the timer was due, Unix ms.
+    pub tick_due_ms: Option<u64>,
 }
 
 /// The `(origin, seq)` of an applied proposal.
@@ -72,6 +76,10 @@ pub struct TestFaults {
     /// flight (the behaviour before `node::inflight`; breaks "one copy in the log").
     #[cfg(feature = "test-faults")]
     pub append_retries: AtomicBool,
+    /// Let log time follow the leader's wall clock unbounded (the behaviour before
+    /// `state::logtime`; a leader's fast clock then moves log time for good).
+    #[cfg(feature = "test-faults")]
+    pub unbounded_log_time: AtomicBool,
 }
 
 impl TestFaults {
@@ -87,6 +95,14 @@ impl TestFaults {
     pub fn skip_dedupe(&self) -> bool {
         #[cfg(feature = "test-faults")]
         return self.skip_dedupe.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-faults"))]
+        false
+    }
+
+    /// Whether log time follows the leader's clock without the bound.
+    pub fn unbounded_log_time(&self) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.unbounded_log_time.load(Ordering::Relaxed);
         #[cfg(not(feature = "test-faults"))]
         false
     }

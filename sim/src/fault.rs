@@ -613,6 +613,20 @@ impl FaultDriver {
                     format!("clock of {n}: {ppm} ppm, {offset_ms} ms step"),
                 )
             }
+            FaultKind::ClockStep { node, step_ms } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                let clock = DriftClock {
+                    drift_ppm: 0,
+                    offset_ms: *step_ms,
+                };
+                tick.actions.push(NodeAction::SetClock { node: n, clock });
+                (
+                    Undo::Clock(n),
+                    format!("clock of {n} stepped by {step_ms} ms"),
+                )
+            }
             FaultKind::SlowDisk {
                 node,
                 sync_delay_ms,

@@ -126,6 +126,18 @@ pub enum Observation {
         /// Charged in friendly hours (no disconnection; debt allowed).
         friendly: bool,
     },
+    /// An entry's log time, from the reference replica (the first to apply it, normally the
+    /// leader that stamped it, seconds later).
+    EntryTime {
+        /// When it was applied.
+        t_ms: u64,
+        /// Log index.
+        index: u64,
+        /// Log time after it, Unix ms.
+        log_time_ms: u64,
+        /// For a tick that fired an actor timer: the log time the timer was due, Unix ms.
+        tick_due_ms: Option<u64>,
+    },
     /// A top-up was credited (reference replica).
     Credit {
         /// When.
@@ -191,6 +203,7 @@ impl Observation {
             | Observation::MeterReadCommitted { t_ms, .. }
             | Observation::LedgerCharge { t_ms, .. }
             | Observation::Credit { t_ms, .. }
+            | Observation::EntryTime { t_ms, .. }
             | Observation::Frequency { t_ms, .. }
             | Observation::FaultStart { t_ms, .. }
             | Observation::FaultEnd { t_ms, .. }
@@ -345,6 +358,17 @@ impl Observation {
             }
             Observation::NodeRestart { t_ms, node } => {
                 for x in [13, *t_ms, *node] {
+                    u(x);
+                }
+            }
+            Observation::EntryTime {
+                t_ms,
+                index,
+                log_time_ms,
+                tick_due_ms,
+            } => {
+                let due = tick_due_ms.map_or(u64::MAX, |d| d);
+                for x in [15, *t_ms, *index, *log_time_ms, due] {
                     u(x);
                 }
             }

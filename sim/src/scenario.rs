@@ -22,6 +22,11 @@ pub const DURATION_S_MAX: f64 = 7.0 * 86_400.0;
 /// Longest extra time per fsync a slow disk may be given: an SD card near the end of its life
 /// stalls writes for seconds; 10 s per commit is a node that barely keeps its log.
 pub const SYNC_DELAY_MS_MAX: u64 = 10_000;
+/// Largest clock step (`clock_step`'s `step_ms`, `clock_drift`'s `offset_ms`), ms either way:
+/// 400 days covers a board whose RTC lost a year and a leader "30 days fast"; larger steps
+/// would put a node's clock before the simulated calendar's start or past what its arithmetic
+/// is tested for, and test nothing a 400-day step does not.
+pub const CLOCK_STEP_MS_MAX: i64 = 400 * 86_400_000;
 /// Default quiet period after the last scheduled fault in which the cluster
 /// must converge (acked proposals applied on every up node). Several
 /// election timeouts at 10x a 2 s RTT (etcd's tuning rule).
@@ -401,7 +406,7 @@ pub enum FaultKind {
         /// Rate error, ppm.
         #[serde(default)]
         ppm: i64,
-        /// Step, ms.
+        /// Step, ms (at most [`CLOCK_STEP_MS_MAX`] either way).
         #[serde(default)]
         offset_ms: i64,
     },
@@ -413,6 +418,16 @@ pub enum FaultKind {
     Rogue {
         /// The node.
         node: Target,
+    },
+    /// The node's wall clock steps by `step_ms` (forward when positive) at `at_s` and steps
+    /// back to true time when the fault ends: an NTP server or operator setting the wrong
+    /// date, then correcting it. Its monotonic clock does not step (a board's never does);
+    /// the clock runs true during the step (a drift of its own is `clock_drift`).
+    ClockStep {
+        /// The node.
+        node: Target,
+        /// Step, ms (at most [`CLOCK_STEP_MS_MAX`] either way).
+        step_ms: i64,
     },
     /// The node's disk syncs slowly.
     SlowDisk {
@@ -762,6 +777,7 @@ impl Scenario {
                 | FaultKind::Stop { node }
                 | FaultKind::Restart { node }
                 | FaultKind::ClockDrift { node, .. }
+                | FaultKind::ClockStep { node, .. }
                 | FaultKind::SlowDisk { node, .. }
                 | FaultKind::Rogue { node }
                 | FaultKind::Overload { node, .. }
@@ -780,6 +796,22 @@ impl Scenario {
                     return Err((
                         key("ppm"),
                         format!("{ppm} exceeds +/-{} ppm", crate::time::CLOCK_DRIFT_PPM_MAX),
+                    ));
+                }
+                FaultKind::ClockDrift { offset_ms: v, .. }
+                | FaultKind::ClockStep { step_ms: v, .. }
+                    if v.abs() > CLOCK_STEP_MS_MAX =>
+                {
+                    let k = match f.kind {
+                        FaultKind::ClockStep { .. } => "step_ms",
+                        _ => "offset_ms",
+                    };
+                    return Err((
+                        key(k),
+                        format!(
+                            "{v} ms exceeds the +/-{CLOCK_STEP_MS_MAX} ms (400 days) a clock may \
+                             be stepped; use a smaller step"
+                        ),
                     ));
                 }
                 FaultKind::SlowDisk { sync_delay_ms, .. } if *sync_delay_ms > SYNC_DELAY_MS_MAX => {

@@ -166,6 +166,7 @@ pub fn replay_command(args: &SimArgs, seed: u64, lockstep: bool) -> String {
             Mutation::SkipDedupe => "skip-dedupe",
             Mutation::AckBeforeFsync => "ack-before-fsync",
             Mutation::AppendRetries => "append-retries",
+            Mutation::UnboundedLogTime => "unbounded-log-time",
         };
         cmd.push_str(&format!(" --mutation {m}"));
     }

@@ -90,4 +90,10 @@ impl Clock for SimClock {
         let unix = i128::from(self.start_unix_ms) + local;
         u64::try_from(unix.max(0)).unwrap_or(u64::MAX)
     }
+
+    /// The board's monotonic clock: the same crystal (its drift), never the steps.
+    fn mono_ms(&self) -> u64 {
+        let sim = self.epoch.elapsed_ms();
+        Self::local_ms(&self.lock(), sim)
+    }
 }

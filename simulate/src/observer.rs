@@ -234,6 +234,12 @@ impl NodeObserver for SimObserver {
 /// same entry; it was never billed, so it is not a committed read for the checkers.
 fn billing_observations(t_ms: u64, e: &AppliedEntry) -> Billing {
     let mut s = Billing::default();
+    s.observations.push(Observation::EntryTime {
+        t_ms,
+        index: e.index,
+        log_time_ms: e.log_time_ms,
+        tick_due_ms: e.tick_due_ms,
+    });
     let outputs: Vec<sdk::Output> = e
         .outputs
         .iter()

@@ -27,6 +27,9 @@ pub const ROGUE_INTERVAL: Duration = Duration::from_secs(1);
 const ROGUE_ID_BASE: u64 = 1 << 62;
 /// The customer the forged top-up credits (every scenario's set-up has customer 1).
 const FORGED_CUSTOMER: u32 = 1;
+/// The wall clock the forgeries claim: a year past the end of 2026, which a refused request
+/// must not bring into the members' time (`node::clockwatch`).
+const FORGED_TIME_MS: u64 = 1_830_000_000_000;
 /// What the forged top-up credits: a billion rupees, which no checker could miss.
 const FORGED_AMOUNT_MPAISA: i64 = 1_000_000_000_000;
 
@@ -74,6 +77,7 @@ fn forgeries(me: u64, victim: u64, term: u64, round: u64) -> Vec<Request> {
             origin: victim,
             seq: ROGUE_ID_BASE + round,
             body: Body::Inputs(vec![top_up]),
+            origin_time_ms: FORGED_TIME_MS,
         }),
         Request::Forward(Forward {
             origin: me,
@@ -82,11 +86,13 @@ fn forgeries(me: u64, victim: u64, term: u64, round: u64) -> Vec<Request> {
                 stream: 0,
                 upto_seq: u64::MAX,
             },
+            origin_time_ms: FORGED_TIME_MS,
         }),
         Request::Forward(Forward {
             origin: me,
             seq: ROGUE_ID_BASE + round,
             body: Body::Tick { timer_id: 1 },
+            origin_time_ms: FORGED_TIME_MS,
         }),
         Request::Snapshot(SnapshotChunk {
             vote,

@@ -89,6 +89,9 @@ pub enum Mutation {
     /// The leader appends a retried proposal again while its first copy is in flight (the
     /// behaviour before `node::inflight`; breaks "one copy in the log").
     AppendRetries,
+    /// Log time follows the leader's wall clock unbounded (the behaviour before
+    /// `state::logtime`; breaks "time follows true time", the `clock_truth` checker).
+    UnboundedLogTime,
 }
 
 /// One run's inputs.
@@ -505,6 +508,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         Mutation::SkipDedupe => switches.skip_dedupe.store(true, Ordering::Relaxed),
         Mutation::AckBeforeFsync => switches.ack_before_fsync.store(true, Ordering::Relaxed),
         Mutation::AppendRetries => switches.append_retries.store(true, Ordering::Relaxed),
+        Mutation::UnboundedLogTime => {
+            switches.unbounded_log_time.store(true, Ordering::Relaxed);
+        }
     }
     let timing = cfg
         .timing
@@ -561,6 +567,13 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
 
     let mut suite_cfg = SuiteConfig::for_scenario(&scenario);
     suite_cfg.tariff = Some(setup::tariff_oracle());
+    suite_cfg.calendar = Some(ghatta_sim::check::TrueCalendar {
+        start_unix_ms,
+        start_local_ms: (scenario.plant.start_time_of_day_s as i64 * 1_000).rem_euclid(day_ms)
+            as u64,
+        friendly_hours: scenario.customers.friendly_hours,
+        is_prepaid: |c| u32::try_from(c).is_ok_and(setup::is_prepaid),
+    });
     let plot = cfg
         .plot
         .then(|| PlotRecorder::new(&scenario.name, scenario.total_ms()));

@@ -416,6 +416,11 @@ pub enum AlarmCode {
     FeederShed,
     /// Balancing has no feeder left to shed and generation is short.
     CannotBalance,
+    /// The leader's clock disagreed with its members' by more than the node's bound
+    /// (`ghatta::state::logtime`): log time was bounded instead of following it. Raised by the
+    /// node's state machine, not by an actor; `value` is the leader's offset in ms (positive:
+    /// fast) and `node` the leader.
+    ClockSkew,
 }
 
 /// Why an actor refused an input (the non-zero status codes of `ghatta_handle`).

@@ -162,6 +162,7 @@ mod tests {
         Forward {
             origin,
             seq: 1,
+            origin_time_ms: 0,
             body,
         }
     }

@@ -7,6 +7,7 @@
 
 mod amnesia;
 mod builder;
+pub mod clockwatch;
 pub mod guard;
 mod handler;
 mod inflight;

@@ -12,8 +12,9 @@ use openraft_rt::WatchReceiver;
 use redb::{Database, ReadableDatabase};
 
 use super::Node;
+use super::clockwatch::ClockWatch;
 use crate::raft::timing::Timing;
-use crate::raft::{Body, Proposal, Receipt};
+use crate::raft::{Body, LeaderClock, Proposal, Receipt};
 use crate::rpc::wire::{Forward, ForwardError, Request, Response};
 use crate::state::StateMachine;
 use crate::storage::{NODE_LOCAL, STATE_DB, StoreError};
@@ -109,6 +110,8 @@ pub(crate) struct Proposer {
     reserve_lock: std::sync::Mutex<()>,
     /// Bytes of forwarded proposals on the way ([`FORWARD_BYTES_IN_FLIGHT_MAX`]).
     forward_budget: tokio::sync::Semaphore,
+    /// The members' clocks as their forwards reported them (used while leading).
+    clocks: std::sync::Mutex<ClockWatch>,
 }
 
 impl Proposer {
@@ -130,6 +133,7 @@ impl Proposer {
         // local table was lost but whose replicated dedupe window survived).
         let start = stored.max(sm.highest_seq(me) + 1);
         Ok(Proposer {
+            clocks: std::sync::Mutex::new(ClockWatch::default()),
             me,
             attempt: forward_attempt_timeout(timing),
             db,
@@ -182,6 +186,7 @@ impl Proposer {
         let fwd = Forward {
             origin: self.me,
             seq,
+            origin_time_ms: node.clock().now_ms(),
             body,
         };
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
@@ -290,14 +295,40 @@ impl Proposer {
                 )));
             }
         }
+        let (time_ms, clock) = self.stamp(node, Some((f.origin, f.origin_time_ms)));
         let p = Proposal {
             origin: f.origin,
             seq: f.seq,
-            time_ms: node.clock().now_ms(),
+            time_ms,
+            clock,
             body: f.body,
         };
         // Appended once however often it is retried (`node::inflight`).
         node.inner.inflight.write(node, p).await
+    }
+}
+
+impl Proposer {
+    /// What the leader stamps an entry with now: its wall clock and the evidence the state
+    /// machine bounds log time by (`state::logtime`), after counting `reading` (a member's
+    /// clock from its forward; the leader's own proposals are not readings).
+    pub(crate) fn stamp(&self, node: &Node, reading: Option<(u64, u64)>) -> (u64, LeaderClock) {
+        let now_ms = node.clock().now_ms();
+        let mono_ms = node.clock().mono_ms();
+        let voters: Vec<u64> = node
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((origin, origin_ms)) = reading.filter(|(o, _)| *o != self.me) {
+            clocks.record(origin, origin_ms, mono_ms);
+        }
+        let quorum_ms = clocks.quorum_ms(self.me, &voters, now_ms, mono_ms);
+        (now_ms, LeaderClock { mono_ms, quorum_ms })
     }
 }
 

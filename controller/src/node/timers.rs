@@ -1,10 +1,14 @@
 //! The leader proposes a tick for every actor timer whose log time has come.
 //!
-//! Only the leader proposes ticks, stamped with its clock; a tick names its timer id, so a
-//! tick proposed twice (leader change, retry) is applied once.
+//! Only the leader proposes ticks; a tick names its timer id, so a tick proposed twice (leader
+//! change, retry) is applied once. A timer is due by the log time its tick would be given
+//! (`StateMachine::log_time_for`, the bound of `state::logtime`), not by the leader's wall
+//! clock: a leader running a day fast fires no daily fee and no end of friendly hours early.
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use openraft_rt::WatchReceiver;
 
 use super::Node;
 use crate::raft::Body;
@@ -27,9 +31,10 @@ pub(crate) async fn run(node: Node) {
             continue;
         }
         let now = tokio::time::Instant::now();
-        let due = node
-            .state_machine()
-            .due_timers(node.clock().now_ms(), MAX_TICKS_PER_POLL);
+        let term = node.raft().metrics().borrow_watched().current_term;
+        let (wall_ms, clock) = node.inner.proposer.stamp(&node, None);
+        let sm = node.state_machine();
+        let due = sm.due_timers(sm.log_time_for(term, wall_ms, &clock), MAX_TICKS_PER_POLL);
         proposed.retain(|id, _| due.iter().any(|(d, _)| d == id));
         for (id, _) in due {
             if proposed
@@ -44,6 +49,7 @@ pub(crate) async fn run(node: Node) {
                 let f = Forward {
                     origin: n.id(),
                     seq: 0,
+                    origin_time_ms: n.clock().now_ms(),
                     body: Body::Tick { timer_id: id },
                 };
                 if let Err(e) = n.inner.proposer.write_local(&n, f).await {

@@ -64,10 +64,26 @@ pub struct Proposal {
     /// The origin's sequence number for this proposal: `(origin, seq)` makes a retried proposal
     /// a no-op. Sequence 0 is never deduplicated (used only by entries with their own key).
     pub seq: u64,
-    /// Leader-assigned time, Unix ms. The state machine makes log time monotonic.
+    /// The leader's wall clock when it wrote the entry, Unix ms. Not log time: the state
+    /// machine bounds log time from it and [`Proposal::clock`] (`state::logtime`).
     pub time_ms: u64,
+    /// What else the leader knew of time when it wrote the entry.
+    pub clock: LeaderClock,
     /// What to do.
     pub body: Body,
+}
+
+/// The leader's evidence about time, carried in every entry it writes so that every replica
+/// bounds log time from the same data (`state::logtime`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderClock {
+    /// The leader's monotonic clock, ms (`Clock::mono_ms`): real time elapsed between two
+    /// entries of one term, whatever its wall clock did.
+    pub mono_ms: u64,
+    /// The members' time by the leader's count, Unix ms: the median of the voters' wall
+    /// clocks as their forwarded proposals reported them, projected to now; `None` while
+    /// fewer than a majority of voters reported recently (`node::clockwatch`).
+    pub quorum_ms: Option<u64>,
 }
 
 /// The kinds of proposal.

@@ -882,6 +882,7 @@ mod tests {
                 origin: 1,
                 seq: index,
                 time_ms: 0,
+                clock: Default::default(),
                 body: Body::Inputs(vec![vec![7; input_bytes]]),
             },
         )

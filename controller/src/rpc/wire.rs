@@ -158,6 +158,10 @@ pub struct Forward {
     pub origin: u64,
     /// Its sequence number (for exactly-once).
     pub seq: u64,
+    /// The origin's wall clock when it first sent this proposal, Unix ms: the leader compares
+    /// it with its own clock to find out whether the members agree with it on time
+    /// (`node::clockwatch`). A reading, not a command: from a member, never trusted further.
+    pub origin_time_ms: u64,
     /// What to propose.
     pub body: Body,
 }

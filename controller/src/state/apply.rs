@@ -7,6 +7,7 @@ use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use redb::{Database, Durability, ReadableTable, Table};
 
+use super::logtime::{Advance, LogClock};
 use super::{
     Hooks, OutboxRecord, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
 };
@@ -18,6 +19,11 @@ use crate::raft::{
 };
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
 use ghatta_proto::codec;
+
+/// Where the log-time rule's state (`logtime::LogClock`) lies in the actor state: under a
+/// prefix byte no actor has (actors' keys start with their `ActorKind::prefix`, 1 and 2, and
+/// the host prefixes every key an actor writes), so no actor can read or write it.
+pub(crate) const LOG_CLOCK_KEY: &[u8] = b"\xffhost/log-clock";
 
 /// Tables open in the batch's write transaction.
 struct Tables<'t> {
@@ -70,6 +76,14 @@ pub(crate) fn apply_batch<'a>(
                 ..Receipt::default()
             };
             let out_before = data.next_out_seq;
+            // The observer is told when a fired timer was due (the tick removes it).
+            let tick_due_ms = match &entry.payload {
+                EntryPayload::Normal(Proposal {
+                    body: Body::Tick { timer_id },
+                    ..
+                }) if hooks.observer.is_some() => data.timers.get(timer_id).map(|t| t.due_ms),
+                _ => None,
+            };
             match &entry.payload {
                 EntryPayload::Blank => {
                     h.update(b"blank");
@@ -79,14 +93,26 @@ pub(crate) fn apply_batch<'a>(
                     data.membership = StoredMembership::new(Some(entry.log_id()), m.clone());
                 }
                 EntryPayload::Normal(p) => {
-                    apply_proposal(hooks, host, data, &mut t, index, p, &mut receipt, &mut h)?
+                    let term = entry.log_id().committed_leader_id().term;
+                    apply_proposal(
+                        hooks,
+                        host,
+                        data,
+                        &mut t,
+                        (index, term),
+                        p,
+                        &mut receipt,
+                        &mut h,
+                    )?
                 }
             }
             data.last_applied = Some(entry.log_id());
             data.hash = *h.finalize().as_bytes();
             receipt.state_hash = data.hash;
             if let Some(o) = &hooks.observer {
-                let seen = observed(&mut t, entry, &receipt, out_before, data.next_out_seq)?;
+                let mut seen = observed(&mut t, entry, &receipt, out_before, data.next_out_seq)?;
+                seen.log_time_ms = data.log_time_ms;
+                seen.tick_due_ms = tick_due_ms.filter(|_| !receipt.duplicate);
                 o.entry_applied(hooks.node, &seen);
             }
             receipts.push(receipt);
@@ -171,6 +197,8 @@ fn observed(
         proposal,
         inputs,
         outputs,
+        log_time_ms: 0,
+        tick_due_ms: None,
     })
 }
 
@@ -180,14 +208,12 @@ fn apply_proposal(
     host: &ActorHost,
     data: &mut SmData,
     t: &mut Tables<'_>,
-    index: u64,
+    (index, term): (u64, u64),
     p: &Proposal,
     receipt: &mut Receipt,
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
-    // Log time never goes backwards, whatever a new leader's clock says.
-    data.log_time_ms = data.log_time_ms.max(p.time_ms);
-    h.update(&data.log_time_ms.to_le_bytes());
+    advance_log_time(hooks, data, t, index, term, p, h)?;
     // An entry in a later hour closes the open hour of energy first (by log time only).
     let closed = data.energy.advance(data.log_time_ms);
     if !closed.is_empty() {
@@ -351,6 +377,70 @@ fn push_outbox(
         .map_err(STATE_DB.write())?;
     if let Some(pin) = prune::pin_of(decoded) {
         prune::repin(&mut data.pins, data.first_out_seq, &mut t.outbox, pin, seq)?;
+    }
+    Ok(())
+}
+
+/// Moves log time for entry `index` of `term` by the rule in `logtime.rs`: never backwards,
+/// at most real time elapsed in the term plus `LOG_TIME_STEP_MS`, and stamped with the
+/// members' time instead of a leader clock that is more than `CLOCK_SKEW_MS_MAX` off theirs
+/// (raising one `ClockSkew` alarm per term). The rule's state rides in the actor state under
+/// the host's own key, so it is hashed, stored and carried in snapshots like any actor's.
+fn advance_log_time(
+    hooks: &Hooks,
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    index: u64,
+    term: u64,
+    p: &Proposal,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    let mut clock = data
+        .actor_state
+        .map
+        .get(LOG_CLOCK_KEY)
+        .and_then(|v| codec::decode::<LogClock>(v).ok())
+        .unwrap_or_default();
+    let before = clock;
+    let advance = if hooks.faults.unbounded_log_time() {
+        // The mutation the simulator's clock checker must catch: log time follows the
+        // leader's clock as it did before the bound.
+        Advance {
+            log_time_ms: data.log_time_ms.max(p.time_ms),
+            skew_alarm_ms: None,
+        }
+    } else {
+        clock.advance(data.log_time_ms, term, p.time_ms, &p.clock)
+    };
+    data.log_time_ms = advance.log_time_ms;
+    h.update(&data.log_time_ms.to_le_bytes());
+    if clock != before {
+        let bytes = codec::encode(&clock).map_err(STATE_DB.encode("state value"))?;
+        h.update(b"log-clock");
+        h.update(&bytes);
+        t.state
+            .insert(LOG_CLOCK_KEY, bytes.as_slice())
+            .map_err(STATE_DB.write())?;
+        data.actor_state.insert(LOG_CLOCK_KEY.to_vec(), bytes);
+    }
+    if let Some(off_ms) = advance.skew_alarm_ms {
+        let ahead = if off_ms > 0 { "ahead of" } else { "behind" };
+        let out = sdk::Output::Alarm(sdk::Alarm {
+            code: sdk::AlarmCode::ClockSkew,
+            node: Some(sdk::NodeId(p.origin)),
+            subject: u32::try_from(term).unwrap_or(u32::MAX),
+            value: off_ms,
+            text: format!(
+                "the leader of term {term} has a wall clock {} s {ahead} the members' time; \
+                 log time was bounded instead of following it: check the board's time source \
+                 (NTP, GPS, RTC battery)",
+                off_ms.unsigned_abs() / 1000
+            ),
+        });
+        let bytes = sdk_codec::encode(&out);
+        h.update(b"clock-skew");
+        h.update(&bytes);
+        push_outbox(data, t, index, ActorKind::Balancing, &out, bytes)?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod apply;
 mod dedupe;
 pub mod energy;
 mod layout;
+pub mod logtime;
 pub mod prune;
 mod snapshot;
 mod tracked;
@@ -472,6 +473,21 @@ impl StateMachine {
     /// A timer record, if still pending.
     pub fn timer(&self, id: u64) -> Option<TimerRecord> {
         self.lock().timers.get(&id).cloned()
+    }
+
+    /// The log time an entry of `term` stamped `wall_ms` with `clock` would be given if it
+    /// were applied next (`logtime::LogClock::advance` on a copy of the rule's state): the
+    /// leader's timer loop fires timers by it, so a fast leader clock fires nothing early.
+    pub fn log_time_for(&self, term: u64, wall_ms: u64, clock: &crate::raft::LeaderClock) -> u64 {
+        let data = self.lock();
+        let mut lc = data
+            .actor_state
+            .map
+            .get(apply::LOG_CLOCK_KEY)
+            .and_then(|v| codec::decode::<logtime::LogClock>(v).ok())
+            .unwrap_or_default();
+        lc.advance(data.log_time_ms, term, wall_ms, clock)
+            .log_time_ms
     }
 
     /// Pending timers due at or before `now_ms`, earliest first, at most `limit`.

@@ -23,6 +23,11 @@ fn entry(index: u64, time_ms: u64, body: Body) -> Entry {
             origin: 1,
             seq: 0,
             time_ms,
+            // The members agree with the leader's clock: log time follows `time_ms`.
+            clock: crate::raft::LeaderClock {
+                mono_ms: time_ms,
+                quorum_ms: Some(time_ms),
+            },
             body,
         },
     )
@@ -697,4 +702,162 @@ fn an_outbox_ack_past_the_outbox_end_is_ignored() {
     apply(&a, &real);
     assert!(a.lock().outbox_acks.values().all(|&c| c == end));
     assert!(outbox(&a).len() < before.len(), "the real acks prune");
+}
+
+/// Issue 20 item 7: a leader whose wall clock runs 30 days fast leads for ten hours, from
+/// 16:00 local past midnight, stamping entries through the real path (its wall clock, its
+/// monotonic clock and, in the first run, its members' time; in the second no member has
+/// reported) and firing ticks as its timer loop would (`StateMachine::log_time_for`). Before
+/// the bound, log time jumped 30 days with the first entry: a week of flat fees (the billing
+/// actor's catch-up cap) charged at once and every charge judged at the leader's hour.
+#[test]
+fn a_leader_30_days_fast_charges_no_burst_of_flat_fees_and_keeps_friendly_hours_true() {
+    use crate::raft::LeaderClock;
+    use crate::state::logtime::LOG_TIME_STEP_MS;
+
+    const DAY_MS: u64 = 86_400_000;
+    const FEE_PAISA: u32 = 1_000;
+    const UTC_OFFSET_MIN: i32 = 345;
+    // 2026-05-28 16:00 local (10:15 UTC).
+    let t0 = 1_779_963_300_000;
+    assert_eq!(((t0 / 60_000) as i64 + 345) % 1440, 16 * 60);
+    let local_hour = |t: u64| (((t / 60_000) as i64 + i64::from(UTC_OFFSET_MIN)) % 1440) / 60;
+
+    for members_report in [true, false] {
+        let (_dir, sm) = open();
+        // Term 1's leader (a true clock) set the grid up; term 2's leader is 30 days fast.
+        let term = 2;
+        let step = 10 * 60_000;
+        let stamp = |true_ms: u64| {
+            let wall = true_ms + if true_ms == t0 { 0 } else { 30 * DAY_MS };
+            let clock = LeaderClock {
+                mono_ms: true_ms - t0 + 5_000,
+                quorum_ms: members_report.then_some(true_ms),
+            };
+            (wall, clock)
+        };
+        // Entry index -> the true time it was stamped at.
+        let truth = std::cell::RefCell::new(std::collections::BTreeMap::new());
+        let propose = |index: &mut u64, true_ms: u64, body: Body| {
+            let (wall, clock) = stamp(true_ms);
+            *index += 1;
+            truth.borrow_mut().insert(*index, true_ms);
+            let t = if true_ms == t0 { 1 } else { term };
+            let leader = openraft::alias::LeaderIdOf::<TypeConfig>::new(t, 1);
+            let e = Entry::new_normal(
+                LogId::new(leader.to_committed(), *index),
+                Proposal {
+                    origin: 1,
+                    seq: 0,
+                    time_ms: wall,
+                    clock,
+                    body,
+                },
+            );
+            apply(&sm, &[e]);
+        };
+        let mut index = 0;
+        let setup = vec![
+            sdk::Input::SetTariff(sdk::Tariff {
+                id: 1,
+                version: 1,
+                kind: sdk::TariffKind::PerKwh {
+                    rate_paisa_per_kwh: 1_500,
+                },
+            }),
+            sdk::Input::SetTariff(sdk::Tariff {
+                id: 2,
+                version: 1,
+                kind: sdk::TariffKind::Flat {
+                    bands: vec![sdk::FlatBand {
+                        up_to_w: 1_000,
+                        daily_fee_paisa: FEE_PAISA,
+                    }],
+                },
+            }),
+            sdk::Input::SetBillingConfig(sdk::BillingConfig {
+                utc_offset_min: UTC_OFFSET_MIN,
+                friendly_start_min: 18 * 60,
+                friendly_end_min: 6 * 60,
+                disconnect_at_mpaisa: 0,
+            }),
+            sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+                id: sdk::CustomerId(1),
+                node: sdk::NodeId(1),
+                mode: sdk::AccountMode::Prepaid,
+                tariff: 1,
+                connection_w: 250,
+                opening_credit_mpaisa: 50_000_000,
+            }),
+            sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+                id: sdk::CustomerId(2),
+                node: sdk::NodeId(1),
+                mode: sdk::AccountMode::Prepaid,
+                tariff: 2,
+                connection_w: 250,
+                opening_credit_mpaisa: 50_000_000,
+            }),
+        ];
+        propose(&mut index, t0, inputs(setup));
+        for k in 1..=(10 * 3_600_000 / step) {
+            let true_ms = t0 + k * step;
+            let read = sdk::Input::MeterRead(sdk::MeterRead {
+                customer: sdk::CustomerId(1),
+                total_wh: k * 100,
+                read_at_ms: 0,
+            });
+            propose(&mut index, true_ms, inputs(vec![read]));
+            // The leader's timer loop, once per entry here.
+            let (wall, clock) = stamp(true_ms);
+            for (id, _) in sm.due_timers(sm.log_time_for(term, wall, &clock), 16) {
+                propose(&mut index, true_ms, Body::Tick { timer_id: id });
+            }
+            let log_time = sm.status().borrow().log_time_ms;
+            assert!(
+                log_time <= true_ms + LOG_TIME_STEP_MS,
+                "log time {} s ahead of true time",
+                (log_time - true_ms) / 1000
+            );
+        }
+
+        let mut fees_mpaisa = 0;
+        let mut judged = 0;
+        let mut skew_alarms = 0;
+        for (_, rec, out) in outbox(&sm) {
+            match out {
+                sdk::Output::Ledger(l) => match l.kind {
+                    sdk::LedgerKind::Fee { amount_mpaisa } => fees_mpaisa += amount_mpaisa,
+                    sdk::LedgerKind::Charge { friendly, .. } => {
+                        // Judged by the true local hour the entry was stamped at.
+                        let true_ms = truth.borrow()[&rec.index];
+                        let h = local_hour(true_ms);
+                        // Within a step of the window's edge log time may be on either side
+                        // of it (without members' time a new term's log time starts up to the
+                        // gap before its first entry behind); the clock-step scenario's
+                        // checker leaves the same margin.
+                        let near_edge = [t0 + 2 * 3_600_000, t0 + 14 * 3_600_000]
+                            .iter()
+                            .any(|edge| true_ms.abs_diff(*edge) <= LOG_TIME_STEP_MS);
+                        if !near_edge {
+                            assert_eq!(friendly, !(6..18).contains(&h), "charge at true {h}h");
+                            judged += 1;
+                        }
+                    }
+                    _ => {}
+                },
+                sdk::Output::Alarm(a) if a.code == sdk::AlarmCode::ClockSkew => skew_alarms += 1,
+                _ => {}
+            }
+        }
+        // Ten hours from 16:00 cross one local midnight: one day's fee at most.
+        assert!(
+            fees_mpaisa <= i64::from(FEE_PAISA) * 1_000,
+            "members_report {members_report}: {fees_mpaisa} mpaisa of flat fees in ten hours"
+        );
+        assert!(judged > 30, "{judged} charges judged");
+        assert_eq!(
+            skew_alarms, 1,
+            "members_report {members_report}: one alarm per term"
+        );
+    }
 }

@@ -91,6 +91,7 @@ fn genuine_messages() -> Vec<Vec<u8>> {
         Request::Forward(Forward {
             origin: 3,
             seq: 99,
+            origin_time_ms: 0,
             body: Body::Inputs(vec![vec![1, 2, 3, 4, 5, 6, 7, 8]; 3]),
         }),
         Request::Ping,

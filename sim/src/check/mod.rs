@@ -6,6 +6,7 @@
 //! [`crate::report::Report`].
 
 mod billing;
+mod clock;
 mod credit;
 mod election;
 mod frequency;
@@ -17,6 +18,9 @@ mod state;
 mod suite;
 
 pub use billing::{BillingBaseline, MeterBilling};
+pub use clock::{
+    ClockTruth, FRIENDLY_EDGE_MS, LOG_TIME_AHEAD_MS_MAX, TIMER_EARLY_MS_MAX, TrueCalendar,
+};
 pub use credit::{ChargeContext, CreditChecker, CreditLimit, Tariff};
 pub use election::ElectionSafety;
 pub use frequency::{FrequencyBand, FrequencyQuality, FrequencyStats};

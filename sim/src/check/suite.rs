@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AckedProposals, BillingBaseline, Checker, CreditChecker, CreditLimit, ElectionSafety,
-    FrequencyBand, FrequencyQuality, Liveness, LogMatching, MeterBilling, OneCopyInLog,
-    StateAgreement, Tariff, Violation,
+    AckedProposals, BillingBaseline, Checker, ClockTruth, CreditChecker, CreditLimit,
+    ElectionSafety, FrequencyBand, FrequencyQuality, Liveness, LogMatching, MeterBilling,
+    OneCopyInLog, StateAgreement, Tariff, TrueCalendar, Violation,
 };
 use crate::observe::{Observation, TraceHash};
 use crate::report::{FinishInfo, LedgerSummary, Report};
@@ -27,6 +27,9 @@ pub struct SuiteConfig {
     pub tariff: Option<Tariff>,
     /// What the first committed register counts from.
     pub billing_baseline: BillingBaseline,
+    /// The world's true calendar, for the clock checker (`ClockTruth`); `None`: not judged
+    /// (a world that does not say what time it is).
+    pub calendar: Option<TrueCalendar>,
 }
 
 impl std::fmt::Debug for SuiteConfig {
@@ -37,6 +40,7 @@ impl std::fmt::Debug for SuiteConfig {
             .field("credit_limit", &self.credit_limit)
             .field("tariff", &self.tariff.is_some())
             .field("billing_baseline", &self.billing_baseline)
+            .field("calendar", &self.calendar)
             .finish()
     }
 }
@@ -51,6 +55,7 @@ impl SuiteConfig {
             credit_limit: CreditLimit { debt_mpaisa_max: 0 },
             tariff: None,
             billing_baseline: BillingBaseline::FirstRead,
+            calendar: None,
         }
     }
 }
@@ -78,6 +83,7 @@ pub struct Suite {
     credit: CreditChecker,
     frequency: FrequencyQuality,
     liveness: Liveness,
+    clock: Option<ClockTruth>,
     trace: TraceHash,
     violations: Vec<Violation>,
     per_checker: BTreeMap<String, usize>,
@@ -108,6 +114,7 @@ impl Suite {
             credit: CreditChecker::new(cfg.credit_limit, cfg.tariff),
             frequency: FrequencyQuality::new(cfg.frequency),
             liveness: Liveness::new(cfg.liveness_bound_ms),
+            clock: cfg.calendar.map(ClockTruth::new),
             trace: TraceHash::new(),
             violations: Vec::new(),
             per_checker: BTreeMap::new(),
@@ -117,8 +124,8 @@ impl Suite {
         }
     }
 
-    fn checkers(&mut self) -> [&mut dyn Checker; 9] {
-        [
+    fn checkers(&mut self) -> impl Iterator<Item = &mut dyn Checker> {
+        let always: [&mut dyn Checker; 9] = [
             &mut self.election,
             &mut self.log,
             &mut self.state,
@@ -128,7 +135,9 @@ impl Suite {
             &mut self.credit,
             &mut self.frequency,
             &mut self.liveness,
-        ]
+        ];
+        let clock = self.clock.as_mut().map(|c| c as &mut dyn Checker);
+        always.into_iter().chain(clock)
     }
 
     fn keep(&mut self) {

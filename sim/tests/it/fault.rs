@@ -319,3 +319,38 @@ fn an_in_sync_power_cut_must_outlast_its_wait_for_an_fsync() {
     let e = Scenario::parse(text, "t.toml").expect_err("too short");
     assert_eq!(e.key, "faults[0].duration_s", "{e}");
 }
+
+#[test]
+fn a_clock_step_sets_the_leaders_clock_and_steps_it_back_at_the_end() {
+    use ghatta_sim::time::DriftClock;
+    let s = scenario(
+        "[[faults]]\nat_s = 10\nduration_s = 900\nkind = \"clock_step\"\nnode = \"leader\"\n\
+         step_ms = 86400000\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        let t = d.poll(10_000, &net, Some(2));
+        let stepped = DriftClock {
+            drift_ppm: 0,
+            offset_ms: 86_400_000,
+        };
+        assert!(
+            t.actions
+                .iter()
+                .any(|a| matches!(a, NodeAction::SetClock { node: 2, clock } if *clock == stepped)),
+            "{:?}",
+            t.actions
+        );
+        // Whoever leads at the end, node 2's clock is put right.
+        let t = d.poll(910_000, &net, Some(4));
+        assert!(
+            t.actions.iter().any(|a| matches!(
+                a,
+                NodeAction::SetClock { node: 2, clock } if *clock == DriftClock::default()
+            )),
+            "{:?}",
+            t.actions
+        );
+    });
+}

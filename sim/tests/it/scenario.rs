@@ -31,6 +31,7 @@ fn every_shipped_scenario_parses_and_validates() {
         "flapping-radio",
         "power-cuts",
         "storm-5-node",
+        "clock-step",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -92,6 +93,11 @@ fn err(text: &str) -> String {
 #[test]
 fn errors_name_the_file_the_key_and_the_problem() {
     Scenario::parse(MINIMAL, "ok.toml").expect("the minimal scenario is valid");
+    Scenario::parse(
+        &format!("{MINIMAL}[[faults]]\nat_s = 5\nkind = \"clock_step\"\nnode = \"leader\"\nstep_ms = 86400000\n"),
+        "ok.toml",
+    )
+    .expect("a day's step is valid");
     let cases: &[(&str, &str)] = &[
         (
             "[links.default]\nloss = 1.5\n",
@@ -131,6 +137,18 @@ fn errors_name_the_file_the_key_and_the_problem() {
         (
             "[[faults]]\nat_s = 5\nkind = \"slow_disk\"\nnode = 1\nsync_delay_ms = 60000\n",
             "faults[0].sync_delay_ms: 60000 exceeds 10000 ms",
+        ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"clock_step\"\nnode = 1\nstep_ms = -40000000000\n",
+            "faults[0].step_ms: -40000000000 ms exceeds the +/-34560000000 ms",
+        ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"clock_drift\"\nnode = 1\noffset_ms = 99999999999\n",
+            "faults[0].offset_ms: 99999999999 ms exceeds",
+        ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"clock_drift\"\nnode = 1\nppm = 5000\n",
+            "faults[0].ppm: 5000 exceeds +/-1000 ppm",
         ),
     ];
     for (extra, want) in cases {

@@ -302,6 +302,7 @@ fn a_rogue_node_over_tcp_can_neither_vote_append_join_nor_inject() {
             Request::Forward(Forward {
                 origin: 4,
                 seq: 1,
+                origin_time_ms: 0,
                 body: Body::Inputs(harness::setup_inputs(1)),
             }),
         ];
@@ -454,11 +455,13 @@ fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposa
             Forward {
                 origin: victim,
                 seq: 1_000_000,
+                origin_time_ms: 0,
                 body: Body::Inputs(vec![top_up]),
             },
             Forward {
                 origin: rogue,
                 seq: 0,
+                origin_time_ms: 0,
                 body: Body::OutboxAck {
                     stream: 0,
                     upto_seq: u64::MAX,
@@ -467,6 +470,7 @@ fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposa
             Forward {
                 origin: rogue,
                 seq: 0,
+                origin_time_ms: 0,
                 body: Body::Tick { timer_id: 1 },
             },
         ];
@@ -891,6 +895,7 @@ fn a_rogue_radio_on_a_pty_can_neither_vote_append_nor_inject() {
             Request::Forward(Forward {
                 origin: 4,
                 seq: 1,
+                origin_time_ms: 0,
                 body: Body::Inputs(harness::setup_inputs(1)),
             }),
         ];

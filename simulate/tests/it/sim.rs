@@ -233,6 +233,24 @@ fn appending_retries_again_is_caught_within_20_seeds() {
     }
 }
 
+/// The mutation test of the log-time bound (`state::logtime`, issue 20 item 7): with log time
+/// following the leader's wall clock (the behaviour before the bound), the clock-step
+/// scenario's 6-hour step of the leader's clock is caught by `clock_truth` (log time hours
+/// ahead of true time, evening charges billed as friendly); the same seed passes with the
+/// bound. Shortened to 600 s: the steps start at 50 s and 250 s and overlap.
+#[test]
+fn log_time_following_a_stepped_leader_clock_is_caught_by_clock_truth() {
+    let s = scenario("clock-step", 600.0, 60.0);
+    let r = run(&s, 0, Mutation::UnboundedLogTime);
+    assert!(
+        r.violations.iter().any(|v| v.checker == "clock_truth"),
+        "the unbounded log time was not caught: {}",
+        explain(&r)
+    );
+    let r = run(&s, 0, Mutation::None);
+    assert!(r.passed, "with the bound: {}", explain(&r));
+}
+
 /// The island scenario: the leader and one follower cut off from the other three for 30
 /// minutes, power lines included, while loads change on both sides. Local protection alone
 /// holds both islands' frequency in the band; after the heal every meter read the island
