@@ -1,0 +1,344 @@
+//! One test suite for every [`Store`]: ingest, dedupe, gaps, refused batches, paging and the
+//! grid view, run against the embedded redb store and against a real PostgreSQL (the server
+//! `GHATTA_TEST_DATABASE_URL` names; `.ci/postgres.sh` starts a throwaway one). On CI
+//! (`CI=true`) a missing server fails the PostgreSQL tests instead of skipping them.
+
+use std::sync::Arc;
+
+use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
+use ghatta_proto::outbox::{ActorKind, OutboxRecord};
+use ghatta_proto::wan::BatchBody;
+
+use crate::*;
+
+/// The variable that names the test server (a database the tests may create databases in).
+const TEST_DATABASE_URL_VAR: &str = "GHATTA_TEST_DATABASE_URL";
+
+/// Nov 30 2026, 00:00 UTC: a day of minutes from here crosses into December, so a batch
+/// needs two monthly partitions.
+const BASE_MS: u64 = 1_795_996_800_000;
+
+/// The server the PostgreSQL tests run against; `None` (with a line saying so) when it is
+/// not set locally. On CI a missing server is a failure: the tests must not pass by not
+/// running.
+fn test_database_url(test: &str) -> Option<String> {
+    match std::env::var(TEST_DATABASE_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "{test}: {TEST_DATABASE_URL_VAR} is not set, and CI=true: the PostgreSQL tests must run on CI; source .ci/postgres.sh before cargo test"
+        ),
+        _ => {
+            eprintln!(
+                "{test}: skipped against PostgreSQL ({TEST_DATABASE_URL_VAR} is not set; `. .ci/postgres.sh` starts a throwaway server)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database `name` on the test server, migrated, as a store.
+async fn fresh_pg(url: &str, name: &str) -> PgStore {
+    let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the test server answers");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("the old test database dropped");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("a fresh test database");
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname(name);
+    PgStore::with_config(cfg, BACKFILL_AFTER_MS_DEFAULT)
+        .await
+        .expect("the store connects and migrates")
+}
+
+fn redb_store(dir: &std::path::Path) -> Arc<RedbStore> {
+    Arc::new(RedbStore::open(dir, BACKFILL_AFTER_MS_DEFAULT).expect("redb opens"))
+}
+
+/// A charge of `customer` at `at_ms` as grid record `seq`.
+fn charge(seq: u64, customer: u32, at_ms: u64, energy_wh: u64) -> (u64, OutboxRecord) {
+    let out = sdk::Output::Ledger(sdk::LedgerRecord {
+        customer: sdk::CustomerId(customer),
+        at_ms,
+        kind: sdk::LedgerKind::Charge {
+            energy_wh,
+            amount_mpaisa: -(energy_wh as i64) * 10,
+            friendly: false,
+        },
+        balance_after_mpaisa: 1_000_000 - seq as i64,
+        tariff_version: 1,
+    });
+    (
+        seq,
+        OutboxRecord {
+            index: 1_000 + seq,
+            time_ms: at_ms,
+            actor: ActorKind::Billing,
+            output: sdk_codec::encode(&out),
+        },
+    )
+}
+
+fn hour(seq: u64, subject: sdk::EnergySubject, energy_wh: u64) -> (u64, OutboxRecord) {
+    let out = sdk::Output::EnergyHour(sdk::EnergyHour {
+        hour_start_ms: BASE_MS,
+        subject,
+        energy_wh,
+    });
+    (
+        seq,
+        OutboxRecord {
+            index: 5_000 + seq,
+            time_ms: BASE_MS + 3_600_000,
+            actor: ActorKind::Balancing,
+            output: sdk_codec::encode(&out),
+        },
+    )
+}
+
+/// Ledger batch [first, end) of stream 1: customers 1 and 2 alternate, one line a minute.
+fn ledger_batch(first: u64, end: u64) -> BatchBody {
+    BatchBody {
+        stream: 1,
+        first_seq: first,
+        end_seq: end,
+        records: (first..end)
+            .map(|s| charge(s, 1 + (s % 2) as u32, BASE_MS + s * 60_000, 10 + s))
+            .collect(),
+    }
+}
+
+/// Every ledger row of `grid` through pages of `limit`, checking each page's size.
+async fn all_ledger<S: Store>(
+    s: &S,
+    grid: u64,
+    customer: Option<u32>,
+    range: TimeRange,
+    limit: usize,
+) -> Vec<LedgerRow> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    for _ in 0..1_000 {
+        let p = s
+            .ledger_page(grid, customer, range, after, limit)
+            .await
+            .expect("ledger page");
+        assert!(p.rows.len() <= limit);
+        rows.extend(p.rows);
+        match p.next {
+            Some(k) => after = Some(k),
+            None => return rows,
+        }
+    }
+    panic!("the ledger pages never ended");
+}
+
+/// The suite every store passes.
+async fn suite<S: Store>(s: &S) {
+    const GRID: u64 = 7;
+    assert_eq!(s.cursor(GRID, 1).await.expect("cursor"), 0);
+    assert!(s.grid_state(GRID).await.expect("state").is_none());
+
+    // A batch is stored and acked up to its end.
+    let ack = s.ingest(GRID, ledger_batch(0, 10)).await.expect("ingest");
+    assert_eq!((ack.next_seq, ack.gap, ack.batch_first_seq), (10, false, 0));
+    // A replay is a no-op with the same ack.
+    let ack = s.ingest(GRID, ledger_batch(0, 10)).await.expect("replay");
+    assert_eq!((ack.next_seq, ack.gap), (10, false));
+    // An overlapping batch stores only what is new.
+    let ack = s.ingest(GRID, ledger_batch(5, 15)).await.expect("overlap");
+    assert_eq!((ack.next_seq, ack.gap), (15, false));
+    // A batch past a hole stores nothing and asks for a resend from the cursor.
+    let ack = s.ingest(GRID, ledger_batch(20, 25)).await.expect("gap");
+    assert_eq!((ack.next_seq, ack.gap, ack.batch_first_seq), (15, true, 20));
+    // A batch out of order is refused whole: an error (so no ack), nothing stored.
+    let mut bad = ledger_batch(15, 18);
+    bad.records.swap(1, 2);
+    assert!(matches!(
+        s.ingest(GRID, bad).await,
+        Err(StoreError::BatchOrder { seq: 16, .. })
+    ));
+    assert_eq!(s.cursor(GRID, 1).await.expect("cursor"), 15);
+
+    // Every line exactly once, in (customer, seq) order, whatever the page size.
+    let want: Vec<(u32, u64)> = {
+        let mut w: Vec<_> = (0..15u64).map(|q| (1 + (q % 2) as u32, q)).collect();
+        w.sort();
+        w
+    };
+    for limit in [1, 4, 15, 1_000] {
+        let got: Vec<_> = all_ledger(s, GRID, None, TimeRange::ALL, limit)
+            .await
+            .iter()
+            .map(|r| (r.customer, r.seq))
+            .collect();
+        assert_eq!(got, want, "pages of {limit}");
+    }
+    // One customer in a window of log time: minutes 4..9 hold seqs 4, 6, 8 of customer 1.
+    let window = TimeRange {
+        from_ms: BASE_MS + 4 * 60_000,
+        to_ms: BASE_MS + 9 * 60_000,
+    };
+    let got: Vec<_> = all_ledger(s, GRID, Some(1), window, 2)
+        .await
+        .iter()
+        .map(|r| (r.seq, r.energy_wh, r.kind.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, 14, "Charge".into()),
+            (6, 16, "Charge".into()),
+            (8, 18, "Charge".into())
+        ]
+    );
+    // A cursor of another customer ends the page.
+    let p = s
+        .ledger_page(
+            GRID,
+            Some(1),
+            TimeRange::ALL,
+            Some(LedgerKey {
+                customer: 2,
+                seq: 0,
+            }),
+            10,
+        )
+        .await
+        .expect("page");
+    assert!(p.rows.is_empty() && p.next.is_none());
+
+    // A line older than its customer's newest is back-fill and does not replace it.
+    let late = BatchBody {
+        stream: 1,
+        first_seq: 15,
+        end_seq: 16,
+        records: vec![charge(15, 1, BASE_MS, 5)],
+    };
+    assert_eq!(s.ingest(GRID, late).await.expect("late").next_seq, 16);
+
+    // Energy hours: stored once; a second record for a closed (subject, hour) is ignored.
+    let hours = BatchBody {
+        stream: 2,
+        first_seq: 0,
+        end_seq: 4,
+        records: vec![
+            hour(0, sdk::EnergySubject::Customer(sdk::CustomerId(42)), 17),
+            hour(
+                1,
+                sdk::EnergySubject::Feeder {
+                    node: sdk::NodeId(2),
+                    feeder: 1,
+                },
+                2_500,
+            ),
+            hour(2, sdk::EnergySubject::Plant(sdk::NodeId(2)), 3_000),
+            hour(3, sdk::EnergySubject::Customer(sdk::CustomerId(42)), 99),
+        ],
+    };
+    assert_eq!(
+        s.ingest(GRID, hours.clone()).await.expect("hours").next_seq,
+        4
+    );
+    assert_eq!(
+        s.ingest(GRID, hours).await.expect("hours again").next_seq,
+        4
+    );
+    let mut got = Vec::new();
+    let mut after = None;
+    loop {
+        let p = s
+            .energy_hours_page(GRID, TimeRange::ALL, after, 2)
+            .await
+            .expect("hours page");
+        got.extend(
+            p.rows
+                .iter()
+                .map(|r| (r.kind.clone(), r.id, r.feeder, r.energy_wh, r.seq)),
+        );
+        match p.next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("customer".into(), 42, 0, 17, 0),
+            ("feeder".into(), 2, 1, 2_500, 1),
+            ("plant".into(), 2, 0, 3_000, 2)
+        ]
+    );
+    let none = s
+        .energy_hours_page(
+            GRID,
+            TimeRange {
+                from_ms: BASE_MS + 1,
+                to_ms: u64::MAX,
+            },
+            None,
+            10,
+        )
+        .await
+        .expect("empty window");
+    assert!(none.rows.is_empty() && none.next.is_none());
+
+    // Energy per UTC day: seqs 0..15 are minutes of Nov 30, plus the late 5 Wh line.
+    let days = s.energy_per_day(GRID).await.expect("days");
+    let total: u64 = (0..15u64).map(|q| 10 + q).sum::<u64>() + 5;
+    assert_eq!(days, vec![(BASE_MS / DAY_MS, total)]);
+
+    // The grid view: cursors per stream, records once, each customer's newest line.
+    let (state, latest) = s.grid_state(GRID).await.expect("state").expect("a grid");
+    assert_eq!(state.cursors, [(1, 16), (2, 4)].into_iter().collect());
+    assert_eq!(state.records, 16 + 4, "every record exactly once");
+    assert_eq!(
+        state.newest_time_ms,
+        BASE_MS + 3_600_000,
+        "the hours' log time"
+    );
+    let newest: Vec<_> = latest.iter().map(|r| (r.customer, r.seq)).collect();
+    assert_eq!(newest, vec![(1, 14), (2, 13)]);
+    let late_row = all_ledger(s, GRID, Some(1), TimeRange::ALL, 100)
+        .await
+        .into_iter()
+        .find(|r| r.seq == 15)
+        .expect("the late line");
+    assert!(late_row.backfill);
+    assert_eq!(
+        state.backfilled as usize, 16,
+        "back-fill counted (old log times) once each"
+    );
+    // Another grid sees nothing of this one.
+    assert_eq!(s.cursor(GRID + 1, 1).await.expect("cursor"), 0);
+    assert!(
+        s.ledger_page(GRID + 1, None, TimeRange::ALL, None, 10)
+            .await
+            .expect("page")
+            .rows
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_store_suite_passes_on_redb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    suite(&redb_store(dir.path())).await;
+}
+
+#[tokio::test]
+async fn the_store_suite_passes_on_postgres() {
+    let Some(url) = test_database_url("the_store_suite_passes_on_postgres") else {
+        return;
+    };
+    let pg = fresh_pg(&url, "ghatta_suite").await;
+    suite(&pg).await;
+    // Migrating again (a restart) changes nothing.
+    assert_eq!(pg.migrate().await.expect("migrate again"), 1);
+}
