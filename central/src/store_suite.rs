@@ -3,6 +3,7 @@
 //! `GHATTA_TEST_DATABASE_URL` names; `.ci/postgres.sh` starts a throwaway one). On CI
 //! (`CI=true`) a missing server fails the PostgreSQL tests instead of skipping them.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
@@ -341,4 +342,168 @@ async fn the_store_suite_passes_on_postgres() {
     suite(&pg).await;
     // Migrating again (a restart) changes nothing.
     assert_eq!(pg.migrate().await.expect("migrate again"), 1);
+}
+
+/// Regression guard for the ack-after-commit rule: a batch whose transaction fails inside
+/// PostgreSQL (a constraint the test adds refuses record 7) is an error, so the connection
+/// handler sends no ack, and nothing of it is kept; once the fault is gone the same batch is
+/// stored whole.
+#[tokio::test]
+async fn a_batch_whose_transaction_fails_is_not_acked_and_leaves_nothing() {
+    let Some(url) = test_database_url("a_batch_whose_transaction_fails_is_not_acked") else {
+        return;
+    };
+    let pg = fresh_pg(&url, "ghatta_failing_txn").await;
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname("ghatta_failing_txn");
+    let (admin, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the test database answers");
+    tokio::spawn(conn);
+    admin
+        .batch_execute("ALTER TABLE wan_records ADD CONSTRAINT test_fault CHECK (seq <> 7)")
+        .await
+        .expect("the fault is injected");
+    let err = pg.ingest(9, ledger_batch(0, 10)).await;
+    assert!(matches!(err, Err(StoreError::Postgres(_))), "{err:?}");
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("nothing of the batch"),
+        "the error says nothing was kept"
+    );
+    assert_eq!(pg.cursor(9, 1).await.expect("cursor"), 0);
+    assert!(pg.grid_state(9).await.expect("state").is_none());
+    let kept: i64 = admin
+        .query_one("SELECT count(*) FROM wan_records", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(kept, 0);
+    admin
+        .batch_execute("ALTER TABLE wan_records DROP CONSTRAINT test_fault")
+        .await
+        .expect("the fault is healed");
+    assert_eq!(
+        pg.ingest(9, ledger_batch(0, 10))
+            .await
+            .expect("ingest")
+            .next_seq,
+        10
+    );
+    let (state, _) = pg.grid_state(9).await.expect("state").expect("a grid");
+    assert_eq!(state.records, 10);
+}
+
+/// Two uploaders of one stream at once (a leader change mid-upload: the old and the new
+/// leader both send) store every record exactly once: the cursor row lock orders them.
+async fn concurrent_uploads_store_each_record_once<S: Store + Clone>(s: S) {
+    let mut tasks = Vec::new();
+    for uploader in 0..4u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Each uploader walks the same 200 records in batches of 20, offset by 5 per
+            // uploader, resending from the ack as a grid does.
+            let mut next = 0u64;
+            while next < 200 {
+                let first = next.saturating_sub(5 * uploader);
+                let ack = s
+                    .ingest(11, ledger_batch(first, (first + 20).min(200)))
+                    .await
+                    .expect("ingest");
+                next = ack.next_seq.max(next);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("uploader");
+    }
+    let (state, _) = s.grid_state(11).await.expect("state").expect("a grid");
+    assert_eq!((state.records, state.cursors.get(&1)), (200, Some(&200)));
+    let rows = all_ledger(&s, 11, None, TimeRange::ALL, 10_000).await;
+    let seqs: BTreeSet<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!((rows.len(), seqs.len()), (200, 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_of_one_stream_store_each_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    concurrent_uploads_store_each_record_once(redb_store(dir.path())).await;
+    if let Some(url) = test_database_url("concurrent_uploads_of_one_stream_store_each_record_once")
+    {
+        concurrent_uploads_store_each_record_once(fresh_pg(&url, "ghatta_concurrent").await).await;
+    }
+}
+
+/// The whole central on PostgreSQL (`--database`): the HTTP routes read from it.
+#[tokio::test]
+async fn a_central_started_with_a_database_serves_its_routes_from_postgres() {
+    let Some(url) = test_database_url("a_central_started_with_a_database_serves_its_routes") else {
+        return;
+    };
+    // A fresh database, then the central connects to it by URL as the command line does.
+    drop(fresh_pg(&url, "ghatta_central_e2e").await);
+    let db_url = format!(
+        "{}/ghatta_central_e2e",
+        url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let central = Central::start(CentralConfig {
+        listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        database: Some(db_url),
+        secret: ghatta_proto::keys::SecretKey::from_bytes([1; 32]),
+        grids: Default::default(),
+        backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
+        http_token_file: None,
+        http_hosts: Vec::new(),
+    })
+    .await
+    .expect("the central starts on PostgreSQL");
+    assert!(matches!(central.backend(), Backend::Postgres(_)));
+    central
+        .backend()
+        .ingest(3, ledger_batch(0, 12))
+        .await
+        .expect("ingest");
+    let body = http_get(
+        central.http_addr,
+        central.http_access.token(),
+        "/v1/grids/3/export.json?limit=5",
+    )
+    .await;
+    let page: serde_json::Value = serde_json::from_str(&body).expect("a JSON page");
+    assert_eq!(page["rows"].as_array().expect("rows").len(), 5);
+    assert_eq!(page["next"].as_str(), Some("1.8"));
+    let body = http_get(
+        central.http_addr,
+        central.http_access.token(),
+        "/v1/grids/3",
+    )
+    .await;
+    let grid: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(grid["state"]["records"].as_u64(), Some(12), "{grid}");
+    // The embedded-only synchronous reads say so rather than answer wrongly.
+    assert!(matches!(central.cursor(3, 1), Err(StoreError::NotEmbedded)));
+}
+
+/// GET `path` with the bearer token; the body of a 200 answer.
+async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}\n{body}");
+    body.to_string()
 }
