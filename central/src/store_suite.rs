@@ -507,3 +507,89 @@ async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String
     assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}\n{body}");
     body.to_string()
 }
+
+/// Grids back-filling at once in the ingest benchmark.
+const BENCH_GRIDS: u64 = 10;
+/// Records each grid back-fills (about 16 hours of one grid's hourly energy and ledger).
+const BENCH_RECORDS_PER_GRID: u64 = 5_000;
+/// Records per batch: ~500 ledger records are ~40 KiB raw, inside the WAN's 64 KiB batch.
+const BENCH_BATCH_RECORDS: u64 = 500;
+
+/// [`BENCH_GRIDS`] grids each back-filling [`BENCH_RECORDS_PER_GRID`] records at once into
+/// `s`; checks every record is stored once and answers records per second.
+async fn ingest_rate<S: Store + Clone>(s: S) -> f64 {
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for grid in 0..BENCH_GRIDS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut first = 0;
+            while first < BENCH_RECORDS_PER_GRID {
+                let end = (first + BENCH_BATCH_RECORDS).min(BENCH_RECORDS_PER_GRID);
+                let ack = s
+                    .ingest(100 + grid, ledger_batch(first, end))
+                    .await
+                    .expect("ingest");
+                assert_eq!((ack.next_seq, ack.gap), (end, false));
+                first = end;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("grid uploader");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for grid in 0..BENCH_GRIDS {
+        let (state, _) = s
+            .grid_state(100 + grid)
+            .await
+            .expect("state")
+            .expect("grid");
+        assert_eq!(state.records, BENCH_RECORDS_PER_GRID, "grid {grid}");
+    }
+    (BENCH_GRIDS * BENCH_RECORDS_PER_GRID) as f64 / secs
+}
+
+/// The ingest benchmark (BENCHMARKS.md, "The central's stores"): the same batches into redb
+/// and into PostgreSQL, with the disk each store then uses per record. Run with
+/// `-- --nocapture` to see the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_rate_of_ten_grids_back_filling_at_once() {
+    let records = (BENCH_GRIDS * BENCH_RECORDS_PER_GRID) as f64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rate = ingest_rate(redb_store(dir.path())).await;
+    let bytes = std::fs::metadata(dir.path().join("central.redb"))
+        .expect("the redb file")
+        .len() as f64;
+    println!(
+        "bench redb: {rate:.0} records/s, {:.0} bytes/record on disk",
+        bytes / records
+    );
+    let Some(url) = test_database_url("ingest_rate_of_ten_grids_back_filling_at_once") else {
+        return;
+    };
+    let pg = fresh_pg(&url, "ghatta_bench").await;
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname("ghatta_bench");
+    let (admin, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the bench database answers");
+    tokio::spawn(conn);
+    let size = |admin: tokio_postgres::Client| async move {
+        let b: i64 = admin
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .expect("size")
+            .get(0);
+        (admin, b)
+    };
+    let (admin, empty) = size(admin).await;
+    let rate = ingest_rate(pg).await;
+    admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
+    let (_, full) = size(admin).await;
+    println!(
+        "bench postgres: {rate:.0} records/s, {:.0} bytes/record on disk (tables and indexes, WAL not counted)",
+        (full - empty) as f64 / records
+    );
+}
