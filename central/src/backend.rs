@@ -16,7 +16,7 @@ use ghatta_proto::wan::{AckBody, BatchBody};
 use crate::error::StoreError;
 use crate::pg::PgStore;
 use crate::store::{
-    EnergyHourRow, GridState, HourKey, LedgerKey, LedgerRow, Page, RedbStore, TimeRange,
+    EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, Page, RedbStore, TimeRange,
 };
 
 /// What the central needs of a store: the WAN ingest, the cursor, and the HTTP routes'
@@ -64,6 +64,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         grid: u64,
     ) -> impl Future<Output = Result<Vec<(u64, u64)>, StoreError>> + Send;
+
+    /// The fleet: every grid that uploaded, by grid id, at most `limit` (the HTTP route asks
+    /// for `FLEET_GRIDS_MAX` + 1 to tell a cut-short list): its last upload and its cursor
+    /// per stream.
+    fn fleet(&self, limit: usize)
+    -> impl Future<Output = Result<Vec<FleetRow>, StoreError>> + Send;
 
     /// The latest state of a grid and its customers' newest ledger lines (by customer);
     /// `None` before its first upload.
@@ -123,6 +129,10 @@ impl Store for Arc<RedbStore> {
 
     async fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         RedbStore::energy_per_day(self, grid)
+    }
+
+    async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
+        blocking(self, move |s| s.fleet(limit)).await
     }
 
     async fn grid_state(
@@ -189,6 +199,13 @@ impl Store for Backend {
         match self {
             Backend::Redb(s) => Store::energy_per_day(s, grid).await,
             Backend::Postgres(s) => s.energy_per_day(grid).await,
+        }
+    }
+
+    async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
+        match self {
+            Backend::Redb(s) => Store::fleet(s, limit).await,
+            Backend::Postgres(s) => s.fleet(limit).await,
         }
     }
 

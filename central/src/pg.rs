@@ -22,8 +22,8 @@ use crate::DAY_MS;
 use crate::backend::Store;
 use crate::error::StoreError;
 use crate::store::{
-    EnergyHourRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page, TimeRange,
-    energy_key, ledger_fields, now_ms,
+    EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page,
+    TimeRange, energy_key, ledger_fields, now_ms,
 };
 
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
@@ -736,6 +736,56 @@ impl Store for PgStore {
         got.iter()
             .map(|r| Ok((unbig(r.get(0), "day")?, unbig(r.get(1), "day energy")?)))
             .collect()
+    }
+
+    async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for r in tx
+            .query(
+                "SELECT grid_id, last_upload_ms, newest_time_ms, records FROM wan_grids
+                 ORDER BY grid_id LIMIT $1",
+                &[&limit],
+            )
+            .await?
+        {
+            let grid: i64 = r.get(0);
+            ids.push(grid);
+            out.push(FleetRow {
+                grid: unbig(grid, "grid id")?,
+                last_upload_ms: unbig(r.get(1), "upload time")?,
+                newest_time_ms: unbig(r.get(2), "newest time")?,
+                records: unbig(r.get(3), "record count")?,
+                cursors: BTreeMap::new(),
+            });
+        }
+        for r in tx
+            .query(
+                "SELECT grid_id, stream, next_seq FROM wan_cursors WHERE grid_id = ANY($1)",
+                &[&ids],
+            )
+            .await?
+        {
+            let grid = unbig(r.get(0), "grid id")?;
+            let s: i64 = r.get(1);
+            let stream = u32::try_from(s).map_err(|_| StoreError::Corrupt {
+                what: "stream id",
+                detail: format!("{s}"),
+            })?;
+            if let Ok(i) = out.binary_search_by_key(&grid, |f| f.grid) {
+                out[i].cursors.insert(stream, unbig(r.get(2), "cursor")?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn grid_state(

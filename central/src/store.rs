@@ -42,6 +42,9 @@ const LATEST: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("wan_lat
 const GRIDS: TableDefinition<u64, &[u8]> = TableDefinition::new("wan_grids");
 /// (grid, hour start ms, subject kind 0 customer / 1 feeder / 2 plant, node or customer,
 /// feeder) -> bincode EnergyHourRow.
+/// grid -> the central's wall clock at its last stored batch, Unix ms (a table of its own so
+/// `GridState` in files written before it still decodes).
+const LAST_UPLOAD: TableDefinition<u64, u64> = TableDefinition::new("wan_grid_last_upload");
 const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
     TableDefinition::new("wan_energy_hours");
 
@@ -181,6 +184,26 @@ pub(crate) fn energy_key(
         }
         sdk::EnergySubject::Plant(node) => ((grid, h.hour_start_ms, 2, node.0, 0), "plant"),
     }
+}
+
+/// Most grids one fleet view lists: a country's programme is a few hundred grids; beyond
+/// this the answer says it was cut short rather than build an unbounded response.
+pub const FLEET_GRIDS_MAX: usize = 10_000;
+
+/// One grid in the fleet view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetRow {
+    /// Grid id.
+    pub grid: u64,
+    /// The central's wall clock when a batch of it was last stored, Unix ms (0: before this
+    /// was kept).
+    pub last_upload_ms: u64,
+    /// Newest log time seen, Unix ms.
+    pub newest_time_ms: u64,
+    /// Records stored.
+    pub records: u64,
+    /// Next expected seq per stream (every record below it is stored).
+    pub cursors: BTreeMap<u32, u64>,
 }
 
 /// The latest known state of a grid.
@@ -495,6 +518,7 @@ impl RedbStore {
             txn.open_table(LATEST)?;
             txn.open_table(GRIDS)?;
             txn.open_table(ENERGY_HOURS)?;
+            txn.open_table(LAST_UPLOAD)?;
             txn.commit()?;
         }
         Ok(RedbStore {
@@ -645,6 +669,26 @@ impl RedbStore {
             }
         }
         Ok(Page { rows, next: None })
+    }
+
+    pub(crate) fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let grids = txn.open_table(GRIDS)?;
+        let uploads = txn.open_table(LAST_UPLOAD)?;
+        let mut out = Vec::new();
+        for item in grids.iter()?.take(limit) {
+            let (k, v) = item?;
+            let gs: GridState =
+                codec::decode(v.value()).map_err(StoreError::corrupt("grid state"))?;
+            out.push(FleetRow {
+                grid: k.value(),
+                last_upload_ms: uploads.get(k.value())?.map_or(0, |v| v.value()),
+                newest_time_ms: gs.newest_time_ms,
+                records: gs.records,
+                cursors: gs.cursors,
+            });
+        }
+        Ok(out)
     }
 
     pub(crate) fn grid_state(
@@ -820,6 +864,7 @@ impl RedbStore {
             next = b.end_seq;
             cursors.insert((grid, b.stream), next)?;
             gs.cursors.insert(b.stream, next);
+            txn.open_table(LAST_UPLOAD)?.insert(grid, now)?;
             grids.insert(
                 grid,
                 codec::encode(&gs)

@@ -316,6 +316,21 @@ async fn suite<S: Store>(s: &S) {
         state.backfilled as usize, 16,
         "back-fill counted (old log times) once each"
     );
+    // The fleet view: this grid, its last upload, the same cursors.
+    let fleet = s.fleet(10).await.expect("fleet");
+    assert_eq!(fleet.len(), 1, "{fleet:?}");
+    assert_eq!(
+        (fleet[0].grid, &fleet[0].cursors, fleet[0].records),
+        (GRID, &state.cursors, 20)
+    );
+    assert!(
+        fleet[0].last_upload_ms >= BASE_MS,
+        "the central's clock at the upload"
+    );
+    assert!(
+        s.fleet(0).await.expect("fleet").is_empty(),
+        "bounded by its limit"
+    );
     // Another grid sees nothing of this one.
     assert_eq!(s.cursor(GRID + 1, 1).await.expect("cursor"), 0);
     assert!(
@@ -485,6 +500,15 @@ async fn a_central_started_with_a_database_serves_its_routes_from_postgres() {
     .await;
     let grid: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(grid["state"]["records"].as_u64(), Some(12), "{grid}");
+    let body = http_get(central.http_addr, central.http_access.token(), "/v1/grids").await;
+    let fleet: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(fleet["grids"][0]["grid"].as_u64(), Some(3), "{fleet}");
+    assert_eq!(
+        fleet["grids"][0]["cursors"]["1"].as_u64(),
+        Some(12),
+        "{fleet}"
+    );
+    assert_eq!(fleet["truncated"].as_bool(), Some(false));
     // The embedded-only synchronous reads say so rather than answer wrongly.
     assert!(matches!(central.cursor(3, 1), Err(StoreError::NotEmbedded)));
 }

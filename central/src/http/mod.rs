@@ -39,6 +39,7 @@ pub(crate) fn router(inner: Arc<Inner>, access: HttpAccess) -> Router {
     Router::new()
         .route(access::HEALTH_PATH, get(http_health))
         .route("/v1/status", get(http_status))
+        .route("/v1/grids", get(http_fleet))
         .route("/v1/grids/{grid}", get(http_grid))
         .route(
             "/v1/grids/{grid}/customers/{customer}/ledger",
@@ -133,6 +134,35 @@ async fn http_status(State(i): State<Arc<Inner>>) -> Json<serde_json::Value> {
         "grids": i.grids.keys().collect::<Vec<_>>(),
         "stats": i.stats.snapshot(),
     }))
+}
+
+/// The fleet view: every grid that uploaded, its last upload (and how long ago), its newest
+/// log time and its cursor per stream, by grid id.
+async fn http_fleet(State(i): State<Arc<Inner>>) -> Result<Json<serde_json::Value>, HttpError> {
+    let grids = i
+        .backend
+        .fleet(crate::FLEET_GRIDS_MAX + 1)
+        .await
+        .map_err(http_err)?;
+    let truncated = grids.len() > crate::FLEET_GRIDS_MAX;
+    let now = crate::store::now_ms();
+    let rows: Vec<_> = grids
+        .iter()
+        .take(crate::FLEET_GRIDS_MAX)
+        .map(|g| {
+            serde_json::json!({
+                "grid": g.grid,
+                "last_upload_ms": g.last_upload_ms,
+                "since_upload_ms": now.saturating_sub(g.last_upload_ms),
+                "newest_time_ms": g.newest_time_ms,
+                "records": g.records,
+                "cursors": g.cursors,
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "grids": rows, "truncated": truncated }),
+    ))
 }
 
 async fn http_grid(
