@@ -140,10 +140,16 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Pool(e.to_string()))
+        self.pool.get().await.map_err(|e| {
+            // The pool's own message hides why ("error connecting to server"): say it all.
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg = format!("{msg}: {s}");
+                source = s.source();
+            }
+            StoreError::Pool(msg)
+        })
     }
 
     /// Apply the migrations the database lacks, each in its own transaction; refuse a
