@@ -357,6 +357,35 @@ async fn the_store_suite_passes_on_postgres() {
     suite(&pg).await;
     // Migrating again (a restart) changes nothing.
     assert_eq!(pg.migrate().await.expect("migrate again"), 1);
+    // A database a newer ghatta-central migrated further is refused, not written to.
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname("ghatta_suite");
+    let (admin, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the suite database answers");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(
+            "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (99, 'future', 0)",
+        )
+        .await
+        .expect("a migration from the future");
+    let err = pg.migrate().await.expect_err("a newer schema is refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                newest: 99,
+                known: 1
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("run the newer ghatta-central"),
+        "{err}"
+    );
 }
 
 /// Regression guard for the ack-after-commit rule: a batch whose transaction fails inside
