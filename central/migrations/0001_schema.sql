@@ -120,3 +120,18 @@ COMMENT ON COLUMN wan_grids.last_event IS 'The newest alarm or relay event (debu
 COMMENT ON COLUMN wan_grids.last_event_ms IS 'Log time of last_event, Unix ms.';
 COMMENT ON COLUMN wan_grids.backfilled IS 'Ledger lines that arrived as back-fill, a count.';
 COMMENT ON COLUMN wan_grids.last_upload_ms IS 'Central wall clock of the last stored batch, Unix ms.';
+
+-- The columns not described above (ids and flags repeat across tables; a BI tool shows each
+-- table's own comments).
+COMMENT ON COLUMN wan_records.grid_id IS 'Grid id (the distribution column on Citus).';
+COMMENT ON COLUMN wan_records.stream IS 'WAN stream id the record came on.';
+COMMENT ON COLUMN wan_ledger.grid_id IS 'Grid id (the distribution column on Citus).';
+COMMENT ON COLUMN wan_latest_customer.grid_id IS 'Grid id (the distribution column on Citus).';
+COMMENT ON COLUMN wan_latest_customer.customer IS 'Customer id at the grid.';
+COMMENT ON COLUMN wan_latest_customer.seq IS 'Outbox sequence at the grid, a count of records.';
+COMMENT ON COLUMN wan_latest_customer.kind IS 'Charge, Fee, TopUp, ...';
+COMMENT ON COLUMN wan_latest_customer.tariff_version IS 'Tariff version the line was billed under (a counter).';
+COMMENT ON COLUMN wan_latest_customer.backfill IS 'Arrived late or older than the newest stored line of its customer.';
+COMMENT ON COLUMN wan_energy_hours.grid_id IS 'Grid id (the distribution column on Citus).';
+COMMENT ON COLUMN wan_energy_hours.backfill IS 'Arrived more than backfill_after_ms after its log time.';
+COMMENT ON COLUMN wan_grids.grid_id IS 'Grid id (the distribution column on Citus).';

@@ -357,7 +357,6 @@ async fn the_store_suite_passes_on_postgres() {
     suite(&pg).await;
     // Migrating again (a restart) changes nothing.
     assert_eq!(pg.migrate().await.expect("migrate again"), 1);
-    // A database a newer ghatta-central migrated further is refused, not written to.
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     cfg.dbname("ghatta_suite");
     let (admin, conn) = cfg
@@ -365,6 +364,30 @@ async fn the_store_suite_passes_on_postgres() {
         .await
         .expect("the suite database answers");
     tokio::spawn(conn);
+    // Every column says its unit in its name (_ms, _wh, _mpaisa) or in a COMMENT.
+    let bare: Vec<String> = admin
+        .query(
+            "SELECT c.relname || '.' || a.attname FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attname !~ '_(ms|wh|mpaisa)$'
+               AND col_description(c.oid, a.attnum) IS NULL
+               AND c.relname <> 'schema_migrations'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("the catalogue")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        bare.is_empty(),
+        "columns without a unit or a comment: {bare:?}"
+    );
+    // A database a newer ghatta-central migrated further is refused, not written to.
     admin
         .batch_execute(
             "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (99, 'future', 0)",
