@@ -37,6 +37,10 @@ fn test_database_url(test: &str) -> Option<String> {
     }
 }
 
+/// Held shared by every test that uses the test server, and exclusively by the one that
+/// crashes it, so no other test sees the server go away under it.
+static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A fresh database `name` on the test server, migrated, as a store.
 async fn fresh_pg(url: &str, name: &str) -> PgStore {
     let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -353,6 +357,7 @@ async fn the_store_suite_passes_on_postgres() {
     let Some(url) = test_database_url("the_store_suite_passes_on_postgres") else {
         return;
     };
+    let _server = SERVER.read().await;
     let pg = fresh_pg(&url, "ghatta_suite").await;
     suite(&pg).await;
     // Migrating again (a restart) changes nothing.
@@ -420,6 +425,7 @@ async fn a_batch_whose_transaction_fails_is_not_acked_and_leaves_nothing() {
     let Some(url) = test_database_url("a_batch_whose_transaction_fails_is_not_acked") else {
         return;
     };
+    let _server = SERVER.read().await;
     let pg = fresh_pg(&url, "ghatta_failing_txn").await;
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     cfg.dbname("ghatta_failing_txn");
@@ -499,6 +505,7 @@ async fn concurrent_uploads_of_one_stream_store_each_record_once() {
     concurrent_uploads_store_each_record_once(redb_store(dir.path())).await;
     if let Some(url) = test_database_url("concurrent_uploads_of_one_stream_store_each_record_once")
     {
+        let _server = SERVER.read().await;
         concurrent_uploads_store_each_record_once(fresh_pg(&url, "ghatta_concurrent").await).await;
     }
 }
@@ -509,6 +516,7 @@ async fn a_central_started_with_a_database_serves_its_routes_from_postgres() {
     let Some(url) = test_database_url("a_central_started_with_a_database_serves_its_routes") else {
         return;
     };
+    let _server = SERVER.read().await;
     // A fresh database, then the central connects to it by URL as the command line does.
     drop(fresh_pg(&url, "ghatta_central_e2e").await);
     let db_url = format!(
@@ -644,6 +652,7 @@ async fn ingest_rate_of_ten_grids_back_filling_at_once() {
     let Some(url) = test_database_url("ingest_rate_of_ten_grids_back_filling_at_once") else {
         return;
     };
+    let _server = SERVER.read().await;
     let pg = fresh_pg(&url, "ghatta_bench").await;
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     cfg.dbname("ghatta_bench");
@@ -667,5 +676,111 @@ async fn ingest_rate_of_ten_grids_back_filling_at_once() {
     println!(
         "bench postgres: {rate:.0} records/s, {:.0} bytes/record on disk (tables and indexes, WAL not counted)",
         (full - empty) as f64 / records
+    );
+}
+
+/// How long the fault test keeps PostgreSQL down: long enough that the uploader's retries
+/// meet a refused connection many times (each retry waits [`FAULT_RETRY`]), short enough for
+/// every CI run.
+const FAULT_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
+/// The fault test's uploader waits this long after a failed batch, as a grid backs off.
+const FAULT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Records the fault test back-fills, in batches of [`FAULT_BATCH`].
+const FAULT_RECORDS: u64 = 3_000;
+const FAULT_BATCH: u64 = 100;
+
+/// The test server's `ctl.sh stop|start` (written by `.ci/postgres.sh`), as the user it runs.
+fn pg_ctl(what: &str) {
+    let dir = std::env::var("GHATTA_TEST_PGDATA").expect("GHATTA_TEST_PGDATA");
+    let out = std::process::Command::new("sh")
+        .arg(format!("{dir}/ctl.sh"))
+        .arg(what)
+        .output()
+        .expect("ctl.sh runs");
+    assert!(
+        out.status.success(),
+        "ctl.sh {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// PostgreSQL crashes (`pg_ctl -m immediate`) in the middle of a back-fill and comes back
+/// after [`FAULT_DOWN`]: the uploader's batches fail meanwhile (never acked), it resends
+/// from its last ack, the pool reconnects, and every record is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashing_mid_backfill_loses_and_doubles_nothing() {
+    let Some(url) = test_database_url("postgres_crashing_mid_backfill_loses_and_doubles_nothing")
+    else {
+        return;
+    };
+    if std::env::var("GHATTA_TEST_PGDATA").is_err() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "GHATTA_TEST_PGDATA is not set, and CI=true: start the server with .ci/postgres.sh"
+        );
+        eprintln!(
+            "postgres_crashing_mid_backfill: skipped (the server is not one .ci/postgres.sh started)"
+        );
+        return;
+    }
+    let _server = SERVER.write().await;
+    let pg = fresh_pg(&url, "ghatta_crash").await;
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let uploader = {
+        let (pg, acked, failures) = (pg.clone(), acked.clone(), failures.clone());
+        tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + 20 * FAULT_DOWN;
+            let mut next = 0;
+            while next < FAULT_RECORDS {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the back-fill never finished"
+                );
+                let end = (next + FAULT_BATCH).min(FAULT_RECORDS);
+                match pg.ingest(21, ledger_batch(next, end)).await {
+                    Ok(ack) => {
+                        assert!(!ack.gap, "resending from the ack never leaves a hole");
+                        next = ack.next_seq;
+                        acked.store(next, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(FAULT_RETRY).await;
+                    }
+                }
+            }
+        })
+    };
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < FAULT_RECORDS / 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::task::spawn_blocking(|| pg_ctl("stop"))
+        .await
+        .expect("stop");
+    let at_crash = acked.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(FAULT_DOWN).await;
+    assert!(
+        acked.load(std::sync::atomic::Ordering::SeqCst) <= at_crash + FAULT_BATCH,
+        "nothing is acked while the server is down"
+    );
+    tokio::task::spawn_blocking(|| pg_ctl("start"))
+        .await
+        .expect("start");
+    uploader.await.expect("the uploader finishes");
+    assert!(
+        failures.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the crash was seen"
+    );
+    let (state, _) = pg.grid_state(21).await.expect("state").expect("grid");
+    assert_eq!(
+        (state.records, state.cursors.get(&1)),
+        (FAULT_RECORDS, Some(&FAULT_RECORDS))
+    );
+    let rows = all_ledger(&pg, 21, None, TimeRange::ALL, 10_000).await;
+    let seqs: BTreeSet<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        (rows.len(), seqs.len()),
+        (FAULT_RECORDS as usize, FAULT_RECORDS as usize)
     );
 }
