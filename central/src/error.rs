@@ -108,6 +108,18 @@ pub enum StoreError {
         /// This build's newest version.
         known: i32,
     },
+    /// A grid's batch spans more months of log time than a batch can (its clock is wrong).
+    #[error(
+        "grid {grid} sent a batch spanning {months} months of log time (at most {max}); nothing of it was stored; check the clocks of that grid's nodes"
+    )]
+    BatchSpan {
+        /// The grid.
+        grid: u64,
+        /// (table, month) pairs the batch needs.
+        months: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The blocking task that ran a transaction died.
     #[error("the central's store task failed: {0}")]
     Task(String),

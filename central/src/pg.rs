@@ -42,6 +42,11 @@ pub const POOL_CONNECTIONS_MAX: usize = 16;
 /// each migration and the other then sees it applied ("ghatta" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6768_6174_7461;
 
+/// Most months (over the three partitioned tables) one batch may span. A batch is at most
+/// 64 KiB of records in log order, a few days of one grid; 36 (a year of each table) is far
+/// beyond that, and stops a faulty grid's clock from making a partition per record.
+pub const BATCH_MONTHS_MAX: usize = 36;
+
 /// A u64 from the grid as a BIGINT, or an error naming it (PostgreSQL has no unsigned type).
 fn big(v: u64, what: &'static str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::OutOfRange { what, value: v })
@@ -316,6 +321,13 @@ impl Store for PgStore {
                 }
                 _ => {}
             }
+        }
+        if months.len() > BATCH_MONTHS_MAX {
+            return Err(StoreError::BatchSpan {
+                grid,
+                months: months.len(),
+                max: BATCH_MONTHS_MAX,
+            });
         }
         let first_i = big(b.first_seq, "batch first seq")?;
         let end_i = big(b.end_seq, "batch end seq")?;

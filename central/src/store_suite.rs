@@ -360,6 +360,21 @@ async fn the_store_suite_passes_on_postgres() {
     let _server = SERVER.read().await;
     let pg = fresh_pg(&url, "ghatta_suite").await;
     suite(&pg).await;
+    // A batch whose log times span decades (a faulty clock) is refused before it makes a
+    // partition per record.
+    let wild = BatchBody {
+        stream: 3,
+        first_seq: 0,
+        end_seq: 40,
+        records: (0..40u64)
+            .map(|q| charge(q, 1, BASE_MS + q * 400 * DAY_MS, 1))
+            .collect(),
+    };
+    assert!(matches!(
+        pg.ingest(7, wild).await,
+        Err(StoreError::BatchSpan { months: 80, .. })
+    ));
+    assert_eq!(pg.cursor(7, 3).await.expect("cursor"), 0);
     // Migrating again (a restart) changes nothing.
     assert_eq!(pg.migrate().await.expect("migrate again"), 1);
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
