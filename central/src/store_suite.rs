@@ -649,6 +649,33 @@ async fn ingest_rate<S: Store + Clone>(s: S) -> f64 {
     (BENCH_GRIDS * BENCH_RECORDS_PER_GRID) as f64 / secs
 }
 
+/// Times the fleet view and one customer's whole ledger (walked in pages of 1,000) after
+/// the ingest benchmark, 50 times each: "p50/p99 ms" of each.
+async fn query_times<S: Store>(s: &S) -> String {
+    const RUNS: usize = 50;
+    let pct = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!("{:.2}/{:.2}", v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    let (mut fleet, mut ledger) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = std::time::Instant::now();
+        let f = s.fleet(FLEET_GRIDS_MAX).await.expect("fleet");
+        fleet.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(f.len() as u64, BENCH_GRIDS);
+        let t = std::time::Instant::now();
+        let rows = all_ledger(s, 100, Some(1), TimeRange::ALL, 1_000).await;
+        ledger.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(rows.len() as u64, BENCH_RECORDS_PER_GRID / 2);
+    }
+    format!(
+        "fleet view p50/p99 {} ms, a customer's {} ledger lines p50/p99 {} ms",
+        pct(fleet),
+        BENCH_RECORDS_PER_GRID / 2,
+        pct(ledger)
+    )
+}
+
 /// The ingest benchmark (BENCHMARKS.md, "The central's stores"): the same batches into redb
 /// and into PostgreSQL, with the disk each store then uses per record. Run with
 /// `-- --nocapture` to see the numbers.
@@ -656,7 +683,9 @@ async fn ingest_rate<S: Store + Clone>(s: S) -> f64 {
 async fn ingest_rate_of_ten_grids_back_filling_at_once() {
     let records = (BENCH_GRIDS * BENCH_RECORDS_PER_GRID) as f64;
     let dir = tempfile::tempdir().expect("tempdir");
-    let rate = ingest_rate(redb_store(dir.path())).await;
+    let redb = redb_store(dir.path());
+    let rate = ingest_rate(redb.clone()).await;
+    println!("bench redb: {}", query_times(&redb).await);
     let bytes = std::fs::metadata(dir.path().join("central.redb"))
         .expect("the redb file")
         .len() as f64;
@@ -685,7 +714,8 @@ async fn ingest_rate_of_ten_grids_back_filling_at_once() {
         (admin, b)
     };
     let (admin, empty) = size(admin).await;
-    let rate = ingest_rate(pg).await;
+    let rate = ingest_rate(pg.clone()).await;
+    println!("bench postgres: {}", query_times(&pg).await);
     admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
     let (_, full) = size(admin).await;
     println!(
