@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// Advice for a failing database: the store is one file on one disk.
 const ADVICE_DISK: &str = "check the disk that holds --data (free space, errors in the kernel log)";
 
+/// Advice for a failing PostgreSQL: it is a server the office runs.
+const ADVICE_PG: &str = "check that the server in --database is up and reachable (pg_isready), and its log; grids retry their batches, so nothing acked is lost";
+
 /// A failure of the central's store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,6 +66,59 @@ pub enum StoreError {
         first_seq: u64,
         /// One past its last.
         end_seq: u64,
+    },
+    /// A synchronous read of the embedded store was asked of a central on PostgreSQL.
+    #[error(
+        "this read is of the embedded redb store, and this central stores in PostgreSQL; read through the HTTP API (or ghatta_central::Store) instead"
+    )]
+    NotEmbedded,
+    /// A grid sent a value PostgreSQL's BIGINT cannot hold (above 2^63 - 1).
+    #[error(
+        "a {what} of {value} does not fit PostgreSQL's BIGINT (at most 2^63 - 1); nothing of its batch was stored; the grid runs a faulty ghatta, or use the embedded store"
+    )]
+    OutOfRange {
+        /// Which value.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// `--database` is not a PostgreSQL URL.
+    #[error(
+        "--database is not a PostgreSQL URL ({detail}); give postgres://USER@HOST:PORT/DATABASE"
+    )]
+    DatabaseUrl {
+        /// The parser's message.
+        detail: String,
+    },
+    /// No connection to PostgreSQL could be had.
+    #[error("cannot reach the central's PostgreSQL ({0}); {ADVICE_PG}")]
+    Pool(String),
+    /// A statement or transaction in PostgreSQL failed (the transaction was rolled back).
+    #[error(
+        "the central's PostgreSQL failed: {0}; nothing of the batch or query was kept; {ADVICE_PG}"
+    )]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database was migrated by a newer ghatta-central.
+    #[error(
+        "the database is at schema version {newest}, this ghatta-central knows up to {known}; run the newer ghatta-central, or restore the database from a backup taken before the upgrade"
+    )]
+    SchemaTooNew {
+        /// The database's newest version.
+        newest: i32,
+        /// This build's newest version.
+        known: i32,
+    },
+    /// A grid's batch spans more months of log time than a batch can (its clock is wrong).
+    #[error(
+        "grid {grid} sent a batch spanning {months} months of log time (at most {max}); nothing of it was stored; check the clocks of that grid's nodes"
+    )]
+    BatchSpan {
+        /// The grid.
+        grid: u64,
+        /// (table, month) pairs the batch needs.
+        months: usize,
+        /// The limit.
+        max: usize,
     },
     /// The blocking task that ran a transaction died.
     #[error("the central's store task failed: {0}")]

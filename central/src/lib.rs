@@ -1,7 +1,7 @@
 //! ghatta-central: the data-center side of the WAN. Accepts batches from many grids over
 //! encrypted channels (`ghatta_proto::wan::channel`: each grid authenticates with an X25519 key
-//! the central lists for its grid id, the central with its own key pair), stores them in redb
-//! with an fsync before acknowledging, dedupes by (grid, stream, seq), acknowledges the
+//! the central lists for its grid id, the central with its own key pair), stores them (in
+//! redb, the embedded default, or PostgreSQL: [`Store`]) durably before acknowledging, dedupes by (grid, stream, seq), acknowledges the
 //! highest contiguous sequence per (grid, stream), and serves HTTP/JSON (and CSV) queries on a
 //! separate loopback port.
 //!
@@ -11,16 +11,23 @@
 //! (balance per customer, last event per grid) are only ever replaced by a record at least as
 //! new, so back-fill never overwrites a newer live value.
 //!
-//! Code map: [`store`] (the redb tables, ingest in one transaction, the queries), [`serve`]
+//! Code map: [`backend`] (the [`Store`] trait the ingest and the HTTP routes go through, and
+//! [`Backend`], its two implementations), [`store`] (the redb tables, ingest in one
+//! transaction, the queries; [`CentralStore`], the connection handler over a backend), [`pg`]
+//! (the PostgreSQL schema, migrations, ingest and queries), [`serve`]
 //! (one grid connection: handshake, batches in, acks out; the TCP accept loop), [`http`] (the
 //! query API), [`error`] (what a person sees when it fails). `src/main.rs` is the command
 //! line. It shares only `ghatta-proto` with the board's node.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod error;
 pub mod http;
+pub mod pg;
 pub mod serve;
 pub mod store;
+#[cfg(test)]
+mod store_suite;
 #[cfg(test)]
 mod tests;
 
@@ -31,11 +38,14 @@ use ghatta_proto::keys::SecretKey;
 use ghatta_proto::wan::channel::AllowedGrids;
 use tokio::net::TcpListener;
 
+pub use self::backend::{Backend, Store};
 pub use self::error::{StartError, StoreError};
 pub use self::http::access::HttpAccess;
+pub use self::pg::PgStore;
 pub use self::store::{
-    CentralStats, CentralStatsSnapshot, CentralStore, EnergyHourRow, GridState, HourKey, LedgerKey,
-    LedgerRow, PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX, PAGE_SCAN_ROWS_MAX, Page, StoredRecord, TimeRange,
+    CentralStats, CentralStatsSnapshot, CentralStore, EnergyHourRow, FLEET_GRIDS_MAX, FleetRow,
+    GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX, PAGE_SCAN_ROWS_MAX,
+    Page, RedbStore, StoredRecord, TimeRange,
 };
 
 /// Concurrent grid connections. A country's programme is a few hundred grids with one
@@ -63,8 +73,11 @@ pub struct CentralConfig {
     pub listen: String,
     /// HTTP/JSON query listener; keep it on loopback (operators reach it through SSH).
     pub http_listen: String,
-    /// Directory of `central.redb`.
+    /// Directory of `central.redb` (the embedded store) and of the default HTTP token file.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://user@host:port/db`): store there instead of in
+    /// `central.redb`.
+    pub database: Option<String>,
     /// The central's own private key (grids hold its public half as `wan.central_public_key`).
     pub secret: SecretKey,
     /// The public keys allowed per grid id.
@@ -115,8 +128,16 @@ impl Central {
             .http_token_file
             .clone()
             .unwrap_or_else(|| cfg.data_dir.join(http::access::TOKEN_FILE));
-        let store =
-            CentralStore::open(&cfg.data_dir, cfg.secret, cfg.grids, cfg.backfill_after_ms)?;
+        let store = match &cfg.database {
+            None => {
+                CentralStore::open(&cfg.data_dir, cfg.secret, cfg.grids, cfg.backfill_after_ms)?
+            }
+            Some(url) => CentralStore::with_backend(
+                Backend::Postgres(PgStore::connect(url, cfg.backfill_after_ms).await?),
+                cfg.secret,
+                cfg.grids,
+            ),
+        };
         let http_access = HttpAccess::load_or_create(&token_file, &cfg.http_hosts)?;
         let listen = |what: &'static str, addr: &str| {
             let addr = addr.to_string();

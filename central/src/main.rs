@@ -41,9 +41,14 @@ struct CentralArgs {
     /// Where grids connect with their batches, host:port.
     #[arg(long)]
     listen: String,
-    /// Directory for central.redb.
+    /// Directory for the embedded store (central.redb, the default: nothing to install) and
+    /// the HTTP token file.
     #[arg(long)]
     data: PathBuf,
+    /// Store in PostgreSQL instead of central.redb: postgres://USER@HOST:PORT/DATABASE. The
+    /// schema's migrations are applied at start.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
     /// HTTP/JSON query listener (keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:7780")]
     http: String,
@@ -118,6 +123,7 @@ async fn serve(args: CentralArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         http_listen: args.http,
         data_dir: args.data,
+        database: args.database,
         secret,
         grids,
         backfill_after_ms: args.backfill_after_ms,

@@ -9,7 +9,8 @@ use ghatta_proto::wan::{self as proto, Msg, channel};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::error::{ServeError, StoreError};
+use crate::backend::Store;
+use crate::error::ServeError;
 use crate::store::{CentralStore, Inner};
 use crate::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS};
 
@@ -86,10 +87,8 @@ where
         let Msg::Batch { grid, body } = proto::decode(&frame, grid)? else {
             return Err(proto::ProtoError::Body("a grid sent an ack, not a batch".into()).into());
         };
-        let i = inner.clone();
-        let ack = tokio::task::spawn_blocking(move || i.ingest(grid, &body))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        // The ack is written only after the store's commit returned.
+        let ack = inner.backend.ingest(grid, body).await?;
         sealer
             .write_frame(wr, &proto::encode_ack(grid, &ack)?)
             .await

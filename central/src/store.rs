@@ -16,11 +16,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::DAY_MS;
+use crate::backend::Backend;
 use crate::error::{ServeError, StoreError};
 use crate::serve::serve_conn;
 
 /// The central's wall clock, Unix ms (back-fill is judged against it).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -41,6 +42,9 @@ const LATEST: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("wan_lat
 const GRIDS: TableDefinition<u64, &[u8]> = TableDefinition::new("wan_grids");
 /// (grid, hour start ms, subject kind 0 customer / 1 feeder / 2 plant, node or customer,
 /// feeder) -> bincode EnergyHourRow.
+/// grid -> the central's wall clock at its last stored batch, Unix ms (a table of its own so
+/// `GridState` in files written before it still decodes).
+const LAST_UPLOAD: TableDefinition<u64, u64> = TableDefinition::new("wan_grid_last_upload");
 const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
     TableDefinition::new("wan_energy_hours");
 
@@ -167,7 +171,10 @@ pub struct Page<T, K> {
     pub next: Option<K>,
 }
 
-fn energy_key(grid: u64, h: &sdk::EnergyHour) -> ((u64, u64, u8, u64, u16), &'static str) {
+pub(crate) fn energy_key(
+    grid: u64,
+    h: &sdk::EnergyHour,
+) -> ((u64, u64, u8, u64, u16), &'static str) {
     match h.subject {
         sdk::EnergySubject::Customer(c) => {
             ((grid, h.hour_start_ms, 0, u64::from(c.0), 0), "customer")
@@ -177,6 +184,26 @@ fn energy_key(grid: u64, h: &sdk::EnergyHour) -> ((u64, u64, u8, u64, u16), &'st
         }
         sdk::EnergySubject::Plant(node) => ((grid, h.hour_start_ms, 2, node.0, 0), "plant"),
     }
+}
+
+/// Most grids one fleet view lists: a country's programme is a few hundred grids; beyond
+/// this the answer says it was cut short rather than build an unbounded response.
+pub const FLEET_GRIDS_MAX: usize = 10_000;
+
+/// One grid in the fleet view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetRow {
+    /// Grid id.
+    pub grid: u64,
+    /// The central's wall clock when a batch of it was last stored, Unix ms (0: before this
+    /// was kept).
+    pub last_upload_ms: u64,
+    /// Newest log time seen, Unix ms.
+    pub newest_time_ms: u64,
+    /// Records stored.
+    pub records: u64,
+    /// Next expected seq per stream (every record below it is stored).
+    pub cursors: BTreeMap<u32, u64>,
 }
 
 /// The latest known state of a grid.
@@ -304,11 +331,16 @@ impl CentralStats {
 }
 
 pub(crate) struct Inner {
-    pub(crate) db: Database,
+    pub(crate) backend: Backend,
     pub(crate) secret: SecretKey,
     pub(crate) grids: AllowedGrids,
     pub(crate) replays: ReplayCache,
     pub(crate) stats: CentralStats,
+}
+
+/// The embedded store: one redb file, one write transaction per batch.
+pub struct RedbStore {
+    pub(crate) db: Database,
     pub(crate) backfill_after_ms: u64,
 }
 
@@ -328,35 +360,38 @@ impl CentralStore {
         grids: AllowedGrids,
         backfill_after_ms: u64,
     ) -> Result<CentralStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
-            dir: data_dir.to_path_buf(),
-            source,
-        })?;
-        let path = data_dir.join("central.redb");
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        {
-            let txn = db.begin_write()?;
-            txn.open_table(CURSORS)?;
-            txn.open_table(RECORDS)?;
-            txn.open_table(LEDGER)?;
-            txn.open_table(ENERGY)?;
-            txn.open_table(LATEST)?;
-            txn.open_table(GRIDS)?;
-            txn.open_table(ENERGY_HOURS)?;
-            txn.commit()?;
-        }
+        let redb = RedbStore::open(data_dir, backfill_after_ms)?;
+        Ok(CentralStore::with_backend(
+            Backend::Redb(Arc::new(redb)),
+            secret,
+            grids,
+        ))
+    }
+
+    /// A central over any store ([`Backend`]: redb or PostgreSQL).
+    pub fn with_backend(backend: Backend, secret: SecretKey, grids: AllowedGrids) -> CentralStore {
         let inner = Arc::new(Inner {
-            db,
+            backend,
             secret,
             grids,
             replays: ReplayCache::default(),
             stats: CentralStats::default(),
-            backfill_after_ms,
         });
-        Ok(CentralStore { inner })
+        CentralStore { inner }
+    }
+
+    /// The store behind this central (what the HTTP routes and the WAN ingest go through).
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// The embedded store, for the synchronous reads below (the simulator's and tests'
+    /// checks); with PostgreSQL, read through [`crate::Store`] instead.
+    fn embedded(&self) -> Result<&RedbStore, StoreError> {
+        match &self.inner.backend {
+            Backend::Redb(r) => Ok(r),
+            Backend::Postgres(_) => Err(StoreError::NotEmbedded),
+        }
     }
 
     /// Serve one grid connection over `rd`/`wr` until it ends: handshake, then batches in,
@@ -392,14 +427,12 @@ impl CentralStore {
 
     /// Next expected seq of (grid, stream).
     pub fn cursor(&self, grid: u64, stream: u32) -> Result<u64, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        let t = txn.open_table(CURSORS)?;
-        Ok(t.get((grid, stream))?.map(|v| v.value()).unwrap_or(0))
+        self.embedded()?.cursor(grid, stream)
     }
 
     /// Every stored record of (grid, stream), ascending.
     pub fn records(&self, grid: u64, stream: u32) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.embedded()?.db.begin_read()?;
         let t = txn.open_table(RECORDS)?;
         let mut out = Vec::new();
         for item in t.range((grid, stream, 0)..=(grid, stream, u64::MAX))? {
@@ -414,17 +447,17 @@ impl CentralStore {
 
     /// Energy per UTC day of a grid: (day number since the epoch, Wh).
     pub fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
-        self.inner.energy_per_day(grid)
+        self.embedded()?.energy_per_day(grid)
     }
 
     /// Hourly energy rows of a grid, ascending by hour, then customers, feeders, plants.
     pub fn energy_hours(&self, grid: u64) -> Result<Vec<EnergyHourRow>, StoreError> {
-        self.inner.energy_hours(grid)
+        self.embedded()?.energy_hours(grid)
     }
 
     /// The ledger of a customer (all customers with `None`), ascending by seq per customer.
     pub fn ledger(&self, grid: u64, customer: Option<u32>) -> Result<Vec<LedgerRow>, StoreError> {
-        self.inner.ledger(grid, customer)
+        self.embedded()?.ledger(grid, customer)
     }
 
     /// One page of a grid's ledger (one customer's with `Some`), in (customer, seq) order:
@@ -438,7 +471,8 @@ impl CentralStore {
         after: Option<LedgerKey>,
         limit: usize,
     ) -> Result<Page<LedgerRow, LedgerKey>, StoreError> {
-        self.inner.ledger_page(grid, customer, range, after, limit)
+        self.embedded()?
+            .ledger_page(grid, customer, range, after, limit)
     }
 
     /// One page of a grid's hourly energy rows with the hour's start in `range`, in (hour,
@@ -450,16 +484,56 @@ impl CentralStore {
         after: Option<HourKey>,
         limit: usize,
     ) -> Result<Page<EnergyHourRow, HourKey>, StoreError> {
-        self.inner.energy_hours_page(grid, range, after, limit)
+        self.embedded()?
+            .energy_hours_page(grid, range, after, limit)
     }
 
     /// The latest state of a grid and its customers' newest ledger lines.
     pub fn grid_state(&self, grid: u64) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
-        self.inner.grid_state(grid)
+        self.embedded()?.grid_state(grid)
     }
 }
 
-impl Inner {
+impl RedbStore {
+    /// Open (or create) `central.redb` in `data_dir`.
+    pub fn open(
+        data_dir: &std::path::Path,
+        backfill_after_ms: u64,
+    ) -> Result<RedbStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            dir: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join("central.redb");
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(CURSORS)?;
+            txn.open_table(RECORDS)?;
+            txn.open_table(LEDGER)?;
+            txn.open_table(ENERGY)?;
+            txn.open_table(LATEST)?;
+            txn.open_table(GRIDS)?;
+            txn.open_table(ENERGY_HOURS)?;
+            txn.open_table(LAST_UPLOAD)?;
+            txn.commit()?;
+        }
+        Ok(RedbStore {
+            db,
+            backfill_after_ms,
+        })
+    }
+
+    /// Next expected seq of (grid, stream).
+    pub fn cursor(&self, grid: u64, stream: u32) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(CURSORS)?;
+        Ok(t.get((grid, stream))?.map(|v| v.value()).unwrap_or(0))
+    }
+
     pub(crate) fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(ENERGY)?;
@@ -595,6 +669,26 @@ impl Inner {
             }
         }
         Ok(Page { rows, next: None })
+    }
+
+    pub(crate) fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let grids = txn.open_table(GRIDS)?;
+        let uploads = txn.open_table(LAST_UPLOAD)?;
+        let mut out = Vec::new();
+        for item in grids.iter()?.take(limit) {
+            let (k, v) = item?;
+            let gs: GridState =
+                codec::decode(v.value()).map_err(StoreError::corrupt("grid state"))?;
+            out.push(FleetRow {
+                grid: k.value(),
+                last_upload_ms: uploads.get(k.value())?.map_or(0, |v| v.value()),
+                newest_time_ms: gs.newest_time_ms,
+                records: gs.records,
+                cursors: gs.cursors,
+            });
+        }
+        Ok(out)
     }
 
     pub(crate) fn grid_state(
@@ -770,6 +864,7 @@ impl Inner {
             next = b.end_seq;
             cursors.insert((grid, b.stream), next)?;
             gs.cursors.insert(b.stream, next);
+            txn.open_table(LAST_UPLOAD)?.insert(grid, now)?;
             grids.insert(
                 grid,
                 codec::encode(&gs)
@@ -787,7 +882,7 @@ impl Inner {
     }
 }
 
-fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
+pub(crate) fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
     let name = format!("{kind:?}");
     let name = name.split([' ', '{', '(']).next().unwrap_or("").to_string();
     match kind {

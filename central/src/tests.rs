@@ -16,6 +16,7 @@ async fn start(dir: &std::path::Path, hosts: Vec<String>) -> Central {
         listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
+        database: None,
         secret: SecretKey::from_bytes([1; 32]),
         grids: AllowedGrids::from([(3, vec![SecretKey::from_bytes([2; 32]).public()])]),
         backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
@@ -108,10 +109,18 @@ async fn energy_hours_are_stored_once_and_served_as_rows_and_csv() {
             hour(2, sdk::EnergySubject::Plant(sdk::NodeId(2)), 3_000),
         ],
     };
-    let ack = central.inner.ingest(3, &batch).expect("ingest");
+    let ack = central
+        .backend()
+        .ingest(3, batch.clone())
+        .await
+        .expect("ingest");
     assert_eq!(ack.next_seq, 3);
     // A retransmission changes nothing.
-    central.inner.ingest(3, &batch).expect("ingest again");
+    central
+        .backend()
+        .ingest(3, batch)
+        .await
+        .expect("ingest again");
     let rows = central.energy_hours(3).expect("rows");
     let got: Vec<(&str, u64, u16, u64)> = rows
         .iter()
@@ -197,7 +206,11 @@ async fn the_http_api_needs_the_token_and_serves_ledgers_in_bounded_pages() {
         end_seq: 50,
         records,
     };
-    central.inner.ingest(3, &batch).expect("ingest");
+    central
+        .backend()
+        .ingest(3, batch.clone())
+        .await
+        .expect("ingest");
     let addr = central.http_addr;
     let token = ghatta_proto::token::read(&dir.path().join("http.token")).expect("token file");
     assert_eq!(token, central.http_access.token());

@@ -20,6 +20,7 @@ use serde::Serialize;
 use self::access::HttpAccess;
 use self::page::Cursor;
 use crate::DAY_MS;
+use crate::backend::Store;
 use crate::store::{EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page};
 
 /// The response header that carries a CSV page's cursor (JSON pages carry `next` in the body).
@@ -38,6 +39,7 @@ pub(crate) fn router(inner: Arc<Inner>, access: HttpAccess) -> Router {
     Router::new()
         .route(access::HEALTH_PATH, get(http_health))
         .route("/v1/status", get(http_status))
+        .route("/v1/grids", get(http_fleet))
         .route("/v1/grids/{grid}", get(http_grid))
         .route(
             "/v1/grids/{grid}/customers/{customer}/ledger",
@@ -92,7 +94,7 @@ fn csv_page<K: Cursor>(csv: String, first: bool, next: Option<K>) -> Response {
 
 /// The page of a grid's ledger (one customer's with `Some`) a query string asks for, and
 /// whether it is the first page.
-fn ledger_for(
+async fn ledger_for(
     i: &Inner,
     grid: u64,
     customer: Option<u32>,
@@ -100,20 +102,24 @@ fn ledger_for(
 ) -> Result<(bool, Page<LedgerRow, LedgerKey>), HttpError> {
     let r = page::parse(q).map_err(bad_request)?;
     let p = i
+        .backend
         .ledger_page(grid, customer, r.range, r.after, r.limit)
+        .await
         .map_err(http_err)?;
     Ok((r.after.is_none(), p))
 }
 
 /// The page of a grid's hourly energy a query string asks for, and whether it is the first.
-fn hours_for(
+async fn hours_for(
     i: &Inner,
     grid: u64,
     q: &BTreeMap<String, String>,
 ) -> Result<(bool, Page<EnergyHourRow, HourKey>), HttpError> {
     let r = page::parse(q).map_err(bad_request)?;
     let p = i
+        .backend
         .energy_hours_page(grid, r.range, r.after, r.limit)
+        .await
         .map_err(http_err)?;
     Ok((r.after.is_none(), p))
 }
@@ -130,11 +136,40 @@ async fn http_status(State(i): State<Arc<Inner>>) -> Json<serde_json::Value> {
     }))
 }
 
+/// The fleet view: every grid that uploaded, its last upload (and how long ago), its newest
+/// log time and its cursor per stream, by grid id.
+async fn http_fleet(State(i): State<Arc<Inner>>) -> Result<Json<serde_json::Value>, HttpError> {
+    let grids = i
+        .backend
+        .fleet(crate::FLEET_GRIDS_MAX + 1)
+        .await
+        .map_err(http_err)?;
+    let truncated = grids.len() > crate::FLEET_GRIDS_MAX;
+    let now = crate::store::now_ms();
+    let rows: Vec<_> = grids
+        .iter()
+        .take(crate::FLEET_GRIDS_MAX)
+        .map(|g| {
+            serde_json::json!({
+                "grid": g.grid,
+                "last_upload_ms": g.last_upload_ms,
+                "since_upload_ms": now.saturating_sub(g.last_upload_ms),
+                "newest_time_ms": g.newest_time_ms,
+                "records": g.records,
+                "cursors": g.cursors,
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "grids": rows, "truncated": truncated }),
+    ))
+}
+
 async fn http_grid(
     State(i): State<Arc<Inner>>,
     Path(grid): Path<u64>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    match i.grid_state(grid).map_err(http_err)? {
+    match i.backend.grid_state(grid).await.map_err(http_err)? {
         Some((state, customers)) => Ok(Json(
             serde_json::json!({ "state": state, "customers": customers }),
         )),
@@ -152,7 +187,7 @@ async fn http_ledger(
     Path((grid, customer)): Path<(u64, u32)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let (_, p) = ledger_for(&i, grid, Some(customer), &q)?;
+    let (_, p) = ledger_for(&i, grid, Some(customer), &q).await?;
     Ok(json_page(p))
 }
 
@@ -161,7 +196,9 @@ async fn http_energy(
     Path(grid): Path<u64>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     let days: Vec<_> = i
+        .backend
         .energy_per_day(grid)
+        .await
         .map_err(http_err)?
         .into_iter()
         .map(|(day, wh)| serde_json::json!({ "utc_day_start_ms": day * DAY_MS, "energy_wh": wh }))
@@ -174,7 +211,7 @@ async fn http_energy_hours(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let (_, p) = hours_for(&i, grid, &q)?;
+    let (_, p) = hours_for(&i, grid, &q).await?;
     Ok(json_page(p))
 }
 
@@ -183,7 +220,7 @@ async fn http_energy_hours_csv(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let (first, p) = hours_for(&i, grid, &q)?;
+    let (first, p) = hours_for(&i, grid, &q).await?;
     Ok(csv_page(energy_hours_csv(grid, &p.rows), first, p.next))
 }
 
@@ -204,7 +241,7 @@ async fn http_export_json(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let (_, p) = ledger_for(&i, grid, None, &q)?;
+    let (_, p) = ledger_for(&i, grid, None, &q).await?;
     Ok(json_page(p))
 }
 
@@ -213,7 +250,7 @@ async fn http_export_csv(
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let (first, p) = ledger_for(&i, grid, None, &q)?;
+    let (first, p) = ledger_for(&i, grid, None, &q).await?;
     Ok(csv_page(ledger_csv(grid, &p.rows), first, p.next))
 }
 

@@ -41,6 +41,7 @@ async fn central(dir: &std::path::Path) -> Central {
         listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
+        database: None,
         secret: central_secret(),
         grids: BTreeMap::from([(GRID, vec![grid_secret().public()])]),
         backfill_after_ms: ghatta_central::BACKFILL_AFTER_MS_DEFAULT,

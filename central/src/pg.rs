@@ -1,0 +1,915 @@
+//! The central's PostgreSQL store (`ghatta-central --database postgres://...`): a pooled
+//! client, the schema's numbered migrations applied at start, ingest of a batch in one
+//! transaction (records, dedupe keys, cursor and views commit together), and the HTTP
+//! routes' queries as indexed range scans.
+//!
+//! Exactly once: every ingest locks its (grid, stream) cursor row first, so two uploads of
+//! one stream (a leader change mid-upload) run one after the other; records below the cursor
+//! are skipped, the rest go in with `ON CONFLICT DO NOTHING` on the dedupe key, and the
+//! cursor moves to `GREATEST(cursor, batch end)` in the same transaction. The ack leaves only
+//! after `COMMIT` returned (PostgreSQL's default `synchronous_commit = on`: flushed to WAL).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
+use ghatta_proto::outbox::ActorKind;
+use ghatta_proto::wan::{AckBody, BatchBody};
+use tokio_postgres::NoTls;
+
+use crate::DAY_MS;
+use crate::backend::Store;
+use crate::error::StoreError;
+use crate::store::{
+    EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page,
+    TimeRange, energy_key, ledger_fields, now_ms,
+};
+
+/// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
+/// transaction, and recorded in `schema_migrations`; never edit one that has shipped, add
+/// the next.
+pub const MIGRATIONS: [(i32, &str, &str); 1] =
+    [(1, "schema", include_str!("../migrations/0001_schema.sql"))];
+
+/// Connections the pool opens at most. Ingest holds one per batch in flight and each HTTP
+/// query one while it runs; 16 keeps a few hundred grids' uploads moving (each batch is a
+/// few ms of database time) well inside PostgreSQL's default `max_connections` of 100,
+/// leaving room for the office's own tools.
+pub const POOL_CONNECTIONS_MAX: usize = 16;
+
+/// The advisory lock key two centrals starting at once take while migrating, so one applies
+/// each migration and the other then sees it applied ("ghatta" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6768_6174_7461;
+
+/// Most months (over the three partitioned tables) one batch may span. A batch is at most
+/// 64 KiB of records in log order, a few days of one grid; 36 (a year of each table) is far
+/// beyond that, and stops a faulty grid's clock from making a partition per record.
+pub const BATCH_MONTHS_MAX: usize = 36;
+
+/// A u64 from the grid as a BIGINT, or an error naming it (PostgreSQL has no unsigned type).
+fn big(v: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange { what, value: v })
+}
+
+/// A stored BIGINT back as the u64 it was written from.
+fn unbig(v: i64, what: &'static str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        what,
+        detail: format!("negative value {v}"),
+    })
+}
+
+/// A query bound: Unix ms saturated into BIGINT (a range end of "forever" is u64::MAX).
+fn bound(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// (year, month 1..=12) of a day number since 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_from_days(z: i64) -> (i64, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m)
+}
+
+/// Day number since 1970-01-01 of (year, month, day 1) (Howard Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The UTC month holding `t_ms`: its partition suffix and [start, end) in Unix ms.
+fn month_of(t_ms: i64) -> (String, i64, i64) {
+    let day_ms = DAY_MS as i64;
+    let (y, m) = civil_from_days(t_ms.div_euclid(day_ms));
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let start = days_from_civil(y, m).saturating_mul(day_ms);
+    let end = days_from_civil(ny, nm).saturating_mul(day_ms);
+    (format!("y{y:04}m{m:02}"), start, end)
+}
+
+/// The PostgreSQL store: a pool of connections and the months whose partitions exist.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    backfill_after_ms: u64,
+    /// (table, month start ms) known to have a partition: checked once per process.
+    partitions: Arc<Mutex<BTreeSet<(&'static str, i64)>>>,
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://user@host:port/db`), apply the migrations this build
+    /// knows that the database lacks, and answer the store.
+    pub async fn connect(url: &str, backfill_after_ms: u64) -> Result<PgStore, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::DatabaseUrl {
+            detail: format!("{e}"),
+        })?;
+        PgStore::with_config(config, backfill_after_ms).await
+    }
+
+    /// As [`PgStore::connect`], with the connection settings already parsed.
+    pub async fn with_config(
+        config: tokio_postgres::Config,
+        backfill_after_ms: u64,
+    ) -> Result<PgStore, StoreError> {
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_CONNECTIONS_MAX)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let store = PgStore {
+            pool,
+            backfill_after_ms,
+            partitions: Arc::default(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            // The pool's own message hides why ("error connecting to server"): say it all.
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg = format!("{msg}: {s}");
+                source = s.source();
+            }
+            StoreError::Pool(msg)
+        })
+    }
+
+    /// Apply the migrations the database lacks, each in its own transaction; refuse a
+    /// database a newer ghatta-central migrated further. Answers the schema version.
+    pub async fn migrate(&self) -> Result<i32, StoreError> {
+        let mut c = self.client().await?;
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL,
+                 applied_ms BIGINT NOT NULL
+             );
+             COMMENT ON COLUMN schema_migrations.applied_ms IS 'When it was applied, Unix ms.';",
+        )
+        .await?;
+        for (version, name, sql) in MIGRATIONS {
+            let tx = c.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+                .await?;
+            let done = tx
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[&version],
+                )
+                .await?
+                .is_some();
+            if !done {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
+                    &[&version, &name, &bound(now_ms())],
+                )
+                .await?;
+                tracing::info!(version, name, "applied a schema migration");
+            }
+            tx.commit().await?;
+        }
+        let newest: i32 = c
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        let known = MIGRATIONS.len() as i32;
+        if newest > known {
+            return Err(StoreError::SchemaTooNew { newest, known });
+        }
+        Ok(newest)
+    }
+
+    /// Make the monthly partitions `months` ((table, a time in the month) pairs) that do not
+    /// exist yet, each in its own statement outside the ingest transaction (DDL takes a lock
+    /// on the parent table; holding it through a batch would stall every other grid).
+    async fn ensure_partitions(
+        &self,
+        c: &tokio_postgres::Client,
+        months: &BTreeSet<(&'static str, i64)>,
+    ) -> Result<(), StoreError> {
+        for &(table, t_ms) in months {
+            let (suffix, start, end) = month_of(t_ms);
+            if self
+                .partitions
+                .lock()
+                .map_err(|_| StoreError::Task("partition cache poisoned".into()))?
+                .contains(&(table, start))
+            {
+                continue;
+            }
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {table}_{suffix} PARTITION OF {table} FOR VALUES FROM ({start}) TO ({end})"
+            );
+            if let Err(e) = c.batch_execute(&sql).await {
+                // Another connection made it between our check and our CREATE: fine.
+                let raced = e.code().is_some_and(|code| {
+                    *code == tokio_postgres::error::SqlState::DUPLICATE_TABLE
+                        || *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                });
+                if !raced {
+                    return Err(e.into());
+                }
+            }
+            self.partitions
+                .lock()
+                .map_err(|_| StoreError::Task("partition cache poisoned".into()))?
+                .insert((table, start));
+        }
+        Ok(())
+    }
+}
+
+/// A batch's rows, decoded and checked before the transaction opens.
+#[derive(Default)]
+struct Rows {
+    seq: Vec<i64>,
+    index: Vec<i64>,
+    time_ms: Vec<i64>,
+    actor: Vec<i16>,
+    output: Vec<Vec<u8>>,
+    backfill: Vec<bool>,
+}
+
+/// A batch's ledger lines as columns (one array parameter each for `UNNEST`).
+#[derive(Default)]
+struct LedgerCols {
+    customer: Vec<i64>,
+    seq: Vec<i64>,
+    at_ms: Vec<i64>,
+    kind: Vec<String>,
+    energy_wh: Vec<i64>,
+    amount_mpaisa: Vec<i64>,
+    balance_after_mpaisa: Vec<i64>,
+    tariff_version: Vec<i64>,
+    backfill: Vec<bool>,
+}
+
+/// A batch's energy hours as columns.
+#[derive(Default)]
+struct HourCols {
+    hour_start_ms: Vec<i64>,
+    kind: Vec<i16>,
+    id: Vec<i64>,
+    feeder: Vec<i32>,
+    energy_wh: Vec<i64>,
+    seq: Vec<i64>,
+    backfill: Vec<bool>,
+}
+
+impl Store for PgStore {
+    async fn ingest(&self, grid: u64, b: BatchBody) -> Result<AckBody, StoreError> {
+        let now = now_ms();
+        let grid_i = big(grid, "grid id")?;
+        let stream_i = i64::from(b.stream);
+        let ack = |next_seq, gap| AckBody {
+            stream: b.stream,
+            next_seq,
+            gap,
+            batch_first_seq: b.first_seq,
+        };
+        // Check the batch's order and sizes before touching the database.
+        let mut months = BTreeSet::new();
+        let mut prev = None;
+        for (seq, rec) in &b.records {
+            if *seq < b.first_seq || *seq >= b.end_seq || prev.is_some_and(|p| *seq <= p) {
+                return Err(StoreError::BatchOrder {
+                    grid,
+                    seq: *seq,
+                    first_seq: b.first_seq,
+                    end_seq: b.end_seq,
+                });
+            }
+            prev = Some(*seq);
+            let t = big(rec.time_ms, "record log time")?;
+            months.insert(("wan_records", month_of(t).1));
+            match sdk_codec::decode::<sdk::Output>(&rec.output) {
+                Some(sdk::Output::Ledger(l)) => {
+                    months.insert(("wan_ledger", month_of(big(l.at_ms, "ledger time")?).1));
+                }
+                Some(sdk::Output::EnergyHour(h)) => {
+                    months.insert((
+                        "wan_energy_hours",
+                        month_of(big(h.hour_start_ms, "hour start")?).1,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if months.len() > BATCH_MONTHS_MAX {
+            return Err(StoreError::BatchSpan {
+                grid,
+                months: months.len(),
+                max: BATCH_MONTHS_MAX,
+            });
+        }
+        let first_i = big(b.first_seq, "batch first seq")?;
+        let end_i = big(b.end_seq, "batch end seq")?;
+        let mut c = self.client().await?;
+        // Partitions are DDL: made before the transaction, each on its own, so the lock DDL
+        // takes on the parent table is never held through a batch (once a month per table).
+        self.ensure_partitions(&c, &months).await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO wan_cursors (grid_id, stream, next_seq, updated_ms) VALUES ($1, $2, 0, $3)
+             ON CONFLICT DO NOTHING",
+            &[&grid_i, &stream_i, &bound(now)],
+        )
+        .await?;
+        // The lock that serialises every upload of this (grid, stream).
+        let have_i: i64 = tx
+            .query_one(
+                "SELECT next_seq FROM wan_cursors WHERE grid_id = $1 AND stream = $2 FOR UPDATE",
+                &[&grid_i, &stream_i],
+            )
+            .await?
+            .get(0);
+        let have = unbig(have_i, "cursor")?;
+        if first_i > have_i {
+            // A hole before this batch: store nothing, ask for a resend from the cursor.
+            return Ok(ack(have, true));
+        }
+        if end_i <= have_i {
+            return Ok(ack(have, false)); // A pure retransmission.
+        }
+        let g = tx
+            .query_opt(
+                "SELECT records, newest_time_ms, last_event, last_event_ms, backfilled
+                 FROM wan_grids WHERE grid_id = $1 FOR UPDATE",
+                &[&grid_i],
+            )
+            .await?;
+        let mut records_n: i64 = g.as_ref().map_or(0, |r| r.get(0));
+        let mut newest_time_ms: i64 = g.as_ref().map_or(0, |r| r.get(1));
+        let mut last_event: Option<String> = g.as_ref().and_then(|r| r.get(2));
+        let mut last_event_ms: i64 = g.as_ref().map_or(0, |r| r.get(3));
+        let mut backfilled: i64 = g.as_ref().map_or(0, |r| r.get(4));
+        // Each batch customer's newest stored line time (a line older is back-fill).
+        let customers: Vec<i64> = b
+            .records
+            .iter()
+            .filter_map(|(_, r)| match sdk_codec::decode::<sdk::Output>(&r.output) {
+                Some(sdk::Output::Ledger(l)) => Some(i64::from(l.customer.0)),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut newest_at: BTreeMap<u32, u64> = BTreeMap::new();
+        for r in tx
+            .query(
+                "SELECT customer, at_ms FROM wan_latest_customer WHERE grid_id = $1 AND customer = ANY($2)",
+                &[&grid_i, &customers],
+            )
+            .await?
+        {
+            let c: i64 = r.get(0);
+            let at: i64 = r.get(1);
+            newest_at.insert(
+                u32::try_from(c).map_err(|_| StoreError::Corrupt {
+                    what: "customer id",
+                    detail: format!("{c}"),
+                })?,
+                unbig(at, "ledger time")?,
+            );
+        }
+        let mut rows = Rows::default();
+        let mut ledger: Vec<LedgerRow> = Vec::new();
+        let mut latest: BTreeMap<u32, LedgerRow> = BTreeMap::new();
+        let mut hours = HourCols::default();
+        for (seq, rec) in &b.records {
+            let seq = *seq;
+            if seq < have {
+                continue; // Stored before: exactly once.
+            }
+            let mut backfill = now.saturating_sub(rec.time_ms) > self.backfill_after_ms;
+            match sdk_codec::decode::<sdk::Output>(&rec.output) {
+                Some(sdk::Output::Ledger(l)) => {
+                    let c = l.customer.0;
+                    let newest = newest_at.get(&c).copied();
+                    if newest.is_some_and(|n| l.at_ms < n) {
+                        backfill = true;
+                    }
+                    let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
+                    let row = LedgerRow {
+                        seq,
+                        customer: c,
+                        at_ms: l.at_ms,
+                        kind,
+                        energy_wh,
+                        amount_mpaisa,
+                        balance_after_mpaisa: l.balance_after_mpaisa,
+                        tariff_version: l.tariff_version,
+                        backfill,
+                    };
+                    if newest.is_none_or(|n| l.at_ms >= n) {
+                        newest_at.insert(c, l.at_ms);
+                        latest.insert(c, row.clone());
+                    }
+                    ledger.push(row);
+                    if backfill {
+                        backfilled += 1;
+                    }
+                }
+                Some(sdk::Output::EnergyHour(h)) => {
+                    let (key, _) = energy_key(grid, &h);
+                    hours
+                        .hour_start_ms
+                        .push(big(h.hour_start_ms, "hour start")?);
+                    hours.kind.push(i16::from(key.2));
+                    hours.id.push(big(key.3, "energy subject id")?);
+                    hours.feeder.push(i32::from(key.4));
+                    hours.energy_wh.push(big(h.energy_wh, "hour energy")?);
+                    hours.seq.push(big(seq, "seq")?);
+                    hours.backfill.push(backfill);
+                }
+                Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_)))
+                    if big(rec.time_ms, "record log time")? >= last_event_ms =>
+                {
+                    last_event = Some(format!("{ev:?}"));
+                    last_event_ms = big(rec.time_ms, "record log time")?;
+                }
+                _ => {}
+            }
+            rows.seq.push(big(seq, "seq")?);
+            rows.index.push(big(rec.index, "log index")?);
+            rows.time_ms.push(big(rec.time_ms, "record log time")?);
+            rows.actor.push(match rec.actor {
+                ActorKind::Balancing => 1,
+                ActorKind::Billing => 2,
+            });
+            rows.output.push(rec.output.clone());
+            rows.backfill.push(backfill);
+            records_n += 1;
+            newest_time_ms = newest_time_ms.max(big(rec.time_ms, "record log time")?);
+        }
+        let now_i = bound(now);
+        tx.execute(
+            "INSERT INTO wan_records (grid_id, stream, seq, log_index, log_time_ms, actor, output, backfill, received_ms)
+             SELECT $1, $2, u.seq, u.idx, u.t, u.actor, u.out, u.bf, $9
+             FROM UNNEST($3::bigint[], $4::bigint[], $5::bigint[], $6::int2[], $7::bytea[], $8::bool[])
+                  AS u(seq, idx, t, actor, out, bf)
+             ON CONFLICT DO NOTHING",
+            &[
+                &grid_i,
+                &stream_i,
+                &rows.seq,
+                &rows.index,
+                &rows.time_ms,
+                &rows.actor,
+                &rows.output,
+                &rows.backfill,
+                &now_i,
+            ],
+        )
+        .await?;
+        if !ledger.is_empty() {
+            let mut l = LedgerCols::default();
+            for r in &ledger {
+                l.customer.push(i64::from(r.customer));
+                l.seq.push(big(r.seq, "seq")?);
+                l.at_ms.push(big(r.at_ms, "ledger time")?);
+                l.kind.push(r.kind.clone());
+                l.energy_wh.push(big(r.energy_wh, "ledger energy")?);
+                l.amount_mpaisa.push(r.amount_mpaisa);
+                l.balance_after_mpaisa.push(r.balance_after_mpaisa);
+                l.tariff_version.push(i64::from(r.tariff_version));
+                l.backfill.push(r.backfill);
+            }
+            tx.execute(
+                "INSERT INTO wan_ledger (grid_id, customer, seq, at_ms, kind, energy_wh, amount_mpaisa,
+                                         balance_after_mpaisa, tariff_version, backfill)
+                 SELECT $1, u.* FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[]) AS u
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &grid_i,
+                    &l.customer,
+                    &l.seq,
+                    &l.at_ms,
+                    &l.kind,
+                    &l.energy_wh,
+                    &l.amount_mpaisa,
+                    &l.balance_after_mpaisa,
+                    &l.tariff_version,
+                    &l.backfill,
+                ],
+            )
+            .await?;
+        }
+        for r in latest.values() {
+            tx.execute(
+                "INSERT INTO wan_latest_customer (grid_id, customer, seq, at_ms, kind, energy_wh,
+                     amount_mpaisa, balance_after_mpaisa, tariff_version, backfill)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (grid_id, customer) DO UPDATE SET
+                     seq = EXCLUDED.seq, at_ms = EXCLUDED.at_ms, kind = EXCLUDED.kind,
+                     energy_wh = EXCLUDED.energy_wh, amount_mpaisa = EXCLUDED.amount_mpaisa,
+                     balance_after_mpaisa = EXCLUDED.balance_after_mpaisa,
+                     tariff_version = EXCLUDED.tariff_version, backfill = EXCLUDED.backfill
+                 WHERE EXCLUDED.at_ms >= wan_latest_customer.at_ms",
+                &[
+                    &grid_i,
+                    &i64::from(r.customer),
+                    &big(r.seq, "seq")?,
+                    &big(r.at_ms, "ledger time")?,
+                    &r.kind,
+                    &big(r.energy_wh, "ledger energy")?,
+                    &r.amount_mpaisa,
+                    &r.balance_after_mpaisa,
+                    &i64::from(r.tariff_version),
+                    &r.backfill,
+                ],
+            )
+            .await?;
+        }
+        if !hours.seq.is_empty() {
+            // A grid closes each (subject, hour) once; a second record for one does not
+            // replace the first (as in the redb store).
+            tx.execute(
+                "INSERT INTO wan_energy_hours (grid_id, hour_start_ms, kind, id, feeder, energy_wh, seq, backfill)
+                 SELECT $1, u.* FROM UNNEST($2::bigint[], $3::int2[], $4::bigint[], $5::int4[],
+                     $6::bigint[], $7::bigint[], $8::bool[]) AS u
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &grid_i,
+                    &hours.hour_start_ms,
+                    &hours.kind,
+                    &hours.id,
+                    &hours.feeder,
+                    &hours.energy_wh,
+                    &hours.seq,
+                    &hours.backfill,
+                ],
+            )
+            .await?;
+        }
+        tx.execute(
+            "INSERT INTO wan_grids (grid_id, records, newest_time_ms, last_event, last_event_ms, backfilled, last_upload_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (grid_id) DO UPDATE SET records = EXCLUDED.records,
+                 newest_time_ms = EXCLUDED.newest_time_ms, last_event = EXCLUDED.last_event,
+                 last_event_ms = EXCLUDED.last_event_ms, backfilled = EXCLUDED.backfilled,
+                 last_upload_ms = EXCLUDED.last_upload_ms",
+            &[
+                &grid_i,
+                &records_n,
+                &newest_time_ms,
+                &last_event,
+                &last_event_ms,
+                &backfilled,
+                &now_i,
+            ],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE wan_cursors SET next_seq = GREATEST(next_seq, $3), updated_ms = $4
+             WHERE grid_id = $1 AND stream = $2",
+            &[&grid_i, &stream_i, &end_i, &now_i],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ack(b.end_seq, false))
+    }
+
+    async fn cursor(&self, grid: u64, stream: u32) -> Result<u64, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_opt(
+                "SELECT next_seq FROM wan_cursors WHERE grid_id = $1 AND stream = $2",
+                &[&big(grid, "grid id")?, &i64::from(stream)],
+            )
+            .await?;
+        r.map_or(Ok(0), |r| unbig(r.get(0), "cursor"))
+    }
+
+    async fn ledger_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<LedgerKey>,
+        limit: usize,
+    ) -> Result<Page<LedgerRow, LedgerKey>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let (first, last) = customer.map_or((0, u32::MAX), |c| (c, c));
+        if after.is_some_and(|k| k.customer > last || k.customer < first) {
+            return Ok(Page {
+                rows: Vec::new(),
+                next: None,
+            });
+        }
+        let (ac, aseq) = match after {
+            Some(k) => (i64::from(k.customer), bound(k.seq)),
+            None => (-1, -1),
+        };
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
+                        tariff_version, backfill
+                 FROM wan_ledger
+                 WHERE grid_id = $1 AND customer BETWEEN $2 AND $3 AND (customer, seq) > ($4, $5)
+                   AND at_ms >= $6 AND at_ms < $7
+                 ORDER BY customer, seq LIMIT $8",
+                &[
+                    &big(grid, "grid id")?,
+                    &i64::from(first),
+                    &i64::from(last),
+                    &ac,
+                    &aseq,
+                    &bound(range.from_ms),
+                    &bound(range.to_ms),
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let mut rows = got.iter().map(ledger_row).collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more.then(|| rows.last()).flatten().map(|r| LedgerKey {
+            customer: r.customer,
+            seq: r.seq,
+        });
+        Ok(Page { rows, next })
+    }
+
+    async fn energy_hours_page(
+        &self,
+        grid: u64,
+        range: TimeRange,
+        after: Option<HourKey>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, HourKey>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let a = after.map_or((-1, -1, -1, -1), |k| {
+            (
+                bound(k.hour_start_ms),
+                i16::from(k.kind),
+                bound(k.id),
+                i32::from(k.feeder),
+            )
+        });
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT hour_start_ms, kind, id, feeder, energy_wh, seq, backfill
+                 FROM wan_energy_hours
+                 WHERE grid_id = $1 AND hour_start_ms >= $2 AND hour_start_ms < $3
+                   AND (hour_start_ms, kind, id, feeder) > ($4, $5, $6, $7)
+                 ORDER BY hour_start_ms, kind, id, feeder LIMIT $8",
+                &[
+                    &big(grid, "grid id")?,
+                    &bound(range.from_ms),
+                    &bound(range.to_ms),
+                    &a.0,
+                    &a.1,
+                    &a.2,
+                    &a.3,
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let mut rows = Vec::new();
+        let mut keys = Vec::new();
+        for r in &got {
+            let kind: i16 = r.get(1);
+            let feeder: i32 = r.get(3);
+            let row = EnergyHourRow {
+                hour_start_ms: unbig(r.get(0), "hour start")?,
+                kind: match kind {
+                    0 => "customer",
+                    1 => "feeder",
+                    2 => "plant",
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            what: "energy hour kind",
+                            detail: format!("{kind}"),
+                        });
+                    }
+                }
+                .into(),
+                id: unbig(r.get(2), "energy subject id")?,
+                feeder: u16::try_from(feeder).map_err(|_| StoreError::Corrupt {
+                    what: "feeder",
+                    detail: format!("{feeder}"),
+                })?,
+                energy_wh: unbig(r.get(4), "hour energy")?,
+                seq: unbig(r.get(5), "seq")?,
+                backfill: r.get(6),
+            };
+            keys.push(HourKey {
+                hour_start_ms: row.hour_start_ms,
+                kind: kind as u8,
+                id: row.id,
+                feeder: row.feeder,
+            });
+            rows.push(row);
+        }
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = if more {
+            keys.get(limit - 1).copied()
+        } else {
+            None
+        };
+        Ok(Page { rows, next })
+    }
+
+    async fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT at_ms / $2 AS day, SUM(energy_wh)::bigint FROM wan_ledger
+                 WHERE grid_id = $1 AND energy_wh > 0 GROUP BY day ORDER BY day",
+                &[&big(grid, "grid id")?, &(DAY_MS as i64)],
+            )
+            .await?;
+        got.iter()
+            .map(|r| Ok((unbig(r.get(0), "day")?, unbig(r.get(1), "day energy")?)))
+            .collect()
+    }
+
+    async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for r in tx
+            .query(
+                "SELECT grid_id, last_upload_ms, newest_time_ms, records FROM wan_grids
+                 ORDER BY grid_id LIMIT $1",
+                &[&limit],
+            )
+            .await?
+        {
+            let grid: i64 = r.get(0);
+            ids.push(grid);
+            out.push(FleetRow {
+                grid: unbig(grid, "grid id")?,
+                last_upload_ms: unbig(r.get(1), "upload time")?,
+                newest_time_ms: unbig(r.get(2), "newest time")?,
+                records: unbig(r.get(3), "record count")?,
+                cursors: BTreeMap::new(),
+            });
+        }
+        for r in tx
+            .query(
+                "SELECT grid_id, stream, next_seq FROM wan_cursors WHERE grid_id = ANY($1)",
+                &[&ids],
+            )
+            .await?
+        {
+            let grid = unbig(r.get(0), "grid id")?;
+            let s: i64 = r.get(1);
+            let stream = u32::try_from(s).map_err(|_| StoreError::Corrupt {
+                what: "stream id",
+                detail: format!("{s}"),
+            })?;
+            if let Ok(i) = out.binary_search_by_key(&grid, |f| f.grid) {
+                out[i].cursors.insert(stream, unbig(r.get(2), "cursor")?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn grid_state(
+        &self,
+        grid: u64,
+    ) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
+        let grid_i = big(grid, "grid id")?;
+        let mut c = self.client().await?;
+        // One snapshot for the three reads, so the cursors match the counts.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let Some(g) = tx
+            .query_opt(
+                "SELECT records, newest_time_ms, last_event, last_event_ms, backfilled
+                 FROM wan_grids WHERE grid_id = $1",
+                &[&grid_i],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut state = GridState {
+            grid,
+            cursors: BTreeMap::new(),
+            records: unbig(g.get(0), "record count")?,
+            newest_time_ms: unbig(g.get(1), "newest time")?,
+            last_event: g.get(2),
+            last_event_ms: unbig(g.get(3), "event time")?,
+            backfilled: unbig(g.get(4), "back-fill count")?,
+        };
+        for r in tx
+            .query(
+                "SELECT stream, next_seq FROM wan_cursors WHERE grid_id = $1 ORDER BY stream",
+                &[&grid_i],
+            )
+            .await?
+        {
+            let s: i64 = r.get(0);
+            let stream = u32::try_from(s).map_err(|_| StoreError::Corrupt {
+                what: "stream id",
+                detail: format!("{s}"),
+            })?;
+            state.cursors.insert(stream, unbig(r.get(1), "cursor")?);
+        }
+        let latest = tx
+            .query(
+                "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
+                        tariff_version, backfill
+                 FROM wan_latest_customer WHERE grid_id = $1 ORDER BY customer",
+                &[&grid_i],
+            )
+            .await?
+            .iter()
+            .map(ledger_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        Ok(Some((state, latest)))
+    }
+}
+
+/// A ledger row as the queries select it (customer, seq, at_ms, kind, energy_wh,
+/// amount_mpaisa, balance_after_mpaisa, tariff_version, backfill).
+fn ledger_row(r: &tokio_postgres::Row) -> Result<LedgerRow, StoreError> {
+    let customer: i64 = r.get(0);
+    let tariff: i64 = r.get(7);
+    let corrupt = |what: &'static str, v: i64| StoreError::Corrupt {
+        what,
+        detail: format!("{v}"),
+    };
+    Ok(LedgerRow {
+        customer: u32::try_from(customer).map_err(|_| corrupt("customer id", customer))?,
+        seq: unbig(r.get(1), "seq")?,
+        at_ms: unbig(r.get(2), "ledger time")?,
+        kind: r.get(3),
+        energy_wh: unbig(r.get(4), "ledger energy")?,
+        amount_mpaisa: r.get(5),
+        balance_after_mpaisa: r.get(6),
+        tariff_version: u32::try_from(tariff).map_err(|_| corrupt("tariff version", tariff))?,
+        backfill: r.get(8),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_have_the_right_bounds() {
+        // 2026-12-05 is in December 2026: [2026-12-01, 2027-01-01).
+        let t = 1_796_428_800_000 + 3_600_000; // 2026-12-05T01:00:00Z
+        let (name, start, end) = month_of(t);
+        assert_eq!(name, "y2026m12");
+        assert_eq!(start, 1_796_083_200_000); // 2026-12-01
+        assert_eq!(end, 1_798_761_600_000); // 2027-01-01
+        let (name, start, end) = month_of(0);
+        assert_eq!(
+            (name.as_str(), start, end),
+            ("y1970m01", 0, 31 * DAY_MS as i64)
+        );
+        // Leap February.
+        let (name, start, end) = month_of(951_782_400_000); // 2000-02-29
+        assert_eq!(name, "y2000m02");
+        assert_eq!((end - start) / DAY_MS as i64, 29);
+    }
+}

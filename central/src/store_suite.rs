@@ -1,0 +1,831 @@
+//! One test suite for every [`Store`]: ingest, dedupe, gaps, refused batches, paging and the
+//! grid view, run against the embedded redb store and against a real PostgreSQL (the server
+//! `GHATTA_TEST_DATABASE_URL` names; `.ci/postgres.sh` starts a throwaway one). On CI
+//! (`CI=true`) a missing server fails the PostgreSQL tests instead of skipping them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
+use ghatta_proto::outbox::{ActorKind, OutboxRecord};
+use ghatta_proto::wan::BatchBody;
+
+use crate::*;
+
+/// The variable that names the test server (a database the tests may create databases in).
+const TEST_DATABASE_URL_VAR: &str = "GHATTA_TEST_DATABASE_URL";
+
+/// Nov 30 2026, 00:00 UTC: a day of minutes from here crosses into December, so a batch
+/// needs two monthly partitions.
+const BASE_MS: u64 = 1_795_996_800_000;
+
+/// The server the PostgreSQL tests run against; `None` (with a line saying so) when it is
+/// not set locally. On CI a missing server is a failure: the tests must not pass by not
+/// running.
+fn test_database_url(test: &str) -> Option<String> {
+    match std::env::var(TEST_DATABASE_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "{test}: {TEST_DATABASE_URL_VAR} is not set, and CI=true: the PostgreSQL tests must run on CI; source .ci/postgres.sh before cargo test"
+        ),
+        _ => {
+            eprintln!(
+                "{test}: skipped against PostgreSQL ({TEST_DATABASE_URL_VAR} is not set; `. .ci/postgres.sh` starts a throwaway server)"
+            );
+            None
+        }
+    }
+}
+
+/// Held shared by every test that uses the test server, and exclusively by the one that
+/// crashes it, so no other test sees the server go away under it.
+static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// A fresh database `name` on the test server, migrated, as a store.
+async fn fresh_pg(url: &str, name: &str) -> PgStore {
+    let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the test server answers");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("the old test database dropped");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("a fresh test database");
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname(name);
+    PgStore::with_config(cfg, BACKFILL_AFTER_MS_DEFAULT)
+        .await
+        .expect("the store connects and migrates")
+}
+
+fn redb_store(dir: &std::path::Path) -> Arc<RedbStore> {
+    Arc::new(RedbStore::open(dir, BACKFILL_AFTER_MS_DEFAULT).expect("redb opens"))
+}
+
+/// A charge of `customer` at `at_ms` as grid record `seq`.
+fn charge(seq: u64, customer: u32, at_ms: u64, energy_wh: u64) -> (u64, OutboxRecord) {
+    let out = sdk::Output::Ledger(sdk::LedgerRecord {
+        customer: sdk::CustomerId(customer),
+        at_ms,
+        kind: sdk::LedgerKind::Charge {
+            energy_wh,
+            amount_mpaisa: -(energy_wh as i64) * 10,
+            friendly: false,
+        },
+        balance_after_mpaisa: 1_000_000 - seq as i64,
+        tariff_version: 1,
+    });
+    (
+        seq,
+        OutboxRecord {
+            index: 1_000 + seq,
+            time_ms: at_ms,
+            actor: ActorKind::Billing,
+            output: sdk_codec::encode(&out),
+        },
+    )
+}
+
+fn hour(seq: u64, subject: sdk::EnergySubject, energy_wh: u64) -> (u64, OutboxRecord) {
+    let out = sdk::Output::EnergyHour(sdk::EnergyHour {
+        hour_start_ms: BASE_MS,
+        subject,
+        energy_wh,
+    });
+    (
+        seq,
+        OutboxRecord {
+            index: 5_000 + seq,
+            time_ms: BASE_MS + 3_600_000,
+            actor: ActorKind::Balancing,
+            output: sdk_codec::encode(&out),
+        },
+    )
+}
+
+/// Ledger batch [first, end) of stream 1: customers 1 and 2 alternate, one line a minute.
+fn ledger_batch(first: u64, end: u64) -> BatchBody {
+    BatchBody {
+        stream: 1,
+        first_seq: first,
+        end_seq: end,
+        records: (first..end)
+            .map(|s| charge(s, 1 + (s % 2) as u32, BASE_MS + s * 60_000, 10 + s))
+            .collect(),
+    }
+}
+
+/// Every ledger row of `grid` through pages of `limit`, checking each page's size.
+async fn all_ledger<S: Store>(
+    s: &S,
+    grid: u64,
+    customer: Option<u32>,
+    range: TimeRange,
+    limit: usize,
+) -> Vec<LedgerRow> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    for _ in 0..1_000 {
+        let p = s
+            .ledger_page(grid, customer, range, after, limit)
+            .await
+            .expect("ledger page");
+        assert!(p.rows.len() <= limit);
+        rows.extend(p.rows);
+        match p.next {
+            Some(k) => after = Some(k),
+            None => return rows,
+        }
+    }
+    panic!("the ledger pages never ended");
+}
+
+/// The suite every store passes.
+async fn suite<S: Store>(s: &S) {
+    const GRID: u64 = 7;
+    assert_eq!(s.cursor(GRID, 1).await.expect("cursor"), 0);
+    assert!(s.grid_state(GRID).await.expect("state").is_none());
+
+    // A batch is stored and acked up to its end.
+    let ack = s.ingest(GRID, ledger_batch(0, 10)).await.expect("ingest");
+    assert_eq!((ack.next_seq, ack.gap, ack.batch_first_seq), (10, false, 0));
+    // A replay is a no-op with the same ack.
+    let ack = s.ingest(GRID, ledger_batch(0, 10)).await.expect("replay");
+    assert_eq!((ack.next_seq, ack.gap), (10, false));
+    // An overlapping batch stores only what is new.
+    let ack = s.ingest(GRID, ledger_batch(5, 15)).await.expect("overlap");
+    assert_eq!((ack.next_seq, ack.gap), (15, false));
+    // A batch past a hole stores nothing and asks for a resend from the cursor.
+    let ack = s.ingest(GRID, ledger_batch(20, 25)).await.expect("gap");
+    assert_eq!((ack.next_seq, ack.gap, ack.batch_first_seq), (15, true, 20));
+    // A batch out of order is refused whole: an error (so no ack), nothing stored.
+    let mut bad = ledger_batch(15, 18);
+    bad.records.swap(1, 2);
+    assert!(matches!(
+        s.ingest(GRID, bad).await,
+        Err(StoreError::BatchOrder { seq: 16, .. })
+    ));
+    assert_eq!(s.cursor(GRID, 1).await.expect("cursor"), 15);
+
+    // Every line exactly once, in (customer, seq) order, whatever the page size.
+    let want: Vec<(u32, u64)> = {
+        let mut w: Vec<_> = (0..15u64).map(|q| (1 + (q % 2) as u32, q)).collect();
+        w.sort();
+        w
+    };
+    for limit in [1, 4, 15, 1_000] {
+        let got: Vec<_> = all_ledger(s, GRID, None, TimeRange::ALL, limit)
+            .await
+            .iter()
+            .map(|r| (r.customer, r.seq))
+            .collect();
+        assert_eq!(got, want, "pages of {limit}");
+    }
+    // One customer in a window of log time: minutes 4..9 hold seqs 4, 6, 8 of customer 1.
+    let window = TimeRange {
+        from_ms: BASE_MS + 4 * 60_000,
+        to_ms: BASE_MS + 9 * 60_000,
+    };
+    let got: Vec<_> = all_ledger(s, GRID, Some(1), window, 2)
+        .await
+        .iter()
+        .map(|r| (r.seq, r.energy_wh, r.kind.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, 14, "Charge".into()),
+            (6, 16, "Charge".into()),
+            (8, 18, "Charge".into())
+        ]
+    );
+    // A cursor of another customer ends the page.
+    let p = s
+        .ledger_page(
+            GRID,
+            Some(1),
+            TimeRange::ALL,
+            Some(LedgerKey {
+                customer: 2,
+                seq: 0,
+            }),
+            10,
+        )
+        .await
+        .expect("page");
+    assert!(p.rows.is_empty() && p.next.is_none());
+
+    // A line older than its customer's newest is back-fill and does not replace it.
+    let late = BatchBody {
+        stream: 1,
+        first_seq: 15,
+        end_seq: 16,
+        records: vec![charge(15, 1, BASE_MS, 5)],
+    };
+    assert_eq!(s.ingest(GRID, late).await.expect("late").next_seq, 16);
+
+    // Energy hours: stored once; a second record for a closed (subject, hour) is ignored.
+    let hours = BatchBody {
+        stream: 2,
+        first_seq: 0,
+        end_seq: 4,
+        records: vec![
+            hour(0, sdk::EnergySubject::Customer(sdk::CustomerId(42)), 17),
+            hour(
+                1,
+                sdk::EnergySubject::Feeder {
+                    node: sdk::NodeId(2),
+                    feeder: 1,
+                },
+                2_500,
+            ),
+            hour(2, sdk::EnergySubject::Plant(sdk::NodeId(2)), 3_000),
+            hour(3, sdk::EnergySubject::Customer(sdk::CustomerId(42)), 99),
+        ],
+    };
+    assert_eq!(
+        s.ingest(GRID, hours.clone()).await.expect("hours").next_seq,
+        4
+    );
+    assert_eq!(
+        s.ingest(GRID, hours).await.expect("hours again").next_seq,
+        4
+    );
+    let mut got = Vec::new();
+    let mut after = None;
+    loop {
+        let p = s
+            .energy_hours_page(GRID, TimeRange::ALL, after, 2)
+            .await
+            .expect("hours page");
+        got.extend(
+            p.rows
+                .iter()
+                .map(|r| (r.kind.clone(), r.id, r.feeder, r.energy_wh, r.seq)),
+        );
+        match p.next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("customer".into(), 42, 0, 17, 0),
+            ("feeder".into(), 2, 1, 2_500, 1),
+            ("plant".into(), 2, 0, 3_000, 2)
+        ]
+    );
+    let none = s
+        .energy_hours_page(
+            GRID,
+            TimeRange {
+                from_ms: BASE_MS + 1,
+                to_ms: u64::MAX,
+            },
+            None,
+            10,
+        )
+        .await
+        .expect("empty window");
+    assert!(none.rows.is_empty() && none.next.is_none());
+
+    // Energy per UTC day: seqs 0..15 are minutes of Nov 30, plus the late 5 Wh line.
+    let days = s.energy_per_day(GRID).await.expect("days");
+    let total: u64 = (0..15u64).map(|q| 10 + q).sum::<u64>() + 5;
+    assert_eq!(days, vec![(BASE_MS / DAY_MS, total)]);
+
+    // The grid view: cursors per stream, records once, each customer's newest line.
+    let (state, latest) = s.grid_state(GRID).await.expect("state").expect("a grid");
+    assert_eq!(state.cursors, [(1, 16), (2, 4)].into_iter().collect());
+    assert_eq!(state.records, 16 + 4, "every record exactly once");
+    assert_eq!(
+        state.newest_time_ms,
+        BASE_MS + 3_600_000,
+        "the hours' log time"
+    );
+    let newest: Vec<_> = latest.iter().map(|r| (r.customer, r.seq)).collect();
+    assert_eq!(newest, vec![(1, 14), (2, 13)]);
+    let late_row = all_ledger(s, GRID, Some(1), TimeRange::ALL, 100)
+        .await
+        .into_iter()
+        .find(|r| r.seq == 15)
+        .expect("the late line");
+    assert!(late_row.backfill);
+    assert_eq!(
+        state.backfilled as usize, 16,
+        "back-fill counted (old log times) once each"
+    );
+    // The fleet view: this grid, its last upload, the same cursors.
+    let fleet = s.fleet(10).await.expect("fleet");
+    assert_eq!(fleet.len(), 1, "{fleet:?}");
+    assert_eq!(
+        (fleet[0].grid, &fleet[0].cursors, fleet[0].records),
+        (GRID, &state.cursors, 20)
+    );
+    assert!(
+        fleet[0].last_upload_ms >= BASE_MS,
+        "the central's clock at the upload"
+    );
+    assert!(
+        s.fleet(0).await.expect("fleet").is_empty(),
+        "bounded by its limit"
+    );
+    // Another grid sees nothing of this one.
+    assert_eq!(s.cursor(GRID + 1, 1).await.expect("cursor"), 0);
+    assert!(
+        s.ledger_page(GRID + 1, None, TimeRange::ALL, None, 10)
+            .await
+            .expect("page")
+            .rows
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_store_suite_passes_on_redb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    suite(&redb_store(dir.path())).await;
+}
+
+#[tokio::test]
+async fn the_store_suite_passes_on_postgres() {
+    let Some(url) = test_database_url("the_store_suite_passes_on_postgres") else {
+        return;
+    };
+    let _server = SERVER.read().await;
+    let pg = fresh_pg(&url, "ghatta_suite").await;
+    suite(&pg).await;
+    // A batch whose log times span decades (a faulty clock) is refused before it makes a
+    // partition per record.
+    let wild = BatchBody {
+        stream: 3,
+        first_seq: 0,
+        end_seq: 40,
+        records: (0..40u64)
+            .map(|q| charge(q, 1, BASE_MS + q * 400 * DAY_MS, 1))
+            .collect(),
+    };
+    assert!(matches!(
+        pg.ingest(7, wild).await,
+        Err(StoreError::BatchSpan { months: 80, .. })
+    ));
+    assert_eq!(pg.cursor(7, 3).await.expect("cursor"), 0);
+    // Migrating again (a restart) changes nothing.
+    assert_eq!(pg.migrate().await.expect("migrate again"), 1);
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname("ghatta_suite");
+    let (admin, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the suite database answers");
+    tokio::spawn(conn);
+    // Every column says its unit in its name (_ms, _wh, _mpaisa) or in a COMMENT.
+    let bare: Vec<String> = admin
+        .query(
+            "SELECT c.relname || '.' || a.attname FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attname !~ '_(ms|wh|mpaisa)$'
+               AND col_description(c.oid, a.attnum) IS NULL
+               AND c.relname <> 'schema_migrations'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("the catalogue")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        bare.is_empty(),
+        "columns without a unit or a comment: {bare:?}"
+    );
+    // A database a newer ghatta-central migrated further is refused, not written to.
+    admin
+        .batch_execute(
+            "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (99, 'future', 0)",
+        )
+        .await
+        .expect("a migration from the future");
+    let err = pg.migrate().await.expect_err("a newer schema is refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                newest: 99,
+                known: 1
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("run the newer ghatta-central"),
+        "{err}"
+    );
+}
+
+/// Regression guard for the ack-after-commit rule: a batch whose transaction fails inside
+/// PostgreSQL (a constraint the test adds refuses record 7) is an error, so the connection
+/// handler sends no ack, and nothing of it is kept; once the fault is gone the same batch is
+/// stored whole.
+#[tokio::test]
+async fn a_batch_whose_transaction_fails_is_not_acked_and_leaves_nothing() {
+    let Some(url) = test_database_url("a_batch_whose_transaction_fails_is_not_acked") else {
+        return;
+    };
+    let _server = SERVER.read().await;
+    let pg = fresh_pg(&url, "ghatta_failing_txn").await;
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname("ghatta_failing_txn");
+    let (admin, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the test database answers");
+    tokio::spawn(conn);
+    admin
+        .batch_execute("ALTER TABLE wan_records ADD CONSTRAINT test_fault CHECK (seq <> 7)")
+        .await
+        .expect("the fault is injected");
+    let err = pg.ingest(9, ledger_batch(0, 10)).await;
+    assert!(matches!(err, Err(StoreError::Postgres(_))), "{err:?}");
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("nothing of the batch"),
+        "the error says nothing was kept"
+    );
+    assert_eq!(pg.cursor(9, 1).await.expect("cursor"), 0);
+    assert!(pg.grid_state(9).await.expect("state").is_none());
+    let kept: i64 = admin
+        .query_one("SELECT count(*) FROM wan_records", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(kept, 0);
+    admin
+        .batch_execute("ALTER TABLE wan_records DROP CONSTRAINT test_fault")
+        .await
+        .expect("the fault is healed");
+    assert_eq!(
+        pg.ingest(9, ledger_batch(0, 10))
+            .await
+            .expect("ingest")
+            .next_seq,
+        10
+    );
+    let (state, _) = pg.grid_state(9).await.expect("state").expect("a grid");
+    assert_eq!(state.records, 10);
+}
+
+/// Two uploaders of one stream at once (a leader change mid-upload: the old and the new
+/// leader both send) store every record exactly once: the cursor row lock orders them.
+async fn concurrent_uploads_store_each_record_once<S: Store + Clone>(s: S) {
+    let mut tasks = Vec::new();
+    for uploader in 0..4u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Each uploader walks the same 200 records in batches of 20, offset by 5 per
+            // uploader, resending from the ack as a grid does.
+            let mut next = 0u64;
+            while next < 200 {
+                let first = next.saturating_sub(5 * uploader);
+                let ack = s
+                    .ingest(11, ledger_batch(first, (first + 20).min(200)))
+                    .await
+                    .expect("ingest");
+                next = ack.next_seq.max(next);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("uploader");
+    }
+    let (state, _) = s.grid_state(11).await.expect("state").expect("a grid");
+    assert_eq!((state.records, state.cursors.get(&1)), (200, Some(&200)));
+    let rows = all_ledger(&s, 11, None, TimeRange::ALL, 10_000).await;
+    let seqs: BTreeSet<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!((rows.len(), seqs.len()), (200, 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_of_one_stream_store_each_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    concurrent_uploads_store_each_record_once(redb_store(dir.path())).await;
+    if let Some(url) = test_database_url("concurrent_uploads_of_one_stream_store_each_record_once")
+    {
+        let _server = SERVER.read().await;
+        concurrent_uploads_store_each_record_once(fresh_pg(&url, "ghatta_concurrent").await).await;
+    }
+}
+
+/// The whole central on PostgreSQL (`--database`): the HTTP routes read from it.
+#[tokio::test]
+async fn a_central_started_with_a_database_serves_its_routes_from_postgres() {
+    let Some(url) = test_database_url("a_central_started_with_a_database_serves_its_routes") else {
+        return;
+    };
+    let _server = SERVER.read().await;
+    // A fresh database, then the central connects to it by URL as the command line does.
+    drop(fresh_pg(&url, "ghatta_central_e2e").await);
+    let db_url = format!(
+        "{}/ghatta_central_e2e",
+        url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let central = Central::start(CentralConfig {
+        listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        database: Some(db_url),
+        secret: ghatta_proto::keys::SecretKey::from_bytes([1; 32]),
+        grids: Default::default(),
+        backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
+        http_token_file: None,
+        http_hosts: Vec::new(),
+    })
+    .await
+    .expect("the central starts on PostgreSQL");
+    assert!(matches!(central.backend(), Backend::Postgres(_)));
+    central
+        .backend()
+        .ingest(3, ledger_batch(0, 12))
+        .await
+        .expect("ingest");
+    let body = http_get(
+        central.http_addr,
+        central.http_access.token(),
+        "/v1/grids/3/export.json?limit=5",
+    )
+    .await;
+    let page: serde_json::Value = serde_json::from_str(&body).expect("a JSON page");
+    assert_eq!(page["rows"].as_array().expect("rows").len(), 5);
+    assert_eq!(page["next"].as_str(), Some("1.8"));
+    let body = http_get(
+        central.http_addr,
+        central.http_access.token(),
+        "/v1/grids/3",
+    )
+    .await;
+    let grid: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(grid["state"]["records"].as_u64(), Some(12), "{grid}");
+    let body = http_get(central.http_addr, central.http_access.token(), "/v1/grids").await;
+    let fleet: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(fleet["grids"][0]["grid"].as_u64(), Some(3), "{fleet}");
+    assert_eq!(
+        fleet["grids"][0]["cursors"]["1"].as_u64(),
+        Some(12),
+        "{fleet}"
+    );
+    assert_eq!(fleet["truncated"].as_bool(), Some(false));
+    // The embedded-only synchronous reads say so rather than answer wrongly.
+    assert!(matches!(central.cursor(3, 1), Err(StoreError::NotEmbedded)));
+}
+
+/// GET `path` with the bearer token; the body of a 200 answer.
+async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}\n{body}");
+    body.to_string()
+}
+
+/// Grids back-filling at once in the ingest benchmark.
+const BENCH_GRIDS: u64 = 10;
+/// Records each grid back-fills (about 16 hours of one grid's hourly energy and ledger).
+const BENCH_RECORDS_PER_GRID: u64 = 5_000;
+/// Records per batch: ~500 ledger records are ~40 KiB raw, inside the WAN's 64 KiB batch.
+const BENCH_BATCH_RECORDS: u64 = 500;
+
+/// [`BENCH_GRIDS`] grids each back-filling [`BENCH_RECORDS_PER_GRID`] records at once into
+/// `s`; checks every record is stored once and answers records per second.
+async fn ingest_rate<S: Store + Clone>(s: S) -> f64 {
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for grid in 0..BENCH_GRIDS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut first = 0;
+            while first < BENCH_RECORDS_PER_GRID {
+                let end = (first + BENCH_BATCH_RECORDS).min(BENCH_RECORDS_PER_GRID);
+                let ack = s
+                    .ingest(100 + grid, ledger_batch(first, end))
+                    .await
+                    .expect("ingest");
+                assert_eq!((ack.next_seq, ack.gap), (end, false));
+                first = end;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("grid uploader");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for grid in 0..BENCH_GRIDS {
+        let (state, _) = s
+            .grid_state(100 + grid)
+            .await
+            .expect("state")
+            .expect("grid");
+        assert_eq!(state.records, BENCH_RECORDS_PER_GRID, "grid {grid}");
+    }
+    (BENCH_GRIDS * BENCH_RECORDS_PER_GRID) as f64 / secs
+}
+
+/// Times the fleet view and one customer's whole ledger (walked in pages of 1,000) after
+/// the ingest benchmark, 50 times each: "p50/p99 ms" of each.
+async fn query_times<S: Store>(s: &S) -> String {
+    const RUNS: usize = 50;
+    let pct = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!("{:.2}/{:.2}", v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    let (mut fleet, mut ledger) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = std::time::Instant::now();
+        let f = s.fleet(FLEET_GRIDS_MAX).await.expect("fleet");
+        fleet.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(f.len() as u64, BENCH_GRIDS);
+        let t = std::time::Instant::now();
+        let rows = all_ledger(s, 100, Some(1), TimeRange::ALL, 1_000).await;
+        ledger.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(rows.len() as u64, BENCH_RECORDS_PER_GRID / 2);
+    }
+    format!(
+        "fleet view p50/p99 {} ms, a customer's {} ledger lines p50/p99 {} ms",
+        pct(fleet),
+        BENCH_RECORDS_PER_GRID / 2,
+        pct(ledger)
+    )
+}
+
+/// The ingest benchmark (BENCHMARKS.md, "The central's stores"): the same batches into redb
+/// and into PostgreSQL, with the disk each store then uses per record. Run with
+/// `-- --nocapture` to see the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_rate_of_ten_grids_back_filling_at_once() {
+    let records = (BENCH_GRIDS * BENCH_RECORDS_PER_GRID) as f64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redb = redb_store(dir.path());
+    let rate = ingest_rate(redb.clone()).await;
+    println!("bench redb: {}", query_times(&redb).await);
+    let bytes = std::fs::metadata(dir.path().join("central.redb"))
+        .expect("the redb file")
+        .len() as f64;
+    println!(
+        "bench redb: {rate:.0} records/s, {:.0} bytes/record on disk",
+        bytes / records
+    );
+    let Some(url) = test_database_url("ingest_rate_of_ten_grids_back_filling_at_once") else {
+        return;
+    };
+    let _server = SERVER.read().await;
+    let pg = fresh_pg(&url, "ghatta_bench").await;
+    let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    cfg.dbname("ghatta_bench");
+    let (admin, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the bench database answers");
+    tokio::spawn(conn);
+    let size = |admin: tokio_postgres::Client| async move {
+        let b: i64 = admin
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .expect("size")
+            .get(0);
+        (admin, b)
+    };
+    let (admin, empty) = size(admin).await;
+    let rate = ingest_rate(pg.clone()).await;
+    println!("bench postgres: {}", query_times(&pg).await);
+    admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
+    let (_, full) = size(admin).await;
+    println!(
+        "bench postgres: {rate:.0} records/s, {:.0} bytes/record on disk (tables and indexes, WAL not counted)",
+        (full - empty) as f64 / records
+    );
+}
+
+/// How long the fault test keeps PostgreSQL down: long enough that the uploader's retries
+/// meet a refused connection many times (each retry waits [`FAULT_RETRY`]), short enough for
+/// every CI run.
+const FAULT_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
+/// The fault test's uploader waits this long after a failed batch, as a grid backs off.
+const FAULT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Records the fault test back-fills, in batches of [`FAULT_BATCH`].
+const FAULT_RECORDS: u64 = 3_000;
+const FAULT_BATCH: u64 = 100;
+
+/// The test server's `ctl.sh stop|start` (written by `.ci/postgres.sh`), as the user it runs.
+fn pg_ctl(what: &str) {
+    let dir = std::env::var("GHATTA_TEST_PGDATA").expect("GHATTA_TEST_PGDATA");
+    let out = std::process::Command::new("sh")
+        .arg(format!("{dir}/ctl.sh"))
+        .arg(what)
+        .output()
+        .expect("ctl.sh runs");
+    assert!(
+        out.status.success(),
+        "ctl.sh {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// PostgreSQL crashes (`pg_ctl -m immediate`) in the middle of a back-fill and comes back
+/// after [`FAULT_DOWN`]: the uploader's batches fail meanwhile (never acked), it resends
+/// from its last ack, the pool reconnects, and every record is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashing_mid_backfill_loses_and_doubles_nothing() {
+    let Some(url) = test_database_url("postgres_crashing_mid_backfill_loses_and_doubles_nothing")
+    else {
+        return;
+    };
+    if std::env::var("GHATTA_TEST_PGDATA").is_err() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "GHATTA_TEST_PGDATA is not set, and CI=true: start the server with .ci/postgres.sh"
+        );
+        eprintln!(
+            "postgres_crashing_mid_backfill: skipped (the server is not one .ci/postgres.sh started)"
+        );
+        return;
+    }
+    let _server = SERVER.write().await;
+    let pg = fresh_pg(&url, "ghatta_crash").await;
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let uploader = {
+        let (pg, acked, failures) = (pg.clone(), acked.clone(), failures.clone());
+        tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + 20 * FAULT_DOWN;
+            let mut next = 0;
+            while next < FAULT_RECORDS {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the back-fill never finished"
+                );
+                let end = (next + FAULT_BATCH).min(FAULT_RECORDS);
+                match pg.ingest(21, ledger_batch(next, end)).await {
+                    Ok(ack) => {
+                        assert!(!ack.gap, "resending from the ack never leaves a hole");
+                        next = ack.next_seq;
+                        acked.store(next, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(FAULT_RETRY).await;
+                    }
+                }
+            }
+        })
+    };
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < FAULT_RECORDS / 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::task::spawn_blocking(|| pg_ctl("stop"))
+        .await
+        .expect("stop");
+    let at_crash = acked.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(FAULT_DOWN).await;
+    assert!(
+        acked.load(std::sync::atomic::Ordering::SeqCst) <= at_crash + FAULT_BATCH,
+        "nothing is acked while the server is down"
+    );
+    tokio::task::spawn_blocking(|| pg_ctl("start"))
+        .await
+        .expect("start");
+    uploader.await.expect("the uploader finishes");
+    assert!(
+        failures.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the crash was seen"
+    );
+    let (state, _) = pg.grid_state(21).await.expect("state").expect("grid");
+    assert_eq!(
+        (state.records, state.cursors.get(&1)),
+        (FAULT_RECORDS, Some(&FAULT_RECORDS))
+    );
+    let rows = all_ledger(&pg, 21, None, TimeRange::ALL, 10_000).await;
+    let seqs: BTreeSet<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        (rows.len(), seqs.len()),
+        (FAULT_RECORDS as usize, FAULT_RECORDS as usize)
+    );
+}
