@@ -797,7 +797,11 @@ fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
             ..
         } => (name, *energy_wh, *amount_mpaisa),
         sdk::LedgerKind::Fee { amount_mpaisa } => (name, 0, *amount_mpaisa),
-        sdk::LedgerKind::TopUp { amount_mpaisa, .. } => (name, 0, *amount_mpaisa),
+        sdk::LedgerKind::TopUp { amount_mpaisa, .. }
+        | sdk::LedgerKind::OperatorCredit { amount_mpaisa, .. }
+        | sdk::LedgerKind::TokenCredit { amount_mpaisa, .. } => (name, 0, *amount_mpaisa),
+        // Held energy is energy, not money: the review settles it.
+        sdk::LedgerKind::Held { energy_wh, .. } => (name, *energy_wh, 0),
         _ => (name, 0, 0),
     }
 }

@@ -126,6 +126,16 @@ pub enum Observation {
         /// Charged in friendly hours (no disconnection; debt allowed).
         friendly: bool,
     },
+    /// The billing actor held energy a read reported beyond what the connection could draw:
+    /// metered, not charged, for an operator's review (reference replica).
+    EnergyHeld {
+        /// When.
+        t_ms: u64,
+        /// Customer.
+        customer: u64,
+        /// Energy held.
+        energy_wh: u64,
+    },
     /// A top-up was credited (reference replica).
     Credit {
         /// When.
@@ -190,6 +200,7 @@ impl Observation {
             | Observation::RetryApplied { t_ms, .. }
             | Observation::MeterReadCommitted { t_ms, .. }
             | Observation::LedgerCharge { t_ms, .. }
+            | Observation::EnergyHeld { t_ms, .. }
             | Observation::Credit { t_ms, .. }
             | Observation::Frequency { t_ms, .. }
             | Observation::FaultStart { t_ms, .. }
@@ -319,6 +330,15 @@ impl Observation {
                     *amount_mpaisa as u64,
                     *balance_after_mpaisa as u64,
                 ] {
+                    u(x);
+                }
+            }
+            Observation::EnergyHeld {
+                t_ms,
+                customer,
+                energy_wh,
+            } => {
+                for x in [15, *t_ms, *customer, *energy_wh] {
                     u(x);
                 }
             }

@@ -52,6 +52,7 @@ fn setup(customers: u32) -> Vec<sdk::Input> {
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: 0,
+            token: None,
         }));
     }
     v

@@ -87,6 +87,7 @@ fn grid_entries(t0: u64) -> Vec<Entry> {
             friendly_start_min: 0,
             friendly_end_min: 0,
             disconnect_at_mpaisa: 0,
+            plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
         }),
     ];
     for id in 1..=CUSTOMERS {
@@ -97,6 +98,7 @@ fn grid_entries(t0: u64) -> Vec<Entry> {
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: 50_000_000_000,
+            token: None,
         }));
     }
     let mut entries = vec![entry(1, t0, inputs(setup))];
@@ -355,6 +357,7 @@ fn stored_scalars_and_customers_reload_as_applied() {
         tariff: 1,
         connection_w: 250,
         opening_credit_mpaisa: 1_000,
+        token: None,
     })]);
     let last = entries[39].log_id().index() + 1;
     apply(&sm, &[entry(last, 1_767_225_600_000 + 7 * HOUR_MS, upsert)]);

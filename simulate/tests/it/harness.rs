@@ -245,6 +245,7 @@ pub fn setup_inputs(n: u32) -> Vec<Vec<u8>> {
             friendly_start_min: 0,
             friendly_end_min: 0,
             disconnect_at_mpaisa: 0,
+            plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
         }),
     ];
     for id in 1..=n {
@@ -255,6 +256,7 @@ pub fn setup_inputs(n: u32) -> Vec<Vec<u8>> {
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: 50_000_000,
+            token: None,
         }));
     }
     v.iter().map(sdk::codec::encode).collect()
