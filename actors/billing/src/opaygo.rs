@@ -242,19 +242,20 @@ pub fn starting_code_of(key: &[u8; 16]) -> u32 {
     if v > CODE_MAX { v - 73_741_825 } else { v }
 }
 
+/// The reference's encoder (`generate_standard_token`) for a token of `value` at `count`, for
+/// tests and benchmarks: the office mints tokens, never the grid (the actor never calls it).
+pub fn encode(key: &[u8; 16], starting_code: u32, value: u32, count: u32) -> u32 {
+    let base = (starting_code % VALUE_OFFSET + value % VALUE_OFFSET) % VALUE_OFFSET;
+    let mut current = with_base(starting_code % (CODE_MAX + 1), base);
+    for _ in 0..count {
+        current = next_code(current, key);
+    }
+    with_base(current, base)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The reference's encoder (`generate_standard_token`), for tests.
-    fn encode(key: &[u8; 16], starting_code: u32, value: u32, count: u32) -> u32 {
-        let base = (starting_code % VALUE_OFFSET + value) % VALUE_OFFSET;
-        let mut current = with_base(starting_code, base);
-        for _ in 0..count {
-            current = next_code(current, key);
-        }
-        with_base(current, base)
-    }
 
     const KEY: [u8; 16] = *b"\xa2\x9a\xb8\x2e\xdc\x5f\xbb\xc4\x1e\xc9\x53\x0f\x6d\xac\x86\xb1";
 
