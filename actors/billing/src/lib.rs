@@ -7,9 +7,21 @@
 //! # Rules
 //!
 //! - **Meter reads** carry a cumulative register. The first read of an account is its baseline
-//!   (no charge). A read below the last accepted one is rejected (`NotMonotonic`), raises
-//!   `MeterNotMonotonic` and is never billed; the baseline stays where it was. An equal read
-//!   bills no energy.
+//!   (no charge). A read below the last accepted one is rejected (`NotMonotonic`) and never
+//!   billed; the baseline stays where it was. The first such read raises `MeterNotMonotonic`;
+//!   further ones stay quiet until the episode ends: a read at or above the baseline is
+//!   accepted again, or an operator enters a replacement. An equal read bills no energy.
+//! - **Meter replacement** (`MeterReplace`) bills the old meter from the baseline to its final
+//!   read (when given; a final read below the baseline is refused `Invalid` and changes
+//!   nothing), records `MeterReplaced`, and makes the new meter's read the baseline.
+//! - **Plausibility**: a read bills at most what the connection could draw. Each account has an
+//!   allowance that grows with log time at `connection_w` (or [`CONNECTION_W_DEFAULT`]) x
+//!   `plausible_margin_pct`, capped at [`ALLOWANCE_WINDOW_MS`] of it (full after the baseline),
+//!   and each read spends it, down to [`REGISTER_RESOLUTION_MWH`] below zero. It is an
+//!   allowance, not a per-read bound, because a journal drained after an outage commits an
+//!   hour of reads within a second: their log times say nothing of when they were metered.
+//!   Energy beyond it is held, not charged: a `Held` ledger line with the Wh, and an
+//!   `ImplausibleRead` alarm. Billed plus held is always the register's advance.
 //! - **Per-kWh** charges `delta_wh * rate` mpaisa. **Tiered** splits the delta across the blocks
 //!   of the 30-log-day period in which the read is committed (energy is attributed to the period
 //!   of the read that reports it) and charges the period charge at the first read of each new
@@ -26,8 +38,19 @@
 //!   comes first. A top-up that lifts a disconnected account's credit above the threshold
 //!   reconnects it. **Postpaid** accounts are never disconnected; an account switched to
 //!   postpaid while disconnected is reconnected (reason `Operator`).
-//! - **Top-ups** are accepted once per token id, ever, across all customers; a replay is
-//!   rejected (`Replayed`) and raises `TokenReplayed`. Amounts must be positive.
+//! - **Top-ups** are OpenPAYGO Tokens (`TokenTopUp`), decoded against the account's key and
+//!   starting code (set by `UpsertCustomer`, kept apart from the account in `o/`) exactly as the
+//!   reference decoder does, count window and used counts included ([`opaygo`] says what is
+//!   supported). A token's value is in units of the account's `unit_mpaisa`: an add-credit
+//!   token adds `value x unit`, a set-credit token sets the balance to it, a disable-PAYG token
+//!   makes the account postpaid, a counter-sync token only moves the count. Each accepted token
+//!   is a `TokenCredit` ledger line (code, count, value, change of balance); a refused one
+//!   changes nothing and raises `TokenReplayed` (used or too old; `Replayed`) or `TokenInvalid`
+//!   (not this account's, mistyped, too far ahead, or no key; `Invalid`/`Unknown`), its value
+//!   the code.
+//! - **Operator credits** (`TopUp`: by amount, for migration and corrections) are accepted once
+//!   per reference id, ever, across all customers; a replay is rejected (`Replayed`) and raises
+//!   `TokenReplayed`. Amounts must be positive. Recorded as `OperatorCredit`, never as a token.
 //! - **Tariffs** have versions from 1 that only climb: version 0 is rejected (`Invalid`), a
 //!   version at or below the one in force (the same update sent twice, or an old one) is
 //!   rejected (`Stale`) and changes nothing.
