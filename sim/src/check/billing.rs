@@ -198,3 +198,66 @@ impl Checker for MeterBilling {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(customer: u64, total_wh: u64) -> Observation {
+        Observation::MeterReadCommitted {
+            t_ms: 1,
+            customer,
+            total_wh,
+        }
+    }
+
+    fn charge(customer: u64, energy_wh: u64) -> Observation {
+        Observation::LedgerCharge {
+            t_ms: 2,
+            customer,
+            energy_wh,
+            amount_mpaisa: 0,
+            balance_after_mpaisa: 0,
+            friendly: false,
+        }
+    }
+
+    fn held(customer: u64, energy_wh: u64) -> Observation {
+        Observation::EnergyHeld {
+            t_ms: 3,
+            customer,
+            energy_wh,
+        }
+    }
+
+    fn run(obs: &[Observation]) -> (Vec<Violation>, MeterBilling) {
+        let mut c = MeterBilling::new(BillingBaseline::FirstRead);
+        let mut out = Vec::new();
+        for o in obs {
+            c.observe(o, &mut out);
+        }
+        c.finish(10, &mut out);
+        (out, c)
+    }
+
+    #[test]
+    fn held_energy_accounts_for_a_read_apart_from_billed_energy() {
+        // A corrupted register: 10^9 Wh reported, 18,001 billed, the rest held.
+        let jump = 1_000_000_000;
+        let (v, c) = run(&[
+            read(1, 0),
+            read(1, jump),
+            charge(1, 18_001),
+            held(1, jump - 18_001),
+        ]);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!((c.billed_wh(), c.held_wh()), (18_001, jump - 18_001));
+        // Without the held line the read is unbilled; with too much held, counted twice.
+        let (v, _) = run(&[read(1, 0), read(1, 100), charge(1, 40)]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        let (v, _) = run(&[read(1, 0), read(1, 100), charge(1, 40), held(1, 61)]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        let (v, _) = run(&[held(2, 5)]);
+        assert_eq!(v.len(), 1, "held with no read: {v:?}");
+    }
+}
