@@ -462,16 +462,19 @@ impl Biller<'_> {
         } else {
             a.connection_w
         };
-        let rate_w = u128::from(connection_w) * u128::from(cfg.plausible_margin_pct) / 100;
+        // u64, saturating, not u128: wasm has no 128-bit division, and its library call
+        // costs more fuel than the rest of a read. Only a connection of over 200 MW at the
+        // largest margin could saturate, which bills no less than a real one.
+        let rate_w =
+            u64::from(connection_w).saturating_mul(u64::from(cfg.plausible_margin_pct)) / 100;
         // W x ms / 3,600 = mWh.
-        let cap =
-            i64::try_from(rate_w * u128::from(ALLOWANCE_WINDOW_MS) / 3_600).unwrap_or(i64::MAX);
+        let mwh = |ms: u64| i64::try_from(rate_w.saturating_mul(ms) / 3_600).unwrap_or(i64::MAX);
+        let cap = mwh(ALLOWANCE_WINDOW_MS);
         let allowance = match a.last_read_at_ms {
             None => cap,
             Some(at) => {
                 let elapsed_ms = self.now_ms.saturating_sub(at).min(ALLOWANCE_WINDOW_MS);
-                let accrued = (rate_w * u128::from(elapsed_ms) / 3_600) as i64;
-                a.allowance_mwh.saturating_add(accrued).min(cap)
+                a.allowance_mwh.saturating_add(mwh(elapsed_ms)).min(cap)
             }
         };
         let allowed_wh =

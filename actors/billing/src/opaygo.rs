@@ -45,9 +45,10 @@ pub const MAX_TOKEN_JUMP_COUNTER_SYNC: u32 = 100;
 pub const MAX_UNUSED_OLDER_TOKENS: u32 = 16;
 /// Highest last count an account decodes from. The reference walks the chain from count 0 on
 /// every token (that is how it tells "already used" from "invalid"), one SipHash per count:
-/// about 1,100 fuel each in wasmi (BENCHMARKS.md), so 16,000 counts stay under a tenth of the
-/// host's 20 M fuel per delivery. A token a week, add-credit only (+2 counts), lasts 150 years.
-pub const LAST_COUNT_MAX: u32 = 16_000;
+/// about 810 fuel each in wasmi (BENCHMARKS.md, `ghatta bench --billing-apply`), so 8,000
+/// counts cost about 6.5 M of the host's 20 M fuel per delivery. A token a week, add-credit
+/// only (+2 counts), lasts 75 years; past it the office re-keys the account.
+pub const LAST_COUNT_MAX: u32 = 8_000;
 
 /// What a token does, from its count's parity and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

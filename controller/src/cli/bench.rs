@@ -96,16 +96,41 @@ fn time_billing(
     Ok(t.elapsed().as_nanos() as f64 / n as f64 / 1e3)
 }
 
-/// `ghatta bench --billing-apply`: the billing actor's apply time per input kind, in µs.
-fn billing_apply(wasm: Option<&std::path::Path>) -> anyhow::Result<Vec<(&'static str, f64)>> {
-    let host = match wasm {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read the billing module {}", path.display()))?;
-            ActorHost::new(ActorLimits::default(), &[(ActorKind::Billing, &bytes)])?
+/// Resolution of [`fuel_needed`]'s bisection, fuel.
+const FUEL_RESOLUTION: u64 = 100;
+
+/// The least fuel (within [`FUEL_RESOLUTION`]) billing needs for `bytes` in `state`, found by
+/// bisection: the host counts no fuel, it only traps when it runs out.
+fn fuel_needed(module: &[u8], state: &ActorState, bytes: &[u8]) -> anyhow::Result<f64> {
+    let (mut lo, mut hi) = (0u64, ActorLimits::default().fuel_per_delivery);
+    while lo + FUEL_RESOLUTION < hi {
+        let mid = lo + (hi - lo) / 2;
+        let limits = ActorLimits {
+            fuel_per_delivery: mid,
+            ..ActorLimits::default()
+        };
+        let host = ActorHost::new(limits, &[(ActorKind::Billing, module)])?;
+        let mut s = state.clone();
+        match host.deliver(ActorKind::Billing, &mut s, bytes).0 {
+            ghatta::actors::Status::Trapped(_) => lo = mid,
+            _ => hi = mid,
         }
-        None => ActorHost::with_embedded(ActorLimits::default())?,
+    }
+    Ok(hi as f64)
+}
+
+/// `ghatta bench --billing-apply`: the billing actor's apply time per input kind (µs), and
+/// the fuel of single deliveries.
+fn billing_apply(
+    wasm: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<(&'static str, f64, &'static str)>> {
+    let module = match wasm {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("cannot read the billing module {}", path.display()))?,
+        None => ghatta::actors::embedded::BILLING_WASM.to_vec(),
     };
+    let host = ActorHost::new(ActorLimits::default(), &[(ActorKind::Billing, &module)])?;
+    let us = "µs per delivery";
     let old = wasm.is_some();
     let mut state = ActorState::default();
     let key = |c: u32| {
@@ -144,6 +169,7 @@ fn billing_apply(wasm: Option<&std::path::Path>) -> anyhow::Result<Vec<(&'static
     results.push((
         "meter read",
         time_billing(&host, &mut state, i, reads(0), old)?,
+        us,
     ));
     i += n;
     let credits = (0..n)
@@ -158,6 +184,7 @@ fn billing_apply(wasm: Option<&std::path::Path>) -> anyhow::Result<Vec<(&'static
     results.push((
         "operator credit (amount)",
         time_billing(&host, &mut state, i, credits, old)?,
+        us,
     ));
     i += n;
     if !old {
@@ -175,19 +202,12 @@ fn billing_apply(wasm: Option<&std::path::Path>) -> anyhow::Result<Vec<(&'static
                     })
                 })
                 .collect();
-            let us = time_billing(&host, &mut state, i, tokens, old)?;
+            let t = time_billing(&host, &mut state, i, tokens, old)?;
             i += u64::from(BILLING_APPLY_CUSTOMERS);
             if round == 0 {
-                results.push(("token at count 2", us));
+                results.push(("token at count 2", t, us));
             } else if round + 1 == rounds {
-                results.push((
-                    if rounds == 10 {
-                        "token at count 20"
-                    } else {
-                        "token, last round"
-                    },
-                    us,
-                ));
+                results.push(("token, last round (count 20)", t, us));
             }
         }
         // One account far along: 500 tokens, then the cost of one more.
@@ -206,13 +226,65 @@ fn billing_apply(wasm: Option<&std::path::Path>) -> anyhow::Result<Vec<(&'static
                 })
             })
             .collect();
-        let us = time_billing(&host, &mut state, i, walk, old)?;
-        results.push(("token, counts 22-1020 (mean)", us));
+        let t = time_billing(&host, &mut state, i, walk, old)?;
+        i += 1_000;
+        results.push(("token, counts 22-1020 (mean)", t, us));
+        let token = |c: u32, count: u32| {
+            let code = ghatta_billing::opaygo::encode(&key(c), 100_000_000 + c, 5, count);
+            let input = sdk::Input::TokenTopUp(sdk::TokenTopUp {
+                customer: sdk::CustomerId(c),
+                code,
+            });
+            billing_delivery(i, input, old)
+        };
+        let near = token(2, 2 * (rounds as u32 + 1));
+        let far = token(1, start + 1_000);
+        results.push((
+            "fuel: token at count 22",
+            fuel_needed(&module, &state, &near)?,
+            "fuel",
+        ));
+        results.push((
+            "fuel: token at count 1022",
+            fuel_needed(&module, &state, &far)?,
+            "fuel",
+        ));
     }
+    let read = billing_delivery(
+        i,
+        sdk::Input::MeterRead(sdk::MeterRead {
+            // Customer 3 read 3,702 Wh last (in the first pass of reads): 98 Wh more.
+            customer: sdk::CustomerId(3),
+            total_wh: 3_800,
+            read_at_ms: 0,
+        }),
+        old,
+    );
     results.push((
-        "meter read (after)",
-        time_billing(&host, &mut state, i + 1_000, reads(n), old)?,
+        "fuel: meter read",
+        fuel_needed(&module, &state, &read)?,
+        "fuel",
     ));
+    let credit = billing_delivery(
+        i,
+        sdk::Input::TopUp(sdk::TopUp {
+            customer: sdk::CustomerId(3),
+            token_id: 999_999,
+            amount_mpaisa: 100_000,
+        }),
+        old,
+    );
+    results.push((
+        "fuel: operator credit",
+        fuel_needed(&module, &state, &credit)?,
+        "fuel",
+    ));
+    results.push((
+        "meter read (after the tokens)",
+        time_billing(&host, &mut state, i + 1, reads(n), old)?,
+        us,
+    ));
+    results.push(("module size", module.len() as f64, "bytes"));
     Ok(results)
 }
 
@@ -353,12 +425,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         if args.json {
             let obj: serde_json::Map<String, serde_json::Value> = results
                 .iter()
-                .map(|(k, v)| ((*k).to_string(), json!(v)))
+                .map(|(k, v, _)| ((*k).to_string(), json!(v)))
                 .collect();
             println!("{}", serde_json::Value::Object(obj));
         } else {
-            for (what, us) in results {
-                println!("{what:<32} {us:>8.1} µs per delivery");
+            for (what, v, unit) in results {
+                println!("{what:<40} {v:>12.1} {unit}");
             }
         }
         return Ok(std::process::ExitCode::SUCCESS);
