@@ -4,7 +4,6 @@
 
 use super::*;
 use ghatta_actor_sdk::{TokenKey, TokenTopUp};
-use ghatta_billing::opaygo;
 use ghatta_billing::store::Store;
 
 /// The reference's verdicts (regenerated and diffed by `.ci/run`).
@@ -222,9 +221,4 @@ fn a_token_reconnects_a_disconnected_account_and_the_key_is_not_in_debug_output(
     let shown = format!("{:?}", st.token_account(ALICE).unwrap());
     assert!(!shown.contains(&format!("{sc}")), "{shown}");
     assert!(shown.contains("redacted"), "{shown}");
-    assert_eq!(
-        opaygo::starting_code_of(&key) == sc,
-        false,
-        "the fixture's first sequence has a chosen starting code, not the derived one"
-    );
 }
