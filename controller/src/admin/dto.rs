@@ -456,3 +456,94 @@ impl AlarmView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(json: serde_json::Value) -> Result<sdk::Input, InvalidRequest> {
+        serde_json::from_value::<CustomerRequest>(json)
+            .expect("shape")
+            .into_input()
+    }
+
+    #[test]
+    fn a_customers_token_settings_are_checked_and_converted() {
+        let base = serde_json::json!({ "id": 1, "node": 1, "prepaid": true, "tariff": 1, "connection_w": 250 });
+        let Ok(sdk::Input::UpsertCustomer(spec)) = customer(base.clone()) else {
+            panic!("plain customer");
+        };
+        assert_eq!(spec.token, None, "no key given: the account's stays");
+        let mut with_key = base.clone();
+        with_key["token_key_hex"] = "000102030405060708090a0b0c0d0e0f".into();
+        with_key["token_starting_code"] = 123_456_789.into();
+        let Ok(sdk::Input::UpsertCustomer(spec)) = customer(with_key.clone()) else {
+            panic!("customer with a key");
+        };
+        let key = spec.token.expect("key");
+        assert_eq!(key.secret_key[15], 15);
+        assert_eq!(key.starting_code, 123_456_789);
+        assert_eq!(key.unit_mpaisa, 100_000, "one unit is a rupee by default");
+        assert!(
+            !format!("{spec:?}").contains("123456789"),
+            "Debug hides the secrets"
+        );
+        for (field, value, err) in [
+            (
+                "token_key_hex",
+                serde_json::json!("00"),
+                InvalidRequest::TokenKey,
+            ),
+            (
+                "token_key_hex",
+                "zz0102030405060708090a0b0c0d0e0f".into(),
+                InvalidRequest::TokenKey,
+            ),
+            ("token_unit_paisa", 0.into(), InvalidRequest::TokenSettings),
+            (
+                "token_starting_code",
+                1_000_000_000.into(),
+                InvalidRequest::TokenSettings,
+            ),
+        ] {
+            let mut bad = with_key.clone();
+            bad[field] = value;
+            assert_eq!(customer(bad).unwrap_err(), err, "{field}");
+        }
+        let mut no_key = base;
+        no_key["token_unit_paisa"] = 100.into();
+        assert_eq!(customer(no_key).unwrap_err(), InvalidRequest::TokenSettings);
+    }
+
+    #[test]
+    fn a_token_code_has_at_most_nine_digits() {
+        let ok = TopUpRequest {
+            customer: 3,
+            code: OPAYGO_CODE_MAX,
+        };
+        assert!(matches!(
+            ok.into_input(),
+            Ok(sdk::Input::TokenTopUp(sdk::TokenTopUp {
+                code: OPAYGO_CODE_MAX,
+                ..
+            }))
+        ));
+        let long = TopUpRequest {
+            customer: 3,
+            code: OPAYGO_CODE_MAX + 1,
+        };
+        assert_eq!(
+            long.into_input().unwrap_err(),
+            InvalidRequest::TokenCode(OPAYGO_CODE_MAX + 1)
+        );
+        let credit = OperatorCreditRequest {
+            customer: 3,
+            ref_id: 9,
+            amount_npr: 0,
+        };
+        assert_eq!(
+            credit.into_input().unwrap_err(),
+            InvalidRequest::TopUpAmount(0)
+        );
+    }
+}
