@@ -800,8 +800,8 @@ fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
         sdk::LedgerKind::TopUp { amount_mpaisa, .. }
         | sdk::LedgerKind::OperatorCredit { amount_mpaisa, .. }
         | sdk::LedgerKind::TokenCredit { amount_mpaisa, .. } => (name, 0, *amount_mpaisa),
-        // Held energy is energy, not money: the review settles it.
-        sdk::LedgerKind::Held { energy_wh, .. } => (name, *energy_wh, 0),
+        // A `Held` line's energy was not billed: the energy column (and the per-day sums
+        // made from it) stays billed energy; the held Wh travel in the record itself.
         _ => (name, 0, 0),
     }
 }
