@@ -892,7 +892,11 @@ pub(crate) fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
             ..
         } => (name, *energy_wh, *amount_mpaisa),
         sdk::LedgerKind::Fee { amount_mpaisa } => (name, 0, *amount_mpaisa),
-        sdk::LedgerKind::TopUp { amount_mpaisa, .. } => (name, 0, *amount_mpaisa),
+        sdk::LedgerKind::TopUp { amount_mpaisa, .. }
+        | sdk::LedgerKind::OperatorCredit { amount_mpaisa, .. }
+        | sdk::LedgerKind::TokenCredit { amount_mpaisa, .. } => (name, 0, *amount_mpaisa),
+        // A `Held` line's energy was not billed: the energy column (and the per-day sums
+        // made from it) stays billed energy; the held Wh travel in the record itself.
         _ => (name, 0, 0),
     }
 }

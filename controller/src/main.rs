@@ -90,14 +90,37 @@ enum Cmd {
         #[arg(long, global = true, default_value = cli::NODE_CONFIG_DEFAULT)]
         config: PathBuf,
     },
-    /// Credit a prepaid account with a token.
+    /// Enter an OpenPAYGO Token (the 9-digit code from the office's SMS or slip) for a
+    /// customer. Exit status 1 with the reason when billing refuses it (used, too old, not this
+    /// customer's).
     Topup {
         /// Customer id.
         #[arg(long)]
         customer: u32,
-        /// Token id (accepted once, ever).
+        /// The token's code, as typed (up to 9 digits; spaces and dashes are ignored).
         #[arg(long)]
-        token: u64,
+        code: String,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        admin: String,
+        /// The admin token file (default: `admin.token` in the data directory of --config).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The node's config, whose data directory holds the admin token.
+        #[arg(long, default_value = cli::NODE_CONFIG_DEFAULT)]
+        config: PathBuf,
+    },
+    /// Credit an account by amount, without a token: for migrating balances and correcting
+    /// mistakes only. Needs the operator-credit permission (its own token file,
+    /// `operator-credit.token` in the data directory) besides the admin token; recorded in the
+    /// ledger as an operator credit.
+    Credit {
+        /// Customer id.
+        #[arg(long)]
+        customer: u32,
+        /// Your reference for this credit (accepted once, ever: a retry is refused).
+        #[arg(long = "ref")]
+        ref_id: u64,
         /// Amount, whole rupees.
         #[arg(long)]
         amount: i64,
@@ -107,8 +130,25 @@ enum Cmd {
         /// The admin token file (default: `admin.token` in the data directory of --config).
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// The node's config, whose data directory holds the admin token.
+        /// The operator-credit token file (default: `operator-credit.token` beside it).
+        #[arg(long)]
+        credit_token_file: Option<PathBuf>,
+        /// The node's config, whose data directory holds the token files.
         #[arg(long, default_value = cli::NODE_CONFIG_DEFAULT)]
+        config: PathBuf,
+    },
+    /// Customer meters.
+    Meter {
+        #[command(subcommand)]
+        op: MeterCmd,
+        /// Admin API address.
+        #[arg(long, global = true, default_value = "127.0.0.1:7100")]
+        admin: String,
+        /// The admin token file (default: `admin.token` in the data directory of --config).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// The node's config, whose data directory holds the admin token.
+        #[arg(long, global = true, default_value = cli::NODE_CONFIG_DEFAULT)]
         config: PathBuf,
     },
     /// Manage tariffs.
@@ -120,6 +160,24 @@ enum Cmd {
     Bench(cli::bench::BenchArgs),
     /// Check this board after installing: actors, storage on the data partition, a 3-node cluster.
     Selftest(cli::selftest::SelftestArgs),
+}
+
+#[derive(Subcommand)]
+enum MeterCmd {
+    /// A customer's meter was replaced (or its register reset): bill the old one up to its
+    /// final read, then bill from the new one's read.
+    Replace {
+        /// Customer id.
+        #[arg(long)]
+        customer: u32,
+        /// The new meter's register when installed, Wh.
+        #[arg(long)]
+        new_read_wh: u64,
+        /// The old meter's last register, Wh (leave out if it could not be read: nothing past
+        /// its last billed read is charged).
+        #[arg(long)]
+        old_final_wh: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -296,22 +354,69 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
         }
         Cmd::Topup {
             customer,
-            token,
-            amount,
+            code,
             admin,
             token_file,
             config,
         } => {
+            let code = cli::parse_token_code(&code)?;
             let admin_token = cli::admin_token(token_file.as_deref(), &config)?;
             let r = client::call_with_token(
                 &admin,
                 "POST",
                 "/topup",
-                Some(&json!({ "customer": customer, "token_id": token, "amount_npr": amount })),
+                Some(&json!({ "customer": customer, "code": code })),
                 Some(&admin_token),
             )
             .await?;
             receipt_exit(&r, "top-up")
+        }
+        Cmd::Credit {
+            customer,
+            ref_id,
+            amount,
+            admin,
+            token_file,
+            credit_token_file,
+            config,
+        } => {
+            let admin_token = cli::admin_token(token_file.as_deref(), &config)?;
+            let credit_token = cli::credit_token(credit_token_file.as_deref(), &config)?;
+            let r = client::call_with_headers(
+                &admin,
+                "POST",
+                "/operator-credit",
+                Some(&json!({ "customer": customer, "ref_id": ref_id, "amount_npr": amount })),
+                Some(&admin_token),
+                &[(ghatta::admin::auth::CREDIT_HEADER, credit_token.as_str())],
+            )
+            .await?;
+            receipt_exit(&r, "operator credit")
+        }
+        Cmd::Meter {
+            op:
+                MeterCmd::Replace {
+                    customer,
+                    new_read_wh,
+                    old_final_wh,
+                },
+            admin,
+            token_file,
+            config,
+        } => {
+            let token = cli::admin_token(token_file.as_deref(), &config)?;
+            let body = json!({
+                "customer": customer, "new_read_wh": new_read_wh, "old_final_wh": old_final_wh,
+            });
+            let r = client::call_with_token(
+                &admin,
+                "POST",
+                "/meter/replace",
+                Some(&body),
+                Some(&token),
+            )
+            .await?;
+            receipt_exit(&r, "meter replacement")
         }
         Cmd::Tariff {
             op:

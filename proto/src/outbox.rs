@@ -29,9 +29,8 @@ impl ActorKind {
         use ghatta_actor_sdk::Input::*;
         match input {
             Telemetry(_) | SetBalancingConfig(_) => Some(ActorKind::Balancing),
-            MeterRead(_) | TopUp(_) | SetTariff(_) | UpsertCustomer(_) | SetBillingConfig(_) => {
-                Some(ActorKind::Billing)
-            }
+            MeterRead(_) | TopUp(_) | TokenTopUp(_) | MeterReplace(_) | SetTariff(_)
+            | UpsertCustomer(_) | SetBillingConfig(_) => Some(ActorKind::Billing),
             Noop | Tick(_) => None,
         }
     }

@@ -138,6 +138,16 @@ pub enum Observation {
         /// For a tick that fired an actor timer: the log time the timer was due, Unix ms.
         tick_due_ms: Option<u64>,
     },
+    /// The billing actor held energy a read reported beyond what the connection could draw:
+    /// metered, not charged, for an operator's review (reference replica).
+    EnergyHeld {
+        /// When.
+        t_ms: u64,
+        /// Customer.
+        customer: u64,
+        /// Energy held.
+        energy_wh: u64,
+    },
     /// A top-up was credited (reference replica).
     Credit {
         /// When.
@@ -202,6 +212,7 @@ impl Observation {
             | Observation::RetryApplied { t_ms, .. }
             | Observation::MeterReadCommitted { t_ms, .. }
             | Observation::LedgerCharge { t_ms, .. }
+            | Observation::EnergyHeld { t_ms, .. }
             | Observation::Credit { t_ms, .. }
             | Observation::EntryTime { t_ms, .. }
             | Observation::Frequency { t_ms, .. }
@@ -332,6 +343,15 @@ impl Observation {
                     *amount_mpaisa as u64,
                     *balance_after_mpaisa as u64,
                 ] {
+                    u(x);
+                }
+            }
+            Observation::EnergyHeld {
+                t_ms,
+                customer,
+                energy_wh,
+            } => {
+                for x in [15, *t_ms, *customer, *energy_wh] {
                     u(x);
                 }
             }

@@ -12,6 +12,10 @@ pub struct LedgerSummary {
     pub metered_wh: u64,
     /// Energy the billing actor charged for.
     pub billed_wh: u64,
+    /// Energy metered but held for review (a read beyond the connection's draw), not charged;
+    /// billed + held accounts for every committed read.
+    #[serde(default)]
+    pub held_wh: u64,
     /// Committed meter reads.
     pub reads: u64,
     /// Ledger charges.

@@ -298,13 +298,22 @@ fn billing_observations(t_ms: u64, e: &AppliedEntry) -> Billing {
                 balance_after_mpaisa,
                 friendly: false,
             },
-            sdk::LedgerKind::TopUp { amount_mpaisa, .. } => Observation::Credit {
+            sdk::LedgerKind::TopUp { amount_mpaisa, .. }
+            | sdk::LedgerKind::OperatorCredit { amount_mpaisa, .. }
+            | sdk::LedgerKind::TokenCredit { amount_mpaisa, .. } => Observation::Credit {
                 t_ms,
                 customer,
                 amount_mpaisa,
                 balance_after_mpaisa,
             },
-            sdk::LedgerKind::Disconnect { .. } | sdk::LedgerKind::Reconnect { .. } => {
+            sdk::LedgerKind::Held { energy_wh, .. } => Observation::EnergyHeld {
+                t_ms,
+                customer,
+                energy_wh,
+            },
+            sdk::LedgerKind::Disconnect { .. }
+            | sdk::LedgerKind::Reconnect { .. }
+            | sdk::LedgerKind::MeterReplaced { .. } => {
                 s.balances.push((rec.customer.0, balance_after_mpaisa));
                 continue;
             }

@@ -111,6 +111,7 @@ pub fn setup_inputs(scenario: &Scenario, plants: &[(u64, usize, Vec<u32>)]) -> V
         friendly_start_min: start_min,
         friendly_end_min: end_min,
         disconnect_at_mpaisa: DISCONNECT_AT_MPAISA,
+        plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
     }));
     let priorities = plants
         .iter()
@@ -141,6 +142,7 @@ pub fn setup_inputs(scenario: &Scenario, plants: &[(u64, usize, Vec<u32>)]) -> V
                 tariff,
                 connection_w: 250,
                 opening_credit_mpaisa: credit,
+                token: None,
             }));
         }
     }

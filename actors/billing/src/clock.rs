@@ -27,6 +27,12 @@ pub const DEFAULT_FRIENDLY_START_MIN: u16 = 18 * 60;
 /// Default friendly hours end: 06:00 local, when shops reopen.
 pub const DEFAULT_FRIENDLY_END_MIN: u16 = 6 * 60;
 
+pub use ghatta_actor_sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT;
+/// Smallest margin accepted: below 100 % even an honest full draw would be held.
+pub const PLAUSIBLE_MARGIN_PCT_MIN: u32 = 100;
+/// Largest margin accepted: 100x is no check at all any more.
+pub const PLAUSIBLE_MARGIN_PCT_MAX: u32 = 10_000;
+
 /// The configuration used until an operator commits one: Nepal time, friendly hours
 /// 18:00-06:00 local, disconnection at zero credit.
 pub fn default_config() -> BillingConfig {
@@ -35,6 +41,7 @@ pub fn default_config() -> BillingConfig {
         friendly_start_min: DEFAULT_FRIENDLY_START_MIN,
         friendly_end_min: DEFAULT_FRIENDLY_END_MIN,
         disconnect_at_mpaisa: 0,
+        plausible_margin_pct: PLAUSIBLE_MARGIN_PCT_DEFAULT,
     }
 }
 
@@ -44,6 +51,7 @@ pub fn config_is_valid(cfg: &BillingConfig) -> bool {
     cfg.friendly_start_min < MINUTES_PER_DAY
         && cfg.friendly_end_min < MINUTES_PER_DAY
         && (UTC_OFFSET_MIN_MIN..=UTC_OFFSET_MIN_MAX).contains(&cfg.utc_offset_min)
+        && (PLAUSIBLE_MARGIN_PCT_MIN..=PLAUSIBLE_MARGIN_PCT_MAX).contains(&cfg.plausible_margin_pct)
 }
 
 /// The log day of a log time.
@@ -114,6 +122,7 @@ mod tests {
             friendly_start_min: start,
             friendly_end_min: end,
             disconnect_at_mpaisa: 0,
+            plausible_margin_pct: PLAUSIBLE_MARGIN_PCT_DEFAULT,
         }
     }
 

@@ -7,9 +7,21 @@
 //! # Rules
 //!
 //! - **Meter reads** carry a cumulative register. The first read of an account is its baseline
-//!   (no charge). A read below the last accepted one is rejected (`NotMonotonic`), raises
-//!   `MeterNotMonotonic` and is never billed; the baseline stays where it was. An equal read
-//!   bills no energy.
+//!   (no charge). A read below the last accepted one is rejected (`NotMonotonic`) and never
+//!   billed; the baseline stays where it was. The first such read raises `MeterNotMonotonic`;
+//!   further ones stay quiet until the episode ends: a read at or above the baseline is
+//!   accepted again, or an operator enters a replacement. An equal read bills no energy.
+//! - **Meter replacement** (`MeterReplace`) bills the old meter from the baseline to its final
+//!   read (when given; a final read below the baseline is refused `Invalid` and changes
+//!   nothing), records `MeterReplaced`, and makes the new meter's read the baseline.
+//! - **Plausibility**: a read bills at most what the connection could draw. Each account has an
+//!   allowance that grows with log time at `connection_w` (or [`CONNECTION_W_DEFAULT`]) x
+//!   `plausible_margin_pct`, capped at [`ALLOWANCE_WINDOW_MS`] of it (full after the baseline),
+//!   and each read spends it, down to [`REGISTER_RESOLUTION_MWH`] below zero. It is an
+//!   allowance, not a per-read bound, because a journal drained after an outage commits an
+//!   hour of reads within a second: their log times say nothing of when they were metered.
+//!   Energy beyond it is held, not charged: a `Held` ledger line with the Wh, and an
+//!   `ImplausibleRead` alarm. Billed plus held is always the register's advance.
 //! - **Per-kWh** charges `delta_wh * rate` mpaisa. **Tiered** splits the delta across the blocks
 //!   of the 30-log-day period in which the read is committed (energy is attributed to the period
 //!   of the read that reports it) and charges the period charge at the first read of each new
@@ -26,8 +38,19 @@
 //!   comes first. A top-up that lifts a disconnected account's credit above the threshold
 //!   reconnects it. **Postpaid** accounts are never disconnected; an account switched to
 //!   postpaid while disconnected is reconnected (reason `Operator`).
-//! - **Top-ups** are accepted once per token id, ever, across all customers; a replay is
-//!   rejected (`Replayed`) and raises `TokenReplayed`. Amounts must be positive.
+//! - **Top-ups** are OpenPAYGO Tokens (`TokenTopUp`), decoded against the account's key and
+//!   starting code (set by `UpsertCustomer`, kept apart from the account in `o/`) exactly as the
+//!   reference decoder does, count window and used counts included ([`opaygo`] says what is
+//!   supported). A token's value is in units of the account's `unit_mpaisa`: an add-credit
+//!   token adds `value x unit`, a set-credit token sets the balance to it, a disable-PAYG token
+//!   makes the account postpaid, a counter-sync token only moves the count. Each accepted token
+//!   is a `TokenCredit` ledger line (code, count, value, change of balance); a refused one
+//!   changes nothing and raises `TokenReplayed` (used or too old; `Replayed`) or `TokenInvalid`
+//!   (not this account's, mistyped, too far ahead, or no key; `Invalid`/`Unknown`), its value
+//!   the code.
+//! - **Operator credits** (`TopUp`: by amount, for migration and corrections) are accepted once
+//!   per reference id, ever, across all customers; a replay is rejected (`Replayed`) and raises
+//!   `TokenReplayed`. Amounts must be positive. Recorded as `OperatorCredit`, never as a token.
 //! - **Tariffs** have versions from 1 that only climb: version 0 is rejected (`Invalid`), a
 //!   version at or below the one in force (the same update sent twice, or an old one) is
 //!   rejected (`Stale`) and changes nothing.
@@ -43,6 +66,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod clock;
+pub mod opaygo;
 pub mod store;
 pub mod tariff;
 
@@ -50,11 +74,12 @@ use alloc::string::String;
 
 use ghatta_actor_sdk::{
     AccountMode, Actor, Alarm, AlarmCode, BillingConfig, CustomerId, CustomerSpec, Delivery, Host,
-    Input, LedgerKind, LedgerRecord, MeterRead, NodeId, Outcome, Output, RejectReason,
-    RelayCommand, RelayId, RelayReason, Tariff, TariffKind, Tick, TopUp,
+    Input, LedgerKind, LedgerRecord, MeterRead, MeterReplace, NodeId, Outcome, Output,
+    RejectReason, RelayCommand, RelayId, RelayReason, Tariff, TariffKind, Tick, TokenKey, TopUp,
 };
 
-use crate::store::{Account, KEY_INDEX, KEY_WATCH, Store, Timers, UsedToken};
+use crate::opaygo::{CountState, Refusal, TokenKind};
+use crate::store::{Account, KEY_INDEX, KEY_WATCH, Store, Timers, TokenAccount, UsedToken};
 
 /// Tag of the daily timer that charges flat-tariff fees.
 pub const TAG_DAILY: u32 = 1;
@@ -73,6 +98,16 @@ pub const FEE_BACKFILL_DAYS_MAX: u64 = 7;
 /// even a satellite outage lasts hours) and is asked for again; stale ticks are ignored, so a
 /// late original does no harm.
 pub const TIMER_LOST_AFTER_MS: u64 = clock::DAY_MS;
+/// Connection size assumed for plausibility when an account gives none (0 W), W: a household
+/// averages 85-100 W (AEPC's micro-hydro programme).
+pub const CONNECTION_W_DEFAULT: u32 = 100;
+/// Most log time a read's allowance accumulates, ms: an islanded node's journal drains a day of
+/// reads in one burst after a day-long outage, and its first read may bill that day. A longer
+/// gap bills at most a day's plausible draw; the rest is held for an operator to settle.
+pub const ALLOWANCE_WINDOW_MS: u64 = clock::DAY_MS;
+/// A register counts whole Wh, so two reads may differ by 1 Wh more than was drawn between
+/// them: the allowance may be overdrawn by this much, mWh.
+pub const REGISTER_RESOLUTION_MWH: i64 = 1_000;
 
 /// The billing actor.
 pub struct Billing;
@@ -90,6 +125,8 @@ impl Actor for Billing {
             | Input::SetTariff(_)
             | Input::SetBillingConfig(_)
             | Input::MeterRead(_)
+            | Input::MeterReplace(_)
+            | Input::TokenTopUp(_)
             | Input::TopUp(_) => b.rearm_lost_timers(),
             _ => return Outcome::Rejected(RejectReason::NotForMe),
         }
@@ -99,6 +136,8 @@ impl Actor for Billing {
             Input::SetBillingConfig(c) => b.set_config(c),
             Input::MeterRead(r) => b.meter_read(r),
             Input::TopUp(t) => b.top_up(t),
+            Input::TokenTopUp(t) => b.token_top_up(t.customer, t.code),
+            Input::MeterReplace(r) => b.meter_replace(r),
             _ => Outcome::Rejected(RejectReason::NotForMe),
         }
     }
@@ -257,9 +296,42 @@ impl Biller<'_> {
         Outcome::Handled
     }
 
+    /// Store an account's token secrets: a new key or starting code starts a new count; the same
+    /// ones keep the count (an upsert that only changes the unit price).
+    fn set_token_key(&mut self, id: CustomerId, key: &TokenKey) {
+        let starting_code = if key.starting_code == 0 {
+            // As the reference: no starting code means the one derived from the key.
+            opaygo::starting_code_of(&key.secret_key)
+        } else {
+            key.starting_code
+        };
+        let key = TokenKey {
+            starting_code,
+            ..*key
+        };
+        let counts = match self.st.token_account(id) {
+            Some(t)
+                if t.key.secret_key == key.secret_key
+                    && t.key.starting_code == key.starting_code =>
+            {
+                t.counts
+            }
+            _ => CountState::default(),
+        };
+        self.st.put_token_account(id, &TokenAccount { key, counts });
+    }
+
     fn upsert_customer(&mut self, spec: &CustomerSpec) -> Outcome {
         if self.st.tariff(spec.tariff).is_none() {
             return self.unknown_tariff(spec.id, spec.tariff);
+        }
+        if let Some(key) = &spec.token {
+            if key.unit_mpaisa <= 0 || key.starting_code > opaygo::CODE_MAX {
+                return Outcome::Rejected(RejectReason::Invalid);
+            }
+            // Before the account: a full index refuses the whole upsert below, and a key
+            // without an account is never read.
+            self.set_token_key(spec.id, key);
         }
         let Some(mut account) = self.st.account(spec.id) else {
             if !self.st.insert_id(KEY_INDEX, spec.id) {
@@ -277,6 +349,9 @@ impl Biller<'_> {
                 period_used_wh: 0,
                 fee_paid_day: clock::log_day(self.now_ms),
                 connected: true,
+                last_read_at_ms: None,
+                allowance_mwh: 0,
+                backwards: false,
             };
             self.st.put_account(spec.id, &account);
             let mut timers = self.st.timers();
@@ -375,40 +450,55 @@ impl Biller<'_> {
         );
     }
 
-    fn meter_read(&mut self, r: &MeterRead) -> Outcome {
-        let Some(mut a) = self.st.account(r.customer) else {
-            return self.unknown_customer(r.customer);
+    /// How much of `delta_wh` the connection could have drawn since the last read: the
+    /// allowance grows at `connection_w x margin` with log time (capped at
+    /// [`ALLOWANCE_WINDOW_MS`] of it) and each read spends it. Spends the allowance and returns
+    /// the Wh to bill; the rest is to be held. An account with no read time yet (a baseline,
+    /// a version 1 record) starts with a full allowance: its first reads may come from a
+    /// journal drained in a burst.
+    fn plausible_wh(&self, a: &mut Account, cfg: &BillingConfig, delta_wh: u64) -> u64 {
+        let connection_w = if a.connection_w == 0 {
+            CONNECTION_W_DEFAULT
+        } else {
+            a.connection_w
         };
-        let Some(t) = self.st.tariff(a.tariff) else {
-            return self.unknown_tariff(r.customer, a.tariff);
+        // u64, saturating, not u128: wasm has no 128-bit division, and its library call
+        // costs more fuel than the rest of a read. Only a connection of over 200 MW at the
+        // largest margin could saturate, which bills no less than a real one.
+        let rate_w =
+            u64::from(connection_w).saturating_mul(u64::from(cfg.plausible_margin_pct)) / 100;
+        // W x ms / 3,600 = mWh.
+        let mwh = |ms: u64| i64::try_from(rate_w.saturating_mul(ms) / 3_600).unwrap_or(i64::MAX);
+        let cap = mwh(ALLOWANCE_WINDOW_MS);
+        let allowance = match a.last_read_at_ms {
+            None => cap,
+            Some(at) => {
+                let elapsed_ms = self.now_ms.saturating_sub(at).min(ALLOWANCE_WINDOW_MS);
+                a.allowance_mwh.saturating_add(mwh(elapsed_ms)).min(cap)
+            }
         };
-        let Some(last_wh) = a.last_read_wh else {
-            a.last_read_wh = Some(r.total_wh);
-            a.period = clock::period(self.now_ms);
-            a.period_used_wh = 0;
-            self.st.put_account(r.customer, &a);
-            return Outcome::Handled;
-        };
-        if r.total_wh < last_wh {
-            let value = i64::try_from(r.total_wh).unwrap_or(i64::MAX);
-            let text = "meter register went backwards; read not billed";
-            self.alarm(
-                AlarmCode::MeterNotMonotonic,
-                Some(a.node),
-                r.customer.0,
-                value,
-                text,
-            );
-            return Outcome::Rejected(RejectReason::NotMonotonic);
-        }
-        let delta_wh = r.total_wh - last_wh;
-        a.last_read_wh = Some(r.total_wh);
+        let allowed_wh =
+            u64::try_from(allowance.saturating_add(REGISTER_RESOLUTION_MWH) / 1_000).unwrap_or(0);
+        let billed_wh = delta_wh.min(allowed_wh);
+        let spent = i64::try_from(billed_wh)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000);
+        a.allowance_mwh = allowance
+            .saturating_sub(spent)
+            .max(-REGISTER_RESOLUTION_MWH);
+        a.last_read_at_ms = Some(self.now_ms);
+        billed_wh
+    }
+
+    /// Bill `delta_wh` of energy (0 allowed: a tiered period's first read still owes its
+    /// charge) by the account's tariff; returns whether anything was charged.
+    fn bill_energy(&mut self, id: CustomerId, a: &mut Account, t: &Tariff, delta_wh: u64) -> bool {
         let mut billed = false;
         match &t.kind {
             TariffKind::PerKwh { rate_paisa_per_kwh } => {
                 if delta_wh > 0 {
                     let amount = tariff::energy_charge_mpaisa(delta_wh, *rate_paisa_per_kwh);
-                    self.charge(r.customer, &mut a, delta_wh, amount, &t);
+                    self.charge(id, a, delta_wh, amount, t);
                     billed = true;
                 }
             }
@@ -422,26 +512,215 @@ impl Biller<'_> {
                     a.period_used_wh = 0;
                     if *period_charge_paisa > 0 {
                         let amount = tariff::paisa_to_mpaisa(*period_charge_paisa);
-                        self.fee(r.customer, &mut a, amount, t.version);
+                        self.fee(id, a, amount, t.version);
                     }
                     billed = true;
                 }
                 if delta_wh > 0 {
                     let amount = tariff::tiered_charge_mpaisa(blocks, a.period_used_wh, delta_wh);
                     a.period_used_wh = a.period_used_wh.saturating_add(delta_wh);
-                    self.charge(r.customer, &mut a, delta_wh, amount, &t);
+                    self.charge(id, a, delta_wh, amount, t);
                     billed = true;
                 }
             }
             TariffKind::Flat { .. } => {}
         }
+        billed
+    }
+
+    /// Bill the energy from the baseline up to `total_wh` (at or above it): what is plausible
+    /// is charged, the excess held with a ledger line and an alarm. The caller stores `a`.
+    fn advance(&mut self, id: CustomerId, a: &mut Account, t: &Tariff, total_wh: u64) {
+        let last_wh = a.last_read_wh.unwrap_or(total_wh);
+        let delta_wh = total_wh.saturating_sub(last_wh);
+        let cfg = self.st.config();
+        let billable_wh = self.plausible_wh(a, &cfg, delta_wh);
+        let held_wh = delta_wh - billable_wh;
+        a.last_read_wh = Some(total_wh);
+        a.backwards = false;
+        let billed = self.bill_energy(id, a, t, billable_wh);
+        if held_wh > 0 {
+            let kind = LedgerKind::Held {
+                energy_wh: held_wh,
+                allowed_wh: billable_wh,
+            };
+            self.ledger(id, a, kind, t.version);
+            let text = "read beyond what the connection could draw: excess held, not charged; \
+                        check the meter and settle by operator credit";
+            let value = i64::try_from(held_wh).unwrap_or(i64::MAX);
+            self.alarm(AlarmCode::ImplausibleRead, Some(a.node), id.0, value, text);
+        }
         if billed {
-            let cfg = self.st.config();
-            self.enforce(r.customer, &mut a, &cfg, t.version);
+            self.enforce(id, a, &cfg, t.version);
         }
-        if delta_wh > 0 || billed {
+    }
+
+    fn meter_read(&mut self, r: &MeterRead) -> Outcome {
+        let Some(mut a) = self.st.account(r.customer) else {
+            return self.unknown_customer(r.customer);
+        };
+        let Some(t) = self.st.tariff(a.tariff) else {
+            return self.unknown_tariff(r.customer, a.tariff);
+        };
+        let Some(last_wh) = a.last_read_wh else {
+            // The read time stays unset: the next read starts with a full allowance.
+            a.last_read_wh = Some(r.total_wh);
+            a.period = clock::period(self.now_ms);
+            a.period_used_wh = 0;
             self.st.put_account(r.customer, &a);
+            return Outcome::Handled;
+        };
+        if r.total_wh < last_wh {
+            // One alarm per episode: a swapped or reset meter reads low on every read until an
+            // operator enters the replacement, and an alarm per read would bury the rest.
+            if !a.backwards {
+                a.backwards = true;
+                self.st.put_account(r.customer, &a);
+                let value = i64::try_from(r.total_wh).unwrap_or(i64::MAX);
+                let text = "meter register went backwards; reads not billed until it passes the \
+                            baseline again or `ghatta meter replace` re-baselines it";
+                self.alarm(
+                    AlarmCode::MeterNotMonotonic,
+                    Some(a.node),
+                    r.customer.0,
+                    value,
+                    text,
+                );
+            }
+            return Outcome::Rejected(RejectReason::NotMonotonic);
         }
+        self.advance(r.customer, &mut a, &t, r.total_wh);
+        self.st.put_account(r.customer, &a);
+        Outcome::Handled
+    }
+
+    fn meter_replace(&mut self, r: &MeterReplace) -> Outcome {
+        let Some(mut a) = self.st.account(r.customer) else {
+            return self.unknown_customer(r.customer);
+        };
+        let Some(t) = self.st.tariff(a.tariff) else {
+            return self.unknown_tariff(r.customer, a.tariff);
+        };
+        let old_final_wh = match (a.last_read_wh, r.old_final_wh) {
+            (Some(last), Some(fin)) if fin < last => {
+                // The old meter cannot have ended below a read already billed: a typo, or the
+                // wrong customer. Nothing changes; the operator re-enters it.
+                let value = i64::try_from(fin).unwrap_or(i64::MAX);
+                let text = "meter replacement refused: the old meter's final read is below its \
+                            last billed read; check the customer and the figure";
+                self.alarm(
+                    AlarmCode::MeterNotMonotonic,
+                    Some(a.node),
+                    r.customer.0,
+                    value,
+                    text,
+                );
+                return Outcome::Rejected(RejectReason::Invalid);
+            }
+            (Some(_), Some(fin)) => {
+                self.advance(r.customer, &mut a, &t, fin);
+                fin
+            }
+            (Some(last), None) => last,
+            // No baseline yet: the old meter was never read, so nothing of it can be billed.
+            (None, fin) => fin.unwrap_or(0),
+        };
+        a.last_read_wh = Some(r.new_read_wh);
+        a.last_read_at_ms = Some(self.now_ms);
+        a.backwards = false;
+        let kind = LedgerKind::MeterReplaced {
+            old_final_wh,
+            new_read_wh: r.new_read_wh,
+        };
+        self.ledger(r.customer, &a, kind, t.version);
+        self.st.put_account(r.customer, &a);
+        Outcome::Handled
+    }
+
+    /// After credit was added: reconnect a prepaid account lifted above the threshold.
+    fn restore_if_credited(&mut self, id: CustomerId, a: &mut Account, version: u32) {
+        let cfg = self.st.config();
+        if a.mode == AccountMode::Prepaid
+            && !a.connected
+            && a.credit_mpaisa > cfg.disconnect_at_mpaisa
+        {
+            a.connected = true;
+            self.relay(id, a.node, true, RelayReason::CreditRestored);
+            let kind = LedgerKind::Reconnect {
+                reason: RelayReason::CreditRestored,
+            };
+            self.ledger(id, a, kind, version);
+        }
+    }
+
+    /// An OpenPAYGO Token: decoded against the account's key and count window as the
+    /// reference decoder does ([`opaygo`]); refused ones raise an alarm with the reason and
+    /// change nothing, accepted ones move the window and are a `TokenCredit` ledger line.
+    fn token_top_up(&mut self, id: CustomerId, code: u32) -> Outcome {
+        let Some(mut a) = self.st.account(id) else {
+            return self.unknown_customer(id);
+        };
+        let value = i64::from(code);
+        let Some(mut ta) = self.st.token_account(id) else {
+            let text = "token refused: the account has no OpenPAYGO key; the office sets one \
+                        with the customer's record";
+            self.alarm(AlarmCode::TokenInvalid, Some(a.node), id.0, value, text);
+            return Outcome::Rejected(RejectReason::Unknown);
+        };
+        let d = match opaygo::decode(code, &ta.key.secret_key, ta.key.starting_code, &ta.counts) {
+            Ok(d) => d,
+            Err(why) => {
+                let (alarm, reason, text) = match why {
+                    Refusal::AlreadyUsed => (
+                        AlarmCode::TokenReplayed,
+                        RejectReason::Replayed,
+                        "token refused: already used, or older than the count window; no credit given",
+                    ),
+                    Refusal::CountExhausted => (
+                        AlarmCode::TokenInvalid,
+                        RejectReason::Invalid,
+                        "token refused: the account's token count is exhausted; the office must set a new key",
+                    ),
+                    Refusal::Invalid | Refusal::TooLong => (
+                        AlarmCode::TokenInvalid,
+                        RejectReason::Invalid,
+                        "token refused: not a valid token for this account (mistyped, another customer's, or too far ahead); no credit given",
+                    ),
+                };
+                self.alarm(alarm, Some(a.node), id.0, value, text);
+                return Outcome::Rejected(reason);
+            }
+        };
+        ta.counts = ta.counts.accept(&d);
+        self.st.put_token_account(id, &ta);
+        let before = a.credit_mpaisa;
+        let worth = ta.key.unit_mpaisa.saturating_mul(i64::from(d.value));
+        let version = self.tariff_version(a.tariff);
+        match d.kind {
+            TokenKind::AddCredit => a.credit_mpaisa = a.credit_mpaisa.saturating_add(worth),
+            TokenKind::SetCredit => a.credit_mpaisa = worth,
+            TokenKind::CounterSync => {}
+            TokenKind::DisablePayg => a.mode = AccountMode::Postpaid,
+        }
+        let kind = LedgerKind::TokenCredit {
+            code,
+            count: d.count,
+            value: d.value,
+            set: d.kind == TokenKind::SetCredit,
+            amount_mpaisa: a.credit_mpaisa.saturating_sub(before),
+        };
+        self.ledger(id, &a, kind, version);
+        if d.kind == TokenKind::DisablePayg && !a.connected {
+            // Pay-as-you-go is over for this account: as an operator's switch to postpaid.
+            a.connected = true;
+            self.relay(id, a.node, true, RelayReason::Operator);
+            let kind = LedgerKind::Reconnect {
+                reason: RelayReason::Operator,
+            };
+            self.ledger(id, &a, kind, version);
+        }
+        self.restore_if_credited(id, &mut a, version);
+        self.st.put_account(id, &a);
         Outcome::Handled
     }
 
@@ -474,23 +753,12 @@ impl Biller<'_> {
         );
         a.credit_mpaisa = a.credit_mpaisa.saturating_add(t.amount_mpaisa);
         let version = self.tariff_version(a.tariff);
-        let kind = LedgerKind::TopUp {
-            token_id: t.token_id,
+        let kind = LedgerKind::OperatorCredit {
+            ref_id: t.token_id,
             amount_mpaisa: t.amount_mpaisa,
         };
         self.ledger(t.customer, &a, kind, version);
-        let cfg = self.st.config();
-        if a.mode == AccountMode::Prepaid
-            && !a.connected
-            && a.credit_mpaisa > cfg.disconnect_at_mpaisa
-        {
-            a.connected = true;
-            self.relay(t.customer, a.node, true, RelayReason::CreditRestored);
-            let kind = LedgerKind::Reconnect {
-                reason: RelayReason::CreditRestored,
-            };
-            self.ledger(t.customer, &a, kind, version);
-        }
+        self.restore_if_credited(t.customer, &mut a, version);
         self.st.put_account(t.customer, &a);
         Outcome::Handled
     }

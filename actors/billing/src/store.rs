@@ -5,7 +5,10 @@
 //! - `cfg`: [`BillingConfig`] (absent: the default);
 //! - `c/` + customer id (u32 BE): [`Account`];
 //! - `t/` + tariff id (u16 BE): [`Tariff`];
-//! - `k/` + token id (u64 BE): [`UsedToken`], kept forever (a token is accepted once, ever);
+//! - `k/` + token id (u64 BE): [`UsedToken`], kept forever (an operator credit's reference is
+//!   accepted once, ever);
+//! - `o/` + customer id (u32 BE): [`TokenAccount`], the account's OpenPAYGO Token key and count
+//!   state (apart from the account, so a meter read never copies the secret around);
 //! - `ix`: every customer id, sorted (the daily tick walks it);
 //! - `iw`: prepaid customers left in debt by friendly hours, sorted (the friendly-end tick
 //!   walks it);
@@ -26,6 +29,9 @@ use crate::clock;
 
 /// Format version of the actor's own records; bump it (and read the old one) on any change.
 pub const FORMAT_V1: u8 = 1;
+/// An [`Account`] with the meter's plausibility and backwards-episode fields; version 1
+/// accounts read with none of them (no allowance yet, no episode open).
+pub const FORMAT_V2: u8 = 2;
 
 /// Key of the billing configuration.
 pub const KEY_CONFIG: &[u8] = b"cfg";
@@ -51,6 +57,12 @@ pub fn account_key(id: CustomerId) -> [u8; 6] {
 pub fn tariff_key(id: u16) -> [u8; 4] {
     let b = id.to_be_bytes();
     [b't', b'/', b[0], b[1]]
+}
+
+/// Key of an account's token secrets and count state.
+pub fn token_account_key(id: CustomerId) -> [u8; 6] {
+    let b = id.0.to_be_bytes();
+    [b'o', b'/', b[0], b[1], b[2], b[3]]
 }
 
 /// Key of a used token.
@@ -83,6 +95,24 @@ pub struct Account {
     pub fee_paid_day: u64,
     /// Whether billing believes the customer's relay is closed.
     pub connected: bool,
+    /// Log time of the last accepted read (or replacement), ms; `None` before it.
+    pub last_read_at_ms: Option<u64>,
+    /// Energy reads may still bill before the excess is held, mWh: grows with log time at the
+    /// connection's plausible draw, capped, and spent by each read (down to -1 Wh: a register
+    /// counts whole Wh).
+    pub allowance_mwh: i64,
+    /// A read below the baseline raised its alarm and the episode is not over yet (a later
+    /// accepted read or a replacement ends it), so further backwards reads stay quiet.
+    pub backwards: bool,
+}
+
+/// An account's OpenPAYGO Token secrets and the reference decoder's count state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAccount {
+    /// The secrets the office set.
+    pub key: ghatta_actor_sdk::TokenKey,
+    /// The count window.
+    pub counts: crate::opaygo::CountState,
 }
 
 /// A token that has been accepted (its key's presence is what matters; the value is for audit).
@@ -113,6 +143,9 @@ struct Writer(Vec<u8>);
 impl Writer {
     fn new() -> Self {
         Writer(alloc::vec![FORMAT_V1])
+    }
+    fn v2() -> Self {
+        Writer(alloc::vec![FORMAT_V2])
     }
     fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.0.extend_from_slice(b);
@@ -147,6 +180,13 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.0.split_first_chunk::<N>()?;
         self.0 = rest;
         Some(*head)
+    }
+    /// A reader past the version byte, and the version, for records with two versions.
+    fn versioned(bytes: &'a [u8]) -> Option<(u8, Self)> {
+        match bytes.split_first() {
+            Some((&v, rest)) if v == FORMAT_V1 || v == FORMAT_V2 => Some((v, Reader(rest))),
+            _ => None,
+        }
     }
     fn u8(&mut self) -> Option<u8> {
         self.take::<1>().map(|b| b[0])
@@ -185,7 +225,7 @@ impl Account {
             AccountMode::Prepaid => 0u8,
             AccountMode::Postpaid => 1,
         };
-        let mut w = Writer::new();
+        let mut w = Writer::v2();
         w.u64(self.node.0)
             .bytes(&[mode])
             .u16(self.tariff)
@@ -195,13 +235,16 @@ impl Account {
             .u64(self.period)
             .u64(self.period_used_wh)
             .u64(self.fee_paid_day)
-            .bytes(&[u8::from(self.connected)]);
+            .bytes(&[u8::from(self.connected)])
+            .opt_u64(self.last_read_at_ms)
+            .u64(self.allowance_mwh as u64)
+            .bytes(&[u8::from(self.backwards)]);
         w.0
     }
 
-    /// Parse the stored form.
+    /// Parse the stored form (version 1 or 2).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut r = Reader::new(bytes)?;
+        let (version, mut r) = Reader::versioned(bytes)?;
         let node = NodeId(r.u64()?);
         let mode = match r.u8()? {
             0 => AccountMode::Prepaid,
@@ -219,8 +262,52 @@ impl Account {
             period_used_wh: r.u64()?,
             fee_paid_day: r.u64()?,
             connected: r.bool()?,
+            last_read_at_ms: None,
+            allowance_mwh: 0,
+            backwards: false,
+        };
+        if version == FORMAT_V1 {
+            return r.done(a);
+        }
+        let a = Account {
+            last_read_at_ms: r.opt_u64()?,
+            allowance_mwh: r.u64()? as i64,
+            backwards: r.bool()?,
+            ..a
         };
         r.done(a)
+    }
+}
+
+impl TokenAccount {
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(&self.key.secret_key)
+            .u32(self.key.starting_code)
+            .u64(self.key.unit_mpaisa as u64)
+            .u32(self.counts.last_count)
+            .u32(self.counts.highest_used)
+            .u32(self.counts.used_mask);
+        w.0
+    }
+
+    /// Parse the stored form.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(bytes)?;
+        let t = TokenAccount {
+            key: ghatta_actor_sdk::TokenKey {
+                secret_key: r.take::<16>()?,
+                starting_code: r.u32()?,
+                unit_mpaisa: r.u64()? as i64,
+            },
+            counts: crate::opaygo::CountState {
+                last_count: r.u32()?,
+                highest_used: r.u32()?,
+                used_mask: r.u32()?,
+            },
+        };
+        r.done(t)
     }
 }
 
@@ -344,22 +431,33 @@ pub fn decode_tariff(bytes: &[u8]) -> Option<Tariff> {
 
 /// The configuration's stored form.
 pub fn encode_config(c: &BillingConfig) -> Vec<u8> {
-    let mut w = Writer::new();
+    let mut w = Writer::v2();
     w.u32(c.utc_offset_min as u32)
         .u16(c.friendly_start_min)
         .u16(c.friendly_end_min)
-        .u64(c.disconnect_at_mpaisa as u64);
+        .u64(c.disconnect_at_mpaisa as u64)
+        .u32(c.plausible_margin_pct);
     w.0
 }
 
 /// Parse the configuration's stored form.
+/// A version 1 configuration (written before the plausibility margin existed) reads with the
+/// default margin.
 pub fn decode_config(bytes: &[u8]) -> Option<BillingConfig> {
-    let mut r = Reader::new(bytes)?;
+    let (version, mut r) = Reader::versioned(bytes)?;
     let c = BillingConfig {
         utc_offset_min: r.u32()? as i32,
         friendly_start_min: r.u16()?,
         friendly_end_min: r.u16()?,
         disconnect_at_mpaisa: r.u64()? as i64,
+        plausible_margin_pct: clock::PLAUSIBLE_MARGIN_PCT_DEFAULT,
+    };
+    if version == FORMAT_V1 {
+        return r.done(c);
+    }
+    let c = BillingConfig {
+        plausible_margin_pct: r.u32()?,
+        ..c
     };
     r.done(c)
 }
@@ -428,6 +526,18 @@ impl<'a> Store<'a> {
     pub fn put_tariff(&mut self, tariff: &Tariff) {
         self.host
             .set(&tariff_key(tariff.id), &encode_tariff(tariff));
+    }
+
+    /// An account's token secrets and count state.
+    pub fn token_account(&self, id: CustomerId) -> Option<TokenAccount> {
+        self.host
+            .get(&token_account_key(id))
+            .and_then(|v| TokenAccount::decode(&v))
+    }
+
+    /// Store an account's token secrets and count state.
+    pub fn put_token_account(&mut self, id: CustomerId, t: &TokenAccount) {
+        self.host.set(&token_account_key(id), &t.encode());
     }
 
     /// Whether a token has been accepted before.
@@ -513,6 +623,9 @@ mod tests {
             period_used_wh: 9,
             fee_paid_day: 400,
             connected: false,
+            last_read_at_ms: Some(9),
+            allowance_mwh: -1_000,
+            backwards: true,
         };
         assert_eq!(Account::decode(&a.encode()), Some(a.clone()));
         let t = Timers {
@@ -535,6 +648,7 @@ mod tests {
             friendly_start_min: 1,
             friendly_end_min: 2,
             disconnect_at_mpaisa: -5,
+            plausible_margin_pct: 250,
         };
         assert_eq!(decode_config(&encode_config(&c)), Some(c));
         for kind in [
@@ -583,6 +697,9 @@ mod tests {
             period_used_wh: 0,
             fee_paid_day: 0,
             connected: true,
+            last_read_at_ms: None,
+            allowance_mwh: 0,
+            backwards: false,
         }
         .encode();
         assert!(

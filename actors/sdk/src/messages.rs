@@ -77,7 +77,8 @@ pub enum Input {
     SetBalancingConfig(BalancingConfig),
     /// A cumulative meter reading (to `billing`).
     MeterRead(MeterRead),
-    /// A prepaid top-up token (to `billing`).
+    /// An operator's credit by amount, for migration and corrections (to `billing`); recorded
+    /// as [`LedgerKind::OperatorCredit`]. Customers' credit comes as [`Input::TokenTopUp`].
     TopUp(TopUp),
     /// Add or change a tariff (to `billing`).
     SetTariff(Tariff),
@@ -87,6 +88,10 @@ pub enum Input {
     SetBillingConfig(BillingConfig),
     /// A durable timer the actor asked for has come due.
     Tick(Tick),
+    /// An OpenPAYGO Token typed in for a customer (to `billing`).
+    TokenTopUp(TokenTopUp),
+    /// An operator replaced a customer's meter (to `billing`).
+    MeterReplace(MeterReplace),
 }
 
 /// Telemetry from one node, as sampled by its field loop.
@@ -156,15 +161,60 @@ pub struct MeterRead {
     pub read_at_ms: u64,
 }
 
-/// A prepaid top-up.
+/// An operator's credit by amount (migration from another system, corrections): no token
+/// proves it, so it travels only on the admin API's operator-credit route.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct TopUp {
     /// Credited account.
     pub customer: CustomerId,
-    /// Token id (an STS-style token is accepted once, ever).
+    /// The operator's reference for this credit, accepted once, ever (a retried request is
+    /// refused, not credited twice).
     pub token_id: u64,
     /// Credit added, mpaisa.
     pub amount_mpaisa: i64,
+}
+
+/// An OpenPAYGO Token (a 9-digit code) typed in for a customer's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct TokenTopUp {
+    /// Account the code is for (its key and starting code decode it).
+    pub customer: CustomerId,
+    /// The code as typed, 0..=999,999,999.
+    pub code: u32,
+}
+
+/// A customer's meter was replaced (or its register reset): bill the old meter up to its final
+/// read, then take the new meter's register as the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct MeterReplace {
+    /// Whose meter.
+    pub customer: CustomerId,
+    /// The new meter's register when installed, Wh: the new baseline.
+    pub new_read_wh: u64,
+    /// The old meter's last register, Wh, when someone read it; `None` bills nothing beyond the
+    /// last accepted read.
+    pub old_final_wh: Option<u64>,
+}
+
+/// An account's OpenPAYGO Token secrets, set by the office. `Debug` shows neither secret.
+#[derive(Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct TokenKey {
+    /// The 16-byte SipHash key shared with the office's token generator.
+    pub secret_key: [u8; 16],
+    /// The starting code (the token at count 0), 0..=999,999,999.
+    pub starting_code: u32,
+    /// What one unit of a token's value is worth, mpaisa (the office's price of a unit).
+    pub unit_mpaisa: i64,
+}
+
+impl core::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("secret_key", &"<redacted>")
+            .field("starting_code", &"<redacted>")
+            .field("unit_mpaisa", &self.unit_mpaisa)
+            .finish()
+    }
 }
 
 /// A tariff: how energy and connections are charged.
@@ -242,7 +292,16 @@ pub struct CustomerSpec {
     pub connection_w: u32,
     /// Opening credit for a new account, mpaisa (ignored when the account exists).
     pub opening_credit_mpaisa: i64,
+    /// OpenPAYGO Token secrets; `None` leaves the account's as they are (none for a new one).
+    /// A different key or starting code starts a new token count.
+    pub token: Option<TokenKey>,
 }
+
+/// The plausibility margin billing uses until an operator sets one, percent: a read may bill
+/// three times what the connection's size would draw since the last read. A household averages
+/// 85-100 W (AEPC's micro-hydro programme) under a cut-out of a few hundred W; the margin
+/// covers a register that runs ahead of its reads, while a stuck or corrupted one is caught.
+pub const PLAUSIBLE_MARGIN_PCT_DEFAULT: u32 = 300;
 
 /// Billing-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -255,6 +314,9 @@ pub struct BillingConfig {
     pub friendly_end_min: u16,
     /// A prepaid account is disconnected when its credit falls to this or below, mpaisa.
     pub disconnect_at_mpaisa: i64,
+    /// A read may bill at most this percentage of what the connection could draw in the log
+    /// time since the last read (100..=10,000); the rest is held for review.
+    pub plausible_margin_pct: u32,
 }
 
 /// A durable timer coming due, proposed by the leader once log time has reached `due_ms`.
@@ -384,6 +446,41 @@ pub enum LedgerKind {
         /// Why.
         reason: RelayReason,
     },
+    /// An operator's credit by amount (migration, corrections), not a token.
+    OperatorCredit {
+        /// The operator's reference (accepted once, ever).
+        ref_id: u64,
+        /// Credit added, mpaisa.
+        amount_mpaisa: i64,
+    },
+    /// An OpenPAYGO Token accepted.
+    TokenCredit {
+        /// The code as typed.
+        code: u32,
+        /// The token's count.
+        count: u32,
+        /// The token's value, in units of the account's `unit_mpaisa`.
+        value: u32,
+        /// A set-credit token (the balance became the value) rather than an add-credit one.
+        set: bool,
+        /// The change of balance, mpaisa (negative when a set-credit token lowered it).
+        amount_mpaisa: i64,
+    },
+    /// Energy a read reported beyond what the connection could draw: not charged, held for
+    /// an operator's review.
+    Held {
+        /// Energy held, Wh.
+        energy_wh: u64,
+        /// Energy the read was allowed to bill, Wh (billed by the `Charge` beside it).
+        allowed_wh: u64,
+    },
+    /// A meter replaced: the old one billed to `old_final_wh`, the new one's baseline set.
+    MeterReplaced {
+        /// The old meter's last register billed, Wh (the last accepted read when none was given).
+        old_final_wh: u64,
+        /// The new meter's baseline, Wh.
+        new_read_wh: u64,
+    },
 }
 
 /// An alarm for operators.
@@ -406,7 +503,7 @@ pub struct Alarm {
 pub enum AlarmCode {
     /// A meter register went backwards: the read was rejected and not billed.
     MeterNotMonotonic,
-    /// A top-up token was presented twice: rejected.
+    /// A top-up token was presented twice, or is older than the count window: rejected.
     TokenReplayed,
     /// Input for an unknown customer or tariff.
     UnknownAccount,
@@ -421,6 +518,11 @@ pub enum AlarmCode {
     /// node's state machine, not by an actor; `value` is the leader's offset in ms (positive:
     /// fast) and `node` the leader.
     ClockSkew,
+    /// A token was refused: not a valid code for the account (value: the code).
+    TokenInvalid,
+    /// A read reported more energy than the connection could draw; the excess is held, not
+    /// charged (value: Wh held).
+    ImplausibleRead,
 }
 
 /// Why an actor refused an input (the non-zero status codes of `ghatta_handle`).

@@ -19,6 +19,14 @@ use super::error::AdminError;
 
 /// The token's file in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
+/// The operator-credit permission's token file in the data directory: a second secret, made
+/// beside the admin token, that `POST /operator-credit` also needs (header
+/// [`CREDIT_HEADER`]). Credit by amount has no token to prove the office sold it, so whoever
+/// holds only the admin token (a field technician entering tokens and meter swaps) cannot mint
+/// money.
+pub const CREDIT_TOKEN_FILE: &str = "operator-credit.token";
+/// The header that carries the operator-credit token.
+pub const CREDIT_HEADER: &str = "x-ghatta-operator-credit";
 use ghatta_proto::token::{self, TokenError};
 pub use ghatta_proto::token::{MAX_TOKEN_FILE_BYTES, TOKEN_BYTES};
 
@@ -26,6 +34,8 @@ pub use ghatta_proto::token::{MAX_TOKEN_FILE_BYTES, TOKEN_BYTES};
 #[derive(Clone)]
 pub struct AdminAuth {
     token: Arc<str>,
+    credit_token: Arc<str>,
+    credit_path: Arc<Path>,
     path: Arc<Path>,
 }
 
@@ -77,8 +87,12 @@ impl AdminAuth {
     pub fn load_or_create(data_dir: &Path) -> Result<AdminAuth, AdminError> {
         let path: PathBuf = data_dir.join(TOKEN_FILE);
         let token = token::load_or_create(&path).map_err(admin_error)?;
+        let credit_path: PathBuf = data_dir.join(CREDIT_TOKEN_FILE);
+        let credit_token = token::load_or_create(&credit_path).map_err(admin_error)?;
         Ok(AdminAuth {
             token: token.into(),
+            credit_token: credit_token.into(),
+            credit_path: credit_path.into(),
             path: path.into(),
         })
     }
@@ -90,6 +104,16 @@ impl AdminAuth {
 
     fn accepts(&self, presented: &str) -> bool {
         token::matches(&self.token, presented)
+    }
+
+    /// Whether `presented` is the operator-credit token.
+    pub fn accepts_credit(&self, presented: &str) -> bool {
+        token::matches(&self.credit_token, presented)
+    }
+
+    /// Where the operator-credit token file is.
+    pub fn credit_path(&self) -> &Path {
+        &self.credit_path
     }
 }
 

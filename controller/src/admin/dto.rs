@@ -31,15 +31,65 @@ pub enum MemberRequest {
     },
 }
 
-/// A prepaid top-up.
+/// A prepaid top-up: an OpenPAYGO Token typed in for a customer (`POST /topup`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopUpRequest {
     /// Customer id.
     pub customer: u32,
-    /// Token id (accepted once, ever).
-    pub token_id: u64,
+    /// The 9-digit code.
+    pub code: u32,
+}
+
+impl TopUpRequest {
+    /// Check and convert.
+    pub fn into_input(self) -> Result<sdk::Input, InvalidRequest> {
+        if self.code > OPAYGO_CODE_MAX {
+            return Err(InvalidRequest::TokenCode(self.code));
+        }
+        Ok(sdk::Input::TokenTopUp(sdk::TokenTopUp {
+            customer: sdk::CustomerId(self.customer),
+            code: self.code,
+        }))
+    }
+}
+
+/// Largest OpenPAYGO Token code of the standard form (nine digits).
+pub const OPAYGO_CODE_MAX: u32 = 999_999_999;
+
+/// An operator's credit by amount, for migration and corrections (`POST /operator-credit`, which
+/// also needs the operator-credit token): no token proves it, so it is kept apart from top-ups
+/// and recorded as an operator credit in the ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperatorCreditRequest {
+    /// Customer id.
+    pub customer: u32,
+    /// The operator's reference for this credit (accepted once, ever: a retry is refused).
+    pub ref_id: u64,
     /// Amount, whole rupees.
     pub amount_npr: i64,
+}
+
+/// A meter replaced (`POST /meter/replace`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeterReplaceRequest {
+    /// Customer id.
+    pub customer: u32,
+    /// The new meter's register when installed, Wh.
+    pub new_read_wh: u64,
+    /// The old meter's last register, Wh, if it was read.
+    #[serde(default)]
+    pub old_final_wh: Option<u64>,
+}
+
+impl MeterReplaceRequest {
+    /// Convert.
+    pub fn into_input(self) -> sdk::Input {
+        sdk::Input::MeterReplace(sdk::MeterReplace {
+            customer: sdk::CustomerId(self.customer),
+            new_read_wh: self.new_read_wh,
+            old_final_wh: self.old_final_wh,
+        })
+    }
 }
 
 /// A request the node refuses before proposing anything, saying which field and why.
@@ -48,6 +98,24 @@ pub enum InvalidRequest {
     /// A top-up outside the allowed amounts.
     #[error("amount_npr {0} must be between 1 and {MAX_TOPUP_NPR}")]
     TopUpAmount(i64),
+    /// A token code longer than nine digits.
+    #[error(
+        "code {0} is not an OpenPAYGO Token: a code has at most 9 digits; check what was typed"
+    )]
+    TokenCode(u32),
+    /// A token key that is not 32 hex digits.
+    #[error(
+        "token_key_hex must be 32 hexadecimal digits (the 16-byte key the office's token generator uses)"
+    )]
+    TokenKey,
+    /// Token settings without a key, or a unit price out of range.
+    #[error(
+        "token_starting_code and token_unit_paisa need token_key_hex; token_unit_paisa must be 1 or more and the starting code at most 999999999"
+    )]
+    TokenSettings,
+    /// A plausibility margin out of range.
+    #[error("plausible_margin_pct {0} must be between 100 and 10000")]
+    Margin(u32),
     /// Tiered blocks that do not climb.
     #[error("tiered blocks must be non-empty with increasing up_to_wh")]
     TierBlocks,
@@ -56,7 +124,7 @@ pub enum InvalidRequest {
     FlatBands,
 }
 
-impl TopUpRequest {
+impl OperatorCreditRequest {
     /// Check and convert.
     pub fn into_input(self) -> Result<sdk::Input, InvalidRequest> {
         if self.amount_npr <= 0 || self.amount_npr > MAX_TOPUP_NPR {
@@ -64,7 +132,7 @@ impl TopUpRequest {
         }
         Ok(sdk::Input::TopUp(sdk::TopUp {
             customer: sdk::CustomerId(self.customer),
-            token_id: self.token_id,
+            token_id: self.ref_id,
             amount_mpaisa: self.amount_npr * MPAISA_PER_NPR,
         }))
     }
@@ -169,12 +237,59 @@ pub struct CustomerRequest {
     /// Opening credit, NPR.
     #[serde(default)]
     pub opening_credit_npr: i64,
+    /// The account's OpenPAYGO Token key, 32 hex digits (absent: the key stays as it is).
+    /// Write-only: no route returns it.
+    #[serde(default)]
+    pub token_key_hex: Option<String>,
+    /// The account's starting code (absent or 0: derived from the key, as the reference does).
+    #[serde(default)]
+    pub token_starting_code: Option<u32>,
+    /// What one unit of a token's value is worth, paisa (absent: 100, one rupee).
+    #[serde(default)]
+    pub token_unit_paisa: Option<u32>,
+}
+
+/// A token unit's worth when a customer request gives none, paisa: one rupee.
+pub const TOKEN_UNIT_PAISA_DEFAULT: u32 = 100;
+
+/// Parse a 16-byte key from 32 hex digits.
+fn parse_key(hex: &str) -> Result<[u8; 16], InvalidRequest> {
+    let hex = hex.trim();
+    if hex.len() != 32 || !hex.is_ascii() {
+        return Err(InvalidRequest::TokenKey);
+    }
+    let mut key = [0u8; 16];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b =
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| InvalidRequest::TokenKey)?;
+    }
+    Ok(key)
 }
 
 impl CustomerRequest {
-    /// Convert.
-    pub fn into_input(self) -> sdk::Input {
-        sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+    /// Check and convert.
+    pub fn into_input(self) -> Result<sdk::Input, InvalidRequest> {
+        let token = match (
+            &self.token_key_hex,
+            self.token_starting_code,
+            self.token_unit_paisa,
+        ) {
+            (None, None, None) => None,
+            (None, _, _) => return Err(InvalidRequest::TokenSettings),
+            (Some(hex), code, unit) => {
+                let unit = unit.unwrap_or(TOKEN_UNIT_PAISA_DEFAULT);
+                let code = code.unwrap_or(0);
+                if unit == 0 || code > OPAYGO_CODE_MAX {
+                    return Err(InvalidRequest::TokenSettings);
+                }
+                Some(sdk::TokenKey {
+                    secret_key: parse_key(hex)?,
+                    starting_code: code,
+                    unit_mpaisa: i64::from(unit) * 1_000,
+                })
+            }
+        };
+        Ok(sdk::Input::UpsertCustomer(sdk::CustomerSpec {
             id: sdk::CustomerId(self.id),
             node: sdk::NodeId(self.node),
             mode: if self.prepaid {
@@ -185,7 +300,8 @@ impl CustomerRequest {
             tariff: self.tariff,
             connection_w: self.connection_w,
             opening_credit_mpaisa: self.opening_credit_npr.saturating_mul(MPAISA_PER_NPR),
-        })
+            token,
+        }))
     }
 }
 
@@ -200,17 +316,28 @@ pub struct BillingConfigRequest {
     pub friendly_end_min: u16,
     /// Disconnect at or below this credit, NPR.
     pub disconnect_at_npr: i64,
+    /// A read bills at most this percentage of what the connection could draw since the
+    /// last read; the rest is held for review (absent: 300).
+    #[serde(default)]
+    pub plausible_margin_pct: Option<u32>,
 }
 
 impl BillingConfigRequest {
-    /// Convert.
-    pub fn into_input(self) -> sdk::Input {
-        sdk::Input::SetBillingConfig(sdk::BillingConfig {
+    /// Check and convert.
+    pub fn into_input(self) -> Result<sdk::Input, InvalidRequest> {
+        let margin = self
+            .plausible_margin_pct
+            .unwrap_or(sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT);
+        if !(100..=10_000).contains(&margin) {
+            return Err(InvalidRequest::Margin(margin));
+        }
+        Ok(sdk::Input::SetBillingConfig(sdk::BillingConfig {
             utc_offset_min: self.utc_offset_min,
             friendly_start_min: self.friendly_start_min,
             friendly_end_min: self.friendly_end_min,
             disconnect_at_mpaisa: self.disconnect_at_npr.saturating_mul(MPAISA_PER_NPR),
-        })
+            plausible_margin_pct: margin,
+        }))
     }
 }
 
@@ -377,5 +504,96 @@ impl EventView {
             kind: kind.into(),
             what,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(json: serde_json::Value) -> Result<sdk::Input, InvalidRequest> {
+        serde_json::from_value::<CustomerRequest>(json)
+            .expect("shape")
+            .into_input()
+    }
+
+    #[test]
+    fn a_customers_token_settings_are_checked_and_converted() {
+        let base = serde_json::json!({ "id": 1, "node": 1, "prepaid": true, "tariff": 1, "connection_w": 250 });
+        let Ok(sdk::Input::UpsertCustomer(spec)) = customer(base.clone()) else {
+            panic!("plain customer");
+        };
+        assert_eq!(spec.token, None, "no key given: the account's stays");
+        let mut with_key = base.clone();
+        with_key["token_key_hex"] = "000102030405060708090a0b0c0d0e0f".into();
+        with_key["token_starting_code"] = 123_456_789.into();
+        let Ok(sdk::Input::UpsertCustomer(spec)) = customer(with_key.clone()) else {
+            panic!("customer with a key");
+        };
+        let key = spec.token.expect("key");
+        assert_eq!(key.secret_key[15], 15);
+        assert_eq!(key.starting_code, 123_456_789);
+        assert_eq!(key.unit_mpaisa, 100_000, "one unit is a rupee by default");
+        assert!(
+            !format!("{spec:?}").contains("123456789"),
+            "Debug hides the secrets"
+        );
+        for (field, value, err) in [
+            (
+                "token_key_hex",
+                serde_json::json!("00"),
+                InvalidRequest::TokenKey,
+            ),
+            (
+                "token_key_hex",
+                "zz0102030405060708090a0b0c0d0e0f".into(),
+                InvalidRequest::TokenKey,
+            ),
+            ("token_unit_paisa", 0.into(), InvalidRequest::TokenSettings),
+            (
+                "token_starting_code",
+                1_000_000_000.into(),
+                InvalidRequest::TokenSettings,
+            ),
+        ] {
+            let mut bad = with_key.clone();
+            bad[field] = value;
+            assert_eq!(customer(bad).unwrap_err(), err, "{field}");
+        }
+        let mut no_key = base;
+        no_key["token_unit_paisa"] = 100.into();
+        assert_eq!(customer(no_key).unwrap_err(), InvalidRequest::TokenSettings);
+    }
+
+    #[test]
+    fn a_token_code_has_at_most_nine_digits() {
+        let ok = TopUpRequest {
+            customer: 3,
+            code: OPAYGO_CODE_MAX,
+        };
+        assert!(matches!(
+            ok.into_input(),
+            Ok(sdk::Input::TokenTopUp(sdk::TokenTopUp {
+                code: OPAYGO_CODE_MAX,
+                ..
+            }))
+        ));
+        let long = TopUpRequest {
+            customer: 3,
+            code: OPAYGO_CODE_MAX + 1,
+        };
+        assert_eq!(
+            long.into_input().unwrap_err(),
+            InvalidRequest::TokenCode(OPAYGO_CODE_MAX + 1)
+        );
+        let credit = OperatorCreditRequest {
+            customer: 3,
+            ref_id: 9,
+            amount_npr: 0,
+        };
+        assert_eq!(
+            credit.into_input().unwrap_err(),
+            InvalidRequest::TopUpAmount(0)
+        );
     }
 }

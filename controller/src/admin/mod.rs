@@ -66,12 +66,15 @@ pub fn router_with_field(
         .route("/events", get(events))
         .route("/member", post(member))
         .route("/topup", post(topup))
+        .route("/operator-credit", post(operator_credit))
+        .route("/meter/replace", post(meter_replace))
         .route("/tariff", post(tariff))
         .route("/customer", post(customer))
         .route("/billing-config", post(billing_config))
         .route("/balancing-config", post(balancing_config))
         .layer(Extension(field))
         .layer(Extension(cockpit))
+        .layer(Extension(auth.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -342,6 +345,41 @@ async fn topup(State(node): State<Node>, Json(t): Json<dto::TopUpRequest>) -> Ap
     propose(&node, input).await
 }
 
+/// Credit by amount: the admin token (checked by the middleware) and the operator-credit
+/// token in [`auth::CREDIT_HEADER`].
+async fn operator_credit(
+    State(node): State<Node>,
+    Extension(auth): Extension<auth::AdminAuth>,
+    headers: axum::http::HeaderMap,
+    Json(c): Json<dto::OperatorCreditRequest>,
+) -> ApiResult {
+    let presented = headers
+        .get(auth::CREDIT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if !presented.is_some_and(|t| auth.accepts_credit(t)) {
+        return Err(bad(
+            StatusCode::FORBIDDEN,
+            format!(
+                "credit by amount needs the operator-credit permission: send header {} with the token in {} (`ghatta credit` reads it itself); customers' credit comes as tokens (`ghatta topup --code`)",
+                auth::CREDIT_HEADER,
+                auth.credit_path().display()
+            ),
+        ));
+    }
+    let input = c
+        .into_input()
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
+    propose(&node, input).await
+}
+
+async fn meter_replace(
+    State(node): State<Node>,
+    Json(r): Json<dto::MeterReplaceRequest>,
+) -> ApiResult {
+    propose(&node, r.into_input()).await
+}
+
 async fn tariff(State(node): State<Node>, Json(t): Json<dto::TariffRequest>) -> ApiResult {
     let input = t
         .into_input()
@@ -350,14 +388,20 @@ async fn tariff(State(node): State<Node>, Json(t): Json<dto::TariffRequest>) -> 
 }
 
 async fn customer(State(node): State<Node>, Json(c): Json<dto::CustomerRequest>) -> ApiResult {
-    propose(&node, c.into_input()).await
+    let input = c
+        .into_input()
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
+    propose(&node, input).await
 }
 
 async fn billing_config(
     State(node): State<Node>,
     Json(c): Json<dto::BillingConfigRequest>,
 ) -> ApiResult {
-    propose(&node, c.into_input()).await
+    let input = c
+        .into_input()
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
+    propose(&node, input).await
 }
 
 async fn balancing_config(

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use ghatta::actors::{ActorHost, ActorKind, ActorLimits, ActorState};
 use ghatta::net::tcp::TcpTransport;
 use ghatta::net::transport::{Transport, inbound_queue};
@@ -34,6 +35,257 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Measure only the billing actor's apply time per meter read, per operator credit and
+    /// per OpenPAYGO Token (under wasmi, no cluster), then exit.
+    #[arg(long)]
+    billing_apply: bool,
+    /// With --billing-apply: the billing module to measure instead of the embedded one (an
+    /// older build, for a before/after comparison; it gets no token inputs, which it cannot
+    /// decode).
+    #[arg(long)]
+    billing_wasm: Option<std::path::PathBuf>,
+}
+
+/// Deliveries per measured kind in `--billing-apply`.
+const BILLING_APPLY_DELIVERIES: u64 = 3_000;
+/// Accounts `--billing-apply` spreads its deliveries over.
+const BILLING_APPLY_CUSTOMERS: u32 = 300;
+
+/// An encoded delivery to the billing actor. `old_spec`: encode an `UpsertCustomer` as a build
+/// from before token keys reads it (the spec without its trailing `token` field, which as
+/// `None` is one zero byte at the end of the delivery).
+fn billing_delivery(i: u64, input: sdk::Input, old_spec: bool) -> Vec<u8> {
+    let upsert_without_token =
+        old_spec && matches!(&input, sdk::Input::UpsertCustomer(s) if s.token.is_none());
+    let mut bytes = sdk::codec::encode(&sdk::Delivery {
+        ctx: sdk::Context {
+            log_index: i,
+            log_time_ms: 1_700_000_000_000 + i * 1_000,
+            origin: sdk::NodeId(1),
+        },
+        input,
+    });
+    if upsert_without_token {
+        bytes.pop();
+    }
+    bytes
+}
+
+/// Mean µs per delivery of `inputs` to `host`'s billing actor, each starting at log index `i0`.
+fn time_billing(
+    host: &ActorHost,
+    state: &mut ActorState,
+    i0: u64,
+    inputs: Vec<sdk::Input>,
+    old_spec: bool,
+) -> anyhow::Result<f64> {
+    let n = inputs.len().max(1);
+    let bytes: Vec<Vec<u8>> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(k, input)| billing_delivery(i0 + k as u64, input, old_spec))
+        .collect();
+    let t = Instant::now();
+    for b in &bytes {
+        let (status, _) = host.deliver(ActorKind::Billing, state, b);
+        anyhow::ensure!(
+            status == ghatta::actors::Status::Handled,
+            "billing answered {status:?} during the benchmark"
+        );
+    }
+    Ok(t.elapsed().as_nanos() as f64 / n as f64 / 1e3)
+}
+
+/// Resolution of [`fuel_needed`]'s bisection, fuel.
+const FUEL_RESOLUTION: u64 = 100;
+
+/// The least fuel (within [`FUEL_RESOLUTION`]) billing needs for `bytes` in `state`, found by
+/// bisection: the host counts no fuel, it only traps when it runs out.
+fn fuel_needed(module: &[u8], state: &ActorState, bytes: &[u8]) -> anyhow::Result<f64> {
+    let (mut lo, mut hi) = (0u64, ActorLimits::default().fuel_per_delivery);
+    while lo + FUEL_RESOLUTION < hi {
+        let mid = lo + (hi - lo) / 2;
+        let limits = ActorLimits {
+            fuel_per_delivery: mid,
+            ..ActorLimits::default()
+        };
+        let host = ActorHost::new(limits, &[(ActorKind::Billing, module)])?;
+        let mut s = state.clone();
+        match host.deliver(ActorKind::Billing, &mut s, bytes).0 {
+            ghatta::actors::Status::Trapped(_) => lo = mid,
+            _ => hi = mid,
+        }
+    }
+    Ok(hi as f64)
+}
+
+/// `ghatta bench --billing-apply`: the billing actor's apply time per input kind (µs), and
+/// the fuel of single deliveries.
+fn billing_apply(
+    wasm: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<(&'static str, f64, &'static str)>> {
+    let module = match wasm {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("cannot read the billing module {}", path.display()))?,
+        None => ghatta::actors::embedded::BILLING_WASM.to_vec(),
+    };
+    let host = ActorHost::new(ActorLimits::default(), &[(ActorKind::Billing, &module)])?;
+    let us = "µs per delivery";
+    let old = wasm.is_some();
+    let mut state = ActorState::default();
+    let key = |c: u32| {
+        let mut k = [0u8; 16];
+        k[..4].copy_from_slice(&c.to_le_bytes());
+        k[8] = 0x5a;
+        k
+    };
+    let mut setup = setup(BILLING_APPLY_CUSTOMERS);
+    if !old {
+        for s in setup.iter_mut() {
+            if let sdk::Input::UpsertCustomer(spec) = s {
+                spec.token = Some(sdk::TokenKey {
+                    secret_key: key(spec.id.0),
+                    starting_code: 100_000_000 + spec.id.0,
+                    unit_mpaisa: 100_000,
+                });
+            }
+        }
+    }
+    time_billing(&host, &mut state, 1, setup, old)?;
+    let mut i = 10_000u64;
+    let mut results = Vec::new();
+    let n = BILLING_APPLY_DELIVERIES;
+    let reads = |from: u64| -> Vec<sdk::Input> {
+        (from..from + n)
+            .map(|k| {
+                sdk::Input::MeterRead(sdk::MeterRead {
+                    customer: sdk::CustomerId((k % u64::from(BILLING_APPLY_CUSTOMERS)) as u32 + 1),
+                    total_wh: 1_000 + k,
+                    read_at_ms: 0,
+                })
+            })
+            .collect()
+    };
+    results.push((
+        "meter read",
+        time_billing(&host, &mut state, i, reads(0), old)?,
+        us,
+    ));
+    i += n;
+    let credits = (0..n)
+        .map(|k| {
+            sdk::Input::TopUp(sdk::TopUp {
+                customer: sdk::CustomerId((k % u64::from(BILLING_APPLY_CUSTOMERS)) as u32 + 1),
+                token_id: 1 + k,
+                amount_mpaisa: 100_000,
+            })
+        })
+        .collect();
+    results.push((
+        "operator credit (amount)",
+        time_billing(&host, &mut state, i, credits, old)?,
+        us,
+    ));
+    i += n;
+    if !old {
+        // Tokens walk the chain from count 0 (as the reference decoder): their cost grows with
+        // the account's count. Every account takes its add-credit tokens in order, 2 counts each.
+        let rounds = n / u64::from(BILLING_APPLY_CUSTOMERS);
+        for round in 0..rounds {
+            let tokens: Vec<sdk::Input> = (1..=BILLING_APPLY_CUSTOMERS)
+                .map(|c| {
+                    let count = 2 * (round as u32 + 1);
+                    let code = ghatta_billing::opaygo::encode(&key(c), 100_000_000 + c, 5, count);
+                    sdk::Input::TokenTopUp(sdk::TokenTopUp {
+                        customer: sdk::CustomerId(c),
+                        code,
+                    })
+                })
+                .collect();
+            let t = time_billing(&host, &mut state, i, tokens, old)?;
+            i += u64::from(BILLING_APPLY_CUSTOMERS);
+            if round == 0 {
+                results.push(("token at count 2", t, us));
+            } else if round + 1 == rounds {
+                results.push(("token, last round (count 20)", t, us));
+            }
+        }
+        // One account far along: 500 tokens, then the cost of one more.
+        let c = 1u32;
+        let start = 2 * (rounds as u32 + 1);
+        let walk: Vec<sdk::Input> = (0..500u32)
+            .map(|k| {
+                sdk::Input::TokenTopUp(sdk::TokenTopUp {
+                    customer: sdk::CustomerId(c),
+                    code: ghatta_billing::opaygo::encode(
+                        &key(c),
+                        100_000_000 + c,
+                        5,
+                        start + 2 * k,
+                    ),
+                })
+            })
+            .collect();
+        let t = time_billing(&host, &mut state, i, walk, old)?;
+        i += 1_000;
+        results.push(("token, counts 22-1020 (mean)", t, us));
+        let token = |c: u32, count: u32| {
+            let code = ghatta_billing::opaygo::encode(&key(c), 100_000_000 + c, 5, count);
+            let input = sdk::Input::TokenTopUp(sdk::TokenTopUp {
+                customer: sdk::CustomerId(c),
+                code,
+            });
+            billing_delivery(i, input, old)
+        };
+        let near = token(2, 2 * (rounds as u32 + 1));
+        let far = token(1, start + 1_000);
+        results.push((
+            "fuel: token at count 22",
+            fuel_needed(&module, &state, &near)?,
+            "fuel",
+        ));
+        results.push((
+            "fuel: token at count 1022",
+            fuel_needed(&module, &state, &far)?,
+            "fuel",
+        ));
+    }
+    let read = billing_delivery(
+        i,
+        sdk::Input::MeterRead(sdk::MeterRead {
+            // Customer 3 read 3,702 Wh last (in the first pass of reads): 98 Wh more.
+            customer: sdk::CustomerId(3),
+            total_wh: 3_800,
+            read_at_ms: 0,
+        }),
+        old,
+    );
+    results.push((
+        "fuel: meter read",
+        fuel_needed(&module, &state, &read)?,
+        "fuel",
+    ));
+    let credit = billing_delivery(
+        i,
+        sdk::Input::TopUp(sdk::TopUp {
+            customer: sdk::CustomerId(3),
+            token_id: 999_999,
+            amount_mpaisa: 100_000,
+        }),
+        old,
+    );
+    results.push((
+        "fuel: operator credit",
+        fuel_needed(&module, &state, &credit)?,
+        "fuel",
+    ));
+    results.push((
+        "meter read (after the tokens)",
+        time_billing(&host, &mut state, i + 1, reads(n), old)?,
+        us,
+    ));
+    results.push(("module size", module.len() as f64, "bytes"));
+    Ok(results)
 }
 
 fn setup(customers: u32) -> Vec<sdk::Input> {
@@ -52,6 +304,7 @@ fn setup(customers: u32) -> Vec<sdk::Input> {
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: 0,
+            token: None,
         }));
     }
     v
@@ -166,6 +419,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Run the benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.billing_apply {
+        let wasm = args.billing_wasm.clone();
+        let results = tokio::task::spawn_blocking(move || billing_apply(wasm.as_deref())).await??;
+        if args.json {
+            let obj: serde_json::Map<String, serde_json::Value> = results
+                .iter()
+                .map(|(k, v, _)| ((*k).to_string(), json!(v)))
+                .collect();
+            println!("{}", serde_json::Value::Object(obj));
+        } else {
+            for (what, v, unit) in results {
+                println!("{what:<40} {v:>12.1} {unit}");
+            }
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     anyhow::ensure!(
         args.batch > 0 && args.concurrency > 0 && args.customers > 0,
         "batch, concurrency and customers must be positive"

@@ -123,6 +123,7 @@ fn customer(id: u32, node: u64) -> sdk::Input {
         tariff,
         connection_w: 250,
         opening_credit_mpaisa: credit_npr * ghatta::admin::dto::MPAISA_PER_NPR,
+        token: None,
     })
 }
 
@@ -207,6 +208,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
         friendly_start_min: 0,
         friendly_end_min: 0,
         disconnect_at_mpaisa: 0,
+        plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
     }));
     let feeders: Vec<sdk::FeederRef> = (1..=args.nodes)
         .flat_map(|n| {

@@ -31,6 +31,41 @@ pub fn admin_token(token_file: Option<&Path>, config: &Path) -> anyhow::Result<S
     Ok(ghatta::admin::auth::read_token(&path)?)
 }
 
+/// The operator-credit token: `token_file` when given, else `operator-credit.token` in the data
+/// directory of the node's `config` (read as the admin token is, never from a path the server
+/// names).
+pub fn credit_token(token_file: Option<&Path>, config: &Path) -> anyhow::Result<String> {
+    let path = match token_file {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let cfg = ghatta::config::NodeConfig::load(config).context(
+                "cannot find the operator-credit token: pass --credit-token-file, or --config with the node's config",
+            )?;
+            cfg.data_dir.join(ghatta::admin::auth::CREDIT_TOKEN_FILE)
+        }
+    };
+    Ok(ghatta::admin::auth::read_token(&path)?)
+}
+
+/// Most digits in an OpenPAYGO Token of the standard form.
+pub const TOKEN_CODE_DIGITS_MAX: usize = 9;
+
+/// A token code as a person types it: digits, with spaces and dashes (as printed on slips)
+/// ignored.
+pub fn parse_token_code(typed: &str) -> anyhow::Result<u32> {
+    let digits: String = typed.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    if digits.is_empty()
+        || digits.len() > TOKEN_CODE_DIGITS_MAX
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        anyhow::bail!(
+            "--code {typed:?} is not a token: a token is up to {TOKEN_CODE_DIGITS_MAX} digits \
+             (spaces and dashes allowed); check the SMS or slip and type it again"
+        );
+    }
+    Ok(digits.parse()?)
+}
+
 /// A free TCP port on loopback, for the local clusters of `demo` and `selftest`.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")

@@ -271,6 +271,7 @@ fn check_billing() -> anyhow::Result<String> {
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: opening,
+            token: None,
         }),
     )?;
     let read = |total_wh| {
@@ -310,7 +311,7 @@ fn check_billing() -> anyhow::Result<String> {
     let credited = out.iter().any(|o| {
         matches!(o, sdk::Output::Ledger(l) if l.customer == customer
             && l.balance_after_mpaisa == opening - charge + 50 * MPAISA_PER_NPR
-            && matches!(l.kind, sdk::LedgerKind::TopUp { token_id: 42, .. }))
+            && matches!(l.kind, sdk::LedgerKind::OperatorCredit { ref_id: 42, .. }))
     });
     ensure!(
         credited,
@@ -596,6 +597,7 @@ async fn cluster_steps(dir: &Path, seed: u64, nodes: &mut Vec<Running>) -> anyho
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: 0,
+            token: None,
         }),
     ];
     let receipt = follower

@@ -92,6 +92,7 @@ fn grid_entries(t0: u64) -> Vec<Entry> {
             friendly_start_min: 0,
             friendly_end_min: 0,
             disconnect_at_mpaisa: 0,
+            plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
         }),
     ];
     for id in 1..=CUSTOMERS {
@@ -102,6 +103,7 @@ fn grid_entries(t0: u64) -> Vec<Entry> {
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: 50_000_000_000,
+            token: None,
         }));
     }
     let mut entries = vec![entry(1, t0, inputs(setup))];
@@ -360,6 +362,7 @@ fn stored_scalars_and_customers_reload_as_applied() {
         tariff: 1,
         connection_w: 250,
         opening_credit_mpaisa: 1_000,
+        token: None,
     })]);
     let last = entries[39].log_id().index() + 1;
     apply(&sm, &[entry(last, 1_767_225_600_000 + 7 * HOUR_MS, upsert)]);
@@ -780,6 +783,7 @@ fn a_leader_30_days_fast_charges_no_burst_of_flat_fees_and_keeps_friendly_hours_
                 friendly_start_min: 18 * 60,
                 friendly_end_min: 6 * 60,
                 disconnect_at_mpaisa: 0,
+                plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
             }),
             sdk::Input::UpsertCustomer(sdk::CustomerSpec {
                 id: sdk::CustomerId(1),
@@ -788,6 +792,7 @@ fn a_leader_30_days_fast_charges_no_burst_of_flat_fees_and_keeps_friendly_hours_
                 tariff: 1,
                 connection_w: 250,
                 opening_credit_mpaisa: 50_000_000,
+                token: None,
             }),
             sdk::Input::UpsertCustomer(sdk::CustomerSpec {
                 id: sdk::CustomerId(2),
@@ -796,6 +801,7 @@ fn a_leader_30_days_fast_charges_no_burst_of_flat_fees_and_keeps_friendly_hours_
                 tariff: 2,
                 connection_w: 250,
                 opening_credit_mpaisa: 50_000_000,
+                token: None,
             }),
         ];
         propose(&mut index, t0, inputs(setup));

@@ -224,6 +224,7 @@ impl Suite {
             ledger: LedgerSummary {
                 metered_wh: info.metered_wh,
                 billed_wh: self.billing.billed_wh(),
+                held_wh: self.billing.held_wh(),
                 reads: self.billing.reads(),
                 charges: self.billing.charges(),
             },

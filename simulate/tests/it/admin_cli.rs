@@ -1,5 +1,5 @@
 //! The admin API and the `ghatta` CLI answer an operator's change with what became of it: a
-//! refused top-up (a replayed token, an unknown customer) or tariff (a version not above the
+//! refused credit or top-up (a replayed token, an unknown customer) or tariff (a version not above the
 //! one in force) is a 422 naming the actor's reason, a refused membership change a 409 naming
 //! its reason, and the CLI exits non-zero with it; the alarms the refusals raised are listed
 //! by `ghatta alarms`.
@@ -53,16 +53,21 @@ fn refused_changes_fail_with_the_reason() {
         .await
         .expect("customer");
 
+        let credit_file = cfg.data_dir.join(ghatta::admin::auth::CREDIT_TOKEN_FILE);
+        // Credit by amount, the operator's path (`ghatta credit`, with both token files).
         let topup = |customer: u32, token_id: u64| {
             let (ghatta, admin, token_file) = (ghatta.clone(), admin.clone(), token_file.clone());
+            let credit_file = credit_file.clone();
             tokio::task::spawn_blocking(move || {
                 let out = Command::new(&ghatta)
-                    .args(["topup", "--customer", &customer.to_string()])
-                    .args(["--token", &token_id.to_string(), "--amount", "100"])
+                    .args(["credit", "--customer", &customer.to_string()])
+                    .args(["--ref", &token_id.to_string(), "--amount", "100"])
                     .args(["--admin", &admin, "--token-file"])
                     .arg(&token_file)
+                    .arg("--credit-token-file")
+                    .arg(&credit_file)
                     .output()
-                    .expect("run ghatta topup");
+                    .expect("run ghatta credit");
                 (
                     out.status.code(),
                     String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -72,7 +77,10 @@ fn refused_changes_fail_with_the_reason() {
         };
         let (code, stdout, stderr) = topup(1, 77).await.unwrap();
         assert_eq!(code, Some(0), "{stdout}{stderr}");
-        assert!(stdout.contains("top-up: applied at index"), "{stdout}");
+        assert!(
+            stdout.contains("operator credit: applied at index"),
+            "{stdout}"
+        );
 
         let (code, stdout, stderr) = topup(1, 77).await.unwrap();
         assert_eq!(
@@ -160,9 +168,14 @@ fn refused_changes_fail_with_the_reason() {
         }
 
         // The API itself: the refusal is the body's error, with the receipt beside it.
-        let e = change(
-            "/topup",
-            json!({ "customer": 1, "token_id": 77, "amount_npr": 5 }),
+        let credit_token = ghatta::admin::auth::read_token(&credit_file).expect("credit token");
+        let e = client::call_with_headers(
+            &admin,
+            "POST",
+            "/operator-credit",
+            Some(&json!({ "customer": 1, "ref_id": 77, "amount_npr": 5 })),
+            Some(&token),
+            &[(ghatta::admin::auth::CREDIT_HEADER, credit_token.as_str())],
         )
         .await
         .unwrap_err();
@@ -236,6 +249,108 @@ fn refused_changes_fail_with_the_reason() {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("from 1 to 1000"), "{e}");
+
+        // Credit by amount without the operator-credit permission: refused before anything is
+        // proposed, whoever holds the admin token.
+        let e = change(
+            "/operator-credit",
+            json!({ "customer": 1, "ref_id": 80, "amount_npr": 5 }),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("(403)") && e.contains("operator-credit permission"),
+            "{e}"
+        );
+
+        // An OpenPAYGO Token through the CLI: the account gets the key of the interop fixture's
+        // first sequence, whose first code (1 unit) is entered once, then refused as used.
+        let fixture = include_str!("../../../actors/billing/tests/fixtures/openpaygo_tokens.txt");
+        let seq: Vec<&str> = fixture
+            .lines()
+            .find(|l| l.starts_with("seq "))
+            .expect("a sequence")
+            .split_whitespace()
+            .collect();
+        let (key_hex, starting_code) = (seq[2], seq[3]);
+        let code = fixture
+            .lines()
+            .find(|l| l.starts_with("tok "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .expect("a token");
+        change(
+            "/customer",
+            json!({ "id": 1, "node": 1, "prepaid": true, "tariff": 1, "connection_w": 250,
+                    "token_key_hex": key_hex, "token_starting_code": starting_code.parse::<u32>().unwrap(),
+                    "token_unit_paisa": 1000 }),
+        )
+        .await
+        .expect("customer with a token key");
+        let cli = |args: Vec<String>| {
+            let (ghatta, admin, token_file) = (ghatta.clone(), admin.clone(), token_file.clone());
+            tokio::task::spawn_blocking(move || {
+                let out = Command::new(&ghatta)
+                    .args(args)
+                    .args(["--admin", &admin, "--token-file"])
+                    .arg(&token_file)
+                    .output()
+                    .expect("run ghatta");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        // Typed as printed on a slip, in groups.
+        let typed = format!("{}-{}-{}", &code[..3], &code[3..6], &code[6..]);
+        let topup_code = |typed: String| {
+            cli(vec![
+                "topup".into(),
+                "--customer".into(),
+                "1".into(),
+                "--code".into(),
+                typed,
+            ])
+        };
+        let (rc, stdout, stderr) = topup_code(typed.clone()).await.unwrap();
+        assert_eq!(rc, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("top-up: applied at index"), "{stdout}");
+        let (rc, stdout, stderr) = topup_code(typed).await.unwrap();
+        assert_eq!(rc, Some(1), "a token entered twice: {stdout}{stderr}");
+        assert!(
+            stderr.contains("(422)") && stderr.contains("already used"),
+            "{stderr}"
+        );
+        let (rc, _, stderr) = topup_code("12345678901".into()).await.unwrap();
+        assert_eq!(rc, Some(1));
+        assert!(stderr.contains("up to 9 digits"), "{stderr}");
+        // The key never comes back: not in the status, not in the alarms.
+        for path in ["/status", "/alarms?limit=1000"] {
+            let shown = client::call(&admin, "GET", path, None)
+                .await
+                .unwrap()
+                .to_string();
+            assert!(!shown.contains(key_hex), "{path} shows the token key");
+        }
+
+        // A meter replacement through the CLI and the log.
+        let args = ["meter", "replace", "--customer", "1", "--new-read-wh", "5"]
+            .map(String::from)
+            .to_vec();
+        let (rc, stdout, stderr) = cli(args).await.unwrap();
+        assert_eq!(rc, Some(0), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("meter replacement: applied at index"),
+            "{stdout}"
+        );
+        let args = ["meter", "replace", "--customer", "98", "--new-read-wh", "5"]
+            .map(String::from)
+            .to_vec();
+        let (rc, _, stderr) = cli(args).await.unwrap();
+        assert_eq!(rc, Some(1));
+        assert!(stderr.contains("unknown customer"), "{stderr}");
         running.stop().await;
     });
 }

@@ -26,6 +26,7 @@ fn setup() -> Vec<Vec<u8>> {
             tariff: 1,
             connection_w: 250,
             opening_credit_mpaisa: credit,
+            token: None,
         })
     };
     [
@@ -42,6 +43,7 @@ fn setup() -> Vec<Vec<u8>> {
             friendly_start_min: 0,
             friendly_end_min: 0,
             disconnect_at_mpaisa: 0,
+            plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
         }),
         customer(1, 50_000),
         customer(2, 1_000_000),

@@ -245,6 +245,7 @@ pub fn setup_inputs(n: u32) -> Vec<Vec<u8>> {
             friendly_start_min: 0,
             friendly_end_min: 0,
             disconnect_at_mpaisa: 0,
+            plausible_margin_pct: 10_000,
         }),
     ];
     for id in 1..=n {
@@ -253,8 +254,12 @@ pub fn setup_inputs(n: u32) -> Vec<Vec<u8>> {
             node: sdk::NodeId(1),
             mode: sdk::AccountMode::Prepaid,
             tariff: 1,
-            connection_w: 250,
+            // The synthetic registers climb 1 kWh a round, rounds milliseconds of log time
+            // apart: no real connection draws that. An unbounded connection keeps billing's
+            // plausibility rule (tested in the billing actor's own tests) out of these.
+            connection_w: u32::MAX,
             opening_credit_mpaisa: 50_000_000,
+            token: None,
         }));
     }
     v.iter().map(sdk::codec::encode).collect()

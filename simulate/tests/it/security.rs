@@ -713,7 +713,7 @@ fn keygen_then_a_sealed_run_whose_changes_need_the_admin_token() {
             status["security"]["boot_epoch"].as_u64() >= Some(1),
             "{status}"
         );
-        let body = serde_json::json!({ "customer": 1, "token_id": 5, "amount_npr": 100 });
+        let body = serde_json::json!({ "customer": 1, "code": 123_456_789 });
         let e = client::call(&admin, "POST", "/topup", Some(&body))
             .await
             .unwrap_err()

@@ -46,6 +46,7 @@ impl World {
             friendly_start_min: 18 * 60,
             friendly_end_min: 6 * 60,
             disconnect_at_mpaisa: 0,
+            plausible_margin_pct: ghatta_billing::clock::PLAUSIBLE_MARGIN_PCT_DEFAULT,
         };
         assert_eq!(w.send(0, Input::SetBillingConfig(cfg)), Outcome::Handled);
         let tariffs = [
@@ -135,6 +136,7 @@ impl World {
             tariff,
             connection_w: 250,
             opening_credit_mpaisa: credit,
+            token: None,
         };
         assert_eq!(self.send(t, Input::UpsertCustomer(spec)), Outcome::Handled);
         self.out();
@@ -237,6 +239,7 @@ fn new_account_asks_for_the_daily_timer_once() {
         tariff: PER_KWH,
         connection_w: 250,
         opening_credit_mpaisa: 0,
+        token: None,
     };
     assert_eq!(
         w.send(at(0, 12), Input::UpsertCustomer(spec(ALICE))),
@@ -322,8 +325,8 @@ fn replayed_token_is_rejected_for_any_customer() {
     w.customer(at(0, 9), BOB, AccountMode::Prepaid, PER_KWH, 0);
 
     assert_eq!(w.top_up(at(0, 10), ALICE, 77, 50 * NPR), Outcome::Handled);
-    let topup = LedgerKind::TopUp {
-        token_id: 77,
+    let topup = LedgerKind::OperatorCredit {
+        ref_id: 77,
         amount_mpaisa: 50 * NPR,
     };
     assert_eq!(w.out(), vec![ledger(ALICE, at(0, 10), topup, 50 * NPR, 10)]);
@@ -401,16 +404,16 @@ fn zero_credit_disconnects_and_top_up_reconnects() {
 
     // A top-up that only clears the debt to the threshold does not reconnect.
     assert_eq!(w.top_up(at(0, 13), ALICE, 1, NPR), Outcome::Handled);
-    let topup = LedgerKind::TopUp {
-        token_id: 1,
+    let topup = LedgerKind::OperatorCredit {
+        ref_id: 1,
         amount_mpaisa: NPR,
     };
     assert_eq!(w.out(), vec![ledger(ALICE, at(0, 13), topup, 0, 10)]);
     assert!(!w.connected(ALICE));
 
     assert_eq!(w.top_up(at(0, 14), ALICE, 2, 5 * NPR), Outcome::Handled);
-    let topup = LedgerKind::TopUp {
-        token_id: 2,
+    let topup = LedgerKind::OperatorCredit {
+        ref_id: 2,
         amount_mpaisa: 5 * NPR,
     };
     let reconnect = LedgerKind::Reconnect {
@@ -554,6 +557,7 @@ fn friendly_window_wraps_midnight_in_local_time() {
         friendly_start_min: 18 * 60,
         friendly_end_min: 6 * 60,
         disconnect_at_mpaisa: 0,
+        plausible_margin_pct: ghatta_billing::clock::PLAUSIBLE_MARGIN_PCT_DEFAULT,
     };
     assert_eq!(w.send(0, Input::SetBillingConfig(nepal)), Outcome::Handled);
     w.customer(at(0, 1), ALICE, AccountMode::Prepaid, PER_KWH, 0);
@@ -610,6 +614,20 @@ fn postpaid_is_never_disconnected() {
 fn tiered_blocks_split_a_read_across_a_boundary_and_reset_each_period() {
     let mut w = World::new();
     w.customer(at(0, 9), ALICE, AccountMode::Postpaid, TIERED, 0);
+    // A 10 kW connection: the 50 kWh day below is plausible for it (not for 250 W).
+    let big = CustomerSpec {
+        id: ALICE,
+        node: NODE,
+        mode: AccountMode::Postpaid,
+        tariff: TIERED,
+        connection_w: 10_000,
+        opening_credit_mpaisa: 0,
+        token: None,
+    };
+    assert_eq!(
+        w.send(at(0, 9), Input::UpsertCustomer(big)),
+        Outcome::Handled
+    );
     w.read(at(0, 10), ALICE, 0);
     assert_eq!(
         w.ledgers(),
@@ -766,6 +784,7 @@ fn flat_fee_uses_the_connection_band_and_skips_other_tariffs() {
         tariff: FLAT,
         connection_w: 100,
         opening_credit_mpaisa: 0,
+        token: None,
     };
     w.send(at(0, 12), Input::UpsertCustomer(small));
     w.customer(at(0, 12), BOB, AccountMode::Postpaid, PER_KWH, 0);
@@ -937,6 +956,7 @@ fn unknown_customer_or_tariff_is_rejected_and_alarmed() {
         tariff: 99,
         connection_w: 1,
         opening_credit_mpaisa: 0,
+        token: None,
     };
     assert_eq!(
         w.send(at(0, 10), Input::UpsertCustomer(spec)),
@@ -992,6 +1012,7 @@ fn upsert_keeps_credit_and_switching_to_postpaid_reconnects() {
         tariff: PER_KWH,
         connection_w: 250,
         opening_credit_mpaisa: 1_000 * NPR,
+        token: None,
     };
     assert_eq!(
         w.send(at(0, 12), Input::UpsertCustomer(spec)),
@@ -1057,6 +1078,7 @@ fn invalid_tariffs_and_configs_are_refused() {
         friendly_start_min: 24 * 60,
         friendly_end_min: 0,
         disconnect_at_mpaisa: 0,
+        plausible_margin_pct: ghatta_billing::clock::PLAUSIBLE_MARGIN_PCT_DEFAULT,
     };
     assert_eq!(
         w.send(0, Input::SetBillingConfig(cfg)),
@@ -1159,3 +1181,6 @@ fn replicas_reach_identical_state() {
         out_a.len()
     );
 }
+
+mod meter;
+mod tokens;
