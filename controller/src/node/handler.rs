@@ -104,7 +104,11 @@ impl NodeHandler {
         // openraft's install cannot refuse: a state machine that fails to install stops the
         // node. An image that does not decode, or is not of the index its metadata names, is
         // refused here instead, and the leader sends it again.
-        if let Err(e) = crate::state::check_image(&snapshot.meta, &snapshot.snapshot) {
+        // A decode of up to a whole snapshot: off the async worker (`storage::blocking`).
+        let checked = crate::storage::blocking(|| {
+            crate::state::check_image(&snapshot.meta, &snapshot.snapshot)
+        });
+        if let Err(e) = checked {
             let why = self
                 .node
                 .inner
