@@ -23,7 +23,7 @@ use crate::backend::Store;
 use crate::error::StoreError;
 use crate::store::{
     EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page,
-    TimeRange, energy_key, ledger_fields, now_ms,
+    TimeRange, energy_key, ledger_row_of, now_ms,
 };
 
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
@@ -416,18 +416,7 @@ impl Store for PgStore {
                     if newest.is_some_and(|n| l.at_ms < n) {
                         backfill = true;
                     }
-                    let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
-                    let row = LedgerRow {
-                        seq,
-                        customer: c,
-                        at_ms: l.at_ms,
-                        kind,
-                        energy_wh,
-                        amount_mpaisa,
-                        balance_after_mpaisa: l.balance_after_mpaisa,
-                        tariff_version: l.tariff_version,
-                        backfill,
-                    };
+                    let row = ledger_row_of(seq, &l, backfill);
                     if newest.is_none_or(|n| l.at_ms >= n) {
                         newest_at.insert(c, l.at_ms);
                         latest.insert(c, row.clone());

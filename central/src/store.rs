@@ -786,28 +786,17 @@ impl RedbStore {
                         if newest.as_ref().is_some_and(|n| l.at_ms < n.at_ms) {
                             backfill = true;
                         }
-                        let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
-                        let row = LedgerRow {
-                            seq,
-                            customer: c,
-                            at_ms: l.at_ms,
-                            kind,
-                            energy_wh,
-                            amount_mpaisa,
-                            balance_after_mpaisa: l.balance_after_mpaisa,
-                            tariff_version: l.tariff_version,
-                            backfill,
-                        };
+                        let row = ledger_row_of(seq, l, backfill);
                         let bytes =
                             codec::encode(&row).map_err(StoreError::encode("ledger row"))?;
                         ledger.insert((grid, c, seq), bytes.as_slice())?;
                         if newest.as_ref().is_none_or(|n| l.at_ms >= n.at_ms) {
                             latest.insert((grid, c), bytes.as_slice())?;
                         }
-                        if energy_wh > 0 {
+                        if row.energy_wh > 0 {
                             let day = l.at_ms / DAY_MS;
                             let sum = energy.get((grid, day))?.map(|v| v.value()).unwrap_or(0);
-                            energy.insert((grid, day), sum + energy_wh)?;
+                            energy.insert((grid, day), sum + row.energy_wh)?;
                         }
                         if backfill {
                             gs.backfilled += 1;
@@ -879,6 +868,22 @@ impl RedbStore {
             gap: false,
             batch_first_seq: b.first_seq,
         })
+    }
+}
+
+/// The stored row of ledger line `l`, outbox sequence `seq` (both stores write the same rows).
+pub(crate) fn ledger_row_of(seq: u64, l: &sdk::LedgerRecord, backfill: bool) -> LedgerRow {
+    let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
+    LedgerRow {
+        seq,
+        customer: l.customer.0,
+        at_ms: l.at_ms,
+        kind,
+        energy_wh,
+        amount_mpaisa,
+        balance_after_mpaisa: l.balance_after_mpaisa,
+        tariff_version: l.tariff_version,
+        backfill,
     }
 }
 
