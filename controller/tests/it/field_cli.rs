@@ -145,20 +145,26 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn run_with_a_sim_board_serves_status() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 20\n");
-    let mut child = Child(
+/// `ghatta run --config config` in the background (its stderr kept for an early exit's
+/// message), killed when the returned handle drops.
+fn spawn_run(config: &Path) -> Child {
+    Child(
         Command::new(GHATTA)
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ghatta run"),
-    );
+    )
+}
+
+#[test]
+fn run_with_a_sim_board_serves_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 20\n");
+    let mut child = spawn_run(&config);
     let started = Instant::now();
     let status = loop {
         if let Ok(Some(exit)) = child.0.try_wait() {
@@ -367,16 +373,7 @@ fn the_deploy_example_configs_load_and_the_laptop_one_starts() {
 /// Start `ghatta run --config config` and wait until `status --json` answers on `admin`;
 /// the node is killed when this returns.
 fn start_and_wait_for_status(config: &Path, admin: &str) -> String {
-    let mut child = Child(
-        Command::new(GHATTA)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ghatta run"),
-    );
+    let mut child = spawn_run(config);
     let started = Instant::now();
     loop {
         if let Ok(Some(exit)) = child.0.try_wait() {
@@ -495,16 +492,7 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 20\n");
-    let mut child = Child(
-        Command::new(GHATTA)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ghatta run"),
-    );
+    let mut child = spawn_run(&config);
     // Wait for the node to lead and a few grid samples to reach the history.
     let started = Instant::now();
     let metrics = loop {
