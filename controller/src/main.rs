@@ -151,6 +151,17 @@ enum Cmd {
         #[arg(long, global = true, default_value = cli::NODE_CONFIG_DEFAULT)]
         config: PathBuf,
     },
+    /// Look up customers: their credit, supply, last meter read and ledger.
+    Customer {
+        #[command(subcommand)]
+        op: CustomerCmd,
+        /// Admin API address.
+        #[arg(long, global = true, default_value = "127.0.0.1:7100")]
+        admin: String,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Manage tariffs.
     Tariff {
         #[command(subcommand)]
@@ -207,7 +218,37 @@ enum MemberCmd {
 }
 
 #[derive(Subcommand)]
+enum CustomerCmd {
+    /// List customers in id order, a page at a time.
+    List {
+        /// Only the customers billing has disconnected.
+        #[arg(long)]
+        disconnected: bool,
+        /// Start after this customer id (the previous page's last).
+        #[arg(long)]
+        after: Option<u32>,
+        /// How many, at most (1 to 500).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One customer's account, relay and recent ledger lines.
+    Show {
+        /// Customer id.
+        id: u32,
+    },
+}
+
+#[derive(Subcommand)]
 enum TariffCmd {
+    /// List the tariffs in force.
+    List {
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        admin: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set (add or change) a tariff.
     Set {
         /// Tariff id.
@@ -417,6 +458,61 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             )
             .await?;
             receipt_exit(&r, "meter replacement")
+        }
+        Cmd::Customer { op, admin, json } => {
+            let (path, text): (String, fn(&serde_json::Value) -> anyhow::Result<String>) = match op
+            {
+                CustomerCmd::List {
+                    disconnected,
+                    after,
+                    limit,
+                } => {
+                    let mut path = format!("/customers?limit={limit}");
+                    if disconnected {
+                        path.push_str("&disconnected=1");
+                    }
+                    if let Some(a) = after {
+                        path.push_str(&format!("&after={a}"));
+                    }
+                    (path, |v| {
+                        Ok(cli::accounts::format_customers(&serde_json::from_value(
+                            v.clone(),
+                        )?))
+                    })
+                }
+                CustomerCmd::Show { id } => (format!("/customers/{id}"), |v| {
+                    Ok(cli::accounts::format_customer(&serde_json::from_value(
+                        v.clone(),
+                    )?))
+                }),
+            };
+            let v = client::call(&admin, "GET", &path, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}",
+                    text(&v).context("the node's answer has an unexpected shape")?
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Tariff {
+            op: TariffCmd::List { admin, json },
+        } => {
+            let v = client::call(&admin, "GET", "/tariffs", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}",
+                    cli::accounts::format_tariffs(
+                        &serde_json::from_value(v)
+                            .context("the node's answer has an unexpected shape")?
+                    )
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Tariff {
             op:

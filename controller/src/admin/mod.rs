@@ -4,6 +4,7 @@
 //! field, and the admin path carries a few requests a minute, never Raft traffic. It listens
 //! on loopback by default; remote access goes through SSH.
 
+pub mod accounts;
 pub mod auth;
 pub mod client;
 pub mod cockpit;
@@ -60,6 +61,12 @@ pub fn router_with_field(
         .route("/", get(overview_page))
         .route("/ui/alarms", get(alarms_page))
         .route("/ui/events", get(events_page))
+        .route("/ui/customers", get(customers_page))
+        .route("/ui/customers/{id}", get(customer_page))
+        .route("/ui/tariffs", get(tariffs_page))
+        .route("/customers", get(customers))
+        .route("/customers/{id}", get(customer_get))
+        .route("/tariffs", get(tariffs))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/alarms", get(alarms))
@@ -164,6 +171,131 @@ async fn overview_page(
         node.id(),
         &status,
         &cockpit,
+    )))
+}
+
+fn internal(e: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
+    bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Runs a read of the state machine off the async workers (it copies up to a page of rows
+/// under the lock an apply holds).
+async fn read_sm<R: Send + 'static>(
+    node: &Node,
+    f: impl FnOnce(&crate::state::StateMachine) -> R + Send + 'static,
+) -> Result<R, (StatusCode, Json<Value>)> {
+    let sm = node.state_machine().clone();
+    tokio::task::spawn_blocking(move || f(&sm))
+        .await
+        .map_err(internal)
+}
+
+/// `GET /customers?after=C&disconnected=1&limit=N`: a page of accounts in id order.
+async fn customers(
+    State(node): State<Node>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult {
+    let q = accounts::CustomerQuery::parse(query.as_deref())
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let reply = read_sm(&node, move |sm| accounts::customers(sm, &q)).await?;
+    serde_json::to_value(reply).map(Json).map_err(internal)
+}
+
+/// One customer's account and recent relay moves and ledger lines, or a 404 that says so.
+async fn read_customer(
+    node: &Node,
+    id: &str,
+) -> Result<accounts::CustomerReply, (StatusCode, Json<Value>)> {
+    let id: u32 = id.trim().parse().map_err(|_| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a customer id: give the number on the customer's card"),
+        )
+    })?;
+    read_sm(node, move |sm| accounts::customer(sm, id))
+        .await?
+        .map_err(|e| internal(format!("cannot read the state database: {e}")))?
+        .ok_or_else(|| {
+            bad(
+                StatusCode::NOT_FOUND,
+                format!("no customer {id} on this grid: check the id, or add the customer with POST /customer"),
+            )
+        })
+}
+
+/// `GET /customers/{id}`.
+async fn customer_get(
+    State(node): State<Node>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult {
+    let reply = read_customer(&node, &id).await?;
+    serde_json::to_value(reply).map(Json).map_err(internal)
+}
+
+/// `GET /tariffs`: every tariff in force.
+async fn tariffs(State(node): State<Node>) -> ApiResult {
+    let reply = read_sm(&node, accounts::tariffs).await?;
+    serde_json::to_value(reply).map(Json).map_err(internal)
+}
+
+/// `GET /ui/customers?q=C` (a lookup), or `?after=C&disconnected=1` (the list).
+async fn customers_page(
+    State(node): State<Node>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Page {
+    let mut rest = Vec::new();
+    let mut lookup = None;
+    for pair in query.as_deref().unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("q", v)) => lookup = Some(v.to_string()),
+            _ if !pair.is_empty() => rest.push(pair),
+            _ => {}
+        }
+    }
+    let html = |s| Ok(axum::response::Html(s));
+    if let Some(q) = lookup.filter(|q| !q.is_empty()) {
+        return match read_customer(&node, &q).await {
+            Ok(reply) => html(cockpit::accounts::customer(node.id(), &reply)),
+            Err((_, Json(e))) => html(cockpit::accounts::no_customer(
+                node.id(),
+                e["error"].as_str().unwrap_or("not found"),
+            )),
+        };
+    }
+    let rest = rest.join("&");
+    let q =
+        accounts::CustomerQuery::parse(Some(&rest)).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let disconnected = q.disconnected_only;
+    let reply = read_sm(&node, move |sm| accounts::customers(sm, &q)).await?;
+    let status = node.status();
+    html(cockpit::accounts::customers(
+        node.id(),
+        &reply,
+        disconnected,
+        (status.customers, status.disconnected),
+    ))
+}
+
+/// `GET /ui/customers/{id}`.
+async fn customer_page(
+    State(node): State<Node>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Page {
+    let page = match read_customer(&node, &id).await {
+        Ok(reply) => cockpit::accounts::customer(node.id(), &reply),
+        Err((_, Json(e))) => {
+            cockpit::accounts::no_customer(node.id(), e["error"].as_str().unwrap_or("not found"))
+        }
+    };
+    Ok(axum::response::Html(page))
+}
+
+/// `GET /ui/tariffs`.
+async fn tariffs_page(State(node): State<Node>) -> Page {
+    let reply = read_sm(&node, accounts::tariffs).await?;
+    Ok(axum::response::Html(cockpit::accounts::tariffs(
+        node.id(),
+        &reply,
     )))
 }
 

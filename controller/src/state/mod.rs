@@ -601,6 +601,35 @@ impl StateMachine {
         self.lock().outbox_acks.get(&stream).copied().unwrap_or(0)
     }
 
+    /// The state rows of `actor` whose keys (without the actor's prefix byte) start with
+    /// `key_prefix`, in key order, from `after` (exclusive) on, at most `limit`: the cockpit's
+    /// customer and tariff pages page through them. Read from memory under the lock an apply
+    /// holds, so the copy is one applied index's state.
+    pub fn actor_rows(
+        &self,
+        actor: ActorKind,
+        key_prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut start = vec![actor.prefix()];
+        start.extend_from_slice(after.unwrap_or(key_prefix));
+        let data = self.lock();
+        data.actor_state
+            .map
+            .range(start..)
+            .map_while(|(k, v)| match k.split_first() {
+                Some((&p, key)) if p == actor.prefix() && key.starts_with(key_prefix) => {
+                    Some((key, v))
+                }
+                _ => None,
+            })
+            .filter(|(key, _)| after.is_none_or(|a| *key != a))
+            .take(limit)
+            .map(|(key, v)| (key.to_vec(), v.clone()))
+            .collect()
+    }
+
     /// A copy of the whole actor state (tests, diagnostics).
     pub fn actor_state(&self) -> ActorState {
         self.lock().actor_state.clone()
@@ -716,4 +745,4 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

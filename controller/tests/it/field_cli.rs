@@ -412,6 +412,27 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
+/// A plain HTTP/1.0 POST of JSON with the admin token on loopback: (status line, body).
+fn http_post(addr: &str, path: &str, token: &str, json: &serde_json::Value) -> (String, String) {
+    use std::io::{Read, Write};
+    let body = json.to_string();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
 /// The browser a technician's laptop has (Debian's `chromium`), if installed.
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -556,6 +577,80 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
     assert!(dom.contains("<h1>Alarms</h1>"), "{dom}");
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/events"));
     assert!(dom.contains("<h1>Events</h1>"), "{dom}");
+    // Customers and tariffs: two accounts, one with no credit (billing cuts it at its first
+    // read, and the sim board reads no meter of theirs, so it stays as entered), and a tariff.
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).expect("admin token");
+    let token = token.trim();
+    let (status, body) = http_post(
+        &admin,
+        "/tariff",
+        token,
+        &serde_json::json!({"id": 7, "version": 2, "kind": "per_kwh", "rate_paisa_per_kwh": 1500}),
+    );
+    assert!(status.contains(" 200"), "{status} {body}");
+    for (id, credit) in [(101, 250), (102, 0)] {
+        let (status, body) = http_post(
+            &admin,
+            "/customer",
+            token,
+            &serde_json::json!({"id": id, "node": 1, "prepaid": true, "tariff": 7,
+                "connection_w": 250, "opening_credit_npr": credit}),
+        );
+        assert!(status.contains(" 200"), "{status} {body}");
+    }
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/customers"));
+    assert!(dom.contains("<h1>Customers</h1>"), "{dom}");
+    assert!(dom.contains("2 on this page"), "{dom}");
+    assert!(dom.contains("NPR 250.00"), "customer 101's credit: {dom}");
+    screenshot(
+        browser,
+        &format!("http://{admin}/ui/customers"),
+        "customers",
+    );
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/customers?q=101"));
+    assert!(
+        dom.contains("<h1>Customer 101</h1>") && dom.contains("250 W"),
+        "{dom}"
+    );
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/customers?q=9999"));
+    assert!(dom.contains("no customer 9999 on this grid"), "{dom}");
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/tariffs"));
+    assert!(dom.contains("1500 paisa/kWh"), "{dom}");
+    let ghatta_json = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(GHATTA)
+            .args(args)
+            .args(["--json", "--admin", &admin])
+            .output()
+            .expect("run ghatta");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let v = ghatta_json(&["customer", "list", "--limit", "1"]);
+    assert_eq!(v["customers"][0]["id"], 101, "{v}");
+    assert_eq!(v["next_after"], 101, "a second page: {v}");
+    let v = ghatta_json(&["customer", "show", "102"]);
+    assert_eq!(v["customer"]["credit_mpaisa"], 0, "{v}");
+    assert!(
+        !v.to_string().contains("token_key"),
+        "no secret leaves: {v}"
+    );
+    let v = ghatta_json(&["tariff", "list"]);
+    assert_eq!(v["tariffs"][0]["version"], 2, "{v}");
+    let out = Command::new(GHATTA)
+        .args(["customer", "show", "9999", "--admin", &admin])
+        .output()
+        .expect("run ghatta");
+    assert!(!out.status.success(), "an unknown customer is an error");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no customer 9999"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let (_, body) = http_get(&admin, "/ui/events");
     assert!(
         body.len() < 100 * 1024,

@@ -25,14 +25,30 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-wid
 nav a{margin-right:1em}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}\
 .chart{width:100%;height:auto;max-width:600px}.bad{color:#b00;font-weight:bold}.ok{color:#070}h2{margin:16px 0 4px}";
 
-/// A whole page: `title`, the node it is from, and `body`.
+/// A whole live page: `title`, the node it is from, and `body`; it reloads every
+/// [`REFRESH_S`].
 pub fn page(title: &str, node_id: u64, body: &str) -> String {
+    frame(title, node_id, body, true)
+}
+
+/// A whole page that does not reload: a lookup a clerk is reading, or a form they are
+/// typing into.
+pub fn still_page(title: &str, node_id: u64, body: &str) -> String {
+    frame(title, node_id, body, false)
+}
+
+fn frame(title: &str, node_id: u64, body: &str, live: bool) -> String {
+    let refresh = if live {
+        format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_S}\">")
+    } else {
+        String::new()
+    };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta http-equiv=\"refresh\" content=\"{REFRESH_S}\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{refresh}\
 <title>{t} - ghatta node {node_id}</title><style>{STYLE}</style></head><body>\
-<nav><b>ghatta node {node_id}</b> <a href=\"/\">Overview</a><a href=\"/ui/alarms\">Alarms</a><a href=\"/ui/events\">Events</a>\
+<nav><b>ghatta node {node_id}</b> <a href=\"/\">Overview</a><a href=\"/ui/customers\">Customers</a>\
+<a href=\"/ui/alarms\">Alarms</a><a href=\"/ui/events\">Events</a><a href=\"/ui/tariffs\">Tariffs</a>\
 <a href=\"/metrics\">Metrics</a><a href=\"/status\">Status (JSON)</a></nav><h1>{t}</h1>{body}</body></html>",
         t = escape(title)
     )

@@ -1,6 +1,6 @@
 //! The operator's cockpit, served by every node on its admin listener: an overview page (the
 //! grid now and its last hour and day as charts, the node's Raft state, links and refusals),
-//! an alarms page, an event log (relay moves with their reasons, ledger lines, alarms), and
+//! customer and tariff pages (`accounts.rs`), an alarms page, an event log (relay moves with their reasons, ledger lines, alarms), and
 //! `/metrics` for Prometheus. Server-rendered HTML with inline SVG, no
 //! script and no external asset: it works with no internet, from the board itself, over a
 //! slow village Wi-Fi (each page a few KiB; the browser test checks the bound).
@@ -8,6 +8,7 @@
 //! Pages are GETs, which the admin API serves without its token (`admin::auth`), read-only;
 //! the listener is on loopback unless the operator opens it (`admin_listen`).
 
+pub mod accounts;
 pub mod history;
 pub mod html;
 pub mod metrics;
