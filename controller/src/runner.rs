@@ -257,8 +257,11 @@ pub async fn start(
         .grid_healthy
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let field_view = crate::admin::FieldView(Some(stats.clone()));
+    let cockpit = crate::admin::cockpit::Cockpit::with_store(&cfg.data_dir, node.clock().now_ms());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = crate::admin::serve_with_field(admin, n, admin_auth, field_view).await {
+        if let Err(e) =
+            crate::admin::serve_with_field(admin, n, admin_auth, field_view, cockpit).await
+        {
             tracing::error!(error = %e, "admin API stopped");
         }
     }));

@@ -96,18 +96,25 @@ pub async fn serve(
     node: Node,
     auth: auth::AdminAuth,
 ) -> std::io::Result<()> {
-    serve_with_field(listener, node, auth, FieldView::default()).await
+    serve_with_field(
+        listener,
+        node,
+        auth,
+        FieldView::default(),
+        cockpit::Cockpit::default(),
+    )
+    .await
 }
 
 /// [`serve`], with the field loop's counters in `status` and, sampled from them, the
-/// cockpit's charts.
+/// cockpit's charts (kept in `cockpit`'s store, if it has one).
 pub async fn serve_with_field(
     listener: tokio::net::TcpListener,
     node: Node,
     auth: auth::AdminAuth,
     field: FieldView,
+    cockpit: cockpit::Cockpit,
 ) -> std::io::Result<()> {
-    let cockpit = cockpit::Cockpit::default();
     // Dropped (and so stopped) when the server ends.
     let _sampler = field
         .0
@@ -167,10 +174,16 @@ async fn overview_page(
     Extension(cockpit): Extension<cockpit::Cockpit>,
 ) -> Page {
     let status = status_json(&node, &field)?;
+    let now_ms = node.clock().now_ms();
+    let c = cockpit.clone();
+    let week = tokio::task::spawn_blocking(move || cockpit::week(&c, now_ms))
+        .await
+        .map_err(internal)?;
     Ok(axum::response::Html(cockpit::overview(
         node.id(),
         &status,
         &cockpit,
+        &week,
     )))
 }
 

@@ -1,9 +1,9 @@
 //! The grid's recent history on the board, for the cockpit's charts: one sample a second for
 //! the last hour, and per-minute minimum, mean and maximum for the last day, in memory.
 //!
-//! Bounded in entries (so in bytes: [`HISTORY_BYTES_MAX`]); a restart starts it empty (the
-//! committed record of the grid is the outbox's, which the central keeps). Logic only: samples
-//! and their times are passed in.
+//! Bounded in entries (so in bytes: [`HISTORY_BYTES_MAX`]). The closed minutes also go to disk
+//! (`store.rs`, a week of them), from which a restart takes the day back; the seconds start
+//! empty. Logic only: samples and their times are passed in.
 
 use std::collections::VecDeque;
 
@@ -75,10 +75,12 @@ fn span(xs: impl Iterator<Item = u64> + Clone) -> Span {
 
 impl History {
     /// Adds a sample; one older than the newest is ignored (the wall clock stepped back).
-    pub fn push(&mut self, s: Sample) {
+    /// Returns the minute the sample closed, if it opened a new one.
+    pub fn push(&mut self, s: Sample) -> Option<Minute> {
         if self.seconds.back().is_some_and(|b| s.t_ms < b.t_ms) {
-            return;
+            return None;
         }
+        let mut closed = None;
         if let Some(first) = self.open.first()
             && s.t_ms / MINUTE_MS != first.t_ms / MINUTE_MS
         {
@@ -92,12 +94,28 @@ impl History {
             }
             self.minutes.push_back(m);
             self.open.clear();
+            closed = Some(m);
         }
         self.open.push(s);
         if self.seconds.len() == SECONDS_KEPT {
             self.seconds.pop_front();
         }
         self.seconds.push_back(s);
+        closed
+    }
+
+    /// Takes minutes kept from before a restart (`store.rs`), oldest first, as the day's
+    /// history; only the newest [`MINUTES_KEPT`] stay.
+    pub fn restore_minutes(&mut self, minutes: impl IntoIterator<Item = Minute>) {
+        for m in minutes {
+            if self.minutes.back().is_some_and(|b| m.t_ms <= b.t_ms) {
+                continue;
+            }
+            if self.minutes.len() == MINUTES_KEPT {
+                self.minutes.pop_front();
+            }
+            self.minutes.push_back(m);
+        }
     }
 
     /// The one-second samples, oldest first.
@@ -134,9 +152,15 @@ mod tests {
     fn an_hour_of_seconds_and_a_day_of_minutes_and_no_more() {
         let mut h = History::default();
         let t0 = 1_700_000_000_000 / MINUTE_MS * MINUTE_MS;
+        let mut closed = 0;
         for i in 0..(MINUTES_KEPT as u64 + 10) * 60 {
-            h.push(at(t0 + i * 1_000, 50_000 + i % 60));
+            closed += usize::from(h.push(at(t0 + i * 1_000, 50_000 + i % 60)).is_some());
         }
+        assert_eq!(
+            closed,
+            MINUTES_KEPT + 9,
+            "each minute closes once, the last still open"
+        );
         assert_eq!(h.seconds().count(), SECONDS_KEPT);
         assert_eq!(h.minutes().count(), MINUTES_KEPT);
         let m = h.minutes().last().unwrap();
@@ -152,8 +176,13 @@ mod tests {
         // A step back of the wall clock is ignored.
         let n = h.seconds().count();
         let last = h.latest().unwrap().t_ms;
-        h.push(at(last - 5_000, 1));
+        assert_eq!(h.push(at(last - 5_000, 1)), None);
         assert_eq!(h.latest().unwrap().t_ms, last);
         assert_eq!(h.seconds().count(), n);
+        // After a restart, the stored day comes back; a repeat of a minute held is skipped.
+        let day: Vec<Minute> = h.minutes().copied().collect();
+        let mut again = History::default();
+        again.restore_minutes(day.iter().copied().chain(day.iter().copied()));
+        assert!(again.minutes().copied().eq(day.iter().copied()));
     }
 }

@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod history;
 pub mod html;
 pub mod metrics;
+pub mod store;
 pub mod svg;
 
 use std::fmt::Write;
@@ -34,18 +35,44 @@ pub const EVENTS_PAGE_ROWS: usize = 200;
 /// The largest page the cockpit may serve: pages must load over a weak link in seconds.
 pub const PAGE_BYTES_MAX: usize = 100 * 1024;
 
-/// The cockpit's state: the grid's recent history.
+/// The cockpit's state: the grid's recent history, and the week of it on disk.
 #[derive(Clone, Default)]
 pub struct Cockpit {
     history: Arc<Mutex<History>>,
+    store: Option<Arc<store::HistoryStore>>,
 }
 
 impl Cockpit {
+    /// A cockpit whose minutes are also kept in `data_dir`'s `history.redb`, the day of them
+    /// taken back from it now. A file that cannot be opened is logged and the cockpit runs
+    /// from memory: a node never stops for its charts.
+    pub fn with_store(data_dir: &std::path::Path, now_ms: u64) -> Cockpit {
+        let store = match store::HistoryStore::open(data_dir) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!("{e}");
+                return Cockpit::default();
+            }
+        };
+        let mut history = History::default();
+        match store.since(now_ms.saturating_sub(history::MINUTES_KEPT as u64 * 60_000)) {
+            Ok(day) => history.restore_minutes(day),
+            Err(e) => tracing::error!("{e}"),
+        }
+        Cockpit {
+            history: Arc::new(Mutex::new(history)),
+            store: Some(store),
+        }
+    }
+
     /// Samples the field loop's gauges into the history every [`SAMPLE_INTERVAL`], stamped
     /// with the node's clock, until the task is dropped.
     pub fn spawn_sampler(&self, node: Node, stats: Arc<FieldStats>) -> tokio::task::JoinHandle<()> {
         let history = self.history.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
+            // One log line per failure streak, not one a minute.
+            let mut failing = false;
             let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -61,10 +88,21 @@ impl Cockpit {
                     ufls_stages: s.ufls_stages_tripped,
                     ballast_stages: s.ballast_held,
                 };
-                history
+                let closed = history
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(sample);
+                if let (Some(m), Some(store)) = (closed, store.clone()) {
+                    let r = tokio::task::spawn_blocking(move || store.append(&m)).await;
+                    match r {
+                        Ok(Ok(())) => failing = false,
+                        Ok(Err(e)) if !failing => {
+                            failing = true;
+                            tracing::error!("{e}");
+                        }
+                        _ => {}
+                    }
+                }
             }
         })
     }
@@ -99,8 +137,27 @@ fn field(status: &serde_json::Value, path: &[&str]) -> String {
     }
 }
 
-/// The overview page from the status JSON and the history.
-pub fn overview(node_id: u64, status: &serde_json::Value, cockpit: &Cockpit) -> String {
+/// The stored minutes of the last week (none without a store), for the week's chart. Blocking:
+/// a read of up to [`store::MINUTES_STORED_MAX`] rows.
+pub fn week(cockpit: &Cockpit, now_ms: u64) -> Vec<history::Minute> {
+    let Some(store) = &cockpit.store else {
+        return Vec::new();
+    };
+    store
+        .since(now_ms.saturating_sub(store::KEPT_MS))
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            Vec::new()
+        })
+}
+
+/// The overview page from the status JSON, the history and the week's stored minutes.
+pub fn overview(
+    node_id: u64,
+    status: &serde_json::Value,
+    cockpit: &Cockpit,
+    week: &[history::Minute],
+) -> String {
     let mut b = String::new();
     b.push_str("<h2>Grid now</h2><table>");
     let latest = cockpit.with_history(|h| h.latest().copied());
@@ -191,6 +248,27 @@ pub fn overview(node_id: u64, status: &serde_json::Value, cockpit: &Cockpit) -> 
         52.0,
         &band,
     ));
+
+    if !week.is_empty() {
+        let series: Vec<(u64, f64)> = week
+            .iter()
+            .flat_map(|m| {
+                [
+                    (m.t_ms, m.frequency_mhz.min as f64 / 1_000.0),
+                    (m.t_ms + 30_000, m.frequency_mhz.max as f64 / 1_000.0),
+                ]
+            })
+            .collect();
+        b.push_str("<h2>Frequency, last week (each minute's lowest and highest)</h2>");
+        b.push_str(&svg::line_chart(
+            "Frequency, last week",
+            "Hz",
+            &series,
+            48.0,
+            52.0,
+            &band,
+        ));
+    }
 
     b.push_str("<h2>Consensus</h2><table>");
     for (k, p) in [
@@ -296,6 +374,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restarted_cockpit_takes_its_day_back_from_the_store_and_keeps_adding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = 1_800_000_000_000u64 / 60_000 * 60_000;
+        let at = |i: u64| Sample {
+            t_ms: t0 + i * 1_000,
+            frequency_mhz: 50_000 + i,
+            voltage_dv: 2_300,
+            ufls_stages: 0,
+            ballast_stages: 0,
+        };
+        let c = Cockpit::with_store(dir.path(), t0);
+        // Three minutes and a bit, as the sampler pushes them.
+        for i in 0..200 {
+            if let Some(m) = c.history.lock().unwrap().push(at(i)) {
+                c.store.as_ref().expect("store").append(&m).expect("append");
+            }
+        }
+        drop(c);
+        let again = Cockpit::with_store(dir.path(), t0 + 200_000);
+        assert_eq!(again.with_history(|h| h.minutes().count()), 3);
+        assert_eq!(
+            again.with_history(|h| h.seconds().count()),
+            0,
+            "seconds are not kept"
+        );
+        assert_eq!(week(&again, t0 + 200_000).len(), 3);
+        assert!(
+            week(&Cockpit::default(), t0).is_empty(),
+            "no store, no week"
+        );
+    }
+
+    #[test]
     fn the_overview_stays_small_with_a_full_history() {
         let c = Cockpit::default();
         {
@@ -311,8 +422,23 @@ mod tests {
             }
         }
         let status = serde_json::json!({"role": "Leader", "term": 3, "link": {}, "refused": {"forged_origin": 0}});
-        let page = overview(1, &status, &c);
+        let week: Vec<history::Minute> = (0..store::MINUTES_STORED_MAX)
+            .map(|i| history::Minute {
+                t_ms: 1_700_000_000_000 + i * 60_000,
+                frequency_mhz: history::Span {
+                    min: 49_000 + i % 500,
+                    mean: 50_000,
+                    max: 51_000 - i % 300,
+                },
+                voltage_dv: history::Span {
+                    min: 2_200,
+                    mean: 2_300,
+                    max: 2_400,
+                },
+            })
+            .collect();
+        let page = overview(1, &status, &c, &week);
         assert!(page.len() < PAGE_BYTES_MAX, "{} bytes", page.len());
-        assert!(page.contains("id=\"frequency\"") && page.matches("<svg").count() == 3);
+        assert!(page.contains("id=\"frequency\"") && page.matches("<svg").count() == 4);
     }
 }
