@@ -127,6 +127,11 @@ pub struct NodeConfig {
     /// Admin API listener; loopback unless you know why.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
+    /// A second listener for the cockpit's pages (and the same API), e.g. on the powerhouse
+    /// LAN: "0.0.0.0:8080". None by default. From any address but the board's own, reading
+    /// needs a login with the admin token and changing needs the token (`admin::auth`).
+    #[serde(default)]
+    pub dashboard_listen: Option<String>,
     /// Link profile deriving the Raft timing.
     #[serde(default = "default_profile")]
     pub link_profile: LinkProfile,
@@ -280,8 +285,29 @@ impl NodeConfig {
         })?;
         if !admin.ip().is_loopback() {
             tracing::warn!(
-                "{file}: admin_listen {admin} is not loopback: the admin API will be reachable from the network"
+                "{file}: admin_listen {admin} is not loopback: the admin API will be reachable from the network (reads need a login from other addresses, changes the admin token)"
             );
+        }
+        if let Some(d) = &self.dashboard_listen {
+            let dash: SocketAddr = d.parse().map_err(|e| {
+                err(
+                    "dashboard_listen",
+                    format!("`{d}` is not host:port ({e}), e.g. \"0.0.0.0:8080\""),
+                )
+            })?;
+            if dash == admin {
+                return Err(err(
+                    "dashboard_listen",
+                    format!(
+                        "`{d}` is admin_listen's address too: give it another port, or leave it out"
+                    ),
+                ));
+            }
+            if !dash.ip().is_loopback() {
+                tracing::warn!(
+                    "{file}: dashboard_listen {dash} is reachable from the network: readers there must log in with the admin token, sent in clear over plain HTTP (deploy/README.md)"
+                );
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             // An empty path is the working directory: the redb files and admin.token would

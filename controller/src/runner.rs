@@ -87,6 +87,8 @@ pub struct Running {
     pub field: Arc<FieldStats>,
     /// The admin address actually bound.
     pub admin_addr: std::net::SocketAddr,
+    /// The dashboard's address actually bound (`dashboard_listen`), if any.
+    pub dashboard_addr: Option<std::net::SocketAddr>,
     /// The simulated board, when the node runs on one.
     pub sim_board: Option<SimBoard>,
     /// The field journal (meter reads waiting, telemetry history, relay events).
@@ -173,6 +175,10 @@ pub async fn start(
             error,
         })?;
     let admin = crate::admin::bind(&cfg.admin_listen).await?;
+    let dashboard = match &cfg.dashboard_listen {
+        Some(addr) => Some(crate::admin::bind_key("dashboard_listen", addr).await?),
+        None => None,
+    };
     let stores = crate::storage::open_dir(&cfg.data_dir)?;
     let journal = Journal::open_dir(&cfg.data_dir, cfg.field.journal.clone())?;
     let (tx, rx) = inbound_queue();
@@ -246,9 +252,11 @@ pub async fn start(
     let admin_addr = admin
         .local_addr()
         .map_err(|error| crate::admin::AdminError::Listen {
+            key: "admin_listen",
             addr: cfg.admin_listen.clone(),
             error,
         })?;
+    let dashboard_addr = dashboard.as_ref().and_then(|d| d.local_addr().ok());
     let mut tasks = Vec::new();
     let n = node.clone();
     let stats = Arc::new(FieldStats::default());
@@ -259,8 +267,14 @@ pub async fn start(
     let field_view = crate::admin::FieldView(Some(stats.clone()));
     let cockpit = crate::admin::cockpit::Cockpit::with_store(&cfg.data_dir, node.clock().now_ms());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) =
-            crate::admin::serve_with_field(admin, n, admin_auth, field_view, cockpit).await
+        if let Err(e) = crate::admin::serve_with_field(
+            std::iter::once(admin).chain(dashboard).collect(),
+            n,
+            admin_auth,
+            field_view,
+            cockpit,
+        )
+        .await
         {
             tracing::error!(error = %e, "admin API stopped");
         }
@@ -311,6 +325,7 @@ pub async fn start(
         node,
         field: stats,
         admin_addr,
+        dashboard_addr,
         sim_board,
         journal,
         uploader,

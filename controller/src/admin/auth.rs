@@ -1,13 +1,23 @@
-//! The admin token: every request that changes something (any method but GET and HEAD) needs
-//! `Authorization: Bearer <token>`, the token being the contents of `admin.token` in the data
-//! directory (created with mode 0600 at first start). Reads stay open on loopback.
+//! Who may do what on the admin listener and the dashboard's:
+//! - every change (any method but GET and HEAD) needs `Authorization: Bearer <token>`, the
+//!   token being the contents of `admin.token` in the data directory (created with mode 0600
+//!   at first start); the CLI reads the file itself, so an operator with access to the data
+//!   directory never types it;
+//! - reads (the pages, `status`, the customer lookups) are open to a client on the board
+//!   itself (a loopback peer); from any other address they need the token too, or a login:
+//!   `GET /login` is a form where the operator types the admin token once, answered with a
+//!   session cookie ([`SESSION_TTL`]) that lets that browser read. A session never authorizes
+//!   a change, and a change needs a header a page on another site cannot make a browser send,
+//!   so no cross-site request can change the grid (the CSRF defence is that cookies carry no
+//!   power to change).
 //!
-//! The admin API listens on loopback, so the token stops other local users and processes
-//! (a compromised web UI, a script run by the wrong account) from changing the grid; the CLI
-//! reads the file itself, so an operator with access to the data directory never types it.
+//! Without a login, anyone on the village Wi-Fi would read every customer's balance; the
+//! board serves plain HTTP, so the token and the cookie cross that Wi-Fi in clear, which
+//! deploy/README.md says (an SSH tunnel is the safer way in).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -37,6 +47,7 @@ pub struct AdminAuth {
     credit_token: Arc<str>,
     credit_path: Arc<Path>,
     path: Arc<Path>,
+    sessions: Arc<Mutex<Sessions>>,
 }
 
 impl std::fmt::Debug for AdminAuth {
@@ -94,6 +105,7 @@ impl AdminAuth {
             credit_token: credit_token.into(),
             credit_path: credit_path.into(),
             path: path.into(),
+            sessions: Arc::default(),
         })
     }
 
@@ -117,18 +129,113 @@ impl AdminAuth {
     }
 }
 
-/// Middleware: reads pass; anything else needs the bearer token.
-pub async fn require_token(State(auth): State<AdminAuth>, req: Request, next: Next) -> Response {
-    if req.method() == Method::GET || req.method() == Method::HEAD {
-        return next.run(req).await;
+/// How long a login lets a browser read: a working day in the powerhouse.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3_600);
+/// Sessions held at once; the oldest is dropped past it (a board has a handful of operators,
+/// and each login must not grow the node's memory without bound).
+pub const SESSIONS_MAX: usize = 64;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "ghatta_session";
+
+/// Live logins: id -> when it ends. Time is passed in.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    live: std::collections::HashMap<String, Instant>,
+}
+
+impl Sessions {
+    /// A new session id (32 random bytes, hex), valid until `now + SESSION_TTL`.
+    pub fn open(&mut self, now: Instant) -> String {
+        self.live.retain(|_, end| *end > now);
+        if self.live.len() >= SESSIONS_MAX
+            && let Some(oldest) = self
+                .live
+                .iter()
+                .min_by_key(|(_, end)| **end)
+                .map(|(id, _)| id.clone())
+        {
+            self.live.remove(&oldest);
+        }
+        let mut b = [0u8; 32];
+        // The OS's randomness cannot fail on Linux after boot; a zero id would be refused
+        // below rather than shared.
+        let _ = ghatta_proto::keys::os_random(&mut b);
+        let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        self.live.insert(id.clone(), now + SESSION_TTL);
+        id
     }
+
+    /// Whether `id` is a live session at `now`.
+    pub fn valid(&self, id: &str, now: Instant) -> bool {
+        id.len() == 64
+            && id.bytes().any(|c| c != b'0')
+            && self.live.get(id).is_some_and(|end| *end > now)
+    }
+}
+
+/// The session id a request's cookies carry, if any.
+fn session_cookie(req: &Request) -> Option<&str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| kv.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+}
+
+/// The peer's address as the server learnt it (`into_make_service_with_connect_info`).
+type Peer = Result<
+    axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::extract::rejection::ExtensionRejection,
+>;
+
+/// Middleware: reads pass from loopback, or with the token or a login; changes need the
+/// bearer token; `/login` is open (it checks the token itself).
+/// A request whose peer is unknown (served without connection info) counts as remote: reads
+/// then need a login, never the reverse.
+pub async fn require_token(
+    State(auth): State<AdminAuth>,
+    peer: Peer,
+    req: Request,
+    next: Next,
+) -> Response {
+    let from_loopback = peer.is_ok_and(|c| c.0.ip().is_loopback());
     let presented = token::bearer(
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
+    let bearer_ok = presented.is_some_and(|t| auth.accepts(t));
+    if req.uri().path() == LOGIN_PATH {
+        return next.run(req).await;
+    }
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        let session_ok = session_cookie(&req).is_some_and(|id| {
+            auth.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .valid(id, Instant::now())
+        });
+        if bearer_ok || session_ok || from_loopback {
+            return next.run(req).await;
+        }
+        let path = req.uri().path();
+        if path == "/" || path.starts_with("/ui/") {
+            return axum::response::Redirect::to(LOGIN_PATH).into_response();
+        }
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({
+                "error": format!(
+                    "reading {path} from another machine needs a login: send `Authorization: Bearer <token>` with the token in {}, or log in at {LOGIN_PATH} in a browser",
+                    auth.path.display()
+                )
+            })),
+        )
+            .into_response();
+    }
     match presented {
-        Some(t) if auth.accepts(t) => next.run(req).await,
+        Some(_) if bearer_ok => next.run(req).await,
         other => {
             let what = if other.is_some() {
                 "wrong admin token"
@@ -147,6 +254,67 @@ pub async fn require_token(State(auth): State<AdminAuth>, req: Request, next: Ne
                 .into_response()
         }
     }
+}
+
+/// The login route.
+pub const LOGIN_PATH: &str = "/login";
+
+fn login_page(node_id: u64, note: &str) -> String {
+    let body = format!(
+        "{note}<form method=\"post\" action=\"{LOGIN_PATH}\"><label>Admin token \
+<input name=\"token\" type=\"password\" autocomplete=\"current-password\" size=\"40\"></label> \
+<button>Log in</button></form><p>The token is in <code>admin.token</code> in the node's data \
+directory. A login lets this browser read the pages for {h} hours; changes are made with the \
+ghatta command on the board.</p>",
+        h = SESSION_TTL.as_secs() / 3_600
+    );
+    super::cockpit::html::still_page("Log in", node_id, &body)
+}
+
+/// `GET /login`: the form.
+pub async fn login_form(
+    axum::extract::State(node): axum::extract::State<crate::node::Node>,
+) -> axum::response::Html<String> {
+    axum::response::Html(login_page(node.id(), ""))
+}
+
+/// `POST /login` with `token=<admin token>` (a form): a session cookie and the overview, or
+/// the form again with why.
+pub async fn login(
+    axum::extract::State(node): axum::extract::State<crate::node::Node>,
+    axum::extract::Extension(auth): axum::extract::Extension<AdminAuth>,
+    body: String,
+) -> Response {
+    let presented = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .unwrap_or("")
+        .trim();
+    if !auth.accepts(presented) {
+        tracing::warn!("a dashboard login was refused: wrong admin token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(login_page(
+                node.id(),
+                "<p class=\"bad\">That is not this node's admin token.</p>",
+            )),
+        )
+            .into_response();
+    }
+    let id = auth
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .open(Instant::now());
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    (
+        [(header::SET_COOKIE, cookie)],
+        axum::response::Redirect::to("/"),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -202,5 +370,106 @@ mod tests {
                 read_token(&p)
             );
         }
+    }
+
+    #[test]
+    fn sessions_end_after_their_time_and_stay_bounded() {
+        let t0 = Instant::now();
+        let mut s = Sessions::default();
+        let id = s.open(t0);
+        assert!(s.valid(&id, t0 + SESSION_TTL - Duration::from_secs(1)));
+        assert!(!s.valid(&id, t0 + SESSION_TTL));
+        assert!(!s.valid(&id[1..], t0), "a prefix is not the id");
+        assert!(!s.valid(&"0".repeat(64), t0));
+        let ids: Vec<String> = (0..SESSIONS_MAX as u64 + 5)
+            .map(|i| s.open(t0 + Duration::from_millis(i)))
+            .collect();
+        assert_eq!(s.live.len(), SESSIONS_MAX);
+        assert!(!s.valid(&ids[0], t0), "the oldest went first");
+        assert!(s.valid(ids.last().unwrap(), t0));
+    }
+
+    /// One raw HTTP/1.0 request on loopback: (status code, body).
+    async fn http(addr: std::net::SocketAddr, req: String) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, text)
+    }
+
+    /// The middleware in front of stub routes, served on loopback with the peer address
+    /// `peer` pretended (none: served without connection info).
+    async fn serve(auth: AdminAuth, peer: Option<&str>) -> std::net::SocketAddr {
+        use axum::routing::{get, post};
+        let mut app = axum::Router::new()
+            .route("/", get(|| async { "overview" }))
+            .route("/status", get(|| async { "status" }))
+            .route(LOGIN_PATH, get(|| async { "form" }))
+            .route("/topup", post(|| async { "done" }))
+            .layer(axum::middleware::from_fn_with_state(auth, require_token));
+        if let Some(p) = peer {
+            let p: std::net::SocketAddr = p.parse().unwrap();
+            app = app.layer(axum::extract::connect_info::MockConnectInfo(p));
+        }
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn from_the_lan_reading_needs_a_login_and_changing_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = AdminAuth::load_or_create(dir.path()).unwrap();
+        let lan = serve(auth.clone(), Some("192.168.4.20:50000")).await;
+        let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.0\r\n{extra}\r\n");
+        let post =
+            |extra: &str| format!("POST /topup HTTP/1.0\r\nContent-Length: 0\r\n{extra}\r\n");
+
+        let (code, body) = http(lan, get("/status", "")).await;
+        assert_eq!(code, 401, "{body}");
+        assert!(
+            body.contains("/login") && body.contains(TOKEN_FILE),
+            "{body}"
+        );
+        let (code, body) = http(lan, get("/", "")).await;
+        assert!(code == 303 && body.contains("location: /login"), "{body}");
+        assert_eq!(
+            http(lan, get(LOGIN_PATH, "")).await.0,
+            200,
+            "the form is open"
+        );
+        assert_eq!(http(lan, post("")).await.0, 401);
+
+        let bearer = format!("Authorization: Bearer {}\r\n", auth.token);
+        assert_eq!(http(lan, get("/status", &bearer)).await.0, 200);
+        assert_eq!(http(lan, post(&bearer)).await.0, 200);
+
+        let id = auth.sessions.lock().unwrap().open(Instant::now());
+        let cookie = format!("Cookie: theme=dark; {SESSION_COOKIE}={id}\r\n");
+        assert_eq!(
+            http(lan, get("/status", &cookie)).await.0,
+            200,
+            "a login reads"
+        );
+        let (code, body) = http(lan, post(&cookie)).await;
+        assert_eq!(code, 401, "a login never changes anything: {body}");
+        let forged = format!("Cookie: {SESSION_COOKIE}={}\r\n", "ab".repeat(32));
+        assert_eq!(http(lan, get("/status", &forged)).await.0, 401);
+
+        // On the board itself reads are open, changes are not.
+        let local = serve(auth.clone(), Some("127.0.0.1:50000")).await;
+        assert_eq!(http(local, get("/status", "")).await.0, 200);
+        assert_eq!(http(local, post("")).await.0, 401);
+        // A peer the server did not learn counts as remote.
+        let unknown = serve(auth, None).await;
+        assert_eq!(http(unknown, get("/status", "")).await.0, 401);
     }
 }

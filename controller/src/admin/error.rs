@@ -59,9 +59,11 @@ pub enum AdminError {
         /// Why.
         detail: String,
     },
-    /// `admin_listen` is not an address.
-    #[error("admin_listen `{addr}` is not host:port ({detail}); write it like 127.0.0.1:7100")]
+    /// `admin_listen` (or `dashboard_listen`: `key`) is not an address.
+    #[error("{key} `{addr}` is not host:port ({detail}); write it like 127.0.0.1:7100")]
     BadAddress {
+        /// The node.toml key.
+        key: &'static str,
         /// What was configured.
         addr: String,
         /// The parser's message.
@@ -69,9 +71,11 @@ pub enum AdminError {
     },
     /// The listener could not bind.
     #[error(
-        "cannot listen on admin_listen {addr}: {error}; is another ghatta or another program using that port? (change admin_listen or stop it)"
+        "cannot listen on {key} {addr}: {error}; is another ghatta or another program using that port? (change {key} or stop it)"
     )]
     Listen {
+        /// The node.toml key.
+        key: &'static str,
         /// The address.
         addr: String,
         /// Why (in the message, not a `source`: an error chain would print it twice).

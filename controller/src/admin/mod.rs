@@ -59,6 +59,7 @@ pub fn router_with_field(
 ) -> Router {
     Router::new()
         .route("/", get(overview_page))
+        .route(auth::LOGIN_PATH, get(auth::login_form).post(auth::login))
         .route("/ui/alarms", get(alarms_page))
         .route("/ui/events", get(events_page))
         .route("/ui/customers", get(customers_page))
@@ -97,7 +98,7 @@ pub async fn serve(
     auth: auth::AdminAuth,
 ) -> std::io::Result<()> {
     serve_with_field(
-        listener,
+        vec![listener],
         node,
         auth,
         FieldView::default(),
@@ -106,10 +107,12 @@ pub async fn serve(
     .await
 }
 
-/// [`serve`], with the field loop's counters in `status` and, sampled from them, the
-/// cockpit's charts (kept in `cockpit`'s store, if it has one).
+/// [`serve`] on every listener (the admin one, and the dashboard's if configured), with the
+/// field loop's counters in `status` and, sampled from them, the cockpit's charts (kept in
+/// `cockpit`'s store, if it has one). Each request knows its peer's address: `auth` opens
+/// reads to loopback peers only.
 pub async fn serve_with_field(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     node: Node,
     auth: auth::AdminAuth,
     field: FieldView,
@@ -120,7 +123,22 @@ pub async fn serve_with_field(
         .0
         .clone()
         .map(|stats| AbortOnDrop(cockpit.spawn_sampler(node.clone(), stats)));
-    axum::serve(listener, router_with_field(node, auth, field, cockpit)).await
+    if listeners.is_empty() {
+        return Ok(());
+    }
+    let router = router_with_field(node, auth, field, cockpit);
+    let servers = listeners.into_iter().map(|l| {
+        axum::serve(
+            l,
+            router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .into_future()
+    });
+    use std::future::IntoFuture as _;
+    // The first to stop (an error) stops them all: the caller logs it.
+    futures::future::select_all(servers.map(Box::pin)).await.0
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -133,15 +151,25 @@ impl Drop for AbortOnDrop {
 
 /// Bind the admin listener, with an error naming the address and the config key.
 pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, AdminError> {
+    bind_key("admin_listen", addr).await
+}
+
+/// Bind a listener configured under node.toml's `key`, with an error naming both.
+pub async fn bind_key(
+    key: &'static str,
+    addr: &str,
+) -> Result<tokio::net::TcpListener, AdminError> {
     let sa: SocketAddr =
         addr.parse()
             .map_err(|e: std::net::AddrParseError| AdminError::BadAddress {
+                key,
                 addr: addr.into(),
                 detail: e.to_string(),
             })?;
     tokio::net::TcpListener::bind(sa)
         .await
         .map_err(|error| AdminError::Listen {
+            key,
             addr: addr.into(),
             error,
         })

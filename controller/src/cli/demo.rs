@@ -34,6 +34,11 @@ pub struct DemoArgs {
     /// real minute, so meters and credit visibly move.
     #[arg(long, default_value_t = 60)]
     speed: u32,
+    /// Also serve node 1's cockpit pages on this address (e.g. "0.0.0.0:8080" to open them
+    /// to the LAN, where reading needs a login with node 1's admin token). Without it the
+    /// pages are on node 1's admin listener, on loopback.
+    #[arg(long)]
+    dashboard_listen: Option<String>,
     /// Where the nodes keep their data (wiped at start).
     #[arg(long, default_value = "ghatta-demo")]
     dir: PathBuf,
@@ -145,6 +150,11 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             data_dir: args.dir.join(format!("node-{id}")),
             raft_listen: peers[(id - 1) as usize].addr.clone(),
             admin_listen: "127.0.0.1:0".into(),
+            dashboard_listen: if id == 1 {
+                args.dashboard_listen.clone()
+            } else {
+                None
+            },
             link_profile: LinkProfile::Lan,
             timing: None,
             // Node 1 alone forms the cluster; the others, started after it, join when it
@@ -199,6 +209,11 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
         per_node * args.nodes as u32,
         args.dir.display()
     ));
+    // On stderr with --json too: a person reads it, the JSON on stdout stays one object.
+    eprintln!(
+        "dashboard: http://{}/",
+        nodes[0].dashboard_addr.unwrap_or(nodes[0].admin_addr)
+    );
 
     // Operator set-up, proposed through node 1 (forwarded to whoever leads).
     let mut setup = tariffs();

@@ -651,6 +651,33 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The login a browser on the LAN goes through (from here, loopback, it is not needed, but
+    // the route is the same): a wrong token gets the form again, the right one a cookie.
+    let login = |tok: &str| {
+        use std::io::{Read, Write};
+        let body = format!("token={tok}");
+        let mut s = std::net::TcpStream::connect(&admin).expect("connect");
+        write!(
+            s,
+            "POST /login HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text
+    };
+    let refused = login("0123");
+    assert!(refused.starts_with("HTTP/1.0 401"), "{refused}");
+    let ok = login(token);
+    assert!(ok.starts_with("HTTP/1.0 303"), "{ok}");
+    assert!(
+        ok.to_ascii_lowercase()
+            .contains("set-cookie: ghatta_session=")
+            && ok.contains("HttpOnly"),
+        "{ok}"
+    );
+
     let (_, body) = http_get(&admin, "/ui/events");
     assert!(
         body.len() < 100 * 1024,
