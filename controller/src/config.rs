@@ -169,6 +169,15 @@ pub struct NodeConfig {
     /// Upload of committed records to the central data center (`[wan]`); none when absent.
     #[serde(default)]
     pub wan: Option<crate::wan::WanConfig>,
+    /// Levels of this board's alarm rules (`[alarms.frequency_low]` ...: `raise`, `clear`,
+    /// `raise_after_s`, `clear_after_s`); rules not listed keep their defaults
+    /// (`notify::rules`).
+    #[serde(default)]
+    pub alarms: std::collections::BTreeMap<String, crate::notify::RuleLevels>,
+    /// A GSM modem that sends alarm changes by SMS (`[sms]`); none when absent. One board of a
+    /// grid is enough: each board with one sends its own alarms.
+    #[serde(default)]
+    pub sms: Option<crate::notify::sms::SmsConfig>,
 }
 
 fn default_cluster_name() -> String {
@@ -385,6 +394,11 @@ impl NodeConfig {
         if let Some(wan) = &self.wan {
             wan.validate()
                 .map_err(|(key, problem)| err(&key, problem))?;
+        }
+        crate::notify::AlarmRules::new(&self.alarms)
+            .map_err(|e| err(&format!("alarms.{}", e.rule), e.why))?;
+        if let Some(sms) = &self.sms {
+            sms.check().map_err(|problem| err("sms", problem))?;
         }
         if let BoardConfig::Linux(board) = &self.board {
             board.validate().map_err(|e| {

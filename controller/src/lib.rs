@@ -9,6 +9,7 @@ pub mod field;
 pub mod journal;
 pub mod net;
 pub mod node;
+pub mod notify;
 pub mod observe;
 pub mod process;
 pub mod raft;

@@ -265,7 +265,37 @@ pub async fn start(
         .grid_healthy
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let field_view = crate::admin::FieldView(Some(stats.clone()));
-    let cockpit = crate::admin::cockpit::Cockpit::with_store(&cfg.data_dir, node.clock().now_ms());
+    let alarm_board = crate::notify::AlarmBoard::default();
+    let mut notifiers: Vec<Arc<dyn crate::notify::Notifier>> = Vec::new();
+    if let Some(sms) = &cfg.sms {
+        // A modem that cannot be opened stops nothing but its messages: the grid runs on.
+        match crate::notify::sms::open(sms) {
+            Ok(port) => {
+                let (n, task) = crate::notify::SmsNotifier::spawn(
+                    sms.clone(),
+                    port,
+                    cfg.id,
+                    node.clock().clone(),
+                );
+                notifiers.push(Arc::new(n));
+                tasks.push(task);
+            }
+            Err(e) => tracing::error!("{e}; alarms are not sent by SMS"),
+        }
+    }
+    tasks.push(crate::notify::spawn(
+        // Checked when node.toml was loaded; a config built in code falls back to defaults.
+        crate::notify::AlarmRules::new(&cfg.alarms).unwrap_or_else(|e| {
+            tracing::error!("{e}; the rules run at their default levels");
+            crate::notify::AlarmRules::defaults()
+        }),
+        stats.clone(),
+        node.clock().clone(),
+        alarm_board.clone(),
+        notifiers,
+    ));
+    let cockpit = crate::admin::cockpit::Cockpit::with_store(&cfg.data_dir, node.clock().now_ms())
+        .with_alarms(alarm_board);
     tasks.push(tokio::spawn(async move {
         if let Err(e) = crate::admin::serve_with_field(
             std::iter::once(admin).chain(dashboard).collect(),

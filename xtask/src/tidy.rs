@@ -100,7 +100,7 @@ mod tests {
 
     /// The board node's top-level modules, lowest first: each may import only modules
     /// before it in this list (ARCHITECTURE.md, "Dependency rules").
-    const NODE_LAYERS: [&str; 19] = [
+    const NODE_LAYERS: [&str; 20] = [
         "clock",
         "storage",
         "observe",
@@ -113,6 +113,7 @@ mod tests {
         "journal",
         "field",
         "wan",
+        "notify",
         "admin",
         "config",
         "runner",

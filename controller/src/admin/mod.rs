@@ -341,9 +341,16 @@ async fn tariffs_page(State(node): State<Node>) -> Page {
 }
 
 /// `GET /ui/alarms`: the newest committed alarms as a page.
-async fn alarms_page(State(node): State<Node>) -> Page {
+async fn alarms_page(
+    State(node): State<Node>,
+    Extension(cockpit): Extension<cockpit::Cockpit>,
+) -> Page {
     let reply = read_alarms(&node, cockpit::ALARMS_PAGE_ROWS).await?;
-    Ok(axum::response::Html(cockpit::alarms(node.id(), &reply)))
+    Ok(axum::response::Html(cockpit::alarms(
+        node.id(),
+        &reply,
+        cockpit.alarm_board(),
+    )))
 }
 
 /// `GET /ui/events`: the event log.

@@ -174,6 +174,8 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             radio: Vec::new(),
             key_file: Some(key_files[(id - 1) as usize].clone()),
             allow_unsealed: false,
+            alarms: Default::default(),
+            sms: None,
             wan: match (&args.central, &args.grid_key_file, &args.central_public_key) {
                 (Some(central), Some(key_file), Some(central_key)) => {
                     Some(ghatta::wan::WanConfig {

@@ -575,6 +575,10 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
     screenshot(browser, &format!("http://{admin}/"), "overview");
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/alarms"));
     assert!(dom.contains("<h1>Alarms</h1>"), "{dom}");
+    assert!(
+        dom.contains("id=\"board-alarms\""),
+        "this board's rules: {dom}"
+    );
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/events"));
     assert!(dom.contains("<h1>Events</h1>"), "{dom}");
     // Customers and tariffs: two accounts, one with no credit (billing cuts it at its first

@@ -10,4 +10,5 @@ mod field_modbus;
 mod field_protection;
 mod field_support;
 mod fuzz;
+mod sms_modem;
 mod storage_suite;

@@ -40,9 +40,21 @@ pub const PAGE_BYTES_MAX: usize = 100 * 1024;
 pub struct Cockpit {
     history: Arc<Mutex<History>>,
     store: Option<Arc<store::HistoryStore>>,
+    alarms: crate::notify::AlarmBoard,
 }
 
 impl Cockpit {
+    /// This board's alarms.
+    pub fn alarm_board(&self) -> &crate::notify::AlarmBoard {
+        &self.alarms
+    }
+
+    /// Shows `board`'s alarms (this board's rules) on the alarms page.
+    pub fn with_alarms(mut self, board: crate::notify::AlarmBoard) -> Cockpit {
+        self.alarms = board;
+        self
+    }
+
     /// A cockpit whose minutes are also kept in `data_dir`'s `history.redb`, the day of them
     /// taken back from it now. A file that cannot be opened is logged and the cockpit runs
     /// from memory: a node never stops for its charts.
@@ -62,6 +74,7 @@ impl Cockpit {
         Cockpit {
             history: Arc::new(Mutex::new(history)),
             store: Some(store),
+            alarms: Default::default(),
         }
     }
 
@@ -307,9 +320,50 @@ pub fn overview(
     html::page("Overview", node_id, &b)
 }
 
-/// The alarms page from `GET /alarms`'s reply.
-pub fn alarms(node_id: u64, reply: &crate::admin::dto::AlarmsReply) -> String {
+/// This board's alarms (its rules on its own gauges: `notify`): raised now, then the newest
+/// changes.
+fn board_alarms(b: &mut String, board: &crate::notify::AlarmBoard) {
+    b.push_str("<h2>On this board</h2>");
+    let active = board.active();
+    if active.is_empty() {
+        b.push_str("<p class=\"ok\" id=\"board-alarms\">No alarm raised on this board.</p>");
+    } else {
+        b.push_str("<table id=\"board-alarms\"><tr><th>Rule</th><th>Raised at</th></tr>");
+        for (rule, since) in active {
+            let _ = write!(
+                b,
+                "<tr><td class=\"bad\">{}</td><td>{}</td></tr>",
+                escape(rule),
+                escape(&utc_text(since))
+            );
+        }
+        b.push_str("</table>");
+    }
+    let changes = board.changes();
+    if !changes.is_empty() {
+        b.push_str("<table><tr><th>Time</th><th>Change</th></tr>");
+        for c in changes.iter().take(50) {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td class=\"{}\">{}</td></tr>",
+                escape(&utc_text(c.at_ms)),
+                if c.raised { "bad" } else { "ok" },
+                escape(&c.text)
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Committed (grid-wide)</h2>");
+}
+
+/// The alarms page: this board's, then `GET /alarms`'s reply.
+pub fn alarms(
+    node_id: u64,
+    reply: &crate::admin::dto::AlarmsReply,
+    board: &crate::notify::AlarmBoard,
+) -> String {
     let mut b = String::new();
+    board_alarms(&mut b, board);
     if reply.alarms.is_empty() {
         b.push_str("<p>No alarm in the outbox.</p>");
     } else {

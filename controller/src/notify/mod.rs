@@ -1,0 +1,150 @@
+//! This board's alarms on its own gauges and who hears of them: the rules (`rules.rs`:
+//! raise and clear levels, minimum times) are evaluated on the field loop's gauges every
+//! [`EVALUATE_INTERVAL`]; each raise or clear goes to the log, to the cockpit's alarms page
+//! (`AlarmBoard`) and to every [`Notifier`] (an SMS modem, `sms.rs`).
+//!
+//! These alarms are what this board sees (its sensors, its journal, whether its proposals
+//! commit), so they are kept on the board, not committed: the grid-wide alarms are the
+//! committed ones the actors and the state machine raise (`/alarms`).
+
+pub mod rules;
+pub mod sms;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use self::rules::{AlarmChange, AlarmRules, RuleLevels};
+use crate::clock::Clock;
+use crate::field::FieldStats;
+
+/// How often the rules look at the gauges: the field loop's batch period, about a second.
+pub const EVALUATE_INTERVAL: Duration = Duration::from_secs(1);
+/// Changes the alarms page keeps, newest last (a few KiB).
+pub const CHANGES_KEPT: usize = 200;
+/// Changes waiting for the SMS modem at most; past it the oldest are dropped and counted as
+/// held (a modem that stopped answering must not grow the node's memory).
+pub const SMS_QUEUE_MAX: usize = 64;
+
+/// Told of every alarm change. Implementations return at once (queue the work).
+pub trait Notifier: Send + Sync {
+    /// A rule raised or cleared.
+    fn notify(&self, change: &AlarmChange);
+}
+
+/// The board's alarms as the cockpit shows them.
+#[derive(Debug, Default, Clone)]
+pub struct AlarmBoard {
+    inner: Arc<Mutex<BoardInner>>,
+}
+
+#[derive(Debug, Default)]
+struct BoardInner {
+    active: Vec<(&'static str, u64)>,
+    changes: VecDeque<AlarmChange>,
+}
+
+impl AlarmBoard {
+    fn record(&self, active: Vec<(&'static str, u64)>, changes: &[AlarmChange]) {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        b.active = active;
+        for c in changes {
+            if b.changes.len() == CHANGES_KEPT {
+                b.changes.pop_front();
+            }
+            b.changes.push_back(c.clone());
+        }
+    }
+
+    /// The rules raised now: (name, since Unix ms).
+    pub fn active(&self) -> Vec<(&'static str, u64)> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .active
+            .clone()
+    }
+
+    /// The newest changes, newest first.
+    pub fn changes(&self) -> Vec<AlarmChange> {
+        let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        b.changes.iter().rev().cloned().collect()
+    }
+}
+
+/// Evaluates `rules` on `stats` every [`EVALUATE_INTERVAL`] until the task is dropped.
+pub fn spawn(
+    mut rules: AlarmRules,
+    stats: Arc<FieldStats>,
+    clock: Arc<dyn Clock>,
+    board: AlarmBoard,
+    notifiers: Vec<Arc<dyn Notifier>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EVALUATE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let changes = rules.evaluate(&stats.snapshot(), clock.now_ms());
+            for c in &changes {
+                if c.raised {
+                    tracing::warn!(rule = c.rule, value = c.value, "alarm: {}", c.text);
+                } else {
+                    tracing::info!(rule = c.rule, value = c.value, "alarm: {}", c.text);
+                }
+                for n in &notifiers {
+                    n.notify(c);
+                }
+            }
+            board.record(rules.active(), &changes);
+        }
+    })
+}
+
+/// Sends each change by SMS to every configured number, within the budget, from a task of its
+/// own (a message can take a minute to go).
+pub struct SmsNotifier {
+    tx: tokio::sync::mpsc::Sender<AlarmChange>,
+}
+
+impl Notifier for SmsNotifier {
+    fn notify(&self, change: &AlarmChange) {
+        if self.tx.try_send(change.clone()).is_err() {
+            tracing::warn!(
+                rule = change.rule,
+                "the SMS queue is full (is the modem answering?): this alarm change is not sent"
+            );
+        }
+    }
+}
+
+impl SmsNotifier {
+    /// Starts the sender on an open port (`sms::open`, or a test's pty).
+    pub fn spawn<S>(
+        cfg: sms::SmsConfig,
+        mut port: S,
+        node_id: u64,
+        clock: Arc<dyn Clock>,
+    ) -> (SmsNotifier, tokio::task::JoinHandle<()>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AlarmChange>(SMS_QUEUE_MAX);
+        let task = tokio::spawn(async move {
+            let mut budget = sms::SmsBudget::new(cfg.per_hour_max, cfg.per_day_max);
+            while let Some(change) = rx.recv().await {
+                let Some(held) = budget.take(clock.now_ms()) else {
+                    continue;
+                };
+                let text = sms::message(node_id, &change, held);
+                for to in &cfg.to {
+                    match sms::send(&mut port, &cfg.device, to, &text).await {
+                        Ok(()) => tracing::info!(rule = change.rule, to = %to, "alarm SMS sent"),
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+            }
+        });
+        (SmsNotifier { tx }, task)
+    }
+}
