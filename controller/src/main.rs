@@ -58,6 +58,9 @@ enum Cmd {
         /// How many, at most (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only those of the last this long ("1h", "30m"), by this machine's clock.
+        #[arg(long, value_parser = cli::parse_duration)]
+        since: Option<std::time::Duration>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -71,6 +74,9 @@ enum Cmd {
         /// How many, at most (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only those of the last this long ("1h", "30m"), by this machine's clock.
+        #[arg(long, value_parser = cli::parse_duration)]
+        since: Option<std::time::Duration>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -343,8 +349,14 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Cmd::Alarms { admin, limit, json } => {
-            let a = client::call(&admin, "GET", &format!("/alarms?limit={limit}"), None).await?;
+        Cmd::Alarms {
+            admin,
+            limit,
+            since,
+            json,
+        } => {
+            let path = format!("/alarms?limit={limit}{}", cli::since_query(since));
+            let a = client::call(&admin, "GET", &path, None).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {
@@ -352,8 +364,14 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Cmd::Events { admin, limit, json } => {
-            let a = client::call(&admin, "GET", &format!("/events?limit={limit}"), None).await?;
+        Cmd::Events {
+            admin,
+            limit,
+            since,
+            json,
+        } => {
+            let path = format!("/events?limit={limit}{}", cli::since_query(since));
+            let a = client::call(&admin, "GET", &path, None).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {

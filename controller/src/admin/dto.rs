@@ -417,17 +417,26 @@ pub struct AlarmsReply {
     pub limited: bool,
 }
 
-/// The `limit` of a `GET /alarms` or `GET /events` query string (`limit=N`, 1 to
-/// [`ALARMS_LIMIT_MAX`]).
-pub fn alarms_limit(query: Option<&str>) -> Result<usize, String> {
-    let Some(q) = query.filter(|q| !q.is_empty()) else {
-        return Ok(ALARMS_LIMIT_DEFAULT);
+/// What a `GET /alarms` or `GET /events` asks for: `limit=N` (1 to [`ALARMS_LIMIT_MAX`]) and
+/// `since_ms=T` (only those at or after log time T, Unix ms), both optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentQuery {
+    /// At most this many.
+    pub limit: usize,
+    /// None older than this log time, Unix ms.
+    pub since_ms: Option<u64>,
+}
+
+/// Parses a `GET /alarms` or `GET /events` query string.
+pub fn recent_query(query: Option<&str>) -> Result<RecentQuery, String> {
+    let mut q = RecentQuery {
+        limit: ALARMS_LIMIT_DEFAULT,
+        since_ms: None,
     };
-    let mut limit = ALARMS_LIMIT_DEFAULT;
-    for pair in q.split('&') {
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("limit", v)) => {
-                limit = v
+                q.limit = v
                     .parse()
                     .ok()
                     .filter(|n| (1..=ALARMS_LIMIT_MAX).contains(n))
@@ -435,10 +444,20 @@ pub fn alarms_limit(query: Option<&str>) -> Result<usize, String> {
                         format!("limit=`{v}`: give a number from 1 to {ALARMS_LIMIT_MAX}")
                     })?;
             }
-            _ => return Err(format!("unknown query `{pair}`; this route takes limit=N")),
+            Some(("since_ms", v)) => {
+                q.since_ms =
+                    Some(v.parse().map_err(|_| {
+                        format!("since_ms=`{v}`: give a Unix time in milliseconds")
+                    })?);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown query `{pair}`; this route takes limit=N and since_ms=T"
+                ));
+            }
         }
     }
-    Ok(limit)
+    Ok(q)
 }
 
 impl AlarmView {
@@ -563,6 +582,27 @@ mod tests {
         let mut no_key = base;
         no_key["token_unit_paisa"] = 100.into();
         assert_eq!(customer(no_key).unwrap_err(), InvalidRequest::TokenSettings);
+    }
+
+    #[test]
+    fn the_recent_query_takes_a_limit_and_a_start_time() {
+        assert_eq!(
+            recent_query(None).unwrap(),
+            RecentQuery {
+                limit: ALARMS_LIMIT_DEFAULT,
+                since_ms: None
+            }
+        );
+        assert_eq!(
+            recent_query(Some("since_ms=1700000000000&limit=5")).unwrap(),
+            RecentQuery {
+                limit: 5,
+                since_ms: Some(1_700_000_000_000)
+            }
+        );
+        for bad in ["limit=0", "since_ms=yesterday", "from=3"] {
+            assert!(recent_query(Some(bad)).unwrap_err().contains('`'), "{bad}");
+        }
     }
 
     #[test]

@@ -359,14 +359,23 @@ async fn events_page(State(node): State<Node>) -> Page {
     Ok(axum::response::Html(cockpit::events(node.id(), &reply)))
 }
 
-/// `GET /events?limit=N`: the newest committed events (relay moves with reasons, ledger
+/// `GET /events?limit=N&since_ms=T`: the newest committed events (relay moves with reasons, ledger
 /// lines, alarms), newest first.
 async fn events(
     State(node): State<Node>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> ApiResult {
-    let limit = dto::alarms_limit(query.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
-    let reply = read_events(&node, limit).await?;
+    let q = dto::recent_query(query.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let mut reply = read_events(&node, q.limit).await?;
+    if let Some(since) = q.since_ms {
+        // Newest first: what is left after the first older one is older too.
+        let before = reply.events.len();
+        reply.events.retain(|x| x.time_ms >= since);
+        if reply.events.len() < before {
+            reply.limited = false;
+            reply.whole_outbox = true;
+        }
+    }
     serde_json::to_value(reply)
         .map(Json)
         .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
@@ -411,13 +420,22 @@ async fn metrics(
 }
 
 /// The newest committed alarms (billing's refused reads, replayed tokens, unknown accounts;
-/// balancing's shedding): `GET /alarms?limit=N`, newest first.
+/// balancing's shedding): `GET /alarms?limit=N&since_ms=T`, newest first.
 async fn alarms(
     State(node): State<Node>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> ApiResult {
-    let limit = dto::alarms_limit(query.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
-    let reply = read_alarms(&node, limit).await?;
+    let q = dto::recent_query(query.as_deref()).map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
+    let mut reply = read_alarms(&node, q.limit).await?;
+    if let Some(since) = q.since_ms {
+        // Newest first: what is left after the first older one is older too.
+        let before = reply.alarms.len();
+        reply.alarms.retain(|x| x.time_ms >= since);
+        if reply.alarms.len() < before {
+            reply.limited = false;
+            reply.whole_outbox = true;
+        }
+    }
     serde_json::to_value(reply)
         .map(Json)
         .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))

@@ -511,6 +511,18 @@ pub fn format_events(reply: &Value) -> String {
     out.trim_end().to_string()
 }
 
+/// `&since_ms=T` for `--since D` (T: this machine's clock less D), or nothing.
+pub fn since_query(since: Option<Duration>) -> String {
+    let Some(d) = since else {
+        return String::new();
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_millis() as u64)
+        .unwrap_or(0);
+    format!("&since_ms={}", now_ms.saturating_sub(d.as_millis() as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

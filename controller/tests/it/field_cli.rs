@@ -704,6 +704,23 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         "{v}"
     );
     let out = Command::new(GHATTA)
+        .args(["events", "--since", "1h", "--json", "--admin", &admin])
+        .output()
+        .expect("run ghatta events --since");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("events JSON");
+    assert!(
+        !recent["events"].as_array().expect("events").is_empty(),
+        "the customers' set-up is within the hour: {recent}"
+    );
+    let (_, body) = http_get(&admin, "/events?since_ms=99999999999999");
+    let none: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(none["events"].as_array().map(Vec::len), Some(0), "{none}");
+    let out = Command::new(GHATTA)
         .args(["events", "--limit", "0", "--admin", &admin])
         .output()
         .expect("run ghatta events");
