@@ -132,6 +132,13 @@ macro_rules! field_stats {
         }
 
         impl FieldStats {
+            /// Each field's name and whether it is a gauge (its doc says "(gauge"); the others
+            /// only count up (`/metrics` types them so).
+            pub fn kinds() -> impl Iterator<Item = (&'static str, bool)> {
+                [$( (stringify!($name), concat!($(stringify!($doc)),*).contains("(gauge")) ),*]
+                    .into_iter()
+            }
+
             /// Copy the counters.
             pub fn snapshot(&self) -> FieldStatsSnapshot {
                 FieldStatsSnapshot {
@@ -1041,6 +1048,21 @@ impl<B: Board, C: Consensus> Loop<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stats_say_which_are_gauges() {
+        let kinds: BTreeMap<&str, bool> = FieldStats::kinds().collect();
+        assert_eq!(kinds.get("frequency_mhz"), Some(&true));
+        assert_eq!(kinds.get("journal_over_limit"), Some(&true));
+        assert_eq!(kinds.get("samples"), Some(&false));
+        assert_eq!(kinds.get("relay_actions"), Some(&false));
+        let snapshot = serde_json::to_value(FieldStatsSnapshot::default()).unwrap();
+        assert_eq!(
+            kinds.len() + 1,
+            snapshot.as_object().unwrap().len(),
+            "every field is named, and relay_actions_by_reason besides"
+        );
+    }
 
     /// The loop saves [`FieldState`] borrowed and loads it owned: one encoding.
     #[test]

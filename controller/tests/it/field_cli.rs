@@ -526,7 +526,7 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
                 && body.contains("ghatta_role{role=\"leader\"} 1")
                 && body
                     .lines()
-                    .find_map(|l| l.strip_prefix("ghatta_field_samples "))
+                    .find_map(|l| l.strip_prefix("ghatta_field_samples_total "))
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|n| n >= 3)
             {
@@ -545,6 +545,29 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         "{metrics}"
     );
     assert!(metrics.contains("\nghatta_commit_index "), "{metrics}");
+    // Another parser reads it, with the types we meant.
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text format");
+    let kind = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| s.value.clone())
+    };
+    assert!(
+        matches!(kind("ghatta_field_samples_total"), Some(prometheus_parse::Value::Counter(n)) if n >= 3.0),
+        "{metrics}"
+    );
+    assert!(
+        matches!(kind("ghatta_field_frequency_mhz"), Some(prometheus_parse::Value::Gauge(f)) if f > 40_000.0),
+        "{metrics}"
+    );
+    assert!(
+        scrape.samples.len() > 50,
+        "{} samples",
+        scrape.samples.len()
+    );
     // A sample a second reaches the charts.
     std::thread::sleep(Duration::from_secs(3));
 

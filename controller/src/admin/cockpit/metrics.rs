@@ -6,7 +6,10 @@
 //! `ghatta_<path>` (a nested object's keys joined by `_`), a boolean 0 or 1, a list its length
 //! (`ghatta_voters` 3), the role one labelled series. So nothing `status` shows is missing
 //! here, and a field added to `status` appears without a change in this file. Units are in the
-//! field names (`_mhz`, `_dv`, `_ms`, `_bytes`).
+//! field names (`_mhz`, `_dv`, `_ms`, `_bytes`). What only counts up is typed `counter` and
+//! named `..._total` (Prometheus's convention, so `rate()` and resets work): the link's and
+//! the seals' counters, the refusals, the traps and the field loop's counters
+//! (`FieldStats::kinds`); everything else is a gauge.
 
 use std::fmt::Write;
 
@@ -44,15 +47,43 @@ fn name_part(k: &str) -> String {
         .collect()
 }
 
+/// Whether the status field at `path` (its JSON keys from the top) only counts up.
+fn is_counter(path: &[&str]) -> bool {
+    match path {
+        ["link", _] | ["refused", _] | ["trapped_total"] => true,
+        ["security", leaf] => *leaf != "boot_epoch",
+        ["field", "relay_actions_by_reason", _] => true,
+        ["field", leaf] => crate::field::FieldStats::kinds().any(|(n, gauge)| n == *leaf && !gauge),
+        _ => false,
+    }
+}
+
 fn flatten(prefix: &str, v: &Value, out: &mut String) {
+    flatten_at(prefix, &mut Vec::new(), v, out)
+}
+
+fn flatten_at<'a>(prefix: &str, path: &mut Vec<&'a str>, v: &'a Value, out: &mut String) {
+    let counter = is_counter(path);
     let mut one = |name: &str, x: String| {
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        let _ = writeln!(out, "{name} {x}");
+        if counter {
+            let name = if name.ends_with("_total") {
+                name.to_string()
+            } else {
+                format!("{name}_total")
+            };
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {x}");
+        } else {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {x}");
+        }
     };
     match v {
         Value::Object(map) => {
             for (k, v) in map {
-                flatten(&format!("{prefix}_{}", name_part(k)), v, out);
+                path.push(k);
+                flatten_at(&format!("{prefix}_{}", name_part(k)), path, v, out);
+                path.pop();
             }
         }
         Value::Number(n) => one(prefix, n.to_string()),
@@ -71,7 +102,8 @@ mod tests {
         let v = serde_json::json!({
             "id": 2, "role": "Leader", "term": 7, "state_hash": "ab",
             "voters": [1, 2, 3], "membership_in_progress": false,
-            "link": {"frames-sent": 10}, "field": {"frequency_mhz": 50_010},
+            "link": {"frames-sent": 10}, "field": {"frequency_mhz": 50_010, "samples": 9},
+            "security": {"boot_epoch": 4, "forged": 1}, "trapped_total": 2,
             "leader": null
         });
         let text = render(&v);
@@ -80,8 +112,14 @@ mod tests {
             "ghatta_term 7",
             "ghatta_voters 3",
             "ghatta_membership_in_progress 0",
-            "ghatta_link_frames_sent 10",
+            "# TYPE ghatta_link_frames_sent_total counter",
+            "ghatta_link_frames_sent_total 10",
+            "# TYPE ghatta_field_frequency_mhz gauge",
             "ghatta_field_frequency_mhz 50010",
+            "ghatta_field_samples_total 9",
+            "ghatta_security_boot_epoch 4",
+            "ghatta_security_forged_total 1",
+            "ghatta_trapped_total 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
