@@ -276,6 +276,9 @@ pub async fn start(
                     port,
                     cfg.id,
                     node.clock().clone(),
+                    Some(Arc::new(crate::admin::accounts::Balances(
+                        node.state_machine().clone(),
+                    ))),
                 );
                 notifiers.push(Arc::new(n));
                 tasks.push(task);

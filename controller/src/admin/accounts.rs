@@ -222,6 +222,26 @@ pub fn customer(sm: &StateMachine, id: u32) -> std::io::Result<Option<CustomerRe
     }))
 }
 
+/// The balance an operator's `BAL <customer>` SMS gets (`notify`).
+pub struct Balances(pub StateMachine);
+
+impl crate::notify::BalanceLookup for Balances {
+    fn balance(&self, customer: u32) -> Option<String> {
+        let key = store::account_key(CustomerId(customer));
+        let (_, value) = self
+            .0
+            .actor_rows(ActorKind::Billing, &key, None, 1)
+            .into_iter()
+            .next()?;
+        let a = Account::decode(&value)?;
+        Some(format!(
+            "credit {}, supply {}",
+            crate::admin::cockpit::accounts::npr(a.credit_mpaisa),
+            if a.connected { "on" } else { "cut" }
+        ))
+    }
+}
+
 /// Whether an output is about customer `id`: a move of their relay or a line of their ledger.
 fn concerns(o: &Output, id: u32) -> bool {
     match o {

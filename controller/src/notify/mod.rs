@@ -101,8 +101,19 @@ pub fn spawn(
     })
 }
 
+/// Answers an operator's `BAL <customer>` SMS: the customer's balance as one line, or None
+/// for no such customer. The consumer owns the trait; the runner implements it on the
+/// replicated accounts (`admin::accounts`).
+pub trait BalanceLookup: Send + Sync {
+    /// The answer for `customer`.
+    fn balance(&self, customer: u32) -> Option<String>;
+}
+
+/// How often the modem's inbox is read for `BAL` queries: an operator waits a minute at most.
+pub const INBOX_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Sends each change by SMS to every configured number, within the budget, from a task of its
-/// own (a message can take a minute to go).
+/// own (a message can take a minute to go); answers `BAL <customer>` from those numbers.
 pub struct SmsNotifier {
     tx: tokio::sync::mpsc::Sender<AlarmChange>,
 }
@@ -125,6 +136,7 @@ impl SmsNotifier {
         mut port: S,
         node_id: u64,
         clock: Arc<dyn Clock>,
+        balances: Option<Arc<dyn BalanceLookup>>,
     ) -> (SmsNotifier, tokio::task::JoinHandle<()>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -132,19 +144,68 @@ impl SmsNotifier {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<AlarmChange>(SMS_QUEUE_MAX);
         let task = tokio::spawn(async move {
             let mut budget = sms::SmsBudget::new(cfg.per_hour_max, cfg.per_day_max);
-            while let Some(change) = rx.recv().await {
-                let Some(held) = budget.take(clock.now_ms()) else {
-                    continue;
-                };
-                let text = sms::message(node_id, &change, held);
-                for to in &cfg.to {
-                    match sms::send(&mut port, &cfg.device, to, &text).await {
-                        Ok(()) => tracing::info!(rule = change.rule, to = %to, "alarm SMS sent"),
-                        Err(e) => tracing::error!("{e}"),
+            let mut inbox = tokio::time::interval(INBOX_POLL_INTERVAL);
+            inbox.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    change = rx.recv() => {
+                        let Some(change) = change else { return };
+                        let Some(held) = budget.take(clock.now_ms()) else {
+                            continue;
+                        };
+                        let text = sms::message(node_id, &change, held);
+                        for to in &cfg.to {
+                            match sms::send(&mut port, &cfg.device, to, &text).await {
+                                Ok(()) => tracing::info!(rule = change.rule, to = %to, "alarm SMS sent"),
+                                Err(e) => tracing::error!("{e}"),
+                            }
+                        }
+                    }
+                    _ = inbox.tick(), if balances.is_some() => {
+                        let Some(lookup) = &balances else { continue };
+                        answer_queries(&cfg, &mut port, node_id, &mut budget, clock.as_ref(), lookup.as_ref()).await;
                     }
                 }
             }
         });
         (SmsNotifier { tx }, task)
+    }
+}
+
+/// Reads the modem's inbox and answers each `BAL <customer>` from an operator's number (the
+/// numbers in `[sms] to`); anything else is deleted unanswered, so a stranger cannot spend the
+/// SIM's credit or learn a balance.
+async fn answer_queries<S>(
+    cfg: &sms::SmsConfig,
+    port: &mut S,
+    node_id: u64,
+    budget: &mut sms::SmsBudget,
+    clock: &dyn Clock,
+    lookup: &dyn BalanceLookup,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let unread = match sms::take_unread(port, &cfg.device).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("{e}; the inbox is read again later");
+            return;
+        }
+    };
+    for m in unread {
+        let (true, Some(customer)) = (cfg.to.contains(&m.from), sms::balance_query(&m.text)) else {
+            tracing::info!(from = %m.from, "an SMS that is not an operator's BAL query was deleted");
+            continue;
+        };
+        if budget.take(clock.now_ms()).is_none() {
+            continue;
+        }
+        let text = match lookup.balance(customer) {
+            Some(line) => format!("ghatta node {node_id}: customer {customer}: {line}"),
+            None => format!("ghatta node {node_id}: no customer {customer}"),
+        };
+        if let Err(e) = sms::send(port, &cfg.device, &m.from, &text).await {
+            tracing::error!("{e}");
+        }
     }
 }

@@ -199,16 +199,28 @@ pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         command: command.into(),
         answer,
     };
-    exchange(port, b"AT+CMGF=1\r", Want::Ok, COMMAND_TIMEOUT)
-        .await
-        .map_err(|a| fail("AT+CMGF=1", a))?;
+    exchange(
+        port,
+        b"AT+CMGF=1\r",
+        Want::Ok,
+        COMMAND_TIMEOUT,
+        &mut Vec::new(),
+    )
+    .await
+    .map_err(|a| fail("AT+CMGF=1", a))?;
     let cmgs = format!("AT+CMGS=\"{to}\"\r");
-    exchange(port, cmgs.as_bytes(), Want::Prompt, COMMAND_TIMEOUT)
-        .await
-        .map_err(|a| fail(cmgs.trim_end(), a))?;
+    exchange(
+        port,
+        cmgs.as_bytes(),
+        Want::Prompt,
+        COMMAND_TIMEOUT,
+        &mut Vec::new(),
+    )
+    .await
+    .map_err(|a| fail(cmgs.trim_end(), a))?;
     let mut body = text.as_bytes().to_vec();
     body.push(0x1A); // Ctrl-Z: send
-    exchange(port, &body, Want::Sent, SEND_TIMEOUT)
+    exchange(port, &body, Want::Sent, SEND_TIMEOUT, &mut Vec::new())
         .await
         .map_err(|a| fail("the message text", a))
 }
@@ -243,14 +255,15 @@ fn judge(buf: &[u8], want: Want) -> Answer {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
+    // Only the last line is a final result: a listed message's text may read "OK" or "ERROR".
     if let Some(e) = lines
-        .iter()
-        .find(|l| **l == "ERROR" || l.starts_with("+CMS ERROR") || l.starts_with("+CME ERROR"))
+        .last()
+        .filter(|l| **l == "ERROR" || l.starts_with("+CMS ERROR") || l.starts_with("+CME ERROR"))
     {
         return Answer::Error((*e).to_string());
     }
     let done = match want {
-        Want::Ok => lines.contains(&"OK"),
+        Want::Ok => lines.last() == Some(&"OK"),
         Want::Prompt => text.contains('>'),
         Want::Sent => {
             let at = lines.iter().position(|l| l.starts_with("+CMGS:"));
@@ -260,12 +273,14 @@ fn judge(buf: &[u8], want: Want) -> Answer {
     if done { Answer::Done } else { Answer::More }
 }
 
-/// Writes `command` and reads until `want`, an error, or `timeout`; Err: what came back.
+/// Writes `command` and reads until `want`, an error, or `timeout`, into `answer`; Err: what
+/// came back.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     port: &mut S,
     command: &[u8],
     want: Want,
     timeout: Duration,
+    answer: &mut Vec<u8>,
 ) -> Result<(), String> {
     port.write_all(command)
         .await
@@ -273,7 +288,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     port.flush()
         .await
         .map_err(|e| format!("a write error ({e})"))?;
-    let mut buf = Vec::new();
+    let buf = answer;
+    buf.clear();
     let read = async {
         let mut chunk = [0u8; 256];
         loop {
@@ -285,7 +301,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err("the port closed".to_string());
             }
             buf.extend_from_slice(&chunk[..n]);
-            match judge(&buf, want) {
+            match judge(buf, want) {
                 Answer::Done => return Ok(()),
                 Answer::Error(e) => return Err(format!("`{e}`")),
                 Answer::More if buf.len() > ANSWER_BYTES_MAX => {
@@ -299,6 +315,109 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(r) => r,
         Err(_) => Err(format!("no answer in {} s", timeout.as_secs())),
     }
+}
+
+/// A message the modem received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// Its index in the modem's store (`AT+CMGD=<index>` deletes it).
+    pub index: u32,
+    /// The sender's number.
+    pub from: String,
+    /// The text.
+    pub text: String,
+}
+
+/// Parses the answer to `AT+CMGL="REC UNREAD"` (text mode): a `+CMGL: <index>,"<stat>",
+/// "<from>",...` line, then the text on the next line, per message (logic only). Lines that
+/// do not parse are skipped: a modem's odd answer never stops the reader.
+pub fn parse_cmgl(answer: &str) -> Vec<Incoming> {
+    let lines: Vec<&str> = answer
+        .split(['\r', '\n'])
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(rest) = l.trim().strip_prefix("+CMGL:") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest
+            .split(',')
+            .map(|f| f.trim().trim_matches('"'))
+            .collect();
+        let (Some(index), Some(from)) =
+            (fields.first().and_then(|f| f.parse().ok()), fields.get(2))
+        else {
+            continue;
+        };
+        let text = lines
+            .get(i + 1)
+            .filter(|t| !t.trim().starts_with("+CMGL:") && t.trim() != "OK")
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        out.push(Incoming {
+            index,
+            from: (*from).to_string(),
+            text,
+        });
+    }
+    out
+}
+
+/// The customer a `BAL <customer>` query asks about (any case, spaces around).
+pub fn balance_query(text: &str) -> Option<u32> {
+    let mut words = text.split_whitespace();
+    let cmd = words.next()?;
+    if !cmd.eq_ignore_ascii_case("BAL") {
+        return None;
+    }
+    let id = words.next()?.parse().ok()?;
+    words.next().is_none().then_some(id)
+}
+
+/// Reads the unread messages and deletes each from the modem's store.
+pub async fn take_unread<S: AsyncRead + AsyncWrite + Unpin>(
+    port: &mut S,
+    device: &str,
+) -> Result<Vec<Incoming>, SmsError> {
+    let fail = |command: &str, answer: String| SmsError::Modem {
+        device: device.into(),
+        command: command.into(),
+        answer,
+    };
+    exchange(
+        port,
+        b"AT+CMGF=1\r",
+        Want::Ok,
+        COMMAND_TIMEOUT,
+        &mut Vec::new(),
+    )
+    .await
+    .map_err(|a| fail("AT+CMGF=1", a))?;
+    let mut answer = Vec::new();
+    exchange(
+        port,
+        b"AT+CMGL=\"REC UNREAD\"\r",
+        Want::Ok,
+        COMMAND_TIMEOUT,
+        &mut answer,
+    )
+    .await
+    .map_err(|a| fail("AT+CMGL", a))?;
+    let found = parse_cmgl(&String::from_utf8_lossy(&answer));
+    for m in &found {
+        let del = format!("AT+CMGD={}\r", m.index);
+        exchange(
+            port,
+            del.as_bytes(),
+            Want::Ok,
+            COMMAND_TIMEOUT,
+            &mut Vec::new(),
+        )
+        .await
+        .map_err(|a| fail(del.trim_end(), a))?;
+    }
+    Ok(found)
 }
 
 /// Opens the modem's port.
@@ -336,6 +455,25 @@ mod tests {
             Answer::More,
             "an OK before +CMGS is not a sent message"
         );
+    }
+
+    #[test]
+    fn unread_messages_and_balance_queries_are_read_from_what_the_modem_lists() {
+        let answer = "AT+CMGL=\"REC UNREAD\"\r\r\n+CMGL: 3,\"REC UNREAD\",\"+9779841000001\",,\"26/12/05,10:00:00+23\"\r\nbal 42\r\n+CMGL: 4,\"REC UNREAD\",\"+9779800000000\",,\"26/12/05,10:01:00+23\"\r\nhello\r\n+CMGL: x,garbage\r\n\r\nOK\r\n";
+        let m = parse_cmgl(answer);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(
+            m[0],
+            Incoming {
+                index: 3,
+                from: "+9779841000001".into(),
+                text: "bal 42".into()
+            }
+        );
+        assert_eq!(balance_query(&m[0].text), Some(42));
+        for no in ["hello", "BAL", "BAL x", "BAL 4 5", "BALANCE 4"] {
+            assert_eq!(balance_query(no), None, "{no}");
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 /// A message the emulator accepted: (number, text).
 type Sent = Arc<Mutex<Vec<(String, String)>>>;
 
+/// Messages waiting in the modem's store: (index, from, text).
+type Inbox = Arc<Mutex<Vec<(u32, String, String)>>>;
+
 struct Modem {
     path: String,
     sent: Sent,
@@ -34,6 +37,11 @@ impl Drop for Modem {
 /// A modem on a pty. `refuse`: answer every send with `+CMS ERROR: 38` (network out of
 /// order), as a SIM without credit does.
 fn modem(refuse: bool) -> Modem {
+    modem_with_inbox(refuse, Inbox::default())
+}
+
+/// [`modem`] with messages waiting to be read (`AT+CMGL`) and deleted (`AT+CMGD`).
+fn modem_with_inbox(refuse: bool, inbox: Inbox) -> Modem {
     let pty = nix::pty::openpty(None, None).expect("openpty");
     for fd in [&pty.master, &pty.slave] {
         let mut t = tcgetattr(fd).expect("tcgetattr");
@@ -96,6 +104,25 @@ fn modem(refuse: bool) -> Modem {
                 };
                 let line = String::from_utf8_lossy(&buf[..end]).to_string();
                 buf.drain(..=end);
+                if line == "AT+CMGL=\"REC UNREAD\"" {
+                    let mut answer = String::new();
+                    for (i, from, text) in inbox.lock().unwrap().iter() {
+                        answer.push_str(&format!(
+                            "\r\n+CMGL: {i},\"REC UNREAD\",\"{from}\",,\"26/12/05,10:00:00+23\"\r\n{text}"
+                        ));
+                    }
+                    answer.push_str("\r\n\r\nOK\r\n");
+                    let _ = master.write_all(answer.as_bytes());
+                    continue;
+                }
+                if let Some(i) = line
+                    .strip_prefix("AT+CMGD=")
+                    .and_then(|i| i.parse::<u32>().ok())
+                {
+                    inbox.lock().unwrap().retain(|m| m.0 != i);
+                    let _ = master.write_all(b"\r\nOK\r\n");
+                    continue;
+                }
                 let reply: &[u8] = if line == "AT+CMGF=1" || line == "AT" {
                     b"\r\nOK\r\n"
                 } else if let Some(n) = line
@@ -164,7 +191,7 @@ async fn one_sms_per_raise_and_clear_to_every_number_within_the_budget() {
     let c = cfg(&m.path, 2);
     let port = sms::open(&c).expect("open the pty as the modem");
     let clock = Arc::new(TestClock::default());
-    let (n, _task) = SmsNotifier::spawn(c, port, 7, clock.clone());
+    let (n, _task) = SmsNotifier::spawn(c, port, 7, clock.clone(), None);
     n.notify(&change("frequency_low", true));
     n.notify(&change("frequency_low", false));
     wait_for(&m.sent, 4).await;
@@ -207,10 +234,58 @@ async fn a_modem_that_refuses_is_an_error_naming_the_sim_and_the_sender_runs_on(
         e.to_string().contains("+CMS ERROR: 38") && e.to_string().contains("SIM"),
         "{e}"
     );
-    let (n, task) = SmsNotifier::spawn(c, port, 7, Arc::new(TestClock::default()));
+    let (n, task) = SmsNotifier::spawn(c, port, 7, Arc::new(TestClock::default()), None);
     n.notify(&change("voltage_low", true));
     n.notify(&change("voltage_low", false));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!task.is_finished(), "the sender runs on");
     assert!(m.sent.lock().unwrap().is_empty());
+}
+
+struct OneCustomer;
+
+impl ghatta::notify::BalanceLookup for OneCustomer {
+    fn balance(&self, customer: u32) -> Option<String> {
+        (customer == 42).then(|| "credit NPR 12.50, supply on".to_string())
+    }
+}
+
+#[tokio::test]
+async fn an_operators_bal_query_is_answered_and_a_strangers_is_deleted_unanswered() {
+    let inbox: Inbox = Arc::new(Mutex::new(vec![
+        (3, "+9779841000002".into(), "bal 42".into()),
+        (4, "+9779800000000".into(), "BAL 42".into()),
+        (5, "+9779841000001".into(), "BAL 7".into()),
+    ]));
+    let m = modem_with_inbox(false, inbox.clone());
+    let c = cfg(&m.path, 10);
+    let port = sms::open(&c).expect("open");
+    let (_n, _task) = SmsNotifier::spawn(
+        c,
+        port,
+        7,
+        Arc::new(TestClock::default()),
+        Some(Arc::new(OneCustomer)),
+    );
+    wait_for(&m.sent, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = m.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "+9779841000002".to_string(),
+                "ghatta node 7: customer 42: credit NPR 12.50, supply on".to_string()
+            ),
+            (
+                "+9779841000001".to_string(),
+                "ghatta node 7: no customer 7".to_string()
+            ),
+        ],
+        "the stranger (+9779800000000) got nothing"
+    );
+    assert!(
+        inbox.lock().unwrap().is_empty(),
+        "every message was deleted"
+    );
 }
