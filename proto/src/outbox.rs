@@ -43,6 +43,11 @@ impl ActorKind {
         }
     }
 
+    /// The actor of this name (as [`ActorKind::name`] spells it).
+    pub fn by_name(name: &str) -> Option<ActorKind> {
+        ActorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// From the state-key prefix byte.
     pub fn from_prefix(b: u8) -> Option<ActorKind> {
         match b {

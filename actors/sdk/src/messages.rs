@@ -523,6 +523,10 @@ pub enum AlarmCode {
     /// A read reported more energy than the connection could draw; the excess is held, not
     /// charged (value: Wh held).
     ImplausibleRead,
+    /// An actor module was deployed, cut over, rolled back or refused (`ghatta actor`).
+    /// Raised by the node's state machine, not by an actor; `subject` is the actor's id,
+    /// `value` the version, the text says what happened and, when refused, why.
+    ActorDeploy,
 }
 
 /// Why an actor refused an input (the non-zero status codes of `ghatta_handle`).

@@ -337,6 +337,7 @@ impl Proposer {
 fn forward_bytes(body: &Body) -> u32 {
     let inputs = match body {
         Body::Inputs(inputs) => inputs.iter().map(Vec::len).sum(),
+        Body::Actor(op) => op.payload_bytes(),
         _ => 0,
     };
     let bytes = inputs.saturating_add(FORWARD_OVERHEAD_BYTES);

@@ -26,8 +26,8 @@ use ghatta_proto::codec;
 pub(crate) const LOG_CLOCK_KEY: &[u8] = b"\xffhost/log-clock";
 
 /// Tables open in the batch's write transaction.
-struct Tables<'t> {
-    state: Table<'t, &'static [u8], &'static [u8]>,
+pub(super) struct Tables<'t> {
+    pub(super) state: Table<'t, &'static [u8], &'static [u8]>,
     dedupe: Table<'t, u64, &'static [u8]>,
     timers: Table<'t, u64, &'static [u8]>,
     outbox: Table<'t, u64, &'static [u8]>,
@@ -324,6 +324,9 @@ fn apply_proposal(
             h.update(&cursor.to_le_bytes());
             prune::prune(data, &mut t.outbox, h)?;
         }
+        Body::Actor(op) => {
+            super::modules::apply(host, data, t, super::modules::At { index }, op, receipt, h)?
+        }
     }
     Ok(())
 }
@@ -351,7 +354,7 @@ fn observe_input(data: &mut SmData, input: &sdk::Input) {
 }
 
 /// Append an output to the outbox at the next sequence, moving its pin (see `prune`).
-fn push_outbox(
+pub(super) fn push_outbox(
     data: &mut SmData,
     t: &mut Tables<'_>,
     index: u64,
@@ -446,7 +449,7 @@ fn advance_log_time(
 }
 
 /// Keeps the first [`REFUSALS_PER_RECEIPT_MAX`] refusals of an entry for its receipt.
-fn note_refusal(
+pub(super) fn note_refusal(
     receipt: &mut Receipt,
     input: u32,
     actor: Option<ActorKind>,
@@ -482,7 +485,9 @@ fn deliver(
 ) -> io::Result<()> {
     let (index, pos) = at;
     let bytes = sdk_codec::encode(&delivery);
-    let (status, effects) = host.deliver(actor, &mut data.actor_state, &bytes);
+    // The module in force at this index: a deployed one from its cut-over on (`modules.rs`).
+    let module = super::modules::active_module(host, &data.actor_state, actor);
+    let (status, effects) = host.deliver_to(actor, module.as_ref(), &mut data.actor_state, &bytes);
     h.update(&[actor.prefix()]);
     hash_status(h, status);
     match status {
@@ -505,6 +510,19 @@ fn deliver(
             data.trapped_total += 1;
         }
     }
+    record_effects(data, t, index, actor, effects, h)
+}
+
+/// Records what one delivery (or a migration) did: its writes in the table, its timers and
+/// outputs; every byte into the state hash.
+pub(super) fn record_effects(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    index: u64,
+    actor: ActorKind,
+    effects: crate::actors::Effects,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
     for (key, value) in &effects.writes {
         h.update(&(key.len() as u32).to_le_bytes());
         h.update(key);

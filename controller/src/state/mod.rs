@@ -15,6 +15,7 @@ mod dedupe;
 pub mod energy;
 mod layout;
 pub mod logtime;
+pub mod modules;
 pub mod prune;
 mod snapshot;
 mod tracked;
@@ -715,5 +716,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+#[cfg(test)]
+mod modules_tests;
 #[cfg(test)]
 mod tests;
