@@ -137,6 +137,11 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
     let per_node = args.customers / args.nodes as u32;
     // Throwaway keys, one pair per node, so the demo's links are sealed like a real grid's.
     let (peers, key_files) = super::loopback_peers_with_keys(&args.dir, args.nodes)?;
+    // An operator's actor signing key, listed in every node's actor_signers, so
+    // `ghatta actor deploy --sign-key DIR/operator.key` works against the demo.
+    let operator = ghatta::actors::deploy::OperatorKey::generate()?;
+    operator.write_new(&args.dir)?;
+    let signer = ghatta::actors::deploy::signer_text(&operator.public());
     let mut nodes: Vec<Running> = Vec::new();
     for id in 1..=args.nodes {
         let cfg = NodeConfig {
@@ -178,6 +183,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
                 }
                 _ => None,
             },
+            actor_signers: vec![signer.clone()],
         };
         nodes.push(runner::start(&cfg, Arc::new(SystemClock), seed ^ id).await?);
     }
@@ -198,6 +204,23 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             .join(", "),
         per_node * args.nodes as u32,
         args.dir.display()
+    ));
+
+    say(format!(
+        "admin APIs: {}; deploy an actor with `ghatta actor deploy --admin {} --token-file {} --sign-key {} --name NAME --wasm FILE --version V`",
+        nodes
+            .iter()
+            .map(|r| r.admin_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        nodes[0].admin_addr,
+        args.dir
+            .join("node-1")
+            .join(ghatta::admin::auth::TOKEN_FILE)
+            .display(),
+        args.dir
+            .join(ghatta::actors::deploy::SIGNING_KEY_FILE)
+            .display()
     ));
 
     // Operator set-up, proposed through node 1 (forwarded to whoever leads).

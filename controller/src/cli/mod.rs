@@ -1,5 +1,6 @@
 //! Command-line helpers: shutdown signals, human formatting, argument parsing.
 
+pub mod actor;
 pub mod bench;
 pub mod demo;
 pub mod selftest;

@@ -86,6 +86,15 @@ pub struct RecentOutputs {
     pub limited: bool,
 }
 
+/// What [`StateMachine::actor_modules`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorModules {
+    /// The replicated actor signer list.
+    pub signers: Vec<crate::actors::deploy::SignerKey>,
+    /// Every actor's registry, in id order.
+    pub actors: Vec<(ActorKind, modules::Registry)>,
+}
+
 /// What [`StateMachine::recent_alarms`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecentAlarms {
@@ -600,6 +609,18 @@ impl StateMachine {
     /// center has not acknowledged (0 when nothing was acknowledged).
     pub fn outbox_ack(&self, stream: u32) -> u64 {
         self.lock().outbox_acks.get(&stream).copied().unwrap_or(0)
+    }
+
+    /// The deployed actor modules and the replicated signer list (`ghatta actor list`).
+    pub fn actor_modules(&self) -> ActorModules {
+        let data = self.lock();
+        ActorModules {
+            signers: modules::signers(&data.actor_state),
+            actors: ActorKind::ALL
+                .into_iter()
+                .map(|k| (k, modules::registry(&data.actor_state, k)))
+                .collect(),
+        }
     }
 
     /// A copy of the whole actor state (tests, diagnostics).
