@@ -304,6 +304,12 @@ impl ActorHost {
         self
     }
 
+    /// Whether `kind` has a module of its own in this host (compiled in, or given to
+    /// [`ActorHost::new`]); an actor shipped only by deployment has none.
+    pub fn has_compiled_in(&self, kind: ActorKind) -> bool {
+        self.modules.contains_key(&kind)
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &ActorLimits {
         &self.limits

@@ -142,6 +142,11 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
     let operator = ghatta::actors::deploy::OperatorKey::generate()?;
     operator.write_new(&args.dir)?;
     let signer = ghatta::actors::deploy::signer_text(&operator.public());
+    // The third actor is not in the binary: copy the module this build made (when run where
+    // it was built) beside the key, to deploy.
+    let dr_wasm = args.dir.join("demand-response.wasm");
+    let dr_copied =
+        std::fs::copy(ghatta::actors::embedded::DEMAND_RESPONSE_WASM_PATH, &dr_wasm).is_ok();
     let mut nodes: Vec<Running> = Vec::new();
     for id in 1..=args.nodes {
         let cfg = NodeConfig {
@@ -222,6 +227,14 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             .join(ghatta::actors::deploy::SIGNING_KEY_FILE)
             .display()
     ));
+
+    if dr_copied {
+        say(format!(
+            "the demand-response actor (not compiled in) is at {}: --name demand-response --wasm {} --version 1",
+            dr_wasm.display(),
+            dr_wasm.display()
+        ));
+    }
 
     // Operator set-up, proposed through node 1 (forwarded to whoever leads).
     let mut setup = tariffs();

@@ -265,7 +265,28 @@ fn apply_proposal(
                     h.update(b"unrouted");
                     continue;
                 };
+                if !runs(host, data, actor) {
+                    receipt.rejected += 1;
+                    let name = actor.name();
+                    note_refusal(
+                        receipt,
+                        pos,
+                        Some(actor),
+                        0,
+                        &format!(
+                            "the {name} actor is not deployed: deploy it with `ghatta actor deploy --name {name}`"
+                        ),
+                    );
+                    h.update(b"not-deployed");
+                    continue;
+                }
                 observe_input(data, &input);
+                // Telemetry also reaches demand response once it is deployed (spare generation
+                // is in the reports); its outcome is not the input's, so it is kept out of the
+                // receipt's counts, as the field loop reads them for the input's own actor.
+                let also = (matches!(input, sdk::Input::Telemetry(_))
+                    && runs(host, data, ActorKind::DemandResponse))
+                .then(|| input.clone());
                 deliver(
                     host,
                     data,
@@ -276,6 +297,19 @@ fn apply_proposal(
                     receipt,
                     h,
                 )?;
+                if let Some(input) = also {
+                    h.update(b"fan-out");
+                    deliver(
+                        host,
+                        data,
+                        t,
+                        (index, pos),
+                        ActorKind::DemandResponse,
+                        sdk::Delivery { ctx, input },
+                        &mut Receipt::default(),
+                        h,
+                    )?;
+                }
             }
         }
         Body::Tick { timer_id } => match take_timer(data, *timer_id) {
@@ -283,6 +317,12 @@ fn apply_proposal(
                 // Fired already (a repeated tick proposal): exactly once.
                 receipt.duplicate = true;
                 h.update(b"tick-dup");
+            }
+            Some(timer) if !runs(host, data, timer.actor) => {
+                // Its actor was rolled back to none (an actor shipped only by deployment):
+                // the timer is dropped, as its actor is gone.
+                t.timers.remove(*timer_id).map_err(STATE_DB.write())?;
+                h.update(b"tick-no-actor");
             }
             Some(timer) => {
                 t.timers.remove(*timer_id).map_err(STATE_DB.write())?;
@@ -329,6 +369,11 @@ fn apply_proposal(
         }
     }
     Ok(())
+}
+
+/// Whether `actor` has a module to run now: compiled in, or deployed and active.
+fn runs(host: &ActorHost, data: &SmData, actor: ActorKind) -> bool {
+    host.has_compiled_in(actor) || super::modules::is_active(&data.actor_state, actor)
 }
 
 /// Removes a timer that fires (or fired already: `None`).

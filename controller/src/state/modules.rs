@@ -105,6 +105,13 @@ pub(crate) fn signers(state: &crate::actors::ActorState) -> Vec<SignerKey> {
         .unwrap_or_default()
 }
 
+/// Whether a deployed version of `kind` is active.
+pub(crate) fn is_active(state: &crate::actors::ActorState, kind: ActorKind) -> bool {
+    state
+        .map
+        .contains_key(&key(ACTIVE_PREFIX, &[kind.prefix()]))
+}
+
 /// The deployed module `kind`'s deliveries run now, compiled; `None`: the compiled-in one.
 pub(crate) fn active_module(
     host: &ActorHost,

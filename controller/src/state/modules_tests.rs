@@ -433,3 +433,77 @@ fn staged_uploads_are_bounded_and_the_oldest_is_evicted() {
         .collect();
     assert_eq!(staged, vec![2, 2, 2, 2, 3, 3, 3, 3]);
 }
+
+#[test]
+fn demand_response_is_refused_until_deployed_then_starts_a_load_on_spare_generation() {
+    let ((_a, a), (_b, b)) = (open(), open());
+    let key = OperatorKey::generate().unwrap();
+    let dr = std::fs::read(crate::actors::embedded::DEMAND_RESPONSE_WASM_PATH)
+        .expect("build.rs built demand-response.wasm");
+    let mill = |i: &mut u64| {
+        *i += 1;
+        entry(
+            *i,
+            T0 + *i * 1_000,
+            inputs(vec![sdk::Input::DeferrableLoad(sdk::LoadRequest {
+                load: 1,
+                node: sdk::NodeId(2),
+                feeder: 9,
+                load_w: 5_000,
+                run_ms: 3_600_000,
+            })]),
+        )
+    };
+    let report = |i: &mut u64, ballast_w: u32| {
+        *i += 1;
+        entry(
+            *i,
+            T0 + *i * 1_000,
+            inputs(vec![sdk::Input::Telemetry(sdk::Telemetry {
+                node: sdk::NodeId(1),
+                frequency_mhz: 50_000,
+                voltage_dv: 2_300,
+                generation_w: 30_000,
+                ballast_w,
+                ballast_capacity_w: 30_000,
+                feeders: Vec::new(),
+            })]),
+        )
+    };
+    let mut i = 0;
+    let r = apply_all(&[&a, &b], &[seeded(&key, &mut i), mill(&mut i)]);
+    assert!(
+        r[1].refusals[0]
+            .text
+            .contains("demand-response actor is not deployed"),
+        "{:?}",
+        r[1]
+    );
+    let r = apply_all(
+        &[&a, &b],
+        &upload(&mut i, &dr, key.sign("demand-response", 1, &dr)),
+    );
+    assert_eq!(r.last().unwrap().rejected, 0, "{:?}", r.last());
+    let r = apply_all(&[&a, &b], &[report(&mut i, 2_000), mill(&mut i)]);
+    assert_eq!(
+        (r[0].handled, r[1].handled),
+        (1, 1),
+        "the fan-out is not counted: {r:?}"
+    );
+    let relays = |sm: &StateMachine| -> Vec<(sdk::RelayId, bool)> {
+        outbox(sm)
+            .into_iter()
+            .filter_map(|(_, rec, o)| match o {
+                sdk::Output::Relay(c) if rec.actor == ActorKind::DemandResponse => {
+                    Some((c.relay, c.closed))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(relays(&a).is_empty(), "2 kW of ballast does not cover 5 kW");
+    apply_all(&[&a, &b], &[report(&mut i, 9_000)]);
+    assert_eq!(relays(&a), [(sdk::RelayId::Feeder(9), true)]);
+    // Its stop timer is durable, replicated state.
+    assert_eq!(a.status().borrow().timers, b.status().borrow().timers);
+}

@@ -14,6 +14,7 @@ use ghatta::raft::Receipt;
 use openraft_rt::WatchReceiver;
 
 use crate::harness::{Cluster, HostFactory, field_batch, run, setup_inputs};
+use ghatta::admin::client;
 
 const CUSTOMERS: u32 = 30;
 
@@ -117,10 +118,27 @@ fn a_deploy_under_load_cuts_over_at_one_index_on_every_node() {
             r.index,
             started.elapsed()
         );
+        // The third actor, shipped only by deployment, joins while the load runs.
+        let dr = std::fs::read(ghatta::actors::embedded::DEMAND_RESPONSE_WASM_PATH).unwrap();
+        let r_dr = c
+            .node(leader)
+            .deploy_actor(&dr, key.sign("demand-response", 1, &dr))
+            .await
+            .expect("the deploy entry commits");
+        taken(&r_dr);
         let rounds = load.await.unwrap();
         assert!(rounds > 400);
         let since = assert_same_everywhere(&c, Some(1)).await;
         assert_eq!(since, r.index, "the cut-over is the deploy's own index");
+        for n in c.nodes.values() {
+            let m = n.state_machine().actor_modules();
+            let (_, reg) = m
+                .actors
+                .iter()
+                .find(|(k, _)| *k == ActorKind::DemandResponse)
+                .unwrap();
+            assert_eq!((reg.active, reg.active_since_index), (Some(1), r_dr.index));
+        }
         c.shutdown().await;
     });
 }
@@ -223,5 +241,153 @@ fn a_replica_that_missed_the_deploy_installs_a_snapshot_with_the_module() {
         }
         assert_same_everywhere(&c, Some(1)).await;
         c.shutdown().await;
+    });
+}
+
+/// The operator's path end to end: `ghatta actor keygen`, `deploy` (refused when signed by an
+/// unlisted key, or not above the active version, with exit status 1 and the reason), `list
+/// --json`, `rollback`, and `ghatta actor --help` naming the commands.
+#[test]
+fn the_cli_deploys_lists_and_rolls_back_an_actor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ghatta = crate::harness::workspace_bin("ghatta");
+    let help = std::process::Command::new(&ghatta)
+        .args(["actor", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for cmd in ["deploy", "list", "rollback", "keygen"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let keygen = |dir: &std::path::Path| {
+        let out = std::process::Command::new(&ghatta)
+            .args(["actor", "keygen", "--out"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = std::fs::read_to_string(dir.join("operator.pub")).unwrap();
+        text.lines()
+            .find(|l| !l.starts_with('#'))
+            .unwrap()
+            .to_string()
+    };
+    let operator = keygen(&tmp.path().join("operator"));
+    keygen(&tmp.path().join("stranger"));
+    run(67, async move {
+        let raft = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let toml = format!(
+            "id = 1\ndata_dir = \"{}\"\nraft_listen = \"{raft}\"\nadmin_listen = \"127.0.0.1:0\"\nbootstrap = true\nallow_unsealed = true\nactor_signers = [\"{operator}\"]\npeers = [{{ id = 1, addr = \"{raft}\" }}]\n[board]\nkind = \"sim\"\ncustomers = 5\n",
+            tmp.path().join("data").display(),
+        );
+        let cfg = ghatta::config::NodeConfig::parse(&toml, "node.toml").expect("config");
+        let running = ghatta::runner::start(&cfg, Arc::new(ghatta::clock::SystemClock), 7)
+            .await
+            .expect("node starts");
+        let admin = running.admin_addr.to_string();
+        let token_file = cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE);
+        let cli = |args: Vec<String>| {
+            let (ghatta, admin, token_file) = (ghatta.clone(), admin.clone(), token_file.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    std::process::Command::new(ghatta)
+                        .args(&args)
+                        .arg("--admin")
+                        .arg(admin)
+                        .args(
+                            (args[1] != "list")
+                                .then(|| ["--token-file".into(), token_file.display().to_string()])
+                                .into_iter()
+                                .flatten(),
+                        )
+                        .output()
+                        .unwrap()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let wasm = ghatta::actors::embedded::DEMAND_RESPONSE_WASM_PATH.to_string();
+        let deploy = |key: &str, version: &str| {
+            [
+                "actor",
+                "deploy",
+                "--name",
+                "demand-response",
+                "--wasm",
+                &wasm,
+                "--version",
+                version,
+                "--sign-key",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([tmp
+                .path()
+                .join(key)
+                .join("operator.key")
+                .display()
+                .to_string()])
+            .collect::<Vec<String>>()
+        };
+        let out = cli(deploy("stranger", "1")).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("not in the replicated actor signer list"),
+            "{err}"
+        );
+        for version in ["1", "2"] {
+            let out = cli(deploy("operator", version)).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = cli(deploy("operator", "2")).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("not above v2"),
+            "{err}"
+        );
+        let list = |out: std::process::Output| -> serde_json::Value {
+            assert!(out.status.success(), "{out:?}");
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let dr = |v: &serde_json::Value| v["actors"][2].clone();
+        let l = list(cli(vec!["actor".into(), "list".into(), "--json".into()]).await);
+        assert_eq!(dr(&l)["name"], "demand-response");
+        assert_eq!(dr(&l)["version"], 2);
+        assert_eq!(dr(&l)["signer"], operator.as_str());
+        assert_eq!(l["local_signers_match"], true);
+        let out = cli(vec![
+            "actor".into(),
+            "rollback".into(),
+            "--name".into(),
+            "demand-response".into(),
+        ])
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let l = list(cli(vec!["actor".into(), "list".into(), "--json".into()]).await);
+        assert_eq!(dr(&l)["version"], 1);
+        assert_eq!(dr(&l)["versions"].as_array().unwrap().len(), 2);
+        // The refusals are in the event log.
+        let events = client::call(&admin, "GET", "/events?limit=20", None)
+            .await
+            .unwrap();
+        assert!(
+            events
+                .to_string()
+                .contains("not in the replicated actor signer list"),
+            "{events}"
+        );
+        running.stop().await;
     });
 }
