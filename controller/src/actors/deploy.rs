@@ -34,6 +34,11 @@ pub const VERSIONS_KEPT: usize = 4;
 /// cannot grow the state without bound.
 pub const STAGED_UPLOADS_MAX: usize = 2;
 
+/// Largest actor operation the leader writes to the log, bytes ([`ActorOp::payload_bytes`]):
+/// a chunk, a manifest or [`SIGNERS_MAX`] keys are all far below it; anything larger is junk
+/// from a member and is refused before it takes log space and air time.
+pub const ACTOR_OP_BYTES_MAX: usize = 4096;
+
 /// Keys listed as actor signers at most (a grid has an operator or two).
 pub const SIGNERS_MAX: usize = 16;
 
@@ -132,7 +137,7 @@ impl ActorOp {
     pub fn payload_bytes(&self) -> usize {
         match self {
             ActorOp::Chunk { bytes, .. } => bytes.len() + 36,
-            ActorOp::Deploy(m) => m.name.len() + 140,
+            ActorOp::Deploy(m) => m.name.len() + m.signature.len() + 76,
             ActorOp::Rollback { name } => name.len(),
             ActorOp::SeedSigners(k) => k.len() * KEY_BYTES,
         }

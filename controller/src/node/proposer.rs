@@ -295,6 +295,15 @@ impl Proposer {
                 )));
             }
         }
+        if let Body::Actor(op) = &f.body
+            && op.payload_bytes() > crate::actors::deploy::ACTOR_OP_BYTES_MAX
+        {
+            return Err(ForwardError::Refused(format!(
+                "an actor operation of {} bytes exceeds {}; modules go in chunks",
+                op.payload_bytes(),
+                crate::actors::deploy::ACTOR_OP_BYTES_MAX
+            )));
+        }
         let (time_ms, clock) = self.stamp(node, Some((f.origin, f.origin_time_ms)));
         let p = Proposal {
             origin: f.origin,

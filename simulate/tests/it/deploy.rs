@@ -391,3 +391,75 @@ fn the_cli_deploys_lists_and_rolls_back_an_actor() {
         running.stop().await;
     });
 }
+
+/// The numbers BENCHMARKS.md quotes ("Deploying an actor"): on an idle 3-node loopback
+/// cluster, from `deploy_actor` on a follower until every node runs the new module, and the
+/// bytes all nodes sent meanwhile per KiB of module (the follower's forwards, the leader's
+/// appends to two followers, acks and heartbeats). Fails if a deploy costs more than
+/// `BYTES_PER_MODULE_KIB_MAX` (a chunking or encoding regression).
+#[test]
+fn deploy_time_and_bytes_per_module_kib_on_loopback() {
+    /// Each module byte crosses the wire three times (forward, two appends) plus framing and
+    /// acks: about 3.5 KiB per KiB; twice that is a regression.
+    const BYTES_PER_MODULE_KIB_MAX: u64 = 7 * 1024;
+    run(53, async {
+        let key = OperatorKey::generate().unwrap();
+        let c = cluster(3, &key, None).await;
+        let leader = c.wait_leader(Duration::from_secs(20)).await;
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        c.node(leader)
+            .seed_actor_signers()
+            .await
+            .expect("signers seeded");
+        let dr = std::fs::read(ghatta::actors::embedded::DEMAND_RESPONSE_WASM_PATH).unwrap();
+        for (name, module) in [("billing", BILLING_WASM.to_vec()), ("demand-response", dr)] {
+            c.wait_converged(Duration::from_secs(20)).await;
+            let kind = ActorKind::by_name(name).unwrap();
+            let sent =
+                |c: &Cluster| -> u64 { c.nodes.values().map(|n| n.status().link.bytes_sent).sum() };
+            let before = sent(&c);
+            let t0 = std::time::Instant::now();
+            let r = c
+                .node(follower)
+                .deploy_actor(&module, key.sign(name, 1, &module))
+                .await
+                .expect("deploys");
+            taken(&r);
+            let applied = t0.elapsed();
+            loop {
+                let everywhere = c.nodes.values().all(|n| {
+                    n.state_machine()
+                        .actor_modules()
+                        .actors
+                        .iter()
+                        .any(|(k, reg)| *k == kind && reg.active == Some(1))
+                });
+                if everywhere {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "not active everywhere"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let everywhere = t0.elapsed();
+            let bytes = sent(&c) - before;
+            let per_kib = bytes * 1024 / module.len() as u64;
+            println!(
+                "BENCH deploy {name}: {} bytes, {} chunk entries; active on the proposer after {:.0} ms, on every node after {:.0} ms; {bytes} bytes sent by all nodes, {per_kib} bytes per KiB of module",
+                module.len(),
+                module
+                    .len()
+                    .div_ceil(ghatta::actors::deploy::CHUNK_BYTES_MAX),
+                applied.as_secs_f64() * 1e3,
+                everywhere.as_secs_f64() * 1e3,
+            );
+            assert!(
+                per_kib < BYTES_PER_MODULE_KIB_MAX,
+                "{per_kib} bytes per KiB"
+            );
+        }
+        c.shutdown().await;
+    });
+}
