@@ -383,7 +383,22 @@ fn seed_signers(
     })))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The refusal of an operation naming no known actor.
+fn no_such_actor(what: &str, name: &str, version: u32) -> Outcome {
+    let known: Vec<&str> = ActorKind::ALL.iter().map(|k| k.name()).collect();
+    Some(Err(Said {
+        actor: None,
+        version,
+        text: format!(
+            "{what} refused: no actor is named `{}` (known: {})",
+            name.chars()
+                .take(deploy::NAME_BYTES_MAX)
+                .collect::<String>(),
+            known.join(", ")
+        ),
+    }))
+}
+
 fn deploy(
     host: &ActorHost,
     data: &mut SmData,
@@ -394,19 +409,7 @@ fn deploy(
 ) -> io::Result<Outcome> {
     let Some(kind) = ActorKind::by_name(&m.name) else {
         clear_staged(data, t, h, &m.hash)?;
-        let known: Vec<&str> = ActorKind::ALL.iter().map(|k| k.name()).collect();
-        return Ok(Some(Err(Said {
-            actor: None,
-            version: m.version,
-            text: format!(
-                "deploy refused: no actor is named `{}` (known: {})",
-                m.name
-                    .chars()
-                    .take(deploy::NAME_BYTES_MAX)
-                    .collect::<String>(),
-                known.join(", ")
-            ),
-        })));
+        return Ok(no_such_actor("deploy", &m.name, m.version));
     };
     let outcome = check_and_cut_over(host, data, t, at, kind, m, h);
     // Staged bytes are for one deploy: taken or refused, they are dropped (a retry uploads
@@ -587,7 +590,6 @@ fn migrate(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn rollback(
     host: &ActorHost,
     data: &mut SmData,
@@ -597,16 +599,7 @@ fn rollback(
     h: &mut blake3::Hasher,
 ) -> io::Result<Outcome> {
     let Some(kind) = ActorKind::by_name(name) else {
-        return Ok(Some(Err(Said {
-            actor: None,
-            version: 0,
-            text: format!(
-                "rollback refused: no actor is named `{}`",
-                name.chars()
-                    .take(deploy::NAME_BYTES_MAX)
-                    .collect::<String>()
-            ),
-        })));
+        return Ok(no_such_actor("rollback", name, 0));
     };
     let reg = registry(&data.actor_state, kind);
     let Some(active) = reg.active else {

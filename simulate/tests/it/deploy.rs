@@ -62,6 +62,19 @@ async fn assert_same_everywhere(c: &Cluster, version: Option<u32>) -> u64 {
     billing.active_since_index
 }
 
+/// A 3-node cluster with billing's set-up committed: (key, cluster, leader, a follower).
+async fn set_up() -> (OperatorKey, Cluster, u64, u64) {
+    let key = OperatorKey::generate().unwrap();
+    let c = cluster(3, &key, None).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    c.node(leader)
+        .propose_inputs(setup_inputs(CUSTOMERS))
+        .await
+        .expect("setup");
+    (key, c, leader, follower)
+}
+
 fn taken(r: &Receipt) {
     assert_eq!((r.handled, r.rejected), (1, 0), "{r:?}");
 }
@@ -69,14 +82,7 @@ fn taken(r: &Receipt) {
 #[test]
 fn a_deploy_under_load_cuts_over_at_one_index_on_every_node() {
     run(41, async {
-        let key = OperatorKey::generate().unwrap();
-        let c = cluster(3, &key, None).await;
-        let leader = c.wait_leader(Duration::from_secs(20)).await;
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
-        c.node(leader)
-            .propose_inputs(setup_inputs(CUSTOMERS))
-            .await
-            .expect("setup");
+        let (key, c, leader, follower) = set_up().await;
         // Field batches keep committing through another node while the module is deployed.
         let load_node = c.node(follower).clone();
         let load = tokio::spawn(async move {
@@ -146,14 +152,7 @@ fn a_deploy_under_load_cuts_over_at_one_index_on_every_node() {
 #[test]
 fn the_leader_crashing_between_chunks_does_not_stop_the_deploy() {
     run(43, async {
-        let key = OperatorKey::generate().unwrap();
-        let mut c = cluster(3, &key, None).await;
-        let leader = c.wait_leader(Duration::from_secs(20)).await;
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
-        c.node(leader)
-            .propose_inputs(setup_inputs(CUSTOMERS))
-            .await
-            .expect("setup");
+        let (key, mut c, leader, follower) = set_up().await;
         let proposer = c.node(follower).clone();
         let deploy = tokio::spawn(async move {
             proposer
