@@ -121,6 +121,14 @@ pub enum ActorOp {
     /// Validate the staged module and, if every check passes, make it the actor's active one
     /// from this entry on.
     Deploy(Manifest),
+    /// As [`ActorOp::Deploy`], checked now but cut over at the first entry whose log time
+    /// reaches `at_ms` (at once if it already has).
+    DeployAt {
+        /// The module, as for a deploy.
+        manifest: Manifest,
+        /// Log time of the cut-over, Unix ms.
+        at_ms: u64,
+    },
     /// Make the version before the active one active again (or the compiled-in module when
     /// no deployed version precedes it).
     Rollback {
@@ -138,6 +146,9 @@ impl ActorOp {
         match self {
             ActorOp::Chunk { bytes, .. } => bytes.len() + 36,
             ActorOp::Deploy(m) => m.name.len() + m.signature.len() + 76,
+            ActorOp::DeployAt { manifest, .. } => {
+                manifest.name.len() + manifest.signature.len() + 84
+            }
             ActorOp::Rollback { name } => name.len(),
             ActorOp::SeedSigners(k) => k.len() * KEY_BYTES,
         }

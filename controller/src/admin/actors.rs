@@ -29,11 +29,15 @@ pub struct DeployRequest {
     pub signer: String,
     /// Ed25519 signature over `actors::deploy::signed_message`, hex.
     pub signature_hex: String,
+    /// Cut over at the first entry whose log time reaches this, Unix ms (absent: at the
+    /// deploy's own index).
+    #[serde(default)]
+    pub at_log_time_ms: Option<u64>,
 }
 
 impl DeployRequest {
     /// The module and its manifest, or what is malformed.
-    pub fn into_parts(self) -> Result<(Vec<u8>, Manifest), String> {
+    pub fn into_parts(self) -> Result<(Vec<u8>, Manifest, Option<u64>), String> {
         let module = BASE64
             .decode(self.module_b64.trim())
             .map_err(|e| format!("module_b64 is not base64: {e}"))?;
@@ -61,6 +65,7 @@ impl DeployRequest {
                 deploy::NAME_BYTES_MAX
             ));
         }
+        let at_ms = self.at_log_time_ms;
         let manifest = Manifest {
             name: self.name,
             version: self.version,
@@ -69,7 +74,7 @@ impl DeployRequest {
             signer,
             signature,
         };
-        Ok((module, manifest))
+        Ok((module, manifest, at_ms))
     }
 }
 
@@ -117,6 +122,8 @@ pub struct ActorView {
     pub highest_version: u32,
     /// Versions kept for rollback, oldest first (the active one among them).
     pub versions: Vec<VersionView>,
+    /// A deploy accepted for a later log time: (version, log time Unix ms).
+    pub scheduled: Option<(u32, u64)>,
 }
 
 /// `GET /actors`.
@@ -185,6 +192,7 @@ pub fn actors_reply(node: &Node) -> ActorsReply {
                     active_since_index: reg.active_since_index,
                     active_since_ms: reg.active_since_ms,
                     highest_version: reg.highest,
+                    scheduled: reg.pending.as_ref().map(|p| (p.record.version, p.at_ms)),
                     versions,
                 }
             })
@@ -199,10 +207,10 @@ pub(super) async fn list(State(node): State<Node>) -> ApiResult {
 }
 
 pub(super) async fn deploy(State(node): State<Node>, Json(r): Json<DeployRequest>) -> ApiResult {
-    let (module, manifest) = r
+    let (module, manifest, at_ms) = r
         .into_parts()
         .map_err(|e| bad(StatusCode::BAD_REQUEST, e))?;
-    match node.deploy_actor(&module, manifest).await {
+    match node.deploy_actor_at(&module, manifest, at_ms).await {
         Ok(receipt) => advise(answer(receipt), "fix what it names and deploy again"),
         Err(e @ DeployError::Module(_)) => Err(bad(StatusCode::BAD_REQUEST, e.to_string())),
         Err(e) => Err(bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),

@@ -29,6 +29,10 @@ pub enum ActorCmd {
         /// lists as an actor signer.
         #[arg(long)]
         sign_key: PathBuf,
+        /// Cut over later: at log time UNIX_MS, or `+DURATION` (e.g. `+10m`) past the node's
+        /// log time now. Checked at once; `ghatta actor rollback` cancels it until then.
+        #[arg(long)]
+        at_log_time: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -94,8 +98,30 @@ pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
             wasm,
             version,
             sign_key,
+            at_log_time,
             admin,
         } => {
+            let at_ms = match at_log_time.as_deref() {
+                None => None,
+                Some(t) => Some(match t.strip_prefix('+') {
+                    Some(d) => {
+                        let d = super::parse_duration(d).map_err(|e| {
+                            anyhow::anyhow!("--at-log-time {t}: {e} (e.g. +10m, or Unix ms)")
+                        })?;
+                        let status = client::call(&admin.admin, "GET", "/status", None).await?;
+                        let now = status
+                            .get("log_time_ms")
+                            .and_then(Value::as_u64)
+                            .context("the node's status has no log_time_ms")?;
+                        now + d.as_millis() as u64
+                    }
+                    None => t.parse::<u64>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--at-log-time {t}: give Unix ms (e.g. 1796464757265) or +DURATION (e.g. +10m)"
+                        )
+                    })?,
+                }),
+            };
             let module = std::fs::read(&wasm)
                 .with_context(|| format!("cannot read the module {}", wasm.display()))?;
             anyhow::ensure!(
@@ -112,6 +138,7 @@ pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
                 "module_b64": BASE64.encode(&module),
                 "signer": deploy::signer_text(&m.signer),
                 "signature_hex": m.signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "at_log_time_ms": at_ms,
             });
             let token = super::admin_token(admin.token_file.as_deref(), &admin.config)?;
             let r = client::call_with_token(
@@ -124,8 +151,15 @@ pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
             .await?;
             let (line, ok) = super::format_receipt(&r, &format!("deploy of {name} v{version}"));
             anyhow::ensure!(ok, "{line}");
+            let when = match at_ms {
+                None => "active".to_string(),
+                Some(ms) => format!(
+                    "accepted; it cuts over at log time {}",
+                    ghatta::clock::utc_text(ms)
+                ),
+            };
             println!(
-                "{line}: {name} v{version} ({}, {} bytes) active",
+                "{line}: {name} v{version} ({}, {} bytes) {when}",
                 &deploy::hash_hex(&m.hash)[..16],
                 module.len()
             );
@@ -144,6 +178,13 @@ pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
             let (line, ok) = super::format_receipt(&r, &format!("rollback of {name}"));
             anyhow::ensure!(ok, "{line}");
             println!("{line}");
+            // What runs now (the previous version, the compiled-in one, or the same when a
+            // scheduled cut-over was what the rollback cancelled).
+            let list = client::call(&admin.admin, "GET", "/actors", None).await?;
+            let listing = format_list(&list);
+            if let Some(now) = listing.lines().find(|l| l.starts_with(name.as_str())) {
+                println!("{now}");
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
         ActorCmd::List { admin, json } => {
@@ -202,6 +243,18 @@ pub fn format_list(r: &Value) -> String {
             .unwrap_or_default();
         if !kept.is_empty() {
             out.push_str(&format!("{:<16} kept: {}\n", "", kept.join(", ")));
+        }
+        if let Some([v, at]) = a
+            .get("scheduled")
+            .and_then(Value::as_array)
+            .and_then(|x| <[Value; 2]>::try_from(x.clone()).ok())
+        {
+            out.push_str(&format!(
+                "{:<16} v{} scheduled to cut over at log time {}\n",
+                "",
+                v.as_u64().unwrap_or(0),
+                ghatta::clock::utc_text(at.as_u64().unwrap_or(0))
+            ));
         }
     }
     let signers = r

@@ -145,8 +145,11 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
     // The third actor is not in the binary: copy the module this build made (when run where
     // it was built) beside the key, to deploy.
     let dr_wasm = args.dir.join("demand-response.wasm");
-    let dr_copied =
-        std::fs::copy(ghatta::actors::embedded::DEMAND_RESPONSE_WASM_PATH, &dr_wasm).is_ok();
+    let dr_copied = std::fs::copy(
+        ghatta::actors::embedded::DEMAND_RESPONSE_WASM_PATH,
+        &dr_wasm,
+    )
+    .is_ok();
     let mut nodes: Vec<Running> = Vec::new();
     for id in 1..=args.nodes {
         let cfg = NodeConfig {

@@ -33,6 +33,17 @@ impl Node {
         module: &[u8],
         manifest: Manifest,
     ) -> Result<Receipt, DeployError> {
+        self.deploy_actor_at(module, manifest, None).await
+    }
+
+    /// [`Node::deploy_actor`], cutting over at the first entry whose log time reaches
+    /// `at_ms` when given (checked at once; `rollback` cancels it until then).
+    pub async fn deploy_actor_at(
+        &self,
+        module: &[u8],
+        manifest: Manifest,
+        at_ms: Option<u64>,
+    ) -> Result<Receipt, DeployError> {
         if module.len() > MODULE_BYTES_MAX {
             return Err(DeployError::Module(format!(
                 "the module is {} bytes, over the {MODULE_BYTES_MAX}-byte budget: build it with the actor-wasm profile and trim it",
@@ -68,9 +79,11 @@ impl Node {
         while let Some(r) = chunks.next().await {
             r?;
         }
-        Ok(self
-            .propose_body(Body::Actor(ActorOp::Deploy(manifest)))
-            .await?)
+        let op = match at_ms {
+            None => ActorOp::Deploy(manifest),
+            Some(at_ms) => ActorOp::DeployAt { manifest, at_ms },
+        };
+        Ok(self.propose_body(Body::Actor(op)).await?)
     }
 
     /// Proposes going back to the version before `name`'s active one.

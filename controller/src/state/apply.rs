@@ -214,6 +214,8 @@ fn apply_proposal(
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
     advance_log_time(hooks, data, t, index, term, p, h)?;
+    // A deploy scheduled for a log time this entry reached cuts over before the entry runs.
+    super::modules::cut_over_due(host, data, t, index, h)?;
     // An entry in a later hour closes the open hour of energy first (by log time only).
     let closed = data.energy.advance(data.log_time_ms);
     if !closed.is_empty() {

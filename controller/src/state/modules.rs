@@ -35,6 +35,9 @@ const CHUNK_PREFIX: &[u8] = b"\xffhost/actor-chunk/";
 const MODULE_PREFIX: &[u8] = b"\xffhost/actor-module/";
 /// An actor's [`Registry`]: this prefix and the actor's prefix byte.
 const REGISTRY_PREFIX: &[u8] = b"\xffhost/actor-registry/";
+/// Scheduled cut-overs, `Vec<(at_ms, actor prefix)>` (looked up on every entry, so kept
+/// apart from the registries; absent when none).
+const PENDING_KEY: &[u8] = b"\xffhost/actor-pending";
 /// The active module's hash of an actor (read on every delivery, so kept apart from the
 /// registry): this prefix and the actor's prefix byte.
 const ACTIVE_PREFIX: &[u8] = b"\xffhost/actor-active/";
@@ -59,6 +62,15 @@ pub struct VersionRecord {
     pub deployed_ms: u64,
 }
 
+/// A deploy accepted for a later log time (`ghatta actor deploy --at-log-time`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The version that becomes active.
+    pub record: VersionRecord,
+    /// At the first entry whose log time reaches this, Unix ms.
+    pub at_ms: u64,
+}
+
 /// What the registry knows of one actor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
@@ -72,6 +84,8 @@ pub struct Registry {
     pub active_since_ms: u64,
     /// The highest version ever deployed: a deploy must be above it.
     pub highest: u32,
+    /// A checked deploy waiting for its log time (at most one per actor).
+    pub pending: Option<Pending>,
 }
 
 fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
@@ -186,7 +200,10 @@ pub(super) fn apply(
             bytes,
         } => stage(data, t, h, hash, *offset, bytes).map(|()| None)?,
         ActorOp::SeedSigners(keys) => seed_signers(data, t, h, keys)?,
-        ActorOp::Deploy(m) => deploy(host, data, t, &at, m, h)?,
+        ActorOp::Deploy(m) => deploy(host, data, t, &at, m, None, h)?,
+        ActorOp::DeployAt { manifest, at_ms } => {
+            deploy(host, data, t, &at, manifest, Some(*at_ms), h)?
+        }
         ActorOp::Rollback { name } => rollback(host, data, t, &at, name, h)?,
     };
     match outcome {
@@ -405,13 +422,14 @@ fn deploy(
     t: &mut Tables<'_>,
     at: &At,
     m: &Manifest,
+    at_ms: Option<u64>,
     h: &mut blake3::Hasher,
 ) -> io::Result<Outcome> {
     let Some(kind) = ActorKind::by_name(&m.name) else {
         clear_staged(data, t, h, &m.hash)?;
         return Ok(no_such_actor("deploy", &m.name, m.version));
     };
-    let outcome = check_and_cut_over(host, data, t, at, kind, m, h);
+    let outcome = check_and_cut_over(host, data, t, at, kind, m, at_ms, h);
     // Staged bytes are for one deploy: taken or refused, they are dropped (a retry uploads
     // again), so abandoned uploads never hold state.
     clear_staged(data, t, h, &m.hash)?;
@@ -426,6 +444,7 @@ fn check_and_cut_over(
     at: &At,
     kind: ActorKind,
     m: &Manifest,
+    at_ms: Option<u64>,
     h: &mut blake3::Hasher,
 ) -> io::Result<Outcome> {
     let name = kind.name();
@@ -456,6 +475,12 @@ fn check_and_cut_over(
         );
     }
     let reg = registry(&data.actor_state, kind);
+    if let Some(p) = &reg.pending {
+        return refuse(format!(
+            "v{} is scheduled to cut over at log time {} ms; `ghatta actor rollback` cancels it",
+            p.record.version, p.at_ms
+        ));
+    }
     if m.version <= reg.highest {
         return refuse(format!(
             "version {} is not above v{}, the highest deployed; use `ghatta actor rollback` to go back",
@@ -475,40 +500,164 @@ fn check_and_cut_over(
         Ok(module) => module,
         Err(e) => return refuse(e.to_string()),
     };
-    let from = reg.active.unwrap_or(0);
-    if let Err(why) = migrate(host, data, t, at, kind, &module, from, m.version, h)? {
-        return refuse(why);
-    }
-    let mut reg = reg;
-    reg.versions.push(VersionRecord {
+    let record = VersionRecord {
         version: m.version,
         hash: m.hash,
         len: m.len,
         signer: m.signer,
         deployed_index: at.index,
         deployed_ms: data.log_time_ms,
-    });
-    reg.highest = m.version;
+    };
     put(data, t, h, key(MODULE_PREFIX, &m.hash), Some(bytes))?;
+    if let Some(at_ms) = at_ms.filter(|at_ms| *at_ms > data.log_time_ms) {
+        let mut reg = reg;
+        reg.highest = m.version;
+        reg.pending = Some(Pending { record, at_ms });
+        put(
+            data,
+            t,
+            h,
+            key(REGISTRY_PREFIX, &[kind.prefix()]),
+            Some(encode(&reg)?),
+        )?;
+        let mut pending = pending_list(data);
+        pending.push((at_ms, kind.prefix()));
+        pending.sort_unstable();
+        put(data, t, h, PENDING_KEY.to_vec(), Some(encode(&pending)?))?;
+        return Ok(Some(Ok(Said {
+            actor: Some(kind),
+            version: m.version,
+            text: format!(
+                "{name} v{} ({}, {} bytes) accepted at index {}; it cuts over at the first entry from log time {at_ms} ms",
+                m.version,
+                &deploy::hash_hex(&m.hash)[..16],
+                m.len,
+                at.index
+            ),
+        })));
+    }
+    match cut_over(host, data, t, at, kind, reg, record, &module, h)? {
+        Ok(text) => Ok(Some(Ok(Said {
+            actor: Some(kind),
+            version: m.version,
+            text,
+        }))),
+        Err(why) => refuse(why),
+    }
+}
+
+fn pending_list(data: &SmData) -> Vec<(u64, u8)> {
+    data.actor_state
+        .map
+        .get(PENDING_KEY)
+        .and_then(|v| codec::decode(v).ok())
+        .unwrap_or_default()
+}
+
+/// Runs the migration of `record`'s module and, if it passes, makes it active at `at`; the
+/// event's text, or why not (its bytes then dropped unless a kept version shares them).
+#[allow(clippy::too_many_arguments)]
+fn cut_over(
+    host: &ActorHost,
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    at: &At,
+    kind: ActorKind,
+    mut reg: Registry,
+    record: VersionRecord,
+    module: &wasmi::Module,
+    h: &mut blake3::Hasher,
+) -> io::Result<Result<String, String>> {
+    let from = reg.active.unwrap_or(0);
+    if let Err(why) = migrate(host, data, t, at, kind, module, from, record.version, h)? {
+        if !reg.versions.iter().any(|v| v.hash == record.hash) {
+            put(data, t, h, key(MODULE_PREFIX, &record.hash), None)?;
+        }
+        return Ok(Err(why));
+    }
+    let text = format!(
+        "{} v{} ({}, {} bytes) active from index {}, replacing {}",
+        kind.name(),
+        record.version,
+        &deploy::hash_hex(&record.hash)[..16],
+        record.len,
+        at.index,
+        version_text(from)
+    );
+    reg.highest = reg.highest.max(record.version);
+    let to = (record.version, record.hash);
+    reg.versions.push(record);
     while reg.versions.len() > VERSIONS_KEPT {
         let gone = reg.versions.remove(0);
         if !reg.versions.iter().any(|v| v.hash == gone.hash) {
             put(data, t, h, key(MODULE_PREFIX, &gone.hash), None)?;
         }
     }
-    activate(data, t, at, kind, reg, Some((m.version, m.hash)), h)?;
-    Ok(Some(Ok(Said {
-        actor: Some(kind),
-        version: m.version,
-        text: format!(
-            "{name} v{} ({}, {} bytes) active from index {}, replacing {}",
-            m.version,
-            &deploy::hash_hex(&m.hash)[..16],
-            m.len,
-            at.index,
-            version_text(from)
-        ),
-    })))
+    activate(data, t, at, kind, reg, Some(to), h)?;
+    Ok(Ok(text))
+}
+
+/// Cuts over the scheduled deploys whose log time the entry at `at` reached (called after
+/// the entry moved log time, before its body applies, so the entry itself runs the new
+/// module). One map lookup when none is scheduled.
+pub(super) fn cut_over_due(
+    host: &ActorHost,
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    index: u64,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    if !data.actor_state.map.contains_key(PENDING_KEY) {
+        return Ok(());
+    }
+    let now = data.log_time_ms;
+    let (due, rest): (Vec<_>, Vec<_>) = pending_list(data)
+        .into_iter()
+        .partition(|(at_ms, _)| *at_ms <= now);
+    if due.is_empty() {
+        return Ok(());
+    }
+    let rest = (!rest.is_empty()).then(|| encode(&rest)).transpose()?;
+    put(data, t, h, PENDING_KEY.to_vec(), rest)?;
+    let at = At { index };
+    for (at_ms, prefix) in due {
+        let Some(kind) = ActorKind::from_prefix(prefix) else {
+            continue;
+        };
+        let mut reg = registry(&data.actor_state, kind);
+        let Some(p) = reg.pending.take() else {
+            continue;
+        };
+        let version = p.record.version;
+        let bytes = data
+            .actor_state
+            .map
+            .get(&key(MODULE_PREFIX, &p.record.hash))
+            .cloned()
+            .unwrap_or_default();
+        let outcome = match host.compiled(kind, &p.record.hash, &bytes) {
+            Ok(module) => cut_over(host, data, t, &at, kind, reg.clone(), p.record, &module, h)?,
+            Err(e) => Err(e.to_string()),
+        };
+        let text = match outcome {
+            Ok(text) => format!("{text} (scheduled for log time {at_ms} ms)"),
+            Err(why) => {
+                put(
+                    data,
+                    t,
+                    h,
+                    key(REGISTRY_PREFIX, &[kind.prefix()]),
+                    Some(encode(&reg)?),
+                )?;
+                format!(
+                    "scheduled cut-over of {} v{version} refused: {why}",
+                    kind.name()
+                )
+            }
+        };
+        event(data, t, index, Some(kind), version, text, h)?;
+    }
+    Ok(())
 }
 
 fn version_text(v: u32) -> String {
@@ -601,7 +750,36 @@ fn rollback(
     let Some(kind) = ActorKind::by_name(name) else {
         return Ok(no_such_actor("rollback", name, 0));
     };
-    let reg = registry(&data.actor_state, kind);
+    let mut reg = registry(&data.actor_state, kind);
+    if let Some(p) = reg.pending.take() {
+        // A scheduled cut-over not yet made is what a rollback undoes first.
+        if !reg.versions.iter().any(|v| v.hash == p.record.hash) {
+            put(data, t, h, key(MODULE_PREFIX, &p.record.hash), None)?;
+        }
+        put(
+            data,
+            t,
+            h,
+            key(REGISTRY_PREFIX, &[kind.prefix()]),
+            Some(encode(&reg)?),
+        )?;
+        let rest: Vec<(u64, u8)> = pending_list(data)
+            .into_iter()
+            .filter(|(_, k)| *k != kind.prefix())
+            .collect();
+        let rest = (!rest.is_empty()).then(|| encode(&rest)).transpose()?;
+        put(data, t, h, PENDING_KEY.to_vec(), rest)?;
+        return Ok(Some(Ok(Said {
+            actor: Some(kind),
+            version: p.record.version,
+            text: format!(
+                "the scheduled cut-over of {} v{} was cancelled; {} stays active",
+                kind.name(),
+                p.record.version,
+                version_text(reg.active.unwrap_or(0))
+            ),
+        })));
+    }
     let Some(active) = reg.active else {
         return Ok(Some(Err(Said {
             actor: Some(kind),

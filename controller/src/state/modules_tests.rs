@@ -507,3 +507,98 @@ fn demand_response_is_refused_until_deployed_then_starts_a_load_on_spare_generat
     // Its stop timer is durable, replicated state.
     assert_eq!(a.status().borrow().timers, b.status().borrow().timers);
 }
+
+#[test]
+fn a_deploy_at_a_log_time_cuts_over_at_the_first_entry_reaching_it() {
+    let ((_a, a), (_b, b)) = (open(), open());
+    let key = OperatorKey::generate().unwrap();
+    let mut i = 0;
+    let v1 = module(1, 1, Migrate::Records);
+    let mut entries = vec![seeded(&key, &mut i)];
+    let mut up = upload(&mut i, &v1, key.sign("billing", 1, &v1));
+    let at_ms = T0 + (i + 3) * 1_000;
+    // The same chunks, with the deploy scheduled three entries later.
+    up.pop();
+    up.push(entry(
+        i,
+        T0 + i * 1_000,
+        Body::Actor(ActorOp::DeployAt {
+            manifest: key.sign("billing", 1, &v1),
+            at_ms,
+        }),
+    ));
+    entries.extend(up);
+    let r = apply_all(&[&a, &b], &entries);
+    assert_eq!(r.last().unwrap().rejected, 0, "{:?}", r.last());
+    let reg = modules::registry(&a.actor_state(), ActorKind::Billing);
+    assert_eq!(
+        (reg.active, reg.pending.as_ref().map(|p| p.at_ms)),
+        (None, Some(at_ms))
+    );
+    // A second deploy while one is scheduled is refused.
+    let v2 = module(2, 1, Migrate::None);
+    let r = apply_all(&[&a, &b], &upload(&mut i, &v2, key.sign("billing", 2, &v2)));
+    assert!(r.last().unwrap().refusals[0].text.contains("is scheduled"));
+    // Entries before the time run the compiled-in billing; the first at the time runs v1,
+    // after its migration.
+    let mut before = Vec::new();
+    while T0 + (i + 1) * 1_000 < at_ms {
+        let version = i as u32;
+        before.push(tariff(&mut i, version));
+    }
+    apply_all(&[&a, &b], &before);
+    assert_eq!(billing_value(&a, b"ran"), None);
+    assert_eq!(billing_value(&a, b"mig"), None);
+    let r = apply_all(&[&a, &b], &[tariff(&mut i, 90)]);
+    assert_eq!(billing_value(&a, b"ran"), Some(vec![1]), "{r:?}");
+    assert_eq!(billing_value(&a, b"mig"), Some(0u32.to_le_bytes().to_vec()));
+    let reg = modules::registry(&a.actor_state(), ActorKind::Billing);
+    assert_eq!(
+        (reg.active, reg.active_since_index, reg.pending),
+        (Some(1), i, None)
+    );
+    assert!(
+        deploy_events(&a)
+            .iter()
+            .any(|t| t.contains("scheduled for log time"))
+    );
+}
+
+#[test]
+fn a_rollback_cancels_a_scheduled_cut_over() {
+    let ((_a, a), (_b, b)) = (open(), open());
+    let key = OperatorKey::generate().unwrap();
+    let mut i = 0;
+    let v1 = module(1, 1, Migrate::None);
+    let mut entries = vec![seeded(&key, &mut i)];
+    let mut up = upload(&mut i, &v1, key.sign("billing", 1, &v1));
+    up.pop();
+    up.push(entry(
+        i,
+        T0 + i * 1_000,
+        Body::Actor(ActorOp::DeployAt {
+            manifest: key.sign("billing", 1, &v1),
+            at_ms: T0 + 3_600_000,
+        }),
+    ));
+    entries.extend(up);
+    entries.push(op(
+        &mut i,
+        ActorOp::Rollback {
+            name: "billing".into(),
+        },
+    ));
+    let r = apply_all(&[&a, &b], &entries);
+    assert!(r.last().unwrap().refusals.is_empty(), "{:?}", r.last());
+    let late = entry(i + 1, T0 + 7_200_000, inputs(vec![sdk::Input::Noop]));
+    apply_all(&[&a, &b], &[late]);
+    let reg = modules::registry(&a.actor_state(), ActorKind::Billing);
+    assert_eq!((reg.active, reg.pending), (None, None));
+    assert!(
+        !a.actor_state()
+            .map
+            .keys()
+            .any(|k| k.starts_with(b"\xffhost/actor-module/")
+                || k.starts_with(b"\xffhost/actor-pending"))
+    );
+}

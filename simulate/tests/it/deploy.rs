@@ -377,6 +377,34 @@ fn the_cli_deploys_lists_and_rolls_back_an_actor() {
         let l = list(cli(vec!["actor".into(), "list".into(), "--json".into()]).await);
         assert_eq!(dr(&l)["version"], 1);
         assert_eq!(dr(&l)["versions"].as_array().unwrap().len(), 2);
+        // A deploy for an hour of log time from now is checked and scheduled; a rollback
+        // cancels it.
+        let mut later = deploy("operator", "3");
+        later.extend(["--at-log-time".to_string(), "+1h".to_string()]);
+        let out = cli(later).await;
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("cuts over at log time"),
+            "{out:?}"
+        );
+        let l = list(cli(vec!["actor".into(), "list".into(), "--json".into()]).await);
+        assert_eq!(
+            (dr(&l)["version"].clone(), dr(&l)["scheduled"][0].clone()),
+            (1.into(), 3.into())
+        );
+        let out = cli(vec![
+            "actor".into(),
+            "rollback".into(),
+            "--name".into(),
+            "demand-response".into(),
+        ])
+        .await;
+        assert!(out.status.success(), "{out:?}");
+        let l = list(cli(vec!["actor".into(), "list".into(), "--json".into()]).await);
+        assert_eq!(
+            (dr(&l)["version"].clone(), dr(&l)["scheduled"].clone()),
+            (1.into(), serde_json::Value::Null)
+        );
         // The refusals are in the event log.
         let events = client::call(&admin, "GET", "/events?limit=20", None)
             .await
