@@ -23,14 +23,21 @@ const ACTOR_PROFILE: &str = "actor-wasm";
 /// the actor SDK is designed to (it is also one wasm page).
 const WASM_SIZE_MAX_BYTES: u64 = 65_536;
 
-/// The actors: (package, file cargo produces, file the controller embeds).
-const ACTORS: [(&str, &str, &str); 2] = [
+/// The actors: (package, file cargo produces, file in `OUT_DIR`). The first two are embedded;
+/// demand-response is built the same way but shipped by deployment (`actors::embedded`
+/// names only its path).
+const ACTORS: [(&str, &str, &str); 3] = [
     (
         "ghatta-balancing",
         "ghatta_balancing.wasm",
         "balancing.wasm",
     ),
     ("ghatta-billing", "ghatta_billing.wasm", "billing.wasm"),
+    (
+        "ghatta-demand-response",
+        "ghatta_demand_response.wasm",
+        "demand-response.wasm",
+    ),
 ];
 
 /// Variables the nested cargo must not inherit: the outer build's target and target directory,
@@ -73,7 +80,12 @@ fn build() -> Result<(), String> {
     let out_dir = PathBuf::from(var("OUT_DIR")?);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
 
-    for dir in ["actors/sdk", "actors/balancing", "actors/billing"] {
+    for dir in [
+        "actors/sdk",
+        "actors/balancing",
+        "actors/billing",
+        "actors/demand-response",
+    ] {
         rerun_if_changed(&workspace.join(dir).join("src"));
         rerun_if_changed(&workspace.join(dir).join("Cargo.toml"));
     }
@@ -115,7 +127,7 @@ fn build() -> Result<(), String> {
         return Err(format!(
             "building the actors for {WASM_TARGET} failed ({}); the nested cargo's output is \
              below under --- stderr; reproduce with: cargo build -p ghatta-balancing -p \
-             ghatta-billing --target {WASM_TARGET} --profile {ACTOR_PROFILE}",
+             ghatta-billing -p ghatta-demand-response --target {WASM_TARGET} --profile {ACTOR_PROFILE}",
             output.status
         ));
     }
@@ -137,6 +149,10 @@ fn build() -> Result<(), String> {
         fs::copy(&from, &to)
             .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
     }
+    println!(
+        "cargo::rustc-env=GHATTA_DEMAND_RESPONSE_WASM={}",
+        out_dir.join("demand-response.wasm").display()
+    );
     Ok(())
 }
 

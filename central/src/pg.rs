@@ -452,6 +452,7 @@ impl Store for PgStore {
             rows.actor.push(match rec.actor {
                 ActorKind::Balancing => 1,
                 ActorKind::Billing => 2,
+                ActorKind::DemandResponse => 3,
             });
             rows.output.push(rec.output.clone());
             rows.backfill.push(backfill);

@@ -178,6 +178,22 @@ pub struct NodeConfig {
     /// grid is enough: each board with one sends its own alarms.
     #[serde(default)]
     pub sms: Option<crate::notify::sms::SmsConfig>,
+    /// Public keys (base64, `ghatta actor keygen`'s operator.pub) whose signatures deploy
+    /// actor modules. Only the cluster's first list counts: it is proposed into the log by
+    /// the first node that needs it, and replicas check deploys against the replicated list,
+    /// never this one (ARCHITECTURE.md, "Deployed actors").
+    #[serde(default)]
+    pub actor_signers: Vec<String>,
+}
+
+impl NodeConfig {
+    /// `actor_signers` as keys (checked by `validate`; an unparsable one is left out).
+    pub fn actor_signer_keys(&self) -> Vec<crate::actors::deploy::SignerKey> {
+        self.actor_signers
+            .iter()
+            .filter_map(|k| crate::actors::deploy::parse_signer(k).ok())
+            .collect()
+    }
 }
 
 fn default_cluster_name() -> String {
@@ -370,6 +386,21 @@ impl NodeConfig {
             }
         }
         self.validate_keys(file)?;
+        if self.actor_signers.len() > crate::actors::deploy::SIGNERS_MAX {
+            return Err(err(
+                "actor_signers",
+                format!(
+                    "{} keys listed; at most {}",
+                    self.actor_signers.len(),
+                    crate::actors::deploy::SIGNERS_MAX
+                ),
+            ));
+        }
+        for (i, k) in self.actor_signers.iter().enumerate() {
+            if let Err(e) = crate::actors::deploy::parse_signer(k) {
+                return Err(err(&format!("actor_signers[{i}]"), e));
+            }
+        }
         if self.actors.fuel_per_delivery == 0 || self.actors.memory_bytes < 64 * 1024 {
             return Err(err(
                 "actors",

@@ -168,6 +168,11 @@ enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Actor modules deployed through the log: deploy, list, rollback, keygen.
+    Actor {
+        #[command(subcommand)]
+        op: cli::actor::ActorCmd,
+    },
     /// Manage tariffs.
     Tariff {
         #[command(subcommand)]
@@ -325,6 +330,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Demo(args) => cli::demo::run(args, seed).await,
+        Cmd::Actor { op } => cli::actor::run(op).await,
         Cmd::Keygen { out } => {
             let g = ghatta_proto::keys::generate_into(&out)?;
             println!(

@@ -230,6 +230,7 @@ pub async fn start(
     let mut builder = NodeBuilder::new(cfg.id, cfg.cluster_name.clone())
         .timing(cfg.timing())
         .actor_limits(cfg.actors.clone())
+        .actor_signers(cfg.actor_signer_keys())
         .seed(seed)
         .clock(clock);
     if cfg.bootstrap {

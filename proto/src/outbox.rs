@@ -13,11 +13,18 @@ pub enum ActorKind {
     Balancing = 1,
     /// Billing: meter reads, top-ups, tariffs in; ledger records and disconnects out.
     Billing = 2,
+    /// Demand response: deferrable loads started when spare generation covers them. Shipped
+    /// by deployment, never compiled into the node.
+    DemandResponse = 3,
 }
 
 impl ActorKind {
     /// Every actor, in id order.
-    pub const ALL: [ActorKind; 2] = [ActorKind::Balancing, ActorKind::Billing];
+    pub const ALL: [ActorKind; 3] = [
+        ActorKind::Balancing,
+        ActorKind::Billing,
+        ActorKind::DemandResponse,
+    ];
 
     /// The key prefix of this actor's state.
     pub fn prefix(self) -> u8 {
@@ -31,6 +38,7 @@ impl ActorKind {
             Telemetry(_) | SetBalancingConfig(_) => Some(ActorKind::Balancing),
             MeterRead(_) | TopUp(_) | TokenTopUp(_) | MeterReplace(_) | SetTariff(_)
             | UpsertCustomer(_) | SetBillingConfig(_) => Some(ActorKind::Billing),
+            DeferrableLoad(_) => Some(ActorKind::DemandResponse),
             Noop | Tick(_) => None,
         }
     }
@@ -40,7 +48,13 @@ impl ActorKind {
         match self {
             ActorKind::Balancing => "balancing",
             ActorKind::Billing => "billing",
+            ActorKind::DemandResponse => "demand-response",
         }
+    }
+
+    /// The actor of this name (as [`ActorKind::name`] spells it).
+    pub fn by_name(name: &str) -> Option<ActorKind> {
+        ActorKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     /// From the state-key prefix byte.
@@ -48,6 +62,7 @@ impl ActorKind {
         match b {
             1 => Some(ActorKind::Balancing),
             2 => Some(ActorKind::Billing),
+            3 => Some(ActorKind::DemandResponse),
             _ => None,
         }
     }

@@ -43,6 +43,8 @@ pub enum RelayReason {
     CreditRestored,
     /// An operator command.
     Operator,
+    /// The demand-response actor started or stopped a deferrable load.
+    DemandResponse,
 }
 
 /// The context of one delivery, taken from the committed log entry.
@@ -92,6 +94,24 @@ pub enum Input {
     TokenTopUp(TokenTopUp),
     /// An operator replaced a customer's meter (to `billing`).
     MeterReplace(MeterReplace),
+    /// A deferrable load asks to run when spare generation covers it (to `demand-response`,
+    /// an actor shipped by deployment).
+    DeferrableLoad(LoadRequest),
+}
+
+/// A deferrable load's request to run (the rice mill, the welding shop).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct LoadRequest {
+    /// The load's id (one request per load at a time).
+    pub load: u16,
+    /// The node whose relay switches it.
+    pub node: NodeId,
+    /// Its contactor: a feeder relay of its own on that node.
+    pub feeder: u16,
+    /// Its power when running, W.
+    pub load_w: u32,
+    /// How long it runs once started, ms.
+    pub run_ms: u64,
 }
 
 /// Telemetry from one node, as sampled by its field loop.
@@ -523,6 +543,10 @@ pub enum AlarmCode {
     /// A read reported more energy than the connection could draw; the excess is held, not
     /// charged (value: Wh held).
     ImplausibleRead,
+    /// An actor module was deployed, cut over, rolled back or refused (`ghatta actor`).
+    /// Raised by the node's state machine, not by an actor; `subject` is the actor's id,
+    /// `value` the version, the text says what happened and, when refused, why.
+    ActorDeploy,
 }
 
 /// Why an actor refused an input (the non-zero status codes of `ghatta_handle`).

@@ -15,6 +15,7 @@
 //! `ReplayCache` is one) that answers a delivery another replica already made on the same
 //! state without running it. The host owns the trait; a board has no cache.
 
+pub mod deploy;
 pub mod embedded;
 
 use std::sync::Arc;
@@ -222,13 +223,33 @@ fn read_bytes(mem: &[u8], ptr: i32, len: i32) -> Result<Vec<u8>, wasmi::Error> {
         .ok_or_else(|| wasmi::Error::new("actor passed an out-of-bounds buffer"))
 }
 
+/// Deployed modules kept compiled at once (`ActorHost::compiled`). The code is a cache: a
+/// module is compiled from its replicated bytes when missing, and eager compilation charges
+/// no fuel, so a cold cache changes no outcome. Two versions of three actors, plus room.
+pub const COMPILED_MODULES_MAX: usize = 8;
+
+/// The export a module may offer to convert its state at cut-over: `(from_version: i32) -> i32`,
+/// 0 when done.
+pub const MIGRATE_EXPORT: &str = "ghatta_migrate";
+
 /// The actor host: an engine, the compiled modules and the host functions.
 pub struct ActorHost {
     engine: Engine,
     linker: Linker<HostCtx>,
     modules: BTreeMap<ActorKind, Module>,
+    /// Deployed modules by hash, compiled ([`COMPILED_MODULES_MAX`]).
+    deployed: std::sync::Mutex<BTreeMap<deploy::ModuleHash, Module>>,
     limits: ActorLimits,
     replay: Option<Arc<dyn DeliveryCache>>,
+}
+
+/// What to call in a fresh instance.
+#[derive(Clone, Copy)]
+enum Call<'a> {
+    /// `ghatta_handle` on an encoded delivery.
+    Handle(&'a [u8]),
+    /// `ghatta_migrate(from_version)`.
+    Migrate(i32),
 }
 
 impl std::fmt::Debug for ActorHost {
@@ -266,6 +287,7 @@ impl ActorHost {
             engine,
             linker,
             modules: BTreeMap::new(),
+            deployed: Default::default(),
             limits,
             replay: None,
         };
@@ -282,6 +304,12 @@ impl ActorHost {
         self
     }
 
+    /// Whether `kind` has a module of its own in this host (compiled in, or given to
+    /// [`ActorHost::new`]); an actor shipped only by deployment has none.
+    pub fn has_compiled_in(&self, kind: ActorKind) -> bool {
+        self.modules.contains_key(&kind)
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &ActorLimits {
         &self.limits
@@ -289,6 +317,45 @@ impl ActorHost {
 
     /// Compile and check one module, replacing the actor's current code.
     pub fn load(&mut self, kind: ActorKind, bytes: &[u8]) -> Result<(), LoadError> {
+        let module = self.check(kind, bytes)?;
+        self.modules.insert(kind, module);
+        Ok(())
+    }
+
+    /// The compiled module of a deployed version, compiled and checked from `bytes` when not
+    /// cached. Deterministic whatever the cache holds: the same bytes pass or fail the same
+    /// checks on every replica.
+    pub fn compiled(
+        &self,
+        kind: ActorKind,
+        hash: &deploy::ModuleHash,
+        bytes: &[u8],
+    ) -> Result<Module, LoadError> {
+        let mut cache = self.deployed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cache.get(hash) {
+            return Ok(m.clone());
+        }
+        let module = self.check(kind, bytes)?;
+        if cache.len() >= COMPILED_MODULES_MAX {
+            cache.pop_first();
+        }
+        cache.insert(*hash, module.clone());
+        Ok(module)
+    }
+
+    /// Whether a module offers [`MIGRATE_EXPORT`] with the right signature.
+    pub fn has_migrate(module: &Module) -> bool {
+        module
+            .get_export(MIGRATE_EXPORT)
+            .and_then(|e| e.func().cloned())
+            .is_some_and(|f| {
+                f.params() == [wasmi::ValType::I32] && f.results() == [wasmi::ValType::I32]
+            })
+    }
+
+    /// Compile `bytes` and check it follows the ABI: imports only from the host, the
+    /// required exports, and the ABI version it answers (asked with a delivery's fuel).
+    pub fn check(&self, kind: ActorKind, bytes: &[u8]) -> Result<Module, LoadError> {
         let actor = kind.name();
         let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
             actor,
@@ -336,8 +403,7 @@ impl ActorHost {
         if version != abi::ABI_VERSION {
             return Err(abi_err(format!("it speaks ABI v{version}")));
         }
-        self.modules.insert(kind, module);
-        Ok(())
+        Ok(module)
     }
 
     fn store(&self, kind: ActorKind) -> Store<HostCtx> {
@@ -502,7 +568,20 @@ impl ActorHost {
         state: &mut ActorState,
         delivery: &[u8],
     ) -> (Status, Effects) {
-        let Some(module) = self.modules.get(&kind) else {
+        self.deliver_to(kind, None, state, delivery)
+    }
+
+    /// [`ActorHost::deliver`] to `module` (a deployed version) instead of the compiled-in
+    /// one when given. The delivery cache stays sound: which module runs is decided by the
+    /// log index, which the delivery's bytes carry.
+    pub fn deliver_to(
+        &self,
+        kind: ActorKind,
+        module: Option<&Module>,
+        state: &mut ActorState,
+        delivery: &[u8],
+    ) -> (Status, Effects) {
+        let Some(module) = module.or_else(|| self.modules.get(&kind)) else {
             return (Status::Trapped(TrapKind::Wasm), Effects::default());
         };
         if let Some(hit) = self
@@ -513,17 +592,65 @@ impl ActorHost {
             return hit;
         }
         let state_bytes = state.bytes;
+        let (status, effects, reads) = self.execute(
+            kind,
+            module,
+            state,
+            Call::Handle(delivery),
+            self.replay.is_some(),
+        );
+        if let (Some(cache), Some(reads)) = (&self.replay, reads) {
+            cache.record(kind, delivery, state_bytes, reads, status, &effects);
+        }
+        (status, effects)
+    }
+
+    /// Runs `module`'s [`MIGRATE_EXPORT`] once with a delivery's fuel and memory, on the
+    /// actor's state (restored exactly on a trap). `Rejected(code)` when it answered non-zero.
+    pub fn migrate(
+        &self,
+        kind: ActorKind,
+        module: &Module,
+        state: &mut ActorState,
+        from_version: u32,
+    ) -> (Status, Effects) {
+        let from = i32::try_from(from_version).unwrap_or(i32::MAX);
+        let (status, effects, _) = self.execute(kind, module, state, Call::Migrate(from), false);
+        (status, effects)
+    }
+
+    /// One call in a fresh instance with the delivery limits; a trap rolls `state` back.
+    fn execute(
+        &self,
+        kind: ActorKind,
+        module: &Module,
+        state: &mut ActorState,
+        call: Call<'_>,
+        track_reads: bool,
+    ) -> (Status, Effects, Option<Reads>) {
         let mut store = self.store(kind);
         store.data_mut().state = std::mem::take(state);
-        if self.replay.is_some() {
+        if track_reads {
             store.data_mut().reads = Some(Vec::new());
         }
         if store.set_fuel(self.limits.fuel_per_delivery).is_err() {
             *state = std::mem::take(&mut store.data_mut().state);
-            return (Status::Trapped(TrapKind::Wasm), Effects::default());
+            return (Status::Trapped(TrapKind::Wasm), Effects::default(), None);
         }
-        let result = self.run(&mut store, module, delivery);
+        let result = self.run(&mut store, module, call);
         let ctx = store.data_mut();
+        // A refused migration must leave the state as it found it, as a trap does; a refused
+        // delivery keeps its writes (an actor may record why it refused).
+        let undo = matches!((call, &result), (Call::Migrate(_), Ok(c)) if *c != 0);
+        if undo {
+            while let Some((key, old)) = ctx.undo.pop() {
+                match old {
+                    Some(v) => ctx.state.insert(key, v),
+                    None => ctx.state.remove(&key),
+                };
+            }
+            ctx.effects = Effects::default();
+        }
         let status = match result {
             Ok(0) => Status::Handled,
             Ok(code) => Status::Rejected(code),
@@ -548,19 +675,23 @@ impl ActorHost {
         };
         *state = std::mem::take(&mut ctx.state);
         let effects = std::mem::take(&mut ctx.effects);
-        if let (Some(cache), Some(reads)) = (&self.replay, ctx.reads.take()) {
-            cache.record(kind, delivery, state_bytes, reads, status, &effects);
-        }
-        (status, effects)
+        (status, effects, ctx.reads.take())
     }
 
     fn run(
         &self,
         store: &mut Store<HostCtx>,
         module: &Module,
-        delivery: &[u8],
+        call: Call<'_>,
     ) -> Result<i32, wasmi::Error> {
         let instance = self.linker.instantiate_and_start(&mut *store, module)?;
+        let delivery = match call {
+            Call::Handle(d) => d,
+            Call::Migrate(from) => {
+                let migrate = instance.get_typed_func::<i32, i32>(&*store, MIGRATE_EXPORT)?;
+                return migrate.call(&mut *store, from);
+            }
+        };
         let alloc = instance.get_typed_func::<i32, i32>(&*store, "ghatta_alloc")?;
         let handle = instance.get_typed_func::<(i32, i32), i32>(&*store, "ghatta_handle")?;
         let memory = instance

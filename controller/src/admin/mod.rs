@@ -5,6 +5,7 @@
 //! on loopback by default; remote access goes through SSH.
 
 pub mod accounts;
+pub mod actors;
 pub mod auth;
 pub mod client;
 pub mod cockpit;
@@ -80,6 +81,9 @@ pub fn router_with_field(
         .route("/customer", post(customer))
         .route("/billing-config", post(billing_config))
         .route("/balancing-config", post(balancing_config))
+        .route("/actors", get(actors::list))
+        .route("/actor/deploy", post(actors::deploy))
+        .route("/actor/rollback", post(actors::rollback))
         .layer(Extension(field))
         .layer(Extension(cockpit))
         .layer(Extension(auth.clone()))
@@ -493,6 +497,11 @@ async fn propose(node: &Node, input: sdk::Input) -> ApiResult {
         .propose_inputs(vec![bytes])
         .await
         .map_err(|e| bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    answer(receipt)
+}
+
+/// A receipt as the admin API answers it: 200 when taken, 422 with the reason when refused.
+fn answer(receipt: crate::raft::Receipt) -> ApiResult {
     let body = json!({
         "index": receipt.index,
         "handled": receipt.handled,

@@ -142,6 +142,19 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
     let per_node = args.customers / args.nodes as u32;
     // Throwaway keys, one pair per node, so the demo's links are sealed like a real grid's.
     let (peers, key_files) = super::loopback_peers_with_keys(&args.dir, args.nodes)?;
+    // An operator's actor signing key, listed in every node's actor_signers, so
+    // `ghatta actor deploy --sign-key DIR/operator.key` works against the demo.
+    let operator = ghatta::actors::deploy::OperatorKey::generate()?;
+    operator.write_new(&args.dir)?;
+    let signer = ghatta::actors::deploy::signer_text(&operator.public());
+    // The third actor is not in the binary: copy the module this build made (when run where
+    // it was built) beside the key, to deploy.
+    let dr_wasm = args.dir.join("demand-response.wasm");
+    let dr_copied = std::fs::copy(
+        ghatta::actors::embedded::DEMAND_RESPONSE_WASM_PATH,
+        &dr_wasm,
+    )
+    .is_ok();
     let mut nodes: Vec<Running> = Vec::new();
     for id in 1..=args.nodes {
         let cfg = NodeConfig {
@@ -190,6 +203,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
                 }
                 _ => None,
             },
+            actor_signers: vec![signer.clone()],
         };
         nodes.push(runner::start(&cfg, Arc::new(SystemClock), seed ^ id).await?);
     }
@@ -216,6 +230,31 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
         "dashboard: http://{}/",
         nodes[0].dashboard_addr.unwrap_or(nodes[0].admin_addr)
     );
+
+    say(format!(
+        "admin APIs: {}; deploy an actor with `ghatta actor deploy --admin {} --token-file {} --sign-key {} --name NAME --wasm FILE --version V`",
+        nodes
+            .iter()
+            .map(|r| r.admin_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        nodes[0].admin_addr,
+        args.dir
+            .join("node-1")
+            .join(ghatta::admin::auth::TOKEN_FILE)
+            .display(),
+        args.dir
+            .join(ghatta::actors::deploy::SIGNING_KEY_FILE)
+            .display()
+    ));
+
+    if dr_copied {
+        say(format!(
+            "the demand-response actor (not compiled in) is at {}: --name demand-response --wasm {} --version 1",
+            dr_wasm.display(),
+            dr_wasm.display()
+        ));
+    }
 
     // Operator set-up, proposed through node 1 (forwarded to whoever leads).
     let mut setup = tariffs();

@@ -1,6 +1,7 @@
 //! Command-line helpers: shutdown signals, human formatting, argument parsing.
 
 pub mod accounts;
+pub mod actor;
 pub mod bench;
 pub mod demo;
 pub mod selftest;

@@ -260,7 +260,9 @@ pub fn reason_code(r: ghatta_actor_sdk::RelayReason) -> ReasonCode {
     use ghatta_actor_sdk::RelayReason as R;
     match r {
         R::Protection => ReasonCode::Protection,
-        R::Balancing => ReasonCode::Balancing,
+        // Starting a deferrable load on spare generation is balancing the grid too; a code of
+        // its own would change the journal's counters' layout.
+        R::Balancing | R::DemandResponse => ReasonCode::Balancing,
         R::ZeroCredit | R::CreditRestored => ReasonCode::Billing,
         R::Operator => ReasonCode::Operator,
     }

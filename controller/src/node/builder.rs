@@ -41,6 +41,7 @@ impl NodeBuilder {
                 actor_limits: ActorLimits::default(),
                 seed: id,
                 snapshot: None,
+                actor_signers: Vec::new(),
             },
             clock: Arc::new(SystemClock),
             observer: None,
@@ -60,6 +61,13 @@ impl NodeBuilder {
     /// whose host carries its own.
     pub fn actor_limits(mut self, limits: ActorLimits) -> Self {
         self.opts.actor_limits = limits;
+        self
+    }
+
+    /// node.toml's `actor_signers`: the signer list this node proposes when the cluster has
+    /// none yet (the first committed list wins; see ARCHITECTURE.md, "Deployed actors").
+    pub fn actor_signers(mut self, keys: Vec<crate::actors::deploy::SignerKey>) -> Self {
+        self.opts.actor_signers = keys;
         self
     }
 

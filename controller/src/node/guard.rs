@@ -93,7 +93,9 @@ impl Guard {
             Refusal::ForgedOrigin
         } else {
             match f.body {
-                Body::Inputs(_) => return Ok(()),
+                // A module's signature is checked on apply, on every replica; its chunks are
+                // staged in bounded space (`actors::deploy::STAGED_UPLOADS_MAX`).
+                Body::Inputs(_) | Body::Actor(_) => return Ok(()),
                 Body::OutboxAck { .. } => Refusal::ForwardedOutboxAck,
                 Body::Tick { .. } => Refusal::ForwardedTick,
             }

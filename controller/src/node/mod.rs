@@ -8,6 +8,7 @@
 mod amnesia;
 mod builder;
 pub mod clockwatch;
+mod deploy;
 pub mod guard;
 mod handler;
 mod inflight;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use self::builder::NodeBuilder;
+pub use self::deploy::{DEPLOY_CHUNKS_IN_FLIGHT, DeployError};
 use self::membership::{MEMBER_COMMIT_WAIT, MemberOutcome, MemberRefusal, MemberState};
 pub use self::proposer::{ProposeError, SEQ_RESERVE_BLOCK};
 use crate::actors::{ActorHost, ActorLimits};
@@ -60,6 +62,9 @@ struct NodeOptions {
     pub seed: u64,
     /// Snapshot policy override (tests force frequent snapshots); `None` keeps the defaults.
     pub snapshot: Option<SnapshotTuning>,
+    /// node.toml's `actor_signers`: what this node proposes as the first replicated signer
+    /// list when there is none yet (`node::deploy`).
+    pub actor_signers: Vec<crate::actors::deploy::SignerKey>,
 }
 
 /// When to snapshot and how much log to keep after one (the policy: `node::snapshots`).
@@ -160,6 +165,8 @@ struct Inner {
     /// On the leader: proposals being appended, so a retry is not appended again.
     inflight: inflight::InFlight,
     observer: Option<Arc<dyn NodeObserver>>,
+    /// See `NodeOptions::actor_signers`.
+    actor_signers: Vec<crate::actors::deploy::SignerKey>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -295,6 +302,7 @@ impl Node {
             proposer,
             inflight: inflight::InFlight::default(),
             observer: env.observer,
+            actor_signers: opts.actor_signers.clone(),
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let node = Node { inner };

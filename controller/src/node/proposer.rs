@@ -295,6 +295,15 @@ impl Proposer {
                 )));
             }
         }
+        if let Body::Actor(op) = &f.body
+            && op.payload_bytes() > crate::actors::deploy::ACTOR_OP_BYTES_MAX
+        {
+            return Err(ForwardError::Refused(format!(
+                "an actor operation of {} bytes exceeds {}; modules go in chunks",
+                op.payload_bytes(),
+                crate::actors::deploy::ACTOR_OP_BYTES_MAX
+            )));
+        }
         let (time_ms, clock) = self.stamp(node, Some((f.origin, f.origin_time_ms)));
         let p = Proposal {
             origin: f.origin,
@@ -337,6 +346,7 @@ impl Proposer {
 fn forward_bytes(body: &Body) -> u32 {
     let inputs = match body {
         Body::Inputs(inputs) => inputs.iter().map(Vec::len).sum(),
+        Body::Actor(op) => op.payload_bytes(),
         _ => 0,
     };
     let bytes = inputs.saturating_add(FORWARD_OVERHEAD_BYTES);

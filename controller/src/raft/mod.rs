@@ -107,6 +107,9 @@ pub enum Body {
         /// Next sequence the central expects (everything below it is stored centrally).
         upto_seq: u64,
     },
+    /// An actor module's chunk, deploy, rollback or the first signer list
+    /// (`actors::deploy`, applied by `state::modules`).
+    Actor(crate::actors::deploy::ActorOp),
 }
 
 impl fmt::Display for Proposal {
@@ -117,6 +120,13 @@ impl fmt::Display for Proposal {
             Body::OutboxAck { stream, upto_seq } => {
                 write!(f, "outbox-ack({stream} < {upto_seq}) from {}", self.origin)
             }
+            Body::Actor(op) => write!(
+                f,
+                "actor-op({} bytes) from {}#{}",
+                op.payload_bytes(),
+                self.origin,
+                self.seq
+            ),
         }
     }
 }

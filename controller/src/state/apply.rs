@@ -26,8 +26,8 @@ use ghatta_proto::codec;
 pub(crate) const LOG_CLOCK_KEY: &[u8] = b"\xffhost/log-clock";
 
 /// Tables open in the batch's write transaction.
-struct Tables<'t> {
-    state: Table<'t, &'static [u8], &'static [u8]>,
+pub(super) struct Tables<'t> {
+    pub(super) state: Table<'t, &'static [u8], &'static [u8]>,
     dedupe: Table<'t, u64, &'static [u8]>,
     timers: Table<'t, u64, &'static [u8]>,
     outbox: Table<'t, u64, &'static [u8]>,
@@ -214,6 +214,8 @@ fn apply_proposal(
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
     advance_log_time(hooks, data, t, index, term, p, h)?;
+    // A deploy scheduled for a log time this entry reached cuts over before the entry runs.
+    super::modules::cut_over_due(host, data, t, index, h)?;
     // An entry in a later hour closes the open hour of energy first (by log time only).
     let closed = data.energy.advance(data.log_time_ms);
     if !closed.is_empty() {
@@ -265,7 +267,28 @@ fn apply_proposal(
                     h.update(b"unrouted");
                     continue;
                 };
+                if !runs(host, data, actor) {
+                    receipt.rejected += 1;
+                    let name = actor.name();
+                    note_refusal(
+                        receipt,
+                        pos,
+                        Some(actor),
+                        0,
+                        &format!(
+                            "the {name} actor is not deployed: deploy it with `ghatta actor deploy --name {name}`"
+                        ),
+                    );
+                    h.update(b"not-deployed");
+                    continue;
+                }
                 observe_input(data, &input);
+                // Telemetry also reaches demand response once it is deployed (spare generation
+                // is in the reports); its outcome is not the input's, so it is kept out of the
+                // receipt's counts, as the field loop reads them for the input's own actor.
+                let also = (matches!(input, sdk::Input::Telemetry(_))
+                    && runs(host, data, ActorKind::DemandResponse))
+                .then(|| input.clone());
                 deliver(
                     host,
                     data,
@@ -276,6 +299,19 @@ fn apply_proposal(
                     receipt,
                     h,
                 )?;
+                if let Some(input) = also {
+                    h.update(b"fan-out");
+                    deliver(
+                        host,
+                        data,
+                        t,
+                        (index, pos),
+                        ActorKind::DemandResponse,
+                        sdk::Delivery { ctx, input },
+                        &mut Receipt::default(),
+                        h,
+                    )?;
+                }
             }
         }
         Body::Tick { timer_id } => match take_timer(data, *timer_id) {
@@ -283,6 +319,12 @@ fn apply_proposal(
                 // Fired already (a repeated tick proposal): exactly once.
                 receipt.duplicate = true;
                 h.update(b"tick-dup");
+            }
+            Some(timer) if !runs(host, data, timer.actor) => {
+                // Its actor was rolled back to none (an actor shipped only by deployment):
+                // the timer is dropped, as its actor is gone.
+                t.timers.remove(*timer_id).map_err(STATE_DB.write())?;
+                h.update(b"tick-no-actor");
             }
             Some(timer) => {
                 t.timers.remove(*timer_id).map_err(STATE_DB.write())?;
@@ -324,8 +366,16 @@ fn apply_proposal(
             h.update(&cursor.to_le_bytes());
             prune::prune(data, &mut t.outbox, h)?;
         }
+        Body::Actor(op) => {
+            super::modules::apply(host, data, t, super::modules::At { index }, op, receipt, h)?
+        }
     }
     Ok(())
+}
+
+/// Whether `actor` has a module to run now: compiled in, or deployed and active.
+fn runs(host: &ActorHost, data: &SmData, actor: ActorKind) -> bool {
+    host.has_compiled_in(actor) || super::modules::is_active(&data.actor_state, actor)
 }
 
 /// Removes a timer that fires (or fired already: `None`).
@@ -351,7 +401,7 @@ fn observe_input(data: &mut SmData, input: &sdk::Input) {
 }
 
 /// Append an output to the outbox at the next sequence, moving its pin (see `prune`).
-fn push_outbox(
+pub(super) fn push_outbox(
     data: &mut SmData,
     t: &mut Tables<'_>,
     index: u64,
@@ -446,7 +496,7 @@ fn advance_log_time(
 }
 
 /// Keeps the first [`REFUSALS_PER_RECEIPT_MAX`] refusals of an entry for its receipt.
-fn note_refusal(
+pub(super) fn note_refusal(
     receipt: &mut Receipt,
     input: u32,
     actor: Option<ActorKind>,
@@ -482,7 +532,9 @@ fn deliver(
 ) -> io::Result<()> {
     let (index, pos) = at;
     let bytes = sdk_codec::encode(&delivery);
-    let (status, effects) = host.deliver(actor, &mut data.actor_state, &bytes);
+    // The module in force at this index: a deployed one from its cut-over on (`modules.rs`).
+    let module = super::modules::active_module(host, &data.actor_state, actor);
+    let (status, effects) = host.deliver_to(actor, module.as_ref(), &mut data.actor_state, &bytes);
     h.update(&[actor.prefix()]);
     hash_status(h, status);
     match status {
@@ -505,6 +557,19 @@ fn deliver(
             data.trapped_total += 1;
         }
     }
+    record_effects(data, t, index, actor, effects, h)
+}
+
+/// Records what one delivery (or a migration) did: its writes in the table, its timers and
+/// outputs; every byte into the state hash.
+pub(super) fn record_effects(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    index: u64,
+    actor: ActorKind,
+    effects: crate::actors::Effects,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
     for (key, value) in &effects.writes {
         h.update(&(key.len() as u32).to_le_bytes());
         h.update(key);

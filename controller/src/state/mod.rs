@@ -15,6 +15,7 @@ mod dedupe;
 pub mod energy;
 mod layout;
 pub mod logtime;
+pub mod modules;
 pub mod prune;
 mod snapshot;
 mod tracked;
@@ -83,6 +84,15 @@ pub struct RecentOutputs {
     pub whole_outbox: bool,
     /// Whether the search stopped at the `limit` asked for.
     pub limited: bool,
+}
+
+/// What [`StateMachine::actor_modules`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorModules {
+    /// The replicated actor signer list.
+    pub signers: Vec<crate::actors::deploy::SignerKey>,
+    /// Every actor's registry, in id order.
+    pub actors: Vec<(ActorKind, modules::Registry)>,
 }
 
 /// What [`StateMachine::recent_alarms`] found.
@@ -630,6 +640,18 @@ impl StateMachine {
             .collect()
     }
 
+    /// The deployed actor modules and the replicated signer list (`ghatta actor list`).
+    pub fn actor_modules(&self) -> ActorModules {
+        let data = self.lock();
+        ActorModules {
+            signers: modules::signers(&data.actor_state),
+            actors: ActorKind::ALL
+                .into_iter()
+                .map(|k| (k, modules::registry(&data.actor_state, k)))
+                .collect(),
+        }
+    }
+
     /// A copy of the whole actor state (tests, diagnostics).
     pub fn actor_state(&self) -> ActorState {
         self.lock().actor_state.clone()
@@ -744,5 +766,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+#[cfg(test)]
+mod modules_tests;
 #[cfg(test)]
 pub(crate) mod tests;

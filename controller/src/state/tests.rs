@@ -15,7 +15,7 @@ use crate::raft::{Body, Entry, Proposal, Receipt};
 
 const CUSTOMERS: u32 = 5;
 
-fn entry(index: u64, time_ms: u64, body: Body) -> Entry {
+pub(super) fn entry(index: u64, time_ms: u64, body: Body) -> Entry {
     let leader = openraft::alias::LeaderIdOf::<TypeConfig>::new(1, 1);
     Entry::new_normal(
         LogId::new(leader.to_committed(), index),
@@ -45,11 +45,11 @@ fn outbox_ack(index: u64, time_ms: u64, stream: u32, upto: u64) -> Entry {
     )
 }
 
-fn inputs(v: Vec<sdk::Input>) -> Body {
+pub(super) fn inputs(v: Vec<sdk::Input>) -> Body {
     Body::Inputs(v.iter().map(sdk::codec::encode).collect())
 }
 
-fn open() -> (tempfile::TempDir, StateMachine) {
+pub(super) fn open() -> (tempfile::TempDir, StateMachine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let stores = crate::storage::open_dir(dir.path()).expect("stores");
     let host = Arc::new(ActorHost::with_embedded(ActorLimits::default()).expect("actors"));
@@ -59,7 +59,7 @@ fn open() -> (tempfile::TempDir, StateMachine) {
 
 /// What `StateMachine::apply` does: apply the batch, then publish the status (which
 /// `outbox_from` reads to skip a reader that is caught up).
-fn apply(sm: &StateMachine, entries: &[Entry]) -> Vec<Receipt> {
+pub(super) fn apply(sm: &StateMachine, entries: &[Entry]) -> Vec<Receipt> {
     let mut data = sm.lock();
     let r =
         apply::apply_batch(&sm.db, &sm.host, &sm.hooks, &mut data, entries.iter()).expect("apply");
@@ -160,7 +160,7 @@ fn grid_entries(t0: u64) -> Vec<Entry> {
     entries
 }
 
-fn outbox(sm: &StateMachine) -> Vec<(u64, OutboxRecord, sdk::Output)> {
+pub(super) fn outbox(sm: &StateMachine) -> Vec<(u64, OutboxRecord, sdk::Output)> {
     sm.outbox_from(0, usize::MAX)
         .expect("outbox")
         .into_iter()

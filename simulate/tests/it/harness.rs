@@ -54,6 +54,8 @@ pub struct Cluster {
     pub observer: Option<Arc<dyn NodeObserver>>,
     /// Test switches per node (default: none).
     pub faults: BTreeMap<u64, Arc<TestFaults>>,
+    /// Every node's node.toml `actor_signers` (default: none).
+    pub actor_signers: Vec<ghatta::actors::deploy::SignerKey>,
 }
 
 fn free_addr() -> String {
@@ -107,6 +109,7 @@ impl Cluster {
             snapshot,
             observer: None,
             faults: BTreeMap::new(),
+            actor_signers: Vec::new(),
         }
     }
 
@@ -150,6 +153,7 @@ impl Cluster {
             .snapshot(self.snapshot)
             .observer(self.observer.clone())
             .faults(self.faults.get(&id).cloned().unwrap_or_default())
+            .actor_signers(self.actor_signers.clone())
             .actor_host(Arc::new((self.host)()))
             .start(stores, transport, rx)
             .await

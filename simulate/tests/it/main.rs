@@ -6,6 +6,7 @@
 mod actors;
 mod admin_cli;
 mod cluster;
+mod deploy;
 mod field_cluster;
 mod harness;
 mod membership;
