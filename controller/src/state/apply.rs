@@ -7,6 +7,7 @@ use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use redb::{Database, Durability, ReadableTable, Table};
 
+use super::energy::LocalHours;
 use super::logtime::{Advance, LogClock};
 use super::{
     Hooks, OutboxRecord, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
@@ -24,6 +25,10 @@ use ghatta_proto::codec;
 /// prefix byte no actor has (actors' keys start with their `ActorKind::prefix`, 1 and 2, and
 /// the host prefixes every key an actor writes), so no actor can read or write it.
 pub(crate) const LOG_CLOCK_KEY: &[u8] = b"\xffhost/log-clock";
+/// Where the grid's local time for energy hours (`energy::LocalHours`) lies in the actor
+/// state, under the host's prefix like [`LOG_CLOCK_KEY`]: hashed and snapshotted with the
+/// state, and absent (the default, Nepal time) in state written before local hours.
+pub(crate) const LOCAL_HOURS_KEY: &[u8] = b"\xffhost/local-hours";
 
 /// Tables open in the batch's write transaction.
 struct Tables<'t> {
@@ -214,15 +219,23 @@ fn apply_proposal(
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
     advance_log_time(hooks, data, t, index, term, p, h)?;
-    // An entry in a later hour closes the open hour of energy first (by log time only).
-    let closed = data.energy.advance(data.log_time_ms);
+    // An entry in a later local hour closes the open hour of energy first (by log time only).
+    let mut lh = local_hours(data);
+    let before = lh;
+    let closed = data.energy.advance(data.log_time_ms, &mut lh);
+    if lh != before {
+        put_local_hours(data, t, &lh, h)?;
+    }
     if !closed.is_empty() {
-        for hour in closed {
+        for (hour, utc_offset_min) in closed {
             let actor = match hour.subject {
                 sdk::EnergySubject::Customer(_) => ActorKind::Billing,
                 _ => ActorKind::Balancing,
             };
-            let out = sdk::Output::EnergyHour(hour);
+            let out = sdk::Output::EnergyLocal {
+                hour,
+                utc_offset_min,
+            };
             let bytes = sdk_codec::encode(&out);
             h.update(b"energy-hour");
             h.update(&bytes);
@@ -266,7 +279,11 @@ fn apply_proposal(
                     continue;
                 };
                 observe_input(data, &input);
-                deliver(
+                let new_offset = match &input {
+                    sdk::Input::SetBillingConfig(c) => Some(c.utc_offset_min),
+                    _ => None,
+                };
+                let status = deliver(
                     host,
                     data,
                     t,
@@ -276,6 +293,16 @@ fn apply_proposal(
                     receipt,
                     h,
                 )?;
+                // Billing's configuration is the one source of the grid's offset: the host
+                // follows it from the index where billing accepted it (a refused or trapped
+                // one changes nothing on any replica).
+                if let (Some(utc_offset_min), Status::Handled) = (new_offset, status) {
+                    let mut lh = local_hours(data);
+                    if lh.utc_offset_min != utc_offset_min {
+                        lh.utc_offset_min = utc_offset_min;
+                        put_local_hours(data, t, &lh, h)?;
+                    }
+                }
             }
         }
         Body::Tick { timer_id } => match take_timer(data, *timer_id) {
@@ -290,7 +317,7 @@ fn apply_proposal(
                     due_ms: timer.due_ms,
                     tag: timer.tag,
                 });
-                deliver(
+                let _ = deliver(
                     host,
                     data,
                     t,
@@ -325,6 +352,32 @@ fn apply_proposal(
             prune::prune(data, &mut t.outbox, h)?;
         }
     }
+    Ok(())
+}
+
+/// The grid's local time for energy hours, from the actor state (the default when absent).
+fn local_hours(data: &SmData) -> LocalHours {
+    data.actor_state
+        .map
+        .get(LOCAL_HOURS_KEY)
+        .and_then(|v| codec::decode::<LocalHours>(v).ok())
+        .unwrap_or_default()
+}
+
+/// Stores the grid's local time for energy hours in the actor state, hashed.
+fn put_local_hours(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    lh: &LocalHours,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    let bytes = codec::encode(lh).map_err(STATE_DB.encode("state value"))?;
+    h.update(b"local-hours");
+    h.update(&bytes);
+    t.state
+        .insert(LOCAL_HOURS_KEY, bytes.as_slice())
+        .map_err(STATE_DB.write())?;
+    data.actor_state.insert(LOCAL_HOURS_KEY.to_vec(), bytes);
     Ok(())
 }
 
@@ -468,7 +521,7 @@ fn note_refusal(
     });
 }
 
-/// Runs one delivery of the entry at `at` = (log index, input position).
+/// Runs one delivery of the entry at `at` = (log index, input position); answers its status.
 #[allow(clippy::too_many_arguments)]
 fn deliver(
     host: &ActorHost,
@@ -479,7 +532,7 @@ fn deliver(
     delivery: sdk::Delivery,
     receipt: &mut Receipt,
     h: &mut blake3::Hasher,
-) -> io::Result<()> {
+) -> io::Result<Status> {
     let (index, pos) = at;
     let bytes = sdk_codec::encode(&delivery);
     let (status, effects) = host.deliver(actor, &mut data.actor_state, &bytes);
@@ -566,7 +619,7 @@ fn deliver(
             }
         }
     }
-    Ok(())
+    Ok(status)
 }
 
 fn hash_status(h: &mut blake3::Hasher, status: Status) {
