@@ -59,11 +59,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Page<EnergyHourRow, HourKey>, StoreError>> + Send;
 
-    /// Energy charged per UTC day of a grid: (day number since the epoch, Wh), ascending.
+    /// Energy billed per local day of a grid: (local day number since 1970-01-01, Wh),
+    /// ascending; the sum of its customers' energy hours, each placed by its start and the
+    /// offset it carries (hours never cross a local midnight). The open hour is not in it.
     fn energy_per_day(
         &self,
         grid: u64,
     ) -> impl Future<Output = Result<Vec<(u64, u64)>, StoreError>> + Send;
+
+    /// The grid's UTC offset, minutes, in force at each of `times` (log time, Unix ms), as
+    /// its energy hours say: that of the newest hour starting at or before the time, or of
+    /// its first hour for a time before every hour; 0 (UTC) for a grid that sent no hours.
+    /// For exports' local timestamps of lines that carry no offset (the ledger).
+    fn utc_offsets_at(
+        &self,
+        grid: u64,
+        times: Vec<u64>,
+    ) -> impl Future<Output = Result<Vec<i32>, StoreError>> + Send;
 
     /// The fleet: every grid that uploaded, by grid id, at most `limit` (the HTTP route asks
     /// for `FLEET_GRIDS_MAX` + 1 to tell a cut-short list): its last upload and its cursor
@@ -129,6 +141,10 @@ impl Store for Arc<RedbStore> {
 
     async fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         RedbStore::energy_per_day(self, grid)
+    }
+
+    async fn utc_offsets_at(&self, grid: u64, times: Vec<u64>) -> Result<Vec<i32>, StoreError> {
+        blocking(self, move |s| s.utc_offsets_at(grid, &times)).await
     }
 
     async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
@@ -199,6 +215,13 @@ impl Store for Backend {
         match self {
             Backend::Redb(s) => Store::energy_per_day(s, grid).await,
             Backend::Postgres(s) => s.energy_per_day(grid).await,
+        }
+    }
+
+    async fn utc_offsets_at(&self, grid: u64, times: Vec<u64>) -> Result<Vec<i32>, StoreError> {
+        match self {
+            Backend::Redb(s) => Store::utc_offsets_at(s, grid, times).await,
+            Backend::Postgres(s) => s.utc_offsets_at(grid, times).await,
         }
     }
 

@@ -16,13 +16,14 @@
 //! transaction, the queries; [`CentralStore`], the connection handler over a backend), [`pg`]
 //! (the PostgreSQL schema, migrations, ingest and queries), [`serve`]
 //! (one grid connection: handshake, batches in, acks out; the TCP accept loop), [`http`] (the
-//! query API), [`error`] (what a person sees when it fails). `src/main.rs` is the command
+//! query API), [`localtime`] (local days and ISO-8601 text with a grid's offset), [`error`] (what a person sees when it fails). `src/main.rs` is the command
 //! line. It shares only `ghatta-proto` with the board's node.
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod error;
 pub mod http;
+pub mod localtime;
 pub mod pg;
 pub mod serve;
 pub mod store;
@@ -64,7 +65,7 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// connection whose grid rebooted or lost its satellite link, or a peer holding one of the
 /// [`MAX_CONNECTIONS`] slots; the grid reconnects (one handshake) when it has records again.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-/// One UTC day, ms (energy per day is summed by UTC day of the record's log time).
+/// One day, ms (energy per day is summed by local day: `localtime`).
 pub const DAY_MS: u64 = 86_400_000;
 
 #[derive(Debug, Clone)]

@@ -23,14 +23,20 @@ use crate::backend::Store;
 use crate::error::StoreError;
 use crate::store::{
     EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page,
-    TimeRange, energy_key, ledger_row_of, now_ms,
+    TimeRange, energy_key, energy_of, ledger_row_of, now_ms,
 };
 
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
 /// transaction, and recorded in `schema_migrations`; never edit one that has shipped, add
 /// the next.
-pub const MIGRATIONS: [(i32, &str, &str); 1] =
-    [(1, "schema", include_str!("../migrations/0001_schema.sql"))];
+pub const MIGRATIONS: [(i32, &str, &str); 2] = [
+    (1, "schema", include_str!("../migrations/0001_schema.sql")),
+    (
+        2,
+        "local_hours",
+        include_str!("../migrations/0002_local_hours.sql"),
+    ),
+];
 
 /// Connections the pool opens at most. Ingest holds one per batch in flight and each HTTP
 /// query one while it runs; 16 keeps a few hundred grids' uploads moving (each batch is a
@@ -65,19 +71,6 @@ fn bound(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// (year, month 1..=12) of a day number since 1970-01-01 (Howard Hinnant's civil_from_days).
-fn civil_from_days(z: i64) -> (i64, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m)
-}
-
 /// Day number since 1970-01-01 of (year, month, day 1) (Howard Hinnant's days_from_civil).
 fn days_from_civil(y: i64, m: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -92,7 +85,7 @@ fn days_from_civil(y: i64, m: u32) -> i64 {
 /// The UTC month holding `t_ms`: its partition suffix and [start, end) in Unix ms.
 fn month_of(t_ms: i64) -> (String, i64, i64) {
     let day_ms = DAY_MS as i64;
-    let (y, m) = civil_from_days(t_ms.div_euclid(day_ms));
+    let (y, m, _) = crate::localtime::civil_from_days(t_ms.div_euclid(day_ms));
     let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
     let start = days_from_civil(y, m).saturating_mul(day_ms);
     let end = days_from_civil(ny, nm).saturating_mul(day_ms);
@@ -281,6 +274,7 @@ struct HourCols {
     energy_wh: Vec<i64>,
     seq: Vec<i64>,
     backfill: Vec<bool>,
+    utc_offset_min: Vec<i32>,
 }
 
 impl Store for PgStore {
@@ -313,13 +307,15 @@ impl Store for PgStore {
                 Some(sdk::Output::Ledger(l)) => {
                     months.insert(("wan_ledger", month_of(big(l.at_ms, "ledger time")?).1));
                 }
-                Some(sdk::Output::EnergyHour(h)) => {
-                    months.insert((
-                        "wan_energy_hours",
-                        month_of(big(h.hour_start_ms, "hour start")?).1,
-                    ));
+                Some(ref out) => {
+                    if let Some((h, _)) = energy_of(out) {
+                        months.insert((
+                            "wan_energy_hours",
+                            month_of(big(h.hour_start_ms, "hour start")?).1,
+                        ));
+                    }
                 }
-                _ => {}
+                None => {}
             }
         }
         if months.len() > BATCH_MONTHS_MAX {
@@ -426,17 +422,20 @@ impl Store for PgStore {
                         backfilled += 1;
                     }
                 }
-                Some(sdk::Output::EnergyHour(h)) => {
-                    let (key, _) = energy_key(grid, &h);
-                    hours
-                        .hour_start_ms
-                        .push(big(h.hour_start_ms, "hour start")?);
-                    hours.kind.push(i16::from(key.2));
-                    hours.id.push(big(key.3, "energy subject id")?);
-                    hours.feeder.push(i32::from(key.4));
-                    hours.energy_wh.push(big(h.energy_wh, "hour energy")?);
-                    hours.seq.push(big(seq, "seq")?);
-                    hours.backfill.push(backfill);
+                Some(out @ (sdk::Output::EnergyLocal { .. } | sdk::Output::EnergyHour(_))) => {
+                    if let Some((h, utc_offset_min)) = energy_of(&out) {
+                        let (key, _) = energy_key(grid, h);
+                        hours
+                            .hour_start_ms
+                            .push(big(h.hour_start_ms, "hour start")?);
+                        hours.kind.push(i16::from(key.2));
+                        hours.id.push(big(key.3, "energy subject id")?);
+                        hours.feeder.push(i32::from(key.4));
+                        hours.energy_wh.push(big(h.energy_wh, "hour energy")?);
+                        hours.seq.push(big(seq, "seq")?);
+                        hours.backfill.push(backfill);
+                        hours.utc_offset_min.push(utc_offset_min);
+                    }
                 }
                 Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_)))
                     if big(rec.time_ms, "record log time")? >= last_event_ms =>
@@ -543,9 +542,9 @@ impl Store for PgStore {
             // A grid closes each (subject, hour) once; a second record for one does not
             // replace the first (as in the redb store).
             tx.execute(
-                "INSERT INTO wan_energy_hours (grid_id, hour_start_ms, kind, id, feeder, energy_wh, seq, backfill)
+                "INSERT INTO wan_energy_hours (grid_id, hour_start_ms, kind, id, feeder, energy_wh, seq, backfill, utc_offset_min)
                  SELECT $1, u.* FROM UNNEST($2::bigint[], $3::int2[], $4::bigint[], $5::int4[],
-                     $6::bigint[], $7::bigint[], $8::bool[]) AS u
+                     $6::bigint[], $7::bigint[], $8::bool[], $9::int4[]) AS u
                  ON CONFLICT DO NOTHING",
                 &[
                     &grid_i,
@@ -556,6 +555,7 @@ impl Store for PgStore {
                     &hours.energy_wh,
                     &hours.seq,
                     &hours.backfill,
+                    &hours.utc_offset_min,
                 ],
             )
             .await?;
@@ -669,7 +669,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let got = c
             .query(
-                "SELECT hour_start_ms, kind, id, feeder, energy_wh, seq, backfill
+                "SELECT hour_start_ms, kind, id, feeder, energy_wh, seq, backfill, utc_offset_min
                  FROM wan_energy_hours
                  WHERE grid_id = $1 AND hour_start_ms >= $2 AND hour_start_ms < $3
                    AND (hour_start_ms, kind, id, feeder) > ($4, $5, $6, $7)
@@ -713,6 +713,7 @@ impl Store for PgStore {
                 energy_wh: unbig(r.get(4), "hour energy")?,
                 seq: unbig(r.get(5), "seq")?,
                 backfill: r.get(6),
+                utc_offset_min: r.get(7),
             };
             keys.push(HourKey {
                 hour_start_ms: row.hour_start_ms,
@@ -736,14 +737,36 @@ impl Store for PgStore {
         let c = self.client().await?;
         let got = c
             .query(
-                "SELECT at_ms / $2 AS day, SUM(energy_wh)::bigint FROM wan_ledger
-                 WHERE grid_id = $1 AND energy_wh > 0 GROUP BY day ORDER BY day",
+                "SELECT GREATEST(hour_start_ms + utc_offset_min::bigint * 60000, 0) / $2 AS day,
+                     SUM(energy_wh)::bigint FROM wan_energy_hours
+                 WHERE grid_id = $1 AND kind = 0 AND energy_wh > 0 GROUP BY day ORDER BY day",
                 &[&big(grid, "grid id")?, &(DAY_MS as i64)],
             )
             .await?;
         got.iter()
             .map(|r| Ok((unbig(r.get(0), "day")?, unbig(r.get(1), "day energy")?)))
             .collect()
+    }
+
+    async fn utc_offsets_at(&self, grid: u64, times: Vec<u64>) -> Result<Vec<i32>, StoreError> {
+        let ts: Vec<i64> = times.iter().map(|&t| bound(t)).collect();
+        let c = self.client().await?;
+        // Per time: the newest hour starting at or before it (the primary key's order), else
+        // the grid's first hour; UTC when it sent none.
+        let got = c
+            .query(
+                "SELECT COALESCE(
+                     (SELECT utc_offset_min FROM wan_energy_hours
+                      WHERE grid_id = $1 AND hour_start_ms <= u.t
+                      ORDER BY hour_start_ms DESC LIMIT 1),
+                     (SELECT utc_offset_min FROM wan_energy_hours
+                      WHERE grid_id = $1 ORDER BY hour_start_ms LIMIT 1),
+                     0)
+                 FROM UNNEST($2::bigint[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n",
+                &[&big(grid, "grid id")?, &ts],
+            )
+            .await?;
+        Ok(got.iter().map(|r| r.get(0)).collect())
     }
 
     async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {

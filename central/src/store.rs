@@ -15,9 +15,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::DAY_MS;
 use crate::backend::Backend;
 use crate::error::{ServeError, StoreError};
+use crate::localtime::local_day;
 use crate::serve::serve_conn;
 
 /// The central's wall clock, Unix ms (back-fill is judged against it).
@@ -34,8 +34,12 @@ const CURSORS: TableDefinition<(u64, u32), u64> = TableDefinition::new("wan_curs
 const RECORDS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("wan_records");
 /// (grid, customer, seq) -> bincode LedgerRow.
 const LEDGER: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("wan_ledger");
-/// (grid, UTC day number) -> Wh charged that day.
+/// (grid, UTC day number) -> Wh charged that day: written by centrals before local days; kept
+/// so their files open, no longer written or read.
 const ENERGY: TableDefinition<(u64, u64), u64> = TableDefinition::new("wan_energy_day");
+/// (grid, local day number) -> Wh of the customers' energy hours that start that local day
+/// (each hour under the offset it carries).
+const LOCAL_DAYS: TableDefinition<(u64, u64), u64> = TableDefinition::new("wan_energy_local_day");
 /// (grid, customer) -> bincode LedgerRow (the newest by log time).
 const LATEST: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("wan_latest_customer");
 /// grid -> bincode GridState.
@@ -90,7 +94,8 @@ pub struct LedgerRow {
 /// One hour of energy of one customer, feeder or plant, as the central serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnergyHourRow {
-    /// Start of the UTC hour (grid log time), Unix ms.
+    /// Start of the hour (grid log time), Unix ms: a local hour's start under
+    /// `utc_offset_min`.
     pub hour_start_ms: u64,
     /// "customer", "feeder" or "plant".
     pub kind: String,
@@ -104,6 +109,53 @@ pub struct EnergyHourRow {
     pub seq: u64,
     /// Arrived as back-fill.
     pub backfill: bool,
+    /// The grid's UTC offset the hour opened under, minutes (0: a UTC hour, as grids wrote
+    /// before local hours).
+    pub utc_offset_min: i32,
+}
+
+/// [`EnergyHourRow`] as centrals stored it before local hours (UTC hours): read back with
+/// offset 0.
+#[derive(Deserialize)]
+struct EnergyHourRowV1 {
+    hour_start_ms: u64,
+    kind: String,
+    id: u64,
+    feeder: u16,
+    energy_wh: u64,
+    seq: u64,
+    backfill: bool,
+}
+
+/// A stored energy-hour row, in either layout.
+fn decode_hour_row(bytes: &[u8]) -> Result<EnergyHourRow, StoreError> {
+    if let Ok(row) = codec::decode::<EnergyHourRow>(bytes) {
+        return Ok(row);
+    }
+    let r: EnergyHourRowV1 = codec::decode(bytes).map_err(StoreError::corrupt("energy hour"))?;
+    Ok(EnergyHourRow {
+        hour_start_ms: r.hour_start_ms,
+        kind: r.kind,
+        id: r.id,
+        feeder: r.feeder,
+        energy_wh: r.energy_wh,
+        seq: r.seq,
+        backfill: r.backfill,
+        utc_offset_min: 0,
+    })
+}
+
+/// The energy hour an output carries and the offset it opened under: a local hour
+/// (`EnergyLocal`), or a UTC hour as grids wrote before local hours (`EnergyHour`, offset 0).
+pub(crate) fn energy_of(out: &sdk::Output) -> Option<(&sdk::EnergyHour, i32)> {
+    match out {
+        sdk::Output::EnergyLocal {
+            hour,
+            utc_offset_min,
+        } => Some((hour, *utc_offset_min)),
+        sdk::Output::EnergyHour(hour) => Some((hour, 0)),
+        _ => None,
+    }
 }
 
 /// Most rows one page of a query holds (a ledger row is ~250 bytes of JSON, so ~2.5 MB):
@@ -519,6 +571,7 @@ impl RedbStore {
             txn.open_table(GRIDS)?;
             txn.open_table(ENERGY_HOURS)?;
             txn.open_table(LAST_UPLOAD)?;
+            rebuild_local_days(&txn)?;
             txn.commit()?;
         }
         Ok(RedbStore {
@@ -536,7 +589,7 @@ impl RedbStore {
 
     pub(crate) fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(ENERGY)?;
+        let t = txn.open_table(LOCAL_DAYS)?;
         let mut out = Vec::new();
         for item in t.range((grid, 0)..=(grid, u64::MAX))? {
             let (k, v) = item?;
@@ -551,7 +604,33 @@ impl RedbStore {
         let mut out = Vec::new();
         for item in t.range((grid, 0, 0, 0, 0)..=(grid, u64::MAX, u8::MAX, u64::MAX, u16::MAX))? {
             let (_, v) = item?;
-            out.push(codec::decode(v.value()).map_err(StoreError::corrupt("energy hour"))?);
+            out.push(decode_hour_row(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The grid's UTC offset in force at each of `times`: that of the newest energy hour
+    /// starting at or before it (or of the first hour, for a time before every hour); UTC when
+    /// the grid sent no hours. One index lookup per time.
+    pub(crate) fn utc_offsets_at(&self, grid: u64, times: &[u64]) -> Result<Vec<i32>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENERGY_HOURS)?;
+        let first = match t
+            .range((grid, 0, 0, 0, 0)..=(grid, u64::MAX, u8::MAX, u64::MAX, u16::MAX))?
+            .next()
+        {
+            Some(item) => decode_hour_row(item?.1.value())?.utc_offset_min,
+            None => return Ok(vec![0; times.len()]),
+        };
+        let mut out = Vec::with_capacity(times.len());
+        for &at in times {
+            let hit = t
+                .range((grid, 0, 0, 0, 0)..=(grid, at, u8::MAX, u64::MAX, u16::MAX))?
+                .next_back();
+            out.push(match hit {
+                Some(item) => decode_hour_row(item?.1.value())?.utc_offset_min,
+                None => first,
+            });
         }
         Ok(out)
     }
@@ -657,7 +736,7 @@ impl RedbStore {
         for item in iter.by_ref() {
             let (k, v) = item?;
             let (_, hour_start_ms, kind, id, feeder) = k.value();
-            rows.push(codec::decode(v.value()).map_err(StoreError::corrupt("energy hour"))?);
+            rows.push(decode_hour_row(v.value())?);
             if rows.len() == limit {
                 let next = iter.next().is_some().then_some(HourKey {
                     hour_start_ms,
@@ -745,7 +824,7 @@ impl RedbStore {
             }
             let mut records = txn.open_table(RECORDS)?;
             let mut ledger = txn.open_table(LEDGER)?;
-            let mut energy = txn.open_table(ENERGY)?;
+            let mut local_days = txn.open_table(LOCAL_DAYS)?;
             let mut latest = txn.open_table(LATEST)?;
             let mut grids = txn.open_table(GRIDS)?;
             let mut energy_hours = txn.open_table(ENERGY_HOURS)?;
@@ -773,6 +852,30 @@ impl RedbStore {
                 prev = Some(seq);
                 let mut backfill = now.saturating_sub(rec.time_ms) > self.backfill_after_ms;
                 let output = sdk_codec::decode::<sdk::Output>(&rec.output);
+                if let Some((hour, utc_offset_min)) = output.as_ref().and_then(energy_of) {
+                    let (key, kind) = energy_key(grid, hour);
+                    let row = EnergyHourRow {
+                        hour_start_ms: hour.hour_start_ms,
+                        kind: kind.into(),
+                        id: key.3,
+                        feeder: key.4,
+                        energy_wh: hour.energy_wh,
+                        seq,
+                        backfill,
+                        utc_offset_min,
+                    };
+                    // A grid closes each (subject, hour) once; a second record for one (a grid
+                    // rebuilt from scratch under the same id) does not replace the first.
+                    if energy_hours.get(key)?.is_none() {
+                        energy_hours.insert(
+                            key,
+                            codec::encode(&row)
+                                .map_err(StoreError::encode("energy hour"))?
+                                .as_slice(),
+                        )?;
+                        add_local_day(&mut local_days, grid, &row)?;
+                    }
+                }
                 match &output {
                     Some(sdk::Output::Ledger(l)) => {
                         let c = l.customer.0;
@@ -793,36 +896,8 @@ impl RedbStore {
                         if newest.as_ref().is_none_or(|n| l.at_ms >= n.at_ms) {
                             latest.insert((grid, c), bytes.as_slice())?;
                         }
-                        if row.energy_wh > 0 {
-                            let day = l.at_ms / DAY_MS;
-                            let sum = energy.get((grid, day))?.map(|v| v.value()).unwrap_or(0);
-                            energy.insert((grid, day), sum + row.energy_wh)?;
-                        }
                         if backfill {
                             gs.backfilled += 1;
-                        }
-                    }
-                    Some(sdk::Output::EnergyHour(hour)) => {
-                        let (key, kind) = energy_key(grid, hour);
-                        let row = EnergyHourRow {
-                            hour_start_ms: hour.hour_start_ms,
-                            kind: kind.into(),
-                            id: key.3,
-                            feeder: key.4,
-                            energy_wh: hour.energy_wh,
-                            seq,
-                            backfill,
-                        };
-                        // A grid closes each (subject, hour) once; a second record for one
-                        // (a grid rebuilt from scratch under the same id) does not replace
-                        // the first.
-                        if energy_hours.get(key)?.is_none() {
-                            energy_hours.insert(
-                                key,
-                                codec::encode(&row)
-                                    .map_err(StoreError::encode("energy hour"))?
-                                    .as_slice(),
-                            )?;
                         }
                     }
                     // Only a newer event replaces the latest one (back-fill never does).
@@ -869,6 +944,38 @@ impl RedbStore {
             batch_first_seq: b.first_seq,
         })
     }
+}
+
+/// Adds a customer's energy hour to its local day (feeders and plants are not billed energy).
+fn add_local_day(
+    days: &mut redb::Table<'_, (u64, u64), u64>,
+    grid: u64,
+    row: &EnergyHourRow,
+) -> Result<(), StoreError> {
+    if row.kind != "customer" || row.energy_wh == 0 {
+        return Ok(());
+    }
+    let day = local_day(row.hour_start_ms, row.utc_offset_min);
+    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
+    days.insert((grid, day), sum.saturating_add(row.energy_wh))?;
+    Ok(())
+}
+
+/// Fills the local days from the stored energy hours once, in a file written before them (its
+/// hours are UTC hours: their days are UTC days). A file whose local days hold anything, or
+/// with no hours, is left as it is.
+fn rebuild_local_days(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    use redb::ReadableTableMetadata;
+    let mut days = txn.open_table(LOCAL_DAYS)?;
+    if !days.is_empty()? {
+        return Ok(());
+    }
+    let hours = txn.open_table(ENERGY_HOURS)?;
+    for item in hours.iter()? {
+        let (k, v) = item?;
+        add_local_day(&mut days, k.value().0, &decode_hour_row(v.value())?)?;
+    }
+    Ok(())
 }
 
 /// The stored row of ledger line `l`, outbox sequence `seq` (both stores write the same rows).

@@ -294,10 +294,10 @@ async fn suite<S: Store>(s: &S) {
         .expect("empty window");
     assert!(none.rows.is_empty() && none.next.is_none());
 
-    // Energy per UTC day: seqs 0..15 are minutes of Nov 30, plus the late 5 Wh line.
+    // Energy per day is the customers' closed hours: one UTC hour (a record as grids wrote
+    // before local hours, offset 0) of 17 Wh; the ignored second record adds nothing.
     let days = s.energy_per_day(GRID).await.expect("days");
-    let total: u64 = (0..15u64).map(|q| 10 + q).sum::<u64>() + 5;
-    assert_eq!(days, vec![(BASE_MS / DAY_MS, total)]);
+    assert_eq!(days, vec![(BASE_MS / DAY_MS, 17)]);
 
     // The grid view: cursors per stream, records once, each customer's newest line.
     let (state, latest) = s.grid_state(GRID).await.expect("state").expect("a grid");
@@ -344,6 +344,131 @@ async fn suite<S: Store>(s: &S) {
             .rows
             .is_empty()
     );
+    local_days(s).await;
+}
+
+/// A local hour of grid energy as the host writes it (`Output::EnergyLocal`).
+fn local_hour(
+    seq: u64,
+    start_ms: u64,
+    utc_offset_min: i32,
+    subject: sdk::EnergySubject,
+    energy_wh: u64,
+) -> (u64, OutboxRecord) {
+    let out = sdk::Output::EnergyLocal {
+        hour: sdk::EnergyHour {
+            hour_start_ms: start_ms,
+            subject,
+            energy_wh,
+        },
+        utc_offset_min,
+    };
+    (
+        seq,
+        OutboxRecord {
+            index: 9_000 + seq,
+            time_ms: start_ms + 3_600_000,
+            actor: ActorKind::Billing,
+            output: sdk_codec::encode(&out),
+        },
+    )
+}
+
+/// Issue 21: a grid in UTC+5:45 sends 40 local hours of three customers (and a plant, which
+/// is not billed energy) from 06:00 local; each local day the central serves equals the sum of
+/// that local day's customer records, local midnight falling at 18:15 UTC. The export's CSV
+/// carries local ISO-8601 times with the offset.
+async fn local_days<S: Store>(s: &S) {
+    const GRID: u64 = 545;
+    const HOUR_MS: u64 = 3_600_000;
+    const NEPAL: i32 = 345;
+    // 06:00 local on Nov 30 = 00:15 UTC.
+    let start = BASE_MS + 15 * 60_000;
+    let mut records = Vec::new();
+    let mut want = std::collections::BTreeMap::new();
+    for h in 0..40u64 {
+        let t = start + h * HOUR_MS;
+        for c in 1..=3u32 {
+            let wh = 100 * u64::from(c) + h;
+            records.push(local_hour(
+                records.len() as u64,
+                t,
+                NEPAL,
+                sdk::EnergySubject::Customer(sdk::CustomerId(c)),
+                wh,
+            ));
+            // The local day by hand: Nov 30 06:00 + h hours, local.
+            *want.entry((6 + h) / 24).or_insert(0u64) += wh;
+        }
+        records.push(local_hour(
+            records.len() as u64,
+            t,
+            NEPAL,
+            sdk::EnergySubject::Plant(sdk::NodeId(1)),
+            30_000,
+        ));
+    }
+    let end = records.len() as u64;
+    let batch = BatchBody {
+        stream: 2,
+        first_seq: 0,
+        end_seq: end,
+        records,
+    };
+    assert_eq!(
+        s.ingest(GRID, batch).await.expect("local hours").next_seq,
+        end
+    );
+    let days = s.energy_per_day(GRID).await.expect("days");
+    let first = localtime::local_day(start, NEPAL);
+    let want: Vec<(u64, u64)> = want.into_iter().map(|(d, wh)| (first + d, wh)).collect();
+    assert_eq!(want.len(), 2, "the hours cross a local midnight");
+    assert_eq!(days, want);
+    // A UTC reading would have cut the days at 00:00 UTC (05:45 local) instead.
+    assert_ne!(
+        days.iter().map(|d| d.1).collect::<Vec<_>>(),
+        vec![
+            (0..24u64).map(|h| 600 + 3 * h).sum::<u64>(),
+            (24..40u64).map(|h| 600 + 3 * h).sum::<u64>()
+        ]
+    );
+    // The CSV: the first hour is 06:00 local, an hour after local midnight is 01:00.
+    let p = s
+        .energy_hours_page(GRID, TimeRange::ALL, None, 1_000)
+        .await
+        .expect("hours");
+    let csv = crate::http::energy_hours_csv(GRID, &p.rows);
+    assert!(
+        csv.contains("545,2026-11-30T06:00:00+05:45,1795997700000,345,customer,1,0,100,0,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",2026-12-01T01:00:00+05:45,"), "{csv}");
+    // Ledger lines carry no offset: the grid's hours place them, before its first hour too.
+    let offsets = s
+        .utc_offsets_at(GRID, vec![0, start + 90 * 60_000, u64::MAX])
+        .await
+        .expect("offsets");
+    assert_eq!(offsets, vec![NEPAL; 3]);
+    assert_eq!(
+        s.utc_offsets_at(GRID + 1_000, vec![start])
+            .await
+            .expect("none"),
+        vec![0],
+        "UTC for a grid that sent no hours"
+    );
+    let line = LedgerRow {
+        seq: 1,
+        customer: 1,
+        at_ms: start + 12 * HOUR_MS + 30 * 60_000,
+        kind: "Charge".into(),
+        energy_wh: 1,
+        amount_mpaisa: -10,
+        balance_after_mpaisa: 0,
+        tariff_version: 1,
+        backfill: false,
+    };
+    let csv = crate::http::ledger_csv(GRID, &[line], &offsets[1..2]);
+    assert!(csv.contains(",2026-11-30T18:30:00+05:45,"), "{csv}");
 }
 
 #[tokio::test]
@@ -376,7 +501,7 @@ async fn the_store_suite_passes_on_postgres() {
     ));
     assert_eq!(pg.cursor(7, 3).await.expect("cursor"), 0);
     // Migrating again (a restart) changes nothing.
-    assert_eq!(pg.migrate().await.expect("migrate again"), 1);
+    assert_eq!(pg.migrate().await.expect("migrate again"), 2);
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     cfg.dbname("ghatta_suite");
     let (admin, conn) = cfg
@@ -420,7 +545,7 @@ async fn the_store_suite_passes_on_postgres() {
             err,
             StoreError::SchemaTooNew {
                 newest: 99,
-                known: 1
+                known: 2
             }
         ),
         "{err}"

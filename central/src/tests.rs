@@ -136,7 +136,11 @@ async fn energy_hours_are_stored_once_and_served_as_rows_and_csv() {
     );
     let csv = energy_hours_csv(3, &rows);
     assert_eq!(csv.lines().count(), 4);
-    assert!(csv.contains("3,7200000,feeder,2,1,2500,1,"), "{csv}");
+    // A UTC hour as grids wrote before local hours: offset 0, local time is UTC.
+    assert!(
+        csv.contains("3,1970-01-01T02:00:00Z,7200000,0,feeder,2,1,2500,1,"),
+        "{csv}"
+    );
 }
 
 /// GET `path` from the central's HTTP API over a plain TCP connection, as an office script

@@ -88,7 +88,7 @@ pub enum Stream {
     Ledger = 0,
     /// Alarms and relay commands (with their reasons).
     Events = 1,
-    /// Hourly energy per customer, feeder and plant (`state::energy`).
+    /// Energy per local hour per customer, feeder and plant (`state::energy`).
     Energy = 2,
 }
 
@@ -112,7 +112,9 @@ impl Stream {
         match sdk_codec::decode::<sdk::Output>(&rec.output) {
             Some(sdk::Output::Ledger(_)) => self == Stream::Ledger,
             Some(sdk::Output::Alarm(_)) | Some(sdk::Output::Relay(_)) => self == Stream::Events,
-            Some(sdk::Output::EnergyHour(_)) => self == Stream::Energy,
+            Some(sdk::Output::EnergyHour(_) | sdk::Output::EnergyLocal { .. }) => {
+                self == Stream::Energy
+            }
             _ => false,
         }
     }

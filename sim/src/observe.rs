@@ -198,6 +198,25 @@ pub enum Observation {
         /// Which node.
         node: NodeId,
     },
+    /// An agent's entry of an OpenPAYGO token committed (the world's token agents: the code
+    /// was typed at some node and that node's proposal carrying it was acknowledged).
+    TokenEntered {
+        /// When.
+        t_ms: u64,
+        /// Customer.
+        customer: u64,
+        /// The token's count.
+        count: u64,
+    },
+    /// A token credited an account (a `TokenCredit` ledger line, reference replica).
+    TokenCredited {
+        /// When.
+        t_ms: u64,
+        /// Customer.
+        customer: u64,
+        /// The token's count.
+        count: u64,
+    },
 }
 
 impl Observation {
@@ -219,7 +238,9 @@ impl Observation {
             | Observation::FaultStart { t_ms, .. }
             | Observation::FaultEnd { t_ms, .. }
             | Observation::NodeCrash { t_ms, .. }
-            | Observation::NodeRestart { t_ms, .. } => *t_ms,
+            | Observation::NodeRestart { t_ms, .. }
+            | Observation::TokenEntered { t_ms, .. }
+            | Observation::TokenCredited { t_ms, .. } => *t_ms,
         }
     }
 
@@ -389,6 +410,24 @@ impl Observation {
             } => {
                 let due = tick_due_ms.map_or(u64::MAX, |d| d);
                 for x in [15, *t_ms, *index, *log_time_ms, due] {
+                    u(x);
+                }
+            }
+            Observation::TokenEntered {
+                t_ms,
+                customer,
+                count,
+            } => {
+                for x in [40, *t_ms, *customer, *count] {
+                    u(x);
+                }
+            }
+            Observation::TokenCredited {
+                t_ms,
+                customer,
+                count,
+            } => {
+                for x in [41, *t_ms, *customer, *count] {
                     u(x);
                 }
             }

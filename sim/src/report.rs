@@ -20,6 +20,16 @@ pub struct LedgerSummary {
     pub reads: u64,
     /// Ledger charges.
     pub charges: u64,
+    /// OpenPAYGO tokens whose entry committed (the scenario's token agents), distinct.
+    #[serde(default)]
+    pub tokens_entered: u64,
+    /// Tokens credited (each exactly once: `token_once`).
+    #[serde(default)]
+    pub tokens_credited: u64,
+    /// Committed typings of those tokens (more than `tokens_entered` when a token was typed
+    /// at several nodes and committed from more than one: the later copies refused as used).
+    #[serde(default)]
+    pub tokens_typed: u64,
 }
 
 /// The field loops over a run: their metering journals and local protection (filled by the

@@ -627,6 +627,29 @@ pub struct Scenario {
     /// Random faults.
     #[serde(default)]
     pub random_faults: RandomFaults,
+    /// Agents typing OpenPAYGO tokens at the nodes; absent: none.
+    #[serde(default)]
+    pub tokens: Option<TokenAgents>,
+}
+
+/// Most customers the token agents serve: each holds a token count the agents advance, and a
+/// few dozen keep partitions' duplicates on the same accounts.
+pub const TOKEN_CUSTOMERS_MAX: u32 = 1_000;
+
+/// Village agents selling OpenPAYGO tokens (issue 21): every `interval_s` an agent types the
+/// next add-credit token of one of the first `customers` prepaid accounts at a random running
+/// node, or, with probability `everywhere_share`, the same token at every running node (so on
+/// both sides of any split).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenAgents {
+    /// Time between two tokens.
+    pub interval_s: f64,
+    /// Share of tokens typed at every running node, 0..=1.
+    #[serde(default)]
+    pub everywhere_share: f64,
+    /// Accounts served (the first prepaid ones), 1..=`TOKEN_CUSTOMERS_MAX`.
+    pub customers: u32,
 }
 
 fn settle_default() -> f64 {
@@ -690,6 +713,21 @@ impl Scenario {
             }
         };
         positive("duration_s", self.duration_s, DURATION_S_MAX)?;
+        if let Some(t) = &self.tokens {
+            positive("tokens.interval_s", t.interval_s, DURATION_S_MAX)?;
+            if !(0.0..=1.0).contains(&t.everywhere_share) {
+                return Err((
+                    "tokens.everywhere_share".into(),
+                    format!("{} is not in [0, 1]", t.everywhere_share),
+                ));
+            }
+            if !(1..=TOKEN_CUSTOMERS_MAX).contains(&t.customers) {
+                return Err((
+                    "tokens.customers".into(),
+                    format!("{} is not in 1..={TOKEN_CUSTOMERS_MAX}", t.customers),
+                ));
+            }
+        }
         positive("liveness_bound_s", self.liveness_bound_s, DURATION_S_MAX)?;
         if let Some(b) = self.journal_drain_bound_s {
             positive("journal_drain_bound_s", b, DURATION_S_MAX)?;

@@ -44,6 +44,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod cli;
 pub mod clock;
 pub mod emulator;

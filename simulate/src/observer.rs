@@ -108,6 +108,21 @@ impl Shared {
         out
     }
 
+    /// Queues an observation of the world's own agents (queue 0: no node has that id), kept
+    /// in (time, content) order so agents finishing in the same step in any order report
+    /// the same trace.
+    pub fn push_world(&self, o: Observation) {
+        let q = self.queue(0);
+        let mut q = lock(&q);
+        let key = |o: &Observation| (o.t_ms(), format!("{o:?}"));
+        let k = key(&o);
+        let at = q.partition_point(|e| match e {
+            Queued::Observation(x) => key(x) <= k,
+            Queued::Billing { .. } => true,
+        });
+        q.insert(at, Queued::Observation(o));
+    }
+
     /// Accounts whose last known balance is at or below `threshold_mpaisa`, in id order.
     pub fn accounts_at_or_below(&self, threshold_mpaisa: i64) -> Vec<u32> {
         lock(&self.balances)
@@ -320,6 +335,13 @@ fn billing_observations(t_ms: u64, e: &AppliedEntry) -> Billing {
         };
         s.balances.push((rec.customer.0, balance_after_mpaisa));
         s.observations.push(obs);
+        if let sdk::LedgerKind::TokenCredit { count, .. } = rec.kind {
+            s.observations.push(Observation::TokenCredited {
+                t_ms,
+                customer,
+                count: u64::from(count),
+            });
+        }
     }
     s
 }

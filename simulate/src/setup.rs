@@ -132,6 +132,7 @@ pub fn setup_inputs(scenario: &Scenario, plants: &[(u64, usize, Vec<u32>)]) -> V
         restore_interval_ms: 30_000,
         priorities,
     }));
+    let served = token_customers(scenario, plants);
     for (node, _, customers) in plants {
         for &c in customers {
             let (mode, tariff, credit) = account_plan(c, scenario.customers.initial_credit_mpaisa);
@@ -142,11 +143,46 @@ pub fn setup_inputs(scenario: &Scenario, plants: &[(u64, usize, Vec<u32>)]) -> V
                 tariff,
                 connection_w: 250,
                 opening_credit_mpaisa: credit,
-                token: None,
+                token: served.binary_search(&c).is_ok().then(|| sdk::TokenKey {
+                    secret_key: token_key(c),
+                    starting_code: 0,
+                    unit_mpaisa: TOKEN_UNIT_MPAISA,
+                }),
             }));
         }
     }
     setup
+}
+
+/// What one unit of an agent's token is worth, mpaisa: 1 NPR.
+pub const TOKEN_UNIT_MPAISA: i64 = 100_000;
+/// The value of every token the agents sell, units: 200 NPR, a few weeks of a household's
+/// light.
+pub const TOKEN_VALUE_UNITS: u32 = 200;
+
+/// The OpenPAYGO secret key of `customer`'s account in a world with token agents (the
+/// office's, made up from the id: a world has no secrets to keep).
+pub fn token_key(customer: u32) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&customer.to_le_bytes());
+    k[4..].copy_from_slice(b"ghatta-agent");
+    k
+}
+
+/// The accounts the scenario's token agents serve: the first `tokens.customers` prepaid ones
+/// in id order (none without `[tokens]`).
+pub fn token_customers(scenario: &Scenario, plants: &[(u64, usize, Vec<u32>)]) -> Vec<u32> {
+    let Some(t) = &scenario.tokens else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u32> = plants
+        .iter()
+        .flat_map(|(_, _, c)| c.iter().copied())
+        .filter(|&c| is_prepaid(c))
+        .collect();
+    ids.sort_unstable();
+    ids.truncate(t.customers as usize);
+    ids
 }
 
 /// A top-up for `customer` with token `token_id`.

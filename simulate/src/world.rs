@@ -425,7 +425,7 @@ struct Slot {
 
 /// The running incarnations the operator may propose through: node id -> (slot, incarnation,
 /// node).
-type Running = Arc<Mutex<BTreeMap<u64, (usize, u64, Node)>>>;
+pub(crate) type Running = Arc<Mutex<BTreeMap<u64, (usize, u64, Node)>>>;
 
 struct World {
     cfg: SimConfig,
@@ -632,21 +632,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     for i in 0..w.slots.len() {
         w.start(i, true).await;
     }
-    let setup_inputs = {
-        let plants: Vec<(u64, usize, Vec<u32>)> = w
-            .slots
-            .iter()
-            .filter_map(|s| {
-                let p = &w.grid.plants()[s.plant?];
-                let customers = p
-                    .customer_ids()
-                    .filter_map(|c| u32::try_from(c).ok())
-                    .collect();
-                Some((s.id, p.feeder_count(), customers))
-            })
-            .collect();
-        setup::setup_inputs(&scenario, &plants)
-    };
+    let setup_inputs = setup::setup_inputs(&scenario, &plants_of(&w));
     let proposal_bytes_max = w
         .field_cfg
         .proposal_bytes_max
@@ -658,6 +644,17 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         setup_inputs,
         usize::try_from(proposal_bytes_max).unwrap_or(usize::MAX),
     ));
+    let mut agents = scenario.tokens.clone().map(|t| {
+        tokio::spawn(super::agents::token_agents(
+            w.engine.clone(),
+            w.running.clone(),
+            w.shared.clone(),
+            w.epoch,
+            t,
+            setup::token_customers(&scenario, &plants_of(&w)),
+            w.cfg.seed,
+        ))
+    });
 
     // The first window's later steps (time 0 is the boards' first readings): from here on
     // each barrier steps the plants from its own time to the next barrier's.
@@ -702,6 +699,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
             w.proposers_on = false;
             if let Some(op) = operator.take() {
                 op.abort();
+            }
+            if let Some(a) = agents.take() {
+                a.abort();
             }
             for s in &mut w.slots {
                 if let Some(f) = s.run.as_mut().and_then(|r| r.field.take()) {
@@ -1244,6 +1244,21 @@ impl World {
     }
 }
 
+/// Every plant's (node id, feeder count, customer ids), as the set-up takes them.
+fn plants_of(w: &World) -> Vec<(u64, usize, Vec<u32>)> {
+    w.slots
+        .iter()
+        .filter_map(|s| {
+            let p = &w.grid.plants()[s.plant?];
+            let customers = p
+                .customer_ids()
+                .filter_map(|c| u32::try_from(c).ok())
+                .collect();
+            Some((s.id, p.feeder_count(), customers))
+        })
+        .collect()
+}
+
 /// The operator: commits the set-up (in proposals of at most `proposal_bytes_max` encoded
 /// bytes, as the field loop sizes its own), then every [`TOPUP_INTERVAL`] sells a top-up to every
 /// prepaid account at or below the disconnect threshold. It runs on the world's runtime; each
@@ -1316,7 +1331,7 @@ async fn commit(engine: &Engine, running: &Running, inputs: Vec<Vec<u8>>) {
 
 /// Proposes `inputs` through `node` under one sequence number until it commits (`true`) or
 /// the incarnation dies (`false`). Runs on the node's runtime.
-async fn propose_through(
+pub(crate) async fn propose_through(
     running: Running,
     incarnation: u64,
     node: Node,

@@ -1,5 +1,6 @@
-//! Log-time arithmetic for billing: log days, billing periods, local minutes and the friendly
-//! hours window. Everything derives from the committed entry's `log_time_ms`, never a clock.
+//! Log-time arithmetic for billing: local days, billing periods, local minutes and the friendly
+//! hours window. Everything derives from the committed entry's `log_time_ms` and the grid's
+//! committed `utc_offset_min`, never a clock: days and periods start at local midnight.
 
 use ghatta_actor_sdk::BillingConfig;
 
@@ -7,8 +8,9 @@ use ghatta_actor_sdk::BillingConfig;
 pub const MINUTE_MS: u64 = 60_000;
 /// Minutes in a day; local minutes of the day run `0..MINUTES_PER_DAY`.
 pub const MINUTES_PER_DAY: u16 = 1_440;
-/// Milliseconds in a log day. Log days are UTC days of log time (`log_time_ms / DAY_MS`), so
-/// every replica agrees on the boundary regardless of local settings.
+/// Milliseconds in a day. Days are local days of log time under the committed offset
+/// (`(log_time_ms + offset) / DAY_MS`), so every replica agrees on the boundary: the offset is
+/// replicated state, changed only by a committed `SetBillingConfig`.
 pub const DAY_MS: u64 = 86_400_000;
 /// Days in a billing period of a tiered tariff (the SDK's `TariffKind::Tiered` contract).
 pub const PERIOD_DAYS: u64 = 30;
@@ -18,9 +20,12 @@ pub const PERIOD_MS: u64 = PERIOD_DAYS * DAY_MS;
 pub const UTC_OFFSET_MIN_MAX: i32 = 14 * 60;
 /// Smallest UTC offset accepted, minutes: UTC-12 is the furthest west in use.
 pub const UTC_OFFSET_MIN_MIN: i32 = -12 * 60;
+/// Every UTC offset in use is a whole number of these minutes (Nepal +5:45, Chatham +12:45),
+/// so local hours and days start on a quarter hour of UTC; the host's energy hours rely on it.
+pub const UTC_OFFSET_STEP_MIN: i32 = 15;
 
-/// Nepal Standard Time, UTC+5:45.
-pub const NEPAL_UTC_OFFSET_MIN: i32 = 345;
+/// Nepal Standard Time, UTC+5:45 (the SDK's default, which the host's energy hours share).
+pub const NEPAL_UTC_OFFSET_MIN: i32 = ghatta_actor_sdk::UTC_OFFSET_MIN_DEFAULT;
 /// Default friendly hours start: 18:00 local. Evening and night are when a household most
 /// needs light and when no token vendor is open to sell credit, so nobody is cut then.
 pub const DEFAULT_FRIENDLY_START_MIN: u16 = 18 * 60;
@@ -46,29 +51,39 @@ pub fn default_config() -> BillingConfig {
 }
 
 /// Whether an operator's configuration is usable: minutes within a day, offset within the
-/// offsets in use on Earth.
+/// offsets in use on Earth and a whole number of quarter hours.
 pub fn config_is_valid(cfg: &BillingConfig) -> bool {
     cfg.friendly_start_min < MINUTES_PER_DAY
         && cfg.friendly_end_min < MINUTES_PER_DAY
         && (UTC_OFFSET_MIN_MIN..=UTC_OFFSET_MIN_MAX).contains(&cfg.utc_offset_min)
+        && cfg.utc_offset_min % UTC_OFFSET_STEP_MIN == 0
         && (PLAUSIBLE_MARGIN_PCT_MIN..=PLAUSIBLE_MARGIN_PCT_MAX).contains(&cfg.plausible_margin_pct)
 }
 
-/// The log day of a log time.
-pub fn log_day(log_time_ms: u64) -> u64 {
-    log_time_ms / DAY_MS
+/// Log time shifted to local time, ms (saturating at both ends: hostile times cannot wrap).
+fn local_ms(log_time_ms: u64, utc_offset_min: i32) -> u64 {
+    log_time_ms.saturating_add_signed(i64::from(utc_offset_min) * MINUTE_MS as i64)
 }
 
-/// The start of the log day after the one containing `log_time_ms`.
-pub fn next_day_start_ms(log_time_ms: u64) -> u64 {
-    log_day(log_time_ms)
+/// The local day (days since 1970-01-01 local) of a log time.
+pub fn log_day(log_time_ms: u64, utc_offset_min: i32) -> u64 {
+    local_ms(log_time_ms, utc_offset_min) / DAY_MS
+}
+
+/// The log time of the local midnight after `log_time_ms`.
+pub fn next_day_start_ms(log_time_ms: u64, utc_offset_min: i32) -> u64 {
+    let local_next = log_day(log_time_ms, utc_offset_min)
         .saturating_add(1)
-        .saturating_mul(DAY_MS)
+        .saturating_mul(DAY_MS);
+    // Back to log time; never at or before `log_time_ms`, even saturated at the ends.
+    local_next
+        .saturating_add_signed(-i64::from(utc_offset_min) * MINUTE_MS as i64)
+        .max(log_time_ms.saturating_add(1))
 }
 
-/// The billing period (of a tiered tariff) containing a log time.
-pub fn period(log_time_ms: u64) -> u64 {
-    log_time_ms / PERIOD_MS
+/// The billing period (of a tiered tariff) containing a log time: 30 local days.
+pub fn period(log_time_ms: u64, utc_offset_min: i32) -> u64 {
+    local_ms(log_time_ms, utc_offset_min) / PERIOD_MS
 }
 
 /// Local minute of the day at a log time.
@@ -172,6 +187,8 @@ mod tests {
         assert!(!config_is_valid(&cfg(0, 1_440, 0)));
         assert!(!config_is_valid(&cfg(0, 0, 15 * 60)));
         assert!(!config_is_valid(&cfg(0, 0, -13 * 60)));
+        assert!(config_is_valid(&cfg(0, 0, 345)));
+        assert!(!config_is_valid(&cfg(0, 0, 340)), "not a quarter hour");
     }
 
     #[test]
@@ -179,6 +196,24 @@ mod tests {
         let c = cfg(18 * 60, 6 * 60, UTC_OFFSET_MIN_MAX);
         let _ = local_minute(u64::MAX, UTC_OFFSET_MIN_MIN);
         let _ = next_friendly_end_ms(u64::MAX, &c);
-        assert_eq!(next_day_start_ms(u64::MAX), u64::MAX);
+        assert_eq!(next_day_start_ms(u64::MAX, 0), u64::MAX);
+        assert_eq!(next_day_start_ms(u64::MAX, UTC_OFFSET_MIN_MIN), u64::MAX);
+        let _ = period(u64::MAX, UTC_OFFSET_MIN_MAX);
+        assert_eq!(log_day(0, UTC_OFFSET_MIN_MIN), 0);
+    }
+
+    #[test]
+    fn days_and_periods_start_at_local_midnight() {
+        // Local midnight in Nepal is 18:15 UTC the day before.
+        let midnight = 10 * DAY_MS - 345 * MINUTE_MS;
+        assert_eq!(log_day(midnight - 1, 345), 9);
+        assert_eq!(log_day(midnight, 345), 10);
+        assert_eq!(next_day_start_ms(midnight - 1, 345), midnight);
+        assert_eq!(next_day_start_ms(midnight, 345), midnight + DAY_MS);
+        let period_start = 30 * DAY_MS - 345 * MINUTE_MS;
+        assert_eq!(period(period_start - 1, 345), 0);
+        assert_eq!(period(period_start, 345), 1);
+        // West of Greenwich the local day starts after UTC's.
+        assert_eq!(next_day_start_ms(DAY_MS, -60), DAY_MS + 60 * MINUTE_MS);
     }
 }

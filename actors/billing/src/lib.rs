@@ -23,11 +23,12 @@
 //!   Energy beyond it is held, not charged: a `Held` ledger line with the Wh, and an
 //!   `ImplausibleRead` alarm. Billed plus held is always the register's advance.
 //! - **Per-kWh** charges `delta_wh * rate` mpaisa. **Tiered** splits the delta across the blocks
-//!   of the 30-log-day period in which the read is committed (energy is attributed to the period
+//!   of the 30-local-day period in which the read is committed (energy is attributed to the period
 //!   of the read that reports it) and charges the period charge at the first read of each new
 //!   period, including an equal read, because the charge is for the connection, not the energy.
 //!   The baseline's period owes no period charge. **Flat** bills no energy; the day's fee is
-//!   charged when the log day starts (UTC log days), on a durable daily timer. An account
+//!   charged when the local day starts (at local midnight under the committed
+//!   `utc_offset_min`; a new offset re-arms the timer), on a durable daily timer. An account
 //!   created during a day starts paying the next day. A daily pass that comes late (the
 //!   controller was down) charges the missed days too, up to [`FEE_BACKFILL_DAYS_MAX`].
 //! - **Prepaid** accounts are disconnected when a charge or fee leaves credit at or below
@@ -246,7 +247,7 @@ impl Biller<'_> {
             self.arm(
                 &mut timers,
                 TAG_DAILY,
-                clock::next_day_start_ms(self.now_ms),
+                clock::next_day_start_ms(self.now_ms, self.st.config().utc_offset_min),
             );
         }
         if friendly_lost {
@@ -292,7 +293,15 @@ impl Biller<'_> {
         if !clock::config_is_valid(cfg) {
             return Outcome::Rejected(RejectReason::Invalid);
         }
+        let old = self.st.config();
         self.st.set_config(cfg);
+        let mut timers = self.st.timers();
+        if old.utc_offset_min != cfg.utc_offset_min && timers.daily_at_ms.is_some() {
+            // Days now start at the new local midnight: the old timer's tick becomes stale.
+            let at = clock::next_day_start_ms(self.now_ms, cfg.utc_offset_min);
+            self.arm(&mut timers, TAG_DAILY, at);
+            self.st.put_timers(&timers);
+        }
         Outcome::Handled
     }
 
@@ -338,6 +347,7 @@ impl Biller<'_> {
                 // Full: refusing is safer than an account the daily pass would never visit.
                 return Outcome::Rejected(RejectReason::Invalid);
             }
+            let offset = self.st.config().utc_offset_min;
             let account = Account {
                 node: spec.node,
                 mode: spec.mode,
@@ -345,9 +355,9 @@ impl Biller<'_> {
                 connection_w: spec.connection_w,
                 credit_mpaisa: spec.opening_credit_mpaisa,
                 last_read_wh: None,
-                period: clock::period(self.now_ms),
+                period: clock::period(self.now_ms, offset),
                 period_used_wh: 0,
-                fee_paid_day: clock::log_day(self.now_ms),
+                fee_paid_day: clock::log_day(self.now_ms, offset),
                 connected: true,
                 last_read_at_ms: None,
                 allowance_mwh: 0,
@@ -359,7 +369,7 @@ impl Biller<'_> {
                 self.arm(
                     &mut timers,
                     TAG_DAILY,
-                    clock::next_day_start_ms(self.now_ms),
+                    clock::next_day_start_ms(self.now_ms, offset),
                 );
                 self.st.put_timers(&timers);
             }
@@ -506,7 +516,7 @@ impl Biller<'_> {
                 blocks,
                 period_charge_paisa,
             } => {
-                let period = clock::period(self.now_ms);
+                let period = clock::period(self.now_ms, self.st.config().utc_offset_min);
                 if period != a.period {
                     a.period = period;
                     a.period_used_wh = 0;
@@ -565,7 +575,7 @@ impl Biller<'_> {
         let Some(last_wh) = a.last_read_wh else {
             // The read time stays unset: the next read starts with a full allowance.
             a.last_read_wh = Some(r.total_wh);
-            a.period = clock::period(self.now_ms);
+            a.period = clock::period(self.now_ms, self.st.config().utc_offset_min);
             a.period_used_wh = 0;
             self.st.put_account(r.customer, &a);
             return Outcome::Handled;
@@ -779,8 +789,8 @@ impl Biller<'_> {
         if timers.daily_at_ms != Some(due_ms) {
             return Outcome::Handled; // stale: a duplicate or a replaced timer
         }
-        let today = clock::log_day(self.now_ms);
         let cfg = self.st.config();
+        let today = clock::log_day(self.now_ms, cfg.utc_offset_min);
         let ids = self.st.ids(KEY_INDEX);
         let start = timers
             .daily_cursor
@@ -823,7 +833,7 @@ impl Biller<'_> {
             self.arm(
                 &mut timers,
                 TAG_DAILY,
-                clock::next_day_start_ms(self.now_ms),
+                clock::next_day_start_ms(self.now_ms, cfg.utc_offset_min),
             );
         }
         self.st.put_timers(&timers);

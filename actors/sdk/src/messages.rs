@@ -323,6 +323,10 @@ pub struct CustomerSpec {
 /// covers a register that runs ahead of its reads, while a stuck or corrupted one is caught.
 pub const PLAUSIBLE_MARGIN_PCT_DEFAULT: u32 = 300;
 
+/// The UTC offset a grid keeps until an operator commits a `BillingConfig`, minutes: Nepal
+/// Standard Time, UTC+5:45 (billing and the host's energy hours both start from it).
+pub const UTC_OFFSET_MIN_DEFAULT: i32 = 345;
+
 /// Billing-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct BillingConfig {
@@ -372,15 +376,28 @@ pub enum Output {
         /// Returned in the [`Tick`].
         tag: u32,
     },
-    /// One hour's energy of a customer, feeder or plant. Written by the host when committed
-    /// log time leaves the hour (never by an actor: an actor emitting one traps).
+    /// One UTC hour's energy of a customer, feeder or plant: what hosts wrote before local
+    /// hours (still decoded: an outbox or a central may hold them). Never written now; an
+    /// actor emitting one traps.
     EnergyHour(EnergyHour),
+    /// One local hour's energy of a customer, feeder or plant. Written by the host when
+    /// committed log time leaves the hour (never by an actor: an actor emitting one traps).
+    /// A variant of its own, after the others, so records written before it still decode.
+    EnergyLocal {
+        /// The hour: its start is a local hour's start under `utc_offset_min` (or the time
+        /// the grid's offset changed: then the hour is shorter, never longer).
+        hour: EnergyHour,
+        /// The grid's UTC offset when the hour opened, minutes (Nepal: +345). The local day
+        /// of the hour is `(hour_start_ms + utc_offset_min * 60,000) / 86,400,000`.
+        utc_offset_min: i32,
+    },
 }
 
 /// One hour's energy of one subject, closed by committed log time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct EnergyHour {
-    /// Start of the hour, log time, Unix ms (a multiple of 3,600,000: UTC hours).
+    /// Start of the hour, log time, Unix ms (in `Output::EnergyHour`, a multiple of
+    /// 3,600,000: UTC hours; in `Output::EnergyLocal`, a local hour's start).
     pub hour_start_ms: u64,
     /// Whose energy.
     pub subject: EnergySubject,

@@ -21,6 +21,7 @@ use self::access::HttpAccess;
 use self::page::Cursor;
 use crate::DAY_MS;
 use crate::backend::Store;
+use crate::localtime::{date_text, iso_local};
 use crate::store::{EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page};
 
 /// The response header that carries a CSV page's cursor (JSON pages carry `next` in the body).
@@ -201,7 +202,14 @@ async fn http_energy(
         .await
         .map_err(http_err)?
         .into_iter()
-        .map(|(day, wh)| serde_json::json!({ "utc_day_start_ms": day * DAY_MS, "energy_wh": wh }))
+        .map(|(day, wh)| {
+            serde_json::json!({
+                "local_date": date_text(day),
+                "local_day": day,
+                "local_day_start_ms": day.saturating_mul(DAY_MS),
+                "energy_wh": wh,
+            })
+        })
         .collect();
     Ok(Json(serde_json::json!(days)))
 }
@@ -224,13 +232,24 @@ async fn http_energy_hours_csv(
     Ok(csv_page(energy_hours_csv(grid, &p.rows), first, p.next))
 }
 
-/// The CSV form of hourly energy rows.
+/// The CSV form of hourly energy rows: each hour's start as local ISO-8601 with the offset it
+/// carries (`hour_start_local`), then as Unix ms.
 pub fn energy_hours_csv(grid: u64, rows: &[EnergyHourRow]) -> String {
-    let mut csv = String::from("grid,hour_start_ms,kind,id,feeder,energy_wh,seq,backfill\n");
+    let mut csv = String::from(
+        "grid,hour_start_local,hour_start_ms,utc_offset_min,kind,id,feeder,energy_wh,seq,backfill\n",
+    );
     for r in rows {
         csv.push_str(&format!(
-            "{grid},{},{},{},{},{},{},{}\n",
-            r.hour_start_ms, r.kind, r.id, r.feeder, r.energy_wh, r.seq, r.backfill
+            "{grid},{},{},{},{},{},{},{},{},{}\n",
+            iso_local(r.hour_start_ms, r.utc_offset_min),
+            r.hour_start_ms,
+            r.utc_offset_min,
+            r.kind,
+            r.id,
+            r.feeder,
+            r.energy_wh,
+            r.seq,
+            r.backfill
         ));
     }
     csv
@@ -251,19 +270,26 @@ async fn http_export_csv(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
     let (first, p) = ledger_for(&i, grid, None, &q).await?;
-    Ok(csv_page(ledger_csv(grid, &p.rows), first, p.next))
+    let offsets = i
+        .backend
+        .utc_offsets_at(grid, p.rows.iter().map(|r| r.at_ms).collect())
+        .await
+        .map_err(http_err)?;
+    Ok(csv_page(ledger_csv(grid, &p.rows, &offsets), first, p.next))
 }
 
-/// The CSV form of ledger rows.
-pub fn ledger_csv(grid: u64, rows: &[LedgerRow]) -> String {
+/// The CSV form of ledger rows, each line's time as local ISO-8601 under the grid's offset in
+/// force then (`offsets`, one per row: `Store::utc_offsets_at`), then as Unix ms.
+pub fn ledger_csv(grid: u64, rows: &[LedgerRow], offsets: &[i32]) -> String {
     let mut csv = String::from(
-        "grid,customer,seq,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill\n",
+        "grid,customer,seq,at_local,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill\n",
     );
-    for r in rows {
+    for (n, r) in rows.iter().enumerate() {
         csv.push_str(&format!(
-            "{grid},{},{},{},{},{},{},{},{},{}\n",
+            "{grid},{},{},{},{},{},{},{},{},{},{}\n",
             r.customer,
             r.seq,
+            iso_local(r.at_ms, offsets.get(n).copied().unwrap_or(0)),
             r.at_ms,
             r.kind,
             r.energy_wh,

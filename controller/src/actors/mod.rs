@@ -546,8 +546,11 @@ impl ActorHost {
                         None => return Err(limit_trap(ctx, "emitted an undecodable output")),
                         // Energy aggregates are the host's, derived from the log; an actor
                         // forging one would put invented totals on the WAN.
-                        Some(ghatta_actor_sdk::Output::EnergyHour(_)) => {
-                            return Err(limit_trap(ctx, "emitted a host-only EnergyHour output"));
+                        Some(
+                            ghatta_actor_sdk::Output::EnergyHour(_)
+                            | ghatta_actor_sdk::Output::EnergyLocal { .. },
+                        ) => {
+                            return Err(limit_trap(ctx, "emitted a host-only energy output"));
                         }
                         Some(_) => {}
                     }

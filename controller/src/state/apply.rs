@@ -7,6 +7,7 @@ use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use redb::{Database, Durability, ReadableTable, Table};
 
+use super::energy::LocalHours;
 use super::logtime::{Advance, LogClock};
 use super::{
     Hooks, OutboxRecord, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
@@ -24,6 +25,10 @@ use ghatta_proto::codec;
 /// prefix byte no actor has (actors' keys start with their `ActorKind::prefix`, 1 and 2, and
 /// the host prefixes every key an actor writes), so no actor can read or write it.
 pub(crate) const LOG_CLOCK_KEY: &[u8] = b"\xffhost/log-clock";
+/// Where the grid's local time for energy hours (`energy::LocalHours`) lies in the actor
+/// state, under the host's prefix like [`LOG_CLOCK_KEY`]: hashed and snapshotted with the
+/// state, and absent (the default, Nepal time) in state written before local hours.
+pub(crate) const LOCAL_HOURS_KEY: &[u8] = b"\xffhost/local-hours";
 
 /// Tables open in the batch's write transaction.
 pub(super) struct Tables<'t> {
@@ -216,15 +221,23 @@ fn apply_proposal(
     advance_log_time(hooks, data, t, index, term, p, h)?;
     // A deploy scheduled for a log time this entry reached cuts over before the entry runs.
     super::modules::cut_over_due(host, data, t, index, h)?;
-    // An entry in a later hour closes the open hour of energy first (by log time only).
-    let closed = data.energy.advance(data.log_time_ms);
+    // An entry in a later local hour closes the open hour of energy first (by log time only).
+    let mut lh = local_hours(data);
+    let before = lh;
+    let closed = data.energy.advance(data.log_time_ms, &mut lh);
+    if lh != before {
+        put_local_hours(data, t, &lh, h)?;
+    }
     if !closed.is_empty() {
-        for hour in closed {
+        for (hour, utc_offset_min) in closed {
             let actor = match hour.subject {
                 sdk::EnergySubject::Customer(_) => ActorKind::Billing,
                 _ => ActorKind::Balancing,
             };
-            let out = sdk::Output::EnergyHour(hour);
+            let out = sdk::Output::EnergyLocal {
+                hour,
+                utc_offset_min,
+            };
             let bytes = sdk_codec::encode(&out);
             h.update(b"energy-hour");
             h.update(&bytes);
@@ -289,7 +302,11 @@ fn apply_proposal(
                 let also = (matches!(input, sdk::Input::Telemetry(_))
                     && runs(host, data, ActorKind::DemandResponse))
                 .then(|| input.clone());
-                deliver(
+                let new_offset = match &input {
+                    sdk::Input::SetBillingConfig(c) => Some(c.utc_offset_min),
+                    _ => None,
+                };
+                let status = deliver(
                     host,
                     data,
                     t,
@@ -301,7 +318,7 @@ fn apply_proposal(
                 )?;
                 if let Some(input) = also {
                     h.update(b"fan-out");
-                    deliver(
+                    let _ = deliver(
                         host,
                         data,
                         t,
@@ -311,6 +328,16 @@ fn apply_proposal(
                         &mut Receipt::default(),
                         h,
                     )?;
+                }
+                // Billing's configuration is the one source of the grid's offset: the host
+                // follows it from the index where billing accepted it (a refused or trapped
+                // one changes nothing on any replica).
+                if let (Some(utc_offset_min), Status::Handled) = (new_offset, status) {
+                    let mut lh = local_hours(data);
+                    if lh.utc_offset_min != utc_offset_min {
+                        lh.utc_offset_min = utc_offset_min;
+                        put_local_hours(data, t, &lh, h)?;
+                    }
                 }
             }
         }
@@ -332,7 +359,7 @@ fn apply_proposal(
                     due_ms: timer.due_ms,
                     tag: timer.tag,
                 });
-                deliver(
+                let _ = deliver(
                     host,
                     data,
                     t,
@@ -376,6 +403,32 @@ fn apply_proposal(
 /// Whether `actor` has a module to run now: compiled in, or deployed and active.
 fn runs(host: &ActorHost, data: &SmData, actor: ActorKind) -> bool {
     host.has_compiled_in(actor) || super::modules::is_active(&data.actor_state, actor)
+}
+
+/// The grid's local time for energy hours, from the actor state (the default when absent).
+fn local_hours(data: &SmData) -> LocalHours {
+    data.actor_state
+        .map
+        .get(LOCAL_HOURS_KEY)
+        .and_then(|v| codec::decode::<LocalHours>(v).ok())
+        .unwrap_or_default()
+}
+
+/// Stores the grid's local time for energy hours in the actor state, hashed.
+fn put_local_hours(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    lh: &LocalHours,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    let bytes = codec::encode(lh).map_err(STATE_DB.encode("state value"))?;
+    h.update(b"local-hours");
+    h.update(&bytes);
+    t.state
+        .insert(LOCAL_HOURS_KEY, bytes.as_slice())
+        .map_err(STATE_DB.write())?;
+    data.actor_state.insert(LOCAL_HOURS_KEY.to_vec(), bytes);
+    Ok(())
 }
 
 /// Removes a timer that fires (or fired already: `None`).
@@ -518,7 +571,7 @@ pub(super) fn note_refusal(
     });
 }
 
-/// Runs one delivery of the entry at `at` = (log index, input position).
+/// Runs one delivery of the entry at `at` = (log index, input position); answers its status.
 #[allow(clippy::too_many_arguments)]
 fn deliver(
     host: &ActorHost,
@@ -529,7 +582,7 @@ fn deliver(
     delivery: sdk::Delivery,
     receipt: &mut Receipt,
     h: &mut blake3::Hasher,
-) -> io::Result<()> {
+) -> io::Result<Status> {
     let (index, pos) = at;
     let bytes = sdk_codec::encode(&delivery);
     // The module in force at this index: a deployed one from its cut-over on (`modules.rs`).
@@ -557,7 +610,8 @@ fn deliver(
             data.trapped_total += 1;
         }
     }
-    record_effects(data, t, index, actor, effects, h)
+    record_effects(data, t, index, actor, effects, h)?;
+    Ok(status)
 }
 
 /// Records what one delivery (or a migration) did: its writes in the table, its timers and

@@ -14,6 +14,12 @@ use crate::actors::ActorLimits;
 use crate::raft::{Body, Entry, Proposal, Receipt};
 
 const CUSTOMERS: u32 = 5;
+const MINUTE_MS: u64 = 60_000;
+
+/// The local day in Nepal (UTC+5:45) of a log time.
+fn nepal_day(t_ms: u64) -> u64 {
+    (t_ms + 345 * MINUTE_MS) / (24 * HOUR_MS)
+}
 
 pub(super) fn entry(index: u64, time_ms: u64, body: Body) -> Entry {
     let leader = openraft::alias::LeaderIdOf::<TypeConfig>::new(1, 1);
@@ -173,7 +179,8 @@ pub(super) fn outbox(sm: &StateMachine) -> Vec<(u64, OutboxRecord, sdk::Output)>
 
 #[test]
 fn hourly_energy_closes_by_log_time_sums_to_the_ledger_and_matches_across_replicas() {
-    let t0 = 480_000 * HOUR_MS;
+    // A local hour's start in Nepal (UTC+5:45, the grid's committed offset): 15 past UTC.
+    let t0 = 480_000 * HOUR_MS + 15 * MINUTE_MS;
     let entries = grid_entries(t0);
     let (_d1, a) = open();
     let (_d2, b) = open();
@@ -197,6 +204,9 @@ fn hourly_energy_closes_by_log_time_sums_to_the_ledger_and_matches_across_replic
 
     let mut billed = BTreeMap::new();
     let mut hourly = BTreeMap::new();
+    // Per local day (Nepal): the ledger's charges and the customers' hours.
+    let mut billed_day = BTreeMap::new();
+    let mut hourly_day = BTreeMap::new();
     let mut plant_hours = Vec::new();
     let mut feeder_hours = Vec::new();
     for (_, rec, o) in &out {
@@ -204,17 +214,28 @@ fn hourly_energy_closes_by_log_time_sums_to_the_ledger_and_matches_across_replic
             sdk::Output::Ledger(l) => {
                 if let sdk::LedgerKind::Charge { energy_wh, .. } = l.kind {
                     *billed.entry(l.customer.0).or_insert(0u64) += energy_wh;
+                    *billed_day.entry(nepal_day(l.at_ms)).or_insert(0u64) += energy_wh;
                 }
             }
-            sdk::Output::EnergyHour(h) => {
-                assert_eq!(h.hour_start_ms % HOUR_MS, 0);
+            sdk::Output::EnergyLocal {
+                hour: h,
+                utc_offset_min,
+            } => {
+                assert_eq!(*utc_offset_min, 345);
+                assert_eq!(
+                    (h.hour_start_ms + 345 * MINUTE_MS) % HOUR_MS,
+                    0,
+                    "a local hour"
+                );
                 assert!(
                     rec.time_ms >= h.hour_start_ms + HOUR_MS,
                     "closed after its hour"
                 );
                 match h.subject {
                     sdk::EnergySubject::Customer(c) => {
-                        *hourly.entry(c.0).or_insert(0u64) += h.energy_wh
+                        *hourly.entry(c.0).or_insert(0u64) += h.energy_wh;
+                        *hourly_day.entry(nepal_day(h.hour_start_ms)).or_insert(0u64) +=
+                            h.energy_wh;
                     }
                     sdk::EnergySubject::Plant(n) => {
                         assert_eq!(n.0, 1);
@@ -226,6 +247,7 @@ fn hourly_energy_closes_by_log_time_sums_to_the_ledger_and_matches_across_replic
                     }
                 }
             }
+            sdk::Output::EnergyHour(h) => panic!("a UTC hour was written: {h:?}"),
             _ => {}
         }
     }
@@ -237,6 +259,10 @@ fn hourly_energy_closes_by_log_time_sums_to_the_ledger_and_matches_across_replic
         hourly, billed,
         "customer hours add up to the ledger to the Wh"
     );
+    // Issue 21: the 40 hours cross a local midnight (18:15 UTC); a local day's hours hold
+    // exactly the energy charged in that local day (what the central sums per local day).
+    assert_eq!(billed_day.len(), 2);
+    assert_eq!(hourly_day, billed_day);
     // Six samples an hour (five in the first), each held 60 s: 6 min of 30 kW = 3 kWh, of
     // 25 kW = 2.5 kWh; the first hour's 2,083.3 Wh leaves 1/3 Wh to carry.
     let mut want_plant = vec![3_000; 40];

@@ -16,6 +16,7 @@ mod log;
 mod proposals;
 mod state;
 mod suite;
+mod tokens;
 
 pub use billing::{BillingBaseline, MeterBilling};
 pub use clock::{
@@ -30,6 +31,7 @@ pub use log::LogMatching;
 pub use proposals::{AckedProposals, OneCopyInLog};
 pub use state::StateAgreement;
 pub use suite::{Suite, SuiteConfig};
+pub use tokens::TokenOnce;
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::{
     AckedProposals, BillingBaseline, Checker, ClockTruth, CreditChecker, CreditLimit,
     ElectionSafety, FrequencyBand, FrequencyQuality, Liveness, LogMatching, MeterBilling,
-    OneCopyInLog, StateAgreement, Tariff, TrueCalendar, Violation,
+    OneCopyInLog, StateAgreement, Tariff, TokenOnce, TrueCalendar, Violation,
 };
 use crate::observe::{Observation, TraceHash};
 use crate::report::{FinishInfo, LedgerSummary, Report};
@@ -84,6 +84,7 @@ pub struct Suite {
     frequency: FrequencyQuality,
     liveness: Liveness,
     clock: Option<ClockTruth>,
+    tokens: TokenOnce,
     trace: TraceHash,
     violations: Vec<Violation>,
     per_checker: BTreeMap<String, usize>,
@@ -115,6 +116,7 @@ impl Suite {
             frequency: FrequencyQuality::new(cfg.frequency),
             liveness: Liveness::new(cfg.liveness_bound_ms),
             clock: cfg.calendar.map(ClockTruth::new),
+            tokens: TokenOnce::new(),
             trace: TraceHash::new(),
             violations: Vec::new(),
             per_checker: BTreeMap::new(),
@@ -137,7 +139,11 @@ impl Suite {
             &mut self.liveness,
         ];
         let clock = self.clock.as_mut().map(|c| c as &mut dyn Checker);
-        always.into_iter().chain(clock)
+        let tokens: &mut dyn Checker = &mut self.tokens;
+        always
+            .into_iter()
+            .chain(clock)
+            .chain(std::iter::once(tokens))
     }
 
     fn keep(&mut self) {
@@ -227,6 +233,9 @@ impl Suite {
                 held_wh: self.billing.held_wh(),
                 reads: self.billing.reads(),
                 charges: self.billing.charges(),
+                tokens_entered: self.tokens.tokens(),
+                tokens_credited: self.tokens.credited(),
+                tokens_typed: self.tokens.entries(),
             },
             net: info.net_counters.unwrap_or_default(),
             last_heal_s: self.liveness.last_heal_ms() as f64 / 1_000.0,

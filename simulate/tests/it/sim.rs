@@ -251,6 +251,24 @@ fn log_time_following_a_stepped_leader_clock_is_caught_by_clock_truth() {
     assert!(r.passed, "with the bound: {}", explain(&r));
 }
 
+/// Issue 21: agents type OpenPAYGO tokens at random nodes through a split of the leader's
+/// side, a third of them at every running node (so on both sides): every token committed
+/// anywhere credits exactly once grid-wide (`token_once`), and metered = billed + held
+/// (`meter_billing`). Shortened to 600 s: the first split (from 100 s) is in it.
+#[test]
+fn tokens_typed_on_both_sides_of_a_split_credit_exactly_once() {
+    let s = scenario("token-partition", 600.0, 90.0);
+    let r = run(&s, 1, Mutation::None);
+    assert!(r.passed, "{}", explain(&r));
+    let l = &r.ledger;
+    assert!(l.tokens_entered >= 10, "tokens were sold: {l:?}");
+    assert_eq!(l.tokens_credited, l.tokens_entered, "{l:?}");
+    assert!(
+        l.tokens_typed > l.tokens_entered,
+        "some token committed from two nodes, its second copy refused: {l:?}"
+    );
+}
+
 /// The island scenario: the leader and one follower cut off from the other three for 30
 /// minutes, power lines included, while loads change on both sides. Local protection alone
 /// holds both islands' frequency in the band; after the heal every meter read the island

@@ -580,6 +580,128 @@ fn friendly_window_wraps_midnight_in_local_time() {
     assert!(w.connected(ALICE));
 }
 
+/// Nepal's billing configuration (UTC+5:45), friendly hours 18:00-06:00 local.
+fn nepal() -> BillingConfig {
+    BillingConfig {
+        utc_offset_min: 345,
+        friendly_start_min: 18 * 60,
+        friendly_end_min: 6 * 60,
+        disconnect_at_mpaisa: 0,
+        plausible_margin_pct: ghatta_billing::clock::PLAUSIBLE_MARGIN_PCT_DEFAULT,
+    }
+}
+
+/// Issue 21: in UTC+5:45, a charge that empties a prepaid account anywhere in 18:00-18:59
+/// local (12:15-13:14 UTC) is friendly debt: no disconnection. Billing that read UTC hours, or
+/// whole-hour offsets, would cut at 18:30 local (12:45 UTC, not yet 18:00 in a UTC+6 reading).
+#[test]
+fn friendly_hours_in_nepal_never_disconnect_at_18_30_local() {
+    const MINUTE_MS: u64 = 60_000;
+    for local_min in (18 * 60)..(19 * 60) {
+        let mut w = World::new();
+        assert_eq!(
+            w.send(0, Input::SetBillingConfig(nepal())),
+            Outcome::Handled
+        );
+        w.customer(at(0, 1), ALICE, AccountMode::Prepaid, PER_KWH, NPR / 2);
+        w.read(at(0, 1), ALICE, 0);
+        w.out();
+        let t = at(0, 0) + (local_min - 345) * MINUTE_MS;
+        assert_eq!(w.read(t, ALICE, 100), Outcome::Handled);
+        let out = w.out();
+        assert_eq!(
+            out[0],
+            ledger(ALICE, t, charge(100, NPR, true), -NPR / 2, 10),
+            "at {}:{:02} local",
+            local_min / 60,
+            local_min % 60
+        );
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Relay(_))),
+            "no relay moves at {local_min} local minutes: {out:?}"
+        );
+        assert!(w.connected(ALICE));
+    }
+    // The minute before the window is not friendly: cut at 17:59 local (12:14 UTC).
+    let mut w = World::new();
+    w.send(0, Input::SetBillingConfig(nepal()));
+    w.customer(at(0, 1), ALICE, AccountMode::Prepaid, PER_KWH, NPR / 2);
+    w.read(at(0, 1), ALICE, 0);
+    w.read(at(0, 12) + 14 * MINUTE_MS, ALICE, 100);
+    assert!(!w.connected(ALICE));
+}
+
+/// Flat fees fall due at local midnight: 18:15 UTC in Nepal, and a new offset moves the
+/// daily timer to the new midnight.
+#[test]
+fn flat_fee_days_start_at_local_midnight() {
+    let mut w = World::new();
+    assert_eq!(
+        w.send(0, Input::SetBillingConfig(nepal())),
+        Outcome::Handled
+    );
+    let spec = CustomerSpec {
+        id: ALICE,
+        node: NODE,
+        mode: AccountMode::Postpaid,
+        tariff: FLAT,
+        connection_w: 250,
+        opening_credit_mpaisa: 0,
+        token: None,
+    };
+    // 13:00 UTC = 18:45 local on day 0.
+    w.send(at(0, 13), Input::UpsertCustomer(spec));
+    let midnight = at(0, 18) + 15 * 60_000;
+    assert_eq!(
+        w.out(),
+        vec![Output::Timer {
+            at_ms: midnight,
+            tag: TAG_DAILY
+        }]
+    );
+    assert_eq!(w.tick(midnight, midnight, TAG_DAILY), Outcome::Handled);
+    let out = w.out();
+    assert_eq!(
+        out[0],
+        ledger(
+            ALICE,
+            midnight,
+            LedgerKind::Fee {
+                amount_mpaisa: 20 * NPR
+            },
+            -20 * NPR,
+            30
+        )
+    );
+    assert_eq!(
+        out[1],
+        Output::Timer {
+            at_ms: midnight + DAY_MS,
+            tag: TAG_DAILY
+        }
+    );
+    // The grid moves to UTC+6: the next day starts at 18:00 UTC, and the old tick is stale.
+    let cfg = BillingConfig {
+        utc_offset_min: 360,
+        ..nepal()
+    };
+    assert_eq!(
+        w.send(at(1, 1), Input::SetBillingConfig(cfg)),
+        Outcome::Handled
+    );
+    assert_eq!(
+        w.out(),
+        vec![Output::Timer {
+            at_ms: at(1, 18),
+            tag: TAG_DAILY
+        }]
+    );
+    w.tick(midnight + DAY_MS, midnight + DAY_MS, TAG_DAILY);
+    assert_eq!(w.out(), vec![], "stale");
+    w.tick(at(1, 18), at(1, 18), TAG_DAILY);
+    assert!(matches!(w.out()[0], Output::Ledger(_)));
+}
+
 #[test]
 fn postpaid_is_never_disconnected() {
     let mut w = World::new();
