@@ -280,12 +280,7 @@ fn stage(
         h.update(b"chunk-dropped");
         return Ok(());
     }
-    let mut staged: Vec<ModuleHash> = data
-        .actor_state
-        .map
-        .get(STAGED_KEY)
-        .and_then(|v| codec::decode(v).ok())
-        .unwrap_or_default();
+    let mut staged = staged_list(data);
     if !staged.contains(hash) {
         while staged.len() >= STAGED_UPLOADS_MAX {
             let oldest = staged.remove(0);
@@ -300,6 +295,15 @@ fn stage(
         return Ok(());
     }
     put(data, t, h, chunk_key(hash, offset), Some(bytes.to_vec()))
+}
+
+/// The uploads being staged, oldest first.
+fn staged_list(data: &SmData) -> Vec<ModuleHash> {
+    data.actor_state
+        .map
+        .get(STAGED_KEY)
+        .and_then(|v| codec::decode(v).ok())
+        .unwrap_or_default()
 }
 
 /// The staged chunks of one upload, by offset.
@@ -331,12 +335,7 @@ fn clear_staged(
     for k in keys {
         put(data, t, h, k, None)?;
     }
-    let mut staged: Vec<ModuleHash> = data
-        .actor_state
-        .map
-        .get(STAGED_KEY)
-        .and_then(|v| codec::decode(v).ok())
-        .unwrap_or_default();
+    let mut staged = staged_list(data);
     if let Some(pos) = staged.iter().position(|s| s == hash) {
         staged.remove(pos);
         let v = (!staged.is_empty()).then(|| encode(&staged)).transpose()?;

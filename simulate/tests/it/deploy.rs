@@ -357,18 +357,15 @@ fn the_cli_deploys_lists_and_rolls_back_an_actor() {
             serde_json::from_slice(&out.stdout).unwrap()
         };
         let dr = |v: &serde_json::Value| v["actors"][2].clone();
+        let rollback: Vec<String> = ["actor", "rollback", "--name", "demand-response"]
+            .map(String::from)
+            .to_vec();
         let l = list(cli(vec!["actor".into(), "list".into(), "--json".into()]).await);
         assert_eq!(dr(&l)["name"], "demand-response");
         assert_eq!(dr(&l)["version"], 2);
         assert_eq!(dr(&l)["signer"], operator.as_str());
         assert_eq!(l["local_signers_match"], true);
-        let out = cli(vec![
-            "actor".into(),
-            "rollback".into(),
-            "--name".into(),
-            "demand-response".into(),
-        ])
-        .await;
+        let out = cli(rollback.clone()).await;
         assert!(
             out.status.success(),
             "{}",
@@ -392,13 +389,7 @@ fn the_cli_deploys_lists_and_rolls_back_an_actor() {
             (dr(&l)["version"].clone(), dr(&l)["scheduled"][0].clone()),
             (1.into(), 3.into())
         );
-        let out = cli(vec![
-            "actor".into(),
-            "rollback".into(),
-            "--name".into(),
-            "demand-response".into(),
-        ])
-        .await;
+        let out = cli(rollback.clone()).await;
         assert!(out.status.success(), "{out:?}");
         let l = list(cli(vec!["actor".into(), "list".into(), "--json".into()]).await);
         assert_eq!(
