@@ -385,17 +385,7 @@ mod tests {
             1_700_028_000_000,
             vec![
                 (1..=n)
-                    .map(|id| {
-                        sdk::Input::UpsertCustomer(sdk::CustomerSpec {
-                            id: sdk::CustomerId(id),
-                            node: sdk::NodeId(1),
-                            mode: sdk::AccountMode::Prepaid,
-                            tariff: 1,
-                            connection_w: 250,
-                            opening_credit_mpaisa: i64::from(id % 2 == 0) * 1_000_000,
-                            token: None,
-                        })
-                    })
+                    .map(|id| crate::state::tests::prepaid(id, i64::from(id % 2 == 0) * 1_000_000))
                     .collect(),
                 read(1_000),
                 read(1_010),

@@ -238,8 +238,12 @@ impl AlarmRules {
                 Direction::Below => (v <= l.raise, v >= l.clear),
             };
             let (bad, good) = if sampled { (bad, good) } else { (false, true) };
-            let text = |raised: bool| {
-                format!(
+            let change = |raised: bool| AlarmChange {
+                rule: r.name,
+                raised,
+                at_ms: now_ms,
+                value: v,
+                text: format!(
                     "{} {}: {} ({v} {}, {} {} {})",
                     r.name,
                     if raised { "RAISED" } else { "cleared" },
@@ -248,19 +252,13 @@ impl AlarmRules {
                     if raised { "raise level" } else { "clear level" },
                     if raised { l.raise } else { l.clear },
                     r.unit
-                )
+                ),
             };
             self.states[i] = match self.states[i] {
                 State::Normal { past_raise_since } if bad => {
                     let since = past_raise_since.unwrap_or(now_ms);
                     if now_ms.saturating_sub(since) >= u64::from(l.raise_after_s) * 1_000 {
-                        out.push(AlarmChange {
-                            rule: r.name,
-                            raised: true,
-                            at_ms: now_ms,
-                            value: v,
-                            text: text(true),
-                        });
+                        out.push(change(true));
                         State::Active {
                             since: now_ms,
                             back_since: None,
@@ -277,13 +275,7 @@ impl AlarmRules {
                 State::Active { since, back_since } if good => {
                     let back = back_since.unwrap_or(now_ms);
                     if now_ms.saturating_sub(back) >= u64::from(l.clear_after_s) * 1_000 {
-                        out.push(AlarmChange {
-                            rule: r.name,
-                            raised: false,
-                            at_ms: now_ms,
-                            value: v,
-                            text: text(false),
-                        });
+                        out.push(change(false));
                         State::Normal {
                             past_raise_since: None,
                         }

@@ -194,35 +194,59 @@ pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     to: &str,
     text: &str,
 ) -> Result<(), SmsError> {
-    let fail = |command: &str, answer: String| SmsError::Modem {
-        device: device.into(),
-        command: command.into(),
-        answer,
-    };
-    exchange(
+    let mut answer = Vec::new();
+    at(
         port,
-        b"AT+CMGF=1\r",
+        device,
+        "AT+CMGF=1",
         Want::Ok,
         COMMAND_TIMEOUT,
-        &mut Vec::new(),
+        &mut answer,
     )
-    .await
-    .map_err(|a| fail("AT+CMGF=1", a))?;
-    let cmgs = format!("AT+CMGS=\"{to}\"\r");
-    exchange(
+    .await?;
+    let cmgs = format!("AT+CMGS=\"{to}\"");
+    at(
         port,
-        cmgs.as_bytes(),
+        device,
+        &cmgs,
         Want::Prompt,
         COMMAND_TIMEOUT,
-        &mut Vec::new(),
+        &mut answer,
     )
-    .await
-    .map_err(|a| fail(cmgs.trim_end(), a))?;
+    .await?;
     let mut body = text.as_bytes().to_vec();
     body.push(0x1A); // Ctrl-Z: send
-    exchange(port, &body, Want::Sent, SEND_TIMEOUT, &mut Vec::new())
+    exchange(port, &body, Want::Sent, SEND_TIMEOUT, &mut answer)
         .await
-        .map_err(|a| fail("the message text", a))
+        .map_err(|a| SmsError::Modem {
+            device: device.into(),
+            command: "the message text".into(),
+            answer: a,
+        })
+}
+
+/// One AT command (`\r` added), its answer in `answer`; an error names the command.
+async fn at<S: AsyncRead + AsyncWrite + Unpin>(
+    port: &mut S,
+    device: &str,
+    command: &str,
+    want: Want,
+    timeout: Duration,
+    answer: &mut Vec<u8>,
+) -> Result<(), SmsError> {
+    exchange(
+        port,
+        format!("{command}\r").as_bytes(),
+        want,
+        timeout,
+        answer,
+    )
+    .await
+    .map_err(|a| SmsError::Modem {
+        device: device.into(),
+        command: command.into(),
+        answer: a,
+    })
 }
 
 /// What a command waits for.
@@ -380,42 +404,22 @@ pub async fn take_unread<S: AsyncRead + AsyncWrite + Unpin>(
     port: &mut S,
     device: &str,
 ) -> Result<Vec<Incoming>, SmsError> {
-    let fail = |command: &str, answer: String| SmsError::Modem {
-        device: device.into(),
-        command: command.into(),
-        answer,
-    };
-    exchange(
-        port,
-        b"AT+CMGF=1\r",
-        Want::Ok,
-        COMMAND_TIMEOUT,
-        &mut Vec::new(),
-    )
-    .await
-    .map_err(|a| fail("AT+CMGF=1", a))?;
     let mut answer = Vec::new();
-    exchange(
+    at(
         port,
-        b"AT+CMGL=\"REC UNREAD\"\r",
+        device,
+        "AT+CMGF=1",
         Want::Ok,
         COMMAND_TIMEOUT,
         &mut answer,
     )
-    .await
-    .map_err(|a| fail("AT+CMGL", a))?;
+    .await?;
+    let list = "AT+CMGL=\"REC UNREAD\"";
+    at(port, device, list, Want::Ok, COMMAND_TIMEOUT, &mut answer).await?;
     let found = parse_cmgl(&String::from_utf8_lossy(&answer));
     for m in &found {
-        let del = format!("AT+CMGD={}\r", m.index);
-        exchange(
-            port,
-            del.as_bytes(),
-            Want::Ok,
-            COMMAND_TIMEOUT,
-            &mut Vec::new(),
-        )
-        .await
-        .map_err(|a| fail(del.trim_end(), a))?;
+        let del = format!("AT+CMGD={}", m.index);
+        at(port, device, &del, Want::Ok, COMMAND_TIMEOUT, &mut answer).await?;
     }
     Ok(found)
 }

@@ -73,6 +73,19 @@ pub(super) fn apply(sm: &StateMachine, entries: &[Entry]) -> Vec<Receipt> {
     r
 }
 
+/// A prepaid 250 W customer of tariff 1 on node 1 with `credit_mpaisa`.
+pub(crate) fn prepaid(id: u32, credit_mpaisa: i64) -> sdk::Input {
+    sdk::Input::UpsertCustomer(sdk::CustomerSpec {
+        id: sdk::CustomerId(id),
+        node: sdk::NodeId(1),
+        mode: sdk::AccountMode::Prepaid,
+        tariff: 1,
+        connection_w: 250,
+        opening_credit_mpaisa: credit_mpaisa,
+        token: None,
+    })
+}
+
 /// A fresh state machine that applied each of `batches` as one entry, the first at log time
 /// `t0` and each next one 10 minutes later (other layers' tests: the admin API's readers).
 /// Tariff 1 (NPR 15/kWh) is set first, as customers need theirs.
@@ -917,19 +930,7 @@ fn a_leader_30_days_fast_charges_no_burst_of_flat_fees_and_keeps_friendly_hours_
 
 #[test]
 fn actor_rows_page_through_one_actors_keys_under_a_prefix() {
-    let customers = (1..=7)
-        .map(|id| {
-            sdk::Input::UpsertCustomer(sdk::CustomerSpec {
-                id: sdk::CustomerId(id),
-                node: sdk::NodeId(1),
-                mode: sdk::AccountMode::Prepaid,
-                tariff: 1,
-                connection_w: 250,
-                opening_credit_mpaisa: 0,
-                token: None,
-            })
-        })
-        .collect();
+    let customers = (1..=7).map(|id| prepaid(id, 0)).collect();
     let (_dir, sm) = applied(1_700_000_000_000, vec![customers]);
     let keys = |after: Option<&[u8]>, limit| -> Vec<Vec<u8>> {
         sm.actor_rows(ActorKind::Billing, b"c/", after, limit)
