@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The simulator's seed sweep (called by .ci/run): 474 seeds of real nodes through the shipped
+# The simulator's seed sweep (called by .ci/run): 481 seeds of real nodes through the shipped
 # scenarios, one world per seed, two worlds at a time (one per core), release build. Each
 # scenario is shortened with --duration-s: its faults keep their length and their place in
 # the run (start times scale), so a shortened leader isolation is still a 10-minute isolation;
@@ -56,5 +56,14 @@ sweep rogue-member 0..20 1800
 # (BENCHMARKS.md, "Clock steps"), inside the 40 s this scenario is given.
 sweep clock-step 0..4 3600
 
-echo "seed sweep: 474 seeds in $(($(date +%s) - started)) s"
+# A board replaced (blank disks, new key, same id) while another member is power-cut, through
+# the operator's membership path (issue 27): at full length, ~14 CPU-s a seed; four seeds
+# ~57 s wall at load 8 (BENCHMARKS.md, "Seed sweep in CI").
+sweep replace-node 0..4 1800
+# Fsyncs of the Raft log failing with EIO on the leader and a follower, the world playing
+# systemd's watchdog (issue 27), with the scenario's own [timing]: ~7 CPU-s a seed at full
+# length.
+sweep disk-faults 0..3 1200
+
+echo "seed sweep: 481 seeds in $(($(date +%s) - started)) s"
 exit "$status"
