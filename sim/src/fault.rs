@@ -261,6 +261,13 @@ pub struct FaultDriver {
     down: BTreeSet<NodeId>,
 }
 
+/// Observes a fault that starts and ends at `t_ms` (a request, an armed error).
+fn instant(tick: &mut Tick, t_ms: u64, id: u64, what: String) {
+    tick.observations
+        .push(Observation::FaultStart { t_ms, id, what });
+    tick.observations.push(Observation::FaultEnd { t_ms, id });
+}
+
 fn ms(s: f64) -> u64 {
     (s.max(0.0) * 1_000.0) as u64
 }
@@ -630,12 +637,7 @@ impl FaultDriver {
                 });
                 // An operator's request, not a condition that holds: it starts and ends here
                 // (whether it was carried out the controller judges).
-                tick.observations.push(Observation::FaultStart {
-                    t_ms,
-                    id,
-                    what: format!("{change} of node {n}"),
-                });
-                tick.observations.push(Observation::FaultEnd { t_ms, id });
+                instant(tick, t_ms, id, format!("{change} of node {n}"));
                 return;
             }
             FaultKind::DiskIoError { node } => {
@@ -644,12 +646,12 @@ impl FaultDriver {
                 };
                 tick.actions.push(NodeAction::FailSyncIo { node: n });
                 // What the node does about it (the watchdog's restart) the controller reports.
-                tick.observations.push(Observation::FaultStart {
+                instant(
+                    tick,
                     t_ms,
                     id,
-                    what: format!("I/O error in the next fsync of {n}'s Raft log"),
-                });
-                tick.observations.push(Observation::FaultEnd { t_ms, id });
+                    format!("I/O error in the next fsync of {n}'s Raft log"),
+                );
                 return;
             }
             FaultKind::Crash { node }

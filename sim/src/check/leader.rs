@@ -67,19 +67,15 @@ impl Checker for IsolatedLeader {
                     self.cut.remove(&node);
                     return;
                 }
-                let c = self.cut.entry(node).or_insert(Cut {
+                let fresh = Cut {
                     term,
                     since_ms: t_ms,
                     index_by_bound: last_log_index,
                     reported: false,
-                });
+                };
+                let c = self.cut.entry(node).or_insert(fresh);
                 if c.term != term {
-                    *c = Cut {
-                        term,
-                        since_ms: t_ms,
-                        index_by_bound: last_log_index,
-                        reported: false,
-                    };
+                    *c = fresh;
                 }
                 if t_ms <= c.since_ms + self.bound_ms {
                     c.index_by_bound = c.index_by_bound.max(last_log_index);
