@@ -57,12 +57,13 @@ sweep rogue-member 0..20 1800
 sweep clock-step 0..4 3600
 
 # A board replaced (blank disks, new key, same id) while another member is power-cut, through
-# the operator's membership path (issue 27): at full length, ~14 CPU-s a seed; four seeds
-# ~57 s wall at load 8 (BENCHMARKS.md, "Seed sweep in CI").
+# the operator's membership path (issue 27): at full length, ~9 CPU-s a seed; four seeds 21 s
+# wall at the end of a loaded sweep, 57 s at load 8 (BENCHMARKS.md, "Membership, a replaced
+# board, fsync I/O errors and the isolated leader").
 sweep replace-node 0..4 1800
 # Fsyncs of the Raft log failing with EIO on the leader and a follower, the world playing
 # systemd's watchdog (issue 27), with the scenario's own [timing]: ~7 CPU-s a seed at full
-# length.
+# length; three seeds 12 s wall.
 sweep disk-faults 0..3 1200
 
 echo "seed sweep: 481 seeds in $(($(date +%s) - started)) s"
