@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The simulator's seed sweep (called by .ci/run): 476 seeds of real nodes through the shipped
+# The simulator's seed sweep (called by .ci/run): 483 seeds of real nodes through the shipped
 # scenarios, one world per seed, two worlds at a time (one per core), release build. Each
 # scenario is shortened with --duration-s: its faults keep their length and their place in
 # the run (start times scale), so a shortened leader isolation is still a 10-minute isolation;
@@ -61,5 +61,15 @@ sweep clock-step 0..4 3600
 # jobs, 30 s wall at load average 7.3 (BENCHMARKS.md, "Token partition"); 0..4 took 63 s.
 sweep token-partition 0..2 1800
 
-echo "seed sweep: 476 seeds in $(($(date +%s) - started)) s"
+# A board replaced (blank disks, new key, same id) while another member is power-cut, through
+# the operator's membership path (issue 27): at full length, ~9 CPU-s a seed; four seeds 21 s
+# wall at the end of a loaded sweep, 57 s at load 8 (BENCHMARKS.md, "Membership, a replaced
+# board, fsync I/O errors and the isolated leader").
+sweep replace-node 0..4 1800
+# Fsyncs of the Raft log failing with EIO on the leader and a follower, the world playing
+# systemd's watchdog (issue 27), with the scenario's own [timing]: ~7 CPU-s a seed at full
+# length; three seeds 12 s wall.
+sweep disk-faults 0..3 1200
+
+echo "seed sweep: 483 seeds in $(($(date +%s) - started)) s"
 exit "$status"

@@ -80,6 +80,11 @@ pub struct TestFaults {
     /// `state::logtime`; a leader's fast clock then moves log time for good).
     #[cfg(feature = "test-faults")]
     pub unbounded_log_time: AtomicBool,
+    /// Number proposals from 1 on a blank state database at once (the behaviour before
+    /// `node::proposer::SeqFloor`; a replaced board's proposals are then taken for its old
+    /// board's retries and dropped).
+    #[cfg(feature = "test-faults")]
+    pub blank_seq_from_one: AtomicBool,
 }
 
 impl TestFaults {
@@ -103,6 +108,14 @@ impl TestFaults {
     pub fn unbounded_log_time(&self) -> bool {
         #[cfg(feature = "test-faults")]
         return self.unbounded_log_time.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-faults"))]
+        false
+    }
+
+    /// Whether a blank node numbers proposals without waiting to learn its floor.
+    pub fn blank_seq_from_one(&self) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.blank_seq_from_one.load(Ordering::Relaxed);
         #[cfg(not(feature = "test-faults"))]
         false
     }

@@ -47,6 +47,8 @@ pub struct DiskCounters {
     pub power_cuts: u64,
     /// Crashes so far.
     pub crashes: u64,
+    /// Syncs failed with an I/O error ([`SimDisk::fail_next_sync_io`]).
+    pub io_errors: u64,
 }
 
 /// A fault armed to fire inside the next `sync_data`, i.e. in the middle of a
@@ -133,6 +135,8 @@ impl Image {
 #[derive(Debug, Default)]
 struct DiskState {
     armed: Option<SyncFault>,
+    /// The next sync fails with an I/O error ([`SimDisk::fail_next_sync_io`]).
+    armed_io: bool,
     tripped: Option<SyncFault>,
     /// The page cache: what reads see.
     cache: Image,
@@ -264,6 +268,13 @@ impl SimDisk {
         self.lock().armed = Some(fault);
     }
 
+    /// Arms an I/O error in the next `sync_data` (an SD card's EIO, `disk_io_error`): that sync
+    /// fails, nothing of it becomes durable, the page cache keeps the writes, and the process
+    /// lives on to handle the error (no handle is fenced).
+    pub fn fail_next_sync_io(&self) {
+        self.lock().armed_io = true;
+    }
+
     /// Disarms a fault armed by [`SimDisk::fail_next_sync`] that has not fired, returning it.
     pub fn disarm(&self) -> Option<SyncFault> {
         self.lock().armed.take()
@@ -361,6 +372,12 @@ impl redb::StorageBackend for SimDisk {
         if s.generation != self.generation {
             s.counters.fenced_ops += 1;
             return Ok(());
+        }
+        if std::mem::take(&mut s.armed_io) {
+            s.counters.io_errors += 1;
+            return Err(io::Error::other(
+                "sim disk: simulated I/O error (EIO) during fsync",
+            ));
         }
         if let Some(fault) = s.armed.take() {
             s.tripped = Some(fault);

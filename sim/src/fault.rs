@@ -20,7 +20,9 @@ use crate::link::{BurstLoss, Direction, Flap, LinkModel};
 use crate::net::{NodeId, SimNet};
 use crate::observe::Observation;
 use crate::rng::SimRng;
-use crate::scenario::{DOWN_S_DEFAULT, Fault, FaultKind, LinkSpec, Scenario, Symbol, Target};
+use crate::scenario::{
+    DOWN_S_DEFAULT, Fault, FaultKind, LinkSpec, MEMBER_PATIENCE_S_DEFAULT, Scenario, Symbol, Target,
+};
 use crate::time::DriftClock;
 
 /// Largest number of faults a run may schedule (scheduled plus random), so a
@@ -66,6 +68,30 @@ pub enum NodeAction {
     /// Start the node again: a fresh `SimNet::endpoint`, redb reopened over
     /// `disk.clone()` (the driver has already marked it up in `SimNet`).
     Restart {
+        /// The node.
+        node: NodeId,
+    },
+    /// Replace the node's board (`FaultKind::ReplaceNode`): cut its power if it runs, give it
+    /// blank disks and a new key pair under the same id, and teach its peers the key by
+    /// restarting them one at a time (the driver has already marked it down in `SimNet`; a
+    /// `Restart` at the fault's end starts the new board).
+    Replace {
+        /// The node.
+        node: NodeId,
+    },
+    /// An operator's membership change of `node`, asked of a running member
+    /// (`Node::member`) and retried until it holds or `patience` runs out.
+    Member {
+        /// The node added, promoted or removed.
+        node: NodeId,
+        /// What is asked.
+        change: MemberChange,
+        /// How long the operator keeps at it.
+        patience: Duration,
+    },
+    /// Fail the next fsync of the node's Raft log with an I/O error
+    /// (`SimDisk::fail_next_sync_io`); the node lives on and must handle it.
+    FailSyncIo {
         /// The node.
         node: NodeId,
     },
@@ -118,6 +144,27 @@ pub enum NodeAction {
         /// Closed (power flows) or open.
         closed: bool,
     },
+}
+
+/// A membership change an operator asks for (`ghatta member add|promote|remove`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add as a learner.
+    Add,
+    /// Promote a learner to voter.
+    Promote,
+    /// Remove, voter or learner.
+    Remove,
+}
+
+impl std::fmt::Display for MemberChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberChange::Add => "member add",
+            MemberChange::Promote => "member promote",
+            MemberChange::Remove => "member remove",
+        })
+    }
 }
 
 /// What one `poll` produced.
@@ -212,6 +259,13 @@ pub struct FaultDriver {
     /// Each directed link's open changes, by fault id (start order).
     link_changes: BTreeMap<(NodeId, NodeId), BTreeMap<u64, LinkChange>>,
     down: BTreeSet<NodeId>,
+}
+
+/// Observes a fault that starts and ends at `t_ms` (a request, an armed error).
+fn instant(tick: &mut Tick, t_ms: u64, id: u64, what: String) {
+    tick.observations
+        .push(Observation::FaultStart { t_ms, id, what });
+    tick.observations.push(Observation::FaultEnd { t_ms, id });
 }
 
 fn ms(s: f64) -> u64 {
@@ -564,9 +618,46 @@ impl FaultDriver {
                 }
                 return;
             }
+            FaultKind::MemberAdd { node }
+            | FaultKind::MemberPromote { node }
+            | FaultKind::MemberRemove { node } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                let change = match f.kind {
+                    FaultKind::MemberAdd { .. } => MemberChange::Add,
+                    FaultKind::MemberPromote { .. } => MemberChange::Promote,
+                    _ => MemberChange::Remove,
+                };
+                let patience = f.duration_s.unwrap_or(MEMBER_PATIENCE_S_DEFAULT);
+                tick.actions.push(NodeAction::Member {
+                    node: n,
+                    change,
+                    patience: Duration::from_millis(ms(patience)),
+                });
+                // An operator's request, not a condition that holds: it starts and ends here
+                // (whether it was carried out the controller judges).
+                instant(tick, t_ms, id, format!("{change} of node {n}"));
+                return;
+            }
+            FaultKind::DiskIoError { node } => {
+                let Some(n) = self.resolve(*node, leader, &down) else {
+                    return;
+                };
+                tick.actions.push(NodeAction::FailSyncIo { node: n });
+                // What the node does about it (the watchdog's restart) the controller reports.
+                instant(
+                    tick,
+                    t_ms,
+                    id,
+                    format!("I/O error in the next fsync of {n}'s Raft log"),
+                );
+                return;
+            }
             FaultKind::Crash { node }
             | FaultKind::PowerCut { node, .. }
-            | FaultKind::Stop { node } => {
+            | FaultKind::Stop { node }
+            | FaultKind::ReplaceNode { node } => {
                 let Some(n) = self.resolve(*node, leader, &down) else {
                     return;
                 };
@@ -581,6 +672,7 @@ impl FaultDriver {
                     tick.actions.push(match f.kind {
                         FaultKind::Crash { .. } => NodeAction::Crash { node: n },
                         FaultKind::Stop { .. } => NodeAction::Stop { node: n },
+                        FaultKind::ReplaceNode { .. } => NodeAction::Replace { node: n },
                         _ => NodeAction::PowerCut { node: n },
                     });
                     tick.observations

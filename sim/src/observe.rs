@@ -217,6 +217,30 @@ pub enum Observation {
         /// The token's count.
         count: u64,
     },
+    /// A node's board was replaced (`replace_node`): blank disks under the same id, so its
+    /// term, log and applied state start again from nothing (legitimately, unlike a vote lost
+    /// on a power cut). Comes before the new board's `NodeRestart`.
+    NodeReplaced {
+        /// When.
+        t_ms: u64,
+        /// Which node.
+        node: NodeId,
+    },
+    /// A node that reports itself leader, whether the world's network lets it reach a quorum
+    /// of its voters (both ways, up), and how long its log is. Reported when `cut` changes and,
+    /// while cut, whenever its log grows (the `isolated_leader` checker).
+    LeaderReach {
+        /// When.
+        t_ms: u64,
+        /// Which node.
+        node: NodeId,
+        /// Its term.
+        term: u64,
+        /// Cut off from a quorum (partitions and down nodes; loss and flapping do not count).
+        cut: bool,
+        /// Its last log index.
+        last_log_index: u64,
+    },
 }
 
 impl Observation {
@@ -240,7 +264,9 @@ impl Observation {
             | Observation::NodeCrash { t_ms, .. }
             | Observation::NodeRestart { t_ms, .. }
             | Observation::TokenEntered { t_ms, .. }
-            | Observation::TokenCredited { t_ms, .. } => *t_ms,
+            | Observation::TokenCredited { t_ms, .. }
+            | Observation::NodeReplaced { t_ms, .. }
+            | Observation::LeaderReach { t_ms, .. } => *t_ms,
         }
     }
 
@@ -399,6 +425,22 @@ impl Observation {
             }
             Observation::NodeRestart { t_ms, node } => {
                 for x in [13, *t_ms, *node] {
+                    u(x);
+                }
+            }
+            Observation::NodeReplaced { t_ms, node } => {
+                for x in [16, *t_ms, *node] {
+                    u(x);
+                }
+            }
+            Observation::LeaderReach {
+                t_ms,
+                node,
+                term,
+                cut,
+                last_log_index,
+            } => {
+                for x in [17, *t_ms, *node, *term, u64::from(*cut), *last_log_index] {
                     u(x);
                 }
             }

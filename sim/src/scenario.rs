@@ -44,6 +44,17 @@ pub const CUSTOMER_ID_STRIDE: u64 = 100_000;
 /// Default interval between scheduled meter reads: 15 minutes, a common
 /// smart-meter load-profile interval.
 pub const METER_READ_INTERVAL_S_DEFAULT: u64 = 900;
+/// How often the simulated operator retries a membership change that was refused or has not
+/// committed yet: `ghatta member` answers within `MEMBER_FORWARD_TIMEOUT` (17 s), and an
+/// operator at the CLI retries a refusal ("not caught up") after a few seconds.
+pub const MEMBER_RETRY_S: f64 = 5.0;
+/// How long the simulated operator keeps at a membership change when the fault gives no
+/// `duration_s`: a learner catching up on a lossy link takes minutes, not an hour.
+pub const MEMBER_PATIENCE_S_DEFAULT: f64 = 600.0;
+/// Time between the restarts of a replaced node's peers that teach them its new key: long
+/// enough for each restarted member to rejoin (a few election timeouts at 10x a 2 s RTT) before
+/// the next goes down, so a rolling restart never costs two members at once.
+pub const REKEY_GAP_S: f64 = 60.0;
 /// Largest rate of random faults per hour per kind (a fault every 36 s is
 /// already a storm; more would leave no time to observe anything).
 pub const FAULTS_PER_HOUR_MAX: f64 = 100.0;
@@ -429,6 +440,47 @@ pub enum FaultKind {
         /// Step, ms (at most [`CLOCK_STEP_MS_MAX`] either way).
         step_ms: i64,
     },
+    /// An operator adds the node as a learner (`ghatta member add`), through the node's own
+    /// membership path (`Node::member` on a running member, which forwards it to the leader):
+    /// the leader probes it over the cluster's links first. The operator retries a refusal
+    /// every [`MEMBER_RETRY_S`] until the node is a committed learner, for `duration_s` at
+    /// most (default [`MEMBER_PATIENCE_S_DEFAULT`]); not done by then is a violation.
+    MemberAdd {
+        /// The node (an index: the same board the world already has).
+        node: Target,
+    },
+    /// An operator promotes the learner to voter (`ghatta member promote`): the leader refuses
+    /// until it has caught up and answers. Retried as `member_add` is.
+    MemberPromote {
+        /// The node.
+        node: Target,
+    },
+    /// An operator removes the node from the cluster (`ghatta member remove`), voter or
+    /// learner. Retried as `member_add` is.
+    MemberRemove {
+        /// The node.
+        node: Target,
+    },
+    /// The node's board is replaced: the power goes off (a hard cut, if it runs), its disks are
+    /// replaced by blank ones and it gets a new key pair under the same id; the new board starts
+    /// after `duration_s` (default [`DOWN_S_DEFAULT`]). Its peers learn the new public key as an
+    /// operator would tell them in the field: the key in each member's `[[peers]]`, then each
+    /// restarted, one at a time ([`REKEY_GAP_S`] apart; a member that is down learns it when it
+    /// comes back). The membership is the scenario's to change: a wiped voter must be removed
+    /// before and added and promoted after (Raft forbids a voter that forgot its vote).
+    ReplaceNode {
+        /// The node.
+        node: Target,
+    },
+    /// The node's next fsync of its Raft log fails with an I/O error (an SD card's EIO): the
+    /// append it carried is not durable and must not be acknowledged. openraft stops a core
+    /// whose storage failed, so the node's health probe fails and systemd's watchdog kills and
+    /// restarts it (the world plays systemd: `WatchdogSec` and `RestartSec` of
+    /// `deploy/ghatta.service`). An instant: `duration_s` is not used.
+    DiskIoError {
+        /// The node.
+        node: Target,
+    },
     /// The node's disk syncs slowly.
     SlowDisk {
         /// The node.
@@ -548,6 +600,54 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
+/// Longest election timeout a scenario may set: etcd's tuning guide's upper limit (50 s);
+/// longer would leave a grid without a leader for minutes after every crash.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
+
+/// Raft timing for every node of a scenario (`[timing]`), instead of the timing derived from
+/// its default link (`ghatta-simulate`'s `timing_for`); `--link-profile` overrides both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingSpec {
+    /// Heartbeat interval, ms (also every Raft RPC's deadline).
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound, ms.
+    pub election_timeout_ms_min: u64,
+    /// Election timeout upper bound, ms (also the leader's quorum lease).
+    pub election_timeout_ms_max: u64,
+}
+
+impl TimingSpec {
+    /// Raft's rule, broadcast time << election timeout (and openraft's own checks): a
+    /// heartbeat shorter than the shortest election timeout, the range not empty, and the
+    /// longest at most [`ELECTION_TIMEOUT_MS_MAX`].
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let t = self;
+        if t.heartbeat_ms == 0 || t.heartbeat_ms >= t.election_timeout_ms_min {
+            return Err((
+                "timing.heartbeat_ms".into(),
+                format!(
+                    "{} ms must be above 0 and below election_timeout_ms_min ({} ms)",
+                    t.heartbeat_ms, t.election_timeout_ms_min
+                ),
+            ));
+        }
+        if t.election_timeout_ms_max <= t.election_timeout_ms_min
+            || t.election_timeout_ms_max > ELECTION_TIMEOUT_MS_MAX
+        {
+            return Err((
+                "timing.election_timeout_ms_max".into(),
+                format!(
+                    "{} ms must be above election_timeout_ms_min ({} ms) and at most \
+                     {ELECTION_TIMEOUT_MS_MAX} ms",
+                    t.election_timeout_ms_max, t.election_timeout_ms_min
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Random faults: Poisson processes with these rates inside a window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -630,6 +730,9 @@ pub struct Scenario {
     /// Agents typing OpenPAYGO tokens at the nodes; absent: none.
     #[serde(default)]
     pub tokens: Option<TokenAgents>,
+    /// Raft timing (`[timing]`); absent: derived from the default link.
+    #[serde(default)]
+    pub timing: Option<TimingSpec>,
 }
 
 /// Most customers the token agents serve: each holds a token count the agents advance, and a
@@ -819,7 +922,12 @@ impl Scenario {
                 | FaultKind::SlowDisk { node, .. }
                 | FaultKind::Rogue { node }
                 | FaultKind::Overload { node, .. }
-                | FaultKind::Drought { node, .. } => vec![("node", *node)],
+                | FaultKind::Drought { node, .. }
+                | FaultKind::MemberAdd { node }
+                | FaultKind::MemberPromote { node }
+                | FaultKind::MemberRemove { node }
+                | FaultKind::ReplaceNode { node }
+                | FaultKind::DiskIoError { node } => vec![("node", *node)],
                 FaultKind::HealAll => vec![],
             };
             for (k, t) in targets {
@@ -902,6 +1010,9 @@ impl Scenario {
                 }
                 _ => {}
             }
+        }
+        if let Some(t) = &self.timing {
+            t.validate()?;
         }
         let r = &self.random_faults;
         for (k, v) in [

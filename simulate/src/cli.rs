@@ -167,6 +167,7 @@ pub fn replay_command(args: &SimArgs, seed: u64, lockstep: bool) -> String {
             Mutation::AckBeforeFsync => "ack-before-fsync",
             Mutation::AppendRetries => "append-retries",
             Mutation::UnboundedLogTime => "unbounded-log-time",
+            Mutation::BlankSeqFromOne => "blank-seq-from-one",
         };
         cmd.push_str(&format!(" --mutation {m}"));
     }

@@ -50,6 +50,7 @@ pub mod clock;
 pub mod emulator;
 pub mod lockstep;
 pub mod measure;
+pub mod member;
 pub mod observer;
 pub mod radio_measure;
 pub mod replay;

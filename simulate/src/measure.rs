@@ -723,6 +723,7 @@ impl SimBed {
                 seed: self.seed,
                 members: &members,
                 cluster: cluster_name,
+                key_gens: &[],
             }),
         )?;
         let stores = Stores {

@@ -259,6 +259,19 @@ pub fn sim_secret(seed: u64, id: NodeId) -> SecretKey {
     SecretKey::from_bytes(bytes)
 }
 
+/// Node `id`'s key pair after `generation` board replacements (`replace_node`): generation 0
+/// is [`sim_secret`], each later one a new key from the same seed, so a seed still replays.
+pub fn sim_secret_of(seed: u64, id: NodeId, generation: u32) -> SecretKey {
+    if generation == 0 {
+        return sim_secret(seed, id);
+    }
+    // Another stream of splitmix64 per generation (an odd multiplier keeps them apart).
+    sim_secret(
+        seed ^ u64::from(generation).wrapping_mul(0xd6e8_feb8_6659_fd93),
+        id,
+    )
+}
+
 /// How a simulated node's links are sealed (scenario `[links] sealed`): keys from `seed` for
 /// every one of `members`, bound to `cluster`.
 #[derive(Clone, Copy)]
@@ -269,6 +282,9 @@ pub struct SealWith<'a> {
     pub members: &'a [NodeId],
     /// The cluster name the pair keys are bound to.
     pub cluster: &'a str,
+    /// Key generations ([`sim_secret_of`]) of nodes whose board was replaced; a node not
+    /// listed has generation 0.
+    pub key_gens: &'a [(NodeId, u32)],
 }
 
 /// A node incarnation's links as the node sees them: its transport, the queue of frames it
@@ -300,6 +316,7 @@ pub fn node_links(
         seed,
         members,
         cluster,
+        key_gens,
     }) = seal
     else {
         return Ok(NodeLinks {
@@ -309,8 +326,12 @@ pub fn node_links(
         });
     };
     let epoch = BootEpoch::in_memory(stats.incarnations());
-    let peers = members.iter().map(|&p| (p, sim_secret(seed, p).public()));
-    let link = SecureLink::new(me, cluster, &sim_secret(seed, me), peers, epoch)
+    let key = |id: NodeId| {
+        let generation = key_gens.iter().find(|(n, _)| *n == id).map_or(0, |g| g.1);
+        sim_secret_of(seed, id, generation)
+    };
+    let peers = members.iter().map(|&p| (p, key(p).public()));
+    let link = SecureLink::new(me, cluster, &key(me), peers, epoch)
         .map_err(|e| anyhow::anyhow!("node {me}: cannot key the sealed links: {e}"))?;
     let (sealed, inbound) = SealedTransport::start(plain, raw, Arc::new(link));
     Ok(NodeLinks {

@@ -27,7 +27,7 @@ use ghatta_sim::plant::{Grid, Plant, PlantTruth};
 use ghatta_sim::plot::PlotRecorder;
 use ghatta_sim::report::{FieldSummary, SecuritySummary};
 use ghatta_sim::report::{FinishInfo, Report};
-use ghatta_sim::scenario::Scenario;
+use ghatta_sim::scenario::{REKEY_GAP_S, Scenario};
 use ghatta_sim::time::Epoch;
 use openraft_rt::WatchReceiver;
 use tokio::task::JoinHandle;
@@ -36,6 +36,7 @@ use tokio::time::Duration;
 use super::clock::SimClock;
 use super::lock;
 use super::lockstep::{self, Engine};
+use super::member;
 use super::observer::{Shared, SimObserver};
 use super::rogue;
 use super::setup;
@@ -76,6 +77,13 @@ pub const TOPUPS_PER_ROUND_MAX: usize = 100;
 /// Wait between attempts of an operator proposal that did not commit.
 const OPERATOR_RETRY: Duration = Duration::from_secs(1);
 
+/// How long systemd waits for a watchdog ping before it kills the node (`WatchdogSec=` in
+/// `deploy/ghatta.service`): a node whose Raft core stopped (a storage error is fatal to
+/// openraft) fails its health probe (`sd_notify::Health`) and stops pinging.
+pub const WATCHDOG_MS: u64 = 30_000;
+/// How long systemd waits before it starts the killed node again (`RestartSec=`).
+pub const RESTART_MS: u64 = 10_000;
+
 /// A deliberate bug switched on in every node (mutation tests).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mutation {
@@ -92,6 +100,10 @@ pub enum Mutation {
     /// Log time follows the leader's wall clock unbounded (the behaviour before
     /// `state::logtime`; breaks "time follows true time", the `clock_truth` checker).
     UnboundedLogTime,
+    /// A node on a blank state database numbers its proposals from 1 at once (the behaviour
+    /// before `node::proposer::SeqFloor`; breaks exactly-once for a replaced board, the
+    /// `acked_proposals` checker).
+    BlankSeqFromOne,
 }
 
 /// One run's inputs.
@@ -300,6 +312,8 @@ struct StartPlan {
     /// The world seed, when the links are sealed.
     seal: Option<u64>,
     members: Vec<u64>,
+    /// Key generations of replaced boards (`transport::sim_secret_of`).
+    key_gens: Vec<(u64, u32)>,
     cluster_name: String,
     timing: Timing,
     /// openraft's seed for this node.
@@ -326,6 +340,7 @@ impl StartPlan {
             link_stats,
             seal,
             members,
+            key_gens,
             cluster_name,
             timing,
             seed,
@@ -350,6 +365,7 @@ impl StartPlan {
                 seed,
                 members: &members,
                 cluster: &cluster_name,
+                key_gens: &key_gens,
             }),
         )?;
         let mut builder = NodeBuilder::new(id, cluster_name)
@@ -421,6 +437,12 @@ struct Slot {
     rogue_sent: Arc<AtomicU64>,
     /// Requests this node refused (`status().refused`), over ended incarnations.
     refused: u64,
+    /// Boards this node has had replaced (`replace_node`): its key pair's generation.
+    key_gen: u32,
+    /// When the world first saw this incarnation's Raft core stopped (the watchdog's count).
+    unhealthy_since: Option<u64>,
+    /// When systemd starts the node again after its watchdog killed it.
+    watchdog_restart_ms: Option<u64>,
 }
 
 /// The running incarnations the operator may propose through: node id -> (slot, incarnation,
@@ -458,6 +480,12 @@ struct World {
     feeds: Vec<Option<ghatta_sim::board::BoardFeed>>,
     /// The plants' true values stepped ahead, observed once their time has come.
     plants_ahead: Vec<(u64, Vec<PlantTruth>)>,
+    /// Restarts that teach members a replaced board's new key: (due ms, slot), in due order.
+    rekeys: std::collections::VecDeque<(u64, usize)>,
+    /// The operator's membership changes and how they went.
+    member_log: member::MemberLog,
+    /// Leaders last reported cut off from a quorum: node -> last log index reported.
+    leaders_cut: BTreeMap<u64, u64>,
 }
 
 /// The slow-disk knob as the node's log store reads it: after each durable commit it waits
@@ -511,10 +539,18 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         Mutation::UnboundedLogTime => {
             switches.unbounded_log_time.store(true, Ordering::Relaxed);
         }
+        Mutation::BlankSeqFromOne => {
+            switches.blank_seq_from_one.store(true, Ordering::Relaxed);
+        }
     }
-    let timing = cfg
-        .timing
-        .unwrap_or_else(|| timing_for(&scenario.default_link()));
+    let timing = cfg.timing.unwrap_or_else(|| match scenario.timing {
+        Some(t) => Timing {
+            heartbeat_ms: t.heartbeat_ms,
+            election_timeout_ms_min: t.election_timeout_ms_min,
+            election_timeout_ms_max: t.election_timeout_ms_max,
+        },
+        None => timing_for(&scenario.default_link()),
+    });
     let field_cfg = field_config_for(&scenario);
     // Calendar: the nodes' clocks read local time of day `start_time_of_day_s` at time zero
     // (the plants' load profiles use local time), in Nepal's time zone.
@@ -562,11 +598,17 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
             rogue_on: false,
             rogue_sent: Arc::default(),
             refused: 0,
+            key_gen: 0,
+            unhealthy_since: None,
+            watchdog_restart_ms: None,
         })
         .collect();
 
     let mut suite_cfg = SuiteConfig::for_scenario(&scenario);
     suite_cfg.tariff = Some(setup::tariff_oracle());
+    // openraft's quorum lease is its longest election timeout (`docs::protocol::check_quorum`).
+    suite_cfg.isolated_leader_bound_ms =
+        Some(timing.election_timeout_ms_max + ghatta_sim::check::APPEND_AFTER_LEASE_MS_MAX);
     suite_cfg.calendar = Some(ghatta_sim::check::TrueCalendar {
         start_unix_ms,
         start_local_ms: (scenario.plant.start_time_of_day_s as i64 * 1_000).rem_euclid(day_ms)
@@ -627,6 +669,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         window_ms,
         feeds,
         plants_ahead: Vec::new(),
+        rekeys: Default::default(),
+        member_log: Arc::default(),
+        leaders_cut: BTreeMap::new(),
     };
 
     for i in 0..w.slots.len() {
@@ -689,6 +734,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         for a in tick.actions {
             w.act(a).await;
         }
+        w.rekey_due(t_ms).await;
+        w.watchdog(t_ms).await;
         w.step_plants(t_ms, 0);
         w.next_window(t_ms);
         if t_ms < total_ms {
@@ -754,6 +801,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     if let Some(v) = journal.check_drain(w.cfg.scenario.journal_drain_bound_s, end_t_ms) {
         w.extra.push(v);
     }
+    let unfinished = member::unfinished(&w.member_log, end_t_ms);
+    w.extra.extend(unfinished);
     let security = w
         .cfg
         .scenario
@@ -860,6 +909,7 @@ impl World {
     fn poll_roles(&mut self, t_ms: u64) -> Option<u64> {
         let mut changes = Vec::new();
         let mut leader: Option<(u64, u64)> = None;
+        let mut leading = Vec::new();
         for s in &mut self.slots {
             let Some(r) = &s.run else {
                 continue;
@@ -867,6 +917,10 @@ impl World {
             let (role, term) = {
                 let m = r.node.raft().metrics();
                 let m = m.borrow_watched();
+                if m.state == openraft::ServerState::Leader {
+                    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                    leading.push((s.id, m.current_term, voters, m.last_log_index.unwrap_or(0)));
+                }
                 let role = match m.state {
                     openraft::ServerState::Leader => SimRole::Leader,
                     openraft::ServerState::Follower => SimRole::Follower,
@@ -892,7 +946,42 @@ impl World {
         for o in &changes {
             self.observe(o);
         }
+        self.report_leader_reach(t_ms, leading);
         leader.map(|(_, id)| id)
+    }
+
+    /// For the `isolated_leader` checker: each node that leads, whether the network lets it
+    /// reach a quorum of its voters (both directions open, the voter up), reported when that
+    /// changes and, while cut off, when its log grows. A leader never cut off is not reported,
+    /// so scenarios without partitions keep their traces.
+    fn report_leader_reach(&mut self, t_ms: u64, leading: Vec<(u64, u64, Vec<u64>, u64)>) {
+        let was_cut = std::mem::take(&mut self.leaders_cut);
+        for (node, term, voters, last_log_index) in leading {
+            let reached = voters
+                .iter()
+                .filter(|&&v| {
+                    v == node
+                        || (self.slot_of(v).is_some_and(|j| self.slots[j].run.is_some())
+                            && !self.net.is_node_down(v)
+                            && !self.net.is_cut(node, v)
+                            && !self.net.is_cut(v, node))
+                })
+                .count();
+            let cut = reached * 2 <= voters.len();
+            let before = was_cut.get(&node).copied();
+            if cut {
+                self.leaders_cut.insert(node, last_log_index);
+            }
+            if (cut && before != Some(last_log_index)) || (!cut && before.is_some()) {
+                self.observe(&Observation::LeaderReach {
+                    t_ms,
+                    node,
+                    term,
+                    cut,
+                    last_log_index,
+                });
+            }
+        }
     }
 
     fn slot_of(&self, node: u64) -> Option<usize> {
@@ -930,6 +1019,42 @@ impl World {
                         // An armed cut that never landed (healed first): the node runs on.
                         self.slots[i].log_disk.disarm();
                     }
+                }
+            }
+            NodeAction::Replace { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.replace(i).await;
+                }
+            }
+            NodeAction::Member {
+                node,
+                change,
+                patience,
+            } => {
+                let at = {
+                    let mut log = lock(&self.member_log);
+                    log.push(member::MemberRequest {
+                        node,
+                        change,
+                        asked_ms: self.epoch.elapsed_ms(),
+                        done_ms: None,
+                        attempts: 0,
+                        last_error: None,
+                    });
+                    log.len() - 1
+                };
+                drop(tokio::spawn(member::carry_out(
+                    self.engine.clone(),
+                    self.running.clone(),
+                    self.epoch,
+                    self.member_log.clone(),
+                    at,
+                    patience,
+                )));
+            }
+            NodeAction::FailSyncIo { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.slots[i].log_disk.fail_next_sync_io();
                 }
             }
             NodeAction::SetClock { node, clock } => {
@@ -1029,6 +1154,12 @@ impl World {
         let alive = Arc::new(AtomicBool::new(true));
         let cluster_name = format!("sim-{}", self.cfg.scenario.name);
         let members: Vec<u64> = self.slots.iter().map(|p| p.id).collect();
+        let key_gens = self
+            .slots
+            .iter()
+            .filter(|p| p.key_gen > 0)
+            .map(|p| (p.id, p.key_gen))
+            .collect();
         let plan = StartPlan {
             id,
             net: self.net.clone(),
@@ -1036,6 +1167,7 @@ impl World {
             link_stats: s.link_stats.clone(),
             seal: self.cfg.scenario.links.sealed.then_some(self.cfg.seed),
             members,
+            key_gens,
             cluster_name,
             timing: self.timing,
             seed: self.cfg.seed ^ id,
@@ -1098,6 +1230,92 @@ impl World {
             self.engine
                 .spawn_on(i, async move { node.shutdown().await }),
         );
+    }
+
+    /// Replaces node `i`'s board (`replace_node`): its power is cut if it runs, its disks
+    /// are swapped for blank ones, it gets a new key pair, and every other member is due a
+    /// restart that teaches it the key, one every [`REKEY_GAP_S`] (the new board starts at the
+    /// fault's end, on the blank disks, and joins nothing until an operator adds it).
+    async fn replace(&mut self, i: usize) {
+        self.kill(i, true).await;
+        let t_ms = self.epoch.elapsed_ms();
+        let s = &mut self.slots[i];
+        s.log_disk = SimDisk::new();
+        s.state_disk = SimDisk::new();
+        s.journal_disk = SimDisk::new();
+        s.key_gen += 1;
+        let node = s.id;
+        self.observe(&Observation::NodeReplaced { t_ms, node });
+        let gap_ms = (REKEY_GAP_S * 1_000.0) as u64;
+        let due = (0..self.slots.len()).filter(|&j| j != i);
+        for (k, j) in (1..).zip(due) {
+            self.rekeys.push_back((t_ms + k * gap_ms, j));
+        }
+    }
+
+    /// Carries out the key restarts due by `t_ms`: each member that runs is stopped and
+    /// started again with every member's current key, as `systemctl restart` after an
+    /// operator edited its `[[peers]]` (one that is down reads the keys when it comes back).
+    async fn rekey_due(&mut self, t_ms: u64) {
+        while let Some(&(due, j)) = self.rekeys.front() {
+            if due > t_ms {
+                break;
+            }
+            self.rekeys.pop_front();
+            if self.slots[j].run.is_none() {
+                continue;
+            }
+            let id = self.slots[j].id;
+            self.observe(&Observation::NodeCrash { t_ms, node: id });
+            self.stop(j).await;
+            self.start(j, false).await;
+            self.observe(&Observation::NodeRestart { t_ms, node: id });
+        }
+    }
+
+    /// systemd's watchdog: a node whose Raft core has stopped is killed [`WATCHDOG_MS`] after
+    /// the world first saw it stopped (its health probe fails, so it stops pinging), as a crash
+    /// (the machine keeps power), and started again [`RESTART_MS`] later unless a fault's
+    /// restart came first.
+    async fn watchdog(&mut self, t_ms: u64) {
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
+            if let Some(due) = s.watchdog_restart_ms
+                && due <= t_ms
+            {
+                s.watchdog_restart_ms = None;
+                if s.run.is_none() {
+                    let node = s.id;
+                    self.start(i, false).await;
+                    self.observe(&Observation::NodeRestart { t_ms, node });
+                }
+                continue;
+            }
+            let s = &mut self.slots[i];
+            let Some(r) = &s.run else {
+                s.unhealthy_since = None;
+                continue;
+            };
+            let stopped = r
+                .node
+                .raft()
+                .metrics()
+                .borrow_watched()
+                .running_state
+                .is_err();
+            if !stopped {
+                s.unhealthy_since = None;
+                continue;
+            }
+            let since = *s.unhealthy_since.get_or_insert(t_ms);
+            if t_ms - since >= WATCHDOG_MS {
+                s.unhealthy_since = None;
+                s.watchdog_restart_ms = Some(t_ms + RESTART_MS);
+                let node = s.id;
+                self.observe(&Observation::NodeCrash { t_ms, node });
+                self.kill(i, false).await;
+            }
+        }
     }
 
     /// Starts node `i`'s forgeries on its runtime, if it runs and they do not yet.

@@ -366,6 +366,13 @@ impl<C: Consensus> Shipper<C> {
                 }
                 let seq = match self.consensus.next_seq() {
                     Ok(s) => s,
+                    // A new or replaced board catching up (`node::proposer::SeqFloor`): not a
+                    // fault; the reads wait in the journal.
+                    Err(e @ ProposeError::CatchingUp { .. }) => {
+                        tracing::debug!(error = %e, "field proposals wait for the node to catch up");
+                        self.next_start = now + Duration::from_millis(PROPOSE_RETRY_MS);
+                        return None;
+                    }
                     Err(e) => return self.fail_fast(&e.to_string()),
                 };
                 let (first, reads) = match (oldest.first(), oldest.last()) {

@@ -381,6 +381,7 @@ impl Node {
 
     /// Reserve the next sequence number (for callers that retry a proposal themselves).
     pub fn next_seq(&self) -> Result<u64, ProposeError> {
+        self.inner.proposer.ready(self)?;
         self.inner.proposer.next_seq()
     }
 

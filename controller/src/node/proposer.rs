@@ -87,6 +87,18 @@ pub enum ProposeError {
         /// The leader's reason.
         why: String,
     },
+    /// The node does not know yet which sequence numbers are free: its state database holds no
+    /// reservation (a new board, or one replaced under the same id) and its state machine has
+    /// not applied what its leader reported committed. Retry later.
+    #[error(
+        "this node's state database records no sequence numbers (a new or replaced board), and it has applied up to index {applied} of the {committed} its leader reported committed; it numbers proposals once it has caught up, so that none reuses a number an earlier board under its id used (those would be dropped as duplicates): wait, and check that it is a member (`ghatta status` on the leader)"
+    )]
+    CatchingUp {
+        /// Index this node's state machine applied.
+        applied: u64,
+        /// What it must apply first ("none known" before a leader reached it).
+        committed: String,
+    },
     /// A thread panicked while it reserved sequence numbers; the node must restart.
     #[error(
         "the sequence reservation lock is poisoned (a thread panicked while holding it); restart the node"
@@ -112,6 +124,40 @@ pub(crate) struct Proposer {
     forward_budget: tokio::sync::Semaphore,
     /// The members' clocks as their forwards reported them (used while leading).
     clocks: std::sync::Mutex<ClockWatch>,
+    /// Whether the first free sequence number is known ([`SeqFloor`]).
+    floor: std::sync::Mutex<SeqFloor>,
+}
+
+/// Whether a node knows its first free sequence number. A node whose state database holds a
+/// reservation knows it (the reservation is fsynced before any number of it is used). A blank
+/// one may be a founding member, whose numbers start at 1, or a board replaced under the id of
+/// one that proposed for months: the cluster's dedupe window remembers those, so the node
+/// learns the floor from its state machine, and only once it has applied everything its leader
+/// reported committed when it first heard from it. (An operator removes a dead member before
+/// its replacement joins, `node::membership`, so every proposal of the old board was committed
+/// before the new board hears from a leader.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeqFloor {
+    /// Numbers may be taken.
+    Known,
+    /// Blank state database: waiting to apply this index (`None`: no leader heard yet).
+    AwaitApplied(Option<u64>),
+}
+
+impl SeqFloor {
+    /// The next state given what the node knows now: `leader_commit` is the commit index its
+    /// leader reported (`None` while it knows no leader), `applied` its state machine's applied
+    /// index. Returns whether numbers may be taken.
+    pub(crate) fn advance(&mut self, leader_commit: Option<u64>, applied: u64) -> bool {
+        if let SeqFloor::AwaitApplied(target) = *self {
+            let target = target.or(leader_commit);
+            *self = match target {
+                Some(t) if applied >= t => SeqFloor::Known,
+                _ => SeqFloor::AwaitApplied(target),
+            };
+        }
+        *self == SeqFloor::Known
+    }
 }
 
 impl Proposer {
@@ -127,8 +173,12 @@ impl Proposer {
             t.get(KEY_NEXT_SEQ)
                 .map_err(STATE_DB.read())?
                 .map(|v| v.value())
-                .unwrap_or(1)
         };
+        let floor = match stored {
+            Some(_) => SeqFloor::Known,
+            None => SeqFloor::AwaitApplied(None),
+        };
+        let stored = stored.unwrap_or(1);
         // Also never below what the cluster has already applied from us (e.g. a node whose
         // local table was lost but whose replicated dedupe window survived).
         let start = stored.max(sm.highest_seq(me) + 1);
@@ -141,7 +191,35 @@ impl Proposer {
             reserved: AtomicU64::new(start),
             reserve_lock: Default::default(),
             forward_budget: tokio::sync::Semaphore::new(FORWARD_BYTES_IN_FLIGHT_MAX),
+            floor: std::sync::Mutex::new(floor),
         })
+    }
+
+    /// Whether sequence numbers may be taken ([`SeqFloor`]); when the floor becomes known,
+    /// the next number is raised past every one the cluster applied from this id.
+    pub(crate) fn ready(&self, node: &Node) -> Result<(), ProposeError> {
+        let mut floor = self.floor.lock().map_err(|_| ProposeError::Poisoned)?;
+        if *floor == SeqFloor::Known || node.inner.faults.blank_seq_from_one() {
+            return Ok(());
+        }
+        let (leader_commit, applied) = {
+            let m = node.raft().metrics();
+            let m = m.borrow_watched();
+            let commit = m
+                .current_leader
+                .map(|_| m.cluster_committed.as_ref().map_or(0, |l| l.index()));
+            (commit, m.last_applied.as_ref().map_or(0, |l| l.index()))
+        };
+        if !floor.advance(leader_commit, applied) {
+            let committed = match *floor {
+                SeqFloor::AwaitApplied(Some(t)) => t.to_string(),
+                _ => "none known".into(),
+            };
+            return Err(ProposeError::CatchingUp { applied, committed });
+        }
+        let first_free = node.state_machine().highest_seq(self.me) + 1;
+        self.next.fetch_max(first_free, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Take the next sequence number, reserving a new block durably when needed.
@@ -169,8 +247,16 @@ impl Proposer {
         Ok(seq)
     }
 
-    /// Propose a body with a fresh sequence number.
+    /// Propose a body with a fresh sequence number (waiting, up to [`PROPOSE_DEADLINE`], for
+    /// this node to know which numbers are free: [`SeqFloor`]).
     pub(crate) async fn propose(&self, node: &Node, body: Body) -> Result<Receipt, ProposeError> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        while let Err(e) = self.ready(node) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(e);
+            }
+            tokio::time::sleep(NO_LEADER_RETRY).await;
+        }
         let seq = self.next_seq()?;
         self.submit(node, seq, body).await
     }
@@ -385,6 +471,28 @@ fn retry_backoff(me: u64, seq: u64, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Caught by the simulator's replace-node scenario (issue 27): a board replaced under the
+    /// same id started numbering at 1 on blank disks, and the leader answered its proposals as
+    /// retries of the old board's, so its reads were acknowledged and dropped for minutes.
+    #[test]
+    fn a_blank_node_numbers_proposals_only_after_applying_what_its_leader_committed() {
+        let mut f = SeqFloor::AwaitApplied(None);
+        assert!(!f.advance(None, 0), "no leader heard: the floor is unknown");
+        assert!(
+            !f.advance(Some(2_500), 10),
+            "a leader's commit not yet applied"
+        );
+        assert_eq!(f, SeqFloor::AwaitApplied(Some(2_500)));
+        // The target is the commit first heard of, not a later one that keeps moving.
+        assert!(!f.advance(Some(2_600), 2_499));
+        assert!(f.advance(Some(2_700), 2_500));
+        assert_eq!(f, SeqFloor::Known);
+        assert!(f.advance(None, 0), "known stays known");
+        // A founding member: its first leader has committed nothing it lacks.
+        let mut founding = SeqFloor::AwaitApplied(None);
+        assert!(founding.advance(Some(0), 0));
+    }
 
     #[test]
     fn retries_back_off_with_jitter_up_to_the_cap() {

@@ -50,6 +50,12 @@ impl Checker for ElectionSafety {
     }
 
     fn observe(&mut self, obs: &Observation, out: &mut Vec<Violation>) {
+        // A replaced board starts from term 0 under the same id: it was removed from the
+        // membership first (the scenario's to see to), so no vote of its counts any more.
+        if let Observation::NodeReplaced { node, .. } = *obs {
+            self.terms.remove(&node);
+            return;
+        }
         let Observation::RoleChange {
             t_ms,
             node,
@@ -119,5 +125,18 @@ mod tests {
         );
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].message.contains("went back from 3 to 2"), "{out:?}");
+        // A replaced board (blank disks) starts again from term 0 without a violation.
+        out.clear();
+        c.observe(&Observation::NodeReplaced { t_ms: 7, node: 4 }, &mut out);
+        c.observe(
+            &Observation::RoleChange {
+                t_ms: 8,
+                node: 4,
+                term: 0,
+                role: Role::Learner,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
     }
 }

@@ -125,6 +125,10 @@ impl Checker for LogMatching {
             Observation::NodeRestart { node, .. } => {
                 self.nodes.entry(*node).or_default().restarted = true;
             }
+            // Blank disks: the new board applies from the start (or a snapshot) again.
+            Observation::NodeReplaced { node, .. } => {
+                self.nodes.insert(*node, NodeApply::default());
+            }
             _ => {}
         }
     }

@@ -16,7 +16,11 @@ use crate::observe::Observation;
 ///   was lost and only a retry landed: an ack before fsync);
 /// - every node up at the end has applied it;
 /// - no `(origin, seq)` is applied at two different indexes (a retried
-///   proposal must be a no-op).
+///   proposal must be a no-op);
+/// - a board replaced under the same id (`Observation::NodeReplaced`) never has a proposal
+///   acknowledged under a sequence number its old board's proposals were applied under: the
+///   leader answers such a reuse as a retry (a duplicate), so the new board's input is
+///   dropped while it believes it committed.
 ///
 /// Memory: one map entry per proposal, the price of checking exactly-once.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +29,8 @@ pub struct AckedProposals {
     applied: BTreeMap<(NodeId, u64), u64>,
     last_applied: BTreeMap<NodeId, u64>,
     down: BTreeSet<NodeId>,
+    /// Per replaced node: when, and the proposals of its old boards applied by then.
+    replaced: BTreeMap<NodeId, (u64, BTreeSet<u64>)>,
 }
 
 impl AckedProposals {
@@ -53,6 +59,28 @@ impl Checker for AckedProposals {
                 index,
             } => {
                 self.acked.entry((origin, seq)).or_insert((index, t_ms));
+                if let Some((at, old)) = self.replaced.get(&origin)
+                    && old.contains(&seq)
+                {
+                    out.push(violation(
+                        self.name(),
+                        t_ms,
+                        format!(
+                            "proposal ({origin}, {seq}) of node {origin}'s new board (replaced at \
+                             t={at} ms) was acknowledged at index {index}, but ({origin}, {seq}) \
+                             was the old board's, applied before: a reused sequence number, \
+                             dropped as a duplicate"
+                        ),
+                    ));
+                }
+            }
+            Observation::NodeReplaced { t_ms, node } => {
+                let old = self
+                    .applied
+                    .range((node, 0)..=(node, u64::MAX))
+                    .map(|(&(_, seq), _)| seq)
+                    .collect();
+                self.replaced.insert(node, (t_ms, old));
             }
             Observation::ProposalApplied {
                 t_ms,
@@ -206,5 +234,42 @@ mod tests {
         }
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].message.contains("(2, 7)"), "{out:?}");
+    }
+
+    /// Caught by replace-node (issue 27): a replaced board numbered its proposals from 1 again
+    /// on blank disks, the leader took them for its old board's retries, and for minutes its
+    /// reads were acknowledged and dropped.
+    #[test]
+    fn a_replaced_board_reusing_its_old_boards_sequence_numbers_is_caught() {
+        let mut c = AckedProposals::new();
+        let mut out = Vec::new();
+        for (seq, index) in [(1, 10), (2, 11)] {
+            c.observe(
+                &Observation::ProposalApplied {
+                    t_ms: 5,
+                    node: 1,
+                    origin: 5,
+                    seq,
+                    index,
+                },
+                &mut out,
+            );
+        }
+        c.observe(&Observation::NodeReplaced { t_ms: 20, node: 5 }, &mut out);
+        let ack = |seq, index| Observation::ProposalAcked {
+            t_ms: 30,
+            origin: 5,
+            seq,
+            index,
+        };
+        // A sequence number past the old board's is new: fine.
+        c.observe(&ack(3, 40), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        c.observe(&ack(2, 41), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            out[0].message.contains("(5, 2)") && out[0].message.contains("reused"),
+            "{out:?}"
+        );
     }
 }

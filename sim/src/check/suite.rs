@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::{
     AckedProposals, BillingBaseline, Checker, ClockTruth, CreditChecker, CreditLimit,
-    ElectionSafety, FrequencyBand, FrequencyQuality, Liveness, LogMatching, MeterBilling,
-    OneCopyInLog, StateAgreement, Tariff, TokenOnce, TrueCalendar, Violation,
+    ElectionSafety, FrequencyBand, FrequencyQuality, IsolatedLeader, Liveness, LogMatching,
+    MeterBilling, OneCopyInLog, StateAgreement, Tariff, TokenOnce, TrueCalendar, Violation,
 };
 use crate::observe::{Observation, TraceHash};
 use crate::report::{FinishInfo, LedgerSummary, Report};
@@ -30,6 +30,9 @@ pub struct SuiteConfig {
     /// The world's true calendar, for the clock checker (`ClockTruth`); `None`: not judged
     /// (a world that does not say what time it is).
     pub calendar: Option<TrueCalendar>,
+    /// How long a leader cut off from a quorum may still append (`IsolatedLeader`: its quorum
+    /// lease plus `APPEND_AFTER_LEASE_MS_MAX`); `None`: not judged.
+    pub isolated_leader_bound_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for SuiteConfig {
@@ -41,6 +44,7 @@ impl std::fmt::Debug for SuiteConfig {
             .field("tariff", &self.tariff.is_some())
             .field("billing_baseline", &self.billing_baseline)
             .field("calendar", &self.calendar)
+            .field("isolated_leader_bound_ms", &self.isolated_leader_bound_ms)
             .finish()
     }
 }
@@ -56,6 +60,7 @@ impl SuiteConfig {
             tariff: None,
             billing_baseline: BillingBaseline::FirstRead,
             calendar: None,
+            isolated_leader_bound_ms: None,
         }
     }
 }
@@ -85,6 +90,7 @@ pub struct Suite {
     liveness: Liveness,
     clock: Option<ClockTruth>,
     tokens: TokenOnce,
+    isolated: Option<IsolatedLeader>,
     trace: TraceHash,
     violations: Vec<Violation>,
     per_checker: BTreeMap<String, usize>,
@@ -117,6 +123,7 @@ impl Suite {
             liveness: Liveness::new(cfg.liveness_bound_ms),
             clock: cfg.calendar.map(ClockTruth::new),
             tokens: TokenOnce::new(),
+            isolated: cfg.isolated_leader_bound_ms.map(IsolatedLeader::new),
             trace: TraceHash::new(),
             violations: Vec::new(),
             per_checker: BTreeMap::new(),
@@ -140,10 +147,12 @@ impl Suite {
         ];
         let clock = self.clock.as_mut().map(|c| c as &mut dyn Checker);
         let tokens: &mut dyn Checker = &mut self.tokens;
+        let isolated = self.isolated.as_mut().map(|c| c as &mut dyn Checker);
         always
             .into_iter()
             .chain(clock)
             .chain(std::iter::once(tokens))
+            .chain(isolated)
     }
 
     fn keep(&mut self) {

@@ -269,3 +269,31 @@ fn a_file_cut_at_a_page_boundary_and_grown_back_is_unsynced_until_synced() {
     disk.clone().read(4096, &mut buf).expect("read");
     assert_eq!(buf, [3; 4096], "the cut was never synced");
 }
+
+/// `disk_io_error`: an fsync fails with EIO. redb's commit fails (nothing acknowledged), the
+/// process lives on, and after a restart (systemd's, on a crash: the page cache survives) the
+/// database opens with every commit made before the failed one.
+#[test]
+fn an_io_error_in_an_fsync_fails_that_commit_and_the_database_reopens() {
+    let disk = SimDisk::new();
+    let db = open(&disk);
+    put(&db, 1, 100, Durability::Immediate);
+    disk.fail_next_sync_io();
+    let mut tx = db.begin_write().expect("begin");
+    {
+        let mut t = tx.open_table(T).expect("table");
+        t.insert(2, 200).expect("insert");
+    }
+    tx.set_durability(Durability::Immediate)
+        .expect("durability");
+    assert!(tx.commit().is_err(), "the failed fsync fails the commit");
+    assert_eq!(disk.counters().io_errors, 1);
+    assert!(
+        disk.take_tripped().is_none(),
+        "not a power cut: the process lives"
+    );
+    drop(db);
+    disk.crash();
+    let db = open(&disk);
+    assert_eq!(get(&db, 1), Some(100));
+}

@@ -1,6 +1,6 @@
 //! The fault driver: schedules resolve, apply to the network, and undo exactly.
 
-use ghatta_sim::fault::{FaultDriver, NodeAction, Tick};
+use ghatta_sim::fault::{FaultDriver, MemberChange, NodeAction, Tick};
 use ghatta_sim::link::LinkModel;
 use ghatta_sim::net::NodeId;
 use ghatta_sim::observe::Observation;
@@ -352,5 +352,80 @@ fn a_clock_step_sets_the_leaders_clock_and_steps_it_back_at_the_end() {
             "{:?}",
             t.actions
         );
+    });
+}
+
+#[test]
+fn a_replaced_board_goes_down_and_comes_back_blank_and_membership_changes_are_requests() {
+    let s = scenario(
+        "[[faults]]\nat_s = 10\nduration_s = 300\nkind = \"replace_node\"\nnode = 4\n\
+         [[faults]]\nat_s = 20\nkind = \"member_remove\"\nnode = 4\n\
+         [[faults]]\nat_s = 400\nduration_s = 60\nkind = \"member_promote\"\nnode = \"leader\"\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        let t = d.poll(10_000, &net, Some(1));
+        assert_eq!(t.actions, vec![NodeAction::Replace { node: 5 }]);
+        assert!(matches!(
+            t.observations[..],
+            [Observation::NodeCrash {
+                t_ms: 10_000,
+                node: 5
+            }]
+        ));
+        assert!(net.is_node_down(5) && d.down_nodes().contains(&5));
+        // A request starts and ends at once; the operator's patience is the default.
+        let t = d.poll(20_000, &net, Some(1));
+        assert_eq!(
+            t.actions,
+            vec![NodeAction::Member {
+                node: 5,
+                change: MemberChange::Remove,
+                patience: std::time::Duration::from_secs(
+                    ghatta_sim::scenario::MEMBER_PATIENCE_S_DEFAULT as u64
+                ),
+            }]
+        );
+        assert!(matches!(
+            &t.observations[..],
+            [Observation::FaultStart { what, .. }, Observation::FaultEnd { .. }]
+                if what == "member remove of node 5"
+        ));
+        // The new board starts when the replacement ends.
+        let t = d.poll(310_000, &net, Some(1));
+        assert_eq!(t.actions, vec![NodeAction::Restart { node: 5 }]);
+        assert!(!net.is_node_down(5));
+        let t = d.poll(400_000, &net, Some(2));
+        assert_eq!(
+            t.actions,
+            vec![NodeAction::Member {
+                node: 2,
+                change: MemberChange::Promote,
+                patience: std::time::Duration::from_secs(60),
+            }]
+        );
+    });
+}
+
+#[test]
+fn a_disk_io_error_is_armed_on_a_node_that_is_up() {
+    let s = scenario(
+        "[[faults]]\nat_s = 1\nduration_s = 60\nkind = \"power_cut\"\nnode = 1\n\
+         [[faults]]\nat_s = 2\nkind = \"disk_io_error\"\nnode = \"follower\"\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        d.poll(1_000, &net, Some(1));
+        let t = d.poll(2_000, &net, Some(1));
+        let [NodeAction::FailSyncIo { node }] = t.actions[..] else {
+            panic!("expected one armed I/O error, got {:?}", t.actions);
+        };
+        assert!(node != 1 && node != 2, "a follower that is up: {node}");
+        assert!(matches!(
+            t.observations[..],
+            [Observation::FaultStart { .. }, Observation::FaultEnd { .. }]
+        ));
     });
 }

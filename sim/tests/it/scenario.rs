@@ -32,6 +32,8 @@ fn every_shipped_scenario_parses_and_validates() {
         "power-cuts",
         "storm-5-node",
         "clock-step",
+        "replace-node",
+        "disk-faults",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -176,4 +178,35 @@ fn plants_get_disjoint_customer_ids() {
     assert!(calm.is_friendly_hour(23) && calm.is_friendly_hour(2) && !calm.is_friendly_hour(12));
     let cfg = ghatta_sim::check::SuiteConfig::for_scenario(&calm);
     assert_eq!(cfg.liveness_bound_ms, 60_000);
+}
+
+#[test]
+fn a_scenario_may_set_raft_timing_within_rafts_rule() {
+    let timing = |t: &str| format!("{MINIMAL}[timing]\n{t}\n");
+    let s = Scenario::parse(
+        &timing(
+            "heartbeat_ms = 500\nelection_timeout_ms_min = 2500\nelection_timeout_ms_max = 5000",
+        ),
+        "ok.toml",
+    )
+    .expect("valid timing");
+    assert_eq!(s.timing.map(|t| t.election_timeout_ms_max), Some(5_000));
+    let e = err(&timing(
+        "heartbeat_ms = 3000\nelection_timeout_ms_min = 2500\nelection_timeout_ms_max = 5000",
+    ));
+    assert!(
+        e.contains("timing.heartbeat_ms") && e.contains("below"),
+        "{e}"
+    );
+    let e = err(&timing(
+        "heartbeat_ms = 500\nelection_timeout_ms_min = 2500\nelection_timeout_ms_max = 60000",
+    ));
+    assert!(e.contains("timing.election_timeout_ms_max"), "{e}");
+    let e = err(&timing(
+        "heartbeat_ms = 500\nelection_timeout_ms_min = 2500",
+    ));
+    assert!(
+        e.contains("election_timeout_ms_max"),
+        "a missing key is named: {e}"
+    );
 }

@@ -269,6 +269,27 @@ fn tokens_typed_on_both_sides_of_a_split_credit_exactly_once() {
     );
 }
 
+/// The replace-node scenario (issue 27): node 4's board replaced (blank disks, new key, same
+/// id) while node 1 is power-cut, removed, added and promoted through `Node::member`; every
+/// checker green, the new board caught up, and its proposals numbered past its old board's.
+/// The mutation test of `node::proposer::SeqFloor`: numbering from 1 on the blank disks (the
+/// behaviour before it) has the new board's reads acknowledged as the old board's retries and
+/// dropped, which `acked_proposals` must catch on the same seed.
+#[test]
+fn a_board_replaced_while_another_is_power_cut_rejoins_and_reuses_no_sequence_number() {
+    let s = scenario("replace-node", 1_800.0, 120.0);
+    let r = run(&s, 0, Mutation::None);
+    assert!(r.passed, "{}", explain(&r));
+    let r = run(&s, 0, Mutation::BlankSeqFromOne);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.checker == "acked_proposals" && v.message.contains("reused")),
+        "the reused sequence numbers were not caught: {}",
+        explain(&r)
+    );
+}
+
 /// The island scenario: the leader and one follower cut off from the other three for 30
 /// minutes, power lines included, while loads change on both sides. Local protection alone
 /// holds both islands' frequency in the band; after the heal every meter read the island
