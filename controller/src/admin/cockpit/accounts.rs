@@ -129,18 +129,7 @@ pub fn customer(node_id: u64, reply: &CustomerReply) -> String {
     if reply.events.is_empty() {
         b.push_str("<p>None among the outbox's newest records.</p>");
     } else {
-        b.push_str("<table><tr><th>Log time</th><th>Log index</th><th>Kind</th><th>What</th></tr>");
-        for e in &reply.events {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&utc_text(e.time_ms)),
-                e.index,
-                escape(&e.kind),
-                escape(&e.what)
-            );
-        }
-        b.push_str("</table>");
+        super::events_table(&mut b, &reply.events);
     }
     if !reply.whole_outbox {
         b.push_str("<p>Older lines are not listed here; the central keeps them all.</p>");

@@ -397,25 +397,30 @@ pub fn is_event(o: &ghatta_actor_sdk::Output) -> bool {
     matches!(o, Output::Relay(_) | Output::Ledger(_) | Output::Alarm(_))
 }
 
+/// A table of committed events, in the order given (the event log, a customer's page).
+pub(crate) fn events_table(b: &mut String, events: &[crate::admin::dto::EventView]) {
+    b.push_str("<table><tr><th>Log time</th><th>Log index</th><th>Actor</th><th>Kind</th><th>What</th></tr>");
+    for e in events {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&utc_text(e.time_ms)),
+            e.index,
+            escape(&e.actor),
+            escape(&e.kind),
+            escape(&e.what)
+        );
+    }
+    b.push_str("</table>");
+}
+
 /// The event log page: the newest committed events, newest first.
 pub fn events(node_id: u64, reply: &crate::admin::dto::EventsReply) -> String {
     let mut b = String::new();
     if reply.events.is_empty() {
         b.push_str("<p>No event in the outbox.</p>");
     } else {
-        b.push_str("<table><tr><th>Log time</th><th>Log index</th><th>Actor</th><th>Kind</th><th>What</th></tr>");
-        for e in &reply.events {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&utc_text(e.time_ms)),
-                e.index,
-                escape(&e.actor),
-                escape(&e.kind),
-                escape(&e.what)
-            );
-        }
-        b.push_str("</table>");
+        events_table(&mut b, &reply.events);
     }
     if reply.limited || !reply.whole_outbox {
         b.push_str("<p>Older events are not listed here; the central keeps them all.</p>");
