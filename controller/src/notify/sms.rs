@@ -84,8 +84,10 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// minute on a weak cell.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most a modem's answer may hold before it is abandoned: a port that streams garbage
-/// must not grow the node's memory.
-const ANSWER_BYTES_MAX: usize = 4 * 1024;
+/// must not grow the node's memory. Large enough for the listing of a full message store
+/// (`AT+CMGL`: a SIM and a modem hold up to a few hundred messages of ~250 bytes each with
+/// their header), or a stranger who fills the store would stop every `BAL` answer.
+const ANSWER_BYTES_MAX: usize = 64 * 1024;
 
 /// How many messages may go when (time passed in).
 #[derive(Debug)]

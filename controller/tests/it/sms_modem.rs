@@ -289,3 +289,35 @@ async fn an_operators_bal_query_is_answered_and_a_strangers_is_deleted_unanswere
         "every message was deleted"
     );
 }
+
+#[tokio::test]
+async fn a_store_filled_by_strangers_still_lets_an_operators_query_through() {
+    // 40 messages of 150 characters: a listing of ~9 KiB in one answer.
+    let mut waiting: Vec<(u32, String, String)> = (1..=40)
+        .map(|i| (i, "+9779800000000".to_string(), "x".repeat(150)))
+        .collect();
+    waiting.push((41, "+9779841000001".into(), "BAL 42".into()));
+    let inbox: Inbox = Arc::new(Mutex::new(waiting));
+    let m = modem_with_inbox(false, inbox.clone());
+    let c = cfg(&m.path, 10);
+    let port = sms::open(&c).expect("open");
+    let (_n, _task) = SmsNotifier::spawn(
+        c,
+        port,
+        7,
+        Arc::new(TestClock::default()),
+        Some(Arc::new(OneCustomer)),
+    );
+    wait_for(&m.sent, 1).await;
+    assert_eq!(
+        m.sent.lock().unwrap()[0].1,
+        "ghatta node 7: customer 42: credit NPR 12.50, supply on"
+    );
+    for _ in 0..200 {
+        if inbox.lock().unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{} messages left in the store", inbox.lock().unwrap().len());
+}
