@@ -63,6 +63,9 @@ pub struct History {
 }
 
 const MINUTE_MS: u64 = 60_000;
+/// How far back a sample may be stamped and still be taken for jitter (ignored) rather than a
+/// corrected clock (the history from the future dropped).
+pub const CLOCK_JITTER_MS_MAX: u64 = MINUTE_MS;
 
 fn span(xs: impl Iterator<Item = u64> + Clone) -> Span {
     let n = xs.clone().count().max(1) as u64;
@@ -74,11 +77,23 @@ fn span(xs: impl Iterator<Item = u64> + Clone) -> Span {
 }
 
 impl History {
-    /// Adds a sample; one older than the newest is ignored (the wall clock stepped back).
+    /// Adds a sample; one a little older than the newest is ignored (jitter); one more than
+    /// [`CLOCK_JITTER_MS_MAX`] older means the clock was set back, and what came after it goes.
     /// Returns the minute the sample closed, if it opened a new one.
     pub fn push(&mut self, s: Sample) -> Option<Minute> {
-        if self.seconds.back().is_some_and(|b| s.t_ms < b.t_ms) {
-            return None;
+        if let Some(b) = self.seconds.back()
+            && s.t_ms < b.t_ms
+        {
+            if b.t_ms - s.t_ms <= CLOCK_JITTER_MS_MAX {
+                return None;
+            }
+            // A clock set right after running fast (an operator, NTP after a GPS fault):
+            // what was stamped in the future goes, or the charts would wait for real time to
+            // catch up with the error.
+            self.seconds.clear();
+            self.open.clear();
+            self.minutes
+                .retain(|m| m.t_ms < s.t_ms / MINUTE_MS * MINUTE_MS);
         }
         let mut closed = None;
         if let Some(first) = self.open.first()
@@ -179,6 +194,15 @@ mod tests {
         assert_eq!(h.push(at(last - 5_000, 1)), None);
         assert_eq!(h.latest().unwrap().t_ms, last);
         assert_eq!(h.seconds().count(), n);
+        // A clock set back by a day: the history from the "future" goes, new samples count.
+        let back = last - 24 * 3_600_000;
+        assert_eq!(h.push(at(back, 50_000)), None);
+        assert_eq!(h.latest().unwrap().t_ms, back);
+        assert!(h.minutes().all(|m| m.t_ms < back / MINUTE_MS * MINUTE_MS));
+        assert!(
+            h.push(at(back + 60_000, 50_000)).is_some(),
+            "minutes close again"
+        );
         // After a restart, the stored day comes back; a repeat of a minute held is skipped.
         let day: Vec<Minute> = h.minutes().copied().collect();
         let mut again = History::default();

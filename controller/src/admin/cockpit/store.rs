@@ -139,6 +139,10 @@ impl HistoryStore {
             let horizon = m.t_ms.saturating_sub(KEPT_MS);
             t.retain_in(..horizon, |_, _| false)
                 .map_err(|e| self.err("prune", e))?;
+            // Minutes after this one were stamped by a clock since set back: the newest minute
+            // is now, so they go rather than stay in the week for as long as the error was.
+            t.retain_in(m.t_ms + 1.., |_, _| false)
+                .map_err(|e| self.err("prune", e))?;
         }
         txn.commit().map_err(|e| self.err("commit", e))?;
         if durable {
@@ -223,6 +227,25 @@ mod tests {
             day.last().copied(),
             Some(minute(last, 50_000 + (days * 1_440 - 1) % 7))
         );
+    }
+
+    #[test]
+    fn minutes_a_fast_clock_stamped_go_once_it_is_set_right() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = 1_800_000_000_000u64 / 60_000 * 60_000;
+        let s = HistoryStore::open(dir.path()).expect("open");
+        for i in 0..10 {
+            s.append(&minute(t0 + i * 60_000, 50_000)).expect("append");
+        }
+        // An hour fast for two minutes, then set right.
+        for i in 0..2 {
+            s.append(&minute(t0 + 3_600_000 + i * 60_000, 50_000))
+                .expect("append");
+        }
+        s.append(&minute(t0 + 10 * 60_000, 50_000)).expect("append");
+        let kept = s.since(0).expect("read");
+        assert_eq!(kept.len(), 11, "the fast hour's minutes went: {kept:?}");
+        assert_eq!(kept.last().map(|m| m.t_ms), Some(t0 + 10 * 60_000));
     }
 
     #[test]
