@@ -119,7 +119,6 @@ impl FieldConfig {
             ));
         }
         self.protection.validate()?;
-        self.credit.validate()?;
         Ok(())
     }
 

@@ -5,6 +5,10 @@
 
 use std::future::Future;
 
+use ghatta_actor_sdk as sdk;
+use ghatta_billing::store;
+
+use crate::actors::ActorKind;
 use crate::node::{Node, ProposeError};
 use crate::raft::Body;
 use crate::state::OutboxRecord;
@@ -45,6 +49,11 @@ pub trait Consensus: Clone + Send + Sync + 'static {
 
     /// Outbox records with sequence >= `from`, at most `limit`.
     fn outbox_from(&self, from: u64, limit: usize) -> std::io::Result<Vec<(u64, OutboxRecord)>>;
+
+    /// Billing's configuration in force in the local state machine (friendly hours, the
+    /// grid's UTC offset, the disconnection floor): the island credit rule follows it, so it
+    /// has no copy of its own to fall out of step with.
+    fn billing_config(&self) -> sdk::BillingConfig;
 }
 
 impl Consensus for Node {
@@ -82,5 +91,16 @@ impl Consensus for Node {
 
     fn outbox_from(&self, from: u64, limit: usize) -> std::io::Result<Vec<(u64, OutboxRecord)>> {
         self.state_machine().outbox_from(from, limit)
+    }
+
+    fn billing_config(&self) -> sdk::BillingConfig {
+        // Billing's own row, decoded with billing's own format; its defaults when none is
+        // committed (or a deployed version wrote a row this build cannot read).
+        self.state_machine()
+            .actor_rows(ActorKind::Billing, store::KEY_CONFIG, None, 1)
+            .into_iter()
+            .find(|(k, _)| k == store::KEY_CONFIG)
+            .and_then(|(_, v)| store::decode_config(&v))
+            .unwrap_or_else(ghatta_billing::clock::default_config)
     }
 }

@@ -40,9 +40,12 @@
 //!   its journal was created; before that the customer is not enforced locally.
 //! - A tiered tariff is estimated at the last charge's average rate; energy that crosses into
 //!   a dearer block in the island is under-charged until billing reconciles.
-//! - Billing's friendly hours and threshold are not visible outside the actor: this module
-//!   uses its own copy (`[field.credit]`, defaulting to billing's defaults: 18:00-06:00 Nepal
-//!   time, floor 0). An operator who changes `BillingConfig` should change these too.
+//! - Friendly hours, the grid's UTC offset and the floor are billing's own, as last committed
+//!   (`BillingConfig`, read from billing's replicated state through [`Consensus`]; billing's
+//!   defaults before any is committed): one source, so an operator who changes the billing
+//!   configuration changes the island rule with it, at the index where billing accepted it.
+//!
+//! [`Consensus`]: super::consensus::Consensus
 //! - A postpaid account with positive credit and no charge yet committed cannot be told
 //!   from a prepaid one, and would be cut in an island when its estimate reaches the floor.
 //! - Flat tariffs charge no energy: nothing to estimate, never cut locally.
@@ -68,14 +71,20 @@ pub struct CreditConfig {
     pub enabled: bool,
     /// No commit for this long before local enforcement starts, ms.
     pub grace_ms: u64,
-    /// Cut at or below this estimated balance, mpaisa (billing's `disconnect_at_mpaisa`).
-    pub floor_mpaisa: i64,
-    /// Local time offset from UTC, minutes (billing's `utc_offset_min`).
-    pub utc_offset_min: i32,
-    /// Friendly hours start, local minute of day (billing's `friendly_start_min`).
-    pub friendly_start_min: u16,
-    /// Friendly hours end (exclusive); equal to the start: none.
-    pub friendly_end_min: u16,
+    /// Keys this section had before the island rule followed billing's committed
+    /// configuration: still read, so a board's old node.toml loads, and otherwise ignored
+    /// ([`CreditConfig::ignored_keys`] names them for a warning).
+    #[serde(skip_serializing)]
+    pub floor_mpaisa: Option<i64>,
+    /// See `floor_mpaisa`.
+    #[serde(skip_serializing)]
+    pub utc_offset_min: Option<i32>,
+    /// See `floor_mpaisa`.
+    #[serde(skip_serializing)]
+    pub friendly_start_min: Option<u16>,
+    /// See `floor_mpaisa`.
+    #[serde(skip_serializing)]
+    pub friendly_end_min: Option<u16>,
 }
 
 impl Default for CreditConfig {
@@ -86,51 +95,50 @@ impl Default for CreditConfig {
             // to 12 s) plus the proposer's 30 s deadline and a retry, so a leader change never
             // cuts anyone; short against an island's hours.
             grace_ms: 120_000,
-            // Billing's default `disconnect_at_mpaisa`.
-            floor_mpaisa: 0,
-            // Billing's defaults: Nepal time (UTC+5:45), friendly hours 18:00-06:00.
-            utc_offset_min: 345,
-            friendly_start_min: 18 * 60,
-            friendly_end_min: 6 * 60,
+            floor_mpaisa: None,
+            utc_offset_min: None,
+            friendly_start_min: None,
+            friendly_end_min: None,
         }
     }
 }
 
 impl CreditConfig {
-    /// Check the settings; errors name the key under `field.credit`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if i64::from(self.friendly_start_min) >= MINUTES_PER_DAY
-            || i64::from(self.friendly_end_min) >= MINUTES_PER_DAY
-        {
-            return Err((
-                "field.credit.friendly_start_min".into(),
-                "friendly hours are minutes of the day, 0-1439".into(),
-            ));
-        }
-        if self.utc_offset_min.abs() > 14 * 60 {
-            return Err((
-                "field.credit.utc_offset_min".into(),
-                format!("{} minutes is not a UTC offset", self.utc_offset_min),
-            ));
-        }
-        Ok(())
+    /// The keys set in this section that no longer do anything, for a warning at start.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        [
+            ("field.credit.floor_mpaisa", self.floor_mpaisa.is_some()),
+            ("field.credit.utc_offset_min", self.utc_offset_min.is_some()),
+            (
+                "field.credit.friendly_start_min",
+                self.friendly_start_min.is_some(),
+            ),
+            (
+                "field.credit.friendly_end_min",
+                self.friendly_end_min.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
     }
+}
 
-    /// Whether friendly hours hold at wall time `now_ms`.
-    pub fn friendly(&self, now_ms: u64) -> bool {
-        let utc_min = (now_ms / 60_000) as i64;
-        let local = (utc_min + i64::from(self.utc_offset_min)).rem_euclid(MINUTES_PER_DAY);
-        let (s, e) = (
-            i64::from(self.friendly_start_min),
-            i64::from(self.friendly_end_min),
-        );
-        if s == e {
-            false
-        } else if s < e {
-            (s..e).contains(&local)
-        } else {
-            local >= s || local < e
-        }
+/// Whether billing's friendly hours hold at wall time `now_ms` under `terms` (billing's
+/// committed configuration): the same rule as billing's own, on the node's clock.
+pub fn friendly(terms: &sdk::BillingConfig, now_ms: u64) -> bool {
+    let utc_min = (now_ms / 60_000) as i64;
+    let local = (utc_min + i64::from(terms.utc_offset_min)).rem_euclid(MINUTES_PER_DAY);
+    let (s, e) = (
+        i64::from(terms.friendly_start_min),
+        i64::from(terms.friendly_end_min),
+    );
+    if s == e {
+        false
+    } else if s < e {
+        (s..e).contains(&local)
+    } else {
+        local >= s || local < e
     }
 }
 
@@ -338,13 +346,15 @@ impl CreditTracker {
         a.local_wh = Some(total_wh);
     }
 
-    /// Decide local cuts. `island_ms`: how long the node has gone without a commit while it
-    /// had something to commit (0 when connected). `reconciled`: the node is connected, its
+    /// Decide local cuts. `terms`: billing's committed configuration (friendly hours, offset,
+    /// floor). `island_ms`: how long the node has gone without a commit while it had
+    /// something to commit (0 when connected). `reconciled`: the node is connected, its
     /// journal has drained and the outbox is processed past the last commit. `supplied`: the
     /// committed relay state of a customer.
     pub fn evaluate(
         &mut self,
         cfg: &CreditConfig,
+        terms: &sdk::BillingConfig,
         wall_ms: u64,
         island_ms: u64,
         reconciled: bool,
@@ -357,7 +367,7 @@ impl CreditTracker {
             }
             return changes;
         }
-        if island_ms < cfg.grace_ms || cfg.friendly(wall_ms) {
+        if island_ms < cfg.grace_ms || friendly(terms, wall_ms) {
             return changes;
         }
         for (c, a) in &self.accounts {
@@ -367,13 +377,13 @@ impl CreditTracker {
             let Some(balance) = a.balance_mpaisa else {
                 continue;
             };
-            if balance <= cfg.floor_mpaisa && a.mode != ModeEvidence::Prepaid {
+            if balance <= terms.disconnect_at_mpaisa && a.mode != ModeEvidence::Prepaid {
                 continue;
             }
             let Some(estimated_mpaisa) = a.estimate_mpaisa() else {
                 continue;
             };
-            if estimated_mpaisa <= cfg.floor_mpaisa {
+            if estimated_mpaisa <= terms.disconnect_at_mpaisa {
                 changes.push(CreditChange::Cut {
                     customer: *c,
                     estimated_mpaisa,
@@ -423,15 +433,33 @@ mod tests {
     }
 
     #[test]
-    fn friendly_hours_wrap_midnight() {
-        let cfg = CreditConfig {
-            utc_offset_min: 0,
-            ..CreditConfig::default()
-        };
+    fn friendly_hours_wrap_midnight_in_local_time() {
+        let mut terms = ghatta_billing::clock::default_config();
+        terms.utc_offset_min = 0;
         let at = |h: u64| h * 3_600_000;
-        assert!(cfg.friendly(at(19)));
-        assert!(cfg.friendly(at(2)));
-        assert!(!cfg.friendly(at(12)));
+        assert!(friendly(&terms, at(19)));
+        assert!(friendly(&terms, at(2)));
+        assert!(!friendly(&terms, at(12)));
+        // Nepal (UTC+5:45): 12:30 UTC is 18:15 local, inside; 00:30 UTC is 06:15, outside.
+        terms.utc_offset_min = 345;
+        assert!(friendly(&terms, at(12) + 30 * 60_000));
+        assert!(!friendly(&terms, 30 * 60_000));
+        // Equal ends: no friendly hours at all.
+        terms.friendly_end_min = terms.friendly_start_min;
+        assert!(!friendly(&terms, at(19)));
+    }
+
+    #[test]
+    fn old_keys_of_the_section_load_and_are_named_for_a_warning() {
+        let c: CreditConfig =
+            toml::from_str("grace_ms = 60000\nutc_offset_min = 345\nfloor_mpaisa = 0\n")
+                .expect("an old section still loads");
+        assert_eq!(c.grace_ms, 60_000);
+        assert_eq!(
+            c.ignored_keys(),
+            ["field.credit.floor_mpaisa", "field.credit.utc_offset_min"]
+        );
+        assert!(CreditConfig::default().ignored_keys().is_empty());
     }
 
     #[test]

@@ -328,6 +328,14 @@ pub async fn run_with<B: Board, C: Consensus>(
     map: CustomerMap,
     stats: Arc<FieldStats>,
 ) {
+    let ignored = cfg.credit.ignored_keys();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            keys = ?ignored,
+            "node.toml sets keys that no longer do anything: island credit follows billing's \
+             committed configuration (`ghatta billing-config set`); remove them"
+        );
+    }
     let mut arbiter = Arbiter::new(&mut board);
     let protection = Protection::new(
         cfg.protection.clone(),
@@ -833,8 +841,8 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                     .to_board(l.customer.0)
                     .is_some_and(|b| self.customers_set.contains(&b)) =>
             {
-                self.credit
-                    .on_ledger(rec.index, &l, self.cfg.credit.floor_mpaisa);
+                let floor = self.consensus.billing_config().disconnect_at_mpaisa;
+                self.credit.on_ledger(rec.index, &l, floor);
             }
             sdk::Output::BallastSetpoint { node, setpoint_w } if node.0 == self.me => {
                 // The ELC owns the per-cycle balance and the hal has no set-point output yet:
@@ -880,9 +888,15 @@ impl<B: Board, C: Consensus> Loop<B, C> {
             && stalled_ms < self.cfg.credit.grace_ms
             && drained_at.is_some_and(|i| self.processed_index >= i);
         let wall = self.consensus.wall_ms();
-        let changes =
-            self.credit
-                .evaluate(&self.cfg.credit, wall, stalled_ms, reconciled, supplied);
+        let terms = self.consensus.billing_config();
+        let changes = self.credit.evaluate(
+            &self.cfg.credit,
+            &terms,
+            wall,
+            stalled_ms,
+            reconciled,
+            supplied,
+        );
         for ch in changes {
             self.dirty = true;
             match ch {

@@ -423,6 +423,60 @@ async fn island_credit_is_enforced_locally_and_handed_back_on_rejoin() {
     assert_eq!(r.stat(|s| &s.island_credit_cut_now), 0);
 }
 
+/// The island rule has no copy of billing's friendly hours: it follows the configuration
+/// billing committed, here one whose friendly hours hold the test's wall time (11:45 in Nepal),
+/// then one with none.
+#[tokio::test(start_paused = true)]
+async fn island_credit_follows_the_friendly_hours_billing_committed() {
+    let mut c = cfg();
+    c.meter_journal_interval_ms = 1_000;
+    let r = Rig::new(c);
+    {
+        let mut s = r.fake.st();
+        s.accounts.insert(
+            1,
+            Acct {
+                balance_mpaisa: 10_000,
+                last_wh: None,
+                rate: 1_000,
+                connected: true,
+            },
+        );
+        s.billing = Some(sdk::BillingConfig {
+            friendly_start_min: 11 * 60,
+            friendly_end_min: 13 * 60,
+            ..ghatta_billing::clock::default_config()
+        });
+    }
+    r.meter(1, 100);
+    wait_ms(3_000).await;
+    r.meter(1, 105);
+    wait_ms(5_000).await;
+    assert_eq!(r.fake.st().accounts[&1].balance_mpaisa, 5_000);
+    r.fake.st().island = true;
+    // 20 Wh in the island against 5 Wh of credit, past the grace period.
+    r.meter(1, 125);
+    wait_ms(130_000).await;
+    assert!(
+        closed(&r.board, RelayLine::Customer(1)),
+        "friendly hours (11:00-13:00 local, committed by billing): nobody is cut"
+    );
+    assert_eq!(r.stat(|s| &s.island_credit_cuts), 0);
+    // The office commits a configuration without friendly hours (committed on the other
+    // side of the island; the node's state machine has it, as after a snapshot).
+    r.fake.st().billing = Some(sdk::BillingConfig {
+        friendly_start_min: 0,
+        friendly_end_min: 0,
+        ..ghatta_billing::clock::default_config()
+    });
+    wait_ms(3_000).await;
+    assert!(
+        !closed(&r.board, RelayLine::Customer(1)),
+        "no friendly hours any more: cut locally"
+    );
+    assert_eq!(r.stat(|s| &s.island_credit_cuts), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn radio_sized_proposals_stay_within_their_byte_budget_and_still_drain() {
     let mut c = cfg();

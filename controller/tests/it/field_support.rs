@@ -59,6 +59,8 @@ pub struct FakeState {
     /// Largest proposal seen, bytes of encoded inputs.
     pub max_proposal_bytes: usize,
     pub accounts: BTreeMap<u32, Acct>,
+    /// Billing's committed configuration; `None`: billing's defaults.
+    pub billing: Option<sdk::BillingConfig>,
 }
 
 /// A scripted cluster.
@@ -237,6 +239,13 @@ impl FakeCluster {
 impl Consensus for FakeCluster {
     fn node_id(&self) -> u64 {
         ME
+    }
+
+    fn billing_config(&self) -> sdk::BillingConfig {
+        self.st()
+            .billing
+            .clone()
+            .unwrap_or_else(ghatta_billing::clock::default_config)
     }
 
     fn wall_ms(&self) -> u64 {

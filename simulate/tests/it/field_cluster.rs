@@ -81,10 +81,9 @@ fn island_credit_with_the_real_billing_actor() {
                 ..JournalLimits::default()
             },
             credit: CreditConfig {
-                // Short enough for a test; no friendly hours, like the billing config above.
+                // Short enough for a test. No friendly hours here: the island rule follows the
+                // billing configuration committed above (none), at any hour the test runs.
                 grace_ms: 5_000,
-                friendly_start_min: 0,
-                friendly_end_min: 0,
                 ..CreditConfig::default()
             },
             ..FieldConfig::default()
