@@ -87,6 +87,10 @@ pub enum BoardConfig {
         /// Plant time per real second (1 = real time; the demo uses 60 so meters move).
         #[serde(default = "default_speed")]
         speed: u32,
+        /// Customers (grid ids) whose meters never answer: a meter fault to rehearse the
+        /// alarms and pages with (`meter_silent`), or to test them.
+        #[serde(default)]
+        silent_meters: Vec<u32>,
     },
 }
 
@@ -107,6 +111,7 @@ impl Default for BoardConfig {
             first_customer: 1,
             seed: 0,
             speed: 1,
+            silent_meters: Vec::new(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ghatta_hal::{AnyBoard, LinuxBoard, ReplayBoard, SimBoard, SimBoardState};
+use ghatta_hal::{AnyBoard, LinuxBoard, ReplayBoard, SimBoard, SimBoardState, SimFault};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -124,11 +124,24 @@ impl Running {
 fn open_board(cfg: &NodeConfig) -> Result<AnyBoard, RunError> {
     match &cfg.board {
         BoardConfig::Sim {
-            customers, seed, ..
-        } => Ok(AnyBoard::Sim(SimBoard::new(SimBoardState::demo(
-            *customers,
-            *seed ^ cfg.id,
-        )))),
+            customers,
+            seed,
+            first_customer,
+            silent_meters,
+            ..
+        } => {
+            let mut state = SimBoardState::demo(*customers, *seed ^ cfg.id);
+            let map = CustomerMap {
+                first_customer: *first_customer,
+            };
+            for board_id in silent_meters.iter().filter_map(|c| map.to_board(*c)) {
+                state
+                    .faults
+                    .meters
+                    .insert(board_id, SimFault::always(ghatta_hal::ErrorKind::Timeout));
+            }
+            Ok(AnyBoard::Sim(SimBoard::new(state)))
+        }
         BoardConfig::Replay { grid, meters } => ReplayBoard::open(grid, meters.as_deref())
             .map(|b| AnyBoard::Replay(Box::new(b)))
             .map_err(RunError::Recordings),
@@ -267,6 +280,7 @@ pub async fn start(
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let field_view = crate::admin::FieldView(Some(stats.clone()));
     let alarm_board = crate::notify::AlarmBoard::default();
+    let alarm_reports = crate::notify::report::ReportQueue::default();
     let mut notifiers: Vec<Arc<dyn crate::notify::Notifier>> = Vec::new();
     if let Some(sms) = &cfg.sms {
         // A modem that cannot be opened stops nothing but its messages: the grid runs on.
@@ -297,6 +311,12 @@ pub async fn start(
         node.clock().clone(),
         alarm_board.clone(),
         notifiers,
+        Some(alarm_reports.clone()),
+    ));
+    tasks.push(crate::notify::report::spawn(
+        node.clone(),
+        alarm_reports,
+        crate::notify::EVALUATE_INTERVAL,
     ));
     let cockpit = crate::admin::cockpit::Cockpit::with_store(&cfg.data_dir, node.clock().now_ms())
         .with_alarms(alarm_board);

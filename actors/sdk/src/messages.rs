@@ -564,6 +564,13 @@ pub enum AlarmCode {
     /// Raised by the node's state machine, not by an actor; `subject` is the actor's id,
     /// `value` the version, the text says what happened and, when refused, why.
     ActorDeploy,
+    /// A board's own alarm rule raised (frequency, voltage, shedding, a silent sensor or
+    /// meter, a stalled journal...), reported by that board through the log. Raised by the
+    /// node's state machine, not by an actor; `node` is the board, `value` the gauge in the
+    /// rule's unit, the text names the rule, the value and the level.
+    BoardRaised,
+    /// A board's alarm rule cleared (as [`AlarmCode::BoardRaised`]).
+    BoardCleared,
 }
 
 /// Why an actor refused an input (the non-zero status codes of `ghatta_handle`).

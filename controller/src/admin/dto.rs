@@ -405,10 +405,45 @@ pub struct AlarmView {
     pub text: String,
 }
 
+/// A board's alarm rule raised now, as committed (every node shows the same list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardAlarmView {
+    /// The board.
+    pub node: u64,
+    /// The rule (`frequency_low`, `meter_silent`, ...).
+    pub rule: String,
+    /// When the board raised it, by its clock, Unix ms.
+    pub since_ms: u64,
+    /// What it said.
+    pub text: String,
+}
+
+impl BoardAlarmView {
+    /// Every board's raised rules from the replicated state, by board then rule.
+    pub fn all(
+        boards: Vec<(u64, Vec<crate::raft::board_alarms::ActiveRule>)>,
+    ) -> Vec<BoardAlarmView> {
+        boards
+            .into_iter()
+            .flat_map(|(node, rules)| {
+                rules.into_iter().map(move |r| BoardAlarmView {
+                    node,
+                    rule: r.rule,
+                    since_ms: r.since_ms,
+                    text: r.text,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The answer of `GET /alarms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmsReply {
-    /// Newest first.
+    /// Boards' alarm rules raised now (committed), by board.
+    #[serde(default)]
+    pub active: Vec<BoardAlarmView>,
+    /// Committed alarm records, newest first.
     pub alarms: Vec<AlarmView>,
     /// Whether the whole outbox was searched (otherwise older alarms may exist; the
     /// central keeps them all).

@@ -462,6 +462,7 @@ async fn read_alarms(
             )
         })?;
     Ok(dto::AlarmsReply {
+        active: dto::BoardAlarmView::all(node.state_machine().board_alarms()),
         alarms: found.alarms.iter().map(dto::AlarmView::of).collect(),
         whole_outbox: found.whole_outbox,
         limited: found.limited,

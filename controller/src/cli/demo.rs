@@ -182,6 +182,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
                 first_customer: (id as u32 - 1) * per_node + 1,
                 seed,
                 speed: args.speed,
+                silent_meters: Vec::new(),
             },
             field: FieldConfig::default(),
             radio: Vec::new(),

@@ -448,10 +448,31 @@ pub fn format_alarms(reply: &Value) -> String {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if alarms.is_empty() {
-        return "no alarms in the committed outbox".into();
-    }
+    let active = reply
+        .get("active")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut out = String::new();
+    if !active.is_empty() {
+        out.push_str("raised now (committed):\n");
+        for a in &active {
+            let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("?");
+            let n = |k: &str| a.get(k).and_then(Value::as_u64).unwrap_or(0);
+            out.push_str(&format!(
+                "  node {} {:<18} since {}: {}\n",
+                n("node"),
+                s("rule"),
+                utc_text(n("since_ms")),
+                s("text")
+            ));
+        }
+        out.push_str("history:\n");
+    }
+    if alarms.is_empty() {
+        out.push_str("no alarms in the committed outbox");
+        return out;
+    }
     for a in &alarms {
         let n = |k: &str| a.get(k).and_then(Value::as_i64).unwrap_or(0);
         let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("?");

@@ -767,6 +767,9 @@ impl<B: Board, C: Consensus> Loop<B, C> {
     /// number of pages per tick.
     fn follow_outbox(&mut self) {
         let applied = self.consensus.applied_index();
+        // Read once a tick, not once a ledger line: a change committed in this tick's records
+        // counts from the next tick (the floor only tells prepaid from postpaid evidence).
+        let floor = self.consensus.billing_config().disconnect_at_mpaisa;
         for _ in 0..OUTBOX_PAGES_PER_TICK {
             let records = match self.consensus.outbox_from(self.outbox_cursor, OUTBOX_BATCH) {
                 Ok(r) => r,
@@ -782,7 +785,7 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                     self.caught_up(applied);
                     return;
                 }
-                self.outbox_record(&rec);
+                self.outbox_record(&rec, floor);
                 self.outbox_cursor = seq + 1;
                 last_index = Some(rec.index);
                 self.stats.outbox_records.fetch_add(1, Ordering::Relaxed);
@@ -807,7 +810,7 @@ impl<B: Board, C: Consensus> Loop<B, C> {
         self.outbox_ready = true;
     }
 
-    fn outbox_record(&mut self, rec: &crate::state::OutboxRecord) {
+    fn outbox_record(&mut self, rec: &crate::state::OutboxRecord, floor: i64) {
         let Some(out) = sdk::codec::decode::<sdk::Output>(&rec.output) else {
             return;
         };
@@ -841,7 +844,6 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                     .to_board(l.customer.0)
                     .is_some_and(|b| self.customers_set.contains(&b)) =>
             {
-                let floor = self.consensus.billing_config().disconnect_at_mpaisa;
                 self.credit.on_ledger(rec.index, &l, floor);
             }
             sdk::Output::BallastSetpoint { node, setpoint_w } if node.0 == self.me => {

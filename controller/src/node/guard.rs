@@ -95,7 +95,9 @@ impl Guard {
             match f.body {
                 // A module's signature is checked on apply, on every replica; its chunks are
                 // staged in bounded space (`actors::deploy::STAGED_UPLOADS_MAX`).
-                Body::Inputs(_) | Body::Actor(_) => return Ok(()),
+                // A board's alarms are its own: the origin is the sender (checked above),
+                // and the report's size is checked before it is written and on apply.
+                Body::Inputs(_) | Body::Actor(_) | Body::BoardAlarms(_) => return Ok(()),
                 Body::OutboxAck { .. } => Refusal::ForwardedOutboxAck,
                 Body::Tick { .. } => Refusal::ForwardedTick,
             }

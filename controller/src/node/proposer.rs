@@ -390,6 +390,11 @@ impl Proposer {
                 crate::actors::deploy::ACTOR_OP_BYTES_MAX
             )));
         }
+        if let Body::BoardAlarms(b) = &f.body
+            && let Err(why) = b.check()
+        {
+            return Err(ForwardError::Refused(format!("board alarm report: {why}")));
+        }
         let (time_ms, clock) = self.stamp(node, Some((f.origin, f.origin_time_ms)));
         let p = Proposal {
             origin: f.origin,
@@ -433,6 +438,12 @@ fn forward_bytes(body: &Body) -> u32 {
     let inputs = match body {
         Body::Inputs(inputs) => inputs.iter().map(Vec::len).sum(),
         Body::Actor(op) => op.payload_bytes(),
+        Body::BoardAlarms(b) => b
+            .active
+            .iter()
+            .map(|a| a.rule.len() + a.text.len())
+            .chain(b.changes.iter().map(|c| c.rule.len() + c.text.len()))
+            .sum(),
         _ => 0,
     };
     let bytes = inputs.saturating_add(FORWARD_OVERHEAD_BYTES);

@@ -3,10 +3,11 @@
 //! [`EVALUATE_INTERVAL`]; each raise or clear goes to the log, to the cockpit's alarms page
 //! (`AlarmBoard`) and to every [`Notifier`] (an SMS modem, `sms.rs`).
 //!
-//! These alarms are what this board sees (its sensors, its journal, whether its proposals
-//! commit), so they are kept on the board, not committed: the grid-wide alarms are the
-//! committed ones the actors and the state machine raise (`/alarms`).
+//! The changes and the set of rules raised are also committed through the log
+//! (`report.rs`), so every node shows every board's alarms; while a board is cut off from the
+//! others, its own page shows what it sees and the report waits.
 
+pub mod report;
 pub mod rules;
 pub mod sms;
 
@@ -79,6 +80,7 @@ pub fn spawn(
     clock: Arc<dyn Clock>,
     board: AlarmBoard,
     notifiers: Vec<Arc<dyn Notifier>>,
+    committed: Option<report::ReportQueue>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVALUATE_INTERVAL);
@@ -96,7 +98,11 @@ pub fn spawn(
                     n.notify(c);
                 }
             }
-            board.record(rules.active(), &changes);
+            let active = rules.active();
+            if let Some(q) = &committed {
+                q.record(&active, &changes);
+            }
+            board.record(active, &changes);
         }
     })
 }

@@ -55,7 +55,7 @@ const fn levels(raise: u64, clear: u64, raise_after_s: u32, clear_after_s: u32) 
 
 /// The rules every board runs. Frequency and voltage default to the statutory bands (50 Hz
 /// +/-2.5 %, 230 V +/-5 %: DOMAIN.md), with the clear level a little inside the band.
-const RULES: [RuleDef; 8] = [
+const RULES: [RuleDef; 9] = [
     RuleDef {
         name: "frequency_low",
         what: "frequency below the statutory band",
@@ -111,6 +111,16 @@ const RULES: [RuleDef; 8] = [
         gauge: |s| s.stalled_ms,
         direction: Direction::Above,
         levels: levels(60_000, 0, 0, 30),
+    },
+    RuleDef {
+        name: "meter_silent",
+        what: "customer meters not answering (their energy is not read or billed)",
+        unit: "meters",
+        gauge: |s| s.meters_silent,
+        direction: Direction::Above,
+        // Five minutes: longer than a Modbus line's brownout or a meter's restart, short
+        // against the day a silent meter would go unbilled.
+        levels: levels(1, 0, 300, 60),
     },
     RuleDef {
         name: "journal_full",

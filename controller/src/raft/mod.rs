@@ -6,6 +6,7 @@
 //! randomness (election timeouts) comes from a seed: the node's in production, the world's
 //! in the simulator.
 
+pub mod board_alarms;
 pub mod log_store;
 pub mod rtt;
 pub mod timing;
@@ -110,6 +111,9 @@ pub enum Body {
     /// An actor module's chunk, deploy, rollback or the first signer list
     /// (`actors::deploy`, applied by `state::modules`).
     Actor(crate::actors::deploy::ActorOp),
+    /// A board's own alarm rules: its whole active set and its raises and clears since its
+    /// last committed report (`notify`, applied by `state::board_alarms`).
+    BoardAlarms(board_alarms::BoardAlarms),
 }
 
 impl fmt::Display for Proposal {
@@ -124,6 +128,14 @@ impl fmt::Display for Proposal {
                 f,
                 "actor-op({} bytes) from {}#{}",
                 op.payload_bytes(),
+                self.origin,
+                self.seq
+            ),
+            Body::BoardAlarms(b) => write!(
+                f,
+                "board-alarms({} active, {} changes) from {}#{}",
+                b.active.len(),
+                b.changes.len(),
                 self.origin,
                 self.seq
             ),

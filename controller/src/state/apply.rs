@@ -396,6 +396,9 @@ fn apply_proposal(
         Body::Actor(op) => {
             super::modules::apply(host, data, t, super::modules::At { index }, op, receipt, h)?
         }
+        Body::BoardAlarms(report) => {
+            super::board_alarms::apply(data, t, index, p.origin, report, receipt, h)?
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! fsync before openraft may purge the log it covers.
 
 mod apply;
+mod board_alarms;
 mod dedupe;
 pub mod energy;
 mod layout;
@@ -638,6 +639,12 @@ impl StateMachine {
             .take(limit)
             .map(|(key, v)| (key.to_vec(), v.clone()))
             .collect()
+    }
+
+    /// Every board's alarm rules raised now, as last committed, by board id (empty boards
+    /// left out).
+    pub fn board_alarms(&self) -> Vec<(u64, Vec<crate::raft::board_alarms::ActiveRule>)> {
+        board_alarms::active(&self.lock().actor_state)
     }
 
     /// The deployed actor modules and the replicated signer list (`ghatta actor list`).

@@ -151,7 +151,7 @@ pub(super) struct At {
 }
 
 /// A write to the host's part of the actor state: in memory, in the table and in the hash.
-fn put(
+pub(super) fn put(
     data: &mut SmData,
     t: &mut Tables<'_>,
     h: &mut blake3::Hasher,

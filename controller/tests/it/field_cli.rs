@@ -163,7 +163,15 @@ fn spawn_run(config: &Path) -> Child {
 #[test]
 fn run_with_a_sim_board_serves_status() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 20\n");
+    // A fault injected: customer 3's meter never answers. The rule that watches for it is set
+    // to raise after 2 s instead of its default 5 minutes, so the test need not wait. The
+    // plant runs 60 times faster than real time (as in the demo), so meters move and are
+    // billed every second.
+    let (config, admin) = write_config(
+        dir.path(),
+        "[board]\nkind = \"sim\"\ncustomers = 20\nspeed = 60\nsilent_meters = [3]\n\n\
+         [alarms.meter_silent]\nraise = 1\nclear = 0\nraise_after_s = 2\nclear_after_s = 60\n",
+    );
     let mut child = spawn_run(&config);
     let started = Instant::now();
     let status = loop {
@@ -512,7 +520,15 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (config, admin) = write_config(dir.path(), "[board]\nkind = \"sim\"\ncustomers = 20\n");
+    // A fault injected: customer 3's meter never answers. The rule that watches for it is set
+    // to raise after 2 s instead of its default 5 minutes, so the test need not wait. The
+    // plant runs 60 times faster than real time (as in the demo), so meters move and are
+    // billed every second.
+    let (config, admin) = write_config(
+        dir.path(),
+        "[board]\nkind = \"sim\"\ncustomers = 20\nspeed = 60\nsilent_meters = [3]\n\n\
+         [alarms.meter_silent]\nraise = 1\nclear = 0\nraise_after_s = 2\nclear_after_s = 60\n",
+    );
     let mut child = spawn_run(&config);
     // Wait for the node to lead and a few grid samples to reach the history.
     let started = Instant::now();
@@ -598,16 +614,54 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
     assert!(dom.contains("<td>leader</td>"), "the node's role: {dom}");
 
     screenshot(browser, &format!("http://{admin}/"), "overview");
+    // The silent meter's alarm, committed through the log: in the grid's list, which every
+    // node shows alike.
+    let started = Instant::now();
+    loop {
+        // Every read of the 20 meters before their customers exist raises UnknownAccount:
+        // ask for enough history to reach back to the raise.
+        let (_, body) = http_get(&admin, "/alarms?limit=1000");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("alarms JSON");
+        if v["active"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["rule"] == "meter_silent" && x["node"] == 1)
+        }) {
+            assert!(
+                v["alarms"].as_array().is_some_and(|a| a
+                    .iter()
+                    .any(|x| x["code"] == "BoardRaised" && x["node"] == 1)),
+                "the raise is in the committed history: {v}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "the silent meter's alarm was not committed: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/alarms"));
     assert!(dom.contains("<h1>Alarms</h1>"), "{dom}");
     assert!(
         dom.contains("id=\"board-alarms\""),
         "this board's rules: {dom}"
     );
+    let grid = dom
+        .split("id=\"grid-alarms\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_default();
+    assert!(
+        grid.contains("meter_silent") && grid.contains("customer meters not answering"),
+        "the injected fault's alarm in the grid's list: {dom}"
+    );
+    screenshot(browser, &format!("http://{admin}/ui/alarms"), "alarms");
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/events"));
     assert!(dom.contains("<h1>Events</h1>"), "{dom}");
-    // Customers and tariffs: two accounts, one with no credit (billing cuts it at its first
-    // read, and the sim board reads no meter of theirs, so it stays as entered), and a tariff.
+    // Customers and tariffs: a village of 300 accounts. Customer 5 has no credit: billing
+    // cuts it at its first read (the board reads customers 1-20). Customers 101 and 102 are
+    // entered again afterwards with 250 and 0 NPR (no meter of theirs is read: they stay as
+    // entered).
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).expect("admin token");
     let token = token.trim();
     let (status, body) = http_post(
@@ -617,6 +671,26 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         &serde_json::json!({"id": 7, "version": 2, "kind": "per_kwh", "rate_paisa_per_kwh": 1500}),
     );
     assert!(status.contains(" 200"), "{status} {body}");
+    // No friendly hours, so the cut does not wait for the morning whenever the test runs.
+    let (status, body) = http_post(
+        &admin,
+        "/billing-config",
+        token,
+        &serde_json::json!({"utc_offset_min": 345, "friendly_start_min": 0,
+            "friendly_end_min": 0, "disconnect_at_npr": 0}),
+    );
+    assert!(status.contains(" 200"), "{status} {body}");
+    for id in (1..=300).filter(|id| ![101, 102].contains(id)) {
+        let credit = if id == 5 { 0 } else { 500 };
+        let (status, body) = http_post(
+            &admin,
+            "/customer",
+            token,
+            &serde_json::json!({"id": id, "node": 1, "prepaid": true, "tariff": 7,
+                "connection_w": 250, "opening_credit_npr": credit}),
+        );
+        assert!(status.contains(" 200"), "{status} {body}");
+    }
     for (id, credit) in [(101, 250), (102, 0)] {
         let (status, body) = http_post(
             &admin,
@@ -629,8 +703,38 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
     }
     let dom = render_in_browser(browser, &format!("http://{admin}/ui/customers"));
     assert!(dom.contains("<h1>Customers</h1>"), "{dom}");
-    assert!(dom.contains("2 on this page"), "{dom}");
+    assert!(
+        dom.contains("300 customers on the grid") && dom.contains("100 on this page"),
+        "{dom}"
+    );
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/customers?after=100"));
     assert!(dom.contains("NPR 250.00"), "customer 101's credit: {dom}");
+    // Customer 5 is cut at its first read, and its page says why.
+    let started = Instant::now();
+    loop {
+        let (_, body) = http_get(&admin, "/customers/5");
+        if body.contains("\"connected\":false") {
+            break;
+        }
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "customer 5 was not cut: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let dom = render_in_browser(
+        browser,
+        &format!("http://{admin}/ui/customers?disconnected=1"),
+    );
+    assert!(
+        dom.contains("<a href=\"/ui/customers/5\">5</a>") && dom.contains("disconnected only"),
+        "{dom}"
+    );
+    let dom = render_in_browser(browser, &format!("http://{admin}/ui/customers/5"));
+    assert!(
+        dom.contains("cut (last relay move: ZeroCredit)"),
+        "the reason customer 5 is cut: {dom}"
+    );
     screenshot(
         browser,
         &format!("http://{admin}/ui/customers"),
@@ -659,8 +763,8 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         serde_json::from_slice(&out.stdout).expect("JSON")
     };
     let v = ghatta_json(&["customer", "list", "--limit", "1"]);
-    assert_eq!(v["customers"][0]["id"], 101, "{v}");
-    assert_eq!(v["next_after"], 101, "a second page: {v}");
+    assert_eq!(v["customers"][0]["id"], 1, "{v}");
+    assert_eq!(v["next_after"], 1, "a second page: {v}");
     let v = ghatta_json(&["customer", "show", "102"]);
     assert_eq!(v["customer"]["credit_mpaisa"], 0, "{v}");
     assert!(

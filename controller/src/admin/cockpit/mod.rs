@@ -322,8 +322,30 @@ pub fn overview(
 
 /// This board's alarms (its rules on its own gauges: `notify`): raised now, then the newest
 /// changes.
+fn grid_alarms(b: &mut String, active: &[crate::admin::dto::BoardAlarmView]) {
+    b.push_str("<h2>Raised now on the grid</h2>");
+    if active.is_empty() {
+        b.push_str(
+            "<p class=\"ok\" id=\"grid-alarms\">No board reports an alarm (as committed).</p>",
+        );
+        return;
+    }
+    b.push_str("<table id=\"grid-alarms\"><tr><th>Board</th><th>Rule</th><th>Raised at</th><th>What</th></tr>");
+    for a in active {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td class=\"bad\">{}</td><td>{}</td><td>{}</td></tr>",
+            a.node,
+            escape(&a.rule),
+            escape(&utc_text(a.since_ms)),
+            escape(&a.text)
+        );
+    }
+    b.push_str("</table>");
+}
+
 fn board_alarms(b: &mut String, board: &crate::notify::AlarmBoard) {
-    b.push_str("<h2>On this board</h2>");
+    b.push_str("<h2>On this board, live</h2><p>What this board's rules see now; committed to the grid's list above within seconds while it reaches the other controllers.</p>");
     let active = board.active();
     if active.is_empty() {
         b.push_str("<p class=\"ok\" id=\"board-alarms\">No alarm raised on this board.</p>");
@@ -353,7 +375,7 @@ fn board_alarms(b: &mut String, board: &crate::notify::AlarmBoard) {
         }
         b.push_str("</table>");
     }
-    b.push_str("<h2>Committed (grid-wide)</h2>");
+    b.push_str("<h2>History (committed)</h2>");
 }
 
 /// The alarms page: this board's, then `GET /alarms`'s reply.
@@ -363,6 +385,7 @@ pub fn alarms(
     board: &crate::notify::AlarmBoard,
 ) -> String {
     let mut b = String::new();
+    grid_alarms(&mut b, &reply.active);
     board_alarms(&mut b, board);
     if reply.alarms.is_empty() {
         b.push_str("<p>No alarm in the outbox.</p>");
