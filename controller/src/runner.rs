@@ -308,6 +308,11 @@ pub async fn start(
             crate::notify::AlarmRules::defaults()
         }),
         stats.clone(),
+        Some(crate::notify::host::NodeGauges::new(
+            node.clone(),
+            cfg.data_dir.clone(),
+            wan.is_some(),
+        )),
         node.clock().clone(),
         alarm_board.clone(),
         notifiers,

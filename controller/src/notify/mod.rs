@@ -7,6 +7,7 @@
 //! (`report.rs`), so every node shows every board's alarms; while a board is cut off from the
 //! others, its own page shows what it sees and the report waits.
 
+pub mod host;
 pub mod report;
 pub mod rules;
 pub mod sms;
@@ -15,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use self::rules::{AlarmChange, AlarmRules, RuleLevels};
+pub use self::rules::{AlarmChange, AlarmRules, Gauges, HostGauges, RuleLevels};
 use crate::clock::Clock;
 use crate::field::FieldStats;
 
@@ -73,10 +74,13 @@ impl AlarmBoard {
     }
 }
 
-/// Evaluates `rules` on `stats` every [`EVALUATE_INTERVAL`] until the task is dropped.
+/// Evaluates `rules` on `stats` and `host`'s gauges every [`EVALUATE_INTERVAL`] until the
+/// task is dropped.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     mut rules: AlarmRules,
     stats: Arc<FieldStats>,
+    host: Option<host::NodeGauges>,
     clock: Arc<dyn Clock>,
     board: AlarmBoard,
     notifiers: Vec<Arc<dyn Notifier>>,
@@ -87,7 +91,14 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let changes = rules.evaluate(&stats.snapshot(), clock.now_ms());
+            let gauges = Gauges {
+                field: stats.snapshot(),
+                host: host
+                    .as_ref()
+                    .map(host::NodeGauges::sample)
+                    .unwrap_or_default(),
+            };
+            let changes = rules.evaluate(&gauges, clock.now_ms());
             for c in &changes {
                 if c.raised {
                     tracing::warn!(rule = c.rule, value = c.value, "alarm: {}", c.text);

@@ -34,12 +34,55 @@ pub struct RuleLevels {
     pub clear_after_s: u32,
 }
 
+/// The node's gauges beside the field loop's, sampled with them (`notify::host`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostGauges {
+    /// Voters the leader has not heard from lately (0 on a follower: a cut-off follower sees
+    /// `consensus_stalled` instead).
+    pub peers_unreachable: u64,
+    /// Age of the oldest outbox record the central has not acknowledged, s, judged on the
+    /// leader (which uploads); 0 without a `[wan]` or on a follower.
+    pub wan_behind_s: u64,
+    /// Free space for the data directory, MiB; `u64::MAX` when it cannot be read.
+    pub disk_free_mib: u64,
+}
+
+impl Default for HostGauges {
+    fn default() -> Self {
+        HostGauges {
+            peers_unreachable: 0,
+            wan_behind_s: 0,
+            disk_free_mib: u64::MAX,
+        }
+    }
+}
+
+/// What the rules read: the field loop's gauges and the node's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// The field loop's.
+    pub field: FieldStatsSnapshot,
+    /// The node's.
+    pub host: HostGauges,
+}
+
+impl From<FieldStatsSnapshot> for Gauges {
+    fn from(field: FieldStatsSnapshot) -> Self {
+        Gauges {
+            field,
+            host: HostGauges::default(),
+        }
+    }
+}
+
 /// A built-in rule: its name, the gauge it reads, its direction and default levels.
 struct RuleDef {
     name: &'static str,
     what: &'static str,
     unit: &'static str,
-    gauge: fn(&FieldStatsSnapshot) -> u64,
+    gauge: fn(&Gauges) -> u64,
+    /// Judged only once the field loop has a grid sample (its gauges are zero before).
+    needs_grid: bool,
     direction: Direction,
     levels: RuleLevels,
 }
@@ -55,12 +98,13 @@ const fn levels(raise: u64, clear: u64, raise_after_s: u32, clear_after_s: u32) 
 
 /// The rules every board runs. Frequency and voltage default to the statutory bands (50 Hz
 /// +/-2.5 %, 230 V +/-5 %: DOMAIN.md), with the clear level a little inside the band.
-const RULES: [RuleDef; 9] = [
+const RULES: [RuleDef; 12] = [
     RuleDef {
         name: "frequency_low",
         what: "frequency below the statutory band",
         unit: "mHz",
-        gauge: |s| s.frequency_mhz,
+        gauge: |g| g.field.frequency_mhz,
+        needs_grid: true,
         direction: Direction::Below,
         levels: levels(48_750, 49_000, 10, 30),
     },
@@ -68,7 +112,8 @@ const RULES: [RuleDef; 9] = [
         name: "frequency_high",
         what: "frequency above the statutory band",
         unit: "mHz",
-        gauge: |s| s.frequency_mhz,
+        gauge: |g| g.field.frequency_mhz,
+        needs_grid: true,
         direction: Direction::Above,
         levels: levels(51_250, 51_000, 10, 30),
     },
@@ -76,7 +121,8 @@ const RULES: [RuleDef; 9] = [
         name: "voltage_low",
         what: "voltage below the statutory band",
         unit: "dV",
-        gauge: |s| s.voltage_dv,
+        gauge: |g| g.field.voltage_dv,
+        needs_grid: true,
         direction: Direction::Below,
         levels: levels(2_185, 2_200, 30, 60),
     },
@@ -84,7 +130,8 @@ const RULES: [RuleDef; 9] = [
         name: "voltage_high",
         what: "voltage above the statutory band",
         unit: "dV",
-        gauge: |s| s.voltage_dv,
+        gauge: |g| g.field.voltage_dv,
+        needs_grid: true,
         direction: Direction::Above,
         levels: levels(2_415, 2_400, 30, 60),
     },
@@ -92,7 +139,8 @@ const RULES: [RuleDef; 9] = [
         name: "shedding",
         what: "under-frequency shedding holds feeders off",
         unit: "stages",
-        gauge: |s| s.ufls_stages_tripped,
+        gauge: |g| g.field.ufls_stages_tripped,
+        needs_grid: true,
         direction: Direction::Above,
         levels: levels(1, 0, 0, 60),
     },
@@ -100,7 +148,8 @@ const RULES: [RuleDef; 9] = [
         name: "no_data",
         what: "no good grid sample (sensor or bus fault)",
         unit: "ms failing",
-        gauge: |s| s.grid_failing_ms,
+        gauge: |g| g.field.grid_failing_ms,
+        needs_grid: false,
         direction: Direction::Above,
         levels: levels(10_000, 0, 0, 10),
     },
@@ -108,7 +157,8 @@ const RULES: [RuleDef; 9] = [
         name: "consensus_stalled",
         what: "proposals are not committing (islanded from the other controllers?)",
         unit: "ms stalled",
-        gauge: |s| s.stalled_ms,
+        gauge: |g| g.field.stalled_ms,
+        needs_grid: true,
         direction: Direction::Above,
         levels: levels(60_000, 0, 0, 30),
     },
@@ -116,17 +166,52 @@ const RULES: [RuleDef; 9] = [
         name: "meter_silent",
         what: "customer meters not answering (their energy is not read or billed)",
         unit: "meters",
-        gauge: |s| s.meters_silent,
+        gauge: |g| g.field.meters_silent,
+        needs_grid: true,
         direction: Direction::Above,
         // Five minutes: longer than a Modbus line's brownout or a meter's restart, short
         // against the day a silent meter would go unbilled.
         levels: levels(1, 0, 300, 60),
     },
     RuleDef {
+        name: "peer_unreachable",
+        what: "controllers the leader cannot reach (down, or their link is cut)",
+        unit: "peers",
+        gauge: |g| g.host.peers_unreachable,
+        needs_grid: false,
+        direction: Direction::Above,
+        // A minute: past an election and a radio's lost heartbeats, short against a trip.
+        levels: levels(1, 0, 60, 30),
+    },
+    RuleDef {
+        name: "wan_behind",
+        what: "records waiting for the central data center (satellite link down?)",
+        unit: "s",
+        gauge: |g| g.host.wan_behind_s,
+        needs_grid: false,
+        direction: Direction::Above,
+        // A day: satellite outages of hours are normal (DOMAIN.md); a day of silence means
+        // the office bills from stale data and someone should look at the terminal. Clears
+        // when the backlog is back under an hour.
+        levels: levels(86_400, 3_600, 0, 60),
+    },
+    RuleDef {
+        name: "disk_low",
+        what: "free space for the data directory is low (the journal and state need room)",
+        unit: "MiB",
+        gauge: |g| g.host.disk_free_mib,
+        needs_grid: false,
+        direction: Direction::Below,
+        // The state database, the journal's limits and a snapshot being received fit in a few
+        // hundred MiB; under 256 MiB a write may fail soon.
+        levels: levels(256, 512, 60, 60),
+    },
+    RuleDef {
         name: "journal_full",
         what: "the field journal is over its limits (meter reads are being downsampled)",
         unit: "over limit",
-        gauge: |s| s.journal_over_limit,
+        gauge: |g| g.field.journal_over_limit,
+        needs_grid: true,
         direction: Direction::Above,
         levels: levels(1, 0, 0, 60),
     },
@@ -235,12 +320,12 @@ impl AlarmRules {
         Ok(AlarmRules::with_levels(lv))
     }
 
-    /// Evaluates every rule on a snapshot of the gauges taken at `now_ms`. A snapshot with no
-    /// grid sample yet (`samples == 0`) judges nothing but `no_data`'s own gauge.
-    pub fn evaluate(&mut self, s: &FieldStatsSnapshot, now_ms: u64) -> Vec<AlarmChange> {
+    /// Evaluates every rule on the gauges sampled at `now_ms`. Before the field loop's first
+    /// grid sample (`samples == 0`) the rules on grid gauges judge nothing.
+    pub fn evaluate(&mut self, s: &Gauges, now_ms: u64) -> Vec<AlarmChange> {
         let mut out = Vec::new();
         for (i, r) in RULES.iter().enumerate() {
-            let sampled = s.samples > 0 || r.name == "no_data";
+            let sampled = s.field.samples > 0 || !r.needs_grid;
             let v = (r.gauge)(s);
             let l = self.levels[i];
             let (bad, good) = match r.direction {
@@ -332,7 +417,7 @@ mod tests {
     }
 
     fn run(rules: &mut AlarmRules, secs: std::ops::Range<u64>, f: u64) -> Vec<AlarmChange> {
-        secs.flat_map(|t| rules.evaluate(&snap(f), t * 1_000))
+        secs.flat_map(|t| rules.evaluate(&snap(f).into(), t * 1_000))
             .collect()
     }
 
@@ -367,8 +452,55 @@ mod tests {
             grid_failing_ms: 12_000,
             ..FieldStatsSnapshot::default()
         };
-        let c = r.evaluate(&empty, 0);
+        let c = r.evaluate(&empty.into(), 0);
         assert_eq!(c.iter().map(|c| c.rule).collect::<Vec<_>>(), ["no_data"]);
+    }
+
+    #[test]
+    fn the_nodes_own_gauges_raise_without_a_grid_sample() {
+        let mut r = AlarmRules::defaults();
+        let at = |host: HostGauges| Gauges {
+            field: FieldStatsSnapshot::default(),
+            host,
+        };
+        let cut_off = at(HostGauges {
+            peers_unreachable: 1,
+            ..HostGauges::default()
+        });
+        assert!(r.evaluate(&cut_off, 0).is_empty());
+        assert!(r.evaluate(&cut_off, 59_000).is_empty(), "waits its minute");
+        let c = r.evaluate(&cut_off, 60_000);
+        assert_eq!((c[0].rule, c[0].raised), ("peer_unreachable", true));
+        let behind = at(HostGauges {
+            wan_behind_s: 86_400,
+            ..HostGauges::default()
+        });
+        let c = r.evaluate(&behind, 61_000);
+        let names: Vec<_> = c.iter().map(|c| (c.rule, c.raised)).collect();
+        assert!(names.contains(&("wan_behind", true)), "{names:?}");
+        assert!(
+            c.iter()
+                .any(|c| c.rule == "wan_behind" && c.text.contains("86400 s")),
+            "{c:?}"
+        );
+        let low = at(HostGauges {
+            disk_free_mib: 100,
+            ..HostGauges::default()
+        });
+        assert!(
+            r.evaluate(&low, 100_000)
+                .iter()
+                .all(|c| c.rule != "disk_low")
+        );
+        assert!(
+            r.evaluate(&low, 160_000)
+                .iter()
+                .any(|c| c.rule == "disk_low" && c.raised)
+        );
+        // Unknown free space (u64::MAX) is not low.
+        let mut r = AlarmRules::defaults();
+        assert!(r.evaluate(&at(HostGauges::default()), 0).is_empty());
+        assert!(r.evaluate(&at(HostGauges::default()), 1_000_000).is_empty());
     }
 
     #[test]
@@ -384,6 +516,10 @@ mod tests {
         let mut o = BTreeMap::new();
         o.insert("frequency_low".to_string(), levels(49_500, 49_800, 0, 0));
         let mut r = AlarmRules::new(&o).unwrap();
-        assert_eq!(r.evaluate(&snap(49_400), 0).len(), 1, "an override applies");
+        assert_eq!(
+            r.evaluate(&snap(49_400).into(), 0).len(),
+            1,
+            "an override applies"
+        );
     }
 }

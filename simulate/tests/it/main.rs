@@ -5,6 +5,7 @@
 
 mod actors;
 mod admin_cli;
+mod board_alarms;
 mod cluster;
 mod deploy;
 mod field_cluster;
