@@ -121,6 +121,8 @@ macro_rules! field_stats {
             $( $(#[$doc])* pub $name: AtomicU64, )*
             /// Relay moves per reason code (protection, balancing, billing, operator).
             pub relay_actions_by_reason: [AtomicU64; 4],
+            /// Latest load per feeder, W (gauges; a board has a handful of feeders).
+            pub feeder_load_w: std::sync::Mutex<BTreeMap<u16, u64>>,
         }
 
         /// A point-in-time copy of [`FieldStats`].
@@ -129,6 +131,9 @@ macro_rules! field_stats {
             $( $(#[$doc])* pub $name: u64, )*
             /// Relay moves per reason code.
             pub relay_actions_by_reason: BTreeMap<ReasonCode, u64>,
+            /// Latest load per feeder, W.
+            #[serde(default)]
+            pub feeder_load_w: BTreeMap<u16, u64>,
         }
 
         impl FieldStats {
@@ -147,6 +152,11 @@ macro_rules! field_stats {
                         .iter()
                         .map(|r| (*r, self.relay_actions_by_reason[r.index()].load(Ordering::Relaxed)))
                         .collect(),
+                    feeder_load_w: self
+                        .feeder_load_w
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
                 }
             }
         }
@@ -186,6 +196,12 @@ field_stats! {
     frequency_mhz_max,
     /// Latest voltage, dV (gauge).
     voltage_dv,
+    /// Latest generation, W (gauge; 0 from a board that does not meter it).
+    generation_w,
+    /// Latest load of the feeders that are closed, W (gauge).
+    load_w,
+    /// Latest ballast draw, W (gauge).
+    ballast_w,
     /// UFLS stage trips.
     ufls_trips,
     /// UFLS stages tripped now (gauge).
@@ -504,6 +520,30 @@ impl<B: Board, C: Consensus> Loop<B, C> {
                 self.stats
                     .voltage_dv
                     .store(u64::from(g.voltage_dv), Ordering::Relaxed);
+                self.stats
+                    .generation_w
+                    .store(u64::from(g.generation_w), Ordering::Relaxed);
+                self.stats
+                    .ballast_w
+                    .store(u64::from(g.ballast_w), Ordering::Relaxed);
+                let closed: u64 = g
+                    .feeders
+                    .iter()
+                    .filter(|f| f.closed)
+                    .map(|f| u64::from(f.load_w))
+                    .sum();
+                self.stats.load_w.store(closed, Ordering::Relaxed);
+                {
+                    let mut loads = self
+                        .stats
+                        .feeder_load_w
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    // A board's feeders are fixed: updated in place, nothing allocated.
+                    for f in &g.feeders {
+                        loads.insert(f.feeder, u64::from(f.load_w));
+                    }
+                }
                 self.agg.add(wall, &g);
                 self.protection
                     .note_feeder_loads(g.feeders.iter().map(|f| (f.feeder, f.load_w, f.closed)));
@@ -1074,9 +1114,9 @@ mod tests {
         assert_eq!(kinds.get("relay_actions"), Some(&false));
         let snapshot = serde_json::to_value(FieldStatsSnapshot::default()).unwrap();
         assert_eq!(
-            kinds.len() + 1,
+            kinds.len() + 2,
             snapshot.as_object().unwrap().len(),
-            "every field is named, and relay_actions_by_reason besides"
+            "every field is named, and relay_actions_by_reason and feeder_load_w besides"
         );
     }
 

@@ -246,6 +246,29 @@ pub struct NodeStatus {
     /// radio drops (CRC, garbage, lost fragments) is counted here, not in `link.rejected`.
     #[serde(default)]
     pub radio: Vec<crate::net::radio::RadioLinkSnapshot>,
+    /// Every other member as this node sees it; the leader also knows how far each has
+    /// matched its log and when each last answered.
+    #[serde(default)]
+    pub peers: Vec<PeerView>,
+    /// Log time of the oldest outbox record some WAN stream has not had acknowledged by the
+    /// central, Unix ms; `None` when nothing waits.
+    #[serde(default)]
+    pub wan_oldest_waiting_ms: Option<u64>,
+}
+
+/// Another member, in [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Its id.
+    pub id: u64,
+    /// A voter (or a learner).
+    pub voter: bool,
+    /// Its TCP address from the membership; empty when it is reached by radio only.
+    pub addr: String,
+    /// The highest index it has matched (known on the leader only).
+    pub matched_index: Option<u64>,
+    /// Milliseconds since it last answered the leader (known on the leader only).
+    pub heard_ms_ago: Option<u64>,
 }
 
 impl Node {
@@ -419,6 +442,33 @@ impl Node {
             security: self.inner.rpc.transport().security(),
             refused: self.inner.guard.snapshot(),
             radio: self.inner.rpc.transport().radios(),
+            peers: membership
+                .nodes()
+                .filter(|(id, _)| **id != self.inner.id)
+                .map(|(id, info)| PeerView {
+                    id: *id,
+                    voter: membership.voter_ids().any(|v| v == *id),
+                    addr: info.addr.clone(),
+                    matched_index: m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index()),
+                    heard_ms_ago: m
+                        .heartbeat
+                        .as_ref()
+                        .and_then(|h| h.get(id).cloned().flatten())
+                        .map(|at| at.elapsed().as_millis() as u64),
+                })
+                .collect(),
+            wan_oldest_waiting_ms: self
+                .inner
+                .sm
+                .oldest_unacknowledged_ms()
+                .unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "cannot read the outbox for the status");
+                    None
+                }),
         }
     }
 

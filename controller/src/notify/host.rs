@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ghatta_proto::outbox::Stream;
 use openraft_rt::{Instant as _, WatchReceiver};
 
 use super::rules::HostGauges;
@@ -76,16 +75,9 @@ impl NodeGauges {
     /// acknowledged (what the prune rule waits for too).
     fn wan_behind_s(&self) -> u64 {
         let sm = self.node.state_machine();
-        let from = Stream::ALL
-            .into_iter()
-            .map(|s| sm.outbox_ack(s.id()))
-            .min()
-            .unwrap_or(0);
         let now_ms = sm.status().borrow().log_time_ms;
-        match sm.outbox_from(from, 1) {
-            Ok(first) => first
-                .first()
-                .map_or(0, |(_, r)| now_ms.saturating_sub(r.time_ms) / 1_000),
+        match sm.oldest_unacknowledged_ms() {
+            Ok(oldest) => oldest.map_or(0, |t| now_ms.saturating_sub(t) / 1_000),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the outbox for the WAN gauge");
                 0

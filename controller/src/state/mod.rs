@@ -641,6 +641,17 @@ impl StateMachine {
             .collect()
     }
 
+    /// Log time of the oldest outbox record some WAN stream has not had acknowledged (what
+    /// the prune rule waits for), Unix ms; `None` when nothing waits.
+    pub fn oldest_unacknowledged_ms(&self) -> io::Result<Option<u64>> {
+        let from = ghatta_proto::outbox::Stream::ALL
+            .into_iter()
+            .map(|s| self.outbox_ack(s.id()))
+            .min()
+            .unwrap_or(0);
+        Ok(self.outbox_from(from, 1)?.first().map(|(_, r)| r.time_ms))
+    }
+
     /// Every board's alarm rules raised now, as last committed, by board id (empty boards
     /// left out).
     pub fn board_alarms(&self) -> Vec<(u64, Vec<crate::raft::board_alarms::ActiveRule>)> {

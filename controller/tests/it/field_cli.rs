@@ -612,6 +612,14 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         "the last hour has samples: {dom}"
     );
     assert!(dom.contains("<td>leader</td>"), "the node's role: {dom}");
+    assert!(
+        dom.contains("<th>Generation</th><td>") && dom.contains("<th>Feeder 1</th>"),
+        "power now: {dom}"
+    );
+    assert!(
+        dom.contains("<h2>Peers</h2>") && dom.contains("Meter reads waiting to commit"),
+        "{dom}"
+    );
 
     screenshot(browser, &format!("http://{admin}/"), "overview");
     // The silent meter's alarm, committed through the log: in the grid's list, which every

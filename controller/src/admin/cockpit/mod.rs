@@ -198,6 +198,40 @@ pub fn overview(
             "<tr><td>No grid sample yet (no field loop, or it has not read the grid).</td></tr>",
         ),
     }
+    let watts = |path: &[&str]| {
+        let mut v = status;
+        for p in path {
+            v = v.get(p)?;
+        }
+        v.as_u64().map(|w| format!("{:.2} kW", w as f64 / 1_000.0))
+    };
+    if status.get("field").is_some() {
+        for (k, p) in [
+            ("Generation", "generation_w"),
+            ("Load (closed feeders)", "load_w"),
+            ("Ballast", "ballast_w"),
+        ] {
+            row(
+                &mut b,
+                k,
+                watts(&["field", p]).unwrap_or_else(|| "-".into()),
+            );
+        }
+        if let Some(feeders) = status
+            .get("field")
+            .and_then(|f| f.get("feeder_load_w"))
+            .and_then(|f| f.as_object())
+        {
+            for (feeder, w) in feeders {
+                let w = w.as_u64().unwrap_or(0);
+                row(
+                    &mut b,
+                    &format!("Feeder {feeder}"),
+                    format!("{:.2} kW", w as f64 / 1_000.0),
+                );
+            }
+        }
+    }
     row(&mut b, "Customers", field(status, &["customers"]));
     row(
         &mut b,
@@ -300,6 +334,32 @@ pub fn overview(
     if let Some(ms) = status.get("log_time_ms").and_then(|v| v.as_u64()) {
         row(&mut b, "Log time", utc_text(ms));
     }
+    b.push_str("</table>");
+    peers_table(&mut b, status);
+    b.push_str("<h2>Meter journal and WAN</h2><table>");
+    for (k, p) in [
+        ("Meter reads waiting to commit", "journal_reads"),
+        ("Telemetry summaries waiting", "journal_telemetry"),
+        ("Journal over its limits (0/1)", "journal_over_limit"),
+    ] {
+        row(&mut b, k, field(status, &["field", p]));
+    }
+    let now = status.get("log_time_ms").and_then(|v| v.as_u64());
+    match (
+        status.get("wan_oldest_waiting_ms").and_then(|v| v.as_u64()),
+        now,
+    ) {
+        (Some(t), Some(now)) => row(
+            &mut b,
+            "Oldest record waiting for the central",
+            format!(
+                "{} ({} min before log time)",
+                utc_text(t),
+                now.saturating_sub(t) / 60_000
+            ),
+        ),
+        _ => row(&mut b, "Oldest record waiting for the central", "none"),
+    }
     b.push_str("</table><h2>Links</h2><table>");
     for (k, p) in [
         ("Frames sent", "frames_sent"),
@@ -318,6 +378,53 @@ pub fn overview(
     }
     b.push_str("</table>");
     html::page("Overview", node_id, &b)
+}
+
+/// The other members: TCP address or radio, and on the leader how far each has matched and
+/// when each last answered.
+fn peers_table(b: &mut String, status: &serde_json::Value) {
+    let Some(peers) = status.get("peers").and_then(|p| p.as_array()) else {
+        return;
+    };
+    b.push_str("<h2>Peers</h2>");
+    if peers.is_empty() {
+        b.push_str("<p>No other member.</p>");
+        return;
+    }
+    let radios = status
+        .get("radio")
+        .and_then(|r| r.as_array())
+        .map_or(0, Vec::len);
+    b.push_str("<table id=\"peers\"><tr><th>Node</th><th>Member</th><th>Path</th><th>Matched index</th><th>Last answered</th></tr>");
+    for p in peers {
+        let n = |k: &str| p.get(k).and_then(|v| v.as_u64());
+        let addr = p.get("addr").and_then(|v| v.as_str()).unwrap_or("");
+        let path = match (addr.is_empty(), radios > 0) {
+            (false, false) => format!("TCP {addr}"),
+            (false, true) => format!("TCP {addr} or radio"),
+            (true, _) => "radio".to_string(),
+        };
+        let heard = match n("heard_ms_ago") {
+            Some(ms) if ms > crate::notify::host::PEER_SILENT_AFTER.as_millis() as u64 => {
+                format!("<td class=\"bad\">{:.1} s ago</td>", ms as f64 / 1_000.0)
+            }
+            Some(ms) => format!("<td class=\"ok\">{:.1} s ago</td>", ms as f64 / 1_000.0),
+            None => "<td>-</td>".to_string(),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{heard}</tr>",
+            n("id").unwrap_or(0),
+            if p.get("voter").and_then(|v| v.as_bool()) == Some(true) {
+                "voter"
+            } else {
+                "learner"
+            },
+            escape(&path),
+            n("matched_index").map_or("-".to_string(), |i| i.to_string()),
+        );
+    }
+    b.push_str("</table>");
 }
 
 /// This board's alarms (its rules on its own gauges: `notify`): raised now, then the newest
@@ -522,5 +629,43 @@ mod tests {
         let page = overview(1, &status, &c, &week);
         assert!(page.len() < PAGE_BYTES_MAX, "{} bytes", page.len());
         assert!(page.contains("id=\"frequency\"") && page.matches("<svg").count() == 4);
+    }
+
+    #[test]
+    fn the_overview_shows_power_peers_the_journal_and_the_wan_backlog() {
+        let status = serde_json::json!({
+            "role": "Leader", "log_time_ms": 1_700_000_600_000u64,
+            "wan_oldest_waiting_ms": 1_700_000_000_000u64,
+            "field": {"generation_w": 24_500, "load_w": 21_000, "ballast_w": 3_500,
+                "feeder_load_w": {"1": 12_000, "2": 9_000}, "journal_reads": 42},
+            "peers": [
+                {"id": 2, "voter": true, "addr": "10.0.0.2:7000", "matched_index": 90,
+                    "heard_ms_ago": 300},
+                {"id": 3, "voter": true, "addr": "", "matched_index": 12,
+                    "heard_ms_ago": 45_000},
+            ],
+            "radio": [{"device": "/dev/ttyUSB0"}],
+        });
+        let page = overview(1, &status, &Cockpit::default(), &[]);
+        assert!(
+            page.contains("<th>Generation</th><td>24.50 kW</td>"),
+            "{page}"
+        );
+        assert!(page.contains("<th>Feeder 2</th><td>9.00 kW</td>"), "{page}");
+        assert!(
+            page.contains(
+                "<td>TCP 10.0.0.2:7000 or radio</td><td>90</td><td class=\"ok\">0.3 s ago</td>"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>radio</td><td>12</td><td class=\"bad\">45.0 s ago</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<th>Meter reads waiting to commit</th><td>42</td>"),
+            "{page}"
+        );
+        assert!(page.contains("(10 min before log time)"), "{page}");
     }
 }
