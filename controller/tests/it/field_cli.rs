@@ -604,9 +604,22 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         "the grid's frequency now: {dom}"
     );
     assert!(dom.contains(" Hz</td>"), "{dom}");
-    // The hour, the day, and the week's once a minute has closed (stored in history.redb).
+    // Frequency and voltage over the hour, frequency over the day, power over the hour and
+    // the day, and the week's once a minute has closed (stored in history.redb).
     let charts = dom.matches("<svg").count();
-    assert!((3..=4).contains(&charts), "{charts} charts: {dom}");
+    assert!((5..=6).contains(&charts), "{charts} charts: {dom}");
+    assert!(
+        dom.split("<title>Power, last hour</title>")
+            .nth(1)
+            .is_some_and(|c| c
+                .split("</svg>")
+                .next()
+                .unwrap_or("")
+                .matches("<polyline")
+                .count()
+                == 3),
+        "generation, load and ballast over the hour: {dom}"
+    );
     assert!(
         dom.contains("<polyline"),
         "the last hour has samples: {dom}"

@@ -12,7 +12,7 @@ pub const SECONDS_KEPT: usize = 3_600;
 /// One-minute aggregates kept: a day, to see the evening peak and the night's lows.
 pub const MINUTES_KEPT: usize = 1_440;
 /// What the history holds at most: [`SECONDS_KEPT`] samples and [`MINUTES_KEPT`]
-/// aggregates of the sizes below (~160 KiB), small beside the node's ~45 MiB.
+/// aggregates of the sizes below (~340 KiB), small beside the node's ~45 MiB.
 pub const HISTORY_BYTES_MAX: usize =
     SECONDS_KEPT * std::mem::size_of::<Sample>() + MINUTES_KEPT * std::mem::size_of::<Minute>();
 
@@ -29,6 +29,20 @@ pub struct Sample {
     pub ufls_stages: u64,
     /// Ballast stages held by protection.
     pub ballast_stages: u64,
+    /// Generation, load and ballast, W.
+    pub power_w: Power,
+}
+
+/// Generation, the closed feeders' load and the ballast's draw, W (a sample's, or a minute's
+/// means).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Power {
+    /// Generation.
+    pub generation: u64,
+    /// Load of the closed feeders.
+    pub load: u64,
+    /// Ballast draw.
+    pub ballast: u64,
 }
 
 /// A minute of samples of one quantity.
@@ -51,6 +65,8 @@ pub struct Minute {
     pub frequency_mhz: Span,
     /// Voltage, dV.
     pub voltage_dv: Span,
+    /// The minute's mean power, W.
+    pub power_w: Power,
 }
 
 /// The history.
@@ -103,6 +119,11 @@ impl History {
                 t_ms: first.t_ms / MINUTE_MS * MINUTE_MS,
                 frequency_mhz: span(self.open.iter().map(|x| x.frequency_mhz)),
                 voltage_dv: span(self.open.iter().map(|x| x.voltage_dv)),
+                power_w: Power {
+                    generation: span(self.open.iter().map(|x| x.power_w.generation)).mean,
+                    load: span(self.open.iter().map(|x| x.power_w.load)).mean,
+                    ballast: span(self.open.iter().map(|x| x.power_w.ballast)).mean,
+                },
             };
             if self.minutes.len() == MINUTES_KEPT {
                 self.minutes.pop_front();
@@ -160,6 +181,7 @@ mod tests {
             voltage_dv: 2_300,
             ufls_stages: 0,
             ballast_stages: 0,
+            power_w: Power::default(),
         }
     }
 

@@ -100,6 +100,11 @@ impl Cockpit {
                     voltage_dv: s.voltage_dv,
                     ufls_stages: s.ufls_stages_tripped,
                     ballast_stages: s.ballast_held,
+                    power_w: history::Power {
+                        generation: s.generation_w,
+                        load: s.load_w,
+                        ballast: s.ballast_w,
+                    },
                 };
                 let closed = history
                     .lock()
@@ -296,6 +301,8 @@ pub fn overview(
         &band,
     ));
 
+    power_charts(&mut b, cockpit);
+
     if !week.is_empty() {
         let series: Vec<(u64, f64)> = week
             .iter()
@@ -378,6 +385,65 @@ pub fn overview(
     }
     b.push_str("</table>");
     html::page("Overview", node_id, &b)
+}
+
+/// Points per line of a power chart: three lines share a chart, so each is thinned to a third
+/// of a frequency chart's, and the page stays within [`PAGE_BYTES_MAX`].
+pub const POWER_POINTS_MAX: usize = svg::POINTS_MAX / 3;
+
+/// Generation, load and ballast over the last hour (each second) and day (each minute's
+/// mean), in kW, on a scale from zero to the window's highest value.
+fn power_charts(b: &mut String, cockpit: &Cockpit) {
+    type Series = Vec<(u64, f64)>;
+    let kw = |w: u64| w as f64 / 1_000.0;
+    let split = |points: Vec<(u64, history::Power)>| -> [Series; 3] {
+        [
+            points.iter().map(|(t, p)| (*t, kw(p.generation))).collect(),
+            points.iter().map(|(t, p)| (*t, kw(p.load))).collect(),
+            points.iter().map(|(t, p)| (*t, kw(p.ballast))).collect(),
+        ]
+    };
+    let (hour, day) = cockpit.with_history(|h| {
+        (
+            split(h.seconds().map(|s| (s.t_ms, s.power_w)).collect()),
+            split(h.minutes().map(|m| (m.t_ms, m.power_w)).collect()),
+        )
+    });
+    for (name, [generation, load, ballast]) in [("last hour", hour), ("last day", day)] {
+        let top = [&generation, &load, &ballast]
+            .iter()
+            .flat_map(|s| s.iter().map(|(_, v)| *v))
+            .fold(0.0f64, f64::max);
+        // Whole kW above the highest value, so the lines never touch the top.
+        let y_max = (top * 1.1).ceil().max(1.0);
+        let title = format!("Power, {name}");
+        let _ = write!(b, "<h2>{}</h2>", escape(&title));
+        b.push_str(&svg::lines_chart(
+            &title,
+            "kW",
+            &[
+                svg::Line {
+                    label: "generation",
+                    color: "#2a7a2a",
+                    series: &generation,
+                },
+                svg::Line {
+                    label: "load",
+                    color: "#1d5fa8",
+                    series: &load,
+                },
+                svg::Line {
+                    label: "ballast",
+                    color: "#b06a00",
+                    series: &ballast,
+                },
+            ],
+            0.0,
+            y_max,
+            &[],
+            POWER_POINTS_MAX,
+        ));
+    }
 }
 
 /// The other members: TCP address or radio, and on the leader how far each has matched and
@@ -572,6 +638,7 @@ mod tests {
             voltage_dv: 2_300,
             ufls_stages: 0,
             ballast_stages: 0,
+            power_w: history::Power::default(),
         };
         let c = Cockpit::with_store(dir.path(), t0);
         // Three minutes and a bit, as the sampler pushes them.
@@ -607,6 +674,11 @@ mod tests {
                     voltage_dv: 2_300,
                     ufls_stages: 0,
                     ballast_stages: 1,
+                    power_w: history::Power {
+                        generation: 24_000 + i % 1_000,
+                        load: 20_000 + i % 700,
+                        ballast: 4_000,
+                    },
                 });
             }
         }
@@ -624,11 +696,15 @@ mod tests {
                     mean: 2_300,
                     max: 2_400,
                 },
+                power_w: history::Power::default(),
             })
             .collect();
         let page = overview(1, &status, &c, &week);
         assert!(page.len() < PAGE_BYTES_MAX, "{} bytes", page.len());
-        assert!(page.contains("id=\"frequency\"") && page.matches("<svg").count() == 4);
+        assert!(page.contains("id=\"frequency\"") && page.matches("<svg").count() == 6);
+        assert!(
+            page.contains("<title>Power, last day</title>") && page.contains(">ballast</text>")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
-use super::history::{Minute, Span};
+use super::history::{Minute, Power, Span};
 
 /// The file, in the node's data directory.
 pub const FILE_NAME: &str = "history.redb";
@@ -30,18 +30,33 @@ pub const CACHE_BYTES: usize = 512 * 1024;
 /// Minute start, Unix ms -> the aggregates ([`encode`]).
 const MINUTES: TableDefinition<u64, &[u8]> = TableDefinition::new("history_minutes");
 
-/// Leads each row; bump it (and read the old one) on any change.
+/// Leads each row; bump it (and read the old one) on any change. Version 1 rows (frequency
+/// and voltage only) still read, with no power.
 const FORMAT_V1: u8 = 1;
-const ROW_BYTES: usize = 1 + 6 * 8;
+const ROW_BYTES_V1: usize = 1 + 6 * 8;
+/// Version 2 adds the minute's mean generation, load and ballast.
+const FORMAT_V2: u8 = 2;
+const ROW_BYTES: usize = 1 + 9 * 8;
 
 fn encode(m: &Minute) -> [u8; ROW_BYTES] {
     let mut out = [0u8; ROW_BYTES];
-    out[0] = FORMAT_V1;
+    out[0] = FORMAT_V2;
     let f = m.frequency_mhz;
     let v = m.voltage_dv;
-    for (i, x) in [f.min, f.mean, f.max, v.min, v.mean, v.max]
-        .into_iter()
-        .enumerate()
+    let p = m.power_w;
+    for (i, x) in [
+        f.min,
+        f.mean,
+        f.max,
+        v.min,
+        v.mean,
+        v.max,
+        p.generation,
+        p.load,
+        p.ballast,
+    ]
+    .into_iter()
+    .enumerate()
     {
         out[1 + i * 8..9 + i * 8].copy_from_slice(&x.to_le_bytes());
     }
@@ -49,10 +64,15 @@ fn encode(m: &Minute) -> [u8; ROW_BYTES] {
 }
 
 fn decode(t_ms: u64, b: &[u8]) -> Option<Minute> {
-    if b.len() != ROW_BYTES || b[0] != FORMAT_V1 {
-        return None;
+    match (b.first(), b.len()) {
+        (Some(&FORMAT_V1), ROW_BYTES_V1) | (Some(&FORMAT_V2), ROW_BYTES) => {}
+        _ => return None,
     }
-    let x = |i: usize| u64::from_le_bytes(b[1 + i * 8..9 + i * 8].try_into().unwrap_or([0; 8]));
+    let x = |i: usize| {
+        b.get(1 + i * 8..9 + i * 8)
+            .and_then(|w| w.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
     Some(Minute {
         t_ms,
         frequency_mhz: Span {
@@ -64,6 +84,11 @@ fn decode(t_ms: u64, b: &[u8]) -> Option<Minute> {
             min: x(3),
             mean: x(4),
             max: x(5),
+        },
+        power_w: Power {
+            generation: x(6),
+            load: x(7),
+            ballast: x(8),
         },
     })
 }
@@ -196,6 +221,11 @@ mod tests {
                 mean: 2_300,
                 max: 2_400,
             },
+            power_w: Power {
+                generation: 24_000,
+                load: 20_000,
+                ballast: 4_000,
+            },
         }
     }
 
@@ -264,9 +294,21 @@ mod tests {
 
     #[test]
     fn a_row_of_another_format_reads_as_a_gap() {
-        assert!(decode(0, &[2; ROW_BYTES]).is_none());
+        assert!(decode(0, &[3; ROW_BYTES]).is_none());
         assert!(decode(0, &[FORMAT_V1; 3]).is_none());
+        assert!(decode(0, &[FORMAT_V2; ROW_BYTES_V1]).is_none());
         let m = minute(60_000, 50_000);
         assert_eq!(decode(60_000, &encode(&m)), Some(m));
+        // A row from before power was kept reads with none.
+        let v1 = &encode(&m)[..ROW_BYTES_V1];
+        let mut v1 = v1.to_vec();
+        v1[0] = FORMAT_V1;
+        assert_eq!(
+            decode(60_000, &v1),
+            Some(Minute {
+                power_w: Power::default(),
+                ..m
+            })
+        );
     }
 }

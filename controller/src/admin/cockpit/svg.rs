@@ -19,6 +19,16 @@ pub struct Guide<'a> {
     pub label: &'a str,
 }
 
+/// One line of a chart: its label (in the legend), colour and points (time ms, value).
+pub struct Line<'a> {
+    /// Shown in the legend when a chart has more than one line.
+    pub label: &'a str,
+    /// An SVG colour.
+    pub color: &'a str,
+    /// (time ms, value), oldest first.
+    pub series: &'a [(u64, f64)],
+}
+
 /// Draws `series` (time ms, value) as a polyline between `y_min` and `y_max` (values outside
 /// are clamped to the edge), with guide lines and the unit's label. Returns the `<svg>`.
 pub fn line_chart(
@@ -28,6 +38,25 @@ pub fn line_chart(
     y_min: f64,
     y_max: f64,
     guides: &[Guide<'_>],
+) -> String {
+    let line = Line {
+        label: title,
+        color: "#1d5fa8",
+        series,
+    };
+    lines_chart(title, unit, &[line], y_min, y_max, guides, POINTS_MAX)
+}
+
+/// As [`line_chart`], several lines on one time axis (the first line's), each thinned to
+/// `points_max` points, with a legend when there is more than one.
+pub fn lines_chart(
+    title: &str,
+    unit: &str,
+    lines: &[Line<'_>],
+    y_min: f64,
+    y_max: f64,
+    guides: &[Guide<'_>],
+    points_max: usize,
 ) -> String {
     let mut out = String::new();
     let _ = write!(
@@ -59,23 +88,48 @@ pub fn line_chart(
         x = WIDTH - 4,
         u = super::html::escape(unit)
     );
-    if let (Some(first), Some(last)) = (series.first(), series.last()) {
-        let t0 = first.0;
-        let dt = (last.0.saturating_sub(t0)).max(1) as f64;
-        let step = series.len().div_ceil(POINTS_MAX).max(1);
-        out.push_str(r##"<polyline fill="none" stroke="#1d5fa8" stroke-width="1.5" points=""##);
-        for (t, v) in series.iter().step_by(step).chain(std::iter::once(last)) {
-            let x = (t - t0) as f64 / dt * f64::from(WIDTH);
-            let _ = write!(out, "{x:.1},{:.1} ", y(*v));
+    let axis = lines
+        .first()
+        .and_then(|l| Some((l.series.first()?.0, l.series.last()?.0)));
+    match axis {
+        Some((t0, t1)) => {
+            let dt = t1.saturating_sub(t0).max(1) as f64;
+            for l in lines {
+                let Some(last) = l.series.last() else {
+                    continue;
+                };
+                let step = l.series.len().div_ceil(points_max.max(1)).max(1);
+                let _ = write!(
+                    out,
+                    r#"<polyline fill="none" stroke="{}" stroke-width="1.5" points=""#,
+                    super::html::escape(l.color)
+                );
+                for (t, v) in l.series.iter().step_by(step).chain(std::iter::once(last)) {
+                    let x = t.saturating_sub(t0) as f64 / dt * f64::from(WIDTH);
+                    let _ = write!(out, "{x:.1},{:.1} ", y(*v));
+                }
+                out.push_str(r#""/>"#);
+            }
+            if lines.len() > 1 {
+                for (i, l) in lines.iter().enumerate() {
+                    let _ = write!(
+                        out,
+                        r#"<text x="{x}" y="12" font-size="10" fill="{c}">{t}</text>"#,
+                        x = 4 + i * 90,
+                        c = super::html::escape(l.color),
+                        t = super::html::escape(l.label)
+                    );
+                }
+            }
         }
-        out.push_str(r#""/>"#);
-    } else {
-        let _ = write!(
-            out,
-            r##"<text x="{x}" y="{y}" font-size="12" fill="#777" text-anchor="middle">no data yet</text>"##,
-            x = WIDTH / 2,
-            y = HEIGHT / 2
-        );
+        None => {
+            let _ = write!(
+                out,
+                r##"<text x="{x}" y="{y}" font-size="12" fill="#777" text-anchor="middle">no data yet</text>"##,
+                x = WIDTH / 2,
+                y = HEIGHT / 2
+            );
+        }
     }
     out.push_str("</svg>");
     out
