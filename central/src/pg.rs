@@ -21,20 +21,26 @@ use tokio_postgres::NoTls;
 use crate::DAY_MS;
 use crate::backend::Store;
 use crate::error::StoreError;
+use crate::fleet::Pruned;
 use crate::store::{
     EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page,
-    TimeRange, energy_key, energy_of, ledger_row_of, now_ms,
+    StoredRecord, TimeRange, energy_key, energy_of, ledger_row_of, now_ms,
 };
 
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
 /// transaction, and recorded in `schema_migrations`; never edit one that has shipped, add
 /// the next.
-pub const MIGRATIONS: [(i32, &str, &str); 2] = [
+pub const MIGRATIONS: [(i32, &str, &str); 3] = [
     (1, "schema", include_str!("../migrations/0001_schema.sql")),
     (
         2,
         "local_hours",
         include_str!("../migrations/0002_local_hours.sql"),
+    ),
+    (
+        3,
+        "customer_hours",
+        include_str!("../migrations/0003_customer_hours.sql"),
     ),
 ];
 
@@ -72,7 +78,7 @@ fn bound(v: u64) -> i64 {
 }
 
 /// Day number since 1970-01-01 of (year, month, day 1) (Howard Hinnant's days_from_civil).
-fn days_from_civil(y: i64, m: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -116,6 +122,13 @@ impl PgStore {
         config: tokio_postgres::Config,
         backfill_after_ms: u64,
     ) -> Result<PgStore, StoreError> {
+        let store = PgStore::pool(config, backfill_after_ms)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool, not yet connected.
+    fn pool(config: tokio_postgres::Config, backfill_after_ms: u64) -> Result<PgStore, StoreError> {
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -128,13 +141,42 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = PgStore {
+        Ok(PgStore {
             pool,
             backfill_after_ms,
             partitions: Arc::default(),
+        })
+    }
+
+    /// As [`PgStore::connect`] without migrating (`ghatta-central check` looks, it does not
+    /// change the schema). Nothing connects until the first query.
+    pub fn unmigrated(url: &str, backfill_after_ms: u64) -> Result<PgStore, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::DatabaseUrl {
+            detail: format!("{e}"),
+        })?;
+        PgStore::pool(config, backfill_after_ms)
+    }
+
+    /// (applied, known): the newest migration the database has (0: none) and the newest this
+    /// build knows.
+    pub async fn schema_version(&self) -> Result<(i32, i32), StoreError> {
+        let c = self.client().await?;
+        // The name is resolved when a query is planned, so look for the table first.
+        let exists: bool = c
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let applied: i32 = if exists {
+            c.query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0)
+        } else {
+            0
         };
-        store.migrate().await?;
-        Ok(store)
+        Ok((applied, MIGRATIONS.len() as i32))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -689,35 +731,10 @@ impl Store for PgStore {
         let mut rows = Vec::new();
         let mut keys = Vec::new();
         for r in &got {
-            let kind: i16 = r.get(1);
-            let feeder: i32 = r.get(3);
-            let row = EnergyHourRow {
-                hour_start_ms: unbig(r.get(0), "hour start")?,
-                kind: match kind {
-                    0 => "customer",
-                    1 => "feeder",
-                    2 => "plant",
-                    _ => {
-                        return Err(StoreError::Corrupt {
-                            what: "energy hour kind",
-                            detail: format!("{kind}"),
-                        });
-                    }
-                }
-                .into(),
-                id: unbig(r.get(2), "energy subject id")?,
-                feeder: u16::try_from(feeder).map_err(|_| StoreError::Corrupt {
-                    what: "feeder",
-                    detail: format!("{feeder}"),
-                })?,
-                energy_wh: unbig(r.get(4), "hour energy")?,
-                seq: unbig(r.get(5), "seq")?,
-                backfill: r.get(6),
-                utc_offset_min: r.get(7),
-            };
+            let row = hour_row(r)?;
             keys.push(HourKey {
                 hour_start_ms: row.hour_start_ms,
-                kind: kind as u8,
+                kind: r.get::<_, i16>(1) as u8,
                 id: row.id,
                 feeder: row.feeder,
             });
@@ -879,7 +896,235 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(Some((state, latest)))
     }
+
+    async fn records_page(
+        &self,
+        grid: u64,
+        stream: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<(u64, StoredRecord), u64>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT seq, log_index, log_time_ms, actor, output, backfill FROM wan_records
+                 WHERE grid_id = $1 AND stream = $2 AND seq > $3
+                   AND log_time_ms >= $4 AND log_time_ms < $5
+                 ORDER BY seq LIMIT $6",
+                &[
+                    &big(grid, "grid id")?,
+                    &i64::from(stream),
+                    &after.map_or(-1, bound),
+                    &bound(range.from_ms),
+                    &bound(range.to_ms),
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let mut rows = got.iter().map(record_row).collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more.then(|| rows.last().map(|r| r.0)).flatten();
+        Ok(Page { rows, next })
+    }
+
+    async fn recent_records(
+        &self,
+        grid: u64,
+        stream: u32,
+        since_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT seq, log_index, log_time_ms, actor, output, backfill FROM wan_records
+             WHERE grid_id = $1 AND stream = $2 AND log_time_ms >= $3
+             ORDER BY seq DESC LIMIT $4",
+            &[
+                &big(grid, "grid id")?,
+                &i64::from(stream),
+                &bound(since_ms),
+                &i64::try_from(max).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?
+        .iter()
+        .map(record_row)
+        .collect()
+    }
+
+    async fn ledger_sums(&self, grid: u64, range: TimeRange) -> Result<(u64, i64), StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT COALESCE(SUM(energy_wh), 0)::bigint,
+                        COALESCE(SUM(CASE WHEN kind IN ('Charge', 'Fee') THEN -amount_mpaisa
+                                     ELSE 0 END), 0)::bigint
+                 FROM wan_ledger WHERE grid_id = $1 AND at_ms >= $2 AND at_ms < $3",
+                &[
+                    &big(grid, "grid id")?,
+                    &bound(range.from_ms),
+                    &bound(range.to_ms),
+                ],
+            )
+            .await?;
+        Ok((unbig(r.get(0), "day energy")?, r.get(1)))
+    }
+
+    async fn customer_hours_page(
+        &self,
+        grid: u64,
+        customer: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, u64>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT hour_start_ms, kind, id, feeder, energy_wh, seq, backfill, utc_offset_min
+                 FROM wan_energy_hours
+                 WHERE grid_id = $1 AND kind = 0 AND id = $2
+                   AND hour_start_ms >= $3 AND hour_start_ms > $4 AND hour_start_ms < $5
+                 ORDER BY hour_start_ms LIMIT $6",
+                &[
+                    &big(grid, "grid id")?,
+                    &i64::from(customer),
+                    &bound(range.from_ms),
+                    &after.map_or(-1, bound),
+                    &bound(range.to_ms),
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let mut rows = got.iter().map(hour_row).collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more.then(|| rows.last().map(|r| r.hour_start_ms)).flatten();
+        Ok(Page { rows, next })
+    }
+
+    async fn prune_before(&self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
+        let cutoff = bound(cutoff_ms);
+        let c = self.client().await?;
+        let mut pruned = Pruned::default();
+        for table in PARTITIONED {
+            let names: Vec<String> = c
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid
+                     JOIN pg_class p ON p.oid = i.inhparent
+                     WHERE p.relname = $1 ORDER BY 1",
+                    &[&table],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for name in names {
+                let Some((start, end)) = partition_month(&name) else {
+                    continue;
+                };
+                if end > cutoff {
+                    continue;
+                }
+                // CONCURRENTLY: ingest into the newer months goes on while it detaches (it
+                // runs outside a transaction block, as batch_execute of one statement does).
+                c.batch_execute(&format!(
+                    "ALTER TABLE {table} DETACH PARTITION {name} CONCURRENTLY"
+                ))
+                .await?;
+                c.batch_execute(&format!("DROP TABLE {name}")).await?;
+                self.partitions
+                    .lock()
+                    .map_err(|_| StoreError::Task("partition cache poisoned".into()))?
+                    .remove(&(table, start));
+                tracing::info!(partition = %name, "retention: detached and dropped");
+                pruned.partitions.push(name);
+            }
+        }
+        Ok(pruned)
+    }
 }
+
+/// An energy hour as the queries select it (hour_start_ms, kind, id, feeder, energy_wh, seq,
+/// backfill, utc_offset_min).
+fn hour_row(r: &tokio_postgres::Row) -> Result<EnergyHourRow, StoreError> {
+    let kind: i16 = r.get(1);
+    let feeder: i32 = r.get(3);
+    Ok(EnergyHourRow {
+        hour_start_ms: unbig(r.get(0), "hour start")?,
+        kind: match kind {
+            0 => "customer",
+            1 => "feeder",
+            2 => "plant",
+            _ => {
+                return Err(StoreError::Corrupt {
+                    what: "energy hour kind",
+                    detail: format!("{kind}"),
+                });
+            }
+        }
+        .into(),
+        id: unbig(r.get(2), "energy subject id")?,
+        feeder: u16::try_from(feeder).map_err(|_| StoreError::Corrupt {
+            what: "feeder",
+            detail: format!("{feeder}"),
+        })?,
+        energy_wh: unbig(r.get(4), "hour energy")?,
+        seq: unbig(r.get(5), "seq")?,
+        backfill: r.get(6),
+        utc_offset_min: r.get(7),
+    })
+}
+
+/// A record as the queries select it (seq, log_index, log_time_ms, actor, output, backfill).
+fn record_row(r: &tokio_postgres::Row) -> Result<(u64, StoredRecord), StoreError> {
+    let actor: i16 = r.get(3);
+    Ok((
+        unbig(r.get(0), "seq")?,
+        StoredRecord {
+            index: unbig(r.get(1), "log index")?,
+            time_ms: unbig(r.get(2), "record log time")?,
+            actor: match actor {
+                1 => ActorKind::Balancing,
+                2 => ActorKind::Billing,
+                3 => ActorKind::DemandResponse,
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: "record actor",
+                        detail: format!("{actor}"),
+                    });
+                }
+            },
+            output: r.get(4),
+            backfill: r.get(5),
+        },
+    ))
+}
+
+/// (start, end) in Unix ms of the month a partition named `TABLE_yYYYYmMM` holds; `None`
+/// for a name of another form (a partition someone else made).
+fn partition_month(name: &str) -> Option<(i64, i64)> {
+    let suffix = name.rsplit_once("_y")?.1;
+    let (y, m) = suffix.split_once('m')?;
+    let (y, m): (i64, u32) = (y.parse().ok()?, m.parse().ok()?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let day_ms = DAY_MS as i64;
+    Some((
+        days_from_civil(y, m).saturating_mul(day_ms),
+        days_from_civil(ny, nm).saturating_mul(day_ms),
+    ))
+}
+
+/// The partitioned tables, each partitioned by month of its log time.
+const PARTITIONED: [&str; 3] = ["wan_records", "wan_ledger", "wan_energy_hours"];
 
 /// A ledger row as the queries select it (customer, seq, at_ms, kind, energy_wh,
 /// amount_mpaisa, balance_after_mpaisa, tariff_version, backfill).

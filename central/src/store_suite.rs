@@ -13,16 +13,16 @@ use ghatta_proto::wan::BatchBody;
 use crate::*;
 
 /// The variable that names the test server (a database the tests may create databases in).
-const TEST_DATABASE_URL_VAR: &str = "GHATTA_TEST_DATABASE_URL";
+pub(crate) const TEST_DATABASE_URL_VAR: &str = "GHATTA_TEST_DATABASE_URL";
 
 /// Nov 30 2026, 00:00 UTC: a day of minutes from here crosses into December, so a batch
 /// needs two monthly partitions.
-const BASE_MS: u64 = 1_795_996_800_000;
+pub(crate) const BASE_MS: u64 = 1_795_996_800_000;
 
 /// The server the PostgreSQL tests run against; `None` (with a line saying so) when it is
 /// not set locally. On CI a missing server is a failure: the tests must not pass by not
 /// running.
-fn test_database_url(test: &str) -> Option<String> {
+pub(crate) fn test_database_url(test: &str) -> Option<String> {
     match std::env::var(TEST_DATABASE_URL_VAR) {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
@@ -39,10 +39,10 @@ fn test_database_url(test: &str) -> Option<String> {
 
 /// Held shared by every test that uses the test server, and exclusively by the one that
 /// crashes it, so no other test sees the server go away under it.
-static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+pub(crate) static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// A fresh database `name` on the test server, migrated, as a store.
-async fn fresh_pg(url: &str, name: &str) -> PgStore {
+pub(crate) async fn fresh_pg(url: &str, name: &str) -> PgStore {
     let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("the test server answers");
@@ -62,12 +62,12 @@ async fn fresh_pg(url: &str, name: &str) -> PgStore {
         .expect("the store connects and migrates")
 }
 
-fn redb_store(dir: &std::path::Path) -> Arc<RedbStore> {
+pub(crate) fn redb_store(dir: &std::path::Path) -> Arc<RedbStore> {
     Arc::new(RedbStore::open(dir, BACKFILL_AFTER_MS_DEFAULT).expect("redb opens"))
 }
 
 /// A charge of `customer` at `at_ms` as grid record `seq`.
-fn charge(seq: u64, customer: u32, at_ms: u64, energy_wh: u64) -> (u64, OutboxRecord) {
+pub(crate) fn charge(seq: u64, customer: u32, at_ms: u64, energy_wh: u64) -> (u64, OutboxRecord) {
     let out = sdk::Output::Ledger(sdk::LedgerRecord {
         customer: sdk::CustomerId(customer),
         at_ms,
@@ -108,7 +108,7 @@ fn hour(seq: u64, subject: sdk::EnergySubject, energy_wh: u64) -> (u64, OutboxRe
 }
 
 /// Ledger batch [first, end) of stream 1: customers 1 and 2 alternate, one line a minute.
-fn ledger_batch(first: u64, end: u64) -> BatchBody {
+pub(crate) fn ledger_batch(first: u64, end: u64) -> BatchBody {
     BatchBody {
         stream: 1,
         first_seq: first,
@@ -120,7 +120,7 @@ fn ledger_batch(first: u64, end: u64) -> BatchBody {
 }
 
 /// Every ledger row of `grid` through pages of `limit`, checking each page's size.
-async fn all_ledger<S: Store>(
+pub(crate) async fn all_ledger<S: Store>(
     s: &S,
     grid: u64,
     customer: Option<u32>,
@@ -348,7 +348,7 @@ async fn suite<S: Store>(s: &S) {
 }
 
 /// A local hour of grid energy as the host writes it (`Output::EnergyLocal`).
-fn local_hour(
+pub(crate) fn local_hour(
     seq: u64,
     start_ms: u64,
     utc_offset_min: i32,
@@ -501,7 +501,14 @@ async fn the_store_suite_passes_on_postgres() {
     ));
     assert_eq!(pg.cursor(7, 3).await.expect("cursor"), 0);
     // Migrating again (a restart) changes nothing.
-    assert_eq!(pg.migrate().await.expect("migrate again"), 2);
+    assert_eq!(
+        pg.migrate().await.expect("migrate again"),
+        crate::pg::MIGRATIONS.len() as i32
+    );
+    assert_eq!(
+        pg.schema_version().await.expect("schema version"),
+        (3, crate::pg::MIGRATIONS.len() as i32)
+    );
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     cfg.dbname("ghatta_suite");
     let (admin, conn) = cfg
@@ -545,7 +552,7 @@ async fn the_store_suite_passes_on_postgres() {
             err,
             StoreError::SchemaTooNew {
                 newest: 99,
-                known: 2
+                known: 3
             }
         ),
         "{err}"
@@ -674,6 +681,7 @@ async fn a_central_started_with_a_database_serves_its_routes_from_postgres() {
         backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
         http_token_file: None,
         http_hosts: Vec::new(),
+        retention_months: None,
     })
     .await
     .expect("the central starts on PostgreSQL");
@@ -714,7 +722,7 @@ async fn a_central_started_with_a_database_serves_its_routes_from_postgres() {
 }
 
 /// GET `path` with the bearer token; the body of a 200 answer.
-async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
+pub(crate) async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(
@@ -729,7 +737,32 @@ async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String
     s.read_to_string(&mut out).await.expect("read");
     let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}\n{body}");
-    body.to_string()
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    }
+}
+
+/// The body of a chunked HTTP/1.1 answer (a streamed route's), its chunks joined; panics on
+/// a body cut short (a stream the server aborted).
+pub(crate) fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..]
+            .strip_prefix("\r\n")
+            .expect("a chunk ends with CRLF");
+    }
 }
 
 /// Grids back-filling at once in the ingest benchmark.
@@ -860,7 +893,7 @@ const FAULT_RECORDS: u64 = 3_000;
 const FAULT_BATCH: u64 = 100;
 
 /// The test server's `ctl.sh stop|start` (written by `.ci/postgres.sh`), as the user it runs.
-fn pg_ctl(what: &str) {
+pub(crate) fn pg_ctl(what: &str) {
     let dir = std::env::var("GHATTA_TEST_PGDATA").expect("GHATTA_TEST_PGDATA");
     let out = std::process::Command::new("sh")
         .arg(format!("{dir}/ctl.sh"))

@@ -47,6 +47,7 @@ async fn central(dir: &std::path::Path) -> Central {
         backfill_after_ms: ghatta_central::BACKFILL_AFTER_MS_DEFAULT,
         http_token_file: None,
         http_hosts: Vec::new(),
+        retention_months: None,
     })
     .await
     .expect("central starts")
