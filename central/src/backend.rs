@@ -269,14 +269,20 @@ impl Store for Backend {
     async fn ingest(&self, grid: u64, batch: BatchBody) -> Result<AckBody, StoreError> {
         match self {
             Backend::Redb(s) => s.ingest(grid, batch).await,
-            Backend::Postgres(s) => s.ingest(grid, batch).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.ingest(grid, batch).await })
+                    .await
+            }
         }
     }
 
     async fn cursor(&self, grid: u64, stream: u32) -> Result<u64, StoreError> {
         match self {
             Backend::Redb(s) => Store::cursor(s, grid, stream).await,
-            Backend::Postgres(s) => s.cursor(grid, stream).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.cursor(grid, stream).await })
+                    .await
+            }
         }
     }
 
@@ -290,7 +296,10 @@ impl Store for Backend {
     ) -> Result<Page<LedgerRow, LedgerKey>, StoreError> {
         match self {
             Backend::Redb(s) => Store::ledger_page(s, grid, customer, range, after, limit).await,
-            Backend::Postgres(s) => s.ledger_page(grid, customer, range, after, limit).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.ledger_page(grid, customer, range, after, limit).await })
+                    .await
+            },
         }
     }
 
@@ -303,28 +312,37 @@ impl Store for Backend {
     ) -> Result<Page<EnergyHourRow, HourKey>, StoreError> {
         match self {
             Backend::Redb(s) => Store::energy_hours_page(s, grid, range, after, limit).await,
-            Backend::Postgres(s) => s.energy_hours_page(grid, range, after, limit).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.energy_hours_page(grid, range, after, limit).await })
+                    .await
+            }
         }
     }
 
     async fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         match self {
             Backend::Redb(s) => Store::energy_per_day(s, grid).await,
-            Backend::Postgres(s) => s.energy_per_day(grid).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.energy_per_day(grid).await })
+                    .await
+            }
         }
     }
 
     async fn utc_offsets_at(&self, grid: u64, times: Vec<u64>) -> Result<Vec<i32>, StoreError> {
         match self {
             Backend::Redb(s) => Store::utc_offsets_at(s, grid, times).await,
-            Backend::Postgres(s) => s.utc_offsets_at(grid, times).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.utc_offsets_at(grid, times).await })
+                    .await
+            }
         }
     }
 
     async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
         match self {
             Backend::Redb(s) => Store::fleet(s, limit).await,
-            Backend::Postgres(s) => s.fleet(limit).await,
+            Backend::Postgres(s) => s.run(move |s| async move { s.fleet(limit).await }).await,
         }
     }
 
@@ -334,7 +352,10 @@ impl Store for Backend {
     ) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
         match self {
             Backend::Redb(s) => Store::grid_state(s, grid).await,
-            Backend::Postgres(s) => s.grid_state(grid).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.grid_state(grid).await })
+                    .await
+            }
         }
     }
 
@@ -348,7 +369,12 @@ impl Store for Backend {
     ) -> Result<Page<(u64, StoredRecord), u64>, StoreError> {
         match self {
             Backend::Redb(s) => Store::records_page(s, grid, stream, range, after, limit).await,
-            Backend::Postgres(s) => s.records_page(grid, stream, range, after, limit).await,
+            Backend::Postgres(s) => {
+                s.run(
+                    move |s| async move { s.records_page(grid, stream, range, after, limit).await },
+                )
+                .await
+            }
         }
     }
 
@@ -361,14 +387,20 @@ impl Store for Backend {
     ) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
         match self {
             Backend::Redb(s) => Store::recent_records(s, grid, stream, since_ms, max).await,
-            Backend::Postgres(s) => s.recent_records(grid, stream, since_ms, max).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.recent_records(grid, stream, since_ms, max).await })
+                    .await
+            }
         }
     }
 
     async fn ledger_sums(&self, grid: u64, range: TimeRange) -> Result<(u64, i64), StoreError> {
         match self {
             Backend::Redb(s) => Store::ledger_sums(s, grid, range).await,
-            Backend::Postgres(s) => s.ledger_sums(grid, range).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.ledger_sums(grid, range).await })
+                    .await
+            }
         }
     }
 
@@ -385,8 +417,11 @@ impl Store for Backend {
                 Store::customer_hours_page(s, grid, customer, range, after, limit).await
             }
             Backend::Postgres(s) => {
-                s.customer_hours_page(grid, customer, range, after, limit)
-                    .await
+                s.run(move |s| async move {
+                    s.customer_hours_page(grid, customer, range, after, limit)
+                        .await
+                })
+                .await
             }
         }
     }
@@ -394,7 +429,10 @@ impl Store for Backend {
     async fn prune_before(&self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
         match self {
             Backend::Redb(s) => Store::prune_before(s, cutoff_ms).await,
-            Backend::Postgres(s) => s.prune_before(cutoff_ms).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.prune_before(cutoff_ms).await })
+                    .await
+            }
         }
     }
 }

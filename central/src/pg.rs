@@ -105,6 +105,8 @@ pub struct PgStore {
     backfill_after_ms: u64,
     /// (table, month start ms) known to have a partition: checked once per process.
     partitions: Arc<Mutex<BTreeSet<(&'static str, i64)>>>,
+    /// The runtime the queries run on when the caller's has no I/O ([`PgStore::on_runtime`]).
+    io: Option<tokio::runtime::Handle>,
 }
 
 impl PgStore {
@@ -145,7 +147,36 @@ impl PgStore {
             pool,
             backfill_after_ms,
             partitions: Arc::default(),
+            io: None,
         })
+    }
+
+    /// Runs every query of [`Store`] (through [`crate::Backend`]) on `io`'s runtime, each from a
+    /// blocking task of the caller's: for a caller on a runtime without I/O, the simulator's
+    /// paused clock, whose auto-advance a pending blocking task holds (as redb's fsyncs do),
+    /// so simulated time stands still while the database answers. Connections are then made
+    /// on `io`'s runtime, which must keep running.
+    pub fn on_runtime(mut self, io: tokio::runtime::Handle) -> PgStore {
+        self.io = Some(io);
+        self
+    }
+
+    /// Runs `f` on this store: where it is called, or on the [`PgStore::on_runtime`] runtime.
+    pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(PgStore) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        match &self.io {
+            None => f(self.clone()).await,
+            Some(io) => {
+                let (io, s) = (io.clone(), self.clone());
+                tokio::task::spawn_blocking(move || io.block_on(f(s)))
+                    .await
+                    .map_err(|e| StoreError::Task(e.to_string()))?
+            }
+        }
     }
 
     /// As [`PgStore::connect`] without migrating (`ghatta-central check` looks, it does not

@@ -10,6 +10,7 @@ mod deploy;
 mod field_cluster;
 mod harness;
 mod membership;
+mod pg;
 mod radio;
 mod radio_timing;
 mod security;
