@@ -427,6 +427,17 @@ impl Store for PgStore {
         if end_i <= have_i {
             return Ok(ack(have, false)); // A pure retransmission.
         }
+        // The grid's row first exists, then is locked: two streams of one grid uploading their
+        // first batches at once would each read no row and the later write would drop the
+        // earlier's counts (FOR UPDATE locks no row that is not there yet). A concurrent
+        // INSERT of the same key waits for this one's commit, then does nothing.
+        tx.execute(
+            "INSERT INTO wan_grids (grid_id, records, newest_time_ms, last_event, last_event_ms,
+                                    backfilled, last_upload_ms)
+             VALUES ($1, 0, 0, NULL, 0, 0, $2) ON CONFLICT DO NOTHING",
+            &[&grid_i, &bound(now)],
+        )
+        .await?;
         let g = tx
             .query_opt(
                 "SELECT records, newest_time_ms, last_event, last_event_ms, backfilled
