@@ -51,10 +51,10 @@ const GRIDS: TableDefinition<u64, &[u8]> = TableDefinition::new("wan_grids");
 const LAST_UPLOAD: TableDefinition<u64, u64> = TableDefinition::new("wan_grid_last_upload");
 const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
     TableDefinition::new("wan_energy_hours");
-/// (grid, log time ms, customer, seq) -> (): the ledger by time, for a day's sums (the fleet
-/// view's revenue today) and for retention; filled once from the ledger when a file from
-/// before it opens.
-const LEDGER_TIME: TableDefinition<(u64, u64, u32, u64), ()> =
+/// (grid, log time ms, customer, seq) -> (energy billed Wh, revenue mpaisa) of the line: the
+/// ledger by time, for a day's sums (the fleet view's "today", read without decoding a line)
+/// and for retention; filled once from the ledger when a file from before it opens.
+const LEDGER_TIME: TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
     TableDefinition::new("wan_ledger_time");
 
 /// How to run the central.
@@ -833,17 +833,11 @@ impl RedbStore {
         }
         let txn = self.db.begin_read()?;
         let by_time = txn.open_table(LEDGER_TIME)?;
-        let ledger = txn.open_table(LEDGER)?;
         let (mut wh, mut mpaisa) = (0u64, 0i64);
         for item in by_time.range((grid, range.from_ms, 0, 0)..(grid, range.to_ms, 0, 0))? {
-            let (k, _) = item?;
-            let (_, _, customer, seq) = k.value();
-            if let Some(v) = ledger.get((grid, customer, seq))? {
-                let row: LedgerRow =
-                    codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?;
-                wh = wh.saturating_add(row.energy_wh);
-                mpaisa = mpaisa.saturating_add(crate::fleet::revenue_mpaisa(&row));
-            }
+            let (line_wh, line_mpaisa) = item?.1.value();
+            wh = wh.saturating_add(line_wh);
+            mpaisa = mpaisa.saturating_add(line_mpaisa);
         }
         Ok((wh, mpaisa))
     }
@@ -1100,7 +1094,10 @@ impl RedbStore {
                         let bytes =
                             codec::encode(&row).map_err(StoreError::encode("ledger row"))?;
                         ledger.insert((grid, c, seq), bytes.as_slice())?;
-                        ledger_time.insert((grid, l.at_ms, c, seq), ())?;
+                        ledger_time.insert(
+                            (grid, l.at_ms, c, seq),
+                            (row.energy_wh, crate::fleet::revenue_mpaisa(&row)),
+                        )?;
                         if newest.as_ref().is_none_or(|n| l.at_ms >= n.at_ms) {
                             latest.insert((grid, c), bytes.as_slice())?;
                         }
@@ -1216,7 +1213,10 @@ fn rebuild_ledger_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         let (k, v) = item?;
         let (grid, customer, seq) = k.value();
         let row: LedgerRow = codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?;
-        by_time.insert((grid, row.at_ms, customer, seq), ())?;
+        by_time.insert(
+            (grid, row.at_ms, customer, seq),
+            (row.energy_wh, crate::fleet::revenue_mpaisa(&row)),
+        )?;
     }
     Ok(())
 }

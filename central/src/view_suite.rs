@@ -312,6 +312,26 @@ async fn retention<S: Store>(s: &S) -> crate::fleet::Pruned {
 async fn fleet_events_hours_and_retention_on_redb() {
     let dir = tempfile::tempdir().expect("tempdir");
     views(&redb_store(dir.path())).await;
+    // A file from before the ledger's time index: it is filled from the ledger at open.
+    let dir = tempfile::tempdir().expect("tempdir");
+    load_grid(&redb_store(dir.path()), 31).await;
+    {
+        let db = redb::Database::open(dir.path().join("central.redb")).expect("the file");
+        let txn = db.begin_write().expect("txn");
+        let by_time: redb::TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
+            redb::TableDefinition::new("wan_ledger_time");
+        assert!(txn.delete_table(by_time).expect("delete"));
+        txn.commit().expect("commit");
+    }
+    let s = redb_store(dir.path());
+    let now = BASE_MS + 20 * HOUR_MS;
+    let (state, _) = s.grid_state(31).await.expect("state").expect("grid");
+    assert_eq!(
+        today(&s, 31, state.newest_time_ms, now)
+            .await
+            .expect("today"),
+        expected_today(now)
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let pruned = retention(&redb_store(dir.path())).await;
     let gone = (0..LINES)
