@@ -714,20 +714,9 @@ async fn a_central_started_with_a_database_serves_its_routes_from_postgres() {
         url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base)
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let central = Central::start(CentralConfig {
-        listen: "127.0.0.1:0".into(),
-        http_listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
-        database: Some(db_url),
-        secret: ghatta_proto::keys::SecretKey::from_bytes([1; 32]),
-        grids: Default::default(),
-        backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
-        http_token_file: None,
-        http_hosts: Vec::new(),
-        retention_months: None,
-    })
-    .await
-    .expect("the central starts on PostgreSQL");
+    let central = Central::start(crate::view_suite::config(dir.path(), Some(db_url)))
+        .await
+        .expect("the central starts on PostgreSQL");
     assert!(matches!(central.backend(), Backend::Postgres(_)));
     central
         .backend()

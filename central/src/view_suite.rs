@@ -506,7 +506,8 @@ async fn routes(central: &Central) {
     );
 }
 
-fn config(dir: &std::path::Path, database: Option<String>) -> CentralConfig {
+/// A test central's settings: loopback ports, no grids, redb in `dir` or `database`.
+pub(crate) fn config(dir: &std::path::Path, database: Option<String>) -> CentralConfig {
     CentralConfig {
         listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),

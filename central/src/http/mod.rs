@@ -283,177 +283,220 @@ async fn http_grid(
     }
 }
 
-/// A store `Backend` clone for a stream's fetches (they outlive the handler).
-fn store_of(i: &Inner) -> crate::Backend {
-    i.backend.clone()
+/// How a streamed route writes its rows: JSON, or CSV lines (each with the grid's UTC offset
+/// at the row's time when `at` names that time; rows that carry their own offset, energy
+/// hours, need no lookup).
+struct RowForm<T> {
+    /// One row as JSON.
+    json: fn(&T) -> String,
+    /// The CSV header line.
+    csv_head: &'static str,
+    /// One row as a CSV line, given the grid and the offset.
+    csv_line: fn(u64, &T, i32) -> String,
+    /// The row's time, for its offset (`Store::utc_offsets_at`), or `None`.
+    at: Option<fn(&T) -> u64>,
 }
 
-/// One customer's ledger by time range, streamed as JSON.
+/// A streamed route's answer (`http/stream.rs`): the rows `fetch(store, after, n)` hands over,
+/// by the query string's range, cursor and limit, as CSV when `csv`, else JSON.
+fn streamed<T, K, F, Fut>(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+    form: RowForm<T>,
+    fetch: F,
+) -> Result<Response, HttpError>
+where
+    T: Send + 'static,
+    K: page::Cursor + Clone + Send + 'static,
+    F: Fn(crate::Backend, TimeRange, Option<K>, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Page<T, K>, crate::StoreError>> + Send + 'static,
+{
+    let r = stream::parse::<K>(q).map_err(bad_request)?;
+    let (b, range) = (i.backend.clone(), r.range);
+    let fetch = std::sync::Arc::new(fetch);
+    if !csv {
+        return Ok(stream::respond(
+            move |after, n| fetch(b.clone(), range, after, n),
+            r.after,
+            r.limit,
+            stream::Format::Json,
+            move |row: &T| (form.json)(row),
+        ));
+    }
+    let at = form.at;
+    Ok(stream::respond(
+        move |after, n| {
+            let (b, fetch) = (b.clone(), fetch.clone());
+            async move {
+                let p = fetch(b.clone(), range, after, n).await?;
+                let offsets = match at {
+                    Some(at) => {
+                        b.utc_offsets_at(grid, p.rows.iter().map(at).collect())
+                            .await?
+                    }
+                    None => vec![0; p.rows.len()],
+                };
+                Ok(Page {
+                    rows: p.rows.into_iter().zip(offsets).collect(),
+                    next: p.next,
+                })
+            }
+        },
+        r.after,
+        r.limit,
+        stream::Format::Csv(form.csv_head),
+        move |(row, off): &(T, i32)| (form.csv_line)(grid, row, *off),
+    ))
+}
+
+/// A customer's ledger lines.
+fn ledger_form() -> RowForm<LedgerRow> {
+    RowForm {
+        json: |r| serde_json::to_string(r).unwrap_or_default(),
+        csv_head: LEDGER_CSV_HEAD,
+        csv_line: ledger_csv_line,
+        at: Some(|r| r.at_ms),
+    }
+}
+
+/// A customer's energy hours (each carries its offset).
+fn hours_form() -> RowForm<EnergyHourRow> {
+    RowForm {
+        json: |r| serde_json::to_string(r).unwrap_or_default(),
+        csv_head: ENERGY_HOURS_CSV_HEAD,
+        csv_line: |grid, r, _| energy_hour_csv_line(grid, r),
+        at: None,
+    }
+}
+
+/// A grid's events.
+fn events_form() -> RowForm<EventRow> {
+    RowForm {
+        json: |r| serde_json::to_string(r).unwrap_or_default(),
+        csv_head: EVENTS_CSV_HEAD,
+        csv_line: event_csv_line,
+        at: Some(|r| r.at_ms),
+    }
+}
+
+/// One customer's ledger by time range, streamed (JSON, or CSV with `csv`).
+fn ledger_stream(
+    i: &Inner,
+    grid: u64,
+    customer: u32,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    streamed(
+        i,
+        grid,
+        q,
+        csv,
+        ledger_form(),
+        move |b, range, after, n| async move {
+            b.ledger_page(grid, Some(customer), range, after, n).await
+        },
+    )
+}
+
+/// One customer's energy hours by time range, streamed; the cursor is the last row's hour.
+fn customer_energy_stream(
+    i: &Inner,
+    grid: u64,
+    customer: u32,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    streamed(
+        i,
+        grid,
+        q,
+        csv,
+        hours_form(),
+        move |b, range, after, n| async move {
+            b.customer_hours_page(grid, customer, range, after, n).await
+        },
+    )
+}
+
+/// A grid's events (alarms and relay commands) by log-time range, streamed; the cursor is the
+/// last row's seq.
+fn events_stream(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    streamed(
+        i,
+        grid,
+        q,
+        csv,
+        events_form(),
+        move |b, range, after, n| async move {
+            let p = b
+                .records_page(grid, Stream::Events.id(), range, after, n)
+                .await?;
+            Ok(Page {
+                rows: p
+                    .rows
+                    .iter()
+                    .filter_map(|(seq, r)| event_row(*seq, r))
+                    .collect(),
+                next: p.next,
+            })
+        },
+    )
+}
+
 async fn http_ledger(
     State(i): State<Arc<Inner>>,
     Path((grid, customer)): Path<(u64, u32)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = stream::parse::<LedgerKey>(&q).map_err(bad_request)?;
-    let b = store_of(&i);
-    let range = r.range;
-    Ok(stream::respond(
-        move |after, n| {
-            let b = b.clone();
-            async move { b.ledger_page(grid, Some(customer), range, after, n).await }
-        },
-        r.after,
-        r.limit,
-        stream::Format::Json,
-        |row: &LedgerRow| serde_json::to_string(row).unwrap_or_default(),
-    ))
+    ledger_stream(&i, grid, customer, &q, false)
 }
 
-/// One customer's ledger by time range, streamed as CSV (each line's local time under the
-/// grid's offset then).
 async fn http_ledger_csv(
     State(i): State<Arc<Inner>>,
     Path((grid, customer)): Path<(u64, u32)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = stream::parse::<LedgerKey>(&q).map_err(bad_request)?;
-    let b = store_of(&i);
-    let range = r.range;
-    Ok(stream::respond(
-        move |after, n| {
-            let b = b.clone();
-            async move {
-                let p = b.ledger_page(grid, Some(customer), range, after, n).await?;
-                let offsets = b
-                    .utc_offsets_at(grid, p.rows.iter().map(|r| r.at_ms).collect())
-                    .await?;
-                Ok(Page {
-                    rows: p.rows.into_iter().zip(offsets).collect(),
-                    next: p.next,
-                })
-            }
-        },
-        r.after,
-        r.limit,
-        stream::Format::Csv(LEDGER_CSV_HEAD),
-        move |(row, off): &(LedgerRow, i32)| ledger_csv_line(grid, row, *off),
-    ))
+    ledger_stream(&i, grid, customer, &q, true)
 }
 
-/// One customer's energy hours by time range, streamed as JSON; the cursor is the last
-/// row's hour start.
 async fn http_customer_energy(
     State(i): State<Arc<Inner>>,
     Path((grid, customer)): Path<(u64, u32)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = stream::parse::<u64>(&q).map_err(bad_request)?;
-    let b = store_of(&i);
-    let range = r.range;
-    Ok(stream::respond(
-        move |after, n| {
-            let b = b.clone();
-            async move { b.customer_hours_page(grid, customer, range, after, n).await }
-        },
-        r.after,
-        r.limit,
-        stream::Format::Json,
-        |row: &EnergyHourRow| serde_json::to_string(row).unwrap_or_default(),
-    ))
+    customer_energy_stream(&i, grid, customer, &q, false)
 }
 
-/// One customer's energy hours by time range, streamed as CSV.
 async fn http_customer_energy_csv(
     State(i): State<Arc<Inner>>,
     Path((grid, customer)): Path<(u64, u32)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = stream::parse::<u64>(&q).map_err(bad_request)?;
-    let b = store_of(&i);
-    let range = r.range;
-    Ok(stream::respond(
-        move |after, n| {
-            let b = b.clone();
-            async move { b.customer_hours_page(grid, customer, range, after, n).await }
-        },
-        r.after,
-        r.limit,
-        stream::Format::Csv(ENERGY_HOURS_CSV_HEAD),
-        move |row: &EnergyHourRow| energy_hour_csv_line(grid, row),
-    ))
+    customer_energy_stream(&i, grid, customer, &q, true)
 }
 
-/// The page of a grid's events (alarms and relay commands) a stream fetch asks for: the
-/// events stream's records, decoded.
-async fn events_page(
-    b: &crate::Backend,
-    grid: u64,
-    range: TimeRange,
-    after: Option<u64>,
-    n: usize,
-) -> Result<Page<EventRow, u64>, crate::StoreError> {
-    let p = b
-        .records_page(grid, Stream::Events.id(), range, after, n)
-        .await?;
-    Ok(Page {
-        rows: p
-            .rows
-            .iter()
-            .filter_map(|(seq, r)| event_row(*seq, r))
-            .collect(),
-        next: p.next,
-    })
-}
-
-/// A grid's events by log-time range, streamed as JSON; the cursor is the last row's seq.
 async fn http_events(
     State(i): State<Arc<Inner>>,
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = stream::parse::<u64>(&q).map_err(bad_request)?;
-    let b = store_of(&i);
-    let range = r.range;
-    Ok(stream::respond(
-        move |after, n| {
-            let b = b.clone();
-            async move { events_page(&b, grid, range, after, n).await }
-        },
-        r.after,
-        r.limit,
-        stream::Format::Json,
-        |row: &EventRow| serde_json::to_string(row).unwrap_or_default(),
-    ))
+    events_stream(&i, grid, &q, false)
 }
 
-/// A grid's events by log-time range, streamed as CSV.
 async fn http_events_csv(
     State(i): State<Arc<Inner>>,
     Path(grid): Path<u64>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
-    let r = stream::parse::<u64>(&q).map_err(bad_request)?;
-    let b = store_of(&i);
-    let range = r.range;
-    Ok(stream::respond(
-        move |after, n| {
-            let b = b.clone();
-            async move {
-                let p = events_page(&b, grid, range, after, n).await?;
-                let offsets = b
-                    .utc_offsets_at(grid, p.rows.iter().map(|r| r.at_ms).collect())
-                    .await?;
-                Ok(Page {
-                    rows: p.rows.into_iter().zip(offsets).collect(),
-                    next: p.next,
-                })
-            }
-        },
-        r.after,
-        r.limit,
-        stream::Format::Csv(EVENTS_CSV_HEAD),
-        move |(e, off): &(EventRow, i32)| event_csv_line(grid, e, *off),
-    ))
+    events_stream(&i, grid, &q, true)
 }
 
 /// The events CSV's header line.

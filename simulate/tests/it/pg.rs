@@ -116,3 +116,30 @@ pub(crate) async fn on_io<T: Send + 'static>(
         .await
         .expect("the I/O task")
 }
+
+/// Runs a PostgreSQL variant of a test, `run(server URL)`, holding the server shared; says it
+/// was skipped when there is no server (on CI that fails instead).
+pub(crate) fn variant(test: &str, run: impl FnOnce(String)) {
+    let Some(url) = test_database_url(test) else {
+        return;
+    };
+    let _server = shared();
+    run(url);
+}
+
+/// A fresh database `name` on the server `pg` names, as a URL; `None` (redb) without one.
+pub(crate) async fn database_for(pg: &Option<String>, name: &str) -> Option<String> {
+    match pg {
+        Some(url) => Some(fresh_database(url, name).await),
+        None => None,
+    }
+}
+
+/// As [`database_for`], from a runtime without I/O (the simulator's), on [`io_runtime`].
+pub(crate) async fn database_off_runtime(
+    pg: &Option<String>,
+    name: &'static str,
+) -> Option<String> {
+    let pg = pg.clone();
+    on_io(async move { database_for(&pg, name).await }).await
+}

@@ -627,11 +627,9 @@ fn wan_leader_crash_mid_upload_new_leader_resumes() {
 /// As [`wan_leader_crash_mid_upload_new_leader_resumes`], the central on PostgreSQL.
 #[test]
 fn wan_leader_crash_mid_upload_new_leader_resumes_on_postgres() {
-    let Some(url) = crate::pg::test_database_url("wan_leader_crash_mid_upload_on_postgres") else {
-        return;
-    };
-    let _server = crate::pg::shared();
-    leader_crash_mid_upload(Some(url));
+    crate::pg::variant("wan_leader_crash_mid_upload_on_postgres", |url| {
+        leader_crash_mid_upload(Some(url))
+    });
 }
 
 /// The leader-crash test with the central on redb, or on a fresh database of the PostgreSQL
@@ -647,10 +645,7 @@ fn leader_crash_mid_upload(pg: Option<String>) {
             .expect("setup commits");
         commit_rounds(&leader, 1..15, 50).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let database = match &pg {
-            Some(url) => Some(crate::pg::fresh_database(url, "ghatta_wan_leader_crash").await),
-            None => None,
-        };
+        let database = crate::pg::database_for(&pg, "ghatta_wan_leader_crash").await;
         let central = central_on(dir.path(), database).await;
         let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(100))
             .await
@@ -772,11 +767,9 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
 /// started with `--database` on PostgreSQL.
 #[test]
 fn wan_two_processes_demo_uploads_to_central_through_a_cut_link_on_postgres() {
-    let Some(url) = crate::pg::test_database_url("wan_two_processes_on_postgres") else {
-        return;
-    };
-    let _server = crate::pg::shared();
-    two_processes(Some(url));
+    crate::pg::variant("wan_two_processes_on_postgres", |url| {
+        two_processes(Some(url))
+    });
 }
 
 /// The two-process test with the central on redb, or on a fresh database of the PostgreSQL
@@ -788,10 +781,7 @@ fn two_processes(pg: Option<String>) {
     let central_bin = crate::harness::workspace_bin("ghatta-central");
     run(75, async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database = match &pg {
-            Some(url) => Some(crate::pg::fresh_database(url, "ghatta_wan_two_processes").await),
-            None => None,
-        };
+        let database = crate::pg::database_for(&pg, "ghatta_wan_two_processes").await;
         // Key pairs as an operator makes them: one for the grid, one for the central.
         for who in ["grid", "central"] {
             let out = Command::new(&ghatta)

@@ -278,11 +278,9 @@ fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
 /// PostgreSQL.
 #[test]
 fn wan_sim_seven_days_offline_resync_on_postgres() {
-    let Some(url) = crate::pg::test_database_url("wan_sim_seven_days_offline_on_postgres") else {
-        return;
-    };
-    let _server = crate::pg::shared();
-    seven_days_offline(Some(url));
+    crate::pg::variant("wan_sim_seven_days_offline_on_postgres", |url| {
+        seven_days_offline(Some(url))
+    });
 }
 
 /// The seven-days test with the central on redb, or on a fresh database of the PostgreSQL
@@ -305,13 +303,7 @@ fn seven_days_offline(pg: Option<String>) {
         node.propose_inputs(setup_inputs(customers))
             .await
             .expect("setup commits");
-        let database = match &pg {
-            Some(url) => {
-                let url = url.clone();
-                Some(crate::pg::on_io(async move { crate::pg::fresh_database(&url, "ghatta_wan_sim_days").await }).await)
-            }
-            None => None,
-        };
+        let database = crate::pg::database_off_runtime(&pg, "ghatta_wan_sim_days").await;
         let sim = sim_central(seed, database).await;
         let (central, link) = (&sim.store, &sim.link);
         link.set_down();
@@ -412,11 +404,9 @@ fn wan_sim_leader_crash_mid_batch_new_leader_resumes() {
 /// As [`wan_sim_leader_crash_mid_batch_new_leader_resumes`], the central on PostgreSQL.
 #[test]
 fn wan_sim_leader_crash_mid_batch_new_leader_resumes_on_postgres() {
-    let Some(url) = crate::pg::test_database_url("wan_sim_leader_crash_on_postgres") else {
-        return;
-    };
-    let _server = crate::pg::shared();
-    leader_crash_mid_batch(Some(url));
+    crate::pg::variant("wan_sim_leader_crash_on_postgres", |url| {
+        leader_crash_mid_batch(Some(url))
+    });
 }
 
 /// The simulated leader-crash test with the central on redb, or on a fresh database of the
@@ -433,13 +423,7 @@ fn leader_crash_mid_batch(pg: Option<String>) {
             .expect("setup commits");
         hourly_rounds(&bed, 1..25, 100, Duration::from_secs(5), 0).await;
         let before_upload = outbox(&first);
-        let database = match &pg {
-            Some(url) => {
-                let url = url.clone();
-                Some(crate::pg::on_io(async move { crate::pg::fresh_database(&url, "ghatta_wan_sim_crash").await }).await)
-            }
-            None => None,
-        };
+        let database = crate::pg::database_off_runtime(&pg, "ghatta_wan_sim_crash").await;
         let sim = sim_central(seed, database).await;
         let (central, link) = (&sim.store, &sim.link);
         let mut cfg = uploader_cfg();
