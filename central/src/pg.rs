@@ -30,7 +30,7 @@ use crate::store::{
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
 /// transaction, and recorded in `schema_migrations`; never edit one that has shipped, add
 /// the next.
-pub const MIGRATIONS: [(i32, &str, &str); 3] = [
+pub const MIGRATIONS: [(i32, &str, &str); 4] = [
     (1, "schema", include_str!("../migrations/0001_schema.sql")),
     (
         2,
@@ -42,6 +42,7 @@ pub const MIGRATIONS: [(i32, &str, &str); 3] = [
         "customer_hours",
         include_str!("../migrations/0003_customer_hours.sql"),
     ),
+    (4, "audit", include_str!("../migrations/0004_audit.sql")),
 ];
 
 /// Connections the pool opens at most. Ingest holds one per batch in flight and each HTTP
@@ -335,6 +336,9 @@ struct LedgerCols {
     balance_after_mpaisa: Vec<i64>,
     tariff_version: Vec<i64>,
     backfill: Vec<bool>,
+    log_index: Vec<i64>,
+    friendly: Vec<bool>,
+    detail: Vec<String>,
 }
 
 /// A batch's energy hours as columns.
@@ -496,7 +500,7 @@ impl Store for PgStore {
                     if newest.is_some_and(|n| l.at_ms < n) {
                         backfill = true;
                     }
-                    let row = ledger_row_of(seq, &l, backfill);
+                    let row = ledger_row_of(seq, rec.index, &l, backfill);
                     if newest.is_none_or(|n| l.at_ms >= n) {
                         newest_at.insert(c, l.at_ms);
                         latest.insert(c, row.clone());
@@ -574,12 +578,17 @@ impl Store for PgStore {
                 l.balance_after_mpaisa.push(r.balance_after_mpaisa);
                 l.tariff_version.push(i64::from(r.tariff_version));
                 l.backfill.push(r.backfill);
+                l.log_index.push(big(r.log_index, "log index")?);
+                l.friendly.push(r.friendly);
+                l.detail.push(r.detail.clone());
             }
             tx.execute(
                 "INSERT INTO wan_ledger (grid_id, customer, seq, at_ms, kind, energy_wh, amount_mpaisa,
-                                         balance_after_mpaisa, tariff_version, backfill)
+                                         balance_after_mpaisa, tariff_version, backfill,
+                                         log_index, friendly, detail)
                  SELECT $1, u.* FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[]) AS u
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[],
+                     $11::bigint[], $12::bool[], $13::text[]) AS u
                  ON CONFLICT DO NOTHING",
                 &[
                     &grid_i,
@@ -592,6 +601,9 @@ impl Store for PgStore {
                     &l.balance_after_mpaisa,
                     &l.tariff_version,
                     &l.backfill,
+                    &l.log_index,
+                    &l.friendly,
+                    &l.detail,
                 ],
             )
             .await?;
@@ -599,13 +611,16 @@ impl Store for PgStore {
         for r in latest.values() {
             tx.execute(
                 "INSERT INTO wan_latest_customer (grid_id, customer, seq, at_ms, kind, energy_wh,
-                     amount_mpaisa, balance_after_mpaisa, tariff_version, backfill)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     amount_mpaisa, balance_after_mpaisa, tariff_version, backfill, log_index,
+                     friendly, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (grid_id, customer) DO UPDATE SET
                      seq = EXCLUDED.seq, at_ms = EXCLUDED.at_ms, kind = EXCLUDED.kind,
                      energy_wh = EXCLUDED.energy_wh, amount_mpaisa = EXCLUDED.amount_mpaisa,
                      balance_after_mpaisa = EXCLUDED.balance_after_mpaisa,
-                     tariff_version = EXCLUDED.tariff_version, backfill = EXCLUDED.backfill
+                     tariff_version = EXCLUDED.tariff_version, backfill = EXCLUDED.backfill,
+                     log_index = EXCLUDED.log_index, friendly = EXCLUDED.friendly,
+                     detail = EXCLUDED.detail
                  WHERE EXCLUDED.at_ms >= wan_latest_customer.at_ms",
                 &[
                     &grid_i,
@@ -618,6 +633,9 @@ impl Store for PgStore {
                     &r.balance_after_mpaisa,
                     &i64::from(r.tariff_version),
                     &r.backfill,
+                    &big(r.log_index, "log index")?,
+                    &r.friendly,
+                    &r.detail,
                 ],
             )
             .await?;
@@ -707,7 +725,7 @@ impl Store for PgStore {
         let got = c
             .query(
                 "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
-                        tariff_version, backfill
+                        tariff_version, backfill, log_index, friendly, detail
                  FROM wan_ledger
                  WHERE grid_id = $1 AND customer BETWEEN $2 AND $3 AND (customer, seq) > ($4, $5)
                    AND at_ms >= $6 AND at_ms < $7
@@ -927,7 +945,7 @@ impl Store for PgStore {
         let latest = tx
             .query(
                 "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
-                        tariff_version, backfill
+                        tariff_version, backfill, log_index, friendly, detail
                  FROM wan_latest_customer WHERE grid_id = $1 ORDER BY customer",
                 &[&grid_i],
             )
@@ -1169,7 +1187,8 @@ fn partition_month(name: &str) -> Option<(i64, i64)> {
 const PARTITIONED: [&str; 3] = ["wan_records", "wan_ledger", "wan_energy_hours"];
 
 /// A ledger row as the queries select it (customer, seq, at_ms, kind, energy_wh,
-/// amount_mpaisa, balance_after_mpaisa, tariff_version, backfill).
+/// amount_mpaisa, balance_after_mpaisa, tariff_version, backfill, log_index, friendly,
+/// detail).
 fn ledger_row(r: &tokio_postgres::Row) -> Result<LedgerRow, StoreError> {
     let customer: i64 = r.get(0);
     let tariff: i64 = r.get(7);
@@ -1187,6 +1206,9 @@ fn ledger_row(r: &tokio_postgres::Row) -> Result<LedgerRow, StoreError> {
         balance_after_mpaisa: r.get(6),
         tariff_version: u32::try_from(tariff).map_err(|_| corrupt("tariff version", tariff))?,
         backfill: r.get(8),
+        log_index: unbig(r.get(9), "log index")?,
+        friendly: r.get(10),
+        detail: r.get(11),
     })
 }
 

@@ -94,6 +94,53 @@ pub struct LedgerRow {
     pub tariff_version: u32,
     /// Arrived as back-fill.
     pub backfill: bool,
+    /// The Raft log index at the grid of the entry that made the line (0: stored by a
+    /// central before it was kept).
+    pub log_index: u64,
+    /// A charge made during friendly hours (it may create debt without a disconnect).
+    pub friendly: bool,
+    /// What else the line carries, `key=value` pairs joined by `;`: a top-up's `token_id`, an
+    /// OpenPAYGO token's `code`, `count`, `value` and `set`, an operator credit's `ref_id`, a
+    /// disconnect's or reconnect's `reason`, a held read's `held_wh` and `allowed_wh`, a meter
+    /// replacement's `old_final_wh` and `new_read_wh`; empty for other lines.
+    pub detail: String,
+}
+
+/// [`LedgerRow`] as centrals stored it before the audit fields: read back with log index 0,
+/// not friendly, no detail.
+#[derive(Deserialize)]
+struct LedgerRowV1 {
+    seq: u64,
+    customer: u32,
+    at_ms: u64,
+    kind: String,
+    energy_wh: u64,
+    amount_mpaisa: i64,
+    balance_after_mpaisa: i64,
+    tariff_version: u32,
+    backfill: bool,
+}
+
+/// A stored ledger row, in either layout.
+pub(crate) fn decode_ledger_row(bytes: &[u8]) -> Result<LedgerRow, StoreError> {
+    if let Ok(row) = codec::decode::<LedgerRow>(bytes) {
+        return Ok(row);
+    }
+    let r: LedgerRowV1 = codec::decode(bytes).map_err(StoreError::corrupt("ledger row"))?;
+    Ok(LedgerRow {
+        seq: r.seq,
+        customer: r.customer,
+        at_ms: r.at_ms,
+        kind: r.kind,
+        energy_wh: r.energy_wh,
+        amount_mpaisa: r.amount_mpaisa,
+        balance_after_mpaisa: r.balance_after_mpaisa,
+        tariff_version: r.tariff_version,
+        backfill: r.backfill,
+        log_index: 0,
+        friendly: false,
+        detail: String::new(),
+    })
 }
 
 /// One hour of energy of one customer, feeder or plant, as the central serves it.
@@ -655,7 +702,7 @@ impl RedbStore {
         let mut out = Vec::new();
         for item in t.range(lo..=hi)? {
             let (_, v) = item?;
-            out.push(codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?);
+            out.push(decode_ledger_row(v.value())?);
         }
         Ok(out)
     }
@@ -692,8 +739,7 @@ impl RedbStore {
         for item in iter.by_ref() {
             let (k, v) = item?;
             let (_, customer, seq) = k.value();
-            let row: LedgerRow =
-                codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?;
+            let row = decode_ledger_row(v.value())?;
             scanned += 1;
             if range.contains(row.at_ms) {
                 rows.push(row);
@@ -985,7 +1031,7 @@ impl RedbStore {
         let mut latest = Vec::new();
         for item in t.range((grid, 0)..=(grid, u32::MAX))? {
             let (_, v) = item?;
-            latest.push(codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?);
+            latest.push(decode_ledger_row(v.value())?);
         }
         Ok(Some((state, latest)))
     }
@@ -1081,16 +1127,13 @@ impl RedbStore {
                     Some(sdk::Output::Ledger(l)) => {
                         let c = l.customer.0;
                         let newest: Option<LedgerRow> = match latest.get((grid, c))? {
-                            Some(v) => Some(
-                                codec::decode(v.value())
-                                    .map_err(StoreError::corrupt("ledger row"))?,
-                            ),
+                            Some(v) => Some(decode_ledger_row(v.value())?),
                             None => None,
                         };
                         if newest.as_ref().is_some_and(|n| l.at_ms < n.at_ms) {
                             backfill = true;
                         }
-                        let row = ledger_row_of(seq, l, backfill);
+                        let row = ledger_row_of(seq, rec.index, l, backfill);
                         let bytes =
                             codec::encode(&row).map_err(StoreError::encode("ledger row"))?;
                         ledger.insert((grid, c, seq), bytes.as_slice())?;
@@ -1212,7 +1255,7 @@ fn rebuild_ledger_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     for item in ledger.iter()? {
         let (k, v) = item?;
         let (grid, customer, seq) = k.value();
-        let row: LedgerRow = codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?;
+        let row = decode_ledger_row(v.value())?;
         by_time.insert(
             (grid, row.at_ms, customer, seq),
             (row.energy_wh, crate::fleet::revenue_mpaisa(&row)),
@@ -1221,9 +1264,16 @@ fn rebuild_ledger_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The stored row of ledger line `l`, outbox sequence `seq` (both stores write the same rows).
-pub(crate) fn ledger_row_of(seq: u64, l: &sdk::LedgerRecord, backfill: bool) -> LedgerRow {
+/// The stored row of ledger line `l`, outbox sequence `seq`, from log entry `log_index` (both
+/// stores write the same rows).
+pub(crate) fn ledger_row_of(
+    seq: u64,
+    log_index: u64,
+    l: &sdk::LedgerRecord,
+    backfill: bool,
+) -> LedgerRow {
     let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
+    let (friendly, detail) = ledger_audit(&l.kind);
     LedgerRow {
         seq,
         customer: l.customer.0,
@@ -1234,6 +1284,46 @@ pub(crate) fn ledger_row_of(seq: u64, l: &sdk::LedgerRecord, backfill: bool) -> 
         balance_after_mpaisa: l.balance_after_mpaisa,
         tariff_version: l.tariff_version,
         backfill,
+        log_index,
+        friendly,
+        detail,
+    }
+}
+
+/// What an auditor needs of a line beyond its kind and amounts: whether a charge was friendly,
+/// and the line's own fields as `key=value;...` ([`LedgerRow::detail`]).
+pub(crate) fn ledger_audit(kind: &sdk::LedgerKind) -> (bool, String) {
+    use sdk::LedgerKind as K;
+    match kind {
+        K::Charge { friendly, .. } => (*friendly, String::new()),
+        K::TopUp { token_id, .. } => (false, format!("token_id={token_id}")),
+        K::TokenCredit {
+            code,
+            count,
+            value,
+            set,
+            ..
+        } => (
+            false,
+            format!("code={code};count={count};value={value};set={set}"),
+        ),
+        K::OperatorCredit { ref_id, .. } => (false, format!("ref_id={ref_id}")),
+        K::Disconnect { reason } | K::Reconnect { reason } => (false, format!("reason={reason:?}")),
+        K::Held {
+            energy_wh,
+            allowed_wh,
+        } => (
+            false,
+            format!("held_wh={energy_wh};allowed_wh={allowed_wh}"),
+        ),
+        K::MeterReplaced {
+            old_final_wh,
+            new_read_wh,
+        } => (
+            false,
+            format!("old_final_wh={old_final_wh};new_read_wh={new_read_wh}"),
+        ),
+        K::Fee { .. } => (false, String::new()),
     }
 }
 

@@ -466,8 +466,12 @@ async fn local_days<S: Store>(s: &S) {
         balance_after_mpaisa: 0,
         tariff_version: 1,
         backfill: false,
+        log_index: 77,
+        friendly: true,
+        detail: String::new(),
     };
     let csv = crate::http::ledger_csv(GRID, &[line], &offsets[1..2]);
+    assert!(csv.ends_with(",false,0,77,true,\n"), "{csv}");
     assert!(csv.contains(",2026-11-30T18:30:00+05:45,"), "{csv}");
 }
 
@@ -507,7 +511,7 @@ async fn the_store_suite_passes_on_postgres() {
     );
     assert_eq!(
         pg.schema_version().await.expect("schema version"),
-        (3, crate::pg::MIGRATIONS.len() as i32)
+        (4, crate::pg::MIGRATIONS.len() as i32)
     );
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     cfg.dbname("ghatta_suite");
@@ -552,7 +556,7 @@ async fn the_store_suite_passes_on_postgres() {
             err,
             StoreError::SchemaTooNew {
                 newest: 99,
-                known: 3
+                known: 4
             }
         ),
         "{err}"

@@ -308,6 +308,182 @@ async fn retention<S: Store>(s: &S) -> crate::fleet::Pruned {
     pruned
 }
 
+/// A ledger line of `customer` at `BASE_MS + seq` minutes as record `seq` (log index
+/// 30,000 + seq).
+fn line(seq: u64, kind: sdk::LedgerKind) -> (u64, OutboxRecord) {
+    let out = sdk::Output::Ledger(sdk::LedgerRecord {
+        customer: sdk::CustomerId(5),
+        at_ms: BASE_MS + seq * 60_000,
+        kind,
+        balance_after_mpaisa: 1_000,
+        tariff_version: 2,
+    });
+    (
+        seq,
+        OutboxRecord {
+            index: 30_000 + seq,
+            time_ms: BASE_MS + seq * 60_000,
+            actor: ActorKind::Billing,
+            output: sdk_codec::encode(&out),
+        },
+    )
+}
+
+/// What an auditor needs beyond amounts, from what the grid's record carries: the log index,
+/// the friendly flag, each kind's own fields; in the rows, the customer's newest line and
+/// the CSV.
+async fn audit<S: Store>(s: &S) {
+    use sdk::LedgerKind as K;
+    let kinds = vec![
+        K::Charge {
+            energy_wh: 40,
+            amount_mpaisa: -400,
+            friendly: true,
+        },
+        K::TopUp {
+            token_id: 4_242,
+            amount_mpaisa: 50_000,
+        },
+        K::TokenCredit {
+            code: 123_456_789,
+            count: 7,
+            value: 30,
+            set: false,
+            amount_mpaisa: 30_000,
+        },
+        K::OperatorCredit {
+            ref_id: 9_001,
+            amount_mpaisa: 500,
+        },
+        K::Disconnect {
+            reason: sdk::RelayReason::ZeroCredit,
+        },
+        K::Reconnect {
+            reason: sdk::RelayReason::CreditRestored,
+        },
+        K::Held {
+            energy_wh: 900,
+            allowed_wh: 100,
+        },
+        K::MeterReplaced {
+            old_final_wh: 48_213,
+            new_read_wh: 5,
+        },
+        K::Charge {
+            energy_wh: 10,
+            amount_mpaisa: -100,
+            friendly: false,
+        },
+    ];
+    let records: Vec<_> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(n, k)| line(n as u64, k))
+        .collect();
+    s.ingest(51, batch(Stream::Ledger, records))
+        .await
+        .expect("ingest");
+    let rows = crate::store_suite::all_ledger(s, 51, Some(5), TimeRange::ALL, 100).await;
+    let got: Vec<(u64, bool, &str)> = rows
+        .iter()
+        .map(|r| (r.log_index, r.friendly, r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (30_000, true, ""),
+            (30_001, false, "token_id=4242"),
+            (30_002, false, "code=123456789;count=7;value=30;set=false"),
+            (30_003, false, "ref_id=9001"),
+            (30_004, false, "reason=ZeroCredit"),
+            (30_005, false, "reason=CreditRestored"),
+            (30_006, false, "held_wh=900;allowed_wh=100"),
+            (30_007, false, "old_final_wh=48213;new_read_wh=5"),
+            (30_008, false, ""),
+        ]
+    );
+    let (_, latest) = s.grid_state(51).await.expect("state").expect("grid");
+    assert_eq!(latest, vec![rows[8].clone()], "the newest line, all of it");
+    let csv = crate::http::ledger_csv(51, &rows, &[0; 9]);
+    assert!(
+        csv.lines()
+            .next()
+            .expect("head")
+            .ends_with(",stream,log_index,friendly,detail"),
+        "{csv}"
+    );
+    assert!(csv.contains(",0,30000,true,\n"), "{csv}");
+    assert!(
+        csv.contains(",0,30002,false,code=123456789;count=7;value=30;set=false\n"),
+        "{csv}"
+    );
+}
+
+#[tokio::test]
+async fn ledger_lines_carry_what_an_auditor_needs_on_both_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    audit(&redb_store(dir.path())).await;
+    if let Some(url) = test_database_url("ledger_lines_carry_what_an_auditor_needs") {
+        let _server = SERVER.read().await;
+        audit(&fresh_pg(&url, "ghatta_audit").await).await;
+    }
+}
+
+/// A ledger row a central stored before the audit fields reads back with log index 0, not
+/// friendly, no detail.
+#[tokio::test]
+async fn a_ledger_row_from_before_the_audit_fields_still_reads() {
+    #[derive(serde::Serialize)]
+    struct V1 {
+        seq: u64,
+        customer: u32,
+        at_ms: u64,
+        kind: String,
+        energy_wh: u64,
+        amount_mpaisa: i64,
+        balance_after_mpaisa: i64,
+        tariff_version: u32,
+        backfill: bool,
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(redb_store(dir.path()));
+    {
+        let db = redb::Database::open(dir.path().join("central.redb")).expect("the file");
+        let txn = db.begin_write().expect("txn");
+        {
+            let ledger: redb::TableDefinition<(u64, u32, u64), &[u8]> =
+                redb::TableDefinition::new("wan_ledger");
+            let mut t = txn.open_table(ledger).expect("ledger");
+            let old = V1 {
+                seq: 3,
+                customer: 8,
+                at_ms: BASE_MS,
+                kind: "Charge".into(),
+                energy_wh: 12,
+                amount_mpaisa: -120,
+                balance_after_mpaisa: 7,
+                tariff_version: 1,
+                backfill: false,
+            };
+            let bytes = ghatta_proto::codec::encode(&old).expect("encode");
+            t.insert((61, 8, 3), bytes.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let s = redb_store(dir.path());
+    let rows = crate::store_suite::all_ledger(&s, 61, None, TimeRange::ALL, 10).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].energy_wh,
+            rows[0].log_index,
+            rows[0].friendly,
+            rows[0].detail.as_str()
+        ),
+        (12, 0, false, "")
+    );
+}
+
 #[tokio::test]
 async fn fleet_events_hours_and_retention_on_redb() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -624,13 +624,15 @@ async fn http_export_csv(
 }
 
 /// The ledger CSV's header line.
-pub const LEDGER_CSV_HEAD: &str = "grid,customer,seq,at_local,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill\n";
+pub const LEDGER_CSV_HEAD: &str = "grid,customer,seq,at_local,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill,stream,log_index,friendly,detail\n";
 
 /// One ledger line as a CSV line, its time as local ISO-8601 under `utc_offset_min` (the
-/// grid's offset then: `Store::utc_offsets_at`), then as Unix ms.
+/// grid's offset then: `Store::utc_offsets_at`), then as Unix ms; then what an auditor ties
+/// it to the grid with: the stream and the log index (with `seq`), the friendly flag and the
+/// line's own fields (`LedgerRow::detail`).
 pub fn ledger_csv_line(grid: u64, r: &LedgerRow, utc_offset_min: i32) -> String {
     format!(
-        "{grid},{},{},{},{},{},{},{},{},{},{}\n",
+        "{grid},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         r.customer,
         r.seq,
         iso_local(r.at_ms, utc_offset_min),
@@ -640,7 +642,11 @@ pub fn ledger_csv_line(grid: u64, r: &LedgerRow, utc_offset_min: i32) -> String 
         r.amount_mpaisa,
         r.balance_after_mpaisa,
         r.tariff_version,
-        r.backfill
+        r.backfill,
+        Stream::Ledger.id(),
+        r.log_index,
+        r.friendly,
+        csv_field(&r.detail)
     )
 }
 
