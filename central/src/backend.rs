@@ -14,9 +14,11 @@ use std::sync::Arc;
 use ghatta_proto::wan::{AckBody, BatchBody};
 
 use crate::error::StoreError;
+use crate::fleet::Pruned;
 use crate::pg::PgStore;
 use crate::store::{
-    EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, Page, RedbStore, TimeRange,
+    EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, Page, RedbStore,
+    StoredRecord, TimeRange,
 };
 
 /// What the central needs of a store: the WAN ingest, the cursor, and the HTTP routes'
@@ -89,6 +91,54 @@ pub trait Store: Send + Sync + 'static {
         &self,
         grid: u64,
     ) -> impl Future<Output = Result<Option<(GridState, Vec<LedgerRow>)>, StoreError>> + Send;
+
+    /// One page of a (grid, stream)'s records with log time in `range`, in seq order after
+    /// `after`, at most `limit` (capped at `PAGE_ROWS_MAX`).
+    fn records_page(
+        &self,
+        grid: u64,
+        stream: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<(u64, StoredRecord), u64>, StoreError>> + Send;
+
+    /// A (grid, stream)'s records logged at or after `since_ms`, newest first, at most
+    /// `max` (the fleet view's recent alarms).
+    fn recent_records(
+        &self,
+        grid: u64,
+        stream: u32,
+        since_ms: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<(u64, StoredRecord)>, StoreError>> + Send;
+
+    /// Energy billed (Wh) and revenue (mpaisa: charges and fees) of a grid's ledger lines
+    /// logged in `range` (the fleet view's "today").
+    fn ledger_sums(
+        &self,
+        grid: u64,
+        range: TimeRange,
+    ) -> impl Future<Output = Result<(u64, i64), StoreError>> + Send;
+
+    /// One page of one customer's energy hours with the hour's start in `range`, by hour,
+    /// after the hour starting at `after`, at most `limit` (capped at `PAGE_ROWS_MAX`).
+    fn customer_hours_page(
+        &self,
+        grid: u64,
+        customer: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<EnergyHourRow, u64>, StoreError>> + Send;
+
+    /// The retention setting: remove what was logged before `cutoff_ms` (a month's start:
+    /// PostgreSQL detaches and drops whole monthly partitions that end by then, redb deletes
+    /// rows). Cursors, grid states and customers' newest lines stay.
+    fn prune_before(
+        &self,
+        cutoff_ms: u64,
+    ) -> impl Future<Output = Result<Pruned, StoreError>> + Send;
 }
 
 /// Runs a redb call on a blocking thread: its commit fsyncs, which must not stall the
@@ -157,6 +207,52 @@ impl Store for Arc<RedbStore> {
     ) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
         RedbStore::grid_state(self, grid)
     }
+
+    async fn records_page(
+        &self,
+        grid: u64,
+        stream: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<(u64, StoredRecord), u64>, StoreError> {
+        blocking(self, move |s| {
+            s.records_page(grid, stream, range, after, limit)
+        })
+        .await
+    }
+
+    async fn recent_records(
+        &self,
+        grid: u64,
+        stream: u32,
+        since_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
+        blocking(self, move |s| s.recent_records(grid, stream, since_ms, max)).await
+    }
+
+    async fn ledger_sums(&self, grid: u64, range: TimeRange) -> Result<(u64, i64), StoreError> {
+        blocking(self, move |s| s.ledger_sums(grid, range)).await
+    }
+
+    async fn customer_hours_page(
+        &self,
+        grid: u64,
+        customer: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, u64>, StoreError> {
+        blocking(self, move |s| {
+            s.customer_hours_page(grid, customer, range, after, limit)
+        })
+        .await
+    }
+
+    async fn prune_before(&self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
+        blocking(self, move |s| s.prune_before(cutoff_ms)).await
+    }
 }
 
 /// The store a central runs on, chosen at start (`--data` alone: redb; `--database`:
@@ -173,14 +269,20 @@ impl Store for Backend {
     async fn ingest(&self, grid: u64, batch: BatchBody) -> Result<AckBody, StoreError> {
         match self {
             Backend::Redb(s) => s.ingest(grid, batch).await,
-            Backend::Postgres(s) => s.ingest(grid, batch).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.ingest(grid, batch).await })
+                    .await
+            }
         }
     }
 
     async fn cursor(&self, grid: u64, stream: u32) -> Result<u64, StoreError> {
         match self {
             Backend::Redb(s) => Store::cursor(s, grid, stream).await,
-            Backend::Postgres(s) => s.cursor(grid, stream).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.cursor(grid, stream).await })
+                    .await
+            }
         }
     }
 
@@ -194,7 +296,10 @@ impl Store for Backend {
     ) -> Result<Page<LedgerRow, LedgerKey>, StoreError> {
         match self {
             Backend::Redb(s) => Store::ledger_page(s, grid, customer, range, after, limit).await,
-            Backend::Postgres(s) => s.ledger_page(grid, customer, range, after, limit).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.ledger_page(grid, customer, range, after, limit).await })
+                    .await
+            },
         }
     }
 
@@ -207,28 +312,37 @@ impl Store for Backend {
     ) -> Result<Page<EnergyHourRow, HourKey>, StoreError> {
         match self {
             Backend::Redb(s) => Store::energy_hours_page(s, grid, range, after, limit).await,
-            Backend::Postgres(s) => s.energy_hours_page(grid, range, after, limit).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.energy_hours_page(grid, range, after, limit).await })
+                    .await
+            }
         }
     }
 
     async fn energy_per_day(&self, grid: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         match self {
             Backend::Redb(s) => Store::energy_per_day(s, grid).await,
-            Backend::Postgres(s) => s.energy_per_day(grid).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.energy_per_day(grid).await })
+                    .await
+            }
         }
     }
 
     async fn utc_offsets_at(&self, grid: u64, times: Vec<u64>) -> Result<Vec<i32>, StoreError> {
         match self {
             Backend::Redb(s) => Store::utc_offsets_at(s, grid, times).await,
-            Backend::Postgres(s) => s.utc_offsets_at(grid, times).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.utc_offsets_at(grid, times).await })
+                    .await
+            }
         }
     }
 
     async fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
         match self {
             Backend::Redb(s) => Store::fleet(s, limit).await,
-            Backend::Postgres(s) => s.fleet(limit).await,
+            Backend::Postgres(s) => s.run(move |s| async move { s.fleet(limit).await }).await,
         }
     }
 
@@ -238,7 +352,87 @@ impl Store for Backend {
     ) -> Result<Option<(GridState, Vec<LedgerRow>)>, StoreError> {
         match self {
             Backend::Redb(s) => Store::grid_state(s, grid).await,
-            Backend::Postgres(s) => s.grid_state(grid).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.grid_state(grid).await })
+                    .await
+            }
+        }
+    }
+
+    async fn records_page(
+        &self,
+        grid: u64,
+        stream: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<(u64, StoredRecord), u64>, StoreError> {
+        match self {
+            Backend::Redb(s) => Store::records_page(s, grid, stream, range, after, limit).await,
+            Backend::Postgres(s) => {
+                s.run(
+                    move |s| async move { s.records_page(grid, stream, range, after, limit).await },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn recent_records(
+        &self,
+        grid: u64,
+        stream: u32,
+        since_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
+        match self {
+            Backend::Redb(s) => Store::recent_records(s, grid, stream, since_ms, max).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.recent_records(grid, stream, since_ms, max).await })
+                    .await
+            }
+        }
+    }
+
+    async fn ledger_sums(&self, grid: u64, range: TimeRange) -> Result<(u64, i64), StoreError> {
+        match self {
+            Backend::Redb(s) => Store::ledger_sums(s, grid, range).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.ledger_sums(grid, range).await })
+                    .await
+            }
+        }
+    }
+
+    async fn customer_hours_page(
+        &self,
+        grid: u64,
+        customer: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, u64>, StoreError> {
+        match self {
+            Backend::Redb(s) => {
+                Store::customer_hours_page(s, grid, customer, range, after, limit).await
+            }
+            Backend::Postgres(s) => {
+                s.run(move |s| async move {
+                    s.customer_hours_page(grid, customer, range, after, limit)
+                        .await
+                })
+                .await
+            }
+        }
+    }
+
+    async fn prune_before(&self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
+        match self {
+            Backend::Redb(s) => Store::prune_before(s, cutoff_ms).await,
+            Backend::Postgres(s) => {
+                s.run(move |s| async move { s.prune_before(cutoff_ms).await })
+                    .await
+            }
         }
     }
 }

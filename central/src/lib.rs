@@ -22,8 +22,10 @@
 
 pub mod backend;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod localtime;
+pub mod ops;
 pub mod pg;
 pub mod serve;
 pub mod store;
@@ -31,6 +33,8 @@ pub mod store;
 mod store_suite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod view_suite;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,6 +95,9 @@ pub struct CentralConfig {
     /// Host names the HTTP API answers to besides loopback (`--http-host`), e.g. the name
     /// the office's reverse proxy forwards under.
     pub http_hosts: Vec<String>,
+    /// Keep this many whole months before the current one; older rows are removed at start
+    /// and daily (`ops::retention_task`). `None`: keep everything.
+    pub retention_months: Option<u32>,
 }
 
 /// A running central: its store plus the TCP batch listener and the HTTP API (every query of
@@ -156,6 +163,12 @@ impl Central {
             .map_err(listen("HTTP queries", &cfg.http_listen))?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(serve::accept_loop(batch, store.clone())));
+        if let Some(months) = cfg.retention_months {
+            tasks.push(tokio::spawn(ops::retention_task(
+                store.backend().clone(),
+                months,
+            )));
+        }
         let router = http::router(store.inner.clone(), http_access.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(http, router).await {

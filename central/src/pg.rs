@@ -21,21 +21,28 @@ use tokio_postgres::NoTls;
 use crate::DAY_MS;
 use crate::backend::Store;
 use crate::error::StoreError;
+use crate::fleet::Pruned;
 use crate::store::{
     EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page,
-    TimeRange, energy_key, energy_of, ledger_row_of, now_ms,
+    StoredRecord, TimeRange, energy_key, energy_of, ledger_row_of, now_ms,
 };
 
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
 /// transaction, and recorded in `schema_migrations`; never edit one that has shipped, add
 /// the next.
-pub const MIGRATIONS: [(i32, &str, &str); 2] = [
+pub const MIGRATIONS: [(i32, &str, &str); 4] = [
     (1, "schema", include_str!("../migrations/0001_schema.sql")),
     (
         2,
         "local_hours",
         include_str!("../migrations/0002_local_hours.sql"),
     ),
+    (
+        3,
+        "customer_hours",
+        include_str!("../migrations/0003_customer_hours.sql"),
+    ),
+    (4, "audit", include_str!("../migrations/0004_audit.sql")),
 ];
 
 /// Connections the pool opens at most. Ingest holds one per batch in flight and each HTTP
@@ -72,7 +79,7 @@ fn bound(v: u64) -> i64 {
 }
 
 /// Day number since 1970-01-01 of (year, month, day 1) (Howard Hinnant's days_from_civil).
-fn days_from_civil(y: i64, m: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -99,6 +106,8 @@ pub struct PgStore {
     backfill_after_ms: u64,
     /// (table, month start ms) known to have a partition: checked once per process.
     partitions: Arc<Mutex<BTreeSet<(&'static str, i64)>>>,
+    /// The runtime the queries run on when the caller's has no I/O ([`PgStore::on_runtime`]).
+    io: Option<tokio::runtime::Handle>,
 }
 
 impl PgStore {
@@ -116,6 +125,13 @@ impl PgStore {
         config: tokio_postgres::Config,
         backfill_after_ms: u64,
     ) -> Result<PgStore, StoreError> {
+        let store = PgStore::pool(config, backfill_after_ms)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool, not yet connected.
+    fn pool(config: tokio_postgres::Config, backfill_after_ms: u64) -> Result<PgStore, StoreError> {
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -128,13 +144,71 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = PgStore {
+        Ok(PgStore {
             pool,
             backfill_after_ms,
             partitions: Arc::default(),
+            io: None,
+        })
+    }
+
+    /// Runs every query of [`Store`] (through [`crate::Backend`]) on `io`'s runtime, each from a
+    /// blocking task of the caller's: for a caller on a runtime without I/O, the simulator's
+    /// paused clock, whose auto-advance a pending blocking task holds (as redb's fsyncs do),
+    /// so simulated time stands still while the database answers. Connections are then made
+    /// on `io`'s runtime, which must keep running.
+    pub fn on_runtime(mut self, io: tokio::runtime::Handle) -> PgStore {
+        self.io = Some(io);
+        self
+    }
+
+    /// Runs `f` on this store: where it is called, or on the [`PgStore::on_runtime`] runtime.
+    pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(PgStore) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        match &self.io {
+            None => f(self.clone()).await,
+            Some(io) => {
+                let (io, s) = (io.clone(), self.clone());
+                tokio::task::spawn_blocking(move || io.block_on(f(s)))
+                    .await
+                    .map_err(|e| StoreError::Task(e.to_string()))?
+            }
+        }
+    }
+
+    /// As [`PgStore::connect`] without migrating (`ghatta-central check` looks, it does not
+    /// change the schema). Nothing connects until the first query.
+    pub fn unmigrated(url: &str, backfill_after_ms: u64) -> Result<PgStore, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::DatabaseUrl {
+            detail: format!("{e}"),
+        })?;
+        PgStore::pool(config, backfill_after_ms)
+    }
+
+    /// (applied, known): the newest migration the database has (0: none) and the newest this
+    /// build knows.
+    pub async fn schema_version(&self) -> Result<(i32, i32), StoreError> {
+        let c = self.client().await?;
+        // The name is resolved when a query is planned, so look for the table first.
+        let exists: bool = c
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let applied: i32 = if exists {
+            c.query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0)
+        } else {
+            0
         };
-        store.migrate().await?;
-        Ok(store)
+        Ok((applied, MIGRATIONS.len() as i32))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -262,6 +336,9 @@ struct LedgerCols {
     balance_after_mpaisa: Vec<i64>,
     tariff_version: Vec<i64>,
     backfill: Vec<bool>,
+    log_index: Vec<i64>,
+    friendly: Vec<bool>,
+    detail: Vec<String>,
 }
 
 /// A batch's energy hours as columns.
@@ -354,6 +431,17 @@ impl Store for PgStore {
         if end_i <= have_i {
             return Ok(ack(have, false)); // A pure retransmission.
         }
+        // The grid's row first exists, then is locked: two streams of one grid uploading their
+        // first batches at once would each read no row and the later write would drop the
+        // earlier's counts (FOR UPDATE locks no row that is not there yet). A concurrent
+        // INSERT of the same key waits for this one's commit, then does nothing.
+        tx.execute(
+            "INSERT INTO wan_grids (grid_id, records, newest_time_ms, last_event, last_event_ms,
+                                    backfilled, last_upload_ms)
+             VALUES ($1, 0, 0, NULL, 0, 0, $2) ON CONFLICT DO NOTHING",
+            &[&grid_i, &bound(now)],
+        )
+        .await?;
         let g = tx
             .query_opt(
                 "SELECT records, newest_time_ms, last_event, last_event_ms, backfilled
@@ -412,7 +500,7 @@ impl Store for PgStore {
                     if newest.is_some_and(|n| l.at_ms < n) {
                         backfill = true;
                     }
-                    let row = ledger_row_of(seq, &l, backfill);
+                    let row = ledger_row_of(seq, rec.index, &l, backfill);
                     if newest.is_none_or(|n| l.at_ms >= n) {
                         newest_at.insert(c, l.at_ms);
                         latest.insert(c, row.clone());
@@ -490,12 +578,17 @@ impl Store for PgStore {
                 l.balance_after_mpaisa.push(r.balance_after_mpaisa);
                 l.tariff_version.push(i64::from(r.tariff_version));
                 l.backfill.push(r.backfill);
+                l.log_index.push(big(r.log_index, "log index")?);
+                l.friendly.push(r.friendly);
+                l.detail.push(r.detail.clone());
             }
             tx.execute(
                 "INSERT INTO wan_ledger (grid_id, customer, seq, at_ms, kind, energy_wh, amount_mpaisa,
-                                         balance_after_mpaisa, tariff_version, backfill)
+                                         balance_after_mpaisa, tariff_version, backfill,
+                                         log_index, friendly, detail)
                  SELECT $1, u.* FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[]) AS u
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[],
+                     $11::bigint[], $12::bool[], $13::text[]) AS u
                  ON CONFLICT DO NOTHING",
                 &[
                     &grid_i,
@@ -508,6 +601,9 @@ impl Store for PgStore {
                     &l.balance_after_mpaisa,
                     &l.tariff_version,
                     &l.backfill,
+                    &l.log_index,
+                    &l.friendly,
+                    &l.detail,
                 ],
             )
             .await?;
@@ -515,13 +611,16 @@ impl Store for PgStore {
         for r in latest.values() {
             tx.execute(
                 "INSERT INTO wan_latest_customer (grid_id, customer, seq, at_ms, kind, energy_wh,
-                     amount_mpaisa, balance_after_mpaisa, tariff_version, backfill)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     amount_mpaisa, balance_after_mpaisa, tariff_version, backfill, log_index,
+                     friendly, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (grid_id, customer) DO UPDATE SET
                      seq = EXCLUDED.seq, at_ms = EXCLUDED.at_ms, kind = EXCLUDED.kind,
                      energy_wh = EXCLUDED.energy_wh, amount_mpaisa = EXCLUDED.amount_mpaisa,
                      balance_after_mpaisa = EXCLUDED.balance_after_mpaisa,
-                     tariff_version = EXCLUDED.tariff_version, backfill = EXCLUDED.backfill
+                     tariff_version = EXCLUDED.tariff_version, backfill = EXCLUDED.backfill,
+                     log_index = EXCLUDED.log_index, friendly = EXCLUDED.friendly,
+                     detail = EXCLUDED.detail
                  WHERE EXCLUDED.at_ms >= wan_latest_customer.at_ms",
                 &[
                     &grid_i,
@@ -534,6 +633,9 @@ impl Store for PgStore {
                     &r.balance_after_mpaisa,
                     &i64::from(r.tariff_version),
                     &r.backfill,
+                    &big(r.log_index, "log index")?,
+                    &r.friendly,
+                    &r.detail,
                 ],
             )
             .await?;
@@ -623,7 +725,7 @@ impl Store for PgStore {
         let got = c
             .query(
                 "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
-                        tariff_version, backfill
+                        tariff_version, backfill, log_index, friendly, detail
                  FROM wan_ledger
                  WHERE grid_id = $1 AND customer BETWEEN $2 AND $3 AND (customer, seq) > ($4, $5)
                    AND at_ms >= $6 AND at_ms < $7
@@ -689,35 +791,10 @@ impl Store for PgStore {
         let mut rows = Vec::new();
         let mut keys = Vec::new();
         for r in &got {
-            let kind: i16 = r.get(1);
-            let feeder: i32 = r.get(3);
-            let row = EnergyHourRow {
-                hour_start_ms: unbig(r.get(0), "hour start")?,
-                kind: match kind {
-                    0 => "customer",
-                    1 => "feeder",
-                    2 => "plant",
-                    _ => {
-                        return Err(StoreError::Corrupt {
-                            what: "energy hour kind",
-                            detail: format!("{kind}"),
-                        });
-                    }
-                }
-                .into(),
-                id: unbig(r.get(2), "energy subject id")?,
-                feeder: u16::try_from(feeder).map_err(|_| StoreError::Corrupt {
-                    what: "feeder",
-                    detail: format!("{feeder}"),
-                })?,
-                energy_wh: unbig(r.get(4), "hour energy")?,
-                seq: unbig(r.get(5), "seq")?,
-                backfill: r.get(6),
-                utc_offset_min: r.get(7),
-            };
+            let row = hour_row(r)?;
             keys.push(HourKey {
                 hour_start_ms: row.hour_start_ms,
-                kind: kind as u8,
+                kind: r.get::<_, i16>(1) as u8,
                 id: row.id,
                 feeder: row.feeder,
             });
@@ -868,7 +945,7 @@ impl Store for PgStore {
         let latest = tx
             .query(
                 "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
-                        tariff_version, backfill
+                        tariff_version, backfill, log_index, friendly, detail
                  FROM wan_latest_customer WHERE grid_id = $1 ORDER BY customer",
                 &[&grid_i],
             )
@@ -879,10 +956,239 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(Some((state, latest)))
     }
+
+    async fn records_page(
+        &self,
+        grid: u64,
+        stream: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<(u64, StoredRecord), u64>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT seq, log_index, log_time_ms, actor, output, backfill FROM wan_records
+                 WHERE grid_id = $1 AND stream = $2 AND seq > $3
+                   AND log_time_ms >= $4 AND log_time_ms < $5
+                 ORDER BY seq LIMIT $6",
+                &[
+                    &big(grid, "grid id")?,
+                    &i64::from(stream),
+                    &after.map_or(-1, bound),
+                    &bound(range.from_ms),
+                    &bound(range.to_ms),
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let mut rows = got.iter().map(record_row).collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more.then(|| rows.last().map(|r| r.0)).flatten();
+        Ok(Page { rows, next })
+    }
+
+    async fn recent_records(
+        &self,
+        grid: u64,
+        stream: u32,
+        since_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT seq, log_index, log_time_ms, actor, output, backfill FROM wan_records
+             WHERE grid_id = $1 AND stream = $2 AND log_time_ms >= $3
+             ORDER BY seq DESC LIMIT $4",
+            &[
+                &big(grid, "grid id")?,
+                &i64::from(stream),
+                &bound(since_ms),
+                &i64::try_from(max).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?
+        .iter()
+        .map(record_row)
+        .collect()
+    }
+
+    async fn ledger_sums(&self, grid: u64, range: TimeRange) -> Result<(u64, i64), StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT COALESCE(SUM(energy_wh), 0)::bigint,
+                        COALESCE(SUM(CASE WHEN kind IN ('Charge', 'Fee') THEN -amount_mpaisa
+                                     ELSE 0 END), 0)::bigint
+                 FROM wan_ledger WHERE grid_id = $1 AND at_ms >= $2 AND at_ms < $3",
+                &[
+                    &big(grid, "grid id")?,
+                    &bound(range.from_ms),
+                    &bound(range.to_ms),
+                ],
+            )
+            .await?;
+        Ok((unbig(r.get(0), "day energy")?, r.get(1)))
+    }
+
+    async fn customer_hours_page(
+        &self,
+        grid: u64,
+        customer: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, u64>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT hour_start_ms, kind, id, feeder, energy_wh, seq, backfill, utc_offset_min
+                 FROM wan_energy_hours
+                 WHERE grid_id = $1 AND kind = 0 AND id = $2
+                   AND hour_start_ms >= $3 AND hour_start_ms > $4 AND hour_start_ms < $5
+                 ORDER BY hour_start_ms LIMIT $6",
+                &[
+                    &big(grid, "grid id")?,
+                    &i64::from(customer),
+                    &bound(range.from_ms),
+                    &after.map_or(-1, bound),
+                    &bound(range.to_ms),
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let mut rows = got.iter().map(hour_row).collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more.then(|| rows.last().map(|r| r.hour_start_ms)).flatten();
+        Ok(Page { rows, next })
+    }
+
+    async fn prune_before(&self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
+        let cutoff = bound(cutoff_ms);
+        let c = self.client().await?;
+        let mut pruned = Pruned::default();
+        for table in PARTITIONED {
+            let names: Vec<String> = c
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid
+                     JOIN pg_class p ON p.oid = i.inhparent
+                     WHERE p.relname = $1 ORDER BY 1",
+                    &[&table],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for name in names {
+                let Some((start, end)) = partition_month(&name) else {
+                    continue;
+                };
+                if end > cutoff {
+                    continue;
+                }
+                // CONCURRENTLY: ingest into the newer months goes on while it detaches (it
+                // runs outside a transaction block, as batch_execute of one statement does).
+                c.batch_execute(&format!(
+                    "ALTER TABLE {table} DETACH PARTITION {name} CONCURRENTLY"
+                ))
+                .await?;
+                c.batch_execute(&format!("DROP TABLE {name}")).await?;
+                self.partitions
+                    .lock()
+                    .map_err(|_| StoreError::Task("partition cache poisoned".into()))?
+                    .remove(&(table, start));
+                tracing::info!(partition = %name, "retention: detached and dropped");
+                pruned.partitions.push(name);
+            }
+        }
+        Ok(pruned)
+    }
 }
 
+/// An energy hour as the queries select it (hour_start_ms, kind, id, feeder, energy_wh, seq,
+/// backfill, utc_offset_min).
+fn hour_row(r: &tokio_postgres::Row) -> Result<EnergyHourRow, StoreError> {
+    let kind: i16 = r.get(1);
+    let feeder: i32 = r.get(3);
+    Ok(EnergyHourRow {
+        hour_start_ms: unbig(r.get(0), "hour start")?,
+        kind: match kind {
+            0 => "customer",
+            1 => "feeder",
+            2 => "plant",
+            _ => {
+                return Err(StoreError::Corrupt {
+                    what: "energy hour kind",
+                    detail: format!("{kind}"),
+                });
+            }
+        }
+        .into(),
+        id: unbig(r.get(2), "energy subject id")?,
+        feeder: u16::try_from(feeder).map_err(|_| StoreError::Corrupt {
+            what: "feeder",
+            detail: format!("{feeder}"),
+        })?,
+        energy_wh: unbig(r.get(4), "hour energy")?,
+        seq: unbig(r.get(5), "seq")?,
+        backfill: r.get(6),
+        utc_offset_min: r.get(7),
+    })
+}
+
+/// A record as the queries select it (seq, log_index, log_time_ms, actor, output, backfill).
+fn record_row(r: &tokio_postgres::Row) -> Result<(u64, StoredRecord), StoreError> {
+    let actor: i16 = r.get(3);
+    Ok((
+        unbig(r.get(0), "seq")?,
+        StoredRecord {
+            index: unbig(r.get(1), "log index")?,
+            time_ms: unbig(r.get(2), "record log time")?,
+            actor: match actor {
+                1 => ActorKind::Balancing,
+                2 => ActorKind::Billing,
+                3 => ActorKind::DemandResponse,
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: "record actor",
+                        detail: format!("{actor}"),
+                    });
+                }
+            },
+            output: r.get(4),
+            backfill: r.get(5),
+        },
+    ))
+}
+
+/// (start, end) in Unix ms of the month a partition named `TABLE_yYYYYmMM` holds; `None`
+/// for a name of another form (a partition someone else made).
+fn partition_month(name: &str) -> Option<(i64, i64)> {
+    let suffix = name.rsplit_once("_y")?.1;
+    let (y, m) = suffix.split_once('m')?;
+    let (y, m): (i64, u32) = (y.parse().ok()?, m.parse().ok()?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let day_ms = DAY_MS as i64;
+    Some((
+        days_from_civil(y, m).saturating_mul(day_ms),
+        days_from_civil(ny, nm).saturating_mul(day_ms),
+    ))
+}
+
+/// The partitioned tables, each partitioned by month of its log time.
+const PARTITIONED: [&str; 3] = ["wan_records", "wan_ledger", "wan_energy_hours"];
+
 /// A ledger row as the queries select it (customer, seq, at_ms, kind, energy_wh,
-/// amount_mpaisa, balance_after_mpaisa, tariff_version, backfill).
+/// amount_mpaisa, balance_after_mpaisa, tariff_version, backfill, log_index, friendly,
+/// detail).
 fn ledger_row(r: &tokio_postgres::Row) -> Result<LedgerRow, StoreError> {
     let customer: i64 = r.get(0);
     let tariff: i64 = r.get(7);
@@ -900,6 +1206,9 @@ fn ledger_row(r: &tokio_postgres::Row) -> Result<LedgerRow, StoreError> {
         balance_after_mpaisa: r.get(6),
         tariff_version: u32::try_from(tariff).map_err(|_| corrupt("tariff version", tariff))?,
         backfill: r.get(8),
+        log_index: unbig(r.get(9), "log index")?,
+        friendly: r.get(10),
+        detail: r.get(11),
     })
 }
 

@@ -21,7 +21,7 @@ use crate::localtime::local_day;
 use crate::serve::serve_conn;
 
 /// The central's wall clock, Unix ms (back-fill is judged against it).
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -51,6 +51,11 @@ const GRIDS: TableDefinition<u64, &[u8]> = TableDefinition::new("wan_grids");
 const LAST_UPLOAD: TableDefinition<u64, u64> = TableDefinition::new("wan_grid_last_upload");
 const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
     TableDefinition::new("wan_energy_hours");
+/// (grid, log time ms, customer, seq) -> (energy billed Wh, revenue mpaisa) of the line: the
+/// ledger by time, for a day's sums (the fleet view's "today", read without decoding a line)
+/// and for retention; filled once from the ledger when a file from before it opens.
+const LEDGER_TIME: TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
+    TableDefinition::new("wan_ledger_time");
 
 /// How to run the central.
 /// One stored record.
@@ -89,6 +94,53 @@ pub struct LedgerRow {
     pub tariff_version: u32,
     /// Arrived as back-fill.
     pub backfill: bool,
+    /// The Raft log index at the grid of the entry that made the line (0: stored by a
+    /// central before it was kept).
+    pub log_index: u64,
+    /// A charge made during friendly hours (it may create debt without a disconnect).
+    pub friendly: bool,
+    /// What else the line carries, `key=value` pairs joined by `;`: a top-up's `token_id`, an
+    /// OpenPAYGO token's `code`, `count`, `value` and `set`, an operator credit's `ref_id`, a
+    /// disconnect's or reconnect's `reason`, a held read's `held_wh` and `allowed_wh`, a meter
+    /// replacement's `old_final_wh` and `new_read_wh`; empty for other lines.
+    pub detail: String,
+}
+
+/// [`LedgerRow`] as centrals stored it before the audit fields: read back with log index 0,
+/// not friendly, no detail.
+#[derive(Deserialize)]
+struct LedgerRowV1 {
+    seq: u64,
+    customer: u32,
+    at_ms: u64,
+    kind: String,
+    energy_wh: u64,
+    amount_mpaisa: i64,
+    balance_after_mpaisa: i64,
+    tariff_version: u32,
+    backfill: bool,
+}
+
+/// A stored ledger row, in either layout.
+pub(crate) fn decode_ledger_row(bytes: &[u8]) -> Result<LedgerRow, StoreError> {
+    if let Ok(row) = codec::decode::<LedgerRow>(bytes) {
+        return Ok(row);
+    }
+    let r: LedgerRowV1 = codec::decode(bytes).map_err(StoreError::corrupt("ledger row"))?;
+    Ok(LedgerRow {
+        seq: r.seq,
+        customer: r.customer,
+        at_ms: r.at_ms,
+        kind: r.kind,
+        energy_wh: r.energy_wh,
+        amount_mpaisa: r.amount_mpaisa,
+        balance_after_mpaisa: r.balance_after_mpaisa,
+        tariff_version: r.tariff_version,
+        backfill: r.backfill,
+        log_index: 0,
+        friendly: false,
+        detail: String::new(),
+    })
 }
 
 /// One hour of energy of one customer, feeder or plant, as the central serves it.
@@ -572,6 +624,7 @@ impl RedbStore {
             txn.open_table(ENERGY_HOURS)?;
             txn.open_table(LAST_UPLOAD)?;
             rebuild_local_days(&txn)?;
+            rebuild_ledger_time(&txn)?;
             txn.commit()?;
         }
         Ok(RedbStore {
@@ -649,7 +702,7 @@ impl RedbStore {
         let mut out = Vec::new();
         for item in t.range(lo..=hi)? {
             let (_, v) = item?;
-            out.push(codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?);
+            out.push(decode_ledger_row(v.value())?);
         }
         Ok(out)
     }
@@ -686,8 +739,7 @@ impl RedbStore {
         for item in iter.by_ref() {
             let (k, v) = item?;
             let (_, customer, seq) = k.value();
-            let row: LedgerRow =
-                codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?;
+            let row = decode_ledger_row(v.value())?;
             scanned += 1;
             if range.contains(row.at_ms) {
                 rows.push(row);
@@ -750,6 +802,200 @@ impl RedbStore {
         Ok(Page { rows, next: None })
     }
 
+    /// One page of a (grid, stream)'s records with log time in `range`, in seq order after
+    /// `after`; at most `limit` rows and [`PAGE_SCAN_ROWS_MAX`] rows read (a stream's log
+    /// times rise with its seq, so the scan stops at the range's end).
+    pub(crate) fn records_page(
+        &self,
+        grid: u64,
+        stream: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<(u64, StoredRecord), u64>, StoreError> {
+        use std::ops::Bound::{Excluded, Included};
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let lo = match after {
+            Some(seq) => Excluded((grid, stream, seq)),
+            None => Included((grid, stream, 0)),
+        };
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECORDS)?;
+        let mut rows = Vec::new();
+        let mut scanned = 0;
+        let mut iter = t.range::<(u64, u32, u64)>((lo, Included((grid, stream, u64::MAX))))?;
+        for item in iter.by_ref() {
+            let (k, v) = item?;
+            let seq = k.value().2;
+            let rec: StoredRecord =
+                codec::decode(v.value()).map_err(StoreError::corrupt("record"))?;
+            scanned += 1;
+            if rec.time_ms >= range.to_ms {
+                return Ok(Page { rows, next: None });
+            }
+            if range.contains(rec.time_ms) {
+                rows.push((seq, rec));
+            }
+            if rows.len() == limit || scanned == PAGE_SCAN_ROWS_MAX {
+                let next = iter.next().is_some().then_some(seq);
+                return Ok(Page { rows, next });
+            }
+        }
+        Ok(Page { rows, next: None })
+    }
+
+    /// A (grid, stream)'s records logged at or after `since_ms`, newest first, at most `max`.
+    pub(crate) fn recent_records(
+        &self,
+        grid: u64,
+        stream: u32,
+        since_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, StoredRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        for item in t.range((grid, stream, 0)..=(grid, stream, u64::MAX))?.rev() {
+            let (k, v) = item?;
+            let rec: StoredRecord =
+                codec::decode(v.value()).map_err(StoreError::corrupt("record"))?;
+            if rec.time_ms < since_ms || out.len() == max {
+                break;
+            }
+            out.push((k.value().2, rec));
+        }
+        Ok(out)
+    }
+
+    /// The energy billed (Wh) and the revenue (mpaisa, charges and fees) of a grid's ledger
+    /// lines logged in `range`.
+    pub(crate) fn ledger_sums(
+        &self,
+        grid: u64,
+        range: TimeRange,
+    ) -> Result<(u64, i64), StoreError> {
+        if range.to_ms <= range.from_ms {
+            return Ok((0, 0));
+        }
+        let txn = self.db.begin_read()?;
+        let by_time = txn.open_table(LEDGER_TIME)?;
+        let (mut wh, mut mpaisa) = (0u64, 0i64);
+        for item in by_time.range((grid, range.from_ms, 0, 0)..(grid, range.to_ms, 0, 0))? {
+            let (line_wh, line_mpaisa) = item?.1.value();
+            wh = wh.saturating_add(line_wh);
+            mpaisa = mpaisa.saturating_add(line_mpaisa);
+        }
+        Ok((wh, mpaisa))
+    }
+
+    /// One page of a customer's energy hours with the hour's start in `range`, by hour,
+    /// after the hour `after`; at most `limit` rows and [`PAGE_SCAN_ROWS_MAX`] rows read
+    /// (the table is keyed by hour, then subject: a page reads every subject's hours).
+    pub(crate) fn customer_hours_page(
+        &self,
+        grid: u64,
+        customer: u32,
+        range: TimeRange,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<EnergyHourRow, u64>, StoreError> {
+        use std::ops::Bound::{Excluded, Included};
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let from = after.map_or(range.from_ms, |a| a.saturating_add(1).max(range.from_ms));
+        if range.to_ms <= from {
+            return Ok(Page {
+                rows: Vec::new(),
+                next: None,
+            });
+        }
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ENERGY_HOURS)?;
+        let mut rows = Vec::new();
+        let mut scanned = 0;
+        let mut iter = t.range::<(u64, u64, u8, u64, u16)>((
+            Included((grid, from, 0, 0, 0)),
+            Excluded((grid, range.to_ms, 0, 0, 0)),
+        ))?;
+        for item in iter.by_ref() {
+            let (k, v) = item?;
+            let (_, hour, kind, id, _) = k.value();
+            scanned += 1;
+            if kind == 0 && id == u64::from(customer) {
+                rows.push(decode_hour_row(v.value())?);
+            }
+            if rows.len() == limit || scanned == PAGE_SCAN_ROWS_MAX {
+                // The cursor is an hour: finish this hour's subjects first (a customer has
+                // one row an hour, so nothing of theirs is left in it once it is read).
+                let next = iter.next().is_some().then_some(hour);
+                return Ok(Page { rows, next });
+            }
+        }
+        Ok(Page { rows, next: None })
+    }
+
+    /// Deletes what was logged before `cutoff_ms` (records, ledger lines, energy hours and
+    /// local days): the retention setting. Cursors, grid states and customers' newest lines
+    /// stay. One write transaction.
+    pub(crate) fn prune_before(&self, cutoff_ms: u64) -> Result<crate::fleet::Pruned, StoreError> {
+        let mut pruned = crate::fleet::Pruned::default();
+        let txn = self.db.begin_write()?;
+        {
+            let grids: Vec<u64> = {
+                let g = txn.open_table(GRIDS)?;
+                let mut ids = Vec::new();
+                for item in g.iter()? {
+                    ids.push(item?.0.value());
+                }
+                ids
+            };
+            let mut records = txn.open_table(RECORDS)?;
+            let mut ledger = txn.open_table(LEDGER)?;
+            let mut by_time = txn.open_table(LEDGER_TIME)?;
+            let mut hours = txn.open_table(ENERGY_HOURS)?;
+            let mut days = txn.open_table(LOCAL_DAYS)?;
+            // Records are keyed by seq, not time: the retention run (daily) reads them all.
+            let mut old = Vec::new();
+            for item in records.iter()? {
+                let (k, v) = item?;
+                let rec: StoredRecord =
+                    codec::decode(v.value()).map_err(StoreError::corrupt("record"))?;
+                if rec.time_ms < cutoff_ms {
+                    old.push(k.value());
+                }
+            }
+            for k in old {
+                records.remove(k)?;
+                pruned.records += 1;
+            }
+            for grid in grids {
+                let old: Vec<(u64, u64, u32, u64)> = by_time
+                    .range((grid, 0, 0, 0)..(grid, cutoff_ms, 0, 0))?
+                    .map(|i| i.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for k in old {
+                    by_time.remove(k)?;
+                    ledger.remove((grid, k.2, k.3))?;
+                    pruned.ledger += 1;
+                }
+                let old: Vec<(u64, u64, u8, u64, u16)> = hours
+                    .range((grid, 0, 0, 0, 0)..(grid, cutoff_ms, 0, 0, 0))?
+                    .map(|i| i.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for k in old {
+                    if let Some(v) = hours.remove(k)? {
+                        // A local day is the sum of its stored hours (as PostgreSQL sums
+                        // them): a day the cutoff splits keeps its later hours only.
+                        let row = decode_hour_row(v.value())?;
+                        sub_local_day(&mut days, grid, &row)?;
+                    }
+                    pruned.energy_hours += 1;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(pruned)
+    }
+
     pub(crate) fn fleet(&self, limit: usize) -> Result<Vec<FleetRow>, StoreError> {
         let txn = self.db.begin_read()?;
         let grids = txn.open_table(GRIDS)?;
@@ -785,7 +1031,7 @@ impl RedbStore {
         let mut latest = Vec::new();
         for item in t.range((grid, 0)..=(grid, u32::MAX))? {
             let (_, v) = item?;
-            latest.push(codec::decode(v.value()).map_err(StoreError::corrupt("ledger row"))?);
+            latest.push(decode_ledger_row(v.value())?);
         }
         Ok(Some((state, latest)))
     }
@@ -824,6 +1070,7 @@ impl RedbStore {
             }
             let mut records = txn.open_table(RECORDS)?;
             let mut ledger = txn.open_table(LEDGER)?;
+            let mut ledger_time = txn.open_table(LEDGER_TIME)?;
             let mut local_days = txn.open_table(LOCAL_DAYS)?;
             let mut latest = txn.open_table(LATEST)?;
             let mut grids = txn.open_table(GRIDS)?;
@@ -880,19 +1127,20 @@ impl RedbStore {
                     Some(sdk::Output::Ledger(l)) => {
                         let c = l.customer.0;
                         let newest: Option<LedgerRow> = match latest.get((grid, c))? {
-                            Some(v) => Some(
-                                codec::decode(v.value())
-                                    .map_err(StoreError::corrupt("ledger row"))?,
-                            ),
+                            Some(v) => Some(decode_ledger_row(v.value())?),
                             None => None,
                         };
                         if newest.as_ref().is_some_and(|n| l.at_ms < n.at_ms) {
                             backfill = true;
                         }
-                        let row = ledger_row_of(seq, l, backfill);
+                        let row = ledger_row_of(seq, rec.index, l, backfill);
                         let bytes =
                             codec::encode(&row).map_err(StoreError::encode("ledger row"))?;
                         ledger.insert((grid, c, seq), bytes.as_slice())?;
+                        ledger_time.insert(
+                            (grid, l.at_ms, c, seq),
+                            (row.energy_wh, crate::fleet::revenue_mpaisa(&row)),
+                        )?;
                         if newest.as_ref().is_none_or(|n| l.at_ms >= n.at_ms) {
                             latest.insert((grid, c), bytes.as_slice())?;
                         }
@@ -961,6 +1209,24 @@ fn add_local_day(
     Ok(())
 }
 
+/// Takes a pruned customer hour out of its local day (the day goes when nothing is left).
+fn sub_local_day(
+    days: &mut redb::Table<'_, (u64, u64), u64>,
+    grid: u64,
+    row: &EnergyHourRow,
+) -> Result<(), StoreError> {
+    if row.kind != "customer" || row.energy_wh == 0 {
+        return Ok(());
+    }
+    let day = local_day(row.hour_start_ms, row.utc_offset_min);
+    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
+    match sum.saturating_sub(row.energy_wh) {
+        0 => days.remove((grid, day))?,
+        left => days.insert((grid, day), left)?,
+    };
+    Ok(())
+}
+
 /// Fills the local days from the stored energy hours once, in a file written before them (its
 /// hours are UTC hours: their days are UTC days). A file whose local days hold anything, or
 /// with no hours, is left as it is.
@@ -978,9 +1244,36 @@ fn rebuild_local_days(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The stored row of ledger line `l`, outbox sequence `seq` (both stores write the same rows).
-pub(crate) fn ledger_row_of(seq: u64, l: &sdk::LedgerRecord, backfill: bool) -> LedgerRow {
+/// Fills the ledger's time index once from the ledger, in a file written before it.
+fn rebuild_ledger_time(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    use redb::ReadableTableMetadata;
+    let mut by_time = txn.open_table(LEDGER_TIME)?;
+    if !by_time.is_empty()? {
+        return Ok(());
+    }
+    let ledger = txn.open_table(LEDGER)?;
+    for item in ledger.iter()? {
+        let (k, v) = item?;
+        let (grid, customer, seq) = k.value();
+        let row = decode_ledger_row(v.value())?;
+        by_time.insert(
+            (grid, row.at_ms, customer, seq),
+            (row.energy_wh, crate::fleet::revenue_mpaisa(&row)),
+        )?;
+    }
+    Ok(())
+}
+
+/// The stored row of ledger line `l`, outbox sequence `seq`, from log entry `log_index` (both
+/// stores write the same rows).
+pub(crate) fn ledger_row_of(
+    seq: u64,
+    log_index: u64,
+    l: &sdk::LedgerRecord,
+    backfill: bool,
+) -> LedgerRow {
     let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
+    let (friendly, detail) = ledger_audit(&l.kind);
     LedgerRow {
         seq,
         customer: l.customer.0,
@@ -991,6 +1284,46 @@ pub(crate) fn ledger_row_of(seq: u64, l: &sdk::LedgerRecord, backfill: bool) -> 
         balance_after_mpaisa: l.balance_after_mpaisa,
         tariff_version: l.tariff_version,
         backfill,
+        log_index,
+        friendly,
+        detail,
+    }
+}
+
+/// What an auditor needs of a line beyond its kind and amounts: whether a charge was friendly,
+/// and the line's own fields as `key=value;...` ([`LedgerRow::detail`]).
+pub(crate) fn ledger_audit(kind: &sdk::LedgerKind) -> (bool, String) {
+    use sdk::LedgerKind as K;
+    match kind {
+        K::Charge { friendly, .. } => (*friendly, String::new()),
+        K::TopUp { token_id, .. } => (false, format!("token_id={token_id}")),
+        K::TokenCredit {
+            code,
+            count,
+            value,
+            set,
+            ..
+        } => (
+            false,
+            format!("code={code};count={count};value={value};set={set}"),
+        ),
+        K::OperatorCredit { ref_id, .. } => (false, format!("ref_id={ref_id}")),
+        K::Disconnect { reason } | K::Reconnect { reason } => (false, format!("reason={reason:?}")),
+        K::Held {
+            energy_wh,
+            allowed_wh,
+        } => (
+            false,
+            format!("held_wh={energy_wh};allowed_wh={allowed_wh}"),
+        ),
+        K::MeterReplaced {
+            old_final_wh,
+            new_read_wh,
+        } => (
+            false,
+            format!("old_final_wh={old_final_wh};new_read_wh={new_read_wh}"),
+        ),
+        K::Fee { .. } => (false, String::new()),
     }
 }
 

@@ -22,6 +22,7 @@ async fn start(dir: &std::path::Path, hosts: Vec<String>) -> Central {
         backfill_after_ms: BACKFILL_AFTER_MS_DEFAULT,
         http_token_file: None,
         http_hosts: hosts,
+        retention_months: None,
     })
     .await
     .expect("central starts")
@@ -168,7 +169,13 @@ async fn get(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("a status code");
-    (code, head.to_ascii_lowercase(), body.to_string())
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        crate::store_suite::dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, head, body)
 }
 
 /// The office's API: nothing without the token but the health check, nothing for a host name

@@ -197,6 +197,58 @@ mod tests {
         );
     }
 
+    /// The crates `cargo tree -p PACKAGE -e normal` lists (what its binary links).
+    fn linked_crates(package: &str) -> Vec<String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(root())
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                package,
+            ])
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree -p {package}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+
+    /// The PostgreSQL client is the central's alone: the board's binary (`ghatta`) links none
+    /// of it (size budget, and nothing on a board talks to a database server).
+    #[test]
+    fn the_board_binary_links_no_postgresql_client() {
+        const POSTGRES: [&str; 5] = [
+            "tokio-postgres",
+            "postgres-protocol",
+            "postgres-types",
+            "deadpool-postgres",
+            "ghatta-central",
+        ];
+        let central = linked_crates("ghatta-central");
+        assert!(
+            central.iter().any(|c| c == "tokio-postgres"),
+            "the check must see the client where it is: {central:?}"
+        );
+        let board = linked_crates("ghatta");
+        let found: Vec<_> = board
+            .iter()
+            .filter(|c| POSTGRES.contains(&c.as_str()))
+            .collect();
+        assert!(found.is_empty(), "the board binary links {found:?}");
+    }
+
     #[test]
     fn the_layering_check_sees_a_backward_import() {
         // The checker itself: a `use crate::wan` inside `state` must be found.

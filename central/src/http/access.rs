@@ -100,6 +100,18 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
+/// The HTML pages' path prefix: refused there, a browser is asked for Basic credentials.
+pub const UI_PREFIX: &str = "/ui";
+
+/// The password of `Authorization: Basic base64(user:password)`; `None` for anything else.
+fn basic_password(authorization: Option<&str>) -> Option<String> {
+    use base64::Engine;
+    let b64 = authorization?.strip_prefix("Basic ")?.trim();
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    Some(text.split_once(':')?.1.to_string())
+}
+
 /// Middleware: the Host check on every route, then the token on every route but
 /// [`HEALTH_PATH`].
 pub async fn require_access(
@@ -124,13 +136,37 @@ pub async fn require_access(
     if req.uri().path() == HEALTH_PATH {
         return next.run(req).await;
     }
-    let presented = token::bearer(
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let page = req.uri().path().starts_with(UI_PREFIX);
+    let presented = match token::bearer(authorization) {
+        Some(t) => Some(t.to_string()),
+        // A browser cannot send a bearer token without a script; it sends the Basic
+        // credentials it prompted for on a page (the token as the password) with every
+        // request to this origin, the pages' CSV links too. Every route is a read.
+        None => basic_password(authorization),
+    };
     match presented {
-        Some(t) if token::matches(&access.token, t) => next.run(req).await,
+        Some(t) if token::matches(&access.token, &t) => next.run(req).await,
+        other if page => (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"ghatta central\", charset=\"UTF-8\"",
+            )],
+            format!(
+                "{}: give any user name and, as the password, the token in {} on the central",
+                if other.is_some() {
+                    "wrong token"
+                } else {
+                    "the central's pages need its HTTP token"
+                },
+                access.path.display()
+            ),
+        )
+            .into_response(),
         other => refuse(
             StatusCode::UNAUTHORIZED,
             format!(

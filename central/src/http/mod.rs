@@ -5,14 +5,16 @@
 //! operators reach it through SSH.
 
 pub mod access;
+pub mod html;
 pub mod page;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -21,8 +23,10 @@ use self::access::HttpAccess;
 use self::page::Cursor;
 use crate::DAY_MS;
 use crate::backend::Store;
+use crate::fleet::{EventRow, FleetEntry, HOUR_MS, SILENT_HOURS_DEFAULT, event_row, fleet_view};
 use crate::localtime::{date_text, iso_local};
-use crate::store::{EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page};
+use crate::store::{EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page, TimeRange};
+use ghatta_proto::outbox::Stream;
 
 /// The response header that carries a CSV page's cursor (JSON pages carry `next` in the body).
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
@@ -46,6 +50,22 @@ pub(crate) fn router(inner: Arc<Inner>, access: HttpAccess) -> Router {
             "/v1/grids/{grid}/customers/{customer}/ledger",
             get(http_ledger),
         )
+        .route(
+            "/v1/grids/{grid}/customers/{customer}/ledger.csv",
+            get(http_ledger_csv),
+        )
+        .route(
+            "/v1/grids/{grid}/customers/{customer}/energy",
+            get(http_customer_energy),
+        )
+        .route(
+            "/v1/grids/{grid}/customers/{customer}/energy.csv",
+            get(http_customer_energy_csv),
+        )
+        .route("/v1/grids/{grid}/events", get(http_events))
+        .route("/v1/grids/{grid}/events.csv", get(http_events_csv))
+        .route(access::UI_PREFIX, get(ui_fleet))
+        .route("/ui/grids/{grid}", get(ui_grid))
         .route("/v1/grids/{grid}/energy-per-day", get(http_energy))
         .route("/v1/grids/{grid}/energy-hours", get(http_energy_hours))
         .route(
@@ -137,33 +157,118 @@ async fn http_status(State(i): State<Arc<Inner>>) -> Json<serde_json::Value> {
     }))
 }
 
-/// The fleet view: every grid that uploaded, its last upload (and how long ago), its newest
-/// log time and its cursor per stream, by grid id.
-async fn http_fleet(State(i): State<Arc<Inner>>) -> Result<Json<serde_json::Value>, HttpError> {
-    let grids = i
-        .backend
-        .fleet(crate::FLEET_GRIDS_MAX + 1)
+/// `?silent_hours=N` of the fleet view and page (default [`SILENT_HOURS_DEFAULT`]).
+fn silent_hours(q: &BTreeMap<String, String>) -> Result<u64, HttpError> {
+    if let Some(k) = q.keys().find(|k| k.as_str() != "silent_hours") {
+        return Err(bad_request(format!(
+            "unknown query parameter `{k}`; this route takes silent_hours"
+        )));
+    }
+    match q.get("silent_hours") {
+        None => Ok(SILENT_HOURS_DEFAULT),
+        Some(v) => v.parse().map_err(|_| {
+            bad_request(format!(
+                "silent_hours=`{v}` is not a whole number of hours (grids without an upload for longer are listed first)"
+            ))
+        }),
+    }
+}
+
+/// The fleet view: every grid that uploaded, silent ones first (no upload for more than
+/// `silent_hours`), each with its last upload, WAN lag, recent alarms, and today's energy and
+/// revenue in its local day.
+async fn http_fleet(
+    State(i): State<Arc<Inner>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let hours = silent_hours(&q)?;
+    let (rows, truncated) = fleet_view(
+        &i.backend,
+        crate::store::now_ms(),
+        hours.saturating_mul(HOUR_MS),
+    )
+    .await
+    .map_err(http_err)?;
+    Ok(Json(serde_json::json!({
+        "grids": rows,
+        "truncated": truncated,
+        "silent_hours": hours,
+    })))
+}
+
+/// The fleet page (HTML).
+async fn ui_fleet(
+    State(i): State<Arc<Inner>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Html<String>, HttpError> {
+    let hours = silent_hours(&q)?;
+    let (rows, truncated) = fleet_view(
+        &i.backend,
+        crate::store::now_ms(),
+        hours.saturating_mul(HOUR_MS),
+    )
+    .await
+    .map_err(http_err)?;
+    Ok(Html(html::fleet_page(&rows, truncated, hours)))
+}
+
+/// A grid's page (HTML).
+async fn ui_grid(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+) -> Result<Html<String>, HttpError> {
+    let b = &i.backend;
+    let Some((state, customers)) = b.grid_state(grid).await.map_err(http_err)? else {
+        return Err(not_uploaded(grid));
+    };
+    let now = crate::store::now_ms();
+    let row = crate::store::FleetRow {
+        grid,
+        // The grid's upload time is kept with the fleet's rows (one short read per grid).
+        last_upload_ms: b
+            .fleet(crate::FLEET_GRIDS_MAX)
+            .await
+            .map_err(http_err)?
+            .iter()
+            .find(|r| r.grid == grid)
+            .map_or(0, |r| r.last_upload_ms),
+        newest_time_ms: state.newest_time_ms,
+        records: state.records,
+        cursors: state.cursors.clone(),
+    };
+    let today = crate::fleet::today(b, grid, row.newest_time_ms, now)
         .await
         .map_err(http_err)?;
-    let truncated = grids.len() > crate::FLEET_GRIDS_MAX;
-    let now = crate::store::now_ms();
-    let rows: Vec<_> = grids
+    let since_upload_ms = now.saturating_sub(row.last_upload_ms);
+    let entry = FleetEntry {
+        since_upload_ms,
+        wan_lag_ms: now.saturating_sub(row.newest_time_ms),
+        silent: since_upload_ms > SILENT_HOURS_DEFAULT * HOUR_MS,
+        today,
+        row,
+    };
+    let days = b.energy_per_day(grid).await.map_err(http_err)?;
+    let events: Vec<EventRow> = b
+        .recent_records(grid, Stream::Events.id(), 0, html::PAGE_EVENTS)
+        .await
+        .map_err(http_err)?
         .iter()
-        .take(crate::FLEET_GRIDS_MAX)
-        .map(|g| {
-            serde_json::json!({
-                "grid": g.grid,
-                "last_upload_ms": g.last_upload_ms,
-                "since_upload_ms": now.saturating_sub(g.last_upload_ms),
-                "newest_time_ms": g.newest_time_ms,
-                "records": g.records,
-                "cursors": g.cursors,
-            })
-        })
+        .filter_map(|(seq, r)| event_row(*seq, r))
         .collect();
-    Ok(Json(
-        serde_json::json!({ "grids": rows, "truncated": truncated }),
-    ))
+    Ok(Html(html::grid_page(&html::GridPage {
+        entry: &entry,
+        state: &state,
+        customers: &customers,
+        days: &days,
+        events: &events,
+    })))
+}
+
+fn not_uploaded(grid: u64) -> HttpError {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": format!("grid {grid} has not uploaded anything yet") })),
+    )
 }
 
 async fn http_grid(
@@ -174,22 +279,255 @@ async fn http_grid(
         Some((state, customers)) => Ok(Json(
             serde_json::json!({ "state": state, "customers": customers }),
         )),
-        None => Err((
-            StatusCode::NOT_FOUND,
-            Json(
-                serde_json::json!({ "error": format!("grid {grid} has not uploaded anything yet") }),
-            ),
-        )),
+        None => Err(not_uploaded(grid)),
     }
+}
+
+/// How a streamed route writes its rows: JSON, or CSV lines (each with the grid's UTC offset
+/// at the row's time when `at` names that time; rows that carry their own offset, energy
+/// hours, need no lookup).
+struct RowForm<T> {
+    /// One row as JSON.
+    json: fn(&T) -> String,
+    /// The CSV header line.
+    csv_head: &'static str,
+    /// One row as a CSV line, given the grid and the offset.
+    csv_line: fn(u64, &T, i32) -> String,
+    /// The row's time, for its offset (`Store::utc_offsets_at`), or `None`.
+    at: Option<fn(&T) -> u64>,
+}
+
+/// A streamed route's answer (`http/stream.rs`): the rows `fetch(store, after, n)` hands over,
+/// by the query string's range, cursor and limit, as CSV when `csv`, else JSON.
+fn streamed<T, K, F, Fut>(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+    form: RowForm<T>,
+    fetch: F,
+) -> Result<Response, HttpError>
+where
+    T: Send + 'static,
+    K: page::Cursor + Clone + Send + 'static,
+    F: Fn(crate::Backend, TimeRange, Option<K>, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Page<T, K>, crate::StoreError>> + Send + 'static,
+{
+    let r = stream::parse::<K>(q).map_err(bad_request)?;
+    let (b, range) = (i.backend.clone(), r.range);
+    let fetch = std::sync::Arc::new(fetch);
+    if !csv {
+        return Ok(stream::respond(
+            move |after, n| fetch(b.clone(), range, after, n),
+            r.after,
+            r.limit,
+            stream::Format::Json,
+            move |row: &T| (form.json)(row),
+        ));
+    }
+    let at = form.at;
+    Ok(stream::respond(
+        move |after, n| {
+            let (b, fetch) = (b.clone(), fetch.clone());
+            async move {
+                let p = fetch(b.clone(), range, after, n).await?;
+                let offsets = match at {
+                    Some(at) => {
+                        b.utc_offsets_at(grid, p.rows.iter().map(at).collect())
+                            .await?
+                    }
+                    None => vec![0; p.rows.len()],
+                };
+                Ok(Page {
+                    rows: p.rows.into_iter().zip(offsets).collect(),
+                    next: p.next,
+                })
+            }
+        },
+        r.after,
+        r.limit,
+        stream::Format::Csv(form.csv_head),
+        move |(row, off): &(T, i32)| (form.csv_line)(grid, row, *off),
+    ))
+}
+
+/// A customer's ledger lines.
+fn ledger_form() -> RowForm<LedgerRow> {
+    RowForm {
+        json: |r| serde_json::to_string(r).unwrap_or_default(),
+        csv_head: LEDGER_CSV_HEAD,
+        csv_line: ledger_csv_line,
+        at: Some(|r| r.at_ms),
+    }
+}
+
+/// A customer's energy hours (each carries its offset).
+fn hours_form() -> RowForm<EnergyHourRow> {
+    RowForm {
+        json: |r| serde_json::to_string(r).unwrap_or_default(),
+        csv_head: ENERGY_HOURS_CSV_HEAD,
+        csv_line: |grid, r, _| energy_hour_csv_line(grid, r),
+        at: None,
+    }
+}
+
+/// A grid's events.
+fn events_form() -> RowForm<EventRow> {
+    RowForm {
+        json: |r| serde_json::to_string(r).unwrap_or_default(),
+        csv_head: EVENTS_CSV_HEAD,
+        csv_line: event_csv_line,
+        at: Some(|r| r.at_ms),
+    }
+}
+
+/// One customer's ledger by time range, streamed (JSON, or CSV with `csv`).
+fn ledger_stream(
+    i: &Inner,
+    grid: u64,
+    customer: u32,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    streamed(
+        i,
+        grid,
+        q,
+        csv,
+        ledger_form(),
+        move |b, range, after, n| async move {
+            b.ledger_page(grid, Some(customer), range, after, n).await
+        },
+    )
+}
+
+/// One customer's energy hours by time range, streamed; the cursor is the last row's hour.
+fn customer_energy_stream(
+    i: &Inner,
+    grid: u64,
+    customer: u32,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    streamed(
+        i,
+        grid,
+        q,
+        csv,
+        hours_form(),
+        move |b, range, after, n| async move {
+            b.customer_hours_page(grid, customer, range, after, n).await
+        },
+    )
+}
+
+/// A grid's events (alarms and relay commands) by log-time range, streamed; the cursor is the
+/// last row's seq.
+fn events_stream(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    streamed(
+        i,
+        grid,
+        q,
+        csv,
+        events_form(),
+        move |b, range, after, n| async move {
+            let p = b
+                .records_page(grid, Stream::Events.id(), range, after, n)
+                .await?;
+            Ok(Page {
+                rows: p
+                    .rows
+                    .iter()
+                    .filter_map(|(seq, r)| event_row(*seq, r))
+                    .collect(),
+                next: p.next,
+            })
+        },
+    )
 }
 
 async fn http_ledger(
     State(i): State<Arc<Inner>>,
     Path((grid, customer)): Path<(u64, u32)>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, HttpError> {
-    let (_, p) = ledger_for(&i, grid, Some(customer), &q).await?;
-    Ok(json_page(p))
+) -> Result<Response, HttpError> {
+    ledger_stream(&i, grid, customer, &q, false)
+}
+
+async fn http_ledger_csv(
+    State(i): State<Arc<Inner>>,
+    Path((grid, customer)): Path<(u64, u32)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    ledger_stream(&i, grid, customer, &q, true)
+}
+
+async fn http_customer_energy(
+    State(i): State<Arc<Inner>>,
+    Path((grid, customer)): Path<(u64, u32)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    customer_energy_stream(&i, grid, customer, &q, false)
+}
+
+async fn http_customer_energy_csv(
+    State(i): State<Arc<Inner>>,
+    Path((grid, customer)): Path<(u64, u32)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    customer_energy_stream(&i, grid, customer, &q, true)
+}
+
+async fn http_events(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    events_stream(&i, grid, &q, false)
+}
+
+async fn http_events_csv(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    events_stream(&i, grid, &q, true)
+}
+
+/// The events CSV's header line.
+pub const EVENTS_CSV_HEAD: &str =
+    "grid,seq,log_index,at_local,at_ms,kind,code,node,subject,value,text,backfill\n";
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break (an alarm's text).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One event as a CSV line.
+pub fn event_csv_line(grid: u64, e: &EventRow, utc_offset_min: i32) -> String {
+    format!(
+        "{grid},{},{},{},{},{},{},{},{},{},{},{}\n",
+        e.seq,
+        e.log_index,
+        iso_local(e.at_ms, utc_offset_min),
+        e.at_ms,
+        e.kind,
+        csv_field(&e.code),
+        e.node,
+        csv_field(&e.subject),
+        e.value,
+        csv_field(&e.text),
+        e.backfill
+    )
 }
 
 async fn http_energy(
@@ -232,25 +570,32 @@ async fn http_energy_hours_csv(
     Ok(csv_page(energy_hours_csv(grid, &p.rows), first, p.next))
 }
 
-/// The CSV form of hourly energy rows: each hour's start as local ISO-8601 with the offset it
-/// carries (`hour_start_local`), then as Unix ms.
+/// The energy-hours CSV's header line.
+pub const ENERGY_HOURS_CSV_HEAD: &str =
+    "grid,hour_start_local,hour_start_ms,utc_offset_min,kind,id,feeder,energy_wh,seq,backfill\n";
+
+/// One energy hour as a CSV line: its start as local ISO-8601 with the offset it carries
+/// (`hour_start_local`), then as Unix ms.
+pub fn energy_hour_csv_line(grid: u64, r: &EnergyHourRow) -> String {
+    format!(
+        "{grid},{},{},{},{},{},{},{},{},{}\n",
+        iso_local(r.hour_start_ms, r.utc_offset_min),
+        r.hour_start_ms,
+        r.utc_offset_min,
+        r.kind,
+        r.id,
+        r.feeder,
+        r.energy_wh,
+        r.seq,
+        r.backfill
+    )
+}
+
+/// The CSV form of hourly energy rows.
 pub fn energy_hours_csv(grid: u64, rows: &[EnergyHourRow]) -> String {
-    let mut csv = String::from(
-        "grid,hour_start_local,hour_start_ms,utc_offset_min,kind,id,feeder,energy_wh,seq,backfill\n",
-    );
+    let mut csv = String::from(ENERGY_HOURS_CSV_HEAD);
     for r in rows {
-        csv.push_str(&format!(
-            "{grid},{},{},{},{},{},{},{},{},{}\n",
-            iso_local(r.hour_start_ms, r.utc_offset_min),
-            r.hour_start_ms,
-            r.utc_offset_min,
-            r.kind,
-            r.id,
-            r.feeder,
-            r.energy_wh,
-            r.seq,
-            r.backfill
-        ));
+        csv.push_str(&energy_hour_csv_line(grid, r));
     }
     csv
 }
@@ -278,25 +623,41 @@ async fn http_export_csv(
     Ok(csv_page(ledger_csv(grid, &p.rows, &offsets), first, p.next))
 }
 
-/// The CSV form of ledger rows, each line's time as local ISO-8601 under the grid's offset in
-/// force then (`offsets`, one per row: `Store::utc_offsets_at`), then as Unix ms.
+/// The ledger CSV's header line.
+pub const LEDGER_CSV_HEAD: &str = "grid,customer,seq,at_local,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill,stream,log_index,friendly,detail\n";
+
+/// One ledger line as a CSV line, its time as local ISO-8601 under `utc_offset_min` (the
+/// grid's offset then: `Store::utc_offsets_at`), then as Unix ms; then what an auditor ties
+/// it to the grid with: the stream and the log index (with `seq`), the friendly flag and the
+/// line's own fields (`LedgerRow::detail`).
+pub fn ledger_csv_line(grid: u64, r: &LedgerRow, utc_offset_min: i32) -> String {
+    format!(
+        "{grid},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        r.customer,
+        r.seq,
+        iso_local(r.at_ms, utc_offset_min),
+        r.at_ms,
+        r.kind,
+        r.energy_wh,
+        r.amount_mpaisa,
+        r.balance_after_mpaisa,
+        r.tariff_version,
+        r.backfill,
+        Stream::Ledger.id(),
+        r.log_index,
+        r.friendly,
+        csv_field(&r.detail)
+    )
+}
+
+/// The CSV form of ledger rows, one offset per row (`Store::utc_offsets_at`).
 pub fn ledger_csv(grid: u64, rows: &[LedgerRow], offsets: &[i32]) -> String {
-    let mut csv = String::from(
-        "grid,customer,seq,at_local,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill\n",
-    );
+    let mut csv = String::from(LEDGER_CSV_HEAD);
     for (n, r) in rows.iter().enumerate() {
-        csv.push_str(&format!(
-            "{grid},{},{},{},{},{},{},{},{},{},{}\n",
-            r.customer,
-            r.seq,
-            iso_local(r.at_ms, offsets.get(n).copied().unwrap_or(0)),
-            r.at_ms,
-            r.kind,
-            r.energy_wh,
-            r.amount_mpaisa,
-            r.balance_after_mpaisa,
-            r.tariff_version,
-            r.backfill
+        csv.push_str(&ledger_csv_line(
+            grid,
+            r,
+            offsets.get(n).copied().unwrap_or(0),
         ));
     }
     csv

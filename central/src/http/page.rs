@@ -65,6 +65,17 @@ impl Cursor for HourKey {
     const FORM: &'static str = "HOUR_MS.KIND.ID.FEEDER";
 }
 
+/// A number: the seq of the last row (events) or the start of its hour (a customer's energy).
+impl Cursor for u64 {
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn from_text(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+    const FORM: &'static str = "a whole number: the seq, or the hour start in ms, of the last row";
+}
+
 /// Parse a paged route's query string; the error says which parameter and what it takes.
 pub fn parse<K: Cursor>(q: &BTreeMap<String, String>) -> Result<PageRequest<K>, String> {
     if let Some(k) = q.keys().find(|k| !PARAMS.contains(&k.as_str())) {

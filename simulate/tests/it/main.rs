@@ -11,6 +11,7 @@ mod deploy;
 mod field_cluster;
 mod harness;
 mod membership;
+mod pg;
 mod radio;
 mod radio_timing;
 mod security;

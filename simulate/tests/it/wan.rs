@@ -11,7 +11,10 @@ use ghatta::node::Node;
 use ghatta::state::OutboxRecord;
 use ghatta::wan::{Stream, Uploader, UploaderConfig};
 use ghatta_actor_sdk as sdk;
-use ghatta_central::{Central, CentralConfig, CentralStore};
+use ghatta_central::{
+    Central, CentralConfig, CentralStore, EnergyHourRow, LedgerRow, PAGE_ROWS_MAX, Store,
+    StoredRecord, TimeRange,
+};
 use ghatta_simulate::emulator::wan::LinkEmulator;
 
 use crate::harness::{Cluster, field_batch, run, setup_inputs};
@@ -37,16 +40,22 @@ fn uploader_cfg(addr: std::net::SocketAddr) -> UploaderConfig {
 }
 
 async fn central(dir: &std::path::Path) -> Central {
+    central_on(dir, None).await
+}
+
+/// A central storing in redb (`database` `None`) or in the PostgreSQL database it names.
+async fn central_on(dir: &std::path::Path, database: Option<String>) -> Central {
     Central::start(CentralConfig {
         listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
-        database: None,
+        database,
         secret: central_secret(),
         grids: BTreeMap::from([(GRID, vec![grid_secret().public()])]),
         backfill_after_ms: ghatta_central::BACKFILL_AFTER_MS_DEFAULT,
         http_token_file: None,
         http_hosts: Vec::new(),
+        retention_months: None,
     })
     .await
     .expect("central starts")
@@ -77,10 +86,10 @@ pub(crate) async fn wait_synced(node: &Node, central: &CentralStore, timeout: Du
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let end = node.state_machine().status().borrow().next_out_seq;
-        let central_at: Vec<u64> = Stream::ALL
-            .iter()
-            .map(|s| central.cursor(GRID, s.id()).expect("cursor reads"))
-            .collect();
+        let mut central_at = Vec::new();
+        for s in Stream::ALL {
+            central_at.push(cursor(central, s.id()).await);
+        }
         let committed: Vec<u64> = Stream::ALL
             .iter()
             .map(|s| node.state_machine().outbox_ack(s.id()))
@@ -96,16 +105,79 @@ pub(crate) async fn wait_synced(node: &Node, central: &CentralStore, timeout: Du
     }
 }
 
+/// The central's cursor of (GRID, stream), through the `Store` trait (either store).
+pub(crate) async fn cursor(central: &CentralStore, stream: u32) -> u64 {
+    central
+        .backend()
+        .cursor(GRID, stream)
+        .await
+        .expect("cursor reads")
+}
+
+/// Every record of (GRID, stream) the central holds, ascending, through the `Store` trait.
+pub(crate) async fn records(central: &CentralStore, stream: u32) -> Vec<(u64, StoredRecord)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let p = central
+            .backend()
+            .records_page(GRID, stream, TimeRange::ALL, after, PAGE_ROWS_MAX)
+            .await
+            .expect("records read");
+        out.extend(p.rows);
+        match p.next {
+            Some(k) => after = Some(k),
+            None => return out,
+        }
+    }
+}
+
+/// Every ledger row of GRID the central holds, through the `Store` trait.
+async fn ledger(central: &CentralStore) -> Vec<LedgerRow> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let p = central
+            .backend()
+            .ledger_page(GRID, None, TimeRange::ALL, after, PAGE_ROWS_MAX)
+            .await
+            .expect("ledger reads");
+        out.extend(p.rows);
+        match p.next {
+            Some(k) => after = Some(k),
+            None => return out,
+        }
+    }
+}
+
+/// Every energy-hour row of GRID the central holds, through the `Store` trait.
+pub(crate) async fn energy_hours(central: &CentralStore) -> Vec<EnergyHourRow> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let p = central
+            .backend()
+            .energy_hours_page(GRID, TimeRange::ALL, after, PAGE_ROWS_MAX)
+            .await
+            .expect("energy hours read");
+        out.extend(p.rows);
+        match p.next {
+            Some(k) => after = Some(k),
+            None => return out,
+        }
+    }
+}
+
 /// Every record of every stream arrived exactly once, in order, byte for byte; the central's
 /// energy totals and balances equal the grid's ledger. Returns the ledger record count.
-pub(crate) fn check_exact(node: &Node, central: &CentralStore) -> usize {
-    check_exact_against(&outbox(node), central)
+pub(crate) async fn check_exact(node: &Node, central: &CentralStore) -> usize {
+    check_exact_against(&outbox(node), central).await
 }
 
 /// As [`check_exact`], against the outbox records `grid_outbox` (ascending). A grid prunes
 /// what every stream's committed cursor passed once it is a day of log time old, so a test
 /// spanning days compares with the outbox it read before uploading.
-pub(crate) fn check_exact_against(
+pub(crate) async fn check_exact_against(
     grid_outbox: &[(u64, OutboxRecord)],
     central: &CentralStore,
 ) -> usize {
@@ -115,9 +187,8 @@ pub(crate) fn check_exact_against(
             .filter(|(_, r)| stream.carries(r))
             .map(|(s, r)| (*s, r.output.clone()))
             .collect();
-        let got: Vec<(u64, Vec<u8>)> = central
-            .records(GRID, stream.id())
-            .expect("records read")
+        let got: Vec<(u64, Vec<u8>)> = records(central, stream.id())
+            .await
             .into_iter()
             .map(|(s, r)| (s, r.output))
             .collect();
@@ -151,7 +222,9 @@ pub(crate) fn check_exact_against(
         }
     }
     let central_wh: u64 = central
+        .backend()
         .energy_per_day(GRID)
+        .await
         .expect("energy reads")
         .iter()
         .map(|(_, wh)| wh)
@@ -165,12 +238,11 @@ pub(crate) fn check_exact_against(
         "hours {hours_wh} Wh beyond the ledger's {energy_wh} Wh"
     );
     assert!(energy_wh > 0, "the test must bill some energy");
-    assert_eq!(
-        central.ledger(GRID, None).expect("ledger reads").len(),
-        ledger
-    );
+    assert_eq!(self::ledger(central).await.len(), ledger);
     let (_, latest) = central
+        .backend()
         .grid_state(GRID)
+        .await
         .expect("grid state reads")
         .expect("grid known");
     let latest: BTreeMap<u32, i64> = latest
@@ -295,7 +367,7 @@ fn wan_resync_through_latency_and_cut_delivers_every_record_once_in_order() {
             .session_errors
             .load(std::sync::atomic::Ordering::Relaxed);
         assert!(errors >= 1, "the cut must have broken a session");
-        let ledger = check_exact(&node, &central);
+        let ledger = check_exact(&node, &central).await;
         assert!(ledger > 2000, "a few thousand records, got {ledger}");
         assert_no_plaintext(&emu);
 
@@ -409,7 +481,7 @@ fn wan_unlisted_key_unknown_grid_and_wrong_central_key_are_refused_and_counted()
 
         let up = Uploader::spawn(node.clone(), uploader_cfg(addr));
         wait_synced(&node, &central, Duration::from_secs(60)).await;
-        check_exact(&node, &central);
+        check_exact(&node, &central).await;
         assert!(central.stats().handshakes_ok >= 1);
         drop(up);
         c.shutdown().await;
@@ -456,7 +528,7 @@ fn wan_uploader_killed_mid_batch_resumes_from_committed_cursor() {
         cfg.rate_bytes_per_s = 0;
         let second = Uploader::spawn(node.clone(), cfg);
         wait_synced(&node, &central, Duration::from_secs(60)).await;
-        check_exact(&node, &central);
+        check_exact(&node, &central).await;
         drop(second);
         c.shutdown().await;
     });
@@ -537,7 +609,7 @@ fn wan_resync_benchmark_800ms_rtt_256kbit() {
         if cuts > 0 {
             assert!(errors >= 1, "a cut mid-resync must break a session");
         }
-        check_exact(&node, &central);
+        check_exact(&node, &central).await;
         assert_no_plaintext(&emu);
         drop(up);
         c.shutdown().await;
@@ -549,7 +621,21 @@ fn wan_resync_benchmark_800ms_rtt_256kbit() {
 /// and the central ends with every record exactly once.
 #[test]
 fn wan_leader_crash_mid_upload_new_leader_resumes() {
-    run(74, async {
+    leader_crash_mid_upload(None);
+}
+
+/// As [`wan_leader_crash_mid_upload_new_leader_resumes`], the central on PostgreSQL.
+#[test]
+fn wan_leader_crash_mid_upload_new_leader_resumes_on_postgres() {
+    crate::pg::variant("wan_leader_crash_mid_upload_on_postgres", |url| {
+        leader_crash_mid_upload(Some(url))
+    });
+}
+
+/// The leader-crash test with the central on redb, or on a fresh database of the PostgreSQL
+/// server `pg` names.
+fn leader_crash_mid_upload(pg: Option<String>) {
+    run(74, async move {
         let mut c = Cluster::start(3).await;
         let first_leader = c.wait_leader(Duration::from_secs(20)).await;
         let leader = c.node(first_leader).clone();
@@ -559,7 +645,8 @@ fn wan_leader_crash_mid_upload_new_leader_resumes() {
             .expect("setup commits");
         commit_rounds(&leader, 1..15, 50).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let central = central(dir.path()).await;
+        let database = crate::pg::database_for(&pg, "ghatta_wan_leader_crash").await;
+        let central = central_on(dir.path(), database).await;
         let emu = LinkEmulator::start(central.batch_addr, Duration::from_millis(100))
             .await
             .expect("emulator starts");
@@ -577,7 +664,7 @@ fn wan_leader_crash_mid_upload_new_leader_resumes() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let end = leader.state_machine().status().borrow().next_out_seq;
-        let at_central = central.cursor(GRID, Stream::Ledger.id()).expect("cursor");
+        let at_central = cursor(&central, Stream::Ledger.id()).await;
         assert!(
             at_central < end,
             "the crash must land before the end ({at_central} of {end})"
@@ -589,8 +676,81 @@ fn wan_leader_crash_mid_upload_new_leader_resumes() {
         assert_ne!(new_leader, first_leader);
         let node = c.node(new_leader).clone();
         wait_synced(&node, &central, Duration::from_secs(120)).await;
-        check_exact(&node, &central);
+        check_exact(&node, &central).await;
         drop(uploaders);
+        c.shutdown().await;
+    });
+}
+
+/// How long the fault test keeps PostgreSQL stopped (issue 23: 30 s, longer than the
+/// uploader's first five backoffs together, so it meets the refusals and backs off).
+const PG_DOWN: Duration = Duration::from_secs(30);
+
+/// PostgreSQL is stopped (`pg_ctl -m immediate`: a crash) for [`PG_DOWN`] in the middle of a
+/// grid's back-fill to a central on it, then started again: batches meanwhile are refused
+/// (the store's error closes the connection without an ack), nothing is acked while it is
+/// down, the uploader resumes on its own, and the central ends with every record exactly
+/// once, totals equal to the ledger.
+#[test]
+fn wan_postgres_stopped_mid_backfill_uploader_resumes_nothing_lost_or_doubled() {
+    let test = "wan_postgres_stopped_mid_backfill";
+    let Some(url) = crate::pg::test_database_url(test) else {
+        return;
+    };
+    if !crate::pg::can_stop(test) {
+        return;
+    }
+    let _server = crate::pg::exclusive();
+    run(76, async move {
+        let c = Cluster::start(1).await;
+        c.wait_leader(Duration::from_secs(20)).await;
+        let node = c.node(1).clone();
+        node.propose_inputs(setup_inputs(50))
+            .await
+            .expect("setup commits");
+        commit_rounds(&node, 1..15, 50).await;
+        let end = node.state_machine().status().borrow().next_out_seq;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::pg::fresh_database(&url, "ghatta_wan_pg_stopped").await;
+        let central = central_on(dir.path(), Some(db)).await;
+        let mut cfg = uploader_cfg(central.batch_addr);
+        cfg.max_batch_raw_bytes = 2 * 1024;
+        // Slow enough that the stop lands mid back-fill.
+        cfg.rate_bytes_per_s = 4_000;
+        let up = Uploader::spawn(node.clone(), cfg);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while node.state_machine().outbox_ack(Stream::Ledger.id()) == 0 {
+            assert!(Instant::now() < deadline, "no ack committed within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::task::spawn_blocking(|| crate::pg::ctl("stop"))
+            .await
+            .expect("stop");
+        // An ack the central sent just before the stop may still commit at the grid.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let acked = |n: &Node| Stream::ALL.map(|s| n.state_machine().outbox_ack(s.id()));
+        let at_stop = acked(&node);
+        assert!(
+            at_stop[0] < end,
+            "the stop must land before the end ({at_stop:?} of {end})"
+        );
+        tokio::time::sleep(PG_DOWN - Duration::from_secs(1)).await;
+        assert_eq!(
+            acked(&node),
+            at_stop,
+            "nothing is acked while PostgreSQL is down"
+        );
+        let errors = up
+            .stats
+            .session_errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(errors >= 1, "the uploader met the refusals");
+        tokio::task::spawn_blocking(|| crate::pg::ctl("start"))
+            .await
+            .expect("start");
+        wait_synced(&node, &central, Duration::from_secs(120)).await;
+        check_exact(&node, &central).await;
+        drop(up);
         c.shutdown().await;
     });
 }
@@ -600,12 +760,28 @@ fn wan_leader_crash_mid_upload_new_leader_resumes() {
 /// outbox record acknowledged, and the central serves exactly the grid's ledger records.
 #[test]
 fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
+    two_processes(None);
+}
+
+/// As [`wan_two_processes_demo_uploads_to_central_through_a_cut_link`], `ghatta-central`
+/// started with `--database` on PostgreSQL.
+#[test]
+fn wan_two_processes_demo_uploads_to_central_through_a_cut_link_on_postgres() {
+    crate::pg::variant("wan_two_processes_on_postgres", |url| {
+        two_processes(Some(url))
+    });
+}
+
+/// The two-process test with the central on redb, or on a fresh database of the PostgreSQL
+/// server `pg` names.
+fn two_processes(pg: Option<String>) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let ghatta = crate::harness::workspace_bin("ghatta");
     let central_bin = crate::harness::workspace_bin("ghatta-central");
-    run(75, async {
+    run(75, async move {
         let dir = tempfile::tempdir().expect("tempdir");
+        let database = crate::pg::database_for(&pg, "ghatta_wan_two_processes").await;
         // Key pairs as an operator makes them: one for the grid, one for the central.
         for who in ["grid", "central"] {
             let out = Command::new(&ghatta)
@@ -627,6 +803,7 @@ fn wan_two_processes_demo_uploads_to_central_through_a_cut_link() {
             .arg(dir.path().join("central/node.key"))
             .arg("--grid")
             .arg(format!("{GRID}={grid_pub}"))
+            .args(database.iter().flat_map(|url| ["--database", url.as_str()]))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -20,7 +20,9 @@
 //! - The central's redb lives in a temporary directory on the real disk: its ingest runs on
 //!   tokio's blocking pool, and a pending `spawn_blocking` holds the paused clock (tokio's
 //!   test-util inhibits auto-advance while one runs), so simulated time does not jump while it
-//!   fsyncs.
+//!   fsyncs. The `_on_postgres` variants store in a fresh database of the test server
+//!   (`tests/it/pg.rs`): each query runs on a runtime with I/O from a blocking task of the
+//!   simulator's (`PgStore::on_runtime`), so simulated time stands still while it answers too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,7 +43,10 @@ use ghatta_simulate::world::CALENDAR_START_UNIX_MS;
 use tokio::time::{Duration, Instant};
 
 use crate::harness::{field_batch, setup_inputs};
-use crate::wan::{GRID, central_secret, check_exact_against, grid_secret, outbox, wait_synced};
+use crate::wan::{
+    GRID, central_secret, check_exact_against, cursor, energy_hours, grid_secret, outbox, records,
+    wait_synced,
+};
 
 /// One hour of log time, ms.
 const HOUR_MS: i64 = 3_600_000;
@@ -72,15 +77,36 @@ struct SimCentral {
     _task: tokio::task::JoinHandle<()>,
 }
 
-fn sim_central(seed: u64) -> SimCentral {
+/// With `database`, the central stores in that PostgreSQL database instead of redb.
+async fn sim_central(seed: u64, database: Option<String>) -> SimCentral {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = CentralStore::open(
-        dir.path(),
-        central_secret(),
-        BTreeMap::from([(GRID, vec![grid_secret().public()])]),
-        ghatta_central::BACKFILL_AFTER_MS_DEFAULT,
-    )
-    .expect("central opens");
+    let grids = BTreeMap::from([(GRID, vec![grid_secret().public()])]);
+    let store = match database {
+        None => CentralStore::open(
+            dir.path(),
+            central_secret(),
+            grids,
+            ghatta_central::BACKFILL_AFTER_MS_DEFAULT,
+        )
+        .expect("central opens"),
+        // The simulator's runtime has no I/O: the store's queries run on one that has.
+        Some(url) => CentralStore::with_backend(
+            ghatta_central::Backend::Postgres(
+                crate::pg::on_io(async move {
+                    ghatta_central::PgStore::connect(
+                        &url,
+                        ghatta_central::BACKFILL_AFTER_MS_DEFAULT,
+                    )
+                    .await
+                })
+                .await
+                .expect("the central connects to PostgreSQL")
+                .on_runtime(crate::pg::io_runtime()),
+            ),
+            central_secret(),
+            grids,
+        ),
+    };
     let (link, listener) = WanLink::new(WanLinkConfig::satellite(), seed).expect("link");
     SimCentral {
         _task: serve_central(store.clone(), listener),
@@ -197,8 +223,12 @@ fn uploader_cfg() -> UploaderConfig {
 
 /// The central's hourly customer energy equals the grid's ledger charges of the closed hours
 /// to the Wh (the open last hour has no record yet), and every closed hour is there.
-fn check_energy_hours(grid_outbox: &[(u64, OutboxRecord)], central: &CentralStore, hours: u64) {
-    let rows = central.energy_hours(GRID).expect("energy hours read");
+async fn check_energy_hours(
+    grid_outbox: &[(u64, OutboxRecord)],
+    central: &CentralStore,
+    hours: u64,
+) {
+    let rows = energy_hours(central).await;
     let closed_end = rows
         .iter()
         .map(|r| r.hour_start_ms)
@@ -241,6 +271,21 @@ fn check_energy_hours(grid_outbox: &[(u64, OutboxRecord)], central: &CentralStor
 /// the resends drops cause).
 #[test]
 fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
+    seven_days_offline(None);
+}
+
+/// As [`wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops`], the central on
+/// PostgreSQL.
+#[test]
+fn wan_sim_seven_days_offline_resync_on_postgres() {
+    crate::pg::variant("wan_sim_seven_days_offline_on_postgres", |url| {
+        seven_days_offline(Some(url))
+    });
+}
+
+/// The seven-days test with the central on redb, or on a fresh database of the PostgreSQL
+/// server `pg` names.
+fn seven_days_offline(pg: Option<String>) {
     let seed = 1407;
     let rounds: u64 = std::env::var("WAN_SIM_ROUNDS")
         .ok()
@@ -258,7 +303,8 @@ fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
         node.propose_inputs(setup_inputs(customers))
             .await
             .expect("setup commits");
-        let sim = sim_central(seed);
+        let database = crate::pg::database_off_runtime(&pg, "ghatta_wan_sim_days").await;
+        let sim = sim_central(seed, database).await;
         let (central, link) = (&sim.store, &sim.link);
         link.set_down();
         let up = Uploader::spawn_via(
@@ -274,7 +320,7 @@ fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
         assert!(refused > 0, "the uploader kept trying while the WAN was down");
         assert_eq!(link.stats().connects, 0);
         for s in Stream::ALL {
-            assert_eq!(central.cursor(GRID, s.id()).expect("cursor"), 0);
+            assert_eq!(cursor(central, s.id()).await, 0);
         }
 
         // The link comes back, and drops at random while the resync runs.
@@ -306,10 +352,10 @@ fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
         let sim_s = t0.elapsed().as_secs_f64();
         let wall_s = wall.elapsed().as_secs_f64();
         let st = link.stats();
-        let per_stream: Vec<usize> = Stream::ALL
-            .iter()
-            .map(|s| central.records(GRID, s.id()).expect("records").len())
-            .collect();
+        let mut per_stream: Vec<usize> = Vec::new();
+        for s in Stream::ALL {
+            per_stream.push(records(central, s.id()).await.len());
+        }
         let records: usize = per_stream.iter().sum();
         let errors = up.stats.session_errors.load(Relaxed) - errors_before;
         let up_bytes = st.bytes_up - before.bytes_up;
@@ -330,12 +376,12 @@ fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
             st.broken - before.broken
         );
         let expected = grid_records(&before_upload, &node);
-        let ledger = check_exact_against(&expected, central);
+        let ledger = check_exact_against(&expected, central).await;
         assert!(
             ledger >= (rounds as usize) * customers as usize,
             "one charge per customer per round at least: {ledger}"
         );
-        check_energy_hours(&expected, central, rounds - 1);
+        check_energy_hours(&expected, central, rounds - 1).await;
         println!(
             "wan-sim-resync: the grid keeps {} of its {} outbox records (acknowledged ones older than a day pruned)",
             outbox(&node).len(),
@@ -352,6 +398,20 @@ fn wan_sim_seven_days_offline_resync_over_800ms_256kbit_with_drops() {
 /// twice, and it ends with every record exactly once, in order, totals equal to the ledger.
 #[test]
 fn wan_sim_leader_crash_mid_batch_new_leader_resumes() {
+    leader_crash_mid_batch(None);
+}
+
+/// As [`wan_sim_leader_crash_mid_batch_new_leader_resumes`], the central on PostgreSQL.
+#[test]
+fn wan_sim_leader_crash_mid_batch_new_leader_resumes_on_postgres() {
+    crate::pg::variant("wan_sim_leader_crash_on_postgres", |url| {
+        leader_crash_mid_batch(Some(url))
+    });
+}
+
+/// The simulated leader-crash test with the central on redb, or on a fresh database of the
+/// PostgreSQL server `pg` names.
+fn leader_crash_mid_batch(pg: Option<String>) {
     let seed = 1408;
     let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
     rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
@@ -363,7 +423,8 @@ fn wan_sim_leader_crash_mid_batch_new_leader_resumes() {
             .expect("setup commits");
         hourly_rounds(&bed, 1..25, 100, Duration::from_secs(5), 0).await;
         let before_upload = outbox(&first);
-        let sim = sim_central(seed);
+        let database = crate::pg::database_off_runtime(&pg, "ghatta_wan_sim_crash").await;
+        let sim = sim_central(seed, database).await;
         let (central, link) = (&sim.store, &sim.link);
         let mut cfg = uploader_cfg();
         // Small batches, so a window of them is in flight when the leader dies.
@@ -389,7 +450,7 @@ fn wan_sim_leader_crash_mid_batch_new_leader_resumes() {
             assert!(Instant::now() < deadline, "no ack committed with batches in flight");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let at_central = central.cursor(GRID, Stream::Ledger.id()).expect("cursor");
+        let at_central = cursor(central, Stream::Ledger.id()).await;
         assert!(
             at_central < end,
             "the crash must land before the end ({at_central} of {end})"
@@ -413,7 +474,7 @@ fn wan_sim_leader_crash_mid_batch_new_leader_resumes() {
             node.id(),
             t_crash.elapsed().as_secs_f64()
         );
-        check_exact_against(&grid_records(&before_upload, &node), central);
+        check_exact_against(&grid_records(&before_upload, &node), central).await;
         drop(uploaders);
         bed.stop().await;
     }));
@@ -433,7 +494,7 @@ fn wan_sim_a_quiet_grid_hangs_up_and_reconnects_when_records_come() {
         node.propose_inputs(setup_inputs(20))
             .await
             .expect("setup commits");
-        let sim = sim_central(seed);
+        let sim = sim_central(seed, None).await;
         let (central, link) = (&sim.store, &sim.link);
         let up = Uploader::spawn_via(
             node.clone(),
