@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The simulator's seed sweep (called by .ci/run): 483 seeds of real nodes through the shipped
+# The simulator's seed sweep (called by .ci/run): 503 seeds of real nodes through the shipped
 # scenarios, one world per seed, two worlds at a time (one per core), release build. Each
 # scenario is shortened with --duration-s: its faults keep their length and their place in
 # the run (start times scale), so a shortened leader isolation is still a 10-minute isolation;
@@ -67,9 +67,16 @@ sweep token-partition 0..2 1800
 # board, fsync I/O errors and the isolated leader").
 sweep replace-node 0..4 1800
 # Fsyncs of the Raft log failing with EIO on the leader and a follower, the world playing
-# systemd's watchdog (issue 27), with the scenario's own [timing]: ~7 CPU-s a seed at full
-# length; three seeds 12 s wall.
-sweep disk-faults 0..3 1200
+# systemd's watchdog (issue 27), with the scenario's own [timing]; then full cards (one while a
+# membership change is in flight: a fault triggered by node state) and a flipped bit in a Raft
+# log whose node is rebuilt from its peers: ~8 CPU-s a seed at full length; four seeds 27 s
+# wall (BENCHMARKS.md, "Full cards, a flipped bit and faults on node state").
+sweep disk-faults 0..3 1800
 
-echo "seed sweep: 483 seeds in $(($(date +%s) - started)) s"
+# A billing version deployed mid-run over the 800 ms radio, then another during a partition
+# whose minority cuts over at the same index after the heal (issue 24): deploy, meter_billing
+# and state checks at full length, ~1-2 CPU-s a seed (BENCHMARKS.md, "Deploying an actor").
+sweep deploy-radio 0..20 2100
+
+echo "seed sweep: 503 seeds in $(($(date +%s) - started)) s"
 exit "$status"

@@ -9,6 +9,10 @@
 //!   the disk is its last synced image.
 //! - [`SimDisk::crash`]: the process dies, the kernel lives. Unsynced writes
 //!   persist (the page cache is written back eventually).
+//! - [`SimDisk::set_full`]: the card is full: every write and every growth of the file fails
+//!   with `StorageFull` (ENOSPC) until space returns; reads and syncs still work.
+//! - [`SimDisk::flip_bit`]: one bit of a page on the medium flips (a worn SD card): in the
+//!   durable image and the page cache alike.
 //!
 //! Both fence the handles opened before the fault: the dead process's redb
 //! `Database` may still run its drop (which writes a clean-shutdown header) or
@@ -49,6 +53,10 @@ pub struct DiskCounters {
     pub crashes: u64,
     /// Syncs failed with an I/O error ([`SimDisk::fail_next_sync_io`]).
     pub io_errors: u64,
+    /// Writes and growths refused because the disk was full ([`SimDisk::set_full`]).
+    pub no_space: u64,
+    /// Bits flipped ([`SimDisk::flip_bit`]).
+    pub bits_flipped: u64,
 }
 
 /// A fault armed to fire inside the next `sync_data`, i.e. in the middle of a
@@ -152,6 +160,10 @@ struct DiskState {
     /// Bumped by every fault; handles of older generations are fenced.
     generation: u64,
     sync_delay: Duration,
+    /// Writes and growths fail with ENOSPC ([`SimDisk::set_full`]).
+    full: bool,
+    /// The chunks the last successful sync made durable (a redb commit's pages and header).
+    last_synced: Vec<usize>,
     counters: DiskCounters,
 }
 
@@ -292,6 +304,69 @@ impl SimDisk {
         self.lock().tripped.take()
     }
 
+    /// Fills the disk (`full`), or frees space again: while full, every `write` and every
+    /// `set_len` that grows the file fails with `StorageFull` (ENOSPC, "No space left on
+    /// device"); reads, shrinks and syncs of what was written before still work.
+    pub fn set_full(&self, full: bool) {
+        self.lock().full = full;
+    }
+
+    /// Flips one bit of the page at `pick` (modulo the pages the file holds, the first page,
+    /// redb's header, left out) on the medium: in the durable image and the page cache alike.
+    /// Returns the byte offset and bit flipped, or `None` when the file has no page beyond
+    /// its first.
+    pub fn flip_bit(&self, pick: u64) -> Option<(u64, u8)> {
+        let mut s = self.lock();
+        let pages = s.durable.len.div_ceil(CHUNK);
+        if pages < 2 {
+            return None;
+        }
+        // `pick` modulo the pages after the first is the page; the rest of it, the bit.
+        let after_first = pages as u64 - 1;
+        let page = 1 + (pick % after_first) as usize;
+        let within = ((pick / after_first) % (CHUNK as u64 * 8)) as usize;
+        let (byte, bit) = (page * CHUNK + within / 8, (within % 8) as u8);
+        if byte >= s.durable.len {
+            return None;
+        }
+        let st = &mut *s;
+        for image in [&mut st.durable, &mut st.cache] {
+            if byte < image.len {
+                let mut one = [0u8];
+                image.read(byte, &mut one);
+                one[0] ^= 1 << bit;
+                image.write(byte, &one, |_| {});
+            }
+        }
+        s.counters.bits_flipped += 1;
+        Some((byte as u64, bit))
+    }
+
+    /// [`SimDisk::flip_bit`] in a page the last successful sync wrote (the newest commit's
+    /// pages: the first page, redb's header, left out), or in any page if it wrote none:
+    /// damage redb's recovery after a power cut finds, as it verifies the newest commit.
+    pub fn flip_bit_in_newest(&self, pick: u64) -> Option<(u64, u8)> {
+        let pages = {
+            let s = self.lock();
+            let len_pages = s.durable.len.div_ceil(CHUNK);
+            let mut pages: Vec<usize> = s
+                .last_synced
+                .iter()
+                .copied()
+                .filter(|&p| p >= 1 && p < len_pages)
+                .collect();
+            pages.sort_unstable();
+            pages
+        };
+        let Some(&page) = pages.get((pick % pages.len().max(1) as u64) as usize) else {
+            return self.flip_bit(pick);
+        };
+        let after_first = self.lock().durable.len.div_ceil(CHUNK) as u64 - 1;
+        // `flip_bit` numbers pages from the second; the bit comes from the rest of `pick`.
+        let bit = (pick / pages.len() as u64) % (CHUNK as u64 * 8);
+        self.flip_bit((page as u64 - 1) + bit * after_first)
+    }
+
     /// Makes the disk slow: the storage layer should wait this long (in
     /// simulated time) after each sync.
     pub fn set_sync_delay(&self, delay: Duration) {
@@ -324,6 +399,13 @@ impl SimDisk {
     }
 }
 
+fn no_space() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        "sim disk: no space left on device (ENOSPC)",
+    )
+}
+
 fn out_of_range(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("sim disk: {what}"))
 }
@@ -351,6 +433,10 @@ impl redb::StorageBackend for SimDisk {
         if s.generation != self.generation {
             s.counters.fenced_ops += 1;
             return Ok(());
+        }
+        if s.full && len as usize > s.cache.len {
+            s.counters.no_space += 1;
+            return Err(no_space());
         }
         if len > DISK_BYTES_MAX {
             return Err(io::Error::new(
@@ -400,6 +486,7 @@ impl redb::StorageBackend for SimDisk {
         for &i in &st.dirty.list {
             st.durable.chunks[i].clone_from(&st.cache.chunks[i]);
         }
+        st.last_synced.clone_from(&st.dirty.list);
         st.clear_dirty();
         st.counters.syncs += 1;
         Ok(())
@@ -410,6 +497,10 @@ impl redb::StorageBackend for SimDisk {
         if s.generation != self.generation {
             s.counters.fenced_ops += 1;
             return Ok(());
+        }
+        if s.full {
+            s.counters.no_space += 1;
+            return Err(no_space());
         }
         let start = usize::try_from(offset).map_err(|_| out_of_range("write offset"))?;
         if start

@@ -21,7 +21,8 @@ use crate::net::{NodeId, SimNet};
 use crate::observe::Observation;
 use crate::rng::SimRng;
 use crate::scenario::{
-    DOWN_S_DEFAULT, Fault, FaultKind, LinkSpec, MEMBER_PATIENCE_S_DEFAULT, Scenario, Symbol, Target,
+    DEPLOY_PATIENCE_S_DEFAULT, DOWN_S_DEFAULT, DiskFile, Fault, FaultKind, LinkSpec,
+    MEMBER_PATIENCE_S_DEFAULT, Scenario, Symbol, Target, Trigger,
 };
 use crate::time::DriftClock;
 
@@ -89,6 +90,19 @@ pub enum NodeAction {
         /// How long the operator keeps at it.
         patience: Duration,
     },
+    /// An operator's deploy of `actor` at `version`, asked of `node` (`Node::deploy_actor`)
+    /// and retried, through another running node if need be, until it commits or `patience`
+    /// runs out.
+    Deploy {
+        /// The node asked first.
+        node: NodeId,
+        /// The actor's name.
+        actor: String,
+        /// The version deployed.
+        version: u32,
+        /// How long the operator keeps at it.
+        patience: Duration,
+    },
     /// Fail the next fsync of the node's Raft log with an I/O error
     /// (`SimDisk::fail_next_sync_io`); the node lives on and must handle it.
     FailSyncIo {
@@ -108,6 +122,25 @@ pub enum NodeAction {
         node: NodeId,
         /// Forging from now on, or not.
         on: bool,
+    },
+    /// Fill the node's card (`full`), or free space on it (`SimDisk::set_full` on each of its
+    /// disks).
+    SetDiskFull {
+        /// The node.
+        node: NodeId,
+        /// Full from now on, or not.
+        full: bool,
+    },
+    /// Cut the node's power (as `PowerCut`, the driver has marked it down), then flip one bit
+    /// of a page of its `file` (`SimDisk::flip_bit_in_newest(pick)`); a `Restart` at the fault's
+    /// end.
+    Corrupt {
+        /// The node.
+        node: NodeId,
+        /// Which database.
+        file: DiskFile,
+        /// The page and bit, from the driver's seeded RNG.
+        pick: u64,
     },
     /// Set the node's disk sync delay (`SimDisk::set_sync_delay`).
     SetSyncDelay {
@@ -197,6 +230,8 @@ enum Undo {
     Links(Vec<(NodeId, NodeId)>),
     Clock(NodeId),
     Disk(NodeId),
+    /// The node's card was full.
+    Full(NodeId),
     Rogue(NodeId),
     /// The node and the ramp back to normal.
     Load(NodeId, Duration),
@@ -259,6 +294,13 @@ pub struct FaultDriver {
     /// Each directed link's open changes, by fault id (start order).
     link_changes: BTreeMap<(NodeId, NodeId), BTreeMap<u64, LinkChange>>,
     down: BTreeSet<NodeId>,
+    /// Faults past their `at_s` waiting for their `when` to hold, in arming order.
+    armed: Vec<Fault>,
+    /// An operator's membership change is asked and not committed (the controller's view,
+    /// [`FaultDriver::set_membership_in_flight`]).
+    membership_in_flight: bool,
+    /// Armed faults that never started before the fault phase ended, described.
+    never_fired: Vec<String>,
 }
 
 /// Observes a fault that starts and ends at `t_ms` (a request, an armed error).
@@ -288,6 +330,9 @@ impl FaultDriver {
             link_bases: BTreeMap::new(),
             link_changes: BTreeMap::new(),
             down: BTreeSet::new(),
+            armed: Vec::new(),
+            membership_in_flight: false,
+            never_fired: Vec::new(),
         };
         for f in &scenario.faults {
             d.push(ms(f.at_s), Event::Start(Box::new(f.clone())));
@@ -364,6 +409,7 @@ impl FaultDriver {
                     Event::Start(Box::new(Fault {
                         at_s: t,
                         duration_s: Some(duration),
+                        when: None,
                         kind,
                     })),
                 );
@@ -448,8 +494,29 @@ impl FaultDriver {
         }
     }
 
+    /// Tells the driver whether an operator's membership change is in flight (asked, not yet
+    /// committed), for faults that wait for one ([`Trigger::MembershipChange`]).
+    pub fn set_membership_in_flight(&mut self, in_flight: bool) {
+        self.membership_in_flight = in_flight;
+    }
+
+    /// Faults armed with a `when` that never started before the fault phase ended (each
+    /// described with its trigger): a scenario that did not test what it says.
+    pub fn never_fired(&self) -> &[String] {
+        &self.never_fired
+    }
+
+    fn holds(&self, trigger: Trigger, leader: Option<NodeId>) -> bool {
+        match trigger {
+            Trigger::Leader { node } => {
+                leader.is_some() && self.node_ids.get(node as usize).copied() == leader
+            }
+            Trigger::MembershipChange => self.membership_in_flight,
+        }
+    }
+
     /// Carries out every fault event due at or before `now_ms`. `leader` is
-    /// the controller's current view of the leader (for symbolic targets).
+    /// the controller's current view of the leader (for symbolic targets and triggers).
     pub fn poll(&mut self, now_ms: u64, net: &SimNet, leader: Option<NodeId>) -> Tick {
         let mut tick = Tick::default();
         while let Some((&(at, seq), _)) = self.queue.first_key_value() {
@@ -460,6 +527,8 @@ impl FaultDriver {
                 break;
             };
             match event {
+                // Armed: it starts below, at this step or a later one, once its state holds.
+                Event::Start(f) if f.when.is_some() => self.armed.push(*f),
                 Event::Start(f) => self.start(now_ms, at, *f, net, leader, &mut tick),
                 Event::End(id) => self.end(now_ms, id, net, &mut tick),
                 Event::SyncCutDue(id) => {
@@ -478,6 +547,16 @@ impl FaultDriver {
                         self.end(now_ms, id, net, &mut tick);
                     }
                 }
+            }
+        }
+        // Armed faults whose state holds start now, in arming order; their durations count
+        // from here.
+        let armed = std::mem::take(&mut self.armed);
+        for f in armed {
+            if f.when.is_some_and(|w| self.holds(w, leader)) {
+                self.start(now_ms, now_ms, f, net, leader, &mut tick);
+            } else {
+                self.armed.push(f);
             }
         }
         tick
@@ -510,6 +589,16 @@ impl FaultDriver {
     pub fn heal_everything(&mut self, now_ms: u64, net: &SimNet) -> Tick {
         let mut tick = Tick::default();
         self.queue.clear();
+        for f in std::mem::take(&mut self.armed) {
+            let when = f.when.map(|w| w.to_string()).unwrap_or_default();
+            let kind = format!("{:?}", f.kind);
+            let kind = kind.split([' ', '{']).next().unwrap_or_default();
+            self.never_fired.push(format!(
+                "the {kind} fault armed at {} s never started: its trigger ({when}) never held \
+                 in the fault phase",
+                f.at_s
+            ));
+        }
         let ids: Vec<u64> = self.open.keys().copied().collect();
         for id in ids {
             self.end(now_ms, id, net, &mut tick);
@@ -640,6 +729,31 @@ impl FaultDriver {
                 instant(tick, t_ms, id, format!("{change} of node {n}"));
                 return;
             }
+            FaultKind::Deploy {
+                actor,
+                version,
+                node,
+            } => {
+                // A node that is down cannot be asked (the operator's CLI would not connect).
+                let Some(n) = self.resolve(*node, leader, &down) else {
+                    return;
+                };
+                let patience = f.duration_s.unwrap_or(DEPLOY_PATIENCE_S_DEFAULT);
+                tick.actions.push(NodeAction::Deploy {
+                    node: n,
+                    actor: actor.clone(),
+                    version: *version,
+                    patience: Duration::from_millis(ms(patience)),
+                });
+                // Whether and when it became active everywhere the controller judges.
+                instant(
+                    tick,
+                    t_ms,
+                    id,
+                    format!("deploy {actor} v{version} through {n}"),
+                );
+                return;
+            }
             FaultKind::DiskIoError { node } => {
                 let Some(n) = self.resolve(*node, leader, &down) else {
                     return;
@@ -654,10 +768,21 @@ impl FaultDriver {
                 );
                 return;
             }
+            FaultKind::DiskFull { node } => {
+                let Some(n) = self.resolve(*node, leader, &[]) else {
+                    return;
+                };
+                tick.actions.push(NodeAction::SetDiskFull {
+                    node: n,
+                    full: true,
+                });
+                (Undo::Full(n), format!("disk of {n} full"))
+            }
             FaultKind::Crash { node }
             | FaultKind::PowerCut { node, .. }
             | FaultKind::Stop { node }
-            | FaultKind::ReplaceNode { node } => {
+            | FaultKind::ReplaceNode { node }
+            | FaultKind::DiskCorrupt { node, .. } => {
                 let Some(n) = self.resolve(*node, leader, &down) else {
                     return;
                 };
@@ -671,6 +796,11 @@ impl FaultDriver {
                     net.set_node_down(n, true);
                     tick.actions.push(match f.kind {
                         FaultKind::Crash { .. } => NodeAction::Crash { node: n },
+                        FaultKind::DiskCorrupt { file, .. } => NodeAction::Corrupt {
+                            node: n,
+                            file,
+                            pick: self.rng.next_u64(),
+                        },
                         FaultKind::Stop { .. } => NodeAction::Stop { node: n },
                         FaultKind::ReplaceNode { .. } => NodeAction::Replace { node: n },
                         _ => NodeAction::PowerCut { node: n },
@@ -912,6 +1042,10 @@ impl FaultDriver {
             Undo::Clock(n) => tick.actions.push(NodeAction::SetClock {
                 node: n,
                 clock: DriftClock::default(),
+            }),
+            Undo::Full(n) => tick.actions.push(NodeAction::SetDiskFull {
+                node: n,
+                full: false,
             }),
             Undo::Disk(n) => tick.actions.push(NodeAction::SetSyncDelay {
                 node: n,

@@ -99,6 +99,50 @@ pub struct FinishInfo {
     pub metered_wh: u64,
 }
 
+/// One actor deploy of a run (`deploy` faults; filled by the controller, which drives it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeploySummary {
+    /// The actor.
+    pub actor: String,
+    /// The version deployed.
+    pub version: u32,
+    /// Module bytes.
+    pub module_bytes: u64,
+    /// When the operator asked, simulated seconds.
+    pub asked_s: f64,
+    /// Seconds from the request until a node's registry first showed the version active (the
+    /// proposing side; absent: never).
+    pub active_first_after_s: Option<f64>,
+    /// Seconds from the request until every node's registry showed the version active
+    /// (absent: never, during the run).
+    pub active_everywhere_after_s: Option<f64>,
+    /// The log index it became active at (the same on every node, or a violation).
+    pub active_since_index: Option<u64>,
+    /// Payload bytes all links carried from the request until active everywhere.
+    pub air_bytes: u64,
+    /// Payload bytes all links would carry in as long a window without the deploy: the
+    /// background (field batches, heartbeats) to subtract, at the rate of the time before the
+    /// request (as long as the deploy took, or the second half of the run so far if that is
+    /// shorter; absent at the run's start).
+    pub air_bytes_before: Option<u64>,
+    /// Deploy attempts the operator made (each one `Node::deploy_actor` call).
+    pub attempts: u32,
+    /// The last failed attempt's error (absent: none failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl DeploySummary {
+    /// Bytes on the air per KiB of module: the deploy window's payload bytes less the
+    /// background of as long a window before it (absent without either).
+    pub fn air_bytes_per_module_kib(&self) -> Option<u64> {
+        let before = self.air_bytes_before?;
+        self.active_everywhere_after_s?;
+        let kib = self.module_bytes.max(1);
+        Some(self.air_bytes.saturating_sub(before) * 1024 / kib)
+    }
+}
+
 /// One run's report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -142,6 +186,13 @@ pub struct Report {
     /// the schedule, so a replay must use the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// What the world saw that breaks no invariant but a reader wants to know (a node
+    /// refusing to start on a corrupted or full card, and its error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The run's actor deploys (empty when it has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deploys: Vec<DeploySummary>,
 }
 
 impl Report {

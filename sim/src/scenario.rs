@@ -55,6 +55,16 @@ pub const MEMBER_PATIENCE_S_DEFAULT: f64 = 600.0;
 /// enough for each restarted member to rejoin (a few election timeouts at 10x a 2 s RTT) before
 /// the next goes down, so a rolling restart never costs two members at once.
 pub const REKEY_GAP_S: f64 = 60.0;
+/// How often the simulated operator retries a deploy that did not commit: `ghatta actor
+/// deploy` answers when its deploy entry commits or its proposals' deadline passes, and an
+/// operator at the CLI runs it again after a short look at `ghatta status`.
+pub const DEPLOY_RETRY_S: f64 = 10.0;
+/// How long the simulated operator keeps at a deploy when the fault gives no `duration_s`: a
+/// 64 KiB module is ~150 chunk entries, minutes over a lossy 9,600 bit/s radio.
+pub const DEPLOY_PATIENCE_S_DEFAULT: f64 = 1_200.0;
+/// The actors a `deploy` fault may name (`ActorKind`'s names in `ghatta-proto`, which this
+/// crate does not import).
+pub const DEPLOYABLE_ACTORS: [&str; 3] = ["balancing", "billing", "demand-response"];
 /// Largest rate of random faults per hour per kind (a fault every 36 s is
 /// already a storm; more would leave no time to observe anything).
 pub const FAULTS_PER_HOUR_MAX: f64 = 100.0;
@@ -481,6 +491,49 @@ pub enum FaultKind {
         /// The node.
         node: Target,
     },
+    /// An operator deploys a new version of an actor module (`ghatta actor deploy`), asked of
+    /// `node` (default: a follower) through the node's own deploy path (`Node::deploy_actor`,
+    /// the admin API's): the signer list seeded if empty, the module's chunks, the signed deploy
+    /// entry. The module is the actor's built wasm with a custom section naming `version`, so
+    /// each version is a module of its own (same behaviour, another hash), signed by the
+    /// world's operator key, which every node lists in its `actor_signers`. The operator retries
+    /// a deploy that did not commit every [`DEPLOY_RETRY_S`] (through another running node if
+    /// the asked one went down) for `duration_s` at most (default
+    /// [`DEPLOY_PATIENCE_S_DEFAULT`]); the world then holds every node to the same active
+    /// version and cut-over index at the end. An instant: the request.
+    Deploy {
+        /// The actor: `balancing`, `billing` or `demand-response`.
+        actor: String,
+        /// The version deployed (above every version deployed before in the scenario).
+        version: u32,
+        /// The node asked.
+        #[serde(default = "follower")]
+        node: Target,
+    },
+    /// The node's SD card is full from `at_s` until the fault ends (default: the rest of the
+    /// fault phase): every write to any of its databases fails with ENOSPC
+    /// (`SimDisk::set_full`). The node must acknowledge nothing it did not persist and apply
+    /// nothing it did not store; openraft stops a core whose storage failed, systemd's
+    /// watchdog (played by the world) kills it, and each restart fails while the card is
+    /// full, with an error naming the database and saying to free space, until space returns.
+    DiskFull {
+        /// The node.
+        node: Target,
+    },
+    /// One bit flips in a page of one of the node's databases (a worn SD card): the node's
+    /// power is cut, the bit flipped on the medium (`SimDisk::flip_bit_in_newest`: a page its
+    /// newest commit wrote, chosen from the seed), and the node started again when the fault
+    /// ends (default
+    /// [`DOWN_S_DEFAULT`]). It must refuse to start with an error naming the file and saying
+    /// what to do, or start on a database redb verified (a rolled-back commit, or a flip in a
+    /// page no tree uses); it must never apply what the flip changed.
+    DiskCorrupt {
+        /// The node.
+        node: Target,
+        /// The database: `raft_log` (default) or `state`.
+        #[serde(default)]
+        file: DiskFile,
+    },
     /// The node's disk syncs slowly.
     SlowDisk {
         /// The node.
@@ -563,6 +616,21 @@ fn both() -> Direction {
     Direction::Both
 }
 
+/// One of a node's databases on its card.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFile {
+    /// `raft-log.redb`: the Raft log, its vote and committed marker.
+    #[default]
+    RaftLog,
+    /// `state.redb`: the state machine.
+    State,
+}
+
+fn follower() -> Target {
+    Target::Symbol(Symbol::Follower)
+}
+
 impl FaultKind {
     /// The burst-loss model of a `burst_loss` fault (`None` for other kinds).
     pub fn burst_loss(&self) -> Option<BurstLoss> {
@@ -584,17 +652,46 @@ impl FaultKind {
     }
 }
 
+/// A node state a fault waits for (`when = { state = "leader", node = 2 }`): the fault is
+/// armed at its `at_s` and starts at the first world step, from then on, at which the state
+/// holds; its `duration_s` counts from that start. One that never starts by the end of the
+/// fault phase is a violation (`trigger`): the scenario did not test what it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    /// Node `node` (an index) leads (the leader of the highest term the world sees).
+    Leader {
+        /// The node.
+        node: u32,
+    },
+    /// An operator's membership change (`member_add`, `member_promote`, `member_remove`) was
+    /// asked and is not yet committed.
+    MembershipChange,
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Leader { node } => write!(f, "when node {node} leads"),
+            Trigger::MembershipChange => f.write_str("while a membership change is in flight"),
+        }
+    }
+}
+
 /// One scheduled fault. (Unknown keys are rejected by `FaultKind`, which
-/// receives every key but these two.)
+/// receives every key but these three.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
-    /// When it starts, seconds after the run starts.
+    /// When it starts (with `when`: when it is armed), seconds after the run starts.
     pub at_s: f64,
     /// How long it lasts; absent: until `heal_all` (network faults), until
     /// restarted after `DOWN_S_DEFAULT` (crash, power cut, stop), or for the rest
     /// of the run (the others).
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// A node state the fault waits for once armed (absent: it starts at `at_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Trigger>,
     /// What happens.
     #[serde(flatten)]
     pub kind: FaultKind,
@@ -906,6 +1003,9 @@ impl Scenario {
             if let Some(d) = f.duration_s {
                 positive(&key("duration_s"), d, DURATION_S_MAX)?;
             }
+            if let Some(Trigger::Leader { node }) = f.when {
+                check_index(&key("when.node"), node)?;
+            }
             let targets: Vec<(&str, Target)> = match &f.kind {
                 FaultKind::Partition { a, b, .. }
                 | FaultKind::FlapLink { a, b, .. }
@@ -927,7 +1027,10 @@ impl Scenario {
                 | FaultKind::MemberPromote { node }
                 | FaultKind::MemberRemove { node }
                 | FaultKind::ReplaceNode { node }
-                | FaultKind::DiskIoError { node } => vec![("node", *node)],
+                | FaultKind::DiskIoError { node }
+                | FaultKind::Deploy { node, .. }
+                | FaultKind::DiskFull { node }
+                | FaultKind::DiskCorrupt { node, .. } => vec![("node", *node)],
                 FaultKind::HealAll => vec![],
             };
             for (k, t) in targets {
@@ -1002,6 +1105,17 @@ impl Scenario {
                             "an in_sync power cut may wait up to {} ms for its fsync, so it \
                              must last longer than that; raise duration_s or drop in_sync",
                             crate::fault::SYNC_CUT_WAIT_MS
+                        ),
+                    ));
+                }
+                FaultKind::Deploy { actor, version, .. }
+                    if !DEPLOYABLE_ACTORS.contains(&actor.as_str()) || *version == 0 =>
+                {
+                    return Err((
+                        key("actor"),
+                        format!(
+                            "{actor:?} version {version}: deploy one of {DEPLOYABLE_ACTORS:?}, \
+                             at a version of 1 or more (0 is the compiled-in module)"
                         ),
                     ));
                 }

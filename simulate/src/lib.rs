@@ -19,6 +19,8 @@
 //! - [`measure`]: `ghatta-sim measure` (Raft's bytes, commit latency, failover and elections
 //!   on a scenario's links, without plants);
 //! - [`replay`]: `ReplayCache`, the actor host's delivery cache shared by the nodes;
+//! - [`deploy`]: the operator's actor deploys (`kind = "deploy"` faults) through
+//!   `Node::deploy_actor`, and the registries every replica must agree on;
 //! - [`rogue`]: a member gone rogue (`kind = "rogue"` faults): its forgeries;
 //! - [`emulator`]: the radio channel (ptys) and WAN link (TCP proxy) emulators;
 //! - [`radio_measure`]: `ghatta-sim radio-measure`, the same measurements in real time over
@@ -47,6 +49,7 @@
 pub mod agents;
 pub mod cli;
 pub mod clock;
+pub mod deploy;
 pub mod emulator;
 pub mod lockstep;
 pub mod measure;

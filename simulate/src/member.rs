@@ -125,6 +125,11 @@ pub async fn carry_out(
     }
 }
 
+/// Whether a request was asked and is not yet seen committed.
+pub fn in_flight(log: &MemberLog) -> bool {
+    lock(log).iter().any(|r| r.done_ms.is_none())
+}
+
 /// A violation for every request that never completed.
 pub fn unfinished(log: &MemberLog, end_ms: u64) -> Vec<Violation> {
     lock(log)

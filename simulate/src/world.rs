@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Duration;
 
 use super::clock::SimClock;
+use super::deploy;
 use super::lock;
 use super::lockstep::{self, Engine};
 use super::member;
@@ -83,6 +84,10 @@ const OPERATOR_RETRY: Duration = Duration::from_secs(1);
 pub const WATCHDOG_MS: u64 = 30_000;
 /// How long systemd waits before it starts the killed node again (`RestartSec=`).
 pub const RESTART_MS: u64 = 10_000;
+
+/// How often the world samples the links' byte count in a scenario with deploys (a deploy's
+/// background is read from the samples, to this precision).
+pub const AIR_SAMPLE_MS: u64 = 1_000;
 
 /// A deliberate bug switched on in every node (mutation tests).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -325,6 +330,8 @@ struct StartPlan {
     host: Arc<ActorHost>,
     /// Form the cluster (the first start of every node).
     initialize: bool,
+    /// node.toml's `actor_signers`: the world operator's public key.
+    actor_signers: Vec<ghatta::actors::deploy::SignerKey>,
     /// The field loop's board, journal, configuration and counters (plant nodes).
     field: Option<(SimBoard, Journal, FieldConfig, Arc<FieldStats>)>,
 }
@@ -350,6 +357,7 @@ impl StartPlan {
             faults,
             host,
             initialize,
+            actor_signers,
             field,
         } = self;
         let (tx, rx) = inbound_queue();
@@ -374,7 +382,8 @@ impl StartPlan {
             .clock(clock)
             .observer(Some(observer))
             .faults(faults)
-            .actor_host(host);
+            .actor_host(host)
+            .actor_signers(actor_signers);
         if initialize {
             builder =
                 builder.initialize(members.iter().map(|&m| (m, PeerInfo::default())).collect());
@@ -443,6 +452,13 @@ struct Slot {
     unhealthy_since: Option<u64>,
     /// When systemd starts the node again after its watchdog killed it.
     watchdog_restart_ms: Option<u64>,
+    /// Its card is full (`disk_full`): a start that fails meanwhile is retried, as systemd's
+    /// `Restart=` does, every [`RESTART_MS`].
+    disk_full: bool,
+    /// A bit of this database was flipped (`disk_corrupt`) and no start has met it yet.
+    corrupted: Option<ghatta_sim::scenario::DiskFile>,
+    /// The error its last start failed with (noted once, not at every retry).
+    last_start_error: Option<String>,
 }
 
 /// The running incarnations the operator may propose through: node id -> (slot, incarnation,
@@ -486,6 +502,18 @@ struct World {
     member_log: member::MemberLog,
     /// Leaders last reported cut off from a quorum: node -> last log index reported.
     leaders_cut: BTreeMap<u64, u64>,
+    /// The operator's actor deploys and how they went.
+    deploy_log: deploy::DeployLog,
+    /// The operator's module signing key (`deploy::operator_key`).
+    operator_key: Arc<ghatta::actors::deploy::OperatorKey>,
+    /// (simulated ms, payload bytes all links carried by then), sampled every
+    /// [`AIR_SAMPLE_MS`] in scenarios with deploys, for each deploy's background.
+    air_samples: Vec<(u64, u64)>,
+    /// The scenario has `deploy` faults.
+    has_deploys: bool,
+    /// What the world saw that breaks no invariant but a reader of the report wants: a node
+    /// refusing to start on a corrupted or full card, and its error.
+    notes: Vec<String>,
 }
 
 /// The slow-disk knob as the node's log store reads it: after each durable commit it waits
@@ -601,6 +629,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
             key_gen: 0,
             unhealthy_since: None,
             watchdog_restart_ms: None,
+            disk_full: false,
+            corrupted: None,
+            last_start_error: None,
         })
         .collect();
 
@@ -672,6 +703,14 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         rekeys: Default::default(),
         member_log: Arc::default(),
         leaders_cut: BTreeMap::new(),
+        deploy_log: Arc::default(),
+        operator_key: Arc::new(deploy::operator_key(seed)),
+        air_samples: Vec::new(),
+        has_deploys: scenario
+            .faults
+            .iter()
+            .any(|f| matches!(f.kind, ghatta_sim::scenario::FaultKind::Deploy { .. })),
+        notes: Vec::new(),
     };
 
     for i in 0..w.slots.len() {
@@ -717,6 +756,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         w.feed_node_observations();
         w.land_sync_cuts(t_ms, &mut faults).await;
         let leader = w.poll_roles(t_ms);
+        faults.set_membership_in_flight(member::in_flight(&w.member_log));
         let tick = if t_ms >= fault_end_ms && !healed {
             healed = true;
             faults.heal_everything(t_ms, &w.net)
@@ -736,6 +776,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         }
         w.rekey_due(t_ms).await;
         w.watchdog(t_ms).await;
+        w.watch_deploys(t_ms);
         w.step_plants(t_ms, 0);
         w.next_window(t_ms);
         if t_ms < total_ms {
@@ -773,6 +814,15 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     w.feed_node_observations();
     let end_t_ms = w.epoch.elapsed_ms();
     w.poll_roles(end_t_ms);
+    w.watch_deploys(end_t_ms);
+    if !lock(&w.deploy_log).is_empty() {
+        let views: Vec<(u64, ghatta::state::ActorModules)> = w
+            .slots
+            .iter()
+            .filter_map(|s| Some((s.id, s.run.as_ref()?.node.state_machine().actor_modules())))
+            .collect();
+        w.extra.extend(deploy::registries_agree(&views, end_t_ms));
+    }
     let counters = w.net.total_counters();
     let digest = w.net.trace_digest();
     let metered_wh = w.grid.plants().iter().map(Plant::metered_energy_wh).sum();
@@ -801,8 +851,19 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     if let Some(v) = journal.check_drain(w.cfg.scenario.journal_drain_bound_s, end_t_ms) {
         w.extra.push(v);
     }
+    for message in faults.never_fired() {
+        w.extra.push(Violation {
+            checker: "trigger".into(),
+            t_ms: end_t_ms,
+            message: message.clone(),
+        });
+    }
     let unfinished = member::unfinished(&w.member_log, end_t_ms);
     w.extra.extend(unfinished);
+    let unfinished = deploy::unfinished(&w.deploy_log, end_t_ms);
+    w.extra.extend(unfinished);
+    let deploys = deploy::summaries(&w.deploy_log);
+    let notes = std::mem::take(&mut w.notes);
     let security = w
         .cfg
         .scenario
@@ -836,6 +897,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         ballast_switched_in,
     });
     report.security = security;
+    report.notes = notes;
+    report.deploys = deploys;
     report.engine = Some(
         if engine_lockstep {
             "lockstep"
@@ -988,6 +1051,137 @@ impl World {
         self.slots.iter().position(|s| s.id == node)
     }
 
+    /// Starts the operator's deploy of `actor` at `version` through `node` (`deploy` faults).
+    fn deploy(&mut self, node: u64, actor: &str, version: u32, patience: Duration) {
+        let t_ms = self.epoch.elapsed_ms();
+        // Validated with the scenario (`DEPLOYABLE_ACTORS`).
+        let Some(kind) = ghatta::actors::ActorKind::by_name(actor) else {
+            return;
+        };
+        let module = match deploy::module_for(kind, version) {
+            Ok(m) => m,
+            Err(e) => {
+                self.extra.push(Violation {
+                    checker: "deploy".into(),
+                    t_ms,
+                    message: format!("{e:#}"),
+                });
+                return;
+            }
+        };
+        let manifest = self.operator_key.sign(actor, version, &module);
+        let air_now = self.net.total_counters().bytes_sent;
+        let at = {
+            let mut log = lock(&self.deploy_log);
+            log.push(deploy::DeployRequest {
+                actor: kind,
+                version,
+                module_bytes: module.len() as u64,
+                asked_ms: t_ms,
+                committed_ms: None,
+                refusal: None,
+                attempts: 0,
+                last_error: None,
+                active_first_ms: None,
+                active_everywhere_ms: None,
+                active_since_index: None,
+                air_bytes_asked: air_now,
+                air_bytes_active: air_now,
+                air_bytes_before: None,
+            });
+            log.len() - 1
+        };
+        drop(tokio::spawn(deploy::carry_out(
+            self.engine.clone(),
+            self.running.clone(),
+            self.epoch,
+            self.deploy_log.clone(),
+            at,
+            node,
+            Arc::new(module),
+            manifest,
+            patience,
+        )));
+    }
+
+    /// While deploys are pending: samples the links' bytes, and marks each deploy active
+    /// everywhere once every node runs and its registry shows the version active (a violation
+    /// if they show it active from different indexes).
+    fn watch_deploys(&mut self, t_ms: u64) {
+        if !self.has_deploys {
+            return;
+        }
+        let air_now = self.net.total_counters().bytes_sent;
+        if self
+            .air_samples
+            .last()
+            .is_none_or(|&(t, _)| t + AIR_SAMPLE_MS <= t_ms)
+        {
+            self.air_samples.push((t_ms, air_now));
+        }
+        let pending: Vec<(usize, ghatta::actors::ActorKind, u32)> = lock(&self.deploy_log)
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.active_everywhere_ms.is_none())
+            .map(|(i, r)| (i, r.actor, r.version))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let all_up = self.slots.iter().all(|s| s.run.is_some());
+        let views: Vec<ghatta::state::ActorModules> = self
+            .slots
+            .iter()
+            .filter_map(|s| Some(s.run.as_ref()?.node.state_machine().actor_modules()))
+            .collect();
+        for (i, actor, version) in pending {
+            let since: Vec<Option<u64>> = views
+                .iter()
+                .map(|m| deploy::active_since(m, actor, version))
+                .collect();
+            let mut log = lock(&self.deploy_log);
+            let r = &mut log[i];
+            if r.active_first_ms.is_none() && since.iter().any(Option::is_some) {
+                r.active_first_ms = Some(t_ms);
+            }
+            if !all_up || since.iter().any(Option::is_none) {
+                continue;
+            }
+            r.active_everywhere_ms = Some(t_ms);
+            r.active_since_index = since[0];
+            r.air_bytes_active = air_now;
+            // The background: the rate over the time before the request (as long as the
+            // deploy took, or the second half of the run so far if shorter: the first holds
+            // the set-up), over the deploy's window.
+            let window = t_ms - r.asked_ms;
+            let span = window.min(r.asked_ms / 2);
+            r.air_bytes_before = (span > 0)
+                .then(|| {
+                    let from = r.asked_ms - span;
+                    let &(ts, then) = self.air_samples.iter().find(|&&(ts, _)| ts >= from)?;
+                    let span = r.asked_ms.checked_sub(ts).filter(|&s| s > 0)?;
+                    let bytes = r.air_bytes_asked.saturating_sub(then);
+                    Some(
+                        u64::try_from(u128::from(bytes) * u128::from(window) / u128::from(span))
+                            .unwrap_or(u64::MAX),
+                    )
+                })
+                .flatten();
+            if since.windows(2).any(|p| p[0] != p[1]) {
+                let message = format!(
+                    "{} v{version} became active at different indexes: {since:?} (node order)",
+                    actor.name()
+                );
+                drop(log);
+                self.extra.push(Violation {
+                    checker: "deploy".into(),
+                    t_ms,
+                    message,
+                });
+            }
+        }
+    }
+
     async fn act(&mut self, a: NodeAction) {
         match a {
             NodeAction::Crash { node } => {
@@ -1052,6 +1246,12 @@ impl World {
                     patience,
                 )));
             }
+            NodeAction::Deploy {
+                node,
+                actor,
+                version,
+                patience,
+            } => self.deploy(node, &actor, version, patience),
             NodeAction::FailSyncIo { node } => {
                 if let Some(i) = self.slot_of(node) {
                     self.slots[i].log_disk.fail_next_sync_io();
@@ -1072,6 +1272,33 @@ impl World {
                     {
                         t.abort();
                     }
+                }
+            }
+            NodeAction::SetDiskFull { node, full } => {
+                if let Some(i) = self.slot_of(node) {
+                    let s = &mut self.slots[i];
+                    s.disk_full = full;
+                    // One card holds all three databases.
+                    for d in [&s.log_disk, &s.state_disk, &s.journal_disk] {
+                        d.set_full(full);
+                    }
+                }
+            }
+            NodeAction::Corrupt { node, file, pick } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.kill(i, true).await;
+                    let s = &mut self.slots[i];
+                    let disk = match file {
+                        ghatta_sim::scenario::DiskFile::RaftLog => &s.log_disk,
+                        ghatta_sim::scenario::DiskFile::State => &s.state_disk,
+                    };
+                    let flipped = disk.flip_bit_in_newest(pick);
+                    s.corrupted = Some(file);
+                    let t_ms = self.epoch.elapsed_ms();
+                    self.notes.push(format!(
+                        "t={t_ms} ms: node {node}'s {file:?} database: bit flipped at {flipped:?} \
+                         (byte, bit)"
+                    ));
                 }
             }
             NodeAction::SetSyncDelay { node, delay } => {
@@ -1126,13 +1353,55 @@ impl World {
                 }
             }
             Err(e) => {
-                // A node that cannot come back from its own disks has lost data.
-                self.extra.push(Violation {
-                    checker: "restart".into(),
-                    t_ms,
-                    message: format!("node {id} could not start from its disks: {e:#}"),
-                });
+                let error = format!("{e:#}");
+                // It is down, whatever the fault driver's restart said.
+                self.observe(&Observation::NodeCrash { t_ms, node: id });
+                let s = &mut self.slots[i];
+                if s.corrupted.is_some() || s.disk_full {
+                    // Expected of a damaged or full card, if the operator is told which file
+                    // and what to do; a full card's node is started again by systemd.
+                    let why = if s.disk_full { "full" } else { "corrupted" };
+                    if s.disk_full {
+                        s.watchdog_restart_ms = Some(t_ms + RESTART_MS);
+                    }
+                    if s.last_start_error.as_ref() != Some(&error) {
+                        s.last_start_error = Some(error.clone());
+                        self.notes.push(format!(
+                            "t={t_ms} ms: node {id} refused to start on its {why} card (again \
+                             at each restart while it is): {error}"
+                        ));
+                    }
+                    if let Some(problem) = unhelpful_start_error(&error) {
+                        self.extra.push(Violation {
+                            checker: "restart".into(),
+                            t_ms,
+                            message: format!(
+                                "node {id}'s start on its {why} card failed with an error that \
+                                 {problem}: {error}"
+                            ),
+                        });
+                    }
+                } else {
+                    // A node that cannot come back from its own disks has lost data.
+                    self.extra.push(Violation {
+                        checker: "restart".into(),
+                        t_ms,
+                        message: format!("node {id} could not start from its disks: {error}"),
+                    });
+                }
             }
+        }
+        if self.slots[i].run.is_some() {
+            self.slots[i].last_start_error = None;
+        }
+        if self.slots[i].run.is_some()
+            && let Some(file) = self.slots[i].corrupted.take()
+        {
+            self.notes.push(format!(
+                "t={t_ms} ms: node {id} started on its {file:?} database with a flipped bit \
+                 (redb verified it: the flip was in a page no tree uses, or the newest commit \
+                 was rolled back)"
+            ));
         }
     }
 
@@ -1186,6 +1455,7 @@ impl World {
             faults: self.switches.clone(),
             host: self.host.clone(),
             initialize: first,
+            actor_signers: vec![self.operator_key.public()],
             field: match (s.plant, journal) {
                 (Some(p), Some(journal)) => Some((
                     self.boards[p].board().clone(),
@@ -1243,6 +1513,8 @@ impl World {
         s.log_disk = SimDisk::new();
         s.state_disk = SimDisk::new();
         s.journal_disk = SimDisk::new();
+        s.corrupted = None;
+        s.disk_full = false;
         s.key_gen += 1;
         let node = s.id;
         self.observe(&Observation::NodeReplaced { t_ms, node });
@@ -1459,6 +1731,22 @@ impl World {
             .filter_map(|s| s.run.as_ref())
             .map(|r| r.node.state_machine().status().borrow().applied_index)
             .collect()
+    }
+}
+
+/// What an error a node refused to start with lacks, if anything: the operator must learn
+/// which database (by its file name) and what to do.
+fn unhelpful_start_error(error: &str) -> Option<&'static str> {
+    let names_file = ["raft-log", "state", "journal"]
+        .iter()
+        .any(|f| error.contains(f));
+    let says_what_to_do = ["free space", "restore", "remove", "replace"]
+        .iter()
+        .any(|w| error.contains(w));
+    match (names_file, says_what_to_do) {
+        (true, true) => None,
+        (false, _) => Some("does not name the database file"),
+        (true, false) => Some("does not say what to do"),
     }
 }
 

@@ -207,6 +207,13 @@ impl OperatorKey {
         Ok(OperatorKey(SigningKey::from_bytes(&seed)))
     }
 
+    /// The key whose private seed is `seed` (Ed25519's 32 bytes): the simulator's operator,
+    /// derived from the world seed so a run signs alike every time. A board's keys come from
+    /// [`OperatorKey::generate`].
+    pub fn from_seed(seed: [u8; KEY_BYTES]) -> OperatorKey {
+        OperatorKey(SigningKey::from_bytes(&seed))
+    }
+
     /// The public half.
     pub fn public(&self) -> SignerKey {
         self.0.verifying_key().to_bytes()

@@ -13,6 +13,13 @@ use crate::raft::{Body, Receipt};
 /// forward budget (`proposer::FORWARD_BYTES_IN_FLIGHT_MAX`) beside the field's batches.
 pub const DEPLOY_CHUNKS_IN_FLIGHT: usize = 4;
 
+/// Attempts at one chunk, each a whole `PROPOSE_DEADLINE` under the same `(origin, seq)` (so
+/// it is staged once however many commit). On a 9,600 bit/s radio shared with the field's
+/// batches a chunk can outlive one deadline; failing the deploy then made the operator's
+/// re-run send every chunk again (BENCHMARKS.md, "Deploying an actor", the radio). Four keep
+/// a dead cluster's answer within two minutes.
+pub const CHUNK_ATTEMPTS_MAX: u32 = 4;
+
 /// Why a deploy did not reach its deciding entry.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -73,7 +80,7 @@ impl Node {
         let mut chunks = futures::stream::iter(ops)
             .map(move |op| {
                 let node = node.clone();
-                async move { node.propose_body(Body::Actor(op)).await }
+                async move { node.propose_chunk(op).await }
             })
             .buffer_unordered(DEPLOY_CHUNKS_IN_FLIGHT);
         while let Some(r) = chunks.next().await {
@@ -112,6 +119,22 @@ impl Node {
     /// This node's `actor_signers` (node.toml), to compare with the replicated list.
     pub fn local_actor_signers(&self) -> &[crate::actors::deploy::SignerKey] {
         &self.inner.actor_signers
+    }
+
+    /// Proposes one chunk under one sequence number, again while its deadline passes with no
+    /// leader's answer (retrying the same `(origin, seq)` is safe), [`CHUNK_ATTEMPTS_MAX`]
+    /// times at most.
+    async fn propose_chunk(&self, op: ActorOp) -> Result<Receipt, ProposeError> {
+        let seq = self.next_seq()?;
+        let mut attempt = 1;
+        loop {
+            match self.propose_with_seq(seq, Body::Actor(op.clone())).await {
+                Err(ProposeError::Deadline { .. }) if attempt < CHUNK_ATTEMPTS_MAX => {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn propose_body(&self, body: Body) -> Result<Receipt, ProposeError> {

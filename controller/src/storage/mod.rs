@@ -107,6 +107,27 @@ pub enum OpenError {
         /// Why (the OS error).
         detail: String,
     },
+    /// The card is full: redb could not write what opening needs (its recovery after an
+    /// unclean stop, the tables).
+    #[error(
+        "cannot open database {path}: no space left on the card ({detail}); free space on the filesystem holding data_dir (`df`; old logs: `journalctl --vacuum-size=50M`): the node stopped rather than lose a write, and once there is room its restart resumes from what was fsynced"
+    )]
+    NoSpace {
+        /// The file.
+        path: String,
+        /// The OS or redb error.
+        detail: String,
+    },
+    /// A page fails redb's checksum and no earlier commit verifies either.
+    #[error(
+        "cannot open database {path}: it is damaged ({detail}); the card returned a page that fails its checksum, so the node will not start on it. Restore data_dir from a backup, or rebuild this node from its peers: `ghatta member remove ID` on another node, replace the card (or remove data_dir), start the node, then `ghatta member add` and `ghatta member promote` it"
+    )]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// redb's error.
+        detail: String,
+    },
     /// redb refused the file for another reason.
     #[error("cannot open database {path}: {detail}; check the file and the SD card")]
     Database {
@@ -149,8 +170,26 @@ pub fn open_error(path: &Path, e: redb::DatabaseError) -> OpenError {
                 detail: io.to_string(),
             }
         }
+        redb::DatabaseError::Storage(e) => storage_open_error(name, e),
         other => OpenError::Database {
             path: name,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// A storage failure while opening `path`: a full card, a damaged file, or anything else.
+fn storage_open_error(path: String, e: redb::StorageError) -> OpenError {
+    match e {
+        redb::StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            OpenError::NoSpace {
+                path,
+                detail: io.to_string(),
+            }
+        }
+        redb::StorageError::Corrupted(detail) => OpenError::Corrupt { path, detail },
+        other => OpenError::Database {
+            path,
             detail: other.to_string(),
         },
     }
@@ -186,10 +225,7 @@ pub fn open_backend(
     let db = redb::Builder::new()
         .set_cache_size(REDB_CACHE_BYTES)
         .create_with_backend(backend)
-        .map_err(|e| OpenError::Database {
-            path: name.into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| open_error(Path::new(name), e))?;
     init_tables(&db, name)?;
     Ok(Arc::new(db))
 }
@@ -210,20 +246,34 @@ fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
         path: path.into(),
         detail: e.to_string(),
     };
-    let txn = db.begin_write().map_err(|e| err(&e))?;
+    // A full card or a damaged file is said as such (what to do differs), anything else as a
+    // failure to create the tables.
+    let err = |e: redb::Error| match e {
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => OpenError::NoSpace {
+            path: path.into(),
+            detail: io.to_string(),
+        },
+        redb::Error::Corrupted(detail) => OpenError::Corrupt {
+            path: path.into(),
+            detail,
+        },
+        other => err(&other),
+    };
+    let txn = db.begin_write().map_err(|e| err(e.into()))?;
     {
-        txn.open_table(RAFT_LOG).map_err(|e| err(&e))?;
-        txn.open_table(RAFT_META).map_err(|e| err(&e))?;
-        txn.open_table(SM_META).map_err(|e| err(&e))?;
-        txn.open_table(SM_PINS).map_err(|e| err(&e))?;
-        txn.open_table(SM_ENERGY_CUSTOMERS).map_err(|e| err(&e))?;
-        txn.open_table(ACTOR_STATE).map_err(|e| err(&e))?;
-        txn.open_table(DEDUPE).map_err(|e| err(&e))?;
-        txn.open_table(TIMERS).map_err(|e| err(&e))?;
-        txn.open_table(OUTBOX).map_err(|e| err(&e))?;
-        txn.open_table(NODE_LOCAL).map_err(|e| err(&e))?;
+        txn.open_table(RAFT_LOG).map_err(|e| err(e.into()))?;
+        txn.open_table(RAFT_META).map_err(|e| err(e.into()))?;
+        txn.open_table(SM_META).map_err(|e| err(e.into()))?;
+        txn.open_table(SM_PINS).map_err(|e| err(e.into()))?;
+        txn.open_table(SM_ENERGY_CUSTOMERS)
+            .map_err(|e| err(e.into()))?;
+        txn.open_table(ACTOR_STATE).map_err(|e| err(e.into()))?;
+        txn.open_table(DEDUPE).map_err(|e| err(e.into()))?;
+        txn.open_table(TIMERS).map_err(|e| err(e.into()))?;
+        txn.open_table(OUTBOX).map_err(|e| err(e.into()))?;
+        txn.open_table(NODE_LOCAL).map_err(|e| err(e.into()))?;
     }
-    txn.commit().map_err(|e| err(&e))?;
+    txn.commit().map_err(|e| err(e.into()))?;
     Ok(())
 }
 
@@ -257,6 +307,38 @@ mod tests {
         }
         let e = open_error(path, redb::DatabaseError::DatabaseAlreadyOpen);
         assert!(e.to_string().contains("stop it first"), "{e}");
+    }
+
+    /// A full card and a damaged file (issue 27's `disk_full`, `disk_corrupt`) each name the
+    /// file and say what to do about that cause, not "check the file and the SD card".
+    #[test]
+    fn open_errors_tell_a_full_card_from_a_damaged_file() {
+        let path = Path::new("/var/lib/ghatta/raft-log.redb");
+        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+        let e = open_error(
+            path,
+            redb::DatabaseError::Storage(redb::StorageError::Io(full)),
+        );
+        assert!(matches!(e, OpenError::NoSpace { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("raft-log.redb") && text.contains("free space"),
+            "{text}"
+        );
+        let e = open_error(
+            path,
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+                "All roots are corrupted".into(),
+            )),
+        );
+        assert!(matches!(e, OpenError::Corrupt { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("raft-log.redb")
+                && text.contains("All roots are corrupted")
+                && text.contains("ghatta member remove"),
+            "{text}"
+        );
     }
 
     #[test]

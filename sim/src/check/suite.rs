@@ -251,6 +251,8 @@ impl Suite {
             field: None,
             security: None,
             engine: None,
+            deploys: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }

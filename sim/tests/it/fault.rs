@@ -429,3 +429,93 @@ fn a_disk_io_error_is_armed_on_a_node_that_is_up() {
         ));
     });
 }
+
+#[test]
+fn a_deploy_is_asked_of_a_running_follower_by_default() {
+    let s = scenario(
+        "[[faults]]\nat_s = 1\nduration_s = 60\nkind = \"power_cut\"\nnode = 2\n\
+         [[faults]]\nat_s = 2\nkind = \"deploy\"\nactor = \"billing\"\nversion = 3\n\
+         [[faults]]\nat_s = 3\nduration_s = 90\nkind = \"deploy\"\nactor = \"billing\"\n\
+         version = 4\nnode = 0\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        d.poll(1_000, &net, Some(1));
+        let t = d.poll(2_000, &net, Some(1));
+        let [
+            NodeAction::Deploy {
+                node,
+                ref actor,
+                version: 3,
+                patience,
+            },
+        ] = t.actions[..]
+        else {
+            panic!("expected one deploy, got {:?}", t.actions);
+        };
+        assert!(node != 1 && node != 3, "a follower that is up: {node}");
+        assert_eq!(actor, "billing");
+        assert_eq!(
+            patience.as_secs_f64(),
+            ghatta_sim::scenario::DEPLOY_PATIENCE_S_DEFAULT
+        );
+        assert!(matches!(
+            &t.observations[..],
+            [Observation::FaultStart { what, .. }, Observation::FaultEnd { .. }]
+                if what.starts_with("deploy billing v3 through")
+        ));
+        let t = d.poll(3_000, &net, Some(1));
+        assert_eq!(
+            t.actions,
+            vec![NodeAction::Deploy {
+                node: 1,
+                actor: "billing".into(),
+                version: 4,
+                patience: std::time::Duration::from_secs(90),
+            }]
+        );
+    });
+}
+
+#[test]
+fn a_fault_with_a_trigger_waits_for_its_node_state() {
+    let s = scenario(
+        "[[faults]]\nat_s = 10\nduration_s = 30\nkind = \"power_cut\"\nnode = 2\n\
+         when = { state = \"leader\", node = 2 }\n\
+         [[faults]]\nat_s = 10\nduration_s = 5\nkind = \"crash\"\nnode = 4\n\
+         when = { state = \"membership_change\" }\n\
+         [[faults]]\nat_s = 20\nkind = \"isolate\"\nnode = 0\n\
+         when = { state = \"leader\", node = 1 }\n",
+    );
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        // Armed at 10 s; node 2 (id 3) does not lead and no change is in flight.
+        assert_eq!(d.poll(10_000, &net, Some(1)), Tick::default());
+        assert_eq!(d.poll(15_000, &net, None), Tick::default());
+        // Node 2 leads from 17 s: the cut starts then, and lasts its 30 s from there.
+        let t = d.poll(17_000, &net, Some(3));
+        assert_eq!(t.actions, vec![NodeAction::PowerCut { node: 3 }]);
+        assert!(d.poll(46_900, &net, Some(1)).actions.is_empty());
+        let t = d.poll(47_000, &net, Some(1));
+        assert_eq!(t.actions, vec![NodeAction::Restart { node: 3 }]);
+        // The crash waits for a membership change in flight.
+        d.set_membership_in_flight(true);
+        let t = d.poll(50_000, &net, Some(1));
+        assert_eq!(t.actions, vec![NodeAction::Crash { node: 5 }]);
+        d.set_membership_in_flight(false);
+        let t = d.poll(55_000, &net, Some(1));
+        assert_eq!(t.actions, vec![NodeAction::Restart { node: 5 }]);
+        // Node 1 (id 2) never leads: the isolation never starts, and the driver says so.
+        assert!(d.poll(100_000, &net, Some(1)).actions.is_empty());
+        d.heal_everything(3_600_000, &net);
+        assert_eq!(d.never_fired().len(), 1, "{:?}", d.never_fired());
+        assert!(
+            d.never_fired()[0].contains("Isolate fault armed at 20 s")
+                && d.never_fired()[0].contains("when node 1 leads"),
+            "{:?}",
+            d.never_fired()
+        );
+    });
+}

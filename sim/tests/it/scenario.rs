@@ -152,6 +152,26 @@ fn errors_name_the_file_the_key_and_the_problem() {
             "[[faults]]\nat_s = 5\nkind = \"clock_drift\"\nnode = 1\nppm = 5000\n",
             "faults[0].ppm: 5000 exceeds +/-1000 ppm",
         ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"deploy\"\nactor = \"biling\"\nversion = 1\n",
+            "faults[0].actor: \"biling\" version 1: deploy one of",
+        ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"deploy\"\nactor = \"billing\"\nversion = 0\n",
+            "at a version of 1 or more",
+        ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"deploy\"\nactor = \"billing\"\n",
+            "missing field `version`",
+        ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"crash\"\nnode = 1\nwhen = { state = \"leader\", node = 3 }\n",
+            "faults[0].when.node: node 3 does not exist",
+        ),
+        (
+            "[[faults]]\nat_s = 5\nkind = \"crash\"\nnode = 1\nwhen = { state = \"sleepy\" }\n",
+            "unknown variant `sleepy`",
+        ),
     ];
     for (extra, want) in cases {
         let msg = err(&format!("{MINIMAL}{extra}"));
