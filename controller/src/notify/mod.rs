@@ -76,7 +76,6 @@ impl AlarmBoard {
 
 /// Evaluates `rules` on `stats` and `host`'s gauges every [`EVALUATE_INTERVAL`] until the
 /// task is dropped.
-#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     mut rules: AlarmRules,
     stats: Arc<FieldStats>,
