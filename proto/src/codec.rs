@@ -53,6 +53,25 @@ pub fn encode_into<T: Serialize>(
     bincode::serde::encode_into_std_write(value, out, config())
 }
 
+/// Write a value's encoding to `out` (a snapshot file, written a chunk at a time).
+pub fn encode_to_write<T: Serialize>(
+    out: &mut impl std::io::Write,
+    value: &T,
+) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+}
+
+/// Decode the next value from `r`, reading only its bytes, under [`SNAPSHOT_BYTES_MAX`]: the
+/// parts of a snapshot image, one after another.
+pub fn decode_from_read<T: DeserializeOwned>(
+    r: &mut impl std::io::Read,
+) -> Result<T, bincode::error::DecodeError> {
+    bincode::serde::decode_from_std_read(
+        r,
+        bincode::config::standard().with_limit::<SNAPSHOT_BYTES_MAX>(),
+    )
+}
+
 /// Decode a value; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     decode_with(bytes, config())

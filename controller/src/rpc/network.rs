@@ -744,7 +744,7 @@ impl PeerNetwork {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::storage::SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -791,7 +791,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let send_all = async {
             let data = &snapshot.snapshot;
-            let total_len = data.len() as u64;
+            let total_len = data.len();
             let this = |offset| SnapshotAcked {
                 vote,
                 last: snapshot.meta.last_log_id,
@@ -803,7 +803,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             let mut offset = lock(&self.state)
                 .snapshot_acked
                 .as_ref()
-                .filter(|a| **a == this(a.offset) && a.offset < data.len())
+                .filter(|a| **a == this(a.offset) && (a.offset as u64) < total_len)
                 .map_or(0, |a| a.offset);
             if offset > 0 {
                 tracing::info!(
@@ -814,13 +814,22 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 );
             }
             loop {
-                let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+                // A chunk read from the snapshot file as it goes out: the snapshot is never
+                // whole in memory (`storage::snapshot_file`).
+                let bytes =
+                    crate::storage::blocking(|| data.read_at(offset as u64, SNAPSHOT_CHUNK_BYTES))
+                        .map_err(|e| {
+                            StreamingError::Network(NetworkError::from_string(format!(
+                                "the snapshot cannot be read: {e}"
+                            )))
+                        })?;
+                let end = offset + bytes.len();
                 let chunk = SnapshotChunk {
                     vote,
                     meta: snapshot.meta.clone(),
                     total_len,
                     offset: offset as u64,
-                    data: data[offset..end].to_vec(),
+                    data: bytes,
                 };
                 let resp = self
                     .rpc
@@ -836,7 +845,11 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 };
                 match resp {
                     Ok(Response::Snapshot(Ok(Some(done)))) => return Ok(done),
-                    Ok(Response::Snapshot(Ok(None))) if end < data.len() => offset = end,
+                    Ok(Response::Snapshot(Ok(None)))
+                        if (end as u64) < total_len && end > offset =>
+                    {
+                        offset = end
+                    }
                     Ok(Response::Snapshot(Ok(None))) => {
                         return Err(StreamingError::Network(NetworkError::from_string(
                             "peer did not finish the snapshot",

@@ -35,7 +35,7 @@ pub(super) struct Tables<'t> {
     pub(super) state: Table<'t, &'static [u8], &'static [u8]>,
     dedupe: Table<'t, u64, &'static [u8]>,
     timers: Table<'t, u64, &'static [u8]>,
-    outbox: Table<'t, u64, &'static [u8]>,
+    pub(super) outbox: Table<'t, u64, &'static [u8]>,
 }
 
 /// Apply a batch of committed entries in one redb transaction; one receipt per entry.
@@ -244,6 +244,7 @@ fn apply_proposal(
             push_outbox(data, t, index, actor, &out, bytes)?;
         }
         prune::prune(data, &mut t.outbox, h)?;
+        super::fold::fold(data, t, index, lh.utc_offset_min, h)?;
     }
     if p.seq != 0 {
         let window = data.dedupe.entry(p.origin).or_default();
@@ -470,6 +471,7 @@ pub(super) fn push_outbox(
     };
     let seq = data.next_out_seq;
     data.next_out_seq += 1;
+    data.outbox_records += 1;
     t.outbox
         .insert(
             seq,
@@ -478,8 +480,10 @@ pub(super) fn push_outbox(
                 .as_slice(),
         )
         .map_err(STATE_DB.write())?;
-    if let Some(pin) = prune::pin_of(decoded) {
-        prune::repin(&mut data.pins, data.first_out_seq, &mut t.outbox, pin, seq)?;
+    if let Some(pin) = prune::pin_of(decoded)
+        && prune::repin(&mut data.pins, data.first_out_seq, &mut t.outbox, pin, seq)?
+    {
+        data.outbox_records = data.outbox_records.saturating_sub(1);
     }
     Ok(())
 }
