@@ -216,6 +216,9 @@ pub fn field_config_for(scenario: &Scenario) -> FieldConfig {
             .max(journal_ms),
         ..defaults
     };
+    if let Some(ms) = scenario.telemetry_interval_ms {
+        cfg.telemetry_interval_ms = ms;
+    }
     if is_radio(&scenario.default_link()) {
         cfg.proposal_bytes_max = Some(ghatta::field::shipper::PROPOSAL_BYTES_MAX_RADIO);
         cfg.drain_interval_ms = RADIO_DRAIN_INTERVAL_MS;
@@ -486,6 +489,8 @@ struct World {
     member_log: member::MemberLog,
     /// Leaders last reported cut off from a quorum: node -> last log index reported.
     leaders_cut: BTreeMap<u64, u64>,
+    /// The nodes' outboxes and snapshots (`outbox.rs`).
+    outbox: super::outbox::OutboxWatch,
 }
 
 /// The slow-disk knob as the node's log store reads it: after each durable commit it waits
@@ -672,6 +677,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         rekeys: Default::default(),
         member_log: Arc::default(),
         leaders_cut: BTreeMap::new(),
+        outbox: Default::default(),
     };
 
     for i in 0..w.slots.len() {
@@ -738,6 +744,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         w.watchdog(t_ms).await;
         w.step_plants(t_ms, 0);
         w.next_window(t_ms);
+        for r in w.slots.iter().filter_map(|s| s.run.as_ref()) {
+            w.outbox.sample(t_ms, &r.node);
+        }
         if t_ms < total_ms {
             continue;
         }
@@ -776,6 +785,11 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     let counters = w.net.total_counters();
     let digest = w.net.trace_digest();
     let metered_wh = w.grid.plants().iter().map(Plant::metered_energy_wh).sum();
+    // The reference node's outbox, read before the nodes shut down.
+    let outbox_node = w
+        .slots
+        .iter()
+        .find_map(|s| s.run.as_ref().map(|r| r.node.clone()));
     for i in 0..w.slots.len() {
         if let Some(r) = w.slots[i].run.take() {
             r.alive.store(false, Ordering::Relaxed);
@@ -815,7 +829,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         cfg,
         suite,
         plot,
-        extra,
+        mut extra,
+        outbox,
         ..
     } = w;
     let mut report = suite.finish(FinishInfo {
@@ -835,6 +850,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         ufls_trips,
         ballast_switched_in,
     });
+    let (summary, fold_violation) = outbox.finish(end_t_ms, outbox_node.as_ref(), &report.ledger);
+    report.outbox = Some(summary);
+    extra.extend(fold_violation);
     report.security = security;
     report.engine = Some(
         if engine_lockstep {
@@ -1627,6 +1645,7 @@ mod tests {
             mutation: Mutation::None,
             plot: false,
             timing: None,
+            telemetry_interval_ms: None,
             trace_path: None,
             actor_replay: true,
             lockstep_threads: None,
@@ -1652,6 +1671,7 @@ mod tests {
             mutation: Mutation::None,
             plot: false,
             timing: None,
+            telemetry_interval_ms: None,
             trace_path: None,
             actor_replay,
             lockstep_threads: None,

@@ -251,6 +251,7 @@ impl Suite {
             field: None,
             security: None,
             engine: None,
+            outbox: None,
         }
     }
 }
