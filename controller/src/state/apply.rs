@@ -422,13 +422,26 @@ fn put_local_hours(
     lh: &LocalHours,
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
-    let bytes = codec::encode(lh).map_err(STATE_DB.encode("state value"))?;
-    h.update(b"local-hours");
+    put_host(data, t, LOCAL_HOURS_KEY, b"local-hours", lh, h)
+}
+
+/// Stores one of the host's own values under `key` in the actor state (its table and memory),
+/// into the state hash after `label`.
+pub(super) fn put_host<T: serde::Serialize>(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    key: &[u8],
+    label: &[u8],
+    value: &T,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    let bytes = codec::encode(value).map_err(STATE_DB.encode("state value"))?;
+    h.update(label);
     h.update(&bytes);
     t.state
-        .insert(LOCAL_HOURS_KEY, bytes.as_slice())
+        .insert(key, bytes.as_slice())
         .map_err(STATE_DB.write())?;
-    data.actor_state.insert(LOCAL_HOURS_KEY.to_vec(), bytes);
+    data.actor_state.insert(key.to_vec(), bytes);
     Ok(())
 }
 
@@ -522,13 +535,7 @@ fn advance_log_time(
     data.log_time_ms = advance.log_time_ms;
     h.update(&data.log_time_ms.to_le_bytes());
     if clock != before {
-        let bytes = codec::encode(&clock).map_err(STATE_DB.encode("state value"))?;
-        h.update(b"log-clock");
-        h.update(&bytes);
-        t.state
-            .insert(LOG_CLOCK_KEY, bytes.as_slice())
-            .map_err(STATE_DB.write())?;
-        data.actor_state.insert(LOG_CLOCK_KEY.to_vec(), bytes);
+        put_host(data, t, LOG_CLOCK_KEY, b"log-clock", &clock, h)?;
     }
     if let Some(off_ms) = advance.skew_alarm_ms {
         let ahead = if off_ms > 0 { "ahead of" } else { "behind" };

@@ -96,14 +96,7 @@ fn put_state(
     st: &FoldState,
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
-    let bytes = codec::encode(st).map_err(STATE_DB.encode("state value"))?;
-    h.update(b"fold-state");
-    h.update(&bytes);
-    t.state
-        .insert(FOLD_KEY, bytes.as_slice())
-        .map_err(STATE_DB.write())?;
-    data.actor_state.insert(FOLD_KEY.to_vec(), bytes);
-    Ok(())
+    super::apply::put_host(data, t, FOLD_KEY, b"fold-state", st, h)
 }
 
 /// What one record adds to its subject's day; `None` for a record that is kept.

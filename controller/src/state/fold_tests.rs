@@ -7,59 +7,21 @@ use std::collections::BTreeMap;
 use ghatta_actor_sdk as sdk;
 
 use super::fold::{DAY_MS, OUTBOX_DETAIL_DAYS, local_day_start};
-use super::tests::{apply, entry, inputs, open, outbox};
+use super::tests::{apply, entry, grid_batch, grid_setup, inputs, open, outbox};
 use super::*;
 use crate::raft::{Body, Entry};
 
 const CUSTOMERS: u32 = 6;
 const STEP_MS: u64 = 30 * 60_000;
-/// Nepal's offset, the grid's committed one.
+/// Nepal's offset, the grid's committed one (`grid_setup`).
 const OFF_MIN: i32 = 345;
 
 /// `days` of a grid: setup, then every 30 minutes a telemetry sample and a meter read per
 /// customer, and at noon of every third day an operator's credit to customer 1.
 fn month(t0: u64, days: u64) -> Vec<Entry> {
-    let mut setup = vec![
-        sdk::Input::SetTariff(sdk::Tariff {
-            id: 1,
-            version: 1,
-            kind: sdk::TariffKind::PerKwh {
-                rate_paisa_per_kwh: 1_500,
-            },
-        }),
-        sdk::Input::SetBillingConfig(sdk::BillingConfig {
-            utc_offset_min: OFF_MIN,
-            friendly_start_min: 0,
-            friendly_end_min: 0,
-            disconnect_at_mpaisa: 0,
-            plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
-        }),
-    ];
-    for id in 1..=CUSTOMERS {
-        setup.push(super::tests::prepaid(id, 50_000_000_000));
-    }
-    let mut entries = vec![entry(1, t0, inputs(setup))];
+    let mut entries = vec![entry(1, t0, inputs(grid_setup(CUSTOMERS)))];
     for k in 1..(days * DAY_MS / STEP_MS) {
-        let mut v = vec![sdk::Input::Telemetry(sdk::Telemetry {
-            node: sdk::NodeId(1),
-            frequency_mhz: 50_000,
-            voltage_dv: 2_300,
-            generation_w: 30_000,
-            ballast_w: 0,
-            ballast_capacity_w: 30_000,
-            feeders: vec![sdk::FeederLoad {
-                feeder: 1,
-                load_w: 25_000,
-                closed: true,
-            }],
-        })];
-        for c in 1..=CUSTOMERS {
-            v.push(sdk::Input::MeterRead(sdk::MeterRead {
-                customer: sdk::CustomerId(c),
-                total_wh: k * 40 + u64::from(c) * (k % 3),
-                read_at_ms: 0,
-            }));
-        }
+        let mut v = grid_batch(CUSTOMERS, |c| k * 40 + u64::from(c) * (k % 3));
         if k % (3 * DAY_MS / STEP_MS) == 24 {
             v.push(sdk::Input::TopUp(sdk::TopUp {
                 customer: sdk::CustomerId(1),

@@ -122,10 +122,9 @@ pub(super) fn bytes_of(f: &SnapshotFile) -> Vec<u8> {
     v
 }
 
-/// 40 hours of a grid: setup, then every 10 minutes (the last 10 minutes before hour 40) one
-/// telemetry sample from node 1 (30 kW generated, 25 kW on feeder 1) and a meter read per
-/// customer; then one entry 2 hours later.
-fn grid_entries(t0: u64) -> Vec<Entry> {
+/// A test grid's set-up: tariff 1 (NPR 15/kWh), Nepal's offset, prepaid customers 1 to
+/// `customers` on node 1 with ample credit.
+pub(super) fn grid_setup(customers: u32) -> Vec<sdk::Input> {
     let mut setup = vec![
         sdk::Input::SetTariff(sdk::Tariff {
             id: 1,
@@ -142,40 +141,44 @@ fn grid_entries(t0: u64) -> Vec<Entry> {
             plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
         }),
     ];
-    for id in 1..=CUSTOMERS {
-        setup.push(sdk::Input::UpsertCustomer(sdk::CustomerSpec {
-            id: sdk::CustomerId(id),
-            node: sdk::NodeId(1),
-            mode: sdk::AccountMode::Prepaid,
-            tariff: 1,
-            connection_w: 250,
-            opening_credit_mpaisa: 50_000_000_000,
-            token: None,
+    setup.extend((1..=customers).map(|id| prepaid(id, 50_000_000_000)));
+    setup
+}
+
+/// One batch of the test grid: node 1's telemetry (30 kW generated, 25 kW on feeder 1) and a
+/// read of `total_wh(c)` for each customer c.
+pub(super) fn grid_batch(customers: u32, total_wh: impl Fn(u32) -> u64) -> Vec<sdk::Input> {
+    let mut v = vec![sdk::Input::Telemetry(sdk::Telemetry {
+        node: sdk::NodeId(1),
+        frequency_mhz: 50_000,
+        voltage_dv: 2_300,
+        generation_w: 30_000,
+        ballast_w: 0,
+        ballast_capacity_w: 30_000,
+        feeders: vec![sdk::FeederLoad {
+            feeder: 1,
+            load_w: 25_000,
+            closed: true,
+        }],
+    })];
+    for c in 1..=customers {
+        v.push(sdk::Input::MeterRead(sdk::MeterRead {
+            customer: sdk::CustomerId(c),
+            total_wh: total_wh(c),
+            read_at_ms: 0,
         }));
     }
-    let mut entries = vec![entry(1, t0, inputs(setup))];
+    v
+}
+
+/// 40 hours of a grid: setup, then every 10 minutes (the last 10 minutes before hour 40) one
+/// telemetry sample from node 1 (30 kW generated, 25 kW on feeder 1) and a meter read per
+/// customer; then one entry 2 hours later.
+fn grid_entries(t0: u64) -> Vec<Entry> {
+    let mut entries = vec![entry(1, t0, inputs(grid_setup(CUSTOMERS)))];
     let step = 10 * 60_000;
     for k in 1..(40 * HOUR_MS / step) {
-        let mut v = vec![sdk::Input::Telemetry(sdk::Telemetry {
-            node: sdk::NodeId(1),
-            frequency_mhz: 50_000,
-            voltage_dv: 2_300,
-            generation_w: 30_000,
-            ballast_w: 0,
-            ballast_capacity_w: 30_000,
-            feeders: vec![sdk::FeederLoad {
-                feeder: 1,
-                load_w: 25_000,
-                closed: true,
-            }],
-        })];
-        for c in 1..=CUSTOMERS {
-            v.push(sdk::Input::MeterRead(sdk::MeterRead {
-                customer: sdk::CustomerId(c),
-                total_wh: k * 100 + u64::from(c),
-                read_at_ms: 0,
-            }));
-        }
+        let v = grid_batch(CUSTOMERS, |c| k * 100 + u64::from(c));
         entries.push(entry(entries.len() as u64 + 1, t0 + k * step, inputs(v)));
     }
     entries.push(entry(
