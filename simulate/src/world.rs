@@ -611,6 +611,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
 
     let mut suite_cfg = SuiteConfig::for_scenario(&scenario);
     suite_cfg.tariff = Some(setup::tariff_oracle());
+    // Postpaid accounts owe by design once their period's free block is used (a week in).
+    suite_cfg.credit_prepaid = Some(|c| u32::try_from(c).is_ok_and(setup::is_prepaid));
     // openraft's quorum lease is its longest election timeout (`docs::protocol::check_quorum`).
     suite_cfg.isolated_leader_bound_ms =
         Some(timing.election_timeout_ms_max + ghatta_sim::check::APPEND_AFTER_LEASE_MS_MAX);

@@ -84,8 +84,9 @@ use crate::raft::timing::{VOTE_AIR_BYTES, VOTE_DEADLINE_EIGHTHS};
 use crate::raft::{LogId, PeerInfo, Snapshot, TypeConfig, Vote};
 
 /// Snapshot bytes per chunk. 64 KiB keeps one chunk well inside a TCP window and lets a
-/// radio link (which fragments frames further) make progress between heartbeats.
-pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+/// radio link (which fragments frames further) make progress between heartbeats; it is the
+/// snapshot file's chunk, so each chunk sent is one stored chunk read.
+pub const SNAPSHOT_CHUNK_BYTES: usize = crate::storage::snapshot_file::FILE_CHUNK_BYTES;
 
 /// Ceiling of the bytes of entries one append carries: openraft's `max_payload_entries`
 /// (64) entries of field batches stay far below it on any link; it bounds the frame a

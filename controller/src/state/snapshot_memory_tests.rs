@@ -11,15 +11,16 @@ use openraft::storage::RaftStateMachine;
 
 use super::tests::{applied, apply, entry, inputs, open};
 use super::*;
-use crate::rpc::network::SNAPSHOT_CHUNK_BYTES;
+use crate::storage::snapshot_file::FILE_CHUNK_BYTES;
 
-/// Outbox bytes the snapshot carries: more than three times the budget.
-const OUTBOX_BYTES: usize = 96 * 1024 * 1024;
+/// Outbox bytes the snapshot carries: four times the budget (written in a debug build, so no
+/// more than the point needs: ~40 s).
+const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
 /// Most the child's peak resident memory may grow by while it builds, sends, checks and
 /// installs the snapshot: the snapshot file's write buffer (1 MiB) and read chunk, both
 /// databases' redb caches (`storage::REDB_CACHE_BYTES`, 4 MiB each) and the image's parts
 /// before the outbox. Before snapshot files, a node held the image four to six times over.
-const BUDGET_BYTES: u64 = 24 * 1024 * 1024;
+const BUDGET_BYTES: u64 = 16 * 1024 * 1024;
 /// Set in the child's environment: the child runs the work, the parent judges it.
 const CHILD_ENV: &str = "GHATTA_SNAPSHOT_MEMORY_CHILD";
 
@@ -37,7 +38,7 @@ fn vm_hwm_bytes() -> u64 {
     kb * 1024
 }
 
-/// Fills `sm`'s outbox with [`OUTBOX_BYTES`] of ledger records written straight into its
+/// Fills the outbox in `dir` with [`OUTBOX_BYTES`] of alarm records written straight into its
 /// table (applying that many entries would take minutes), a write transaction per few MiB.
 fn fill_outbox(dir: &std::path::Path) {
     let stores = crate::storage::open_dir(dir).expect("stores");
@@ -104,13 +105,14 @@ fn snapshot_memory_child() {
         "{}",
         snap.snapshot.len()
     );
-    // Sent as the network does: a chunk read, a chunk written into b's file.
+    // Sent as the network does (its chunks are the files'): a chunk read, a chunk written into
+    // b's file.
     let mut w = b.receive_snapshot().expect("receive");
     let mut offset = 0;
     while offset < snap.snapshot.len() {
         let chunk = snap
             .snapshot
-            .read_at(offset, SNAPSHOT_CHUNK_BYTES)
+            .read_at(offset, FILE_CHUNK_BYTES)
             .expect("read");
         std::io::Write::write_all(&mut w, &chunk).expect("write");
         offset += chunk.len() as u64;

@@ -20,9 +20,10 @@ use super::{NODE_LOCAL, STATE_DB, StoreError};
 /// Snapshot files: (file id, chunk number) -> the chunk's bytes.
 pub const SNAPSHOT_CHUNKS: TableDefinition<(u64, u32), &[u8]> =
     TableDefinition::new("snapshot_chunks");
-/// Bytes per stored chunk: the network's snapshot chunk (`rpc::network::SNAPSHOT_CHUNK_BYTES`),
-/// so a chunk sent is one read; small enough that redb writes it as ordinary pages within its
-/// cache (a single value of a whole snapshot would be one allocation of its size).
+/// Bytes per stored chunk, and per chunk the network sends (`rpc::network::SNAPSHOT_CHUNK_BYTES`
+/// says why 64 KiB), so a chunk sent is one read; small enough that redb writes it as ordinary
+/// pages within its cache (a single value of a whole snapshot would be one allocation of its
+/// size).
 pub const FILE_CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks a writer buffers before committing them: 1 MiB in memory, and a write transaction
 /// per MiB rather than per chunk.
