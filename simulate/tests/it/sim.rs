@@ -49,7 +49,6 @@ fn config(
         mutation,
         plot: false,
         timing: None,
-        telemetry_interval_ms: None,
         trace_path: None,
         actor_replay: true,
         lockstep_threads,
