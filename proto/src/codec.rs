@@ -20,16 +20,24 @@ const fn config() -> Cfg {
     bincode::config::standard().with_limit::<MAX_ENCODED_BYTES>()
 }
 
-/// Largest snapshot decoded: a node's own stored snapshot (read at every start: a node that
-/// cannot read it cannot boot) and one received from a leader. The state machine grows with
-/// its outbox while no central acknowledges it, ~20 MB a day on the simulated five-node grid
-/// (the 16 MiB of [`MAX_ENCODED_BYTES`] were passed after 19 hours without a central), so a
-/// week without the WAN needs this much. The bytes are whole in memory before they are
-/// decoded (from this node's disk, or reassembled from 64 KiB chunks sent by a member over a
-/// sealed link, `node/handler.rs`), so the limit only bounds what a corrupt length can claim.
+/// Largest snapshot file a node builds without complaint or accepts from a leader, bytes. A
+/// snapshot is never whole in memory (the node's `storage::snapshot_file`: built, sent,
+/// received, checked and installed a chunk and a record at a time, its parts before the outbox
+/// decoded under [`SNAPSHOT_PART_BYTES_MAX`]), so this bounds the disk and the transfer, not the
+/// memory: the outbox grows ~20 MB a simulated day of the 900-customer calm grid without a
+/// central and is folded after 7 days (`state::fold`), so a snapshot stays near 8 days of
+/// detail, ~170 MB on that grid (BENCHMARKS.md, "Bounded without the WAN").
 pub const SNAPSHOT_BYTES_MAX: usize = 256 * 1024 * 1024;
 
-/// Decode a snapshot (image or stored snapshot) under [`SNAPSHOT_BYTES_MAX`].
+/// Largest part of a snapshot image decoded into memory (the actor state, the dedupe windows,
+/// the timers: everything but the outbox, which is read a record at a time). The actor state is
+/// at most 16 MiB by default (`[actors] max_state_bytes`); 48 MiB leaves room for a larger
+/// setting while a node (~45 MiB resident, BENCHMARKS.md) decoding one stays under its unit's
+/// `MemoryHigh=96M` (`deploy/ghatta.service`).
+pub const SNAPSHOT_PART_BYTES_MAX: usize = 48 * 1024 * 1024;
+
+/// Decode a snapshot held whole (a node's snapshot from before snapshot files, read once to
+/// move it into one) under [`SNAPSHOT_BYTES_MAX`].
 pub fn decode_snapshot<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, bincode::error::DecodeError> {
@@ -51,6 +59,25 @@ pub fn encode_into<T: Serialize>(
     value: &T,
 ) -> Result<usize, bincode::error::EncodeError> {
     bincode::serde::encode_into_std_write(value, out, config())
+}
+
+/// Write a value's encoding to `out` (a snapshot file, written a chunk at a time).
+pub fn encode_to_write<T: Serialize>(
+    out: &mut impl std::io::Write,
+    value: &T,
+) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+}
+
+/// Decode the next value from `r`, reading only its bytes, under [`SNAPSHOT_PART_BYTES_MAX`]:
+/// the parts of a snapshot image, one after another.
+pub fn decode_from_read<T: DeserializeOwned>(
+    r: &mut impl std::io::Read,
+) -> Result<T, bincode::error::DecodeError> {
+    bincode::serde::decode_from_std_read(
+        r,
+        bincode::config::standard().with_limit::<SNAPSHOT_PART_BYTES_MAX>(),
+    )
 }
 
 /// Decode a value; trailing bytes are an error.

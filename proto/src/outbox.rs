@@ -115,6 +115,15 @@ impl Stream {
             Some(sdk::Output::EnergyHour(_) | sdk::Output::EnergyLocal { .. }) => {
                 self == Stream::Energy
             }
+            // A customer's folded day sums its ledger lines (and its energy hours): the
+            // office's ledger totals need it. Every other folded day sums energy or events.
+            Some(sdk::Output::Folded(f)) => match f.subject {
+                sdk::FoldSubject::Customer(_) => self == Stream::Ledger,
+                sdk::FoldSubject::Grid => self == Stream::Events,
+                sdk::FoldSubject::Feeder { .. } | sdk::FoldSubject::Plant(_) => {
+                    self == Stream::Energy
+                }
+            },
             _ => false,
         }
     }

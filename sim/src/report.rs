@@ -193,6 +193,34 @@ pub struct Report {
     /// The run's actor deploys (empty when it has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deploys: Vec<DeploySummary>,
+    /// The nodes' outboxes and snapshots (filled by the controller, which owns them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxSummary>,
+}
+
+/// The nodes' outboxes and snapshots over a run: how large they grew (bounded without a
+/// central by the node's fold) and whether what the last outbox holds still adds up to every
+/// charge committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxSummary {
+    /// Most records any node's outbox held.
+    pub records_max: u64,
+    /// Largest snapshot any node built or installed, bytes.
+    pub snapshot_bytes_max: u64,
+    /// Records in the reference node's outbox at the end.
+    pub records_end: u64,
+    /// Their encoded bytes.
+    pub bytes_end: u64,
+    /// Of them, folded days (`Output::Folded`).
+    pub folded_records: u64,
+    /// Energy charged, from the ledger lines still in the outbox, Wh.
+    pub detail_charged_wh: u64,
+    /// Energy charged, from the folded days, Wh.
+    pub folded_charged_wh: u64,
+    /// Energy held for review, from the ledger lines and the folded days, Wh.
+    pub held_wh: u64,
+    /// At the end of each simulated day: [day, records max, snapshot bytes max].
+    pub daily: Vec<[u64; 3]>,
 }
 
 impl Report {

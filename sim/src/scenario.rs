@@ -17,8 +17,9 @@ use crate::plant::PlantConfig;
 /// Most nodes a scenario may have: Raft groups of more than 7 voters buy
 /// nothing for a village grid and cost quadratic heartbeat traffic.
 pub const NODES_MAX: u32 = 9;
-/// Longest scenario: a simulated week (EN 50160 measures over a week).
-pub const DURATION_S_MAX: f64 = 7.0 * 86_400.0;
+/// Longest scenario: a simulated month, the longest a grid's outbox is shown bounded without a
+/// central (issue 25: `month-without-wan`); EN 50160 measures over a week.
+pub const DURATION_S_MAX: f64 = 31.0 * 86_400.0;
 /// Longest extra time per fsync a slow disk may be given: an SD card near the end of its life
 /// stalls writes for seconds; 10 s per commit is a node that barely keeps its log.
 pub const SYNC_DELAY_MS_MAX: u64 = 10_000;
@@ -830,6 +831,10 @@ pub struct Scenario {
     /// Raft timing (`[timing]`); absent: derived from the default link.
     #[serde(default)]
     pub timing: Option<TimingSpec>,
+    /// The field loops' batch period, ms; absent: the node's default (a batch a second). A
+    /// month-long scenario batches less often so that it runs in minutes, not hours.
+    #[serde(default)]
+    pub telemetry_interval_ms: Option<u64>,
 }
 
 /// Most customers the token agents serve: each holds a token count the agents advance, and a

@@ -11,6 +11,7 @@
 //! - [`transport`]: `SimTransport`, the node's links over `SimNet` (fragmenting to the link's
 //!   MTU);
 //! - [`observer`]: node hooks -> `Observation`s, billing decoded from the committed log;
+//! - [`outbox`]: the nodes' outboxes and snapshots over a run, and the `outbox_fold` check;
 //! - [`lockstep`]: how the world runs the nodes: on its one runtime, or each on its own
 //!   runtime advanced in windows by a pool of threads (`--engine`, `--threads`);
 //! - [`clock`]: the nodes' drifting wall clocks;
@@ -55,6 +56,7 @@ pub mod lockstep;
 pub mod measure;
 pub mod member;
 pub mod observer;
+pub mod outbox;
 pub mod radio_measure;
 pub mod replay;
 pub mod rogue;

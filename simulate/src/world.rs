@@ -221,6 +221,9 @@ pub fn field_config_for(scenario: &Scenario) -> FieldConfig {
             .max(journal_ms),
         ..defaults
     };
+    if let Some(ms) = scenario.telemetry_interval_ms {
+        cfg.telemetry_interval_ms = ms;
+    }
     if is_radio(&scenario.default_link()) {
         cfg.proposal_bytes_max = Some(ghatta::field::shipper::PROPOSAL_BYTES_MAX_RADIO);
         cfg.drain_interval_ms = RADIO_DRAIN_INTERVAL_MS;
@@ -514,6 +517,8 @@ struct World {
     /// What the world saw that breaks no invariant but a reader of the report wants: a node
     /// refusing to start on a corrupted or full card, and its error.
     notes: Vec<String>,
+    /// The nodes' outboxes and snapshots (`outbox.rs`).
+    outbox: super::outbox::OutboxWatch,
 }
 
 /// The slow-disk knob as the node's log store reads it: after each durable commit it waits
@@ -637,6 +642,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
 
     let mut suite_cfg = SuiteConfig::for_scenario(&scenario);
     suite_cfg.tariff = Some(setup::tariff_oracle());
+    // Postpaid accounts owe by design once their period's free block is used (a week in).
+    suite_cfg.credit_prepaid = Some(|c| u32::try_from(c).is_ok_and(setup::is_prepaid));
     // openraft's quorum lease is its longest election timeout (`docs::protocol::check_quorum`).
     suite_cfg.isolated_leader_bound_ms =
         Some(timing.election_timeout_ms_max + ghatta_sim::check::APPEND_AFTER_LEASE_MS_MAX);
@@ -711,6 +718,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
             .iter()
             .any(|f| matches!(f.kind, ghatta_sim::scenario::FaultKind::Deploy { .. })),
         notes: Vec::new(),
+        outbox: Default::default(),
     };
 
     for i in 0..w.slots.len() {
@@ -779,6 +787,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         w.watch_deploys(t_ms);
         w.step_plants(t_ms, 0);
         w.next_window(t_ms);
+        for r in w.slots.iter().filter_map(|s| s.run.as_ref()) {
+            w.outbox.sample(t_ms, &r.node);
+        }
         if t_ms < total_ms {
             continue;
         }
@@ -826,6 +837,11 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
     let counters = w.net.total_counters();
     let digest = w.net.trace_digest();
     let metered_wh = w.grid.plants().iter().map(Plant::metered_energy_wh).sum();
+    // The reference node's outbox, read before the nodes shut down.
+    let outbox_node = w
+        .slots
+        .iter()
+        .find_map(|s| s.run.as_ref().map(|r| r.node.clone()));
     for i in 0..w.slots.len() {
         if let Some(r) = w.slots[i].run.take() {
             r.alive.store(false, Ordering::Relaxed);
@@ -876,7 +892,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         cfg,
         suite,
         plot,
-        extra,
+        mut extra,
+        outbox,
         ..
     } = w;
     let mut report = suite.finish(FinishInfo {
@@ -896,6 +913,9 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         ufls_trips,
         ballast_switched_in,
     });
+    let (summary, fold_violation) = outbox.finish(end_t_ms, outbox_node.as_ref(), &report.ledger);
+    report.outbox = Some(summary);
+    extra.extend(fold_violation);
     report.security = security;
     report.notes = notes;
     report.deploys = deploys;

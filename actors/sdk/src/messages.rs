@@ -391,6 +391,80 @@ pub enum Output {
         /// of the hour is `(hour_start_ms + utc_offset_min * 60,000) / 86,400,000`.
         utc_offset_min: i32,
     },
+    /// What a grid's outbox records of one subject and local day added up to, written by the
+    /// host when no central acknowledged them within the grid's detail window (the node's
+    /// `state::fold`): the detail records are deleted and this stands for them. Additive: one
+    /// subject's day may be folded in several passes, each its own record; the office sums
+    /// them. Never written by an actor (an actor emitting one traps). A variant of its own,
+    /// after the others, so records written before it still decode. Only with the `host`
+    /// feature: actors are built without it (see `Cargo.toml`).
+    #[cfg(feature = "host")]
+    Folded(FoldedDay),
+}
+
+/// A local day's totals of the outbox records folded in one pass (see [`Output::Folded`]).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct FoldedDay {
+    /// Start of the local day, log time, Unix ms: a local midnight under `utc_offset_min`.
+    pub day_start_ms: u64,
+    /// The UTC offset the day is local to, minutes: an energy record's own, else the grid's
+    /// offset when the fold ran.
+    pub utc_offset_min: i32,
+    /// Whose records.
+    pub subject: FoldSubject,
+    /// The first and one past the last outbox sequence of the pass that folded them: the
+    /// central holds no detail record of this subject in the range that was also folded,
+    /// unless it was in flight when the fold ran (the node folds only after an hour in which
+    /// no acknowledgement was committed).
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub end_seq: u64,
+    /// The sums.
+    pub totals: FoldTotals,
+}
+
+/// Whose records a [`FoldedDay`] sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum FoldSubject {
+    /// Records of no customer, feeder or plant: alarms, relay commands of feeders and
+    /// ballast, ballast set-points (counted only).
+    Grid,
+    /// A customer's ledger lines, energy hours and relay commands.
+    Customer(CustomerId),
+    /// A feeder's energy hours.
+    Feeder {
+        /// The node that owns the feeder.
+        node: NodeId,
+        /// Feeder number on that node.
+        feeder: u16,
+    },
+    /// A plant's energy hours.
+    Plant(NodeId),
+}
+
+/// Sums of folded records; every field is a plain sum of the records it stands for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode)]
+pub struct FoldTotals {
+    /// Records folded.
+    pub records: u32,
+    /// Energy of the folded energy hours, Wh.
+    pub energy_wh: u64,
+    /// Ledger lines folded.
+    pub ledger_lines: u32,
+    /// `Charge` lines: energy billed, Wh.
+    pub charged_wh: u64,
+    /// `Charge` lines: amount charged, mpaisa.
+    pub charged_mpaisa: i64,
+    /// `Fee` lines, mpaisa.
+    pub fees_mpaisa: i64,
+    /// Credit added: `TopUp`, `OperatorCredit` and `TokenCredit` lines, mpaisa.
+    pub credited_mpaisa: i64,
+    /// `Held` lines: energy held for review, Wh.
+    pub held_wh: u64,
+    /// Alarms folded.
+    pub alarms: u32,
+    /// Relay commands folded.
+    pub relay_commands: u32,
 }
 
 /// One hour's energy of one subject, closed by committed log time.
@@ -564,12 +638,21 @@ pub enum AlarmCode {
     /// Raised by the node's state machine, not by an actor; `subject` is the actor's id,
     /// `value` the version, the text says what happened and, when refused, why.
     ActorDeploy,
+    /// Outbox detail older than the node's window, never acknowledged by a central, was folded
+    /// into daily totals (`Output::Folded`). Raised by the node's state machine, not by an
+    /// actor; `value` is the number of records folded, `subject` the local day (days since
+    /// 1970 in the grid's local time). Only with the `host` feature, as `Output::Folded`.
+    #[cfg(feature = "host")]
+    OutboxFolded,
     /// A board's own alarm rule raised (frequency, voltage, shedding, a silent sensor or
     /// meter, a stalled journal...), reported by that board through the log. Raised by the
     /// node's state machine, not by an actor; `node` is the board, `value` the gauge in the
-    /// rule's unit, the text names the rule, the value and the level.
+    /// rule's unit, the text names the rule, the value and the level. Only with the `host`
+    /// feature, so the actors' modules do not change with it.
+    #[cfg(feature = "host")]
     BoardRaised,
     /// A board's alarm rule cleared (as [`AlarmCode::BoardRaised`]).
+    #[cfg(feature = "host")]
     BoardCleared,
 }
 

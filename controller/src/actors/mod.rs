@@ -544,13 +544,14 @@ impl ActorHost {
                     // Only well-formed outputs enter the log of effects.
                     match ghatta_actor_sdk::codec::decode::<ghatta_actor_sdk::Output>(&bytes) {
                         None => return Err(limit_trap(ctx, "emitted an undecodable output")),
-                        // Energy aggregates are the host's, derived from the log; an actor
-                        // forging one would put invented totals on the WAN.
+                        // Energy aggregates and folded totals are the host's, derived from
+                        // the log; an actor forging one would put invented totals on the WAN.
                         Some(
                             ghatta_actor_sdk::Output::EnergyHour(_)
-                            | ghatta_actor_sdk::Output::EnergyLocal { .. },
+                            | ghatta_actor_sdk::Output::EnergyLocal { .. }
+                            | ghatta_actor_sdk::Output::Folded(_),
                         ) => {
-                            return Err(limit_trap(ctx, "emitted a host-only energy output"));
+                            return Err(limit_trap(ctx, "emitted a host-only output"));
                         }
                         Some(_) => {}
                     }

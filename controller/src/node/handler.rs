@@ -16,8 +16,8 @@ use crate::rpc::Handler;
 use crate::rpc::wire::{ForwardError, ProbeAnswer, Request, Response, SnapshotChunk};
 use ghatta_proto::codec;
 
-/// Largest snapshot a node accepts from a leader: what it can decode
-/// (`codec::SNAPSHOT_BYTES_MAX`, which says why it is that large).
+/// Largest snapshot a node accepts from a leader (`codec::SNAPSHOT_BYTES_MAX`, which says why
+/// it is that large).
 pub const MAX_SNAPSHOT_BYTES: u64 = codec::SNAPSHOT_BYTES_MAX as u64;
 
 /// An append whose `prev_log_id` is past this node's log is held for up to the heartbeat
@@ -94,7 +94,10 @@ impl NodeHandler {
             let Ok(mut inbox) = self.snapshots.lock() else {
                 return Response::Snapshot(Err("snapshot buffer unavailable".into()));
             };
-            inbox.keep(from, c, tokio::time::Instant::now())
+            let sm = &self.node.inner.sm;
+            inbox.keep(from, c, tokio::time::Instant::now(), || {
+                sm.receive_snapshot()
+            })
         };
         let snapshot = match kept {
             Ok(Kept::More) => return Response::Snapshot(Ok(None)),
@@ -104,7 +107,8 @@ impl NodeHandler {
         // openraft's install cannot refuse: a state machine that fails to install stops the
         // node. An image that does not decode, or is not of the index its metadata names, is
         // refused here instead, and the leader sends it again.
-        // A decode of up to a whole snapshot: off the async worker (`storage::blocking`).
+        // A read of the whole snapshot, a record at a time: off the async worker
+        // (`storage::blocking`).
         let checked = crate::storage::blocking(|| {
             crate::state::check_image(&snapshot.meta, &snapshot.snapshot)
         });

@@ -1,5 +1,6 @@
 //! Snapshot chunks a leader sends this node: checked against the vote this node follows and
-//! what it committed, reassembled, expired when the sender goes quiet and resumed after a
+//! what it committed, written to a snapshot file as they come (`storage::snapshot_file`: the
+//! snapshot is never whole in memory), expired when the sender goes quiet and resumed after a
 //! timeout, so that nothing openraft's `install_full_snapshot` asserts against reaches it.
 //!
 //! openraft's follower handler `assert!`s that a snapshot's last log id is owned by the
@@ -23,8 +24,11 @@ use openraft::vote::RaftLeaderId;
 use super::guard::Refusal;
 use crate::raft::{LogId, Snapshot, SnapshotMeta, Vote};
 use crate::rpc::wire::SnapshotChunk;
+use crate::storage::StoreError;
+use crate::storage::snapshot_file::SnapshotWriter;
 
-/// A partial transfer whose sender sent nothing for this long is dropped, freeing its bytes.
+/// A partial transfer whose sender sent nothing for this long is dropped (its file is removed
+/// with the next snapshot built or installed).
 /// A 64 KiB chunk takes about a minute on a 9,600 bit/s radio and openraft retries a failed
 /// transfer after a few heartbeats, so ten minutes keeps a transfer alive through a radio's
 /// bad spell while a leader that moved on does not pin a snapshot's worth of memory.
@@ -102,13 +106,16 @@ pub(crate) enum ChunkError {
         /// Announced length.
         total: u64,
     },
+    /// The snapshot file could not be written.
+    #[error("{0}")]
+    Store(String),
 }
 
 struct Incoming {
     from: u64,
     meta: SnapshotMeta,
     total_len: u64,
-    data: Vec<u8>,
+    file: SnapshotWriter,
     touched: tokio::time::Instant,
 }
 
@@ -124,7 +131,7 @@ impl Inbox {
     pub(crate) fn expire(&mut self, now: tokio::time::Instant) -> usize {
         match &self.current {
             Some(inc) if now.saturating_duration_since(inc.touched) >= TRANSFER_IDLE_MAX => {
-                let freed = inc.data.len();
+                let freed = inc.file.written() as usize;
                 tracing::info!(
                     from = inc.from,
                     held = freed,
@@ -138,27 +145,29 @@ impl Inbox {
         }
     }
 
-    /// Keeps a checked chunk. A chunk at offset 0 of another snapshot (or another sender's)
-    /// starts a new transfer, dropping the old one; a chunk that repeats bytes already held (a
-    /// retry after a lost answer, or the sender beginning again) is acknowledged without
-    /// keeping them twice; a sender that resumes from the last acknowledged offset after a
-    /// timeout continues here.
+    /// Keeps a checked chunk, in a file `begin` makes when a transfer starts. A chunk at
+    /// offset 0 of another snapshot (or another sender's) starts a new transfer, dropping the
+    /// old one; a chunk that repeats bytes already held (a retry after a lost answer, or the
+    /// sender beginning again) is acknowledged without keeping them twice; a sender that
+    /// resumes from the last acknowledged offset after a timeout continues here.
     pub(crate) fn keep(
         &mut self,
         from: u64,
         c: SnapshotChunk,
         now: tokio::time::Instant,
+        begin: impl FnOnce() -> Result<SnapshotWriter, StoreError>,
     ) -> Result<Kept, ChunkError> {
         let same =
             |inc: &Incoming| inc.from == from && inc.meta == c.meta && inc.total_len == c.total_len;
         // A start of the transfer already held (the sender began again from 0, with the same
         // bytes) continues it rather than throwing away what arrived.
         if c.offset == 0 && !self.current.as_ref().is_some_and(same) {
+            self.current = None;
             self.current = Some(Incoming {
                 from,
                 meta: c.meta.clone(),
                 total_len: c.total_len,
-                data: Vec::new(),
+                file: begin().map_err(|e| ChunkError::Store(e.to_string()))?,
                 touched: now,
             });
         }
@@ -166,7 +175,7 @@ impl Inbox {
             return Err(ChunkError::NoStart { offset: c.offset });
         };
         inc.touched = now;
-        let held = inc.data.len() as u64;
+        let held = inc.file.written();
         let end = c.offset.saturating_add(c.data.len() as u64);
         if end > inc.total_len {
             self.current = None;
@@ -181,30 +190,46 @@ impl Inbox {
         }
         if end > held {
             let skip = (held - c.offset) as usize;
-            inc.data.extend_from_slice(&c.data[skip..]);
+            if let Err(e) = std::io::Write::write_all(&mut inc.file, &c.data[skip..]) {
+                self.current = None;
+                return Err(ChunkError::Store(e.to_string()));
+            }
         }
-        if (inc.data.len() as u64) < inc.total_len {
+        if inc.file.written() < inc.total_len {
             return Ok(Kept::More);
         }
         let done = self.current.take().expect("checked above");
+        let file = done
+            .file
+            .finish()
+            .map_err(|e| ChunkError::Store(e.to_string()))?;
         Ok(Kept::Complete(Snapshot {
             meta: done.meta,
-            snapshot: done.data,
+            snapshot: file,
         }))
     }
 
     /// Bytes held by the transfer in progress.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.current.as_ref().map_or(0, |i| i.data.len())
+        self.current
+            .as_ref()
+            .map_or(0, |i| i.file.written() as usize)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+    use std::sync::Arc;
+
     use openraft::StoredMembership;
 
     use super::*;
+
+    fn db() -> Arc<redb::Database> {
+        crate::storage::open_backend(redb::backends::InMemoryBackend::new(), "test").expect("db")
+    }
 
     fn vote(term: u64, node: u64, committed: bool) -> Vote {
         if committed {
@@ -295,52 +320,52 @@ mod tests {
         let leader = vote(5, 1, true);
         let last = log_id(5, 1, 200);
         let t0 = tokio::time::Instant::now();
+        let db = db();
         let mut inbox = Inbox::default();
+        let keep = |inbox: &mut Inbox, c| inbox.keep(1, c, t0, || SnapshotWriter::create(&db));
         assert!(matches!(
-            inbox.keep(1, chunk(leader, last, 6, 0, b"ab"), t0),
+            keep(&mut inbox, chunk(leader, last, 6, 0, b"ab")),
             Ok(Kept::More)
         ));
         // The answer to the next chunk was lost: the sender resends it, then goes on.
         assert!(matches!(
-            inbox.keep(1, chunk(leader, last, 6, 2, b"cd"), t0),
+            keep(&mut inbox, chunk(leader, last, 6, 2, b"cd")),
             Ok(Kept::More)
         ));
         assert!(matches!(
-            inbox.keep(1, chunk(leader, last, 6, 2, b"cd"), t0),
+            keep(&mut inbox, chunk(leader, last, 6, 2, b"cd")),
             Ok(Kept::More)
         ));
         assert_eq!(inbox.held(), 4);
         // A sender that resumes from what was acknowledged continues the transfer.
-        match inbox.keep(1, chunk(leader, last, 6, 4, b"ef"), t0) {
-            Ok(Kept::Complete(s)) => assert_eq!(s.snapshot, b"abcdef"),
+        match keep(&mut inbox, chunk(leader, last, 6, 4, b"ef")) {
+            Ok(Kept::Complete(s)) => {
+                let mut back = Vec::new();
+                s.snapshot.reader().read_to_end(&mut back).expect("read");
+                assert_eq!(back, b"abcdef");
+            }
             other => panic!("expected the whole snapshot, got {other:?}"),
         }
         assert_eq!(inbox.held(), 0);
 
         // A chunk past what is held drops the transfer; so does a quiet sender.
-        inbox.keep(1, chunk(leader, last, 6, 0, b"ab"), t0).unwrap();
+        keep(&mut inbox, chunk(leader, last, 6, 0, b"ab")).unwrap();
         assert_eq!(
-            inbox
-                .keep(1, chunk(leader, last, 6, 4, b"ef"), t0)
-                .unwrap_err(),
+            keep(&mut inbox, chunk(leader, last, 6, 4, b"ef")).unwrap_err(),
             ChunkError::Gap { offset: 4, held: 2 }
         );
         assert_eq!(
-            inbox
-                .keep(1, chunk(leader, last, 6, 2, b"cd"), t0)
-                .unwrap_err(),
+            keep(&mut inbox, chunk(leader, last, 6, 2, b"cd")).unwrap_err(),
             ChunkError::NoStart { offset: 2 }
         );
-        inbox.keep(1, chunk(leader, last, 6, 0, b"ab"), t0).unwrap();
+        keep(&mut inbox, chunk(leader, last, 6, 0, b"ab")).unwrap();
         assert_eq!(inbox.expire(t0 + TRANSFER_IDLE_MAX / 2), 0);
         assert_eq!(inbox.expire(t0 + TRANSFER_IDLE_MAX), 2);
         assert_eq!(inbox.held(), 0);
         // More than announced.
-        inbox.keep(1, chunk(leader, last, 3, 0, b"ab"), t0).unwrap();
+        keep(&mut inbox, chunk(leader, last, 3, 0, b"ab")).unwrap();
         assert_eq!(
-            inbox
-                .keep(1, chunk(leader, last, 3, 2, b"cd"), t0)
-                .unwrap_err(),
+            keep(&mut inbox, chunk(leader, last, 3, 2, b"cd")).unwrap_err(),
             ChunkError::TooLong { total: 3 }
         );
     }

@@ -39,8 +39,9 @@ pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-/// A snapshot with our data type (the serialised state machine image).
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+/// A snapshot with our data type: the serialised state machine image in a snapshot file
+/// (`storage::snapshot_file`), read a chunk at a time.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::storage::SnapshotFile>;
 
 /// How to reach a peer. Stored in the membership, so every node learns every address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

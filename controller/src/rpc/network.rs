@@ -84,8 +84,9 @@ use crate::raft::timing::{VOTE_AIR_BYTES, VOTE_DEADLINE_EIGHTHS};
 use crate::raft::{LogId, PeerInfo, Snapshot, TypeConfig, Vote};
 
 /// Snapshot bytes per chunk. 64 KiB keeps one chunk well inside a TCP window and lets a
-/// radio link (which fragments frames further) make progress between heartbeats.
-pub const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+/// radio link (which fragments frames further) make progress between heartbeats; it is the
+/// snapshot file's chunk, so each chunk sent is one stored chunk read.
+pub const SNAPSHOT_CHUNK_BYTES: usize = crate::storage::snapshot_file::FILE_CHUNK_BYTES;
 
 /// Ceiling of the bytes of entries one append carries: openraft's `max_payload_entries`
 /// (64) entries of field batches stay far below it on any link; it bounds the frame a
@@ -744,7 +745,7 @@ impl PeerNetwork {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::storage::SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -791,7 +792,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let send_all = async {
             let data = &snapshot.snapshot;
-            let total_len = data.len() as u64;
+            let total_len = data.len();
             let this = |offset| SnapshotAcked {
                 vote,
                 last: snapshot.meta.last_log_id,
@@ -803,7 +804,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             let mut offset = lock(&self.state)
                 .snapshot_acked
                 .as_ref()
-                .filter(|a| **a == this(a.offset) && a.offset < data.len())
+                .filter(|a| **a == this(a.offset) && (a.offset as u64) < total_len)
                 .map_or(0, |a| a.offset);
             if offset > 0 {
                 tracing::info!(
@@ -814,13 +815,22 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 );
             }
             loop {
-                let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+                // A chunk read from the snapshot file as it goes out: the snapshot is never
+                // whole in memory (`storage::snapshot_file`).
+                let bytes =
+                    crate::storage::blocking(|| data.read_at(offset as u64, SNAPSHOT_CHUNK_BYTES))
+                        .map_err(|e| {
+                            StreamingError::Network(NetworkError::from_string(format!(
+                                "the snapshot cannot be read: {e}"
+                            )))
+                        })?;
+                let end = offset + bytes.len();
                 let chunk = SnapshotChunk {
                     vote,
                     meta: snapshot.meta.clone(),
                     total_len,
                     offset: offset as u64,
-                    data: data[offset..end].to_vec(),
+                    data: bytes,
                 };
                 let resp = self
                     .rpc
@@ -836,7 +846,11 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 };
                 match resp {
                     Ok(Response::Snapshot(Ok(Some(done)))) => return Ok(done),
-                    Ok(Response::Snapshot(Ok(None))) if end < data.len() => offset = end,
+                    Ok(Response::Snapshot(Ok(None)))
+                        if (end as u64) < total_len && end > offset =>
+                    {
+                        offset = end
+                    }
                     Ok(Response::Snapshot(Ok(None))) => {
                         return Err(StreamingError::Network(NetworkError::from_string(
                             "peer did not finish the snapshot",

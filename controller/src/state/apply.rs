@@ -35,7 +35,7 @@ pub(super) struct Tables<'t> {
     pub(super) state: Table<'t, &'static [u8], &'static [u8]>,
     dedupe: Table<'t, u64, &'static [u8]>,
     timers: Table<'t, u64, &'static [u8]>,
-    outbox: Table<'t, u64, &'static [u8]>,
+    pub(super) outbox: Table<'t, u64, &'static [u8]>,
 }
 
 /// Apply a batch of committed entries in one redb transaction; one receipt per entry.
@@ -244,6 +244,7 @@ fn apply_proposal(
             push_outbox(data, t, index, actor, &out, bytes)?;
         }
         prune::prune(data, &mut t.outbox, h)?;
+        super::fold::fold(data, t, index, lh.utc_offset_min, h)?;
     }
     if p.seq != 0 {
         let window = data.dedupe.entry(p.origin).or_default();
@@ -424,13 +425,26 @@ fn put_local_hours(
     lh: &LocalHours,
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
-    let bytes = codec::encode(lh).map_err(STATE_DB.encode("state value"))?;
-    h.update(b"local-hours");
+    put_host(data, t, LOCAL_HOURS_KEY, b"local-hours", lh, h)
+}
+
+/// Stores one of the host's own values under `key` in the actor state (its table and memory),
+/// into the state hash after `label`.
+pub(super) fn put_host<T: serde::Serialize>(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    key: &[u8],
+    label: &[u8],
+    value: &T,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    let bytes = codec::encode(value).map_err(STATE_DB.encode("state value"))?;
+    h.update(label);
     h.update(&bytes);
     t.state
-        .insert(LOCAL_HOURS_KEY, bytes.as_slice())
+        .insert(key, bytes.as_slice())
         .map_err(STATE_DB.write())?;
-    data.actor_state.insert(LOCAL_HOURS_KEY.to_vec(), bytes);
+    data.actor_state.insert(key.to_vec(), bytes);
     Ok(())
 }
 
@@ -473,6 +487,7 @@ pub(super) fn push_outbox(
     };
     let seq = data.next_out_seq;
     data.next_out_seq += 1;
+    data.outbox_records += 1;
     t.outbox
         .insert(
             seq,
@@ -481,8 +496,10 @@ pub(super) fn push_outbox(
                 .as_slice(),
         )
         .map_err(STATE_DB.write())?;
-    if let Some(pin) = prune::pin_of(decoded) {
-        prune::repin(&mut data.pins, data.first_out_seq, &mut t.outbox, pin, seq)?;
+    if let Some(pin) = prune::pin_of(decoded)
+        && prune::repin(&mut data.pins, data.first_out_seq, &mut t.outbox, pin, seq)?
+    {
+        data.outbox_records = data.outbox_records.saturating_sub(1);
     }
     Ok(())
 }
@@ -521,13 +538,7 @@ fn advance_log_time(
     data.log_time_ms = advance.log_time_ms;
     h.update(&data.log_time_ms.to_le_bytes());
     if clock != before {
-        let bytes = codec::encode(&clock).map_err(STATE_DB.encode("state value"))?;
-        h.update(b"log-clock");
-        h.update(&bytes);
-        t.state
-            .insert(LOG_CLOCK_KEY, bytes.as_slice())
-            .map_err(STATE_DB.write())?;
-        data.actor_state.insert(LOG_CLOCK_KEY.to_vec(), bytes);
+        put_host(data, t, LOG_CLOCK_KEY, b"log-clock", &clock, h)?;
     }
     if let Some(off_ms) = advance.skew_alarm_ms {
         let ahead = if off_ms > 0 { "ahead of" } else { "behind" };

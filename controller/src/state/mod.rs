@@ -14,6 +14,7 @@ mod apply;
 mod board_alarms;
 mod dedupe;
 pub mod energy;
+pub mod fold;
 mod layout;
 pub mod logtime;
 pub mod modules;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -111,6 +112,7 @@ pub struct RecentAlarms {
 
 use crate::actors::{ActorHost, ActorKind, ActorState};
 use crate::raft::{LogId, Receipt, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::storage::snapshot_file::{SnapshotFile, SnapshotWriter};
 use crate::storage::{ACTOR_STATE, DEDUPE, OUTBOX, SM_META, STATE_DB, TIMERS};
 use ghatta_proto::codec;
 
@@ -137,8 +139,7 @@ pub struct SmStatus {
     pub state_hash: StateHash,
     /// Log time at `applied_index`, Unix ms.
     pub log_time_ms: u64,
-    /// Records in the outbox from the pruned horizon on (`prune.rs`; the few pinned older
-    /// records are not counted).
+    /// Records in the outbox (pinned, folded and detail alike).
     pub outbox_len: u64,
     /// Next outbox sequence number (records are numbered from 0).
     pub next_out_seq: u64,
@@ -193,6 +194,9 @@ pub(crate) struct SmData {
     /// The newest outbox record per pin key, kept past the retention (`prune.rs`); stored a
     /// row per pin, only the changed ones after each batch (`layout.rs`).
     pub pins: tracked::Tracked<prune::Pin, u64>,
+    /// Records in the outbox table now: counted when the table is read at open or installed,
+    /// then kept by every insert and delete (a status figure, not replicated state).
+    pub outbox_records: u64,
 }
 
 impl SmData {
@@ -215,6 +219,7 @@ impl SmData {
             outbox_acks: BTreeMap::new(),
             energy: energy::EnergyState::default(),
             pins: tracked::Tracked::default(),
+            outbox_records: 0,
         }
     }
 
@@ -257,7 +262,7 @@ impl SmData {
             applied_index: self.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
             state_hash: self.hash,
             log_time_ms: self.log_time_ms,
-            outbox_len: self.next_out_seq - self.first_out_seq,
+            outbox_len: self.outbox_records,
             next_out_seq: self.next_out_seq,
             timers: self.timers.len() as u64,
             next_timer: derived.next_timer,
@@ -275,7 +280,10 @@ pub(crate) mod meta_keys {
     /// The whole [`super::Scalars`], in the layout before `layout.rs`: read once, to convert;
     /// then `layout::OLD_KEY_TOMBSTONE`, which older binaries refuse.
     pub const SCALARS_OLD: &str = "scalars";
+    /// The stored snapshot before snapshot files: one value, moved into a file when read.
     pub const SNAPSHOT: &str = "snapshot";
+    /// The current snapshot: its metadata and file (`snapshot.rs`).
+    pub const SNAPSHOT_FILE: &str = "snapshot2";
     pub const CUSTOMERS: &str = "customers";
 }
 
@@ -343,9 +351,11 @@ pub struct StateMachine {
     hooks: Hooks,
     data: Arc<std::sync::Mutex<SmData>>,
     status_tx: Arc<watch::Sender<SmStatus>>,
-    snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
     /// Bytes of the last snapshot built, installed or read back (0: none yet).
     snapshot_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// The snapshot file a transfer from the leader is writing (0: none), which building or
+    /// installing a snapshot must not remove.
+    receiving: Arc<std::sync::atomic::AtomicU64>,
     /// Receipts of recently applied proposals, to answer retries (`node::inflight`).
     recent: Arc<std::sync::Mutex<dedupe::RecentReceipts>>,
 }
@@ -403,6 +413,11 @@ impl StateMachine {
                     codec::decode(v.value()).map_err(STATE_DB.corrupt("dedupe"))?,
                 );
             }
+            data.outbox_records = txn
+                .open_table(OUTBOX)
+                .map_err(STATE_DB.table())?
+                .len()
+                .map_err(STATE_DB.read())?;
             for item in txn
                 .open_table(TIMERS)
                 .map_err(STATE_DB.table())?
@@ -423,8 +438,8 @@ impl StateMachine {
             hooks,
             data: Arc::new(std::sync::Mutex::new(data)),
             status_tx: Arc::new(status_tx),
-            snapshot_seq: Arc::default(),
             snapshot_bytes: Arc::default(),
+            receiving: Arc::default(),
             recent: Arc::default(),
         })
     }
@@ -436,9 +451,25 @@ impl StateMachine {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn note_snapshot_bytes(&self, bytes: usize) {
+    fn note_snapshot_bytes(&self, bytes: u64) {
         self.snapshot_bytes
-            .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A new snapshot file for a transfer from the leader (`node::snapshot_in`): written a
+    /// chunk at a time as they arrive, kept while it is the one being received.
+    pub fn receive_snapshot(&self) -> Result<SnapshotWriter, crate::storage::StoreError> {
+        let w = SnapshotWriter::create(&self.db)?;
+        self.receiving
+            .store(w.id(), std::sync::atomic::Ordering::Relaxed);
+        Ok(w)
+    }
+
+    fn receiving(&self) -> Option<u64> {
+        match self.receiving.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
     }
 
     /// Watch the state machine's status (applied index, hash, timers, ...).
@@ -689,7 +720,7 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -742,10 +773,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
+        let keep = self.receiving().filter(|id| *id != snapshot.id());
         let mut data = self.lock();
-        snapshot::install(&self.db, &mut data, meta, &snapshot)?;
+        crate::storage::blocking(|| snapshot::install(&self.db, &mut data, meta, &snapshot, keep))?;
         self.note_snapshot_bytes(snapshot.len());
         self.publish(&data);
         if let Some(o) = &self.hooks.observer {
@@ -770,21 +802,22 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<crate::raft::Snapshot, io::Error> {
-        let seq = self
-            .sm
-            .snapshot_seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let keep = self.sm.receiving();
         let data = self.sm.lock();
-        let built = snapshot::build(&self.sm.db, &data, seq)?;
+        let built = crate::storage::blocking(|| snapshot::build(&self.sm.db, &data, keep))?;
         self.sm.note_snapshot_bytes(built.snapshot.len());
         Ok(built)
     }
 }
 
 #[cfg(test)]
+mod fold_tests;
+#[cfg(test)]
 mod modules_tests;
+#[cfg(test)]
+mod snapshot_memory_tests;
 #[cfg(test)]
 pub(crate) mod tests;

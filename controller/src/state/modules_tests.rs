@@ -370,11 +370,11 @@ fn a_replica_installing_a_snapshot_runs_the_deployed_module_with_the_same_hash()
     apply(&a, &entries);
     let built = {
         let data = a.lock();
-        snapshot::build(&a.db, &data, 0).expect("snapshot")
+        snapshot::build(&a.db, &data, None).expect("snapshot")
     };
     {
         let mut data = c.lock();
-        snapshot::install(&c.db, &mut data, &built.meta, &built.snapshot).expect("install");
+        snapshot::install(&c.db, &mut data, &built.meta, &built.snapshot, None).expect("install");
         c.publish(&data);
     }
     assert_eq!(

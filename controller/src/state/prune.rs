@@ -16,8 +16,8 @@
 //!    starts from. A pinned record is deleted when a newer one for the same key supersedes it
 //!    and it is below the pruned horizon.
 //!
-//! Without `[wan]` nothing is ever acknowledged, so nothing is pruned: the outbox is then the
-//! grid's only record of its ledger.
+//! Without `[wan]` nothing is ever acknowledged, so nothing is pruned here: records older than
+//! a week are folded into daily totals instead (`fold.rs`).
 //!
 //! **Deterministic.** Pruning runs while applying a committed `OutboxAck` and when an hour of
 //! energy closes, from replicated state and log time only, so every replica deletes the same
@@ -68,20 +68,20 @@ pub(crate) fn pin_of(out: &sdk::Output) -> Option<Pin> {
 }
 
 /// Record that `seq` is now the newest record for `pin`; deletes the record it supersedes if
-/// that one was only kept for its pin.
+/// that one was only kept for its pin (answers whether a record was deleted).
 pub(crate) fn repin(
     pins: &mut super::tracked::Tracked<Pin, u64>,
     first_out_seq: u64,
     outbox: &mut Table<'_, u64, &'static [u8]>,
     pin: Pin,
     seq: u64,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     if let Some(old) = pins.insert(pin, seq)
         && old < first_out_seq
     {
-        outbox.remove(old).map_err(STATE_DB.write())?;
+        return Ok(outbox.remove(old).map_err(STATE_DB.write())?.is_some());
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Delete what the retention rule allows; returns how many records went.
@@ -124,6 +124,7 @@ pub(crate) fn prune(
     for seq in &doomed {
         outbox.remove(*seq).map_err(STATE_DB.write())?;
     }
+    data.outbox_records = data.outbox_records.saturating_sub(doomed.len() as u64);
     if new_first != data.first_out_seq {
         data.first_out_seq = new_first;
         h.update(b"outbox-pruned-below");

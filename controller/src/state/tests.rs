@@ -109,16 +109,22 @@ pub(crate) fn applied(t0: u64, batches: Vec<Vec<sdk::Input>>) -> (tempfile::Temp
 
 fn snapshot_bytes(sm: &StateMachine) -> usize {
     let data = sm.lock();
-    snapshot::build(&sm.db, &data, 0)
+    snapshot::build(&sm.db, &data, None)
         .expect("snapshot")
         .snapshot
-        .len()
+        .len() as usize
 }
 
-/// 40 hours of a grid: setup, then every 10 minutes (the last 10 minutes before hour 40) one
-/// telemetry sample from node 1 (30 kW generated, 25 kW on feeder 1) and a meter read per
-/// customer; then one entry 2 hours later.
-fn grid_entries(t0: u64) -> Vec<Entry> {
+/// A snapshot file's bytes, whole (tests only: nodes read them a chunk at a time).
+pub(super) fn bytes_of(f: &SnapshotFile) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut f.reader(), &mut v).expect("snapshot file reads");
+    v
+}
+
+/// A test grid's set-up: tariff 1 (NPR 15/kWh), Nepal's offset, prepaid customers 1 to
+/// `customers` on node 1 with ample credit.
+pub(super) fn grid_setup(customers: u32) -> Vec<sdk::Input> {
     let mut setup = vec![
         sdk::Input::SetTariff(sdk::Tariff {
             id: 1,
@@ -135,40 +141,44 @@ fn grid_entries(t0: u64) -> Vec<Entry> {
             plausible_margin_pct: sdk::PLAUSIBLE_MARGIN_PCT_DEFAULT,
         }),
     ];
-    for id in 1..=CUSTOMERS {
-        setup.push(sdk::Input::UpsertCustomer(sdk::CustomerSpec {
-            id: sdk::CustomerId(id),
-            node: sdk::NodeId(1),
-            mode: sdk::AccountMode::Prepaid,
-            tariff: 1,
-            connection_w: 250,
-            opening_credit_mpaisa: 50_000_000_000,
-            token: None,
+    setup.extend((1..=customers).map(|id| prepaid(id, 50_000_000_000)));
+    setup
+}
+
+/// One batch of the test grid: node 1's telemetry (30 kW generated, 25 kW on feeder 1) and a
+/// read of `total_wh(c)` for each customer c.
+pub(super) fn grid_batch(customers: u32, total_wh: impl Fn(u32) -> u64) -> Vec<sdk::Input> {
+    let mut v = vec![sdk::Input::Telemetry(sdk::Telemetry {
+        node: sdk::NodeId(1),
+        frequency_mhz: 50_000,
+        voltage_dv: 2_300,
+        generation_w: 30_000,
+        ballast_w: 0,
+        ballast_capacity_w: 30_000,
+        feeders: vec![sdk::FeederLoad {
+            feeder: 1,
+            load_w: 25_000,
+            closed: true,
+        }],
+    })];
+    for c in 1..=customers {
+        v.push(sdk::Input::MeterRead(sdk::MeterRead {
+            customer: sdk::CustomerId(c),
+            total_wh: total_wh(c),
+            read_at_ms: 0,
         }));
     }
-    let mut entries = vec![entry(1, t0, inputs(setup))];
+    v
+}
+
+/// 40 hours of a grid: setup, then every 10 minutes (the last 10 minutes before hour 40) one
+/// telemetry sample from node 1 (30 kW generated, 25 kW on feeder 1) and a meter read per
+/// customer; then one entry 2 hours later.
+fn grid_entries(t0: u64) -> Vec<Entry> {
+    let mut entries = vec![entry(1, t0, inputs(grid_setup(CUSTOMERS)))];
     let step = 10 * 60_000;
     for k in 1..(40 * HOUR_MS / step) {
-        let mut v = vec![sdk::Input::Telemetry(sdk::Telemetry {
-            node: sdk::NodeId(1),
-            frequency_mhz: 50_000,
-            voltage_dv: 2_300,
-            generation_w: 30_000,
-            ballast_w: 0,
-            ballast_capacity_w: 30_000,
-            feeders: vec![sdk::FeederLoad {
-                feeder: 1,
-                load_w: 25_000,
-                closed: true,
-            }],
-        })];
-        for c in 1..=CUSTOMERS {
-            v.push(sdk::Input::MeterRead(sdk::MeterRead {
-                customer: sdk::CustomerId(c),
-                total_wh: k * 100 + u64::from(c),
-                read_at_ms: 0,
-            }));
-        }
+        let v = grid_batch(CUSTOMERS, |c| k * 100 + u64::from(c));
         entries.push(entry(entries.len() as u64 + 1, t0 + k * step, inputs(v)));
     }
     entries.push(entry(
@@ -441,20 +451,21 @@ fn a_snapshot_is_the_canonical_encoding_of_its_image_and_installs() {
     apply(&a, &grid_entries(480_000 * HOUR_MS));
     let snap = {
         let data = a.lock();
-        snapshot::build(&a.db, &data, 0).expect("snapshot")
+        snapshot::build(&a.db, &data, None).expect("snapshot")
     };
-    let image: SnapshotImage = codec::decode(&snap.snapshot).expect("decodes");
-    assert_eq!(codec::encode(&image).expect("encodes"), snap.snapshot);
+    let bytes = bytes_of(&snap.snapshot);
+    let image: SnapshotImage = codec::decode(&bytes).expect("decodes");
+    assert_eq!(codec::encode(&image).expect("encodes"), bytes);
     let records = outbox(&a);
     assert!(records.len() > 100, "the grid filled the outbox");
     let stored = snapshot::current(&a.db).expect("read").expect("stored");
-    assert_eq!(stored.snapshot, snap.snapshot);
+    assert_eq!(bytes_of(&stored.snapshot), bytes);
     assert_eq!(stored.meta, snap.meta);
 
     let (_d2, b) = open();
     {
         let mut data = b.lock();
-        snapshot::install(&b.db, &mut data, &snap.meta, &snap.snapshot).expect("install");
+        snapshot::install(&b.db, &mut data, &snap.meta, &snap.snapshot, None).expect("install");
         b.publish(&data);
     }
     assert_eq!(b.lock().hash, a.lock().hash);
@@ -483,7 +494,7 @@ fn a_snapshot_is_the_canonical_encoding_of_its_image_and_installs() {
     }
     {
         let mut data = c.lock();
-        snapshot::install(&c.db, &mut data, &snap.meta, &snap.snapshot).expect("install");
+        snapshot::install(&c.db, &mut data, &snap.meta, &snap.snapshot, None).expect("install");
     }
     assert_eq!(c.lock().hash, a.lock().hash);
     let sc = stored_scalars(&c);
@@ -714,8 +725,8 @@ fn a_snapshot_over_the_message_limit_builds_reads_back_and_installs() {
     let big = vec![7u8; codec::MAX_ENCODED_BYTES / 2 + 1];
     data.actor_state.insert(b"big-1".to_vec(), big.clone());
     data.actor_state.insert(b"big-2".to_vec(), big);
-    let snap = snapshot::build(&sm.db, &data, 0).expect("snapshot builds");
-    assert!(snap.snapshot.len() > codec::MAX_ENCODED_BYTES);
+    let snap = snapshot::build(&sm.db, &data, None).expect("snapshot builds");
+    assert!(snap.snapshot.len() > codec::MAX_ENCODED_BYTES as u64);
     drop(data);
     // The node reads it back (as openraft does at every start) and a replica installs it.
     let stored = snapshot::current(&sm.db)
@@ -724,7 +735,7 @@ fn a_snapshot_over_the_message_limit_builds_reads_back_and_installs() {
     assert_eq!(stored.snapshot.len(), snap.snapshot.len());
     let (_d2, replica) = open();
     let mut rdata = replica.lock();
-    snapshot::install(&replica.db, &mut rdata, &snap.meta, &snap.snapshot)
+    snapshot::install(&replica.db, &mut rdata, &snap.meta, &snap.snapshot, None)
         .expect("a replica installs it");
     assert_eq!(
         rdata.actor_state.map.get(b"big-2".as_slice()).map(Vec::len),

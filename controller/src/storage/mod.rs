@@ -9,8 +9,10 @@
 //! fault-injecting disks (`redb::StorageBackend`).
 
 mod error;
+pub mod snapshot_file;
 
 pub use self::error::{Db, LOG_DB, STATE_DB, StoreError};
+pub use self::snapshot_file::SnapshotFile;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log
 /// Raft metadata: "vote", "committed", "last_purged" -> bincode.
 pub const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 /// State machine metadata: "scalars2" (applied index, membership, hash, log time, ...),
-/// "customers", "snapshot" (see `state::meta_keys`).
+/// "customers", "snapshot2" (the current snapshot's file, see `state::meta_keys`).
 pub const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// The state machine's outbox pins, a row per pin (the rest of its scalars are in `sm_meta`):
 /// bincode(Pin) -> sequence of the newest outbox record for it.
@@ -272,6 +274,8 @@ fn init_tables(db: &Database, path: &str) -> Result<(), OpenError> {
         txn.open_table(TIMERS).map_err(|e| err(e.into()))?;
         txn.open_table(OUTBOX).map_err(|e| err(e.into()))?;
         txn.open_table(NODE_LOCAL).map_err(|e| err(e.into()))?;
+        txn.open_table(snapshot_file::SNAPSHOT_CHUNKS)
+            .map_err(|e| err(e.into()))?;
     }
     txn.commit().map_err(|e| err(e.into()))?;
     Ok(())

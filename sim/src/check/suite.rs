@@ -23,6 +23,8 @@ pub struct SuiteConfig {
     pub frequency: FrequencyBand,
     /// Allowed debt outside friendly hours.
     pub credit_limit: CreditLimit,
+    /// The accounts that limit binds (`None`: every account; see `CreditChecker::prepaid_only`).
+    pub credit_prepaid: Option<fn(u64) -> bool>,
     /// Optional tariff oracle (the billing actor's tariff).
     pub tariff: Option<Tariff>,
     /// What the first committed register counts from.
@@ -57,6 +59,7 @@ impl SuiteConfig {
             liveness_bound_ms,
             frequency: FrequencyBand::default(),
             credit_limit: CreditLimit { debt_mpaisa_max: 0 },
+            credit_prepaid: None,
             tariff: None,
             billing_baseline: BillingBaseline::FirstRead,
             calendar: None,
@@ -118,7 +121,10 @@ impl Suite {
             proposals: AckedProposals::new(),
             one_copy: OneCopyInLog::new(),
             billing: MeterBilling::new(cfg.billing_baseline),
-            credit: CreditChecker::new(cfg.credit_limit, cfg.tariff),
+            credit: match cfg.credit_prepaid {
+                Some(p) => CreditChecker::new(cfg.credit_limit, cfg.tariff).prepaid_only(p),
+                None => CreditChecker::new(cfg.credit_limit, cfg.tariff),
+            },
             frequency: FrequencyQuality::new(cfg.frequency),
             liveness: Liveness::new(cfg.liveness_bound_ms),
             clock: cfg.calendar.map(ClockTruth::new),
@@ -253,6 +259,7 @@ impl Suite {
             engine: None,
             deploys: Vec::new(),
             notes: Vec::new(),
+            outbox: None,
         }
     }
 }
