@@ -700,7 +700,10 @@ mod tests {
             })
             .collect();
         let page = overview(1, &status, &c, &week);
-        println!("the overview with a full day and week: {} bytes", page.len());
+        println!(
+            "the overview with a full day and week: {} bytes",
+            page.len()
+        );
         assert!(page.len() < PAGE_BYTES_MAX, "{} bytes", page.len());
         assert!(page.contains("id=\"frequency\"") && page.matches("<svg").count() == 6);
         assert!(
