@@ -74,24 +74,15 @@ pub fn operator_key(seed: u64) -> OperatorKey {
 
 /// `wasm` with a custom section [`VERSION_SECTION`] holding `version` appended.
 pub fn with_version_section(wasm: &[u8], version: u32) -> Vec<u8> {
-    fn leb(mut v: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
+    // wasm's section and name lengths are LEB128, as the frame headers' varints are.
+    use ghatta_proto::frame::put_varint;
     let mut body = Vec::new();
-    leb(VERSION_SECTION.len(), &mut body);
+    put_varint(&mut body, VERSION_SECTION.len() as u64);
     body.extend_from_slice(VERSION_SECTION.as_bytes());
     body.extend_from_slice(&version.to_le_bytes());
     let mut out = wasm.to_vec();
     out.push(0); // custom section id
-    leb(body.len(), &mut out);
+    put_varint(&mut out, body.len() as u64);
     out.extend_from_slice(&body);
     out
 }

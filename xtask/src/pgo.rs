@@ -44,8 +44,10 @@ const NOT_GATED: &[&str] = &["storm-5-node-satellite.toml"];
 /// Scenarios whose faults take longer than a shortened training run (`--train-s`), trained
 /// for at least [`TRAIN_S_DEFAULT`] so they end as the sweep runs them: replace-node starts
 /// the replaced board ~10 minutes in, and cut at 300 s its membership changes are still in
-/// flight, which its checkers rightly report.
-const TRAIN_FULL_LENGTH: &[&str] = &["replace-node.toml"];
+/// flight, which its checkers rightly report. disk-faults rebuilds a node the same way 22
+/// minutes in; deploy-radio's deploys take ~5 minutes each over the radio, the second across a
+/// 10-minute partition.
+const TRAIN_FULL_LENGTH: &[&str] = &["replace-node.toml", "disk-faults.toml", "deploy-radio.toml"];
 /// The simulator's package and binary.
 const SIM_PACKAGE: &str = "ghatta-simulate";
 const SIM_BINARY: &str = "ghatta-sim";
