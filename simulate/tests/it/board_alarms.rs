@@ -8,18 +8,7 @@ use ghatta::notify::AlarmChange;
 use ghatta::notify::host::NodeGauges;
 use ghatta::notify::report::{self, ReportQueue};
 
-use crate::harness::{Cluster, run};
-
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::harness::{Cluster, run, wait_until};
 
 fn change(raised: bool) -> AlarmChange {
     AlarmChange {

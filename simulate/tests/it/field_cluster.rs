@@ -15,7 +15,7 @@ use ghatta::journal::{Cause, Journal, JournalLimits, ReasonCode};
 use ghatta_actor_sdk as sdk;
 use ghatta_hal::{RelayLine, SimBoard, SimBoardState};
 
-use crate::harness::{Cluster, run};
+use crate::harness::{Cluster, run, wait_until};
 
 fn setup() -> Vec<Vec<u8>> {
     let customer = |id: u32, credit: i64| {
@@ -51,17 +51,6 @@ fn setup() -> Vec<Vec<u8>> {
     .iter()
     .map(sdk::codec::encode)
     .collect()
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[test]

@@ -300,3 +300,15 @@ pub fn field_batch(round: u64, n: usize, customers: u32, node: u64) -> Vec<Vec<u
         })
         .collect()
 }
+
+/// Polls `f` every 200 ms until it holds; fails the test naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
