@@ -472,6 +472,12 @@ impl Node {
         }
     }
 
+    /// Whether this node leads now: Raft's own state, without building a [`NodeStatus`]
+    /// (which reads the outbox), for loops that ask often.
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow_watched().state.is_leader()
+    }
+
     /// Whether `id` is a voter in the membership this node knows.
     pub fn is_voter(&self, id: u64) -> bool {
         self.inner

@@ -35,13 +35,7 @@ impl NodeGauges {
 
     /// Reads them now.
     pub fn sample(&self) -> HostGauges {
-        let leads = self
-            .node
-            .raft()
-            .metrics()
-            .borrow_watched()
-            .state
-            .is_leader();
+        let leads = self.node.is_leader();
         HostGauges {
             peers_unreachable: if leads { self.peers_unreachable() } else { 0 },
             wan_behind_s: if leads && self.wan {

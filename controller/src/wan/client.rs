@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::connector::{Connector, TcpConnector};
 use crate::net::secure::{PublicKey, SecretKey};
-use crate::node::{Node, Role};
+use crate::node::Node;
 use crate::raft::Body;
 use crate::state::OutboxRecord;
 use ghatta_proto::outbox::Stream;
@@ -208,10 +208,6 @@ impl Uploader {
     }
 }
 
-fn is_leader(node: &Node) -> bool {
-    node.status().role == Role::Leader
-}
-
 /// Propose each new acknowledged cursor through Raft (`OutboxAck`).
 async fn commit_loop(node: Node, stream: Stream, mut acked: watch::Receiver<u64>) {
     loop {
@@ -245,7 +241,7 @@ async fn stream_loop(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        if !is_leader(&node) {
+        if !node.is_leader() {
             tokio::time::sleep(POLL_INTERVAL).await;
             continue;
         }
@@ -309,7 +305,7 @@ async fn wait_for_records(
 ) {
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
-        if !is_leader(node) {
+        if !node.is_leader() {
             return;
         }
         let from = node
@@ -435,7 +431,7 @@ async fn session(
     let mut last_progress = Instant::now();
     let mut idle_since = Instant::now();
     loop {
-        if !is_leader(node) {
+        if !node.is_leader() {
             return Ok(SessionEnd::NotLeader);
         }
         let mut drained = false;

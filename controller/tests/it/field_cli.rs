@@ -839,30 +839,12 @@ fn the_cockpit_pages_render_in_a_real_browser_and_metrics_scrape() {
         body.len()
     );
     // The same log from the command line.
-    let out = Command::new(GHATTA)
-        .args(["events", "--json", "--admin", &admin])
-        .output()
-        .expect("run ghatta events");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("events JSON");
+    let v = ghatta_json(&["events"]);
     assert!(
         v["events"].is_array() && v["whole_outbox"].is_boolean(),
         "{v}"
     );
-    let out = Command::new(GHATTA)
-        .args(["events", "--since", "1h", "--json", "--admin", &admin])
-        .output()
-        .expect("run ghatta events --since");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("events JSON");
+    let recent = ghatta_json(&["events", "--since", "1h"]);
     assert!(
         !recent["events"].as_array().expect("events").is_empty(),
         "the customers' set-up is within the hour: {recent}"
