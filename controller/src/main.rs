@@ -302,7 +302,14 @@ fn receipt_exit(r: &serde_json::Value, what: &str) -> anyhow::Result<std::proces
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// With `--features dhat-heap` every allocation is recorded by call site (see Cargo.toml).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     ghatta::process::main(|seed| dispatch(cli.cmd, seed))
 }

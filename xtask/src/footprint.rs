@@ -35,12 +35,14 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 const HTTP_RESPONSE_MAX_BYTES: u64 = 1024 * 1024;
 
 pub const USAGE: &str = "\
-usage: cargo xtask footprint --binary PATH [--runner CMD] [--seconds N]
+usage: cargo xtask footprint --binary PATH [--runner CMD] [--seconds N] [--curve-every S]
 
 Starts three `ghatta run` processes on loopback (simulated boards, 100 customers each), loads the
 demo's tariffs and customers through the admin API, runs N seconds (default 60) and prints each
 process's VmRSS, VmHWM and thread count. --runner runs the binary under a command, e.g.
 --runner \"qemu-aarch64 -L /usr/aarch64-linux-gnu\" (the figures then include qemu's own memory).
+--curve-every S also prints each node's VmRSS every S seconds as a table (the curve over a long
+run: where resident memory levels off).
 ";
 
 #[derive(Debug)]
@@ -48,12 +50,15 @@ pub struct FootprintArgs {
     binary: PathBuf,
     runner: Vec<String>,
     seconds: u64,
+    /// Seconds between two rows of the printed curve; `None`: no curve.
+    curve_every_s: Option<u64>,
 }
 
 pub fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<FootprintArgs> {
     let mut binary = None;
     let mut runner = Vec::new();
     let mut seconds = 60;
+    let mut curve_every_s = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
             args.next()
@@ -72,6 +77,13 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Foot
                     .parse()
                     .map_err(|e| anyhow!("--seconds: {e}"))?
             }
+            "--curve-every" => {
+                let s: u64 = value("--curve-every")?
+                    .parse()
+                    .map_err(|e| anyhow!("--curve-every: {e}"))?;
+                ensure!(s > 0, "--curve-every must be at least 1 second");
+                curve_every_s = Some(s);
+            }
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
@@ -80,6 +92,7 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Foot
         binary,
         runner,
         seconds,
+        curve_every_s,
     })
 }
 
@@ -123,8 +136,23 @@ pub fn run(args: FootprintArgs) -> anyhow::Result<()> {
         let _ = n.child.kill();
         let _ = n.child.wait();
     }
-    let _ = fs::remove_dir_all(&dir);
+    // On failure the directory stays: the error names a node's log in it.
+    if result.is_ok() {
+        let _ = fs::remove_dir_all(&dir);
+    }
     result
+}
+
+/// The node's binary, under the runner if one is given.
+fn command(args: &FootprintArgs, binary: &Path) -> Command {
+    match args.runner.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -145,11 +173,34 @@ fn measure(
         raft.push(free_port()?);
         admin.push(free_port()?);
     }
+    // Sealed links, as on a board (`ghatta run` refuses to start without keys): one key pair
+    // per node from the binary's own `keygen`.
+    let mut public_keys = Vec::new();
+    for id in 1..=NODES {
+        let keys = dir.join(format!("keys-{id}"));
+        let mut cmd = command(args, binary);
+        cmd.arg("keygen").arg("--out").arg(&keys);
+        let status = cmd
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run {cmd:?}"))?;
+        ensure!(status.success(), "{cmd:?} failed ({status})");
+        let public = fs::read_to_string(keys.join("node.pub"))
+            .with_context(|| format!("cannot read {}", keys.join("node.pub").display()))?;
+        // The file's comment lines say what it is for; the key is the one line that is not.
+        let key = public
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| anyhow!("{} holds no key", keys.join("node.pub").display()))?;
+        public_keys.push(key.to_string());
+    }
     let peers = (1..=NODES)
         .map(|id| {
             format!(
-                "{{ id = {id}, addr = \"127.0.0.1:{}\" }}",
-                raft[id as usize - 1]
+                "{{ id = {id}, addr = \"127.0.0.1:{}\", public_key = \"{}\" }}",
+                raft[id as usize - 1],
+                public_keys[id as usize - 1]
             )
         })
         .collect::<Vec<_>>()
@@ -159,25 +210,20 @@ fn measure(
         let cfg = dir.join(format!("node-{id}.toml"));
         let text = format!(
             "id = {id}\ncluster_name = \"footprint\"\ndata_dir = \"{}\"\n\
+             key_file = \"{}\"\n\
              raft_listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
              link_profile = \"lan\"\nbootstrap = true\npeers = [{peers}]\n\
              [board]\nkind = \"sim\"\ncustomers = {CUSTOMERS_PER_NODE}\n\
              first_customer = {}\nseed = {id}\nspeed = {SIM_SPEED}\n",
             dir.join(format!("node-{id}")).display(),
+            dir.join(format!("keys-{id}")).join("node.key").display(),
             raft[i],
             admin[i],
             i as u32 * CUSTOMERS_PER_NODE + 1,
         );
         fs::write(&cfg, text).with_context(|| format!("cannot write {}", cfg.display()))?;
         let log = fs::File::create(dir.join(format!("node-{id}.log")))?;
-        let mut cmd = match args.runner.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
+        let mut cmd = command(args, binary);
         cmd.args(["run", "--config"])
             .arg(&cfg)
             .env("GHATTA_LOG", "error")
@@ -277,6 +323,9 @@ fn measure(
     // Run and sample.
     let mut peak = vec![Sample::default(); nodes.len()];
     let mut last = vec![Sample::default(); nodes.len()];
+    // (seconds into the run, each node's sample) every `curve_every_s`.
+    let mut curve: Vec<(u64, Vec<Sample>)> = Vec::new();
+    let mut next_curve_s = args.curve_every_s;
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(args.seconds) {
         std::thread::sleep(SAMPLE_INTERVAL);
@@ -288,6 +337,10 @@ fn measure(
             peak[i].rss_kib = peak[i].rss_kib.max(s.rss_kib);
             peak[i].threads = peak[i].threads.max(s.threads);
             last[i] = s;
+        }
+        if let Some(at) = next_curve_s.filter(|&at| t.elapsed().as_secs() >= at) {
+            curve.push((at, last.clone()));
+            next_curve_s = args.curve_every_s.map(|every| at + every);
         }
         if t.elapsed().as_secs().is_multiple_of(PROGRESS_EVERY_S) {
             let rss: Vec<String> = last
@@ -337,6 +390,18 @@ fn measure(
             mib(last[i].hwm_kib),
             peak[i].threads
         );
+    }
+    if !curve.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| time (s) | VmRSS per node (MiB) | anonymous per node (MiB) |\n|---|---|---|"
+        );
+        let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+        for (at, samples) in &curve {
+            let rss: Vec<String> = samples.iter().map(|s| mib(s.rss_kib)).collect();
+            let anon: Vec<String> = samples.iter().map(|s| mib(s.anon_kib)).collect();
+            let _ = writeln!(out, "| {at} | {} | {} |", rss.join(" / "), anon.join(" / "));
+        }
     }
     print!("{out}");
     Ok(())
