@@ -189,6 +189,47 @@ pub struct NodeConfig {
     /// never this one (ARCHITECTURE.md, "Deployed actors").
     #[serde(default)]
     pub actor_signers: Vec<String>,
+    /// How the node's database files use memory (`[storage]`).
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: memory of the node's database files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// redb's cache for each of `raft-log.redb`, `state.redb` and `journal.redb`, KiB. Three
+    /// of these are most of what a node's resident memory grows by after its start
+    /// (BENCHMARKS.md, "Resident memory of a node"); a larger cache buys little, since the
+    /// working set (recent log entries, a few hundred accounts) is small.
+    #[serde(default = "default_cache_kib")]
+    pub cache_kib: u32,
+}
+
+/// Smallest `[storage] cache_kib`, KiB: below it redb would re-read every page of a commit's
+/// B-tree path from disk.
+pub const STORAGE_CACHE_KIB_MIN: u32 = 256;
+/// Largest `[storage] cache_kib`, KiB: three of these must fit well inside the unit's
+/// `MemoryHigh=96M` (deploy/ghatta.service).
+pub const STORAGE_CACHE_KIB_MAX: u32 = 16 * 1024;
+
+fn default_cache_kib() -> u32 {
+    (crate::storage::REDB_CACHE_BYTES / 1024) as u32
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_kib: default_cache_kib(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// `cache_kib` in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_kib as usize * 1024
+    }
 }
 
 impl NodeConfig {
@@ -294,6 +335,16 @@ impl NodeConfig {
         };
         if self.id == 0 {
             return Err(err("id", "must be 1 or more (0 is reserved)".into()));
+        }
+        if !(STORAGE_CACHE_KIB_MIN..=STORAGE_CACHE_KIB_MAX).contains(&self.storage.cache_kib) {
+            return Err(err(
+                "storage.cache_kib",
+                format!(
+                    "{} KiB is outside {STORAGE_CACHE_KIB_MIN}..={STORAGE_CACHE_KIB_MAX}; the default is {} KiB (remove the key to use it)",
+                    self.storage.cache_kib,
+                    default_cache_kib()
+                ),
+            ));
         }
         self.raft_listen.parse::<SocketAddr>().map_err(|e| {
             err(
@@ -661,6 +712,26 @@ peers = [{ id = 1, addr = "127.0.0.1:7001" }, { id = 2, addr = "127.0.0.1:7002" 
         .unwrap_err();
         assert_eq!(e.key, "data_dir", "{e}");
         assert!(e.problem.contains("/var/lib/ghatta"), "{e}");
+    }
+
+    /// `[storage] cache_kib` sizes redb's cache per file; outside its range it is refused
+    /// with the range and the default named (issue 25 item 3).
+    #[test]
+    fn storage_cache_is_sized_in_config_and_bounded() {
+        let c = NodeConfig::parse(GOOD, "n.toml").unwrap();
+        assert_eq!(c.storage.cache_bytes(), crate::storage::REDB_CACHE_BYTES);
+        let with = |kib: u32| format!("{GOOD}\n[storage]\ncache_kib = {kib}\n");
+        let c = NodeConfig::parse(&with(512), "n.toml").unwrap();
+        assert_eq!(c.storage.cache_bytes(), 512 * 1024);
+        for bad in [STORAGE_CACHE_KIB_MIN - 1, STORAGE_CACHE_KIB_MAX + 1] {
+            let e = NodeConfig::parse(&with(bad), "n.toml").unwrap_err();
+            assert_eq!(e.key, "storage.cache_kib", "{e}");
+            assert!(
+                e.problem.contains(&STORAGE_CACHE_KIB_MIN.to_string()),
+                "{e}"
+            );
+            assert!(e.problem.contains("default"), "{e}");
+        }
     }
 
     /// A 10 ms heartbeat was accepted though the documented minimum is

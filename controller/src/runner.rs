@@ -192,8 +192,9 @@ pub async fn start(
         Some(addr) => Some(crate::admin::bind_key("dashboard_listen", addr).await?),
         None => None,
     };
-    let stores = crate::storage::open_dir(&cfg.data_dir)?;
-    let journal = Journal::open_dir(&cfg.data_dir, cfg.field.journal.clone())?;
+    let cache_bytes = cfg.storage.cache_bytes();
+    let stores = crate::storage::open_dir_cached(&cfg.data_dir, cache_bytes)?;
+    let journal = Journal::open_dir_cached(&cfg.data_dir, cfg.field.journal.clone(), cache_bytes)?;
     let (tx, rx) = inbound_queue();
     let transport: Arc<dyn Transport> = if radios.is_empty() {
         TcpTransport::start(listener, tx)

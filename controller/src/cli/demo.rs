@@ -177,6 +177,7 @@ pub async fn run(args: DemoArgs, seed: u64) -> anyhow::Result<std::process::Exit
             bootstrap: id == 1,
             peers: peers.clone(),
             actors: Default::default(),
+            storage: Default::default(),
             board: BoardConfig::Sim {
                 customers: per_node,
                 first_customer: (id as u32 - 1) * per_node + 1,

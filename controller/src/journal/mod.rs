@@ -413,8 +413,17 @@ fn add(meta: &mut Meta<'_>, key: &str, delta: i64) -> Result<(), redb::StorageEr
 }
 
 impl Journal {
-    /// Open (or create) `journal.redb` in `data_dir`.
+    /// Open (or create) `journal.redb` in `data_dir` with the default cache.
     pub fn open_dir(data_dir: &Path, limits: JournalLimits) -> Result<Journal, JournalError> {
+        Self::open_dir_cached(data_dir, limits, crate::storage::REDB_CACHE_BYTES)
+    }
+
+    /// [`Journal::open_dir`] with `cache_bytes` of redb cache (`[storage] cache_kib`).
+    pub fn open_dir_cached(
+        data_dir: &Path,
+        limits: JournalLimits,
+        cache_bytes: usize,
+    ) -> Result<Journal, JournalError> {
         let path = data_dir.join(JOURNAL_FILE_NAME);
         let name = path.display().to_string();
         std::fs::create_dir_all(data_dir).map_err(|e| JournalError {
@@ -424,7 +433,7 @@ impl Journal {
             advice: "check the `data_dir` setting and its permissions",
         })?;
         let db = redb::Builder::new()
-            .set_cache_size(crate::storage::REDB_CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(&path)
             .map_err(|e| {
                 // The same three cases as the node's databases: another process holds the

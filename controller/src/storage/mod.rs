@@ -197,8 +197,13 @@ fn storage_open_error(path: String, e: redb::StorageError) -> OpenError {
     }
 }
 
-/// Open (or create) the node's databases in `data_dir`.
+/// Open (or create) the node's databases in `data_dir`, each with the default cache.
 pub fn open_dir(data_dir: &Path) -> Result<Stores, OpenError> {
+    open_dir_cached(data_dir, REDB_CACHE_BYTES)
+}
+
+/// [`open_dir`] with `cache_bytes` of redb cache for each database (`[storage] cache_kib`).
+pub fn open_dir_cached(data_dir: &Path, cache_bytes: usize) -> Result<Stores, OpenError> {
     std::fs::create_dir_all(data_dir).map_err(|e| OpenError::DataDir {
         path: data_dir.display().to_string(),
         detail: e.to_string(),
@@ -206,7 +211,7 @@ pub fn open_dir(data_dir: &Path) -> Result<Stores, OpenError> {
     let open = |name: &str| -> Result<Arc<Database>, OpenError> {
         let path = data_dir.join(name);
         let db = redb::Builder::new()
-            .set_cache_size(REDB_CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(&path)
             .map_err(|e| open_error(&path, e))?;
         init_tables(&db, &path.display().to_string())?;
