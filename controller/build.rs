@@ -18,9 +18,9 @@ use std::process::{Command, ExitCode};
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// The workspace profile for actors (`Cargo.toml`: opt-level 3, lto, panic abort).
 const ACTOR_PROFILE: &str = "actor-wasm";
-/// Largest module accepted, bytes. Every delivery instantiates the actor afresh and wasmi
-/// translates it eagerly, so module size is paid on every committed entry; 64 KiB is the budget
-/// the actor SDK is designed to (it is also one wasm page).
+/// Largest module accepted, bytes. wasmi translates a module eagerly and a node keeps it
+/// compiled with its warm instances; 64 KiB is the budget the actor SDK is designed to (it is
+/// also one wasm page).
 const WASM_SIZE_MAX_BYTES: u64 = 65_536;
 
 /// The actors: (package, file cargo produces, file in `OUT_DIR`). The first two are embedded;
@@ -108,9 +108,9 @@ fn build() -> Result<(), String> {
         ])
         .arg(&target_dir);
     clear_outer_config(&mut cmd);
-    // The host instantiates a fresh instance per delivery, and instantiation zeroes the
-    // module's initial memory: with rustc's default 1 MiB wasm stack that is 17 pages per
-    // message. The actors recurse shallowly; a 64 KiB stack keeps instantiation cheap.
+    // Between deliveries the host copies the module's whole initial memory back (or, for a
+    // fresh instance, zeroes it): with rustc's default 1 MiB wasm stack that is 17 pages per
+    // message. The actors recurse shallowly; a 64 KiB stack keeps it to two pages.
     cmd.env(
         "CARGO_ENCODED_RUSTFLAGS",
         format!("-Clink-arg=-zstack-size={ACTOR_STACK_BYTES}"),

@@ -27,8 +27,9 @@ pub const IMPORT_MODULE: &str = "ghatta";
 pub const STATUS_UNDECODABLE: i32 = 100;
 
 /// The wasm side of the ABI: a bump allocator and the [`Host`](crate::Host) bound to imports.
-/// The host instantiates a fresh instance per delivery, so the bump allocator never frees: the
-/// whole heap is dropped with the instance, and the memory limit bounds it.
+/// Every delivery starts in a fresh instance or one the host reset to a fresh one's memory and
+/// globals, so the bump allocator never frees: the whole heap goes with the delivery, and the
+/// memory limit bounds it.
 #[cfg(target_arch = "wasm32")]
 pub mod guest {
     use alloc::vec;

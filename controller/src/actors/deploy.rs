@@ -13,8 +13,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// Largest module, bytes: the same 64 KiB budget `build.rs` holds the compiled-in actors to
-/// (a fresh instance per delivery copies the module's data segments; a small module keeps
-/// that and the compiled code cache cheap on a board with little memory).
+/// (a small module keeps the compiled code cache and its instances cheap on a board with
+/// little memory).
 pub const MODULE_BYTES_MAX: usize = 64 * 1024;
 
 /// Module bytes one [`ActorOp::Chunk`] entry carries at most. The radio profile's proposals

@@ -4,9 +4,11 @@
 //! - modules are compiled **eagerly** (`CompilationMode::Eager`): with lazy translation wasmi
 //!   charges translation as fuel, so a replica with a cold cache could run out of fuel where a
 //!   warm one did not;
-//! - each delivery runs in a **fresh instance** with a fixed fuel budget and memory limit, so no
-//!   hidden state survives in linear memory between deliveries: an actor's state is only what
-//!   it wrote through the host;
+//! - each delivery runs with a fixed fuel budget and memory limit in an instance that is
+//!   **fresh or reset to exactly a fresh one's state** (`warm.rs`: linear memory and globals as
+//!   after instantiation), so no hidden state survives in linear memory between deliveries: an
+//!   actor's state is only what it wrote through the host, and a cold replica computes what a
+//!   warm one does, fuel included;
 //! - the host offers no clock and no randomness; time is the entry's log time;
 //! - a trap (including running out of fuel or memory, or breaking a host limit) discards every
 //!   write and output of that delivery, and is recorded as the outcome on every replica.
@@ -17,13 +19,17 @@
 
 pub mod deploy;
 pub mod embedded;
+#[cfg(test)]
+mod tests;
+mod warm;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use std::collections::BTreeMap;
 
 use ghatta_actor_sdk::abi;
 pub use ghatta_proto::outbox::ActorKind;
+pub use warm::WARM_INSTANCES_MAX;
 use wasmi::{
     Caller, CompilationMode, Config, Engine, Extern, Linker, Module, Store, StoreLimits,
     StoreLimitsBuilder,
@@ -202,6 +208,10 @@ struct HostCtx {
     host_limit_hit: bool,
     /// With a replay cache: every key read before this delivery wrote it, with its value.
     reads: Option<Reads>,
+    /// The instance's memory once instantiated (host calls then skip the export lookup).
+    memory: Option<wasmi::Memory>,
+    /// Scratch for the full key of a host call, reused so a read allocates nothing.
+    key: Vec<u8>,
 }
 
 fn limit_trap(ctx: &mut HostCtx, what: &str) -> wasmi::Error {
@@ -210,17 +220,35 @@ fn limit_trap(ctx: &mut HostCtx, what: &str) -> wasmi::Error {
 }
 
 fn memory_of(caller: &Caller<'_, HostCtx>) -> Result<wasmi::Memory, wasmi::Error> {
+    if let Some(memory) = caller.data().memory {
+        return Ok(memory);
+    }
     caller
         .get_export("memory")
         .and_then(Extern::into_memory)
         .ok_or_else(|| wasmi::Error::new("actor exports no memory"))
 }
 
-fn read_bytes(mem: &[u8], ptr: i32, len: i32) -> Result<Vec<u8>, wasmi::Error> {
+fn slice(mem: &[u8], ptr: i32, len: i32) -> Result<&[u8], wasmi::Error> {
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
     mem.get(ptr..ptr.saturating_add(len))
-        .map(<[u8]>::to_vec)
         .ok_or_else(|| wasmi::Error::new("actor passed an out-of-bounds buffer"))
+}
+
+fn read_bytes(mem: &[u8], ptr: i32, len: i32) -> Result<Vec<u8>, wasmi::Error> {
+    slice(mem, ptr, len).map(<[u8]>::to_vec)
+}
+
+/// Puts the actor's prefix and the key at `kp`/`kl` into `ctx.key`, checking its length.
+fn full_key(ctx: &mut HostCtx, mem: &[u8], kp: i32, kl: i32) -> Result<(), wasmi::Error> {
+    let key = slice(mem, kp, kl)?;
+    if key.len() > ctx.actor_limits.max_key_bytes {
+        return Err(limit_trap(ctx, "key too long"));
+    }
+    ctx.key.clear();
+    ctx.key.push(ctx.prefix);
+    ctx.key.extend_from_slice(key);
+    Ok(())
 }
 
 /// Deployed modules kept compiled at once (`ActorHost::compiled`). The code is a cache: a
@@ -232,15 +260,46 @@ pub const COMPILED_MODULES_MAX: usize = 8;
 /// 0 when done.
 pub const MIGRATE_EXPORT: &str = "ghatta_migrate";
 
+/// A compiled actor module and its warm instances (`warm.rs`); cloning shares both.
+#[derive(Clone)]
+pub struct ActorModule(Arc<Compiled>);
+
+struct Compiled {
+    module: Module,
+    /// How to reset an instance; `None`: every delivery instantiates afresh.
+    reset: Option<warm::ResetPlan>,
+    /// The memory right after instantiation, from the first warm instance.
+    pristine: OnceLock<Box<[u8]>>,
+    /// Reset instances waiting for a delivery, at most [`WARM_INSTANCES_MAX`].
+    warm: Mutex<Vec<warm::Warm>>,
+}
+
+impl std::fmt::Debug for ActorModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorModule")
+            .field("reusable", &self.0.reset.is_some())
+            .finish()
+    }
+}
+
+impl ActorModule {
+    /// Whether deliveries to this module reuse a reset instance (`warm.rs` says when not).
+    pub fn reusable(&self) -> bool {
+        self.0.reset.is_some()
+    }
+}
+
 /// The actor host: an engine, the compiled modules and the host functions.
 pub struct ActorHost {
     engine: Engine,
     linker: Linker<HostCtx>,
-    modules: BTreeMap<ActorKind, Module>,
+    modules: BTreeMap<ActorKind, ActorModule>,
     /// Deployed modules by hash, compiled ([`COMPILED_MODULES_MAX`]).
-    deployed: std::sync::Mutex<BTreeMap<deploy::ModuleHash, Module>>,
+    deployed: std::sync::Mutex<BTreeMap<deploy::ModuleHash, ActorModule>>,
     limits: ActorLimits,
     replay: Option<Arc<dyn DeliveryCache>>,
+    /// False: a fresh instance for every delivery, never a warm one.
+    reuse: bool,
 }
 
 /// What to call in a fresh instance.
@@ -290,6 +349,7 @@ impl ActorHost {
             deployed: Default::default(),
             limits,
             replay: None,
+            reuse: true,
         };
         for (kind, bytes) in modules {
             host.load(*kind, bytes)?;
@@ -301,6 +361,14 @@ impl ActorHost {
     /// simulator's nodes); a board's single replica would only fill it.
     pub fn with_delivery_cache(mut self, cache: Arc<dyn DeliveryCache>) -> Self {
         self.replay = Some(cache);
+        self
+    }
+
+    /// The same host running every delivery in a fresh instance, as it did before warm
+    /// instances: for tests that hold both to the same outcomes and fuel, and for the
+    /// benchmark's comparison.
+    pub fn with_fresh_instances(mut self) -> Self {
+        self.reuse = false;
         self
     }
 
@@ -330,7 +398,7 @@ impl ActorHost {
         kind: ActorKind,
         hash: &deploy::ModuleHash,
         bytes: &[u8],
-    ) -> Result<Module, LoadError> {
+    ) -> Result<ActorModule, LoadError> {
         let mut cache = self.deployed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = cache.get(hash) {
             return Ok(m.clone());
@@ -344,8 +412,10 @@ impl ActorHost {
     }
 
     /// Whether a module offers [`MIGRATE_EXPORT`] with the right signature.
-    pub fn has_migrate(module: &Module) -> bool {
+    pub fn has_migrate(module: &ActorModule) -> bool {
         module
+            .0
+            .module
             .get_export(MIGRATE_EXPORT)
             .and_then(|e| e.func().cloned())
             .is_some_and(|f| {
@@ -355,12 +425,22 @@ impl ActorHost {
 
     /// Compile `bytes` and check it follows the ABI: imports only from the host, the
     /// required exports, and the ABI version it answers (asked with a delivery's fuel).
-    pub fn check(&self, kind: ActorKind, bytes: &[u8]) -> Result<Module, LoadError> {
+    pub fn check(&self, kind: ActorKind, bytes: &[u8]) -> Result<ActorModule, LoadError> {
         let actor = kind.name();
-        let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
-            actor,
-            detail: e.to_string(),
-        })?;
+        // The module as planned for reuse (an export added per mutable global) when it can be
+        // reset, else as given; the error, if any, is about the bytes as given.
+        let planned = warm::plan(bytes)
+            .and_then(|(b, plan)| Some((Module::new(&self.engine, &b).ok()?, plan)));
+        let (module, reset) = match planned {
+            Some((module, plan)) => (module, Some(plan)),
+            None => (
+                Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+                    actor,
+                    detail: e.to_string(),
+                })?,
+                None,
+            ),
+        };
         let abi_err = |detail: String| LoadError::Abi {
             actor,
             abi: abi::ABI_VERSION,
@@ -403,7 +483,12 @@ impl ActorHost {
         if version != abi::ABI_VERSION {
             return Err(abi_err(format!("it speaks ABI v{version}")));
         }
-        Ok(module)
+        Ok(ActorModule(Arc::new(Compiled {
+            module,
+            reset,
+            pristine: OnceLock::new(),
+            warm: Mutex::new(Vec::new()),
+        })))
     }
 
     fn store(&self, kind: ActorKind) -> Store<HostCtx> {
@@ -421,6 +506,8 @@ impl ActorHost {
             effects: Effects::default(),
             host_limit_hit: false,
             reads: None,
+            memory: None,
+            key: Vec::new(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
@@ -444,19 +531,14 @@ impl ActorHost {
                  -> Result<i32, wasmi::Error> {
                     let memory = memory_of(&caller)?;
                     let (mem, ctx) = memory.data_and_store_mut(&mut caller);
-                    let key = read_bytes(mem, kp, kl)?;
-                    if key.len() > ctx.actor_limits.max_key_bytes {
-                        return Err(limit_trap(ctx, "key too long"));
-                    }
-                    let mut full = Vec::with_capacity(key.len() + 1);
-                    full.push(ctx.prefix);
-                    full.extend_from_slice(&key);
-                    let value = ctx.state.map.get(&full);
+                    full_key(ctx, mem, kp, kl)?;
+                    let full = ctx.key.as_slice();
+                    let value = ctx.state.map.get(full);
                     if let Some(reads) = ctx.reads.as_mut()
-                        && !ctx.undo.iter().any(|(k, _)| *k == full)
-                        && !reads.iter().any(|(k, _)| *k == full)
+                        && !ctx.undo.iter().any(|(k, _)| k == full)
+                        && !reads.iter().any(|(k, _)| k == full)
                     {
-                        reads.push((full, value.cloned()));
+                        reads.push((full.to_vec(), value.cloned()));
                     }
                     let Some(value) = value else {
                         return Ok(-1);
@@ -581,7 +663,7 @@ impl ActorHost {
     pub fn deliver_to(
         &self,
         kind: ActorKind,
-        module: Option<&Module>,
+        module: Option<&ActorModule>,
         state: &mut ActorState,
         delivery: &[u8],
     ) -> (Status, Effects) {
@@ -596,17 +678,33 @@ impl ActorHost {
             return hit;
         }
         let state_bytes = state.bytes;
-        let (status, effects, reads) = self.execute(
+        let run = self.execute(
             kind,
             module,
             state,
             Call::Handle(delivery),
             self.replay.is_some(),
         );
-        if let (Some(cache), Some(reads)) = (&self.replay, reads) {
-            cache.record(kind, delivery, state_bytes, reads, status, &effects);
+        if let (Some(cache), Some(reads)) = (&self.replay, run.reads) {
+            cache.record(kind, delivery, state_bytes, reads, run.status, &run.effects);
         }
-        (status, effects)
+        (run.status, run.effects)
+    }
+
+    /// [`ActorHost::deliver`] to the compiled-in module without the delivery cache, also
+    /// answering the fuel the delivery used: for tests and benchmarks (fuel is part of the
+    /// outcome every replica must agree on, though only a trap shows it).
+    pub fn deliver_metered(
+        &self,
+        kind: ActorKind,
+        state: &mut ActorState,
+        delivery: &[u8],
+    ) -> (Status, Effects, u64) {
+        let Some(module) = self.modules.get(&kind) else {
+            return (Status::Trapped(TrapKind::Wasm), Effects::default(), 0);
+        };
+        let run = self.execute(kind, module, state, Call::Handle(delivery), false);
+        (run.status, run.effects, run.fuel)
     }
 
     /// Runs `module`'s [`MIGRATE_EXPORT`] once with a delivery's fuel and memory, on the
@@ -614,72 +712,122 @@ impl ActorHost {
     pub fn migrate(
         &self,
         kind: ActorKind,
-        module: &Module,
+        module: &ActorModule,
         state: &mut ActorState,
         from_version: u32,
     ) -> (Status, Effects) {
         let from = i32::try_from(from_version).unwrap_or(i32::MAX);
-        let (status, effects, _) = self.execute(kind, module, state, Call::Migrate(from), false);
-        (status, effects)
+        let run = self.execute(kind, module, state, Call::Migrate(from), false);
+        (run.status, run.effects)
     }
 
-    /// One call in a fresh instance with the delivery limits; a trap rolls `state` back.
+    /// One call with the delivery limits, in a warm instance when the module has a reset
+    /// plan and the host reuses instances, else in a fresh one; a trap rolls `state` back.
     fn execute(
         &self,
         kind: ActorKind,
-        module: &Module,
+        module: &ActorModule,
         state: &mut ActorState,
         call: Call<'_>,
         track_reads: bool,
-    ) -> (Status, Effects, Option<Reads>) {
+    ) -> Run {
+        if let Call::Handle(delivery) = call
+            && self.reuse
+            && let Some(plan) = &module.0.reset
+        {
+            // A module that cannot be instantiated fails the same way in a fresh instance,
+            // where the error becomes the delivery's outcome.
+            if let Some(mut warm) = self.take_warm(kind, module, plan) {
+                let run = self.run_warm(&mut warm, kind, state, delivery, track_reads);
+                if let Some(pristine) = module.0.pristine.get()
+                    && warm.reset(pristine)
+                {
+                    let mut pool = module.0.warm.lock().unwrap_or_else(|p| p.into_inner());
+                    if pool.len() < WARM_INSTANCES_MAX {
+                        pool.push(warm);
+                    }
+                }
+                return run;
+            }
+        }
         let mut store = self.store(kind);
         store.data_mut().state = std::mem::take(state);
         if track_reads {
             store.data_mut().reads = Some(Vec::new());
         }
-        if store.set_fuel(self.limits.fuel_per_delivery).is_err() {
+        let fuel = self.limits.fuel_per_delivery;
+        if store.set_fuel(fuel).is_err() {
             *state = std::mem::take(&mut store.data_mut().state);
-            return (Status::Trapped(TrapKind::Wasm), Effects::default(), None);
+            return Run::trapped_before_start();
         }
-        let result = self.run(&mut store, module, call);
-        let ctx = store.data_mut();
-        // A refused migration must leave the state as it found it, as a trap does; a refused
-        // delivery keeps its writes (an actor may record why it refused).
-        let undo = matches!((call, &result), (Call::Migrate(_), Ok(c)) if *c != 0);
-        if undo {
-            while let Some((key, old)) = ctx.undo.pop() {
-                match old {
-                    Some(v) => ctx.state.insert(key, v),
-                    None => ctx.state.remove(&key),
-                };
-            }
-            ctx.effects = Effects::default();
+        let result = self.run(&mut store, &module.0.module, call);
+        let used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        finish(store.data_mut(), call, result, state, used)
+    }
+
+    /// A warm instance of `module`: one waiting in its pool, or a new one (whose memory,
+    /// the first time, becomes the module's pristine image). `None` when instantiation fails.
+    fn take_warm(
+        &self,
+        kind: ActorKind,
+        module: &ActorModule,
+        plan: &warm::ResetPlan,
+    ) -> Option<warm::Warm> {
+        let waiting = module
+            .0
+            .warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        if waiting.is_some() {
+            return waiting;
         }
-        let status = match result {
-            Ok(0) => Status::Handled,
-            Ok(code) => Status::Rejected(code),
-            Err(e) => {
-                // Roll back in reverse order.
-                while let Some((key, old)) = ctx.undo.pop() {
-                    match old {
-                        Some(v) => ctx.state.insert(key, v),
-                        None => ctx.state.remove(&key),
-                    };
-                }
-                ctx.effects = Effects::default();
-                let kind = if ctx.host_limit_hit {
-                    TrapKind::HostLimit
-                } else if e.as_trap_code() == Some(wasmi::TrapCode::OutOfFuel) {
-                    TrapKind::OutOfFuel
-                } else {
-                    TrapKind::Wasm
-                };
-                Status::Trapped(kind)
-            }
-        };
-        *state = std::mem::take(&mut ctx.state);
-        let effects = std::mem::take(&mut ctx.effects);
-        (status, effects, ctx.reads.take())
+        let mut store = self.store(kind);
+        let instance = self
+            .linker
+            .instantiate_and_start(&mut store, &module.0.module)
+            .ok()?;
+        let warm = warm::Warm::new(store, instance, plan).ok()?;
+        module.0.pristine.get_or_init(|| warm.image());
+        Some(warm)
+    }
+
+    /// One `ghatta_handle` call in a warm instance: the same calls, in the same order and
+    /// with the same fuel, as [`ActorHost::run`] makes in a fresh one after instantiating.
+    fn run_warm(
+        &self,
+        warm: &mut warm::Warm,
+        kind: ActorKind,
+        state: &mut ActorState,
+        delivery: &[u8],
+        track_reads: bool,
+    ) -> Run {
+        let ctx = warm.store.data_mut();
+        ctx.prefix = kind.prefix();
+        ctx.state = std::mem::take(state);
+        ctx.reads = track_reads.then(Vec::new);
+        let fuel = self.limits.fuel_per_delivery;
+        if warm.store.set_fuel(fuel).is_err() {
+            *state = std::mem::take(&mut warm.store.data_mut().state);
+            return Run::trapped_before_start();
+        }
+        let result = (|| {
+            let len = i32::try_from(delivery.len())
+                .map_err(|_| wasmi::Error::new("delivery too large"))?;
+            let ptr = warm.alloc.call(&mut warm.store, len)?;
+            warm.memory
+                .write(&mut warm.store, ptr as u32 as usize, delivery)
+                .map_err(|_| wasmi::Error::new("ghatta_alloc returned an out-of-bounds buffer"))?;
+            warm.handle.call(&mut warm.store, (ptr, len))
+        })();
+        let used = fuel.saturating_sub(warm.store.get_fuel().unwrap_or(0));
+        finish(
+            warm.store.data_mut(),
+            Call::Handle(delivery),
+            result,
+            state,
+            used,
+        )
     }
 
     fn run(
@@ -689,6 +837,7 @@ impl ActorHost {
         call: Call<'_>,
     ) -> Result<i32, wasmi::Error> {
         let instance = self.linker.instantiate_and_start(&mut *store, module)?;
+        store.data_mut().memory = instance.get_memory(&*store, "memory");
         let delivery = match call {
             Call::Handle(d) => d,
             Call::Migrate(from) => {
@@ -708,5 +857,69 @@ impl ActorHost {
             .write(&mut *store, ptr as u32 as usize, delivery)
             .map_err(|_| wasmi::Error::new("ghatta_alloc returned an out-of-bounds buffer"))?;
         handle.call(&mut *store, (ptr, len))
+    }
+}
+
+/// What one call did.
+struct Run {
+    status: Status,
+    effects: Effects,
+    reads: Option<Reads>,
+    /// Fuel used.
+    fuel: u64,
+}
+
+impl Run {
+    /// The store refused the fuel budget: nothing ran.
+    fn trapped_before_start() -> Self {
+        Run {
+            status: Status::Trapped(TrapKind::Wasm),
+            effects: Effects::default(),
+            reads: None,
+            fuel: 0,
+        }
+    }
+}
+
+/// The outcome of a call from its result and the host context it ran with: rolls the state
+/// back on a trap (and on a refused migration), hands the state back to `state`, and leaves
+/// the context empty for the next call.
+fn finish(
+    ctx: &mut HostCtx,
+    call: Call<'_>,
+    result: Result<i32, wasmi::Error>,
+    state: &mut ActorState,
+    fuel: u64,
+) -> Run {
+    // A refused migration must leave the state as it found it, as a trap does; a refused
+    // delivery keeps its writes (an actor may record why it refused).
+    let refused_migration = matches!((call, &result), (Call::Migrate(_), Ok(c)) if *c != 0);
+    let status = match &result {
+        Ok(0) => Status::Handled,
+        Ok(code) => Status::Rejected(*code),
+        Err(_) if ctx.host_limit_hit => Status::Trapped(TrapKind::HostLimit),
+        Err(e) if e.as_trap_code() == Some(wasmi::TrapCode::OutOfFuel) => {
+            Status::Trapped(TrapKind::OutOfFuel)
+        }
+        Err(_) => Status::Trapped(TrapKind::Wasm),
+    };
+    if refused_migration || result.is_err() {
+        // Roll back in reverse order.
+        while let Some((key, old)) = ctx.undo.pop() {
+            match old {
+                Some(v) => ctx.state.insert(key, v),
+                None => ctx.state.remove(&key),
+            };
+        }
+        ctx.effects = Effects::default();
+    }
+    ctx.undo.clear();
+    ctx.host_limit_hit = false;
+    *state = std::mem::take(&mut ctx.state);
+    Run {
+        status,
+        effects: std::mem::take(&mut ctx.effects),
+        reads: ctx.reads.take(),
+        fuel,
     }
 }

@@ -341,9 +341,20 @@ fn route(input: &sdk::Input) -> ActorKind {
     ActorKind::for_input(input).unwrap_or(ActorKind::Billing)
 }
 
-/// Time `n` deliveries under wasmi and natively; returns (wasm ns/delivery, native ns/delivery).
-fn wasm_vs_native(n: usize, customers: u32) -> anyhow::Result<(f64, f64)> {
+/// ns per delivery: under wasmi with warm instances, with a fresh instance each, natively;
+/// and the fixed cost of a trivial delivery, warm and fresh.
+struct WasmVsNative {
+    warm: f64,
+    fresh: f64,
+    native: f64,
+    fixed_warm: f64,
+    fixed_fresh: f64,
+}
+
+/// Time `n` deliveries under wasmi (warm instances, then fresh ones) and natively.
+fn wasm_vs_native(n: usize, customers: u32) -> anyhow::Result<WasmVsNative> {
     let host = ActorHost::with_embedded(ActorLimits::default())?;
+    let fresh = ActorHost::with_embedded(ActorLimits::default())?.with_fresh_instances();
     let mut state = ActorState::default();
     let (mut bal, mut bill) = (MemHost::default(), MemHost::default());
     let ctx = |i: u64| sdk::Context {
@@ -369,29 +380,30 @@ fn wasm_vs_native(n: usize, customers: u32) -> anyhow::Result<(f64, f64)> {
             (route(&d.input), d, bytes)
         })
         .collect();
-    let t = Instant::now();
-    for (kind, _, bytes) in &deliveries {
-        let (status, _) = host.deliver(*kind, &mut state, bytes);
-        anyhow::ensure!(
-            !matches!(status, ghatta::actors::Status::Trapped(_)),
-            "an actor trapped during the benchmark"
-        );
-    }
-    let wasm = t.elapsed();
-    // Fixed cost of a delivery (fresh instance, input copy, a trivial handle): a Noop.
+    // Fixed cost of a delivery (instance, input copy, a trivial handle): a Noop.
     let noop = sdk::codec::encode(&sdk::Delivery {
         ctx: ctx(1),
         input: sdk::Input::Noop,
     });
-    let t = Instant::now();
-    for _ in 0..n {
-        let _ = host.deliver(ActorKind::Billing, &mut state, &noop);
+    let per = |d: Duration| d.as_nanos() as f64 / n as f64;
+    let mut timed = Vec::new();
+    for host in [&host, &fresh] {
+        let mut state = state.clone();
+        let t = Instant::now();
+        for (kind, _, bytes) in &deliveries {
+            let (status, _) = host.deliver(*kind, &mut state, bytes);
+            anyhow::ensure!(
+                !matches!(status, ghatta::actors::Status::Trapped(_)),
+                "an actor trapped during the benchmark"
+            );
+        }
+        let wasm = t.elapsed();
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = host.deliver(ActorKind::Billing, &mut state, &noop);
+        }
+        timed.push((per(wasm), per(t.elapsed())));
     }
-    let overhead = t.elapsed();
-    eprintln!(
-        "fixed per-delivery overhead: {:.1} µs",
-        overhead.as_nanos() as f64 / n as f64 / 1e3
-    );
     let t = Instant::now();
     for (kind, d, bytes) in &deliveries {
         // The native path pays the same decode the wasm guest does.
@@ -405,11 +417,13 @@ fn wasm_vs_native(n: usize, customers: u32) -> anyhow::Result<(f64, f64)> {
         bal.outputs.clear();
         bill.outputs.clear();
     }
-    let native = t.elapsed();
-    Ok((
-        wasm.as_nanos() as f64 / n as f64,
-        native.as_nanos() as f64 / n as f64,
-    ))
+    Ok(WasmVsNative {
+        warm: timed[0].0,
+        fresh: timed[1].0,
+        native: per(t.elapsed()),
+        fixed_warm: timed[0].1,
+        fixed_fresh: timed[1].1,
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -441,7 +455,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         args.batch > 0 && args.concurrency > 0 && args.customers > 0,
         "batch, concurrency and customers must be positive"
     );
-    let (wasm_ns, native_ns) = tokio::task::spawn_blocking({
+    let wvn = tokio::task::spawn_blocking({
         let (n, c) = (args.deliveries, args.customers);
         move || wasm_vs_native(n, c)
     })
@@ -527,6 +541,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let rate = committed as f64 / elapsed.as_secs_f64();
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let (wasm_ns, native_ns) = (wvn.warm, wvn.native);
     let ratio = wasm_ns / native_ns.max(1.0);
     if args.json {
         println!(
@@ -539,7 +554,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
                 "batch": args.batch,
                 "concurrency": args.concurrency,
                 "commit_latency_ms": { "p50": p50.as_secs_f64() * 1e3, "p99": p99.as_secs_f64() * 1e3 },
-                "apply_ns_per_message": { "wasmi": wasm_ns, "native": native_ns, "ratio": ratio },
+                "apply_ns_per_message": {
+                    "wasmi": wasm_ns, "native": native_ns, "ratio": ratio,
+                    "wasmi_fresh_instances": wvn.fresh,
+                    "fixed_warm": wvn.fixed_warm, "fixed_fresh": wvn.fixed_fresh,
+                },
             })
         );
     } else {
@@ -566,6 +585,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             native_ns / 1e3
         );
         println!("| wasmi / native ratio | {ratio:.1}x |");
+        println!(
+            "| wasmi with a fresh instance per delivery | {:.1} µs |",
+            wvn.fresh / 1e3
+        );
+        println!(
+            "| fixed cost of a trivial delivery: warm / fresh instance | {:.1} µs / {:.1} µs |",
+            wvn.fixed_warm / 1e3,
+            wvn.fixed_fresh / 1e3
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

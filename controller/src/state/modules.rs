@@ -131,7 +131,7 @@ pub(crate) fn active_module(
     host: &ActorHost,
     state: &crate::actors::ActorState,
     kind: ActorKind,
-) -> Option<wasmi::Module> {
+) -> Option<crate::actors::ActorModule> {
     let hash: ModuleHash = state
         .map
         .get(&key(ACTIVE_PREFIX, &[kind.prefix()]))?
@@ -564,7 +564,7 @@ fn cut_over(
     kind: ActorKind,
     mut reg: Registry,
     record: VersionRecord,
-    module: &wasmi::Module,
+    module: &crate::actors::ActorModule,
     h: &mut blake3::Hasher,
 ) -> io::Result<Result<String, String>> {
     let from = reg.active.unwrap_or(0);
@@ -707,7 +707,7 @@ fn migrate(
     t: &mut Tables<'_>,
     at: &At,
     kind: ActorKind,
-    module: &wasmi::Module,
+    module: &crate::actors::ActorModule,
     from: u32,
     to: u32,
     h: &mut blake3::Hasher,
