@@ -36,13 +36,15 @@ const HTTP_RESPONSE_MAX_BYTES: u64 = 1024 * 1024;
 
 pub const USAGE: &str = "\
 usage: cargo xtask footprint --binary PATH [--runner CMD] [--seconds N] [--curve-every S]
+                         [--cache-kib K]
 
 Starts three `ghatta run` processes on loopback (simulated boards, 100 customers each), loads the
 demo's tariffs and customers through the admin API, runs N seconds (default 60) and prints each
 process's VmRSS, VmHWM and thread count. --runner runs the binary under a command, e.g.
 --runner \"qemu-aarch64 -L /usr/aarch64-linux-gnu\" (the figures then include qemu's own memory).
 --curve-every S also prints each node's VmRSS every S seconds as a table (the curve over a long
-run: where resident memory levels off).
+run: where resident memory levels off). --cache-kib K writes `[storage] cache_kib = K` into each
+node's config (default: the node's own default).
 ";
 
 #[derive(Debug)]
@@ -52,6 +54,8 @@ pub struct FootprintArgs {
     seconds: u64,
     /// Seconds between two rows of the printed curve; `None`: no curve.
     curve_every_s: Option<u64>,
+    /// `[storage] cache_kib` for every node; `None`: the node's default.
+    cache_kib: Option<u32>,
 }
 
 pub fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<FootprintArgs> {
@@ -59,6 +63,7 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Foot
     let mut runner = Vec::new();
     let mut seconds = 60;
     let mut curve_every_s = None;
+    let mut cache_kib = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
             args.next()
@@ -84,6 +89,13 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Foot
                 ensure!(s > 0, "--curve-every must be at least 1 second");
                 curve_every_s = Some(s);
             }
+            "--cache-kib" => {
+                cache_kib = Some(
+                    value("--cache-kib")?
+                        .parse()
+                        .map_err(|e| anyhow!("--cache-kib: {e}"))?,
+                );
+            }
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
@@ -93,6 +105,7 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Foot
         runner,
         seconds,
         curve_every_s,
+        cache_kib,
     })
 }
 
@@ -214,12 +227,15 @@ fn measure(
              raft_listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
              link_profile = \"lan\"\nbootstrap = true\npeers = [{peers}]\n\
              [board]\nkind = \"sim\"\ncustomers = {CUSTOMERS_PER_NODE}\n\
-             first_customer = {}\nseed = {id}\nspeed = {SIM_SPEED}\n",
+             first_customer = {}\nseed = {id}\nspeed = {SIM_SPEED}\n{}",
             dir.join(format!("node-{id}")).display(),
             dir.join(format!("keys-{id}")).join("node.key").display(),
             raft[i],
             admin[i],
             i as u32 * CUSTOMERS_PER_NODE + 1,
+            args.cache_kib
+                .map(|k| format!("[storage]\ncache_kib = {k}\n"))
+                .unwrap_or_default(),
         );
         fs::write(&cfg, text).with_context(|| format!("cannot write {}", cfg.display()))?;
         let log = fs::File::create(dir.join(format!("node-{id}.log")))?;

@@ -43,9 +43,13 @@ pub const NODE_LOCAL: TableDefinition<&str, u64> = TableDefinition::new("node_lo
 /// Outbox: output sequence -> bincode(OutboxRecord): relay commands, set-points, ledger, alarms.
 pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
-/// Size of redb's page cache per node. Boards have little RAM to spare (the node's whole
-/// resident budget is 24 MiB), and our working set (a few hundred accounts) is small.
-pub const REDB_CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Default size of redb's cache for each of the node's database files (`[storage]
+/// cache_kib`). Boards have little RAM to spare (the node's whole resident budget is 24 MiB),
+/// and our working set (a few hundred accounts) is small. The cache fills with the pages a
+/// node writes, snapshots included, and stays full: three of them are most of what resident
+/// memory grows by after the start (BENCHMARKS.md, "Resident memory of a node", where 4 MiB
+/// and 2 MiB left a node above the budget after its first snapshot).
+pub const REDB_CACHE_BYTES: usize = 1024 * 1024;
 
 /// The Raft log database's file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "raft-log.redb";
