@@ -23,7 +23,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::{Entry, LogId, TypeConfig, Vote};
-use crate::observe::TestFaults;
+use crate::observe::{CommitTimings, TestFaults};
 use crate::storage::{LOG_DB, RAFT_LOG, RAFT_META, SyncLatency};
 use ghatta_proto::codec;
 
@@ -39,6 +39,8 @@ pub struct LogStore {
     sync: Option<Arc<dyn SyncLatency>>,
     /// The committed marker openraft saved last, when not yet written (see the module doc).
     committed: Arc<Mutex<Option<Option<LogId>>>>,
+    /// Where appends take their time (`ghatta bench`; `None`: not counted).
+    timings: Option<Arc<CommitTimings>>,
 }
 
 impl LogStore {
@@ -54,7 +56,14 @@ impl LogStore {
             faults,
             sync: None,
             committed: Arc::default(),
+            timings: None,
         }
+    }
+
+    /// The same store, counting where its appends take their time into `timings`.
+    pub fn with_timings(mut self, timings: Option<Arc<CommitTimings>>) -> Self {
+        self.timings = timings;
+        self
     }
 
     /// The same store on a medium whose fsyncs take `sync` longer (`None`: a file).
@@ -308,21 +317,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         } else {
             Durability::None
         };
+        let timings = self.timings.as_deref();
         let result = crate::storage::blocking(|| -> io::Result<()> {
+            let t0 = timings.map(|_| std::time::Instant::now());
+            let mut encoded = Vec::new();
+            for entry in entries {
+                let bytes = codec::encode(&entry).map_err(LOG_DB.encode("log record"))?;
+                encoded.push((entry.index(), bytes));
+            }
+            let t1 = timings.map(|_| std::time::Instant::now());
             let mut txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
             txn.set_durability(durability).map_err(LOG_DB.write())?;
             let pending = self.write_pending_committed(&txn)?;
             {
                 let mut table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
-                for entry in entries {
-                    let bytes = codec::encode(&entry).map_err(LOG_DB.encode("log record"))?;
+                for (index, bytes) in &encoded {
                     table
-                        .insert(entry.index(), bytes.as_slice())
+                        .insert(index, bytes.as_slice())
                         .map_err(LOG_DB.write())?;
                 }
             }
+            let t2 = timings.map(|_| std::time::Instant::now());
             txn.commit().map_err(LOG_DB.commit())?;
             self.committed_written(pending);
+            if let (Some(c), Some(t0), Some(t1), Some(t2)) = (timings, t0, t1, t2) {
+                CommitTimings::add(&c.log_encode_ns, (t1 - t0).as_nanos() as u64);
+                CommitTimings::add(&c.log_write_ns, (t2 - t1).as_nanos() as u64);
+                CommitTimings::add_since(&c.log_commit_ns, t2);
+                CommitTimings::add(&c.log_appends, 1);
+                CommitTimings::add(&c.log_entries, encoded.len() as u64);
+            }
             Ok(())
         });
         match result {
