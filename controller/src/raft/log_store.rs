@@ -660,6 +660,22 @@ mod tests {
         }
     }
 
+    /// A single-threaded runtime, as the simulator's (the flush task runs when the test yields).
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    }
+
+    /// [`runtime`] with its clock paused: time moves only by the timers it waits on.
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime")
+    }
+
     fn store(slow: &Arc<Slow>) -> LogStore {
         let db = crate::storage::open_backend(redb::backends::InMemoryBackend::new(), "log")
             .expect("in-memory database");
@@ -669,12 +685,7 @@ mod tests {
 
     #[test]
     fn a_slow_medium_delays_each_durable_commit_by_its_delay_in_runtime_time() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        paused_runtime().block_on(async {
             let slow = Arc::new(Slow::default());
             let mut log = store(&slow);
             // Healthy: no wait at all (the paused clock would show any timer).
@@ -700,10 +711,7 @@ mod tests {
 
     #[test]
     fn the_committed_marker_is_written_with_the_next_append() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let mut log = store(&Arc::default());
             // What a restart would read: a store over the same database, nothing pending.
             let restarted = |log: &LogStore| LogStore::new(Arc::clone(&log.db));
@@ -751,10 +759,7 @@ mod tests {
 
     #[test]
     fn a_leader_finds_its_terms_tail_and_checks_a_followers_last_log_id() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let mut log = store(&Arc::default());
             assert_eq!(log.last_log_id().expect("read"), None);
             // Indexes 0-2 from leader T1-N1, 3-4 from T2-N2.
@@ -800,12 +805,7 @@ mod tests {
 
     #[test]
     fn an_append_is_readable_at_once_and_acknowledged_only_after_its_fsync() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        paused_runtime().block_on(async {
             let slow = Arc::new(Slow(Mutex::new(Duration::from_millis(700))));
             let mut log = store(&slow);
             let t0 = Instant::now();
@@ -847,10 +847,7 @@ mod tests {
 
     #[test]
     fn appends_made_while_one_fsync_runs_share_the_next_one() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let timings = Arc::new(CommitTimings::default());
             let mut log = store(&Arc::default()).with_timings(Some(timings.clone()));
             let mut acks = Vec::new();
@@ -881,10 +878,7 @@ mod tests {
 
     #[test]
     fn a_truncation_waits_for_queued_appends_and_removes_them_everywhere() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        runtime().block_on(async {
             let mut log = store(&Arc::default());
             let (tx, rx) = TypeConfig::oneshot();
             let entries: Vec<Entry> = (0..5).map(|i| entry(1, 1, i)).collect();
