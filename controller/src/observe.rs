@@ -136,3 +136,64 @@ impl TestFaults {
         false
     }
 }
+
+/// Where a commit's time goes on one node, summed since it started: the log store's appends
+/// and the state machine's applied batches, split into their parts. A harness attaches one
+/// (`NodeBuilder::commit_timings`; `ghatta bench` prints them, BENCHMARKS.md "Where a commit's
+/// time goes"); without one nothing reads the clock. Wall time, never replicated.
+#[derive(Debug, Default)]
+pub struct CommitTimings {
+    /// Log write transactions of appended entries (each one fsync).
+    pub log_appends: std::sync::atomic::AtomicU64,
+    /// Entries in them.
+    pub log_entries: std::sync::atomic::AtomicU64,
+    /// Encoding the entries, ns.
+    pub log_encode_ns: std::sync::atomic::AtomicU64,
+    /// Opening the transaction and inserting the encoded entries, ns.
+    pub log_write_ns: std::sync::atomic::AtomicU64,
+    /// Committing it, the fsync included, ns.
+    pub log_commit_ns: std::sync::atomic::AtomicU64,
+    /// Batches the state machine applied (one redb transaction each).
+    pub apply_batches: std::sync::atomic::AtomicU64,
+    /// Entries in them.
+    pub apply_entries: std::sync::atomic::AtomicU64,
+    /// Waiting for the state machine's lock before a batch, ns.
+    pub apply_lock_ns: std::sync::atomic::AtomicU64,
+    /// A batch from the lock to its receipts, its transaction's commit included, ns.
+    pub apply_ns: std::sync::atomic::AtomicU64,
+    /// Of which actor deliveries (the actor host's work), ns.
+    pub apply_deliver_ns: std::sync::atomic::AtomicU64,
+    /// Of which the transaction's commit (no fsync: `state` module doc), ns.
+    pub apply_commit_ns: std::sync::atomic::AtomicU64,
+}
+
+impl CommitTimings {
+    /// Adds the time since `since` to `counter`.
+    pub fn add_since(counter: &std::sync::atomic::AtomicU64, since: std::time::Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &std::sync::atomic::AtomicU64, n: u64) {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counters by name, in declaration order (for a report).
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let r = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        vec![
+            ("log_appends", r(&self.log_appends)),
+            ("log_entries", r(&self.log_entries)),
+            ("log_encode_ns", r(&self.log_encode_ns)),
+            ("log_write_ns", r(&self.log_write_ns)),
+            ("log_commit_ns", r(&self.log_commit_ns)),
+            ("apply_batches", r(&self.apply_batches)),
+            ("apply_entries", r(&self.apply_entries)),
+            ("apply_lock_ns", r(&self.apply_lock_ns)),
+            ("apply_ns", r(&self.apply_ns)),
+            ("apply_deliver_ns", r(&self.apply_deliver_ns)),
+            ("apply_commit_ns", r(&self.apply_commit_ns)),
+        ]
+    }
+}

@@ -3,6 +3,7 @@
 //! apply time to the same actor logic compiled natively.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -10,6 +11,7 @@ use ghatta::actors::{ActorHost, ActorKind, ActorLimits, ActorState};
 use ghatta::net::tcp::TcpTransport;
 use ghatta::net::transport::{Transport, inbound_queue};
 use ghatta::node::{NodeBuilder, Role};
+use ghatta::observe::CommitTimings;
 use ghatta::raft::PeerInfo;
 use ghatta_actor_sdk::{self as sdk, Actor, MemHost};
 use serde_json::json;
@@ -35,6 +37,10 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Also report where each node's commits took their time (log appends, fsyncs, applied
+    /// batches, actor deliveries; `observe::CommitTimings`).
+    #[arg(long)]
+    timings: bool,
     /// Measure only the billing actor's apply time per meter read, per operator credit and
     /// per OpenPAYGO Token (under wasmi, no cluster), then exit.
     #[arg(long)]
@@ -476,6 +482,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         listeners.push((id, l));
     }
     let mut nodes = Vec::new();
+    let mut timings = Vec::new();
     for (id, listener) in listeners {
         let (tx, rx) = inbound_queue();
         let transport = TcpTransport::start(listener, tx);
@@ -485,10 +492,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         let stores = ghatta::storage::open_dir(&tmp.path().join(format!("node-{id}")))?;
-        let node = NodeBuilder::new(id, "bench")
-            .initialize(peers.clone())
-            .start(stores, transport, rx)
-            .await?;
+        let mut builder = NodeBuilder::new(id, "bench").initialize(peers.clone());
+        if args.timings {
+            let t = Arc::new(CommitTimings::default());
+            builder = builder.commit_timings(t.clone());
+            timings.push((id, t));
+        }
+        let node = builder.start(stores, transport, rx).await?;
         nodes.push(node);
     }
     let leader = loop {
@@ -504,6 +514,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             .map_err(|e| anyhow::anyhow!("setup: {e}"))?;
     }
 
+    // The setup's commits are not the benchmark's.
+    let before: Vec<Vec<(&str, u64)>> = timings.iter().map(|(_, t)| t.snapshot()).collect();
     let deadline = Instant::now() + args.duration;
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -535,6 +547,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         lat.extend(l);
     }
     let elapsed = started.elapsed();
+    let leader_id = leader.status().id;
+    let breakdown: Vec<serde_json::Value> = timings
+        .iter()
+        .zip(&before)
+        .map(|((id, t), b)| {
+            let counters: serde_json::Map<String, serde_json::Value> = t
+                .snapshot()
+                .into_iter()
+                .zip(b)
+                .map(|((k, v), (_, v0))| (k.to_string(), json!(v.saturating_sub(*v0))))
+                .collect();
+            json!({ "node": id, "leader": *id == leader_id, "counters": counters })
+        })
+        .collect();
     lat.sort();
     for n in &nodes {
         n.shutdown().await;
@@ -559,6 +585,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
                     "wasmi_fresh_instances": wvn.fresh,
                     "fixed_warm": wvn.fixed_warm, "fixed_fresh": wvn.fixed_fresh,
                 },
+                "timings": breakdown,
             })
         );
     } else {
@@ -594,6 +621,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             wvn.fixed_warm / 1e3,
             wvn.fixed_fresh / 1e3
         );
+        for node in &breakdown {
+            println!("| timings | {node} |");
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

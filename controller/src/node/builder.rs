@@ -13,7 +13,7 @@ use crate::actors::{ActorHost, ActorLimits};
 use crate::clock::{Clock, SystemClock};
 use crate::net::LinkProfile;
 use crate::net::transport::{InboundRx, Transport};
-use crate::observe::{NodeObserver, TestFaults};
+use crate::observe::{CommitTimings, NodeObserver, TestFaults};
 use crate::raft::PeerInfo;
 use crate::raft::timing::Timing;
 use crate::storage::Stores;
@@ -25,6 +25,7 @@ pub struct NodeBuilder {
     clock: Arc<dyn Clock>,
     observer: Option<Arc<dyn NodeObserver>>,
     faults: Arc<TestFaults>,
+    timings: Option<Arc<CommitTimings>>,
     host: Option<Arc<ActorHost>>,
     members: Option<BTreeMap<u64, PeerInfo>>,
 }
@@ -46,6 +47,7 @@ impl NodeBuilder {
             clock: Arc::new(SystemClock),
             observer: None,
             faults: Arc::default(),
+            timings: None,
             host: None,
             members: None,
         }
@@ -102,6 +104,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Count where this node's commits take their time into `timings` (`ghatta bench`).
+    pub fn commit_timings(mut self, timings: Arc<CommitTimings>) -> Self {
+        self.timings = Some(timings);
+        self
+    }
+
     /// An actor host of the caller's (shared by the simulator's nodes, or with test modules)
     /// instead of a new one with the embedded actors.
     pub fn actor_host(mut self, host: Arc<ActorHost>) -> Self {
@@ -136,6 +144,7 @@ impl NodeBuilder {
             clock: self.clock,
             observer: self.observer,
             faults: self.faults,
+            timings: self.timings,
         };
         let node = Node::start_with_host(self.opts, env, host).await?;
         if let Some(members) = self.members

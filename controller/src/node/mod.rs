@@ -100,6 +100,8 @@ struct NodeEnv {
     pub observer: Option<Arc<dyn NodeObserver>>,
     /// Deliberate bugs for mutation tests; all off in production.
     pub faults: Arc<TestFaults>,
+    /// Where commits take their time (`ghatta bench`); `None`: not counted.
+    pub timings: Option<Arc<crate::observe::CommitTimings>>,
 }
 
 /// Why a node could not start.
@@ -284,11 +286,13 @@ impl Node {
             node: opts.id,
             observer: env.observer.clone(),
             faults: env.faults.clone(),
+            timings: env.timings.clone(),
         };
         let sm = StateMachine::open_with_hooks(env.stores.state.clone(), host, hooks)
             .map_err(StartError::State)?;
         let mut log = LogStore::with_faults(env.stores.log.clone(), env.faults.clone())
-            .with_sync_latency(env.stores.log_sync.clone());
+            .with_sync_latency(env.stores.log_sync.clone())
+            .with_timings(env.timings.clone());
         let vote = openraft::storage::RaftLogReader::read_vote(&mut log)
             .await
             .map_err(StartError::State)?;

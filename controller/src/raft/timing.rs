@@ -202,6 +202,10 @@ impl Timing {
             // a quorum already accepted is kept (openraft's `update_conflicting`), and the
             // network layer drops its own match hint (`rpc/network.rs`).
             allow_log_reversion: Some(true),
+            // The log store acknowledges an append once fsynced, but its entries are readable
+            // at once (`raft/log_store.rs`, group commit): send them to the followers then, so
+            // their fsyncs overlap the leader's instead of following it.
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         };
         config.validate()

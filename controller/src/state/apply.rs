@@ -13,7 +13,7 @@ use super::{
     Hooks, OutboxRecord, ScalarsRef, SeqCheck, SmData, StateHash, TimerRecord, meta_keys, prune,
 };
 use crate::actors::{ActorHost, ActorKind, Status, TrapKind};
-use crate::observe::{AppliedEntry, AppliedProposal};
+use crate::observe::{AppliedEntry, AppliedProposal, CommitTimings};
 use crate::raft::{
     Body, Entry, Proposal, REFUSAL_TEXT_BYTES_MAX, REFUSALS_PER_RECEIPT_MAX, Receipt, Refusal,
     StoredMembership,
@@ -36,6 +36,8 @@ pub(super) struct Tables<'t> {
     dedupe: Table<'t, u64, &'static [u8]>,
     timers: Table<'t, u64, &'static [u8]>,
     pub(super) outbox: Table<'t, u64, &'static [u8]>,
+    /// Time in actor deliveries this batch, ns, when commit timings are kept (`None`: not).
+    deliver_ns: Option<u64>,
 }
 
 /// Apply a batch of committed entries in one redb transaction; one receipt per entry.
@@ -56,6 +58,7 @@ pub(crate) fn apply_batch<'a>(
             dedupe: txn.open_table(DEDUPE).map_err(STATE_DB.table())?,
             timers: txn.open_table(TIMERS).map_err(STATE_DB.table())?,
             outbox: txn.open_table(OUTBOX).map_err(STATE_DB.table())?,
+            deliver_ns: hooks.timings.as_ref().map(|_| 0),
         };
         for entry in entries {
             let index = entry.index();
@@ -122,6 +125,9 @@ pub(crate) fn apply_batch<'a>(
             }
             receipts.push(receipt);
         }
+        if let (Some(c), Some(ns)) = (&hooks.timings, t.deliver_ns) {
+            CommitTimings::add(&c.apply_deliver_ns, ns);
+        }
         super::layout::store_batch(&txn, data)?;
         if !data.customers_stored {
             let mut meta = txn.open_table(SM_META).map_err(STATE_DB.table())?;
@@ -132,7 +138,13 @@ pub(crate) fn apply_batch<'a>(
             data.customers_stored = true;
         }
     }
+    let commit_started = hooks.timings.as_ref().map(|_| std::time::Instant::now());
     txn.commit().map_err(STATE_DB.commit())?;
+    if let (Some(c), Some(t0)) = (&hooks.timings, commit_started) {
+        CommitTimings::add_since(&c.apply_commit_ns, t0);
+        CommitTimings::add(&c.apply_batches, 1);
+        CommitTimings::add(&c.apply_entries, receipts.len() as u64);
+    }
     Ok(receipts)
 }
 
@@ -601,7 +613,11 @@ fn deliver(
     let bytes = sdk_codec::encode(&delivery);
     // The module in force at this index: a deployed one from its cut-over on (`modules.rs`).
     let module = super::modules::active_module(host, &data.actor_state, actor);
+    let started = t.deliver_ns.map(|_| std::time::Instant::now());
     let (status, effects) = host.deliver_to(actor, module.as_ref(), &mut data.actor_state, &bytes);
+    if let (Some(ns), Some(t0)) = (t.deliver_ns.as_mut(), started) {
+        *ns += u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    }
     h.update(&[actor.prefix()]);
     hash_status(h, status);
     match status {

@@ -341,6 +341,8 @@ pub struct Hooks {
     pub observer: Option<Arc<dyn crate::observe::NodeObserver>>,
     /// Mutation-test faults.
     pub faults: Arc<crate::observe::TestFaults>,
+    /// Where applying takes its time (`ghatta bench`).
+    pub timings: Option<Arc<crate::observe::CommitTimings>>,
 }
 
 /// The state machine handed to openraft. Cheap to clone: clones share everything.
@@ -736,7 +738,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // single-threaded runtime the log store's writer would block the only thread).
         let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let responses = crate::storage::blocking(|| -> io::Result<_> {
+            let waited = self
+                .hooks
+                .timings
+                .as_ref()
+                .map(|_| std::time::Instant::now());
             let mut data = self.lock();
+            let locked = waited.map(|t0| {
+                let c = self.hooks.timings.as_deref();
+                if let Some(c) = c {
+                    crate::observe::CommitTimings::add_since(&c.apply_lock_ns, t0);
+                }
+                std::time::Instant::now()
+            });
             let r = apply::apply_batch(
                 &self.db,
                 &self.host,
@@ -745,6 +759,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 batch.iter().map(|(e, _)| e),
             )?;
             self.publish(&data);
+            if let (Some(c), Some(t0)) = (&self.hooks.timings, locked) {
+                crate::observe::CommitTimings::add_since(&c.apply_ns, t0);
+            }
             Ok(r)
         })?;
         {
