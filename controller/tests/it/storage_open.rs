@@ -4,7 +4,7 @@
 
 use ghatta::storage::{self, OpenError, RAFT_LOG};
 use ghatta_sim::disk::SimDisk;
-use redb::{Durability, ReadableDatabase};
+use redb::{Durability, ReadableDatabase, StorageBackend};
 
 /// Commits in the test database: one fsynced commit each, as the log store's appends are.
 const COMMITS: u64 = 40;
