@@ -1502,8 +1502,8 @@ impl World {
         {
             self.notes.push(format!(
                 "t={t_ms} ms: node {id} started on its {file:?} database with a flipped bit \
-                 (redb verified it: the flip was in a page no tree uses, or the newest commit \
-                 was rolled back)"
+                 (redb verified it: the flip was in a page no tree uses, or, in the state \
+                 database, its newest commit was rolled back; the Raft log refuses that)"
             ));
         }
     }
