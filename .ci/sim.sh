@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The simulator's seed sweep (called by .ci/run): 503 seeds of real nodes through the shipped
+# The simulator's seed sweep (called by .ci/run): 510 seeds of real nodes through the shipped
 # scenarios, one world per seed, two worlds at a time (one per core), release build. Each
 # scenario is shortened with --duration-s: its faults keep their length and their place in
 # the run (start times scale), so a shortened leader isolation is still a 10-minute isolation;
@@ -78,5 +78,14 @@ sweep disk-faults 0..3 1800
 # and state checks at full length, ~1-2 CPU-s a seed (BENCHMARKS.md, "Deploying an actor").
 sweep deploy-radio 0..20 2100
 
-echo "seed sweep: 503 seeds in $(($(date +%s) - started)) s"
+# A voter removed through the membership path and its board taken out of service for good,
+# then a power cut among the three left (issue 27): ~2.5 CPU-s a seed at full length.
+sweep member-remove 0..4 1200
+
+# The WAN uplink to a central over a satellite, a 6-hour outage and a leader crash, 28 hours
+# so the outbox is pruned (issue 27): wan_exactly_once and wan_prune at full length, ~40-50
+# CPU-s a seed (BENCHMARKS.md, "The WAN uplink in a scenario"), so three seeds.
+sweep wan-satellite 0..3 100800
+
+echo "seed sweep: 510 seeds in $(($(date +%s) - started)) s"
 exit "$status"

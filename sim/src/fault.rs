@@ -66,6 +66,12 @@ pub enum NodeAction {
         /// The node.
         node: NodeId,
     },
+    /// Stop the node gracefully and never start it again (`FaultKind::Decommission`; the
+    /// driver has marked it down in `SimNet` for good).
+    Decommission {
+        /// The node.
+        node: NodeId,
+    },
     /// Start the node again: a fresh `SimNet::endpoint`, redb reopened over
     /// `disk.clone()` (the driver has already marked it up in `SimNet`).
     Restart {
@@ -815,6 +821,20 @@ impl FaultDriver {
             }
             FaultKind::Restart { node } => {
                 self.push(at_ms, Event::Restart(*node));
+                return;
+            }
+            FaultKind::Decommission { node } => {
+                let Some(n) = self.resolve(*node, leader, &down) else {
+                    return;
+                };
+                // Down for good: no undo to end, so no heal starts it, and no later fault
+                // picks it.
+                self.down.insert(n);
+                net.set_node_down(n, true);
+                tick.actions.push(NodeAction::Decommission { node: n });
+                tick.observations
+                    .push(Observation::NodeCrash { t_ms, node: n });
+                instant(tick, t_ms, id, format!("node {n} taken out of service"));
                 return;
             }
             FaultKind::ClockDrift {

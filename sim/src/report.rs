@@ -196,6 +196,44 @@ pub struct Report {
     /// The nodes' outboxes and snapshots (filled by the controller, which owns them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxSummary>,
+    /// The WAN uplink to the central (scenarios with `[wan]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan: Option<WanSummary>,
+}
+
+/// The grid's WAN uplink over a run (`[wan]`; filled by the controller, which runs the
+/// uploaders and the central).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WanSummary {
+    /// Outbox records the run committed (every stream's, and those none carries).
+    pub records_committed: u64,
+    /// Records the central stored (each once).
+    pub records_stored: u64,
+    /// Records that arrived again below the central's cursor (resent after a broken
+    /// connection or a leader change) and were skipped.
+    pub records_resent: u64,
+    /// Batches the central answered.
+    pub batches: u64,
+    /// Batches answered with a gap ack (they started past the cursor).
+    pub gap_acks: u64,
+    /// Connections the central saw end in an error (broken by an outage, mostly).
+    pub sessions_ended_in_error: u64,
+    /// Payload bytes grid -> central, resends included.
+    pub bytes_up: u64,
+    /// Payload bytes central -> grid.
+    pub bytes_down: u64,
+    /// Connections established.
+    pub connects: u64,
+    /// Connects refused (link down).
+    pub connects_refused: u64,
+    /// Live connections an outage broke.
+    pub connections_broken: u64,
+    /// Outages that started.
+    pub outages: u64,
+    /// Records the reference node's outbox held at the end.
+    pub outbox_end: u64,
+    /// Records it had pruned (acknowledged on every stream, a day old, not pinned).
+    pub pruned: u64,
 }
 
 /// The nodes' outboxes and snapshots over a run: how large they grew (bounded without a

@@ -472,6 +472,13 @@ pub enum FaultKind {
         /// The node.
         node: Target,
     },
+    /// An operator takes a board out of service for good (`systemctl disable --now`, after
+    /// `member_remove`): it is stopped gracefully and never started again, the fault phase's
+    /// end included. At the end of the run no running member may list it in its membership.
+    Decommission {
+        /// The node (an index: a symbol would not name the board the removal named).
+        node: Target,
+    },
     /// The node's board is replaced: the power goes off (a hard cut, if it runs), its disks are
     /// replaced by blank ones and it gets a new key pair under the same id; the new board starts
     /// after `duration_s` (default [`DOWN_S_DEFAULT`]). Its peers learn the new public key as an
@@ -835,6 +842,104 @@ pub struct Scenario {
     /// month-long scenario batches less often so that it runs in minutes, not hours.
     #[serde(default)]
     pub telemetry_interval_ms: Option<u64>,
+    /// The grid's WAN uplink to a central (`[wan]`); absent: no central, nothing is ever
+    /// acknowledged or pruned.
+    #[serde(default)]
+    pub wan: Option<WanSpec>,
+}
+
+/// The grid's WAN uplink (`[wan]`): every node runs the real uploader, as `ghatta run` with a
+/// `[wan]` section does (only the leader's uploads), through [`crate::wan::WanLink`] to a
+/// central at its far end. Defaults are the satellite link of DOMAIN.md.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanSpec {
+    /// One-way latency, ms (half the round trip).
+    #[serde(default = "wan_one_way_default")]
+    pub one_way_ms: u32,
+    /// Uniform jitter, +/- ms.
+    #[serde(default = "wan_jitter_default")]
+    pub jitter_ms: u32,
+    /// Line rate per direction, bit/s (0: unlimited).
+    #[serde(default = "wan_rate_default")]
+    pub rate_bps: u64,
+    /// The uploader's cap, bytes/s (0: none; a grid sets its share of the line).
+    #[serde(default = "wan_upload_cap_default")]
+    pub upload_bytes_per_s: u64,
+    /// Scheduled outages of the link: live connections break, connects are refused. Each
+    /// must end within the fault phase (the settle phase is for catching up).
+    #[serde(default)]
+    pub outages: Vec<WanOutage>,
+}
+
+/// One WAN outage, from `at_s` for `duration_s`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WanOutage {
+    /// Start, simulated seconds.
+    pub at_s: f64,
+    /// Length, seconds.
+    pub duration_s: f64,
+}
+
+fn wan_one_way_default() -> u32 {
+    crate::wan::ONE_WAY_MS_DEFAULT
+}
+
+fn wan_jitter_default() -> u32 {
+    crate::wan::JITTER_MS_DEFAULT
+}
+
+fn wan_rate_default() -> u64 {
+    crate::wan::RATE_BPS_DEFAULT
+}
+
+/// The uploader's default cap: the whole default line (256 kbit/s = 32,000 B/s), as the WAN
+/// benchmarks run it.
+fn wan_upload_cap_default() -> u64 {
+    crate::wan::RATE_BPS_DEFAULT / 8
+}
+
+impl WanSpec {
+    /// The link model this section describes.
+    pub fn link_config(&self) -> crate::wan::WanLinkConfig {
+        crate::wan::WanLinkConfig {
+            one_way_ms: self.one_way_ms,
+            jitter_ms: self.jitter_ms,
+            rate_bps: self.rate_bps,
+            outages: self
+                .outages
+                .iter()
+                .map(|o| crate::wan::Outage {
+                    start_ms: (o.at_s * 1_000.0) as u64,
+                    end_ms: ((o.at_s + o.duration_s) * 1_000.0) as u64,
+                })
+                .collect(),
+            random_outages: None,
+        }
+    }
+
+    fn validate(&self, duration_s: f64) -> Result<(), (String, String)> {
+        for (i, o) in self.outages.iter().enumerate() {
+            let ok = o.at_s.is_finite()
+                && o.duration_s.is_finite()
+                && o.at_s >= 0.0
+                && o.duration_s > 0.0
+                && o.at_s + o.duration_s <= duration_s;
+            if !ok {
+                return Err((
+                    format!("wan.outages[{i}]"),
+                    format!(
+                        "[{}, {} + {}) s must lie within the fault phase (0..={duration_s} s),                          with a duration above 0",
+                        o.at_s, o.at_s, o.duration_s
+                    ),
+                ));
+            }
+        }
+        self.link_config()
+            .validate()
+            .map_err(|e| ("wan".to_string(), e.to_string()))
+    }
 }
 
 /// Most customers the token agents serve: each holds a token count the agents advance, and a
@@ -1031,6 +1136,7 @@ impl Scenario {
                 | FaultKind::MemberAdd { node }
                 | FaultKind::MemberPromote { node }
                 | FaultKind::MemberRemove { node }
+                | FaultKind::Decommission { node }
                 | FaultKind::ReplaceNode { node }
                 | FaultKind::DiskIoError { node }
                 | FaultKind::Deploy { node, .. }
@@ -1124,6 +1230,15 @@ impl Scenario {
                         ),
                     ));
                 }
+                FaultKind::Decommission {
+                    node: Target::Symbol(_),
+                } => {
+                    return Err((
+                        key("node"),
+                        "name the board by its index: the one a member_remove before it named"
+                            .into(),
+                    ));
+                }
                 FaultKind::Split { nodes, .. } if nodes.is_empty() => {
                     return Err((key("nodes"), "a split needs at least one node".into()));
                 }
@@ -1132,6 +1247,9 @@ impl Scenario {
         }
         if let Some(t) = &self.timing {
             t.validate()?;
+        }
+        if let Some(w) = &self.wan {
+            w.validate(self.duration_s)?;
         }
         let r = &self.random_faults;
         for (k, v) in [

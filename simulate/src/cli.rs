@@ -168,6 +168,7 @@ pub fn replay_command(args: &SimArgs, seed: u64, lockstep: bool) -> String {
             Mutation::AppendRetries => "append-retries",
             Mutation::UnboundedLogTime => "unbounded-log-time",
             Mutation::BlankSeqFromOne => "blank-seq-from-one",
+            Mutation::CentralAcksUnstored => "central-acks-unstored",
         };
         cmd.push_str(&format!(" --mutation {m}"));
     }

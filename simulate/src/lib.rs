@@ -12,6 +12,8 @@
 //!   MTU);
 //! - [`observer`]: node hooks -> `Observation`s, billing decoded from the committed log;
 //! - [`outbox`]: the nodes' outboxes and snapshots over a run, and the `outbox_fold` check;
+//! - [`central`]: the grid's WAN uplink (`[wan]`): the link model, a central at its end, and
+//!   the `wan_exactly_once` and `wan_prune` checks;
 //! - [`lockstep`]: how the world runs the nodes: on its one runtime, or each on its own
 //!   runtime advanced in windows by a pool of threads (`--engine`, `--threads`);
 //! - [`clock`]: the nodes' drifting wall clocks;
@@ -48,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod central;
 pub mod cli;
 pub mod clock;
 pub mod deploy;
@@ -114,6 +117,13 @@ pub fn shorten(s: &Scenario, duration_s: f64) -> Result<Scenario, ScenarioError>
         }
     }
     out.random_faults.start_s *= f;
+    // WAN outages keep their length, as faults do, and their place in the run.
+    if let Some(wan) = out.wan.as_mut() {
+        for o in &mut wan.outages {
+            o.at_s *= f;
+            o.duration_s = o.duration_s.min(duration_s - o.at_s).max(1.0);
+        }
+    }
     out.random_faults.end_s = out.random_faults.end_s.map(|e| e * f);
     out.validate().map_err(|(k, p)| err(format!("{k}: {p}")))?;
     Ok(out)

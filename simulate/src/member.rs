@@ -151,6 +151,32 @@ pub fn unfinished(log: &MemberLog, end_ms: u64) -> Vec<Violation> {
         .collect()
 }
 
+/// At the end of a run: every node taken out of service (`decommission`) must be gone from
+/// every running member's committed membership (`views`: node id and its status), neither
+/// voter nor learner, with no change in flight that could still bring it back.
+pub fn decommissioned_listed(
+    gone: &[u64],
+    views: &[(u64, NodeStatus)],
+    end_ms: u64,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for &node in gone {
+        for (member, st) in views {
+            if !holds(view(st), node, MemberChange::Remove) {
+                out.push(Violation {
+                    checker: "membership".into(),
+                    t_ms: end_ms,
+                    message: format!(
+                        "node {node}, taken out of service, is still in node {member}'s                          membership at the end (voters {:?}, learners {:?}, change in flight:                          {})",
+                        st.voters, st.learners, st.membership_in_progress
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

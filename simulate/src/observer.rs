@@ -232,7 +232,10 @@ impl NodeObserver for SimObserver {
     }
 
     fn proposal_acked(&self, node: u64, seq: u64, index: u64) {
-        if !self.live(node) {
+        // Sequence 0 is not deduplicated (the WAN uploader's `OutboxAck`, idempotent by
+        // itself): no exactly-once to hold it to, and its applications are not reported
+        // either (`entry_applied`).
+        if !self.live(node) || seq == 0 {
             return;
         }
         self.push(Observation::ProposalAcked {

@@ -2,10 +2,17 @@
 //! sampled at every world step, a line per simulated day, and at the end the `outbox_fold`
 //! check: what the reference node's outbox holds (ledger lines, and the days the node folded
 //! because no central acknowledged them, `ghatta::state::fold`) adds up to every charge and
-//! every held read the run committed. The simulator runs no central, so nothing is pruned and
-//! everything ever charged is in the outbox, as detail or folded.
+//! every held read the run committed. Without a central (`[wan]`) nothing is pruned and
+//! everything ever charged is in the outbox, as detail or folded; with one, acknowledged
+//! records are pruned, so the check reads every record the run committed as the world saw
+//! them applied (`central::SimCentral::committed`). (A record the node folds after a week
+//! without acknowledgement would then be counted twice, as its detail and its folded day: no
+//! scenario with `[wan]` keeps the central away that long.)
+
+use std::collections::BTreeMap;
 
 use ghatta::node::Node;
+use ghatta::state::OutboxRecord;
 use ghatta_actor_sdk as sdk;
 use ghatta_proto::codec;
 use ghatta_sim::check::Violation;
@@ -52,11 +59,13 @@ impl OutboxWatch {
     }
 
     /// Reads the reference node's outbox; answers the summary and, when its charges or held
-    /// energy differ from what the run committed (`ledger`), the violation.
+    /// energy (or, with `committed`, those of every record the run committed) differ from what
+    /// the run committed (`ledger`), the violation.
     pub fn finish(
         mut self,
         t_ms: u64,
         node: Option<&Node>,
+        committed: Option<&BTreeMap<u64, OutboxRecord>>,
         ledger: &LedgerSummary,
     ) -> (OutboxSummary, Option<Violation>) {
         self.close_day();
@@ -85,22 +94,13 @@ impl OutboxWatch {
             for (_, rec) in &page {
                 s.records_end += 1;
                 s.bytes_end += codec::encode(rec).map_or(0, |b| b.len() as u64);
-                match sdk::codec::decode::<sdk::Output>(&rec.output) {
-                    Some(sdk::Output::Ledger(l)) => match l.kind {
-                        sdk::LedgerKind::Charge { energy_wh, .. } => {
-                            s.detail_charged_wh += energy_wh
-                        }
-                        sdk::LedgerKind::Held { energy_wh, .. } => s.held_wh += energy_wh,
-                        _ => {}
-                    },
-                    Some(sdk::Output::Folded(f)) => {
-                        s.folded_records += 1;
-                        s.folded_charged_wh += f.totals.charged_wh;
-                        s.held_wh += f.totals.held_wh;
-                    }
-                    _ => {}
+                if committed.is_none() {
+                    account(&mut s, rec);
                 }
             }
+        }
+        for rec in committed.into_iter().flat_map(BTreeMap::values) {
+            account(&mut s, rec);
         }
         let charged = s.detail_charged_wh + s.folded_charged_wh;
         let v = (charged != ledger.billed_wh || s.held_wh != ledger.held_wh).then(|| Violation {
@@ -117,5 +117,22 @@ impl OutboxWatch {
             ),
         });
         (s, v)
+    }
+}
+
+/// Adds what `rec` charged, held or folded to the summary's totals.
+fn account(s: &mut OutboxSummary, rec: &OutboxRecord) {
+    match sdk::codec::decode::<sdk::Output>(&rec.output) {
+        Some(sdk::Output::Ledger(l)) => match l.kind {
+            sdk::LedgerKind::Charge { energy_wh, .. } => s.detail_charged_wh += energy_wh,
+            sdk::LedgerKind::Held { energy_wh, .. } => s.held_wh += energy_wh,
+            _ => {}
+        },
+        Some(sdk::Output::Folded(f)) => {
+            s.folded_records += 1;
+            s.folded_charged_wh += f.totals.charged_wh;
+            s.held_wh += f.totals.held_wh;
+        }
+        _ => {}
     }
 }

@@ -215,20 +215,52 @@ fn tiered_mpaisa(used_wh: u64, delta_wh: u64) -> i64 {
     i64::try_from(total).unwrap_or(i64::MAX)
 }
 
-/// The oracle for the credit checker. Runs never cross a 30-day billing period (the world's
-/// calendar starts at a period boundary and a scenario lasts at most a week), so energy
-/// billed before a charge is the period's energy, and a zero-energy charge of a tiered
-/// account is its period charge.
+/// Billing's period for tiered tariffs: 30 local days (`ghatta_billing`'s `clock::PERIOD_MS`,
+/// restated here so that the oracle is written from the tariff's definition).
+pub const PERIOD_MS: u64 = 30 * 86_400_000;
+
+/// The 30-local-day period a log time falls in (local: Nepal's offset, [`UTC_OFFSET_MIN`]).
+fn period_of(log_time_ms: u64) -> u64 {
+    let local = i128::from(log_time_ms) + i128::from(UTC_OFFSET_MIN) * 60_000;
+    u64::try_from(local.max(0)).unwrap_or(0) / PERIOD_MS
+}
+
+/// The oracle for the credit checker. A per-kWh charge is the energy at the rate. A tiered
+/// account's energy is counted per 30-local-day period, by the log time of the entry that
+/// bills it (the read's period: "energy is attributed to the period of the read that reports
+/// it"), so its free block comes back each period; a zero-energy charge of a tiered account is
+/// its period charge. The world's calendar starts at a period's first day, where the accounts
+/// are opened, so a customer's first charge is in its account's first period.
 pub fn tariff_oracle() -> TariffOracle {
-    Box::new(|c: &ChargeContext| {
+    // Per tiered customer: (period, energy billed in it so far).
+    let mut periods: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    Box::new(move |c: &ChargeContext| {
         let customer = u32::try_from(c.customer).unwrap_or(u32::MAX);
         if is_prepaid(customer) {
-            i64::try_from(u128::from(c.energy_wh) * u128::from(RATE_PAISA_PER_KWH))
-                .unwrap_or(i64::MAX)
-        } else if c.energy_wh == 0 {
+            return i64::try_from(u128::from(c.energy_wh) * u128::from(RATE_PAISA_PER_KWH))
+                .unwrap_or(i64::MAX);
+        }
+        // Before any entry's log time was observed (never, for a charge), the cumulative
+        // energy stands in for the period's.
+        let Some(log_time_ms) = c.log_time_ms else {
+            return if c.energy_wh == 0 {
+                i64::from(TIERED_PERIOD_CHARGE_PAISA) * MPAISA_PER_PAISA
+            } else {
+                tiered_mpaisa(c.billed_before_wh, c.energy_wh)
+            };
+        };
+        let period = period_of(log_time_ms);
+        let (p, used) = periods.entry(c.customer).or_insert((period, 0));
+        if *p != period {
+            *p = period;
+            *used = 0;
+        }
+        if c.energy_wh == 0 {
             i64::from(TIERED_PERIOD_CHARGE_PAISA) * MPAISA_PER_PAISA
         } else {
-            tiered_mpaisa(c.billed_before_wh, c.energy_wh)
+            let amount = tiered_mpaisa(*used, c.energy_wh);
+            *used += c.energy_wh;
+            amount
         }
     })
 }
@@ -242,5 +274,42 @@ mod tests {
         assert_eq!(tiered_mpaisa(0, 10_000), 0);
         assert_eq!(tiered_mpaisa(9_000, 2_000), 1_000 * 800);
         assert_eq!(tiered_mpaisa(49_000, 2_000), 1_000 * 800 + 1_000 * 1_200);
+    }
+
+    fn charge(customer: u64, energy_wh: u64, log_time_ms: u64) -> ChargeContext {
+        ChargeContext {
+            t_ms: 0,
+            customer,
+            energy_wh,
+            billed_before_wh: 0,
+            friendly: false,
+            log_time_ms: Some(log_time_ms),
+        }
+    }
+
+    /// A tiered account's free block comes back in the next local period, whose start is
+    /// local midnight (18:15 UTC the day before in Nepal), not UTC's.
+    #[test]
+    fn tiered_oracle_follows_local_periods() {
+        let postpaid = u64::from(POSTPAID_EVERY); // customer 7: postpaid, tiered
+        assert!(!is_prepaid(POSTPAID_EVERY));
+        let mut oracle = tariff_oracle();
+        let start = crate::world::CALENDAR_START_UNIX_MS;
+        let local_next = start + PERIOD_MS - u64::from(UTC_OFFSET_MIN.unsigned_abs()) * 60_000;
+        assert_eq!(oracle(&charge(postpaid, 9_000, start + 1_000)), 0);
+        assert_eq!(
+            oracle(&charge(postpaid, 2_000, local_next - 1)),
+            1_000 * 800,
+            "the second read of the first period passes the free 10 kWh"
+        );
+        assert_eq!(
+            oracle(&charge(postpaid, 0, local_next)),
+            i64::from(TIERED_PERIOD_CHARGE_PAISA) * MPAISA_PER_PAISA
+        );
+        assert_eq!(
+            oracle(&charge(postpaid, 2_000, local_next)),
+            0,
+            "free again in the next period"
+        );
     }
 }

@@ -60,8 +60,8 @@ use ghatta_sim::check::JournalDrain;
 /// 100 ms - 1 s) and the granularity of fault times and frequency samples.
 pub const STEP_MS: u64 = 100;
 /// Unix time of simulated time zero's calendar day: 2026-01-07T00:00Z, the first day of a
-/// 30-day billing period (period 682 since the Unix epoch), so a run of up to a week never
-/// crosses a period and the tariff oracle stays simple.
+/// 30-day billing period (period 682 since the Unix epoch), so the accounts open at a period's
+/// start; the tariff oracle follows the periods after it (`setup::tariff_oracle`).
 pub const CALENDAR_START_UNIX_MS: u64 = 682 * 30 * 86_400_000;
 /// How long the world waits, once the proposers stop, for every replica to apply the same
 /// index: proposals already in flight retry for up to 4 x 30 s (the field loop's retries at
@@ -109,6 +109,10 @@ pub enum Mutation {
     /// before `node::proposer::SeqFloor`; breaks exactly-once for a replaced board, the
     /// `acked_proposals` checker).
     BlankSeqFromOne,
+    /// The simulated central acknowledges every second batch of new records without storing it (a central
+    /// that acks before its commit; breaks `wan_exactly_once`, and the grid then prunes what
+    /// the central never had, `wan_prune`). Not the node's bug: the checkers' own test.
+    CentralAcksUnstored,
 }
 
 /// One run's inputs.
@@ -150,7 +154,9 @@ pub const LOCKSTEP_WINDOW_MS_MAX: u64 = 400;
 /// Whether a scenario can run in lockstep: every frame's one-way latency is at least one
 /// world step, so nothing sent in a window is due within it.
 pub fn lockstep_allowed(scenario: &Scenario) -> bool {
-    scenario.min_one_way_latency_ms() >= STEP_MS
+    // The WAN link model and its central run on the world's runtime, the uploaders on the
+    // nodes': one clock for both only on one runtime.
+    scenario.min_one_way_latency_ms() >= STEP_MS && scenario.wan.is_none()
 }
 
 /// A lockstep window for `scenario`: the longest whole number of world steps no longer than
@@ -308,6 +314,8 @@ struct Incarnation {
     transport: Arc<dyn Transport>,
     /// The forgeries of a node gone rogue (`kind = "rogue"`), while they run.
     rogue: Option<JoinHandle<()>>,
+    /// Its WAN uploader (`[wan]`); dropped with the incarnation, which aborts it.
+    _uploader: Option<ghatta::wan::Uploader>,
 }
 
 /// Everything a new incarnation is started from, owned, so the start can run on the node's
@@ -337,6 +345,11 @@ struct StartPlan {
     actor_signers: Vec<ghatta::actors::deploy::SignerKey>,
     /// The field loop's board, journal, configuration and counters (plant nodes).
     field: Option<(SimBoard, Journal, FieldConfig, Arc<FieldStats>)>,
+    /// The WAN uploader's settings and its way to the central (`[wan]`).
+    wan: Option<(
+        ghatta::wan::UploaderConfig,
+        Arc<dyn ghatta::wan::connector::Connector>,
+    )>,
 }
 
 impl StartPlan {
@@ -362,6 +375,7 @@ impl StartPlan {
             initialize,
             actor_signers,
             field,
+            wan,
         } = self;
         let (tx, rx) = inbound_queue();
         let endpoint = net.endpoint(id);
@@ -412,6 +426,10 @@ impl StartPlan {
                 stats,
             ))
         });
+        // Every node runs an uploader, as `ghatta run` with `[wan]` does; only the leader's
+        // uploads.
+        let uploader = wan
+            .map(|(cfg, connector)| ghatta::wan::Uploader::spawn_via(node.clone(), cfg, connector));
         Ok((
             Incarnation {
                 node,
@@ -420,6 +438,7 @@ impl StartPlan {
                 field,
                 transport,
                 rogue: None,
+                _uploader: uploader,
             },
             links.seal_stats.into_iter().collect(),
         ))
@@ -519,6 +538,10 @@ struct World {
     notes: Vec<String>,
     /// The nodes' outboxes and snapshots (`outbox.rs`).
     outbox: super::outbox::OutboxWatch,
+    /// The WAN link and the central at its end (`[wan]`, `central.rs`).
+    central: Option<super::central::SimCentral>,
+    /// Nodes taken out of service for good (`decommission`), in order.
+    decommissioned: Vec<u64>,
 }
 
 /// The slow-disk knob as the node's log store reads it: after each durable commit it waits
@@ -555,6 +578,19 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         scenario.build_net(seed, &ids)
     };
     let mut faults = FaultDriver::new(&scenario, seed, ids.clone());
+    // Before the nodes: the link's time zero is the run's.
+    let central = scenario
+        .wan
+        .as_ref()
+        .map(|w| {
+            super::central::SimCentral::start(
+                w,
+                seed,
+                cfg.mutation == Mutation::CentralAcksUnstored,
+            )
+        })
+        .transpose()
+        .context("cannot make the scenario's WAN link")?;
     let shared = Shared::new();
     let host =
         ActorHost::with_embedded(ActorLimits::default()).context("cannot load the actors")?;
@@ -575,6 +611,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         Mutation::BlankSeqFromOne => {
             switches.blank_seq_from_one.store(true, Ordering::Relaxed);
         }
+        Mutation::CentralAcksUnstored => {}
     }
     let timing = cfg.timing.unwrap_or_else(|| match scenario.timing {
         Some(t) => Timing {
@@ -719,6 +756,8 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
             .any(|f| matches!(f.kind, ghatta_sim::scenario::FaultKind::Deploy { .. })),
         notes: Vec::new(),
         outbox: Default::default(),
+        central,
+        decommissioned: Vec::new(),
     };
 
     for i in 0..w.slots.len() {
@@ -790,6 +829,14 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         for r in w.slots.iter().filter_map(|s| s.run.as_ref()) {
             w.outbox.sample(t_ms, &r.node);
         }
+        if let Some(c) = w.central.as_mut() {
+            let nodes: Vec<&Node> = w
+                .slots
+                .iter()
+                .filter_map(|s| Some(&s.run.as_ref()?.node))
+                .collect();
+            c.watch(t_ms, &nodes);
+        }
         if t_ms < total_ms {
             continue;
         }
@@ -815,9 +862,17 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
             _ if agreed => Some((t_ms, applied)),
             _ => None,
         };
-        let converged = quiet_since
-            .as_ref()
-            .is_some_and(|(since, _)| t_ms - since >= QUIET_MS);
+        // With a WAN, the run also waits for the central to hold everything committed.
+        let wan_caught_up = w.central.as_ref().is_none_or(|c| {
+            w.slots
+                .iter()
+                .find_map(|s| s.run.as_ref())
+                .is_none_or(|r| c.caught_up(&r.node))
+        });
+        let converged = wan_caught_up
+            && quiet_since
+                .as_ref()
+                .is_some_and(|(since, _)| t_ms - since >= QUIET_MS);
         if converged || t_ms >= total_ms + QUIESCE_MS_MAX {
             break;
         }
@@ -842,6 +897,18 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         .slots
         .iter()
         .find_map(|s| s.run.as_ref().map(|r| r.node.clone()));
+    let wan = w
+        .central
+        .as_mut()
+        .map(|c| c.finish(end_t_ms, outbox_node.as_ref()));
+    // Every running member's view of the membership, before the nodes shut down.
+    let views: Vec<(u64, ghatta::node::NodeStatus)> = w
+        .slots
+        .iter()
+        .filter_map(|s| Some((s.id, s.run.as_ref()?.node.status())))
+        .collect();
+    let listed = member::decommissioned_listed(&w.decommissioned, &views, end_t_ms);
+    w.extra.extend(listed);
     for i in 0..w.slots.len() {
         if let Some(r) = w.slots[i].run.take() {
             r.alive.store(false, Ordering::Relaxed);
@@ -894,6 +961,7 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         plot,
         mut extra,
         outbox,
+        central,
         ..
     } = w;
     let mut report = suite.finish(FinishInfo {
@@ -913,9 +981,18 @@ async fn world(cfg: SimConfig, engine: Engine) -> anyhow::Result<SimOutcome> {
         ufls_trips,
         ballast_switched_in,
     });
-    let (summary, fold_violation) = outbox.finish(end_t_ms, outbox_node.as_ref(), &report.ledger);
+    let (summary, fold_violation) = outbox.finish(
+        end_t_ms,
+        outbox_node.as_ref(),
+        central.as_ref().map(|c| c.committed()),
+        &report.ledger,
+    );
     report.outbox = Some(summary);
     extra.extend(fold_violation);
+    if let Some((summary, violations)) = wan {
+        report.wan = Some(summary);
+        extra.extend(violations);
+    }
     report.security = security;
     report.notes = notes;
     report.deploys = deploys;
@@ -1225,6 +1302,12 @@ impl World {
                     self.stop(i).await;
                 }
             }
+            NodeAction::Decommission { node } => {
+                if let Some(i) = self.slot_of(node) {
+                    self.stop(i).await;
+                    self.decommissioned.push(node);
+                }
+            }
             NodeAction::Restart { node } => {
                 if let Some(i) = self.slot_of(node) {
                     if self.slots[i].run.is_none() {
@@ -1419,8 +1502,8 @@ impl World {
         {
             self.notes.push(format!(
                 "t={t_ms} ms: node {id} started on its {file:?} database with a flipped bit \
-                 (redb verified it: the flip was in a page no tree uses, or the newest commit \
-                 was rolled back)"
+                 (redb verified it: the flip was in a page no tree uses, or, in the state \
+                 database, its newest commit was rolled back; the Raft log refuses that)"
             ));
         }
     }
@@ -1428,7 +1511,7 @@ impl World {
     async fn start_inner(&mut self, i: usize, first: bool) -> anyhow::Result<Incarnation> {
         let s = &self.slots[i];
         let id = s.id;
-        let log = storage::open_backend(s.log_disk.clone(), &format!("node-{id}/raft-log"))?;
+        let log = storage::open_log_backend(s.log_disk.clone(), &format!("node-{id}/raft-log"))?;
         let state = storage::open_backend(s.state_disk.clone(), &format!("node-{id}/state"))?;
         // The production field loop's own durable journal (after a fault, redb recovers it
         // from what the disk kept), opened before the node so a failure leaves nothing running.
@@ -1485,6 +1568,7 @@ impl World {
                 )),
                 _ => None,
             },
+            wan: self.central.as_ref().map(|c| c.uploader()),
         };
         let (inc, seal_stats) = self.engine.run_on(i, plan.start()).await?;
         self.slots[i].seal_stats.extend(seal_stats);

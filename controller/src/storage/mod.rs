@@ -16,6 +16,7 @@ pub use self::snapshot_file::SnapshotFile;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, TableDefinition};
 
@@ -134,6 +135,16 @@ pub enum OpenError {
         /// redb's error.
         detail: String,
     },
+    /// The Raft log's newest commit fails its checksum (`open_log_backend`): redb would fall
+    /// back to the commit before it, which forgets an append this node acknowledged or a vote
+    /// it cast.
+    #[error(
+        "cannot open database {path}: its newest commit fails its checksum (a damaged page on the card, or a commit torn by a power cut in the middle of its fsync), and going back to the commit before it would forget an append this node acknowledged or a vote it cast, which the other nodes count on; the node will not start on it. Rebuild this node from its peers: `ghatta member remove ID` on another node, replace the card (or remove data_dir), start the node, then `ghatta member add` and `ghatta member promote` it"
+    )]
+    NewestCommitDamaged {
+        /// The file.
+        path: String,
+    },
     /// redb refused the file for another reason.
     #[error("cannot open database {path}: {detail}; check the file and the SD card")]
     Database {
@@ -212,20 +223,91 @@ pub fn open_dir_cached(data_dir: &Path, cache_bytes: usize) -> Result<Stores, Op
         path: data_dir.display().to_string(),
         detail: e.to_string(),
     })?;
-    let open = |name: &str| -> Result<Arc<Database>, OpenError> {
-        let path = data_dir.join(name);
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|e| open_error(&path, e))?;
-        init_tables(&db, &path.display().to_string())?;
-        Ok(Arc::new(db))
-    };
+    let path = data_dir.join(LOG_FILE_NAME);
+    let rolled_back = Arc::new(AtomicBool::new(false));
+    let log = log_builder(&rolled_back, cache_bytes)
+        .create(&path)
+        .map_err(|e| log_open_error(&path, e, &rolled_back))?;
+    init_tables(&log, &path.display().to_string())?;
+    let path = data_dir.join(STATE_FILE_NAME);
+    let state = redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(&path)
+        .map_err(|e| open_error(&path, e))?;
+    init_tables(&state, &path.display().to_string())?;
     Ok(Stores {
-        log: open(LOG_FILE_NAME)?,
-        state: open(STATE_FILE_NAME)?,
+        log: Arc::new(log),
+        state: Arc::new(state),
         log_sync: None,
     })
+}
+
+/// How the Raft log database is opened: every open verifies the newest commit and rebuilds
+/// redb's allocator state from the file (`set_check_integrity_on_open`; without it, redb
+/// verifies nothing after a clean stop), and an open that finds the newest commit failing its
+/// checksum is aborted rather than rolled back to the commit before it (the repair callback,
+/// which sets `rolled_back`).
+///
+/// *Why refuse rather than roll back.* redb's one-phase commit cannot tell a newest commit
+/// damaged on the card from one torn by a power cut in the middle of its fsync. A torn one was
+/// never acknowledged, and rolling it back would be right; a damaged one was fsynced, and for
+/// the Raft log that is an append this node acknowledged (the leader counted it towards a
+/// quorum) or a vote it cast, which Raft's safety assumes it never forgets: a node that forgot
+/// either can help elect a leader without a committed entry, or vote twice in a term. The
+/// whole grid's records are worth more than one node's availability, so the node refuses to
+/// start and the operator rebuilds it from its peers (`OpenError::NewestCommitDamaged`); a
+/// torn commit costs the same rebuild. Two-phase commit would tell the two apart (redb then
+/// refuses a damaged newest commit by itself, "Primary is corrupted despite 2-phase commit")
+/// at a second fsync per append; that is the log store's write path, not decided here.
+/// `state.redb` is opened as before: its commits are not fsynced except the snapshot's, and a
+/// state machine behind its log re-applies it.
+///
+/// *Cost.* A full read of the file at every start (BENCHMARKS.md, "The Raft log's newest
+/// commit verified at every start").
+fn log_builder(rolled_back: &Arc<AtomicBool>, cache_bytes: usize) -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(cache_bytes);
+    b.set_check_integrity_on_open(true);
+    let flag = rolled_back.clone();
+    b.set_repair_callback(move |session| {
+        // redb's repair calls back at 0.0 (a repair starts), at 0.3 only when the newest
+        // commit failed verification and it is about to fall back to the one before, then at
+        // 0.6 and up while it rebuilds its allocator state. The test
+        // `a_damaged_newest_commit_of_the_raft_log_is_refused_never_rolled_back` pins this.
+        let p = session.progress();
+        if p > 0.0 && p < 0.6 {
+            flag.store(true, Ordering::Relaxed);
+            session.abort();
+        }
+    });
+    b
+}
+
+/// A Raft log open error: [`OpenError::NewestCommitDamaged`] when [`log_builder`]'s repair
+/// callback refused a roll-back, otherwise as [`open_error`].
+fn log_open_error(path: &Path, e: redb::DatabaseError, rolled_back: &AtomicBool) -> OpenError {
+    match e {
+        redb::DatabaseError::RepairAborted if rolled_back.load(Ordering::Relaxed) => {
+            OpenError::NewestCommitDamaged {
+                path: path.display().to_string(),
+            }
+        }
+        e => open_error(path, e),
+    }
+}
+
+/// Open (or create) the Raft log database on an arbitrary backend (the simulator's disks),
+/// as [`open_dir`] opens `raft-log.redb`: its newest commit verified, never rolled back.
+pub fn open_log_backend(
+    backend: impl redb::StorageBackend,
+    name: &str,
+) -> Result<Arc<Database>, OpenError> {
+    let rolled_back = Arc::new(AtomicBool::new(false));
+    let db = log_builder(&rolled_back, REDB_CACHE_BYTES)
+        .create_with_backend(backend)
+        .map_err(|e| log_open_error(Path::new(name), e, &rolled_back))?;
+    init_tables(&db, name)?;
+    Ok(Arc::new(db))
 }
 
 /// Open (or create) a database on an arbitrary backend (the simulator's disks).

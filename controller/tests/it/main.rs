@@ -11,4 +11,5 @@ mod field_protection;
 mod field_support;
 mod fuzz;
 mod sms_modem;
+mod storage_open;
 mod storage_suite;

@@ -18,6 +18,10 @@ pub struct ChargeContext {
     pub billed_before_wh: u64,
     /// Charged in friendly hours.
     pub friendly: bool,
+    /// Log time of the entry that made the charge, Unix ms (the last `EntryTime` observed
+    /// before it: every entry's comes before its ledger records); `None` before any. Billing's
+    /// days and periods are counted in it, so an oracle that follows periods reads it.
+    pub log_time_ms: Option<u64>,
 }
 
 /// The tariff the billing actor should have applied: returns the expected
@@ -49,6 +53,8 @@ pub struct CreditChecker {
     /// Which accounts the limit binds (`None`: all): a postpaid account's balance goes
     /// negative by design once its use passes what its period gives free.
     prepaid: Option<fn(u64) -> bool>,
+    /// The log time of the last entry observed (for [`ChargeContext::log_time_ms`]).
+    log_time_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for CreditChecker {
@@ -69,6 +75,7 @@ impl CreditChecker {
             tariff,
             accounts: BTreeMap::new(),
             prepaid: None,
+            log_time_ms: None,
         }
     }
 
@@ -87,6 +94,7 @@ impl Checker for CreditChecker {
 
     fn observe(&mut self, obs: &Observation, out: &mut Vec<Violation>) {
         match *obs {
+            Observation::EntryTime { log_time_ms, .. } => self.log_time_ms = Some(log_time_ms),
             Observation::LedgerCharge {
                 t_ms,
                 customer,
@@ -118,6 +126,7 @@ impl Checker for CreditChecker {
                         energy_wh,
                         billed_before_wh: entry.1,
                         friendly,
+                        log_time_ms: self.log_time_ms,
                     });
                     if want != amount_mpaisa {
                         out.push(violation(

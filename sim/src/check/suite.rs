@@ -260,6 +260,7 @@ impl Suite {
             deploys: Vec::new(),
             notes: Vec::new(),
             outbox: None,
+            wan: None,
         }
     }
 }

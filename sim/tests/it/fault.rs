@@ -519,3 +519,36 @@ fn a_fault_with_a_trigger_waits_for_its_node_state() {
         );
     });
 }
+
+#[test]
+fn a_decommissioned_node_goes_down_for_good_even_at_the_heal() {
+    let s = scenario("[[faults]]\nat_s = 30\nkind = \"decommission\"\nnode = 2\n");
+    runtime().expect("runtime").block_on(async {
+        let net = s.build_net(1, &IDS);
+        let mut d = FaultDriver::new(&s, 1, IDS.to_vec());
+        let t = d.poll(30_000, &net, Some(1));
+        assert_eq!(t.actions, vec![NodeAction::Decommission { node: 3 }]);
+        assert!(net.is_node_down(3));
+        assert!(d.down_nodes().contains(&3));
+        // Nothing brings it back: not the poll after a default down time, not the heal.
+        let t = d.poll(600_000, &net, Some(1));
+        assert!(t.actions.is_empty(), "{:?}", t.actions);
+        let t = d.heal_everything(3_600_000, &net);
+        assert!(
+            !t.actions
+                .iter()
+                .any(|a| matches!(a, NodeAction::Restart { node: 3 })),
+            "{:?}",
+            t.actions
+        );
+        assert!(net.is_node_down(3));
+    });
+}
+
+#[test]
+fn a_decommission_names_its_board_by_index() {
+    let text = "duration_s = 3600\n[nodes]\ncount = 5\n\
+                [[faults]]\nat_s = 30\nkind = \"decommission\"\nnode = \"leader\"\n";
+    let e = Scenario::parse(text, "test.toml").expect_err("a symbol is refused");
+    assert!(e.to_string().contains("faults[0].node"), "{e}");
+}

@@ -31,13 +31,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use ghatta::clock::Clock;
 use ghatta::node::{Node, Role};
 use ghatta::state::OutboxRecord;
-use ghatta::wan::connector::{BoxRead, BoxWrite, ConnectFuture, Connector};
+use ghatta::wan::connector::Connector;
 use ghatta::wan::{Stream, Uploader, UploaderConfig};
 use ghatta_actor_sdk as sdk;
 use ghatta_central::CentralStore;
 use ghatta_sim::scenario::Scenario;
 use ghatta_sim::time::DriftClock;
 use ghatta_sim::wan::{WanLink, WanLinkConfig, WanListener};
+use ghatta_simulate::central::SimWanConnector;
 use ghatta_simulate::measure::{Bed, SimBed};
 use ghatta_simulate::world::CALENDAR_START_UNIX_MS;
 use tokio::time::{Duration, Instant};
@@ -50,23 +51,6 @@ use crate::wan::{
 
 /// One hour of log time, ms.
 const HOUR_MS: i64 = 3_600_000;
-
-/// The uploader's way to the central over the simulated link.
-#[derive(Debug)]
-struct SimWanConnector(WanLink);
-
-impl Connector for SimWanConnector {
-    fn connect(&self) -> ConnectFuture<'_> {
-        Box::pin(async move {
-            let (rd, wr) = self.0.connect().await?;
-            Ok((Box::new(rd) as BoxRead, Box::new(wr) as BoxWrite))
-        })
-    }
-
-    fn describe(&self) -> String {
-        "central over the simulated satellite link".into()
-    }
-}
 
 /// A central (its redb in a temporary directory) at the far end of a satellite link made from
 /// `seed`, serving every connection the link delivers.
