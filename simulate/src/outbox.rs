@@ -86,13 +86,14 @@ impl OutboxWatch {
                 s.records_end += 1;
                 s.bytes_end += codec::encode(rec).map_or(0, |b| b.len() as u64);
                 match sdk::codec::decode::<sdk::Output>(&rec.output) {
-                    Some(sdk::Output::Ledger(l)) => match l.kind {
-                        sdk::LedgerKind::Charge { energy_wh, .. } => {
+                    Some(sdk::Output::Ledger(l)) => {
+                        if let Some((energy_wh, _, _)) = l.kind.charge() {
                             s.detail_charged_wh += energy_wh
                         }
-                        sdk::LedgerKind::Held { energy_wh, .. } => s.held_wh += energy_wh,
-                        _ => {}
-                    },
+                        if let Some((energy_wh, _)) = l.kind.held() {
+                            s.held_wh += energy_wh
+                        }
+                    }
                     Some(sdk::Output::Folded(f)) => {
                         s.folded_records += 1;
                         s.folded_charged_wh += f.totals.charged_wh;
