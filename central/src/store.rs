@@ -115,36 +115,29 @@ pub struct LedgerRow {
     pub read_at_ms: Option<u64>,
 }
 
-/// [`LedgerRow`] as centrals stored it before the meter reads: read back with no read.
-#[derive(Deserialize)]
-struct LedgerRowV2 {
-    seq: u64,
-    customer: u32,
-    at_ms: u64,
-    kind: String,
-    energy_wh: u64,
-    amount_mpaisa: i64,
-    balance_after_mpaisa: i64,
-    tariff_version: u32,
-    backfill: bool,
-    log_index: u64,
-    friendly: bool,
-    detail: String,
+/// [`LedgerRow`] as centrals stored it before the meter reads: read back with no read. (bincode
+/// writes a nested struct's fields in line, so this is the old row's layout field for field.)
+#[derive(Serialize, Deserialize)]
+pub(crate) struct LedgerRowV2 {
+    pub(crate) v1: LedgerRowV1,
+    pub(crate) log_index: u64,
+    pub(crate) friendly: bool,
+    pub(crate) detail: String,
 }
 
 /// [`LedgerRow`] as centrals stored it before the audit fields: read back with log index 0,
 /// not friendly, no detail.
-#[derive(Deserialize)]
-struct LedgerRowV1 {
-    seq: u64,
-    customer: u32,
-    at_ms: u64,
-    kind: String,
-    energy_wh: u64,
-    amount_mpaisa: i64,
-    balance_after_mpaisa: i64,
-    tariff_version: u32,
-    backfill: bool,
+#[derive(Serialize, Deserialize)]
+pub(crate) struct LedgerRowV1 {
+    pub(crate) seq: u64,
+    pub(crate) customer: u32,
+    pub(crate) at_ms: u64,
+    pub(crate) kind: String,
+    pub(crate) energy_wh: u64,
+    pub(crate) amount_mpaisa: i64,
+    pub(crate) balance_after_mpaisa: i64,
+    pub(crate) tariff_version: u32,
+    pub(crate) backfill: bool,
 }
 
 /// A stored ledger row, in any of its layouts.
@@ -152,39 +145,28 @@ pub(crate) fn decode_ledger_row(bytes: &[u8]) -> Result<LedgerRow, StoreError> {
     if let Ok(row) = codec::decode::<LedgerRow>(bytes) {
         return Ok(row);
     }
-    if let Ok(r) = codec::decode::<LedgerRowV2>(bytes) {
-        return Ok(LedgerRow {
-            seq: r.seq,
-            customer: r.customer,
-            at_ms: r.at_ms,
-            kind: r.kind,
-            energy_wh: r.energy_wh,
-            amount_mpaisa: r.amount_mpaisa,
-            balance_after_mpaisa: r.balance_after_mpaisa,
-            tariff_version: r.tariff_version,
-            backfill: r.backfill,
-            log_index: r.log_index,
-            friendly: r.friendly,
-            detail: r.detail,
-            read_from_wh: None,
-            read_to_wh: None,
-            read_at_ms: None,
-        });
-    }
-    let r: LedgerRowV1 = codec::decode(bytes).map_err(StoreError::corrupt("ledger row"))?;
+    let r = match codec::decode::<LedgerRowV2>(bytes) {
+        Ok(r) => r,
+        Err(_) => LedgerRowV2 {
+            v1: codec::decode(bytes).map_err(StoreError::corrupt("ledger row"))?,
+            log_index: 0,
+            friendly: false,
+            detail: String::new(),
+        },
+    };
     Ok(LedgerRow {
-        seq: r.seq,
-        customer: r.customer,
-        at_ms: r.at_ms,
-        kind: r.kind,
-        energy_wh: r.energy_wh,
-        amount_mpaisa: r.amount_mpaisa,
-        balance_after_mpaisa: r.balance_after_mpaisa,
-        tariff_version: r.tariff_version,
-        backfill: r.backfill,
-        log_index: 0,
-        friendly: false,
-        detail: String::new(),
+        seq: r.v1.seq,
+        customer: r.v1.customer,
+        at_ms: r.v1.at_ms,
+        kind: r.v1.kind,
+        energy_wh: r.v1.energy_wh,
+        amount_mpaisa: r.v1.amount_mpaisa,
+        balance_after_mpaisa: r.v1.balance_after_mpaisa,
+        tariff_version: r.v1.tariff_version,
+        backfill: r.v1.backfill,
+        log_index: r.log_index,
+        friendly: r.friendly,
+        detail: r.detail,
         read_from_wh: None,
         read_to_wh: None,
         read_at_ms: None,

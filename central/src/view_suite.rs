@@ -600,31 +600,8 @@ async fn ledger_lines_carry_what_an_auditor_needs_on_both_stores() {
 /// no read.
 #[tokio::test]
 async fn a_ledger_row_from_before_the_meter_reads_still_reads() {
-    #[derive(serde::Serialize)]
-    struct V2 {
-        seq: u64,
-        customer: u32,
-        at_ms: u64,
-        kind: String,
-        energy_wh: u64,
-        amount_mpaisa: i64,
-        balance_after_mpaisa: i64,
-        tariff_version: u32,
-        backfill: bool,
-        log_index: u64,
-        friendly: bool,
-        detail: String,
-    }
-    let old = V2 {
-        seq: 3,
-        customer: 8,
-        at_ms: BASE_MS,
-        kind: "Charge".into(),
-        energy_wh: 12,
-        amount_mpaisa: -120,
-        balance_after_mpaisa: 7,
-        tariff_version: 1,
-        backfill: false,
+    let old = crate::store::LedgerRowV2 {
+        v1: v1_row(),
         log_index: 41,
         friendly: true,
         detail: String::new(),
@@ -644,22 +621,25 @@ async fn a_ledger_row_from_before_the_meter_reads_still_reads() {
     );
 }
 
+/// A line of customer 8 as centrals stored it before the audit fields.
+fn v1_row() -> crate::store::LedgerRowV1 {
+    crate::store::LedgerRowV1 {
+        seq: 3,
+        customer: 8,
+        at_ms: BASE_MS,
+        kind: "Charge".into(),
+        energy_wh: 12,
+        amount_mpaisa: -120,
+        balance_after_mpaisa: 7,
+        tariff_version: 1,
+        backfill: false,
+    }
+}
+
 /// A ledger row a central stored before the audit fields reads back with log index 0, not
 /// friendly, no detail.
 #[tokio::test]
 async fn a_ledger_row_from_before_the_audit_fields_still_reads() {
-    #[derive(serde::Serialize)]
-    struct V1 {
-        seq: u64,
-        customer: u32,
-        at_ms: u64,
-        kind: String,
-        energy_wh: u64,
-        amount_mpaisa: i64,
-        balance_after_mpaisa: i64,
-        tariff_version: u32,
-        backfill: bool,
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     drop(redb_store(dir.path()));
     {
@@ -669,18 +649,7 @@ async fn a_ledger_row_from_before_the_audit_fields_still_reads() {
             let ledger: redb::TableDefinition<(u64, u32, u64), &[u8]> =
                 redb::TableDefinition::new("wan_ledger");
             let mut t = txn.open_table(ledger).expect("ledger");
-            let old = V1 {
-                seq: 3,
-                customer: 8,
-                at_ms: BASE_MS,
-                kind: "Charge".into(),
-                energy_wh: 12,
-                amount_mpaisa: -120,
-                balance_after_mpaisa: 7,
-                tariff_version: 1,
-                backfill: false,
-            };
-            let bytes = ghatta_proto::codec::encode(&old).expect("encode");
+            let bytes = ghatta_proto::codec::encode(&v1_row()).expect("encode");
             t.insert((61, 8, 3), bytes.as_slice()).expect("insert");
         }
         txn.commit().expect("commit");

@@ -26,7 +26,9 @@ use crate::backend::Store;
 use crate::fleet::{EventRow, FleetEntry, HOUR_MS, SILENT_HOURS_DEFAULT, event_row, fleet_view};
 use crate::localtime::{date_text, iso_local};
 use crate::setup::{SetupRow, setup_row};
-use crate::store::{EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page, TimeRange};
+use crate::store::{
+    EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page, StoredRecord, TimeRange,
+};
 use ghatta_proto::outbox::Stream;
 
 /// The response header that carries a CSV page's cursor (JSON pages carry `next` in the body).
@@ -432,21 +434,45 @@ fn events_stream(
     q: &BTreeMap<String, String>,
     csv: bool,
 ) -> Result<Response, HttpError> {
+    decoded_stream(i, grid, q, csv, events_form(), Stream::Events, event_row)
+}
+
+/// A grid's billing set-up (tariff versions, configurations) by log-time range, streamed; the
+/// cursor is the last row's seq. The records are among the ledger stream's lines, so this
+/// reads the stream's records of the range (as an export of the range does).
+fn setup_stream(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    decoded_stream(i, grid, q, csv, setup_form(), Stream::Ledger, setup_row)
+}
+
+/// The records of one of a grid's streams that `decode` makes a row of, streamed by log-time
+/// range; the cursor is the last record's seq.
+fn decoded_stream<T: Send + 'static>(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+    form: RowForm<T>,
+    stream: Stream,
+    decode: fn(u64, &StoredRecord) -> Option<T>,
+) -> Result<Response, HttpError> {
     streamed(
         i,
         grid,
         q,
         csv,
-        events_form(),
+        form,
         move |b, range, after, n| async move {
-            let p = b
-                .records_page(grid, Stream::Events.id(), range, after, n)
-                .await?;
+            let p = b.records_page(grid, stream.id(), range, after, n).await?;
             Ok(Page {
                 rows: p
                     .rows
                     .iter()
-                    .filter_map(|(seq, r)| event_row(*seq, r))
+                    .filter_map(|(seq, r)| decode(*seq, r))
                     .collect(),
                 next: p.next,
             })
@@ -462,37 +488,6 @@ fn setup_form() -> RowForm<SetupRow> {
         csv_line: setup_csv_line,
         at: Some(|r| r.at_ms),
     }
-}
-
-/// A grid's billing set-up (tariff versions, configurations) by log-time range, streamed; the
-/// cursor is the last row's seq. The records are among the ledger stream's lines, so this
-/// reads the stream's records of the range (as an export of the range does).
-fn setup_stream(
-    i: &Inner,
-    grid: u64,
-    q: &BTreeMap<String, String>,
-    csv: bool,
-) -> Result<Response, HttpError> {
-    streamed(
-        i,
-        grid,
-        q,
-        csv,
-        setup_form(),
-        move |b, range, after, n| async move {
-            let p = b
-                .records_page(grid, Stream::Ledger.id(), range, after, n)
-                .await?;
-            Ok(Page {
-                rows: p
-                    .rows
-                    .iter()
-                    .filter_map(|(seq, r)| setup_row(*seq, r))
-                    .collect(),
-                next: p.next,
-            })
-        },
-    )
 }
 
 async fn http_setup(
