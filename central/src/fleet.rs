@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::{StreamExt, TryStreamExt};
 use ghatta_actor_sdk::{self as sdk, codec as sdk_codec};
 use ghatta_proto::outbox::Stream;
 use serde::Serialize;
@@ -30,6 +31,12 @@ pub const ALARM_SCAN_MAX: usize = 1_000;
 /// otherwise (`?silent_hours=`): uploads come every few minutes when the link is up, and a
 /// satellite or GSM outage of a few hours is weather, not yet a trip to the valley.
 pub const SILENT_HOURS_DEFAULT: u64 = 6;
+/// Grids whose day the fleet view reads at once. Each read is three short queries on
+/// PostgreSQL (a loopback round trip each, one pooled connection) or a blocking-pool task on
+/// redb: a few at once hide the round trips and use both cores, while half of
+/// `pg::POOL_CONNECTIONS_MAX` leaves the other half to ingest, which must not wait behind the
+/// office's page (BENCHMARKS.md, "A week per grid, the full fleet view").
+pub const FLEET_READS_CONCURRENT: usize = 8;
 
 /// What the retention setting removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -143,18 +150,22 @@ pub async fn fleet_view<S: Store>(
     let mut rows = s.fleet(crate::FLEET_GRIDS_MAX + 1).await?;
     let truncated = rows.len() > crate::FLEET_GRIDS_MAX;
     rows.truncate(crate::FLEET_GRIDS_MAX);
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let today = today(s, row.grid, row.newest_time_ms, now_ms).await?;
-        let since_upload_ms = now_ms.saturating_sub(row.last_upload_ms);
-        out.push(FleetEntry {
-            since_upload_ms,
-            wan_lag_ms: now_ms.saturating_sub(row.newest_time_ms),
-            silent: since_upload_ms > silent_after_ms,
-            today,
-            row,
-        });
-    }
+    // Bounded, in order: at most `FLEET_READS_CONCURRENT` grids' days are read at once.
+    let mut out: Vec<FleetEntry> = futures::stream::iter(rows)
+        .map(|row| async move {
+            let today = today(s, row.grid, row.newest_time_ms, now_ms).await?;
+            let since_upload_ms = now_ms.saturating_sub(row.last_upload_ms);
+            Ok::<_, StoreError>(FleetEntry {
+                since_upload_ms,
+                wan_lag_ms: now_ms.saturating_sub(row.newest_time_ms),
+                silent: since_upload_ms > silent_after_ms,
+                today,
+                row,
+            })
+        })
+        .buffered(FLEET_READS_CONCURRENT)
+        .try_collect()
+        .await?;
     out.sort_by(|a, b| {
         b.silent
             .cmp(&a.silent)

@@ -28,6 +28,7 @@ pub mod localtime;
 pub mod ops;
 pub mod pg;
 pub mod serve;
+pub mod setup;
 pub mod store;
 #[cfg(test)]
 mod store_suite;

@@ -30,7 +30,7 @@ use crate::store::{
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
 /// transaction, and recorded in `schema_migrations`; never edit one that has shipped, add
 /// the next.
-pub const MIGRATIONS: [(i32, &str, &str); 4] = [
+pub const MIGRATIONS: [(i32, &str, &str); 5] = [
     (1, "schema", include_str!("../migrations/0001_schema.sql")),
     (
         2,
@@ -43,6 +43,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 4] = [
         include_str!("../migrations/0003_customer_hours.sql"),
     ),
     (4, "audit", include_str!("../migrations/0004_audit.sql")),
+    (
+        5,
+        "meter_reads",
+        include_str!("../migrations/0005_meter_reads.sql"),
+    ),
 ];
 
 /// Connections the pool opens at most. Ingest holds one per batch in flight and each HTTP
@@ -339,6 +344,21 @@ struct LedgerCols {
     log_index: Vec<i64>,
     friendly: Vec<bool>,
     detail: Vec<String>,
+    read_from_wh: Vec<Option<i64>>,
+    read_to_wh: Vec<Option<i64>>,
+    read_at_ms: Vec<Option<i64>>,
+}
+
+/// A meter register or read time as BIGINT (NULL for `None`), saturated at 2^63 - 1: no meter
+/// counts that far, so such a value is a corrupt read the grid already refused or held, and
+/// refusing its batch instead would stop the grid's ledger stream for good.
+fn big_opt(v: Option<u64>) -> Option<i64> {
+    v.map(bound)
+}
+
+/// An optional BIGINT column back as u64.
+fn unbig_opt(v: Option<i64>, what: &'static str) -> Result<Option<u64>, StoreError> {
+    v.map(|v| unbig(v, what)).transpose()
 }
 
 /// A batch's energy hours as columns.
@@ -581,14 +601,19 @@ impl Store for PgStore {
                 l.log_index.push(big(r.log_index, "log index")?);
                 l.friendly.push(r.friendly);
                 l.detail.push(r.detail.clone());
+                l.read_from_wh.push(big_opt(r.read_from_wh));
+                l.read_to_wh.push(big_opt(r.read_to_wh));
+                l.read_at_ms.push(big_opt(r.read_at_ms));
             }
             tx.execute(
                 "INSERT INTO wan_ledger (grid_id, customer, seq, at_ms, kind, energy_wh, amount_mpaisa,
                                          balance_after_mpaisa, tariff_version, backfill,
-                                         log_index, friendly, detail)
+                                         log_index, friendly, detail, read_from_wh, read_to_wh,
+                                         read_at_ms)
                  SELECT $1, u.* FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
                      $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bool[],
-                     $11::bigint[], $12::bool[], $13::text[]) AS u
+                     $11::bigint[], $12::bool[], $13::text[], $14::bigint[], $15::bigint[],
+                     $16::bigint[]) AS u
                  ON CONFLICT DO NOTHING",
                 &[
                     &grid_i,
@@ -604,6 +629,9 @@ impl Store for PgStore {
                     &l.log_index,
                     &l.friendly,
                     &l.detail,
+                    &l.read_from_wh,
+                    &l.read_to_wh,
+                    &l.read_at_ms,
                 ],
             )
             .await?;
@@ -612,15 +640,16 @@ impl Store for PgStore {
             tx.execute(
                 "INSERT INTO wan_latest_customer (grid_id, customer, seq, at_ms, kind, energy_wh,
                      amount_mpaisa, balance_after_mpaisa, tariff_version, backfill, log_index,
-                     friendly, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     friendly, detail, read_from_wh, read_to_wh, read_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                  ON CONFLICT (grid_id, customer) DO UPDATE SET
                      seq = EXCLUDED.seq, at_ms = EXCLUDED.at_ms, kind = EXCLUDED.kind,
                      energy_wh = EXCLUDED.energy_wh, amount_mpaisa = EXCLUDED.amount_mpaisa,
                      balance_after_mpaisa = EXCLUDED.balance_after_mpaisa,
                      tariff_version = EXCLUDED.tariff_version, backfill = EXCLUDED.backfill,
                      log_index = EXCLUDED.log_index, friendly = EXCLUDED.friendly,
-                     detail = EXCLUDED.detail
+                     detail = EXCLUDED.detail, read_from_wh = EXCLUDED.read_from_wh,
+                     read_to_wh = EXCLUDED.read_to_wh, read_at_ms = EXCLUDED.read_at_ms
                  WHERE EXCLUDED.at_ms >= wan_latest_customer.at_ms",
                 &[
                     &grid_i,
@@ -636,6 +665,9 @@ impl Store for PgStore {
                     &big(r.log_index, "log index")?,
                     &r.friendly,
                     &r.detail,
+                    &big_opt(r.read_from_wh),
+                    &big_opt(r.read_to_wh),
+                    &big_opt(r.read_at_ms),
                 ],
             )
             .await?;
@@ -725,7 +757,8 @@ impl Store for PgStore {
         let got = c
             .query(
                 "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
-                        tariff_version, backfill, log_index, friendly, detail
+                        tariff_version, backfill, log_index, friendly, detail, read_from_wh,
+                        read_to_wh, read_at_ms
                  FROM wan_ledger
                  WHERE grid_id = $1 AND customer BETWEEN $2 AND $3 AND (customer, seq) > ($4, $5)
                    AND at_ms >= $6 AND at_ms < $7
@@ -945,7 +978,8 @@ impl Store for PgStore {
         let latest = tx
             .query(
                 "SELECT customer, seq, at_ms, kind, energy_wh, amount_mpaisa, balance_after_mpaisa,
-                        tariff_version, backfill, log_index, friendly, detail
+                        tariff_version, backfill, log_index, friendly, detail, read_from_wh,
+                        read_to_wh, read_at_ms
                  FROM wan_latest_customer WHERE grid_id = $1 ORDER BY customer",
                 &[&grid_i],
             )
@@ -1188,7 +1222,7 @@ const PARTITIONED: [&str; 3] = ["wan_records", "wan_ledger", "wan_energy_hours"]
 
 /// A ledger row as the queries select it (customer, seq, at_ms, kind, energy_wh,
 /// amount_mpaisa, balance_after_mpaisa, tariff_version, backfill, log_index, friendly,
-/// detail).
+/// detail, read_from_wh, read_to_wh, read_at_ms).
 fn ledger_row(r: &tokio_postgres::Row) -> Result<LedgerRow, StoreError> {
     let customer: i64 = r.get(0);
     let tariff: i64 = r.get(7);
@@ -1209,6 +1243,9 @@ fn ledger_row(r: &tokio_postgres::Row) -> Result<LedgerRow, StoreError> {
         log_index: unbig(r.get(9), "log index")?,
         friendly: r.get(10),
         detail: r.get(11),
+        read_from_wh: unbig_opt(r.get(12), "meter register")?,
+        read_to_wh: unbig_opt(r.get(13), "meter register")?,
+        read_at_ms: unbig_opt(r.get(14), "read time")?,
     })
 }
 

@@ -102,44 +102,74 @@ pub struct LedgerRow {
     /// What else the line carries, `key=value` pairs joined by `;`: a top-up's `token_id`, an
     /// OpenPAYGO token's `code`, `count`, `value` and `set`, an operator credit's `ref_id`, a
     /// disconnect's or reconnect's `reason`, a held read's `held_wh` and `allowed_wh`, a meter
-    /// replacement's `old_final_wh` and `new_read_wh`; empty for other lines.
+    /// replacement's `old_final_wh` and `new_read_wh`, an account's set-up (`opened`, `mode`,
+    /// `tariff`, `connection_w`, `token_unit_mpaisa`); empty for other lines.
     pub detail: String,
+    /// The register billing billed from (the baseline before the read), Wh: on charges and
+    /// held reads from grids that send their reads, refused reads, baselines (its own
+    /// register); `None` on other lines.
+    pub read_from_wh: Option<u64>,
+    /// The read's register, Wh (see `read_from_wh`).
+    pub read_to_wh: Option<u64>,
+    /// When the node read it (node's clock), Unix ms (see `read_from_wh`).
+    pub read_at_ms: Option<u64>,
+}
+
+/// [`LedgerRow`] as centrals stored it before the meter reads: read back with no read. (bincode
+/// writes a nested struct's fields in line, so this is the old row's layout field for field.)
+#[derive(Serialize, Deserialize)]
+pub(crate) struct LedgerRowV2 {
+    pub(crate) v1: LedgerRowV1,
+    pub(crate) log_index: u64,
+    pub(crate) friendly: bool,
+    pub(crate) detail: String,
 }
 
 /// [`LedgerRow`] as centrals stored it before the audit fields: read back with log index 0,
 /// not friendly, no detail.
-#[derive(Deserialize)]
-struct LedgerRowV1 {
-    seq: u64,
-    customer: u32,
-    at_ms: u64,
-    kind: String,
-    energy_wh: u64,
-    amount_mpaisa: i64,
-    balance_after_mpaisa: i64,
-    tariff_version: u32,
-    backfill: bool,
+#[derive(Serialize, Deserialize)]
+pub(crate) struct LedgerRowV1 {
+    pub(crate) seq: u64,
+    pub(crate) customer: u32,
+    pub(crate) at_ms: u64,
+    pub(crate) kind: String,
+    pub(crate) energy_wh: u64,
+    pub(crate) amount_mpaisa: i64,
+    pub(crate) balance_after_mpaisa: i64,
+    pub(crate) tariff_version: u32,
+    pub(crate) backfill: bool,
 }
 
-/// A stored ledger row, in either layout.
+/// A stored ledger row, in any of its layouts.
 pub(crate) fn decode_ledger_row(bytes: &[u8]) -> Result<LedgerRow, StoreError> {
     if let Ok(row) = codec::decode::<LedgerRow>(bytes) {
         return Ok(row);
     }
-    let r: LedgerRowV1 = codec::decode(bytes).map_err(StoreError::corrupt("ledger row"))?;
+    let r = match codec::decode::<LedgerRowV2>(bytes) {
+        Ok(r) => r,
+        Err(_) => LedgerRowV2 {
+            v1: codec::decode(bytes).map_err(StoreError::corrupt("ledger row"))?,
+            log_index: 0,
+            friendly: false,
+            detail: String::new(),
+        },
+    };
     Ok(LedgerRow {
-        seq: r.seq,
-        customer: r.customer,
-        at_ms: r.at_ms,
-        kind: r.kind,
-        energy_wh: r.energy_wh,
-        amount_mpaisa: r.amount_mpaisa,
-        balance_after_mpaisa: r.balance_after_mpaisa,
-        tariff_version: r.tariff_version,
-        backfill: r.backfill,
-        log_index: 0,
-        friendly: false,
-        detail: String::new(),
+        seq: r.v1.seq,
+        customer: r.v1.customer,
+        at_ms: r.v1.at_ms,
+        kind: r.v1.kind,
+        energy_wh: r.v1.energy_wh,
+        amount_mpaisa: r.v1.amount_mpaisa,
+        balance_after_mpaisa: r.v1.balance_after_mpaisa,
+        tariff_version: r.v1.tariff_version,
+        backfill: r.v1.backfill,
+        log_index: r.log_index,
+        friendly: r.friendly,
+        detail: r.detail,
+        read_from_wh: None,
+        read_to_wh: None,
+        read_at_ms: None,
     })
 }
 
@@ -1274,6 +1304,7 @@ pub(crate) fn ledger_row_of(
 ) -> LedgerRow {
     let (kind, energy_wh, amount_mpaisa) = ledger_fields(&l.kind);
     let (friendly, detail) = ledger_audit(&l.kind);
+    let read = l.kind.read();
     LedgerRow {
         seq,
         customer: l.customer.0,
@@ -1287,6 +1318,9 @@ pub(crate) fn ledger_row_of(
         log_index,
         friendly,
         detail,
+        read_from_wh: read.map(|r| r.from_wh),
+        read_to_wh: read.map(|r| r.to_wh),
+        read_at_ms: read.map(|r| r.read_at_ms),
     }
 }
 
@@ -1295,7 +1329,7 @@ pub(crate) fn ledger_row_of(
 pub(crate) fn ledger_audit(kind: &sdk::LedgerKind) -> (bool, String) {
     use sdk::LedgerKind as K;
     match kind {
-        K::Charge { friendly, .. } => (*friendly, String::new()),
+        K::Charge { friendly, .. } | K::ChargeRead { friendly, .. } => (*friendly, String::new()),
         K::TopUp { token_id, .. } => (false, format!("token_id={token_id}")),
         K::TokenCredit {
             code,
@@ -1312,6 +1346,11 @@ pub(crate) fn ledger_audit(kind: &sdk::LedgerKind) -> (bool, String) {
         K::Held {
             energy_wh,
             allowed_wh,
+        }
+        | K::HeldRead {
+            energy_wh,
+            allowed_wh,
+            ..
         } => (
             false,
             format!("held_wh={energy_wh};allowed_wh={allowed_wh}"),
@@ -1323,15 +1362,39 @@ pub(crate) fn ledger_audit(kind: &sdk::LedgerKind) -> (bool, String) {
             false,
             format!("old_final_wh={old_final_wh};new_read_wh={new_read_wh}"),
         ),
-        K::Fee { .. } => (false, String::new()),
+        K::Account(a) => {
+            let mut d = format!(
+                "opened={};mode={:?};tariff={};connection_w={}",
+                a.opened, a.mode, a.tariff, a.connection_w
+            );
+            if let Some(unit) = a.token_unit_mpaisa {
+                d.push_str(&format!(";token_unit_mpaisa={unit}"));
+            }
+            (false, d)
+        }
+        // Their registers are the row's read columns.
+        K::Fee { .. } | K::Baseline { .. } | K::ReadRejected { .. } => (false, String::new()),
     }
 }
 
+/// A line's kind name, energy billed (Wh) and amount (mpaisa). A charge or a held read that
+/// carries its read is named as one that does not: the read is in the row's own columns.
 pub(crate) fn ledger_fields(kind: &sdk::LedgerKind) -> (String, u64, i64) {
-    let name = format!("{kind:?}");
-    let name = name.split([' ', '{', '(']).next().unwrap_or("").to_string();
+    let name = match kind {
+        sdk::LedgerKind::ChargeRead { .. } => "Charge".to_string(),
+        sdk::LedgerKind::HeldRead { .. } => "Held".to_string(),
+        _ => {
+            let name = format!("{kind:?}");
+            name.split([' ', '{', '(']).next().unwrap_or("").to_string()
+        }
+    };
     match kind {
         sdk::LedgerKind::Charge {
+            energy_wh,
+            amount_mpaisa,
+            ..
+        }
+        | sdk::LedgerKind::ChargeRead {
             energy_wh,
             amount_mpaisa,
             ..

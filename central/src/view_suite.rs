@@ -409,13 +409,180 @@ async fn audit<S: Store>(s: &S) {
         csv.lines()
             .next()
             .expect("head")
-            .ends_with(",stream,log_index,friendly,detail"),
+            .ends_with(",stream,log_index,friendly,detail,read_from_wh,read_to_wh,read_at_ms"),
         "{csv}"
     );
-    assert!(csv.contains(",0,30000,true,\n"), "{csv}");
+    assert!(csv.contains(",0,30000,true,,,,\n"), "{csv}");
     assert!(
-        csv.contains(",0,30002,false,code=123456789;count=7;value=30;set=false\n"),
+        csv.contains(",0,30002,false,code=123456789;count=7;value=30;set=false,,,\n"),
         "{csv}"
+    );
+    meter_reads_and_setup(s).await;
+}
+
+/// The reads and set-up an auditor rebuilds bills from: a charge's and a held read's
+/// registers, a baseline, a refused read, an account's set-up, in the row's read columns and
+/// detail and in the CSV; tariffs and configurations on the set-up route.
+async fn meter_reads_and_setup<S: Store>(s: &S) {
+    use sdk::LedgerKind as K;
+    let span = |from_wh, to_wh, read_at_ms| sdk::MeterSpan {
+        from_wh,
+        to_wh,
+        read_at_ms,
+    };
+    let kinds = vec![
+        K::Account(sdk::AccountSetup {
+            opened: true,
+            mode: sdk::AccountMode::Prepaid,
+            tariff: 2,
+            connection_w: 250,
+            token_unit_mpaisa: Some(100_000),
+        }),
+        K::Baseline {
+            read_wh: 1_000,
+            read_at_ms: 77,
+        },
+        K::ChargeRead {
+            energy_wh: 40,
+            amount_mpaisa: 600,
+            friendly: true,
+            read: span(1_000, 1_040, 88),
+        },
+        K::HeldRead {
+            energy_wh: 900,
+            allowed_wh: 100,
+            read: span(1_040, 2_040, 99),
+        },
+        K::ReadRejected {
+            read: span(2_040, 5, 111),
+        },
+    ];
+    let mut records: Vec<_> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(n, k)| line(n as u64, k))
+        .collect();
+    let tariff = sdk::Tariff {
+        id: 2,
+        version: 3,
+        kind: sdk::TariffKind::Tiered {
+            blocks: vec![
+                sdk::TierBlock {
+                    up_to_wh: 10_000,
+                    rate_paisa_per_kwh: 0,
+                },
+                sdk::TierBlock {
+                    up_to_wh: u64::MAX,
+                    rate_paisa_per_kwh: 800,
+                },
+            ],
+            period_charge_paisa: 5_000,
+        },
+    };
+    let cfg = sdk::BillingConfig {
+        utc_offset_min: 345,
+        friendly_start_min: 1_260,
+        friendly_end_min: 360,
+        disconnect_at_mpaisa: 0,
+        plausible_margin_pct: 300,
+    };
+    for (seq, out) in [
+        (5, sdk::Output::TariffSet(tariff)),
+        (6, sdk::Output::BillingConfigSet(cfg)),
+    ] {
+        records.push((
+            seq,
+            OutboxRecord {
+                index: 30_000 + seq,
+                time_ms: BASE_MS + seq * 60_000,
+                actor: ActorKind::Billing,
+                output: sdk_codec::encode(&out),
+            },
+        ));
+    }
+    s.ingest(52, batch(Stream::Ledger, records))
+        .await
+        .expect("ingest");
+    let rows = crate::store_suite::all_ledger(s, 52, Some(5), TimeRange::ALL, 100).await;
+    /// A row's kind, detail, read (from, to, at) and energy billed.
+    type Seen<'a> = (&'a str, &'a str, Option<u64>, Option<u64>, Option<u64>, u64);
+    let got: Vec<Seen> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.kind.as_str(),
+                r.detail.as_str(),
+                r.read_from_wh,
+                r.read_to_wh,
+                r.read_at_ms,
+                r.energy_wh,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "Account",
+                "opened=true;mode=Prepaid;tariff=2;connection_w=250;token_unit_mpaisa=100000",
+                None,
+                None,
+                None,
+                0
+            ),
+            ("Baseline", "", Some(1_000), Some(1_000), Some(77), 0),
+            ("Charge", "", Some(1_000), Some(1_040), Some(88), 40),
+            (
+                "Held",
+                "held_wh=900;allowed_wh=100",
+                Some(1_040),
+                Some(2_040),
+                Some(99),
+                0
+            ),
+            ("ReadRejected", "", Some(2_040), Some(5), Some(111), 0),
+        ]
+    );
+    assert!(rows[2].friendly);
+    let (_, latest) = s.grid_state(52).await.expect("state").expect("grid");
+    assert_eq!(latest, vec![rows[4].clone()], "the newest line, reads too");
+    let csv = crate::http::ledger_csv(52, &rows, &[0; 5]);
+    assert!(
+        csv.lines()
+            .next()
+            .expect("head")
+            .ends_with(",detail,read_from_wh,read_to_wh,read_at_ms"),
+        "{csv}"
+    );
+    assert!(csv.contains(",0,30002,true,,1000,1040,88\n"), "{csv}");
+    assert!(csv.contains(",0,30004,false,,2040,5,111\n"), "{csv}");
+    // The set-up route's rows: only the tariff and the configuration of the ledger stream.
+    let p = s
+        .records_page(52, Stream::Ledger.id(), TimeRange::ALL, None, 100)
+        .await
+        .expect("records");
+    let setup: Vec<_> = p
+        .rows
+        .iter()
+        .filter_map(|(seq, r)| crate::setup::setup_row(*seq, r))
+        .map(|r| (r.seq, r.log_index, r.kind, r.detail))
+        .collect();
+    assert_eq!(
+        setup,
+        vec![
+            (
+                5,
+                30_005,
+                "Tariff".to_string(),
+                "id=2;version=3;kind=Tiered;period_charge_paisa=5000;blocks=10000:0 18446744073709551615:800".to_string()
+            ),
+            (
+                6,
+                30_006,
+                "BillingConfig".to_string(),
+                "utc_offset_min=345;friendly_start_min=1260;friendly_end_min=360;disconnect_at_mpaisa=0;plausible_margin_pct=300".to_string()
+            ),
+        ]
     );
 }
 
@@ -429,22 +596,50 @@ async fn ledger_lines_carry_what_an_auditor_needs_on_both_stores() {
     }
 }
 
+/// A ledger row a central stored before the meter reads reads back with its audit fields and
+/// no read.
+#[tokio::test]
+async fn a_ledger_row_from_before_the_meter_reads_still_reads() {
+    let old = crate::store::LedgerRowV2 {
+        v1: v1_row(),
+        log_index: 41,
+        friendly: true,
+        detail: String::new(),
+    };
+    let bytes = ghatta_proto::codec::encode(&old).expect("encode");
+    let row = crate::store::decode_ledger_row(&bytes).expect("decodes");
+    assert_eq!(
+        (
+            row.energy_wh,
+            row.log_index,
+            row.friendly,
+            row.read_from_wh,
+            row.read_to_wh,
+            row.read_at_ms
+        ),
+        (12, 41, true, None, None, None)
+    );
+}
+
+/// A line of customer 8 as centrals stored it before the audit fields.
+fn v1_row() -> crate::store::LedgerRowV1 {
+    crate::store::LedgerRowV1 {
+        seq: 3,
+        customer: 8,
+        at_ms: BASE_MS,
+        kind: "Charge".into(),
+        energy_wh: 12,
+        amount_mpaisa: -120,
+        balance_after_mpaisa: 7,
+        tariff_version: 1,
+        backfill: false,
+    }
+}
+
 /// A ledger row a central stored before the audit fields reads back with log index 0, not
 /// friendly, no detail.
 #[tokio::test]
 async fn a_ledger_row_from_before_the_audit_fields_still_reads() {
-    #[derive(serde::Serialize)]
-    struct V1 {
-        seq: u64,
-        customer: u32,
-        at_ms: u64,
-        kind: String,
-        energy_wh: u64,
-        amount_mpaisa: i64,
-        balance_after_mpaisa: i64,
-        tariff_version: u32,
-        backfill: bool,
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     drop(redb_store(dir.path()));
     {
@@ -454,18 +649,7 @@ async fn a_ledger_row_from_before_the_audit_fields_still_reads() {
             let ledger: redb::TableDefinition<(u64, u32, u64), &[u8]> =
                 redb::TableDefinition::new("wan_ledger");
             let mut t = txn.open_table(ledger).expect("ledger");
-            let old = V1 {
-                seq: 3,
-                customer: 8,
-                at_ms: BASE_MS,
-                kind: "Charge".into(),
-                energy_wh: 12,
-                amount_mpaisa: -120,
-                balance_after_mpaisa: 7,
-                tariff_version: 1,
-                backfill: false,
-            };
-            let bytes = ghatta_proto::codec::encode(&old).expect("encode");
+            let bytes = ghatta_proto::codec::encode(&v1_row()).expect("encode");
             t.insert((61, 8, 3), bytes.as_slice()).expect("insert");
         }
         txn.commit().expect("commit");

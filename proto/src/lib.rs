@@ -3,6 +3,7 @@
 //!
 //! - [`codec`]: bincode 2 with a size limit, for every encoded value;
 //! - [`frame`]: the frame format on every link (addresses, length, CRC-32);
+//! - [`html`]: the page frame and escaping of the board's and the central's pages;
 //! - [`keys`]: X25519 key pairs and their files (`ghatta keygen`);
 //! - [`outbox`]: the records a grid commits for the outside world and the WAN streams that
 //!   carry them;
@@ -13,6 +14,7 @@
 
 pub mod codec;
 pub mod frame;
+pub mod html;
 pub mod keys;
 pub mod outbox;
 pub mod token;

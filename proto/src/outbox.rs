@@ -110,7 +110,12 @@ impl Stream {
     /// alone, so every replica agrees).
     pub fn carries(self, rec: &OutboxRecord) -> bool {
         match sdk_codec::decode::<sdk::Output>(&rec.output) {
-            Some(sdk::Output::Ledger(_)) => self == Stream::Ledger,
+            // Billing's set-up travels with the ledger it bills.
+            Some(
+                sdk::Output::Ledger(_)
+                | sdk::Output::TariffSet(_)
+                | sdk::Output::BillingConfigSet(_),
+            ) => self == Stream::Ledger,
             Some(sdk::Output::Alarm(_)) | Some(sdk::Output::Relay(_)) => self == Stream::Events,
             Some(sdk::Output::EnergyHour(_) | sdk::Output::EnergyLocal { .. }) => {
                 self == Stream::Energy

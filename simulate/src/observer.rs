@@ -299,6 +299,12 @@ fn billing_observations(t_ms: u64, e: &AppliedEntry) -> Billing {
                 energy_wh,
                 amount_mpaisa,
                 friendly,
+            }
+            | sdk::LedgerKind::ChargeRead {
+                energy_wh,
+                amount_mpaisa,
+                friendly,
+                ..
             } => Observation::LedgerCharge {
                 t_ms,
                 customer,
@@ -324,14 +330,18 @@ fn billing_observations(t_ms: u64, e: &AppliedEntry) -> Billing {
                 amount_mpaisa,
                 balance_after_mpaisa,
             },
-            sdk::LedgerKind::Held { energy_wh, .. } => Observation::EnergyHeld {
+            sdk::LedgerKind::Held { energy_wh, .. }
+            | sdk::LedgerKind::HeldRead { energy_wh, .. } => Observation::EnergyHeld {
                 t_ms,
                 customer,
                 energy_wh,
             },
             sdk::LedgerKind::Disconnect { .. }
             | sdk::LedgerKind::Reconnect { .. }
-            | sdk::LedgerKind::MeterReplaced { .. } => {
+            | sdk::LedgerKind::MeterReplaced { .. }
+            | sdk::LedgerKind::Baseline { .. }
+            | sdk::LedgerKind::ReadRejected { .. }
+            | sdk::LedgerKind::Account(_) => {
                 s.balances.push((rec.customer.0, balance_after_mpaisa));
                 continue;
             }

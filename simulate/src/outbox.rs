@@ -123,11 +123,15 @@ impl OutboxWatch {
 /// Adds what `rec` charged, held or folded to the summary's totals.
 fn account(s: &mut OutboxSummary, rec: &OutboxRecord) {
     match sdk::codec::decode::<sdk::Output>(&rec.output) {
-        Some(sdk::Output::Ledger(l)) => match l.kind {
-            sdk::LedgerKind::Charge { energy_wh, .. } => s.detail_charged_wh += energy_wh,
-            sdk::LedgerKind::Held { energy_wh, .. } => s.held_wh += energy_wh,
-            _ => {}
-        },
+        Some(sdk::Output::Ledger(l)) => {
+            // Either form of a charge or held read: with its meter registers or without.
+            if let Some((energy_wh, _, _)) = l.kind.charge() {
+                s.detail_charged_wh += energy_wh
+            }
+            if let Some((energy_wh, _)) = l.kind.held() {
+                s.held_wh += energy_wh
+            }
+        }
         Some(sdk::Output::Folded(f)) => {
             s.folded_records += 1;
             s.folded_charged_wh += f.totals.charged_wh;

@@ -55,6 +55,13 @@
 //! - **Tariffs** have versions from 1 that only climb: version 0 is rejected (`Invalid`), a
 //!   version at or below the one in force (the same update sent twice, or an old one) is
 //!   rejected (`Stale`) and changes nothing.
+//! - **For an auditor**, the outbox carries what a bill is rebuilt from without trusting this
+//!   code: each accepted tariff (`Output::TariffSet`, its whole schedule) and configuration
+//!   (`Output::BillingConfigSet`), each account's set-up when opened or changed (an `Account`
+//!   line), an account's baseline (`Baseline`), each charge's and each held read's registers
+//!   (`ChargeRead`, `HeldRead`: from the baseline to the read, with the node's read time) and
+//!   every refused backwards read (`ReadRejected`). A read that bills nothing (an equal
+//!   register, a flat tariff) adds no line: the next charge's `from_wh` carries it.
 //! - Unknown customers or tariffs are rejected (`Unknown`) and raise `UnknownAccount`; inputs for
 //!   other actors are rejected (`NotForMe`). Arithmetic saturates: hostile values cannot trap.
 #![forbid(unsafe_code)]
@@ -74,9 +81,10 @@ pub mod tariff;
 use alloc::string::String;
 
 use ghatta_actor_sdk::{
-    AccountMode, Actor, Alarm, AlarmCode, BillingConfig, CustomerId, CustomerSpec, Delivery, Host,
-    Input, LedgerKind, LedgerRecord, MeterRead, MeterReplace, NodeId, Outcome, Output,
-    RejectReason, RelayCommand, RelayId, RelayReason, Tariff, TariffKind, Tick, TokenKey, TopUp,
+    AccountMode, AccountSetup, Actor, Alarm, AlarmCode, BillingConfig, CustomerId, CustomerSpec,
+    Delivery, Host, Input, LedgerKind, LedgerRecord, MeterRead, MeterReplace, MeterSpan, NodeId,
+    Outcome, Output, RejectReason, RelayCommand, RelayId, RelayReason, Tariff, TariffKind, Tick,
+    TokenKey, TopUp,
 };
 
 use crate::opaygo::{CountState, Refusal, TokenKind};
@@ -286,6 +294,7 @@ impl Biller<'_> {
             return Outcome::Rejected(RejectReason::Stale);
         }
         self.st.put_tariff(t);
+        self.emit(Output::TariffSet(t.clone()));
         Outcome::Handled
     }
 
@@ -295,6 +304,7 @@ impl Biller<'_> {
         }
         let old = self.st.config();
         self.st.set_config(cfg);
+        self.emit(Output::BillingConfigSet(cfg.clone()));
         let mut timers = self.st.timers();
         if old.utc_offset_min != cfg.utc_offset_min && timers.daily_at_ms.is_some() {
             // Days now start at the new local midnight: the old timer's tick becomes stale.
@@ -364,6 +374,7 @@ impl Biller<'_> {
                 backwards: false,
             };
             self.st.put_account(spec.id, &account);
+            self.account_line(spec.id, &account, true);
             let mut timers = self.st.timers();
             if timers.daily_at_ms.is_none() {
                 self.arm(
@@ -380,6 +391,7 @@ impl Biller<'_> {
         account.mode = spec.mode;
         account.tariff = spec.tariff;
         account.connection_w = spec.connection_w;
+        self.account_line(spec.id, &account, false);
         if !account.connected {
             if spec.mode == AccountMode::Postpaid {
                 account.connected = true;
@@ -398,16 +410,38 @@ impl Biller<'_> {
         Outcome::Handled
     }
 
+    /// The account's set-up as a ledger line (what an auditor bills the lines after it by).
+    fn account_line(&mut self, id: CustomerId, a: &Account, opened: bool) {
+        let kind = LedgerKind::Account(AccountSetup {
+            opened,
+            mode: a.mode,
+            tariff: a.tariff,
+            connection_w: a.connection_w,
+            token_unit_mpaisa: self.st.token_account(id).map(|t| t.key.unit_mpaisa),
+        });
+        let version = self.tariff_version(a.tariff);
+        self.ledger(id, a, kind, version);
+    }
+
     // ---- money ----
 
-    fn charge(&mut self, id: CustomerId, a: &mut Account, energy_wh: u64, amount: i64, t: &Tariff) {
+    fn charge(
+        &mut self,
+        id: CustomerId,
+        a: &mut Account,
+        energy_wh: u64,
+        amount: i64,
+        t: &Tariff,
+        read: MeterSpan,
+    ) {
         let friendly = a.mode == AccountMode::Prepaid
             && clock::in_friendly_hours(self.now_ms, &self.st.config());
         a.credit_mpaisa = a.credit_mpaisa.saturating_sub(amount);
-        let kind = LedgerKind::Charge {
+        let kind = LedgerKind::ChargeRead {
             energy_wh,
             amount_mpaisa: amount,
             friendly,
+            read,
         };
         self.ledger(id, a, kind, t.version);
     }
@@ -501,14 +535,21 @@ impl Biller<'_> {
     }
 
     /// Bill `delta_wh` of energy (0 allowed: a tiered period's first read still owes its
-    /// charge) by the account's tariff; returns whether anything was charged.
-    fn bill_energy(&mut self, id: CustomerId, a: &mut Account, t: &Tariff, delta_wh: u64) -> bool {
+    /// charge) of `read` by the account's tariff; returns whether anything was charged.
+    fn bill_energy(
+        &mut self,
+        id: CustomerId,
+        a: &mut Account,
+        t: &Tariff,
+        delta_wh: u64,
+        read: MeterSpan,
+    ) -> bool {
         let mut billed = false;
         match &t.kind {
             TariffKind::PerKwh { rate_paisa_per_kwh } => {
                 if delta_wh > 0 {
                     let amount = tariff::energy_charge_mpaisa(delta_wh, *rate_paisa_per_kwh);
-                    self.charge(id, a, delta_wh, amount, t);
+                    self.charge(id, a, delta_wh, amount, t, read);
                     billed = true;
                 }
             }
@@ -529,7 +570,7 @@ impl Biller<'_> {
                 if delta_wh > 0 {
                     let amount = tariff::tiered_charge_mpaisa(blocks, a.period_used_wh, delta_wh);
                     a.period_used_wh = a.period_used_wh.saturating_add(delta_wh);
-                    self.charge(id, a, delta_wh, amount, t);
+                    self.charge(id, a, delta_wh, amount, t, read);
                     billed = true;
                 }
             }
@@ -538,21 +579,35 @@ impl Biller<'_> {
         billed
     }
 
-    /// Bill the energy from the baseline up to `total_wh` (at or above it): what is plausible
-    /// is charged, the excess held with a ledger line and an alarm. The caller stores `a`.
-    fn advance(&mut self, id: CustomerId, a: &mut Account, t: &Tariff, total_wh: u64) {
+    /// Bill the energy from the baseline up to `total_wh` (at or above it), read at
+    /// `read_at_ms`: what is plausible is charged, the excess held with a ledger line and an
+    /// alarm. The caller stores `a`.
+    fn advance(
+        &mut self,
+        id: CustomerId,
+        a: &mut Account,
+        t: &Tariff,
+        total_wh: u64,
+        read_at_ms: u64,
+    ) {
         let last_wh = a.last_read_wh.unwrap_or(total_wh);
+        let read = MeterSpan {
+            from_wh: last_wh,
+            to_wh: total_wh,
+            read_at_ms,
+        };
         let delta_wh = total_wh.saturating_sub(last_wh);
         let cfg = self.st.config();
         let billable_wh = self.plausible_wh(a, &cfg, delta_wh);
         let held_wh = delta_wh - billable_wh;
         a.last_read_wh = Some(total_wh);
         a.backwards = false;
-        let billed = self.bill_energy(id, a, t, billable_wh);
+        let billed = self.bill_energy(id, a, t, billable_wh, read);
         if held_wh > 0 {
-            let kind = LedgerKind::Held {
+            let kind = LedgerKind::HeldRead {
                 energy_wh: held_wh,
                 allowed_wh: billable_wh,
+                read,
             };
             self.ledger(id, a, kind, t.version);
             let text = "read beyond what the connection could draw: excess held, not charged; \
@@ -578,11 +633,25 @@ impl Biller<'_> {
             a.period = clock::period(self.now_ms, self.st.config().utc_offset_min);
             a.period_used_wh = 0;
             self.st.put_account(r.customer, &a);
+            let kind = LedgerKind::Baseline {
+                read_wh: r.total_wh,
+                read_at_ms: r.read_at_ms,
+            };
+            self.ledger(r.customer, &a, kind, t.version);
             return Outcome::Handled;
         };
         if r.total_wh < last_wh {
-            // One alarm per episode: a swapped or reset meter reads low on every read until an
+            // Every refused read is a line (an auditor sees what was not billed), but one
+            // alarm per episode: a swapped or reset meter reads low on every read until an
             // operator enters the replacement, and an alarm per read would bury the rest.
+            let kind = LedgerKind::ReadRejected {
+                read: MeterSpan {
+                    from_wh: last_wh,
+                    to_wh: r.total_wh,
+                    read_at_ms: r.read_at_ms,
+                },
+            };
+            self.ledger(r.customer, &a, kind, t.version);
             if !a.backwards {
                 a.backwards = true;
                 self.st.put_account(r.customer, &a);
@@ -599,7 +668,7 @@ impl Biller<'_> {
             }
             return Outcome::Rejected(RejectReason::NotMonotonic);
         }
-        self.advance(r.customer, &mut a, &t, r.total_wh);
+        self.advance(r.customer, &mut a, &t, r.total_wh, r.read_at_ms);
         self.st.put_account(r.customer, &a);
         Outcome::Handled
     }
@@ -628,7 +697,7 @@ impl Biller<'_> {
                 return Outcome::Rejected(RejectReason::Invalid);
             }
             (Some(_), Some(fin)) => {
-                self.advance(r.customer, &mut a, &t, fin);
+                self.advance(r.customer, &mut a, &t, fin, self.now_ms);
                 fin
             }
             (Some(last), None) => last,

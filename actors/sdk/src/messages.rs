@@ -396,10 +396,16 @@ pub enum Output {
     /// `state::fold`): the detail records are deleted and this stands for them. Additive: one
     /// subject's day may be folded in several passes, each its own record; the office sums
     /// them. Never written by an actor (an actor emitting one traps). A variant of its own,
-    /// after the others, so records written before it still decode. Only with the `host`
-    /// feature: actors are built without it (see `Cargo.toml`).
-    #[cfg(feature = "host")]
+    /// after the others, so records written before it still decode. In every build, host or
+    /// actor: the variants after it must have the same index in both.
     Folded(FoldedDay),
+    /// A tariff version billing accepted, with its whole schedule (billing emits one for each
+    /// `SetTariff` it takes): with the ledger's reads, what a bill is rebuilt from.
+    TariffSet(Tariff),
+    /// The billing-wide settings billing accepted (for each `SetBillingConfig` it takes):
+    /// local days and periods, friendly hours and the disconnect threshold of the charges
+    /// after it. Before the first, billing uses its documented defaults.
+    BillingConfigSet(BillingConfig),
 }
 
 /// A local day's totals of the outbox records folded in one pass (see [`Output::Folded`]).
@@ -592,6 +598,132 @@ pub enum LedgerKind {
         /// The new meter's baseline, Wh.
         new_read_wh: u64,
     },
+    // The variants below carry what an auditor rebuilds a bill from (the meter's registers,
+    // the account's set-up). After the others, so lines written before them still decode.
+    /// Energy charged for a read, with the registers it was computed from: `energy_wh` is
+    /// `read.to_wh - read.from_wh` less what a `HeldRead` beside it held. Written instead of
+    /// [`LedgerKind::Charge`] by billing since reads are exported ([`LedgerKind::charge`]
+    /// reads either).
+    ChargeRead {
+        /// Energy billed by this record, Wh.
+        energy_wh: u64,
+        /// Amount charged, mpaisa.
+        amount_mpaisa: i64,
+        /// Charged during friendly hours (may create debt).
+        friendly: bool,
+        /// The read it bills.
+        read: MeterSpan,
+    },
+    /// [`LedgerKind::Held`] with the read it comes from (written instead of it).
+    HeldRead {
+        /// Energy held, Wh.
+        energy_wh: u64,
+        /// Energy the read was allowed to bill, Wh (billed by the `ChargeRead` beside it).
+        allowed_wh: u64,
+        /// The read.
+        read: MeterSpan,
+    },
+    /// An account's first read: its baseline, billed nothing.
+    Baseline {
+        /// The register, Wh.
+        read_wh: u64,
+        /// When the node read it (node's clock, Unix ms).
+        read_at_ms: u64,
+    },
+    /// A read refused because its register is below the baseline (not monotonic): billed
+    /// nothing, the baseline unchanged. `read.from_wh` is the baseline, `read.to_wh` the read.
+    ReadRejected {
+        /// The baseline and the refused register.
+        read: MeterSpan,
+    },
+    /// An account opened or changed by an operator: its set-up from this line on. When opened,
+    /// `balance_after_mpaisa` is the opening credit.
+    Account(AccountSetup),
+}
+
+/// A meter read as billing took it: from the baseline before it to its register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct MeterSpan {
+    /// The register billing billed up to before this read (the baseline), Wh.
+    pub from_wh: u64,
+    /// This read's register, Wh (for an old meter's final register entered with a
+    /// replacement, the figure entered).
+    pub to_wh: u64,
+    /// When the node read it (node's clock, Unix ms: `MeterRead::read_at_ms`); for a figure
+    /// entered with a replacement, the entry's log time.
+    pub read_at_ms: u64,
+}
+
+/// An account's set-up as billing holds it (no token secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct AccountSetup {
+    /// A new account (else a change to an existing one).
+    pub opened: bool,
+    /// Prepaid or postpaid.
+    pub mode: AccountMode,
+    /// Tariff id.
+    pub tariff: u16,
+    /// Connection size, W.
+    pub connection_w: u32,
+    /// What one unit of an OpenPAYGO token is worth, mpaisa; `None` without a token key.
+    pub token_unit_mpaisa: Option<i64>,
+}
+
+impl LedgerKind {
+    /// A charge's energy billed (Wh), amount (mpaisa) and friendly flag, in either form
+    /// ([`LedgerKind::Charge`], [`LedgerKind::ChargeRead`]).
+    pub fn charge(&self) -> Option<(u64, i64, bool)> {
+        match *self {
+            LedgerKind::Charge {
+                energy_wh,
+                amount_mpaisa,
+                friendly,
+            }
+            | LedgerKind::ChargeRead {
+                energy_wh,
+                amount_mpaisa,
+                friendly,
+                ..
+            } => Some((energy_wh, amount_mpaisa, friendly)),
+            _ => None,
+        }
+    }
+
+    /// A held line's energy held and allowed (Wh), in either form ([`LedgerKind::Held`],
+    /// [`LedgerKind::HeldRead`]).
+    pub fn held(&self) -> Option<(u64, u64)> {
+        match *self {
+            LedgerKind::Held {
+                energy_wh,
+                allowed_wh,
+            }
+            | LedgerKind::HeldRead {
+                energy_wh,
+                allowed_wh,
+                ..
+            } => Some((energy_wh, allowed_wh)),
+            _ => None,
+        }
+    }
+
+    /// The meter read a line carries, if any (a charge, a held read, a refused read; a
+    /// baseline as a span from its own register).
+    pub fn read(&self) -> Option<MeterSpan> {
+        match *self {
+            LedgerKind::ChargeRead { read, .. }
+            | LedgerKind::HeldRead { read, .. }
+            | LedgerKind::ReadRejected { read } => Some(read),
+            LedgerKind::Baseline {
+                read_wh,
+                read_at_ms,
+            } => Some(MeterSpan {
+                from_wh: read_wh,
+                to_wh: read_wh,
+                read_at_ms,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// An alarm for operators.

@@ -2,11 +2,14 @@
 //! inline, inline SVG for the one chart, no script, no external asset, so a page works over
 //! an SSH tunnel on a slow link. The fleet page (`/ui`) lists every grid, silent ones first;
 //! a grid's page (`/ui/grids/G`) shows its state, its energy per local day, its customers'
-//! balances and its recent events, with links to the CSV exports. (The cockpit's own escape
-//! and frame live in the controller crate, which the central must not depend on: these are
-//! the central's copies.)
+//! balances and its recent events, with links to the CSV exports. The frame and escaping are
+//! the board's cockpit's too (`ghatta_proto::html`); the navigation and stylesheet are the
+//! central's.
 
 use std::fmt::Write as _;
+
+use ghatta_proto::html::Frame;
+use ghatta_proto::html::escape;
 
 use crate::fleet::{EventRow, FleetEntry, GridToday};
 use crate::localtime::{date_text, iso_local};
@@ -23,41 +26,26 @@ pub const PAGE_EVENTS: usize = 50;
 /// mpaisa per rupee (1 NPR = 100 paisa = 100,000 mpaisa).
 const MPAISA_PER_RUPEE: i64 = 100_000;
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:8px;color:#222}\
 nav a{margin-right:1em}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}\
 td.n{text-align:right}.chart{width:100%;height:auto;max-width:700px}.bad{color:#b00;font-weight:bold}.ok{color:#070}h2{margin:16px 0 4px}";
 
+/// The central's navigation bar.
+const NAV: [(&str, &str); 3] = [
+    ("/ui", "Fleet"),
+    ("/v1/grids", "Fleet (JSON)"),
+    ("/v1/status", "Status (JSON)"),
+];
+
 /// A whole page: `title` and `body`; it reloads every [`REFRESH_S`] when `live`.
 pub fn page(title: &str, body: &str, live: bool) -> String {
-    let refresh = if live {
-        format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_S}\">")
-    } else {
-        String::new()
-    };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{refresh}\
-<title>{t} - ghatta central</title><style>{STYLE}</style></head><body>\
-<nav><b>ghatta central</b> <a href=\"/ui\">Fleet</a><a href=\"/v1/grids\">Fleet (JSON)</a>\
-<a href=\"/v1/status\">Status (JSON)</a></nav><h1>{t}</h1>{body}</body></html>",
-        t = escape(title)
-    )
+    Frame {
+        site: "ghatta central",
+        nav: &NAV,
+        style: STYLE,
+        refresh_s: live.then_some(REFRESH_S),
+    }
+    .page(title, body)
 }
 
 /// A duration as a person reads it: `45 s`, `12 min`, `5 h 3 min`, `3 d 4 h`.

@@ -25,7 +25,10 @@ use crate::DAY_MS;
 use crate::backend::Store;
 use crate::fleet::{EventRow, FleetEntry, HOUR_MS, SILENT_HOURS_DEFAULT, event_row, fleet_view};
 use crate::localtime::{date_text, iso_local};
-use crate::store::{EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page, TimeRange};
+use crate::setup::{SetupRow, setup_row};
+use crate::store::{
+    EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page, StoredRecord, TimeRange,
+};
 use ghatta_proto::outbox::Stream;
 
 /// The response header that carries a CSV page's cursor (JSON pages carry `next` in the body).
@@ -64,6 +67,8 @@ pub(crate) fn router(inner: Arc<Inner>, access: HttpAccess) -> Router {
         )
         .route("/v1/grids/{grid}/events", get(http_events))
         .route("/v1/grids/{grid}/events.csv", get(http_events_csv))
+        .route("/v1/grids/{grid}/setup", get(http_setup))
+        .route("/v1/grids/{grid}/setup.csv", get(http_setup_csv))
         .route(access::UI_PREFIX, get(ui_fleet))
         .route("/ui/grids/{grid}", get(ui_grid))
         .route("/v1/grids/{grid}/energy-per-day", get(http_energy))
@@ -429,25 +434,92 @@ fn events_stream(
     q: &BTreeMap<String, String>,
     csv: bool,
 ) -> Result<Response, HttpError> {
+    decoded_stream(i, grid, q, csv, events_form(), Stream::Events, event_row)
+}
+
+/// A grid's billing set-up (tariff versions, configurations) by log-time range, streamed; the
+/// cursor is the last row's seq. The records are among the ledger stream's lines, so this
+/// reads the stream's records of the range (as an export of the range does).
+fn setup_stream(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    decoded_stream(i, grid, q, csv, setup_form(), Stream::Ledger, setup_row)
+}
+
+/// The records of one of a grid's streams that `decode` makes a row of, streamed by log-time
+/// range; the cursor is the last record's seq.
+fn decoded_stream<T: Send + 'static>(
+    i: &Inner,
+    grid: u64,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+    form: RowForm<T>,
+    stream: Stream,
+    decode: fn(u64, &StoredRecord) -> Option<T>,
+) -> Result<Response, HttpError> {
     streamed(
         i,
         grid,
         q,
         csv,
-        events_form(),
+        form,
         move |b, range, after, n| async move {
-            let p = b
-                .records_page(grid, Stream::Events.id(), range, after, n)
-                .await?;
+            let p = b.records_page(grid, stream.id(), range, after, n).await?;
             Ok(Page {
                 rows: p
                     .rows
                     .iter()
-                    .filter_map(|(seq, r)| event_row(*seq, r))
+                    .filter_map(|(seq, r)| decode(*seq, r))
                     .collect(),
                 next: p.next,
             })
         },
+    )
+}
+
+/// A grid's billing set-up.
+fn setup_form() -> RowForm<SetupRow> {
+    RowForm {
+        json: |r| serde_json::to_string(r).unwrap_or_default(),
+        csv_head: SETUP_CSV_HEAD,
+        csv_line: setup_csv_line,
+        at: Some(|r| r.at_ms),
+    }
+}
+
+async fn http_setup(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    setup_stream(&i, grid, &q, false)
+}
+
+async fn http_setup_csv(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    setup_stream(&i, grid, &q, true)
+}
+
+/// The set-up CSV's header line.
+pub const SETUP_CSV_HEAD: &str = "grid,seq,log_index,at_local,at_ms,kind,detail,backfill\n";
+
+/// One set-up record as a CSV line.
+pub fn setup_csv_line(grid: u64, r: &SetupRow, utc_offset_min: i32) -> String {
+    format!(
+        "{grid},{},{},{},{},{},{},{}\n",
+        r.seq,
+        r.log_index,
+        iso_local(r.at_ms, utc_offset_min),
+        r.at_ms,
+        r.kind,
+        csv_field(&r.detail),
+        r.backfill
     )
 }
 
@@ -624,15 +696,17 @@ async fn http_export_csv(
 }
 
 /// The ledger CSV's header line.
-pub const LEDGER_CSV_HEAD: &str = "grid,customer,seq,at_local,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill,stream,log_index,friendly,detail\n";
+pub const LEDGER_CSV_HEAD: &str = "grid,customer,seq,at_local,at_ms,kind,energy_wh,amount_mpaisa,balance_after_mpaisa,tariff_version,backfill,stream,log_index,friendly,detail,read_from_wh,read_to_wh,read_at_ms\n";
 
 /// One ledger line as a CSV line, its time as local ISO-8601 under `utc_offset_min` (the
 /// grid's offset then: `Store::utc_offsets_at`), then as Unix ms; then what an auditor ties
 /// it to the grid with: the stream and the log index (with `seq`), the friendly flag and the
-/// line's own fields (`LedgerRow::detail`).
+/// line's own fields (`LedgerRow::detail`), and the meter read it was billed from (empty
+/// columns for a line with none).
 pub fn ledger_csv_line(grid: u64, r: &LedgerRow, utc_offset_min: i32) -> String {
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     format!(
-        "{grid},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{grid},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         r.customer,
         r.seq,
         iso_local(r.at_ms, utc_offset_min),
@@ -646,7 +720,10 @@ pub fn ledger_csv_line(grid: u64, r: &LedgerRow, utc_offset_min: i32) -> String 
         Stream::Ledger.id(),
         r.log_index,
         r.friendly,
-        csv_field(&r.detail)
+        csv_field(&r.detail),
+        opt(r.read_from_wh),
+        opt(r.read_to_wh),
+        opt(r.read_at_ms)
     )
 }
 

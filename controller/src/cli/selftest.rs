@@ -294,8 +294,8 @@ fn check_billing() -> anyhow::Result<String> {
     let charged = out.iter().any(|o| {
         matches!(o, sdk::Output::Ledger(l) if l.customer == customer
             && l.balance_after_mpaisa == opening - charge
-            && matches!(l.kind, sdk::LedgerKind::Charge { energy_wh, amount_mpaisa, .. }
-                if energy_wh == used_wh && amount_mpaisa == charge))
+            && l.kind.charge().is_some_and(|(energy_wh, amount_mpaisa, _)|
+                energy_wh == used_wh && amount_mpaisa == charge))
     });
     ensure!(
         charged,

@@ -263,6 +263,12 @@ impl CreditTracker {
                 energy_wh,
                 amount_mpaisa,
                 friendly,
+            }
+            | sdk::LedgerKind::ChargeRead {
+                energy_wh,
+                amount_mpaisa,
+                friendly,
+                ..
             } => {
                 if *energy_wh > 0 && *amount_mpaisa > 0 {
                     a.rate = Some(Rate {

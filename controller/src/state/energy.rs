@@ -283,7 +283,7 @@ impl EnergyState {
 
     /// A ledger record committed in the open hour.
     pub(crate) fn on_ledger(&mut self, l: &sdk::LedgerRecord) {
-        if let sdk::LedgerKind::Charge { energy_wh, .. } = l.kind
+        if let Some((energy_wh, _, _)) = l.kind.charge()
             && energy_wh > 0
         {
             let e = self.customers.entry_or_default(l.customer.0);

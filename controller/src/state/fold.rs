@@ -116,7 +116,11 @@ fn fold_key(
         sdk::EnergySubject::Plant(n) => sdk::FoldSubject::Plant(n),
     };
     let ((day_ms, off), subject) = match out {
-        sdk::Output::Folded(_) | sdk::Output::Timer { .. } => return None,
+        // Set-up is kept whole: the charges after a fold are billed by it.
+        sdk::Output::Folded(_)
+        | sdk::Output::Timer { .. }
+        | sdk::Output::TariffSet(_)
+        | sdk::Output::BillingConfigSet(_) => return None,
         sdk::Output::EnergyLocal {
             hour,
             utc_offset_min,
@@ -134,7 +138,13 @@ fn fold_key(
         sdk::Output::Ledger(l) => {
             t.ledger_lines = 1;
             match l.kind {
+                sdk::LedgerKind::Account(_) => return None,
                 sdk::LedgerKind::Charge {
+                    energy_wh,
+                    amount_mpaisa,
+                    ..
+                }
+                | sdk::LedgerKind::ChargeRead {
                     energy_wh,
                     amount_mpaisa,
                     ..
@@ -148,10 +158,13 @@ fn fold_key(
                 | sdk::LedgerKind::TokenCredit { amount_mpaisa, .. } => {
                     t.credited_mpaisa = amount_mpaisa
                 }
-                sdk::LedgerKind::Held { energy_wh, .. } => t.held_wh = energy_wh,
+                sdk::LedgerKind::Held { energy_wh, .. }
+                | sdk::LedgerKind::HeldRead { energy_wh, .. } => t.held_wh = energy_wh,
                 sdk::LedgerKind::Disconnect { .. }
                 | sdk::LedgerKind::Reconnect { .. }
-                | sdk::LedgerKind::MeterReplaced { .. } => {}
+                | sdk::LedgerKind::MeterReplaced { .. }
+                | sdk::LedgerKind::Baseline { .. }
+                | sdk::LedgerKind::ReadRejected { .. } => {}
             }
             (
                 day(rec.time_ms, utc_offset_min),

@@ -48,6 +48,11 @@ fn add_detail(sums: &mut BTreeMap<(u32, u64), Sums>, rec: &OutboxRecord, o: &sdk
                     energy_wh,
                     amount_mpaisa,
                     ..
+                }
+                | sdk::LedgerKind::ChargeRead {
+                    energy_wh,
+                    amount_mpaisa,
+                    ..
                 } => {
                     s.0 += energy_wh;
                     s.1 += amount_mpaisa;
@@ -165,9 +170,19 @@ fn a_month_without_a_central_folds_old_detail_into_days_that_keep_the_billing_to
                 add_detail(&mut now, rec, o);
             }
             _ => {
-                // Detail older than the window survives only pinned.
+                // Detail older than the window survives only pinned, or as billing's set-up
+                // (tariffs, configurations, account lines), which is never folded.
+                let setup = matches!(
+                    o,
+                    sdk::Output::TariffSet(_)
+                        | sdk::Output::BillingConfigSet(_)
+                        | sdk::Output::Ledger(sdk::LedgerRecord {
+                            kind: sdk::LedgerKind::Account(_),
+                            ..
+                        })
+                );
                 assert!(
-                    rec.time_ms >= horizon || pinned.contains(seq),
+                    rec.time_ms >= horizon || pinned.contains(seq) || setup,
                     "unfolded old record {seq}: {o:?}"
                 );
                 add_detail(&mut now, rec, o);

@@ -235,7 +235,7 @@ fn hourly_energy_closes_by_log_time_sums_to_the_ledger_and_matches_across_replic
     for (_, rec, o) in &out {
         match o {
             sdk::Output::Ledger(l) => {
-                if let sdk::LedgerKind::Charge { energy_wh, .. } = l.kind {
+                if let Some((energy_wh, _, _)) = l.kind.charge() {
                     *billed.entry(l.customer.0).or_insert(0u64) += energy_wh;
                     *billed_day.entry(nepal_day(l.at_ms)).or_insert(0u64) += energy_wh;
                 }
@@ -904,7 +904,8 @@ fn a_leader_30_days_fast_charges_no_burst_of_flat_fees_and_keeps_friendly_hours_
             match out {
                 sdk::Output::Ledger(l) => match l.kind {
                     sdk::LedgerKind::Fee { amount_mpaisa } => fees_mpaisa += amount_mpaisa,
-                    sdk::LedgerKind::Charge { friendly, .. } => {
+                    sdk::LedgerKind::Charge { friendly, .. }
+                    | sdk::LedgerKind::ChargeRead { friendly, .. } => {
                         // Judged by the true local hour the entry was stamped at.
                         let true_ms = truth.borrow()[&rec.index];
                         let h = local_hour(true_ms);

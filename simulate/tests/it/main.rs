@@ -5,6 +5,7 @@
 
 mod actors;
 mod admin_cli;
+mod audit;
 mod board_alarms;
 mod cluster;
 mod deploy;

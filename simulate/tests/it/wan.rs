@@ -204,7 +204,7 @@ pub(crate) async fn check_exact_against(
     for (_, r) in grid_outbox {
         if let Some(sdk::Output::Ledger(l)) = sdk::codec::decode::<sdk::Output>(&r.output) {
             ledger += 1;
-            if let sdk::LedgerKind::Charge { energy_wh: e, .. } = l.kind {
+            if let Some((e, _, _)) = l.kind.charge() {
                 energy_wh += e;
             }
             balances.insert(l.customer.0, l.balance_after_mpaisa);
@@ -274,7 +274,7 @@ fn assert_no_plaintext(emu: &LinkEmulator) {
     );
 }
 
-async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
+pub(crate) async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
@@ -873,10 +873,27 @@ fn two_processes(pg: Option<String>) {
         let token = ghatta_proto::token::read(&dir.path().join("central-data/http.token"))
             .expect("the central made its HTTP token");
         let rows = http_rows(http_addr, &token, &format!("/v1/grids/{GRID}/export.json")).await;
+        let setup =
+            crate::audit::streamed_rows(http_addr, &token, &format!("/v1/grids/{GRID}/setup"))
+                .await;
         assert_eq!(
-            rows.len() as u64,
+            (rows.len() + setup.len()) as u64,
             ledger_records,
-            "the central holds each ledger record once"
+            "the central holds each ledger-stream record once: lines and set-up"
+        );
+        // An auditor's recomputation from the exports alone: every charge from its read and
+        // the tariff, every balance from the lines before it.
+        let (audited, mismatches) = crate::audit::audit(&rows, &setup);
+        eprintln!("audit of the demo's exports: {audited:?}");
+        assert_eq!(mismatches, Vec::<String>::new(), "{audited:?}");
+        assert_eq!(
+            setup.len(),
+            4,
+            "the demo's three tariffs and its configuration"
+        );
+        assert!(
+            audited.charges > 100 && audited.accounts > 100 && audited.disconnects > 0,
+            "{audited:?}"
         );
         assert!(emu.bytes_up() > 0);
         let status = http_get(http_addr, &token, "/v1/status").await;

@@ -227,7 +227,7 @@ async fn check_energy_hours(
     let mut ledger_wh = 0;
     for (_, r) in grid_outbox {
         if let Some(sdk::Output::Ledger(l)) = sdk::codec::decode::<sdk::Output>(&r.output)
-            && let sdk::LedgerKind::Charge { energy_wh, .. } = l.kind
+            && let Some((energy_wh, _, _)) = l.kind.charge()
             && r.time_ms < closed_end
         {
             ledger_wh += energy_wh;

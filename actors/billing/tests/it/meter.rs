@@ -25,7 +25,13 @@ fn energy(outputs: &[Output]) -> (u64, u64) {
     (billed, held)
 }
 
-fn replace(w: &mut World, t: u64, id: CustomerId, new: u64, old: Option<u64>) -> Outcome {
+pub(crate) fn replace(
+    w: &mut World,
+    t: u64,
+    id: CustomerId,
+    new: u64,
+    old: Option<u64>,
+) -> Outcome {
     w.send(
         t,
         Input::MeterReplace(MeterReplace {
