@@ -145,6 +145,19 @@ impl LogStore {
         }
     }
 
+    /// A write transaction on the log, committed in two phases (a second fsync flips redb's
+    /// primary slot). A commit torn by a power cut inside its fsync is then simply not the
+    /// newest at the next open, and a newest commit that fails its checksum can only be damage,
+    /// which `storage::open_dir` refuses rather than roll back an acknowledged append or a cast
+    /// vote. With redb's default one-phase commit the two look the same, and refusing both would
+    /// make every ill-timed power cut a rebuild of the node. The price is the second fsync per
+    /// group commit (BENCHMARKS.md, "Two-phase commit of the log").
+    fn begin_write(&self) -> io::Result<redb::WriteTransaction> {
+        let mut txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
+        txn.set_two_phase_commit(true);
+        Ok(txn)
+    }
+
     fn put_meta<T: serde::Serialize>(
         &self,
         key: &str,
@@ -152,7 +165,7 @@ impl LogStore {
         durability: Durability,
     ) -> io::Result<()> {
         let bytes = codec::encode(value).map_err(LOG_DB.encode("log record"))?;
-        let mut txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(durability).map_err(LOG_DB.write())?;
         let pending = self.write_pending_committed(&txn, None)?;
         {
@@ -254,7 +267,7 @@ impl LogStore {
     fn write_entries(&self, batch: &[(u64, Vec<u8>)], durable: bool) -> io::Result<()> {
         let timings = self.timings.as_deref();
         let t1 = timings.map(|_| std::time::Instant::now());
-        let mut txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
+        let mut txn = self.begin_write()?;
         let durability = if durable {
             Durability::Immediate
         } else {
@@ -605,7 +618,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Nothing waits in memory now unless a flush failed (its entries stay readable): forget
         // those past the cut too.
         self.lock_unflushed().entries.retain(|i, _| *i < from);
-        let txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(RAFT_LOG).map_err(LOG_DB.table())?;
             table
@@ -621,7 +634,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = codec::encode(&log_id).map_err(LOG_DB.encode("log record"))?;
         let upto = log_id.index();
         self.drain().await?;
-        let txn = self.db.begin_write().map_err(LOG_DB.begin("write"))?;
+        let txn = self.begin_write()?;
         {
             // The purged marker and the deletion commit together, so the log never has a gap
             // that the marker does not explain.
