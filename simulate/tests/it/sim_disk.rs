@@ -1,8 +1,10 @@
 //! A slow disk in the simulator reaches the node: its log store waits the disk's sync delay
-//! after every durable commit (in simulated time) before acknowledging it. A slow follower
-//! leaves the cluster's commits alone (the leader and the other follower are a quorum); a
-//! slow leader spaces its commits by the delay, since each of its appends waits for it; in
-//! both, every checker holds (nothing acknowledged is lost, the cluster stays live).
+//! after every durable commit (in simulated time) before acknowledging it. Since group commit
+//! (BENCHMARKS.md, "Group commit") neither a slow follower nor a slow leader holds the
+//! cluster's commits back: the leader sends entries to its followers while its own fsync runs
+//! (`broadcast_submitted_on_append`), so the two healthy disks make a quorum whichever node's
+//! is slow (before, a slow leader spaced every commit by its delay). In every case every
+//! checker holds (nothing acknowledged is lost, the cluster stays live).
 
 use std::collections::BTreeMap;
 
@@ -114,14 +116,16 @@ fn a_slow_disk_slows_its_node_and_loses_nothing() {
         follower.commits,
         base.commits
     );
-    // A slow leader: one append (and so one commit) per sync delay at most.
+    // A slow leader: the followers' fsyncs make the quorum while the leader's runs, so its
+    // commits keep coming as they do with a slow follower (with one append per fsync on the
+    // leader they were spaced by the delay).
     assert!(
-        g_leader >= DELAY_MS * 9 / 10,
+        g_leader < DELAY_MS / 2,
         "slow leader gap {g_leader} ms, delay {DELAY_MS} ms"
     );
     assert!(
-        leader.commits < base.commits,
-        "{} vs {}",
+        leader.commits * 10 >= base.commits * 9,
+        "a slow leader cost commits: {} vs {}",
         leader.commits,
         base.commits
     );
