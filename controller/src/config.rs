@@ -206,8 +206,9 @@ pub struct StorageConfig {
     pub cache_kib: u32,
 }
 
-/// Smallest `[storage] cache_kib`, KiB: below it redb would re-read every page of a commit's
-/// B-tree path from disk.
+/// Smallest `[storage] cache_kib`, KiB: 64 of redb's 4 KiB pages, room for the B-tree paths
+/// a commit touches, so a small cache does not send every write back to the card for reads
+/// (not measured below the 1 MiB default).
 pub const STORAGE_CACHE_KIB_MIN: u32 = 256;
 /// Largest `[storage] cache_kib`, KiB: three of these must fit well inside the unit's
 /// `MemoryHigh=96M` (deploy/ghatta.service).
