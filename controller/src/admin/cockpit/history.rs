@@ -12,7 +12,7 @@ pub const SECONDS_KEPT: usize = 3_600;
 /// One-minute aggregates kept: a day, to see the evening peak and the night's lows.
 pub const MINUTES_KEPT: usize = 1_440;
 /// What the history holds at most: [`SECONDS_KEPT`] samples and [`MINUTES_KEPT`]
-/// aggregates of the sizes below (~340 KiB), small beside the node's ~45 MiB.
+/// aggregates of the sizes below (~340 KiB), small beside the node's ~23 MiB.
 pub const HISTORY_BYTES_MAX: usize =
     SECONDS_KEPT * std::mem::size_of::<Sample>() + MINUTES_KEPT * std::mem::size_of::<Minute>();
 
