@@ -19,6 +19,7 @@
 
 pub mod deploy;
 pub mod embedded;
+mod stack_probe;
 #[cfg(test)]
 mod tests;
 mod warm;
@@ -126,6 +127,17 @@ pub enum LoadError {
         /// The ABI version expected.
         abi: i32,
         /// What is missing or wrong.
+        detail: String,
+    },
+    /// This binary's interpreter would let a looping actor overflow the native stack
+    /// (`stack_probe.rs`): no actor can run safely in it.
+    #[error(
+        "this build of ghatta cannot run actors safely: {detail}, so a looping actor would \
+         crash the node; build it with the workspace's profiles (Cargo.toml and \
+         .cargo/config.toml build wasmi optimised) or report the build's target and compiler"
+    )]
+    Interpreter {
+        /// What the probe measured.
         detail: String,
     },
 }
@@ -341,6 +353,7 @@ impl ActorHost {
         // payload questions out of consensus entirely.
         config.floats(false);
         let engine = Engine::new(&config);
+        stack_probe::check(&engine).map_err(|detail| LoadError::Interpreter { detail })?;
         let linker = Self::linker(&engine);
         let mut host = ActorHost {
             engine,
