@@ -110,7 +110,8 @@ fn build() -> Result<(), String> {
     clear_outer_config(&mut cmd);
     // Between deliveries the host copies the module's whole initial memory back (or, for a
     // fresh instance, zeroes it): with rustc's default 1 MiB wasm stack that is 17 pages per
-    // message. The actors recurse shallowly; a 64 KiB stack keeps it to two pages.
+    // message. The actors recurse shallowly; a 16 KiB stack keeps the stack, the static data
+    // and room for a delivery's heap in one page.
     cmd.env(
         "CARGO_ENCODED_RUSTFLAGS",
         format!("-Clink-arg=-zstack-size={ACTOR_STACK_BYTES}"),
@@ -156,8 +157,10 @@ fn build() -> Result<(), String> {
     Ok(())
 }
 
-/// Wasm stack of each actor, bytes (see the nested build's flags for why it is small).
-const ACTOR_STACK_BYTES: u32 = 64 * 1024;
+/// Wasm stack of each actor, bytes (see the nested build's flags for why it is small). The
+/// deepest delivery measured used under 1 KiB (BENCHMARKS.md, "One page of memory per
+/// actor"); running out is a trap on every replica alike, so the margin is generous.
+const ACTOR_STACK_BYTES: u32 = 16 * 1024;
 
 fn var(name: &str) -> Result<String, String> {
     env::var(name).map_err(|e| format!("{name} is not set by cargo ({e}); run this through cargo"))

@@ -28,7 +28,7 @@ use super::HostCtx;
 
 /// Warm instances kept per module: as many as deliveries to one module may run at once (a
 /// node's apply task runs one; the simulator's nodes share a host across its two lockstep
-/// threads). Each holds the module's initial memory (128 KiB for the compiled-in actors), so
+/// threads). Each holds the module's initial memory (64 KiB for the compiled-in actors), so
 /// a board keeps one per actor.
 pub const WARM_INSTANCES_MAX: usize = 4;
 
