@@ -47,6 +47,8 @@ pub struct Pruned {
     pub ledger: u64,
     /// Energy hours deleted (redb).
     pub energy_hours: u64,
+    /// Folded days deleted (both stores: PostgreSQL keeps them in one small table).
+    pub folded_days: u64,
     /// Monthly partitions detached and dropped (PostgreSQL), by name.
     pub partitions: Vec<String>,
 }

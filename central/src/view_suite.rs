@@ -864,6 +864,48 @@ async fn routes(central: &Central) {
         head.starts_with("http/1.1 400") && body.contains("limit=`x`"),
         "{head}{body}"
     );
+
+    // A grid that folded today (a test's shortcut: a grid folds days a week old) shows the
+    // folded day in its fleet row, its energy per day and its folded-days routes.
+    let today_ms = crate::store::now_ms() / DAY_MS * DAY_MS;
+    let f = crate::store_suite::folded(
+        0,
+        today_ms,
+        0,
+        sdk::FoldSubject::Customer(sdk::CustomerId(4)),
+        900,
+        (800, -8_000),
+        -500,
+    );
+    let b = ghatta_proto::wan::BatchBody {
+        stream: Stream::Ledger.id(),
+        first_seq: 0,
+        end_seq: 1,
+        records: vec![f],
+    };
+    central.backend().ingest(32, b).await.expect("a folded day");
+    let fleet = json(get("/v1/grids").await);
+    let row = fleet["grids"]
+        .as_array()
+        .expect("grids")
+        .iter()
+        .find(|g| g["grid"] == 32)
+        .unwrap_or_else(|| panic!("grid 32: {fleet}"));
+    assert_eq!(row["today"]["energy_wh"], 800, "{row}");
+    assert_eq!(row["today"]["revenue_mpaisa"], 8_500, "{row}");
+    let days = json(get("/v1/grids/32/energy-per-day").await);
+    assert_eq!(days[0]["energy_wh"], 900, "{days}");
+    let mine = json(get("/v1/grids/32/customers/4/folded-days").await);
+    assert_eq!(mine["rows"][0]["charged_wh"], 800, "{mine}");
+    assert!(mine["next"].is_null(), "{mine}");
+    let other = json(get("/v1/grids/32/customers/5/folded-days").await);
+    assert_eq!(other["rows"].as_array().map(Vec::len), Some(0), "{other}");
+    let csv = get("/v1/grids/32/folded-days.csv").await;
+    assert!(csv.starts_with("grid,local_date,day_start_ms,"), "{csv}");
+    assert!(
+        csv.contains(&format!(",{today_ms},0,customer,4,0,0,")),
+        "{csv}"
+    );
 }
 
 /// A test central's settings: loopback ports, no grids, redb in `dir` or `database`.
