@@ -988,27 +988,10 @@ pub(crate) async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        ghatta_proto::chunked::decode_text(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
     } else {
         body.to_string()
-    }
-}
-
-/// The body of a chunked HTTP/1.1 answer (a streamed route's), its chunks joined; panics on
-/// a body cut short (a stream the server aborted).
-pub(crate) fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
-        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..]
-            .strip_prefix("\r\n")
-            .expect("a chunk ends with CRLF");
     }
 }
 
