@@ -41,8 +41,8 @@ COMMENT ON COLUMN wan_folded_days.first_seq IS 'First outbox sequence of the fol
 COMMENT ON COLUMN wan_folded_days.end_seq IS 'One past the last outbox sequence of that pass, a count of records.';
 COMMENT ON COLUMN wan_folded_days.records IS 'Outbox records it stands for, a count.';
 COMMENT ON COLUMN wan_folded_days.ledger_lines IS 'Ledger lines folded, a count.';
-COMMENT ON COLUMN wan_folded_days.charged_mpaisa IS 'The folded charges'' amounts, mpaisa (negative-going, as a charge line''s).';
-COMMENT ON COLUMN wan_folded_days.fees_mpaisa IS 'The folded fees'' amounts, mpaisa (negative-going).';
+COMMENT ON COLUMN wan_folded_days.charged_mpaisa IS 'The folded charges'' amounts, mpaisa (taken from the credit, as a charge line''s).';
+COMMENT ON COLUMN wan_folded_days.fees_mpaisa IS 'The folded fees'' amounts, mpaisa (taken from the credit).';
 COMMENT ON COLUMN wan_folded_days.alarms IS 'Alarms folded, a count.';
 COMMENT ON COLUMN wan_folded_days.relay_commands IS 'Relay commands folded, a count.';
 COMMENT ON COLUMN wan_folded_days.backfill IS 'Arrived more than backfill_after_ms after its log time.';

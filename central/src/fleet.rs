@@ -53,11 +53,12 @@ pub struct Pruned {
     pub partitions: Vec<String>,
 }
 
-/// A ledger line's revenue, mpaisa: what a charge or a fee took from the customer (their
-/// amounts are negative-going); top-ups, credits and other lines bring none.
+/// A ledger line's revenue, mpaisa: what a charge or a fee took from the customer (billing
+/// writes their amounts positive and takes them from the credit); top-ups, credits and other
+/// lines bring none.
 pub fn revenue_mpaisa(row: &LedgerRow) -> i64 {
     match row.kind.as_str() {
-        "Charge" | "Fee" => row.amount_mpaisa.saturating_neg(),
+        "Charge" | "Fee" => row.amount_mpaisa,
         _ => 0,
     }
 }

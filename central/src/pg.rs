@@ -1074,11 +1074,11 @@ impl Store for PgStore {
                 // The days the grid folded stand for lines the central never received.
                 "SELECT COALESCE(SUM(wh), 0)::bigint, COALESCE(SUM(mpaisa), 0)::bigint FROM (
                      SELECT energy_wh AS wh,
-                            CASE WHEN kind IN ('Charge', 'Fee') THEN -amount_mpaisa ELSE 0 END
+                            CASE WHEN kind IN ('Charge', 'Fee') THEN amount_mpaisa ELSE 0 END
                                 AS mpaisa
                      FROM wan_ledger WHERE grid_id = $1 AND at_ms >= $2 AND at_ms < $3
                      UNION ALL
-                     SELECT charged_wh, -(charged_mpaisa + fees_mpaisa)
+                     SELECT charged_wh, charged_mpaisa + fees_mpaisa
                      FROM wan_folded_days
                      WHERE grid_id = $1 AND day_start_ms >= $2 AND day_start_ms < $3
                  ) s",

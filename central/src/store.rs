@@ -55,6 +55,10 @@ const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
 /// ledger by time, for a day's sums (the fleet view's "today", read without decoding a line)
 /// and for retention; filled once from the ledger when a file from before it opens.
 const LEDGER_TIME: TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
+    TableDefinition::new("wan_ledger_revenue");
+/// The index before [`LEDGER_TIME`]: it held a charge's revenue negated (billing writes charges
+/// positive), so a file that has it drops it at open and fills the new one from the ledger.
+const LEDGER_TIME_V1: TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
     TableDefinition::new("wan_ledger_time");
 /// (grid, day start ms, seq) -> bincode FoldedDayRow: the days a grid folded
 /// (`Output::Folded`), by day, whose sums the totals add to its detail records'.
@@ -89,7 +93,8 @@ pub struct LedgerRow {
     pub kind: String,
     /// Energy billed (Charge only), Wh.
     pub energy_wh: u64,
-    /// Amount (charges and fees negative-going, top-ups positive), mpaisa.
+    /// Amount, mpaisa: what a charge or a fee took from the credit, or a top-up or credit
+    /// added to it (positive either way, as billing writes it).
     pub amount_mpaisa: i64,
     /// Credit after the event, mpaisa.
     pub balance_after_mpaisa: i64,
@@ -263,9 +268,9 @@ pub struct FoldedDayRow {
     pub ledger_lines: u64,
     /// Energy billed by the folded charges, Wh.
     pub charged_wh: u64,
-    /// The folded charges' amounts, mpaisa (negative-going, as a charge line's).
+    /// The folded charges' amounts, mpaisa (taken from the credit, as a charge line's).
     pub charged_mpaisa: i64,
-    /// The folded fees' amounts, mpaisa (negative-going, as a fee line's).
+    /// The folded fees' amounts, mpaisa (taken from the credit, as a fee line's).
     pub fees_mpaisa: i64,
     /// Credit the folded top-ups and credits added, mpaisa.
     pub credited_mpaisa: i64,
@@ -283,9 +288,7 @@ impl FoldedDayRow {
     /// The revenue it stands for, mpaisa: what its charges and fees took (as
     /// `fleet::revenue_mpaisa` of a line).
     pub fn revenue_mpaisa(&self) -> i64 {
-        self.charged_mpaisa
-            .saturating_add(self.fees_mpaisa)
-            .saturating_neg()
+        self.charged_mpaisa.saturating_add(self.fees_mpaisa)
     }
 
     /// The local day number it sums (days since 1970-01-01, local time).
@@ -763,6 +766,7 @@ impl RedbStore {
             txn.open_table(LAST_UPLOAD)?;
             txn.open_table(FOLDED)?;
             rebuild_local_days(&txn)?;
+            txn.delete_table(LEDGER_TIME_V1)?;
             rebuild_ledger_time(&txn)?;
             txn.commit()?;
         }

@@ -73,7 +73,7 @@ pub(crate) fn charge(seq: u64, customer: u32, at_ms: u64, energy_wh: u64) -> (u6
         at_ms,
         kind: sdk::LedgerKind::Charge {
             energy_wh,
-            amount_mpaisa: -(energy_wh as i64) * 10,
+            amount_mpaisa: energy_wh as i64 * 10,
             friendly: false,
         },
         balance_after_mpaisa: 1_000_000 - seq as i64,
@@ -414,10 +414,10 @@ async fn folded_days<S: Store>(s: &S) {
                 NEPAL,
                 customer(1),
                 5_000,
-                (4_800, -48_000),
-                -1_000,
+                (4_800, 48_000),
+                1_000,
             ),
-            folded(1, start_a, NEPAL, customer(2), 700, (700, -7_000), 0),
+            folded(1, start_a, NEPAL, customer(2), 700, (700, 7_000), 0),
             charge(2, 1, start_b + 2 * HOUR_MS, 10),
         ],
     };
@@ -465,7 +465,7 @@ async fn folded_days<S: Store>(s: &S) {
         records: vec![
             first.records[1].clone(),
             first.records[2].clone(),
-            folded(5, start_b, NEPAL, customer(1), 60, (50, -500), 0),
+            folded(5, start_b, NEPAL, customer(1), 60, (50, 500), 0),
         ],
     };
     assert_eq!(s.ingest(GRID, resent).await.expect("resent").next_seq, 6);
@@ -539,7 +539,7 @@ async fn folded_days<S: Store>(s: &S) {
     assert_eq!(
         csv,
         format!(
-            "90,2026-10-11,{start_a},345,customer,1,0,0,0,100,40,5000,24,4800,-48000,-1000,0,0,0,0,true\n"
+            "90,2026-10-11,{start_a},345,customer,1,0,0,0,100,40,5000,24,4800,48000,1000,0,0,0,0,true\n"
         )
     );
 

@@ -1,5 +1,5 @@
 //! The query API (HTTP/JSON and CSV, axum): status, a grid's state, ledgers, energy per day
-//! and per hour, exports. Every route but the health check needs the bearer token
+//! and per hour, the days a grid folded, exports. Every route but the health check needs the bearer token
 //! ([`access`]); ledgers, energy hours and exports come in pages bounded in rows and by a time
 //! range ([`page`]), never a grid's whole history in one response. Keep it on loopback;
 //! operators reach it through SSH.
