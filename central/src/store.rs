@@ -1187,7 +1187,7 @@ impl RedbStore {
                         // A local day is the sum of its stored hours (as PostgreSQL sums
                         // them): a day the cutoff splits keeps its later hours only.
                         let row = decode_hour_row(v.value())?;
-                        sub_local_day(&mut days, grid, &row)?;
+                        sub_local_day(&mut days, grid, hour_day(&row))?;
                     }
                     pruned.energy_hours += 1;
                 }
@@ -1197,7 +1197,7 @@ impl RedbStore {
                     .collect::<Result<_, _>>()?;
                 for k in old {
                     if let Some(v) = folded.remove(k)? {
-                        sub_folded_day(&mut days, grid, &decode_folded_row(v.value())?)?;
+                        sub_local_day(&mut days, grid, folded_day(&decode_folded_row(v.value())?))?;
                     }
                     pruned.folded_days += 1;
                 }
@@ -1332,7 +1332,7 @@ impl RedbStore {
                                 .map_err(StoreError::encode("energy hour"))?
                                 .as_slice(),
                         )?;
-                        add_local_day(&mut local_days, grid, &row)?;
+                        add_local_day(&mut local_days, grid, hour_day(&row))?;
                     }
                 }
                 match &output {
@@ -1370,7 +1370,7 @@ impl RedbStore {
                                 .map_err(StoreError::encode("folded day"))?
                                 .as_slice(),
                         )?;
-                        add_folded_day(&mut local_days, grid, &row)?;
+                        add_local_day(&mut local_days, grid, folded_day(&row))?;
                     }
                     // Only a newer event replaces the latest one (back-fill never does).
                     Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_)))
@@ -1418,75 +1418,53 @@ impl RedbStore {
     }
 }
 
-/// Adds a customer's energy hour to its local day (feeders and plants are not billed energy).
+/// A customer's energy hour's local day and Wh (feeders and plants are not billed energy).
+fn hour_day(row: &EnergyHourRow) -> Option<(u64, u64)> {
+    (row.kind == "customer" && row.energy_wh > 0).then(|| {
+        (
+            local_day(row.hour_start_ms, row.utc_offset_min),
+            row.energy_wh,
+        )
+    })
+}
+
+/// A folded customer day's local day and Wh (it stands for the hours folded).
+fn folded_day(row: &FoldedDayRow) -> Option<(u64, u64)> {
+    (row.kind == "customer" && row.energy_wh > 0).then(|| (row.local_day(), row.energy_wh))
+}
+
+/// Adds `energy` (a local day and Wh) to the grid's local days.
 fn add_local_day(
     days: &mut redb::Table<'_, (u64, u64), u64>,
     grid: u64,
-    row: &EnergyHourRow,
+    energy: Option<(u64, u64)>,
 ) -> Result<(), StoreError> {
-    if row.kind != "customer" || row.energy_wh == 0 {
-        return Ok(());
+    if let Some((day, wh)) = energy {
+        let sum = days.get((grid, day))?.map_or(0, |v| v.value());
+        days.insert((grid, day), sum.saturating_add(wh))?;
     }
-    let day = local_day(row.hour_start_ms, row.utc_offset_min);
-    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
-    days.insert((grid, day), sum.saturating_add(row.energy_wh))?;
     Ok(())
 }
 
-/// Adds a folded customer day's energy to its local day (it stands for the hours folded).
-fn add_folded_day(
+/// Takes pruned `energy` out of its local day (the day goes when nothing is left).
+fn sub_local_day(
     days: &mut redb::Table<'_, (u64, u64), u64>,
     grid: u64,
-    row: &FoldedDayRow,
+    energy: Option<(u64, u64)>,
 ) -> Result<(), StoreError> {
-    if row.kind != "customer" || row.energy_wh == 0 {
-        return Ok(());
+    if let Some((day, wh)) = energy {
+        let sum = days.get((grid, day))?.map_or(0, |v| v.value());
+        match sum.saturating_sub(wh) {
+            0 => days.remove((grid, day))?,
+            left => days.insert((grid, day), left)?,
+        };
     }
-    let day = row.local_day();
-    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
-    days.insert((grid, day), sum.saturating_add(row.energy_wh))?;
-    Ok(())
-}
-
-/// Takes a pruned folded customer day out of its local day.
-fn sub_folded_day(
-    days: &mut redb::Table<'_, (u64, u64), u64>,
-    grid: u64,
-    row: &FoldedDayRow,
-) -> Result<(), StoreError> {
-    if row.kind != "customer" || row.energy_wh == 0 {
-        return Ok(());
-    }
-    let day = row.local_day();
-    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
-    match sum.saturating_sub(row.energy_wh) {
-        0 => days.remove((grid, day))?,
-        left => days.insert((grid, day), left)?,
-    };
     Ok(())
 }
 
 /// A stored folded day.
 fn decode_folded_row(bytes: &[u8]) -> Result<FoldedDayRow, StoreError> {
     codec::decode(bytes).map_err(StoreError::corrupt("folded day"))
-}
-
-/// Takes a pruned customer hour out of its local day (the day goes when nothing is left).
-fn sub_local_day(
-    days: &mut redb::Table<'_, (u64, u64), u64>,
-    grid: u64,
-    row: &EnergyHourRow,
-) -> Result<(), StoreError> {
-    if row.kind != "customer" || row.energy_wh == 0 {
-        return Ok(());
-    }
-    let day = local_day(row.hour_start_ms, row.utc_offset_min);
-    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
-    match sum.saturating_sub(row.energy_wh) {
-        0 => days.remove((grid, day))?,
-        left => days.insert((grid, day), left)?,
-    };
-    Ok(())
 }
 
 /// Fills the local days from the stored energy hours once, in a file written before them (its
@@ -1501,12 +1479,20 @@ fn rebuild_local_days(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let hours = txn.open_table(ENERGY_HOURS)?;
     for item in hours.iter()? {
         let (k, v) = item?;
-        add_local_day(&mut days, k.value().0, &decode_hour_row(v.value())?)?;
+        add_local_day(
+            &mut days,
+            k.value().0,
+            hour_day(&decode_hour_row(v.value())?),
+        )?;
     }
     let folded = txn.open_table(FOLDED)?;
     for item in folded.iter()? {
         let (k, v) = item?;
-        add_folded_day(&mut days, k.value().0, &decode_folded_row(v.value())?)?;
+        add_local_day(
+            &mut days,
+            k.value().0,
+            folded_day(&decode_folded_row(v.value())?),
+        )?;
     }
     Ok(())
 }
