@@ -17,8 +17,8 @@ use crate::error::StoreError;
 use crate::fleet::Pruned;
 use crate::pg::PgStore;
 use crate::store::{
-    EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, Page, RedbStore,
-    StoredRecord, TimeRange,
+    EnergyHourRow, FleetRow, FoldedDayRow, FoldedKey, GridState, HourKey, LedgerKey, LedgerRow,
+    Page, RedbStore, StoredRecord, TimeRange,
 };
 
 /// What the central needs of a store: the WAN ingest, the cursor, and the HTTP routes'
@@ -131,6 +131,18 @@ pub trait Store: Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> impl Future<Output = Result<Page<EnergyHourRow, u64>, StoreError>> + Send;
+
+    /// One page of a grid's folded days (`Output::Folded`; one customer's with `Some`) with
+    /// the day's start in `range`, in (day start, seq) order after `after`, at most `limit`
+    /// (capped at `PAGE_ROWS_MAX`).
+    fn folded_days_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<FoldedKey>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<FoldedDayRow, FoldedKey>, StoreError>> + Send;
 
     /// The retention setting: remove what was logged before `cutoff_ms` (a month's start:
     /// PostgreSQL detaches and drops whole monthly partitions that end by then, redb deletes
@@ -246,6 +258,20 @@ impl Store for Arc<RedbStore> {
     ) -> Result<Page<EnergyHourRow, u64>, StoreError> {
         blocking(self, move |s| {
             s.customer_hours_page(grid, customer, range, after, limit)
+        })
+        .await
+    }
+
+    async fn folded_days_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<FoldedKey>,
+        limit: usize,
+    ) -> Result<Page<FoldedDayRow, FoldedKey>, StoreError> {
+        blocking(self, move |s| {
+            s.folded_days_page(grid, customer, range, after, limit)
         })
         .await
     }
@@ -419,6 +445,28 @@ impl Store for Backend {
             Backend::Postgres(s) => {
                 s.run(move |s| async move {
                     s.customer_hours_page(grid, customer, range, after, limit)
+                        .await
+                })
+                .await
+            }
+        }
+    }
+
+    async fn folded_days_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<FoldedKey>,
+        limit: usize,
+    ) -> Result<Page<FoldedDayRow, FoldedKey>, StoreError> {
+        match self {
+            Backend::Redb(s) => {
+                Store::folded_days_page(s, grid, customer, range, after, limit).await
+            }
+            Backend::Postgres(s) => {
+                s.run(move |s| async move {
+                    s.folded_days_page(grid, customer, range, after, limit)
                         .await
                 })
                 .await

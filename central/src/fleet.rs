@@ -47,15 +47,18 @@ pub struct Pruned {
     pub ledger: u64,
     /// Energy hours deleted (redb).
     pub energy_hours: u64,
+    /// Folded days deleted (both stores: PostgreSQL keeps them in one small table).
+    pub folded_days: u64,
     /// Monthly partitions detached and dropped (PostgreSQL), by name.
     pub partitions: Vec<String>,
 }
 
-/// A ledger line's revenue, mpaisa: what a charge or a fee took from the customer (their
-/// amounts are negative-going); top-ups, credits and other lines bring none.
+/// A ledger line's revenue, mpaisa: what a charge or a fee took from the customer (billing
+/// writes their amounts positive and takes them from the credit); top-ups, credits and other
+/// lines bring none.
 pub fn revenue_mpaisa(row: &LedgerRow) -> i64 {
     match row.kind.as_str() {
-        "Charge" | "Fee" => row.amount_mpaisa.saturating_neg(),
+        "Charge" | "Fee" => row.amount_mpaisa,
         _ => 0,
     }
 }

@@ -50,8 +50,8 @@ pub use self::http::access::HttpAccess;
 pub use self::pg::PgStore;
 pub use self::store::{
     CentralStats, CentralStatsSnapshot, CentralStore, EnergyHourRow, FLEET_GRIDS_MAX, FleetRow,
-    GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX, PAGE_SCAN_ROWS_MAX,
-    Page, RedbStore, StoredRecord, TimeRange,
+    FoldedDayRow, FoldedKey, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_DEFAULT,
+    PAGE_ROWS_MAX, PAGE_SCAN_ROWS_MAX, Page, RedbStore, StoredRecord, TimeRange,
 };
 
 /// Concurrent grid connections. A country's programme is a few hundred grids with one

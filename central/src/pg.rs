@@ -23,14 +23,15 @@ use crate::backend::Store;
 use crate::error::StoreError;
 use crate::fleet::Pruned;
 use crate::store::{
-    EnergyHourRow, FleetRow, GridState, HourKey, LedgerKey, LedgerRow, PAGE_ROWS_MAX, Page,
-    StoredRecord, TimeRange, energy_key, energy_of, ledger_row_of, now_ms,
+    EnergyHourRow, FleetRow, FoldedDayRow, FoldedKey, GridState, HourKey, LedgerKey, LedgerRow,
+    PAGE_ROWS_MAX, Page, StoredRecord, TimeRange, energy_key, energy_of, folded_row_of,
+    ledger_row_of, now_ms,
 };
 
 /// The schema's migrations, in order: (version, name, SQL). Each is applied once, in its own
 /// transaction, and recorded in `schema_migrations`; never edit one that has shipped, add
 /// the next.
-pub const MIGRATIONS: [(i32, &str, &str); 5] = [
+pub const MIGRATIONS: [(i32, &str, &str); 6] = [
     (1, "schema", include_str!("../migrations/0001_schema.sql")),
     (
         2,
@@ -47,6 +48,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 5] = [
         5,
         "meter_reads",
         include_str!("../migrations/0005_meter_reads.sql"),
+    ),
+    (
+        6,
+        "folded_days",
+        include_str!("../migrations/0006_folded_days.sql"),
     ),
 ];
 
@@ -507,6 +513,7 @@ impl Store for PgStore {
         let mut ledger: Vec<LedgerRow> = Vec::new();
         let mut latest: BTreeMap<u32, LedgerRow> = BTreeMap::new();
         let mut hours = HourCols::default();
+        let mut folded: Vec<FoldedDayRow> = Vec::new();
         for (seq, rec) in &b.records {
             let seq = *seq;
             if seq < have {
@@ -545,6 +552,7 @@ impl Store for PgStore {
                         hours.utc_offset_min.push(utc_offset_min);
                     }
                 }
+                Some(sdk::Output::Folded(f)) => folded.push(folded_row_of(seq, &f, backfill)),
                 Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_)))
                     if big(rec.time_ms, "record log time")? >= last_event_ms =>
                 {
@@ -693,6 +701,9 @@ impl Store for PgStore {
                 ],
             )
             .await?;
+        }
+        if !folded.is_empty() {
+            insert_folded(&tx, grid_i, &folded).await?;
         }
         tx.execute(
             "INSERT INTO wan_grids (grid_id, records, newest_time_ms, last_event, last_event_ms, backfilled, last_upload_ms)
@@ -847,9 +858,16 @@ impl Store for PgStore {
         let c = self.client().await?;
         let got = c
             .query(
-                "SELECT GREATEST(hour_start_ms + utc_offset_min::bigint * 60000, 0) / $2 AS day,
-                     SUM(energy_wh)::bigint FROM wan_energy_hours
-                 WHERE grid_id = $1 AND kind = 0 AND energy_wh > 0 GROUP BY day ORDER BY day",
+                // A customer's folded days stand for hours the central never received.
+                "SELECT day, SUM(wh)::bigint FROM (
+                     SELECT GREATEST(hour_start_ms + utc_offset_min::bigint * 60000, 0) / $2
+                                AS day, energy_wh AS wh
+                     FROM wan_energy_hours WHERE grid_id = $1 AND kind = 0 AND energy_wh > 0
+                     UNION ALL
+                     SELECT GREATEST(day_start_ms + utc_offset_min::bigint * 60000, 0) / $2,
+                            energy_wh
+                     FROM wan_folded_days WHERE grid_id = $1 AND kind = 0 AND energy_wh > 0
+                 ) d GROUP BY day ORDER BY day",
                 &[&big(grid, "grid id")?, &(DAY_MS as i64)],
             )
             .await?;
@@ -1053,10 +1071,17 @@ impl Store for PgStore {
         let c = self.client().await?;
         let r = c
             .query_one(
-                "SELECT COALESCE(SUM(energy_wh), 0)::bigint,
-                        COALESCE(SUM(CASE WHEN kind IN ('Charge', 'Fee') THEN -amount_mpaisa
-                                     ELSE 0 END), 0)::bigint
-                 FROM wan_ledger WHERE grid_id = $1 AND at_ms >= $2 AND at_ms < $3",
+                // The days the grid folded stand for lines the central never received.
+                "SELECT COALESCE(SUM(wh), 0)::bigint, COALESCE(SUM(mpaisa), 0)::bigint FROM (
+                     SELECT energy_wh AS wh,
+                            CASE WHEN kind IN ('Charge', 'Fee') THEN amount_mpaisa ELSE 0 END
+                                AS mpaisa
+                     FROM wan_ledger WHERE grid_id = $1 AND at_ms >= $2 AND at_ms < $3
+                     UNION ALL
+                     SELECT charged_wh, charged_mpaisa + fees_mpaisa
+                     FROM wan_folded_days
+                     WHERE grid_id = $1 AND day_start_ms >= $2 AND day_start_ms < $3
+                 ) s",
                 &[
                     &big(grid, "grid id")?,
                     &bound(range.from_ms),
@@ -1101,10 +1126,67 @@ impl Store for PgStore {
         Ok(Page { rows, next })
     }
 
+    async fn folded_days_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<FoldedKey>,
+        limit: usize,
+    ) -> Result<Page<FoldedDayRow, FoldedKey>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let (after_day, after_seq) =
+            after.map_or((-1, -1), |k| (bound(k.day_start_ms), bound(k.seq)));
+        let c = self.client().await?;
+        let got = c
+            .query(
+                "SELECT seq, day_start_ms, utc_offset_min, kind, id, feeder, first_seq, end_seq,
+                        records, energy_wh, ledger_lines, charged_wh, charged_mpaisa, fees_mpaisa,
+                        credited_mpaisa, held_wh, alarms, relay_commands, backfill
+                 FROM wan_folded_days
+                 WHERE grid_id = $1 AND ($2::bigint IS NULL OR (kind = 0 AND id = $2))
+                   AND day_start_ms >= $3 AND day_start_ms < $4
+                   AND (day_start_ms, seq) > ($5, $6)
+                 ORDER BY day_start_ms, seq LIMIT $7",
+                &[
+                    &big(grid, "grid id")?,
+                    &customer.map(i64::from),
+                    &bound(range.from_ms),
+                    &bound(range.to_ms),
+                    &after_day,
+                    &after_seq,
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let mut rows = got.iter().map(folded_row).collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more
+            .then(|| {
+                rows.last().map(|r| FoldedKey {
+                    day_start_ms: r.day_start_ms,
+                    seq: r.seq,
+                })
+            })
+            .flatten();
+        Ok(Page { rows, next })
+    }
+
     async fn prune_before(&self, cutoff_ms: u64) -> Result<Pruned, StoreError> {
         let cutoff = bound(cutoff_ms);
         let c = self.client().await?;
-        let mut pruned = Pruned::default();
+        // Not partitioned (a row per subject and day): deleted by row.
+        let folded_days = c
+            .execute(
+                "DELETE FROM wan_folded_days WHERE day_start_ms < $1",
+                &[&cutoff],
+            )
+            .await?;
+        let mut pruned = Pruned {
+            folded_days,
+            ..Pruned::default()
+        };
         for table in PARTITIONED {
             let names: Vec<String> = c
                 .query(
@@ -1142,6 +1224,117 @@ impl Store for PgStore {
         }
         Ok(pruned)
     }
+}
+
+/// The kind column of a folded day (as `wan_energy_hours.kind`, and 3 for the grid).
+fn folded_kind(kind: &str) -> i16 {
+    match kind {
+        "customer" => 0,
+        "feeder" => 1,
+        "plant" => 2,
+        _ => 3,
+    }
+}
+
+/// Stores a batch's folded days (in the batch's transaction).
+async fn insert_folded(
+    tx: &tokio_postgres::Transaction<'_>,
+    grid_i: i64,
+    rows: &[FoldedDayRow],
+) -> Result<(), StoreError> {
+    let col = |f: fn(&FoldedDayRow) -> u64, what| -> Result<Vec<i64>, StoreError> {
+        rows.iter().map(|r| big(f(r), what)).collect()
+    };
+    let seq = col(|r| r.seq, "seq")?;
+    let day = col(|r| r.day_start_ms, "folded day start")?;
+    let id = col(|r| r.id, "folded subject id")?;
+    let first = col(|r| r.first_seq, "fold first seq")?;
+    let end = col(|r| r.end_seq, "fold end seq")?;
+    let records = col(|r| r.records, "folded records")?;
+    let energy = col(|r| r.energy_wh, "folded energy")?;
+    let lines = col(|r| r.ledger_lines, "folded ledger lines")?;
+    let charged = col(|r| r.charged_wh, "folded charged energy")?;
+    let held = col(|r| r.held_wh, "folded held energy")?;
+    let alarms = col(|r| r.alarms, "folded alarms")?;
+    let relays = col(|r| r.relay_commands, "folded relay commands")?;
+    let off: Vec<i32> = rows.iter().map(|r| r.utc_offset_min).collect();
+    let kind: Vec<i16> = rows.iter().map(|r| folded_kind(&r.kind)).collect();
+    let feeder: Vec<i32> = rows.iter().map(|r| i32::from(r.feeder)).collect();
+    let charged_mpaisa: Vec<i64> = rows.iter().map(|r| r.charged_mpaisa).collect();
+    let fees: Vec<i64> = rows.iter().map(|r| r.fees_mpaisa).collect();
+    let credited: Vec<i64> = rows.iter().map(|r| r.credited_mpaisa).collect();
+    let backfill: Vec<bool> = rows.iter().map(|r| r.backfill).collect();
+    tx.execute(
+        "INSERT INTO wan_folded_days (grid_id, seq, day_start_ms, utc_offset_min, kind, id,
+             feeder, first_seq, end_seq, records, energy_wh, ledger_lines, charged_wh,
+             charged_mpaisa, fees_mpaisa, credited_mpaisa, held_wh, alarms, relay_commands,
+             backfill)
+         SELECT $1, u.* FROM UNNEST($2::bigint[], $3::bigint[], $4::int4[], $5::int2[],
+             $6::bigint[], $7::int4[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+             $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
+             $17::bigint[], $18::bigint[], $19::bigint[], $20::bool[]) AS u
+         ON CONFLICT DO NOTHING",
+        &[
+            &grid_i,
+            &seq,
+            &day,
+            &off,
+            &kind,
+            &id,
+            &feeder,
+            &first,
+            &end,
+            &records,
+            &energy,
+            &lines,
+            &charged,
+            &charged_mpaisa,
+            &fees,
+            &credited,
+            &held,
+            &alarms,
+            &relays,
+            &backfill,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A folded day as `folded_days_page` selects it.
+fn folded_row(r: &tokio_postgres::Row) -> Result<FoldedDayRow, StoreError> {
+    let kind: i16 = r.get(3);
+    let feeder: i32 = r.get(5);
+    Ok(FoldedDayRow {
+        seq: unbig(r.get(0), "seq")?,
+        day_start_ms: unbig(r.get(1), "folded day start")?,
+        utc_offset_min: r.get(2),
+        kind: match kind {
+            0 => "customer",
+            1 => "feeder",
+            2 => "plant",
+            _ => "grid",
+        }
+        .into(),
+        id: unbig(r.get(4), "folded subject id")?,
+        feeder: u16::try_from(feeder).map_err(|_| StoreError::Corrupt {
+            what: "feeder number",
+            detail: format!("{feeder}"),
+        })?,
+        first_seq: unbig(r.get(6), "fold first seq")?,
+        end_seq: unbig(r.get(7), "fold end seq")?,
+        records: unbig(r.get(8), "folded records")?,
+        energy_wh: unbig(r.get(9), "folded energy")?,
+        ledger_lines: unbig(r.get(10), "folded ledger lines")?,
+        charged_wh: unbig(r.get(11), "folded charged energy")?,
+        charged_mpaisa: r.get(12),
+        fees_mpaisa: r.get(13),
+        credited_mpaisa: r.get(14),
+        held_wh: unbig(r.get(15), "folded held energy")?,
+        alarms: unbig(r.get(16), "folded alarms")?,
+        relay_commands: unbig(r.get(17), "folded relay commands")?,
+        backfill: r.get(18),
+    })
 }
 
 /// An energy hour as the queries select it (hour_start_ms, kind, id, feeder, energy_wh, seq,

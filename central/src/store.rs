@@ -55,7 +55,14 @@ const ENERGY_HOURS: TableDefinition<(u64, u64, u8, u64, u16), &[u8]> =
 /// ledger by time, for a day's sums (the fleet view's "today", read without decoding a line)
 /// and for retention; filled once from the ledger when a file from before it opens.
 const LEDGER_TIME: TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
+    TableDefinition::new("wan_ledger_revenue");
+/// The index before [`LEDGER_TIME`]: it held a charge's revenue negated (billing writes charges
+/// positive), so a file that has it drops it at open and fills the new one from the ledger.
+const LEDGER_TIME_V1: TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
     TableDefinition::new("wan_ledger_time");
+/// (grid, day start ms, seq) -> bincode FoldedDayRow: the days a grid folded
+/// (`Output::Folded`), by day, whose sums the totals add to its detail records'.
+const FOLDED: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("wan_folded_days");
 
 /// How to run the central.
 /// One stored record.
@@ -86,7 +93,8 @@ pub struct LedgerRow {
     pub kind: String,
     /// Energy billed (Charge only), Wh.
     pub energy_wh: u64,
-    /// Amount (charges and fees negative-going, top-ups positive), mpaisa.
+    /// Amount, mpaisa: what a charge or a fee took from the credit, or a top-up or credit
+    /// added to it (positive either way, as billing writes it).
     pub amount_mpaisa: i64,
     /// Credit after the event, mpaisa.
     pub balance_after_mpaisa: i64,
@@ -225,6 +233,109 @@ fn decode_hour_row(bytes: &[u8]) -> Result<EnergyHourRow, StoreError> {
         backfill: r.backfill,
         utc_offset_min: 0,
     })
+}
+
+/// A day a grid folded (`Output::Folded`): the sums of one subject's outbox records of one
+/// local day that no central acknowledged within the grid's detail window. The central holds
+/// no detail record for what it sums, so every total adds it to the detail it does hold: a
+/// customer's `energy_wh` to energy per day and to the customer's energy, `charged_wh` and
+/// the charges and fees to the fleet view's day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldedDayRow {
+    /// Outbox sequence at the grid of the folded record.
+    pub seq: u64,
+    /// Start of the local day (grid log time), Unix ms: a local midnight under
+    /// `utc_offset_min`.
+    pub day_start_ms: u64,
+    /// The UTC offset the day is local to, minutes.
+    pub utc_offset_min: i32,
+    /// "customer", "feeder", "plant" or "grid" (alarms, relay commands of feeders and
+    /// ballast, set-points).
+    pub kind: String,
+    /// Customer id (customer), or the node that owns the feeder or plant; 0 for the grid.
+    pub id: u64,
+    /// Feeder number on `id` (feeder), else 0.
+    pub feeder: u16,
+    /// The outbox range of the fold pass that wrote it: `first_seq` to one before `end_seq`.
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub end_seq: u64,
+    /// Outbox records it stands for.
+    pub records: u64,
+    /// Energy of the folded energy hours, Wh.
+    pub energy_wh: u64,
+    /// Ledger lines folded.
+    pub ledger_lines: u64,
+    /// Energy billed by the folded charges, Wh.
+    pub charged_wh: u64,
+    /// The folded charges' amounts, mpaisa (taken from the credit, as a charge line's).
+    pub charged_mpaisa: i64,
+    /// The folded fees' amounts, mpaisa (taken from the credit, as a fee line's).
+    pub fees_mpaisa: i64,
+    /// Credit the folded top-ups and credits added, mpaisa.
+    pub credited_mpaisa: i64,
+    /// Energy the folded held lines held for review, Wh.
+    pub held_wh: u64,
+    /// Alarms folded.
+    pub alarms: u64,
+    /// Relay commands folded.
+    pub relay_commands: u64,
+    /// Arrived as back-fill.
+    pub backfill: bool,
+}
+
+impl FoldedDayRow {
+    /// The revenue it stands for, mpaisa: what its charges and fees took (as
+    /// `fleet::revenue_mpaisa` of a line).
+    pub fn revenue_mpaisa(&self) -> i64 {
+        self.charged_mpaisa.saturating_add(self.fees_mpaisa)
+    }
+
+    /// The local day number it sums (days since 1970-01-01, local time).
+    pub fn local_day(&self) -> u64 {
+        local_day(self.day_start_ms, self.utc_offset_min)
+    }
+}
+
+/// The stored row of folded day `f`, outbox sequence `seq` (both stores write the same rows).
+pub(crate) fn folded_row_of(seq: u64, f: &sdk::FoldedDay, backfill: bool) -> FoldedDayRow {
+    let (kind, id, feeder) = match f.subject {
+        sdk::FoldSubject::Customer(c) => ("customer", u64::from(c.0), 0),
+        sdk::FoldSubject::Feeder { node, feeder } => ("feeder", node.0, feeder),
+        sdk::FoldSubject::Plant(node) => ("plant", node.0, 0),
+        sdk::FoldSubject::Grid => ("grid", 0, 0),
+    };
+    let t = &f.totals;
+    FoldedDayRow {
+        seq,
+        day_start_ms: f.day_start_ms,
+        utc_offset_min: f.utc_offset_min,
+        kind: kind.into(),
+        id,
+        feeder,
+        first_seq: f.first_seq,
+        end_seq: f.end_seq,
+        records: u64::from(t.records),
+        energy_wh: t.energy_wh,
+        ledger_lines: u64::from(t.ledger_lines),
+        charged_wh: t.charged_wh,
+        charged_mpaisa: t.charged_mpaisa,
+        fees_mpaisa: t.fees_mpaisa,
+        credited_mpaisa: t.credited_mpaisa,
+        held_wh: t.held_wh,
+        alarms: u64::from(t.alarms),
+        relay_commands: u64::from(t.relay_commands),
+        backfill,
+    }
+}
+
+/// Where a folded-days page ends: the last (day start, seq) it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FoldedKey {
+    /// Start of the day, Unix ms.
+    pub day_start_ms: u64,
+    /// Outbox sequence at the grid.
+    pub seq: u64,
 }
 
 /// The energy hour an output carries and the offset it opened under: a local hour
@@ -653,7 +764,9 @@ impl RedbStore {
             txn.open_table(GRIDS)?;
             txn.open_table(ENERGY_HOURS)?;
             txn.open_table(LAST_UPLOAD)?;
+            txn.open_table(FOLDED)?;
             rebuild_local_days(&txn)?;
+            txn.delete_table(LEDGER_TIME_V1)?;
             rebuild_ledger_time(&txn)?;
             txn.commit()?;
         }
@@ -915,6 +1028,13 @@ impl RedbStore {
             wh = wh.saturating_add(line_wh);
             mpaisa = mpaisa.saturating_add(line_mpaisa);
         }
+        // The days the grid folded stand for lines the central never received.
+        let folded = txn.open_table(FOLDED)?;
+        for item in folded.range((grid, range.from_ms, 0)..(grid, range.to_ms, 0))? {
+            let row = decode_folded_row(item?.1.value())?;
+            wh = wh.saturating_add(row.charged_wh);
+            mpaisa = mpaisa.saturating_add(row.revenue_mpaisa());
+        }
         Ok((wh, mpaisa))
     }
 
@@ -963,8 +1083,58 @@ impl RedbStore {
         Ok(Page { rows, next: None })
     }
 
-    /// Deletes what was logged before `cutoff_ms` (records, ledger lines, energy hours and
-    /// local days): the retention setting. Cursors, grid states and customers' newest lines
+    /// One page of a grid's folded days (one customer's with `Some`) with the day's start in
+    /// `range`, by (day, seq), after `after`; at most `limit` rows and
+    /// [`PAGE_SCAN_ROWS_MAX`] rows read (a customer's days are among every subject's).
+    pub(crate) fn folded_days_page(
+        &self,
+        grid: u64,
+        customer: Option<u32>,
+        range: TimeRange,
+        after: Option<FoldedKey>,
+        limit: usize,
+    ) -> Result<Page<FoldedDayRow, FoldedKey>, StoreError> {
+        use std::ops::Bound::{Excluded, Included};
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
+        let start = (grid, range.from_ms, 0u64);
+        let lo = match after {
+            Some(k) if (grid, k.day_start_ms, k.seq) >= start => {
+                Excluded((grid, k.day_start_ms, k.seq))
+            }
+            _ => Included(start),
+        };
+        if range.to_ms <= range.from_ms || after.is_some_and(|k| k.day_start_ms >= range.to_ms) {
+            return Ok(Page {
+                rows: Vec::new(),
+                next: None,
+            });
+        }
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(FOLDED)?;
+        let mut rows = Vec::new();
+        let mut scanned = 0;
+        let mut iter = t.range::<(u64, u64, u64)>((lo, Excluded((grid, range.to_ms, 0))))?;
+        for item in iter.by_ref() {
+            let (k, v) = item?;
+            let (_, day_start_ms, seq) = k.value();
+            let row = decode_folded_row(v.value())?;
+            scanned += 1;
+            if customer.is_none_or(|c| row.kind == "customer" && row.id == u64::from(c)) {
+                rows.push(row);
+            }
+            if rows.len() == limit || scanned == PAGE_SCAN_ROWS_MAX {
+                let next = iter
+                    .next()
+                    .is_some()
+                    .then_some(FoldedKey { day_start_ms, seq });
+                return Ok(Page { rows, next });
+            }
+        }
+        Ok(Page { rows, next: None })
+    }
+
+    /// Deletes what was logged before `cutoff_ms` (records, ledger lines, energy hours,
+    /// folded days and local days): the retention setting. Cursors, grid states and customers' newest lines
     /// stay. One write transaction.
     pub(crate) fn prune_before(&self, cutoff_ms: u64) -> Result<crate::fleet::Pruned, StoreError> {
         let mut pruned = crate::fleet::Pruned::default();
@@ -983,6 +1153,7 @@ impl RedbStore {
             let mut by_time = txn.open_table(LEDGER_TIME)?;
             let mut hours = txn.open_table(ENERGY_HOURS)?;
             let mut days = txn.open_table(LOCAL_DAYS)?;
+            let mut folded = txn.open_table(FOLDED)?;
             // Records are keyed by seq, not time: the retention run (daily) reads them all.
             let mut old = Vec::new();
             for item in records.iter()? {
@@ -1016,9 +1187,19 @@ impl RedbStore {
                         // A local day is the sum of its stored hours (as PostgreSQL sums
                         // them): a day the cutoff splits keeps its later hours only.
                         let row = decode_hour_row(v.value())?;
-                        sub_local_day(&mut days, grid, &row)?;
+                        sub_local_day(&mut days, grid, hour_day(&row))?;
                     }
                     pruned.energy_hours += 1;
+                }
+                let old: Vec<(u64, u64, u64)> = folded
+                    .range((grid, 0, 0)..(grid, cutoff_ms, 0))?
+                    .map(|i| i.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for k in old {
+                    if let Some(v) = folded.remove(k)? {
+                        sub_local_day(&mut days, grid, folded_day(&decode_folded_row(v.value())?))?;
+                    }
+                    pruned.folded_days += 1;
                 }
             }
         }
@@ -1105,6 +1286,7 @@ impl RedbStore {
             let mut latest = txn.open_table(LATEST)?;
             let mut grids = txn.open_table(GRIDS)?;
             let mut energy_hours = txn.open_table(ENERGY_HOURS)?;
+            let mut folded = txn.open_table(FOLDED)?;
             let mut gs: GridState = match grids.get(grid)? {
                 Some(v) => codec::decode(v.value()).map_err(StoreError::corrupt("grid state"))?,
                 None => GridState {
@@ -1150,7 +1332,7 @@ impl RedbStore {
                                 .map_err(StoreError::encode("energy hour"))?
                                 .as_slice(),
                         )?;
-                        add_local_day(&mut local_days, grid, &row)?;
+                        add_local_day(&mut local_days, grid, hour_day(&row))?;
                     }
                 }
                 match &output {
@@ -1177,6 +1359,18 @@ impl RedbStore {
                         if backfill {
                             gs.backfilled += 1;
                         }
+                    }
+                    // Stored once, as every record: `seq < have` was skipped above, and the
+                    // key holds the seq.
+                    Some(sdk::Output::Folded(f)) => {
+                        let row = folded_row_of(seq, f, backfill);
+                        folded.insert(
+                            (grid, row.day_start_ms, seq),
+                            codec::encode(&row)
+                                .map_err(StoreError::encode("folded day"))?
+                                .as_slice(),
+                        )?;
+                        add_local_day(&mut local_days, grid, folded_day(&row))?;
                     }
                     // Only a newer event replaces the latest one (back-fill never does).
                     Some(ev @ (sdk::Output::Alarm(_) | sdk::Output::Relay(_)))
@@ -1224,37 +1418,53 @@ impl RedbStore {
     }
 }
 
-/// Adds a customer's energy hour to its local day (feeders and plants are not billed energy).
+/// A customer's energy hour's local day and Wh (feeders and plants are not billed energy).
+fn hour_day(row: &EnergyHourRow) -> Option<(u64, u64)> {
+    (row.kind == "customer" && row.energy_wh > 0).then(|| {
+        (
+            local_day(row.hour_start_ms, row.utc_offset_min),
+            row.energy_wh,
+        )
+    })
+}
+
+/// A folded customer day's local day and Wh (it stands for the hours folded).
+fn folded_day(row: &FoldedDayRow) -> Option<(u64, u64)> {
+    (row.kind == "customer" && row.energy_wh > 0).then(|| (row.local_day(), row.energy_wh))
+}
+
+/// Adds `energy` (a local day and Wh) to the grid's local days.
 fn add_local_day(
     days: &mut redb::Table<'_, (u64, u64), u64>,
     grid: u64,
-    row: &EnergyHourRow,
+    energy: Option<(u64, u64)>,
 ) -> Result<(), StoreError> {
-    if row.kind != "customer" || row.energy_wh == 0 {
-        return Ok(());
+    if let Some((day, wh)) = energy {
+        let sum = days.get((grid, day))?.map_or(0, |v| v.value());
+        days.insert((grid, day), sum.saturating_add(wh))?;
     }
-    let day = local_day(row.hour_start_ms, row.utc_offset_min);
-    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
-    days.insert((grid, day), sum.saturating_add(row.energy_wh))?;
     Ok(())
 }
 
-/// Takes a pruned customer hour out of its local day (the day goes when nothing is left).
+/// Takes pruned `energy` out of its local day (the day goes when nothing is left).
 fn sub_local_day(
     days: &mut redb::Table<'_, (u64, u64), u64>,
     grid: u64,
-    row: &EnergyHourRow,
+    energy: Option<(u64, u64)>,
 ) -> Result<(), StoreError> {
-    if row.kind != "customer" || row.energy_wh == 0 {
-        return Ok(());
+    if let Some((day, wh)) = energy {
+        let sum = days.get((grid, day))?.map_or(0, |v| v.value());
+        match sum.saturating_sub(wh) {
+            0 => days.remove((grid, day))?,
+            left => days.insert((grid, day), left)?,
+        };
     }
-    let day = local_day(row.hour_start_ms, row.utc_offset_min);
-    let sum = days.get((grid, day))?.map_or(0, |v| v.value());
-    match sum.saturating_sub(row.energy_wh) {
-        0 => days.remove((grid, day))?,
-        left => days.insert((grid, day), left)?,
-    };
     Ok(())
+}
+
+/// A stored folded day.
+fn decode_folded_row(bytes: &[u8]) -> Result<FoldedDayRow, StoreError> {
+    codec::decode(bytes).map_err(StoreError::corrupt("folded day"))
 }
 
 /// Fills the local days from the stored energy hours once, in a file written before them (its
@@ -1269,7 +1479,20 @@ fn rebuild_local_days(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let hours = txn.open_table(ENERGY_HOURS)?;
     for item in hours.iter()? {
         let (k, v) = item?;
-        add_local_day(&mut days, k.value().0, &decode_hour_row(v.value())?)?;
+        add_local_day(
+            &mut days,
+            k.value().0,
+            hour_day(&decode_hour_row(v.value())?),
+        )?;
+    }
+    let folded = txn.open_table(FOLDED)?;
+    for item in folded.iter()? {
+        let (k, v) = item?;
+        add_local_day(
+            &mut days,
+            k.value().0,
+            folded_day(&decode_folded_row(v.value())?),
+        )?;
     }
     Ok(())
 }

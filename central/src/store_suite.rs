@@ -73,7 +73,7 @@ pub(crate) fn charge(seq: u64, customer: u32, at_ms: u64, energy_wh: u64) -> (u6
         at_ms,
         kind: sdk::LedgerKind::Charge {
             energy_wh,
-            amount_mpaisa: -(energy_wh as i64) * 10,
+            amount_mpaisa: energy_wh as i64 * 10,
             friendly: false,
         },
         balance_after_mpaisa: 1_000_000 - seq as i64,
@@ -345,6 +345,214 @@ async fn suite<S: Store>(s: &S) {
             .is_empty()
     );
     local_days(s).await;
+    folded_days(s).await;
+}
+
+/// A day grid `subject` folded (`Output::Folded`) as record `seq`: `energy_wh` of energy
+/// hours, charges of `charged_wh` for `charged_mpaisa` and fees of `fees_mpaisa`.
+pub(crate) fn folded(
+    seq: u64,
+    day_start_ms: u64,
+    utc_offset_min: i32,
+    subject: sdk::FoldSubject,
+    energy_wh: u64,
+    charged: (u64, i64),
+    fees_mpaisa: i64,
+) -> (u64, OutboxRecord) {
+    let out = sdk::Output::Folded(sdk::FoldedDay {
+        day_start_ms,
+        utc_offset_min,
+        subject,
+        first_seq: 0,
+        end_seq: 100,
+        totals: sdk::FoldTotals {
+            records: 40,
+            energy_wh,
+            ledger_lines: 24,
+            charged_wh: charged.0,
+            charged_mpaisa: charged.1,
+            fees_mpaisa,
+            ..Default::default()
+        },
+    });
+    (
+        seq,
+        OutboxRecord {
+            index: 20_000 + seq,
+            // Folded at least a week after the day it sums.
+            time_ms: day_start_ms + 8 * DAY_MS,
+            actor: ActorKind::Billing,
+            output: sdk_codec::encode(&out),
+        },
+    )
+}
+
+/// Issue 25: a grid without its WAN for longer than its detail window folds old records into
+/// per-day sums; the central adds each folded day into the office's totals (energy per day,
+/// the fleet view's day energy and revenue, a customer's folded days) beside the detail it
+/// did receive, counts a folded day resent after a reconnect once, and lets retention remove
+/// it with its day.
+async fn folded_days<S: Store>(s: &S) {
+    const GRID: u64 = 90;
+    const NEPAL: i32 = 345;
+    const HOUR_MS: u64 = 3_600_000;
+    let customer = |c| sdk::FoldSubject::Customer(sdk::CustomerId(c));
+    // Local day A begins at Oct 11 2026 00:00 +05:45: before every other row of the suite, so
+    // retention below (before Nov 1) takes only this test's rows.
+    let day_a = localtime::local_day(BASE_MS - 50 * DAY_MS + 6 * HOUR_MS, NEPAL);
+    let start_a = day_a * DAY_MS - 345 * 60_000;
+    let (day_b, start_b) = (day_a + 1, start_a + DAY_MS);
+    let ledger = Stream::Ledger.id();
+    let first = BatchBody {
+        stream: ledger,
+        first_seq: 0,
+        end_seq: 3,
+        records: vec![
+            folded(
+                0,
+                start_a,
+                NEPAL,
+                customer(1),
+                5_000,
+                (4_800, 48_000),
+                1_000,
+            ),
+            folded(1, start_a, NEPAL, customer(2), 700, (700, 7_000), 0),
+            charge(2, 1, start_b + 2 * HOUR_MS, 10),
+        ],
+    };
+    assert_eq!(
+        s.ingest(GRID, first.clone())
+            .await
+            .expect("folded")
+            .next_seq,
+        3
+    );
+    let energy = BatchBody {
+        stream: Stream::Energy.id(),
+        first_seq: 0,
+        end_seq: 6,
+        records: vec![
+            // A feeder's folded energy is not billed energy: in no customer total.
+            folded(
+                3,
+                start_a,
+                NEPAL,
+                sdk::FoldSubject::Feeder {
+                    node: sdk::NodeId(1),
+                    feeder: 2,
+                },
+                9_000,
+                (0, 0),
+                0,
+            ),
+            local_hour(
+                4,
+                start_b + HOUR_MS,
+                NEPAL,
+                sdk::EnergySubject::Customer(sdk::CustomerId(1)),
+                40,
+            ),
+        ],
+    };
+    assert_eq!(s.ingest(GRID, energy).await.expect("hours").next_seq, 6);
+    // The uplink came back, broke mid-batch and resent from an older cursor: records 1 and 2
+    // again, with a later pass's fold of part of day B.
+    let resent = BatchBody {
+        stream: ledger,
+        first_seq: 1,
+        end_seq: 6,
+        records: vec![
+            first.records[1].clone(),
+            first.records[2].clone(),
+            folded(5, start_b, NEPAL, customer(1), 60, (50, 500), 0),
+        ],
+    };
+    assert_eq!(s.ingest(GRID, resent).await.expect("resent").next_seq, 6);
+    assert_eq!(s.ingest(GRID, first).await.expect("replayed").next_seq, 6);
+
+    // Energy per local day: the folded customers' energy beside the hours received.
+    assert_eq!(
+        s.energy_per_day(GRID).await.expect("days"),
+        vec![(day_a, 5_000 + 700), (day_b, 40 + 60)]
+    );
+    // The fleet view's day: folded charges and fees beside the lines received.
+    let day = |start| TimeRange {
+        from_ms: start,
+        to_ms: start + DAY_MS,
+    };
+    assert_eq!(
+        s.ledger_sums(GRID, day(start_a)).await.expect("day A"),
+        (4_800 + 700, 48_000 + 1_000 + 7_000)
+    );
+    assert_eq!(
+        s.ledger_sums(GRID, day(start_b)).await.expect("day B"),
+        (10 + 50, 100 + 500)
+    );
+    // The folded days themselves: a customer's, and the grid's in pages of one.
+    let seqs = |rows: Vec<FoldedDayRow>| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let of = |c| async move {
+        s.folded_days_page(GRID, c, TimeRange::ALL, None, 100)
+            .await
+            .expect("folded days")
+            .rows
+    };
+    let one = of(Some(1)).await;
+    assert_eq!(seqs(one.clone()), vec![0, 5]);
+    assert_eq!(
+        one.iter().map(|r| r.energy_wh).sum::<u64>()
+            + s.customer_hours_page(GRID, 1, TimeRange::ALL, None, 100)
+                .await
+                .expect("hours")
+                .rows
+                .iter()
+                .map(|h| h.energy_wh)
+                .sum::<u64>(),
+        5_000 + 60 + 40,
+        "customer 1's energy: folded days and hours"
+    );
+    assert_eq!(seqs(of(Some(2)).await), vec![1]);
+    assert!(of(Some(3)).await.is_empty());
+    let mut after = None;
+    let mut all = Vec::new();
+    loop {
+        let p = s
+            .folded_days_page(GRID, None, TimeRange::ALL, after, 1)
+            .await
+            .expect("page");
+        assert!(p.rows.len() <= 1);
+        all.extend(p.rows);
+        match p.next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!(seqs(all.clone()), vec![0, 1, 3, 5]);
+    assert_eq!(all[2].kind, "feeder");
+    assert_eq!((all[2].id, all[2].feeder, all[2].energy_wh), (1, 2, 9_000));
+    let b = s
+        .folded_days_page(GRID, None, day(start_b), None, 100)
+        .await
+        .expect("day B");
+    assert_eq!(seqs(b.rows), vec![5]);
+    let csv = crate::http::folded_csv_line(GRID, &all[0]);
+    assert_eq!(
+        csv,
+        format!(
+            "90,2026-10-11,{start_a},345,customer,1,0,0,0,100,40,5000,24,4800,48000,1000,0,0,0,0,true\n"
+        )
+    );
+
+    // Retention before Nov 1 takes the folded days with their days.
+    let nov1 = BASE_MS - 29 * DAY_MS;
+    let pruned = s.prune_before(nov1).await.expect("prune");
+    assert_eq!(pruned.folded_days, 4);
+    assert!(s.energy_per_day(GRID).await.expect("days").is_empty());
+    assert_eq!(
+        s.ledger_sums(GRID, TimeRange::ALL).await.expect("sums"),
+        (0, 0)
+    );
+    assert!(of(None).await.is_empty());
 }
 
 /// A local hour of grid energy as the host writes it (`Output::EnergyLocal`).
@@ -514,7 +722,7 @@ async fn the_store_suite_passes_on_postgres() {
     );
     assert_eq!(
         pg.schema_version().await.expect("schema version"),
-        (5, crate::pg::MIGRATIONS.len() as i32)
+        (6, crate::pg::MIGRATIONS.len() as i32)
     );
     let mut cfg: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     cfg.dbname("ghatta_suite");
@@ -780,27 +988,10 @@ pub(crate) async fn http_get(addr: std::net::SocketAddr, token: &str, path: &str
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        ghatta_proto::chunked::decode_text(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
     } else {
         body.to_string()
-    }
-}
-
-/// The body of a chunked HTTP/1.1 answer (a streamed route's), its chunks joined; panics on
-/// a body cut short (a stream the server aborted).
-pub(crate) fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
-        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..]
-            .strip_prefix("\r\n")
-            .expect("a chunk ends with CRLF");
     }
 }
 

@@ -171,7 +171,8 @@ async fn get(
         .expect("a status code");
     let head = head.to_ascii_lowercase();
     let body = if head.contains("transfer-encoding: chunked") {
-        crate::store_suite::dechunk(body)
+        ghatta_proto::chunked::decode_text(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
     } else {
         body.to_string()
     };

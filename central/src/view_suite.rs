@@ -672,18 +672,29 @@ async fn a_ledger_row_from_before_the_audit_fields_still_reads() {
 async fn fleet_events_hours_and_retention_on_redb() {
     let dir = tempfile::tempdir().expect("tempdir");
     views(&redb_store(dir.path())).await;
-    // A file from before the ledger's time index: it is filled from the ledger at open.
+    // A file from before the ledger's revenue index (or with the index before it, whose
+    // revenue had a charge's sign turned): it is filled from the ledger at open.
     let dir = tempfile::tempdir().expect("tempdir");
     load_grid(&redb_store(dir.path()), 31).await;
+    type ByTime = redb::TableDefinition<'static, (u64, u64, u32, u64), (u64, i64)>;
+    let old: ByTime = redb::TableDefinition::new("wan_ledger_time");
     {
         let db = redb::Database::open(dir.path().join("central.redb")).expect("the file");
         let txn = db.begin_write().expect("txn");
-        let by_time: redb::TableDefinition<(u64, u64, u32, u64), (u64, i64)> =
-            redb::TableDefinition::new("wan_ledger_time");
+        let by_time: ByTime = redb::TableDefinition::new("wan_ledger_revenue");
         assert!(txn.delete_table(by_time).expect("delete"));
+        let mut t = txn.open_table(old).expect("the old index");
+        t.insert((31, BASE_MS + 19 * HOUR_MS, 1, 0), (10, -100))
+            .expect("a line as the old index held it");
+        drop(t);
         txn.commit().expect("commit");
     }
     let s = redb_store(dir.path());
+    {
+        use redb::ReadableDatabase;
+        let txn = s.db.begin_read().expect("txn");
+        assert!(txn.open_table(old).is_err(), "the old index is gone");
+    }
     let now = BASE_MS + 20 * HOUR_MS;
     let (state, _) = s.grid_state(31).await.expect("state").expect("grid");
     assert_eq!(
@@ -863,6 +874,48 @@ async fn routes(central: &Central) {
     assert!(
         head.starts_with("http/1.1 400") && body.contains("limit=`x`"),
         "{head}{body}"
+    );
+
+    // A grid that folded today (a test's shortcut: a grid folds days a week old) shows the
+    // folded day in its fleet row, its energy per day and its folded-days routes.
+    let today_ms = crate::store::now_ms() / DAY_MS * DAY_MS;
+    let f = crate::store_suite::folded(
+        0,
+        today_ms,
+        0,
+        sdk::FoldSubject::Customer(sdk::CustomerId(4)),
+        900,
+        (800, 8_000),
+        500,
+    );
+    let b = ghatta_proto::wan::BatchBody {
+        stream: Stream::Ledger.id(),
+        first_seq: 0,
+        end_seq: 1,
+        records: vec![f],
+    };
+    central.backend().ingest(32, b).await.expect("a folded day");
+    let fleet = json(get("/v1/grids").await);
+    let row = fleet["grids"]
+        .as_array()
+        .expect("grids")
+        .iter()
+        .find(|g| g["grid"] == 32)
+        .unwrap_or_else(|| panic!("grid 32: {fleet}"));
+    assert_eq!(row["today"]["energy_wh"], 800, "{row}");
+    assert_eq!(row["today"]["revenue_mpaisa"], 8_500, "{row}");
+    let days = json(get("/v1/grids/32/energy-per-day").await);
+    assert_eq!(days[0]["energy_wh"], 900, "{days}");
+    let mine = json(get("/v1/grids/32/customers/4/folded-days").await);
+    assert_eq!(mine["rows"][0]["charged_wh"], 800, "{mine}");
+    assert!(mine["next"].is_null(), "{mine}");
+    let other = json(get("/v1/grids/32/customers/5/folded-days").await);
+    assert_eq!(other["rows"].as_array().map(Vec::len), Some(0), "{other}");
+    let csv = get("/v1/grids/32/folded-days.csv").await;
+    assert!(csv.starts_with("grid,local_date,day_start_ms,"), "{csv}");
+    assert!(
+        csv.contains(&format!(",{today_ms},0,customer,4,0,0,")),
+        "{csv}"
     );
 }
 

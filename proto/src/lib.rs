@@ -1,6 +1,8 @@
 //! What crosses a wire or a disk between ghatta's programs, and nothing else: the board's node,
 //! the simulator and the central data center all speak it, and it imports none of them.
 //!
+//! - [`chunked`]: HTTP/1.1 chunked bodies decoded, bounded and without panics (the admin
+//!   client's and the tests' plain HTTP reads);
 //! - [`codec`]: bincode 2 with a size limit, for every encoded value;
 //! - [`frame`]: the frame format on every link (addresses, length, CRC-32);
 //! - [`html`]: the page frame and escaping of the board's and the central's pages;
@@ -12,6 +14,7 @@
 //!   channel (`wan::channel`).
 #![forbid(unsafe_code)]
 
+pub mod chunked;
 pub mod codec;
 pub mod frame;
 pub mod html;

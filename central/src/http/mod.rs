@@ -1,5 +1,5 @@
 //! The query API (HTTP/JSON and CSV, axum): status, a grid's state, ledgers, energy per day
-//! and per hour, exports. Every route but the health check needs the bearer token
+//! and per hour, the days a grid folded, exports. Every route but the health check needs the bearer token
 //! ([`access`]); ledgers, energy hours and exports come in pages bounded in rows and by a time
 //! range ([`page`]), never a grid's whole history in one response. Keep it on loopback;
 //! operators reach it through SSH.
@@ -27,7 +27,8 @@ use crate::fleet::{EventRow, FleetEntry, HOUR_MS, SILENT_HOURS_DEFAULT, event_ro
 use crate::localtime::{date_text, iso_local};
 use crate::setup::{SetupRow, setup_row};
 use crate::store::{
-    EnergyHourRow, HourKey, Inner, LedgerKey, LedgerRow, Page, StoredRecord, TimeRange,
+    EnergyHourRow, FoldedDayRow, HourKey, Inner, LedgerKey, LedgerRow, Page, StoredRecord,
+    TimeRange,
 };
 use ghatta_proto::outbox::Stream;
 
@@ -65,6 +66,16 @@ pub(crate) fn router(inner: Arc<Inner>, access: HttpAccess) -> Router {
             "/v1/grids/{grid}/customers/{customer}/energy.csv",
             get(http_customer_energy_csv),
         )
+        .route(
+            "/v1/grids/{grid}/customers/{customer}/folded-days",
+            get(http_customer_folded),
+        )
+        .route(
+            "/v1/grids/{grid}/customers/{customer}/folded-days.csv",
+            get(http_customer_folded_csv),
+        )
+        .route("/v1/grids/{grid}/folded-days", get(http_folded))
+        .route("/v1/grids/{grid}/folded-days.csv", get(http_folded_csv))
         .route("/v1/grids/{grid}/events", get(http_events))
         .route("/v1/grids/{grid}/events.csv", get(http_events_csv))
         .route("/v1/grids/{grid}/setup", get(http_setup))
@@ -553,6 +564,94 @@ async fn http_customer_energy_csv(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, HttpError> {
     customer_energy_stream(&i, grid, customer, &q, true)
+}
+
+/// A grid's folded days (one customer's with `Some`), streamed by the day's start; the cursor
+/// is the last row's `DAY_START_MS.SEQ`.
+fn folded_stream(
+    i: &Inner,
+    grid: u64,
+    customer: Option<u32>,
+    q: &BTreeMap<String, String>,
+    csv: bool,
+) -> Result<Response, HttpError> {
+    streamed(
+        i,
+        grid,
+        q,
+        csv,
+        RowForm {
+            json: |r| serde_json::to_string(r).unwrap_or_default(),
+            csv_head: FOLDED_CSV_HEAD,
+            csv_line: |grid, r, _| folded_csv_line(grid, r),
+            at: None,
+        },
+        move |b, range, after, n| async move {
+            b.folded_days_page(grid, customer, range, after, n).await
+        },
+    )
+}
+
+async fn http_folded(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    folded_stream(&i, grid, None, &q, false)
+}
+
+async fn http_folded_csv(
+    State(i): State<Arc<Inner>>,
+    Path(grid): Path<u64>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    folded_stream(&i, grid, None, &q, true)
+}
+
+async fn http_customer_folded(
+    State(i): State<Arc<Inner>>,
+    Path((grid, customer)): Path<(u64, u32)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    folded_stream(&i, grid, Some(customer), &q, false)
+}
+
+async fn http_customer_folded_csv(
+    State(i): State<Arc<Inner>>,
+    Path((grid, customer)): Path<(u64, u32)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, HttpError> {
+    folded_stream(&i, grid, Some(customer), &q, true)
+}
+
+/// The folded days' CSV header line.
+pub const FOLDED_CSV_HEAD: &str = "grid,local_date,day_start_ms,utc_offset_min,kind,id,feeder,seq,first_seq,end_seq,records,energy_wh,ledger_lines,charged_wh,charged_mpaisa,fees_mpaisa,credited_mpaisa,held_wh,alarms,relay_commands,backfill\n";
+
+/// One folded day as a CSV line: its local date under the offset it carries, then its sums.
+pub fn folded_csv_line(grid: u64, r: &FoldedDayRow) -> String {
+    format!(
+        "{grid},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        date_text(r.local_day()),
+        r.day_start_ms,
+        r.utc_offset_min,
+        r.kind,
+        r.id,
+        r.feeder,
+        r.seq,
+        r.first_seq,
+        r.end_seq,
+        r.records,
+        r.energy_wh,
+        r.ledger_lines,
+        r.charged_wh,
+        r.charged_mpaisa,
+        r.fees_mpaisa,
+        r.credited_mpaisa,
+        r.held_wh,
+        r.alarms,
+        r.relay_commands,
+        r.backfill
+    )
 }
 
 async fn http_events(

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::{HourKey, LedgerKey, PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX, TimeRange};
+use crate::store::{FoldedKey, HourKey, LedgerKey, PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX, TimeRange};
 
 /// The query parameters every paged route takes.
 pub const PARAMS: [&str; 4] = ["from_ms", "to_ms", "after", "limit"];
@@ -63,6 +63,20 @@ impl Cursor for HourKey {
         p.next().is_none().then_some(k)
     }
     const FORM: &'static str = "HOUR_MS.KIND.ID.FEEDER";
+}
+
+impl Cursor for FoldedKey {
+    fn to_text(&self) -> String {
+        format!("{}.{}", self.day_start_ms, self.seq)
+    }
+    fn from_text(s: &str) -> Option<Self> {
+        let (d, q) = s.split_once('.')?;
+        Some(FoldedKey {
+            day_start_ms: d.parse().ok()?,
+            seq: q.parse().ok()?,
+        })
+    }
+    const FORM: &'static str = "DAY_START_MS.SEQ";
 }
 
 /// A number: the seq of the last row (events) or the start of its hour (a customer's energy).

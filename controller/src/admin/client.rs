@@ -105,10 +105,13 @@ async fn call_inner(
     if buf.len() > MAX_RESPONSE_BYTES {
         return Err(malformed(&format!("more than {MAX_RESPONSE_BYTES} bytes")));
     }
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
+    // Split as bytes: a chunk's size counts bytes, which a lossy text would change.
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| malformed("a response without an HTTP header"))?;
+    let head = String::from_utf8_lossy(&buf[..split]);
+    let raw = &buf[split + 4..];
     let code: u16 = head
         .split_whitespace()
         .nth(1)
@@ -118,9 +121,10 @@ async fn call_inner(
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        ghatta_proto::chunked::decode_text(raw)
+            .map_err(|e| malformed(&format!("a body that does not decode ({e})")))?
     } else {
-        body.to_string()
+        String::from_utf8_lossy(raw).into_owned()
     };
     let json: Value =
         serde_json::from_str(body.trim()).unwrap_or(Value::String(body.trim().to_string()));
@@ -141,18 +145,48 @@ async fn call_inner(
     Ok(json)
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-shot server that answers the first request with `answer`; its address.
+    async fn answering(answer: &'static [u8]) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req).await;
+            let _ = s.write_all(answer).await;
+        });
+        addr
     }
-    out
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_joined_and_a_malformed_one_is_an_error() {
+        let ok = answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{\"a\": \r\n2\r\n1}\r\n0\r\n\r\n",
+        )
+        .await;
+        let v = call(&ok, "GET", "/v1/status", None).await.expect("joined");
+        assert_eq!(v, serde_json::json!({ "a": 1 }));
+        // A proxy or a broken node cutting the stream, or a size that is not hex: an error
+        // that says so, not a partial body read as the answer.
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{\"a\": \r\n2\r\n1"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n{}\r\n0\r\n\r\n",
+        ] {
+            let addr = answering(bad).await;
+            let err = call(&addr, "GET", "/v1/status", None)
+                .await
+                .expect_err("malformed");
+            assert!(
+                matches!(err, ClientError::Malformed { .. })
+                    && err.to_string().contains("chunked HTTP body"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -365,26 +365,13 @@ pub async fn streamed_rows(addr: std::net::SocketAddr, token: &str, path: &str) 
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        ghatta_proto::chunked::decode_text(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
     } else {
         body.to_string()
     };
     let page: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
     page["rows"].as_array().expect("rows").clone()
-}
-
-/// An HTTP/1.1 chunked body's data.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
-        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
 }
 
 /// The auditor finds what a wrong bill would look like: a charge not worth its read, a read

@@ -202,23 +202,34 @@ pub(crate) async fn check_exact_against(
     let mut balances = BTreeMap::new();
     let mut ledger = 0;
     for (_, r) in grid_outbox {
-        if let Some(sdk::Output::Ledger(l)) = sdk::codec::decode::<sdk::Output>(&r.output) {
-            ledger += 1;
-            if let Some((e, _, _)) = l.kind.charge() {
-                energy_wh += e;
+        match sdk::codec::decode::<sdk::Output>(&r.output) {
+            Some(sdk::Output::Ledger(l)) => {
+                ledger += 1;
+                if let Some((e, _, _)) = l.kind.charge() {
+                    energy_wh += e;
+                }
+                balances.insert(l.customer.0, l.balance_after_mpaisa);
             }
-            balances.insert(l.customer.0, l.balance_after_mpaisa);
+            // A day the grid folded stands for the charges it deleted.
+            Some(sdk::Output::Folded(f)) => energy_wh += f.totals.charged_wh,
+            _ => {}
         }
     }
     // Energy per local day sums the grid's closed customer hours (each a local hour with its
-    // offset); they hold the ledger's charges of those hours, so never more than the ledger.
+    // offset) and its customers' folded days; they hold the ledger's charges of those hours,
+    // so never more than the ledger.
     let mut hours_wh = 0u64;
     for (_, r) in grid_outbox {
-        if let Some(sdk::Output::EnergyLocal { hour, .. } | sdk::Output::EnergyHour(hour)) =
-            sdk::codec::decode::<sdk::Output>(&r.output)
-            && matches!(hour.subject, sdk::EnergySubject::Customer(_))
-        {
-            hours_wh += hour.energy_wh;
+        match sdk::codec::decode::<sdk::Output>(&r.output) {
+            Some(sdk::Output::EnergyLocal { hour, .. } | sdk::Output::EnergyHour(hour))
+                if matches!(hour.subject, sdk::EnergySubject::Customer(_)) =>
+            {
+                hours_wh += hour.energy_wh
+            }
+            Some(sdk::Output::Folded(f)) if matches!(f.subject, sdk::FoldSubject::Customer(_)) => {
+                hours_wh += f.totals.energy_wh
+            }
+            _ => {}
         }
     }
     let central_wh: u64 = central

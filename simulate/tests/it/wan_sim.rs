@@ -376,6 +376,129 @@ fn seven_days_offline(pg: Option<String>) {
     }));
 }
 
+/// Issue 25: a grid offline for nine days folds what is older than its week of detail
+/// (`ghatta::state::fold`). When its WAN returns, the real uploader sends the folded days with
+/// the detail, through drops that make it resend, and the central's totals equal what the
+/// meter reads charged (counted here from the inputs alone): the fleet view's sums (energy
+/// billed, revenue) and energy per day (the closed hours). A folded day left out of a total
+/// loses two days of charges; one counted twice adds them again.
+#[test]
+fn wan_sim_a_grid_that_folded_offline_adds_up_at_the_central() {
+    folded_offline(None);
+}
+
+/// As [`wan_sim_a_grid_that_folded_offline_adds_up_at_the_central`], the central on
+/// PostgreSQL.
+#[test]
+fn wan_sim_a_grid_that_folded_offline_adds_up_on_postgres() {
+    crate::pg::variant("wan_sim_folded_on_postgres", |url| {
+        folded_offline(Some(url))
+    });
+}
+
+/// The folded-offline test with the central on redb, or on a fresh database of the
+/// PostgreSQL server `pg` names.
+fn folded_offline(pg: Option<String>) {
+    use ghatta_central::{Store, TimeRange};
+    const CUSTOMERS: u32 = 4;
+    /// The setup's tariff (`setup_inputs`), mpaisa per Wh: 1,500 paisa per kWh.
+    const MPAISA_PER_WH: i64 = 1_500;
+    let seed = 1409;
+    // Two days past the node's week of detail, so whole local days fold.
+    let rounds = 24 * (ghatta::state::fold::OUTBOX_DETAIL_DAYS + 2);
+    let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
+    rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
+        let mut bed = grid(1, seed).await;
+        let node = leader(&bed, Duration::from_secs(60)).await;
+        node.propose_inputs(setup_inputs(CUSTOMERS))
+            .await
+            .expect("setup commits");
+        let database = crate::pg::database_off_runtime(&pg, "ghatta_wan_sim_folded").await;
+        let sim = sim_central(seed, database).await;
+        let (central, link) = (&sim.store, &sim.link);
+        link.set_down();
+        let up = Uploader::spawn_via(
+            node.clone(),
+            uploader_cfg(),
+            Arc::new(SimWanConnector(link.clone())),
+        );
+        hourly_rounds(&bed, 1..rounds + 1, CUSTOMERS, Duration::from_secs(5), 0).await;
+        let before_upload = outbox(&node);
+        let folded_days = before_upload
+            .iter()
+            .filter(|(_, r)| {
+                matches!(
+                    sdk::codec::decode::<sdk::Output>(&r.output),
+                    Some(sdk::Output::Folded(f)) if f.totals.charged_wh > 0
+                )
+            })
+            .count();
+        assert!(
+            folded_days > 0,
+            "nine days offline folded no customer's day"
+        );
+
+        let connects = link.stats().connects;
+        link.set_up();
+        link.start_random_outages(6_000, 2_000)
+            .expect("valid means");
+        // One drop surely lands mid-resync, 2 s after the uploader reconnected.
+        let t0 = Instant::now();
+        while link.stats().connects == connects {
+            assert!(
+                t0.elapsed() < client_backoff_max() + Duration::from_secs(30),
+                "no connection within the backoff cap of the link's return"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        link.add_outage(Duration::from_secs(2), Duration::from_secs(4));
+        wait_synced(&node, central, Duration::from_secs(3_600)).await;
+        assert!(
+            link.stats().broken > 0,
+            "the drops must break a session mid-resync, so records are resent"
+        );
+        check_exact_against(&grid_records(&before_upload, &node), central).await;
+
+        // What the reads charged: each customer's last register less its first (the
+        // baseline), through the last closed hour and through the last round.
+        let per_round = (CUSTOMERS as usize * 10).div_ceil(9); // as `hourly_rounds`
+        let (mut first, mut last) = (BTreeMap::new(), BTreeMap::new());
+        let mut closed_wh = 0;
+        for round in 1..=rounds {
+            if round == rounds {
+                closed_wh = last.iter().map(|(c, l)| l - first[c]).sum::<u64>();
+            }
+            for bytes in field_batch(round, per_round, CUSTOMERS, node.id()) {
+                if let Some(sdk::Input::MeterRead(m)) = sdk::codec::decode::<sdk::Input>(&bytes) {
+                    first.entry(m.customer.0).or_insert(m.total_wh);
+                    last.insert(m.customer.0, m.total_wh);
+                }
+            }
+        }
+        let charged_wh: u64 = last.iter().map(|(c, l)| l - first[c]).sum();
+        assert!(closed_wh > 0 && charged_wh > closed_wh);
+        let b = central.backend();
+        assert_eq!(
+            b.ledger_sums(GRID, TimeRange::ALL).await.expect("sums"),
+            (charged_wh, charged_wh as i64 * MPAISA_PER_WH),
+            "the central's energy billed and revenue against the reads ({folded_days} folded days)"
+        );
+        let days = b.energy_per_day(GRID).await.expect("days");
+        assert_eq!(
+            days.iter().map(|d| d.1).sum::<u64>(),
+            closed_wh,
+            "the central's energy per day against the reads of the closed hours: {days:?}"
+        );
+        assert_eq!(
+            days.len() as u64,
+            ghatta::state::fold::OUTBOX_DETAIL_DAYS + 3,
+            "nine days of hours from a local morning span ten local days: {days:?}"
+        );
+        drop(up);
+        bed.stop().await;
+    }));
+}
+
 /// The uploading leader of a 3-node grid crashes (process and disks, as `SimBed::crash` does)
 /// with batches in flight on the simulated satellite link (800 ms RTT, 256 kbit/s): the new
 /// leader's uploader resumes from the committed cursor, the central drops whatever arrives
