@@ -490,6 +490,13 @@ pub fn format_alarms(reply: &Value) -> String {
             n("value"),
             s("text")
         ));
+        if n("repeats") > 0 {
+            out.push_str(&format!(
+                "    and {} more time(s) since, the last at {} (counted, not stored each time)\n",
+                n("repeats"),
+                utc_text(n("last_repeat_ms").max(0) as u64)
+            ));
+        }
     }
     if reply.get("limited").and_then(Value::as_bool) == Some(true) {
         out.push_str(&format!(

@@ -192,8 +192,9 @@ fn refused_changes_fail_with_the_reason() {
         }
 
         // The refusals' alarms are committed and listed on the board (issue 26, item 4),
-        // newest first: the second replay of token 77, the unknown customer 99, the first
-        // replay (among the alarms of meters without an account).
+        // newest first: the unknown customer 99, the first replay of token 77 with the second
+        // counted against it (`state::alarm_tally`), among the alarms of meters without an
+        // account (each stored once, its reads every few seconds counted).
         let alarms = |args: Vec<&'static str>| {
             let (ghatta, admin) = (ghatta.clone(), admin.clone());
             tokio::task::spawn_blocking(move || {
@@ -213,7 +214,7 @@ fn refused_changes_fail_with_the_reason() {
         let (code, stdout, stderr) = alarms(vec!["--json"]).await.unwrap();
         assert_eq!(code, Some(0), "{stderr}");
         let reply: serde_json::Value = serde_json::from_str(&stdout).expect("alarms JSON");
-        let listed: Vec<(String, u64)> = reply["alarms"]
+        let listed: Vec<(String, u64, u64)> = reply["alarms"]
             .as_array()
             .expect("alarms")
             .iter()
@@ -221,28 +222,36 @@ fn refused_changes_fail_with_the_reason() {
                 (
                     a["code"].as_str().unwrap_or("").to_string(),
                     a["subject"].as_u64().unwrap_or(0),
+                    a["repeats"].as_u64().unwrap_or(0),
                 )
             })
             // The simulated board also reads meters 2-5, which have no account: billing
             // raises an alarm for those too.
-            .filter(|(code, subject)| code == "TokenReplayed" || *subject == 99)
+            .filter(|(code, subject, _)| code == "TokenReplayed" || *subject == 99)
             .collect();
         assert_eq!(
             listed,
             vec![
-                ("TokenReplayed".to_string(), 1),
-                ("UnknownAccount".to_string(), 99),
-                ("TokenReplayed".to_string(), 1),
+                ("UnknownAccount".to_string(), 99, 0),
+                ("TokenReplayed".to_string(), 1, 1),
             ],
             "{reply}"
         );
+        // Meters 2-5 are read every few seconds: one record each, their reads counted.
+        let meter_alarms = reply["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .filter(|a| a["code"] == "UnknownAccount" && a["subject"] != 99)
+            .count();
+        assert!(meter_alarms <= 4, "{reply}");
         assert_eq!(reply["whole_outbox"], json!(true));
         let (code, stdout, _) = alarms(vec!["--limit", "1"]).await.unwrap();
         assert_eq!(code, Some(0));
         assert_eq!(stdout.lines().count(), 2, "{stdout}");
         assert!(stdout.contains("--limit"), "says how to see more: {stdout}");
         assert!(
-            stdout.contains("TokenReplayed") && stdout.contains(" UTC "),
+            stdout.contains("UnknownAccount") && stdout.contains(" UTC "),
             "{stdout}"
         );
         let e = client::call(&admin, "GET", "/alarms?limit=0", None)
