@@ -571,6 +571,108 @@ fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposa
     });
 }
 
+/// A member that floods the leader with forwarded proposals of its own (a bug in its field
+/// loop, or a stolen board) is held to its rate (`node::forward_rate`): its first burst is
+/// written, the rest refused and counted (`refused.forward_rate_limited`, which `/metrics`
+/// exports), and once it slows down its proposals commit again, as do everyone else's.
+#[test]
+fn a_member_flooding_the_leader_with_forwards_is_held_to_its_rate() {
+    use ghatta::node::forward_rate::{FORWARD_BURST_TOKENS, FORWARD_TOKENS_PER_S};
+    harness::run(55, async {
+        let SealedCluster {
+            _tmp,
+            peers: _,
+            keys: _,
+            members,
+            leader,
+        } = sealed_cluster().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = members[&leader].node.status();
+        let rogue = *members
+            .keys()
+            .find(|&&id| id != leader)
+            .expect("a follower");
+        let flood = 2 * FORWARD_BURST_TOKENS;
+        let started = tokio::time::Instant::now();
+        for i in 0..flood {
+            let payload = codec::encode(&WireMessage {
+                id: 20_000 + i,
+                body: WireBody::Request(Request::Forward(Forward {
+                    origin: rogue,
+                    seq: 5_000_000 + i,
+                    origin_time_ms: 0,
+                    body: Body::Inputs(vec![]),
+                })),
+            })
+            .unwrap();
+            members[&rogue]
+                .plain
+                .send(leader, frame::encode(rogue, leader, &payload));
+        }
+        // Until every forward was answered one way or the other.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (refused, committed) = loop {
+            let s = members[&leader].node.status();
+            let refused = s.refused.forward_rate_limited;
+            let committed = s.commit_index - before.commit_index;
+            if refused + committed >= flood || tokio::time::Instant::now() >= deadline {
+                break (refused, committed);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let elapsed_s = started.elapsed().as_secs() + 1;
+        assert!(refused > 0, "nothing refused of {flood} forwards");
+        assert!(
+            committed <= FORWARD_BURST_TOKENS + FORWARD_TOKENS_PER_S * elapsed_s,
+            "{committed} of {flood} forwards committed in {elapsed_s} s"
+        );
+        let j = serde_json::to_value(members[&leader].node.status()).unwrap();
+        assert_eq!(
+            j["refused"]["forward_rate_limited"], refused,
+            "status JSON: {j}"
+        );
+
+        // The member slowed down: a second later its next forward is written again. (Not its
+        // proposer's own: the flood's numbers moved its dedupe window past them.)
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let at = members[&leader].node.status();
+        let payload = codec::encode(&WireMessage {
+            id: 20_000 + flood,
+            body: WireBody::Request(Request::Forward(Forward {
+                origin: rogue,
+                seq: 5_000_000 + flood,
+                origin_time_ms: 0,
+                body: Body::Inputs(vec![]),
+            })),
+        })
+        .unwrap();
+        members[&rogue]
+            .plain
+            .send(leader, frame::encode(rogue, leader, &payload));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while members[&leader].node.status().commit_index == at.commit_index {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the member's forward after the flood did not commit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            members[&leader].node.status().refused.forward_rate_limited,
+            refused
+        );
+        let r = members[&leader]
+            .node
+            .propose_inputs(harness::setup_inputs(1))
+            .await
+            .expect("commit after the flood");
+        wait_applied(&members, r.index).await;
+        for m in members.values() {
+            m.node.shutdown().await;
+        }
+    });
+}
+
 /// The test process's resident memory, bytes (every member runs in it).
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
