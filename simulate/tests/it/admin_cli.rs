@@ -14,6 +14,31 @@ use serde_json::json;
 
 use crate::harness;
 
+/// A one-node cluster with a simulated board of `customers` meters, its data in `dir`,
+/// its config also written to `config_file` when given (for the CLI's `--config`).
+async fn start_node(
+    dir: &std::path::Path,
+    customers: u32,
+    config_file: Option<&std::path::Path>,
+) -> (ghatta::config::NodeConfig, ghatta::runner::Running) {
+    let raft = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let toml = format!(
+        "id = 1\ndata_dir = \"{}\"\nraft_listen = \"{raft}\"\nadmin_listen = \"127.0.0.1:0\"\nbootstrap = true\nallow_unsealed = true\npeers = [{{ id = 1, addr = \"{raft}\" }}]\n[board]\nkind = \"sim\"\ncustomers = {customers}\n",
+        dir.join("data").display(),
+    );
+    if let Some(f) = config_file {
+        std::fs::write(f, &toml).unwrap();
+    }
+    let cfg = ghatta::config::NodeConfig::parse(&toml, "node.toml").expect("config");
+    let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), 7)
+        .await
+        .expect("node starts");
+    (cfg, running)
+}
+
 /// Regression (issue 26, item 4): `ghatta topup` exited 0 and said "see alarms" when the
 /// billing actor refused the top-up, and nothing on the board showed the alarms; `ghatta
 /// member add` of a node that was not there timed out and added it anyway.
@@ -22,18 +47,7 @@ fn refused_changes_fail_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let ghatta = harness::workspace_bin("ghatta");
     harness::run(61, async move {
-        let raft = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let toml = format!(
-            "id = 1\ndata_dir = \"{}\"\nraft_listen = \"{raft}\"\nadmin_listen = \"127.0.0.1:0\"\nbootstrap = true\nallow_unsealed = true\npeers = [{{ id = 1, addr = \"{raft}\" }}]\n[board]\nkind = \"sim\"\ncustomers = 5\n",
-            tmp.path().join("data").display(),
-        );
-        let cfg = ghatta::config::NodeConfig::parse(&toml, "node.toml").expect("config");
-        let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), 7)
-            .await
-            .expect("node starts");
+        let (cfg, running) = start_node(tmp.path(), 5, None).await;
         let admin = running.admin_addr.to_string();
         let token_file = cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE);
         let token = ghatta::admin::auth::read_token(&token_file).expect("token");
@@ -377,20 +391,8 @@ fn every_read_of_the_cli_carries_the_token_a_remote_node_requires() {
     let tmp = tempfile::tempdir().unwrap();
     let ghatta = harness::workspace_bin("ghatta");
     harness::run(62, async move {
-        let raft = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let toml = format!(
-            "id = 1\ndata_dir = \"{}\"\nraft_listen = \"{raft}\"\nadmin_listen = \"127.0.0.1:0\"\nbootstrap = true\nallow_unsealed = true\npeers = [{{ id = 1, addr = \"{raft}\" }}]\n[board]\nkind = \"sim\"\ncustomers = 1\n",
-            tmp.path().join("data").display(),
-        );
         let config = tmp.path().join("node.toml");
-        std::fs::write(&config, &toml).unwrap();
-        let cfg = ghatta::config::NodeConfig::parse(&toml, "node.toml").expect("config");
-        let running = ghatta::runner::start(&cfg, Arc::new(SystemClock), 7)
-            .await
-            .expect("node starts");
+        let (cfg, running) = start_node(tmp.path(), 1, Some(&config)).await;
         let token_file = cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE);
 
         // The node's router, every request's peer a LAN address.

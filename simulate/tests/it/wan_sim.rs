@@ -143,6 +143,23 @@ async fn leader(bed: &SimBed, within: Duration) -> Node {
     }
 }
 
+/// One node leading a grid of 20 customers, a central at the end of a satellite link from
+/// `seed`, and the real uploader to it.
+async fn one_node_uploading(seed: u64) -> (SimBed, Node, SimCentral, Uploader) {
+    let bed = grid(1, seed).await;
+    let node = leader(&bed, Duration::from_secs(60)).await;
+    node.propose_inputs(setup_inputs(20))
+        .await
+        .expect("setup commits");
+    let sim = sim_central(seed, None).await;
+    let up = Uploader::spawn_via(
+        node.clone(),
+        uploader_cfg(),
+        Arc::new(SimWanConnector(sim.link.clone())),
+    );
+    (bed, node, sim, up)
+}
+
 /// Propose `rounds` of meter reads for `customers`, round `r` one second into hour `r` of log
 /// time (every node's clock stepped forward to it, so whichever node leads stamps that hour),
 /// with `gap` of simulated time between rounds. Returns the clock offset it left.
@@ -473,18 +490,8 @@ fn wan_sim_a_quiet_grid_hangs_up_and_reconnects_when_records_come() {
     let seed = 1409;
     let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
     rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
-        let mut bed = grid(1, seed).await;
-        let node = leader(&bed, Duration::from_secs(60)).await;
-        node.propose_inputs(setup_inputs(20))
-            .await
-            .expect("setup commits");
-        let sim = sim_central(seed, None).await;
+        let (mut bed, node, sim, up) = one_node_uploading(seed).await;
         let (central, link) = (&sim.store, &sim.link);
-        let up = Uploader::spawn_via(
-            node.clone(),
-            uploader_cfg(),
-            Arc::new(SimWanConnector(link.clone())),
-        );
         let offset = hourly_rounds(&bed, 1..3, 20, Duration::from_secs(30), 0).await;
         wait_synced(&node, central, Duration::from_secs(600)).await;
 
@@ -529,18 +536,8 @@ fn wan_sim_records_of_other_streams_cost_a_bounded_number_of_cursor_only_batches
     let seed = 1411;
     let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
     rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
-        let mut bed = grid(1, seed).await;
-        let node = leader(&bed, Duration::from_secs(60)).await;
-        node.propose_inputs(setup_inputs(20))
-            .await
-            .expect("setup commits");
-        let sim = sim_central(seed, None).await;
-        let (central, link) = (&sim.store, &sim.link);
-        let up = Uploader::spawn_via(
-            node.clone(),
-            uploader_cfg(),
-            Arc::new(SimWanConnector(link.clone())),
-        );
+        let (mut bed, node, sim, up) = one_node_uploading(seed).await;
+        let central = &sim.store;
         wait_synced(&node, central, Duration::from_secs(600)).await;
         let before = up.stats.cursor_only_batches_sent.load(Relaxed);
         let acks_before: u64 = Stream::ALL
