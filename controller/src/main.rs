@@ -45,6 +45,8 @@ enum Cmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
+        #[command(flatten)]
+        auth: cli::TokenArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -55,6 +57,8 @@ enum Cmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
+        #[command(flatten)]
+        auth: cli::TokenArgs,
         /// How many, at most (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -71,6 +75,8 @@ enum Cmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
+        #[command(flatten)]
+        auth: cli::TokenArgs,
         /// How many, at most (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -164,6 +170,13 @@ enum Cmd {
         /// Admin API address.
         #[arg(long, global = true, default_value = "127.0.0.1:7100")]
         admin: String,
+        /// The admin token file (default: `admin.token` in the data directory of --config);
+        /// a node answers reads from another machine only with it.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// The node's config, whose data directory holds the admin token.
+        #[arg(long, global = true, default_value = cli::NODE_CONFIG_DEFAULT)]
+        config: PathBuf,
         /// Print JSON.
         #[arg(long, global = true)]
         json: bool,
@@ -256,6 +269,8 @@ enum TariffCmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:7100")]
         admin: String,
+        #[command(flatten)]
+        auth: cli::TokenArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -353,8 +368,10 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Cmd::Status { admin, json } => {
-            let s = client::call(&admin, "GET", "/status", None).await?;
+        Cmd::Status { admin, auth, json } => {
+            let token = auth.for_read(&admin)?;
+            let s =
+                client::call_with_token(&admin, "GET", "/status", None, token.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -364,12 +381,14 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
         }
         Cmd::Alarms {
             admin,
+            auth,
             limit,
             since,
             json,
         } => {
+            let token = auth.for_read(&admin)?;
             let path = format!("/alarms?limit={limit}{}", cli::since_query(since));
-            let a = client::call(&admin, "GET", &path, None).await?;
+            let a = client::call_with_token(&admin, "GET", &path, None, token.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {
@@ -379,12 +398,14 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
         }
         Cmd::Events {
             admin,
+            auth,
             limit,
             since,
             json,
         } => {
+            let token = auth.for_read(&admin)?;
             let path = format!("/events?limit={limit}{}", cli::since_query(since));
-            let a = client::call(&admin, "GET", &path, None).await?;
+            let a = client::call_with_token(&admin, "GET", &path, None, token.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {
@@ -422,7 +443,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                     Err(ghatta::admin::ClientError::Timeout { .. }) => None,
                     Err(e) => return Err(e.into()),
                 };
-            cli::member_outcome(&admin, goal, answer).await
+            cli::member_outcome(&admin, &token, goal, answer).await
         }
         Cmd::Topup {
             customer,
@@ -490,7 +511,14 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             .await?;
             receipt_exit(&r, "meter replacement")
         }
-        Cmd::Customer { op, admin, json } => {
+        Cmd::Customer {
+            op,
+            admin,
+            token_file,
+            config,
+            json,
+        } => {
+            let token = cli::read_token_for(&admin, token_file.as_deref(), &config)?;
             let (path, text): (String, fn(&serde_json::Value) -> anyhow::Result<String>) = match op
             {
                 CustomerCmd::List {
@@ -517,7 +545,7 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
                     )?))
                 }),
             };
-            let v = client::call(&admin, "GET", &path, None).await?;
+            let v = client::call_with_token(&admin, "GET", &path, None, token.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -529,9 +557,11 @@ async fn dispatch(cmd: Cmd, seed: u64) -> anyhow::Result<std::process::ExitCode>
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Tariff {
-            op: TariffCmd::List { admin, json },
+            op: TariffCmd::List { admin, auth, json },
         } => {
-            let v = client::call(&admin, "GET", "/tariffs", None).await?;
+            let token = auth.for_read(&admin)?;
+            let v =
+                client::call_with_token(&admin, "GET", "/tariffs", None, token.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

@@ -34,6 +34,10 @@ pub struct AppliedEntry {
     pub log_time_ms: u64,
     /// For a tick that fired its timer: the log time the timer was due, Unix ms.
     pub tick_due_ms: Option<u64>,
+    /// Every alarm its actor deliveries raised (bincode `ghatta_actor_sdk::Output`), stored in
+    /// `outputs` or counted as a repeat of one stored within the hour (`state::alarm_tally`),
+    /// so an observer learns which inputs were refused even when no record was stored.
+    pub alarms_raised: Vec<Vec<u8>>,
 }
 
 /// The `(origin, seq)` of an applied proposal.

@@ -263,8 +263,12 @@ fn billing_observations(t_ms: u64, e: &AppliedEntry) -> Billing {
         .iter()
         .filter_map(|r| sdk::codec::decode::<sdk::Output>(&r.output))
         .collect();
-    let refused: BTreeSet<u32> = outputs
+    // From every alarm the entry's deliveries raised, stored or counted as a repeat: a
+    // summary record closing an hour of repeats (`alarm_tally`) refuses nothing of this entry.
+    let refused: BTreeSet<u32> = e
+        .alarms_raised
         .iter()
+        .filter_map(|r| sdk::codec::decode::<sdk::Output>(r))
         .filter_map(|o| match o {
             sdk::Output::Alarm(a)
                 if matches!(

@@ -403,6 +403,13 @@ pub struct AlarmView {
     pub value: i64,
     /// The actor's words.
     pub text: String,
+    /// The same alarm (actor, code, node, subject) raised again since, counted rather than
+    /// stored, while its hour is open (a record of its own sums them up when it closes).
+    #[serde(default)]
+    pub repeats: u64,
+    /// Log time of the newest of those repeats, Unix ms.
+    #[serde(default)]
+    pub last_repeat_ms: Option<u64>,
 }
 
 /// A board's alarm rule raised now, as committed (every node shows the same list).
@@ -508,6 +515,8 @@ impl AlarmView {
             subject: a.alarm.subject,
             value: a.alarm.value,
             text: a.alarm.text.clone(),
+            repeats: a.repeats,
+            last_repeat_ms: a.last_repeat_ms,
         }
     }
 }

@@ -39,9 +39,8 @@ pub enum ActorCmd {
     /// List every actor: active version, hash, signer, active since (index and log time),
     /// and the versions kept for rollback.
     List {
-        /// Admin API address.
-        #[arg(long, default_value = "127.0.0.1:7100")]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -77,6 +76,13 @@ pub struct AdminArgs {
     config: PathBuf,
 }
 
+impl AdminArgs {
+    /// The token a read carries (`super::read_token_for`).
+    fn for_read(&self) -> anyhow::Result<Option<String>> {
+        super::read_token_for(&self.admin, self.token_file.as_deref(), &self.config)
+    }
+}
+
 /// Runs one `ghatta actor` command.
 pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
@@ -108,7 +114,15 @@ pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
                         let d = super::parse_duration(d).map_err(|e| {
                             anyhow::anyhow!("--at-log-time {t}: {e} (e.g. +10m, or Unix ms)")
                         })?;
-                        let status = client::call(&admin.admin, "GET", "/status", None).await?;
+                        let token = admin.for_read()?;
+                        let status = client::call_with_token(
+                            &admin.admin,
+                            "GET",
+                            "/status",
+                            None,
+                            token.as_deref(),
+                        )
+                        .await?;
                         let now = status
                             .get("log_time_ms")
                             .and_then(Value::as_u64)
@@ -180,7 +194,8 @@ pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
             println!("{line}");
             // What runs now (the previous version, the compiled-in one, or the same when a
             // scheduled cut-over was what the rollback cancelled).
-            let list = client::call(&admin.admin, "GET", "/actors", None).await?;
+            let list =
+                client::call_with_token(&admin.admin, "GET", "/actors", None, Some(&token)).await?;
             let listing = format_list(&list);
             if let Some(now) = listing.lines().find(|l| l.starts_with(name.as_str())) {
                 println!("{now}");
@@ -188,7 +203,9 @@ pub async fn run(cmd: ActorCmd) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         ActorCmd::List { admin, json } => {
-            let r = client::call(&admin, "GET", "/actors", None).await?;
+            let token = admin.for_read()?;
+            let r = client::call_with_token(&admin.admin, "GET", "/actors", None, token.as_deref())
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -33,6 +33,63 @@ pub fn admin_token(token_file: Option<&Path>, config: &Path) -> anyhow::Result<S
     Ok(ghatta::admin::auth::read_token(&path)?)
 }
 
+/// Where a read command finds the admin token (`--token-file`, `--config`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The admin token file (default: `admin.token` in the data directory of --config); a
+    /// node answers reads from another machine only with it.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The node's config, whose data directory holds the admin token.
+    #[arg(long, default_value = NODE_CONFIG_DEFAULT)]
+    pub config: PathBuf,
+}
+
+impl TokenArgs {
+    /// The token a read from `admin` carries (see [`read_token_for`]).
+    pub fn for_read(&self, admin: &str) -> anyhow::Result<Option<String>> {
+        read_token_for(admin, self.token_file.as_deref(), &self.config)
+    }
+}
+
+/// The admin token a read from the node at `admin` carries. A node answers reads from
+/// another machine only with it (`admin::auth`), so for any address but loopback, or when
+/// `--token-file` is given, it is required and read as for a change. On loopback reads are
+/// open: the token goes along when this user can read the node's, and the read goes without
+/// it otherwise (an operator not in the node's group can still look).
+pub fn read_token_for(
+    admin: &str,
+    token_file: Option<&Path>,
+    config: &Path,
+) -> anyhow::Result<Option<String>> {
+    if token_file.is_some() || !is_loopback(admin) {
+        return admin_token(token_file, config).map(Some).with_context(|| {
+            format!(
+                "a read from {admin}, which is not this machine, needs the node's admin token: \
+                 pass --token-file with a copy of its admin.token (mode 0600)"
+            )
+        });
+    }
+    let Ok(cfg) = ghatta::config::NodeConfig::load(config) else {
+        return Ok(None);
+    };
+    let path = cfg.data_dir.join(ghatta::admin::auth::TOKEN_FILE);
+    if std::fs::File::open(&path).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(ghatta::admin::auth::read_token(&path)?))
+}
+
+/// Whether `addr` (`host:port`) names this machine: a loopback address or `localhost`.
+pub fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The operator-credit token: `token_file` when given, else `operator-credit.token` in the data
 /// directory of the node's `config` (read as the admin token is, never from a path the server
 /// names).
@@ -375,6 +432,7 @@ pub fn member_settled(goal: MemberGoal, status: &Value) -> bool {
 /// [`MEMBER_SETTLE_WAIT`], then committed or "in progress" with the membership as it stands.
 pub async fn member_outcome(
     admin: &str,
+    token: &str,
     goal: MemberGoal,
     answer: Option<Value>,
 ) -> anyhow::Result<std::process::ExitCode> {
@@ -410,7 +468,9 @@ pub async fn member_outcome(
     let deadline = tokio::time::Instant::now() + MEMBER_SETTLE_WAIT;
     let mut last = Value::Null;
     loop {
-        if let Ok(s) = ghatta::admin::client::call(admin, "GET", "/status", None).await {
+        if let Ok(s) =
+            ghatta::admin::client::call_with_token(admin, "GET", "/status", None, Some(token)).await
+        {
             if member_settled(goal, &s) {
                 println!(
                     "committed: voters {}, learners {}",
@@ -490,6 +550,13 @@ pub fn format_alarms(reply: &Value) -> String {
             n("value"),
             s("text")
         ));
+        if n("repeats") > 0 {
+            out.push_str(&format!(
+                "    and {} more time(s) since, the last at {} (counted, not stored each time)\n",
+                n("repeats"),
+                utc_text(n("last_repeat_ms").max(0) as u64)
+            ));
+        }
     }
     if reply.get("limited").and_then(Value::as_bool) == Some(true) {
         out.push_str(&format!(
@@ -548,6 +615,26 @@ pub fn since_query(since: Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_addresses_are_this_machine_and_others_are_not() {
+        for a in [
+            "127.0.0.1:7100",
+            "127.0.0.2:1",
+            "[::1]:7100",
+            "localhost:7100",
+        ] {
+            assert!(is_loopback(a), "{a}");
+        }
+        for a in [
+            "192.168.4.20:7100",
+            "[fe80::1]:7100",
+            "board-3.local:7100",
+            "10.0.0.1",
+        ] {
+            assert!(!is_loopback(a), "{a}");
+        }
+    }
 
     #[test]
     fn durations() {

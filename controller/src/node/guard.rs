@@ -2,8 +2,9 @@
 //! sealing, the key it proved; `from` is never taken from the request's own fields). A member
 //! board that is stolen or runs a bug can still propose its own inputs, but not in another
 //! node's name, not the WAN cursor, not a timer tick, and not a membership change unless it
-//! is a voter. A refusal changes no state, is counted by reason (`ghatta status` → `refused`)
-//! and is logged at most once per peer and reason per [`LOG_EVERY`].
+//! is a voter, and not faster than `forward_rate` allows a member. A refusal changes no state,
+//! is counted by reason (`ghatta status` → `refused`, and `/metrics`) and is logged at most
+//! once per peer and reason per [`LOG_EVERY`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::forward_rate::{ForwardRate, RateLimited};
 use crate::raft::Body;
 use crate::rpc::wire::Forward;
 
@@ -39,6 +41,10 @@ pub enum Refusal {
     /// A forwarded timer tick: only the leader proposes ticks for due timers.
     #[error("timer ticks are proposed only by the leader, never forwarded")]
     ForwardedTick,
+    /// A forwarded proposal over its sender's rate (`node::forward_rate`): retryable, unlike
+    /// the others.
+    #[error("a member forwards proposals faster than its rate limit")]
+    ForwardRateLimited,
     /// A membership change from a node that is not a voter.
     #[error("membership changes are accepted only from voters")]
     MemberOpFromNonVoter,
@@ -63,8 +69,11 @@ pub struct Guard {
     forged_origin: AtomicU64,
     forwarded_outbox_ack: AtomicU64,
     forwarded_tick: AtomicU64,
+    forward_rate_limited: AtomicU64,
     member_op_from_non_voter: AtomicU64,
     snapshot_refused: AtomicU64,
+    /// Each member's bucket for the proposals it forwards.
+    forward_rate: Mutex<ForwardRate>,
     /// When each (peer, reason) was last logged.
     logged: Mutex<HashMap<(u64, Refusal), Instant>>,
 }
@@ -78,6 +87,10 @@ pub struct RefusalsSnapshot {
     pub forwarded_outbox_ack: u64,
     /// Forwarded timer ticks.
     pub forwarded_tick: u64,
+    /// Forwarded proposals over their member's rate (`node::forward_rate`), each retried by
+    /// its member after a back-off.
+    #[serde(default)]
+    pub forward_rate_limited: u64,
     /// Membership changes from non-voters.
     pub member_op_from_non_voter: u64,
     /// Snapshot chunks refused (not from the current leader, or a snapshot openraft would
@@ -105,6 +118,25 @@ impl Guard {
         Err(self.refuse(from, refusal))
     }
 
+    /// Whether `from` may forward a proposal of `bytes` now, at monotonic `now_ms`: takes its
+    /// cost from the member's bucket, or counts and logs the refusal.
+    pub fn check_forward_rate(
+        &self,
+        from: u64,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Result<(), RateLimited> {
+        let admitted = self
+            .forward_rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(from, bytes, now_ms);
+        if admitted.is_err() {
+            self.refuse(from, Refusal::ForwardRateLimited);
+        }
+        admitted
+    }
+
     /// Whether a membership change from `from` may be carried out, `from` being a voter or not.
     pub fn check_member_op(&self, from: u64, from_is_voter: bool) -> Result<(), Refusal> {
         if from_is_voter {
@@ -121,6 +153,7 @@ impl Guard {
             forged_origin: g(&self.forged_origin),
             forwarded_outbox_ack: g(&self.forwarded_outbox_ack),
             forwarded_tick: g(&self.forwarded_tick),
+            forward_rate_limited: g(&self.forward_rate_limited),
             member_op_from_non_voter: g(&self.member_op_from_non_voter),
             snapshot_refused: g(&self.snapshot_refused),
         }
@@ -132,6 +165,7 @@ impl Guard {
             Refusal::ForgedOrigin => &self.forged_origin,
             Refusal::ForwardedOutboxAck => &self.forwarded_outbox_ack,
             Refusal::ForwardedTick => &self.forwarded_tick,
+            Refusal::ForwardRateLimited => &self.forward_rate_limited,
             Refusal::MemberOpFromNonVoter => &self.member_op_from_non_voter,
             Refusal::SnapshotNotFromLeader
             | Refusal::SnapshotBeyondVote
@@ -217,9 +251,27 @@ mod tests {
                 forged_origin: 1,
                 forwarded_outbox_ack: 1,
                 forwarded_tick: 1,
+                forward_rate_limited: 0,
                 member_op_from_non_voter: 2 + 3 * LOGGED_PAIRS_MAX as u64,
                 snapshot_refused: 0,
             }
         );
+    }
+
+    #[test]
+    fn a_member_over_its_forward_rate_is_refused_and_counted() {
+        use super::super::forward_rate::FORWARD_BURST_TOKENS;
+        let g = Guard::default();
+        for _ in 0..FORWARD_BURST_TOKENS {
+            assert_eq!(g.check_forward_rate(2, 500, 1_000), Ok(()));
+        }
+        let refused = g.check_forward_rate(2, 500, 1_000).expect_err("flood");
+        assert!(refused.to_string().contains("retried in"), "{refused}");
+        assert_eq!(
+            g.check_forward_rate(3, 500, 1_000),
+            Ok(()),
+            "node 3 is not node 2"
+        );
+        assert_eq!(g.snapshot().forward_rate_limited, 1);
     }
 }

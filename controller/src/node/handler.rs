@@ -190,8 +190,16 @@ impl Handler for NodeHandler {
             }
             Request::Snapshot(c) => self.snapshot_chunk(from, c).await,
             Request::Forward(f) => {
-                Response::Forward(match self.node.inner.guard.check_forward(from, &f) {
-                    Ok(()) => self.node.inner.proposer.write_local(&self.node, f).await,
+                let guard = &self.node.inner.guard;
+                let bytes = super::proposer::body_bytes(&f.body) as u64;
+                let now_ms = self.node.clock().mono_ms();
+                Response::Forward(match guard.check_forward(from, &f) {
+                    // Over the member's rate: a `Raft` error, which its proposer retries after
+                    // a back-off (a `Refused` one it would give up on).
+                    Ok(()) => match guard.check_forward_rate(from, bytes, now_ms) {
+                        Ok(()) => self.node.inner.proposer.write_local(&self.node, f).await,
+                        Err(limited) => Err(ForwardError::Raft(limited.to_string())),
+                    },
                     Err(why) => Err(ForwardError::Refused(why.to_string())),
                 })
             }

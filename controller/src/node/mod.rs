@@ -9,6 +9,7 @@ mod amnesia;
 mod builder;
 pub mod clockwatch;
 mod deploy;
+pub mod forward_rate;
 pub mod guard;
 mod handler;
 mod inflight;

@@ -435,7 +435,14 @@ impl Proposer {
 /// Bytes a forwarded proposal counts against [`FORWARD_BYTES_IN_FLIGHT_MAX`] (as semaphore
 /// permits: at most the whole budget, so an oversized one waits for all of it, not forever).
 fn forward_bytes(body: &Body) -> u32 {
-    let inputs = match body {
+    let bytes = body_bytes(body);
+    u32::try_from(bytes.min(FORWARD_BYTES_IN_FLIGHT_MAX)).unwrap_or(u32::MAX)
+}
+
+/// The bytes a forward of `body` carries: its inputs, module bytes or alarm texts, plus the
+/// forward's own fields ([`FORWARD_OVERHEAD_BYTES`]).
+pub(super) fn body_bytes(body: &Body) -> usize {
+    let inputs: usize = match body {
         Body::Inputs(inputs) => inputs.iter().map(Vec::len).sum(),
         Body::Actor(op) => op.payload_bytes(),
         Body::BoardAlarms(b) => b
@@ -446,8 +453,7 @@ fn forward_bytes(body: &Body) -> u32 {
             .sum(),
         _ => 0,
     };
-    let bytes = inputs.saturating_add(FORWARD_OVERHEAD_BYTES);
-    u32::try_from(bytes.min(FORWARD_BYTES_IN_FLIGHT_MAX)).unwrap_or(u32::MAX)
+    inputs.saturating_add(FORWARD_OVERHEAD_BYTES)
 }
 
 /// Deadline of an attempt after `failures` failed ones: `first`, doubled per failure, up to

@@ -38,6 +38,9 @@ pub(super) struct Tables<'t> {
     pub(super) outbox: Table<'t, u64, &'static [u8]>,
     /// Time in actor deliveries this batch, ns, when commit timings are kept (`None`: not).
     deliver_ns: Option<u64>,
+    /// Every alarm the current entry's deliveries raised, stored or counted as a repeat
+    /// (`alarm_tally`), sdk-encoded, when an observer is attached (`None`: not).
+    raised: Option<Vec<Vec<u8>>>,
 }
 
 /// Apply a batch of committed entries in one redb transaction; one receipt per entry.
@@ -59,6 +62,7 @@ pub(crate) fn apply_batch<'a>(
             timers: txn.open_table(TIMERS).map_err(STATE_DB.table())?,
             outbox: txn.open_table(OUTBOX).map_err(STATE_DB.table())?,
             deliver_ns: hooks.timings.as_ref().map(|_| 0),
+            raised: None,
         };
         for entry in entries {
             let index = entry.index();
@@ -84,6 +88,7 @@ pub(crate) fn apply_batch<'a>(
                 ..Receipt::default()
             };
             let out_before = data.next_out_seq;
+            t.raised = hooks.observer.as_ref().map(|_| Vec::new());
             // The observer is told when a fired timer was due (the tick removes it).
             let tick_due_ms = match &entry.payload {
                 EntryPayload::Normal(Proposal {
@@ -120,6 +125,7 @@ pub(crate) fn apply_batch<'a>(
             if let Some(o) = &hooks.observer {
                 let mut seen = observed(&mut t, entry, &receipt, out_before, data.next_out_seq)?;
                 seen.log_time_ms = data.log_time_ms;
+                seen.alarms_raised = t.raised.take().unwrap_or_default();
                 seen.tick_due_ms = tick_due_ms.filter(|_| !receipt.duplicate);
                 o.entry_applied(hooks.node, &seen);
             }
@@ -216,6 +222,7 @@ fn observed(
         outputs,
         log_time_ms: 0,
         tick_due_ms: None,
+        alarms_raised: Vec::new(),
     })
 }
 
@@ -231,6 +238,8 @@ fn apply_proposal(
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
     advance_log_time(hooks, data, t, index, term, p, h)?;
+    // Tallies of repeated alarms whose hour this entry's log time ended are summed up first.
+    super::alarm_tally::close_due(data, t, index, h)?;
     // A deploy scheduled for a log time this entry reached cuts over before the entry runs.
     super::modules::cut_over_due(host, data, t, index, h)?;
     // An entry in a later local hour closes the open hour of energy first (by log time only).
@@ -457,6 +466,22 @@ pub(super) fn put_host<T: serde::Serialize>(
         .insert(key, bytes.as_slice())
         .map_err(STATE_DB.write())?;
     data.actor_state.insert(key.to_vec(), bytes);
+    Ok(())
+}
+
+/// Removes one of the host's own values from the actor state (its table and memory), into the
+/// state hash as `label` when it was there.
+pub(super) fn remove_host(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    key: &[u8],
+    label: &[u8],
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    if data.actor_state.remove(key).is_some() {
+        h.update(label);
+        t.state.remove(key).map_err(STATE_DB.write())?;
+    }
     Ok(())
 }
 
@@ -710,6 +735,15 @@ pub(super) fn record_effects(
                 }
                 if let sdk::Output::Ledger(l) = &other {
                     data.energy.on_ledger(l);
+                }
+                if let sdk::Output::Alarm(a) = &other {
+                    if let Some(raised) = t.raised.as_mut() {
+                        raised.push(out.clone());
+                    }
+                    // A repeat within the hour of a stored one is counted, not stored.
+                    if !super::alarm_tally::admit(data, t, actor, a, h)? {
+                        continue;
+                    }
                 }
                 push_outbox(data, t, index, actor, &other, out)?;
             }

@@ -10,6 +10,7 @@
 //! after the state machine's last durable applied index. A snapshot is always written with an
 //! fsync before openraft may purge the log it covers.
 
+pub mod alarm_tally;
 mod apply;
 mod board_alarms;
 mod dedupe;
@@ -58,6 +59,11 @@ pub struct CommittedAlarm {
     pub actor: ActorKind,
     /// The alarm.
     pub alarm: ghatta_actor_sdk::Alarm,
+    /// Repeats of it counted since, not stored (`alarm_tally`), while its hour is open; when
+    /// the hour closes their count is a record of its own.
+    pub repeats: u64,
+    /// Log time of the newest of those repeats, Unix ms (`None`: none).
+    pub last_repeat_ms: Option<u64>,
 }
 
 /// An actor's output as committed in the outbox.
@@ -577,6 +583,7 @@ impl StateMachine {
     pub fn recent_alarms(&self, limit: usize) -> io::Result<RecentAlarms> {
         let found =
             self.recent_outputs(limit, |o| matches!(o, ghatta_actor_sdk::Output::Alarm(_)))?;
+        let tallies = alarm_tally::open_tallies(&self.lock());
         Ok(RecentAlarms {
             alarms: found
                 .outputs
@@ -588,6 +595,8 @@ impl StateMachine {
                         time_ms: c.time_ms,
                         actor: c.actor,
                         alarm,
+                        repeats: tallies.get(&c.seq).map_or(0, |y| y.repeats),
+                        last_repeat_ms: tallies.get(&c.seq).map(|y| y.last_ms),
                     }),
                     _ => None,
                 })

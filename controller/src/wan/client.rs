@@ -37,6 +37,14 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between reconnection attempts: one SYN a minute costs nothing on the
 /// satellite link, and an outage of hours is back in service within a minute of its end.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest a stream holds back, by default, a batch of no records, one that only moves its
+/// cursor past records the other streams carry: such a range is sent with the stream's next
+/// records, or alone after this long. The cursor matters only for pruning (a day after the central has a
+/// record) and for the central's view of the grid's progress, so a minute's lag costs nothing,
+/// while sending one at every look sent a batch, and committed an `OutboxAck`, per stream
+/// every few seconds on a grid whose meters are read often (BENCHMARKS.md, "WAN uploader:
+/// cursor-only batches"). Also well under the central's 15-minute idle limit.
+pub const CURSOR_ONLY_EVERY: Duration = Duration::from_secs(60);
 /// How often an idle uploader looks for new outbox records or a change of leadership.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Connecting to the central may take this long (TCP handshake over 1-2 s RTT, SYN retries).
@@ -68,6 +76,8 @@ pub struct UploaderConfig {
     pub window_batches: usize,
     /// Uncompressed batch size limit.
     pub max_batch_raw_bytes: usize,
+    /// Longest a stream holds back a batch of no records ([`CURSOR_ONLY_EVERY`] by default).
+    pub cursor_only_every: Duration,
 }
 
 impl UploaderConfig {
@@ -86,6 +96,7 @@ impl UploaderConfig {
             rate_bytes_per_s: 0,
             window_batches: WINDOW_BATCHES,
             max_batch_raw_bytes: proto::MAX_BATCH_RAW_BYTES,
+            cursor_only_every: CURSOR_ONLY_EVERY,
         }
     }
 }
@@ -141,6 +152,9 @@ pub struct UploadStats {
     pub batches_sent: std::sync::atomic::AtomicU64,
     /// Records written (retransmissions included).
     pub records_sent: std::sync::atomic::AtomicU64,
+    /// Batches written with no record: they only move the stream's cursor past records the
+    /// other streams carry (retransmissions included).
+    pub cursor_only_batches_sent: std::sync::atomic::AtomicU64,
     /// Connections that ended in an error.
     pub session_errors: std::sync::atomic::AtomicU64,
     /// Connections this uploader closed after [`SESSION_IDLE_CLOSE`] with nothing to send.
@@ -240,6 +254,7 @@ async fn stream_loop(
     acked: watch::Sender<u64>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut held = CursorOnly::new(cfg.cursor_only_every);
     loop {
         if !node.is_leader() {
             tokio::time::sleep(POLL_INTERVAL).await;
@@ -255,7 +270,7 @@ async fn stream_loop(
             bucket: &bucket,
             stats: &stats,
         };
-        let result = session(&node, &cfg, link, stream, &acked, start).await;
+        let result = session(&node, &cfg, link, stream, &acked, start, &mut held).await;
         // A session whose acks moved the cursor proves the link works, however it ended: the
         // next attempt waits the shortest backoff. (Resetting only on a clean end let a link
         // that drops every few seconds push the wait to BACKOFF_MAX between sessions that each
@@ -380,6 +395,7 @@ async fn session(
     stream: Stream,
     acked: &watch::Sender<u64>,
     start: u64,
+    held: &mut CursorOnly,
 ) -> Result<SessionEnd, proto::ProtoError> {
     use std::sync::atomic::Ordering::Relaxed;
     let Link {
@@ -430,6 +446,7 @@ async fn session(
     let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
     let mut last_progress = Instant::now();
     let mut idle_since = Instant::now();
+    held.new_session();
     loop {
         if !node.is_leader() {
             return Ok(SessionEnd::NotLeader);
@@ -437,15 +454,41 @@ async fn session(
         let mut drained = false;
         while in_flight.len() < cfg.window_batches.max(1) {
             let batch = crate::storage::blocking(|| next_batch(node, cfg, stream, next_send))?;
-            let Some(batch) = batch else {
-                drained = true;
-                break;
+            let batch = match batch {
+                Some(b) if b.records.is_empty() => {
+                    // Only the other streams' records: scan on, and send the range later.
+                    held.hold(b.first_seq, Instant::now());
+                    next_send = b.end_seq;
+                    continue;
+                }
+                Some(mut b) => {
+                    b.first_seq = held.take().unwrap_or(b.first_seq);
+                    b
+                }
+                None => match held.due(Instant::now()) {
+                    Some(from) => {
+                        held.take();
+                        BatchBody {
+                            stream: stream.id(),
+                            first_seq: from,
+                            end_seq: next_send,
+                            records: Vec::new(),
+                        }
+                    }
+                    None => {
+                        drained = true;
+                        break;
+                    }
+                },
             };
             let frame = proto::encode_batch(cfg.grid, &batch)?;
             bucket.take(channel::sealed_len(frame.len())).await;
             let wrote = sealer.write_frame(&mut wr, &frame).await?;
             stats.bytes_sent.fetch_add(wrote as u64, Relaxed);
             stats.batches_sent.fetch_add(1, Relaxed);
+            if batch.records.is_empty() {
+                stats.cursor_only_batches_sent.fetch_add(1, Relaxed);
+            }
             stats
                 .records_sent
                 .fetch_add(batch.records.len() as u64, Relaxed);
@@ -484,8 +527,67 @@ async fn session(
                 "central sent a batch, not an ack".into(),
             ));
         };
+        let sent_to = next_send;
         handle_ack(body, stream, acked, &mut in_flight, &mut next_send)?;
+        if next_send != sent_to {
+            held.rescan();
+        }
         last_progress = Instant::now();
+    }
+}
+
+/// A range of the outbox holding only other streams' records, not sent yet: it goes with
+/// the stream's next batch of records (which then starts at the range), or alone once the
+/// stream has held one for `every` (`UploaderConfig::cursor_only_every`). Logic only: the
+/// caller passes the time in. The range is the session's (a new one scans again from the
+/// committed cursor), but the time it has been held outlives the session: on a link that
+/// breaks every few seconds the range would otherwise never wait long enough to go, and the
+/// cursor would stop.
+#[derive(Debug)]
+struct CursorOnly {
+    every: Duration,
+    /// Where this session's held range starts.
+    from: Option<u64>,
+    /// Since when the stream holds a range, across sessions.
+    since: Option<Instant>,
+}
+
+impl CursorOnly {
+    fn new(every: Duration) -> Self {
+        CursorOnly {
+            every,
+            from: None,
+            since: None,
+        }
+    }
+
+    /// A new session: its range starts where it finds one.
+    fn new_session(&mut self) {
+        self.from = None;
+    }
+
+    /// Holds the range from `from` on (kept from its first start if one is held already).
+    fn hold(&mut self, from: u64, now: Instant) {
+        self.from.get_or_insert(from);
+        self.since.get_or_insert(now);
+    }
+
+    /// Where the held range starts, if it has waited long enough to go alone.
+    fn due(&self, now: Instant) -> Option<u64> {
+        let since = self.since?;
+        self.from
+            .filter(|_| now.duration_since(since) >= self.every)
+    }
+
+    /// Where the held range starts, letting it go with a batch.
+    fn take(&mut self) -> Option<u64> {
+        self.since = None;
+        self.from.take()
+    }
+
+    /// The uploader went back: it scans the range again (the wait goes on).
+    fn rescan(&mut self) {
+        self.from = None;
     }
 }
 
@@ -527,4 +629,35 @@ fn handle_ack(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_only_range_goes_with_records_or_alone_after_its_wait_across_sessions() {
+        let t0 = Instant::now();
+        let every = CURSOR_ONLY_EVERY;
+        let mut c = CursorOnly::new(every);
+        assert_eq!(c.due(t0 + every * 2), None, "nothing held");
+        c.hold(10, t0);
+        c.hold(20, t0 + Duration::from_secs(5));
+        assert_eq!(c.due(t0 + every - Duration::from_millis(1)), None);
+        assert_eq!(c.due(t0 + every), Some(10), "from its first start");
+        // A session broke before it went: the next one finds its range anew, but the wait
+        // counts from the first hold.
+        c.new_session();
+        assert_eq!(c.due(t0 + every), None, "no range in this session yet");
+        c.hold(15, t0 + every);
+        assert_eq!(c.due(t0 + every), Some(15));
+        // It goes with a batch of records: nothing held, the wait starts again.
+        assert_eq!(c.take(), Some(15));
+        c.hold(30, t0 + every * 2);
+        assert_eq!(c.due(t0 + every * 2 + Duration::from_secs(1)), None);
+        // A go-back scans it again, still waiting since its first hold.
+        c.rescan();
+        c.hold(25, t0 + every * 3);
+        assert_eq!(c.due(t0 + every * 3), Some(25));
+    }
 }

@@ -199,6 +199,33 @@ async fn sealed_cluster() -> SealedCluster {
     }
 }
 
+/// A settled sealed cluster, its leader's status, and a follower: the member that turns rogue.
+async fn cluster_with_rogue() -> (SealedCluster, ghatta::node::NodeStatus, u64) {
+    let cluster = sealed_cluster().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cluster.members[&cluster.leader].node.status();
+    let leader = cluster.leader;
+    let rogue = *cluster
+        .members
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("a follower");
+    (cluster, before, rogue)
+}
+
+/// Member `from` forwards `f` to `to` through its own sealing: the frame opens under its real
+/// key.
+fn forward_as(members: &BTreeMap<u64, Member>, from: u64, to: u64, id: u64, f: Forward) {
+    let payload = codec::encode(&WireMessage {
+        id,
+        body: WireBody::Request(Request::Forward(f)),
+    })
+    .unwrap();
+    members[&from]
+        .plain
+        .send(to, frame::encode(from, to, &payload));
+}
+
 /// Set every `term` in a JSON image of a wire message to `term` and every `node_id` to `id`.
 fn forge_json(v: &mut Value, term: u64, id: u64) {
     match v {
@@ -426,19 +453,11 @@ fn a_rogue_node_over_tcp_can_neither_vote_append_join_nor_inject() {
 #[test]
 fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposals() {
     harness::run(53, async {
+        let (cluster, before, rogue) = cluster_with_rogue().await;
         let SealedCluster {
-            _tmp,
-            peers: _,
-            keys: _,
-            members,
-            leader,
-        } = sealed_cluster().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = members[&leader].node.status();
-        let rogue = *members
-            .keys()
-            .find(|&&id| id != leader)
-            .expect("a follower");
+            members, leader, ..
+        } = &cluster;
+        let (members, leader) = (members, *leader);
         let victim = *members
             .keys()
             .find(|&&id| id != leader && id != rogue)
@@ -475,15 +494,7 @@ fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposa
             },
         ];
         for (i, f) in forged.into_iter().enumerate() {
-            let payload = codec::encode(&WireMessage {
-                id: 9_000 + i as u64,
-                body: WireBody::Request(Request::Forward(f)),
-            })
-            .unwrap();
-            // Through the rogue's own sealing: these frames open under its real key.
-            members[&rogue]
-                .plain
-                .send(leader, frame::encode(rogue, leader, &payload));
+            forward_as(members, rogue, leader, 9_000 + i as u64, f);
         }
         // Forged snapshots to another follower, through the rogue's own sealing: one under a
         // higher vote of its own, whose last log id openraft would take and whose garbage
@@ -559,12 +570,88 @@ fn a_compromised_member_can_neither_forge_origins_nor_commit_the_leaders_proposa
             .propose_inputs(harness::setup_inputs(1))
             .await
             .expect("commit after the attack");
-        wait_applied(&members, r.index).await;
+        wait_applied(members, r.index).await;
         let hashes: std::collections::BTreeSet<String> = members
             .values()
             .map(|m| m.node.status().state_hash)
             .collect();
         assert_eq!(hashes.len(), 1, "{hashes:?}");
+        for m in members.values() {
+            m.node.shutdown().await;
+        }
+    });
+}
+
+/// A member that floods the leader with forwarded proposals of its own (a bug in its field
+/// loop, or a stolen board) is held to its rate (`node::forward_rate`): its first burst is
+/// written, the rest refused and counted (`refused.forward_rate_limited`, which `/metrics`
+/// exports), and once it slows down its proposals commit again, as do everyone else's.
+#[test]
+fn a_member_flooding_the_leader_with_forwards_is_held_to_its_rate() {
+    use ghatta::node::forward_rate::{FORWARD_BURST_TOKENS, FORWARD_TOKENS_PER_S};
+    harness::run(55, async {
+        let (cluster, before, rogue) = cluster_with_rogue().await;
+        let SealedCluster {
+            members, leader, ..
+        } = &cluster;
+        let (members, leader) = (members, *leader);
+        let flood = 2 * FORWARD_BURST_TOKENS;
+        let started = tokio::time::Instant::now();
+        let own = |i: u64| Forward {
+            origin: rogue,
+            seq: 5_000_000 + i,
+            origin_time_ms: 0,
+            body: Body::Inputs(vec![]),
+        };
+        for i in 0..flood {
+            forward_as(members, rogue, leader, 20_000 + i, own(i));
+        }
+        // Until every forward was answered one way or the other.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (refused, committed) = loop {
+            let s = members[&leader].node.status();
+            let refused = s.refused.forward_rate_limited;
+            let committed = s.commit_index - before.commit_index;
+            if refused + committed >= flood || tokio::time::Instant::now() >= deadline {
+                break (refused, committed);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let elapsed_s = started.elapsed().as_secs() + 1;
+        assert!(refused > 0, "nothing refused of {flood} forwards");
+        assert!(
+            committed <= FORWARD_BURST_TOKENS + FORWARD_TOKENS_PER_S * elapsed_s,
+            "{committed} of {flood} forwards committed in {elapsed_s} s"
+        );
+        let j = serde_json::to_value(members[&leader].node.status()).unwrap();
+        assert_eq!(
+            j["refused"]["forward_rate_limited"], refused,
+            "status JSON: {j}"
+        );
+
+        // The member slowed down: a second later its next forward is written again. (Not its
+        // proposer's own: the flood's numbers moved its dedupe window past them.)
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let at = members[&leader].node.status();
+        forward_as(members, rogue, leader, 20_000 + flood, own(flood));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while members[&leader].node.status().commit_index == at.commit_index {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the member's forward after the flood did not commit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            members[&leader].node.status().refused.forward_rate_limited,
+            refused
+        );
+        let r = members[&leader]
+            .node
+            .propose_inputs(harness::setup_inputs(1))
+            .await
+            .expect("commit after the flood");
+        wait_applied(members, r.index).await;
         for m in members.values() {
             m.node.shutdown().await;
         }

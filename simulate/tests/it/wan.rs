@@ -31,12 +31,17 @@ pub(crate) fn central_secret() -> SecretKey {
 
 /// An uploader for grid `GRID` with the grid's key, trusting the test central's key.
 fn uploader_cfg(addr: std::net::SocketAddr) -> UploaderConfig {
-    UploaderConfig::new(
+    let mut cfg = UploaderConfig::new(
         GRID,
         grid_secret(),
         central_secret().public(),
         addr.to_string(),
-    )
+    );
+    // On the system clock a stream whose last records are the others' would hold its cursor
+    // a minute (`client::CURSOR_ONLY_EVERY`), as long as these tests wait to see it synced;
+    // the simulated-time tests (`wan_sim`) keep the default.
+    cfg.cursor_only_every = Duration::from_secs(2);
+    cfg
 }
 
 async fn central(dir: &std::path::Path) -> Central {

@@ -143,6 +143,23 @@ async fn leader(bed: &SimBed, within: Duration) -> Node {
     }
 }
 
+/// One node leading a grid of 20 customers, a central at the end of a satellite link from
+/// `seed`, and the real uploader to it.
+async fn one_node_uploading(seed: u64) -> (SimBed, Node, SimCentral, Uploader) {
+    let bed = grid(1, seed).await;
+    let node = leader(&bed, Duration::from_secs(60)).await;
+    node.propose_inputs(setup_inputs(20))
+        .await
+        .expect("setup commits");
+    let sim = sim_central(seed, None).await;
+    let up = Uploader::spawn_via(
+        node.clone(),
+        uploader_cfg(),
+        Arc::new(SimWanConnector(sim.link.clone())),
+    );
+    (bed, node, sim, up)
+}
+
 /// Propose `rounds` of meter reads for `customers`, round `r` one second into hour `r` of log
 /// time (every node's clock stepped forward to it, so whichever node leads stamps that hour),
 /// with `gap` of simulated time between rounds. Returns the clock offset it left.
@@ -596,18 +613,8 @@ fn wan_sim_a_quiet_grid_hangs_up_and_reconnects_when_records_come() {
     let seed = 1409;
     let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
     rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
-        let mut bed = grid(1, seed).await;
-        let node = leader(&bed, Duration::from_secs(60)).await;
-        node.propose_inputs(setup_inputs(20))
-            .await
-            .expect("setup commits");
-        let sim = sim_central(seed, None).await;
+        let (mut bed, node, sim, up) = one_node_uploading(seed).await;
         let (central, link) = (&sim.store, &sim.link);
-        let up = Uploader::spawn_via(
-            node.clone(),
-            uploader_cfg(),
-            Arc::new(SimWanConnector(link.clone())),
-        );
         let offset = hourly_rounds(&bed, 1..3, 20, Duration::from_secs(30), 0).await;
         wait_synced(&node, central, Duration::from_secs(600)).await;
 
@@ -635,6 +642,59 @@ fn wan_sim_a_quiet_grid_hangs_up_and_reconnects_when_records_come() {
         assert!(
             link.stats().connects > quiet.connects,
             "the new records came over a new connection"
+        );
+        drop(up);
+        bed.stop().await;
+    }));
+}
+
+/// Regression: while the outbox grew by records one stream does not carry (every meter read
+/// adds ledger lines, which the events and energy streams skip), each of those streams sent a
+/// batch of no records at every look (`POLL_INTERVAL`) to move its cursor, each answered and
+/// committed through Raft as an `OutboxAck`. Thirty simulated minutes of a field batch every
+/// 5 s: the cursor-only batches are at most one per stream per
+/// `client::CURSOR_ONLY_EVERY`, and every cursor still reaches the outbox's end.
+#[test]
+fn wan_sim_records_of_other_streams_cost_a_bounded_number_of_cursor_only_batches() {
+    let seed = 1411;
+    let rt = ghatta_sim::time::seeded_runtime(seed).expect("runtime");
+    rt.block_on(ghatta::raft::Runtime::scope(seed, async move {
+        let (mut bed, node, sim, up) = one_node_uploading(seed).await;
+        let central = &sim.store;
+        wait_synced(&node, central, Duration::from_secs(600)).await;
+        let before = up.stats.cursor_only_batches_sent.load(Relaxed);
+        let acks_before: u64 = Stream::ALL
+            .iter()
+            .map(|s| node.state_machine().outbox_ack(s.id()))
+            .sum();
+        let minutes = 30u64;
+        let every = Duration::from_secs(5);
+        let batches = minutes * 60 / every.as_secs();
+        let started = Instant::now();
+        for round in 1..=batches {
+            node.propose_inputs(field_batch(round, 10, 20, node.id()))
+                .await
+                .expect("field batch commits");
+            tokio::time::sleep_until(started + every * round as u32).await;
+        }
+        wait_synced(&node, central, Duration::from_secs(600)).await;
+        let cursor_only = up.stats.cursor_only_batches_sent.load(Relaxed) - before;
+        let acks_after: u64 = Stream::ALL
+            .iter()
+            .map(|s| node.state_machine().outbox_ack(s.id()))
+            .sum();
+        println!(
+            "wan-sim-cursor-only: {batches} field batches in {minutes} simulated minutes: \
+             {cursor_only} batches of no record, {} batches in all, {} records sent",
+            up.stats.batches_sent.load(Relaxed),
+            up.stats.records_sent.load(Relaxed),
+        );
+        assert!(acks_after > acks_before);
+        let streams = Stream::ALL.len() as u64;
+        let bound = streams * (minutes * 60 / ghatta::wan::client::CURSOR_ONLY_EVERY.as_secs() + 2);
+        assert!(
+            cursor_only <= bound,
+            "{cursor_only} cursor-only batches in {minutes} minutes, over {bound}"
         );
         drop(up);
         bed.stop().await;

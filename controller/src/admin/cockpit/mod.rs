@@ -576,6 +576,16 @@ pub fn alarms(
                 a.value,
                 escape(&a.text)
             );
+            if a.repeats > 0 {
+                let last = a.last_repeat_ms.map(utc_text).unwrap_or_default();
+                let _ = write!(
+                    b,
+                    "<tr><td></td><td colspan=\"5\">and {} more time(s) since, the last at {} \
+                     (counted, not stored each time)</td></tr>",
+                    a.repeats,
+                    escape(&last)
+                );
+            }
         }
         b.push_str("</table>");
     }
