@@ -22,13 +22,16 @@ use serde::{Deserialize, Serialize};
 use super::SmData;
 use super::apply::{Tables, push_outbox, put_host, remove_host};
 use crate::actors::ActorKind;
+use crate::storage::STATE_DB;
 use ghatta_proto::codec;
 
 /// Where the open tallies lie in the actor state, under the host's prefix (see
-/// `apply::LOG_CLOCK_KEY`): no actor can reach it.
-pub(crate) const ALARM_TALLY_KEY: &[u8] = b"\xffhost/alarm-tally";
-/// When the first open tally with repeats closes, log time in Unix ms, kept apart from the
-/// tallies so that each applied entry reads one small value rather than decoding them all.
+/// `apply::LOG_CLOCK_KEY`): no actor can reach it. One value per tally (this prefix and the
+/// tally's key), so an alarm reads and writes one small value whatever else is tallied: a
+/// grid where every read raises an alarm must not pay for the whole set on each one.
+pub(crate) const ALARM_TALLY_PREFIX: &[u8] = b"\xffhost/alarm-tally/";
+/// When the first open tally expires, log time in Unix ms, kept apart from the tallies so
+/// that each applied entry reads one small value rather than scanning them.
 pub(crate) const ALARM_TALLY_DUE_KEY: &[u8] = b"\xffhost/alarm-tally-due";
 
 /// How long repeats of an alarm are counted against its stored record, log time in ms: an
@@ -69,42 +72,44 @@ pub struct Tally {
     pub text: String,
 }
 
-/// The open tallies, by key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Tallies(BTreeMap<TallyKey, Tally>);
-
-fn load(data: &SmData) -> Tallies {
-    data.actor_state
-        .map
-        .get(ALARM_TALLY_KEY)
-        .and_then(|v| codec::decode::<Tallies>(v).ok())
-        .unwrap_or_default()
+fn tally_key(key: &TallyKey) -> io::Result<Vec<u8>> {
+    let mut k = ALARM_TALLY_PREFIX.to_vec();
+    k.extend(codec::encode(key).map_err(STATE_DB.encode("alarm tally key"))?);
+    Ok(k)
 }
 
-/// Writes the tallies and their next due time (removing both when none is left), hashed.
-fn store(
+/// The open tallies, in key order, with their full keys.
+fn tallies(data: &SmData) -> impl Iterator<Item = (&Vec<u8>, Tally)> {
+    data.actor_state
+        .map
+        .range(ALARM_TALLY_PREFIX.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(ALARM_TALLY_PREFIX))
+        .filter_map(|(k, v)| Some((k, codec::decode::<Tally>(v).ok()?)))
+}
+
+/// Writes one tally, its key and value into the state hash.
+fn put_tally(
     data: &mut SmData,
     t: &mut Tables<'_>,
-    tallies: &Tallies,
+    key: &[u8],
+    tally: &Tally,
     h: &mut blake3::Hasher,
 ) -> io::Result<()> {
-    if tallies.0.is_empty() {
-        remove_host(data, t, ALARM_TALLY_KEY, b"alarm-tally-none", h)?;
-        return remove_host(data, t, ALARM_TALLY_DUE_KEY, b"alarm-tally-due-none", h);
+    h.update(key);
+    put_host(data, t, key, b"alarm-tally", tally, h)
+}
+
+/// Moves the due time earlier to `at` if it is later or unset.
+fn due_no_later_than(
+    data: &mut SmData,
+    t: &mut Tables<'_>,
+    at: u64,
+    h: &mut blake3::Hasher,
+) -> io::Result<()> {
+    if due_ms(data).is_none_or(|due| at < due) {
+        put_host(data, t, ALARM_TALLY_DUE_KEY, b"alarm-tally-due", &at, h)?;
     }
-    put_host(data, t, ALARM_TALLY_KEY, b"alarm-tally", tallies, h)?;
-    // Tallies without repeats have nothing to sum up: they expire unseen, dropped at the next
-    // write. The due time is that of the first one that has repeats.
-    match tallies
-        .0
-        .values()
-        .filter(|y| y.repeats > 0)
-        .map(|y| y.first_ms.saturating_add(ALARM_REPEAT_WINDOW_MS))
-        .min()
-    {
-        Some(due) => put_host(data, t, ALARM_TALLY_DUE_KEY, b"alarm-tally-due", &due, h),
-        None => remove_host(data, t, ALARM_TALLY_DUE_KEY, b"alarm-tally-due-none", h),
-    }
+    Ok(())
 }
 
 fn due_ms(data: &SmData) -> Option<u64> {
@@ -133,41 +138,41 @@ pub(super) fn admit(
     h: &mut blake3::Hasher,
 ) -> io::Result<bool> {
     let now = data.log_time_ms;
-    let key: TallyKey = (
+    let key = tally_key(&(
         actor,
         sdk_codec::encode(&alarm.code),
         alarm.node.map(|n| n.0),
         alarm.subject,
-    );
-    let mut tallies = load(data);
-    if let Some(y) = tallies.0.get_mut(&key)
+    ))?;
+    let found = data
+        .actor_state
+        .map
+        .get(&key)
+        .and_then(|v| codec::decode::<Tally>(v).ok());
+    if let Some(mut y) = found.clone()
         && now < y.first_ms.saturating_add(ALARM_REPEAT_WINDOW_MS)
     {
         y.repeats += 1;
         y.last_ms = now;
         y.value = alarm.value;
         y.text = cut(&alarm.text);
-        store(data, t, &tallies, h)?;
+        put_tally(data, t, &key, &y, h)?;
         return Ok(false);
     }
-    // A new window: expired tallies without repeats go (those with repeats were closed by
-    // `close_due` before this entry's deliveries ran, as their due time had come).
-    tallies
-        .0
-        .retain(|_, y| now < y.first_ms.saturating_add(ALARM_REPEAT_WINDOW_MS));
-    if tallies.0.len() < ALARM_TALLIES_MAX || tallies.0.contains_key(&key) {
-        tallies.0.insert(
-            key,
-            Tally {
-                seq: data.next_out_seq,
-                first_ms: now,
-                last_ms: now,
-                repeats: 0,
-                value: alarm.value,
-                text: cut(&alarm.text),
-            },
-        );
-        store(data, t, &tallies, h)?;
+    // A new window. An expired tally under this key is replaced (`close_due` summed up its
+    // repeats when its time came, before this entry's deliveries ran); otherwise a new tally
+    // needs room.
+    if found.is_some() || tallies(data).take(ALARM_TALLIES_MAX).count() < ALARM_TALLIES_MAX {
+        let y = Tally {
+            seq: data.next_out_seq,
+            first_ms: now,
+            last_ms: now,
+            repeats: 0,
+            value: alarm.value,
+            text: cut(&alarm.text),
+        };
+        put_tally(data, t, &key, &y, h)?;
+        due_no_later_than(data, t, now.saturating_add(ALARM_REPEAT_WINDOW_MS), h)?;
     }
     Ok(true)
 }
@@ -186,17 +191,32 @@ pub(super) fn close_due(
     if due_ms(data).is_none_or(|due| now < due) {
         return Ok(());
     }
-    let mut tallies = load(data);
-    let mut closed = Vec::new();
-    tallies.0.retain(|key, y| {
-        let open = now < y.first_ms.saturating_add(ALARM_REPEAT_WINDOW_MS);
-        if !open && y.repeats > 0 {
-            closed.push((key.clone(), y.clone()));
+    let mut expired = Vec::new();
+    let mut next_due: Option<u64> = None;
+    for (key, y) in tallies(data) {
+        let ends = y.first_ms.saturating_add(ALARM_REPEAT_WINDOW_MS);
+        if now < ends {
+            next_due = Some(next_due.map_or(ends, |d| d.min(ends)));
+        } else {
+            expired.push((key.clone(), y));
         }
-        open
-    });
-    store(data, t, &tallies, h)?;
-    for ((actor, code, node, subject), y) in closed {
+    }
+    match next_due {
+        Some(due) => put_host(data, t, ALARM_TALLY_DUE_KEY, b"alarm-tally-due", &due, h)?,
+        None => remove_host(data, t, ALARM_TALLY_DUE_KEY, b"alarm-tally-due-none", h)?,
+    }
+    for (key, y) in expired {
+        h.update(&key);
+        remove_host(data, t, &key, b"alarm-tally-expired", h)?;
+        if y.repeats == 0 {
+            continue;
+        }
+        let Some((actor, code, node, subject)) = key
+            .get(ALARM_TALLY_PREFIX.len()..)
+            .and_then(|k| codec::decode::<TallyKey>(k).ok())
+        else {
+            continue;
+        };
         let Some(code) = sdk_codec::decode::<sdk::AlarmCode>(&code) else {
             continue;
         };
@@ -232,9 +252,8 @@ fn summary_text(y: &Tally) -> String {
 /// The open tally counted against the stored alarm at outbox `seq`, if any (the admin API's
 /// `/alarms` shows its count and last time beside the record).
 pub(crate) fn open_tallies(data: &SmData) -> BTreeMap<u64, Tally> {
-    load(data)
-        .0
-        .into_values()
+    tallies(data)
+        .map(|(_, y)| y)
         .filter(|y| y.repeats > 0)
         .map(|y| (y.seq, y))
         .collect()
