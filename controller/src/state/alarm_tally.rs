@@ -162,7 +162,14 @@ pub(super) fn admit(
     // A new window. An expired tally under this key is replaced (`close_due` summed up its
     // repeats when its time came, before this entry's deliveries ran); otherwise a new tally
     // needs room.
-    if found.is_some() || tallies(data).take(ALARM_TALLIES_MAX).count() < ALARM_TALLIES_MAX {
+    let open = data
+        .actor_state
+        .map
+        .range(ALARM_TALLY_PREFIX.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(ALARM_TALLY_PREFIX))
+        .take(ALARM_TALLIES_MAX)
+        .count();
+    if found.is_some() || open < ALARM_TALLIES_MAX {
         let y = Tally {
             seq: data.next_out_seq,
             first_ms: now,
